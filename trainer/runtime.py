@@ -1,0 +1,101 @@
+"""Device, precision, seeding and loading of tokenizers / causal LMs from any Hugging Face directory."""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainer.config import UsageError
+
+# Models are loaded from local directories only; nothing is downloaded.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+PAD_TOKEN = "<|pad|>"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device available")
+    if name not in ("cpu", "cuda"):
+        raise UsageError(f"--device must be auto|cpu|cuda, got {name!r}")
+    return torch.device(name)
+
+
+def uses_bf16(device: torch.device, precision: str) -> bool:
+    if precision == "bf16":
+        return True
+    if precision == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return False
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast when asked (or auto on a bf16-capable GPU); weights and optimizer stay fp32."""
+    if uses_bf16(device, precision):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _check_dir(path: str | Path, what: str) -> Path:
+    p = Path(path)
+    if not p.is_dir():
+        raise UsageError(f"{p}: not a {what} directory")
+    return p
+
+
+def load_tokenizer(path: str | Path):
+    """AutoTokenizer from a local directory, with a dedicated PAD token that is not EOS.
+
+    Tokenizers without one (GPT-2 and many others reuse EOS as PAD) get `<|pad|>` added; the model must
+    then be loaded with `load_causal_lm(..., tokenizer=tok)` so its embeddings grow to match.
+    """
+    from transformers import AutoTokenizer
+
+    p = _check_dir(path, "tokenizer")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(p))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{p}: cannot load tokenizer: {e}") from None
+    if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
+        tok.add_special_tokens({"pad_token": PAD_TOKEN})
+    if tok.eos_token is None:
+        raise UsageError(f"{p}: tokenizer has no EOS token")
+    return tok
+
+
+def load_causal_lm(path: str | Path, device: torch.device | str = "cpu", *, train: bool = False, tokenizer=None):
+    """AutoModelForCausalLM in fp32 on `device`, in train() or eval() mode.
+
+    With `tokenizer`, embeddings are resized if the tokenizer has more tokens (an added PAD) and the
+    model's pad/eos ids are set from it.
+    """
+    from transformers import AutoModelForCausalLM
+
+    p = _check_dir(path, "model")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(p), dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{p}: cannot load causal LM: {e}") from None
+    if tokenizer is not None:
+        if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        model.config.eos_token_id = tokenizer.eos_token_id
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+            model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.to(device)
+    model.train(train)
+    return model

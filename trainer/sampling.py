@@ -1,0 +1,157 @@
+"""Batched sampling with a KV cache, shared by `generate` and PPO rollouts.
+
+Speed comes from: one prefill over the left-padded prompts that computes logits for the last position
+only; one forward per new token over the cached keys/values; all random numbers of a row drawn up front
+from that row's own generator (no per-row Python work per token); finished rows dropped from the batch
+and the cache as they finish; top-k sampling done on the k candidates only.
+
+A row's tokens depend only on its prompt and its generator: each token is drawn by inverse-CDF sampling
+with that row's t-th uniform, so batch composition and batch order do not change what a row says.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+
+@dataclass
+class SampleOutput:
+    tokens: torch.LongTensor      # [B, T] generated ids, PAD after the first EOS (EOS itself kept)
+    logprobs: torch.FloatTensor   # [B, T] log-prob of each sampled token (temperature-scaled, filtered); 0 on pad
+    lengths: torch.LongTensor     # [B] number of real generated tokens (incl. EOS)
+    finished: torch.BoolTensor    # [B] True if EOS was produced
+
+
+def derive_seed(seed: int, prompt_id: str | int, sample: int) -> int:
+    """Seed of one sample from (request seed, prompt_id, sample index): stable across runs and machines."""
+    digest = hashlib.sha256(f"{seed}\x1f{prompt_id}\x1f{sample}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def make_generator(seed: int) -> torch.Generator:
+    g = torch.Generator(device="cpu")
+    g.manual_seed(seed)
+    return g
+
+
+def candidates(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Candidate log-probs [b, K] and their token ids [b, K] (None = identity over the vocabulary).
+
+    Applies temperature, then top-k (k=0: off), then top-p (1.0: off); removed tokens get -inf.
+    """
+    logits = logits.float()  # [b, V]
+    if temperature != 1.0:
+        logits = logits / temperature
+    idx = None
+    V = logits.shape[-1]
+    if 0 < top_k < V:
+        logits, idx = logits.topk(top_k, dim=-1)  # [b, k], sorted descending
+    if top_p < 1.0:
+        if idx is None:
+            logits, idx = logits.sort(dim=-1, descending=True)  # [b, V]
+        probs = logits.softmax(-1)
+        # drop a token when the mass strictly before it already reaches top_p (the first token always stays)
+        drop = (probs.cumsum(-1) - probs) >= top_p
+        drop[:, 0] = False
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits.log_softmax(-1), idx
+
+
+def pick_tokens(logits: torch.Tensor, uniforms: torch.Tensor | None, *, temperature: float, top_k: int,
+                top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token ids [b], their log-probs [b]). temperature 0 = greedy (log-prob under the unscaled dist)."""
+    if temperature == 0:
+        logp = logits.float().log_softmax(-1)  # [b, V]
+        tok = logp.argmax(-1)
+        return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
+    logp, idx = candidates(logits, temperature, top_k, top_p)  # [b, K]
+    cdf = logp.exp().cumsum(-1)  # [b, K]
+    x = uniforms.to(cdf.device, cdf.dtype) * cdf[:, -1]  # [b]
+    # first position whose cdf exceeds x: never a zero-probability candidate
+    pos = torch.searchsorted(cdf, x[:, None], right=True).clamp_(max=cdf.shape[-1] - 1)  # [b, 1]
+    lp = logp.gather(-1, pos).squeeze(-1)
+    tok = pos.squeeze(-1) if idx is None else idx.gather(-1, pos).squeeze(-1)
+    return tok, lp
+
+
+def _forward_params(model) -> set[str]:
+    try:
+        return set(inspect.signature(model.forward).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+@torch.no_grad()
+def sample_batch(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_new_tokens: int,
+                 temperature: float, top_k: int, top_p: float, eos_token_id: int, pad_token_id: int,
+                 generators: list[torch.Generator] | None = None) -> SampleOutput:
+    """Sample up to max_new_tokens per row from LEFT-padded prompts; stops when every row has emitted EOS.
+
+    generators: one per row; a row's text then depends only on its own seed. None: torch's global RNG.
+    The PAD token is never sampled (it is not a word; TRL-style pipelines break when it appears).
+    """
+    device = prompt_ids.device
+    B, P = prompt_ids.shape
+    T = max_new_tokens
+    tokens = torch.full((B, T), pad_token_id, dtype=torch.long, device=device)  # [B, T]
+    logprobs = torch.zeros(B, T, dtype=torch.float32, device=device)  # [B, T]
+    lengths = torch.zeros(B, dtype=torch.long, device=device)  # [B]
+    finished = torch.zeros(B, dtype=torch.bool, device=device)  # [B]
+    if B == 0 or T == 0:
+        return SampleOutput(tokens, logprobs, lengths, finished)
+
+    if temperature == 0:
+        uniforms = None
+    elif generators is None:
+        uniforms = torch.rand(B, T)  # [B, T]
+    else:
+        if len(generators) != B:
+            raise ValueError(f"need one generator per row: {len(generators)} for {B} rows")
+        uniforms = torch.stack([torch.rand(T, generator=g, device=g.device).cpu() for g in generators])  # [B, T]
+    if uniforms is not None:
+        uniforms = uniforms.to(device)
+
+    prompt_mask = prompt_mask.to(device=device, dtype=torch.long)
+    mask = torch.cat([prompt_mask, prompt_mask.new_ones(B, T)], dim=1)  # [B, P+T]; column P+t valid once fed
+    position_ids = (prompt_mask.cumsum(-1) - 1).clamp_(min=0)  # [B, P], left padding -> real tokens from 0
+    params = _forward_params(model)
+    # transformers 5 renamed `past_key_values` to `cache`; we own the cache object and pass it by either name
+    cache = DynamicCache(config=model.config)
+    cache_kw = "cache" if "cache" in params else "past_key_values"
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}  # prefill: last position's logits only
+    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids, use_cache=True,
+                **{cache_kw: cache}, **extra)
+    logits = out.logits[:, -1, :]  # [b, V]
+    next_pos = position_ids[:, -1] + 1  # [b]
+    active = torch.arange(B, device=device)  # rows of the full batch still in the (compacted) working batch
+    ban_pad = pad_token_id != eos_token_id and 0 <= pad_token_id < logits.shape[-1]
+
+    for t in range(T):
+        if ban_pad:
+            logits[:, pad_token_id] = float("-inf")
+        u = None if uniforms is None else uniforms[active, t]
+        tok, lp = pick_tokens(logits, u, temperature=temperature, top_k=top_k, top_p=top_p)  # [b], [b]
+        tokens[active, t] = tok
+        logprobs[active, t] = lp
+        lengths[active] += 1
+        done = tok == eos_token_id  # [b]
+        finished[active] = done
+        if t == T - 1:
+            break
+        n_done = int(done.sum())
+        if n_done == active.numel():
+            break
+        if n_done:
+            # Drop finished rows now: later steps cost only what the live rows need.
+            keep = (~done).nonzero().squeeze(-1)  # [b']
+            cache.batch_select_indices(keep)
+            active, tok, mask, next_pos = active[keep], tok[keep], mask[keep], next_pos[keep]
+        out = model(input_ids=tok[:, None], attention_mask=mask[:, : P + t + 1], position_ids=next_pos[:, None],
+                    use_cache=True, **{cache_kw: cache})
+        logits = out.logits[:, -1, :]
+        next_pos = next_pos + 1
+    return SampleOutput(tokens, logprobs, lengths, finished)
