@@ -14,6 +14,19 @@ from trainer.config import UsageError
 # Models are loaded from local directories only; nothing is downloaded.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+
+def quiet_when_not_a_terminal() -> None:
+    """transformers draws its own progress bars (saving shards...); keep stderr clean for the worker's logs."""
+    import sys
+
+    if not sys.stderr.isatty():
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
+quiet_when_not_a_terminal()
+
 PAD_TOKEN = "<|pad|>"
 
 
@@ -99,3 +112,35 @@ def load_causal_lm(path: str | Path, device: torch.device | str = "cpu", *, trai
     model.to(device)
     model.train(train)
     return model
+
+
+def adamw(model: torch.nn.Module, *, lr: float, weight_decay: float, betas=(0.9, 0.95), eps: float = 1e-8):
+    """AdamW with decay on matrices only (nanoGPT): biases, LayerNorms and 1-D params are not decayed."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+
+
+def cosine_lr(step: int, total_steps: int, *, peak: float, warmup_steps: int, min_ratio: float = 0.1) -> float:
+    """Linear warmup to `peak`, then cosine decay to `min_ratio * peak` at `total_steps` (step is 0-based)."""
+    import math
+
+    if warmup_steps > 0 and step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def total_steps_for(*, epochs: int, batches_per_epoch: int, max_steps: int) -> int:
+    """--max-steps, when set, replaces epochs (as in transformers' Trainer); otherwise epochs × batches."""
+    if max_steps > 0:
+        return max_steps
+    return max(1, epochs) * max(1, batches_per_epoch)
