@@ -1,0 +1,1 @@
+"""rlhf-studio service: settings, database, auth, routes, job queue and worker."""

@@ -1,0 +1,20 @@
+"""`rlhf` command line. One module per command group; each registers itself on `app` below.
+
+Bad arguments exit 2 with a one-line reason (typer/click usage errors also exit 2).
+"""
+from __future__ import annotations
+
+import typer
+
+from app.cli import db, serve, tokens, users
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="rlhf-studio: the whole RLHF loop. See README.md.")
+app.add_typer(db.app, name="db", help="Database schema (Alembic).")
+app.add_typer(users.app, name="users", help="Create, list and deactivate users.")
+app.add_typer(tokens.app, name="tokens", help="API bearer tokens.")
+serve.register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,111 @@
+"""FastAPI dependencies: database session, browser session and CSRF, page users, API users, roles."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy.orm import Session
+
+from app.db import get_sessionmaker
+from app.models import User
+from app.security import CSRF_FIELD, CSRF_HEADER, SESSION_COOKIE, BrowserSession, SessionSigner, csrf_matches
+from app.services.users import user_for_token
+from app.settings import Settings, get_settings
+
+UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+class LoginRequired(Exception):
+    """Raised by page dependencies; answered with a redirect to /login (or HX-Redirect for htmx)."""
+
+
+def get_db() -> Iterator[Session]:
+    session = get_sessionmaker()()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_db)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_browser_session(request: Request) -> BrowserSession:
+    signer: SessionSigner = request.app.state.session_signer
+    session = signer.loads(request.cookies.get(SESSION_COOKIE))
+    if session is None:
+        session = BrowserSession.anonymous()
+        request.state.pending_session_cookie = signer.dumps(session)
+    request.state.csrf_token = session.csrf
+    return session
+
+
+BrowserSessionDep = Annotated[BrowserSession, Depends(get_browser_session)]
+
+
+async def verify_csrf(request: Request, browser: BrowserSessionDep) -> None:
+    """Every state-changing browser request carries the session's CSRF token (form field or header)."""
+    if request.method not in UNSAFE_METHODS:
+        return
+    given = request.headers.get(CSRF_HEADER)
+    if given is None and request.headers.get("content-type", "").startswith(
+            ("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()  # Starlette caches it: the endpoint's Form() parameters still work
+        value = form.get(CSRF_FIELD)
+        given = value if isinstance(value, str) else None
+    if not csrf_matches(browser.csrf, given):
+        raise HTTPException(status_code=403, detail="missing or wrong CSRF token: reload the page and try again")
+
+
+def get_page_user_optional(request: Request, db: SessionDep, browser: BrowserSessionDep) -> User | None:
+    if browser.user_id is None:
+        return None
+    user = db.get(User, browser.user_id)
+    if user is None or not user.is_active:
+        return None
+    request.state.user = user
+    return user
+
+
+def get_page_user(user: Annotated[User | None, Depends(get_page_user_optional)]) -> User:
+    if user is None:
+        raise LoginRequired()
+    return user
+
+
+PageUser = Annotated[User, Depends(get_page_user)]
+
+
+def get_page_admin(user: PageUser) -> User:
+    if user.role != "admin":
+        raise HTTPException(status_code=403, detail="admins only")
+    return user
+
+
+PageAdmin = Annotated[User, Depends(get_page_admin)]
+
+
+def get_api_user(request: Request, db: SessionDep) -> User:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise HTTPException(status_code=401, detail="missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    user = user_for_token(db, token=token.strip())
+    if user is None:
+        raise HTTPException(status_code=401, detail="unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
+    request.state.user = user
+    return user
+
+
+ApiUser = Annotated[User, Depends(get_api_user)]
+
+
+def get_api_admin(user: ApiUser) -> User:
+    if user.role != "admin":
+        raise HTTPException(status_code=403, detail="admins only")
+    return user
+
+
+ApiAdmin = Annotated[User, Depends(get_api_admin)]

@@ -1,0 +1,72 @@
+"""The FastAPI application: `create_app()` (uvicorn factory)."""
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from urllib.parse import quote
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from app.db import check_migrated, get_engine
+from app.deps import LoginRequired
+from app.routes import ROUTERS
+from app.security import SessionSigner
+from app.settings import get_settings
+from app.templating import STATIC_DIR, render
+
+API_PREFIX = "/api/v1"
+
+
+def _wants_html(request: Request) -> bool:
+    return not request.url.path.startswith(API_PREFIX) and "text/html" in request.headers.get("accept", "")
+
+
+async def _login_required(request: Request, _exc: LoginRequired) -> Response:
+    target = f"/login?next={quote(request.url.path)}"
+    if request.headers.get("HX-Request") == "true":
+        return Response(status_code=200, headers={"HX-Redirect": target})
+    return RedirectResponse(target, status_code=303)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    if _wants_html(request) and exc.status_code >= 400:
+        return render(request, "error.html", {"status": exc.status_code, "detail": exc.detail},
+                      status_code=exc.status_code, headers=getattr(exc, "headers", None))
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+def create_app(*, check_database: bool = True) -> FastAPI:
+    settings = get_settings()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        if check_database:
+            check_migrated(get_engine())  # refuse to serve an un-migrated database
+        yield
+
+    app = FastAPI(
+        title="rlhf-studio",
+        version="0.1.0",
+        description="The whole RLHF loop: tasks, annotations, exports, jobs and training rounds. "
+        "API calls take `Authorization: Bearer <token>` (tokens from `rlhf tokens create` or the users page).",
+        lifespan=lifespan,
+        docs_url=None,  # served by app.routes.docs, for admins only, with the vendored Swagger UI
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.session_signer = SessionSigner(settings.session_secret(), settings.session_max_age_s)
+    app.add_exception_handler(LoginRequired, _login_required)
+    app.add_exception_handler(HTTPException, _http_error)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        errors = [{"loc": list(e.get("loc", [])), "msg": e.get("msg", "")} for e in exc.errors()]
+        message = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors)
+        return JSONResponse({"detail": message or "invalid request", "errors": errors}, status_code=422)
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    for router in ROUTERS:
+        app.include_router(router)
+    return app

@@ -1,0 +1,119 @@
+"""Users, API tokens and login (with throttling counted in the database)."""
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.models import ROLES, ApiToken, LoginFailure, User, utcnow
+from app.security import hash_password, hash_token, new_api_token, new_public_id, verify_password
+
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+MIN_PASSWORD_LENGTH = 8
+
+
+class UserError(ValueError):
+    """Bad input for a user operation; the message is safe to show."""
+
+
+class LoginThrottled(Exception):
+    pass
+
+
+def create_user(session: Session, *, username: str, role: str, password: str | None, is_ai: bool = False) -> User:
+    if not USERNAME_RE.match(username):
+        raise UserError("username must be 1-64 letters, digits or _ . @ -")
+    if role not in ROLES:
+        raise UserError(f"role must be one of {', '.join(ROLES)}")
+    if password is not None and len(password) < MIN_PASSWORD_LENGTH:
+        raise UserError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+    user = User(username=username, role=role, is_ai=is_ai, public_id=new_public_id(),
+                password_hash=hash_password(password) if password is not None else None)
+    try:
+        with session.begin_nested():  # a savepoint: a duplicate leaves the caller's transaction usable
+            session.add(user)
+    except IntegrityError:
+        raise UserError(f"user {username!r} already exists") from None
+    return user
+
+
+def get_user_by_name(session: Session, *, username: str) -> User | None:
+    return session.scalar(select(User).where(User.username == username))
+
+
+def require_user(session: Session, *, username: str) -> User:
+    user = get_user_by_name(session, username=username)
+    if user is None:
+        raise UserError(f"no user {username!r}")
+    return user
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.id)))
+
+
+def set_active(session: Session, *, user: User, active: bool) -> User:
+    user.is_active = active
+    if not active:
+        # A deactivated user's tokens stop working at once (the lookup also checks is_active).
+        session.execute(update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+                        .values(revoked_at=utcnow()))
+    session.flush()
+    return user
+
+
+def set_password(session: Session, *, user: User, password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise UserError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+    user.password_hash = hash_password(password)
+    session.flush()
+
+
+def authenticate(session: Session, *, username: str, password: str, address: str,
+                 max_failures: int, window_s: int) -> User | None:
+    """The user if the password is right; None otherwise. Raises LoginThrottled after too many recent failures
+    for this username or from this address (counted in the database, so it holds across processes)."""
+    since = utcnow() - timedelta(seconds=window_s)
+    by_user = session.scalar(select(func.count()).where(LoginFailure.username == username, LoginFailure.created_at > since))
+    by_address = session.scalar(select(func.count()).where(LoginFailure.address == address, LoginFailure.created_at > since))
+    if by_user >= max_failures or by_address >= max_failures:
+        raise LoginThrottled()
+    user = get_user_by_name(session, username=username)
+    ok = verify_password(user.password_hash if user else None, password)
+    if user is None or not ok or not user.is_active:
+        session.add(LoginFailure(username=username[:64], address=address[:64]))
+        session.flush()
+        return None
+    return user
+
+
+def create_token(session: Session, *, user: User, name: str = "") -> tuple[ApiToken, str]:
+    """Returns the stored row and the token itself, which is shown once and never stored."""
+    if not user.is_active:
+        raise UserError(f"user {user.username!r} is deactivated")
+    token, token_hash = new_api_token()
+    row = ApiToken(user_id=user.id, token_hash=token_hash, name=name)
+    session.add(row)
+    session.flush()
+    return row, token
+
+
+def revoke_token(session: Session, *, token_id: int, user_id: int | None = None) -> ApiToken:
+    row = session.get(ApiToken, token_id)
+    if row is None or (user_id is not None and row.user_id != user_id):
+        raise UserError(f"no token {token_id}")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        session.flush()
+    return row
+
+
+def user_for_token(session: Session, *, token: str) -> User | None:
+    """One indexed lookup: the token's sha256 joined to its active user."""
+    return session.scalar(
+        select(User).join(ApiToken, ApiToken.user_id == User.id)
+        .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None), User.is_active.is_(True))
+    )

@@ -1,0 +1,75 @@
+"""One Settings class for the whole service (environment prefix `RLHF_`)."""
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RLHF_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path("./data"), description="Models, exports, job outputs and the SQLite file.")
+    database_url: str = Field("", description="SQLAlchemy URL; empty means a SQLite file in the data dir.")
+    secret_key: str = Field("", description="Signs session cookies; generated and kept in the data dir when unset.")
+
+    # auth
+    session_max_age_s: int = 7 * 24 * 3600
+    login_max_failures: int = 10  # per user and per address, per login_window_s
+    login_window_s: int = 60
+    secure_cookies: bool = False  # set behind HTTPS
+
+    # annotation
+    lease_minutes: float = 10.0
+    undo_minutes: float = 5.0
+    max_text_bytes: int = 64 * 1024
+    max_upload_bytes: int = 50 * 1024 * 1024
+
+    # pages
+    offline_assets: bool = False  # serve htmx & co from static/vendor instead of the CDN
+    docs_enabled: bool = True  # OpenAPI docs at /docs, admins only
+
+    # job queue
+    heartbeat_s: float = 3.0
+    stale_after_s: float = 30.0  # a running job whose heartbeat is older than this is requeued
+    job_max_attempts: int = 3
+    worker_poll_s: float = 1.0
+    cancel_grace_s: float = 3.0  # SIGTERM, then SIGKILL after this, so cancel ends within 5 s
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'rlhf.sqlite3'}"
+
+    def session_secret(self) -> str:
+        """The configured key, or one generated once and kept in the data dir (so restarts keep sessions)."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".secret_key.{os.getpid()}.{secrets.token_hex(4)}")
+            tmp.write_text(secrets.token_urlsafe(48))
+            tmp.chmod(0o600)
+            try:
+                os.link(tmp, path)  # fails if another process won the race: both then read its key
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        return path.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,229 @@
+"""Shared fixtures: a fresh migrated database per test (SQLite, or PostgreSQL for `backend`-parametrized tests),
+settings pointing at a temporary data dir, app clients, users and tokens.
+
+Backends: tests that take the `backend` fixture run on SQLite and on PostgreSQL. PostgreSQL is mandatory under
+CI=true (an unreachable server fails the test instead of skipping it).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import csrf_from, session_csrf
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+PG_ADMIN_URL = os.environ.get("RLHF_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _clear_caches() -> None:
+    from app import db, settings
+
+    for fn in (settings.get_settings, db.get_engine, db.get_read_engine, db.get_sessionmaker, db.get_read_sessionmaker):
+        fn.cache_clear()
+
+
+def _dispose_engines() -> None:
+    from app import db
+
+    for fn in (db.get_engine, db.get_read_engine):
+        if fn.cache_info().currsize:
+            fn().dispose()
+
+
+# ---- migrated templates, built once per session -------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    from app.migrations_runner import upgrade
+
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.sqlite3"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+def _pg_admin_engine():
+    from sqlalchemy import create_engine
+
+    return create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A migrated template database; each test gets a copy (CREATE DATABASE ... TEMPLATE)."""
+    from sqlalchemy import text
+
+    from app.migrations_runner import upgrade
+
+    try:
+        engine = _pg_admin_engine()
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        if CI:
+            pytest.fail(f"PostgreSQL is mandatory under CI and unreachable at {PG_ADMIN_URL}: {exc}")
+        pytest.skip(f"PostgreSQL unreachable at {PG_ADMIN_URL}")
+    name = f"rlhf_tmpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = re.sub(r"/[^/]*$", f"/{name}", PG_ADMIN_URL)
+    upgrade(url)
+    yield name
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+def _new_pg_database(template: str) -> tuple[str, str]:
+    from sqlalchemy import text
+
+    name = f"rlhf_t_{uuid.uuid4().hex[:12]}"
+    engine = _pg_admin_engine()
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    engine.dispose()
+    return name, re.sub(r"/[^/]*$", f"/{name}", PG_ADMIN_URL)
+
+
+def _drop_pg_database(name: str) -> None:
+    from sqlalchemy import text
+
+    engine = _pg_admin_engine()
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+# ---- per-test database and settings -------------------------------------------------------------------------
+
+@pytest.fixture(params=["sqlite"])
+def backend(request) -> str:
+    """Override with `@pytest.mark.parametrize("backend", BACKENDS, indirect=True)` to run on both."""
+    return request.param
+
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture
+def db_url(request, backend, tmp_path) -> Iterator[str]:
+    if backend == "postgres":
+        template = request.getfixturevalue("pg_template")
+        name, url = _new_pg_database(template)
+        yield url
+        _dispose_engines()
+        _drop_pg_database(name)
+    else:
+        path = tmp_path / "rlhf.sqlite3"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    path = tmp_path / "data"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def settings(monkeypatch, db_url, data_dir):
+    """Settings for this test: its own data dir and database; caches cleared before and after."""
+    monkeypatch.setenv("RLHF_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("RLHF_DATABASE_URL", db_url)
+    monkeypatch.setenv("RLHF_SECRET_KEY", "test-secret-key")
+    monkeypatch.setenv("RLHF_OFFLINE_ASSETS", "1")
+    _clear_caches()
+    from app.settings import get_settings
+
+    yield get_settings()
+    _dispose_engines()
+    _clear_caches()
+
+
+@pytest.fixture
+def db(settings):
+    """A session on this test's database (commit explicitly to make data visible to the app)."""
+    from app.db import get_sessionmaker
+
+    session = get_sessionmaker()()
+    yield session
+    session.close()
+
+
+# ---- app, users, clients ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def app(settings):
+    from app.main import create_app
+
+    return create_app()
+
+
+@pytest.fixture
+def client(app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture
+def make_user(db):
+    """make_user(role="annotator", username=None, password="password123") -> User (committed)."""
+    from app.services.users import create_user
+
+    def make(role: str = "annotator", username: str | None = None, password: str = "password123"):
+        user = create_user(db, username=username or f"{role}-{uuid.uuid4().hex[:8]}", role=role, password=password)
+        db.commit()
+        return user
+
+    return make
+
+
+@pytest.fixture
+def make_token(db):
+    """make_token(user) -> the bearer token string."""
+    from app.services.users import create_token
+
+    def make(user) -> str:
+        _row, token = create_token(db, user=user)
+        db.commit()
+        return token
+
+    return make
+
+
+@pytest.fixture
+def login(client):
+    """login(user, password="password123") -> CSRF token of the logged-in session (client keeps the cookie)."""
+
+    def do(user, password: str = "password123") -> str:
+        page = client.get("/login")
+        token = csrf_from(page.text)
+        response = client.post("/login", data={"username": user.username, "password": password,
+                                               "csrf_token": token, "next": "/"}, follow_redirects=False)
+        assert response.status_code == 303, response.text
+        return session_csrf(client)
+
+    return do
+
+
+@pytest.fixture
+def api(client, make_user, make_token):
+    """api(role="annotator") -> (user, headers) with a bearer token for /api/v1."""
+
+    def make(role: str = "annotator"):
+        user = make_user(role)
+        return user, {"Authorization": f"Bearer {make_token(user)}"}
+
+    return make
