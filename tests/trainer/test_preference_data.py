@@ -1,0 +1,80 @@
+import json
+
+import pytest
+
+from tests.trainer.rl_assets import build_tokenizer, write_jsonl
+from trainer.data import DataError
+from trainer.preference_data import load_preferences
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return build_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+def test_trl_format_with_margin_and_ties(tmp_path, tok):
+    rows = [
+        {"prompt": " na nb", "chosen": " ga gb", "rejected": " ba bb", "margin": 2.0, "tie": False},
+        {"prompt": " na nc", "chosen": " gc", "rejected": " bc", "margin": None, "tie": True},
+        {"prompt": " na nd", "chosen": " gd", "rejected": " bd", "margin": None, "tie": False},
+    ]
+    p = write_jsonl(tmp_path / "p.jsonl", rows)
+    ex = load_preferences(p, tok, ties="exclude")
+    assert ex.format == "trl"
+    assert len(ex.groups) == 2 and ex.skipped_ties == 1
+    g = ex.groups[0]
+    # prompt + completion exactly, then EOS; the prompt is a prefix of both sequences
+    assert g.sequences[0] == tok(" na nb ga gb")["input_ids"] + [tok.eos_token_id]
+    assert g.sequences[0][: g.prompt_lengths[0]] == tok(" na nb")["input_ids"]
+    assert (g.pairs[0].better, g.pairs[0].worse, g.pairs[0].margin, g.pairs[0].target) == (0, 1, 2.0, 1.0)
+    assert ex.groups[1].pairs[0].margin == 0.0
+    half = load_preferences(p, tok, ties="half")
+    assert len(half.groups) == 3 and half.groups[1].pairs[0].target == 0.5
+
+
+def test_rankings_become_all_pairs_encoded_once(tmp_path, tok):
+    p = write_jsonl(tmp_path / "r.jsonl", [{"prompt": " na", "completions": [" ga", " nb", " ba", " bb"]}])
+    s = load_preferences(p, tok)
+    assert s.format == "rankings"
+    (g,) = s.groups
+    assert len(g.sequences) == 4  # each response once
+    assert [(q.better, q.worse) for q in g.pairs] == [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+
+
+def test_kto_labels_pair_within_a_prompt(tmp_path, tok):
+    rows = [
+        {"prompt": " na", "completion": " ga", "label": True},
+        {"prompt": " nb", "completion": " gb", "label": True},
+        {"prompt": " na", "completion": " ba", "label": False},
+        {"prompt": " na", "completion": " gc", "label": True},
+    ]
+    s = load_preferences(write_jsonl(tmp_path / "k.jsonl", rows), tok)
+    assert s.format == "kto"
+    assert len(s.groups) == 1 and s.skipped_unpaired == 1  # " nb" has no bad completion
+    (g,) = s.groups
+    assert sorted((q.better, q.worse) for q in g.pairs) == [(0, 1), (2, 1)]
+
+
+def test_conversational_goes_through_the_chat_template(tmp_path, tok):
+    row = {"prompt": [{"role": "user", "content": " na"}],
+           "chosen": [{"role": "assistant", "content": " ga"}],
+           "rejected": [{"role": "assistant", "content": " ba"}]}
+    s = load_preferences(write_jsonl(tmp_path / "c.jsonl", [row]), tok)
+    assert s.format == "trl-conversational"
+    text = tok.decode(s.groups[0].sequences[0])
+    assert text == "<|user|> na<|assistant|> ga<|endoftext|>"  # template's EOS kept, no second EOS
+
+
+def test_bad_lines_name_file_and_line(tmp_path, tok):
+    p = tmp_path / "bad.jsonl"
+    p.write_text(json.dumps({"prompt": "a", "chosen": "b", "rejected": "c"}) + "\n"
+                 + json.dumps({"prompt": "a", "chosen": 3, "rejected": "c"}) + "\n")
+    with pytest.raises(DataError) as e:
+        load_preferences(p, tok)
+    assert str(e.value).startswith(f"{p}:2:")
+    q = write_jsonl(tmp_path / "unknown.jsonl", [{"text": "x"}])
+    with pytest.raises(DataError, match=r"unknown.jsonl:1: unknown preference format"):
+        load_preferences(q, tok)
+    r = write_jsonl(tmp_path / "m.jsonl", [{"prompt": "a", "chosen": "b", "rejected": "c", "margin": "x"}])
+    with pytest.raises(DataError, match=r"m.jsonl:1: \"margin\""):
+        load_preferences(r, tok)

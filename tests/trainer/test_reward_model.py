@@ -1,0 +1,153 @@
+import json
+import math
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+from tests.trainer.rl_assets import GOOD, NEUTRAL, build_tiny_lm, synthetic_pair, write_jsonl
+
+from trainer.config import load_config
+from trainer.masks import pad_sequences
+from trainer.reward_model import (
+    RewardConfig,
+    RewardScorer,
+    bradley_terry_loss,
+    load_reward_model,
+    train_reward,
+)
+from trainer.runtime import load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def lm_dir(tmp_path_factory):
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))
+
+
+@pytest.fixture(scope="module")
+def pref_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pref")
+    rng = random.Random(7)
+    train = write_jsonl(d / "train.jsonl", [synthetic_pair(rng) for _ in range(320)])
+    held = write_jsonl(d / "eval.jsonl", [synthetic_pair(rng) for _ in range(100)])
+    return train, held
+
+
+def _train(tmp_path, lm_dir, data, name="rm", **kw):
+    kw.setdefault("lr", 3e-3)
+    kw.setdefault("batch_size", 16)
+    cfg = load_config(RewardConfig, overrides={"model": str(lm_dir), "data": str(data), "out": str(tmp_path / name),
+                                               "device": "cpu", **kw})
+    out = train_reward(cfg)
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return out, lines
+
+
+def test_bradley_terry_loss_values():
+    rb, rw = torch.tensor([2.0, 2.0, 2.0]), torch.tensor([1.0, 1.0, 1.0])
+    plain = bradley_terry_loss(rb, rw)
+    assert torch.allclose(plain, torch.full((3,), math.log1p(math.exp(-1.0))), atol=1e-6)  # 0.3133
+    with_margin = bradley_terry_loss(rb, rw, margin=torch.tensor([0.5, 0.0, 0.0]))
+    assert math.isclose(float(with_margin[0]), math.log1p(math.exp(-0.5)), abs_tol=1e-6)  # 0.4741
+    tie = bradley_terry_loss(rb, rw, target=torch.tensor([0.5, 1.0, 1.0]))
+    want_tie = 0.5 * math.log1p(math.exp(-1.0)) + 0.5 * math.log1p(math.exp(1.0))
+    assert math.isclose(float(tie[0]), want_tie, abs_tol=1e-6)
+    centered = bradley_terry_loss(rb, rw, center_coef=0.01)
+    assert math.isclose(float(centered[0]), math.log1p(math.exp(-1.0)) + 0.01 * 9.0, abs_tol=1e-6)
+
+
+def test_head_init_and_score_at_last_real_token_under_both_paddings(lm_dir):
+    tok = load_tokenizer(lm_dir)
+    model = load_reward_model(lm_dir, tok, new_head_seed=3)
+    d = model.score.weight.shape[-1]
+    assert model.config.num_labels == 1 and model.config.pad_token_id == tok.pad_token_id
+    assert abs(float(model.score.weight.detach().std()) - 1 / math.sqrt(d + 1)) < 0.08
+    seqs = [tok(" na ga gb gc")["input_ids"] + [tok.eos_token_id], tok(" nb")["input_ids"] + [tok.eos_token_id]]
+    scorer = RewardScorer(model)
+    with torch.no_grad():
+        right = scorer(*pad_sequences(seqs, pad_token_id=tok.pad_token_id, side="right"))
+        left = scorer(*pad_sequences(seqs, pad_token_id=tok.pad_token_id, side="left"))
+        alone = torch.cat([scorer(*pad_sequences([s], pad_token_id=tok.pad_token_id)) for s in seqs])
+    assert torch.allclose(right, left, atol=1e-4)
+    assert torch.allclose(right, alone, atol=1e-4)
+    # reading the score one token later (the first PAD) would give a different number
+    with torch.no_grad():
+        ids, mask = pad_sequences(seqs, pad_token_id=tok.pad_token_id, side="right")
+        hidden = scorer.hidden_states(ids, mask)
+        after_eos = model.score(hidden[1, len(seqs[1])]).squeeze()
+    assert abs(float(after_eos) - float(right[1])) > 1e-4
+
+
+def test_rm_learns_synthetic_preference_and_loads_with_auto_class(tmp_path, lm_dir, pref_files):
+    from transformers import AutoModelForSequenceClassification
+
+    train, held = pref_files
+    out, lines = _train(tmp_path, lm_dir, train, eval_data=str(held), epochs=2)
+    final = lines[-1]
+    assert final["eval_accuracy"] >= 0.95, final
+    assert lines[0]["loss"] > lines[-2]["loss"]
+    for key in ("loss", "accuracy", "margin", "reward_mean", "reward_std", "lr", "grad_norm"):
+        assert key in lines[0]
+    assert all(set(x) >= {"step", "total_steps"} for x in lines)
+    cfg = json.loads((out / "trainer_config.json").read_text())
+    assert cfg["stage"] == "reward" and cfg["lr"] == 3e-3
+    # HF's own class scores the same as our reader (right padding; pad_token_id saved in the config)
+    tok = load_tokenizer(out)
+    hf = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    ids, mask = pad_sequences([tok(" na ga gb")["input_ids"] + [tok.eos_token_id],
+                               tok(" bb")["input_ids"] + [tok.eos_token_id]], pad_token_id=tok.pad_token_id)
+    with torch.no_grad():
+        ours = RewardScorer(load_reward_model(out, tok))(ids, mask)
+        theirs = hf(input_ids=ids, attention_mask=mask).logits.squeeze(-1)
+    assert torch.allclose(ours, theirs, atol=1e-4)
+    assert float(ours[0]) > float(ours[1])  # good words score higher
+    # centred after training: the preferred responses of the training data average ~0
+    assert abs(final["reward_offset"]) > 0
+    rows = [json.loads(x) for x in train.read_text().splitlines()][:64]
+    ids, mask = pad_sequences([tok(r["prompt"] + r["chosen"])["input_ids"] + [tok.eos_token_id] for r in rows],
+                              pad_token_id=tok.pad_token_id)
+    with torch.no_grad():
+        assert abs(float(RewardScorer(load_reward_model(out, tok))(ids, mask).mean())) < 0.5
+
+
+def test_same_seed_same_numbers_and_microbatch_invariance(tmp_path, lm_dir, pref_files):
+    train, _ = pref_files
+    kw = dict(max_steps=4, center_on_chosen=False)
+    _, a = _train(tmp_path, lm_dir, train, "a", **kw)
+    _, b = _train(tmp_path, lm_dir, train, "b", **kw)
+    _, c = _train(tmp_path, lm_dir, train, "c", micro_batch_size=3, **kw)
+    assert a == b
+    for x, y in zip(a[:-1], c[:-1]):
+        assert math.isclose(x["loss"], y["loss"], rel_tol=1e-4), (x, y)
+        assert math.isclose(x["grad_norm"], y["grad_norm"], rel_tol=1e-3), (x, y)
+
+
+def test_rankings_and_kto_train(tmp_path, lm_dir):
+    rng = random.Random(1)
+
+    def resp(n_good):
+        words = [rng.choice(GOOD) for _ in range(n_good)] + [rng.choice(NEUTRAL) for _ in range(6 - n_good)]
+        rng.shuffle(words)
+        return " " + " ".join(words)
+
+    ranks = [{"prompt": " na", "completions": [resp(6), resp(3), resp(0)]} for _ in range(48)]
+    _, lines = _train(tmp_path, lm_dir, write_jsonl(tmp_path / "r.jsonl", ranks), "r", epochs=2, batch_size=8)
+    assert lines[-1]["train_pairs"] == 48 * 3
+    assert lines[-2]["accuracy"] >= 0.9
+    kto = []
+    for i in range(40):
+        kto += [{"prompt": f" n{'abcd'[i % 4]}", "completion": resp(5), "label": True},
+                {"prompt": f" n{'abcd'[i % 4]}", "completion": resp(1), "label": False}]
+    _, lines = _train(tmp_path, lm_dir, write_jsonl(tmp_path / "k.jsonl", kto), "k", batch_size=2)
+    assert lines[-1]["train_pairs"] == 4 * 10 * 10  # every good x bad within each of 4 prompts
+
+
+def test_cli_bad_data_exits_2_naming_file_and_line(tmp_path, lm_dir):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": "b"}\n')
+    r = subprocess.run([sys.executable, "-m", "trainer", "reward", "--model", str(lm_dir), "--data", str(bad),
+                        "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert f"{bad}:2:" in r.stderr
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,225 @@
+"""Reading the preference exports (`trl`, `trl-conversational`, `rankings`, `kto`) into comparison groups.
+
+The format is detected from the keys of the first line:
+    trl                 {"prompt"?, "chosen": str, "rejected": str, "margin"?: number|null, "tie"?: bool}
+    trl-conversational  the same with messages lists ({"role", "content"})
+    rankings            {"prompt", "completions": [best, ..., worst]}
+    kto                 {"prompt", "completion", "label": bool}
+
+Every format becomes `PreferenceGroup`s: the responses of one prompt, each tokenized once, and the
+comparisons between them. A ranking of K responses is one group with all K(K-1)/2 pairs (InstructGPT
+§3.5: the K responses are encoded once and the pairs share a batch element); good/bad labels become
+every (good, bad) pair within a prompt. Text follows TRL: a string prompt and its completion are seen as
+`prompt + completion` exactly, an EOS is appended (the score is read there), chat messages go through the
+tokenizer's chat template.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trainer.config import UsageError
+from trainer.data import DataError, read_jsonl
+
+
+@dataclass
+class Pair:
+    better: int  # index into PreferenceGroup.sequences
+    worse: int
+    margin: float = 0.0  # required score gap (TRL's `margin` column); 0 when absent
+    target: float = 1.0  # P(better beats worse): 1.0, or 0.5 for a tie kept as a soft target
+
+
+@dataclass
+class PreferenceGroup:
+    source: str  # "file:line" of the (first) line it came from
+    sequences: list[list[int]]  # prompt + response + EOS token ids, one per response
+    prompt_lengths: list[int]  # tokens of each sequence that belong to the prompt
+    pairs: list[Pair] = field(default_factory=list)
+
+
+@dataclass
+class PreferenceSet:
+    format: str
+    groups: list[PreferenceGroup]
+    n_lines: int
+    max_length: int  # longest sequence kept, in tokens
+    skipped_ties: int = 0  # tie pairs left out (ties="exclude")
+    skipped_too_long: int = 0  # groups with a sequence longer than max_length (TRL drops them too)
+    skipped_unpaired: int = 0  # kto prompts with only good or only bad labels
+
+    @property
+    def n_pairs(self) -> int:
+        return sum(len(g.pairs) for g in self.groups)
+
+
+def detect_format(obj: dict, path: str | Path, line: int) -> str:
+    if "completions" in obj:
+        return "rankings"
+    if "completion" in obj and "label" in obj:
+        return "kto"
+    if "chosen" in obj and "rejected" in obj:
+        return "trl-conversational" if isinstance(obj["chosen"], list) else "trl"
+    raise DataError(path, line, "unknown preference format: expected keys chosen/rejected (trl), "
+                                "completions (rankings) or completion/label (kto), got " + ", ".join(sorted(obj)))
+
+
+class _Encoder:
+    """prompt (+ completion) -> token ids, following TRL's text conventions."""
+
+    def __init__(self, tokenizer, max_length: int):
+        self.tok = tokenizer
+        self.max_length = max_length
+        self.eos = tokenizer.eos_token_id
+
+    def _ids(self, text: str, chat: bool) -> list[int]:
+        # A chat template writes its own special tokens; plain text gets the tokenizer's usual ones (BOS, if any).
+        return self.tok(text, add_special_tokens=not chat)["input_ids"]
+
+    def prompt_text(self, prompt, chat: bool) -> str:
+        if not chat:
+            return prompt
+        if not prompt:
+            return ""
+        return self.tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+
+    def encode(self, prompt, completion, chat: bool, path, line) -> tuple[list[int], int]:
+        """(ids of prompt + completion + EOS, number of prompt tokens)."""
+        p_text = self.prompt_text(prompt, chat)
+        if chat:
+            full = self.tok.apply_chat_template(list(prompt or []) + list(completion), tokenize=False)
+            if not full.startswith(p_text):
+                raise DataError(path, line, "chat template output does not start with the rendered prompt")
+        else:
+            full = prompt + completion
+        ids = self._ids(full, chat)
+        if not ids or ids[-1] != self.eos:
+            ids = ids + [self.eos]
+        n_prompt = len(self._ids(p_text, chat)) if p_text else 0
+        return ids, min(n_prompt, len(ids) - 1)
+
+
+def _check_messages(value, key: str, path, line) -> list[dict]:
+    if not isinstance(value, list) or not value:
+        raise DataError(path, line, f'"{key}" must be a non-empty list of messages')
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise DataError(path, line, f'"{key}"[{i}] must be an object with string "role" and "content"')
+    return value
+
+
+def _prompt(obj: dict, chat: bool, path, line, required: bool):
+    if "prompt" not in obj or obj["prompt"] is None:
+        if required:
+            raise DataError(path, line, 'missing "prompt"')
+        return [] if chat else ""
+    if chat:
+        return _check_messages(obj["prompt"], "prompt", path, line)
+    if not isinstance(obj["prompt"], str):
+        raise DataError(path, line, f'"prompt" must be a string, got {type(obj["prompt"]).__name__}')
+    return obj["prompt"]
+
+
+def _response(value, key: str, chat: bool, path, line):
+    if chat:
+        return _check_messages(value, key, path, line)
+    if not isinstance(value, str):
+        raise DataError(path, line, f'"{key}" must be a string, got {type(value).__name__}')
+    return value
+
+
+def _is_chat(value) -> bool:
+    return isinstance(value, list)
+
+
+def load_preferences(path: str | Path, tokenizer, *, ties: str = "exclude", max_length: int = 1024) -> PreferenceSet:
+    """Read a preference export; bad lines raise DataError naming file:line.
+
+    ties: "exclude" drops tie pairs; "half" keeps them with target 0.5 (no margin).
+    """
+    if ties not in ("exclude", "half"):
+        raise UsageError(f"--ties must be exclude|half, got {ties!r}")
+    enc = _Encoder(tokenizer, max_length)
+    lines = list(read_jsonl(path))
+    if not lines:
+        raise DataError(path, 1, "no preference data")
+    fmt = detect_format(lines[0][1], path, lines[0][0])
+    result = PreferenceSet(format=fmt, groups=[], n_lines=len(lines), max_length=max_length)
+    if fmt == "kto":
+        _read_kto(lines, enc, result, path)
+    else:
+        for line, obj in lines:
+            if detect_format(obj, path, line) != fmt:
+                raise DataError(path, line, f"line is not in the {fmt} format of the first line")
+            group = _read_ranked(fmt, obj, enc, result, path, line, ties)
+            if group is not None:
+                _keep(result, group)
+    if not result.groups:
+        raise DataError(path, lines[-1][0], "no usable comparison in the file (all ties, unpaired or too long)")
+    return result
+
+
+def _keep(result: PreferenceSet, group: PreferenceGroup) -> None:
+    if max(len(s) for s in group.sequences) > result.max_length:
+        result.skipped_too_long += 1
+        return
+    result.groups.append(group)
+
+
+def _read_ranked(fmt, obj, enc: _Encoder, result, path, line, ties) -> PreferenceGroup | None:
+    src = f"{path}:{line}"
+    if fmt == "rankings":
+        comps = obj["completions"]
+        if not isinstance(comps, list) or len(comps) < 2:
+            raise DataError(path, line, '"completions" must be a list of at least 2 responses, best first')
+        chat = _is_chat(comps[0])
+        prompt = _prompt(obj, chat, path, line, required=True)
+        responses = [_response(c, f"completions[{i}]", chat, path, line) for i, c in enumerate(comps)]
+        encoded = [enc.encode(prompt, r, chat, path, line) for r in responses]
+        K = len(responses)
+        pairs = [Pair(i, j) for i in range(K) for j in range(i + 1, K)]
+    else:
+        chat = fmt == "trl-conversational"
+        prompt = _prompt(obj, chat, path, line, required=False)
+        chosen = _response(obj["chosen"], "chosen", chat, path, line)
+        rejected = _response(obj["rejected"], "rejected", chat, path, line)
+        margin = obj.get("margin")
+        if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))):
+            raise DataError(path, line, f'"margin" must be a number or null, got {margin!r}')
+        tie = obj.get("tie", False)
+        if tie is None:
+            tie = False
+        if not isinstance(tie, bool):
+            raise DataError(path, line, f'"tie" must be true or false, got {tie!r}')
+        if tie and ties == "exclude":
+            result.skipped_ties += 1
+            return None
+        encoded = [enc.encode(prompt, chosen, chat, path, line), enc.encode(prompt, rejected, chat, path, line)]
+        pairs = [Pair(0, 1, 0.0, 0.5) if tie else Pair(0, 1, float(margin or 0.0), 1.0)]
+    return PreferenceGroup(src, [e[0] for e in encoded], [e[1] for e in encoded], pairs)
+
+
+def _read_kto(lines, enc: _Encoder, result: PreferenceSet, path) -> None:
+    by_prompt: dict[str, dict] = {}
+    for line, obj in lines:
+        if detect_format(obj, path, line) != "kto":
+            raise DataError(path, line, "line is not in the kto format of the first line")
+        chat = _is_chat(obj["completion"])
+        prompt = _prompt(obj, chat, path, line, required=True)
+        completion = _response(obj["completion"], "completion", chat, path, line)
+        label = obj["label"]
+        if not isinstance(label, bool):
+            raise DataError(path, line, f'"label" must be true or false, got {label!r}')
+        key = json.dumps(prompt, sort_keys=True)
+        entry = by_prompt.setdefault(key, {"line": line, "seqs": [], "plens": [], "good": [], "bad": []})
+        ids, n_prompt = enc.encode(prompt, completion, chat, path, line)
+        entry["seqs"].append(ids)
+        entry["plens"].append(n_prompt)
+        (entry["good"] if label else entry["bad"]).append(len(entry["seqs"]) - 1)
+    for entry in by_prompt.values():  # insertion order = first appearance in the file: deterministic
+        if not entry["good"] or not entry["bad"]:
+            result.skipped_unpaired += 1
+            continue
+        pairs = [Pair(g, b) for g in entry["good"] for b in entry["bad"]]
+        _keep(result, PreferenceGroup(f"{path}:{entry['line']}", entry["seqs"], entry["plens"], pairs))
