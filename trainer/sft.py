@@ -1,0 +1,193 @@
+"""`sft` stage: supervised fine-tuning of any causal LM with loss on completion tokens only.
+
+Data (JSONL, one example a line), TRL conventions:
+  {"prompt": str, "completion": str}   text is prompt + completion exactly (the data carries its own
+                                       separator); EOS is appended; loss on the completion and EOS.
+  {"messages": [{role, content}...]}   rendered by the tokenizer's chat template; loss on assistant turns.
+  {"prompt": [msgs], "completion": [msgs]}  conversational prompt/completion; loss on the completion turns.
+Assistant spans are found by rendering the conversation prefixes, so any prefix-stable chat template works
+(no `{% generation %}` tags needed).
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from trainer.config import TrainConfig, UsageError
+from trainer.data import DataError, read_jsonl, require_messages
+from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
+from trainer.runtime import (adamw, autocast, cosine_lr, load_causal_lm, load_tokenizer, resolve_device,
+                             seed_everything, set_lr, total_steps_for)
+
+IGNORE = -100  # label value ignored by the loss (prompt, chat scaffolding, padding)
+
+
+@dataclass(kw_only=True)
+class SftConfig(TrainConfig):
+    model: str = field(metadata={"help": "Any Hugging Face causal LM directory (with its tokenizer)."})
+    data: str = field(metadata={"help": "JSONL: {prompt, completion} or chat {messages} lines.", "metavar": "FILE"})
+    out: str = field(metadata={"help": "Output model directory (must not exist)."})
+    lr: float = field(default=2e-5, metadata={"help": "Peak learning rate."})
+    max_length: int = field(default=0, metadata={"help": "Truncate examples to this many tokens "
+                                                         "(0 = the model's context length)."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay on matrices."})
+    warmup_steps: int = field(default=0, metadata={"help": "Linear warmup steps before cosine decay."})
+    grad_clip: float = field(default=1.0, metadata={"help": "Clip the global gradient norm (0 = off)."})
+
+
+def encode_prompt_completion(tok, prompt: str, completion: str) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of `prompt + completion + EOS`; labels are IGNORE on every prompt-only token."""
+    enc = tok(prompt + completion, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
+    # a token that contains any completion character is learned (offsets are character spans)
+    labels = [t if end > len(prompt) else IGNORE for t, (_, end) in zip(ids, enc["offset_mapping"])]
+    ids.append(tok.eos_token_id)
+    labels.append(tok.eos_token_id)
+    return ids, labels
+
+
+def _render(tok, messages: list[dict], add_generation_prompt: bool = False) -> str:
+    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def encode_messages(tok, messages: list[dict], learn_from: int = 0) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of a chat rendered by the template; labels only on assistant turns at index >= learn_from."""
+    full = _render(tok, messages)
+    spans = []  # character spans of the assistant turns to learn
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant" or i < learn_from:
+            continue
+        start = len(_render(tok, messages[:i], add_generation_prompt=True)) if i else 0
+        upto = _render(tok, messages[: i + 1])
+        if not full.startswith(upto) or start > len(upto):
+            raise UsageError("the tokenizer's chat template is not prefix-stable; cannot locate assistant turns")
+        spans.append((start, len(upto)))
+    if not spans:
+        raise ValueError("no assistant turn to learn from")
+    enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
+    labels = [t if any(s < e_span and e > s_span for s_span, e_span in spans) else IGNORE
+              for t, (s, e) in zip(ids, enc["offset_mapping"])]
+    return ids, labels
+
+
+def encode_record(tok, obj: dict, path: str, line: int) -> tuple[list[int], list[int]]:
+    try:
+        if "messages" in obj:
+            return encode_messages(tok, require_messages(obj, path, line))
+        if "prompt" in obj and "completion" in obj:
+            prompt, completion = obj["prompt"], obj["completion"]
+            if isinstance(prompt, str) and isinstance(completion, str):
+                return encode_prompt_completion(tok, prompt, completion)
+            if isinstance(prompt, list) and isinstance(completion, list):
+                p = require_messages(obj, path, line, "prompt")
+                c = require_messages(obj, path, line, "completion")
+                return encode_messages(tok, p + c, learn_from=len(p))
+            raise DataError(path, line, '"prompt" and "completion" must both be strings or both message lists')
+    except ValueError as e:
+        raise DataError(path, line, str(e)) from None
+    raise DataError(path, line, 'expected {"prompt", "completion"} or {"messages"}')
+
+
+def load_examples(tok, path: str, max_length: int) -> list[tuple[list[int], list[int]]]:
+    if getattr(tok, "chat_template", None) is None:
+        chat_ok = False
+    else:
+        chat_ok = True
+    examples, dropped = [], []
+    for line, obj in read_jsonl(path):
+        if not chat_ok and ("messages" in obj or isinstance(obj.get("prompt"), list)):
+            raise DataError(path, line, "chat data needs a tokenizer with a chat template")
+        ids, labels = encode_record(tok, obj, path, line)
+        ids, labels = ids[:max_length], labels[:max_length]
+        if all(label == IGNORE for label in labels):
+            dropped.append(line)  # prompt alone fills max_length: nothing left to learn
+            continue
+        examples.append((ids, labels))
+    if dropped:
+        print(f"warning: {path}: {len(dropped)} example(s) dropped, prompt longer than max_length "
+              f"(lines {', '.join(map(str, dropped[:5]))}{'...' if len(dropped) > 5 else ''})", file=sys.stderr)
+    if not examples:
+        raise UsageError(f"{path}: no training examples")
+    return examples
+
+
+def collate(examples: list[tuple[list[int], list[int]]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch: input_ids [b, T], attention_mask [b, T], labels [b, T] (IGNORE on pad)."""
+    T = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), T), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(examples), T), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), T), dtype=torch.long)
+    for row, (ids, lab) in enumerate(examples):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, : len(lab)] = torch.tensor(lab)
+        mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def model_context(model) -> int:
+    cfg = model.config
+    for name in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(cfg, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 2048
+
+
+def train_sft(config: SftConfig, *, on_metrics=None) -> Path:
+    if not Path(config.data).is_file():
+        raise UsageError(f"{config.data}: no such file")
+    device = resolve_device(config.device)
+    tok = load_tokenizer(config.model)
+    seed_everything(config.seed)
+    model = load_causal_lm(config.model, device, train=True, tokenizer=tok)
+    max_length = config.max_length or model_context(model)
+    examples = load_examples(tok, config.data, max_length)
+
+    optimizer = adamw(model, lr=config.lr, weight_decay=config.weight_decay)
+    shuffle = torch.Generator().manual_seed(config.seed)
+    n = len(examples)
+    batches_per_epoch = (n + config.batch_size - 1) // config.batch_size
+    total = total_steps_for(epochs=config.epochs, batches_per_epoch=batches_per_epoch, max_steps=config.max_steps)
+
+    with atomic_output_dir(config.out) as tmp:
+        save_trainer_config(tmp, "sft", config)
+        with MetricsLog(tmp / "metrics.jsonl", on_metrics) as log, progress(total=total, desc="sft") as bar:
+            step, epoch = 0, 0
+            while step < total:
+                order = torch.randperm(n, generator=shuffle).tolist()
+                for i in range(0, n, config.batch_size):
+                    batch = {k: v.to(device) for k, v in
+                             collate([examples[j] for j in order[i: i + config.batch_size]], tok.pad_token_id).items()}
+                    lr = cosine_lr(step, total, peak=config.lr, warmup_steps=config.warmup_steps)
+                    set_lr(optimizer, lr)
+                    with autocast(device, config.precision):
+                        # mean cross-entropy over the batch's completion tokens (labels != IGNORE)
+                        loss = model(**batch).loss
+                    loss.backward()
+                    grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                                 if config.grad_clip > 0 else torch.tensor(0.0))
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    step += 1
+                    log.log(step, total, loss=loss.item(), lr=lr, grad_norm=grad_norm.item(),
+                            epoch=epoch + min(1.0, (i + config.batch_size) / n),
+                            completion_tokens=int((batch["labels"] != IGNORE).sum()))
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss.item():.3f}")
+                    if step >= total:
+                        break
+                epoch += 1
+        model.eval()
+        model.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+    return Path(config.out)
+
+
+from trainer.cli import register_stage  # noqa: E402
+
+register_stage(name="sft", config_cls=SftConfig, entry=train_sft,
+               help="Supervised fine-tuning with loss on completion / assistant tokens only.")
