@@ -1,0 +1,108 @@
+"""Prompt files: JSONL/CSV, all-or-nothing with line errors, dedupe by content hash, bulk speed."""
+import json
+import time
+
+import pytest
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from app.models import Prompt
+from app.services.prompt_import import PromptImportError, import_prompts
+from tests.conftest import BACKENDS
+
+
+def _count(db) -> int:
+    return db.scalar(select(func.count()).select_from(Prompt))
+
+
+def test_jsonl_text_and_messages_with_tags_split_and_extra_keys(db):
+    lines = [
+        {"prompt": "Say hi", "tags": ["greet"], "split": "train", "origin": "wiki"},
+        {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "Hi?"}], "split": "eval"},
+    ]
+    result = import_prompts(db, data="\n".join(json.dumps(x) for x in lines) + "\n\n", name="p.jsonl")
+    db.commit()
+    assert result.as_dict() == {"lines": 2, "created": 2, "duplicates": 0}
+    rows = db.scalars(select(Prompt).order_by(Prompt.id)).all()
+    assert rows[0].text == "Say hi" and rows[0].tags == ["greet"] and rows[0].meta == {"origin": "wiki"}
+    assert rows[1].messages[1] == {"role": "user", "content": "Hi?"} and rows[1].split == "eval"
+
+
+def test_csv_with_json_messages_and_comma_tags(db):
+    data = ('prompt,messages,tags,split\n"Hello, world",,"a, b",train\n'
+            ',"[{""role"": ""user"", ""content"": ""x""}]",,eval\n')
+    result = import_prompts(db, data=data.encode(), name="p.csv")
+    assert result.created == 2
+    rows = db.scalars(select(Prompt).order_by(Prompt.id)).all()
+    assert rows[0].text == "Hello, world" and rows[0].tags == ["a", "b"]
+    assert rows[1].messages == [{"role": "user", "content": "x"}] and rows[1].split == "eval"
+
+
+def test_duplicates_in_file_and_in_database_are_skipped_and_counted(db):
+    import_prompts(db, data='{"prompt": "a"}\n', name="one.jsonl")
+    db.commit()
+    result = import_prompts(db, data='{"prompt": "a"}\n{"prompt": "b"}\n{"prompt": "b"}\n', name="two.jsonl")
+    db.commit()
+    assert result.as_dict() == {"lines": 3, "created": 1, "duplicates": 2}
+    assert _count(db) == 2
+
+
+@pytest.mark.parametrize("data,line,needle", [
+    ('{"prompt": "ok"}\n{"prompt": 3}\n', 2, "non-empty string"),
+    ('{"prompt": "ok"}\n{not json\n', 2, "not valid JSON"),
+    ('{"prompt": "a", "messages": [{"role": "user", "content": "b"}]}\n', 1, "exactly one"),
+    ('{"prompt": "a", "split": "test"}\n', 1, "split"),
+    ('{"messages": [{"role": "robot", "content": "b"}]}\n', 1, "role"),
+    ('{"prompt": "a", "tags": "x"}\n', 1, "tags"),
+    ('[1, 2]\n', 1, "JSON object"),
+])
+def test_bad_line_refuses_whole_file_naming_the_line(db, data, line, needle):
+    with pytest.raises(PromptImportError) as info:
+        import_prompts(db, data=data, name="bad.jsonl")
+    db.rollback()
+    assert str(info.value).startswith(f"bad.jsonl:{line}:") and needle in str(info.value)
+    assert _count(db) == 0
+
+
+def test_every_bad_line_is_reported(db):
+    data = "\n".join(['{"prompt": "ok"}', '{"prompt": ""}', '{"prompt": "fine"}', '{"x": 1}'])
+    with pytest.raises(PromptImportError) as info:
+        import_prompts(db, data=data, name="f.jsonl")
+    assert [e.line for e in info.value.errors] == [2, 4] and "and 1 more" in str(info.value)
+
+
+def test_csv_without_prompt_column_and_unknown_extension_are_refused(db):
+    with pytest.raises(PromptImportError, match="header"):
+        import_prompts(db, data="text\nhello\n", name="p.csv")
+    with pytest.raises(PromptImportError, match="unknown file type"):
+        import_prompts(db, data='{"prompt": "a"}', name="p.txt")
+    with pytest.raises(PromptImportError, match="UTF-8"):
+        import_prompts(db, data=b'{"prompt": "\xff"}', name="p.jsonl")
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_100k_prompts_import_in_seconds(db):
+    data = "".join(json.dumps({"prompt": f"prompt number {i}", "tags": ["bulk"]}) + "\n" for i in range(100_000))
+    data += '{"prompt": "prompt number 7"}\n'
+    start = time.perf_counter()
+    result = import_prompts(db, data=data, name="big.jsonl")
+    db.commit()
+    elapsed = time.perf_counter() - start
+    assert result.created == 100_000 and result.duplicates == 1
+    assert _count(db) == 100_000
+    assert elapsed < 20, f"100k prompts took {elapsed:.1f}s"
+
+
+def test_cli_import_ok_and_bad_file_exit_2(settings, tmp_path, db):
+    from app.cli import app as cli
+
+    good = tmp_path / "p.jsonl"
+    good.write_text('{"prompt": "a"}\n{"prompt": "a"}\n')
+    out = CliRunner().invoke(cli, ["prompts", "import", str(good)])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"lines": 2, "created": 1, "duplicates": 1}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("prompt,split\nx,train\ny,nope\n")
+    out = CliRunner().invoke(cli, ["prompts", "import", str(bad)])
+    assert out.exit_code == 2 and f"{bad}:3:" in out.stderr
+    assert _count(db) == 1
