@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import typer
 
-from app.cli import db, serve, tokens, users
+from app.cli import db, serve, simulate, tokens, users
 from app.cli import prompts as prompts_cli
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -16,6 +16,7 @@ app.add_typer(users.app, name="users", help="Create, list and deactivate users."
 app.add_typer(tokens.app, name="tokens", help="API bearer tokens.")
 app.add_typer(prompts_cli.app, name="prompts", help="Import and count prompts.")
 serve.register(app)
+simulate.register(app)
 
 
 def main() -> None:
