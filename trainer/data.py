@@ -21,45 +21,42 @@ class DataError(Exception):
         return f"{self.path}:{self.line}: {self.message}"
 
 
-def _open_text(path: str | Path):
+def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, decoded line) — decoded line by line so an encoding error names its line."""
     try:
-        return open(path, encoding="utf-8")
+        fh = open(path, "rb")
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
     except OSError as e:
         raise UsageError(f"{path}: cannot read: {e.strerror or e}") from None
+    with fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DataError(path, lineno, "not valid UTF-8") from None
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     """Yield (1-based line number, object) for each non-blank line of a JSONL file."""
-    with _open_text(path) as fh:
-        lineno = 0
+    for lineno, raw in _lines(path):
+        if not raw.strip():
+            continue
         try:
-            for lineno, raw in enumerate(fh, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    obj = json.loads(raw)
-                except json.JSONDecodeError as e:
-                    raise DataError(path, lineno, f"invalid JSON: {e.msg}") from None
-                if not isinstance(obj, dict):
-                    raise DataError(path, lineno, f"expected a JSON object, got {type(obj).__name__}")
-                yield lineno, obj
-        except UnicodeDecodeError:
-            raise DataError(path, lineno + 1, "not valid UTF-8") from None
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise DataError(path, lineno, f"invalid JSON: {e.msg}") from None
+        if not isinstance(obj, dict):
+            raise DataError(path, lineno, f"expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
 
 
 def read_text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """Yield (1-based line number, line without newline) for each non-blank line of a text file."""
-    with _open_text(path) as fh:
-        lineno = 0
-        try:
-            for lineno, raw in enumerate(fh, start=1):
-                line = raw.rstrip("\r\n")
-                if line.strip():
-                    yield lineno, line
-        except UnicodeDecodeError:
-            raise DataError(path, lineno + 1, "not valid UTF-8") from None
+    for lineno, raw in _lines(path):
+        line = raw.rstrip("\r\n")
+        if line.strip():
+            yield lineno, line
 
 
 def require_str(obj: dict, key: str, path: str | Path, line: int) -> str:
