@@ -8,6 +8,7 @@ import typer
 
 from app.cli import db, serve, simulate, tokens, users
 from app.cli import prompts as prompts_cli
+from app.cli import jobs, worker
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="rlhf-studio: the whole RLHF loop. See README.md.")
@@ -16,6 +17,8 @@ app.add_typer(users.app, name="users", help="Create, list and deactivate users."
 app.add_typer(tokens.app, name="tokens", help="API bearer tokens.")
 app.add_typer(prompts_cli.app, name="prompts", help="Import and count prompts.")
 serve.register(app)
+app.add_typer(jobs.app, name="jobs", help="List, show and cancel jobs.")
+worker.register(app)
 simulate.register(app)
 
 

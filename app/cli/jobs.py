@@ -1,0 +1,74 @@
+import json
+
+import typer
+
+from app.cli.errors import fail
+from app.cli.session import cli_session
+from app.services.jobs import JobError, JobNotFound, get_job, job_to_dict, list_jobs, request_cancel
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("list")
+def list_(
+    as_json: bool = typer.Option(False, "--json", help="One JSON array."),
+    status: str | None = typer.Option(None, "--status", help="Only jobs in this status."),
+    kind: str | None = typer.Option(None, "--kind", help="Only jobs of this kind."),
+    limit: int = typer.Option(100, "--limit", min=1, max=1000, help="At most this many, newest first."),
+) -> None:
+    """List jobs, newest first."""
+    with cli_session() as db:
+        try:
+            rows = [job_to_dict(j) for j in list_jobs(db, status=status, kind=kind, limit=limit)]
+        except JobError as exc:
+            fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    for r in rows:
+        p = r["progress"]
+        progress = f"{p['done']:g}/{p['total']:g}" if p["total"] else "-"
+        typer.echo(f"{r['id']:>6}  {r['kind']:<16} {r['status']:<10} {progress:>12}  {r['created_at']}")
+
+
+@app.command("show")
+def show(
+    job_id: int = typer.Argument(..., help="Job id."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object."),
+) -> None:
+    """Show one job: status, progress, metrics, result, error."""
+    with cli_session() as db:
+        try:
+            data = job_to_dict(get_job(db, job_id=job_id))
+        except JobNotFound as exc:
+            fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(data))
+        return
+    p = data["progress"]
+    lines = [f"job {data['id']}  {data['kind']}  {data['status']}"
+             + ("  (cancel requested)" if data["cancel_requested"] and data["status"] == "running" else ""),
+             f"attempts   {data['attempts']}/{data['max_attempts']}",
+             f"progress   {p['done']:g}/{p['total']:g} {p['message']}".rstrip(),
+             f"created    {data['created_at']}", f"started    {data['started_at'] or '-'}",
+             f"finished   {data['finished_at'] or '-'}", f"output     {data['output_path'] or '-'}",
+             f"config     {json.dumps(data['config'])}"]
+    if data["metrics"]:
+        lines.append(f"metrics    {json.dumps(data['metrics'])}")
+    if data["result"]:
+        lines.append(f"result     {json.dumps(data['result'])}")
+    if data["error"]:
+        lines.append("error:\n" + data["error"])
+    typer.echo("\n".join(lines))
+
+
+@app.command("cancel")
+def cancel(job_id: int = typer.Argument(..., help="Job id.")) -> None:
+    """Cancel a job: a queued one at once; a running one is stopped by its worker within seconds."""
+    with cli_session() as db:
+        try:
+            job = request_cancel(db, job_id=job_id)
+        except (JobNotFound, JobError) as exc:
+            fail(str(exc))
+        status = job.status
+    typer.echo(f"job {job_id}: {'cancelled' if status == 'cancelled' else 'cancel requested'}", err=True)

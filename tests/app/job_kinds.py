@@ -1,0 +1,75 @@
+"""Job kinds for the queue tests (the worker loads them through RLHF_JOB_MODULES=tests.app.job_kinds).
+
+Each kind leaves evidence in files under its config's "marker_dir", so tests can see what ran and how often,
+even across processes.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from app.jobs import JobFailed, job_kind
+from app.jobs.context import JobContext
+
+
+def _mark(ctx: JobContext, name: str) -> None:
+    """Append this attempt to the marker file; the file's line count is how many times it ran."""
+    marker_dir = Path(ctx.config["marker_dir"])
+    marker_dir.mkdir(parents=True, exist_ok=True)
+    with open(marker_dir / name, "a") as fh:
+        fh.write(f"{os.getpid()} {ctx.worker_id} attempt {ctx.attempt}\n")
+
+
+@job_kind("test-touch")
+def touch(ctx: JobContext) -> dict:
+    """A short job with a side effect: writes a marker file; sleeps a little so workers overlap."""
+    _mark(ctx, f"job-{ctx.job_id}")
+    time.sleep(float(ctx.config.get("sleep_s", 0.05)))
+    return {"pid": os.getpid()}
+
+
+@job_kind("test-sleep")
+def sleep(ctx: JobContext) -> dict:
+    """Marks when it starts, then sleeps (cancel, SIGTERM and kill -9 tests stop it midway)."""
+    _mark(ctx, f"start-{ctx.job_id}")
+    total = float(ctx.config.get("sleep_s", 30))
+    steps = max(1, int(total / 0.1))
+    for i in range(steps):
+        time.sleep(total / steps)
+        if ctx.config.get("report_progress"):
+            ctx.progress(i + 1, steps, "sleeping")
+    return {"slept_s": total}
+
+
+@job_kind("test-progress")
+def progress(ctx: JobContext) -> dict:
+    steps = int(ctx.config.get("steps", 5))
+    for step in range(1, steps + 1):
+        ctx.log_metrics("train", step, {"loss": 1.0 / step, "objective/kl": 0.01 * step})
+        ctx.progress(step, steps, f"step {step}/{steps}")
+    return {"steps": steps}
+
+
+@job_kind("test-raise")
+def raise_(ctx: JobContext) -> dict:
+    def deep(n: int) -> None:
+        if n == 0:
+            raise ValueError("the data was bad on purpose")
+        deep(n - 1)
+
+    deep(int(ctx.config.get("depth", 60)))  # a traceback longer than the 40 lines kept
+    return {}
+
+
+@job_kind("test-fail")
+def fail(ctx: JobContext) -> dict:
+    raise JobFailed("reason shown as is")
+
+
+@job_kind("test-exit")
+def exit_(ctx: JobContext) -> dict:
+    """Dies without a Python exception: the worker records the exit status and the last output lines."""
+    print("about to exit hard", file=sys.stderr, flush=True)
+    os._exit(int(ctx.config.get("code", 7)))
