@@ -1,0 +1,546 @@
+"""`python -m trainer ppo`: RLHF with PPO, by the book (InstructGPT; "The N+ implementation details of RLHF").
+
+Four models: the policy (trained), a value model (trained; initialised from the reward model), a frozen
+reference policy and the frozen reward model. One step:
+
+  1. rollout   sample one response per prompt of a batch with the KV-cache sampler (trainer.sampling);
+               responses end at the first EOS.
+  2. score     with no gradient: logprobs of the policy (old) and the reference, values, and the RM score
+               at the last real token. Logprobs come from the logits at t-1 divided by the rollout
+               temperature. Responses with no EOS lose `missing_eos_penalty`.
+  3. reward    per token: -kl_coef * KL(t) (k1 or k3), plus the score at the response's last token.
+  4. GAE       γ=1, λ=0.95; advantages whitened over the batch's response tokens.
+  5. update    ppo_epochs × shuffled minibatches (× microbatches): clipped ratio loss + vf_coef × clipped value
+               loss, token-mean over the minibatch (so microbatch size does not change the gradient),
+               gradient-norm clipping, AdamW(eps 1e-5), LR decaying linearly to 0. An update stops early
+               (before its optimizer step) when the minibatch's approx-KL exceeds `approxkl_stop`.
+
+Checkpoints: after every `checkpoint_every` steps the whole state (policy, value model, optimizer, scheduler,
+KL coefficient, RNG states, step and the metrics written so far) goes to `OUT.ckpt/state.pt` (atomic
+replace). `--resume OUT.ckpt` continues a killed run; rollout seeds and minibatch orders derive from
+(seed, step), so the resumed run produces the same numbers as an uninterrupted one. The checkpoint dir is
+removed when the run completes (unless --keep-checkpoint).
+
+Dropout is off in all four models (they stay in eval mode; gradients still flow).
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainer.config import TrainConfig, UsageError, config_to_dict
+from trainer.data import DataError, read_jsonl
+from trainer.masks import (
+    entropy_from_logits,
+    gather_logprobs,
+    masked_mean,
+    masked_whiten,
+    pad_sequences,
+    position_ids_from_mask,
+    response_mask_after_eos,
+)
+from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
+from trainer.reward_model import RewardScorer, load_reward_model
+from trainer.runtime import autocast, load_causal_lm, load_tokenizer, resolve_device, seed_everything
+from trainer.sampling import derive_seed, make_generator, sample_batch
+
+
+@dataclass(kw_only=True)
+class PPOConfig(TrainConfig):
+    policy: str = field(metadata={"help": "Causal LM to tune (usually the SFT model)."})
+    reward_model: str = field(metadata={"help": "Reward model directory (from `trainer reward`)."})
+    prompts: str = field(metadata={"help": 'Prompts JSONL: {"prompt_id"?, "prompt" | "messages"}.'})
+    out: str = field(metadata={"help": "Output directory for the tuned policy."})
+    ref: str = field(default="", metadata={"help": "Frozen reference policy (default: --policy)."})
+    value_model: str = field(default="", metadata={"help": "Value model init (default: --reward-model)."})
+    resume: str = field(default="", metadata={"help": "Checkpoint dir (OUT.ckpt) of a killed run to continue."})
+    lr: float = field(default=3e-6, metadata={"help": "Peak learning rate (TRL default 3e-6)."})
+    batch_size: int = field(default=16, metadata={"help": "Prompts (episodes) per rollout batch = per step."})
+    num_minibatches: int = field(default=1, metadata={"help": "Minibatches per PPO epoch."})
+    micro_batch_size: int = field(default=0, metadata={"help": "Rows per forward (grad accumulation); 0 = minibatch."})
+    ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout batch."})
+    max_new_tokens: int = field(default=32, metadata={"help": "Response length limit."})
+    temperature: float = field(default=0.7, metadata={"help": "Rollout temperature (logprobs use it too)."})
+    top_k: int = field(default=0, metadata={"help": "Rollout top-k (0 = off)."})
+    top_p: float = field(default=1.0, metadata={"help": "Rollout top-p (1.0 = off)."})
+    kl_coef: float = field(default=0.05, metadata={"help": "β of the per-token KL penalty (initial value if adaptive)."})
+    kl_estimator: str = field(default="k1", metadata={"help": "KL estimator: k1 (log ratio) or k3 (non-negative).",
+                                                      "choices": ["k1", "k3"]})
+    adaptive_kl: bool = field(default=False, metadata={"help": "Adapt β towards --target-kl (Ziegler et al.)."})
+    target_kl: float = field(default=6.0, metadata={"help": "Target KL per sequence for the adaptive controller."})
+    kl_horizon: int = field(default=10000, metadata={"help": "Horizon (episodes) of the adaptive controller."})
+    missing_eos_penalty: float = field(default=1.0, metadata={"help": "Subtracted from the score of responses with no EOS."})
+    gamma: float = field(default=1.0, metadata={"help": "GAE discount."})
+    lam: float = field(default=0.95, metadata={"help": "GAE λ."})
+    cliprange: float = field(default=0.2, metadata={"help": "Policy ratio clip."})
+    cliprange_value: float = field(default=0.2, metadata={"help": "Value clip."})
+    vf_coef: float = field(default=0.1, metadata={"help": "Value loss coefficient."})
+    whiten_rewards: bool = field(default=False, metadata={"help": "Whiten per-token rewards (off by default)."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clipping."})
+    adam_eps: float = field(default=1e-5, metadata={"help": "Adam epsilon."})
+    lr_decay: bool = field(default=True, metadata={"help": "Decay the LR linearly to 0 over the run."})
+    approxkl_stop: float = field(default=1.0, metadata={
+        "help": "Stop a step's remaining updates when a minibatch's approx-KL exceeds this (0 = never)."})
+    checkpoint_every: int = field(default=1, metadata={"help": "Write OUT.ckpt every N steps (0 = never)."})
+    keep_checkpoint: bool = field(default=False, metadata={"help": "Keep OUT.ckpt after the run completes."})
+
+
+# ----------------------------------------------------------------------------- pure math
+
+
+def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
+    """Per-token KL(π || π_ref) estimate from samples of π (Schulman, "Approximating KL divergence").
+
+    k1 = log π - log π_ref (unbiased, can be negative per token); k3 = (r - 1) - log r with
+    r = π_ref / π (unbiased, never negative: guards against the negative-KL reports of trl#1857)."""
+    log_ratio = logprobs - ref_logprobs
+    if estimator == "k1":
+        return log_ratio
+    if estimator == "k3":
+        return torch.expm1(-log_ratio) + log_ratio
+    raise ValueError(f"unknown KL estimator {estimator!r}")
+
+
+def compute_gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over response tokens. rewards/values/mask [B, R] -> (advantages, returns).
+
+    Positions outside `mask` have value 0 and reward 0, so the value after the last real token is 0
+    (the episode ends there)."""
+    m = mask.to(rewards.dtype)
+    rewards, values = rewards * m, values * m
+    B, R = rewards.shape
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros(B, dtype=rewards.dtype, device=rewards.device)
+    for t in reversed(range(R)):
+        next_value = values[:, t + 1] if t + 1 < R else torch.zeros_like(last)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        last = delta + gamma * lam * last
+        advantages[:, t] = last
+    returns = advantages + values
+    return advantages * m, returns
+
+
+def policy_loss_terms(new_logprobs, old_logprobs, advantages, mask, cliprange: float):
+    """Clipped surrogate, summed over masked tokens. -> (loss_sum, clipped_count, ratio [B, R])."""
+    ratio = torch.exp(new_logprobs - old_logprobs)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
+    m = mask.to(ratio.dtype)
+    loss_sum = (torch.maximum(unclipped, clipped) * m).sum()
+    clipped_count = ((clipped > unclipped).to(ratio.dtype) * m).sum()
+    return loss_sum, clipped_count, ratio
+
+
+def value_loss_terms(values, old_values, returns, mask, cliprange_value: float):
+    """0.5 × max(unclipped, clipped) squared error, summed over masked tokens. -> (loss_sum, clipped_count)."""
+    clipped_values = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
+    err = (values - returns) ** 2
+    err_clipped = (clipped_values - returns) ** 2
+    m = mask.to(values.dtype)
+    loss_sum = 0.5 * (torch.maximum(err, err_clipped) * m).sum()
+    clipped_count = ((err_clipped > err).to(values.dtype) * m).sum()
+    return loss_sum, clipped_count
+
+
+class AdaptiveKLController:
+    """β_{t+1} = β_t (1 + clip(KL/target - 1, ±0.2) · n/horizon) (Ziegler et al. 2019)."""
+
+    def __init__(self, init: float, target: float, horizon: int):
+        self.value, self.target, self.horizon = init, target, horizon
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        error = max(-0.2, min(0.2, current_kl / self.target - 1.0))
+        self.value *= 1.0 + error * n_steps / self.horizon
+
+
+# ----------------------------------------------------------------------------- model passes
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def response_logprobs(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, prompt_width: int,
+                      temperature: float, with_entropy: bool = False, banned_token: int | None = None):
+    """Logprobs of the response tokens ids[:, P:] under `model` at `temperature`. -> [B, R] (and entropy [B, R]).
+
+    banned_token: a token the sampler never emits (PAD); it is removed from the distribution here too, so
+    these logprobs are those of the distribution the rollout really sampled from."""
+    R = ids.shape[1] - prompt_width
+    extra = {"logits_to_keep": R + 1} if _accepts_logits_to_keep(model) else {}
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                   use_cache=False, **extra).logits[:, -(R + 1):]  # [B, R+1, V]: positions P-1 .. P+R-1
+    logits = logits.float() / temperature
+    if banned_token is not None:
+        # finite, not -inf: PAD labels after EOS must give a finite (masked-out) number, never NaN
+        ban = torch.zeros(logits.shape[-1], device=logits.device)
+        ban[banned_token] = -1e9
+        logits = logits + ban
+    lp = gather_logprobs(logits, ids[:, prompt_width - 1 :])  # [B, R]
+    if not with_entropy:
+        return lp
+    return lp, entropy_from_logits(logits[:, :-1])
+
+
+def response_values(value_scorer: RewardScorer, ids: torch.Tensor, mask: torch.Tensor, prompt_width: int):
+    """V(state before each response token): the value head at positions P-1 .. P+R-2. -> [B, R]."""
+    return value_scorer.token_values(ids, mask)[:, prompt_width - 1 : -1]
+
+
+@dataclass
+class Rollout:
+    ids: torch.Tensor  # [B, P+R] left-padded prompt + response (PAD after EOS)
+    mask: torch.Tensor  # [B, P+R] attention mask
+    response_mask: torch.Tensor  # [B, R] real response tokens (through the first EOS)
+    prompt_width: int  # P
+    old_logprobs: torch.Tensor  # [B, R]
+    ref_logprobs: torch.Tensor  # [B, R]
+    values: torch.Tensor  # [B, R]
+    scores: torch.Tensor  # [B] RM score after the missing-EOS penalty
+    lengths: torch.Tensor  # [B] response tokens incl. EOS
+    finished: torch.Tensor  # [B] produced an EOS
+    advantages: torch.Tensor | None = None  # [B, R]
+    returns: torch.Tensor | None = None  # [B, R]
+    kl: torch.Tensor | None = None  # [B, R] per-token KL estimate (0 outside the response)
+    banned_token: int | None = None  # PAD: never sampled, so outside every distribution (see response_logprobs)
+
+    def rows(self, idx: torch.Tensor) -> "Rollout":
+        """The rollout restricted to rows idx, its padding trimmed to the longest remaining response."""
+        width = int(self.lengths[idx].max())
+        P = self.prompt_width
+        pick = lambda t: None if t is None else t[idx][:, :width]  # noqa: E731
+        return Rollout(self.ids[idx][:, : P + width], self.mask[idx][:, : P + width], pick(self.response_mask), P,
+                       pick(self.old_logprobs), pick(self.ref_logprobs), pick(self.values), self.scores[idx],
+                       self.lengths[idx], self.finished[idx], pick(self.advantages), pick(self.returns),
+                       pick(self.kl), self.banned_token)
+
+
+def ppo_minibatch_loss(policy, value_scorer: RewardScorer, rb: Rollout, cfg: PPOConfig, n_tokens: float):
+    """Loss of one (micro)batch normalised by the minibatch's token count `n_tokens`, and its sums for stats."""
+    new_lp, entropy = response_logprobs(policy, rb.ids, rb.mask, rb.prompt_width, cfg.temperature, with_entropy=True,
+                                        banned_token=rb.banned_token)
+    vpred = response_values(value_scorer, rb.ids, rb.mask, rb.prompt_width)
+    m = rb.response_mask
+    pg_sum, pg_clipped, ratio = policy_loss_terms(new_lp, rb.old_logprobs, rb.advantages, m, cfg.cliprange)
+    vf_sum, vf_clipped = value_loss_terms(vpred, rb.values, rb.returns, m, cfg.cliprange_value)
+    loss = (pg_sum + cfg.vf_coef * vf_sum) / n_tokens
+    with torch.no_grad():
+        mf = m.float()
+        log_ratio = (new_lp - rb.old_logprobs) * mf
+        stats = {
+            "pg_loss": float(pg_sum), "vf_loss": float(vf_sum), "pg_clipped": float(pg_clipped),
+            "vf_clipped": float(vf_clipped), "approxkl": float(0.5 * (log_ratio ** 2).sum()),
+            "entropy": float((entropy * mf).sum()), "ratio": float((ratio * mf).sum()),
+            "ratio_sq": float((ratio ** 2 * mf).sum()),
+        }
+    return loss, stats
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_prompts(path: str | Path, tokenizer) -> list[tuple[str, list[int]]]:
+    """[(prompt_id, token ids)] from {"prompt_id"?, "prompt" | "messages"} lines; chat through the template."""
+    prompts = []
+    for line, obj in read_jsonl(path):
+        pid = obj.get("prompt_id", str(line))
+        if not isinstance(pid, (str, int)) or isinstance(pid, bool):
+            raise DataError(path, line, '"prompt_id" must be a string or an integer')
+        if "messages" in obj:
+            msgs = obj["messages"]
+            if not isinstance(msgs, list) or not msgs or not all(
+                    isinstance(m, dict) and isinstance(m.get("content"), str) and isinstance(m.get("role"), str)
+                    for m in msgs):
+                raise DataError(path, line, '"messages" must be a non-empty list of {"role", "content"}')
+            if getattr(tokenizer, "chat_template", None) is None:
+                raise DataError(path, line, "chat messages given but the tokenizer has no chat template")
+            text = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        elif isinstance(obj.get("prompt"), str):
+            ids = tokenizer(obj["prompt"])["input_ids"]
+        else:
+            raise DataError(path, line, 'expected a string "prompt" or a "messages" list')
+        if not ids:
+            raise DataError(path, line, "empty prompt")
+        prompts.append((str(pid), ids))
+    if not prompts:
+        raise DataError(path, 1, "no prompts")
+    return prompts
+
+
+def _check_same_tokenizer(tok, other, what: str) -> None:
+    if tok.get_vocab() != other.get_vocab() or tok.eos_token_id != other.eos_token_id:
+        raise UsageError(f"{what} uses a different tokenizer than the policy (token ids would not match; trl#1979)")
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_dir(out: str | Path) -> Path:
+    out = Path(out)
+    return out.parent / f"{out.name}.ckpt"
+
+
+def save_checkpoint(ckpt: Path, state: dict) -> None:
+    ckpt.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt / "state.pt.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, ckpt / "state.pt")  # a kill mid-save leaves the previous checkpoint intact
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+
+
+def set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+
+
+_RESUME_IGNORED = {"resume", "keep_checkpoint", "checkpoint_every", "device"}
+
+
+def load_checkpoint(ckpt: str | Path, config: PPOConfig) -> dict:
+    path = Path(ckpt) / "state.pt"
+    if not path.is_file():
+        raise UsageError(f"{ckpt}: no PPO checkpoint (state.pt) there")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    saved, now = state["config"], config_to_dict(config)
+    diff = sorted(k for k in now if k not in _RESUME_IGNORED and saved.get(k) != now[k])
+    if diff:
+        raise UsageError(f"{ckpt}: checkpoint was made with different settings: {', '.join(diff)}")
+    return state
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train_ppo(config: PPOConfig, *, on_metrics: Callable[[dict], None] | None = None) -> Path:
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    if config.batch_size < config.num_minibatches:
+        raise UsageError("--batch-size must be at least --num-minibatches")
+    tok = load_tokenizer(config.policy)
+    _check_same_tokenizer(tok, load_tokenizer(config.reward_model), "--reward-model")
+    prompts = load_prompts(config.prompts, tok)
+    policy = load_causal_lm(config.policy, device, tokenizer=tok)  # eval mode: dropout off
+    ref = load_causal_lm(config.ref or config.policy, device, tokenizer=tok).requires_grad_(False)
+    reward = RewardScorer(load_reward_model(config.reward_model, tok, device)).requires_grad_(False)
+    value = RewardScorer(load_reward_model(config.value_model or config.reward_model, tok, device))
+    params = [p for p in list(policy.parameters()) + list(value.parameters()) if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, eps=config.adam_eps, weight_decay=0.0)
+
+    steps_per_epoch = math.ceil(len(prompts) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)
+    decay = (lambda s: 1.0 - s / total_steps) if config.lr_decay else (lambda s: 1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
+    kl_ctl = AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
+    ckpt = checkpoint_dir(config.out)
+    past_metrics: list[dict] = []
+    start_step = 0
+    if config.resume:
+        state = load_checkpoint(config.resume, config)
+        policy.load_state_dict(state["policy"])
+        value.load_state_dict(state["value"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        kl_ctl.value = state["kl_coef"]
+        set_rng_state(state["rng"])
+        start_step, past_metrics = state["step"], state["metrics"]
+        ckpt = Path(config.resume)
+
+    with atomic_output_dir(config.out) as tmp:
+        # a resumed run starts its file with the checkpoint's lines: it ends equal to the uninterrupted run's
+        (tmp / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in past_metrics))
+        log = MetricsLog(tmp / "metrics.jsonl", on_metrics)
+        bar = progress(total=total_steps, desc="ppo")
+        bar.update(start_step)
+        for step in range(start_step, total_steps):
+            batch = prompt_batch(prompts, step, steps_per_epoch, config)
+            rollout = make_rollout(policy, ref, reward, value, tok, batch, step, config, kl_ctl.value, device)
+            stats = ppo_update(policy, value, optimizer, params, rollout, step, config, device)
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            metrics = rollout_metrics(rollout, config, kl_ctl.value)
+            metrics.update(stats, lr=lr, episode=episodes_done(step, steps_per_epoch, len(prompts), config.batch_size))
+            if config.adaptive_kl:
+                kl_ctl.update(metrics["objective/kl"], len(batch))
+            past_metrics.append(log.log(step + 1, total_steps, **metrics))
+            if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < total_steps:
+                save_checkpoint(ckpt, {
+                    "step": step + 1, "policy": policy.state_dict(), "value": value.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "kl_coef": kl_ctl.value, "rng": rng_state(), "metrics": past_metrics,
+                    "config": config_to_dict(config)})
+            bar.update(1)
+        bar.close()
+        log.close()
+        policy.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        save_trainer_config(tmp, "ppo", config)
+    if not config.keep_checkpoint and ckpt.is_dir():
+        shutil.rmtree(ckpt, ignore_errors=True)
+    return Path(config.out)
+
+
+def episodes_done(step: int, steps_per_epoch: int, n_prompts: int, batch_size: int) -> int:
+    """Episodes (rollouts) generated up to and including `step`."""
+    epoch, i = divmod(step, steps_per_epoch)
+    return epoch * n_prompts + min((i + 1) * batch_size, n_prompts)
+
+
+def prompt_batch(prompts, step: int, steps_per_epoch: int, cfg: PPOConfig) -> list[tuple[str, list[int]]]:
+    """The prompts of a step: a per-epoch shuffle seeded by (seed, epoch), so any step can be rebuilt on resume."""
+    epoch, i = divmod(step, steps_per_epoch)
+    order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(cfg.seed * 1000003 + epoch))
+    return [prompts[j] for j in order[i * cfg.batch_size : (i + 1) * cfg.batch_size].tolist()]
+
+
+@torch.no_grad()
+def make_rollout(policy, ref, reward: RewardScorer, value: RewardScorer, tok, batch, step: int, cfg: PPOConfig,
+                 kl_coef: float, device) -> Rollout:
+    prompt_ids, prompt_mask = pad_sequences([ids for _, ids in batch], pad_token_id=tok.pad_token_id, side="left")
+    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)  # [B, P]
+    P = prompt_ids.shape[1]
+    gens = [make_generator(derive_seed(cfg.seed, f"ppo-step-{step}:{pid}", 0)) for pid, _ in batch]
+    with autocast(device, cfg.precision):
+        out = sample_batch(policy, prompt_ids, prompt_mask, max_new_tokens=cfg.max_new_tokens,
+                           temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                           eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, generators=gens)
+    width = max(int(out.lengths.max()), 1)
+    response = out.tokens[:, :width].to(device)  # [B, R]
+    response_mask = response_mask_after_eos(response, tok.eos_token_id, tok.pad_token_id)
+    response_mask &= torch.arange(width, device=device)[None] < out.lengths.to(device)[:, None]
+    ids = torch.cat([prompt_ids, response], dim=1)  # [B, P+R]
+    mask = torch.cat([prompt_mask, response_mask.long()], dim=1)
+    with autocast(device, cfg.precision):
+        banned = tok.pad_token_id if tok.pad_token_id != tok.eos_token_id else None
+        old_lp = response_logprobs(policy, ids, mask, P, cfg.temperature, banned_token=banned)
+        ref_lp = response_logprobs(ref, ids, mask, P, cfg.temperature, banned_token=banned)
+        values = response_values(value, ids, mask, P).float()
+        scores = reward(ids, mask).float()  # [B] at the last real token (the EOS when there is one)
+    finished = out.finished.to(device)
+    scores = scores - cfg.missing_eos_penalty * (~finished).float()
+    m = response_mask
+    kl = kl_estimate(old_lp, ref_lp, cfg.kl_estimator) * m  # [B, R]
+    rewards = -kl_coef * kl
+    last = out.lengths.to(device) - 1  # [B] index of the final response token
+    rewards[torch.arange(len(batch), device=device), last] += scores
+    if cfg.whiten_rewards:
+        rewards = masked_whiten(rewards, m, shift_mean=False) * m
+    values = values * m
+    advantages, returns = compute_gae(rewards, values, m, cfg.gamma, cfg.lam)
+    advantages = masked_whiten(advantages, m) * m
+    return Rollout(ids, mask, m, P, old_lp * m, ref_lp * m, values, scores, out.lengths.to(device), finished,
+                   advantages, returns, kl, banned)
+
+
+def ppo_update(policy, value, optimizer, params, rollout: Rollout, step: int, cfg: PPOConfig, device) -> dict:
+    """ppo_epochs × minibatches × microbatches; returns TRL-named averages over the updates that ran."""
+    B = rollout.ids.shape[0]
+    g = torch.Generator().manual_seed(cfg.seed * 7919 + step)
+    mb_size = math.ceil(B / cfg.num_minibatches)
+    sums = dict.fromkeys(("pg_loss", "vf_loss", "pg_clipped", "vf_clipped", "approxkl", "entropy", "ratio",
+                          "ratio_sq", "tokens", "grad_norm", "updates"), 0.0)
+    early_stop = 0.0
+    for _epoch in range(cfg.ppo_epochs):
+        perm = torch.randperm(B, generator=g).to(device)
+        for start in range(0, B, mb_size):
+            mb_idx = perm[start : start + mb_size]
+            n_tokens = float(rollout.response_mask[mb_idx].sum().clamp(min=1))
+            micro = cfg.micro_batch_size or len(mb_idx)
+            mb_stats = dict.fromkeys(("pg_loss", "vf_loss", "pg_clipped", "vf_clipped", "approxkl", "entropy",
+                                      "ratio", "ratio_sq"), 0.0)
+            for ms in range(0, len(mb_idx), micro):
+                rb = rollout.rows(mb_idx[ms : ms + micro])
+                with autocast(device, cfg.precision):
+                    loss, st = ppo_minibatch_loss(policy, value, rb, cfg, n_tokens)
+                loss.backward()
+                for k, v in st.items():
+                    mb_stats[k] += v
+            approxkl = mb_stats["approxkl"] / n_tokens
+            if cfg.approxkl_stop and approxkl > cfg.approxkl_stop:
+                # the policy moved too far from the rollout policy: drop this step's gradient and stop
+                optimizer.zero_grad(set_to_none=True)
+                early_stop = 1.0
+                break
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            for k, v in mb_stats.items():
+                sums[k] += v
+            sums["tokens"] += n_tokens
+            sums["grad_norm"] += float(grad_norm)
+            sums["updates"] += 1
+        if early_stop:
+            break
+    n, u = max(sums["tokens"], 1.0), max(sums["updates"], 1.0)
+    ratio_mean = sums["ratio"] / n
+    return {
+        "policy/approxkl_avg": sums["approxkl"] / n,
+        "policy/clipfrac_avg": sums["pg_clipped"] / n,
+        "policy/entropy_avg": sums["entropy"] / n,
+        "loss/policy_avg": sums["pg_loss"] / n,
+        "loss/value_avg": sums["vf_loss"] / n,
+        "val/clipfrac_avg": sums["vf_clipped"] / n,
+        "val/ratio": ratio_mean,
+        "val/ratio_var": sums["ratio_sq"] / n - ratio_mean ** 2,
+        "grad_norm": sums["grad_norm"] / u,
+        "policy/updates": sums["updates"],
+        "policy/early_stop": early_stop,
+    }
+
+
+def rollout_metrics(r: Rollout, cfg: PPOConfig, kl_coef: float) -> dict:
+    m = r.response_mask.float()
+    kl_seq = r.kl.sum(1)
+    non_score = (-kl_coef * r.kl).sum(1)
+    lengths = r.lengths.float()
+    scores = r.scores.float()
+    returns_var = float(torch.var(r.returns[m.bool()])) if m.sum() > 1 else 0.0
+    resid_var = float(torch.var((r.returns - r.values)[m.bool()])) if m.sum() > 1 else 0.0
+    corr = 0.0
+    if lengths.std() > 0 and scores.std() > 0:
+        corr = float(torch.corrcoef(torch.stack([scores, lengths]))[0, 1])
+    return {
+        "objective/kl": float(kl_seq.mean()),
+        "objective/entropy": float((-r.old_logprobs * m).sum(1).mean()),
+        "objective/non_score_reward": float(non_score.mean()),
+        "objective/rlhf_reward": float(scores.mean() + non_score.mean()),
+        "objective/scores": float(scores.mean()),
+        "reward_std": float(scores.std()) if scores.numel() > 1 else 0.0,
+        "val/num_eos_tokens": float(r.finished.sum()),
+        "truncated_rate": float((~r.finished).float().mean()),
+        "gen_len": float(lengths.mean()),
+        "reward_length_corr": corr,
+        "val/explained_variance": 1.0 - resid_var / returns_var if returns_var > 0 else 0.0,
+        "kl_coef": kl_coef,
+    }
+
+
+def _register() -> None:
+    from trainer.cli import register_stage
+
+    register_stage(name="ppo", config_cls=PPOConfig, entry=train_ppo,
+                   help="Tune a policy with PPO against a reward model under a KL penalty to a reference.")
+
+
+_register()
