@@ -7,8 +7,10 @@ from __future__ import annotations
 import typer
 
 from app.cli import db, serve, simulate, tokens, users
+from app.cli import export as export_cli
 from app.cli import prompts as prompts_cli
 from app.cli import jobs, worker
+from app.cli import tasks as tasks_cli
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="rlhf-studio: the whole RLHF loop. See README.md.")
@@ -16,7 +18,9 @@ app.add_typer(db.app, name="db", help="Database schema (Alembic).")
 app.add_typer(users.app, name="users", help="Create, list and deactivate users.")
 app.add_typer(tokens.app, name="tokens", help="API bearer tokens.")
 app.add_typer(prompts_cli.app, name="prompts", help="Import and count prompts.")
+app.add_typer(tasks_cli.app, name="tasks", help="Import tasks (bring your own generations).")
 serve.register(app)
+export_cli.register(app)
 app.add_typer(jobs.app, name="jobs", help="List, show and cancel jobs.")
 worker.register(app)
 simulate.register(app)

@@ -1,0 +1,454 @@
+"""Exports: flat JSONL (or CSV for `rich`) that loads in `datasets` and TRL unchanged.
+
+Formats (every line of a format has the same keys with the same types, so `datasets` builds one table):
+    trl                 prompt, chosen, rejected (strings), margin (float), annotation_id [, tie (bool)]
+    trl-conversational  the same with prompt a messages list and chosen/rejected [{"role": "assistant", ...}]
+    kto                 prompt, completion, label (bool: good is true), annotation_id
+    rankings            prompt, completions (best first), annotation_id
+    sft                 prompt, completion, source ("rewrite" | "good"), annotation_id
+    rich                one line per annotation with everything (see `_rich_row`); also CSV
+
+Where the pairs come from (`trl`): a pairwise choice gives (chosen, the other response); a ranking of K gives
+all K(K-1)/2 pairs, best-first order (InstructGPT). Ties and both-bad are left out unless `include_ties`, which
+adds a bool `tie` on every line; a tie line lists the two responses in generation-id order.
+
+Margin from strength (TRL's `margin` column: the reward gap the loss asks for, -log σ(r_c - r_r - margin)),
+following Llama 2's margin scale: strength 1 "slightly better" -> 1/3, 2 "clearly better" -> 2/3, 3 "much
+better" -> 1.0; a choice with no strength, a ranking pair and a tie -> 0.0. An imported line keeps the margin
+it came with.
+
+Order and determinism: annotations in id order (ORDER BY annotations.id, read through a server-side cursor in
+batches, generation texts fetched per batch), the lines of one annotation in a fixed order; the same database and
+filters give the same bytes. Memory stays constant whatever the size.
+
+Filters: since (created_at >= since), until (created_at < until), until_id (annotation id <= until_id), source
+human|ai|all, annotators (usernames or pseudonymous ids), split (the prompt's), min_agreement (only tasks with
+at least two annotations whose agreement, see agreement.py, is >= the value).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.models import Annotation, Generation, ModelVersion, Prompt, Task, User
+
+FORMATS = ("trl", "trl-conversational", "kto", "rankings", "sft", "rich")
+SOURCE_FILTERS = ("human", "ai", "all")
+MARGIN_BY_STRENGTH = {1: 1 / 3, 2: 2 / 3, 3: 1.0}
+BATCH = 2000
+CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# Which annotation kinds can give lines of each format (the rest are never read).
+KINDS_FOR = {"trl": ("pairwise", "ranking"), "trl-conversational": ("pairwise", "ranking"),
+             "rankings": ("ranking",), "kto": None, "sft": None, "rich": None}
+
+
+class ExportError(ValueError):
+    """Bad export arguments; the message is safe to show."""
+
+
+@dataclass(frozen=True)
+class ExportFilters:
+    since: datetime | None = None
+    until: datetime | None = None
+    until_id: int | None = None
+    source: str = "all"
+    annotators: tuple[str, ...] = ()
+    split: str | None = None
+    min_agreement: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCE_FILTERS:
+            raise ExportError(f"source must be one of {', '.join(SOURCE_FILTERS)}, not {self.source!r}")
+        if self.split not in (None, "train", "eval"):
+            raise ExportError(f"split must be train or eval, not {self.split!r}")
+        if self.min_agreement is not None and not 0 <= self.min_agreement <= 1:
+            raise ExportError("min agreement must be between 0 and 1")
+
+    def describe(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["annotators"] = list(self.annotators)
+        for key in ("since", "until"):
+            if out[key] is not None:
+                out[key] = out[key].isoformat()
+        return out
+
+
+@dataclass
+class ExportResult:
+    format: str
+    path: Path
+    rows: int
+    sha256: str
+    annotations: int
+    filters: dict[str, Any]
+    include_ties: bool
+    csv: bool
+    annotators: set[int] = field(default_factory=set, repr=False)
+    sources: dict[str, int] = field(default_factory=dict)
+    max_annotation_id: int | None = None
+
+
+def margin_for(strength: int | None) -> float:
+    return MARGIN_BY_STRENGTH.get(strength, 0.0) if strength is not None else 0.0
+
+
+def parse_time(value: str | None, *, name: str) -> datetime | None:
+    if value is None or value == "":
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise ExportError(f"{name} must be an ISO 8601 date or time, not {value!r}") from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+# ---- the query ----------------------------------------------------------------------------------------------
+
+_COLUMNS = (Annotation.id, Annotation.task_id, Annotation.kind, Annotation.source, Annotation.choice,
+            Annotation.chosen_id, Annotation.strength, Annotation.ranking, Annotation.ratings, Annotation.critiques,
+            Annotation.critique, Annotation.rewrite, Annotation.flags, Annotation.positions, Annotation.time_spent_ms,
+            Annotation.meta, Annotation.created_at, Annotation.user_id, User.public_id.label("annotator"),
+            Prompt.id.label("prompt_id"), Prompt.text.label("prompt_text"), Prompt.messages.label("prompt_messages"),
+            Prompt.split.label("split"))
+
+
+def _annotation_query(session: Session, fmt: str, filters: ExportFilters):
+    stmt = (select(*_COLUMNS).join(Task, Task.id == Annotation.task_id).join(Prompt, Prompt.id == Task.prompt_id)
+            .join(User, User.id == Annotation.user_id).where(Annotation.deleted_at.is_(None)))
+    kinds = KINDS_FOR[fmt]
+    if kinds is not None:
+        stmt = stmt.where(Annotation.kind.in_(kinds))
+    if filters.since is not None:
+        stmt = stmt.where(Annotation.created_at >= filters.since)
+    if filters.until is not None:
+        stmt = stmt.where(Annotation.created_at < filters.until)
+    if filters.until_id is not None:
+        stmt = stmt.where(Annotation.id <= filters.until_id)
+    if filters.source != "all":
+        stmt = stmt.where(Annotation.source == filters.source)
+    if filters.split is not None:
+        stmt = stmt.where(Prompt.split == filters.split)
+    if filters.annotators:
+        ids = list(session.scalars(select(User.id).where(
+            User.username.in_(filters.annotators) | User.public_id.in_(filters.annotators))))
+        stmt = stmt.where(Annotation.user_id.in_(ids or [-1]))
+    return stmt.order_by(Annotation.id)
+
+
+def _generation_info(session: Session, ids: set[int], *, rich: bool) -> dict[int, Any]:
+    if not ids:
+        return {}
+    if not rich:
+        return dict(session.execute(select(Generation.id, Generation.text).where(Generation.id.in_(ids))).all())
+    rows = session.execute(
+        select(Generation.id, Generation.text, Generation.model_version_id, ModelVersion.name, Generation.temperature,
+               Generation.top_k, Generation.top_p, Generation.max_new_tokens, Generation.seed, Generation.source)
+        .outerjoin(ModelVersion, ModelVersion.id == Generation.model_version_id).where(Generation.id.in_(ids)))
+    return {r[0]: r for r in rows}
+
+
+def _needed_generations(row) -> set[int]:
+    ids = set(row.positions or [])
+    if row.chosen_id is not None:
+        ids.add(row.chosen_id)
+    ids.update(row.ranking or [])
+    ids.update(int(g) for g in (row.ratings or {}))
+    return ids
+
+
+def _passing_tasks(session: Session, filters: ExportFilters) -> set[int] | None:
+    if filters.min_agreement is None:
+        return None
+    from app.services.stats import task_agreements  # stats imports nothing from here; local keeps the graph flat
+
+    agreements = task_agreements(session, source=filters.source)
+    return {task_id for task_id, value in agreements.items() if value is not None and value >= filters.min_agreement}
+
+
+# ---- rows per format -----------------------------------------------------------------------------------------
+
+def _prompt_string(row) -> str:
+    if row.prompt_messages is None:
+        return row.prompt_text or ""
+    return "\n\n".join(f"{m['role']}: {m['content']}" for m in row.prompt_messages)
+
+
+def _prompt_messages(row) -> list[dict[str, str]]:
+    if row.prompt_messages is None:
+        return [{"role": "user", "content": row.prompt_text or ""}]
+    return [{"role": m["role"], "content": m["content"]} for m in row.prompt_messages]
+
+
+def _pairs(row, include_ties: bool) -> Iterator[tuple[int, int, float, bool]]:
+    """(better id, worse id, margin, tie) in a fixed order."""
+    if row.kind == "pairwise":
+        shown = list(row.positions or [])
+        if row.choice == "chosen" and row.chosen_id is not None:
+            others = [g for g in shown if g != row.chosen_id]
+            if len(others) == 1:
+                margin = (row.meta or {}).get("margin")
+                yield row.chosen_id, others[0], float(margin) if margin is not None else margin_for(row.strength), False
+        elif row.choice in ("tie", "both_bad") and include_ties and len(shown) == 2:
+            a, b = sorted(shown)
+            yield a, b, 0.0, True
+    elif row.kind == "ranking" and row.ranking:
+        ranking = list(row.ranking)
+        for i in range(len(ranking)):
+            for j in range(i + 1, len(ranking)):
+                yield ranking[i], ranking[j], 0.0, False
+
+
+def _trl_rows(row, texts, include_ties: bool, conversational: bool) -> Iterator[dict[str, Any]]:
+    prompt = _prompt_messages(row) if conversational else _prompt_string(row)
+    for better, worse, margin, tie in _pairs(row, include_ties):
+        if conversational:
+            line = {"prompt": prompt, "chosen": [{"role": "assistant", "content": texts[better]}],
+                    "rejected": [{"role": "assistant", "content": texts[worse]}]}
+        else:
+            line = {"prompt": prompt, "chosen": texts[better], "rejected": texts[worse]}
+        line["margin"] = margin
+        line["annotation_id"] = row.id
+        if include_ties:
+            line["tie"] = tie
+        yield line
+
+
+def _sorted_ratings(row) -> list[tuple[int, str]]:
+    return sorted((int(g), v) for g, v in (row.ratings or {}).items() if v in ("good", "bad"))
+
+
+def _kto_rows(row, texts) -> Iterator[dict[str, Any]]:
+    prompt = _prompt_string(row)
+    for gen_id, label in _sorted_ratings(row):
+        yield {"prompt": prompt, "completion": texts[gen_id], "label": label == "good", "annotation_id": row.id}
+
+
+def _rankings_rows(row, texts) -> Iterator[dict[str, Any]]:
+    if row.kind == "ranking" and row.ranking:
+        yield {"prompt": _prompt_string(row), "completions": [texts[g] for g in row.ranking], "annotation_id": row.id}
+
+
+def _sft_rows(row, texts) -> Iterator[dict[str, Any]]:
+    prompt = _prompt_string(row)
+    if row.rewrite:
+        yield {"prompt": prompt, "completion": row.rewrite, "source": "rewrite", "annotation_id": row.id}
+    for gen_id, label in _sorted_ratings(row):
+        if label == "good":
+            yield {"prompt": prompt, "completion": texts[gen_id], "source": "good", "annotation_id": row.id}
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(timezone.utc).isoformat()
+
+
+def _rich_row(row, info) -> dict[str, Any]:
+    margin = (row.meta or {}).get("margin")
+    return {
+        "annotation_id": row.id,
+        "task_id": row.task_id,
+        "prompt_id": row.prompt_id,
+        "prompt": _prompt_string(row),
+        "prompt_messages": _prompt_messages(row) if row.prompt_messages is not None else None,
+        "split": row.split,
+        "annotator": row.annotator,
+        "source": row.source,
+        "kind": row.kind,
+        "choice": row.choice,
+        "chosen_generation_id": row.chosen_id,
+        "strength": row.strength,
+        "margin": float(margin) if margin is not None else (margin_for(row.strength) if row.choice == "chosen" else None),
+        "ranking": list(row.ranking or []),
+        "ratings": [{"generation_id": g, "label": v} for g, v in _sorted_ratings(row)],
+        "critiques": [{"generation_id": int(g), "text": str(t)} for g, t in sorted(
+            (row.critiques or {}).items(), key=lambda kv: int(kv[0]))],
+        "critique": row.critique,
+        "rewrite": row.rewrite,
+        "flags": [str(f) for f in (row.flags or [])],
+        "positions": list(row.positions or []),
+        "time_spent_ms": row.time_spent_ms,
+        "responses": [_response(info[g]) for g in sorted(row.positions or []) if g in info],
+        "created_at": _iso(row.created_at),
+    }
+
+
+def _response(r) -> dict[str, Any]:
+    gen_id, text, model_id, model_name, temperature, top_k, top_p, max_new, seed, source = r
+    return {"generation_id": gen_id, "text": text, "model_version_id": model_id, "policy_version": model_name,
+            "temperature": temperature, "top_k": top_k, "top_p": top_p, "max_new_tokens": max_new, "seed": seed,
+            "generation_source": source}
+
+
+def iter_export(session: Session, *, fmt: str, filters: ExportFilters = ExportFilters(),
+                include_ties: bool = False, stats: ExportResult | None = None) -> Iterator[list[dict[str, Any]]]:
+    """Batches of export lines (dicts) in the export's order. Updates `stats` (counts, annotators) if given."""
+    if fmt not in FORMATS:
+        raise ExportError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    passing = _passing_tasks(session, filters)
+    rich = fmt == "rich"
+    result = session.execute(_annotation_query(session, fmt, filters).execution_options(yield_per=BATCH))
+    for batch in result.partitions():
+        if passing is not None:
+            batch = [r for r in batch if r.task_id in passing]
+        needed: set[int] = set()
+        for r in batch:
+            needed |= _needed_generations(r)
+        info = _generation_info(session, needed, rich=rich)
+        texts = info if not rich else {g: v[1] for g, v in info.items()}
+        lines: list[dict[str, Any]] = []
+        for r in batch:
+            before = len(lines)
+            if fmt == "trl" or fmt == "trl-conversational":
+                lines.extend(_trl_rows(r, texts, include_ties, fmt == "trl-conversational"))
+            elif fmt == "kto":
+                lines.extend(_kto_rows(r, texts))
+            elif fmt == "rankings":
+                lines.extend(_rankings_rows(r, texts))
+            elif fmt == "sft":
+                lines.extend(_sft_rows(r, texts))
+            else:
+                lines.append(_rich_row(r, info))
+            if stats is not None and len(lines) > before:
+                stats.annotations += 1
+                stats.annotators.add(r.user_id)
+                stats.sources[r.source] = stats.sources.get(r.source, 0) + 1
+                stats.max_annotation_id = r.id
+        if lines:
+            yield lines
+
+
+# ---- writing files ---------------------------------------------------------------------------------------------
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        value = json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str) and value.startswith(CSV_FORMULA_START):
+        return "'" + value  # a spreadsheet shows the text instead of running it as a formula
+    return value
+
+
+def _csv_chunks(batches: Iterator[list[dict[str, Any]]]) -> Iterator[tuple[str, int]]:
+    buffer = io.StringIO()
+    writer = None
+    for lines in batches:
+        for line in lines:
+            if writer is None:
+                writer = csv.writer(buffer, lineterminator="\n")
+                writer.writerow(list(line))
+            writer.writerow([_csv_cell(v) for v in line.values()])
+        yield buffer.getvalue(), len(lines)
+        buffer.seek(0)
+        buffer.truncate()
+
+
+def _jsonl_chunks(batches: Iterator[list[dict[str, Any]]]) -> Iterator[tuple[str, int]]:
+    dumps = json.JSONEncoder(ensure_ascii=False).encode
+    for lines in batches:
+        yield "".join(dumps(line) + "\n" for line in lines), len(lines)
+
+
+def write_export(session: Session, *, fmt: str, out: Path, filters: ExportFilters = ExportFilters(),
+                 include_ties: bool = False, as_csv: bool = False) -> ExportResult:
+    """Write the export to `out` (via a temporary file, renamed when complete) and `out.sha256`."""
+    if as_csv and fmt != "rich":
+        raise ExportError("CSV is offered for the rich format only (the others are JSONL for datasets/TRL)")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = ExportResult(format=fmt, path=out, rows=0, sha256="", annotations=0, filters=filters.describe(),
+                          include_ties=include_ties, csv=as_csv)
+    digest = hashlib.sha256()
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    batches = iter_export(session, fmt=fmt, filters=filters, include_ties=include_ties, stats=result)
+    try:
+        with open(tmp, "wb") as fh:
+            for chunk, n in (_csv_chunks(batches) if as_csv else _jsonl_chunks(batches)):
+                data = chunk.encode("utf-8")
+                fh.write(data)
+                digest.update(data)
+                result.rows += n
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    result.sha256 = digest.hexdigest()
+    out.with_name(out.name + ".sha256").write_text(f"{result.sha256}  {out.name}\n")
+    return result
+
+
+def default_filename(fmt: str, as_csv: bool = False) -> str:
+    return f"{fmt}.{'csv' if as_csv else 'jsonl'}"
+
+
+# ---- dataset card ------------------------------------------------------------------------------------------------
+
+LOADING = {
+    "trl": "load_dataset(\"json\", data_files=\"{name}\")  # RewardTrainer / DPOTrainer (standard preference)",
+    "trl-conversational": "load_dataset(\"json\", data_files=\"{name}\")  # RewardTrainer / DPOTrainer (conversational)",
+    "kto": "load_dataset(\"json\", data_files=\"{name}\")  # KTOTrainer (unpaired preference)",
+    "rankings": "load_dataset(\"json\", data_files=\"{name}\")  # K responses best first; K(K-1)/2 pairs each",
+    "sft": "load_dataset(\"json\", data_files=\"{name}\")  # SFTTrainer (prompt-completion)",
+    "rich": "load_dataset(\"{kind}\", data_files=\"{name}\")  # everything, joined to the others by annotation_id",
+}
+
+
+def write_card(session: Session, *, result: ExportResult, path: Path | None = None) -> Path:
+    """A dataset card (README.md beside the export): provenance, counts, filters, agreement."""
+    from app.services.stats import agreement  # only the card needs the agreement figures
+
+    path = path or result.path.with_name("README.md")
+    source = result.filters.get("source", "all")
+    figures = agreement(session, source=source, queue_size=0)
+    users = {u for u in result.annotators}
+    alpha_lines = []
+    for kind in ("pairwise", "ranking", "rating"):
+        a = figures[kind]
+        value = "n/a" if a["alpha"] is None else f"{a['alpha']:.3f}"
+        alpha_lines.append(f"| {kind} | {a['level']} | {value} | {a['units']} |")
+    filters = "\n".join(f"- `{k}`: {json.dumps(v)}" for k, v in result.filters.items())
+    kind = "csv" if result.csv else "json"
+    card = f"""---
+pretty_name: rlhf-studio {result.format} export
+tags: [rlhf, preference, human-feedback]
+---
+# rlhf-studio export: `{result.format}`
+
+Exported by rlhf-studio from its annotation database. The same database and filters give the same bytes.
+
+## Files
+- `{result.path.name}`: {result.rows} lines, sha256 `{result.sha256}` (also in `{result.path.name}.sha256`)
+
+```python
+from datasets import load_dataset
+ds = {LOADING[result.format].format(name=result.path.name, kind=kind)}
+```
+
+## Provenance and counts
+- annotations used: {result.annotations} (highest annotation id {result.max_annotation_id})
+- annotators: {len(users)} (pseudonymous ids in the `rich` export)
+- by source: {json.dumps(result.sources, sort_keys=True)}
+- ties and both-bad included: {"yes (`tie` column)" if result.include_ties else "no"}
+- margin from strength: 1 slightly -> 1/3, 2 clearly -> 2/3, 3 much -> 1.0; ranking pairs and ties 0.0
+
+## Filters
+{filters}
+
+## Agreement (Krippendorff's alpha on overlapped tasks, source `{source}`)
+| kind | level | alpha | units |
+| --- | --- | --- | --- |
+{chr(10).join(alpha_lines)}
+"""
+    path.write_text(card, encoding="utf-8")
+    return path

@@ -1,0 +1,169 @@
+"""Figures for the stats page and `GET /api/v1/stats`: counts, throughput, agreement, biases, disagreements.
+
+Agreement and the per-task score are defined in agreement.py. Biases are per annotator over pairwise choices of
+one response: position bias = share choosing the response shown on the left (first); length bias = share
+choosing the longer response (pairs of equal length left out). 0.5 is no bias. Tie and both-bad rates are
+shares of pairwise annotations. Soft-deleted (undone) annotations never count.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from app.models import Annotation, Generation, Job, Prompt, Task, User
+from app.services.agreement import krippendorff_alpha, pairwise_label, task_agreement
+
+BATCH = 2000
+
+
+def _live(stmt, source: str = "all"):
+    stmt = stmt.where(Annotation.deleted_at.is_(None))
+    return stmt if source == "all" else stmt.where(Annotation.source == source)
+
+
+def counts(session: Session) -> dict[str, Any]:
+    state = case((Task.completed.is_(True), "completed"), (Task.done_count > 0, "in_progress"), else_="open")
+    tasks: dict[str, dict[str, int]] = defaultdict(dict)
+    for kind, st, n in session.execute(select(Task.kind, state, func.count()).group_by(Task.kind, state)):
+        tasks[kind][st] = n
+    annotations: dict[str, dict[str, int]] = defaultdict(dict)
+    for kind, source, n in session.execute(_live(select(Annotation.kind, Annotation.source, func.count()))
+                                           .group_by(Annotation.kind, Annotation.source)):
+        annotations[kind][source] = n
+    prompts = dict(session.execute(select(Prompt.split, func.count()).group_by(Prompt.split)).all())
+    jobs = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+    return {"tasks": dict(tasks), "annotations": dict(annotations), "prompts": prompts,
+            "generations": session.scalar(select(func.count()).select_from(Generation)) or 0, "jobs": jobs}
+
+
+def throughput(session: Session, *, days: int = 30, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Annotations per annotator per day (UTC) over the last `days` days."""
+    since = (now or datetime.now(timezone.utc)) - timedelta(days=days)
+    day = func.date(Annotation.created_at)
+    rows = session.execute(_live(select(User.username, day, func.count()).join(User, User.id == Annotation.user_id))
+                           .where(Annotation.created_at >= since).group_by(User.username, day)
+                           .order_by(day, User.username))
+    return [{"annotator": name, "day": d.isoformat() if isinstance(d, date) else str(d), "count": n}
+            for name, d, n in rows]
+
+
+def _overlapped_annotations(session: Session, source: str) -> Iterator[list]:
+    """Annotations of tasks with at least two of them, grouped by task (one list per task)."""
+    multi = _live(select(Annotation.task_id), source).group_by(Annotation.task_id).having(func.count() >= 2)
+    stmt = _live(select(Annotation.task_id, Annotation.user_id, Annotation.kind, Annotation.choice,
+                        Annotation.chosen_id, Annotation.positions, Annotation.ranking, Annotation.ratings), source)
+    stmt = stmt.where(Annotation.task_id.in_(multi)).order_by(Annotation.task_id, Annotation.id)
+    group: list = []
+    for batch in session.execute(stmt.execution_options(yield_per=BATCH)).partitions():
+        for row in batch:
+            if group and group[0].task_id != row.task_id:
+                yield group
+                group = []
+            group.append(row)
+    if group:
+        yield group
+
+
+def _value(row) -> Any:
+    if row.kind == "pairwise":
+        return pairwise_label(choice=row.choice, chosen_id=row.chosen_id, shown=list(row.positions or []))
+    if row.kind == "ranking":
+        return list(row.ranking) if row.ranking else None
+    ratings = {int(g): v for g, v in (row.ratings or {}).items() if v in ("good", "bad")}
+    return ratings or None
+
+
+def task_agreements(session: Session, *, source: str = "all") -> dict[int, float | None]:
+    return {group[0].task_id: task_agreement(group[0].kind, [_value(r) for r in group])
+            for group in _overlapped_annotations(session, source)}
+
+
+def agreement(session: Session, *, source: str = "all", queue_size: int = 20) -> dict[str, Any]:
+    """Krippendorff's alpha overall and per annotator, and the most contested tasks."""
+    units: dict[str, list[dict]] = {"pairwise": [], "ranking": [], "rating": []}
+    contested: list[tuple[float, int, int, str]] = []
+    for group in _overlapped_annotations(session, source):
+        kind = group[0].kind
+        values = [(r.user_id, _value(r)) for r in group]
+        score = task_agreement(kind, [v for _, v in values])
+        if score is not None:
+            contested.append((score, -len(group), group[0].task_id, kind))
+        if kind == "pairwise":
+            units["pairwise"].append({u: v for u, v in values if v is not None})
+        elif kind == "ranking":
+            per_gen: dict[int, dict] = defaultdict(dict)
+            for user, ranking in values:
+                for rank, gen in enumerate(ranking or [], start=1):
+                    per_gen[gen][user] = rank
+            units["ranking"].extend(per_gen.values())
+        else:
+            per_gen = defaultdict(dict)
+            for user, ratings in values:
+                for gen, label in (ratings or {}).items():
+                    per_gen[gen][user] = label
+            units["rating"].extend(per_gen.values())
+    names = dict(session.execute(select(User.id, User.username)).all())
+    out: dict[str, Any] = {}
+    for kind, level in (("pairwise", "nominal"), ("ranking", "ordinal"), ("rating", "nominal")):
+        alpha, per = krippendorff_alpha(units[kind], level=level, per_annotator=True)
+        out[kind] = {"level": level, "alpha": alpha, "units": sum(1 for u in units[kind] if len(u) >= 2),
+                     "per_annotator": {names.get(u, str(u)): a for u, a in sorted(per.items())}}
+    contested.sort()
+    out["disagreements"] = [{"task_id": t, "kind": k, "agreement": s, "annotations": -n}
+                            for s, n, t, k in contested[:queue_size] if s < 1.0]
+    return out
+
+
+def annotator_figures(session: Session, *, source: str = "all") -> dict[str, dict[str, Any]]:
+    """Per annotator: annotations, pairwise counts, tie and both-bad rates, position and length bias."""
+    figures: dict[str, dict[str, Any]] = {}
+    names = dict(session.execute(select(User.id, User.username)).all())
+    totals = session.execute(_live(select(Annotation.user_id, func.count(), func.avg(Annotation.time_spent_ms)), source)
+                             .group_by(Annotation.user_id))
+    for user_id, n, avg_ms in totals:
+        figures[names[user_id]] = {"annotations": n, "mean_time_ms": float(avg_ms) if avg_ms is not None else None,
+                                   "pairwise": 0, "ties": 0, "both_bad": 0, "left": 0, "longer": 0,
+                                   "choices": 0, "length_pairs": 0}
+    stmt = _live(select(Annotation.user_id, Annotation.choice, Annotation.chosen_id, Annotation.positions), source) \
+        .where(Annotation.kind == "pairwise").order_by(Annotation.id)
+    for batch in session.execute(stmt.execution_options(yield_per=BATCH)).partitions():
+        gen_ids = {g for r in batch for g in (r.positions or [])}
+        lengths = dict(session.execute(select(Generation.id, func.length(Generation.text))
+                                       .where(Generation.id.in_(gen_ids))).all()) if gen_ids else {}
+        for r in batch:
+            f = figures[names[r.user_id]]
+            f["pairwise"] += 1
+            if r.choice == "tie":
+                f["ties"] += 1
+            elif r.choice == "both_bad":
+                f["both_bad"] += 1
+            elif r.choice == "chosen" and r.chosen_id is not None and len(r.positions or []) == 2:
+                f["choices"] += 1
+                f["left"] += r.positions[0] == r.chosen_id
+                other = r.positions[1] if r.positions[0] == r.chosen_id else r.positions[0]
+                if lengths.get(r.chosen_id) != lengths.get(other):
+                    f["length_pairs"] += 1
+                    f["longer"] += (lengths.get(r.chosen_id) or 0) > (lengths.get(other) or 0)
+    for f in figures.values():
+        f["tie_rate"] = f["ties"] / f["pairwise"] if f["pairwise"] else None
+        f["both_bad_rate"] = f["both_bad"] / f["pairwise"] if f["pairwise"] else None
+        f["position_bias"] = f.pop("left") / f["choices"] if f["choices"] else None
+        f["length_bias"] = f.pop("longer") / f["length_pairs"] if f["length_pairs"] else None
+    return figures
+
+
+def overall_rates(figures: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    pairwise = sum(f["pairwise"] for f in figures.values())
+    return {"tie_rate": sum(f["ties"] for f in figures.values()) / pairwise if pairwise else None,
+            "both_bad_rate": sum(f["both_bad"] for f in figures.values()) / pairwise if pairwise else None}
+
+
+def all_stats(session: Session, *, source: str = "all", days: int = 30) -> dict[str, Any]:
+    figures = annotator_figures(session, source=source)
+    return {"counts": counts(session), "throughput": throughput(session, days=days),
+            "agreement": agreement(session, source=source), "annotators": figures, "rates": overall_rates(figures)}
