@@ -79,13 +79,12 @@ def check_entity(response: str, question: str, answer: str, group: tuple[str, ..
 
 
 def check_number(response: str, question: str, answer: float, allowed: tuple[float, ...] = ()) -> Check:
-    """Correct when the answer appears and every other number is one the question or the working
-    (`allowed`) already contains."""
+    """Correct when the last number stated is the answer and every other number is one the question
+    or the working (`allowed`) already contains ("3 times 1 is 3", not "3 times 1 is 1")."""
     seen = numbers_in(response)
     known = set(numbers_in(question)) | set(allowed)
     others = [n for n in seen if n != answer and n not in known]
-    return Check(answered=bool(seen) and (answer in seen or bool(others)),
-                 correct=float(answer in seen and not others))
+    return Check(answered=bool(seen), correct=float(bool(seen) and seen[-1] == answer and not others))
 
 
 def check_sequence(response: str, expected: list[int]) -> Check:
