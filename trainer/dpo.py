@@ -1,0 +1,171 @@
+"""`python -m trainer dpo`: Direct Preference Optimization (Rafailov et al. 2023), the cheaper option to PPO.
+
+loss = -log σ(β [(log π(y_w|x) - log π_ref(y_w|x)) - (log π(y_l|x) - log π_ref(y_l|x))]), log π summed over
+completion tokens. Reads the same preference exports as the reward stage (trainer.preference_data; `trl`
+is the usual one; a ranking contributes all its pairs, tie pairs kept with --ties half get target 0.5 as
+in conservative DPO; the `margin` column is not used). The reference's logprobs are computed once per
+batch, with no gradient, through the same masks module. Both responses of a pair go through one forward.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from trainer.config import TrainConfig
+from trainer.masks import gather_logprobs, pad_sequences, position_ids_from_mask
+from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
+from trainer.preference_data import PreferenceGroup, load_preferences
+from trainer.reward_model import bradley_terry_loss
+from trainer.runtime import autocast, load_causal_lm, load_tokenizer, resolve_device, seed_everything
+
+
+@dataclass(kw_only=True)
+class DPOConfig(TrainConfig):
+    policy: str = field(metadata={"help": "Causal LM to tune (usually the SFT model)."})
+    data: str = field(metadata={"help": "Preference JSONL (trl / trl-conversational; rankings and kto work too)."})
+    out: str = field(metadata={"help": "Output directory for the tuned policy."})
+    ref: str = field(default="", metadata={"help": "Frozen reference policy (default: --policy)."})
+    beta: float = field(default=0.1, metadata={"help": "β: strength of the implicit KL constraint."})
+    lr: float = field(default=1e-6, metadata={"help": "Peak learning rate (TRL default 1e-6)."})
+    ties: str = field(default="exclude", metadata={"help": "Tie pairs: exclude, or half = target 0.5.",
+                                                   "choices": ["exclude", "half"]})
+    max_length: int = field(default=1024, metadata={"help": "Longer sequences are dropped."})
+    micro_batch_size: int = field(default=0, metadata={"help": "Groups per forward; 0 = the whole batch."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clipping."})
+    log_every: int = field(default=1, metadata={"help": "Write a metrics line every N steps."})
+
+
+def completion_mask(sequences: list[list[int]], prompt_lengths: list[int], width: int) -> torch.Tensor:
+    """Mask over label positions 1..T-1 (as gather_logprobs returns them): True on completion tokens. -> [S, T-1]."""
+    pos = torch.arange(1, width)[None]  # [1, T-1] label index
+    start = torch.tensor(prompt_lengths)[:, None]
+    end = torch.tensor([len(s) for s in sequences])[:, None]
+    return (pos >= start) & (pos < end)
+
+
+def sequence_logps(model, ids: torch.Tensor, mask: torch.Tensor, comp_mask: torch.Tensor) -> torch.Tensor:
+    """Sum of completion-token logprobs per row. ids/mask [S, T], comp_mask [S, T-1] -> [S]."""
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                   use_cache=False).logits  # [S, T, V]
+    lp = gather_logprobs(logits, ids)  # [S, T-1]
+    return (lp * comp_mask).sum(-1)
+
+
+def dpo_loss(pi_better, pi_worse, ref_better, ref_worse, beta: float, target=None) -> torch.Tensor:
+    """Per-pair DPO loss [N]; the Bradley-Terry loss on implicit rewards β (log π - log π_ref)."""
+    return bradley_terry_loss(beta * (pi_better - ref_better), beta * (pi_worse - ref_worse), target=target)
+
+
+@dataclass
+class _Batch:
+    ids: torch.Tensor
+    mask: torch.Tensor
+    comp: torch.Tensor
+    better: torch.Tensor
+    worse: torch.Tensor
+    target: torch.Tensor
+    weight: torch.Tensor
+
+
+def collate(groups: list[PreferenceGroup], pad_token_id: int) -> _Batch:
+    seqs, plens, better, worse, target, weight = [], [], [], [], [], []
+    for g in groups:
+        base = len(seqs)
+        seqs.extend(g.sequences)
+        plens.extend(g.prompt_lengths)
+        for p in g.pairs:
+            better.append(base + p.better)
+            worse.append(base + p.worse)
+            target.append(p.target)
+            weight.append(1.0 / len(g.pairs))
+    ids, mask = pad_sequences(seqs, pad_token_id=pad_token_id, side="right")
+    return _Batch(ids, mask, completion_mask(seqs, plens, ids.shape[1]), torch.tensor(better), torch.tensor(worse),
+                  torch.tensor(target), torch.tensor(weight))
+
+
+def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = None) -> Path:
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    tok = load_tokenizer(config.policy)
+    data = load_preferences(config.data, tok, ties=config.ties, max_length=config.max_length)
+    policy = load_causal_lm(config.policy, device, tokenizer=tok)  # eval mode: dropout off
+    ref = load_causal_lm(config.ref or config.policy, device, tokenizer=tok).requires_grad_(False)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=0.0)
+    groups = data.groups
+    steps_per_epoch = math.ceil(len(groups) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 - s / max(total_steps, 1))
+    micro = config.micro_batch_size or config.batch_size
+
+    with atomic_output_dir(config.out) as tmp:
+        log = MetricsLog(tmp / "metrics.jsonl", on_metrics)
+        bar = progress(total=total_steps, desc="dpo")
+        step = 0
+        for epoch in range(config.epochs):
+            order = torch.randperm(len(groups), generator=torch.Generator().manual_seed(config.seed + epoch))
+            for start in range(0, len(groups), config.batch_size):
+                if step >= total_steps:
+                    break
+                batch_groups = [groups[i] for i in order[start : start + config.batch_size].tolist()]
+                s = dict.fromkeys(("loss", "acc", "decided", "rc", "rr", "lc", "lr_", "n"), 0.0)
+                for m in range(0, len(batch_groups), micro):
+                    b = collate(batch_groups[m : m + micro], tok.pad_token_id)
+                    ids, mask, comp = b.ids.to(device), b.mask.to(device), b.comp.to(device)
+                    with torch.no_grad(), autocast(device, config.precision):
+                        ref_lp = sequence_logps(ref, ids, mask, comp).float()  # once per batch
+                    with autocast(device, config.precision):
+                        pi_lp = sequence_logps(policy, ids, mask, comp).float()
+                    bi, wi = b.better.to(device), b.worse.to(device)
+                    losses = dpo_loss(pi_lp[bi], pi_lp[wi], ref_lp[bi], ref_lp[wi], config.beta, b.target.to(device))
+                    w = b.weight.to(device)
+                    ((losses * w).sum() / len(batch_groups)).backward()  # mean over the batch's groups
+                    with torch.no_grad():
+                        rc = config.beta * (pi_lp[bi] - ref_lp[bi])
+                        rr = config.beta * (pi_lp[wi] - ref_lp[wi])
+                        decided = b.target.to(device) == 1.0
+                        s["loss"] += float((losses * w).sum())
+                        s["acc"] += float((rc > rr)[decided].sum())
+                        s["decided"] += float(decided.sum())
+                        s["rc"] += float(rc.sum())
+                        s["rr"] += float(rr.sum())
+                        s["lc"] += float(pi_lp[bi].sum())
+                        s["lr_"] += float(pi_lp[wi].sum())
+                        s["n"] += len(bi)
+                grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                lr = scheduler.get_last_lr()[0]
+                scheduler.step()
+                step += 1
+                if step % config.log_every == 0 or step == total_steps:
+                    n = max(s["n"], 1)
+                    log.log(step, total_steps, epoch=epoch + (start + len(batch_groups)) / len(groups),
+                            loss=s["loss"] / len(batch_groups), **{
+                                "rewards/chosen": s["rc"] / n, "rewards/rejected": s["rr"] / n,
+                                "rewards/accuracies": s["acc"] / max(s["decided"], 1),
+                                "rewards/margins": (s["rc"] - s["rr"]) / n,
+                                "logps/chosen": s["lc"] / n, "logps/rejected": s["lr_"] / n},
+                            grad_norm=float(grad_norm), lr=lr)
+                bar.update(1)
+        bar.close()
+        log.close()
+        policy.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        save_trainer_config(tmp, "dpo", config)
+    return Path(config.out)
+
+
+def _register() -> None:
+    from trainer.cli import register_stage
+
+    register_stage(name="dpo", config_cls=DPOConfig, entry=train_dpo,
+                   help="Tune a policy with DPO on preference pairs (β, frozen reference).")
+
+
+_register()
