@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     offline_assets: bool = False  # serve htmx & co from static/vendor instead of the CDN
     docs_enabled: bool = True  # OpenAPI docs at /docs, admins only
 
+    # `rlhf demo`: the accounts it creates (passwords generated and printed once when unset)
+    demo_admin_user: str = "admin"
+    demo_admin_password: str = ""
+    demo_annotator_user: str = "annotator"
+    demo_annotator_password: str = ""
+
     # job queue
     heartbeat_s: float = 3.0
     stale_after_s: float = 30.0  # a running job whose heartbeat is older than this is requeued

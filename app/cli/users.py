@@ -6,7 +6,7 @@ import typer
 from app.cli.errors import fail
 from app.cli.session import cli_session
 from app.models import ROLES
-from app.services.users import UserError, create_user, list_users, require_user, set_active
+from app.services.users import UserError, create_user, list_users, require_user, set_active, set_password
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -53,3 +53,20 @@ def deactivate(username: str = typer.Argument(..., help="The user to deactivate.
         except UserError as exc:
             fail(str(exc))
     typer.echo(f"deactivated {username}", err=True)
+
+
+@app.command("password")
+def password(
+    username: str = typer.Argument(..., help="The user whose password to set."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the new password from standard input."),
+) -> None:
+    """Set a user's password (read from stdin)."""
+    if not password_stdin:
+        fail("pass --password-stdin and the new password on standard input")
+    new = sys.stdin.readline().rstrip("\r\n")
+    with cli_session() as db:
+        try:
+            set_password(db, user=require_user(db, username=username), password=new)
+        except UserError as exc:
+            fail(str(exc))
+    typer.echo(f"password of {username} set", err=True)
