@@ -1,0 +1,193 @@
+"""The annotator's pages: one task at a time, submit / skip / undo, progress.
+
+Each POST works as a plain form (303 back to /annotate) and with htmx (the #workspace block is swapped in).
+"""
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+
+from app.deps import PageUser, SessionDep, SettingsDep, verify_csrf
+from app.models import User
+from app.services.annotations import (
+    AnnotationConflict,
+    AnnotationInvalid,
+    list_my_annotations,
+    my_progress,
+    submit_annotation,
+    undo_annotation,
+)
+from app.services.assignment import AssignmentError, aware, next_task, skip_task
+from app.settings import Settings
+from app.templating import is_htmx, render
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
+
+LABELS = "ABCDEFGH"
+SKIP_REASONS = ("I can't judge this topic", "The responses are broken or empty", "The prompt is unclear",
+                "Needs a language I don't read", "Other")
+RECENT = 5
+
+
+def _workspace(request: Request, db, user: User, settings: Settings, *, error: str | None = None,
+               notice: str | None = None, status_code: int = 200) -> Response:
+    offer = next_task(db, user=user, lease_minutes=settings.lease_minutes)
+    db.commit()
+    progress = my_progress(db, user_id=user.id)
+    recent = list_my_annotations(db, user_id=user.id, limit=RECENT)
+    db.rollback()
+    undo_after = time.time() - settings.undo_minutes * 60
+    ctx: dict[str, Any] = {
+        "offer": offer, "labels": LABELS, "progress": progress, "recent": recent, "error": error, "notice": notice,
+        "undoable": {a.id for a in recent if a.deleted_at is None and aware(a.created_at).timestamp() >= undo_after},
+        "idempotency_key": secrets.token_urlsafe(18), "rendered_at": int(time.time() * 1000),
+        "skip_reasons": SKIP_REASONS, "undo_minutes": settings.undo_minutes,
+    }
+    return render(request, "annotate.html", ctx, block="workspace", status_code=status_code)
+
+
+def _done(request: Request, db, user: User, settings: Settings, notice: str) -> Response:
+    """After a successful POST: htmx gets the next task in place; a plain form is redirected (no resubmit)."""
+    if is_htmx(request):
+        return _workspace(request, db, user, settings, notice=notice)
+    return RedirectResponse("/annotate", status_code=303)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def feedback_from_form(form: FormData) -> dict[str, Any]:
+    """The form's fields -> the same feedback dict the JSON API takes (validated by the service)."""
+    feedback: dict[str, Any] = {}
+    pick = form.get("pick")
+    if pick in ("tie", "both_bad"):
+        feedback["choice"] = pick
+    elif pick:
+        feedback.update(choice="chosen", chosen_id=_int(pick) if _int(pick) is not None else pick,
+                        strength=_int(form.get("strength")))
+    ranks, ratings, critiques = {}, {}, {}
+    for name, value in form.multi_items():
+        if not isinstance(value, str):
+            continue
+        prefix, _, gid = name.partition("_")
+        if prefix == "rank" and gid:
+            ranks[gid] = value
+        elif prefix == "rating" and gid and value:
+            ratings[gid] = value
+        elif prefix == "critique" and gid and value.strip():
+            critiques[gid] = value
+    if ranks:
+        numbers = {gid: _int(v) for gid, v in ranks.items()}
+        if None in numbers.values() or sorted(numbers.values()) != list(range(1, len(numbers) + 1)):
+            raise AnnotationInvalid(f"give each response a different rank from 1 to {len(numbers)}")
+        feedback["ranking"] = [_int(g) if _int(g) is not None else g for g, _ in
+                               sorted(numbers.items(), key=lambda kv: kv[1])]
+    if ratings:
+        feedback["ratings"] = ratings
+    if critiques:
+        feedback["critiques"] = critiques
+    for name in ("critique", "rewrite"):
+        if isinstance(form.get(name), str) and form.get(name).strip():
+            feedback[name] = form.get(name)
+    flags = [f for f in form.getlist("flag") if isinstance(f, str)]
+    if flags:
+        feedback["flags"] = flags
+    return feedback
+
+
+def _time_spent(form: FormData) -> int | None:
+    """The page's own measure (JS), else the time since the server rendered the form."""
+    spent = _int(form.get("time_spent_ms"))
+    if spent is None and (rendered := _int(form.get("rendered_at"))) is not None:
+        spent = int(time.time() * 1000) - rendered
+    return spent if spent is not None and 0 <= spent < 86_400_000 else None
+
+
+@router.get("/annotate")
+def annotate_page(request: Request, user: PageUser, db: SessionDep, settings: SettingsDep) -> Response:
+    return _workspace(request, db, user, settings)
+
+
+@router.post("/annotate/submit")
+async def submit(request: Request, user: PageUser, db: SessionDep, settings: SettingsDep) -> Response:
+    # Form fields are dynamic (rank_<id>, rating_<id>): read the parsed form, then do the DB work off the loop.
+    return await run_in_threadpool(_submit, request, await request.form(), user, db, settings)
+
+
+def _submit(request: Request, form: FormData, user: User, db, settings: Settings) -> Response:
+    task_id = _int(form.get("task_id"))
+    try:
+        if task_id is None:
+            raise AnnotationInvalid("the form has no task id: reload the page")
+        result = submit_annotation(db, user=user, task_id=task_id, feedback=feedback_from_form(form),
+                                   idempotency_key=str(form.get("idempotency_key") or ""),
+                                   time_spent_ms=_time_spent(form), max_text_bytes=settings.max_text_bytes)
+    except (AnnotationInvalid, AnnotationConflict) as exc:
+        db.rollback()
+        status = 422 if isinstance(exc, AnnotationInvalid) else exc.status
+        return _workspace(request, db, user, settings, error=str(exc), status_code=status)
+    db.commit()
+    return _done(request, db, user, settings, notice="Saved." if not result.replayed else "Already saved.")
+
+
+@router.post("/annotate/skip")
+async def skip(request: Request, user: PageUser, db: SessionDep, settings: SettingsDep) -> Response:
+    return await run_in_threadpool(_skip, request, await request.form(), user, db, settings)
+
+
+def _skip(request: Request, form: FormData, user: User, db, settings: Settings) -> Response:
+    task_id = _int(form.get("task_id"))
+    reason = str(form.get("reason") or "").strip()
+    detail = str(form.get("reason_detail") or "").strip()
+    if detail:
+        reason = f"{reason}: {detail}" if reason else detail
+    try:
+        if task_id is None:
+            raise AssignmentError("the form has no task id: reload the page", status=422)
+        skip_task(db, user=user, task_id=task_id, reason=reason or "no reason given")
+    except AssignmentError as exc:
+        db.rollback()
+        return _workspace(request, db, user, settings, error=str(exc), status_code=exc.status)
+    db.commit()
+    return _done(request, db, user, settings, notice="Skipped.")
+
+
+@router.post("/annotate/undo")
+async def undo(request: Request, user: PageUser, db: SessionDep, settings: SettingsDep) -> Response:
+    return await run_in_threadpool(_undo, request, await request.form(), user, db, settings)
+
+
+def _undo(request: Request, form: FormData, user: User, db, settings: Settings) -> Response:
+    annotation_id = _int(form.get("annotation_id"))
+    try:
+        if annotation_id is None:
+            raise AnnotationConflict("the form has no annotation id", status=422)
+        undo_annotation(db, user=user, annotation_id=annotation_id, undo_minutes=settings.undo_minutes,
+                        lease_minutes=settings.lease_minutes)
+    except AnnotationConflict as exc:
+        db.rollback()
+        return _workspace(request, db, user, settings, error=str(exc), status_code=exc.status)
+    db.commit()
+    return _done(request, db, user, settings, notice="Undone: the task is yours again.")
+
+
+@router.get("/annotate/progress")
+def progress_page(request: Request, user: PageUser, db: SessionDep, settings: SettingsDep) -> Response:
+    progress = my_progress(db, user_id=user.id)
+    recent = list_my_annotations(db, user_id=user.id, limit=50)
+    db.rollback()
+    undo_after = time.time() - settings.undo_minutes * 60
+    return render(request, "annotate.html", {
+        "progress_only": True, "progress": progress, "recent": recent, "labels": LABELS,
+        "undoable": {a.id for a in recent if a.deleted_at is None and aware(a.created_at).timestamp() >= undo_after},
+        "undo_minutes": settings.undo_minutes}, block="progress")

@@ -1,0 +1,130 @@
+"""JSON API for tasks: import (admins), the annotator's next task, skip."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.deps import ApiAdmin, ApiUser, SessionDep, SettingsDep
+from app.services.assignment import AssignmentError, next_task, skip_task
+from app.services.tasks import TaskImportError, import_task_specs, parse_task_items
+
+router = APIRouter(prefix="/api/v1", tags=["tasks"])
+
+TASK_EXAMPLE = [
+    {"prompt": "Explain what a KL penalty does in RLHF.", "responses": ["It keeps the policy close...",
+                                                                        "It makes training faster."],
+     "kind": "pairwise", "overlap": 2, "priority": 0, "meta": {"batch": "demo"}},
+    {"messages": [{"role": "user", "content": "Write a haiku about gradients."}],
+     "responses": ["Slopes guide the descent...", "Numbers fall like rain...", "Loss, loss, always loss..."],
+     "kind": "ranking", "overlap": 1},
+]
+
+
+class ResponseOut(BaseModel):
+    id: int = Field(description="The response's generation id: answer in terms of it.")
+    text: str
+
+
+class NextTaskOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "task_id": 12, "kind": "pairwise", "prompt": "Explain what a KL penalty does in RLHF.",
+        "responses": [{"id": 31, "text": "It keeps the policy close..."}, {"id": 30, "text": "It makes training faster."}],
+        "lease_expires_at": "2026-01-01T12:10:00+00:00"}]})
+
+    task_id: int
+    kind: str = Field(description="pairwise, ranking or rating")
+    prompt: str | list[dict[str, str]] = Field(description="A string, or chat messages [{role, content}]")
+    responses: list[ResponseOut] = Field(description="In this annotator's (shuffled, recorded) order")
+    lease_expires_at: str
+
+
+class SkipIn(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "I can't judge code in this language"}]})
+
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class SkipOut(BaseModel):
+    task_id: int
+    status: str = "skipped"
+
+
+class ImportOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"created": 2, "task_ids": [41, 42]}]})
+
+    created: int
+    task_ids: list[int]
+
+
+@router.post(
+    "/tasks", status_code=201, response_model=ImportOut, summary="Import tasks (admins)",
+    description="The same objects as the JSONL lines of `rlhf tasks import`, as one JSON list. All or nothing: "
+    "any bad item -> 422 listing item numbers (1-based, as `line`) and reasons; nothing stored.",
+    responses={422: {"description": "Bad items; nothing stored",
+                     "content": {"application/json": {"example": {
+                         "detail": "1 bad line(s), nothing imported: line 2: a pairwise task needs exactly 2 "
+                                   "responses, got 3", "errors": [{"line": 2, "reason": "a pairwise task needs "
+                                                                                "exactly 2 responses, got 3"}]}}}},
+               413: {"description": "The body is over the upload limit"}},
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"type": "array", "items": {"type": "object"}}, "example": TASK_EXAMPLE}}}},
+)
+async def import_tasks_api(request: Request, _admin: ApiAdmin, db: SessionDep, settings: SettingsDep) -> JSONResponse:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes:
+        raise HTTPException(413, f"the body is over the {settings.max_upload_bytes} byte upload limit")
+    body = await request.body()
+    if len(body) > settings.max_upload_bytes:
+        raise HTTPException(413, f"the body is over the {settings.max_upload_bytes} byte upload limit")
+    try:
+        items = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HTTPException(422, f"the body is not JSON: {exc}") from None
+    return await run_in_threadpool(_import_items, db, items, settings.max_text_bytes)
+
+
+def _import_items(db, items: Any, max_text_bytes: int) -> JSONResponse:
+    try:
+        result = import_task_specs(db, specs=parse_task_items(items, max_text_bytes=max_text_bytes))
+    except TaskImportError as exc:
+        db.rollback()
+        return JSONResponse({"detail": str(exc), "errors": [{"line": n, "reason": r} for n, r in exc.errors]},
+                            status_code=422)
+    db.commit()
+    return JSONResponse({"created": len(result.task_ids), "task_ids": result.task_ids}, status_code=201)
+
+
+@router.get(
+    "/tasks/next", response_model=NextTaskOut, summary="The next task for this annotator",
+    description="Returns the task you already hold a lease on, otherwise leases the next one (highest priority, "
+    "then oldest) for the lease time. 204 when nothing is left for you.",
+    responses={204: {"description": "Nothing left for this annotator"}},
+)
+def next_task_api(user: ApiUser, db: SessionDep, settings: SettingsDep) -> Any:
+    offer = next_task(db, user=user, lease_minutes=settings.lease_minutes)
+    db.commit()
+    if offer is None:
+        return Response(status_code=204)
+    return JSONResponse({"task_id": offer.task_id, "kind": offer.kind, "prompt": offer.prompt,
+                         "responses": [{"id": g, "text": t} for g, t in offer.responses],
+                         "lease_expires_at": offer.lease_expires_at.isoformat()})
+
+
+@router.post(
+    "/tasks/{task_id}/skip", response_model=SkipOut, summary="Skip a task (with a reason)",
+    description="Frees your slot; the task is never offered to you again.",
+    responses={404: {"description": "Not assigned to you"}, 409: {"description": "Already annotated"}},
+)
+def skip_task_api(task_id: int, body: SkipIn, user: ApiUser, db: SessionDep) -> Any:
+    try:
+        skip_task(db, user=user, task_id=task_id, reason=body.reason)
+    except AssignmentError as exc:
+        db.rollback()
+        raise HTTPException(exc.status, str(exc)) from None
+    db.commit()
+    return JSONResponse({"task_id": task_id, "status": "skipped"})

@@ -1,0 +1,277 @@
+"""Human annotations: validate feedback against the task, submit idempotently, undo, and the annotator's progress.
+
+Stored in terms of generation ids (chosen_id, ranking, ratings keys) with the positions the annotator saw.
+tasks.done_count/completed change in the same transaction as the annotation (or its undo).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.models import Annotation, Assignment, Task, TaskPosition, User, utcnow
+from app.services.assignment import AssignmentError, aware, leased_count, lock_task, lock_user, open_task_filter
+
+CHOICES = ("chosen", "tie", "both_bad")
+RATING_VALUES = ("good", "bad")
+FLAGS = ("unsafe", "broken")
+MAX_KEY_LENGTH = 128
+
+
+class AnnotationInvalid(ValueError):
+    """The feedback does not fit the task (HTTP 422); nothing is stored."""
+
+
+class AnnotationConflict(Exception):
+    """Refused because of state (HTTP 409, or 404 for `status=404`): nothing is stored."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class SubmitResult:
+    annotation: Annotation
+    replayed: bool  # True: the same key and body were submitted before; nothing new was stored
+
+
+def _text(value: Any, name: str, max_text_bytes: int) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise AnnotationInvalid(f"{name} must be a string")
+    value = value.strip()
+    if len(value.encode("utf-8")) > max_text_bytes:
+        raise AnnotationInvalid(f"{name} is longer than {max_text_bytes} bytes")
+    return value or None
+
+
+def _gen_id(value: Any, name: str, ids: set[int]) -> int:
+    try:
+        gid = int(value)
+    except (TypeError, ValueError):
+        raise AnnotationInvalid(f"{name} must be a response id") from None
+    if isinstance(value, bool) or gid not in ids:
+        raise AnnotationInvalid(f"{name} {value!r} is not one of this task's response ids {sorted(ids)}")
+    return gid
+
+
+def _ratings(value: Any, ids: set[int], *, required: bool) -> dict[str, str] | None:
+    if value in (None, {}) and not required:
+        return None
+    if not isinstance(value, dict):
+        raise AnnotationInvalid("ratings must be an object {response id: good|bad}")
+    out = {}
+    for key, rating in value.items():
+        gid = _gen_id(key, "ratings key", ids)
+        if rating not in RATING_VALUES:
+            raise AnnotationInvalid(f"rating for response {gid} must be good or bad, not {rating!r}")
+        out[str(gid)] = rating
+    if required and len(out) != len(ids):
+        missing = sorted(ids - {int(k) for k in out})
+        raise AnnotationInvalid(f"rate every response good or bad: missing {missing}")
+    return out
+
+
+def validate_feedback(*, kind: str, response_ids: list[int], feedback: dict[str, Any],
+                      max_text_bytes: int) -> dict[str, Any]:
+    """The feedback for one task, checked against its kind and responses, normalized to stored fields."""
+    ids = set(response_ids)
+    out: dict[str, Any] = {"choice": None, "chosen_id": None, "strength": None, "ranking": None}
+    choice, chosen_id, strength, ranking = (feedback.get(k) for k in ("choice", "chosen_id", "strength", "ranking"))
+    if kind == "pairwise":
+        if choice not in CHOICES:
+            raise AnnotationInvalid("choice must be chosen, tie or both_bad for a pairwise task")
+        if choice == "chosen":
+            out["chosen_id"] = _gen_id(chosen_id, "chosen_id", ids)
+            if isinstance(strength, bool) or strength not in (1, 2, 3):
+                raise AnnotationInvalid("strength must be 1 (slightly), 2 (clearly) or 3 (much better) "
+                                        "when a response is chosen")
+            out["strength"] = strength
+        elif chosen_id is not None or strength is not None:
+            raise AnnotationInvalid(f"chosen_id and strength only go with choice=chosen, not {choice}")
+        out["choice"] = choice
+    elif any(v is not None for v in (choice, chosen_id, strength)):
+        raise AnnotationInvalid(f"choice, chosen_id and strength are for pairwise tasks, not {kind}")
+    if kind == "ranking":
+        if not isinstance(ranking, list) or len(ranking) != len(ids):
+            raise AnnotationInvalid(f"ranking must list all {len(ids)} response ids, best first")
+        ranked = [_gen_id(r, "ranking entry", ids) for r in ranking]
+        if set(ranked) != ids:
+            raise AnnotationInvalid("ranking must be a permutation of the task's response ids (each once)")
+        out["ranking"] = ranked
+    elif ranking is not None:
+        raise AnnotationInvalid(f"ranking is for ranking tasks, not {kind}")
+    out["ratings"] = _ratings(feedback.get("ratings"), ids, required=kind == "rating")
+
+    critiques = feedback.get("critiques") or {}
+    if not isinstance(critiques, dict):
+        raise AnnotationInvalid("critiques must be an object {response id: text}")
+    clean = {}
+    for key, text in critiques.items():
+        gid = _gen_id(key, "critiques key", ids)
+        text = _text(text, f"critique of response {gid}", max_text_bytes)
+        if text:
+            clean[str(gid)] = text
+    out["critiques"] = clean or None
+    out["critique"] = _text(feedback.get("critique"), "critique", max_text_bytes)
+    out["rewrite"] = _text(feedback.get("rewrite"), "rewrite", max_text_bytes)
+    flags = feedback.get("flags") or []
+    if not isinstance(flags, list) or any(f not in FLAGS for f in flags):
+        raise AnnotationInvalid(f"flags must be a list of {', '.join(FLAGS)}")
+    out["flags"] = sorted(set(flags)) or None
+    return out
+
+
+def request_hash(task_id: int, feedback: dict[str, Any]) -> str:
+    """What a replay must match: the task and the normalized feedback (time spent is measurement, not answer)."""
+    body = json.dumps({"task_id": task_id, **feedback}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _by_key(session: Session, *, user_id: int, key: str) -> Annotation | None:
+    return session.scalars(select(Annotation).where(Annotation.user_id == user_id,
+                                                    Annotation.idempotency_key == key)).first()
+
+
+def _replay(existing: Annotation, digest: str) -> SubmitResult:
+    if existing.request_hash != digest:
+        raise AnnotationConflict("this Idempotency-Key was already used with a different body "
+                                 f"(annotation {existing.id}); use a fresh key for a new annotation")
+    return SubmitResult(annotation=existing, replayed=True)
+
+
+def submit_annotation(session: Session, *, user: User, task_id: int, feedback: dict[str, Any], idempotency_key: str,
+                      max_text_bytes: int, time_spent_ms: int | None = None,
+                      now: datetime | None = None) -> SubmitResult:
+    """Store one human annotation for a task assigned to this annotator, or replay the first one stored under
+    this key. Raises AnnotationInvalid (422) or AnnotationConflict (409/404); nothing stored then. Flushes."""
+    now = now or utcnow()
+    key = (idempotency_key or "").strip()
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise AnnotationInvalid(f"an idempotency key of 1..{MAX_KEY_LENGTH} characters is required")
+    if time_spent_ms is not None and (isinstance(time_spent_ms, bool) or not isinstance(time_spent_ms, int)
+                                      or time_spent_ms < 0):
+        raise AnnotationInvalid("time_spent_ms must be a non-negative integer")
+    lock_user(session, user.id)
+    task_kind = session.scalar(select(Task.kind).where(Task.id == task_id))
+    if task_kind is None:
+        raise AnnotationConflict(f"task {task_id} does not exist", status=404)
+    response_ids = list(session.scalars(select(TaskPosition.generation_id).where(TaskPosition.task_id == task_id)
+                                        .order_by(TaskPosition.position)))
+    clean = validate_feedback(kind=task_kind, response_ids=response_ids, feedback=feedback,
+                              max_text_bytes=max_text_bytes)
+    digest = request_hash(task_id, clean)
+    existing = _by_key(session, user_id=user.id, key=key)
+    if existing is not None:
+        return _replay(existing, digest)
+
+    assignment = session.scalars(select(Assignment).where(Assignment.task_id == task_id,
+                                                          Assignment.user_id == user.id)).first()
+    if assignment is None:
+        raise AnnotationConflict(f"task {task_id} is not assigned to you: ask for the next task first")
+    if assignment.status == "done":
+        raise AnnotationConflict(f"you already annotated task {task_id} (undo it first to change it)")
+    if assignment.status == "skipped":
+        raise AnnotationConflict(f"you skipped task {task_id}")
+    task = lock_task(session, task_id)
+    assert task is not None
+    # A late submit (lease expired) is still welcome if a slot is free; never beyond the overlap.
+    taken = task.done_count
+    if aware(assignment.lease_expires_at) <= now:
+        taken += leased_count(session, task_id=task_id, now=now, exclude_user_id=user.id)
+    if taken >= task.overlap:
+        raise AnnotationConflict(f"your lease on task {task_id} expired and the task has meanwhile been completed "
+                                 "by other annotators; your annotation was not stored")
+
+    annotation = Annotation(task_id=task_id, user_id=user.id, source="human", kind=task_kind,
+                            positions=list(assignment.permutation), time_spent_ms=time_spent_ms,
+                            idempotency_key=key, request_hash=digest, created_at=now, **clean)
+    session.add(annotation)
+    assignment.status = "done"
+    task.done_count += 1
+    task.completed = task.done_count >= task.overlap
+    try:
+        session.flush()
+    except IntegrityError:
+        # Only reachable without the user lock (a concurrent same-key submit): answer like a replay.
+        session.rollback()
+        existing = _by_key(session, user_id=user.id, key=key)
+        if existing is None:
+            raise
+        return _replay(existing, digest)
+    return SubmitResult(annotation=annotation, replayed=False)
+
+
+def undo_annotation(session: Session, *, user: User, annotation_id: int, undo_minutes: float, lease_minutes: float,
+                    now: datetime | None = None) -> Annotation:
+    """Soft-delete one of the annotator's own recent annotations; the task is theirs (leased) again. Flushes."""
+    now = now or utcnow()
+    lock_user(session, user.id)
+    annotation = session.get(Annotation, annotation_id, populate_existing=True)
+    if annotation is None or annotation.user_id != user.id or annotation.source != "human":
+        raise AnnotationConflict(f"annotation {annotation_id} not found among yours", status=404)
+    if annotation.deleted_at is not None:
+        raise AnnotationConflict(f"annotation {annotation_id} was already undone")
+    if aware(annotation.created_at) < now - timedelta(minutes=undo_minutes):
+        raise AnnotationConflict(f"annotation {annotation_id} is older than {undo_minutes:g} minutes: "
+                                 "it can no longer be undone")
+    task = lock_task(session, annotation.task_id)
+    assert task is not None
+    annotation.deleted_at = now
+    task.done_count = max(0, task.done_count - 1)
+    task.completed = task.done_count >= task.overlap
+    assignment = session.scalars(select(Assignment).where(Assignment.task_id == task.id,
+                                                          Assignment.user_id == user.id)).first()
+    # The freed slot goes back to this annotator at once (a lease), so "undo" means "let me redo it".
+    if assignment is not None:
+        assignment.status, assignment.leased_at = "leased", now
+        assignment.lease_expires_at = now + timedelta(minutes=lease_minutes)
+    session.flush()
+    return annotation
+
+
+def list_my_annotations(session: Session, *, user_id: int, limit: int = 50, offset: int = 0,
+                        include_deleted: bool = True) -> list[Annotation]:
+    query = select(Annotation).where(Annotation.user_id == user_id, Annotation.source == "human")
+    if not include_deleted:
+        query = query.where(Annotation.deleted_at.is_(None))
+    return list(session.scalars(query.order_by(Annotation.id.desc()).limit(limit).offset(offset)))
+
+
+@dataclass
+class Progress:
+    today: int
+    total: int
+    remaining: int
+
+
+def my_progress(session: Session, *, user_id: int, now: datetime | None = None) -> Progress:
+    """Annotations today (UTC) and in total (undone ones excluded), and tasks still open to this annotator."""
+    now = now or utcnow()
+    day = now.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    mine = (Annotation.user_id == user_id, Annotation.source == "human", Annotation.deleted_at.is_(None))
+    total, today = session.execute(select(func.count(Annotation.id),
+                                          func.count(Annotation.id).filter(Annotation.created_at >= day))
+                                   .where(*mine)).one()
+    remaining = session.scalar(select(func.count(Task.id)).where(open_task_filter(user_id))) or 0
+    return Progress(today=today, total=total, remaining=remaining)
+
+
+def annotation_json(a: Annotation) -> dict[str, Any]:
+    return {"annotation_id": a.id, "task_id": a.task_id, "kind": a.kind, "choice": a.choice, "chosen_id": a.chosen_id,
+            "strength": a.strength, "ranking": a.ranking, "ratings": a.ratings, "critiques": a.critiques,
+            "critique": a.critique, "rewrite": a.rewrite, "flags": a.flags, "positions": a.positions,
+            "time_spent_ms": a.time_spent_ms, "created_at": aware(a.created_at).isoformat(),
+            "deleted_at": aware(a.deleted_at).isoformat() if a.deleted_at else None}
+
+
+__all__ = ["AnnotationConflict", "AnnotationInvalid", "AssignmentError", "SubmitResult", "submit_annotation",
+           "undo_annotation", "validate_feedback", "my_progress", "list_my_annotations", "annotation_json"]

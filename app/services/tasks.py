@@ -1,0 +1,262 @@
+"""Tasks: import "bring your own generations" lines (all-or-nothing), create tasks from generations, list them.
+
+A line: {"prompt": str | [{"role", "content"}, ...], "responses": [str, ...], "kind": "pairwise"|"ranking"|"rating",
+"overlap": int, "priority": int, "meta": {...}} (`messages` is accepted for a chat prompt). Responses become
+Generation rows with no model version and source "imported"; the prompt is shared by content hash.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.models import Assignment, Generation, Prompt, Task, TaskPosition, utcnow
+from app.services.prompts import PromptError, get_or_create_prompt, prompt_hash, validate_messages
+
+RESPONSE_COUNTS = {"pairwise": (2, 2), "ranking": (2, 8), "rating": (1, 8)}
+LINE_FIELDS = {"prompt", "messages", "responses", "kind", "overlap", "priority", "meta"}
+MAX_OVERLAP = 1000
+MAX_REPORTED_ERRORS = 50
+
+
+class TaskImportError(ValueError):
+    """Bad lines: nothing was stored. `errors` is [(line number, reason), ...] for every bad line."""
+
+    def __init__(self, errors: list[tuple[int, str]]) -> None:
+        self.errors = errors
+        shown = "; ".join(f"line {n}: {reason}" for n, reason in errors[:MAX_REPORTED_ERRORS])
+        more = f" (and {len(errors) - MAX_REPORTED_ERRORS} more)" if len(errors) > MAX_REPORTED_ERRORS else ""
+        super().__init__(f"{len(errors)} bad line(s), nothing imported: {shown}{more}")
+
+
+@dataclass
+class TaskSpec:
+    line: int
+    text: str | None
+    messages: list[dict[str, str]] | None
+    responses: list[str]
+    kind: str
+    overlap: int = 1
+    priority: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ImportResult:
+    task_ids: list[int]
+    prompts_created: int
+
+
+def _too_long(value: str, max_text_bytes: int) -> bool:
+    return len(value.encode("utf-8")) > max_text_bytes
+
+
+def _int_field(obj: dict, name: str, default: int, low: int, high: int) -> int:
+    value = obj.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, not {value}")
+    return value
+
+
+def parse_task(obj: Any, *, line: int, max_text_bytes: int) -> TaskSpec:
+    """One line's object -> TaskSpec, or ValueError with the reason."""
+    if not isinstance(obj, dict):
+        raise ValueError("each line must be a JSON object")
+    unknown = sorted(set(obj) - LINE_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(unknown)} (allowed: {', '.join(sorted(LINE_FIELDS))})")
+    if "prompt" in obj and "messages" in obj:
+        raise ValueError("give either prompt or messages, not both")
+    raw_prompt = obj.get("prompt", obj.get("messages"))
+    text: str | None = None
+    messages: list[dict[str, str]] | None = None
+    if isinstance(raw_prompt, str):
+        if not raw_prompt.strip():
+            raise ValueError("prompt is empty")
+        text = raw_prompt
+        if _too_long(text, max_text_bytes):
+            raise ValueError(f"prompt is longer than {max_text_bytes} bytes")
+    elif isinstance(raw_prompt, list):
+        try:
+            messages = validate_messages(raw_prompt)
+        except PromptError as exc:
+            raise ValueError(str(exc)) from None
+        for i, m in enumerate(messages):
+            if _too_long(m["content"], max_text_bytes):
+                raise ValueError(f"messages[{i}].content is longer than {max_text_bytes} bytes")
+    elif raw_prompt is None:
+        raise ValueError("prompt is missing (a string, or a list of {role, content}; `messages` also works)")
+    else:
+        raise ValueError("prompt must be a string or a list of {role, content}")
+
+    responses = obj.get("responses")
+    if not isinstance(responses, list) or not all(isinstance(r, str) for r in responses):
+        raise ValueError("responses must be a list of strings")
+    for i, r in enumerate(responses):
+        if not r.strip():
+            raise ValueError(f"responses[{i}] is empty")
+        if _too_long(r, max_text_bytes):
+            raise ValueError(f"responses[{i}] is longer than {max_text_bytes} bytes")
+
+    kind = obj.get("kind")
+    if kind not in RESPONSE_COUNTS:
+        raise ValueError(f"kind must be pairwise, ranking or rating, not {kind!r}")
+    low, high = RESPONSE_COUNTS[kind]
+    if not low <= len(responses) <= high:
+        wanted = f"exactly {low}" if low == high else f"{low} to {high}"
+        raise ValueError(f"a {kind} task needs {wanted} responses, got {len(responses)}")
+
+    meta = obj.get("meta", {})
+    if not isinstance(meta, dict):
+        raise ValueError("meta must be a JSON object")
+    return TaskSpec(line=line, text=text, messages=messages, responses=responses, kind=kind,
+                    overlap=_int_field(obj, "overlap", 1, 1, MAX_OVERLAP),
+                    priority=_int_field(obj, "priority", 0, -1_000_000, 1_000_000), meta=meta)
+
+
+def parse_task_lines(lines: Iterable[str | bytes], *, max_text_bytes: int) -> list[TaskSpec]:
+    """JSONL -> specs; blank lines are ignored. Raises TaskImportError listing every bad line."""
+    specs: list[TaskSpec] = []
+    errors: list[tuple[int, str]] = []
+    for number, raw in enumerate(lines, start=1):
+        if isinstance(raw, bytes):
+            try:
+                raw = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                errors.append((number, "not UTF-8 text"))
+                continue
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            errors.append((number, f"invalid JSON: {exc.msg} at column {exc.colno}"))
+            continue
+        try:
+            specs.append(parse_task(obj, line=number, max_text_bytes=max_text_bytes))
+        except ValueError as exc:
+            errors.append((number, str(exc)))
+    if errors:
+        raise TaskImportError(errors)
+    if not specs:
+        raise TaskImportError([(0, "no tasks: the input is empty")])
+    return specs
+
+
+def parse_task_items(items: Any, *, max_text_bytes: int) -> list[TaskSpec]:
+    """The API's JSON list; item i is reported as line i (1-based), like the JSONL lines."""
+    if not isinstance(items, list):
+        raise TaskImportError([(0, "the body must be a JSON list of task objects")])
+    specs, errors = [], []
+    for number, obj in enumerate(items, start=1):
+        try:
+            specs.append(parse_task(obj, line=number, max_text_bytes=max_text_bytes))
+        except ValueError as exc:
+            errors.append((number, str(exc)))
+    if errors:
+        raise TaskImportError(errors)
+    if not specs:
+        raise TaskImportError([(0, "no tasks: the list is empty")])
+    return specs
+
+
+def _eval_prompt_lines(session: Session, specs: list[TaskSpec]) -> list[tuple[int, str]]:
+    """Held-out (eval split) prompts never become tasks: checked before anything is written."""
+    by_hash: dict[str, list[int]] = {}
+    for spec in specs:
+        by_hash.setdefault(prompt_hash(text=spec.text, messages=spec.messages), []).append(spec.line)
+    hashes = list(by_hash)
+    errors = []
+    for start in range(0, len(hashes), 500):
+        chunk = hashes[start:start + 500]
+        for digest in session.scalars(select(Prompt.content_hash).where(Prompt.content_hash.in_(chunk),
+                                                                         Prompt.split == "eval")):
+            errors += [(line, "this prompt is in the eval split (held out): it never becomes a task")
+                       for line in by_hash[digest]]
+    return sorted(errors)
+
+
+def create_task(session: Session, *, prompt_id: int, generation_ids: list[int], kind: str, overlap: int = 1,
+                priority: int = 0, meta: dict | None = None, job_id: int | None = None) -> Task:
+    """A task over existing generations (canonical order = the given order). Used by imports and generation."""
+    low, high = RESPONSE_COUNTS[kind]
+    if not low <= len(generation_ids) <= high:
+        raise ValueError(f"a {kind} task needs {low}..{high} responses, got {len(generation_ids)}")
+    task = Task(prompt_id=prompt_id, kind=kind, overlap=overlap, priority=priority, meta=meta or {}, job_id=job_id)
+    session.add(task)
+    session.flush()
+    session.add_all([TaskPosition(task_id=task.id, position=i, generation_id=g) for i, g in enumerate(generation_ids)])
+    return task
+
+
+def import_task_specs(session: Session, *, specs: list[TaskSpec]) -> ImportResult:
+    """Store validated specs; raises TaskImportError (before writing) if a prompt is held out. Flushes only."""
+    errors = _eval_prompt_lines(session, specs)
+    if errors:
+        raise TaskImportError(errors)
+    task_ids, created = [], 0
+    for spec in specs:
+        prompt, new = get_or_create_prompt(session, text=spec.text, messages=spec.messages, source="import")
+        created += new
+        gens = [Generation(prompt_id=prompt.id, model_version_id=None, text=r, source="imported")
+                for r in spec.responses]
+        session.add_all(gens)
+        session.flush()
+        task = create_task(session, prompt_id=prompt.id, generation_ids=[g.id for g in gens], kind=spec.kind,
+                           overlap=spec.overlap, priority=spec.priority, meta=spec.meta)
+        task_ids.append(task.id)
+    session.flush()
+    return ImportResult(task_ids=task_ids, prompts_created=created)
+
+
+def import_tasks(session: Session, *, lines: Iterable[str | bytes], max_text_bytes: int) -> ImportResult:
+    """JSONL lines -> tasks, all or nothing (the caller commits, or rolls back on TaskImportError)."""
+    return import_task_specs(session, specs=parse_task_lines(lines, max_text_bytes=max_text_bytes))
+
+
+@dataclass
+class TaskRow:
+    id: int
+    kind: str
+    prompt: str
+    overlap: int
+    priority: int
+    done_count: int
+    leased: int
+    skipped: int
+    completed: bool
+    created_at: datetime
+
+
+def count_tasks(session: Session) -> dict[str, int]:
+    total, completed = session.execute(
+        select(func.count(Task.id), func.count(Task.id).filter(Task.completed.is_(True)))).one()
+    return {"total": total, "completed": completed, "open": total - completed}
+
+
+def list_tasks(session: Session, *, limit: int = 50, offset: int = 0, now: datetime | None = None) -> list[TaskRow]:
+    """Newest first, with live counts: done (human, not undone), leased (unexpired) and skipped."""
+    now = now or utcnow()
+    leased = (select(func.count()).select_from(Assignment)
+              .where(Assignment.task_id == Task.id, Assignment.status == "leased", Assignment.lease_expires_at > now)
+              .scalar_subquery())
+    skipped = (select(func.count()).select_from(Assignment)
+               .where(Assignment.task_id == Task.id, Assignment.status == "skipped").scalar_subquery())
+    rows = session.execute(
+        select(Task.id, Task.kind, Prompt.text, Prompt.messages, Task.overlap, Task.priority, Task.done_count,
+               leased, skipped, Task.completed, Task.created_at)
+        .join(Prompt, Prompt.id == Task.prompt_id).order_by(Task.id.desc()).limit(limit).offset(offset)
+    ).all()
+    out = []
+    for r in rows:
+        prompt = r[2] if r[3] is None else " / ".join(m["content"] for m in r[3] if m.get("role") == "user")
+        out.append(TaskRow(id=r[0], kind=r[1], prompt=prompt or "", overlap=r[4], priority=r[5], done_count=r[6],
+                           leased=r[7], skipped=r[8], completed=bool(r[9]), created_at=r[10]))
+    return out
