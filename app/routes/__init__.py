@@ -1,4 +1,6 @@
 """Routers, one module per resource. Browser routers carry the CSRF check; /api/v1 routers use bearer tokens."""
 from app.routes import auth, docs, health, home
+from app.routes import admin_tasks, annotate, api_annotations, api_tasks
 
 ROUTERS = [health.router, auth.router, home.router, docs.router]
+ROUTERS += [annotate.router, admin_tasks.router, api_tasks.router, api_annotations.router]
