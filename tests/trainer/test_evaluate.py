@@ -1,0 +1,82 @@
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+
+from tests.trainer.rl_assets import NEUTRAL, build_tiny_lm, synthetic_pair, write_jsonl
+from trainer.config import UsageError, load_config
+from trainer.evaluate import EvaluateConfig, distinct_n, run_evaluate, win_rate
+from trainer.reward_model import RewardConfig, train_reward
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    d = tmp_path_factory.mktemp("eval")
+    lm = build_tiny_lm(d / "lm")
+    other = build_tiny_lm(d / "other", seed=1)
+    rng = random.Random(5)
+    train = write_jsonl(d / "train.jsonl", [synthetic_pair(rng) for _ in range(256)])
+    held = write_jsonl(d / "held.jsonl", [synthetic_pair(rng) for _ in range(64)])
+    rm = train_reward(RewardConfig(model=str(lm), data=str(train), out=str(d / "rm"), lr=3e-3, device="cpu"))
+    prompts = write_jsonl(d / "prompts.jsonl", [{"prompt_id": f"q{i}", "prompt": " " + rng.choice(NEUTRAL)}
+                                                for i in range(6)])
+    return {"lm": lm, "other": other, "rm": rm, "held": held, "prompts": prompts, "dir": d}
+
+
+def _eval(**kw):
+    return run_evaluate(load_config(EvaluateConfig, overrides={"device": "cpu", "max_new_tokens": 8, **kw}))
+
+
+def test_distinct_n_and_win_rate():
+    assert distinct_n(["a b a b", "a b"], 1) == 2 / 6
+    assert distinct_n(["a b a b", "a b"], 2) == 2 / 4  # (a b), (b a)
+    assert distinct_n([""], 2) == 0.0
+    w = win_rate([1.0, 2.0, 3.0, 0.0], [0.0, 2.0, 4.0, -1.0])
+    assert (w["wins"], w["ties"], w["losses"], w["win_rate"]) == (2, 1, 1, 2.5 / 4)
+
+
+def test_reward_model_accuracy_on_held_out_pairs(assets):
+    res = _eval(reward_model=str(assets["rm"]), data=str(assets["held"]))
+    rm = res["reward_model"]
+    assert rm["pairs"] == 64 and rm["accuracy"] >= 0.9 and rm["margin"] > 0
+    assert set(rm) >= {"loss", "accuracy", "margin", "calibration_ece"}
+
+
+def test_same_policy_ties_and_has_zero_kl(assets):
+    judge = "py:tests.trainer.rl_assets:good_word_reward"
+    res = _eval(policy=str(assets["lm"]), baseline=str(assets["lm"]), prompts=str(assets["prompts"]),
+                judge=judge, ref=str(assets["lm"]), num_samples=2)
+    assert res["win_rate"] == {"win_rate": 0.5, "wins": 0, "ties": 12, "losses": 0, "n": 12}
+    assert abs(res["policy"]["kl_to_ref"]) < 1e-4 and abs(res["policy"]["kl_to_ref_k3"]) < 1e-4
+    for k in ("mean_length", "distinct_1", "distinct_2", "eos_rate", "judge_mean"):
+        assert k in res["policy"] and k in res["baseline"]
+
+
+def test_win_rate_against_another_policy_under_an_rm_judge(assets):
+    res = _eval(policy=str(assets["lm"]), baseline=str(assets["other"]), prompts=str(assets["prompts"]),
+                judge=f"rm:{assets['rm']}", ref=str(assets["other"]), num_samples=2)
+    w = res["win_rate"]
+    assert w["n"] == 12 and w["wins"] + w["losses"] > 0
+    assert res["policy"]["kl_to_ref"] > 0.01  # two different random models
+
+
+def test_bad_flags_are_usage_errors(assets):
+    with pytest.raises(UsageError, match="nothing to evaluate"):
+        _eval()
+    with pytest.raises(UsageError, match="needs a --judge"):
+        _eval(policy=str(assets["lm"]), prompts=str(assets["prompts"]), baseline=str(assets["lm"]))
+    with pytest.raises(UsageError, match="py:module:function"):
+        _eval(policy=str(assets["lm"]), prompts=str(assets["prompts"]), judge="py:nomodule")
+
+
+def test_cli_prints_json(assets, tmp_path):
+    out = tmp_path / "eval.json"
+    r = subprocess.run([sys.executable, "-m", "trainer", "evaluate", "--reward-model", str(assets["rm"]),
+                        "--data", str(assets["held"]), "--device", "cpu", "--out", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    printed = json.loads(r.stdout)
+    assert printed == json.loads(out.read_text())
+    assert printed["reward_model"]["accuracy"] >= 0.9

@@ -1,0 +1,243 @@
+"""`python -m trainer evaluate`: numbers to decide whether a round helped. Prints one JSON object.
+
+Parts run according to the flags given:
+  --reward-model DIR --data FILE         reward-model accuracy (and loss, margin, calibration) on held-out pairs
+  --policy DIR --prompts FILE            samples from the policy: mean length, distinct-1/2, EOS rate
+     + --judge rm:DIR | py:mod:function  mean judge score of the policy's responses
+     + --baseline DIR                    the same for policy B, and A's win-rate against B under the judge
+                                         (ties count half); both policies answer with the same per-sample seeds
+     + --ref DIR                         KL(policy || ref) per response (k1 mean, and k3), at the sampling temperature
+A `py:` judge is any importable callable `(prompt: str, response: str) -> float`; chat prompts are given to it
+rendered by the chat template.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from trainer.config import UsageError
+from trainer.masks import pad_sequences
+from trainer.outputs import atomic_output_file
+from trainer.ppo import kl_estimate, load_prompts, response_logprobs
+from trainer.preference_data import load_preferences
+from trainer.reward_model import RewardScorer, evaluate_pairs, load_reward_model
+from trainer.runtime import autocast, load_causal_lm, load_tokenizer, resolve_device, seed_everything
+from trainer.sampling import derive_seed, make_generator, sample_batch
+
+
+@dataclass(kw_only=True)
+class EvaluateConfig:
+    reward_model: str = field(default="", metadata={"help": "Reward model whose accuracy on --data is measured."})
+    data: str = field(default="", metadata={"help": "Held-out preference JSONL (trl, rankings, kto formats)."})
+    policy: str = field(default="", metadata={"help": "Policy A (causal LM directory)."})
+    baseline: str = field(default="", metadata={"help": "Policy B, for the win-rate of A against B."})
+    prompts: str = field(default="", metadata={"help": 'Prompt JSONL {"prompt_id"?, "prompt" | "messages"}.'})
+    judge: str = field(default="", metadata={"help": "rm:DIR (a reward model) or py:module:function."})
+    ref: str = field(default="", metadata={"help": "Reference policy for KL(policy || ref)."})
+    num_samples: int = field(default=1, metadata={"help": "Samples per prompt and policy."})
+    max_new_tokens: int = field(default=64, metadata={"help": "Response length limit."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (0 = greedy)."})
+    top_k: int = field(default=0, metadata={"help": "Top-k (0 = off)."})
+    top_p: float = field(default=1.0, metadata={"help": "Top-p (1.0 = off)."})
+    seed: int = field(default=0, metadata={"help": "Per-sample seeds derive from (seed, prompt_id, sample)."})
+    device: str = field(default="auto", metadata={"help": "auto|cpu|cuda.", "choices": ["auto", "cpu", "cuda"]})
+    precision: str = field(default="auto", metadata={"help": "auto|fp32|bf16.", "choices": ["auto", "fp32", "bf16"]})
+    batch_size: int = field(default=32, metadata={"help": "Sequences per forward."})
+    out: str = field(default="", metadata={"help": "Also write the JSON to this file."})
+
+
+# ----------------------------------------------------------------------------- text statistics
+
+
+def distinct_n(texts: list[str], n: int) -> float:
+    """Distinct n-grams / all n-grams over whitespace words of all texts (Li et al. 2016)."""
+    grams, total = set(), 0
+    for t in texts:
+        w = t.split()
+        for i in range(len(w) - n + 1):
+            grams.add(tuple(w[i : i + n]))
+            total += 1
+    return len(grams) / total if total else 0.0
+
+
+def win_rate(a: list[float], b: list[float], tol: float = 1e-9) -> dict:
+    wins = sum(x > y + tol for x, y in zip(a, b))
+    losses = sum(y > x + tol for x, y in zip(a, b))
+    ties = len(a) - wins - losses
+    return {"win_rate": (wins + 0.5 * ties) / max(len(a), 1), "wins": wins, "ties": ties, "losses": losses,
+            "n": len(a)}
+
+
+# ----------------------------------------------------------------------------- judges
+
+
+def load_judge(spec: str, device, precision: str) -> Callable[[list[str], list[str]], list[float]]:
+    """A batch judge from `rm:DIR` or `py:module:function`."""
+    if spec.startswith("rm:"):
+        return _rm_judge(spec[3:], device, precision)
+    if spec.startswith("py:"):
+        module, _, name = spec[3:].rpartition(":")
+        if not module or not name:
+            raise UsageError(f"--judge {spec!r}: expected py:module:function")
+        try:
+            fn = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as e:
+            raise UsageError(f"--judge {spec!r}: {e}") from None
+        if not callable(fn):
+            raise UsageError(f"--judge {spec!r}: not callable")
+        return lambda prompts, responses: [float(fn(p, r)) for p, r in zip(prompts, responses)]
+    raise UsageError(f"--judge must be rm:DIR or py:module:function, got {spec!r}")
+
+
+def _rm_judge(path: str, device, precision: str):
+    tok = load_tokenizer(path)
+    scorer = RewardScorer(load_reward_model(path, tok, device))
+
+    @torch.no_grad()
+    def judge(prompts: list[str], responses: list[str]) -> list[float]:
+        # the judge's own tokenizer, on prompt + response text, EOS appended (as in reward training)
+        seqs = [tok(p + r)["input_ids"] + [tok.eos_token_id] for p, r in zip(prompts, responses)]
+        out = []
+        for i in range(0, len(seqs), 32):
+            ids, mask = pad_sequences(seqs[i : i + 32], pad_token_id=tok.pad_token_id)
+            with autocast(device, precision):
+                out += scorer(ids.to(device), mask.to(device)).float().cpu().tolist()
+        return out
+
+    return judge
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+@dataclass
+class Samples:
+    prompt_texts: list[str]
+    texts: list[str]
+    prompt_ids: list[list[int]]
+    response_ids: list[list[int]]  # incl. the EOS when finished
+    finished: list[bool]
+
+
+@torch.no_grad()
+def sample_policy(model, tok, prompts: list[tuple[str, list[int]]], cfg: EvaluateConfig, device) -> Samples:
+    work = [(pid, ids, k) for pid, ids in prompts for k in range(cfg.num_samples)]
+    s = Samples([], [], [], [], [])
+    for i in range(0, len(work), cfg.batch_size):
+        chunk = work[i : i + cfg.batch_size]
+        ids, mask = pad_sequences([w[1] for w in chunk], pad_token_id=tok.pad_token_id, side="left")
+        gens = [make_generator(derive_seed(cfg.seed, pid, k)) for pid, _, k in chunk]
+        with autocast(device, cfg.precision):
+            out = sample_batch(model, ids.to(device), mask.to(device), max_new_tokens=cfg.max_new_tokens,
+                               temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                               eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, generators=gens)
+        for row, (_, p_ids, _) in enumerate(chunk):
+            n, fin = int(out.lengths[row]), bool(out.finished[row])
+            resp = out.tokens[row, :n].tolist()
+            s.prompt_ids.append(p_ids)
+            s.response_ids.append(resp)
+            s.finished.append(fin)
+            s.prompt_texts.append(tok.decode(p_ids, skip_special_tokens=False))
+            s.texts.append(tok.decode(resp[:-1] if fin else resp, skip_special_tokens=False))
+    return s
+
+
+@torch.no_grad()
+def kl_to_ref(policy, ref, tok, s: Samples, cfg: EvaluateConfig, device) -> dict:
+    """Per-response KL(policy || ref), summed over tokens, on the policy's own samples."""
+    temp = cfg.temperature if cfg.temperature > 0 else 1.0
+    banned = tok.pad_token_id if tok.pad_token_id != tok.eos_token_id else None
+    k1, k3 = [], []
+    for i in range(0, len(s.texts), cfg.batch_size):
+        p_ids, mask_p = pad_sequences(s.prompt_ids[i : i + cfg.batch_size], pad_token_id=tok.pad_token_id, side="left")
+        r_ids, mask_r = pad_sequences(s.response_ids[i : i + cfg.batch_size], pad_token_id=tok.pad_token_id)
+        ids = torch.cat([p_ids, r_ids], 1).to(device)
+        mask = torch.cat([mask_p, mask_r], 1).to(device)
+        P = p_ids.shape[1]
+        with autocast(device, cfg.precision):
+            lp = response_logprobs(policy, ids, mask, P, temp, banned_token=banned)
+            lq = response_logprobs(ref, ids, mask, P, temp, banned_token=banned)
+        m = mask_r.to(device).float()
+        k1 += (kl_estimate(lp, lq, "k1") * m).sum(1).tolist()
+        k3 += (kl_estimate(lp, lq, "k3") * m).sum(1).tolist()
+    return {"kl_to_ref": sum(k1) / max(len(k1), 1), "kl_to_ref_k3": sum(k3) / max(len(k3), 1)}
+
+
+def describe(s: Samples) -> dict:
+    n = max(len(s.texts), 1)
+    return {
+        "mean_length": sum(len(r) for r in s.response_ids) / n,  # tokens, EOS included
+        "eos_rate": sum(s.finished) / n,
+        "distinct_1": distinct_n(s.texts, 1),
+        "distinct_2": distinct_n(s.texts, 2),
+        "samples": len(s.texts),
+    }
+
+
+# ----------------------------------------------------------------------------- entry
+
+
+def run_evaluate(config: EvaluateConfig, *, on_metrics=None) -> dict:
+    if not (config.reward_model and config.data) and not (config.policy and config.prompts):
+        raise UsageError("nothing to evaluate: give --reward-model with --data, and/or --policy with --prompts")
+    if bool(config.reward_model) != bool(config.data):
+        raise UsageError("--reward-model and --data go together")
+    if (config.baseline or config.judge or config.ref) and not (config.policy and config.prompts):
+        raise UsageError("--baseline, --judge and --ref need --policy and --prompts")
+    if config.baseline and not config.judge:
+        raise UsageError("--baseline needs a --judge (rm:DIR or py:module:function) to compare with")
+    if config.num_samples < 1:
+        raise UsageError("--num-samples must be at least 1")
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    result: dict = {}
+    if config.reward_model:
+        tok = load_tokenizer(config.reward_model)
+        pairs = load_preferences(config.data, tok, ties="half")
+        scorer = RewardScorer(load_reward_model(config.reward_model, tok, device))
+        result["reward_model"] = evaluate_pairs(scorer, pairs.groups, pad_token_id=tok.pad_token_id, device=device,
+                                                precision=config.precision, batch_size=config.batch_size)
+    if config.policy:
+        judge = load_judge(config.judge, device, config.precision) if config.judge else None
+        tok = load_tokenizer(config.policy)
+        prompts = load_prompts(config.prompts, tok)
+        policy = load_causal_lm(config.policy, device, tokenizer=tok)
+        a = sample_policy(policy, tok, prompts, config, device)
+        result["policy"] = describe(a)
+        if config.ref:
+            ref = load_causal_lm(config.ref, device, tokenizer=tok)
+            result["policy"].update(kl_to_ref(policy, ref, tok, a, config, device))
+            del ref
+        del policy
+        if judge is not None:
+            a_scores = judge(a.prompt_texts, a.texts)
+            result["policy"]["judge_mean"] = sum(a_scores) / len(a_scores)
+        if config.baseline:
+            btok = load_tokenizer(config.baseline)
+            baseline = load_causal_lm(config.baseline, device, tokenizer=btok)
+            b = sample_policy(baseline, btok, load_prompts(config.prompts, btok), config, device)
+            del baseline
+            result["baseline"] = describe(b)
+            b_scores = judge(b.prompt_texts, b.texts)
+            result["baseline"]["judge_mean"] = sum(b_scores) / len(b_scores)
+            result["win_rate"] = win_rate(a_scores, b_scores)
+    if config.out:
+        with atomic_output_file(config.out) as tmp:
+            Path(tmp).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _register() -> None:
+    from trainer.cli import register_stage
+
+    register_stage(name="evaluate", config_cls=EvaluateConfig, entry=run_evaluate,
+                   help="RM accuracy on held-out pairs; a policy's length, diversity, KL to a reference, "
+                        "and its win-rate against a baseline under a judge. Prints JSON.")
+
+
+_register()
