@@ -1,0 +1,26 @@
+"""Tasks for the annotator tests, made through the real import service (helper A's tests)."""
+from __future__ import annotations
+
+import json
+import uuid
+
+from app.services.tasks import import_task_specs, parse_task_items
+
+
+def task_line(kind: str = "pairwise", *, n: int | None = None, overlap: int = 1, priority: int = 0,
+              prompt: str | None = None, responses: list[str] | None = None, **extra) -> dict:
+    n = n or {"pairwise": 2, "ranking": 3, "rating": 2}[kind]
+    tag = uuid.uuid4().hex[:8]
+    return {"prompt": prompt or f"prompt {tag}", "responses": responses or [f"response {i} of {tag}" for i in range(n)],
+            "kind": kind, "overlap": overlap, "priority": priority, **extra}
+
+
+def make_tasks(db, *lines: dict) -> list[int]:
+    """Import these task lines (committed); returns their task ids in order."""
+    result = import_task_specs(db, specs=parse_task_items(list(lines), max_text_bytes=64 * 1024))
+    db.commit()
+    return result.task_ids
+
+
+def jsonl(*lines: dict) -> str:
+    return "".join(json.dumps(line) + "\n" for line in lines)
