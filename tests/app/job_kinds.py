@@ -10,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from app.jobs import JobFailed, job_kind
+from sqlalchemy import text
+
+from app.jobs import JobFailed, job_kind, periodic_hook
 from app.jobs.context import JobContext
 
 
@@ -73,3 +75,12 @@ def exit_(ctx: JobContext) -> dict:
     """Dies without a Python exception: the worker records the exit status and the last output lines."""
     print("about to exit hard", file=sys.stderr, flush=True)
     os._exit(int(ctx.config.get("code", 7)))
+
+
+@periodic_hook
+def record_hook_call(session, settings) -> None:
+    """Proves the worker loop calls periodic hooks with a session and the settings."""
+    target = os.environ.get("RLHF_TEST_HOOK_MARKER")
+    if target:
+        session.execute(text("SELECT 1"))
+        Path(target).write_text(settings.sqlalchemy_url + "\n")
