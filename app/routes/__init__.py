@@ -4,3 +4,5 @@ from app.routes import admin_tasks, annotate, api_annotations, api_tasks
 
 ROUTERS = [health.router, auth.router, home.router, docs.router]
 ROUTERS += [annotate.router, admin_tasks.router, api_tasks.router, api_annotations.router]
+from app.routes import jobs  # noqa: E402
+ROUTERS += [jobs.router, jobs.api]
