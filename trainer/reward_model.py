@@ -382,7 +382,8 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
     if world > 1:
         import torch.distributed as dist
 
-        dist.barrier()
+        dist.barrier()  # rank 0 has renamed OUT into place before any process returns
+        dist.destroy_process_group()
     return Path(config.out)
 
 
