@@ -12,10 +12,15 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One intra-op thread: tiny models gain nothing from more, and on a shared 2-core machine a second spinning
+# thread slows training ~10x. Child processes (`python -m trainer` in CLI tests) inherit the env var.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 WORDS = ["cat", "dog", "bird", "sat", "ran", "flew", "on", "the", "mat", "log", "tree", "red", "big", "small"]
 
