@@ -54,6 +54,7 @@ from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_traine
 from trainer.reward_model import RewardScorer, load_reward_model
 from trainer.runtime import autocast, load_causal_lm, load_tokenizer, resolve_device, seed_everything
 from trainer.sampling import derive_seed, make_generator, sample_batch
+from trainer.sft import model_context
 
 
 @dataclass(kw_only=True)
@@ -254,8 +255,10 @@ def ppo_minibatch_loss(policy, value_scorer: RewardScorer, rb: Rollout, cfg: PPO
 # ----------------------------------------------------------------------------- data
 
 
-def load_prompts(path: str | Path, tokenizer) -> list[tuple[str, list[int]]]:
-    """[(prompt_id, token ids)] from {"prompt_id"?, "prompt" | "messages"} lines; chat through the template."""
+def load_prompts(path: str | Path, tokenizer, max_prompt_tokens: int = 0) -> list[tuple[str, list[int]]]:
+    """[(prompt_id, token ids)] from {"prompt_id"?, "prompt" | "messages"} lines; chat through the template.
+
+    max_prompt_tokens > 0: longer prompts are an error naming the line (they would not fit the context)."""
     prompts = []
     for line, obj in read_jsonl(path):
         pid = obj.get("prompt_id", str(line))
@@ -277,6 +280,9 @@ def load_prompts(path: str | Path, tokenizer) -> list[tuple[str, list[int]]]:
             raise DataError(path, line, 'expected a string "prompt" or a "messages" list')
         if not ids:
             raise DataError(path, line, "empty prompt")
+        if max_prompt_tokens and len(ids) > max_prompt_tokens:
+            raise DataError(path, line, f"prompt is {len(ids)} tokens; with --max-new-tokens it exceeds the "
+                                        f"model's context (at most {max_prompt_tokens} prompt tokens)")
         prompts.append((str(pid), ids))
     if not prompts:
         raise DataError(path, 1, "no prompts")
@@ -338,8 +344,11 @@ def train_ppo(config: PPOConfig, *, on_metrics: Callable[[dict], None] | None = 
         raise UsageError("--batch-size must be at least --num-minibatches")
     tok = load_tokenizer(config.policy)
     _check_same_tokenizer(tok, load_tokenizer(config.reward_model), "--reward-model")
-    prompts = load_prompts(config.prompts, tok)
     policy = load_causal_lm(config.policy, device, tokenizer=tok)  # eval mode: dropout off
+    context = model_context(policy)
+    if config.max_new_tokens >= context:
+        raise UsageError(f"--max-new-tokens {config.max_new_tokens} leaves no room in the {context}-token context")
+    prompts = load_prompts(config.prompts, tok, max_prompt_tokens=context - config.max_new_tokens)
     ref = load_causal_lm(config.ref or config.policy, device, tokenizer=tok).requires_grad_(False)
     reward = RewardScorer(load_reward_model(config.reward_model, tok, device)).requires_grad_(False)
     value = RewardScorer(load_reward_model(config.value_model or config.reward_model, tok, device))

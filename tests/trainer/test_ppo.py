@@ -278,3 +278,15 @@ def test_loss_aggregation_is_invariant_to_microbatch_size(tmp_path, assets):
     for x, y in zip(a, b):
         for k in ("loss/policy_avg", "loss/value_avg", "objective/scores", "grad_norm", "policy/approxkl_avg"):
             assert math.isclose(x[k], y[k], rel_tol=1e-3, abs_tol=1e-6), (k, x[k], y[k])
+
+
+def test_bad_prompts_exit_with_file_and_line(tmp_path, assets):
+    from trainer.data import DataError
+
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": " na"}, {"text": "x"}])
+    with pytest.raises(DataError, match=r"bad.jsonl:2:"):
+        train_ppo(_cfg(assets, tmp_path / "o", prompts=str(bad)))
+    long = write_jsonl(tmp_path / "long.jsonl", [{"prompt": " na" * 200}])
+    with pytest.raises(DataError, match=r"long.jsonl:1: prompt is"):
+        train_ppo(_cfg(assets, tmp_path / "o", prompts=str(long)))
+    assert not (tmp_path / "o").exists()
