@@ -84,3 +84,43 @@ def record_hook_call(session, settings) -> None:
     if target:
         session.execute(text("SELECT 1"))
         Path(target).write_text(settings.sqlalchemy_url + "\n")
+
+
+# ---- a stand-in for `python -m trainer` (run as `python -m tests.app.job_kinds ...`) ------------------------------
+
+def fake_trainer(argv: list[str]) -> int:
+    """Follows the trainer's output contract: writes OUT.tmp-*/metrics.jsonl ({step, total_steps, loss}), then
+    renames the dir to OUT and prints OUT; with --fail it writes two lines, complains on stderr, deletes the temp
+    dir and exits 3. Flags: --out DIR --steps N --sleep SECONDS [--fail]."""
+    import argparse
+    import json
+    import shutil
+    import tempfile
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--sleep", type=float, default=0.0)
+    parser.add_argument("--fail", action="store_true")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+    with open(tmp / "metrics.jsonl", "a") as fh:
+        for step in range(1, args.steps + 1):
+            fh.write(json.dumps({"step": step, "total_steps": args.steps, "loss": 1.0 / step}) + "\n")
+            fh.flush()
+            if args.fail and step == 2:
+                for i in range(60):
+                    print(f"noise line {i}", file=sys.stderr)
+                print("RuntimeError: fake trainer failed at step 2", file=sys.stderr)
+                shutil.rmtree(tmp)
+                return 3
+            time.sleep(args.sleep)
+    os.rename(tmp, out)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(fake_trainer(sys.argv[1:]))
