@@ -2,7 +2,6 @@ import typer
 
 from app.cli.errors import fail
 from app.db import DatabaseUnreachable, check_connection, get_engine
-from app.migrations_runner import upgrade as alembic_upgrade
 from app.settings import get_settings
 
 app = typer.Typer(no_args_is_help=True)
@@ -15,5 +14,7 @@ def upgrade(revision: str = typer.Argument("head", help="Alembic revision to upg
         check_connection(get_engine())
     except DatabaseUnreachable as exc:
         fail(str(exc))
+    from app.migrations_runner import upgrade as alembic_upgrade  # alembic is heavy to import: only here
+
     alembic_upgrade(get_settings().sqlalchemy_url, revision)
     typer.echo(f"database at revision {revision}", err=True)
