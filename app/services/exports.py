@@ -38,10 +38,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Text, cast, select
+from sqlalchemy.orm import Session, aliased
 
-from app.models import Annotation, Generation, ModelVersion, Prompt, Task, User
+from app.models import Annotation, Generation, ModelVersion, Prompt, Task, TaskPosition, User
 
 FORMATS = ("trl", "trl-conversational", "kto", "rankings", "sft", "rich")
 SOURCE_FILTERS = ("human", "ai", "all")
@@ -115,17 +115,62 @@ def parse_time(value: str | None, *, name: str) -> datetime | None:
 
 # ---- the query ----------------------------------------------------------------------------------------------
 
-_COLUMNS = (Annotation.id, Annotation.task_id, Annotation.kind, Annotation.source, Annotation.choice,
-            Annotation.chosen_id, Annotation.strength, Annotation.ranking, Annotation.ratings, Annotation.critiques,
-            Annotation.critique, Annotation.rewrite, Annotation.flags, Annotation.positions, Annotation.time_spent_ms,
-            Annotation.meta, Annotation.created_at, Annotation.user_id, User.public_id.label("annotator"),
-            Prompt.id.label("prompt_id"), Prompt.text.label("prompt_text"), Prompt.messages.label("prompt_messages"),
-            Prompt.split.label("split"))
+_PLAIN = {"id": Annotation.id, "task_id": Annotation.task_id, "kind": Annotation.kind, "source": Annotation.source,
+          "choice": Annotation.choice, "chosen_id": Annotation.chosen_id, "strength": Annotation.strength,
+          "critique": Annotation.critique, "rewrite": Annotation.rewrite, "time_spent_ms": Annotation.time_spent_ms,
+          "created_at": Annotation.created_at, "user_id": Annotation.user_id, "annotator": User.public_id,
+          "prompt_id": Prompt.id, "prompt_text": Prompt.text, "split": Prompt.split}
+_JSON = {"positions": Annotation.positions, "ranking": Annotation.ranking, "ratings": Annotation.ratings,
+         "critiques": Annotation.critiques, "flags": Annotation.flags, "meta": Annotation.meta,
+         "prompt_messages": Prompt.messages}
+# What each format reads. JSON columns come as text and are parsed here only when a format needs them: decoding
+# every JSON column of every row would cost more than the whole export.
+_NEEDS = {
+    "trl": ("id", "task_id", "kind", "source", "choice", "chosen_id", "strength", "user_id", "prompt_text",
+            "positions", "ranking", "meta", "prompt_messages"),
+    "kto": ("id", "task_id", "kind", "source", "user_id", "prompt_text", "ratings", "prompt_messages"),
+    "rankings": ("id", "task_id", "kind", "source", "user_id", "prompt_text", "ranking", "prompt_messages"),
+    "sft": ("id", "task_id", "kind", "source", "user_id", "prompt_text", "rewrite", "ratings", "prompt_messages"),
+    "rich": (*_PLAIN, *_JSON),
+}
+_NEEDS["trl-conversational"] = _NEEDS["trl"]
+
+
+def _columns(fmt: str) -> list:
+    return [_PLAIN[name].label(name) if name in _PLAIN else cast(_JSON[name], Text).label(name)
+            for name in _NEEDS[fmt]]
+
+
+def _decode(row: dict[str, Any], json_names: tuple[str, ...]) -> dict[str, Any]:
+    for name in json_names:
+        raw = row[name]
+        if raw is None or raw == "null":
+            row[name] = None
+        elif raw == "{}":
+            row[name] = {}
+        else:
+            row[name] = json.loads(raw)
+    return row
+
+
+def _join_pair_texts(stmt):
+    """For `trl`: a pairwise choice's two texts straight from the database (the rejected one is the task's other
+    position), so the common case needs no per-batch lookup and no JSON decoding. Other rows get NULLs."""
+    chosen, other = aliased(Generation), aliased(Generation)
+    position = aliased(TaskPosition)
+    direct = (Annotation.kind == "pairwise") & (Annotation.choice == "chosen")
+    return (stmt.add_columns(chosen.text.label("chosen_text"), other.text.label("rejected_text"))
+            .outerjoin(chosen, (chosen.id == Annotation.chosen_id) & direct)
+            .outerjoin(position, (position.task_id == Annotation.task_id) & direct
+                       & (position.generation_id != Annotation.chosen_id))
+            .outerjoin(other, other.id == position.generation_id))
 
 
 def _annotation_query(session: Session, fmt: str, filters: ExportFilters):
-    stmt = (select(*_COLUMNS).join(Task, Task.id == Annotation.task_id).join(Prompt, Prompt.id == Task.prompt_id)
+    stmt = (select(*_columns(fmt)).join(Task, Task.id == Annotation.task_id).join(Prompt, Prompt.id == Task.prompt_id)
             .join(User, User.id == Annotation.user_id).where(Annotation.deleted_at.is_(None)))
+    if fmt in ("trl", "trl-conversational"):
+        stmt = _join_pair_texts(stmt)
     kinds = KINDS_FOR[fmt]
     if kinds is not None:
         stmt = stmt.where(Annotation.kind.in_(kinds))
@@ -150,21 +195,21 @@ def _generation_info(session: Session, ids: set[int], *, rich: bool) -> dict[int
     if not ids:
         return {}
     if not rich:
-        return dict(session.execute(select(Generation.id, Generation.text).where(Generation.id.in_(ids))).all())
-    rows = session.execute(
+        return dict(session.connection().execute(
+            select(Generation.id, Generation.text).where(Generation.id.in_(sorted(ids)))).all())
+    rows = session.connection().execute(
         select(Generation.id, Generation.text, Generation.model_version_id, ModelVersion.name, Generation.temperature,
                Generation.top_k, Generation.top_p, Generation.max_new_tokens, Generation.seed, Generation.source)
-        .outerjoin(ModelVersion, ModelVersion.id == Generation.model_version_id).where(Generation.id.in_(ids)))
+        .outerjoin(ModelVersion, ModelVersion.id == Generation.model_version_id).where(Generation.id.in_(sorted(ids))))
     return {r[0]: r for r in rows}
 
 
-def _needed_generations(row) -> set[int]:
-    ids = set(row.positions or [])
-    if row.chosen_id is not None:
-        ids.add(row.chosen_id)
-    ids.update(row.ranking or [])
-    ids.update(int(g) for g in (row.ratings or {}))
-    return ids
+def _needed_generations(row: dict[str, Any], ids: set[int]) -> None:
+    ids.update(row.get("positions") or ())
+    if row.get("chosen_id") is not None:
+        ids.add(row["chosen_id"])
+    ids.update(row.get("ranking") or ())
+    ids.update(int(g) for g in (row.get("ratings") or ()))
 
 
 def _passing_tasks(session: Session, filters: ExportFilters) -> set[int] | None:
@@ -179,73 +224,85 @@ def _passing_tasks(session: Session, filters: ExportFilters) -> set[int] | None:
 # ---- rows per format -----------------------------------------------------------------------------------------
 
 def _prompt_string(row) -> str:
-    if row.prompt_messages is None:
-        return row.prompt_text or ""
-    return "\n\n".join(f"{m['role']}: {m['content']}" for m in row.prompt_messages)
+    if row["prompt_messages"] is None:
+        return row["prompt_text"] or ""
+    return "\n\n".join(f"{m['role']}: {m['content']}" for m in row["prompt_messages"])
 
 
 def _prompt_messages(row) -> list[dict[str, str]]:
-    if row.prompt_messages is None:
-        return [{"role": "user", "content": row.prompt_text or ""}]
-    return [{"role": m["role"], "content": m["content"]} for m in row.prompt_messages]
+    if row["prompt_messages"] is None:
+        return [{"role": "user", "content": row["prompt_text"] or ""}]
+    return [{"role": m["role"], "content": m["content"]} for m in row["prompt_messages"]]
 
 
 def _pairs(row, include_ties: bool) -> Iterator[tuple[int, int, float, bool]]:
     """(better id, worse id, margin, tie) in a fixed order."""
-    if row.kind == "pairwise":
-        shown = list(row.positions or [])
-        if row.choice == "chosen" and row.chosen_id is not None:
-            others = [g for g in shown if g != row.chosen_id]
+    if row["kind"] == "pairwise":
+        shown = list(row["positions"] or [])
+        if row["choice"] == "chosen" and row["chosen_id"] is not None:
+            others = [g for g in shown if g != row["chosen_id"]]
             if len(others) == 1:
-                margin = (row.meta or {}).get("margin")
-                yield row.chosen_id, others[0], float(margin) if margin is not None else margin_for(row.strength), False
-        elif row.choice in ("tie", "both_bad") and include_ties and len(shown) == 2:
+                margin = (row["meta"] or {}).get("margin")
+                yield row["chosen_id"], others[0], float(margin) if margin is not None else margin_for(row["strength"]), False
+        elif row["choice"] in ("tie", "both_bad") and include_ties and len(shown) == 2:
             a, b = sorted(shown)
             yield a, b, 0.0, True
-    elif row.kind == "ranking" and row.ranking:
-        ranking = list(row.ranking)
+    elif row["kind"] == "ranking" and row["ranking"]:
+        ranking = list(row["ranking"])
         for i in range(len(ranking)):
             for j in range(i + 1, len(ranking)):
                 yield ranking[i], ranking[j], 0.0, False
 
 
+def _is_direct_pair(row) -> bool:
+    return row["kind"] == "pairwise" and row["choice"] == "chosen" and row["chosen_id"] is not None
+
+
 def _trl_rows(row, texts, include_ties: bool, conversational: bool) -> Iterator[dict[str, Any]]:
     prompt = _prompt_messages(row) if conversational else _prompt_string(row)
-    for better, worse, margin, tie in _pairs(row, include_ties):
+    if _is_direct_pair(row):
+        if row["rejected_text"] is None:
+            return
+        margin = (row["meta"] or {}).get("margin")
+        pairs = [(row["chosen_text"], row["rejected_text"],
+                  float(margin) if margin is not None else margin_for(row["strength"]), False)]
+    else:
+        pairs = [(texts[b], texts[w], m, t) for b, w, m, t in _pairs(row, include_ties)]
+    for better, worse, margin, tie in pairs:
         if conversational:
-            line = {"prompt": prompt, "chosen": [{"role": "assistant", "content": texts[better]}],
-                    "rejected": [{"role": "assistant", "content": texts[worse]}]}
+            line = {"prompt": prompt, "chosen": [{"role": "assistant", "content": better}],
+                    "rejected": [{"role": "assistant", "content": worse}]}
         else:
-            line = {"prompt": prompt, "chosen": texts[better], "rejected": texts[worse]}
+            line = {"prompt": prompt, "chosen": better, "rejected": worse}
         line["margin"] = margin
-        line["annotation_id"] = row.id
+        line["annotation_id"] = row["id"]
         if include_ties:
             line["tie"] = tie
         yield line
 
 
 def _sorted_ratings(row) -> list[tuple[int, str]]:
-    return sorted((int(g), v) for g, v in (row.ratings or {}).items() if v in ("good", "bad"))
+    return sorted((int(g), v) for g, v in (row["ratings"] or {}).items() if v in ("good", "bad"))
 
 
 def _kto_rows(row, texts) -> Iterator[dict[str, Any]]:
     prompt = _prompt_string(row)
     for gen_id, label in _sorted_ratings(row):
-        yield {"prompt": prompt, "completion": texts[gen_id], "label": label == "good", "annotation_id": row.id}
+        yield {"prompt": prompt, "completion": texts[gen_id], "label": label == "good", "annotation_id": row["id"]}
 
 
 def _rankings_rows(row, texts) -> Iterator[dict[str, Any]]:
-    if row.kind == "ranking" and row.ranking:
-        yield {"prompt": _prompt_string(row), "completions": [texts[g] for g in row.ranking], "annotation_id": row.id}
+    if row["kind"] == "ranking" and row["ranking"]:
+        yield {"prompt": _prompt_string(row), "completions": [texts[g] for g in row["ranking"]], "annotation_id": row["id"]}
 
 
 def _sft_rows(row, texts) -> Iterator[dict[str, Any]]:
     prompt = _prompt_string(row)
-    if row.rewrite:
-        yield {"prompt": prompt, "completion": row.rewrite, "source": "rewrite", "annotation_id": row.id}
+    if row["rewrite"]:
+        yield {"prompt": prompt, "completion": row["rewrite"], "source": "rewrite", "annotation_id": row["id"]}
     for gen_id, label in _sorted_ratings(row):
         if label == "good":
-            yield {"prompt": prompt, "completion": texts[gen_id], "source": "good", "annotation_id": row.id}
+            yield {"prompt": prompt, "completion": texts[gen_id], "source": "good", "annotation_id": row["id"]}
 
 
 def _iso(when: datetime) -> str:
@@ -253,32 +310,32 @@ def _iso(when: datetime) -> str:
 
 
 def _rich_row(row, info) -> dict[str, Any]:
-    margin = (row.meta or {}).get("margin")
+    margin = (row["meta"] or {}).get("margin")
     return {
-        "annotation_id": row.id,
-        "task_id": row.task_id,
-        "prompt_id": row.prompt_id,
+        "annotation_id": row["id"],
+        "task_id": row["task_id"],
+        "prompt_id": row["prompt_id"],
         "prompt": _prompt_string(row),
-        "prompt_messages": _prompt_messages(row) if row.prompt_messages is not None else None,
-        "split": row.split,
-        "annotator": row.annotator,
-        "source": row.source,
-        "kind": row.kind,
-        "choice": row.choice,
-        "chosen_generation_id": row.chosen_id,
-        "strength": row.strength,
-        "margin": float(margin) if margin is not None else (margin_for(row.strength) if row.choice == "chosen" else None),
-        "ranking": list(row.ranking or []),
+        "prompt_messages": _prompt_messages(row) if row["prompt_messages"] is not None else None,
+        "split": row["split"],
+        "annotator": row["annotator"],
+        "source": row["source"],
+        "kind": row["kind"],
+        "choice": row["choice"],
+        "chosen_generation_id": row["chosen_id"],
+        "strength": row["strength"],
+        "margin": float(margin) if margin is not None else (margin_for(row["strength"]) if row["choice"] == "chosen" else None),
+        "ranking": list(row["ranking"] or []),
         "ratings": [{"generation_id": g, "label": v} for g, v in _sorted_ratings(row)],
         "critiques": [{"generation_id": int(g), "text": str(t)} for g, t in sorted(
-            (row.critiques or {}).items(), key=lambda kv: int(kv[0]))],
-        "critique": row.critique,
-        "rewrite": row.rewrite,
-        "flags": [str(f) for f in (row.flags or [])],
-        "positions": list(row.positions or []),
-        "time_spent_ms": row.time_spent_ms,
-        "responses": [_response(info[g]) for g in sorted(row.positions or []) if g in info],
-        "created_at": _iso(row.created_at),
+            (row["critiques"] or {}).items(), key=lambda kv: int(kv[0]))],
+        "critique": row["critique"],
+        "rewrite": row["rewrite"],
+        "flags": [str(f) for f in (row["flags"] or [])],
+        "positions": list(row["positions"] or []),
+        "time_spent_ms": row["time_spent_ms"],
+        "responses": [_response(info[g]) for g in sorted(row["positions"] or []) if g in info],
+        "created_at": _iso(row["created_at"]),
     }
 
 
@@ -296,13 +353,25 @@ def iter_export(session: Session, *, fmt: str, filters: ExportFilters = ExportFi
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     passing = _passing_tasks(session, filters)
     rich = fmt == "rich"
-    result = session.execute(_annotation_query(session, fmt, filters).execution_options(yield_per=BATCH))
-    for batch in result.partitions():
-        if passing is not None:
-            batch = [r for r in batch if r.task_id in passing]
+    # A Core result on the session's connection (no ORM row processing); a server-side cursor on PostgreSQL.
+    connection = session.connection()
+    result = connection.execution_options(stream_results=True, yield_per=BATCH).execute(
+        _annotation_query(session, fmt, filters))
+    names = tuple(result.keys())
+    trl = fmt in ("trl", "trl-conversational")
+    # trl: positions are decoded only for the rows that need them (ties), see below.
+    json_names = tuple(n for n in names if n in _JSON and not (trl and n == "positions"))
+    task_col = names.index("task_id")
+    for raw_batch in result.partitions():
+        batch = [_decode(dict(zip(names, r)), json_names) for r in raw_batch
+                 if passing is None or r[task_col] in passing]
         needed: set[int] = set()
         for r in batch:
-            needed |= _needed_generations(r)
+            if trl:
+                if _is_direct_pair(r):
+                    continue  # its texts came with the row
+                r["positions"] = json.loads(r["positions"]) if r["positions"] not in (None, "null") else None
+            _needed_generations(r, needed)
         info = _generation_info(session, needed, rich=rich)
         texts = info if not rich else {g: v[1] for g, v in info.items()}
         lines: list[dict[str, Any]] = []
@@ -320,9 +389,9 @@ def iter_export(session: Session, *, fmt: str, filters: ExportFilters = ExportFi
                 lines.append(_rich_row(r, info))
             if stats is not None and len(lines) > before:
                 stats.annotations += 1
-                stats.annotators.add(r.user_id)
-                stats.sources[r.source] = stats.sources.get(r.source, 0) + 1
-                stats.max_annotation_id = r.id
+                stats.annotators.add(r["user_id"])
+                stats.sources[r["source"]] = stats.sources.get(r["source"], 0) + 1
+                stats.max_annotation_id = r["id"]
         if lines:
             yield lines
 
