@@ -1,0 +1,161 @@
+"""`rlhf round start|schedule`: start a training round (a `round` job for the worker), set the round schedule."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from app.cli.errors import fail
+from app.cli.session import cli_session
+
+app = typer.Typer(no_args_is_help=True)
+
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """`--set ppo.kl_coef=0.1 --set next_tasks.k=4 --set seed=3` -> nested dict (values parsed as JSON if they are)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            fail(f"--set {item!r}: expected KEY=VALUE (e.g. ppo.kl_coef=0.1)")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                fail(f"--set {item!r}: {part} is not a group of settings")
+        node[leaf] = value
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _load_config_file(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        fail(f"{path}: {exc.strerror or exc}")
+    except json.JSONDecodeError as exc:
+        fail(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}")
+    if not isinstance(data, dict):
+        fail(f"{path}:1: a round config must be a JSON object")
+    return data
+
+
+def wait_for(job_id: int, *, poll_s: float = 1.0) -> dict[str, Any]:
+    """Block until the job ends, telling its progress on stderr when it changes; the job as a dict."""
+    from app.db import get_read_sessionmaker
+    from app.services.jobs import get_job, job_to_dict
+
+    last = None
+    while True:
+        with get_read_sessionmaker()() as session:
+            job = job_to_dict(get_job(session, job_id=job_id))
+        p = job["progress"]
+        seen = (job["status"], p["message"])
+        if seen != last:
+            print(f"job {job_id}: {job['status']} {p['message']}".rstrip(), file=sys.stderr, flush=True)
+            last = seen
+        if job["status"] in FINISHED:
+            return job
+        time.sleep(poll_s)
+
+
+@app.command("start")
+def start(
+    algo: str | None = typer.Option(None, "--algo", help="ppo (default) or dpo."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of every stage (default 0)."),
+    source: str | None = typer.Option(None, "--source", help="Annotations to train on: human, ai or all (default)."),
+    since: str | None = typer.Option(None, "--since", help="Only annotations made at or after this ISO time."),
+    min_agreement: float | None = typer.Option(None, "--min-agreement", help="Only tasks agreed at least this much."),
+    min_pairs: int | None = typer.Option(None, "--min-pairs", help="Refuse with fewer preference pairs (default 16)."),
+    snapshot_from: int | None = typer.Option(None, "--snapshot-from", help="Rerun on this round's snapshot."),
+    gold_judge: str | None = typer.Option(None, "--gold-judge",
+                                          help="module:function judge for the report, e.g. trainer.world.judge:score."),
+    config: Path | None = typer.Option(None, "--config", help="A round config JSON (the job config of a round)."),
+    sets: list[str] = typer.Option([], "--set", help="KEY=VALUE, repeatable: ppo.kl_coef=0.1, reward.epochs=2, "
+                                                     "next_tasks.k=4, eval_prompts=32 ..."),
+    wait: bool = typer.Option(False, "--wait", help="Block until the round ends; exit 1 if it failed."),
+    as_json: bool = typer.Option(False, "--json", help="Print the job as JSON instead of its id."),
+) -> None:
+    """Start a training round now: snapshot -> reward model -> PPO/DPO -> evaluate -> register -> next tasks.
+
+    Prints the job id. Refuses (exit 2) with too little data, no current policy, or a round already active."""
+    from app.services.jobs import job_to_dict
+    from app.services.rounds import RoundError, start_round
+
+    raw = _load_config_file(config) if config is not None else {}
+    options = {"algo": algo, "seed": seed, "source": source, "since": since, "min_agreement": min_agreement,
+               "min_pairs": min_pairs, "snapshot_from": snapshot_from, "gold_judge": gold_judge}
+    raw = _merge(raw, {k: v for k, v in options.items() if v is not None})
+    raw = _merge(raw, parse_set(sets))
+    with cli_session() as db:
+        try:
+            job = start_round(db, config=raw)
+        except RoundError as exc:
+            fail(str(exc))
+        db.commit()
+        data = job_to_dict(job)
+    typer.echo(json.dumps(data) if as_json else str(data["id"]))
+    if wait:
+        final = wait_for(data["id"])
+        if final["status"] != "succeeded":
+            typer.echo(f"error: round {data['id']} {final['status']}: {final['error'] or ''}".rstrip(), err=True)
+            raise typer.Exit(1)
+        typer.echo(json.dumps(final["result"]), err=True)
+
+
+@app.command("schedule")
+def schedule(
+    enable: bool | None = typer.Option(None, "--enable/--disable", help="Turn the schedule on or off."),
+    min_new_annotations: int | None = typer.Option(None, "--min-new-annotations", min=0,
+                                                   help="Start a round after this many new human annotations "
+                                                        "(0 = no such trigger)."),
+    every_minutes: float | None = typer.Option(None, "--every-minutes", min=0.0,
+                                               help="Start a round every T minutes (0 = no such trigger)."),
+    config: Path | None = typer.Option(None, "--config", help="The round config JSON the schedule starts with."),
+    sets: list[str] = typer.Option([], "--set", help="KEY=VALUE of the round config, as for `round start`."),
+    as_json: bool = typer.Option(False, "--json", help="Print the schedule as JSON."),
+) -> None:
+    """Show or change the round schedule (the worker starts rounds from it). With no option: show it."""
+    from app.services.schedule import ScheduleError, get_schedule, schedule_to_dict, update_schedule
+
+    round_config = None
+    if config is not None or sets:
+        round_config = _merge(_load_config_file(config) if config is not None else {}, parse_set(sets))
+    with cli_session() as db:
+        try:
+            if enable is None and min_new_annotations is None and every_minutes is None and round_config is None:
+                row = get_schedule(db)
+            else:
+                row = update_schedule(db, enabled=enable, min_new_annotations=min_new_annotations,
+                                      every_minutes=every_minutes, config=round_config)
+                db.commit()
+        except ScheduleError as exc:
+            fail(str(exc))
+        data = schedule_to_dict(row)
+    if as_json:
+        typer.echo(json.dumps(data))
+        return
+    triggers = []
+    if data["min_new_annotations"]:
+        triggers.append(f"after {data['min_new_annotations']} new human annotations")
+    if data["every_minutes"]:
+        triggers.append(f"every {data['every_minutes']:g} minutes")
+    state = "enabled" if data["enabled"] else "disabled"
+    typer.echo(f"schedule {state}: {' or '.join(triggers) or 'no trigger set'}")

@@ -1,0 +1,175 @@
+"""Training rounds: start checks, the one-active-round rule in the database, and whole rounds run by a worker on
+the trainer's tiny LM (snapshot -> reward -> PPO/DPO -> evaluate -> register -> next tasks)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from app.jobs.worker import Worker
+from app.models import Job, JobMetric, ModelVersion, Task
+from app.services.jobs import enqueue_job
+from app.services.rounds import RoundError, parse_round_config, start_round
+from app.services.snapshots import read_manifest, snapshot_dir, verify_snapshot
+from tests.app import factories
+from tests.app.rounds_support import label_preferences, make_prompts, register_policy, tiny_round_config
+from tests.conftest import BACKENDS
+from tests.trainer.conftest import tiny_corpus_file, tiny_lm_dir, tiny_tokenizer_dir  # noqa: F401 (fixtures)
+
+
+def run_worker_once(settings) -> None:
+    Worker(settings=settings, poll_s=0.05, log=lambda message: None).run(once=True)
+
+
+def labelled_world(db, policy_path, *, train: int = 24, eval: int = 6, noise_every: int = 0):
+    human = factories.make_annotator(db)
+    policy = register_policy(db, policy_path)
+    prompts = make_prompts(db, train=train, eval=eval)
+    label_preferences(db, prompts["train"], annotator=human, flip_every=noise_every)
+    db.commit()
+    return policy, prompts
+
+
+# ---- starting a round -------------------------------------------------------------------------------------------
+
+def test_config_errors_name_the_field():
+    with pytest.raises(RoundError, match="algo"):
+        parse_round_config({"algo": "sgd"})
+    with pytest.raises(RoundError, match="unknown option --no-such-flag"):
+        parse_round_config({"ppo": {"no_such_flag": 1}})
+    with pytest.raises(RoundError, match="set by the round itself"):
+        parse_round_config({"reward": {"model": "/elsewhere"}})
+    with pytest.raises(RoundError, match="gold_judge"):
+        parse_round_config({"gold_judge": "no-colon"})
+    assert parse_round_config({"ppo": {"kl_coef": 0.2}}).stage_flags("ppo")["kl_coef"] == 0.2
+
+
+def test_round_needs_a_current_policy_and_enough_data(db):
+    with pytest.raises(RoundError, match="no current policy"):
+        start_round(db, config={})
+    human = factories.make_annotator(db)
+    register_policy(db, "/models/sft")
+    label_preferences(db, make_prompts(db, train=5, eval=1)["train"], annotator=human)
+    db.commit()
+    with pytest.raises(RoundError, match=r"too little data for a round: 5 preference pair\(s\).*at least 16"):
+        start_round(db, config={})
+    with pytest.raises(RoundError, match="0 preference pair"):
+        start_round(db, config={"source": "ai", "min_pairs": 1})
+    assert start_round(db, config={"min_pairs": 5}).status == "queued"
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_the_database_allows_one_active_round(db):
+    human = factories.make_annotator(db)
+    register_policy(db, "/models/sft")
+    label_preferences(db, make_prompts(db, train=3, eval=1)["train"], annotator=human)
+    db.commit()
+    first = start_round(db, config={"min_pairs": 1})
+    db.commit()
+    with pytest.raises(RoundError, match=f"round {first.id} is already queued"):
+        start_round(db, config={"min_pairs": 1})
+    # Whatever a caller checks, the partial unique index refuses a second queued/running round.
+    with pytest.raises(IntegrityError):
+        enqueue_job(db, kind="round", config={})
+        db.flush()
+    db.rollback()
+    first = db.get(Job, first.id)
+    first.status = "failed"
+    db.commit()
+    assert start_round(db, config={"min_pairs": 1}).id != first.id
+
+
+# ---- whole rounds on a worker -------------------------------------------------------------------------------
+
+def test_ppo_round_registers_a_new_current_policy_and_makes_next_tasks(db, settings, tiny_lm_dir):
+    sft, prompts = labelled_world(db, tiny_lm_dir)
+    job = start_round(db, config=tiny_round_config(gold_judge="tests.app.rounds_support:gold_score",
+                                                   report_samples=2))
+    db.commit()
+
+    run_worker_once(settings)
+
+    db.expire_all()
+    job = db.get(Job, job.id)
+    assert job.status == "succeeded", job.error
+    result = job.result
+    policy = db.get(ModelVersion, result["policy_id"])
+    reward = db.get(ModelVersion, result["reward_model_id"])
+    assert policy.is_current and reward.is_current and not db.get(ModelVersion, sft.id).is_current
+    assert (policy.stage, policy.parent_id, policy.round_job_id) == ("rlhf", sft.id, job.id)
+    assert reward.parent_id == sft.id  # initialised from the SFT model
+    assert (settings.data_dir / "rounds" / str(job.id) / "policy" / "config.json").is_file()
+
+    snap = snapshot_dir(settings.data_dir, job.id)
+    assert verify_snapshot(snap) == []
+    manifest = read_manifest(snap)
+    assert manifest["rows"]["trl.jsonl"] == 24 and manifest["rows"]["eval_prompts.jsonl"] == 6
+    assert result["snapshot"]["max_annotation_id"] == manifest["max_annotation_id"]
+
+    # the reward model learned the preference and its held-out accuracy was measured
+    assert result["reward"]["train_pairs"] + result["reward"]["eval_pairs"] == 24
+    # PPO ran with the SFT model as reference and logged TRL's metric names
+    assert "objective/kl" in result["policy"] and "objective/scores" in result["policy"]
+    ppo_config = json.loads((settings.data_dir / "rounds" / str(job.id) / "ppo.config.json").read_text())
+    assert ppo_config["ref"] == str(tiny_lm_dir) and ppo_config["policy"] == str(tiny_lm_dir)
+    assert ppo_config["reward_model"].endswith("/reward")
+    stages = set(db.scalars(select(JobMetric.stage).where(JobMetric.job_id == job.id)))
+    assert {"reward", "ppo"} <= stages
+
+    evaluation = result["evaluation"]
+    assert 0.0 <= evaluation["rm_win_rate"] <= 1.0 and 0.0 <= evaluation["gold_win_rate"] <= 1.0
+    assert "kl_to_ref" in evaluation and evaluation["mean_length"] > 0
+    assert policy.metrics["evaluation"] == evaluation
+    rdir = settings.data_dir / "rounds" / str(job.id)
+    assert len((rdir / "samples_before.jsonl").read_text().splitlines()) == 2
+    assert len((rdir / "samples_after.jsonl").read_text().splitlines()) == 2
+
+    tasks = list(db.scalars(select(Task).where(Task.job_id == job.id)))
+    assert result["tasks"] == len(tasks) == 3
+    for task in tasks:
+        assert len(task.positions) == 2
+        assert {p.generation.model_version_id for p in task.positions} == {policy.id}
+        assert task.prompt_id in {p.id for p in prompts["train"]}
+
+
+def test_rerun_on_the_same_snapshot_and_seed_gives_the_same_metrics_and_dpo_rounds_work(db, settings, tiny_lm_dir):
+    labelled_world(db, tiny_lm_dir, train=16, eval=4)
+    config = tiny_round_config(algo="dpo", eval_prompts=3, next_tasks={"prompts": 0})
+    first = start_round(db, config=config)
+    db.commit()
+    run_worker_once(settings)
+    db.expire_all()
+    first = db.get(Job, first.id)
+    assert first.status == "succeeded", first.error
+    assert first.result["algo"] == "dpo" and first.result["tasks"] == 0
+
+    # the rerun starts from the first round's snapshot; policy_init=sft so both rounds start from the same model
+    second = start_round(db, config={**config, "snapshot_from": first.id, "policy_init": "sft"})
+    db.commit()
+    run_worker_once(settings)
+    db.expire_all()
+    second = db.get(Job, second.id)
+    assert second.status == "succeeded", second.error
+    one, two = (settings.data_dir / "rounds" / str(j.id) for j in (first, second))
+    assert (one / "snapshot" / "manifest.json").read_bytes() == (two / "snapshot" / "manifest.json").read_bytes()
+    for stage in ("reward", "policy"):
+        lines_one = (one / stage / "metrics.jsonl").read_text().splitlines()
+        lines_two = (two / stage / "metrics.jsonl").read_text().splitlines()
+        assert lines_one == lines_two and lines_one
+    assert first.result["evaluation"] == second.result["evaluation"]
+
+
+def test_a_failed_round_leaves_the_registry_alone(db, settings, tiny_lm_dir):
+    sft, _ = labelled_world(db, tiny_lm_dir, train=12, eval=2)
+    # a judge that cannot be imported fails the evaluate stage, after reward and PPO trained
+    job = start_round(db, config=tiny_round_config(gold_judge="no_such_module_xyz:score", next_tasks={"prompts": 0}))
+    db.commit()
+    run_worker_once(settings)
+    db.expire_all()
+    job = db.get(Job, job.id)
+    assert job.status == "failed"
+    assert "no_such_module_xyz" in job.error
+    current = db.scalars(select(ModelVersion).where(ModelVersion.is_current)).all()
+    assert [m.id for m in current] == [sft.id]
