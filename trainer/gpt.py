@@ -26,4 +26,6 @@ def gpt2_config(*, vocab_size: int, n_layer: int, n_head: int, n_embd: int, cont
 
 def build_gpt2(config: GPT2Config) -> GPT2LMHeadModel:
     """Fresh weights (GPT-2 init: N(0, 0.02), residual projections scaled by 1/sqrt(2·n_layer))."""
-    return GPT2LMHeadModel(config)
+    model = GPT2LMHeadModel(config)
+    model.loss_type = "ForCausalLM"  # class name has no loss-type suffix; say it instead of a warning per run
+    return model

@@ -101,6 +101,8 @@ def load_causal_lm(path: str | Path, device: torch.device | str = "cpu", *, trai
         model = AutoModelForCausalLM.from_pretrained(str(p), dtype=torch.float32)
     except (OSError, ValueError) as e:
         raise UsageError(f"{p}: cannot load causal LM: {e}") from None
+    if getattr(model, "loss_type", "") is None:
+        model.loss_type = "ForCausalLM"  # e.g. GPT2LMHeadModel: the name carries no loss type; avoid a warning
     if tokenizer is not None:
         if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
             model.resize_token_embeddings(len(tokenizer), mean_resizing=False)

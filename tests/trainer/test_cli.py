@@ -89,3 +89,18 @@ def test_existing_output_exits_2(tmp_path, tiny_corpus_file):
     result = invoke("tokenizer", "--input", str(tiny_corpus_file), "--vocab-size", "300", "--out", str(tmp_path / "t"))
     assert result.exit_code == 2
     assert "already exists" in result.stderr
+
+
+def test_cli_run_is_silent_off_a_terminal_and_prints_the_output_dir(tmp_path, tiny_tokenizer_dir, tiny_corpus_file):
+    out = tmp_path / "lm"
+    env = {**os.environ, "COLUMNS": "200"}
+    p = subprocess.run([sys.executable, "-m", "trainer", "pretrain", "--tokenizer", str(tiny_tokenizer_dir),
+                        "--data", str(tiny_corpus_file), str(tiny_corpus_file), "--out", str(out), "--n-layer", "1",
+                        "--n-head", "2", "--n-embd", "16", "--context", "32", "--max-steps", "3", "--device", "cpu"],
+                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == ""  # no progress bar, no warnings: stderr is not a terminal
+    assert p.stdout.strip() == str(out)
+    cfg = json.loads((out / "trainer_config.json").read_text())
+    assert cfg["data"] == [str(tiny_corpus_file)] * 2 and cfg["max_steps"] == 3
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
