@@ -11,6 +11,7 @@ from app.cli import export as export_cli
 from app.cli import prompts as prompts_cli
 from app.cli import jobs, worker
 from app.cli import tasks as tasks_cli
+from app.cli import round as round_cli
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="rlhf-studio: the whole RLHF loop. See README.md.")
@@ -24,6 +25,7 @@ export_cli.register(app)
 app.add_typer(jobs.app, name="jobs", help="List, show and cancel jobs.")
 worker.register(app)
 simulate.register(app)
+app.add_typer(round_cli.app, name="round", help="Start training rounds and set their schedule.")
 
 
 def main() -> None:
