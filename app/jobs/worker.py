@@ -18,6 +18,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sqlalchemy.exc import DBAPIError
+
 from app.db import get_read_sessionmaker, session_scope
 from app.jobs import queue
 from app.jobs.child import job_output_dir
@@ -27,6 +29,7 @@ from app.models import Job
 from app.settings import Settings
 
 CANCEL_CHECK_S = 0.5
+DB_RETRY_S = 2.0
 WATCH_TICK_S = 0.1
 ERROR_LINES = queue.ERROR_LINES
 
@@ -39,6 +42,12 @@ def new_worker_id() -> str:
 
 def _stderr_log(message: str) -> None:
     print(f"[worker {os.getpid()}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class _Schedule:
+    next_beat: float
+    next_check: float
 
 
 @dataclass
@@ -71,9 +80,14 @@ class Worker:
         done = 0
         self.log(f"started as {self.worker_id}")
         while not self.stopping:
-            self.run_periodic_hooks()
-            self.sweep()
-            job = self.claim()
+            try:
+                self.run_periodic_hooks()
+                self.sweep()
+                job = self.claim()
+            except DBAPIError as exc:  # database restarting or unreachable: wait and try again
+                self.log(f"database error, retrying in {DB_RETRY_S:g} s: {_first_line(exc)}")
+                self.sleep(DB_RETRY_S)
+                continue
             if job is not None:
                 self.run_job(job)
                 done += 1
@@ -122,32 +136,48 @@ class Worker:
         return outcome
 
     def watch(self, job_id: int, child: subprocess.Popen, log_path) -> str:
-        next_beat = time.monotonic() + self.settings.heartbeat_s
-        next_check = time.monotonic() + CANCEL_CHECK_S
+        clock = _Schedule(next_beat=time.monotonic() + self.settings.heartbeat_s,
+                          next_check=time.monotonic() + CANCEL_CHECK_S)
         while child.poll() is None:
-            if self.stopping:
-                terminate_group(child, grace_s=self.settings.cancel_grace_s)
-                with session_scope() as session:
-                    status = queue.requeue(session, job_id=job_id, worker_id=self.worker_id)
-                return status or "lost"
-            now = time.monotonic()
-            if now >= next_check:
-                next_check = now + CANCEL_CHECK_S
-                with get_read_sessionmaker()() as session:
-                    state = queue.run_state(session, job_id=job_id, worker_id=self.worker_id)
-                if state.cancel_requested and state.held:
-                    return self.stop_child(job_id, child)
-                if not state.held:
-                    return self.let_go(job_id, child)
-            if now >= next_beat:
-                next_beat = now + self.settings.heartbeat_s
-                with session_scope() as session:
-                    held = queue.heartbeat(session, job_id=job_id, worker_id=self.worker_id)
-                if not held:
-                    return self.let_go(job_id, child)
+            try:
+                outcome = self.watch_tick(job_id, child, clock)
+            except DBAPIError as exc:  # a missed heartbeat is fine; a long outage makes the job stale
+                self.log(f"job {job_id}: database error while watching: {_first_line(exc)}")
+                self.sleep_unless_stopping(DB_RETRY_S)
+                continue
+            if outcome is not None:
+                return outcome
             time.sleep(WATCH_TICK_S)
         reap_group(child)
         return self.settle(job_id, child.returncode, log_path)
+
+    def sleep_unless_stopping(self, seconds: float) -> None:
+        if not self.stopping:
+            self.sleep(seconds)
+
+    def watch_tick(self, job_id: int, child: subprocess.Popen, clock: _Schedule) -> str | None:
+        """One look at the job while its child runs; returns an outcome when watching is over."""
+        if self.stopping:
+            terminate_group(child, grace_s=self.settings.cancel_grace_s)
+            with session_scope() as session:
+                status = queue.requeue(session, job_id=job_id, worker_id=self.worker_id)
+            return status or "lost"
+        now = time.monotonic()
+        if now >= clock.next_check:
+            clock.next_check = now + CANCEL_CHECK_S
+            with get_read_sessionmaker()() as session:
+                state = queue.run_state(session, job_id=job_id, worker_id=self.worker_id)
+            if state.cancel_requested and state.held:
+                return self.stop_child(job_id, child)
+            if not state.held:
+                return self.let_go(job_id, child)
+        if now >= clock.next_beat:
+            clock.next_beat = now + self.settings.heartbeat_s
+            with session_scope() as session:
+                held = queue.heartbeat(session, job_id=job_id, worker_id=self.worker_id)
+            if not held:
+                return self.let_go(job_id, child)
+        return None
 
     def stop_child(self, job_id: int, child: subprocess.Popen) -> str:
         """Cancel requested: stop the child's whole process group, then record the cancel."""
@@ -204,3 +234,7 @@ def _read_attempt_log(log_path) -> str:
     if marker >= 0:
         text = text[marker:].split("\n", 1)[1] if "\n" in text[marker:] else ""
     return text
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
