@@ -113,16 +113,36 @@ def _priorities(session: Session):
         top = session.scalar(select(func.max(Task.priority)).where(Task.completed.is_(False), Task.priority < top))
 
 
-def _try_lease(session: Session, *, task_id: int, user_id: int, now: datetime, expires: datetime) -> Assignment | None:
-    task = lock_task(session, task_id, skip_locked=True)
-    if task is None or task.completed:
-        return None  # another annotator holds it right now, or it just filled up
+def _try_lease(session: Session, *, task_id: int, user_id: int, now: datetime, expires: datetime,
+               wait: bool = False) -> Assignment | bool:
+    """The new lease; False if the task has no slot for this annotator; True if another transaction holds
+    the task row right now (PostgreSQL, when not waiting): worth another look before saying "nothing left".
+    On PostgreSQL each try runs in a savepoint, so a rejected task's row lock is released at once: a request
+    then holds at most one task lock while it waits for another, and waits can never form a cycle."""
+    if session.get_bind().dialect.name == "sqlite":
+        return _lease_locked(session, task_id=task_id, user_id=user_id, now=now, expires=expires, wait=wait)
+    savepoint = session.begin_nested()
+    got = _lease_locked(session, task_id=task_id, user_id=user_id, now=now, expires=expires, wait=wait)
+    if isinstance(got, Assignment):
+        savepoint.commit()
+    else:
+        savepoint.rollback()
+    return got
+
+
+def _lease_locked(session: Session, *, task_id: int, user_id: int, now: datetime, expires: datetime,
+                  wait: bool) -> Assignment | bool:
+    task = lock_task(session, task_id, skip_locked=not wait)
+    if task is None:
+        return True
+    if task.completed:
+        return False
     own = session.scalars(select(Assignment).where(Assignment.task_id == task_id, Assignment.user_id == user_id)
                           .execution_options(populate_existing=True)).first()
     if own is not None and own.status != "leased":
-        return None
+        return False
     if task.done_count + leased_count(session, task_id=task_id, now=now, exclude_user_id=user_id) >= task.overlap:
-        return None
+        return False
     if own is None:
         permutation = list(session.scalars(select(TaskPosition.generation_id)
                                            .where(TaskPosition.task_id == task_id).order_by(TaskPosition.position)))
@@ -146,17 +166,25 @@ def next_task(session: Session, *, user: User, lease_minutes: float, now: dateti
     if held is not None:
         return load_offer(session, assignment=held)
     expires = now + timedelta(minutes=lease_minutes)
+    contended: list[int] = []
     for priority in _priorities(session):
         after = 0
         while True:
             ids = _candidate_ids(session, user_id=user.id, priority=priority, after_id=after, now=now)
             for task_id in ids:
-                assignment = _try_lease(session, task_id=task_id, user_id=user.id, now=now, expires=expires)
-                if assignment is not None:
-                    return load_offer(session, assignment=assignment)
+                got = _try_lease(session, task_id=task_id, user_id=user.id, now=now, expires=expires)
+                if isinstance(got, Assignment):
+                    return load_offer(session, assignment=got)
+                if got:
+                    contended.append(task_id)
             if len(ids) < CANDIDATE_BATCH:
                 break
             after = ids[-1]
+    # Free tasks were all taken; those another request was holding a moment ago may still have a slot.
+    for task_id in contended:
+        got = _try_lease(session, task_id=task_id, user_id=user.id, now=now, expires=expires, wait=True)
+        if isinstance(got, Assignment):
+            return load_offer(session, assignment=got)
     return None
 
 

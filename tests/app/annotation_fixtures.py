@@ -24,3 +24,15 @@ def make_tasks(db, *lines: dict) -> list[int]:
 
 def jsonl(*lines: dict) -> str:
     return "".join(json.dumps(line) + "\n" for line in lines)
+
+
+def make_annotators(db, n: int, *, is_ai: bool = False) -> list:
+    """Users without a password (no argon2 cost): for service-level tests that never log in."""
+    from app.models import User
+    from app.security import new_public_id
+
+    users = [User(username=f"ann-{uuid.uuid4().hex[:10]}", role="annotator", password_hash=None, is_ai=is_ai,
+                  public_id=new_public_id()) for _ in range(n)]
+    db.add_all(users)
+    db.commit()
+    return users

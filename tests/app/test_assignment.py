@@ -1,0 +1,211 @@
+"""Assignment: held lease first, priority then age, overlap with leases, expiry, skips, and 32-thread races."""
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from app.models import Annotation, Assignment, Task, TaskPosition, utcnow
+from app.services.annotations import AnnotationConflict, submit_annotation
+from app.services.assignment import AssignmentError, next_task, skip_task
+from tests.app.annotation_fixtures import make_annotators, make_tasks, task_line
+from tests.conftest import BACKENDS
+
+
+def _next(db, user, **kw):
+    offer = next_task(db, user=user, lease_minutes=10, **kw)
+    db.commit()
+    return offer
+
+
+def _annotate(db, user, offer, key=None):
+    result = submit_annotation(db, user=user, task_id=offer.task_id,
+                               feedback={"choice": "tie"} if offer.kind == "pairwise" else
+                               {"ranking": [g for g, _ in offer.responses]} if offer.kind == "ranking" else
+                               {"ratings": {str(g): "good" for g, _ in offer.responses}},
+                               idempotency_key=key or uuid.uuid4().hex, max_text_bytes=65536)
+    db.commit()
+    return result.annotation
+
+
+def test_reload_returns_the_held_lease_never_a_second_task(db, make_user):
+    make_tasks(db, task_line(), task_line())
+    user = make_user()
+    first = _next(db, user)
+    assert _next(db, user).task_id == first.task_id
+    assert [r[0] for r in _next(db, user).responses] == [r[0] for r in first.responses]
+    assert db.scalar(select(func.count()).select_from(Assignment).where(Assignment.user_id == user.id)) == 1
+
+
+def test_highest_priority_then_oldest(db, make_user):
+    low, high_old, high_new, mid = make_tasks(db, task_line(priority=0), task_line(priority=5),
+                                              task_line(priority=5), task_line(priority=2))
+    user = make_user()
+    order = []
+    while (offer := _next(db, user)) is not None:
+        order.append(offer.task_id)
+        _annotate(db, user, offer)
+    assert order == [high_old, high_new, mid, low]
+
+
+def test_permutation_is_recorded_and_is_what_the_annotator_sees(db, make_user):
+    (task_id,) = make_tasks(db, task_line("ranking", n=6, overlap=6))
+    canonical = list(db.scalars(select(TaskPosition.generation_id).where(TaskPosition.task_id == task_id)
+                                .order_by(TaskPosition.position)))
+    orders = set()
+    for _ in range(6):
+        user = make_user()
+        offer = _next(db, user)
+        shown = [g for g, _ in offer.responses]
+        assignment = db.scalars(select(Assignment).where(Assignment.user_id == user.id)).one()
+        assert assignment.permutation == shown and sorted(shown) == sorted(canonical)
+        orders.add(tuple(shown))
+        annotation = _annotate(db, user, offer)
+        assert annotation.positions == shown
+    assert len(orders) > 1  # 6 annotators, 720 orders: all equal would mean no shuffle
+
+
+def test_leases_count_toward_overlap_and_expiry_frees_the_slot(db, make_user):
+    (task_id,) = make_tasks(db, task_line(overlap=2))
+    a, b, c = make_user(), make_user(), make_user()
+    assert _next(db, a).task_id == task_id
+    assert _next(db, b).task_id == task_id
+    assert _next(db, c) is None  # two leases fill overlap 2
+    later = utcnow() + timedelta(minutes=11)
+    assert _next(db, c, now=later).task_id == task_id  # a's and b's leases expired
+
+
+def test_done_task_not_offered_again_and_completed_task_leaves_queue(db, make_user):
+    (task_id,) = make_tasks(db, task_line(overlap=2))
+    a, b, c = make_user(), make_user(), make_user()
+    _annotate(db, a, _next(db, a))
+    assert _next(db, a) is None
+    _annotate(db, b, _next(db, b))
+    task = db.get(Task, task_id)
+    db.refresh(task)
+    assert task.done_count == 2 and task.completed
+    assert _next(db, c) is None
+
+
+def test_skip_records_reason_frees_slot_and_never_reoffers(db, make_user):
+    (task_id,) = make_tasks(db, task_line(overlap=1))
+    a, b = make_user(), make_user()
+    _next(db, a)
+    assert _next(db, b) is None
+    skip_task(db, user=a, task_id=task_id, reason="can't judge")
+    db.commit()
+    row = db.scalars(select(Assignment).where(Assignment.user_id == a.id)).one()
+    assert (row.status, row.skip_reason) == ("skipped", "can't judge")
+    assert _next(db, a) is None
+    assert _next(db, a, now=utcnow() + timedelta(days=1)) is None
+    assert _next(db, b).task_id == task_id
+
+
+def test_skip_errors(db, make_user):
+    (task_id,) = make_tasks(db, task_line(overlap=2))
+    a = make_user()
+    with pytest.raises(AssignmentError) as info:
+        skip_task(db, user=a, task_id=task_id, reason="x")
+    assert info.value.status == 404
+    _next(db, a)
+    with pytest.raises(AssignmentError) as info:
+        skip_task(db, user=a, task_id=task_id, reason="  ")
+    assert info.value.status == 422
+    _annotate(db, a, _next(db, a))
+    with pytest.raises(AssignmentError) as info:
+        skip_task(db, user=a, task_id=task_id, reason="late")
+    assert info.value.status == 409
+
+
+def test_ai_annotations_do_not_take_human_slots(db, make_user):
+    (task_id,) = make_tasks(db, task_line(overlap=1))
+    (judge,) = make_annotators(db, 1, is_ai=True)
+    gens = list(db.scalars(select(TaskPosition.generation_id).where(TaskPosition.task_id == task_id)))
+    db.add(Annotation(task_id=task_id, user_id=judge.id, source="ai", kind="pairwise", choice="tie", positions=gens,
+                      idempotency_key="ai-1", request_hash="x" * 64))
+    db.commit()
+    assert _next(db, make_user()).task_id == task_id
+
+
+# ---- API ----------------------------------------------------------------------------------------------------
+
+def test_api_next_shape_204_and_skip(client, db, api):
+    (task_id,) = make_tasks(db, task_line(prompt="What is **RLHF**?", responses=["one", "two"]))
+    _, headers = api()
+    response = client.get("/api/v1/tasks/next", headers=headers)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["task_id"] == task_id and body["kind"] == "pairwise" and body["prompt"] == "What is **RLHF**?"
+    assert sorted(r["text"] for r in body["responses"]) == ["one", "two"] and all(r["id"] for r in body["responses"])
+    assert client.get("/api/v1/tasks/next", headers=headers).json()["task_id"] == task_id
+    skip = client.post(f"/api/v1/tasks/{task_id}/skip", headers=headers, json={"reason": "off topic"})
+    assert skip.status_code == 200 and skip.json() == {"task_id": task_id, "status": "skipped"}
+    assert client.post(f"/api/v1/tasks/{task_id}/skip", headers=headers, json={}).status_code == 422
+    empty = client.get("/api/v1/tasks/next", headers=headers)
+    assert empty.status_code == 204 and empty.content == b""
+    assert client.get("/api/v1/tasks/next").status_code == 401
+
+
+def test_api_chat_prompt_is_returned_as_messages(client, db, api):
+    make_tasks(db, {"messages": [{"role": "user", "content": "hi"}], "responses": ["a"], "kind": "rating"})
+    _, headers = api()
+    assert client.get("/api/v1/tasks/next", headers=headers).json()["prompt"] == [{"role": "user", "content": "hi"}]
+
+
+# ---- concurrency --------------------------------------------------------------------------------------------
+
+def _worker(user, acked, errors, barrier):
+    from app.db import get_sessionmaker
+
+    session = get_sessionmaker()()
+    try:
+        barrier.wait()
+        while True:
+            offer = next_task(session, user=user, lease_minutes=10)
+            session.commit()
+            if offer is None:
+                return
+            key = uuid.uuid4().hex
+            try:
+                result = submit_annotation(session, user=user, task_id=offer.task_id, feedback={"choice": "tie"},
+                                           idempotency_key=key, max_text_bytes=65536)
+                annotation_id = result.annotation.id
+                session.commit()
+            except AnnotationConflict:
+                session.rollback()
+                continue
+            acked.append((annotation_id, offer.task_id, user.id))
+    except Exception as exc:  # surfaced by the test
+        errors.append(repr(exc))
+    finally:
+        session.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_32_threads_hold_overlap_exactly_no_duplicates_nothing_lost(backend, db, make_user):
+    overlaps = [1, 2, 3, 5] * 6
+    task_ids = make_tasks(db, *[task_line(overlap=o) for o in overlaps])
+    users = make_annotators(db, 32)
+    acked, errors = [], []
+    barrier = threading.Barrier(len(users))
+    threads = [threading.Thread(target=_worker, args=(u, acked, errors, barrier)) for u in users]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors[:3]
+    db.expire_all()
+    rows = db.execute(select(Annotation.id, Annotation.task_id, Annotation.user_id)
+                      .where(Annotation.deleted_at.is_(None))).all()
+    assert sorted(acked) == sorted(tuple(r) for r in rows)  # every acknowledged one stored, nothing else
+    assert len({(t, u) for _, t, u in acked}) == len(acked)  # nobody annotated a task twice
+    per_task = Counter(t for _, t, _ in acked)
+    for task_id, overlap in zip(task_ids, overlaps):
+        task = db.get(Task, task_id)
+        assert per_task[task_id] == task.done_count == overlap and task.completed  # exactly the overlap
+    assert len(acked) == sum(overlaps)
