@@ -56,19 +56,20 @@ class WorldSize:
     sft_batch_size: int
     sft_lr: float
     max_new_tokens: int
+    threads: int | None  # torch threads for the stages (None: torch's default, one per core)
 
 
 SIZES: dict[str, WorldSize] = {
     # ~100k parameters; the whole build well under a minute on 2 cores (tests use it)
     "tiny": WorldSize("tiny", pretrain_docs=1500, sft_examples=400, train_prompts=120, eval_prompts=40,
                       vocab_size=384, n_layer=2, n_head=2, n_embd=48, context=64, pretrain_epochs=1,
-                      pretrain_batch_size=16, pretrain_lr=3e-3, sft_epochs=1, sft_batch_size=16, sft_lr=1e-3,
-                      max_new_tokens=32),
+                      pretrain_batch_size=32, pretrain_lr=3e-3, sft_epochs=1, sft_batch_size=32, sft_lr=1e-3,
+                      max_new_tokens=32, threads=1),
     # ~1M parameters; pretrain + SFT in about 6 minutes on 2 cores (the default demo)
     "small": WorldSize("small", pretrain_docs=40000, sft_examples=6000, train_prompts=1000, eval_prompts=200,
                        vocab_size=1024, n_layer=4, n_head=4, n_embd=128, context=128, pretrain_epochs=1,
                        pretrain_batch_size=32, pretrain_lr=2e-3, sft_epochs=1, sft_batch_size=32, sft_lr=5e-4,
-                       max_new_tokens=48),
+                       max_new_tokens=48, threads=None),
 }
 
 
@@ -266,6 +267,7 @@ def prepare_models(size: str | WorldSize, out_dir: str | Path, seed: int = 0,
     """Tokenizer, pretrained model and SFT model of the world in out_dir (built once, then cached).
     Call build_world first (build_all does both)."""
     p = _size(size)
+    threads = threads or p.threads
     out = Path(out_dir)
     files = _files(out)
     if not _manifest_is_current(files, p, seed):
