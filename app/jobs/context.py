@@ -23,6 +23,7 @@ from app.models import Job, JobMetric
 
 MetricsCallback = Callable[[dict[str, Any]], None]
 TRAINER_POLL_S = 0.25
+PROGRESS_MIN_INTERVAL_S = 0.5
 
 
 class JobLost(Exception):
@@ -168,6 +169,8 @@ class JobContext:
         self.output_dir = output_dir
         self.attempt = attempt
         self._latest: dict[str, Any] = {}
+        self._progress_at = float("-inf")
+        self._progress_message: str | None = None
 
     def session(self) -> AbstractContextManager[Session]:
         """A database session that commits on success (`with ctx.session() as s: ...`)."""
@@ -181,8 +184,15 @@ class JobContext:
             raise JobLost(f"job {self.job_id} is no longer held by worker {self.worker_id}")
 
     def progress(self, done: float, total: float, message: str = "") -> None:
+        """Store progress; calls closer than PROGRESS_MIN_INTERVAL_S apart are dropped unless the message changes
+        or the work is done, so a kind may report per item without flooding the database."""
+        now = time.monotonic()
+        if (now - self._progress_at < PROGRESS_MIN_INTERVAL_S and message == self._progress_message
+                and done < total):
+            return
         with session_scope() as session:
             self._write(session, progress_done=float(done), progress_total=float(total), progress_message=message)
+        self._progress_at, self._progress_message = now, message
 
     def log_metrics(self, stage: str, step: int, values: dict[str, Any]) -> None:
         """One point of each named series (-> job_metrics, for the plots) and the latest values (-> job.metrics)."""

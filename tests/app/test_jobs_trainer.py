@@ -101,3 +101,25 @@ def test_context_run_trainer_records_job_metrics_and_progress(db, monkeypatch, t
     db.commit()
     with pytest.raises(job_context.JobLost):
         ctx.progress(1, 2)
+
+
+def test_progress_calls_are_throttled_but_the_last_one_is_kept(db, tmp_path):
+    job = enqueue_job(db, kind="generate", config={})
+    db.commit()
+    queue.claim_next(db, worker_id="w1")
+    db.commit()
+    ctx = JobContext(job_id=job.id, worker_id="w1", kind="generate", config={}, output_dir=tmp_path)
+
+    def stored():
+        db.expire_all()
+        row = db.get(Job, job.id)
+        db.commit()
+        return row.progress_done, row.progress_total, row.progress_message
+
+    ctx.progress(1, 100, "generating")
+    ctx.progress(2, 100, "generating")  # within PROGRESS_MIN_INTERVAL_S: dropped
+    assert stored() == (1, 100, "generating")
+    ctx.progress(3, 100, "scoring")  # a new message is always stored
+    assert stored() == (3, 100, "scoring")
+    ctx.progress(100, 100, "scoring")  # so is the end
+    assert stored() == (100, 100, "scoring")

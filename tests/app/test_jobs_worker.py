@@ -186,7 +186,8 @@ def test_cancel_stops_a_running_job_within_5_seconds(db, workers, tmp_path):
     assert job.finished_at is not None and job.error.startswith("cancelled")
 
 
-def test_sigterm_to_the_worker_requeues_its_job(db, workers, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_to_the_worker_requeues_its_job(db, workers, tmp_path, signum):
     markers = tmp_path / "markers"
     job_id = enqueue(db, "test-sleep", marker_dir=str(markers), sleep_s=60)
     proc = workers.start()
@@ -194,7 +195,7 @@ def test_sigterm_to_the_worker_requeues_its_job(db, workers, tmp_path):
     wait_for(lambda: marker_lines(start_marker), timeout=60, what="the job to start")
     child_pid = int(marker_lines(start_marker)[0].split()[0])
 
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     assert proc.wait(timeout=10) == 0
     assert not pid_alive(child_pid)
     job = job_row(db, job_id)
