@@ -154,3 +154,38 @@ def test_retry_starts_with_fresh_progress_and_metrics(db):
     job = _fresh(db, job_id)
     assert (job.progress_done, job.progress_total, job.metrics, job.attempts) == (0, 0, {}, 2)
     assert db.scalar(select(func.count()).select_from(JobMetric).where(JobMetric.job_id == job_id)) == 0
+
+
+def test_concurrent_claims_take_each_job_exactly_once(db):
+    import threading
+
+    from app.db import get_sessionmaker
+
+    ids = [_enqueue(db) for _ in range(40)]
+    claimed: list[tuple[str, int]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def claimer(name: str) -> None:
+        try:
+            start.wait()
+            while True:
+                with get_sessionmaker()() as session:
+                    job = queue.claim_next(session, worker_id=name)
+                    session.commit()
+                if job is None:
+                    return
+                claimed.append((name, job.id))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claimer, args=(f"t{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    assert sorted(job_id for _, job_id in claimed) == ids  # every job once, none twice
+    db.expire_all()
+    assert {(j.worker_id, j.id) for j in db.query(Job).all()} == set(claimed)
+    assert all(j.attempts == 1 for j in db.query(Job).all())
