@@ -8,6 +8,7 @@ import typer
 
 from app.cli import db, serve, simulate, tokens, users
 from app.cli import export as export_cli
+from app.cli import models as models_cli
 from app.cli import prompts as prompts_cli
 from app.cli import jobs, worker
 from app.cli import tasks as tasks_cli
@@ -19,6 +20,7 @@ app.add_typer(db.app, name="db", help="Database schema (Alembic).")
 app.add_typer(users.app, name="users", help="Create, list and deactivate users.")
 app.add_typer(tokens.app, name="tokens", help="API bearer tokens.")
 app.add_typer(prompts_cli.app, name="prompts", help="Import and count prompts.")
+app.add_typer(models_cli.app, name="models", help="Register, list, promote and roll back models.")
 app.add_typer(tasks_cli.app, name="tasks", help="Import tasks (bring your own generations).")
 serve.register(app)
 export_cli.register(app)

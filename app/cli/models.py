@@ -1,0 +1,69 @@
+"""`rlhf models register|list|promote|rollback`: bring your own Hugging Face model directory."""
+import json
+from pathlib import Path
+
+import typer
+
+from app.cli.errors import fail
+from app.cli.session import cli_session
+from app.services.models_registry import ModelError, list_models, model_to_dict, promote, register_model, rollback
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("register")
+def register(
+    path: Path = typer.Option(..., "--path", help="A save_pretrained directory (model and tokenizer)."),
+    name: str = typer.Option(..., "--name", help="A name to recognise it by."),
+    kind: str = typer.Option(..., "--kind", help="policy (AutoModelForCausalLM) or reward (AutoModelForSequenceClassification)."),
+    stage: str = typer.Option("pretrained", "--stage", help="pretrained, sft or rlhf."),
+    parent: int = typer.Option(None, "--parent", help="The model id it was trained from."),
+) -> None:
+    """Register a local model directory after checking that it loads (exit 2 with the reason otherwise)."""
+    if kind not in ("policy", "reward"):
+        fail(f"--kind must be policy or reward, not {kind!r}")
+    if stage not in ("pretrained", "sft", "rlhf"):
+        fail(f"--stage must be pretrained, sft or rlhf, not {stage!r}")
+    with cli_session() as db:
+        try:
+            model = register_model(db, path=path, name=name, kind=kind, stage=stage, parent_id=parent)
+        except ModelError as exc:
+            fail(str(exc))
+        line = model_to_dict(model)
+    typer.echo(f"registered {kind} model {line['id']} {name}{' (current)' if line['current'] else ''}", err=True)
+    typer.echo(json.dumps(line))
+
+
+@app.command("list")
+def list_(as_json: bool = typer.Option(False, "--json", help="One JSON array."),
+          kind: str = typer.Option(None, "--kind", help="Only policy or reward models.")) -> None:
+    """List registered models."""
+    with cli_session() as db:
+        rows = [model_to_dict(m) for m in list_models(db, kind=kind)]
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    for r in rows:
+        typer.echo(f"{r['id']:>4} {'*' if r['current'] else ' '} {r['kind']:<7} {r['stage']:<10} {r['name']:<24} {r['path']}")
+
+
+@app.command("promote")
+def promote_(model_id: int = typer.Argument(..., help="The model to make current.")) -> None:
+    """Make a model the current one of its kind."""
+    with cli_session() as db:
+        try:
+            model = promote(db, model_id=model_id)
+        except ModelError as exc:
+            fail(str(exc))
+        typer.echo(f"{model.kind} model {model.id} {model.name} is current", err=True)
+
+
+@app.command("rollback")
+def rollback_(kind: str = typer.Option("policy", "--kind", help="policy or reward.")) -> None:
+    """Make the current model's parent (or the previous model) current again."""
+    with cli_session() as db:
+        try:
+            model = rollback(db, kind=kind)
+        except ModelError as exc:
+            fail(str(exc))
+        typer.echo(f"{model.kind} model {model.id} {model.name} is current", err=True)

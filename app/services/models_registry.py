@@ -1,0 +1,160 @@
+"""The model registry: policies and reward models (any local Hugging Face directory), with lineage.
+
+A directory is registered only after it loads: `AutoModelForCausalLM` for a policy,
+`AutoModelForSequenceClassification` for a reward model, and `AutoTokenizer` for both. The check runs in a
+subprocess (`python -m app.services.models_registry --check DIR KIND`), so the web process never imports torch
+or transformers and a broken model cannot take it down.
+
+One model per kind is current (a partial unique index holds that in the database). The first model registered
+of a kind becomes current; `promote` makes another one current; `rollback` goes back to the current one's
+parent (or, without a parent of that kind, to the newest older model of that kind).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from app.models import MODEL_KINDS, MODEL_STAGES, ModelVersion
+
+CHECK_TIMEOUT_S = 600
+LOADERS = {"policy": "AutoModelForCausalLM", "reward": "AutoModelForSequenceClassification"}
+
+
+class ModelError(ValueError):
+    """Bad input for a registry operation; the message is safe to show."""
+
+
+def check_loads(*, path: Path, kind: str, timeout_s: float = CHECK_TIMEOUT_S) -> None:
+    """Raise ModelError with the reason unless `path` loads as a model of `kind` (and its tokenizer)."""
+    if kind not in LOADERS:
+        raise ModelError(f"kind must be policy or reward, not {kind!r}")
+    if not path.is_dir():
+        raise ModelError(f"{path}: not a directory")
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path}: no config.json (expected a save_pretrained directory)")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "app.services.models_registry", "--check", str(path), kind],
+                              capture_output=True, text=True, timeout=timeout_s, env=env)
+    except subprocess.TimeoutExpired:
+        raise ModelError(f"{path}: loading took more than {timeout_s:.0f}s") from None
+    if proc.returncode != 0:
+        lines = [x for x in (proc.stderr or proc.stdout).strip().splitlines() if x.strip()]
+        reason = lines[-1] if lines else f"exit status {proc.returncode}"
+        raise ModelError(f"{path} does not load as a {kind} model ({LOADERS[kind]}): {reason}")
+
+
+def register_model(session: Session, *, path: str | Path, name: str, kind: str, stage: str = "pretrained",
+                   parent_id: int | None = None, job_id: int | None = None, metrics: dict[str, Any] | None = None,
+                   check: bool = True) -> ModelVersion:
+    if kind not in MODEL_KINDS:
+        raise ModelError(f"kind must be one of {', '.join(MODEL_KINDS)}, not {kind!r}")
+    if stage not in MODEL_STAGES:
+        raise ModelError(f"stage must be one of {', '.join(MODEL_STAGES)}, not {stage!r}")
+    if not name or len(name) > 128:
+        raise ModelError("name must be 1-128 characters")
+    path = Path(path).expanduser().resolve()
+    if parent_id is not None and session.get(ModelVersion, parent_id) is None:
+        raise ModelError(f"no model {parent_id} (parent)")
+    if check:
+        check_loads(path=path, kind=kind)
+    has_current = session.scalar(select(ModelVersion.id).where(ModelVersion.kind == kind,
+                                                                ModelVersion.is_current.is_(True)))
+    model = ModelVersion(name=name, kind=kind, stage=stage, path=str(path), parent_id=parent_id, job_id=job_id,
+                         metrics=metrics or {}, is_current=has_current is None)
+    session.add(model)
+    session.flush()
+    return model
+
+
+def list_models(session: Session, *, kind: str | None = None) -> list[ModelVersion]:
+    stmt = select(ModelVersion).order_by(ModelVersion.id)
+    if kind is not None:
+        stmt = stmt.where(ModelVersion.kind == kind)
+    return list(session.scalars(stmt))
+
+
+def get_model(session: Session, *, model_id: int) -> ModelVersion:
+    model = session.get(ModelVersion, model_id)
+    if model is None:
+        raise ModelError(f"no model {model_id}")
+    return model
+
+
+def current_model(session: Session, *, kind: str) -> ModelVersion | None:
+    return session.scalar(select(ModelVersion).where(ModelVersion.kind == kind, ModelVersion.is_current.is_(True)))
+
+
+def promote(session: Session, *, model_id: int) -> ModelVersion:
+    """Make this model the current one of its kind."""
+    model = get_model(session, model_id=model_id)
+    if model.kind == "policy" and model.stage == "imported":
+        raise ModelError(f"model {model_id} stands for imported responses, not a policy that can generate")
+    # Clear first, then set: the one-current-per-kind index must hold after every statement.
+    session.execute(update(ModelVersion).where(ModelVersion.kind == model.kind, ModelVersion.id != model.id,
+                                               ModelVersion.is_current.is_(True))
+                    .values(is_current=False).execution_options(synchronize_session="fetch"))
+    session.flush()
+    model.is_current = True
+    session.flush()
+    return model
+
+
+def rollback(session: Session, *, kind: str = "policy") -> ModelVersion:
+    """Make the current model's parent (or the newest older model of the kind) current again."""
+    current = current_model(session, kind=kind)
+    if current is None:
+        raise ModelError(f"no current {kind} model to roll back from")
+    target = session.get(ModelVersion, current.parent_id) if current.parent_id is not None else None
+    if target is None or target.kind != kind:
+        target = session.scalar(select(ModelVersion).where(ModelVersion.kind == kind, ModelVersion.id < current.id,
+                                                           ModelVersion.stage != "imported")
+                                .order_by(ModelVersion.id.desc()).limit(1))
+    if target is None:
+        raise ModelError(f"{kind} model {current.id} has no earlier version to roll back to")
+    return promote(session, model_id=target.id)
+
+
+def imported_model(session: Session) -> ModelVersion:
+    """The registry entry that imported responses point at (model `imported`), created on first use."""
+    model = session.scalar(select(ModelVersion).where(ModelVersion.name == "imported", ModelVersion.stage == "imported"))
+    if model is None:
+        model = ModelVersion(name="imported", kind="policy", stage="imported", path="", metrics={}, is_current=False)
+        session.add(model)
+        session.flush()
+    return model
+
+
+def model_to_dict(model: ModelVersion) -> dict[str, Any]:
+    return {"id": model.id, "name": model.name, "kind": model.kind, "stage": model.stage, "path": model.path,
+            "parent_id": model.parent_id, "job_id": model.job_id, "current": model.is_current,
+            "metrics": model.metrics, "created_at": model.created_at.isoformat() if model.created_at else None}
+
+
+def _check_main(path: str, kind: str) -> int:
+    """The subprocess side of check_loads: load the model and its tokenizer, print a line, exit 0."""
+    import transformers
+
+    loader = getattr(transformers, LOADERS[kind])
+    try:
+        model = loader.from_pretrained(path, local_files_only=True)
+        transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except Exception as exc:  # any loading failure is the reason shown to the user
+        print(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}", file=sys.stderr)
+        return 1
+    params = sum(p.numel() for p in model.parameters())
+    print(f"ok {type(model).__name__} {params} parameters")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--check":
+        sys.exit(_check_main(sys.argv[2], sys.argv[3]))
+    print("usage: python -m app.services.models_registry --check DIR policy|reward", file=sys.stderr)
+    sys.exit(2)
