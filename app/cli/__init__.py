@@ -8,6 +8,7 @@ import typer
 
 from app.cli import db, serve, simulate, tokens, users
 from app.cli import export as export_cli
+from app.cli import generate as generate_cli
 from app.cli import models as models_cli
 from app.cli import prompts as prompts_cli
 from app.cli import jobs, worker
@@ -24,6 +25,7 @@ app.add_typer(models_cli.app, name="models", help="Register, list, promote and r
 app.add_typer(tasks_cli.app, name="tasks", help="Import tasks (bring your own generations).")
 serve.register(app)
 export_cli.register(app)
+generate_cli.register(app)
 app.add_typer(jobs.app, name="jobs", help="List, show and cancel jobs.")
 worker.register(app)
 simulate.register(app)

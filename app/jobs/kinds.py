@@ -10,7 +10,7 @@ import importlib
 import os
 
 # Modules of this code base that define job kinds or periodic hooks.
-KIND_MODULES: tuple[str, ...] = ("app.services.rounds", "app.services.schedule")
+KIND_MODULES: tuple[str, ...] = ("app.services.rounds", "app.services.schedule", "app.services.generation")
 
 EXTRA_MODULES_ENV = "RLHF_JOB_MODULES"
 

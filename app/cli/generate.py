@@ -1,0 +1,42 @@
+"""`rlhf generate`: enqueue a generation job (the worker runs `python -m trainer generate`, then makes tasks)."""
+import json
+
+import typer
+
+from app.cli.errors import fail
+from app.cli.session import cli_session
+from app.services.generation import GenerationError, GenerationRequest, request_generation
+
+D = GenerationRequest()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate")(generate)
+
+
+def generate(
+    model: int = typer.Option(None, "--model", help="Policy model id (default: the current policy)."),
+    split: str = typer.Option(D.split, "--split", help="Prompts of this split: train, eval or all (eval never becomes tasks)."),
+    tag: str = typer.Option(None, "--tag", help="Only prompts with this tag."),
+    count: int = typer.Option(D.count, "--count", help="How many prompts (the first ones, in id order)."),
+    num_samples: int = typer.Option(D.num_samples, "--num-samples", "-k", help="Responses per prompt K (2..8)."),
+    temperature: float = typer.Option(D.temperature, "--temperature", help="Sampling temperature (0 = greedy)."),
+    top_k: int = typer.Option(D.top_k, "--top-k", help="Top-k (0 = off)."),
+    top_p: float = typer.Option(D.top_p, "--top-p", help="Nucleus mass (1.0 = off)."),
+    max_new_tokens: int = typer.Option(D.max_new_tokens, "--max-new-tokens", help="Maximum new tokens per response."),
+    seed: int = typer.Option(D.seed, "--seed", help="Request seed: the same request and seed give the same texts."),
+    task_kind: str = typer.Option(D.task_kind, "--task-kind", help="pairwise (K/2 pairs), ranking or rating."),
+    overlap: int = typer.Option(D.overlap, "--overlap", help="Distinct annotators per task."),
+    priority: int = typer.Option(D.priority, "--priority", help="Job and task priority."),
+) -> None:
+    """Generate K responses per prompt with a policy and turn them into tasks (a `generate` job)."""
+    request = GenerationRequest(model_id=model, split=split, tag=tag, count=count, num_samples=num_samples,
+                                temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens,
+                                seed=seed, task_kind=task_kind, overlap=overlap, priority=priority)
+    with cli_session() as db:
+        try:
+            job = request_generation(db, request=request)
+        except GenerationError as exc:
+            fail(str(exc))
+        typer.echo(f"queued generate job {job.id} (run `rlhf worker` to process it)", err=True)
+        typer.echo(json.dumps({"job_id": job.id, "config": job.config}))

@@ -1,0 +1,223 @@
+"""Generation requests: a policy version samples K responses for a set of prompts, and the responses become tasks.
+
+`request_generation` checks the request and enqueues a `generate` job. The job runs in the worker's child process:
+it writes the chosen prompts to JSONL, runs `python -m trainer generate` (the web process never loads a model),
+then stores one Generation row per sample with every sampling parameter and the sample's own seed (derived by
+the trainer from the request seed, the prompt id and the sample index, so the same request and seed give the same
+texts), and creates the tasks in the same transaction: when the job succeeds, the tasks exist.
+
+Which prompts: those of the split (and tag, if given), in id order, the first `count`. Eval-split prompts get
+generations (to evaluate policies) but never become tasks. Tasks: `ranking` one task with the K responses,
+`rating` one task with the K responses (each labelled good/bad), `pairwise` K/2 tasks of disjoint pairs in sample
+order (so K must be even).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from app.jobs import JobFailed, job_kind
+from app.models import Generation, ModelVersion, Prompt, Task, TaskPosition, utcnow
+from app.services.jobs import enqueue_job
+
+TASK_KINDS = ("pairwise", "ranking", "rating")
+SPLIT_CHOICES = ("train", "eval", "all")
+MAX_PROMPTS = 100_000
+MAX_OVERLAP = 1000
+
+
+class GenerationError(ValueError):
+    """Bad generation request; the message is safe to show."""
+
+
+@dataclass
+class GenerationRequest:
+    """A request as the admin page, the CLI and the API take it (defaults shown in each)."""
+
+    model_id: int | None = None  # None: the current policy
+    split: str = "train"
+    tag: str | None = None
+    count: int = 100
+    num_samples: int = 2  # K responses per prompt
+    temperature: float = 1.0
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1.0: off
+    max_new_tokens: int = 64
+    seed: int = 0
+    task_kind: str = "pairwise"
+    overlap: int = 1
+    priority: int = 0
+
+    def check(self) -> None:
+        if self.split not in SPLIT_CHOICES:
+            raise GenerationError(f"split must be one of {', '.join(SPLIT_CHOICES)}, not {self.split!r}")
+        if not 1 <= self.count <= MAX_PROMPTS:
+            raise GenerationError(f"count must be 1..{MAX_PROMPTS}")
+        if not 2 <= self.num_samples <= 8:
+            raise GenerationError("responses per prompt (K) must be 2..8")
+        if self.task_kind not in TASK_KINDS:
+            raise GenerationError(f"task kind must be one of {', '.join(TASK_KINDS)}, not {self.task_kind!r}")
+        if self.task_kind == "pairwise" and self.num_samples % 2:
+            raise GenerationError("pairwise tasks take the K responses two by two: K must be even")
+        if self.temperature < 0:
+            raise GenerationError("temperature must be >= 0 (0 = greedy)")
+        if self.top_k < 0:
+            raise GenerationError("top-k must be >= 0 (0 = off)")
+        if not 0 < self.top_p <= 1:
+            raise GenerationError("top-p must be in (0, 1]")
+        if not 1 <= self.max_new_tokens <= 4096:
+            raise GenerationError("max new tokens must be 1..4096")
+        if not 0 <= self.seed < 2**63:
+            raise GenerationError("seed must be a non-negative 64-bit integer")
+        if not 1 <= self.overlap <= MAX_OVERLAP:
+            raise GenerationError(f"overlap must be 1..{MAX_OVERLAP}")
+
+
+def resolve_policy(session: Session, model_id: int | None) -> ModelVersion:
+    if model_id is None:
+        model = session.scalar(select(ModelVersion).where(ModelVersion.kind == "policy", ModelVersion.is_current.is_(True)))
+        if model is None:
+            raise GenerationError("no current policy: register one (`rlhf models register`) or give a model id")
+        return model
+    model = session.get(ModelVersion, model_id)
+    if model is None or model.kind != "policy":
+        raise GenerationError(f"no policy model {model_id}")
+    if model.stage == "imported":
+        raise GenerationError("the `imported` entry stands for imported responses; it cannot generate")
+    return model
+
+
+def request_generation(session: Session, *, request: GenerationRequest, created_by_id: int | None = None):
+    """Check the request and enqueue a `generate` job (flushes; the caller commits). Returns the Job."""
+    request.check()
+    model = resolve_policy(session, request.model_id)
+    if not select_prompt_ids(session, request=request, limit=1):
+        raise GenerationError("no prompts match (split/tag): import prompts first")
+    config = {**asdict(request), "model_id": model.id}
+    return enqueue_job(session, kind="generate", config=config, created_by_id=created_by_id, priority=request.priority)
+
+
+def select_prompt_ids(session: Session, *, request: GenerationRequest, limit: int | None = None) -> list[int]:
+    stmt = select(Prompt.id, Prompt.tags).order_by(Prompt.id)
+    if request.split != "all":
+        stmt = stmt.where(Prompt.split == request.split)
+    wanted = request.count if limit is None else limit
+    ids: list[int] = []
+    for batch in session.execute(stmt.execution_options(yield_per=5000)).partitions():
+        for prompt_id, tags in batch:
+            if request.tag is None or request.tag in (tags or []):
+                ids.append(prompt_id)
+                if len(ids) >= wanted:
+                    return ids
+    return ids
+
+
+def write_prompt_file(session: Session, *, prompt_ids: list[int], path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for start in range(0, len(prompt_ids), 2000):
+            chunk = prompt_ids[start:start + 2000]
+            rows = session.execute(select(Prompt.id, Prompt.text, Prompt.messages).where(Prompt.id.in_(chunk))
+                                   .order_by(Prompt.id))
+            for pid, text, messages in rows:
+                line = {"prompt_id": pid, "messages": messages} if messages else {"prompt_id": pid, "prompt": text}
+                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+def trainer_args(*, model_path: str, prompts: Path, out: Path, request: dict[str, Any]) -> list[str]:
+    return ["generate", "--model", model_path, "--prompts", str(prompts), "--out", str(out),
+            "--num-samples", str(request["num_samples"]), "--temperature", str(request["temperature"]),
+            "--top-k", str(request["top_k"]), "--top-p", str(request["top_p"]),
+            "--max-new-tokens", str(request["max_new_tokens"]), "--seed", str(request["seed"])]
+
+
+def _task_groups(kind: str, generation_ids: list[int]) -> list[list[int]]:
+    if kind == "pairwise":
+        return [generation_ids[i:i + 2] for i in range(0, len(generation_ids) - 1, 2)]
+    return [generation_ids]
+
+
+def store_generations(session: Session, *, samples_path: Path, request: dict[str, Any], model_id: int,
+                      job_id: int | None) -> dict[str, int]:
+    """Generation rows for every sample, tasks for the train-split prompts. Flushes; the caller commits."""
+    by_prompt: dict[int, list[dict]] = {}
+    with open(samples_path, encoding="utf-8") as fh:
+        for line in fh:
+            rec = json.loads(line)
+            by_prompt.setdefault(int(rec["prompt_id"]), []).append(rec)
+    splits = {}
+    ids = sorted(by_prompt)
+    for start in range(0, len(ids), 2000):
+        splits.update(session.execute(select(Prompt.id, Prompt.split).where(Prompt.id.in_(ids[start:start + 2000]))).all())
+    now = utcnow()
+    rows = [{"prompt_id": prompt_id, "model_version_id": model_id, "text": rec["text"],
+             "temperature": rec["temperature"], "top_k": rec["top_k"], "top_p": rec["top_p"],
+             "max_new_tokens": rec["max_new_tokens"], "seed": rec["seed"], "finish_reason": rec["finish_reason"],
+             "num_tokens": rec["num_tokens"], "logprob": rec["logprob"], "source": "model", "job_id": job_id,
+             "created_at": now}
+            for prompt_id in ids for rec in sorted(by_prompt[prompt_id], key=lambda r: r["sample"])]
+    new_ids: list[int] = []
+    for start in range(0, len(rows), 1000):
+        new_ids += session.scalars(insert(Generation).returning(Generation.id, sort_by_parameter_order=True),
+                                   rows[start:start + 1000]).all()
+    tasks = 0
+    position = 0
+    for prompt_id in ids:
+        gen_ids = new_ids[position:position + len(by_prompt[prompt_id])]
+        position += len(gen_ids)
+        if splits.get(prompt_id) != "train":
+            continue  # held out: evaluated, never annotated for training
+        for group in _task_groups(request["task_kind"], gen_ids):
+            task = Task(prompt_id=prompt_id, kind=request["task_kind"], overlap=request["overlap"],
+                        priority=request.get("priority", 0), job_id=job_id,
+                        meta={"request_seed": request["seed"], "generation_job": job_id})
+            session.add(task)
+            session.flush()
+            session.execute(insert(TaskPosition), [{"task_id": task.id, "position": i, "generation_id": g}
+                                                   for i, g in enumerate(group)])
+            tasks += 1
+    generations = len(new_ids)
+    session.flush()
+    return {"prompts": len(ids), "generations": generations, "tasks": tasks}
+
+
+@job_kind("generate")
+def run_generate(ctx) -> dict[str, Any]:
+    """The `generate` job: prompts -> `python -m trainer generate` -> generations and tasks (one transaction)."""
+    request = ctx.config
+    with ctx.session() as session:
+        if session.scalar(select(Generation.id).where(Generation.job_id == ctx.job_id).limit(1)) is not None:
+            # An earlier attempt stored everything before it was lost: do not store twice.
+            return {"resumed": True, **_counts(session, ctx.job_id)}
+        model = session.get(ModelVersion, request["model_id"])
+        if model is None:
+            raise JobFailed(f"policy model {request['model_id']} no longer exists")
+        model_path = model.path
+        prompt_ids = select_prompt_ids(session, request=GenerationRequest(**{
+            k: v for k, v in request.items() if k in GenerationRequest.__dataclass_fields__}))
+        if not prompt_ids:
+            raise JobFailed("no prompts match the request")
+        ctx.output_dir.mkdir(parents=True, exist_ok=True)
+        prompts_path = ctx.output_dir / "prompts.jsonl"
+        write_prompt_file(session, prompt_ids=prompt_ids, path=prompts_path)
+    samples_path = ctx.output_dir / f"samples-{ctx.attempt}.jsonl"
+    samples_path.unlink(missing_ok=True)
+    ctx.progress(0, len(prompt_ids), f"generating {request['num_samples']} responses for {len(prompt_ids)} prompts")
+    ctx.run_trainer(trainer_args(model_path=model_path, prompts=prompts_path, out=samples_path, request=request),
+                    stage="generate")
+    with ctx.session() as session:
+        counts = store_generations(session, samples_path=samples_path, request=request, model_id=request["model_id"],
+                                   job_id=ctx.job_id)
+    ctx.progress(len(prompt_ids), len(prompt_ids), f"{counts['generations']} generations, {counts['tasks']} tasks")
+    return {**counts, "samples_file": str(samples_path)}
+
+
+def _counts(session: Session, job_id: int) -> dict[str, int]:
+    from sqlalchemy import func
+
+    return {"generations": session.scalar(select(func.count()).select_from(Generation).where(Generation.job_id == job_id)),
+            "tasks": session.scalar(select(func.count()).select_from(Task).where(Task.job_id == job_id))}
