@@ -6,3 +6,5 @@ ROUTERS = [health.router, auth.router, home.router, docs.router]
 ROUTERS += [annotate.router, admin_tasks.router, api_tasks.router, api_annotations.router]
 from app.routes import jobs  # noqa: E402
 ROUTERS += [jobs.router, jobs.api]
+from app.routes import rounds  # noqa: E402
+ROUTERS += [rounds.router, rounds.api]

@@ -158,7 +158,10 @@ def test_rerun_on_the_same_snapshot_and_seed_gives_the_same_metrics_and_dpo_roun
         lines_one = (one / stage / "metrics.jsonl").read_text().splitlines()
         lines_two = (two / stage / "metrics.jsonl").read_text().splitlines()
         assert lines_one == lines_two and lines_one
-    assert first.result["evaluation"] == second.result["evaluation"]
+    # the same policy and reward model: every figure that does not depend on the baseline is the same
+    # (the baseline is the current policy, which the first round changed)
+    same = ("kl_to_ref", "mean_length", "distinct_2", "rm_score")
+    assert {k: first.result["evaluation"][k] for k in same} == {k: second.result["evaluation"][k] for k in same}
 
 
 def test_a_failed_round_leaves_the_registry_alone(db, settings, tiny_lm_dir):
