@@ -85,6 +85,15 @@ def _forward_params(model) -> set[str]:
         return set()
 
 
+def _select_rows(cache, index: torch.Tensor) -> bool:
+    """Keep (or repeat) cache rows in `index` order; False if this model's cache cannot do it."""
+    try:
+        cache.batch_select_indices(index)
+    except (NotImplementedError, AttributeError, ValueError):
+        return False
+    return True
+
+
 @torch.no_grad()
 def sample_batch(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_new_tokens: int,
                  temperature: float, top_k: int, top_p: float, eos_token_id: int, pad_token_id: int,
@@ -92,7 +101,8 @@ def sample_batch(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, 
     """Sample up to max_new_tokens per row from LEFT-padded prompts; stops when every row has emitted EOS.
 
     generators: one per row; a row's text then depends only on its own seed. None: torch's global RNG.
-    The PAD token is never sampled (it is not a word; TRL-style pipelines break when it appears).
+    The PAD token is never sampled: it is filtered out like a top-k reject (logprobs are under that filter).
+    Identical prompt rows (K samples of one prompt) are encoded once and their cache shared.
     """
     device = prompt_ids.device
     B, P = prompt_ids.shape
@@ -123,33 +133,57 @@ def sample_batch(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, 
     cache = DynamicCache(config=model.config)
     cache_kw = "cache" if "cache" in params else "past_key_values"
     extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}  # prefill: last position's logits only
-    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids, use_cache=True,
-                **{cache_kw: cache}, **extra)
-    logits = out.logits[:, -1, :]  # [b, V]
+
+    # Prefill each distinct prompt once, then give every row its copy of the cache.
+    rows = prompt_ids.masked_fill(prompt_mask == 0, -1)  # pad content must not split equal prompts
+    uniq, inverse = torch.unique(rows, dim=0, return_inverse=True)
+    share = uniq.shape[0] < B
+    if share:  # first row of each distinct prompt
+        pre = torch.full((uniq.shape[0],), B, dtype=torch.long, device=device).scatter_reduce_(
+            0, inverse, torch.arange(B, device=device), reduce="amin")
+    else:
+        pre = slice(None)
+    out = model(input_ids=prompt_ids[pre], attention_mask=prompt_mask[pre], position_ids=position_ids[pre],
+                use_cache=True, **{cache_kw: cache}, **extra)
+    logits = out.logits[:, -1, :]  # [u, V]
+    if share:
+        if _select_rows(cache, inverse):
+            logits = logits[inverse]  # [B, V]
+        else:  # cache cannot be re-indexed: encode every row
+            cache = DynamicCache(config=model.config)
+            out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids, use_cache=True,
+                        **{cache_kw: cache}, **extra)
+            logits = out.logits[:, -1, :]
     next_pos = position_ids[:, -1] + 1  # [b]
-    active = torch.arange(B, device=device)  # rows of the full batch still in the (compacted) working batch
+    rows_of = torch.arange(B, device=device)  # working row -> row of the full batch
+    alive = torch.ones(B, dtype=torch.bool, device=device)  # working rows that have not emitted EOS
     ban_pad = pad_token_id != eos_token_id and 0 <= pad_token_id < logits.shape[-1]
+    can_drop = True
 
     for t in range(T):
         if ban_pad:
             logits[:, pad_token_id] = float("-inf")
-        u = None if uniforms is None else uniforms[active, t]
+        u = None if uniforms is None else uniforms[rows_of, t]
         tok, lp = pick_tokens(logits, u, temperature=temperature, top_k=top_k, top_p=top_p)  # [b], [b]
-        tokens[active, t] = tok
-        logprobs[active, t] = lp
-        lengths[active] += 1
-        done = tok == eos_token_id  # [b]
-        finished[active] = done
-        if t == T - 1:
+        tok = tok.masked_fill(~alive, pad_token_id)  # finished rows still in the batch emit PAD
+        tokens[rows_of, t] = tok
+        logprobs[rows_of, t] = lp.masked_fill(~alive, 0.0)
+        lengths[rows_of] += alive.long()
+        done = alive & (tok == eos_token_id)  # [b]
+        finished[rows_of] |= done
+        alive &= ~done
+        n_alive = int(alive.sum())
+        if n_alive == 0 or t == T - 1:
             break
-        n_done = int(done.sum())
-        if n_done == active.numel():
-            break
-        if n_done:
-            # Drop finished rows now: later steps cost only what the live rows need.
-            keep = (~done).nonzero().squeeze(-1)  # [b']
-            cache.batch_select_indices(keep)
-            active, tok, mask, next_pos = active[keep], tok[keep], mask[keep], next_pos[keep]
+        b = alive.numel()
+        if can_drop and (b - n_alive) * 4 >= b:
+            # A quarter of the batch is finished: drop those rows from the batch and the cache, so later steps
+            # cost only what live rows need (dropping one row at a time would cost more than it saves).
+            keep = alive.nonzero().squeeze(-1)  # [b']
+            if _select_rows(cache, keep):
+                rows_of, tok, mask, next_pos, alive = rows_of[keep], tok[keep], mask[keep], next_pos[keep], alive[keep]
+            else:
+                can_drop = False
         out = model(input_ids=tok[:, None], attention_mask=mask[:, : P + t + 1], position_ids=next_pos[:, None],
                     use_cache=True, **{cache_kw: cache})
         logits = out.logits[:, -1, :]

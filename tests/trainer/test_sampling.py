@@ -135,3 +135,15 @@ def test_derive_seed_is_stable_and_distinct():
     seeds = {derive_seed(s, p, k) for s in (0, 1) for p in ("p1", "p2") for k in (0, 1)}
     assert len(seeds) == 8
     assert all(0 <= s < 2**63 for s in seeds)
+
+
+def test_repeated_prompts_share_one_prefill_and_match_separate_rows(lm):
+    model, tok = lm
+    texts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[0], PROMPTS[1]]
+    seeds = [21, 22, 23, 24, 25]
+    together = run(model, tok, texts, eos=tok.eos_token_id, temperature=1.0,
+                   generators=[make_generator(s) for s in seeds])
+    for row, (text, seed) in enumerate(zip(texts, seeds)):
+        alone = run(model, tok, [text], eos=tok.eos_token_id, temperature=1.0, generators=[make_generator(seed)])
+        assert real(together, row) == real(alone, 0)
+        torch.testing.assert_close(together.logprobs[row], alone.logprobs[0], atol=1e-5, rtol=1e-5)
