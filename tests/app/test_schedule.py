@@ -1,0 +1,107 @@
+"""The round schedule: triggers (N new human annotations, every T minutes), the worker hook that starts a round,
+and never two rounds at once."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from app.models import Job, utcnow
+from app.services.schedule import (
+    ScheduleError,
+    check_round_schedule,
+    due_reason,
+    get_schedule,
+    update_schedule,
+)
+from tests.app import factories
+from tests.app.rounds_support import label_preferences, make_prompts, register_policy
+from tests.conftest import BACKENDS
+
+
+def _rounds(db) -> int:
+    return db.scalar(select(func.count()).select_from(Job).where(Job.kind == "round"))
+
+
+def test_enabling_needs_a_trigger_and_a_valid_config(db):
+    with pytest.raises(ScheduleError, match="set a trigger first"):
+        update_schedule(db, enabled=True)
+    with pytest.raises(ScheduleError, match="round config: algo"):
+        update_schedule(db, min_new_annotations=5, config={"algo": "sgd"})
+    with pytest.raises(ScheduleError, match=">= 0"):
+        update_schedule(db, every_minutes=-1)
+    row = update_schedule(db, min_new_annotations=5, enabled=True, config={"algo": "dpo"})
+    assert row.enabled and row.config["algo"] == "dpo"
+    assert update_schedule(db, min_new_annotations=0, every_minutes=10).min_new_annotations is None
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_annotation_trigger_counts_human_annotations_since_enabling(db, settings):
+    human, ai = factories.make_annotator(db), factories.make_annotator(db, is_ai=True)
+    register_policy(db, "/models/sft")
+    prompts = make_prompts(db, train=30, eval=1)["train"]
+    label_preferences(db, prompts[:10], annotator=human)  # before enabling: not counted
+    update_schedule(db, min_new_annotations=8, enabled=True, config={"min_pairs": 4})
+    db.commit()
+    label_preferences(db, prompts[10:17], annotator=human)
+    label_preferences(db, prompts[17:27], annotator=ai, source="ai")  # AI labels never fire the schedule
+    db.commit()
+    assert due_reason(db, get_schedule(db)) is None
+    assert check_round_schedule(db, settings) is None
+
+    label_preferences(db, prompts[27:28], annotator=human)
+    db.commit()
+    assert due_reason(db, get_schedule(db)) == "8 new human annotations (>= 8)"
+    job_id = check_round_schedule(db, settings)
+    db.commit()
+    job = db.get(Job, job_id)
+    assert job.kind == "round" and job.status == "queued"
+    assert job.config["min_pairs"] == 4 and job.config["note"] == "scheduled: 8 new human annotations (>= 8)"
+    # the count starts again from the round; and while a round is queued or running, nothing fires
+    label_preferences(db, prompts[28:30], annotator=human)
+    update_schedule(db, min_new_annotations=1)
+    db.commit()
+    assert check_round_schedule(db, settings) is None
+    assert _rounds(db) == 1
+
+
+def test_time_trigger_fires_after_t_minutes(db, settings):
+    human = factories.make_annotator(db)
+    register_policy(db, "/models/sft")
+    label_preferences(db, make_prompts(db, train=5, eval=1)["train"], annotator=human)
+    row = update_schedule(db, every_minutes=10, enabled=True, config={"min_pairs": 5})
+    db.commit()
+    assert due_reason(db, row) is None
+    assert due_reason(db, row, now=utcnow() + timedelta(minutes=11)) == "10 minutes since the last round"
+    row.last_fired_at = utcnow() - timedelta(minutes=11)
+    db.commit()
+    assert check_round_schedule(db, settings) is not None
+    db.commit()
+    assert _rounds(db) == 1
+
+
+def test_due_with_too_little_data_waits_for_the_next_trigger(db, settings):
+    human = factories.make_annotator(db)
+    register_policy(db, "/models/sft")
+    prompts = make_prompts(db, train=6, eval=1)["train"]
+    update_schedule(db, min_new_annotations=3, enabled=True, config={"min_pairs": 5})
+    db.commit()
+    label_preferences(db, prompts[:3], annotator=human)
+    db.commit()
+    assert check_round_schedule(db, settings) is None  # 3 pairs < 5: no round, and the count restarts
+    assert due_reason(db, get_schedule(db)) is None
+    label_preferences(db, prompts[3:6], annotator=human)
+    db.commit()
+    assert check_round_schedule(db, settings) is not None  # 6 pairs now
+
+
+def test_disabled_schedule_never_fires(db, settings):
+    human = factories.make_annotator(db)
+    register_policy(db, "/models/sft")
+    update_schedule(db, min_new_annotations=1, enabled=True, config={"min_pairs": 1})
+    update_schedule(db, enabled=False)
+    label_preferences(db, make_prompts(db, train=3, eval=1)["train"], annotator=human)
+    db.commit()
+    assert check_round_schedule(db, settings) is None
+    assert _rounds(db) == 0
