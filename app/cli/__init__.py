@@ -7,6 +7,7 @@ from __future__ import annotations
 import typer
 
 from app.cli import db, serve, simulate, tokens, users
+from app.cli import annotation_import as annotations_cli
 from app.cli import export as export_cli
 from app.cli import generate as generate_cli
 from app.cli import models as models_cli
@@ -22,6 +23,7 @@ app.add_typer(users.app, name="users", help="Create, list and deactivate users."
 app.add_typer(tokens.app, name="tokens", help="API bearer tokens.")
 app.add_typer(prompts_cli.app, name="prompts", help="Import and count prompts.")
 app.add_typer(models_cli.app, name="models", help="Register, list, promote and roll back models.")
+app.add_typer(annotations_cli.app, name="annotations", help="Import annotations labelled elsewhere.")
 app.add_typer(tasks_cli.app, name="tasks", help="Import tasks (bring your own generations).")
 serve.register(app)
 export_cli.register(app)
