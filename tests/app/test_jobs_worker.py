@@ -257,3 +257,11 @@ def test_worker_refuses_an_unmigrated_database(settings, tmp_path):
     assert result.returncode == 2
     assert "rlhf db upgrade" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_worker_refuses_to_start_without_its_job_kinds(settings):
+    env = worker_env(settings, RLHF_JOB_MODULES="tests.app.no_such_kinds_module")
+    result = subprocess.run([*rlhf_command(), "worker", "--once"], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert "cannot load job kinds" in result.stderr and "no_such_kinds_module" in result.stderr
