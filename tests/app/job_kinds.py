@@ -45,6 +45,20 @@ def sleep(ctx: JobContext) -> dict:
     return {"slept_s": total}
 
 
+@job_kind("test-trainer")
+def trainer(ctx: JobContext) -> dict:
+    """Runs the fake trainer below as a grandchild (as ctx.run_trainer runs the real one), for cancel tests."""
+    from app.jobs.context import run_trainer
+
+    _mark(ctx, f"start-{ctx.job_id}")
+    out = ctx.output_dir / "stage"
+    stdout = run_trainer(["--out", str(out), "--steps", str(ctx.config.get("steps", 600)), "--sleep", "0.1",
+                          "--pid-file", str(Path(ctx.config["marker_dir"]) / f"trainer-{ctx.job_id}")],
+                         stage="fake", out_dir=out, module="tests.app.job_kinds", log_dir=ctx.output_dir / "logs",
+                         on_metrics=lambda line: ctx.progress(line["step"], line["total_steps"]))
+    return {"out": stdout}
+
+
 @job_kind("test-progress")
 def progress(ctx: JobContext) -> dict:
     steps = int(ctx.config.get("steps", 5))
@@ -102,7 +116,10 @@ def fake_trainer(argv: list[str]) -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--sleep", type=float, default=0.0)
     parser.add_argument("--fail", action="store_true")
+    parser.add_argument("--pid-file")
     args = parser.parse_args(argv)
+    if args.pid_file:
+        Path(args.pid_file).write_text(f"{os.getpid()}\n")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))

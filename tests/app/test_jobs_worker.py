@@ -186,6 +186,24 @@ def test_cancel_stops_a_running_job_within_5_seconds(db, workers, tmp_path):
     assert job.finished_at is not None and job.error.startswith("cancelled")
 
 
+def test_cancel_also_stops_the_trainer_the_job_started(db, workers, tmp_path):
+    markers = tmp_path / "markers"
+    job_id = enqueue(db, "test-trainer", marker_dir=str(markers))
+    workers.start()
+    trainer_pid_file = markers / f"trainer-{job_id}"
+    wait_for(lambda: marker_lines(trainer_pid_file), timeout=60, what="the trainer to start")
+    child_pid = int(marker_lines(markers / f"start-{job_id}")[0].split()[0])
+    trainer_pid = int(marker_lines(trainer_pid_file)[0])
+    wait_for(lambda: job_row(db, job_id).progress_done >= 2, timeout=30, what="the trainer's progress")
+
+    began = time.monotonic()
+    request_cancel(db, job_id=job_id)
+    db.commit()
+    wait_for(lambda: job_row(db, job_id).status == "cancelled", timeout=10, what="the job to be cancelled")
+    assert time.monotonic() - began < 5
+    assert not pid_alive(child_pid) and not pid_alive(trainer_pid)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_to_the_worker_requeues_its_job(db, workers, tmp_path, signum):
     markers = tmp_path / "markers"
