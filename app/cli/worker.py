@@ -20,8 +20,9 @@ def worker(
 ) -> None:
     """Run queued jobs (training, generation, rounds), one at a time, each in a child process.
 
-    SIGTERM or Ctrl-C stops the running job's process group and puts the job back in the queue (the attempt is
-    not counted), then exits. Run several workers for parallel jobs; they never run one job twice.
+    SIGTERM or Ctrl-C stops the running job's process group and puts the job back in the queue (the attempt
+    is not counted), then exits. Run several workers for parallel jobs; they never run one job twice.
+    Extra job kind modules: RLHF_JOB_MODULES (comma-separated module names).
     """
     settings = get_settings()
     try:
