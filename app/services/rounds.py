@@ -28,15 +28,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.jobs.context import JobContext, JobLost
 from app.jobs.registry import JobFailed, job_kind
-from app.models import Annotation, Generation, Job, ModelVersion, Prompt, Task
+from app.models import Annotation, Job, ModelVersion, Prompt, Task
+from app.services.generation import store_generations, trainer_args
 from app.services.jobs import enqueue_job
+from app.services.models_registry import promote, register_model
 from app.services.snapshots import (
     SnapshotError,
     SnapshotFilters,
@@ -88,6 +90,12 @@ class NextTasks(BaseModel):
     top_k: int = Field(0, ge=0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_new_tokens: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _pairs_need_even_k(self) -> "NextTasks":
+        if self.kind == "pairwise" and self.k % 2:
+            raise ValueError("pairwise tasks take the k responses two by two: k must be even")
+        return self
 
 
 class RoundConfig(BaseModel):
@@ -405,20 +413,14 @@ def _eval_prompts_file(rdir: Path, count: int) -> Path:
     return out
 
 
-def generate_samples(ctx: JobContext, *, stage: str, model: str, prompts: Path, out: Path, num_samples: int,
-                     temperature: float, top_k: int, top_p: float, max_new_tokens: int, seed: int) -> Path:
+def generate_samples(ctx: JobContext, *, stage: str, model: str, prompts: Path, out: Path, request: dict[str, Any]
+                     ) -> Path:
+    """`trainer generate` into `out`, unless an earlier attempt wrote it."""
     if out.is_file():
         return out
     _remove_leftovers(out.parent, out.name)
-    ctx.run_trainer(["generate", "--model", model, "--prompts", str(prompts), "--out", str(out),
-                     "--num-samples", str(num_samples), "--temperature", str(temperature), "--top-k", str(top_k),
-                     "--top-p", str(top_p), "--max-new-tokens", str(max_new_tokens), "--seed", str(seed)],
-                    stage=stage)
+    ctx.run_trainer(trainer_args(model_path=model, prompts=prompts, out=out, request=request), stage=stage)
     return out
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def evaluate_round(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: dict,
@@ -448,12 +450,12 @@ def evaluate_round(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: dict,
         report_prompts = rdir / "report_prompts.jsonl"
         lines = prompts.read_text(encoding="utf-8").splitlines(keepends=True)[:cfg.report_samples]
         report_prompts.write_text("".join(lines), encoding="utf-8")
-        sampling = dict(num_samples=1, temperature=cfg.eval_temperature, top_k=0, top_p=1.0,
-                        max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed)
+        sampling = {"num_samples": 1, "temperature": cfg.eval_temperature, "top_k": 0, "top_p": 1.0,
+                    "max_new_tokens": cfg.eval_max_new_tokens, "seed": cfg.seed}
         generate_samples(ctx, stage="samples-before", model=lineage["current"].path, prompts=report_prompts,
-                         out=rdir / "samples_before.jsonl", **sampling)
+                         out=rdir / "samples_before.jsonl", request=sampling)
         generate_samples(ctx, stage="samples-after", model=str(rdir / "policy"), prompts=report_prompts,
-                         out=rdir / "samples_after.jsonl", **sampling)
+                         out=rdir / "samples_after.jsonl", request=sampling)
     report["summary"] = evaluation_summary(report)
     report["warnings"] = hacking_warnings(report, policy_metrics)
     saved.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -529,10 +531,8 @@ def next_task_prompts(session: Session, rdir: Path, count: int) -> Path:
 
 def register_round(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: dict, *, reward_metrics: dict,
                    policy_metrics: dict, evaluation: dict, samples: Path | None) -> dict[str, Any]:
-    """One transaction: registry rows (current flipped for both kinds) and the next tasks. Conditioned on this
-    worker still holding the job, so a round taken over by another worker cannot register twice."""
-    from app.services.tasks import create_task
-
+    """One transaction: the registry rows (both made current) and the next tasks. Conditioned on this worker still
+    holding the job, so a round taken over by another worker cannot register twice."""
     with ctx.session() as session:
         held = session.execute(update(Job).where(Job.id == ctx.job_id, Job.worker_id == ctx.worker_id,
                                                  Job.status == "running").values(progress_message="register")
@@ -542,49 +542,33 @@ def register_round(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: dict,
         existing = session.scalar(select(ModelVersion).where(ModelVersion.round_job_id == ctx.job_id,
                                                              ModelVersion.kind == "policy"))
         if existing is not None:  # registered by an earlier attempt that died before recording success
-            return {"policy_id": existing.id, "tasks": session.scalar(
-                select(func.count()).select_from(Task).where(Task.job_id == ctx.job_id)) or 0}
-        parent = session.get(ModelVersion, lineage["start"].id)
+            reward_id = session.scalar(select(ModelVersion.id).where(ModelVersion.round_job_id == ctx.job_id,
+                                                                     ModelVersion.kind == "reward"))
+            tasks = session.scalar(select(func.count()).select_from(Task).where(Task.job_id == ctx.job_id)) or 0
+            return {"policy_id": existing.id, "reward_model_id": reward_id, "tasks": tasks}
         reward_parent = lineage["previous_reward"] or lineage["sft"]
-        session.execute(update(ModelVersion).where(ModelVersion.is_current.is_(True),
-                                                   ModelVersion.kind.in_(("policy", "reward")))
-                        .values(is_current=False).execution_options(synchronize_session=False))
-        session.flush()
-        reward = ModelVersion(name=f"reward-r{ctx.job_id}", kind="reward", stage="rlhf", parent_id=reward_parent.id,
-                              path=str(rdir / "reward"), job_id=ctx.job_id, round_job_id=ctx.job_id,
-                              metrics=reward_metrics, is_current=True)
-        policy = ModelVersion(name=f"policy-r{ctx.job_id}", kind="policy", stage="rlhf", parent_id=parent.id,
-                              path=str(rdir / "policy"), job_id=ctx.job_id, round_job_id=ctx.job_id,
-                              metrics={**policy_metrics, "evaluation": evaluation["summary"]},
-                              is_current=True)
-        session.add_all([reward, policy])
-        session.flush()
-        task_ids = create_next_tasks(session, cfg=cfg, samples=samples, policy_id=policy.id, job_id=ctx.job_id,
-                                     create_task=create_task) if samples is not None else []
-        return {"policy_id": policy.id, "reward_model_id": reward.id, "tasks": len(task_ids)}
+        reward = register_model(session, path=rdir / "reward", name=f"reward-r{ctx.job_id}", kind="reward",
+                                stage="rlhf", parent_id=reward_parent.id, job_id=ctx.job_id, metrics=reward_metrics,
+                                check=False)
+        policy = register_model(session, path=rdir / "policy", name=f"policy-r{ctx.job_id}", kind="policy",
+                                stage="rlhf", parent_id=lineage["start"].id, job_id=ctx.job_id,
+                                metrics={**policy_metrics, "evaluation": evaluation["summary"]}, check=False)
+        reward.round_job_id = policy.round_job_id = ctx.job_id
+        promote(session, model_id=reward.id)
+        promote(session, model_id=policy.id)
+        tasks = 0
+        if samples is not None:
+            tasks = store_generations(session, samples_path=samples, request=next_task_request(cfg),
+                                      model_id=policy.id, job_id=ctx.job_id)["tasks"]
+        return {"policy_id": policy.id, "reward_model_id": reward.id, "tasks": tasks}
 
 
-def create_next_tasks(session: Session, *, cfg: RoundConfig, samples: Path, policy_id: int, job_id: int,
-                      create_task) -> list[int]:
-    """The new policy's samples (trainer generate output) -> generations and one task per prompt."""
+def next_task_request(cfg: RoundConfig) -> dict[str, Any]:
+    """The next tasks as a generation request (app.services.generation's fields)."""
     nt = cfg.next_tasks
-    by_prompt: dict[int, list[dict[str, Any]]] = {}
-    for line in read_jsonl(samples):
-        by_prompt.setdefault(int(line["prompt_id"]), []).append(line)
-    task_ids = []
-    for prompt_id, lines in by_prompt.items():
-        gens = [Generation(prompt_id=prompt_id, model_version_id=policy_id, text=s["text"],
-                           temperature=s["temperature"], top_k=s["top_k"], top_p=s["top_p"],
-                           max_new_tokens=s["max_new_tokens"], seed=s["seed"], finish_reason=s["finish_reason"],
-                           num_tokens=s["num_tokens"], logprob=s["logprob"], source="model", job_id=job_id)
-                for s in sorted(lines, key=lambda s: s["sample"])]
-        session.add_all(gens)
-        session.flush()
-        task = create_task(session, prompt_id=prompt_id, generation_ids=[g.id for g in gens], kind=nt.kind,
-                           overlap=nt.overlap, meta={"round": job_id}, job_id=job_id)
-        task_ids.append(task.id)
-    session.flush()
-    return task_ids
+    return {"num_samples": nt.k, "temperature": nt.temperature, "top_k": nt.top_k, "top_p": nt.top_p,
+            "max_new_tokens": nt.max_new_tokens, "seed": cfg.seed, "task_kind": nt.kind, "overlap": nt.overlap,
+            "priority": 0}
 
 
 @job_kind(ROUND_KIND)
@@ -616,11 +600,11 @@ def run_round(ctx: JobContext) -> dict[str, Any]:
         with ctx.session() as session:
             prompts = next_task_prompts(session, rdir, cfg.next_tasks.prompts)
         if prompts.stat().st_size > 0:
-            nt = cfg.next_tasks
-            samples = generate_samples(ctx, stage="generate", model=str(rdir / "policy"), prompts=prompts,
-                                       out=rdir / "next_samples.jsonl", num_samples=nt.k,
-                                       temperature=nt.temperature, top_k=nt.top_k, top_p=nt.top_p,
-                                       max_new_tokens=nt.max_new_tokens, seed=cfg.seed)
+            samples = rdir / "next_samples.jsonl"
+            if not samples.is_file():
+                _remove_leftovers(rdir, samples.name)
+                ctx.run_trainer(trainer_args(model_path=str(rdir / "policy"), prompts=prompts, out=samples,
+                                             request=next_task_request(cfg)), stage="generate")
 
     _stage_progress(ctx, "register")
     registered = register_round(ctx, cfg, rdir, lineage, reward_metrics=reward_metrics,
