@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import typer
 
-from app.cli import db, serve, simulate, tokens, users
+from app.cli import db, demo, serve, simulate, tokens, users
 from app.cli import annotation_import as annotations_cli
 from app.cli import export as export_cli
 from app.cli import generate as generate_cli
@@ -31,6 +31,7 @@ generate_cli.register(app)
 app.add_typer(jobs.app, name="jobs", help="List, show and cancel jobs.")
 worker.register(app)
 simulate.register(app)
+demo.register(app)
 app.add_typer(round_cli.app, name="round", help="Start training rounds and set their schedule.")
 
 
