@@ -5,7 +5,7 @@ The worker's side of the queue (claim, heartbeat, sweep) is app/jobs/queue.py.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -95,18 +95,13 @@ def eta_seconds(job: Job, *, now: datetime | None = None) -> float | None:
     """Remaining time at the average pace since the job started (None until there is progress to go by)."""
     if job.status != "running" or job.started_at is None or job.progress_total <= 0 or job.progress_done <= 0:
         return None
-    elapsed = ((now or utcnow()) - _aware(job.started_at)).total_seconds()
+    elapsed = ((now or utcnow()) - job.started_at).total_seconds()
     remaining = max(0.0, job.progress_total - job.progress_done)
     return elapsed / job.progress_done * remaining
 
 
-def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every stored time is UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
-
-
 def _iso(value: datetime | None) -> str | None:
-    return _aware(value).isoformat() if value is not None else None
+    return value.isoformat() if value is not None else None
 
 
 def job_to_dict(job: Job) -> dict[str, Any]:
