@@ -40,10 +40,12 @@ class SftConfig(TrainConfig):
 
 def encode_prompt_completion(tok, prompt: str, completion: str) -> tuple[list[int], list[int]]:
     """(input_ids, labels) of `prompt + completion + EOS`; labels are IGNORE on every prompt-only token."""
-    enc = tok(prompt + completion, return_offsets_mapping=True)
-    ids = list(enc["input_ids"])
+    enc = tok(prompt + completion, return_offsets_mapping=True)  # BOS etc. as the tokenizer adds them
+    ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
+    if ids and ids[-1] == tok.eos_token_id and tuple(offsets[-1]) == (0, 0):
+        ids, offsets = ids[:-1], offsets[:-1]  # tokenizer appends EOS itself: keep exactly one, learned
     # a token that contains any completion character is learned (offsets are character spans)
-    labels = [t if end > len(prompt) else IGNORE for t, (_, end) in zip(ids, enc["offset_mapping"])]
+    labels = [t if end > len(prompt) else IGNORE for t, (_, end) in zip(ids, offsets)]
     ids.append(tok.eos_token_id)
     labels.append(tok.eos_token_id)
     return ids, labels
@@ -93,10 +95,7 @@ def encode_record(tok, obj: dict, path: str, line: int) -> tuple[list[int], list
 
 
 def load_examples(tok, path: str, max_length: int) -> list[tuple[list[int], list[int]]]:
-    if getattr(tok, "chat_template", None) is None:
-        chat_ok = False
-    else:
-        chat_ok = True
+    chat_ok = getattr(tok, "chat_template", None) is not None
     examples, dropped = [], []
     for line, obj in read_jsonl(path):
         if not chat_ok and ("messages" in obj or isinstance(obj.get("prompt"), list)):
