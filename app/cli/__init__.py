@@ -33,6 +33,7 @@ worker.register(app)
 simulate.register(app)
 demo.register(app)
 app.add_typer(round_cli.app, name="round", help="Start training rounds and set their schedule.")
+round_cli.register_label_ai(app)
 
 
 def main() -> None:

@@ -159,3 +159,39 @@ def schedule(
         triggers.append(f"every {data['every_minutes']:g} minutes")
     state = "enabled" if data["enabled"] else "disabled"
     typer.echo(f"schedule {state}: {' or '.join(triggers) or 'no trigger set'}")
+
+
+def register_label_ai(root: typer.Typer) -> None:
+    root.command("label-ai")(label_ai)
+
+
+def label_ai(
+    judge: str = typer.Option("reward_model", "--judge", help="reward_model (score each response) or lm (a causal "
+                                                                "LM prompted to choose, by the logprob of A/B/...)."),
+    model_id: int | None = typer.Option(None, "--model-id", help="Registry model (default: the current reward "
+                                                                  "model / policy)."),
+    path: str | None = typer.Option(None, "--path", help="Or any local model directory."),
+    limit: int = typer.Option(1000, "--limit", min=1, help="At most this many pending tasks."),
+    annotator: str | None = typer.Option(None, "--annotator", help="The AI annotator's username."),
+    wait: bool = typer.Option(False, "--wait", help="Block until the job ends; exit 1 if it failed."),
+) -> None:
+    """Label pending tasks with an AI judge (source `ai`, its own annotator identity; never counts toward overlap).
+    Prints the job id."""
+    from app.services.ai_feedback import LabelAIError, start_label_ai
+
+    config = {"judge": judge, "model_id": model_id, "path": path or "", "limit": limit,
+              "annotator": annotator or ""}
+    with cli_session() as db:
+        try:
+            job = start_label_ai(db, config=config)
+        except LabelAIError as exc:
+            fail(str(exc))
+        db.commit()
+        job_id = job.id
+    typer.echo(str(job_id))
+    if wait:
+        final = wait_for(job_id)
+        if final["status"] != "succeeded":
+            typer.echo(f"error: label-ai job {job_id} {final['status']}: {final['error'] or ''}".rstrip(), err=True)
+            raise typer.Exit(1)
+        typer.echo(json.dumps(final["result"]), err=True)

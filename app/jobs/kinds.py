@@ -10,7 +10,8 @@ import importlib
 import os
 
 # Modules of this code base that define job kinds or periodic hooks.
-KIND_MODULES: tuple[str, ...] = ("app.services.rounds", "app.services.schedule", "app.services.generation")
+KIND_MODULES: tuple[str, ...] = ("app.services.rounds", "app.services.schedule", "app.services.generation",
+                                   "app.services.ai_feedback")
 
 EXTRA_MODULES_ENV = "RLHF_JOB_MODULES"
 

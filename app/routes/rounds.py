@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from app.deps import ApiAdmin, PageAdmin, SessionDep, SettingsDep, verify_csrf
 from app.models import Job, ModelVersion
+from app.services.ai_feedback import LabelAIError, start_label_ai
 from app.services.jobs import FINISHED_STATUSES, job_to_dict
 from app.services.rounds import (
     ROUND_KIND,
@@ -229,6 +230,22 @@ async def schedule_form(request: Request, admin: PageAdmin, db: SessionDep) -> R
     return RedirectResponse("/admin/rounds", status_code=303)
 
 
+@router.post("/admin/rounds/label-ai")
+async def label_ai_form(request: Request, admin: PageAdmin, db: SessionDep) -> Response:
+    form = await request.form()
+    config: dict[str, Any] = {"judge": str(form.get("judge") or "reward_model"),
+                              "limit": str(form.get("limit") or "1000")}
+    if form.get("model_id"):
+        config["model_id"] = str(form.get("model_id"))
+    try:
+        job = start_label_ai(db, config=config, created_by_id=admin.id)
+        db.commit()
+    except LabelAIError as exc:
+        db.rollback()
+        return _rounds_page(request, db, status_code=422, label_ai_error=str(exc))
+    return RedirectResponse(f"/admin/jobs/{job.id}", status_code=303)
+
+
 @router.get("/admin/rounds/{round_id}")
 def round_page(request: Request, round_id: int, admin: PageAdmin, db: SessionDep, settings: SettingsDep) -> Response:
     job = _round_or_404(db, round_id)
@@ -289,6 +306,21 @@ def api_start_round(admin: ApiAdmin, db: SessionDep,
     except RoundError as exc:
         db.rollback()
         raise HTTPException(status_code=409 if "one round at a time" in str(exc) else 422, detail=str(exc)) from None
+    return job_to_dict(job)
+
+
+@api.post("/label-ai", status_code=201)
+def api_label_ai(admin: ApiAdmin, db: SessionDep,
+                 config: Annotated[dict[str, Any], Body(description="judge (reward_model|lm), model_id, path, limit, "
+                                                                    "annotator; {} = the current reward model")]
+                 ) -> dict[str, Any]:
+    """Label pending tasks with an AI judge: the `label-ai` job (poll `GET /api/v1/jobs/{id}`)."""
+    try:
+        job = start_label_ai(db, config=config, created_by_id=admin.id)
+        db.commit()
+    except LabelAIError as exc:
+        db.rollback()
+        raise HTTPException(status_code=422, detail=str(exc)) from None
     return job_to_dict(job)
 
 
