@@ -104,3 +104,24 @@ def test_cli_run_is_silent_off_a_terminal_and_prints_the_output_dir(tmp_path, ti
     cfg = json.loads((out / "trainer_config.json").read_text())
     assert cfg["data"] == [str(tiny_corpus_file)] * 2 and cfg["max_steps"] == 3
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_killed_run_leaves_no_output_dir(tmp_path, tiny_tokenizer_dir, tiny_corpus_file):
+    import signal
+    import time
+
+    out = tmp_path / "lm"
+    p = subprocess.Popen([sys.executable, "-m", "trainer", "pretrain", "--tokenizer", str(tiny_tokenizer_dir),
+                          "--data", str(tiny_corpus_file), "--out", str(out), "--n-layer", "1", "--n-head", "2",
+                          "--n-embd", "16", "--context", "32", "--max-steps", "100000", "--device", "cpu"],
+                         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(m.stat().st_size for m in tmp_path.glob("lm.tmp-*/metrics.jsonl")):
+            assert time.monotonic() < deadline and p.poll() is None
+            time.sleep(0.1)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    assert not out.exists()  # the worker sees no half-written model, only the temp dir it ignores
+    assert [d.name.startswith("lm.tmp-") for d in tmp_path.iterdir()] == [True]
