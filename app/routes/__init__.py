@@ -8,3 +8,8 @@ from app.routes import jobs  # noqa: E402
 ROUTERS += [jobs.router, jobs.api]
 from app.routes import rounds  # noqa: E402
 ROUTERS += [rounds.router, rounds.api]
+from app.routes import admin, admin_exports, admin_generate, admin_models, admin_prompts, admin_stats, admin_users  # noqa: E402
+from app.routes import api_exports, api_generate, api_prompts, api_stats, api_users  # noqa: E402
+ROUTERS += [admin.router, admin_prompts.router, admin_models.router, admin_generate.router, admin_exports.router,
+            admin_stats.router, admin_users.router, api_prompts.router, api_exports.router, api_stats.router,
+            api_users.router, api_generate.router]

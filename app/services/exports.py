@@ -521,3 +521,35 @@ ds = {LOADING[result.format].format(name=result.path.name, kind=kind)}
 """
     path.write_text(card, encoding="utf-8")
     return path
+
+
+def filters_from_strings(*, since: str | None = None, until: str | None = None, until_id: int | None = None,
+                         source: str | None = None, annotators: list[str] | None = None, split: str | None = None,
+                         min_agreement: float | None = None) -> ExportFilters:
+    """Filters as the CLI, the API and the admin page take them (empty strings mean no filter)."""
+    names = tuple(n.strip() for a in (annotators or []) for n in a.split(",") if n.strip())
+    return ExportFilters(since=parse_time(since, name="since"), until=parse_time(until, name="until"),
+                         until_id=until_id, source=source or "all", annotators=names, split=split or None,
+                         min_agreement=min_agreement)
+
+
+def export_to_data_dir(*, data_dir: Path, fmt: str, filters: ExportFilters, include_ties: bool = False,
+                       as_csv: bool = False) -> ExportResult:
+    """For HTTP: the export is written to a file under data_dir/exports first (a read-only session), then served."""
+    import uuid
+
+    from app.db import get_read_sessionmaker
+
+    out = Path(data_dir) / "exports" / f"{uuid.uuid4().hex}-{default_filename(fmt, as_csv)}"
+    session = get_read_sessionmaker()()
+    try:
+        return write_export(session, fmt=fmt, out=out, filters=filters, include_ties=include_ties, as_csv=as_csv)
+    finally:
+        session.close()
+
+
+def repr_digest(sha256_hex: str) -> str:
+    """RFC 9530 `Repr-Digest` value: sha-256=:<base64 of the digest>:"""
+    import base64
+
+    return f"sha-256=:{base64.b64encode(bytes.fromhex(sha256_hex)).decode()}:"

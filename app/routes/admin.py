@@ -1,0 +1,20 @@
+"""/admin: the dashboard — what there is, what is current, what is running, where to go next."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from app.deps import PageAdmin, SessionDep, verify_csrf
+from app.services.jobs import list_jobs
+from app.services.models_registry import current_model
+from app.services.stats import counts
+from app.templating import render
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
+
+
+@router.get("/admin")
+def dashboard(request: Request, _admin: PageAdmin, db: SessionDep) -> Response:
+    ctx = {"counts": counts(db), "policy": current_model(db, kind="policy"), "reward": current_model(db, kind="reward"),
+           "jobs": list_jobs(db, limit=8)}
+    return render(request, "admin.html", ctx)

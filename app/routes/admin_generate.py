@@ -1,0 +1,55 @@
+"""/admin/generate: a generation request form (defaults shown) -> a `generate` job."""
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse, Response
+
+from app.deps import PageAdmin, SessionDep, verify_csrf
+from app.services.generation import GenerationError, GenerationRequest, request_generation
+from app.services.jobs import list_jobs
+from app.services.models_registry import list_models
+from app.templating import render
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
+
+
+def _page(request: Request, db, *, values: dict, error: str | None = None, status_code: int = 200) -> Response:
+    policies = [m for m in list_models(db, kind="policy") if m.stage != "imported"]
+    ctx = {"values": values, "policies": policies, "jobs": list_jobs(db, kind="generate", limit=20), "error": error}
+    db.rollback()
+    return render(request, "admin_generate.html", ctx, status_code=status_code)
+
+
+@router.get("/admin/generate")
+def generate_page(request: Request, _admin: PageAdmin, db: SessionDep) -> Response:
+    return _page(request, db, values=asdict(GenerationRequest()))
+
+
+def _request_from_form(form) -> tuple[GenerationRequest, dict]:
+    values = {k: v for k, v in form.items() if k != "csrf_token"}
+    kwargs = {}
+    for f in fields(GenerationRequest):
+        raw = str(values.get(f.name, "")).strip()
+        if raw == "":
+            continue
+        try:
+            kwargs[f.name] = float(raw) if f.type == "float" else int(raw) if f.type in ("int", "int | None") else raw
+        except ValueError:
+            raise GenerationError(f"{f.name.replace('_', ' ')} must be a number, not {raw!r}") from None
+    return GenerationRequest(**kwargs), values
+
+
+@router.post("/admin/generate")
+async def generate(request: Request, admin: PageAdmin, db: SessionDep) -> Response:
+    form = await request.form()
+    values = {**asdict(GenerationRequest()), **{k: v for k, v in form.items() if k != "csrf_token"}}
+    try:
+        req, _ = _request_from_form(form)
+        job = request_generation(db, request=req, created_by_id=admin.id)
+    except GenerationError as exc:
+        db.rollback()
+        return _page(request, db, values=values, error=str(exc), status_code=422)
+    db.commit()
+    return RedirectResponse(f"/admin/jobs/{job.id}", status_code=303)

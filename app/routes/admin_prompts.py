@@ -1,0 +1,61 @@
+"""/admin/prompts: upload a JSONL or CSV prompt file (all or nothing, duplicates skipped and counted)."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import func, select
+from starlette.concurrency import run_in_threadpool
+
+from app.deps import PageAdmin, SessionDep, SettingsDep, verify_csrf
+from app.models import Prompt
+from app.services.prompt_import import PromptImportError, import_prompts
+from app.services.prompts import prompt_display_text
+from app.templating import render
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
+PAGE_SIZE = 50
+
+
+def _page(request: Request, db, *, page: int = 1, error: str | None = None, errors: list[str] | None = None,
+          done: dict | None = None, status_code: int = 200) -> Response:
+    counts = dict(db.execute(select(Prompt.split, func.count()).group_by(Prompt.split)).all())
+    prompts = [{"id": p.id, "text": prompt_display_text(p), "tags": p.tags, "split": p.split, "source": p.source,
+                "chat": p.messages is not None}
+               for p in db.scalars(select(Prompt).order_by(Prompt.id.desc()).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE))]
+    db.rollback()
+    return render(request, "admin_prompts.html", {"counts": counts, "prompts": prompts, "page": page,
+                                                  "page_size": PAGE_SIZE, "error": error, "errors": errors or [],
+                                                  "done": done}, block="prompts", status_code=status_code)
+
+
+@router.get("/admin/prompts")
+def prompts_page(request: Request, _admin: PageAdmin, db: SessionDep, page: int = 1, created: int | None = None,
+                 duplicates: int | None = None) -> Response:
+    done = {"created": created, "duplicates": duplicates or 0} if created is not None else None
+    return _page(request, db, page=max(1, page), done=done)
+
+
+@router.post("/admin/prompts/upload")
+async def upload_prompts(request: Request, _admin: PageAdmin, db: SessionDep, settings: SettingsDep) -> Response:
+    limit_mib = settings.max_upload_bytes // (1024 * 1024)
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes + 64 * 1024:
+        return _page(request, db, status_code=413, error=f"The upload is over the {limit_mib} MiB limit.")
+    form = await request.form()
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str) or not upload.filename:
+        return _page(request, db, status_code=422, error="Choose a .jsonl or .csv file to upload.")
+    data = await upload.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        return _page(request, db, status_code=413, error=f"The upload is over the {limit_mib} MiB limit.")
+    return await run_in_threadpool(_import, request, db, data, upload.filename)
+
+
+def _import(request: Request, db, data: bytes, filename: str) -> Response:
+    try:
+        result = import_prompts(db, data=data, name=filename, source="upload")
+    except PromptImportError as exc:
+        db.rollback()
+        return _page(request, db, status_code=422, error="The file was refused.", errors=exc.lines())
+    db.commit()
+    return RedirectResponse(f"/admin/prompts?created={result.created}&duplicates={result.duplicates}", status_code=303)

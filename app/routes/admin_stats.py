@@ -1,0 +1,17 @@
+"""/admin/stats: counts, throughput, Krippendorff's alpha, biases, and the disagreement queue."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from app.deps import PageAdmin, verify_csrf
+from app.routes.api_stats import read_stats
+from app.templating import render
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
+
+
+@router.get("/admin/stats")
+def stats_page(request: Request, _admin: PageAdmin, source: str = "all", days: int = 30) -> Response:
+    stats = read_stats(source=source, days=max(1, min(days, 3650)))
+    return render(request, "admin_stats.html", {"stats": stats, "source": source, "days": days})

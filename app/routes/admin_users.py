@@ -1,0 +1,105 @@
+"""/admin/users: create and deactivate annotators, reset passwords, create and revoke API tokens, and see each
+annotator's figures."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import select
+
+from app.deps import PageAdmin, SessionDep, verify_csrf
+from app.models import ApiToken, User
+from app.services.stats import annotator_figures
+from app.services.users import UserError, create_token, create_user, list_users, revoke_token, set_active, set_password
+from app.templating import render
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
+
+
+def _page(request: Request, db, *, error: str | None = None, notice: str | None = None, new_token: str | None = None,
+          status_code: int = 200) -> Response:
+    tokens: dict[int, list[ApiToken]] = {}
+    for t in db.scalars(select(ApiToken).order_by(ApiToken.id)):
+        tokens.setdefault(t.user_id, []).append(t)
+    ctx = {"users": list_users(db), "tokens": tokens, "figures": annotator_figures(db), "error": error,
+           "notice": notice, "new_token": new_token}
+    db.rollback()
+    return render(request, "admin_users.html", ctx, block="users", status_code=status_code)
+
+
+def _user(db, user_id: int) -> User:
+    user = db.get(User, user_id)
+    if user is None:
+        raise UserError(f"no user {user_id}")
+    return user
+
+
+@router.get("/admin/users")
+def users_page(request: Request, _admin: PageAdmin, db: SessionDep, notice: str | None = None) -> Response:
+    return _page(request, db, notice=notice)
+
+
+@router.post("/admin/users")
+def create(request: Request, _admin: PageAdmin, db: SessionDep, username: Annotated[str, Form()] = "",
+           password: Annotated[str, Form()] = "", role: Annotated[str, Form()] = "annotator") -> Response:
+    try:
+        user = create_user(db, username=username.strip(), role=role, password=password)
+    except UserError as exc:
+        db.rollback()
+        return _page(request, db, error=str(exc), status_code=422)
+    db.commit()
+    return RedirectResponse(f"/admin/users?notice=created+{user.username}", status_code=303)
+
+
+@router.post("/admin/users/{user_id}/active")
+def activate(request: Request, user_id: int, admin: PageAdmin, db: SessionDep,
+             active: Annotated[bool, Form()] = False) -> Response:
+    try:
+        user = _user(db, user_id)
+        if user.id == admin.id and not active:
+            raise UserError("you cannot deactivate yourself")
+        set_active(db, user=user, active=active)
+    except UserError as exc:
+        db.rollback()
+        return _page(request, db, error=str(exc), status_code=422)
+    db.commit()
+    return RedirectResponse(f"/admin/users?notice={'activated' if active else 'deactivated'}+{user.username}",
+                            status_code=303)
+
+
+@router.post("/admin/users/{user_id}/password")
+def reset_password(request: Request, user_id: int, _admin: PageAdmin, db: SessionDep,
+                   password: Annotated[str, Form()] = "") -> Response:
+    try:
+        user = _user(db, user_id)
+        set_password(db, user=user, password=password)
+    except UserError as exc:
+        db.rollback()
+        return _page(request, db, error=str(exc), status_code=422)
+    db.commit()
+    return RedirectResponse(f"/admin/users?notice=password+reset+for+{user.username}", status_code=303)
+
+
+@router.post("/admin/users/{user_id}/tokens")
+def new_token(request: Request, user_id: int, _admin: PageAdmin, db: SessionDep,
+              name: Annotated[str, Form()] = "") -> Response:
+    try:
+        row, token = create_token(db, user=_user(db, user_id), name=name.strip()[:128])
+    except UserError as exc:
+        db.rollback()
+        return _page(request, db, error=str(exc), status_code=422)
+    db.commit()
+    # Shown once, in this response only (never in a URL or a log).
+    return _page(request, db, notice=f"token {row.id} created: copy it now, it is not shown again", new_token=token)
+
+
+@router.post("/admin/users/{user_id}/tokens/{token_id}/revoke")
+def revoke(request: Request, user_id: int, token_id: int, _admin: PageAdmin, db: SessionDep) -> Response:
+    try:
+        revoke_token(db, token_id=token_id, user_id=user_id)
+    except UserError as exc:
+        db.rollback()
+        return _page(request, db, error=str(exc), status_code=404)
+    db.commit()
+    return RedirectResponse(f"/admin/users?notice=revoked+token+{token_id}", status_code=303)

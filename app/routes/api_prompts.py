@@ -1,0 +1,66 @@
+"""POST /api/v1/prompts (a JSON list of prompt objects, or a JSONL/CSV file upload), GET /api/v1/prompts. Admins."""
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from sqlalchemy import func, select
+
+from app.deps import ApiAdmin, SessionDep, SettingsDep
+from app.models import Prompt
+from app.services.prompt_import import PromptImportError, import_prompt_objects, import_prompts
+from app.services.prompts import prompt_display_text
+
+router = APIRouter(prefix="/api/v1", tags=["prompts"])
+
+
+def _refusal(exc: PromptImportError) -> HTTPException:
+    return HTTPException(status_code=422, detail={"message": str(exc), "errors": exc.lines()})
+
+
+@router.post("/prompts", summary="Import prompts (all or nothing; duplicates skipped and counted)")
+async def post_prompts(request: Request, _admin: ApiAdmin, db: SessionDep, settings: SettingsDep) -> dict[str, int]:
+    """Body: `[{"prompt": ...} | {"messages": [...]}, ...]` or `{"prompts": [...]}` (JSON), or a multipart
+    upload `file` (JSONL or CSV, named .jsonl/.csv)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes + 64 * 1024:
+        raise HTTPException(status_code=413, detail=f"the body is over the {settings.max_upload_bytes} byte limit")
+    content_type = request.headers.get("content-type", "")
+    try:
+        if content_type.startswith("multipart/form-data"):
+            form = await request.form()
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise HTTPException(status_code=422, detail="send the file in a multipart field named `file`")
+            data = await upload.read(settings.max_upload_bytes + 1)
+            if len(data) > settings.max_upload_bytes:
+                raise HTTPException(status_code=413, detail=f"the file is over the {settings.max_upload_bytes} byte limit")
+            result = import_prompts(db, data=data, name=upload.filename or "upload", source="api")
+        else:
+            body = await request.body()
+            if len(body) > settings.max_upload_bytes:
+                raise HTTPException(status_code=413, detail=f"the body is over the {settings.max_upload_bytes} byte limit")
+            try:
+                payload: Any = __import__("json").loads(body or b"null")
+            except ValueError:
+                raise HTTPException(status_code=422, detail="the body must be JSON: a list of prompt objects") from None
+            if isinstance(payload, dict) and isinstance(payload.get("prompts"), list):
+                payload = payload["prompts"]
+            if not isinstance(payload, list):
+                raise HTTPException(status_code=422, detail="the body must be a JSON list of prompt objects")
+            result = import_prompt_objects(db, objects=payload, source="api")
+    except PromptImportError as exc:
+        db.rollback()
+        raise _refusal(exc) from None
+    db.commit()
+    return result.as_dict()
+
+
+@router.get("/prompts", summary="Prompt counts per split and the latest prompts")
+def get_prompts(_admin: ApiAdmin, db: SessionDep, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+    limit = max(1, min(limit, 500))
+    counts = dict(db.execute(select(Prompt.split, func.count()).group_by(Prompt.split)).all())
+    rows = db.scalars(select(Prompt).order_by(Prompt.id.desc()).limit(limit).offset(max(0, offset)))
+    return {"counts": counts, "prompts": [
+        {"id": p.id, "prompt": p.text, "messages": p.messages, "display": prompt_display_text(p), "tags": p.tags,
+         "split": p.split, "source": p.source, "created_at": p.created_at.isoformat()} for p in rows]}
