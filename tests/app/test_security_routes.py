@@ -1,0 +1,88 @@
+"""Point 9: walk EVERY route of the app as anonymous and as an annotator. Admin pages, admin APIs and exports
+refuse both; every other route refuses anonymous callers unless it is on the short public list."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi.routing import APIRoute
+
+from app.routes import ROUTERS
+
+# Routes anyone may call (login form, health checks).
+PUBLIC = {("GET", "/login"), ("POST", "/login"), ("POST", "/logout"), ("GET", "/health"), ("GET", "/healthz"),
+          ("GET", "/readyz"), ("GET", "/health/ready"), ("GET", "/health/live")}
+# Admin-only by path: every page under /admin, the docs, and the admin APIs (exports included).
+ADMIN_PATH = re.compile(r"^/(admin(/|$)|docs|openapi\.json|api/v1/(users|prompts|exports|stats|generate|models|jobs|rounds)(/|$))")
+SAMPLE = {"job_id": "1", "user_id": "1", "token_id": "1", "model_id": "1", "fmt": "trl", "task_id": "1",
+          "round_id": "1", "prompt_id": "1", "annotation_id": "1"}
+
+
+def all_routes() -> list[tuple[str, str]]:
+    seen = set()
+    for router in ROUTERS:
+        for route in router.routes:
+            if isinstance(route, APIRoute):
+                for method in sorted(route.methods - {"HEAD", "OPTIONS"}):
+                    seen.add((method, route.path))
+    return sorted(seen, key=lambda mp: (mp[1], mp[0]))
+
+
+def concrete(path: str) -> str:
+    return re.sub(r"\{(\w+)(:[^}]*)?\}", lambda m: SAMPLE.get(m.group(1), "1"), path)
+
+
+def refused(response) -> bool:
+    """401/403, or (pages) a redirect to the login form."""
+    if response.status_code in (401, 403):
+        return True
+    if response.status_code in (302, 303, 307) and response.headers.get("location", "").startswith("/login"):
+        return True
+    return response.status_code == 200 and response.headers.get("HX-Redirect", "").startswith("/login")
+
+
+def _call(client, method: str, path: str, headers: dict | None = None):
+    return client.request(method, concrete(path), headers=headers or {}, follow_redirects=False)
+
+
+def test_the_walk_covers_my_admin_routes():
+    routes = all_routes()
+    admin = [r for r in routes if ADMIN_PATH.match(r[1])]
+    for needed in [("GET", "/admin"), ("POST", "/admin/prompts/upload"), ("GET", "/admin/exports/download"),
+                   ("GET", "/api/v1/exports/{fmt}"), ("GET", "/api/v1/stats"), ("POST", "/api/v1/users/{user_id}/tokens"),
+                   ("POST", "/api/v1/generate"), ("POST", "/admin/users/{user_id}/password")]:
+        assert needed in admin, needed
+    assert len(routes) > len(admin) > 30
+
+
+def test_anonymous_is_refused_everywhere_but_public_routes(client):
+    leaks = []
+    for method, path in all_routes():
+        if (method, path) in PUBLIC:
+            continue
+        response = _call(client, method, path)
+        if not refused(response):
+            leaks.append((method, path, response.status_code))
+    assert not leaks, leaks
+
+
+def test_annotator_is_refused_on_every_admin_route_by_page_and_by_api(client, make_user, make_token, login):
+    annotator = make_user("annotator")
+    token = make_token(annotator)
+    csrf = login(annotator)
+    leaks = []
+    for method, path in all_routes():
+        if not ADMIN_PATH.match(path):
+            continue
+        # As the logged-in browser (with a valid CSRF token, so only the role can refuse) and with a bearer token.
+        for headers in ({"X-CSRF-Token": csrf}, {"Authorization": f"Bearer {token}", "X-CSRF-Token": csrf}):
+            response = _call(client, method, path, headers)
+            if response.status_code != 403 and not refused(response):
+                leaks.append((method, path, response.status_code))
+    assert not leaks, leaks
+
+
+def test_admin_routes_open_to_an_admin(client, make_user, api):
+    _, headers = api("admin")
+    for path in ("/api/v1/stats", "/api/v1/users", "/api/v1/prompts", "/api/v1/models"):
+        assert client.get(path, headers=headers).status_code == 200, path
