@@ -19,7 +19,7 @@ from trainer.config import TrainConfig
 from trainer.masks import gather_logprobs, pad_sequences, position_ids_from_mask
 from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
 from trainer.preference_data import PreferenceGroup, load_preferences
-from trainer.reward_model import bradley_terry_loss
+from trainer.reward_model import bradley_terry_loss, use_fast_kernels_
 from trainer.runtime import autocast, load_causal_lm, load_tokenizer, resolve_device, seed_everything
 
 
@@ -94,6 +94,8 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
     data = load_preferences(config.data, tok, ties=config.ties, max_length=config.max_length)
     policy = load_causal_lm(config.policy, device, tokenizer=tok)  # eval mode: dropout off
     ref = load_causal_lm(config.ref or config.policy, device, tokenizer=tok).requires_grad_(False)
+    for m in (policy, ref):
+        use_fast_kernels_(m, device, config.precision)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=0.0)
     groups = data.groups
     steps_per_epoch = math.ceil(len(groups) / config.batch_size)

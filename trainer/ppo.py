@@ -51,7 +51,7 @@ from trainer.masks import (
     response_mask_after_eos,
 )
 from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
-from trainer.reward_model import RewardScorer, load_reward_model
+from trainer.reward_model import RewardScorer, load_reward_model, use_fast_kernels_
 from trainer.runtime import autocast, load_causal_lm, load_tokenizer, resolve_device, seed_everything
 from trainer.sampling import derive_seed, make_generator, sample_batch
 from trainer.sft import model_context
@@ -352,6 +352,8 @@ def train_ppo(config: PPOConfig, *, on_metrics: Callable[[dict], None] | None = 
     ref = load_causal_lm(config.ref or config.policy, device, tokenizer=tok).requires_grad_(False)
     reward = RewardScorer(load_reward_model(config.reward_model, tok, device)).requires_grad_(False)
     value = RewardScorer(load_reward_model(config.value_model or config.reward_model, tok, device))
+    for m in (policy, ref, reward.model, value.model):
+        use_fast_kernels_(m, device, config.precision)
     params = [p for p in list(policy.parameters()) + list(value.parameters()) if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, eps=config.adam_eps, weight_decay=0.0)
 

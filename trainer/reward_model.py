@@ -28,7 +28,7 @@ from trainer.config import TrainConfig, UsageError
 from trainer.masks import gather_at, last_token_index, pad_sequences, position_ids_from_mask
 from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
 from trainer.preference_data import PreferenceGroup, load_preferences
-from trainer.runtime import autocast, load_tokenizer, resolve_device, seed_everything
+from trainer.runtime import autocast, load_tokenizer, resolve_device, seed_everything, uses_bf16
 
 
 @dataclass(kw_only=True)
@@ -94,6 +94,21 @@ def load_reward_model(path: str | Path, tokenizer, device: torch.device | str = 
     model.config.eos_token_id = tokenizer.eos_token_id
     model.to(device)
     model.eval()  # dropout off: eval mode for training too (gradients still flow)
+    return model
+
+
+def use_fast_kernels_(model: nn.Module, device: torch.device, precision: str) -> nn.Module:
+    """Same function, faster kernels. GPT-2's `gelu_new` is a Python formula of five element-wise ops; torch's
+    fused tanh-GELU computes the same function (within 3e-7) at a quarter of the cost. Under bf16 autocast on
+    CPU, SDPA's flash-attention backward is slower than eager attention at these lengths, so eager is used."""
+    for module in model.modules():
+        if type(getattr(module, "act", None)).__name__ in ("NewGELUActivation", "GELUTanh", "PytorchGELUTanh"):
+            module.act = nn.GELU(approximate="tanh")
+    if device.type == "cpu" and uses_bf16(device, precision) and hasattr(model, "set_attn_implementation"):
+        try:
+            model.set_attn_implementation("eager")
+        except (ValueError, ImportError):
+            pass  # the architecture has no eager path: keep its default
     return model
 
 
@@ -293,7 +308,8 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
     train_set = load_preferences(config.data, tok, ties=config.ties, max_length=config.max_length)
     eval_set = (load_preferences(config.eval_data, tok, ties=config.ties, max_length=config.max_length)
                 if config.eval_data else None)
-    model = load_reward_model(config.model, tok, device, new_head_seed=config.seed)
+    model = use_fast_kernels_(load_reward_model(config.model, tok, device, new_head_seed=config.seed), device,
+                              config.precision)
     scorer: nn.Module = RewardScorer(model)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel

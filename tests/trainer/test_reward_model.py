@@ -151,3 +151,18 @@ def test_cli_bad_data_exits_2_naming_file_and_line(tmp_path, lm_dir):
     assert r.returncode == 2, r.stderr
     assert f"{bad}:2:" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_fast_kernels_keep_the_function(lm_dir):
+    from trainer.reward_model import use_fast_kernels_
+
+    tok = load_tokenizer(lm_dir)
+    ids, mask = pad_sequences([tok(" na ga gb")["input_ids"] + [tok.eos_token_id], tok(" bb")["input_ids"]],
+                              pad_token_id=tok.pad_token_id, side="left")
+    model = load_reward_model(lm_dir, tok)
+    with torch.no_grad():
+        before = RewardScorer(model)(ids, mask)
+        use_fast_kernels_(model, torch.device("cpu"), "bf16")
+        assert type(model.transformer.h[0].mlp.act).__name__ == "GELU"
+        after = RewardScorer(model)(ids, mask)  # eager attention now, fp32 here
+    assert torch.allclose(before, after, atol=1e-5)

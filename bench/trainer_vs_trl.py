@@ -1,0 +1,282 @@
+"""Our reward training, PPO and generation against TRL and transformers, interleaved in one run.
+
+Same assets (the TRL anchor's tiny GPT-2, 2,000 + 200 preference pairs, 64 prompts), same thread count,
+each measurement in a fresh process, TRL and ours alternating so machine drift hits both alike.
+
+    bash /work/shared/anchors/trl/setup.sh            # once: TRL venvs + assets under /tmp/anchor-trl
+    .venv/bin/python bench/trainer_vs_trl.py [--rounds 3] [--precision fp32,bf16] [--out bench/out/x.json]
+
+Timed regions, like the anchor scripts: RM = the training loop (TRL: trainer.train()), model loading and
+tokenisation excluded on both sides; PPO = the whole PPO loop (TRL: trainer.train()), 256 episodes,
+batch 16, 32-token responses, 4 PPO epochs × 1 minibatch, no checkpoints (TRL: save_strategy="no");
+generation = sampling 32 tokens for the 64 prompts in batches of 16, ours (trainer.sampling) against
+`model.generate(do_sample=True, use_cache=True)`, same temperature 0.7.
+MFU = model FLOPs (6·N·T for training, 2·N·T for forwards) / time / this machine's measured matmul peak.
+
+What makes ours faster: chosen and rejected in one forward, batches padded to their own longest row,
+no Trainer/accelerate/datasets layers in the loop; PPO: the KV-cache sampler that drops finished rows,
+logits only for response positions (logits_to_keep), one fused policy+value update; optionally bf16
+autocast (reported separately, with its accuracy).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ANCHOR_SCRIPTS = Path("/work/shared/anchors/trl")
+
+
+# ----------------------------------------------------------------------------- workers (fresh processes)
+
+
+def _timed_loop(module) -> dict:
+    """Record when the training loop starts (the stage calls `progress(...)` right before it) and when each
+    metrics line arrives."""
+    marks = {"t0": None, "steps": []}
+    orig = module.progress
+
+    def progress(*a, **k):
+        marks["t0"] = time.perf_counter()
+        return orig(*a, **k)
+
+    module.progress = progress
+    return marks
+
+
+def worker_rm(args) -> dict:
+    import torch
+
+    from trainer import reward_model as rm
+
+    marks = _timed_loop(rm)
+    A = Path(args.anchor) / "assets"
+    out = Path(tempfile.mkdtemp()) / "rm"
+    cfg = rm.RewardConfig(model=str(A / "tiny-gpt2"), data=str(A / "pref.jsonl"), eval_data=str(A / "pref_eval.jsonl"),
+                          out=str(out), batch_size=16, epochs=1, lr=args.rm_lr, precision=args.precision,
+                          max_length=128, seed=42, device="cpu")
+
+    def on_metrics(line):
+        if "loss" in line:
+            marks["steps"].append((time.perf_counter(), line))
+
+    rm.train_reward(cfg, on_metrics=on_metrics)
+    final = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    t_train = marks["steps"][-1][0] - marks["t0"]
+    n_pairs = final["train_pairs"]
+    from trainer.runtime import load_tokenizer
+    from trainer.preference_data import load_preferences
+
+    data = load_preferences(A / "pref.jsonl", load_tokenizer(A / "tiny-gpt2"), max_length=128)
+    tokens = sum(len(s) for g in data.groups for s in g.sequences)
+    n_params = sum(p.numel() for p in rm.load_reward_model(out, load_tokenizer(out)).parameters())
+    return {"pairs_per_s": n_pairs / t_train, "t_train_s": t_train, "n_pairs": n_pairs,
+            "heldout_accuracy": final["eval_accuracy"], "tokens": tokens, "n_params": n_params,
+            "flops": 6 * n_params * tokens, "threads": torch.get_num_threads(), "precision": args.precision}
+
+
+def worker_ppo(args) -> dict:
+    import torch
+
+    from trainer import ppo
+
+    marks = _timed_loop(ppo)
+    A = Path(args.anchor) / "assets"
+    out = Path(tempfile.mkdtemp()) / "policy"
+    cfg = ppo.PPOConfig(policy=str(A / "tiny-gpt2"), reward_model=str(A / "tiny-rm"), prompts=str(A / "prompts.jsonl"),
+                        out=str(out), batch_size=16, epochs=4, max_new_tokens=32, ppo_epochs=4, num_minibatches=1,
+                        lr=3e-6, kl_coef=0.05, temperature=0.7, seed=42, precision=args.precision,
+                        checkpoint_every=0, device="cpu")
+
+    def on_metrics(line):
+        marks["steps"].append((time.perf_counter(), line))
+
+    ppo.train_ppo(cfg, on_metrics=on_metrics)
+    t_train = marks["steps"][-1][0] - marks["t0"]
+    lines = [s[1] for s in marks["steps"]]
+    episodes = lines[-1]["episode"]
+    gen_tokens = sum(x["gen_len"] * 16 for x in lines)
+    return {"episodes_per_s": episodes / t_train, "t_train_s": t_train, "episodes": episodes,
+            "gen_tokens": gen_tokens, "threads": torch.get_num_threads(), "precision": args.precision,
+            "first": {k: lines[0][k] for k in ("objective/scores", "objective/kl", "loss/value_avg")},
+            "last": {k: lines[-1][k] for k in ("objective/scores", "objective/kl", "loss/value_avg")}}
+
+
+def worker_gen(args) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from trainer.masks import pad_sequences
+    from trainer.runtime import load_tokenizer
+    from trainer.sampling import make_generator, sample_batch
+
+    A = Path(args.anchor) / "assets"
+    tok = load_tokenizer(A / "tiny-gpt2")
+    model = AutoModelForCausalLM.from_pretrained(A / "tiny-gpt2").eval()
+    prompts = [tok(json.loads(x)["prompt"])["input_ids"] for x in (A / "prompts.jsonl").read_text().splitlines()]
+    batches = [pad_sequences(prompts[i : i + 16], pad_token_id=tok.pad_token_id, side="left") for i in range(0, 64, 16)]
+    eos = tok.eos_token_id
+
+    def count(resp: torch.Tensor) -> int:  # sampled tokens per row: through the first EOS
+        is_eos = resp == eos
+        first = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, torch.full_like(resp[:, 0], resp.shape[1]))
+        return int(first.sum())
+
+    def ours() -> int:
+        n = 0
+        for b, (ids, mask) in enumerate(batches):
+            out = sample_batch(model, ids, mask, max_new_tokens=32, temperature=0.7, top_k=0, top_p=1.0,
+                               eos_token_id=eos, pad_token_id=tok.pad_token_id,
+                               generators=[make_generator(1000 * b + i) for i in range(ids.shape[0])])
+            n += int(out.lengths.sum())
+        return n
+
+    def hf() -> int:
+        n = 0
+        for ids, mask in batches:
+            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=0.7, top_k=0,
+                                 top_p=1.0, max_new_tokens=32, use_cache=True, pad_token_id=tok.pad_token_id,
+                                 eos_token_id=eos)
+            n += count(out[:, ids.shape[1]:])
+        return n
+
+    res = {"ours": [], "hf": []}
+    with torch.inference_mode():
+        ours(), hf()  # warm-up
+        for _ in range(args.gen_reps):
+            for name, fn in (("ours", ours), ("hf", hf)):
+                t = time.perf_counter()
+                n = fn()
+                res[name].append(n / (time.perf_counter() - t))
+    n_params = sum(p.numel() for p in model.parameters())
+    return {"ours_tokens_per_s": statistics.median(res["ours"]), "hf_tokens_per_s": statistics.median(res["hf"]),
+            "samples": res, "n_params": n_params, "threads": torch.get_num_threads()}
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def run_json(cmd: list[str], env: dict, out_path: Path | None = None) -> dict:
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{r.stderr[-4000:]}")
+    if out_path is not None:
+        return json.loads(out_path.read_text())
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def matmul_peak(dtype_name: str, seconds: float = 1.0) -> float:
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    a, b = torch.randn(1024, 1024, dtype=dtype), torch.randn(1024, 1024, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        n += 1
+    return 2 * 1024 ** 3 * n / (time.perf_counter() - t0)
+
+
+def ppo_flops_per_episode(n_params: int, prompt_tokens: float, response_tokens: float, ppo_epochs: int = 4) -> float:
+    """Generation (2N per token) + scoring forwards of policy, ref, value, RM (4 × 2N(P+R)) +
+    ppo_epochs × (policy + value) training (2 × 6N(P+R))."""
+    T = prompt_tokens + response_tokens
+    return 2 * n_params * T + 4 * 2 * n_params * T + ppo_epochs * 2 * 6 * n_params * T
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--anchor", default=os.environ.get("ANCHOR", "/tmp/anchor-trl"))
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--precision", default="fp32,bf16", help="our precisions to run, comma-separated")
+    ap.add_argument("--rm-lr", type=float, default=1e-4, help="our RM learning rate (TRL RewardConfig default 1e-4)")
+    ap.add_argument("--gen-reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--only", default="rm,ppo,gen")
+    ap.add_argument("--out", default=str(REPO / "bench" / "out" / "trainer_vs_trl.json"))
+    ap.add_argument("--worker", choices=["rm", "ppo", "gen"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps({"rm": worker_rm, "ppo": worker_ppo, "gen": worker_gen}[args.worker](args)))
+        return
+
+    A = Path(args.anchor)
+    if not (A / "venv" / "bin" / "python").exists() or not (A / "assets" / "pref.jsonl").exists():
+        raise SystemExit(f"{A}: run `bash {ANCHOR_SCRIPTS}/setup.sh` first")
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": str(REPO)}
+    me = [sys.executable, str(Path(__file__).resolve())]
+    precisions = [p for p in args.precision.split(",") if p]
+    only = set(args.only.split(","))
+    runs: dict[str, list] = {}
+    tmp = Path(tempfile.mkdtemp(prefix="bench-trl-"))
+    peaks = {p: matmul_peak(p) for p in ("fp32", "bf16")}
+    for r in range(args.rounds):
+        if "rm" in only or "ppo" in only:
+            if "rm" in only or not (A / "assets" / "tiny-rm").exists():
+                o = tmp / f"trl_rm_{r}.json"
+                save = ["--save-rm", str(A / "assets" / "tiny-rm")] if not (A / "assets" / "tiny-rm").exists() else []
+                runs.setdefault("trl_rm", []).append(run_json(
+                    [str(A / "venv/bin/python"), str(ANCHOR_SCRIPTS / "bench_rm.py"), "--out", str(o),
+                     "--precision", "fp32", "--grad-ckpt", "0", "--assets", str(A / "assets"), *save], env, o))
+            if "rm" in only:
+                for p in precisions:
+                    runs.setdefault(f"ours_rm_{p}", []).append(run_json(
+                        [*me, "--worker", "rm", "--precision", p, "--anchor", str(A), "--rm-lr", str(args.rm_lr)], env))
+        if "ppo" in only:
+            o = tmp / f"trl_ppo_{r}.json"
+            runs.setdefault("trl_ppo", []).append(run_json(
+                [str(A / "venv-ppo/bin/python"), str(ANCHOR_SCRIPTS / "bench_ppo.py"), "--out", str(o),
+                 "--precision", "fp32", "--grad-ckpt", "0", "--assets", str(A / "assets")], env, o))
+            for p in precisions:
+                runs.setdefault(f"ours_ppo_{p}", []).append(run_json(
+                    [*me, "--worker", "ppo", "--precision", p, "--anchor", str(A)], env))
+        if "gen" in only:
+            runs.setdefault("gen", []).append(run_json([*me, "--worker", "gen", "--anchor", str(A),
+                                                        "--gen-reps", str(args.gen_reps)], env))
+
+    med = lambda key, field: statistics.median(x[field] for x in runs[key])  # noqa: E731
+    summary: dict = {"threads": args.threads, "rounds": args.rounds, "matmul_peak_gflops": {k: v / 1e9 for k, v in peaks.items()}}
+    info = json.loads((A / "assets" / "assets_info.json").read_text())
+    if "trl_rm" in runs and any(k.startswith("ours_rm_") for k in runs):
+        trl = {"pairs_per_s": med("trl_rm", "pairs_per_s"),
+               "heldout_accuracy": statistics.median(x["heldout_eval"]["eval_accuracy"] for x in runs["trl_rm"]),
+               "mfu_fp32": med("trl_rm", "achieved_gflops_6NT") * 1e9 / peaks["fp32"]}
+        summary["rm"] = {"trl_1.16": trl}
+        for p in precisions:
+            k = f"ours_rm_{p}"
+            ours = {"pairs_per_s": med(k, "pairs_per_s"), "heldout_accuracy": med(k, "heldout_accuracy"),
+                    "mfu": statistics.median(x["flops"] / x["t_train_s"] for x in runs[k]) / peaks[p]}
+            ours["speedup_vs_trl"] = ours["pairs_per_s"] / trl["pairs_per_s"]
+            ours["accuracy_minus_trl"] = ours["heldout_accuracy"] - trl["heldout_accuracy"]
+            summary["rm"][f"ours_{p}"] = ours
+    if "trl_ppo" in runs:
+        fl = ppo_flops_per_episode(info["n_params"], info["prompt_tokens_mean"], 32)
+        trl_eps = med("trl_ppo", "episodes_per_s")
+        summary["ppo"] = {"trl_1.12": {"episodes_per_s": trl_eps, "mfu_fp32_est": trl_eps * fl / peaks["fp32"]}}
+        for p in precisions:
+            k = f"ours_ppo_{p}"
+            eps = med(k, "episodes_per_s")
+            summary["ppo"][f"ours_{p}"] = {"episodes_per_s": eps, "speedup_vs_trl": eps / trl_eps,
+                                           "mfu_est": eps * fl / peaks[p], "last": runs[k][-1]["last"]}
+    if "gen" in runs:
+        o, h = med("gen", "ours_tokens_per_s"), med("gen", "hf_tokens_per_s")
+        n = runs["gen"][0]["n_params"]
+        summary["generation"] = {"ours_tokens_per_s": o, "hf_generate_tokens_per_s": h, "ratio": o / h,
+                                 "mfu_ours": o * 2 * n / peaks["fp32"], "mfu_hf": h * 2 * n / peaks["fp32"]}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"summary": summary, "runs": runs}, indent=2))
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
