@@ -27,7 +27,7 @@ from trainer.sft import model_context
 
 @dataclass(kw_only=True)
 class GenerateConfig:
-    model: str = field(metadata={"help": "Any Hugging Face causal LM directory (with its tokenizer)."})
+    model: str = field(metadata={"help": "Any Hugging Face causal LM directory (with its tokenizer).", "metavar": "DIR"})
     prompts: str = field(metadata={"help": "JSONL with {prompt_id, prompt | messages} lines.", "metavar": "FILE"})
     out: str = field(metadata={"help": "Output JSONL file (must not exist).", "metavar": "FILE"})
     num_samples: int = field(default=1, metadata={"help": "Samples per prompt (K)."})

@@ -21,10 +21,10 @@ from trainer.runtime import (adamw, autocast, cosine_lr, load_tokenizer, resolve
 
 @dataclass(kw_only=True)
 class PretrainConfig(TrainConfig):
-    tokenizer: str = field(metadata={"help": "Tokenizer directory (from `trainer tokenizer`)."})
+    tokenizer: str = field(metadata={"help": "Tokenizer directory (from `trainer tokenizer`).", "metavar": "DIR"})
     data: list[str] = field(metadata={"help": "Text files (one document a line) or JSONL {\"text\"} files.",
                                       "metavar": "FILE..."})
-    out: str = field(metadata={"help": "Output model directory (must not exist)."})
+    out: str = field(metadata={"help": "Output model directory (must not exist).", "metavar": "DIR"})
     n_layer: int = field(default=4, metadata={"help": "Transformer blocks."})
     n_head: int = field(default=4, metadata={"help": "Attention heads."})
     n_embd: int = field(default=256, metadata={"help": "Embedding width."})

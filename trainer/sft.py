@@ -27,9 +27,9 @@ IGNORE = -100  # label value ignored by the loss (prompt, chat scaffolding, padd
 
 @dataclass(kw_only=True)
 class SftConfig(TrainConfig):
-    model: str = field(metadata={"help": "Any Hugging Face causal LM directory (with its tokenizer)."})
+    model: str = field(metadata={"help": "Any Hugging Face causal LM directory (with its tokenizer).", "metavar": "DIR"})
     data: str = field(metadata={"help": "JSONL: {prompt, completion} or chat {messages} lines.", "metavar": "FILE"})
-    out: str = field(metadata={"help": "Output model directory (must not exist)."})
+    out: str = field(metadata={"help": "Output model directory (must not exist).", "metavar": "DIR"})
     lr: float = field(default=2e-5, metadata={"help": "Peak learning rate."})
     max_length: int = field(default=0, metadata={"help": "Truncate examples to this many tokens "
                                                          "(0 = the model's context length)."})

@@ -40,7 +40,7 @@ class TokenizerConfig:
     input: list[str] = field(metadata={"help": "Text files (one document a line) or JSONL files "
                                                "({text} | {prompt, completion} | {messages}).", "metavar": "FILE..."})
     vocab_size: int = field(default=8000, metadata={"help": "Vocabulary size including special tokens."})
-    out: str = field(metadata={"help": "Output tokenizer directory (must not exist)."})
+    out: str = field(metadata={"help": "Output tokenizer directory (must not exist).", "metavar": "DIR"})
     min_frequency: int = field(default=2, metadata={"help": "Minimum pair frequency for a merge."})
 
 
