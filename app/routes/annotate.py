@@ -15,6 +15,7 @@ from starlette.datastructures import FormData
 
 from app.deps import PageUser, SessionDep, SettingsDep, verify_csrf
 from app.models import User
+from app.routes.api_tasks import serialize_sqlite_writes
 from app.services.annotations import (
     AnnotationConflict,
     AnnotationInvalid,
@@ -27,7 +28,7 @@ from app.services.assignment import AssignmentError, aware, next_task, skip_task
 from app.settings import Settings
 from app.templating import is_htmx, render
 
-router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
+router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf), Depends(serialize_sqlite_writes)])
 
 LABELS = "ABCDEFGH"
 SKIP_REASONS = ("I can't judge this topic", "The responses are broken or empty", "The prompt is unclear",

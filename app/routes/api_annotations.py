@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Query
+from fastapi import APIRouter, Depends, Header, HTTPException, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.deps import ApiUser, SessionDep, SettingsDep
+from app.routes.api_tasks import serialize_sqlite_writes
 from app.services.assignment import aware
 from app.services.annotations import (
     AnnotationConflict,
@@ -18,7 +19,7 @@ from app.services.annotations import (
     undo_annotation,
 )
 
-router = APIRouter(prefix="/api/v1", tags=["annotations"])
+router = APIRouter(prefix="/api/v1", tags=["annotations"], dependencies=[Depends(serialize_sqlite_writes)])
 
 FEEDBACK_FIELDS = ("choice", "chosen_id", "strength", "ranking", "ratings", "critiques", "critique", "rewrite", "flags")
 
@@ -78,7 +79,7 @@ def submit_annotation_api(body: AnnotationIn, user: ApiUser, db: SessionDep, set
     except (AnnotationConflict, AnnotationInvalid) as exc:
         db.rollback()
         raise _error(exc) from None
-    annotation_id = result.annotation.id
+    annotation_id = result.annotation_id
     db.commit()
     return JSONResponse({"annotation_id": annotation_id}, status_code=200 if result.replayed else 201)
 

@@ -2,18 +2,29 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
+from app.db import get_engine
 from app.deps import ApiAdmin, ApiUser, SessionDep, SettingsDep
-from app.services.assignment import AssignmentError, next_task, skip_task
+from app.services.assignment import AssignmentError, next_task, skip_task, sqlite_write_gate
 from app.services.tasks import TaskImportError, import_task_specs, parse_task_items
 
-router = APIRouter(prefix="/api/v1", tags=["tasks"])
+
+def serialize_sqlite_writes() -> Iterator[None]:
+    """Router dependency, before any database access: one SQLite write transaction at a time (see
+    sqlite_write_gate); nothing on PostgreSQL."""
+    engine = get_engine()
+    with sqlite_write_gate(engine.url.database if engine.dialect.name == "sqlite" else None):
+        yield
+
+
+router = APIRouter(prefix="/api/v1", tags=["tasks"], dependencies=[Depends(serialize_sqlite_writes)])
 
 TASK_EXAMPLE = [
     {"prompt": "Explain what a KL penalty does in RLHF.", "responses": ["It keeps the policy close...",
@@ -128,3 +139,4 @@ def skip_task_api(task_id: int, body: SkipIn, user: ApiUser, db: SessionDep) -> 
         raise HTTPException(exc.status, str(exc)) from None
     db.commit()
     return JSONResponse({"task_id": task_id, "status": "skipped"})
+

@@ -16,7 +16,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.models import Annotation, Assignment, Task, TaskPosition, User, utcnow
-from app.services.assignment import AssignmentError, aware, leased_count, lock_task, lock_user, open_task_filter
+from app.services.assignment import (
+    OWN,
+    AssignmentError,
+    prepared,
+    aware,
+    leased_count,
+    lock_task,
+    lock_user,
+    open_task_filter,
+    task_slots,
+)
 
 CHOICES = ("chosen", "tie", "both_bad")
 RATING_VALUES = ("good", "bad")
@@ -38,8 +48,14 @@ class AnnotationConflict(Exception):
 
 @dataclass
 class SubmitResult:
-    annotation: Annotation
+    annotation_id: int
     replayed: bool  # True: the same key and body were submitted before; nothing new was stored
+    session: Session
+
+    @property
+    def annotation(self) -> Annotation:
+        """The stored row (one more query: the hot path only needs the id)."""
+        return self.session.get(Annotation, self.annotation_id)
 
 
 def _text(value: Any, name: str, max_text_bytes: int) -> str | None:
@@ -136,23 +152,39 @@ def request_hash(task_id: int, feedback: dict[str, Any]) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def _by_key(session: Session, *, user_id: int, key: str) -> Annotation | None:
-    return session.scalars(select(Annotation).where(Annotation.user_id == user_id,
-                                                    Annotation.idempotency_key == key)).first()
+TASK_RESPONSES = prepared("SELECT t.kind, tp.generation_id FROM tasks t LEFT JOIN task_positions tp ON tp.task_id = t.id "
+                      "WHERE t.id = :task ORDER BY tp.position")
+BY_KEY = prepared("SELECT id, request_hash FROM annotations WHERE user_id = :user AND idempotency_key = :key")
+MARK_DONE = prepared("UPDATE assignments SET status = 'done', updated_at = :now WHERE id = :id")
+COUNT_DONE = prepared("UPDATE tasks SET done_count = done_count + 1, completed = (done_count + 1 >= overlap) "
+                  "WHERE id = :task")
+ANNOTATION_FIELDS = ("task_id", "user_id", "source", "kind", "choice", "chosen_id", "strength", "ranking", "ratings",
+                     "critiques", "critique", "rewrite", "flags", "positions", "time_spent_ms", "idempotency_key",
+                     "request_hash", "meta", "created_at")
+INSERT_ANNOTATION = prepared(f"INSERT INTO annotations ({', '.join(ANNOTATION_FIELDS)}) VALUES "
+                         f"({', '.join(':' + f for f in ANNOTATION_FIELDS)}) RETURNING id",
+                         dates=("created_at",),
+                         json_in=("ranking", "ratings", "critiques", "flags", "positions", "meta"))
 
 
-def _replay(existing: Annotation, digest: str) -> SubmitResult:
-    if existing.request_hash != digest:
+def _by_key(session: Session, *, user_id: int, key: str):
+    return session.execute(BY_KEY, {"user": user_id, "key": key}).first()
+
+
+def _replay(session: Session, existing, digest: str) -> SubmitResult:
+    annotation_id, stored_hash = existing
+    if stored_hash != digest:
         raise AnnotationConflict("this Idempotency-Key was already used with a different body "
-                                 f"(annotation {existing.id}); use a fresh key for a new annotation")
-    return SubmitResult(annotation=existing, replayed=True)
+                                 f"(annotation {annotation_id}); use a fresh key for a new annotation")
+    return SubmitResult(annotation_id=annotation_id, replayed=True, session=session)
 
 
 def submit_annotation(session: Session, *, user: User, task_id: int, feedback: dict[str, Any], idempotency_key: str,
                       max_text_bytes: int, time_spent_ms: int | None = None,
                       now: datetime | None = None) -> SubmitResult:
     """Store one human annotation for a task assigned to this annotator, or replay the first one stored under
-    this key. Raises AnnotationInvalid (422) or AnnotationConflict (409/404); nothing stored then. Flushes."""
+    this key. Raises AnnotationInvalid (422) or AnnotationConflict (409/404); nothing stored then. The caller
+    commits. A handful of indexed statements (this is the hot path)."""
     now = now or utcnow()
     key = (idempotency_key or "").strip()
     if not key or len(key) > MAX_KEY_LENGTH:
@@ -161,53 +193,47 @@ def submit_annotation(session: Session, *, user: User, task_id: int, feedback: d
                                       or time_spent_ms < 0):
         raise AnnotationInvalid("time_spent_ms must be a non-negative integer")
     lock_user(session, user.id)
-    task_kind = session.scalar(select(Task.kind).where(Task.id == task_id))
-    if task_kind is None:
+    rows = session.execute(TASK_RESPONSES, {"task": task_id}).all()
+    if not rows:
         raise AnnotationConflict(f"task {task_id} does not exist", status=404)
-    response_ids = list(session.scalars(select(TaskPosition.generation_id).where(TaskPosition.task_id == task_id)
-                                        .order_by(TaskPosition.position)))
+    task_kind, response_ids = rows[0][0], [r[1] for r in rows]
     clean = validate_feedback(kind=task_kind, response_ids=response_ids, feedback=feedback,
                               max_text_bytes=max_text_bytes)
     digest = request_hash(task_id, clean)
     existing = _by_key(session, user_id=user.id, key=key)
     if existing is not None:
-        return _replay(existing, digest)
+        return _replay(session, existing, digest)
 
-    assignment = session.scalars(select(Assignment).where(Assignment.task_id == task_id,
-                                                          Assignment.user_id == user.id)).first()
+    assignment = session.execute(OWN, {"task": task_id, "user": user.id}).first()
     if assignment is None:
         raise AnnotationConflict(f"task {task_id} is not assigned to you: ask for the next task first")
     if assignment.status == "done":
         raise AnnotationConflict(f"you already annotated task {task_id} (undo it first to change it)")
     if assignment.status == "skipped":
         raise AnnotationConflict(f"you skipped task {task_id}")
-    task = lock_task(session, task_id)
-    assert task is not None
+    done_count, overlap, _completed = task_slots(session, task_id)  # locked until commit on PostgreSQL
     # A late submit (lease expired) is still welcome if a slot is free; never beyond the overlap.
-    taken = task.done_count
+    taken = done_count
     if aware(assignment.lease_expires_at) <= now:
         taken += leased_count(session, task_id=task_id, now=now, exclude_user_id=user.id)
-    if taken >= task.overlap:
+    if taken >= overlap:
         raise AnnotationConflict(f"your lease on task {task_id} expired and the task has meanwhile been completed "
                                  "by other annotators; your annotation was not stored")
-
-    annotation = Annotation(task_id=task_id, user_id=user.id, source="human", kind=task_kind,
-                            positions=list(assignment.permutation), time_spent_ms=time_spent_ms,
-                            idempotency_key=key, request_hash=digest, created_at=now, **clean)
-    session.add(annotation)
-    assignment.status = "done"
-    task.done_count += 1
-    task.completed = task.done_count >= task.overlap
+    values = {"task_id": task_id, "user_id": user.id, "source": "human", "kind": task_kind,
+              "positions": list(assignment.permutation), "time_spent_ms": time_spent_ms, "idempotency_key": key,
+              "request_hash": digest, "meta": {}, "created_at": now, **clean}
     try:
-        session.flush()
+        annotation_id = session.execute(INSERT_ANNOTATION, values).scalar_one()
     except IntegrityError:
         # Only reachable without the user lock (a concurrent same-key submit): answer like a replay.
         session.rollback()
         existing = _by_key(session, user_id=user.id, key=key)
         if existing is None:
             raise
-        return _replay(existing, digest)
-    return SubmitResult(annotation=annotation, replayed=False)
+        return _replay(session, existing, digest)
+    session.execute(MARK_DONE, {"id": assignment.id, "now": now})
+    session.execute(COUNT_DONE, {"task": task_id})
+    return SubmitResult(annotation_id=annotation_id, replayed=False, session=session)
 
 
 def undo_annotation(session: Session, *, user: User, annotation_id: int, undo_minutes: float, lease_minutes: float,
