@@ -290,3 +290,17 @@ def test_bad_prompts_exit_with_file_and_line(tmp_path, assets):
     with pytest.raises(DataError, match=r"long.jsonl:1: prompt is"):
         train_ppo(_cfg(assets, tmp_path / "o", prompts=str(long)))
     assert not (tmp_path / "o").exists()
+
+
+def test_response_logprobs_do_not_depend_on_left_padding(assets):
+    tok, policy, *_ = _models(assets)
+    prompts = [tok(" na nb nc")["input_ids"], tok(" nd")["input_ids"]]
+    response = tok(" ga gb")["input_ids"] + [tok.eos_token_id]
+    ids, mask = pad_sequences([p + response for p in prompts], pad_token_id=tok.pad_token_id, side="left")
+    P = ids.shape[1] - len(response)
+    with torch.no_grad():
+        batched = response_logprobs(policy, ids, mask, P, 0.7)
+        for i, p in enumerate(prompts):
+            alone = response_logprobs(policy, torch.tensor([p + response]), torch.ones(1, len(p) + len(response),
+                                      dtype=torch.long), len(p), 0.7)
+            assert torch.allclose(batched[i], alone[0], atol=1e-4)
