@@ -100,7 +100,14 @@ RENEW_LEASE = prepared("UPDATE assignments SET leased_at = :now, lease_expires_a
 OFFER_TASK = prepared("SELECT t.kind, p.text, p.messages FROM tasks t JOIN prompts p ON p.id = t.prompt_id "
                   "WHERE t.id = :task", columns={"kind": String(), "text": Text(), "messages": JSON()})
 OFFER_TEXTS = prepared("SELECT g.id, g.text FROM task_positions tp JOIN generations g ON g.id = tp.generation_id "
-                   "WHERE tp.task_id = :task")
+                       "WHERE tp.task_id = :task ORDER BY tp.position")
+# One statement for "lease it": a new row with a fresh shuffle, or this annotator's expired lease renewed with the
+# order they saw before (RETURNING gives whichever permutation the row now has).
+UPSERT_LEASE = prepared(
+    "INSERT INTO assignments (task_id, user_id, status, permutation, leased_at, lease_expires_at, updated_at) "
+    "VALUES (:task, :user, 'leased', :permutation, :now, :expires, :now) ON CONFLICT (task_id, user_id) DO UPDATE "
+    "SET leased_at = :now, lease_expires_at = :expires, updated_at = :now RETURNING permutation",
+    json_in=("permutation",), columns={"permutation": JSON()})
 
 
 def aware(value: datetime | None) -> datetime | None:
@@ -169,6 +176,20 @@ def _priorities(session: Session):
         top = session.execute(NEXT_PRIORITY, {"priority": top}).scalar()
 
 
+def _lease_serialized(session: Session, *, task_id: int, user_id: int, now: datetime, expires: datetime) -> Offer:
+    """SQLite: the candidate query just checked the slot inside this IMMEDIATE (serialized) transaction, so
+    lease at once: texts, upsert, prompt -- three statements."""
+    texts = session.execute(OFFER_TEXTS, {"task": task_id}).all()
+    permutation = [g for g, _ in texts]
+    _shuffle(permutation)
+    permutation = session.execute(UPSERT_LEASE, {"task": task_id, "user": user_id, "permutation": permutation,
+                                                 "now": now, "expires": expires}).scalar_one()
+    kind, text_, messages = session.execute(OFFER_TASK, {"task": task_id}).one()
+    by_id = dict(texts)
+    return Offer(task_id=task_id, kind=kind, prompt_text=text_, prompt_messages=messages,
+                 responses=[(g, by_id[g]) for g in permutation], lease_expires_at=expires)
+
+
 def _try_lease(session: Session, *, task_id: int, user_id: int, now: datetime, expires: datetime,
                wait: bool = False) -> Lease | bool:
     """The new lease; False if the task has no slot for this annotator; True if another transaction holds
@@ -225,6 +246,8 @@ def next_task(session: Session, *, user: User, lease_minutes: float, now: dateti
         after = 0
         while True:
             ids = _candidate_ids(session, user_id=user.id, priority=priority, after_id=after, now=now)
+            if ids and is_sqlite(session):
+                return _lease_serialized(session, task_id=ids[0], user_id=user.id, now=now, expires=expires)
             for task_id in ids:
                 got = _try_lease(session, task_id=task_id, user_id=user.id, now=now, expires=expires)
                 if isinstance(got, Lease):

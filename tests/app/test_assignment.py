@@ -209,3 +209,15 @@ def test_32_threads_hold_overlap_exactly_no_duplicates_nothing_lost(backend, db,
         task = db.get(Task, task_id)
         assert per_task[task_id] == task.done_count == overlap and task.completed  # exactly the overlap
     assert len(acked) == sum(overlaps)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_expired_lease_taken_again_keeps_the_order_seen_before(backend, db):
+    (task_id,) = make_tasks(db, task_line("ranking", n=5))
+    (user,) = make_annotators(db, 1)
+    first = _next(db, user)
+    again = _next(db, user, now=utcnow() + timedelta(minutes=30))
+    assert again.task_id == task_id and again.responses == first.responses
+    assert again.lease_expires_at > first.lease_expires_at
+    assert db.scalar(select(func.count()).select_from(Assignment)) == 1
