@@ -359,25 +359,35 @@ def iter_export(session: Session, *, fmt: str, filters: ExportFilters = ExportFi
         _annotation_query(session, fmt, filters))
     names = tuple(result.keys())
     trl = fmt in ("trl", "trl-conversational")
-    # trl: positions are decoded only for the rows that need them (ties), see below.
+    # trl: positions are decoded only for the rows that need them (ties, rankings), see below.
     json_names = tuple(n for n in names if n in _JSON and not (trl and n == "positions"))
     task_col = names.index("task_id")
+    direct = _DirectPairs(names, conversational=fmt == "trl-conversational", include_ties=include_ties) if trl else None
     for raw_batch in result.partitions():
-        batch = [_decode(dict(zip(names, r)), json_names) for r in raw_batch
-                 if passing is None or r[task_col] in passing]
+        if passing is not None:
+            raw_batch = [r for r in raw_batch if r[task_col] in passing]
+        # The common trl case (a pairwise choice, both texts joined in SQL) stays a tuple; the rest become dicts.
+        batch = [r if direct is not None and direct.matches(r) else _decode(dict(zip(names, r)), json_names)
+                 for r in raw_batch]
         needed: set[int] = set()
         for r in batch:
-            if trl:
-                if _is_direct_pair(r):
-                    continue  # its texts came with the row
-                r["positions"] = json.loads(r["positions"]) if r["positions"] not in (None, "null") else None
-            _needed_generations(r, needed)
+            if isinstance(r, dict):
+                if trl:
+                    r["positions"] = json.loads(r["positions"]) if r["positions"] not in (None, "null") else None
+                _needed_generations(r, needed)
         info = _generation_info(session, needed, rich=rich)
         texts = info if not rich else {g: v[1] for g, v in info.items()}
         lines: list[dict[str, Any]] = []
         for r in batch:
             before = len(lines)
-            if fmt == "trl" or fmt == "trl-conversational":
+            if not isinstance(r, dict):
+                line = direct.line(r)
+                if line is not None:
+                    lines.append(line)
+                    if stats is not None:
+                        direct.count(r, stats)
+                continue
+            if trl:
                 lines.extend(_trl_rows(r, texts, include_ties, fmt == "trl-conversational"))
             elif fmt == "kto":
                 lines.extend(_kto_rows(r, texts))
@@ -394,6 +404,53 @@ def iter_export(session: Session, *, fmt: str, filters: ExportFilters = ExportFi
                 stats.max_annotation_id = r["id"]
         if lines:
             yield lines
+
+
+class _DirectPairs:
+    """The hot path of `trl`: a pairwise choice whose two texts came with the row, read straight from the tuple
+    (no dict, no per-row JSON unless the prompt is a chat or the line carries an imported margin). Gives the same
+    line as `_trl_rows`."""
+
+    def __init__(self, names: tuple[str, ...], *, conversational: bool, include_ties: bool):
+        i = names.index
+        self.kind, self.choice, self.chosen_id = i("kind"), i("choice"), i("chosen_id")
+        self.id, self.text, self.messages, self.meta = i("id"), i("prompt_text"), i("prompt_messages"), i("meta")
+        self.strength, self.chosen, self.rejected = i("strength"), i("chosen_text"), i("rejected_text")
+        self.user, self.source = i("user_id"), i("source")
+        self.conversational, self.include_ties = conversational, include_ties
+
+    def matches(self, r) -> bool:
+        return r[self.kind] == "pairwise" and r[self.choice] == "chosen" and r[self.chosen_id] is not None
+
+    def line(self, r) -> dict[str, Any] | None:
+        if r[self.rejected] is None:
+            return None
+        meta = r[self.meta]
+        margin = None if meta in (None, "{}", "null") else json.loads(meta).get("margin")
+        margin = float(margin) if margin is not None else MARGIN_BY_STRENGTH.get(r[self.strength], 0.0)
+        raw_messages = r[self.messages]
+        messages = None if raw_messages in (None, "null") else json.loads(raw_messages)
+        if self.conversational:
+            prompt: Any = ([{"role": "user", "content": r[self.text] or ""}] if messages is None
+                           else [{"role": m["role"], "content": m["content"]} for m in messages])
+            line = {"prompt": prompt, "chosen": [{"role": "assistant", "content": r[self.chosen]}],
+                    "rejected": [{"role": "assistant", "content": r[self.rejected]}]}
+        else:
+            prompt = (r[self.text] or "") if messages is None else "\n\n".join(
+                f"{m['role']}: {m['content']}" for m in messages)
+            line = {"prompt": prompt, "chosen": r[self.chosen], "rejected": r[self.rejected]}
+        line["margin"] = margin
+        line["annotation_id"] = r[self.id]
+        if self.include_ties:
+            line["tie"] = False
+        return line
+
+    def count(self, r, stats: ExportResult) -> None:
+        stats.annotations += 1
+        stats.annotators.add(r[self.user])
+        source = r[self.source]
+        stats.sources[source] = stats.sources.get(source, 0) + 1
+        stats.max_annotation_id = r[self.id]
 
 
 # ---- writing files ---------------------------------------------------------------------------------------------
