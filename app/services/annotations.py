@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import Annotation, Assignment, Task, TaskPosition, User, utcnow
+from app.models import Annotation, Assignment, Task, User, utcnow
 from app.services.assignment import (
     OWN,
     AssignmentError,

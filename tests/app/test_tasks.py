@@ -1,7 +1,6 @@
 """Task import (JSONL, API list, admin upload, CLI): validation, all-or-nothing, eval prompts, limits."""
 from __future__ import annotations
 
-import json
 
 import pytest
 from sqlalchemy import func, select
@@ -9,7 +8,6 @@ from sqlalchemy import func, select
 from app.models import Generation, Prompt, Task, TaskPosition
 from app.services.tasks import TaskImportError, import_tasks
 from tests.app.annotation_fixtures import jsonl, make_tasks, task_line
-from tests.support import csrf_from
 
 
 def _counts(db) -> tuple[int, int, int]:
