@@ -184,3 +184,12 @@ def test_annotators_never_see_others_labels(client, db, make_user, login):
     page = client.get("/annotate").text
     progress = client.get("/annotate/progress").text
     assert "OTHER-PERSON-NOTE" not in page + progress and 'data-testid="progress-total">0<' in progress
+
+
+def test_assets_come_from_the_cdn_unless_offline(client, db, make_user, login, settings, monkeypatch):
+    make_tasks(db, task_line("ranking", n=2))
+    login(make_user())
+    monkeypatch.setattr(settings, "offline_assets", False)
+    page = client.get("/annotate").text
+    assert "https://unpkg.com/htmx.org@" in page and "https://unpkg.com/sortablejs@" in page
+    assert "/static/js/annotate.js" in page and client.get("/static/js/annotate.js").status_code == 200

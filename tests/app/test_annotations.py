@@ -280,3 +280,41 @@ def test_api_list_mine_and_undo(client, db, api):
     assert client.delete(f"/api/v1/annotations/{annotation_id}", headers=mine).status_code == 409
     assert client.get("/api/v1/annotations?mine=1", headers=mine).json()[0]["deleted_at"]
     assert client.get("/api/v1/tasks/next", headers=mine).json()["task_id"] == listed[0]["task_id"]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_32_api_clients_in_threads_hold_overlap_and_lose_nothing(backend, client, db, make_token):
+    """The same race through the HTTP app (routes, auth, SQLite writer gate), 32 threads at once."""
+    overlaps = [1, 2, 3] * 4
+    task_ids = make_tasks(db, *[task_line(overlap=o) for o in overlaps])
+    headers = [{"Authorization": f"Bearer {make_token(u)}"} for u in make_annotators(db, 32)]
+    acked, errors = [], []
+    barrier = threading.Barrier(32)
+
+    def annotator(h):
+        barrier.wait()
+        while True:
+            r = client.get("/api/v1/tasks/next", headers=h)
+            if r.status_code == 204:
+                return
+            if r.status_code != 200:
+                errors.append(r.text)
+                return
+            task = r.json()
+            s = client.post("/api/v1/annotations", headers={**h, "Idempotency-Key": uuid.uuid4().hex},
+                            json={"task_id": task["task_id"], "choice": "tie"})
+            if s.status_code == 201:
+                acked.append(s.json()["annotation_id"])
+            elif s.status_code != 409:
+                errors.append(s.text)
+
+    threads = [threading.Thread(target=annotator, args=(h,)) for h in headers]
+    [t.start() for t in threads]
+    [t.join(120) for t in threads]
+    assert not errors, errors[:3]
+    db.expire_all()
+    stored = db.execute(select(Annotation.id, Annotation.task_id)).all()
+    assert sorted(acked) == sorted(i for i, _ in stored) and len(acked) == sum(overlaps)
+    for task_id, overlap in zip(task_ids, overlaps):
+        assert sum(1 for _, t in stored if t == task_id) == overlap == db.get(Task, task_id).done_count
