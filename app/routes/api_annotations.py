@@ -1,14 +1,17 @@
 """JSON API for annotations: submit (idempotent), list mine, undo."""
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from app.deps import ApiUser, SessionDep, SettingsDep
-from app.routes.api_tasks import serialize_sqlite_writes
+from app.models import User
+from app.routes.api_tasks import AUTH_RESPONSES, as_api_user
+from app.settings import Settings
 from app.services.assignment import aware
 from app.services.annotations import (
     AnnotationConflict,
@@ -19,7 +22,7 @@ from app.services.annotations import (
     undo_annotation,
 )
 
-router = APIRouter(prefix="/api/v1", tags=["annotations"], dependencies=[Depends(serialize_sqlite_writes)])
+router = APIRouter(prefix="/api/v1", tags=["annotations"])
 
 FEEDBACK_FIELDS = ("choice", "chosen_id", "strength", "ranking", "ratings", "critiques", "critique", "rewrite", "flags")
 
@@ -66,50 +69,60 @@ def _error(exc: AnnotationConflict | AnnotationInvalid) -> HTTPException:
     responses={200: {"description": "Replay: the annotation stored under this key",
                      "content": {"application/json": {"example": {"annotation_id": 77}}}},
                409: {"description": "Key reused with another body, task not yours, or filled up"},
-               422: {"description": "The feedback does not fit the task; nothing stored"}},
+               422: {"description": "The feedback does not fit the task; nothing stored"}, **AUTH_RESPONSES},
 )
-def submit_annotation_api(body: AnnotationIn, user: ApiUser, db: SessionDep, settings: SettingsDep,
-                          idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1,
-                                                                 max_length=128)]) -> Any:
-    feedback = {k: getattr(body, k) for k in FEEDBACK_FIELDS}
-    try:
-        result = submit_annotation(db, user=user, task_id=body.task_id, feedback=feedback,
-                                   idempotency_key=idempotency_key, time_spent_ms=body.time_spent_ms,
-                                   max_text_bytes=settings.max_text_bytes)
-    except (AnnotationConflict, AnnotationInvalid) as exc:
-        db.rollback()
-        raise _error(exc) from None
-    annotation_id = result.annotation_id
-    db.commit()
-    return JSONResponse({"annotation_id": annotation_id}, status_code=200 if result.replayed else 201)
+async def submit_annotation_api(request: Request, body: AnnotationIn,
+                                idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1,
+                                                                       max_length=128)]) -> Response:
+    def work(db: Session, user: User, settings: Settings) -> Response:
+        feedback = {k: getattr(body, k) for k in FEEDBACK_FIELDS}
+        try:
+            result = submit_annotation(db, user=user, task_id=body.task_id, feedback=feedback,
+                                       idempotency_key=idempotency_key, time_spent_ms=body.time_spent_ms,
+                                       max_text_bytes=settings.max_text_bytes)
+        except (AnnotationConflict, AnnotationInvalid) as exc:
+            db.rollback()
+            raise _error(exc) from None
+        db.commit()
+        return JSONResponse({"annotation_id": result.annotation_id}, status_code=200 if result.replayed else 201)
+
+    return await run_in_threadpool(as_api_user, request, work)
 
 
 @router.get("/annotations", summary="Your annotations, newest first",
             description="`mine=1` (the default): your own annotations, undone ones with `deleted_at`. "
             "Annotators never see other annotators' labels.")
-def list_annotations_api(user: ApiUser, db: SessionDep, mine: bool = True,
-                         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                         offset: Annotated[int, Query(ge=0)] = 0) -> list[dict[str, Any]]:
+async def list_annotations_api(request: Request, mine: bool = True,
+                               limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                               offset: Annotated[int, Query(ge=0)] = 0) -> Response:
     if not mine:
         raise HTTPException(400, "only your own annotations are listed here (mine=1); "
                                  "admins export everything from the exports page")
-    rows = [annotation_json(a) for a in list_my_annotations(db, user_id=user.id, limit=limit, offset=offset)]
-    db.rollback()
-    return rows
+
+    def work(db: Session, user: User, _settings: Settings) -> Response:
+        rows = [annotation_json(a) for a in list_my_annotations(db, user_id=user.id, limit=limit, offset=offset)]
+        db.rollback()
+        return JSONResponse(rows)
+
+    return await run_in_threadpool(as_api_user, request, work)
 
 
 @router.delete("/annotations/{annotation_id}", summary="Undo one of your annotations",
                description="Within the undo window (default 5 minutes): kept with a deletion time (excluded from "
                "exports and counts) and the task is leased to you again.",
-               responses={404: {"description": "Not one of yours"}, 409: {"description": "Too old or already undone"}})
-def undo_annotation_api(annotation_id: int, user: ApiUser, db: SessionDep, settings: SettingsDep) -> Any:
-    try:
-        annotation = undo_annotation(db, user=user, annotation_id=annotation_id, undo_minutes=settings.undo_minutes,
-                                     lease_minutes=settings.lease_minutes)
-    except AnnotationConflict as exc:
-        db.rollback()
-        raise _error(exc) from None
-    out = {"annotation_id": annotation.id, "task_id": annotation.task_id,
-           "deleted_at": aware(annotation.deleted_at).isoformat()}
-    db.commit()
-    return JSONResponse(out)
+               responses={404: {"description": "Not one of yours"}, 409: {"description": "Too old or already undone"},
+                          **AUTH_RESPONSES})
+async def undo_annotation_api(request: Request, annotation_id: int) -> Response:
+    def work(db: Session, user: User, settings: Settings) -> Response:
+        try:
+            annotation = undo_annotation(db, user=user, annotation_id=annotation_id,
+                                         undo_minutes=settings.undo_minutes, lease_minutes=settings.lease_minutes)
+        except AnnotationConflict as exc:
+            db.rollback()
+            raise _error(exc) from None
+        out = {"annotation_id": annotation.id, "task_id": annotation.task_id,
+               "deleted_at": aware(annotation.deleted_at).isoformat()}
+        db.commit()
+        return JSONResponse(out)
+
+    return await run_in_threadpool(as_api_user, request, work)

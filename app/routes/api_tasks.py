@@ -2,29 +2,53 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from app.db import get_engine
-from app.deps import ApiAdmin, ApiUser, SessionDep, SettingsDep
+from sqlalchemy.orm import Session
+
+from app.db import get_engine, get_sessionmaker
+from app.deps import ApiAdmin, SessionDep, SettingsDep, get_api_user
+from app.models import User
 from app.services.assignment import AssignmentError, next_task, skip_task, sqlite_write_gate
 from app.services.tasks import TaskImportError, import_task_specs, parse_task_items
+from app.settings import Settings, get_settings
+
+
+def _gate_path() -> str | None:
+    engine = get_engine()
+    return engine.url.database if engine.dialect.name == "sqlite" else None
 
 
 def serialize_sqlite_writes() -> Iterator[None]:
-    """Router dependency, before any database access: one SQLite write transaction at a time (see
-    sqlite_write_gate); nothing on PostgreSQL."""
-    engine = get_engine()
-    with sqlite_write_gate(engine.url.database if engine.dialect.name == "sqlite" else None):
+    """Dependency, before any database access: one SQLite write transaction at a time (see sqlite_write_gate);
+    nothing on PostgreSQL."""
+    with sqlite_write_gate(_gate_path()):
         yield
 
 
-router = APIRouter(prefix="/api/v1", tags=["tasks"], dependencies=[Depends(serialize_sqlite_writes)])
+def as_api_user(request: Request, work: Callable[[Session, User, Settings], Response]) -> Response:
+    """The whole hot request in ONE worker thread: writer gate, session, bearer-token user (deps.get_api_user),
+    the work, commit by `work`. Sync dependencies would each cost a thread hand-off (measured: most of the
+    per-request time under load), so the annotate API does not use them."""
+    with sqlite_write_gate(_gate_path()):
+        session = get_sessionmaker()()
+        try:
+            return work(session, get_api_user(request, session), get_settings())
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {401: {"description": "Missing, unknown or revoked bearer token"}}
+router = APIRouter(prefix="/api/v1", tags=["tasks"])
 
 TASK_EXAMPLE = [
     {"prompt": "Explain what a KL penalty does in RLHF.", "responses": ["It keeps the policy close...",
@@ -85,7 +109,8 @@ class ImportOut(BaseModel):
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"type": "array", "items": {"type": "object"}}, "example": TASK_EXAMPLE}}}},
 )
-async def import_tasks_api(request: Request, _admin: ApiAdmin, db: SessionDep, settings: SettingsDep) -> JSONResponse:
+async def import_tasks_api(request: Request, _gate: Annotated[None, Depends(serialize_sqlite_writes)],
+                           _admin: ApiAdmin, db: SessionDep, settings: SettingsDep) -> JSONResponse:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes:
         raise HTTPException(413, f"the body is over the {settings.max_upload_bytes} byte upload limit")
@@ -114,9 +139,13 @@ def _import_items(db, items: Any, max_text_bytes: int) -> JSONResponse:
     "/tasks/next", response_model=NextTaskOut, summary="The next task for this annotator",
     description="Returns the task you already hold a lease on, otherwise leases the next one (highest priority, "
     "then oldest) for the lease time. 204 when nothing is left for you.",
-    responses={204: {"description": "Nothing left for this annotator"}},
+    responses={204: {"description": "Nothing left for this annotator"}, **AUTH_RESPONSES},
 )
-def next_task_api(user: ApiUser, db: SessionDep, settings: SettingsDep) -> Any:
+async def next_task_api(request: Request) -> Response:
+    return await run_in_threadpool(as_api_user, request, _next)
+
+
+def _next(db: Session, user: User, settings: Settings) -> Response:
     offer = next_task(db, user=user, lease_minutes=settings.lease_minutes)
     db.commit()
     if offer is None:
@@ -129,14 +158,18 @@ def next_task_api(user: ApiUser, db: SessionDep, settings: SettingsDep) -> Any:
 @router.post(
     "/tasks/{task_id}/skip", response_model=SkipOut, summary="Skip a task (with a reason)",
     description="Frees your slot; the task is never offered to you again.",
-    responses={404: {"description": "Not assigned to you"}, 409: {"description": "Already annotated"}},
+    responses={404: {"description": "Not assigned to you"}, 409: {"description": "Already annotated"},
+               **AUTH_RESPONSES},
 )
-def skip_task_api(task_id: int, body: SkipIn, user: ApiUser, db: SessionDep) -> Any:
-    try:
-        skip_task(db, user=user, task_id=task_id, reason=body.reason)
-    except AssignmentError as exc:
-        db.rollback()
-        raise HTTPException(exc.status, str(exc)) from None
-    db.commit()
-    return JSONResponse({"task_id": task_id, "status": "skipped"})
+async def skip_task_api(request: Request, task_id: int, body: SkipIn) -> Response:
+    def work(db: Session, user: User, _settings: Settings) -> Response:
+        try:
+            skip_task(db, user=user, task_id=task_id, reason=body.reason)
+        except AssignmentError as exc:
+            db.rollback()
+            raise HTTPException(exc.status, str(exc)) from None
+        db.commit()
+        return JSONResponse({"task_id": task_id, "status": "skipped"})
+
+    return await run_in_threadpool(as_api_user, request, work)
 
