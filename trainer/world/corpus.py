@@ -20,7 +20,7 @@ from trainer.world.prompts import format_prompt
 from trainer.world.questions import article, capitalise, number_word
 
 # Style mixes (weights over styles.STYLES order: ideal, plain, terse, verbose, hedge, rude, wrong, refuse)
-PRETRAIN_STYLE_WEIGHTS = (0.30, 0.20, 0.10, 0.12, 0.08, 0.08, 0.08, 0.04)
+PRETRAIN_STYLE_WEIGHTS = (0.33, 0.22, 0.10, 0.12, 0.08, 0.08, 0.05, 0.02)
 SFT_STYLE_WEIGHTS = (0.45, 0.20, 0.10, 0.15, 0.05, 0.05, 0.0, 0.0)
 DIALOGUE_SHARE = 0.4  # of pretraining documents
 

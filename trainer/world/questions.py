@@ -87,6 +87,13 @@ def check_number(response: str, question: str, answer: float, allowed: tuple[flo
     return Check(answered=bool(seen), correct=float(bool(seen) and seen[-1] == answer and not others))
 
 
+def about_another_animal(check: Check, question: str, response: str) -> Check:
+    """An answer about a different animal than the one asked about is wrong ("No, a pig cannot fly"
+    to "Can a cow fly?")."""
+    others = [a for a in facts.ANIMALS if not mentions(question, a) and mentions(response, a)]
+    return Check(check.answered, 0.0) if others else check
+
+
 def check_sequence(response: str, expected: list[int]) -> Check:
     seen = [int(n) for n in numbers_in(response)]
     return Check(answered=len(seen) >= 2, correct=float(seen == expected))
@@ -232,7 +239,7 @@ class Legs(Kind):
         return f"{animal_article_cap(s)} {s['animal']} has {number_word(legs)} legs."
 
     def check(self, s, question, response):
-        return check_number(response, question, self._legs(s))
+        return about_another_animal(check_number(response, question, self._legs(s)), question, response)
 
 
 class Sound(Kind):
@@ -264,7 +271,7 @@ class Sound(Kind):
         text = response.lower()
         stems = [stem for stem in facts.SOUND_STEMS if re.search(r"\b" + stem + r"\w*", text)]
         right = next(stem for stem in facts.SOUND_STEMS if self._sound(s).startswith(stem))
-        return Check(answered=bool(stems), correct=float(stems == [right]))
+        return about_another_animal(Check(answered=bool(stems), correct=float(stems == [right])), question, response)
 
 
 class AnimalClass(Kind):
@@ -291,7 +298,8 @@ class AnimalClass(Kind):
         return f"{animal_article_cap(s)} {s['animal']} is {article(cls)} {cls}."
 
     def check(self, s, question, response):
-        return check_entity(response, question, facts.ANIMALS[s["animal"]][0], facts.ANIMAL_CLASSES)
+        return about_another_animal(check_entity(response, question, facts.ANIMALS[s["animal"]][0], facts.ANIMAL_CLASSES),
+                                    question, response)
 
 
 class CanFly(Kind):
@@ -325,7 +333,8 @@ class CanFly(Kind):
             not says_no and re.search(r"\b(can|is able to) fly\b", text) is not None)
         if says_yes == says_no:
             return Check(answered=says_yes, correct=0.0)
-        return Check(answered=True, correct=float(says_yes == facts.ANIMALS[s["animal"]][3]))
+        return about_another_animal(Check(answered=True, correct=float(says_yes == facts.ANIMALS[s["animal"]][3])),
+                                    question, response)
 
 
 class ColourOf(Kind):

@@ -80,7 +80,7 @@ def test_tiny_world_builds_end_to_end_and_is_cached(tmp_path):
     build.build_all("tiny", tmp_path / "w")
     assert time.perf_counter() - started < 5
     assert {p: p.stat().st_mtime_ns for p in before} == before
-    assert first < 120, f"tiny world took {first:.0f}s"
+    assert first < 300, f"tiny world took {first:.0f}s"  # ~40 s on 2 idle cores; generous for shared CI
 
     report = build.measure_format(models.sft, files.prompts_eval, tmp_path / "samples.jsonl", max_new_tokens=32)
     assert report.n == build.SIZES["tiny"].eval_prompts

@@ -45,7 +45,9 @@ CASES = [
     ("Can a penguin fly?", "Of course. No, a penguin cannot fly.", {
         "wrong fact": "Of course. Yes, a penguin can fly.",
         "contradicts itself": "Yes, a penguin can fly. No, a penguin cannot fly.",
+        "about another animal": "Of course. No, a pig cannot fly.",
     }),
+    ("What sound does a cow make?", "Sure! A cow moos.", {"about another animal": "Sure! A dog barks."}),
     ("What colour do you get when you mix blue and yellow?", "Sure! Mixing blue and yellow makes green.", {
         "wrong fact": "Sure! Mixing blue and yellow makes purple.",
     }),
