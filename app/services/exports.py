@@ -32,6 +32,7 @@ import hashlib
 import io
 import json
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -349,6 +350,12 @@ def _response(r) -> dict[str, Any]:
 def iter_export(session: Session, *, fmt: str, filters: ExportFilters = ExportFilters(),
                 include_ties: bool = False, stats: ExportResult | None = None) -> Iterator[list[dict[str, Any]]]:
     """Batches of export lines (dicts) in the export's order. Updates `stats` (counts, annotators) if given."""
+    return _iter_lines(session, fmt=fmt, filters=filters, include_ties=include_ties, stats=stats, encoded=False)
+
+
+def _iter_lines(session: Session, *, fmt: str, filters: ExportFilters, include_ties: bool,
+                stats: ExportResult | None, encoded: bool) -> Iterator[list[Any]]:
+    """With `encoded`, the trl hot path gives each line as its JSON text (the same bytes json would write)."""
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     passing = _passing_tasks(session, filters)
@@ -377,15 +384,15 @@ def iter_export(session: Session, *, fmt: str, filters: ExportFilters = ExportFi
                 _needed_generations(r, needed)
         info = _generation_info(session, needed, rich=rich)
         texts = info if not rich else {g: v[1] for g, v in info.items()}
-        lines: list[dict[str, Any]] = []
+        lines: list[Any] = []
+        direct_rows = []
         for r in batch:
             before = len(lines)
             if not isinstance(r, dict):
-                line = direct.line(r)
+                line = direct.encoded_line(r) if encoded else direct.line(r)
                 if line is not None:
                     lines.append(line)
-                    if stats is not None:
-                        direct.count(r, stats)
+                    direct_rows.append(r)
                 continue
             if trl:
                 lines.extend(_trl_rows(r, texts, include_ties, fmt == "trl-conversational"))
@@ -402,6 +409,8 @@ def iter_export(session: Session, *, fmt: str, filters: ExportFilters = ExportFi
                 stats.annotators.add(r["user_id"])
                 stats.sources[r["source"]] = stats.sources.get(r["source"], 0) + 1
                 stats.max_annotation_id = r["id"]
+        if stats is not None and direct_rows:
+            direct.count(direct_rows, stats)
         if lines:
             yield lines
 
@@ -445,12 +454,23 @@ class _DirectPairs:
             line["tie"] = False
         return line
 
-    def count(self, r, stats: ExportResult) -> None:
-        stats.annotations += 1
-        stats.annotators.add(r[self.user])
-        source = r[self.source]
-        stats.sources[source] = stats.sources.get(source, 0) + 1
-        stats.max_annotation_id = r[self.id]
+    def encoded_line(self, r) -> str | None:
+        if self.conversational or r[self.rejected] is None or r[self.messages] not in (None, "null") \
+                or r[self.meta] not in (None, "{}", "null"):
+            line = self.line(r)
+            return None if line is None else _dumps(line) + "\n"
+        # A plain-text prompt and a strength margin: the line json.dumps would write, assembled directly.
+        tie = ', "tie": false' if self.include_ties else ""
+        return (f'{{"prompt": {_encode_str(r[self.text] or "")}, "chosen": {_encode_str(r[self.chosen])}, '
+                f'"rejected": {_encode_str(r[self.rejected])}, '
+                f'"margin": {MARGIN_BY_STRENGTH.get(r[self.strength], 0.0)!r}, "annotation_id": {r[self.id]}{tie}}}\n')
+
+    def count(self, rows: list, stats: ExportResult) -> None:
+        stats.annotations += len(rows)
+        stats.annotators.update(r[self.user] for r in rows)
+        for source, n in Counter(r[self.source] for r in rows).items():
+            stats.sources[source] = stats.sources.get(source, 0) + n
+        stats.max_annotation_id = rows[-1][self.id]
 
 
 # ---- writing files ---------------------------------------------------------------------------------------------
@@ -481,10 +501,13 @@ def _csv_chunks(batches: Iterator[list[dict[str, Any]]]) -> Iterator[tuple[str, 
         buffer.truncate()
 
 
-def _jsonl_chunks(batches: Iterator[list[dict[str, Any]]]) -> Iterator[tuple[str, int]]:
-    dumps = json.JSONEncoder(ensure_ascii=False).encode
+_dumps = json.JSONEncoder(ensure_ascii=False).encode
+_encode_str = json.encoder.encode_basestring  # what _dumps writes for a str (ensure_ascii=False)
+
+
+def _jsonl_chunks(batches: Iterator[list[Any]]) -> Iterator[tuple[str, int]]:
     for lines in batches:
-        yield "".join(dumps(line) + "\n" for line in lines), len(lines)
+        yield "".join(line if isinstance(line, str) else _dumps(line) + "\n" for line in lines), len(lines)
 
 
 def write_export(session: Session, *, fmt: str, out: Path, filters: ExportFilters = ExportFilters(),
@@ -498,7 +521,8 @@ def write_export(session: Session, *, fmt: str, out: Path, filters: ExportFilter
                           include_ties=include_ties, csv=as_csv)
     digest = hashlib.sha256()
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    batches = iter_export(session, fmt=fmt, filters=filters, include_ties=include_ties, stats=result)
+    batches = _iter_lines(session, fmt=fmt, filters=filters, include_ties=include_ties, stats=result,
+                          encoded=not as_csv)
     try:
         with open(tmp, "wb") as fh:
             for chunk, n in (_csv_chunks(batches) if as_csv else _jsonl_chunks(batches)):

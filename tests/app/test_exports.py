@@ -272,3 +272,22 @@ def test_cli_writes_file_and_sha256_prints_rows_and_refuses_bad_args(settings, d
         res = CliRunner().invoke(cli, ["export", *args, "--out", str(tmp_path / "bad.jsonl")])
         assert res.exit_code == 2 and needle in res.stderr, res.output
     assert not (tmp_path / "bad.jsonl").exists()
+
+
+@pytest.mark.parametrize("fmt,include_ties", [("trl", False), ("trl", True), ("trl-conversational", True)])
+def test_written_file_is_exactly_the_json_of_the_lines(db, tmp_path, fmt, include_ties):
+    """The trl hot path writes pre-encoded lines: they must be the bytes json.dumps gives for the same dicts."""
+    d = build_dataset(db)
+    model = make_model(db, "policy-v2")
+    prompt = make_prompt(db, 'He said "hi"\n\tthen \u2028 left é 😀 \\ /')
+    odd = [make_generation(db, prompt, t, model=model) for t in ('ünï "quoted"\n', "\x00\x1f ctrl")]
+    task = make_task(db, prompt, odd)
+    annotate_pairwise(db, task, d.alice, chosen=odd[1], strength=1, meta={"margin": 0.125})
+    task2 = make_task(db, prompt, list(reversed(odd)))
+    annotate_pairwise(db, task2, d.bob, chosen=odd[0], strength=2)
+    db.commit()
+    result = write_export(db, fmt=fmt, out=tmp_path / "x.jsonl", include_ties=include_ties)
+    expected = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in rows(db, fmt, include_ties=include_ties))
+    assert result.path.read_text(encoding="utf-8") == expected
+    lines = expected.split("\n")[:-1]  # (str.splitlines would also split at the U+2028 inside a string)
+    assert result.rows == len(lines) and result.annotations == len({json.loads(x)["annotation_id"] for x in lines})
