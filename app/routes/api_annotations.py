@@ -9,8 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.models import User
-from app.routes.api_tasks import AUTH_RESPONSES, as_api_user
+from app.routes.api_tasks import AUTH_RESPONSES, TokenUser, as_api_user
 from app.settings import Settings
 from app.services.assignment import aware
 from app.services.annotations import (
@@ -74,7 +73,7 @@ def _error(exc: AnnotationConflict | AnnotationInvalid) -> HTTPException:
 async def submit_annotation_api(request: Request, body: AnnotationIn,
                                 idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1,
                                                                        max_length=128)]) -> Response:
-    def work(db: Session, user: User, settings: Settings) -> Response:
+    def work(db: Session, user: TokenUser, settings: Settings) -> Response:
         feedback = {k: getattr(body, k) for k in FEEDBACK_FIELDS}
         try:
             result = submit_annotation(db, user=user, task_id=body.task_id, feedback=feedback,
@@ -99,7 +98,7 @@ async def list_annotations_api(request: Request, mine: bool = True,
         raise HTTPException(400, "only your own annotations are listed here (mine=1); "
                                  "admins export everything from the exports page")
 
-    def work(db: Session, user: User, _settings: Settings) -> Response:
+    def work(db: Session, user: TokenUser, _settings: Settings) -> Response:
         rows = [annotation_json(a) for a in list_my_annotations(db, user_id=user.id, limit=limit, offset=offset)]
         db.rollback()
         return JSONResponse(rows)
@@ -113,7 +112,7 @@ async def list_annotations_api(request: Request, mine: bool = True,
                responses={404: {"description": "Not one of yours"}, 409: {"description": "Too old or already undone"},
                           **AUTH_RESPONSES})
 async def undo_annotation_api(request: Request, annotation_id: int) -> Response:
-    def work(db: Session, user: User, settings: Settings) -> Response:
+    def work(db: Session, user: TokenUser, settings: Settings) -> Response:
         try:
             annotation = undo_annotation(db, user=user, annotation_id=annotation_id,
                                          undo_minutes=settings.undo_minutes, lease_minutes=settings.lease_minutes)

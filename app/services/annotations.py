@@ -15,9 +15,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import Annotation, Assignment, Task, User, utcnow
+from app.models import Annotation, Assignment, Task, utcnow
 from app.services.assignment import (
     OWN,
+    Annotator,
     AssignmentError,
     prepared,
     aware,
@@ -179,7 +180,7 @@ def _replay(session: Session, existing, digest: str) -> SubmitResult:
     return SubmitResult(annotation_id=annotation_id, replayed=True, session=session)
 
 
-def submit_annotation(session: Session, *, user: User, task_id: int, feedback: dict[str, Any], idempotency_key: str,
+def submit_annotation(session: Session, *, user: Annotator, task_id: int, feedback: dict[str, Any], idempotency_key: str,
                       max_text_bytes: int, time_spent_ms: int | None = None,
                       now: datetime | None = None) -> SubmitResult:
     """Store one human annotation for a task assigned to this annotator, or replay the first one stored under
@@ -236,7 +237,7 @@ def submit_annotation(session: Session, *, user: User, task_id: int, feedback: d
     return SubmitResult(annotation_id=annotation_id, replayed=False, session=session)
 
 
-def undo_annotation(session: Session, *, user: User, annotation_id: int, undo_minutes: float, lease_minutes: float,
+def undo_annotation(session: Session, *, user: Annotator, annotation_id: int, undo_minutes: float, lease_minutes: float,
                     now: datetime | None = None) -> Annotation:
     """Soft-delete one of the annotator's own recent annotations; the task is theirs (leased) again. Flushes."""
     now = now or utcnow()

@@ -17,15 +17,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import JSON, Boolean, Integer, String, Text, and_, bindparam, column, exists, select, text
 from sqlalchemy.orm import Session
 
-from app.models import Assignment, Task, User, UTCDateTime, utcnow
+from app.models import Assignment, Task, UTCDateTime, utcnow
 
 CANDIDATE_BATCH = 16
 _shuffle = random.SystemRandom().shuffle
+
+
+class Annotator(Protocol):
+    """Who asks: a User row, or the API's lean token user; the services only need the id."""
+
+    id: int
 
 
 class AssignmentError(Exception):
@@ -232,7 +238,7 @@ def _lease_locked(session: Session, *, task_id: int, user_id: int, now: datetime
     return Lease(task_id, permutation, expires)
 
 
-def next_task(session: Session, *, user: User, lease_minutes: float, now: datetime | None = None) -> Offer | None:
+def next_task(session: Session, *, user: Annotator, lease_minutes: float, now: datetime | None = None) -> Offer | None:
     """The annotator's current task (a reload never takes a second one), else the next fair one, leased.
     None when nothing is left for them. The caller commits."""
     now = now or utcnow()
@@ -295,7 +301,7 @@ def sqlite_write_gate(database_path: str | None) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def skip_task(session: Session, *, user: User, task_id: int, reason: str, now: datetime | None = None) -> Assignment:
+def skip_task(session: Session, *, user: Annotator, task_id: int, reason: str, now: datetime | None = None) -> Assignment:
     """Record the reason, free the slot; the task is never offered to this annotator again."""
     now = now or utcnow()
     reason = (reason or "").strip()
