@@ -123,6 +123,7 @@ class RoundConfig(BaseModel):
     eval_prompts: int = Field(64, ge=1, description="Eval-split prompts used to compare the policies.")
     eval_max_new_tokens: int = Field(32, ge=1)
     eval_temperature: float = Field(0.7, ge=0.0)
+    baseline: Literal["current", "sft"] = Field("current", description="The policy the new one is compared with.")
     report_samples: int = Field(8, ge=0, le=200, description="Eval prompts shown before/after on the report.")
     gold_judge: str = Field("", description="module:function (prompt, response) -> float, e.g. "
                                             "trainer.world.judge:score on the embedded world.")
@@ -432,10 +433,11 @@ def evaluate_round(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: dict,
     if saved.is_file():
         return json.loads(saved.read_text(encoding="utf-8"))
     prompts = _eval_prompts_file(rdir, cfg.eval_prompts)
-    common = ["--policy", str(rdir / "policy"), "--baseline", lineage["current"].path, "--prompts", str(prompts),
+    before = lineage["current"] if cfg.baseline == "current" else lineage["sft"]
+    common = ["--policy", str(rdir / "policy"), "--baseline", before.path, "--prompts", str(prompts),
               "--max-new-tokens", str(cfg.eval_max_new_tokens), "--temperature", str(cfg.eval_temperature),
               "--seed", str(cfg.seed)]
-    report: dict[str, Any] = {"prompts": _count_jsonl(prompts), "policy_id_before": lineage["current"].id}
+    report: dict[str, Any] = {"prompts": _count_jsonl(prompts), "policy_id_before": before.id}
     judges = {"rm": (f"rm:{rdir / 'reward'}", ["--ref", lineage["reference"].path])}
     if cfg.gold_judge:
         judges["gold"] = (f"py:{cfg.gold_judge}", [])
@@ -452,7 +454,7 @@ def evaluate_round(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: dict,
         report_prompts.write_text("".join(lines), encoding="utf-8")
         sampling = {"num_samples": 1, "temperature": cfg.eval_temperature, "top_k": 0, "top_p": 1.0,
                     "max_new_tokens": cfg.eval_max_new_tokens, "seed": cfg.seed}
-        generate_samples(ctx, stage="samples-before", model=lineage["current"].path, prompts=report_prompts,
+        generate_samples(ctx, stage="samples-before", model=before.path, prompts=report_prompts,
                          out=rdir / "samples_before.jsonl", request=sampling)
         generate_samples(ctx, stage="samples-after", model=str(rdir / "policy"), prompts=report_prompts,
                          out=rdir / "samples_after.jsonl", request=sampling)

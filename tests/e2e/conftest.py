@@ -1,0 +1,137 @@
+"""End-to-end fixtures: the tiny embedded world (built once per session), and real `rlhf serve` / `rlhf worker`
+processes on a fresh data dir and SQLite database, stopped (and never left behind) at the end of each test."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def rlhf_command() -> list[str]:
+    script = Path(sys.executable).parent / "rlhf"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "app.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> Path:
+    """`trainer.world` at size tiny: data, tokenizer, pretrained and SFT models (cached stages)."""
+    from trainer.world import build_all
+
+    out = Path(os.environ.get("RLHF_TEST_WORLD_DIR") or tmp_path_factory.mktemp("world") / "tiny")
+    build_all("tiny", out)
+    return out
+
+
+@dataclass
+class Stack:
+    """A data dir + database, and the server and worker processes running on it."""
+
+    root: Path
+    env: dict[str, str]
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def rlhf(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([*rlhf_command(), *args], env=self.env, cwd=self.root, input=input,
+                              capture_output=True, text=True, timeout=120)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"rlhf {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+        return proc
+
+    def start(self, name: str, *args: str, **env: str) -> subprocess.Popen:
+        log = open(self.root / f"{name}.log", "ab")
+        proc = subprocess.Popen([*rlhf_command(), *args], env={**self.env, **env}, cwd=self.root,
+                                stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def start_server(self) -> subprocess.Popen:
+        self.port = self.port or free_port()
+        proc = self.start("serve", "serve", "--host", "127.0.0.1", "--port", str(self.port))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"rlhf serve exited {proc.returncode}: {self.log('serve')}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return proc
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"rlhf serve did not answer in 60 s: {self.log('serve')}")
+
+    def log(self, name: str) -> str:
+        path = self.root / f"{name}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+
+    def admin_token(self) -> str:
+        self.rlhf("users", "create", "--username", "admin", "--role", "admin", "--password-stdin",
+                  input="e2e-admin-password\n")
+        return self.rlhf("tokens", "create", "--username", "admin").stdout.strip()
+
+
+@pytest.fixture
+def stack(tmp_path) -> Stack:
+    data = tmp_path / "data"
+    data.mkdir()
+    env = {**os.environ, "RLHF_DATA_DIR": str(data), "RLHF_DATABASE_URL": f"sqlite:///{data / 'rlhf.sqlite3'}",
+           "RLHF_SECRET_KEY": "e2e-secret", "RLHF_OFFLINE_ASSETS": "1", "PYTHONPATH": str(ROOT),
+           "RLHF_WORKER_POLL_S": "0.2", "RLHF_HEARTBEAT_S": "0.5", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+    s = Stack(root=tmp_path, env=env)
+    s.rlhf("db", "upgrade")
+    yield s
+    s.stop_all()
+
+
+def wait_until(condition, *, timeout_s: float, what: str, poll_s: float = 0.5, on_timeout=None):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll_s)
+    detail = on_timeout() if on_timeout else ""
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}\n{detail}")
+
+
+def copy_model(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
