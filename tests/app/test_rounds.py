@@ -81,6 +81,25 @@ def test_the_database_allows_one_active_round(db):
     assert start_round(db, config={"min_pairs": 1}).id != first.id
 
 
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_a_race_past_the_check_is_refused_by_the_index_with_a_clear_message(db, monkeypatch):
+    """Two starts that both pass the "no active round" check (a race): the database refuses the second."""
+    human = factories.make_annotator(db)
+    register_policy(db, "/models/sft")
+    label_preferences(db, make_prompts(db, train=3, eval=1)["train"], annotator=human)
+    db.commit()
+    monkeypatch.setattr("app.services.rounds.active_round", lambda session: None)
+    first = start_round(db, config={"min_pairs": 1})
+    db.commit()
+    with pytest.raises(RoundError, match="another round was started at the same moment"):
+        start_round(db, config={"min_pairs": 1})
+    db.rollback()
+    first = db.get(Job, first.id)
+    first.status = "failed"
+    db.commit()
+    assert start_round(db, config={"min_pairs": 1}).id != first.id
+
+
 # ---- whole rounds on a worker -------------------------------------------------------------------------------
 
 def test_ppo_round_registers_a_new_current_policy_and_makes_next_tasks(db, settings, tiny_lm_dir):
