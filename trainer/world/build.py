@@ -33,7 +33,7 @@ from pathlib import Path
 
 from trainer.world import corpus, judge, prompts
 
-FORMAT_VERSION = 1  # bump when the generators change, so cached worlds are rebuilt
+FORMAT_VERSION = 2  # bump when the generators change, so cached worlds are rebuilt
 Progress = Callable[[str, int, int], None]  # (stage, step, total)
 
 

@@ -20,7 +20,7 @@ from trainer.world.prompts import format_prompt
 from trainer.world.questions import article, capitalise, number_word
 
 # Style mixes (weights over styles.STYLES order: ideal, plain, terse, verbose, hedge, rude, wrong, refuse)
-PRETRAIN_STYLE_WEIGHTS = (0.33, 0.22, 0.10, 0.12, 0.08, 0.08, 0.05, 0.02)
+PRETRAIN_STYLE_WEIGHTS = (0.34, 0.22, 0.10, 0.12, 0.08, 0.08, 0.04, 0.02)
 SFT_STYLE_WEIGHTS = (0.45, 0.20, 0.10, 0.15, 0.05, 0.05, 0.0, 0.0)
 DIALOGUE_SHARE = 0.4  # of pretraining documents
 
@@ -87,14 +87,14 @@ def arithmetic_doc(rng: random.Random) -> str:
     for _ in range(rng.randint(4, 8)):
         op = rng.choice(["plus", "minus", "times"])
         if op == "plus":
-            a, b = rng.randint(0, 20), rng.randint(0, 20)
+            a, b = rng.randint(0, 10), rng.randint(0, 10)
             c = a + b
         elif op == "minus":
-            a = rng.randint(0, 20)
+            a = rng.randint(0, 12)
             b = rng.randint(0, a)
             c = a - b
         else:
-            a, b = rng.randint(1, 10), rng.randint(1, 10)
+            a, b = rng.randint(1, 6), rng.randint(1, 6)
             c = a * b
         symbol = {"plus": "+", "minus": "-", "times": "x"}[op]
         lines.append(f"{a} {op} {b} is {c}." if rng.random() < 0.7 else f"{a} {symbol} {b} = {c}.")
@@ -105,9 +105,9 @@ def story_doc(rng: random.Random) -> str:
     name, item = rng.choice(facts.PEOPLE), rng.choice(facts.ITEMS)
     pronoun = _PRONOUNS[name]
     if rng.random() < 0.5:
-        a, b = rng.randint(2, 12), rng.randint(2, 9)
+        a, b = rng.randint(2, 10), rng.randint(2, 5)
         return f"{name} has {a} {item}. {pronoun} gets {b} more. Now {name} has {a + b} {item}."
-    a = rng.randint(4, 12)
+    a = rng.randint(4, 10)
     b = rng.randint(2, a - 2)
     return f"{name} has {a} {item}. {pronoun} gives {b} away. Now {name} has {a - b} {item} left."
 
@@ -115,7 +115,7 @@ def story_doc(rng: random.Random) -> str:
 def conversion_doc(rng: random.Random) -> str:
     (big, small), factor = rng.choice(list(facts.CONVERSIONS.items()))
     lines = [f"There are {factor} {small} in one {facts.UNIT_SINGULAR[big]}."]
-    for n in sorted(rng.sample(range(2, 13), rng.randint(2, 4))):
+    for n in sorted(rng.sample(range(2, 11), rng.randint(2, 4))):
         lines.append(f"{n} {big} is {n * factor} {small}.")
     return " ".join(lines)
 
@@ -127,11 +127,11 @@ def numbers_doc(rng: random.Random) -> str:
         seq = ", ".join(str(n) for n in range(a, a + rng.randint(3, 7)))
         return f"Counting from {seq.split(', ')[0]} to {seq.split(', ')[-1]}: {seq}."
     if choice < 0.7:
-        nums = rng.sample(range(1, 50), rng.randint(3, 5))
+        nums = rng.sample(range(1, 31), rng.randint(3, 4))
         return (f"The numbers {', '.join(map(str, nums))} from smallest to largest are "
                 f"{', '.join(map(str, sorted(nums)))}. From largest to smallest they are "
                 f"{', '.join(map(str, sorted(nums, reverse=True)))}.")
-    a, b = rng.sample(range(1, 100), 2)
+    a, b = rng.sample(range(1, 31), 2)
     return f"{max(a, b)} is bigger than {min(a, b)}, and {min(a, b)} is smaller than {max(a, b)}."
 
 
@@ -144,7 +144,7 @@ def list_doc(rng: random.Random) -> str:
 
 FACT_DOCS: tuple[tuple[Callable[[random.Random], str], float], ...] = (
     (country_doc, 2.0), (animal_doc, 2.0), (colour_doc, 1.0), (opposites_doc, 1.0), (science_doc, 1.0),
-    (plural_doc, 0.5), (arithmetic_doc, 2.0), (story_doc, 1.0), (conversion_doc, 1.5), (numbers_doc, 1.0),
+    (plural_doc, 0.5), (arithmetic_doc, 3.0), (story_doc, 1.0), (conversion_doc, 1.5), (numbers_doc, 1.5),
     (list_doc, 0.7),
 )
 

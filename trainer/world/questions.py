@@ -530,7 +530,7 @@ class Add(Arithmetic):
     weight = 1.5
 
     def sample(self, rng):
-        return {"a": rng.randint(0, 20), "b": rng.randint(0, 20)}
+        return {"a": rng.randint(0, 10), "b": rng.randint(0, 10)}
 
     def result(self, s):
         return s["a"] + s["b"]
@@ -542,7 +542,7 @@ class Subtract(Arithmetic):
                  "Take {b} away from {a}. What is left?")
 
     def sample(self, rng):
-        a = rng.randint(0, 20)
+        a = rng.randint(0, 12)
         return {"a": a, "b": rng.randint(0, a)}
 
     def validate(self, raw):
@@ -559,7 +559,7 @@ class Multiply(Arithmetic):
                  "What is {a} multiplied by {b}?")
 
     def sample(self, rng):
-        return {"a": rng.randint(1, 10), "b": rng.randint(1, 10)}
+        return {"a": rng.randint(1, 6), "b": rng.randint(1, 6)}
 
     def result(self, s):
         return s["a"] * s["b"]
@@ -573,8 +573,8 @@ class WordProblem(Kind):
 
     def sample(self, rng):
         gives = rng.random() < 0.5
-        a = rng.randint(4, 12) if gives else rng.randint(2, 12)
-        b = rng.randint(2, a - 2) if gives else rng.randint(2, 9)
+        a = rng.randint(4, 10) if gives else rng.randint(2, 10)
+        b = rng.randint(2, a - 2) if gives else rng.randint(2, 5)
         return {"name": rng.choice(facts.PEOPLE), "a": a, "item": rng.choice(facts.ITEMS), "b": b,
                 "gives": gives}
 
@@ -631,7 +631,7 @@ class Convert(Kind):
 
     def sample(self, rng):
         big, small = rng.choice(list(facts.CONVERSIONS))
-        return {"n": rng.randint(1, 12), "big": big, "small": small}
+        return {"n": rng.randint(1, 10), "big": big, "small": small}
 
     def render(self, slots, template_index):
         return self.templates[template_index].format(**self._display(slots))
@@ -704,9 +704,9 @@ class ListItems(Kind):
         return f"{capitalise(self._join(self._items(s)))}."
 
     def wrong(self, s, rng):
-        others = [c for c in facts.LIST_CATEGORIES if c != s["category"]]
-        foreign = rng.sample(list(facts.LIST_CATEGORIES[rng.choice(others)][1]), 2)
-        items = self._items(s)[:-1] + foreign[:1]
+        foreign = sorted({m for c, (_, members) in facts.LIST_CATEGORIES.items() if c != s["category"]
+                          for m in members} - set(self._members(s)))
+        items = self._items(s)[:-1] + [rng.choice(foreign)]
         return f"Here are {s['count']} {s['category']}: {self._join(items)}."
 
     def check(self, s, question, response):
@@ -724,7 +724,7 @@ class SortNumbers(Kind):
     slot_patterns = {"order": r"smallest to largest|largest to smallest", "nums": r"\d+(?:, \d+)+"}
 
     def sample(self, rng):
-        nums = rng.sample(range(1, 50), rng.randint(3, 5))
+        nums = rng.sample(range(1, 31), rng.randint(3, 4))
         return {"order": rng.choice(["smallest to largest", "largest to smallest"]),
                 "nums": ", ".join(map(str, nums))}
 
@@ -793,7 +793,7 @@ class Compare(Kind):
     weight = 0.7
 
     def sample(self, rng):
-        a, b = rng.sample(range(1, 100), 2)
+        a, b = rng.sample(range(1, 31), 2)
         return {"a": a, "b": b}
 
     def validate(self, raw):
