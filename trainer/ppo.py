@@ -25,6 +25,7 @@ Dropout is off in all four models (they stay in eval mode; gradients still flow)
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import math
@@ -170,8 +171,13 @@ class AdaptiveKLController:
 
 
 def _accepts_logits_to_keep(model) -> bool:
+    return _class_accepts_logits_to_keep(type(model))
+
+
+@functools.lru_cache(maxsize=None)
+def _class_accepts_logits_to_keep(cls) -> bool:  # inspect.signature costs ~1 ms: once per class
     try:
-        return "logits_to_keep" in inspect.signature(model.forward).parameters
+        return "logits_to_keep" in inspect.signature(cls.forward).parameters
     except (TypeError, ValueError):
         return False
 
