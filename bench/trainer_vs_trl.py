@@ -37,6 +37,22 @@ ANCHOR_SCRIPTS = Path("/work/shared/anchors/trl")
 # ----------------------------------------------------------------------------- workers (fresh processes)
 
 
+def cpu_snapshot() -> dict:
+    """Machine-wide and own CPU time, as the anchor's benchutil records it (the machine is shared)."""
+    with open("/proc/stat") as f:
+        vals = [int(x) for x in f.readline().split()[1:]]
+    t = os.times()
+    return {"total": sum(vals[:8]), "idle": vals[3] + vals[4], "own": t.user + t.system}
+
+
+def cpu_contention(s0: dict, s1: dict) -> dict:
+    hz = os.sysconf("SC_CLK_TCK")
+    cap = (s1["total"] - s0["total"]) / hz
+    busy = cap - (s1["idle"] - s0["idle"]) / hz
+    own = s1["own"] - s0["own"]
+    return {"capacity_cpu_s": cap, "own_cpu_s": own, "others_frac": max(0.0, busy - own) / cap if cap else None}
+
+
 def _timed_loop(module) -> dict:
     """Record when the training loop starts (the stage calls `progress(...)` right before it) and when each
     metrics line arrives."""
@@ -45,6 +61,7 @@ def _timed_loop(module) -> dict:
 
     def progress(*a, **k):
         marks["t0"] = time.perf_counter()
+        marks["cpu0"] = cpu_snapshot()
         return orig(*a, **k)
 
     module.progress = progress
@@ -66,6 +83,7 @@ def worker_rm(args) -> dict:
     def on_metrics(line):
         if "loss" in line:
             marks["steps"].append((time.perf_counter(), line))
+            marks["cpu1"] = cpu_snapshot()
 
     rm.train_reward(cfg, on_metrics=on_metrics)
     final = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
@@ -77,7 +95,9 @@ def worker_rm(args) -> dict:
     data = load_preferences(A / "pref.jsonl", load_tokenizer(A / "tiny-gpt2"), max_length=128)
     tokens = sum(len(s) for g in data.groups for s in g.sequences)
     n_params = sum(p.numel() for p in rm.load_reward_model(out, load_tokenizer(out)).parameters())
-    return {"pairs_per_s": n_pairs / t_train, "t_train_s": t_train, "n_pairs": n_pairs,
+    cpu = cpu_contention(marks["cpu0"], marks["cpu1"])
+    return {"pairs_per_s": n_pairs / t_train, "t_train_s": t_train, "n_pairs": n_pairs, "cpu_during_train": cpu,
+            "pairs_per_own_cpu_s": n_pairs / cpu["own_cpu_s"],
             "heldout_accuracy": final["eval_accuracy"], "tokens": tokens, "n_params": n_params,
             "flops": 6 * n_params * tokens, "threads": torch.get_num_threads(), "precision": args.precision}
 
@@ -91,19 +111,22 @@ def worker_ppo(args) -> dict:
     A = Path(args.anchor) / "assets"
     out = Path(tempfile.mkdtemp()) / "policy"
     cfg = ppo.PPOConfig(policy=str(A / "tiny-gpt2"), reward_model=str(A / "tiny-rm"), prompts=str(A / "prompts.jsonl"),
-                        out=str(out), batch_size=16, epochs=4, max_new_tokens=32, ppo_epochs=4, num_minibatches=1,
+                        out=str(out), batch_size=16, epochs=max(1, args.ppo_episodes // 64), max_new_tokens=32, ppo_epochs=4, num_minibatches=1,
                         lr=3e-6, kl_coef=0.05, temperature=0.7, seed=42, precision=args.precision,
                         checkpoint_every=0, device="cpu")
 
     def on_metrics(line):
         marks["steps"].append((time.perf_counter(), line))
+        marks["cpu1"] = cpu_snapshot()
 
     ppo.train_ppo(cfg, on_metrics=on_metrics)
     t_train = marks["steps"][-1][0] - marks["t0"]
     lines = [s[1] for s in marks["steps"]]
     episodes = lines[-1]["episode"]
     gen_tokens = sum(x["gen_len"] * 16 for x in lines)
-    return {"episodes_per_s": episodes / t_train, "t_train_s": t_train, "episodes": episodes,
+    cpu = cpu_contention(marks["cpu0"], marks["cpu1"])
+    return {"episodes_per_s": episodes / t_train, "t_train_s": t_train, "episodes": episodes, "cpu_during_train": cpu,
+            "episodes_per_own_cpu_s": episodes / cpu["own_cpu_s"],
             "gen_tokens": gen_tokens, "threads": torch.get_num_threads(), "precision": args.precision,
             "first": {k: lines[0][k] for k in ("objective/scores", "objective/kl", "loss/value_avg")},
             "last": {k: lines[-1][k] for k in ("objective/scores", "objective/kl", "loss/value_avg")}}
@@ -200,6 +223,8 @@ def main() -> None:
     ap.add_argument("--precision", default="fp32,bf16", help="our precisions to run, comma-separated")
     ap.add_argument("--rm-lr", type=float, default=1e-4, help="our RM learning rate (TRL RewardConfig default 1e-4)")
     ap.add_argument("--gen-reps", type=int, default=3)
+    ap.add_argument("--ppo-episodes", type=int, default=256, help="a multiple of the 64 prompts (TRL anchor: 256)")
+    ap.add_argument("--trl-rm-result", default="", help="reuse a bench_rm.py JSON instead of running TRL's RM")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--only", default="rm,ppo,gen")
     ap.add_argument("--out", default=str(REPO / "bench" / "out" / "trainer_vs_trl.json"))
@@ -222,7 +247,9 @@ def main() -> None:
     peaks = {p: matmul_peak(p) for p in ("fp32", "bf16")}
     for r in range(args.rounds):
         if "rm" in only or "ppo" in only:
-            if "rm" in only or not (A / "assets" / "tiny-rm").exists():
+            if args.trl_rm_result and r == 0:
+                runs.setdefault("trl_rm", []).append(json.loads(Path(args.trl_rm_result).read_text()))
+            elif "rm" in only or not (A / "assets" / "tiny-rm").exists():
                 o = tmp / f"trl_rm_{r}.json"
                 save = ["--save-rm", str(A / "assets" / "tiny-rm")] if not (A / "assets" / "tiny-rm").exists() else []
                 runs.setdefault("trl_rm", []).append(run_json(
@@ -236,10 +263,12 @@ def main() -> None:
             o = tmp / f"trl_ppo_{r}.json"
             runs.setdefault("trl_ppo", []).append(run_json(
                 [str(A / "venv-ppo/bin/python"), str(ANCHOR_SCRIPTS / "bench_ppo.py"), "--out", str(o),
-                 "--precision", "fp32", "--grad-ckpt", "0", "--assets", str(A / "assets")], env, o))
+                 "--precision", "fp32", "--grad-ckpt", "0", "--assets", str(A / "assets"),
+                 "--episodes", str(args.ppo_episodes)], env, o))
             for p in precisions:
                 runs.setdefault(f"ours_ppo_{p}", []).append(run_json(
-                    [*me, "--worker", "ppo", "--precision", p, "--anchor", str(A)], env))
+                    [*me, "--worker", "ppo", "--precision", p, "--anchor", str(A),
+                     "--ppo-episodes", str(args.ppo_episodes)], env))
         if "gen" in only:
             runs.setdefault("gen", []).append(run_json([*me, "--worker", "gen", "--anchor", str(A),
                                                         "--gen-reps", str(args.gen_reps)], env))
@@ -250,23 +279,36 @@ def main() -> None:
     if "trl_rm" in runs and any(k.startswith("ours_rm_") for k in runs):
         trl = {"pairs_per_s": med("trl_rm", "pairs_per_s"),
                "heldout_accuracy": statistics.median(x["heldout_eval"]["eval_accuracy"] for x in runs["trl_rm"]),
-               "mfu_fp32": med("trl_rm", "achieved_gflops_6NT") * 1e9 / peaks["fp32"]}
+               "mfu_fp32": med("trl_rm", "achieved_gflops_6NT") * 1e9 / peaks["fp32"],
+               "pairs_per_own_cpu_s": statistics.median(x["n_pairs_after_filter"] / x["cpu_during_train"]["own_cpu_s"]
+                                                        for x in runs["trl_rm"]),
+               "others_frac": statistics.median(x["cpu_during_train"]["others_frac"] for x in runs["trl_rm"])}
         summary["rm"] = {"trl_1.16": trl}
         for p in precisions:
             k = f"ours_rm_{p}"
             ours = {"pairs_per_s": med(k, "pairs_per_s"), "heldout_accuracy": med(k, "heldout_accuracy"),
                     "mfu": statistics.median(x["flops"] / x["t_train_s"] for x in runs[k]) / peaks[p]}
+            ours["pairs_per_own_cpu_s"] = med(k, "pairs_per_own_cpu_s")
+            ours["others_frac"] = statistics.median(x["cpu_during_train"]["others_frac"] for x in runs[k])
             ours["speedup_vs_trl"] = ours["pairs_per_s"] / trl["pairs_per_s"]
+            ours["speedup_vs_trl_per_own_cpu_s"] = ours["pairs_per_own_cpu_s"] / trl["pairs_per_own_cpu_s"]
             ours["accuracy_minus_trl"] = ours["heldout_accuracy"] - trl["heldout_accuracy"]
             summary["rm"][f"ours_{p}"] = ours
     if "trl_ppo" in runs:
         fl = ppo_flops_per_episode(info["n_params"], info["prompt_tokens_mean"], 32)
         trl_eps = med("trl_ppo", "episodes_per_s")
-        summary["ppo"] = {"trl_1.12": {"episodes_per_s": trl_eps, "mfu_fp32_est": trl_eps * fl / peaks["fp32"]}}
+        trl_cpu = statistics.median(x["episodes"] / x["cpu_during_train"]["own_cpu_s"] for x in runs["trl_ppo"])
+        summary["ppo"] = {"trl_1.12": {"episodes_per_s": trl_eps, "mfu_fp32_est": trl_eps * fl / peaks["fp32"],
+                                       "episodes_per_own_cpu_s": trl_cpu,
+                                       "others_frac": statistics.median(x["cpu_during_train"]["others_frac"]
+                                                                        for x in runs["trl_ppo"])}}
         for p in precisions:
             k = f"ours_ppo_{p}"
             eps = med(k, "episodes_per_s")
             summary["ppo"][f"ours_{p}"] = {"episodes_per_s": eps, "speedup_vs_trl": eps / trl_eps,
+                                           "speedup_vs_trl_per_own_cpu_s": med(k, "episodes_per_own_cpu_s") / trl_cpu,
+                                           "others_frac": statistics.median(x["cpu_during_train"]["others_frac"]
+                                                                            for x in runs[k]),
                                            "mfu_est": eps * fl / peaks[p], "last": runs[k][-1]["last"]}
     if "gen" in runs:
         o, h = med("gen", "ours_tokens_per_s"), med("gen", "hf_tokens_per_s")
