@@ -130,6 +130,8 @@ def main() -> int:
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--world-dir", type=Path, help="where the world is built and cached "
                                                         "(default bench/out/world-SIZE)")
+    parser.add_argument("--reuse-world", action="store_true",
+                        help="use --world-dir as it is (its sft/ and prompts), without checking it is current")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--labels", type=int, default=300, help="simulated labels per round")
     parser.add_argument("--annotators", type=int, default=5)
@@ -145,8 +147,9 @@ def main() -> int:
     size = SIZES[args.size]
     world = args.world_dir or ROOT / "bench" / "out" / f"world-{args.size}"
     started = time.perf_counter()
-    print(f"building the {args.size} world in {world} (cached)...", file=sys.stderr, flush=True)
-    build_all(args.size, world)
+    if not (args.reuse_world and (world / "sft" / "config.json").is_file()):
+        print(f"building the {args.size} world in {world} (cached)...", file=sys.stderr, flush=True)
+        build_all(args.size, world)
     print(f"  world ready in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
 
     services = Services(Path(tempfile.mkdtemp(prefix="rlhf-efficacy-")))
@@ -154,7 +157,7 @@ def main() -> int:
     labels_so_far: list[choice_model.Label] = []
     try:
         token = services.start()
-        api = httpx.Client(base_url=services.url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        api = httpx.Client(base_url=services.url, headers={"Authorization": f"Bearer {token}"}, timeout=600)
         prompts = [json.loads(line) for line in (world / "prompts.jsonl").read_text().splitlines()]
         api.post("/api/v1/prompts", json=prompts).raise_for_status()
         api.post("/api/v1/models", json={"path": str(world / "sft"), "name": f"world-{args.size}-sft",

@@ -588,6 +588,8 @@ def run_round(ctx: JobContext) -> dict[str, Any]:
     message = too_little_data(pairs, cfg)
     if message:
         raise JobFailed(message)
+    if manifest["files"]["eval_prompts.jsonl"]["rows"] == 0:
+        raise JobFailed("no eval-split prompts to evaluate the round on: import some prompts with split \"eval\"")
 
     _stage_progress(ctx, "reward")
     reward_metrics = train_reward(ctx, cfg, rdir, lineage, manifest)

@@ -181,17 +181,3 @@ def test_rerun_on_the_same_snapshot_and_seed_gives_the_same_metrics_and_dpo_roun
     # (the baseline is the current policy, which the first round changed)
     same = ("kl_to_ref", "mean_length", "distinct_2", "rm_score")
     assert {k: first.result["evaluation"][k] for k in same} == {k: second.result["evaluation"][k] for k in same}
-
-
-def test_a_failed_round_leaves_the_registry_alone(db, settings, tiny_lm_dir):
-    sft, _ = labelled_world(db, tiny_lm_dir, train=12, eval=2)
-    # a judge that cannot be imported fails the evaluate stage, after reward and PPO trained
-    job = start_round(db, config=tiny_round_config(gold_judge="no_such_module_xyz:score", next_tasks={"prompts": 0}))
-    db.commit()
-    run_worker_once(settings)
-    db.expire_all()
-    job = db.get(Job, job.id)
-    assert job.status == "failed"
-    assert "no_such_module_xyz" in job.error
-    current = db.scalars(select(ModelVersion).where(ModelVersion.is_current)).all()
-    assert [m.id for m in current] == [sft.id]

@@ -42,7 +42,7 @@ def test_kill_9_worker_during_ppo_resumes_from_the_checkpoint(stack, tiny_lm_dir
         db.commit()
         sft_id = sft.id
     config = stack.root / "round.json"
-    config.write_text(json.dumps(tiny_round_config(ppo={"max_steps": 10, "batch_size": 4}, eval_prompts=3,
+    config.write_text(json.dumps(tiny_round_config(ppo={"max_steps": 10, "batch_size": 4, "epochs": 3}, eval_prompts=3,
                                                    next_tasks={"prompts": 0})))
     # `--wait` blocks across the kill and the takeover, and ends with the round's outcome
     waiter = subprocess.Popen([*rlhf_command(), "round", "start", "--config", str(config), "--wait"],
@@ -76,9 +76,9 @@ def test_kill_9_worker_during_ppo_resumes_from_the_checkpoint(stack, tiny_lm_dir
     assert not (rdir / "policy.ckpt").exists()
 
 
-def test_round_start_wait_exits_1_when_the_round_fails(stack):
+def test_round_start_wait_exits_1_when_the_round_fails_and_the_registry_stays(stack):
     with stack_session(stack) as db:
-        register_policy(db, stack.root / "no-such-model")
+        sft_id = register_policy(db, stack.root / "no-such-model").id
         label_preferences(db, make_prompts(db, train=3, eval=1)["train"], annotator=factories.make_annotator(db))
         db.commit()
     stack.start("worker", "worker")
@@ -86,6 +86,8 @@ def test_round_start_wait_exits_1_when_the_round_fails(stack):
     assert proc.returncode == 1
     job_id = int(proc.stdout.strip())
     assert f"error: round {job_id} failed: trainer reward failed" in proc.stderr
+    current = read(stack, lambda db: db.scalars(select(ModelVersion).where(ModelVersion.is_current)).all())
+    assert [m.id for m in current] == [sft_id]
     refused = stack.rlhf("round", "start", "--set", "min_pairs=100", check=False)
     assert refused.returncode == 2 and "too little data for a round" in refused.stderr
 
