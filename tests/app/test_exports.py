@@ -291,3 +291,16 @@ def test_written_file_is_exactly_the_json_of_the_lines(db, tmp_path, fmt, includ
     assert result.path.read_text(encoding="utf-8") == expected
     lines = expected.split("\n")[:-1]  # (str.splitlines would also split at the U+2028 inside a string)
     assert result.rows == len(lines) and result.annotations == len({json.loads(x)["annotation_id"] for x in lines})
+
+
+@pytest.mark.parametrize("fmt,pairs", [("trl", 7), ("trl-conversational", 7), ("rankings", 3), ("kto", 1)])
+def test_our_trainer_reads_every_preference_export(db, tmp_path, tiny_tokenizer, fmt, pairs):
+    """The reward stage (`python -m trainer reward`) reads the exports as they are written."""
+    from trainer.preference_data import load_preferences
+
+    build_dataset(db)
+    result = write_export(db, fmt=fmt, out=tmp_path / f"{fmt}.jsonl", include_ties=fmt.startswith("trl"))
+    prefs = load_preferences(result.path, tiny_tokenizer, ties="exclude", max_length=256)
+    assert prefs.format == fmt and prefs.n_pairs == pairs
+    if fmt.startswith("trl"):
+        assert prefs.skipped_ties == 2
