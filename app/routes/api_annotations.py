@@ -88,7 +88,15 @@ async def submit_annotation_api(request: Request, body: AnnotationIn,
     return await run_in_threadpool(as_api_user, request, work)
 
 
+LIST_EXAMPLE = [{"annotation_id": 77, "task_id": 12, "kind": "pairwise", "choice": "chosen", "chosen_id": 31,
+                 "strength": 2, "ranking": None, "ratings": None, "critiques": None, "critique": "B is vague.",
+                 "rewrite": None, "flags": None, "positions": [31, 30], "time_spent_ms": 5400,
+                 "created_at": "2026-01-01T12:00:00+00:00", "deleted_at": None}]
+
+
 @router.get("/annotations", summary="Your annotations, newest first",
+            responses={200: {"description": "Newest first", "content": {"application/json": {"example": LIST_EXAMPLE}}},
+                       **AUTH_RESPONSES},
             description="`mine=1` (the default): your own annotations, undone ones with `deleted_at`. "
             "Annotators never see other annotators' labels.")
 async def list_annotations_api(request: Request, mine: bool = True,

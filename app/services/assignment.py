@@ -77,32 +77,36 @@ def prepared(statement: str, *, dates: tuple[str, ...] = ("now", "expires"), jso
 
 
 LOCK_USER = prepared("SELECT id FROM users WHERE id = :user FOR UPDATE")
+# A lease is not worth an fsync: if the database crashed right after, the annotator would just be offered a task
+# again. Annotations themselves keep the durable commit.
+LEASE_COMMIT_ASYNC = prepared("SET LOCAL synchronous_commit = off")
 HELD = prepared("SELECT task_id, permutation, lease_expires_at FROM assignments WHERE user_id = :user AND "
             "status = 'leased' AND lease_expires_at > :now ORDER BY leased_at LIMIT 1",
             columns={"task_id": Integer(), "permutation": JSON(), "lease_expires_at": _DT})
 TOP_PRIORITY = prepared("SELECT max(priority) FROM tasks WHERE completed = :no")
 NEXT_PRIORITY = prepared("SELECT max(priority) FROM tasks WHERE completed = :no AND priority < :priority")
-CANDIDATES = prepared(
-    "SELECT t.id FROM tasks t WHERE t.completed = :no AND t.priority = :priority AND t.id > :after "
+_CANDIDATE_WHERE = (
+    "FROM tasks t WHERE t.completed = :no AND t.priority = :priority AND t.id > :after "
     "AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.task_id = t.id AND a.user_id = :user "
     "AND a.status IN ('done', 'skipped')) "
     "AND t.done_count + (SELECT count(*) FROM assignments l WHERE l.task_id = t.id AND l.status = 'leased' "
-    f"AND l.lease_expires_at > :now) < t.overlap ORDER BY t.id LIMIT {CANDIDATE_BATCH}")
+    "AND l.lease_expires_at > :now) < t.overlap ORDER BY t.id")
+CANDIDATES = prepared(f"SELECT t.id {_CANDIDATE_WHERE} LIMIT {CANDIDATE_BATCH}")
+# PostgreSQL: find and lock in one statement; the slot is then re-checked by a statement that sees every commit
+# made before the lock was granted.
+CANDIDATE_LOCKED = prepared(f"SELECT t.id {_CANDIDATE_WHERE} LIMIT 1 FOR UPDATE OF t SKIP LOCKED")
+SLOT_CHECK = prepared(
+    "SELECT t.done_count, t.overlap, t.completed, (SELECT count(*) FROM assignments l WHERE l.task_id = t.id "
+    "AND l.status = 'leased' AND l.lease_expires_at > :now AND l.user_id <> :user), (SELECT a.status FROM "
+    "assignments a WHERE a.task_id = t.id AND a.user_id = :user) FROM tasks t WHERE t.id = :task")
 TASK_SLOTS = "SELECT done_count, overlap, completed FROM tasks WHERE id = :task"
 TASK_SLOTS_SQLITE = prepared(TASK_SLOTS)  # the IMMEDIATE transaction already excludes other writers
-TASK_SLOTS_SKIP_LOCKED = prepared(TASK_SLOTS + " FOR UPDATE SKIP LOCKED")
 TASK_SLOTS_LOCKED = prepared(TASK_SLOTS + " FOR UPDATE")
 OWN = prepared("SELECT id, status, permutation, lease_expires_at FROM assignments WHERE task_id = :task AND "
            "user_id = :user", columns={"id": Integer(), "status": String(), "permutation": JSON(),
                                        "lease_expires_at": _DT})
 LEASED_BY_OTHERS = prepared("SELECT count(*) FROM assignments WHERE task_id = :task AND status = 'leased' AND "
                         "lease_expires_at > :now AND user_id <> :user")
-POSITIONS = prepared("SELECT generation_id FROM task_positions WHERE task_id = :task ORDER BY position")
-INSERT_LEASE = prepared("INSERT INTO assignments (task_id, user_id, status, permutation, leased_at, lease_expires_at, "
-                    "updated_at) VALUES (:task, :user, 'leased', :permutation, :now, :expires, :now)",
-                    json_in=("permutation",))
-RENEW_LEASE = prepared("UPDATE assignments SET leased_at = :now, lease_expires_at = :expires, updated_at = :now "
-                   "WHERE id = :id")
 OFFER_TASK = prepared("SELECT t.kind, p.text, p.messages FROM tasks t JOIN prompts p ON p.id = t.prompt_id "
                   "WHERE t.id = :task", columns={"kind": String(), "text": Text(), "messages": JSON()})
 OFFER_TEXTS = prepared("SELECT g.id, g.text FROM task_positions tp JOIN generations g ON g.id = tp.generation_id "
@@ -131,10 +135,9 @@ def lock_user(session: Session, user_id: int) -> None:
         session.execute(LOCK_USER, {"user": user_id})
 
 
-def task_slots(session: Session, task_id: int, *, skip_locked: bool = False):
-    """(done_count, overlap, completed) of the task, its row locked until commit on PostgreSQL; None when
-    skip_locked and another transaction holds it."""
-    stmt = TASK_SLOTS_SQLITE if is_sqlite(session) else TASK_SLOTS_SKIP_LOCKED if skip_locked else TASK_SLOTS_LOCKED
+def task_slots(session: Session, task_id: int):
+    """(done_count, overlap, completed) of the task, its row locked until commit on PostgreSQL."""
+    stmt = TASK_SLOTS_SQLITE if is_sqlite(session) else TASK_SLOTS_LOCKED
     return session.execute(stmt, {"task": task_id}).first()
 
 
@@ -182,9 +185,9 @@ def _priorities(session: Session):
         top = session.execute(NEXT_PRIORITY, {"priority": top}).scalar()
 
 
-def _lease_serialized(session: Session, *, task_id: int, user_id: int, now: datetime, expires: datetime) -> Offer:
-    """SQLite: the candidate query just checked the slot inside this IMMEDIATE (serialized) transaction, so
-    lease at once: texts, upsert, prompt -- three statements."""
+def _lease_checked(session: Session, *, task_id: int, user_id: int, now: datetime, expires: datetime) -> Offer:
+    """Lease a task whose free slot was just checked with no other writer able to take it (SQLite: inside the
+    IMMEDIATE transaction; PostgreSQL: holding the task's row lock): texts, upsert, prompt."""
     texts = session.execute(OFFER_TEXTS, {"task": task_id}).all()
     permutation = [g for g, _ in texts]
     _shuffle(permutation)
@@ -196,46 +199,38 @@ def _lease_serialized(session: Session, *, task_id: int, user_id: int, now: date
                  responses=[(g, by_id[g]) for g in permutation], lease_expires_at=expires)
 
 
-def _try_lease(session: Session, *, task_id: int, user_id: int, now: datetime, expires: datetime,
-               wait: bool = False) -> Lease | bool:
-    """The new lease; False if the task has no slot for this annotator; True if another transaction holds
-    the task row right now (PostgreSQL, when not waiting): worth another look before saying "nothing left".
-    On PostgreSQL each try runs in a savepoint, so a rejected task's row lock is released at once: a request
-    then holds at most one task lock while it waits for another, and waits can never form a cycle."""
-    if is_sqlite(session):
-        return _lease_locked(session, task_id=task_id, user_id=user_id, now=now, expires=expires, wait=wait)
-    savepoint = session.begin_nested()
-    got = _lease_locked(session, task_id=task_id, user_id=user_id, now=now, expires=expires, wait=wait)
-    if isinstance(got, Lease):
-        savepoint.commit()
-    else:
-        savepoint.rollback()
-    return got
+def _slot_free(session: Session, *, task_id: int, user_id: int, now: datetime) -> bool:
+    """Re-check, holding the task's lock, that it still has a slot for this annotator."""
+    done, overlap, completed, leased_by_others, own_status = session.execute(
+        SLOT_CHECK, {"task": task_id, "user": user_id, "now": now}).one()
+    return not completed and own_status in (None, "leased") and done + leased_by_others < overlap
 
 
-def _lease_locked(session: Session, *, task_id: int, user_id: int, now: datetime, expires: datetime,
-                  wait: bool) -> Lease | bool:
-    slots = task_slots(session, task_id, skip_locked=not wait)
-    if slots is None:
-        return True
-    done_count, overlap, completed = slots
-    if completed:
-        return False
-    own = session.execute(OWN, {"task": task_id, "user": user_id}).first()
-    if own is not None and own.status != "leased":
-        return False
-    if done_count + leased_count(session, task_id=task_id, now=now, exclude_user_id=user_id) >= overlap:
-        return False
-    if own is None:
-        permutation = list(session.execute(POSITIONS, {"task": task_id}).scalars())
-        _shuffle(permutation)
-        session.execute(INSERT_LEASE, {"task": task_id, "user": user_id, "permutation": permutation, "now": now,
-                                       "expires": expires})
-    else:
-        # An expired lease of this annotator: take it again with the same order they saw before.
-        permutation = own.permutation
-        session.execute(RENEW_LEASE, {"id": own.id, "now": now, "expires": expires})
-    return Lease(task_id, permutation, expires)
+def _lease_by_locking(session: Session, *, user_id: int, now: datetime, expires: datetime) -> Offer | None:
+    """PostgreSQL. Lock the first free-looking task (SKIP LOCKED: others are working on theirs), re-check, lease.
+    The scan runs in a savepoint that is rolled back when nothing is found, which releases the locks of rejected
+    tasks; only then, holding no task lock, does it wait for tasks that were locked: waits never form a cycle."""
+    for priority in _priorities(session):
+        scan = session.begin_nested()
+        after = 0
+        while (task_id := session.execute(CANDIDATE_LOCKED, {"priority": priority, "after": after,
+                                                              "user": user_id, "now": now}).scalar()) is not None:
+            if _slot_free(session, task_id=task_id, user_id=user_id, now=now):
+                offer = _lease_checked(session, task_id=task_id, user_id=user_id, expires=expires, now=now)
+                scan.commit()
+                return offer
+            after = task_id
+        scan.rollback()
+    for priority in _priorities(session):
+        for task_id in _candidate_ids(session, user_id=user_id, priority=priority, after_id=0, now=now):
+            attempt = session.begin_nested()
+            task_slots(session, task_id)  # waits for the holder to commit
+            if _slot_free(session, task_id=task_id, user_id=user_id, now=now):
+                offer = _lease_checked(session, task_id=task_id, user_id=user_id, expires=expires, now=now)
+                attempt.commit()
+                return offer
+            attempt.rollback()
+    return None
 
 
 def next_task(session: Session, *, user: Annotator, lease_minutes: float, now: datetime | None = None) -> Offer | None:
@@ -247,27 +242,14 @@ def next_task(session: Session, *, user: Annotator, lease_minutes: float, now: d
     if held is not None:
         return load_offer(session, lease=held)
     expires = now + timedelta(minutes=lease_minutes)
-    contended: list[int] = []
+    if not is_sqlite(session):
+        session.execute(LEASE_COMMIT_ASYNC)
+        return _lease_by_locking(session, user_id=user.id, now=now, expires=expires)
+    # SQLite: this transaction excludes every other writer, so the first candidate is free for sure.
     for priority in _priorities(session):
-        after = 0
-        while True:
-            ids = _candidate_ids(session, user_id=user.id, priority=priority, after_id=after, now=now)
-            if ids and is_sqlite(session):
-                return _lease_serialized(session, task_id=ids[0], user_id=user.id, now=now, expires=expires)
-            for task_id in ids:
-                got = _try_lease(session, task_id=task_id, user_id=user.id, now=now, expires=expires)
-                if isinstance(got, Lease):
-                    return load_offer(session, lease=got)
-                if got:
-                    contended.append(task_id)
-            if len(ids) < CANDIDATE_BATCH:
-                break
-            after = ids[-1]
-    # Free tasks were all taken; those another request was holding a moment ago may still have a slot.
-    for task_id in contended:
-        got = _try_lease(session, task_id=task_id, user_id=user.id, now=now, expires=expires, wait=True)
-        if isinstance(got, Lease):
-            return load_offer(session, lease=got)
+        ids = _candidate_ids(session, user_id=user.id, priority=priority, after_id=0, now=now)
+        if ids:
+            return _lease_checked(session, task_id=ids[0], user_id=user.id, now=now, expires=expires)
     return None
 
 
