@@ -1,6 +1,7 @@
 """POST /api/v1/prompts (a JSON list of prompt objects, or a JSONL/CSV file upload), GET /api/v1/prompts. Admins."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
@@ -41,7 +42,7 @@ async def post_prompts(request: Request, _admin: ApiAdmin, db: SessionDep, setti
             if len(body) > settings.max_upload_bytes:
                 raise HTTPException(status_code=413, detail=f"the body is over the {settings.max_upload_bytes} byte limit")
             try:
-                payload: Any = __import__("json").loads(body or b"null")
+                payload: Any = json.loads(body or b"null")
             except ValueError:
                 raise HTTPException(status_code=422, detail="the body must be JSON: a list of prompt objects") from None
             if isinstance(payload, dict) and isinstance(payload.get("prompts"), list):

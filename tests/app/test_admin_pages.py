@@ -1,6 +1,4 @@
 """Admin pages: each renders for an admin; forms work without JS (303 + the page) and refuse bad input with 4xx."""
-import json
-
 from sqlalchemy import func, select
 
 from app.models import ApiToken, Job, ModelVersion, Prompt, User

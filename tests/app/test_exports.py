@@ -1,10 +1,8 @@
 """Exports: exact rows per format, flat schemas, datasets + TRL preparation, filters, determinism, CLI, card."""
-import base64
 import csv
 import hashlib
 import json
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -263,7 +261,7 @@ def test_cli_writes_file_and_sha256_prints_rows_and_refuses_bad_args(settings, d
                                    "--since", "2026-01-01", "--card"])
     assert res.exit_code == 0, res.output
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
-    assert f"rows: 8" in res.stderr and f"sha256: {digest}" in res.stderr
+    assert "rows: 8" in res.stderr and f"sha256: {digest}" in res.stderr
     assert (out.parent / "trl.jsonl.sha256").read_text() == f"{digest}  trl.jsonl\n"
     assert (out.parent / "README.md").exists()
     for args, needle in ((["--format", "parquet"], "--format"), (["--format", "trl", "--source", "x"], "source"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from fastapi.routing import APIRoute
 
 from app.routes import ROUTERS
