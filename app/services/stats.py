@@ -44,7 +44,10 @@ def counts(session: Session) -> dict[str, Any]:
 def throughput(session: Session, *, days: int = 30, now: datetime | None = None) -> list[dict[str, Any]]:
     """Annotations per annotator per day (UTC) over the last `days` days."""
     since = (now or datetime.now(timezone.utc)) - timedelta(days=days)
-    day = func.date(Annotation.created_at)
+    created = Annotation.created_at
+    if session.get_bind().dialect.name == "postgresql":
+        created = func.timezone("UTC", created)  # the UTC day, whatever the server's TimeZone setting
+    day = func.date(created)
     rows = session.execute(_live(select(User.username, day, func.count()).join(User, User.id == Annotation.user_id))
                            .where(Annotation.created_at >= since).group_by(User.username, day)
                            .order_by(day, User.username))
