@@ -256,7 +256,7 @@ def test_resume_after_sigkill_of_the_cli(tmp_path, assets):
     proc = subprocess.Popen([sys.executable, "-m", "trainer", "ppo", *args, "--out", str(tmp_path / "k")],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     state = tmp_path / "k.ckpt" / "state.pt"
-    deadline = time.time() + 90
+    deadline = time.time() + 300
     while not state.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
@@ -266,10 +266,9 @@ def test_resume_after_sigkill_of_the_cli(tmp_path, assets):
     r = subprocess.run([sys.executable, "-m", "trainer", "ppo", *args, "--out", str(tmp_path / "k"),
                         "--resume", str(tmp_path / "k.ckpt")], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    r2 = subprocess.run([sys.executable, "-m", "trainer", "ppo", *args, "--out", str(tmp_path / "u")],
-                        env=env, capture_output=True, text=True, timeout=300)
-    assert r2.returncode == 0, r2.stderr
-    assert _lines(tmp_path / "k") == _lines(tmp_path / "u")
+    # the uninterrupted reference runs in this process (same thread count as the children)
+    uninterrupted = train_ppo(_cfg(assets, tmp_path / "u", max_steps=16, epochs=4))
+    assert _lines(tmp_path / "k") == _lines(uninterrupted)
 
 
 def test_loss_aggregation_is_invariant_to_microbatch_size(tmp_path, assets):
