@@ -164,22 +164,26 @@ def store_generations(session: Session, *, samples_path: Path, request: dict[str
     for start in range(0, len(rows), 1000):
         new_ids += session.scalars(insert(Generation).returning(Generation.id, sort_by_parameter_order=True),
                                    rows[start:start + 1000]).all()
-    tasks = 0
+    # Tasks (and their positions) in bulk too: a request may cover 100k prompts.
+    groups: list[tuple[int, list[int]]] = []
     position = 0
     for prompt_id in ids:
         gen_ids = new_ids[position:position + len(by_prompt[prompt_id])]
         position += len(gen_ids)
         if splits.get(prompt_id) != "train":
             continue  # held out: evaluated, never annotated for training
-        for group in _task_groups(request["task_kind"], gen_ids):
-            task = Task(prompt_id=prompt_id, kind=request["task_kind"], overlap=request["overlap"],
-                        priority=request.get("priority", 0), job_id=job_id,
-                        meta={"request_seed": request["seed"], "generation_job": job_id})
-            session.add(task)
-            session.flush()
-            session.execute(insert(TaskPosition), [{"task_id": task.id, "position": i, "generation_id": g}
-                                                   for i, g in enumerate(group)])
-            tasks += 1
+        groups += [(prompt_id, group) for group in _task_groups(request["task_kind"], gen_ids)]
+    meta = {"request_seed": request["seed"], "generation_job": job_id}
+    for start in range(0, len(groups), 1000):
+        chunk = groups[start:start + 1000]
+        task_ids = session.scalars(insert(Task).returning(Task.id, sort_by_parameter_order=True), [
+            {"prompt_id": prompt_id, "kind": request["task_kind"], "overlap": request["overlap"],
+             "priority": request.get("priority", 0), "done_count": 0, "completed": False, "meta": meta,
+             "job_id": job_id, "created_at": now} for prompt_id, _ in chunk]).all()
+        session.execute(insert(TaskPosition), [{"task_id": task_id, "position": i, "generation_id": g}
+                                               for task_id, (_, group) in zip(task_ids, chunk)
+                                               for i, g in enumerate(group)])
+    tasks = len(groups)
     generations = len(new_ids)
     session.flush()
     return {"prompts": len(ids), "generations": generations, "tasks": tasks}

@@ -6,11 +6,12 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from app.jobs import child, queue
-from app.models import Generation, Job, Task, TaskPosition
+from app.models import Generation, Job, Prompt, Task, TaskPosition
 from app.services.generation import GenerationError, GenerationRequest, request_generation
 from app.services.models_registry import register_model
-from tests.app.factories import make_prompt
+from tests.app.factories import make_model, make_prompt
 from tests.app.tiny_models import build_model, build_tokenizer
+from tests.conftest import BACKENDS
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +105,33 @@ def test_cli_enqueues_with_defaults_and_refuses_bad_k(settings, db, tiny_policy)
     assert line["config"]["num_samples"] == 4 and line["config"]["temperature"] == 1.0 and line["config"]["seed"] == 5
     bad = CliRunner().invoke(cli, ["generate", "-k", "1"])
     assert bad.exit_code == 2 and "2..8" in bad.stderr
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_storing_a_large_request_is_bulk(db, tmp_path):
+    """5000 prompts x K=4 -> 20000 generations and 10000 pairwise tasks in one transaction, quickly."""
+    import time
+
+    from app.services.generation import store_generations
+    from app.services.prompt_import import import_prompts
+
+    import_prompts(db, data="".join(json.dumps({"prompt": f"p{i}", "split": "eval" if i % 10 == 0 else "train"}) + "\n"
+                                    for i in range(5000)), name="p.jsonl")
+    model = make_model(db, "bulk")
+    db.commit()
+    samples = tmp_path / "samples.jsonl"
+    with open(samples, "w") as fh:
+        for pid in db.scalars(select(Prompt.id)):
+            for k in range(4):
+                fh.write(json.dumps({"prompt_id": pid, "sample": k, "text": f"r{pid}-{k}", "finish_reason": "eos",
+                                     "num_tokens": 3, "logprob": -1.5, "temperature": 1.0, "top_k": 0, "top_p": 1.0,
+                                     "max_new_tokens": 8, "seed": pid * 10 + k}) + "\n")
+    start = time.perf_counter()
+    counts = store_generations(db, samples_path=samples, request={"task_kind": "pairwise", "overlap": 1, "seed": 1},
+                               model_id=model.id, job_id=None)
+    db.commit()
+    assert counts == {"prompts": 5000, "generations": 20000, "tasks": 9000}  # eval prompts: no tasks
+    assert time.perf_counter() - start < 30
+    task = db.scalar(select(Task).order_by(Task.id).limit(1))
+    texts = [db.get(Generation, p.generation_id).text for p in task.positions]
+    assert len(texts) == 2 and texts[0].endswith("-0") and texts[1].endswith("-1")
