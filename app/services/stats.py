@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import case, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from app.models import Annotation, Generation, Job, Prompt, Task, User
 from app.services.agreement import krippendorff_alpha, pairwise_label, task_agreement
@@ -123,40 +123,40 @@ def agreement(session: Session, *, source: str = "all", queue_size: int = 20) ->
 
 
 def annotator_figures(session: Session, *, source: str = "all") -> dict[str, dict[str, Any]]:
-    """Per annotator: annotations, pairwise counts, tie and both-bad rates, position and length bias."""
+    """Per annotator: annotations, pairwise counts, tie and both-bad rates, position and length bias (one
+    aggregate query each; the shown order comes from the annotation's own `positions`)."""
     figures: dict[str, dict[str, Any]] = {}
     names = dict(session.execute(select(User.id, User.username)).all())
     totals = session.execute(_live(select(Annotation.user_id, func.count(), func.avg(Annotation.time_spent_ms)), source)
                              .group_by(Annotation.user_id))
     for user_id, n, avg_ms in totals:
         figures[names[user_id]] = {"annotations": n, "mean_time_ms": float(avg_ms) if avg_ms is not None else None,
-                                   "pairwise": 0, "ties": 0, "both_bad": 0, "left": 0, "longer": 0,
-                                   "choices": 0, "length_pairs": 0}
-    stmt = _live(select(Annotation.user_id, Annotation.choice, Annotation.chosen_id, Annotation.positions), source) \
-        .where(Annotation.kind == "pairwise").order_by(Annotation.id)
-    for batch in session.execute(stmt.execution_options(yield_per=BATCH)).partitions():
-        gen_ids = {g for r in batch for g in (r.positions or [])}
-        lengths = dict(session.execute(select(Generation.id, func.length(Generation.text))
-                                       .where(Generation.id.in_(gen_ids))).all()) if gen_ids else {}
-        for r in batch:
-            f = figures[names[r.user_id]]
-            f["pairwise"] += 1
-            if r.choice == "tie":
-                f["ties"] += 1
-            elif r.choice == "both_bad":
-                f["both_bad"] += 1
-            elif r.choice == "chosen" and r.chosen_id is not None and len(r.positions or []) == 2:
-                f["choices"] += 1
-                f["left"] += r.positions[0] == r.chosen_id
-                other = r.positions[1] if r.positions[0] == r.chosen_id else r.positions[0]
-                if lengths.get(r.chosen_id) != lengths.get(other):
-                    f["length_pairs"] += 1
-                    f["longer"] += (lengths.get(r.chosen_id) or 0) > (lengths.get(other) or 0)
+                                   "pairwise": 0, "ties": 0, "both_bad": 0, "choices": 0, "length_pairs": 0}
+    left, right = Annotation.positions[0].as_integer(), Annotation.positions[1].as_integer()
+    shown_left, shown_right = aliased(Generation), aliased(Generation)
+    chose = (Annotation.choice == "chosen") & ((Annotation.chosen_id == left) | (Annotation.chosen_id == right))
+    chose_left = Annotation.chosen_id == left
+    chosen_len = case((chose_left, func.length(shown_left.text)), else_=func.length(shown_right.text))
+    other_len = case((chose_left, func.length(shown_right.text)), else_=func.length(shown_left.text))
+
+    def count_if(condition):
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+    stmt = (_live(select(Annotation.user_id, func.count(), count_if(Annotation.choice == "tie"),
+                         count_if(Annotation.choice == "both_bad"), count_if(chose), count_if(chose & chose_left),
+                         count_if(chose & (chosen_len != other_len)), count_if(chose & (chosen_len > other_len))), source)
+            .outerjoin(shown_left, shown_left.id == left).outerjoin(shown_right, shown_right.id == right)
+            .where(Annotation.kind == "pairwise").group_by(Annotation.user_id))
+    for user_id, pairwise, ties, both_bad, choices, lefts, length_pairs, longer in session.execute(stmt):
+        f = figures[names[user_id]]
+        f.update(pairwise=pairwise, ties=ties, both_bad=both_bad, choices=choices, length_pairs=length_pairs)
+        f["position_bias"] = lefts / choices if choices else None
+        f["length_bias"] = longer / length_pairs if length_pairs else None
     for f in figures.values():
+        f.setdefault("position_bias", None)
+        f.setdefault("length_bias", None)
         f["tie_rate"] = f["ties"] / f["pairwise"] if f["pairwise"] else None
         f["both_bad_rate"] = f["both_bad"] / f["pairwise"] if f["pairwise"] else None
-        f["position_bias"] = f.pop("left") / f["choices"] if f["choices"] else None
-        f["length_bias"] = f.pop("longer") / f["length_pairs"] if f["length_pairs"] else None
     return figures
 
 
