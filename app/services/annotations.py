@@ -11,13 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import JSON, Integer, String, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import Annotation, Assignment, Task, utcnow
+from app.models import Annotation, Assignment, Task, UTCDateTime, utcnow
 from app.services.assignment import (
-    OWN,
     Annotator,
     AssignmentError,
     prepared,
@@ -26,7 +25,7 @@ from app.services.assignment import (
     lock_task,
     lock_user,
     open_task_filter,
-    task_slots,
+    is_sqlite,
 )
 
 CHOICES = ("chosen", "tie", "both_bad")
@@ -153,8 +152,22 @@ def request_hash(task_id: int, feedback: dict[str, Any]) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-TASK_RESPONSES = prepared("SELECT t.kind, tp.generation_id FROM tasks t LEFT JOIN task_positions tp ON tp.task_id = t.id "
-                      "WHERE t.id = :task ORDER BY tp.position")
+# The task and its response ids; on PostgreSQL the task row is locked by this very statement (its done_count is
+# read from the locked, latest row version), so everything after it in a submit is serialized per task.
+_TASK_RESPONSES = ("SELECT t.kind, t.done_count, t.overlap, tp.generation_id FROM tasks t "
+                   "JOIN task_positions tp ON tp.task_id = t.id WHERE t.id = :task ORDER BY tp.position")
+TASK_RESPONSES_SQLITE = prepared(_TASK_RESPONSES)
+TASK_RESPONSES_LOCKED = prepared(_TASK_RESPONSES + " FOR UPDATE OF t")
+# Both "was this key used?" and "what is my assignment?" in one round trip.
+SUBMIT_STATE = prepared(
+    "SELECT (SELECT id FROM annotations WHERE user_id = :user AND idempotency_key = :key) AS key_id, "
+    "(SELECT request_hash FROM annotations WHERE user_id = :user AND idempotency_key = :key) AS key_hash, "
+    "(SELECT id FROM assignments WHERE task_id = :task AND user_id = :user) AS assignment_id, "
+    "(SELECT status FROM assignments WHERE task_id = :task AND user_id = :user) AS status, "
+    "(SELECT permutation FROM assignments WHERE task_id = :task AND user_id = :user) AS permutation, "
+    "(SELECT lease_expires_at FROM assignments WHERE task_id = :task AND user_id = :user) AS lease_expires_at",
+    dates=(), columns={"key_id": Integer(), "key_hash": String(), "assignment_id": Integer(), "status": String(),
+                       "permutation": JSON(), "lease_expires_at": UTCDateTime()})
 BY_KEY = prepared("SELECT id, request_hash FROM annotations WHERE user_id = :user AND idempotency_key = :key")
 MARK_DONE = prepared("UPDATE assignments SET status = 'done', updated_at = :now WHERE id = :id")
 COUNT_DONE = prepared("UPDATE tasks SET done_count = done_count + 1, completed = (done_count + 1 >= overlap) "
@@ -193,46 +206,44 @@ def submit_annotation(session: Session, *, user: Annotator, task_id: int, feedba
     if time_spent_ms is not None and (isinstance(time_spent_ms, bool) or not isinstance(time_spent_ms, int)
                                       or time_spent_ms < 0):
         raise AnnotationInvalid("time_spent_ms must be a non-negative integer")
-    lock_user(session, user.id)
-    rows = session.execute(TASK_RESPONSES, {"task": task_id}).all()
+    rows = session.execute(TASK_RESPONSES_SQLITE if is_sqlite(session) else TASK_RESPONSES_LOCKED,
+                           {"task": task_id}).all()
     if not rows:
         raise AnnotationConflict(f"task {task_id} does not exist", status=404)
-    task_kind, response_ids = rows[0][0], [r[1] for r in rows]
-    clean = validate_feedback(kind=task_kind, response_ids=response_ids, feedback=feedback,
+    task_kind, done_count, overlap = rows[0][:3]
+    clean = validate_feedback(kind=task_kind, response_ids=[r[3] for r in rows], feedback=feedback,
                               max_text_bytes=max_text_bytes)
     digest = request_hash(task_id, clean)
-    existing = _by_key(session, user_id=user.id, key=key)
-    if existing is not None:
-        return _replay(session, existing, digest)
-
-    assignment = session.execute(OWN, {"task": task_id, "user": user.id}).first()
-    if assignment is None:
+    state = session.execute(SUBMIT_STATE, {"user": user.id, "key": key, "task": task_id}).one()
+    if state.key_id is not None:
+        return _replay(session, (state.key_id, state.key_hash), digest)
+    if state.assignment_id is None:
         raise AnnotationConflict(f"task {task_id} is not assigned to you: ask for the next task first")
-    if assignment.status == "done":
+    if state.status == "done":
         raise AnnotationConflict(f"you already annotated task {task_id} (undo it first to change it)")
-    if assignment.status == "skipped":
+    if state.status == "skipped":
         raise AnnotationConflict(f"you skipped task {task_id}")
-    done_count, overlap, _completed = task_slots(session, task_id)  # locked until commit on PostgreSQL
     # A late submit (lease expired) is still welcome if a slot is free; never beyond the overlap.
     taken = done_count
-    if aware(assignment.lease_expires_at) <= now:
+    if aware(state.lease_expires_at) <= now:
         taken += leased_count(session, task_id=task_id, now=now, exclude_user_id=user.id)
     if taken >= overlap:
         raise AnnotationConflict(f"your lease on task {task_id} expired and the task has meanwhile been completed "
                                  "by other annotators; your annotation was not stored")
     values = {"task_id": task_id, "user_id": user.id, "source": "human", "kind": task_kind,
-              "positions": list(assignment.permutation), "time_spent_ms": time_spent_ms, "idempotency_key": key,
+              "positions": list(state.permutation), "time_spent_ms": time_spent_ms, "idempotency_key": key,
               "request_hash": digest, "meta": {}, "created_at": now, **clean}
     try:
         annotation_id = session.execute(INSERT_ANNOTATION, values).scalar_one()
     except IntegrityError:
-        # Only reachable without the user lock (a concurrent same-key submit): answer like a replay.
+        # The same key used at the same moment on another task (the task lock serializes everything else):
+        # answer like a replay of whichever came first.
         session.rollback()
         existing = _by_key(session, user_id=user.id, key=key)
         if existing is None:
-            raise
+            raise AnnotationConflict(f"task {task_id} was annotated by you at the same moment") from None
         return _replay(session, existing, digest)
-    session.execute(MARK_DONE, {"id": assignment.id, "now": now})
+    session.execute(MARK_DONE, {"id": state.assignment_id, "now": now})
     session.execute(COUNT_DONE, {"task": task_id})
     return SubmitResult(annotation_id=annotation_id, replayed=False, session=session)
 

@@ -78,8 +78,9 @@ def prepared(statement: str, *, dates: tuple[str, ...] = ("now", "expires"), jso
 
 LOCK_USER = prepared("SELECT id FROM users WHERE id = :user FOR UPDATE")
 # A lease is not worth an fsync: if the database crashed right after, the annotator would just be offered a task
-# again. Annotations themselves keep the durable commit.
-LEASE_COMMIT_ASYNC = prepared("SET LOCAL synchronous_commit = off")
+# again (annotations keep the durable commit). Same round trip as the user lock.
+LOCK_USER_LEASE_ASYNC = prepared("SELECT set_config('synchronous_commit', 'off', true) FROM users "
+                                 "WHERE id = :user FOR UPDATE")
 HELD = prepared("SELECT task_id, permutation, lease_expires_at FROM assignments WHERE user_id = :user AND "
             "status = 'leased' AND lease_expires_at > :now ORDER BY leased_at LIMIT 1",
             columns={"task_id": Integer(), "permutation": JSON(), "lease_expires_at": _DT})
@@ -107,10 +108,12 @@ OWN = prepared("SELECT id, status, permutation, lease_expires_at FROM assignment
                                        "lease_expires_at": _DT})
 LEASED_BY_OTHERS = prepared("SELECT count(*) FROM assignments WHERE task_id = :task AND status = 'leased' AND "
                         "lease_expires_at > :now AND user_id <> :user")
-OFFER_TASK = prepared("SELECT t.kind, p.text, p.messages FROM tasks t JOIN prompts p ON p.id = t.prompt_id "
-                  "WHERE t.id = :task", columns={"kind": String(), "text": Text(), "messages": JSON()})
-OFFER_TEXTS = prepared("SELECT g.id, g.text FROM task_positions tp JOIN generations g ON g.id = tp.generation_id "
-                       "WHERE tp.task_id = :task ORDER BY tp.position")
+# The task as shown: its responses in canonical order, each row also carrying the kind and the prompt.
+OFFER = prepared("SELECT g.id, g.text, t.kind, p.text AS prompt_text, p.messages FROM task_positions tp "
+                 "JOIN generations g ON g.id = tp.generation_id JOIN tasks t ON t.id = tp.task_id "
+                 "JOIN prompts p ON p.id = t.prompt_id WHERE tp.task_id = :task ORDER BY tp.position",
+                 columns={"id": Integer(), "text": Text(), "kind": String(), "prompt_text": Text(),
+                          "messages": JSON()})
 # One statement for "lease it": a new row with a fresh shuffle, or this annotator's expired lease renewed with the
 # order they saw before (RETURNING gives whichever permutation the row now has).
 UPSERT_LEASE = prepared(
@@ -163,11 +166,15 @@ def current_lease(session: Session, *, user_id: int, now: datetime) -> Lease | N
     return Lease(row[0], row[1], aware(row[2])) if row else None
 
 
+def _offer(task_id: int, rows, permutation: list[int], expires: datetime) -> Offer:
+    texts = {r[0]: r[1] for r in rows}
+    return Offer(task_id=task_id, kind=rows[0][2], prompt_text=rows[0][3], prompt_messages=rows[0][4],
+                 responses=[(g, texts[g]) for g in permutation], lease_expires_at=aware(expires))
+
+
 def load_offer(session: Session, *, lease: Lease) -> Offer:
-    kind, text_, messages = session.execute(OFFER_TASK, {"task": lease.task_id}).one()
-    texts = dict(session.execute(OFFER_TEXTS, {"task": lease.task_id}).all())
-    return Offer(task_id=lease.task_id, kind=kind, prompt_text=text_, prompt_messages=messages,
-                 responses=[(g, texts[g]) for g in lease.permutation], lease_expires_at=aware(lease.lease_expires_at))
+    rows = session.execute(OFFER, {"task": lease.task_id}).all()
+    return _offer(lease.task_id, rows, lease.permutation, lease.lease_expires_at)
 
 
 def _candidate_ids(session: Session, *, user_id: int, priority: int, after_id: int, now: datetime) -> list[int]:
@@ -188,15 +195,12 @@ def _priorities(session: Session):
 def _lease_checked(session: Session, *, task_id: int, user_id: int, now: datetime, expires: datetime) -> Offer:
     """Lease a task whose free slot was just checked with no other writer able to take it (SQLite: inside the
     IMMEDIATE transaction; PostgreSQL: holding the task's row lock): texts, upsert, prompt."""
-    texts = session.execute(OFFER_TEXTS, {"task": task_id}).all()
-    permutation = [g for g, _ in texts]
+    rows = session.execute(OFFER, {"task": task_id}).all()
+    permutation = [r[0] for r in rows]
     _shuffle(permutation)
     permutation = session.execute(UPSERT_LEASE, {"task": task_id, "user": user_id, "permutation": permutation,
                                                  "now": now, "expires": expires}).scalar_one()
-    kind, text_, messages = session.execute(OFFER_TASK, {"task": task_id}).one()
-    by_id = dict(texts)
-    return Offer(task_id=task_id, kind=kind, prompt_text=text_, prompt_messages=messages,
-                 responses=[(g, by_id[g]) for g in permutation], lease_expires_at=expires)
+    return _offer(task_id, rows, permutation, expires)
 
 
 def _slot_free(session: Session, *, task_id: int, user_id: int, now: datetime) -> bool:
@@ -207,20 +211,22 @@ def _slot_free(session: Session, *, task_id: int, user_id: int, now: datetime) -
 
 
 def _lease_by_locking(session: Session, *, user_id: int, now: datetime, expires: datetime) -> Offer | None:
-    """PostgreSQL. Lock the first free-looking task (SKIP LOCKED: others are working on theirs), re-check, lease.
-    The scan runs in a savepoint that is rolled back when nothing is found, which releases the locks of rejected
-    tasks; only then, holding no task lock, does it wait for tasks that were locked: waits never form a cycle."""
+    """PostgreSQL: lock the first free-looking task (SKIP LOCKED: others are busy with theirs), re-check, lease.
+    None when the scan finds nothing; the task locks it took stay held until the caller ends the transaction."""
     for priority in _priorities(session):
-        scan = session.begin_nested()
         after = 0
         while (task_id := session.execute(CANDIDATE_LOCKED, {"priority": priority, "after": after,
                                                               "user": user_id, "now": now}).scalar()) is not None:
             if _slot_free(session, task_id=task_id, user_id=user_id, now=now):
-                offer = _lease_checked(session, task_id=task_id, user_id=user_id, expires=expires, now=now)
-                scan.commit()
-                return offer
+                return _lease_checked(session, task_id=task_id, user_id=user_id, expires=expires, now=now)
             after = task_id
-        scan.rollback()
+    return None
+
+
+def _lease_by_waiting(session: Session, *, user_id: int, now: datetime, expires: datetime) -> Offer | None:
+    """PostgreSQL, in a fresh transaction holding no task lock: wait in turn for tasks that looked free but were
+    locked a moment ago (each try in a savepoint, so a rejected task's lock is let go before the next wait and
+    waits never form a cycle)."""
     for priority in _priorities(session):
         for task_id in _candidate_ids(session, user_id=user_id, priority=priority, after_id=0, now=now):
             attempt = session.begin_nested()
@@ -237,19 +243,26 @@ def next_task(session: Session, *, user: Annotator, lease_minutes: float, now: d
     """The annotator's current task (a reload never takes a second one), else the next fair one, leased.
     None when nothing is left for them. The caller commits."""
     now = now or utcnow()
-    lock_user(session, user.id)
-    held = current_lease(session, user_id=user.id, now=now)
-    if held is not None:
-        return load_offer(session, lease=held)
     expires = now + timedelta(minutes=lease_minutes)
-    if not is_sqlite(session):
-        session.execute(LEASE_COMMIT_ASYNC)
-        return _lease_by_locking(session, user_id=user.id, now=now, expires=expires)
-    # SQLite: this transaction excludes every other writer, so the first candidate is free for sure.
-    for priority in _priorities(session):
-        ids = _candidate_ids(session, user_id=user.id, priority=priority, after_id=0, now=now)
-        if ids:
-            return _lease_checked(session, task_id=ids[0], user_id=user.id, now=now, expires=expires)
+    if is_sqlite(session):
+        # This IMMEDIATE transaction excludes every other writer: the first candidate is free for sure.
+        held = current_lease(session, user_id=user.id, now=now)
+        if held is not None:
+            return load_offer(session, lease=held)
+        for priority in _priorities(session):
+            ids = _candidate_ids(session, user_id=user.id, priority=priority, after_id=0, now=now)
+            if ids:
+                return _lease_checked(session, task_id=ids[0], user_id=user.id, now=now, expires=expires)
+        return None
+    for lease in (_lease_by_locking, _lease_by_waiting):
+        session.execute(LOCK_USER_LEASE_ASYNC, {"user": user.id})
+        held = current_lease(session, user_id=user.id, now=now)  # read after the lock: sees the latest lease
+        if held is not None:
+            return load_offer(session, lease=held)
+        offer = lease(session, user_id=user.id, now=now, expires=expires)
+        if offer is not None:
+            return offer
+        session.rollback()  # lets go of the rejected tasks' locks before waiting for any
     return None
 
 
