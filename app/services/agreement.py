@@ -28,14 +28,6 @@ from typing import Any
 Unit = dict[Hashable, Any]  # annotator -> value
 
 
-def pairwise_label(*, choice: str | None, chosen_id: int | None, shown: list[int]) -> str | None:
-    if choice in ("tie", "both_bad"):
-        return choice
-    if choice == "chosen" and chosen_id is not None and len(shown) == 2:
-        return "lower" if chosen_id == min(shown) else "higher"
-    return None
-
-
 def _ordinal_metric(values: list, counts: Counter) -> dict[tuple, float]:
     ordered = sorted(values)
     metric: dict[tuple, float] = {}

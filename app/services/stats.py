@@ -7,16 +7,17 @@ shares of pairwise annotations. Soft-deleted (undone) annotations never count.
 """
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Text, case, cast, func, select
 from sqlalchemy.orm import Session, aliased
 
 from app.models import Annotation, Generation, Job, Prompt, Task, User
-from app.services.agreement import krippendorff_alpha, pairwise_label, task_agreement
+from app.services.agreement import krippendorff_alpha, task_agreement
 
 BATCH = 2000
 
@@ -58,11 +59,22 @@ def throughput(session: Session, *, days: int = 30, now: datetime | None = None)
 def _overlapped_annotations(session: Session, source: str) -> Iterator[list]:
     """Annotations of tasks with at least two of them, grouped by task (one list per task)."""
     multi = _live(select(Annotation.task_id), source).group_by(Annotation.task_id).having(func.count() >= 2)
-    stmt = _live(select(Annotation.task_id, Annotation.user_id, Annotation.kind, Annotation.choice,
-                        Annotation.chosen_id, Annotation.positions, Annotation.ranking, Annotation.ratings), source)
+    # The pairwise label (agreement.py: lower / higher / tie / both_bad) is computed by the database; only rankings
+    # and ratings come back as JSON text, decoded in _value.
+    left, right = Annotation.positions[0].as_integer(), Annotation.positions[1].as_integer()
+    chosen = Annotation.choice == "chosen"
+    label = case((Annotation.choice.in_(("tie", "both_bad")), Annotation.choice),
+                 (chosen & (Annotation.chosen_id == left) & (left < right), "lower"),
+                 (chosen & (Annotation.chosen_id == right) & (right < left), "lower"),
+                 (chosen & ((Annotation.chosen_id == left) | (Annotation.chosen_id == right)), "higher"),
+                 else_=None)
+    stmt = _live(select(Annotation.task_id, Annotation.user_id, Annotation.kind, label.label("label"),
+                        cast(Annotation.ranking, Text).label("ranking"), cast(Annotation.ratings, Text).label("ratings")),
+                 source)
     stmt = stmt.where(Annotation.task_id.in_(multi)).order_by(Annotation.task_id, Annotation.id)
     group: list = []
-    for batch in session.execute(stmt.execution_options(yield_per=BATCH)).partitions():
+    result = session.connection().execution_options(stream_results=True, yield_per=BATCH).execute(stmt)
+    for batch in result.partitions():
         for row in batch:
             if group and group[0].task_id != row.task_id:
                 yield group
@@ -72,12 +84,17 @@ def _overlapped_annotations(session: Session, source: str) -> Iterator[list]:
         yield group
 
 
+def _json(raw: str | None) -> Any:
+    return None if raw is None or raw == "null" else json.loads(raw)
+
+
 def _value(row) -> Any:
     if row.kind == "pairwise":
-        return pairwise_label(choice=row.choice, chosen_id=row.chosen_id, shown=list(row.positions or []))
+        return row.label
     if row.kind == "ranking":
-        return list(row.ranking) if row.ranking else None
-    ratings = {int(g): v for g, v in (row.ratings or {}).items() if v in ("good", "bad")}
+        ranking = _json(row.ranking)
+        return list(ranking) if ranking else None
+    ratings = {int(g): v for g, v in (_json(row.ratings) or {}).items() if v in ("good", "bad")}
     return ratings or None
 
 
