@@ -49,6 +49,7 @@ def test_prepare_models_refuses_without_data(tmp_path):
         build.prepare_models("tiny", tmp_path)
 
 
+@pytest.mark.slow  # starts a real `python -m trainer` child (imports torch)
 def test_failed_stage_raises_with_the_log_tail(tmp_path):
     out = tmp_path / "model"
     with pytest.raises(build.WorldBuildError, match="exited 2"):
