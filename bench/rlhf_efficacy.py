@@ -19,6 +19,7 @@ reward model >= 90% of the ceiling. Results also go to bench/out/rlhf_efficacy.j
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -143,8 +144,11 @@ def main() -> int:
     parser.add_argument("--ppo-lr", type=float, default=3e-5)
     parser.add_argument("--kl-coef", type=float, default=0.05)
     parser.add_argument("--eval-prompts", type=int, default=200)
+    parser.add_argument("--max-new-tokens", type=int, help="response length limit (default: the world size's)")
     args = parser.parse_args()
     size = SIZES[args.size]
+    if args.max_new_tokens:
+        size = dataclasses.replace(size, max_new_tokens=args.max_new_tokens)
     world = args.world_dir or ROOT / "bench" / "out" / f"world-{args.size}"
     started = time.perf_counter()
     if not (args.reuse_world and (world / "sft" / "config.json").is_file()):
