@@ -56,7 +56,7 @@ def round_config(args, size) -> dict:
         "eval_temperature": 0.7,
         "report_samples": 8,
         "next_tasks": {"prompts": args.labels, "k": 2, "kind": "pairwise", "max_new_tokens": size.max_new_tokens,
-                       "temperature": 1.0},
+                       "temperature": args.temperature},
     }
 
 
@@ -144,6 +144,8 @@ def main() -> int:
     parser.add_argument("--ppo-lr", type=float, default=3e-5)
     parser.add_argument("--kl-coef", type=float, default=0.05)
     parser.add_argument("--eval-prompts", type=int, default=200)
+    parser.add_argument("--temperature", type=float, default=0.7,
+                        help="sampling temperature of the responses people label (first tasks and each round's)")
     parser.add_argument("--max-new-tokens", type=int, help="response length limit (default: the world size's)")
     args = parser.parse_args()
     size = SIZES[args.size]
@@ -168,7 +170,7 @@ def main() -> int:
                                          "kind": "policy", "stage": "sft"}).raise_for_status()
         generate = api.post("/api/v1/generate", json={"count": args.labels, "num_samples": 2,
                                                       "max_new_tokens": size.max_new_tokens, "seed": args.seed,
-                                                      "task_kind": "pairwise"})
+                                                      "temperature": args.temperature, "task_kind": "pairwise"})
         generate.raise_for_status()
         wait_job(api, generate.json()["job_id"], "first tasks")
         config = round_config(args, size)
