@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from app.models import Assignment, Generation, Prompt, Task, TaskPosition, utcnow
@@ -196,23 +196,54 @@ def create_task(session: Session, *, prompt_id: int, generation_ids: list[int], 
     return task
 
 
+def _prompt_ids(session: Session, specs: list[TaskSpec]) -> tuple[list[int], int]:
+    """The prompt id of each spec: existing ones looked up by content hash in bulk, new ones made by
+    get_or_create_prompt (the one place that defines prompt identity). Returns (ids, how many were created)."""
+    hashes = [prompt_hash(text=spec.text, messages=spec.messages) for spec in specs]
+    known: dict[str, int] = {}
+    distinct = list(dict.fromkeys(hashes))
+    for start in range(0, len(distinct), 500):
+        known.update(session.execute(select(Prompt.content_hash, Prompt.id)
+                                     .where(Prompt.content_hash.in_(distinct[start:start + 500]))).tuples().all())
+    created = 0
+    for spec, digest in zip(specs, hashes):
+        if digest not in known:
+            prompt, new = get_or_create_prompt(session, text=spec.text, messages=spec.messages, source="import")
+            known[digest] = prompt.id
+            created += new
+    return [known[h] for h in hashes], created
+
+
+def _insert_ids(session: Session, model, rows: list[dict]) -> list[int]:
+    """Bulk INSERT ... RETURNING id, ids in the order of `rows`."""
+    ids: list[int] = []
+    for start in range(0, len(rows), 1000):
+        ids += session.scalars(insert(model).returning(model.id, sort_by_parameter_order=True),
+                               rows[start:start + 1000]).all()
+    return ids
+
+
 def import_task_specs(session: Session, *, specs: list[TaskSpec]) -> ImportResult:
-    """Store validated specs; raises TaskImportError (before writing) if a prompt is held out. Flushes only."""
+    """Store validated specs; raises TaskImportError (before writing) if a prompt is held out. Bulk inserts
+    (a 50 MiB upload must not hold the database for minutes). The caller commits."""
     errors = _eval_prompt_lines(session, specs)
     if errors:
         raise TaskImportError(errors)
-    task_ids, created = [], 0
-    for spec in specs:
-        prompt, new = get_or_create_prompt(session, text=spec.text, messages=spec.messages, source="import")
-        created += new
-        gens = [Generation(prompt_id=prompt.id, model_version_id=None, text=r, source="imported")
-                for r in spec.responses]
-        session.add_all(gens)
-        session.flush()
-        task = create_task(session, prompt_id=prompt.id, generation_ids=[g.id for g in gens], kind=spec.kind,
-                           overlap=spec.overlap, priority=spec.priority, meta=spec.meta)
-        task_ids.append(task.id)
-    session.flush()
+    prompt_ids, created = _prompt_ids(session, specs)
+    now = utcnow()
+    gen_ids = _insert_ids(session, Generation, [
+        {"prompt_id": pid, "model_version_id": None, "text": r, "source": "imported", "created_at": now}
+        for spec, pid in zip(specs, prompt_ids) for r in spec.responses])
+    task_ids = _insert_ids(session, Task, [
+        {"prompt_id": pid, "kind": spec.kind, "overlap": spec.overlap, "priority": spec.priority, "meta": spec.meta,
+         "done_count": 0, "completed": False, "created_at": now} for spec, pid in zip(specs, prompt_ids)])
+    positions, cursor = [], 0
+    for spec, task_id in zip(specs, task_ids):
+        positions += [{"task_id": task_id, "position": i, "generation_id": gen_ids[cursor + i]}
+                      for i in range(len(spec.responses))]
+        cursor += len(spec.responses)
+    for start in range(0, len(positions), 1000):
+        session.execute(insert(TaskPosition), positions[start:start + 1000])
     return ImportResult(task_ids=task_ids, prompts_created=created)
 
 
