@@ -55,7 +55,7 @@ def round_config(args, size) -> dict:
         "eval_max_new_tokens": size.max_new_tokens,
         "eval_temperature": 0.7,
         "report_samples": 8,
-        "next_tasks": {"prompts": args.labels, "k": 2, "kind": "pairwise", "max_new_tokens": size.max_new_tokens,
+        "next_tasks": {"prompts": args.labels, "k": args.k, "kind": args.task_kind, "max_new_tokens": size.max_new_tokens,
                        "temperature": args.temperature},
     }
 
@@ -144,6 +144,9 @@ def main() -> int:
     parser.add_argument("--ppo-lr", type=float, default=3e-5)
     parser.add_argument("--kl-coef", type=float, default=0.05)
     parser.add_argument("--eval-prompts", type=int, default=200)
+    parser.add_argument("--task-kind", choices=["pairwise", "ranking"], default="pairwise",
+                        help="what people label: pairwise choices, or rankings of K (K(K-1)/2 pairs each)")
+    parser.add_argument("--k", type=int, default=2, help="responses per task")
     parser.add_argument("--temperature", type=float, default=0.7,
                         help="sampling temperature of the responses people label (first tasks and each round's)")
     parser.add_argument("--max-new-tokens", type=int, help="response length limit (default: the world size's)")
@@ -168,9 +171,9 @@ def main() -> int:
         api.post("/api/v1/prompts", json=prompts).raise_for_status()
         api.post("/api/v1/models", json={"path": str(world / "sft"), "name": f"world-{args.size}-sft",
                                          "kind": "policy", "stage": "sft"}).raise_for_status()
-        generate = api.post("/api/v1/generate", json={"count": args.labels, "num_samples": 2,
+        generate = api.post("/api/v1/generate", json={"count": args.labels, "num_samples": args.k,
                                                       "max_new_tokens": size.max_new_tokens, "seed": args.seed,
-                                                      "temperature": args.temperature, "task_kind": "pairwise"})
+                                                      "temperature": args.temperature, "task_kind": args.task_kind})
         generate.raise_for_status()
         wait_job(api, generate.json()["job_id"], "first tasks")
         config = round_config(args, size)
