@@ -55,8 +55,8 @@ def round_config(args, size) -> dict:
         "eval_max_new_tokens": size.max_new_tokens,
         "eval_temperature": 0.7,
         "report_samples": 8,
-        "next_tasks": {"prompts": args.labels, "k": args.k, "kind": args.task_kind, "max_new_tokens": size.max_new_tokens,
-                       "temperature": args.temperature},
+        "next_tasks": {"prompts": args.labels, "k": args.k, "kind": args.task_kind,
+                       "max_new_tokens": size.max_new_tokens, "temperature": args.temperature},
     }
 
 
