@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -20,15 +19,6 @@ from app.security import hash_token
 from app.services.assignment import AssignmentError, next_task, prepared, skip_task, sqlite_write_gate
 from app.services.tasks import TaskImportError, import_task_specs, parse_task_items
 from app.settings import Settings, get_settings
-
-
-# The annotate API makes many short database round trips from worker threads. With CPython's default 5 ms GIL
-# switch interval, a thread woken by its database answer can wait up to 5 ms behind another thread, at every
-# round trip (measured with bench/annotate_load.py on PostgreSQL, 8 clients: 33 -> 148 annotations/s, and less
-# CPU). Process-wide, set when the app imports its routes; the lead may prefer to move it to create_app().
-GIL_SWITCH_INTERVAL_S = 0.0005
-if sys.getswitchinterval() > GIL_SWITCH_INTERVAL_S:
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
 
 def _gate_path() -> str | None:

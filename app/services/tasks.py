@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
 from app.models import Assignment, Generation, Prompt, Task, TaskPosition, utcnow
@@ -244,6 +244,10 @@ def import_task_specs(session: Session, *, specs: list[TaskSpec]) -> ImportResul
         cursor += len(spec.responses)
     for start in range(0, len(positions), 1000):
         session.execute(insert(TaskPosition), positions[start:start + 1000])
+    if session.get_bind().dialect.name == "postgresql":
+        # Fresh statistics at once: planned on "empty" tables, the queue query scanned and sorted every open
+        # task (measured 12 ms instead of 0.05 ms at 5000 tasks) until autovacuum got round to it.
+        session.execute(text("ANALYZE tasks, task_positions, generations, prompts"))
     return ImportResult(task_ids=task_ids, prompts_created=created)
 
 
