@@ -103,6 +103,26 @@ def _drop_pg_database(name: str) -> None:
     engine.dispose()
 
 
+# ---- the embedded tiny world, built once per test run (shared by xdist workers through a file lock) -----------
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> Path:
+    """`trainer.world` at size tiny: data, tokenizer, pretrained and SFT models. Set RLHF_TEST_WORLD_DIR to keep
+    it between runs (its stages are cached by their inputs, so a stale one is rebuilt)."""
+    from filelock import FileLock
+
+    from trainer.world import build_all
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's directory, shared by its xdist workers
+    shared = Path(os.environ.get("RLHF_TEST_WORLD_DIR") or base / "tiny-world")
+    shared.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(shared) + ".lock"):
+        build_all("tiny", shared)
+    return shared
+
+
 # ---- per-test database and settings -------------------------------------------------------------------------
 
 @pytest.fixture(params=["sqlite"])
