@@ -7,7 +7,8 @@ DATA_DIR ?= ./data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 SIZE ?= small
-PYTEST_ARGS ?=
+# Tests run in parallel processes (one per core); each test file stays on one process (module fixtures).
+PYTEST_ARGS ?= -n auto --dist loadfile
 
 .PHONY: install run test lint clean
 
