@@ -1,5 +1,5 @@
-"""End-to-end fixtures: the tiny embedded world (built once per session), and real `rlhf serve` / `rlhf worker`
-processes on a fresh data dir and SQLite database, stopped (and never left behind) at the end of each test."""
+"""End-to-end fixtures: real `rlhf serve` / `rlhf worker` processes on a fresh data dir and SQLite database, stopped
+(and never left behind) at the end of each test. The tiny embedded world comes from tests/conftest.py (once per run)."""
 from __future__ import annotations
 
 import os
@@ -27,16 +27,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def tiny_world(tmp_path_factory) -> Path:
-    """`trainer.world` at size tiny: data, tokenizer, pretrained and SFT models (cached stages)."""
-    from trainer.world import build_all
-
-    out = Path(os.environ.get("RLHF_TEST_WORLD_DIR") or tmp_path_factory.mktemp("world") / "tiny")
-    build_all("tiny", out)
-    return out
 
 
 @dataclass
