@@ -137,6 +137,7 @@ def _serve_with_worker(*, host: str, port: int) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)  # also when started in the background, where SIGINT comes in ignored
     try:
         while worker.poll() is None and server.poll() is None:
             time.sleep(0.5)
