@@ -7,7 +7,7 @@ Generation rows with no model version and source "imported"; the prompt is share
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -121,50 +121,51 @@ def parse_task(obj: Any, *, line: int, max_text_bytes: int) -> TaskSpec:
                     priority=_int_field(obj, "priority", 0, -1_000_000, 1_000_000), meta=meta)
 
 
-def parse_task_lines(lines: Iterable[str | bytes], *, max_text_bytes: int) -> list[TaskSpec]:
-    """JSONL -> specs; blank lines are ignored. Raises TaskImportError listing every bad line."""
+def _parse_numbered(numbered: Iterable[tuple[int, Any]], errors: list[tuple[int, str]], *, max_text_bytes: int,
+                    empty: str) -> list[TaskSpec]:
+    """(line number, decoded object) pairs -> specs; raises TaskImportError listing every bad line (decoding
+    errors the caller already found included), so one bad line stores nothing."""
     specs: list[TaskSpec] = []
-    errors: list[tuple[int, str]] = []
-    for number, raw in enumerate(lines, start=1):
-        if isinstance(raw, bytes):
-            try:
-                raw = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                errors.append((number, "not UTF-8 text"))
-                continue
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            errors.append((number, f"invalid JSON: {exc.msg} at column {exc.colno}"))
-            continue
+    for number, obj in numbered:
         try:
             specs.append(parse_task(obj, line=number, max_text_bytes=max_text_bytes))
         except ValueError as exc:
             errors.append((number, str(exc)))
     if errors:
-        raise TaskImportError(errors)
+        raise TaskImportError(sorted(errors))
     if not specs:
-        raise TaskImportError([(0, "no tasks: the input is empty")])
+        raise TaskImportError([(0, empty)])
     return specs
+
+
+def parse_task_lines(lines: Iterable[str | bytes], *, max_text_bytes: int) -> list[TaskSpec]:
+    """JSONL -> specs; blank lines are ignored. Raises TaskImportError listing every bad line."""
+    errors: list[tuple[int, str]] = []
+
+    def decoded() -> Iterator[tuple[int, Any]]:
+        for number, raw in enumerate(lines, start=1):
+            if isinstance(raw, bytes):
+                try:
+                    raw = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    errors.append((number, "not UTF-8 text"))
+                    continue
+            if not raw.strip():
+                continue
+            try:
+                yield number, json.loads(raw)
+            except json.JSONDecodeError as exc:
+                errors.append((number, f"invalid JSON: {exc.msg} at column {exc.colno}"))
+
+    return _parse_numbered(decoded(), errors, max_text_bytes=max_text_bytes, empty="no tasks: the input is empty")
 
 
 def parse_task_items(items: Any, *, max_text_bytes: int) -> list[TaskSpec]:
     """The API's JSON list; item i is reported as line i (1-based), like the JSONL lines."""
     if not isinstance(items, list):
         raise TaskImportError([(0, "the body must be a JSON list of task objects")])
-    specs, errors = [], []
-    for number, obj in enumerate(items, start=1):
-        try:
-            specs.append(parse_task(obj, line=number, max_text_bytes=max_text_bytes))
-        except ValueError as exc:
-            errors.append((number, str(exc)))
-    if errors:
-        raise TaskImportError(errors)
-    if not specs:
-        raise TaskImportError([(0, "no tasks: the list is empty")])
-    return specs
+    return _parse_numbered(enumerate(items, start=1), [], max_text_bytes=max_text_bytes,
+                           empty="no tasks: the list is empty")
 
 
 def _eval_prompt_lines(session: Session, specs: list[TaskSpec]) -> list[tuple[int, str]]:
