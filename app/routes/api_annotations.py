@@ -7,7 +7,6 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from app.routes.api_tasks import AUTH_RESPONSES, TokenUser, as_api_user
 from app.settings import Settings
@@ -85,7 +84,7 @@ async def submit_annotation_api(request: Request, body: AnnotationIn,
         db.commit()
         return JSONResponse({"annotation_id": result.annotation_id}, status_code=200 if result.replayed else 201)
 
-    return await run_in_threadpool(as_api_user, request, work)
+    return await as_api_user(request, work)
 
 
 LIST_EXAMPLE = [{"annotation_id": 77, "task_id": 12, "kind": "pairwise", "choice": "chosen", "chosen_id": 31,
@@ -111,7 +110,7 @@ async def list_annotations_api(request: Request, mine: bool = True,
         db.rollback()
         return JSONResponse(rows)
 
-    return await run_in_threadpool(as_api_user, request, work)
+    return await as_api_user(request, work)
 
 
 @router.delete("/annotations/{annotation_id}", summary="Undo one of your annotations",
@@ -132,4 +131,4 @@ async def undo_annotation_api(request: Request, annotation_id: int) -> Response:
         db.commit()
         return JSONResponse(out)
 
-    return await run_in_threadpool(as_api_user, request, work)
+    return await as_api_user(request, work)

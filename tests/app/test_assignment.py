@@ -221,3 +221,35 @@ def test_expired_lease_taken_again_keeps_the_order_seen_before(backend, db):
     assert again.task_id == task_id and again.responses == first.responses
     assert again.lease_expires_at > first.lease_expires_at
     assert db.scalar(select(func.count()).select_from(Assignment)) == 1
+
+
+@pytest.mark.parametrize("holder", ["thread", "process"])
+def test_api_waits_for_a_held_sqlite_write_gate_and_the_server_keeps_answering(client, db, api, holder):
+    """The annotate API runs its SQLite transaction on the event loop, but never waits for the writer gate there:
+    while another thread of this process (or another process: a separate open file's flock) holds the gate, the
+    request waits off the loop, other requests are answered meanwhile, and it proceeds once the gate is free."""
+    import fcntl
+    from contextlib import contextmanager
+
+    from app.db import get_engine
+    from app.services.assignment import sqlite_write_gate
+
+    path = get_engine().url.database
+
+    @contextmanager
+    def other_process_holds():
+        with open(path + ".write-gate", "a+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            yield
+
+    (task_id,) = make_tasks(db, task_line(overlap=1))
+    _, headers = api()
+    answers = []
+    with (sqlite_write_gate(path) if holder == "thread" else other_process_holds()):
+        waiting = threading.Thread(target=lambda: answers.append(client.get("/api/v1/tasks/next", headers=headers)))
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive() and not answers  # held up by the gate...
+        assert client.get("/healthz").status_code == 200  # ...off the event loop
+    waiting.join(10)
+    assert answers[0].status_code == 200 and answers[0].json()["task_id"] == task_id
