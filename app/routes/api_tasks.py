@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session
 from app.db import get_engine, get_sessionmaker
 from app.deps import ApiAdmin, SessionDep, SettingsDep
 from app.security import hash_token
-from app.services.assignment import (AssignmentError, next_task, prepared, skip_task, sqlite_write_gate,
-                                     sqlite_write_gate_async)
+from app.services.assignment import AssignmentError, next_task, prepared, skip_task
 from app.services.tasks import TaskImportError, import_task_specs, parse_task_items
 from app.settings import Settings, get_settings
+from app.write_gate import sqlite_write_gate, sqlite_write_gate_async
 
 
 def _gate_path() -> str | None:
@@ -64,7 +64,7 @@ async def as_api_user(request: Request, work: Callable[[Session, TokenUser, Sett
     SQLite: on the event loop. The gate lets one write transaction per database run at a time anyway, so a worker
     thread buys no concurrency, only hand-offs: the request's hop to the thread and back, and a GIL switch at every
     sqlite3 call (measured with bench/annotate_load.py: half the server CPU per annotation). The loop never waits
-    for the gate itself (sqlite_write_gate_async). PostgreSQL: in one worker thread, where round trips and row-lock
+    for the gate itself, and queued requests share one hold of it (see app.write_gate). PostgreSQL: in one worker thread, where round trips and row-lock
     waits do not hold up the loop. Sync dependencies would each cost one more hand-off, so the annotate API does
     not use them."""
     path = _gate_path()

@@ -8,19 +8,12 @@ The annotator's own row is locked too (PostgreSQL), so two tabs or a double clic
 """
 from __future__ import annotations
 
-import fcntl
-import os
 import random
 import re
-import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
-import anyio
-import anyio.to_thread
 from sqlalchemy import JSON, Boolean, Integer, String, Text, and_, bindparam, column, exists, select, text
 from sqlalchemy.orm import Session
 
@@ -266,78 +259,6 @@ def next_task(session: Session, *, user: Annotator, lease_minutes: float, now: d
             return offer
         session.rollback()  # lets go of the rejected tasks' locks before waiting for any
     return None
-
-
-# ---- SQLite writer gate -------------------------------------------------------------------------------------
-# SQLite has one writer at a time; a waiting connection polls with sleeps of up to 100 ms (busy_timeout), which
-# under load costs far more than the few milliseconds a transaction holds the lock. The hot routes queue up here
-# instead: a thread lock within the process plus an flock shared by every server process on the database file.
-_gate_thread_lock = threading.Lock()
-_gate_files: dict[tuple[int, str], Any] = {}
-
-
-_gate_files_lock = threading.Lock()
-
-
-def _gate_file(path: str):
-    key = (os.getpid(), path)  # a forked worker opens its own file: flock belongs to the open file
-    handle = _gate_files.get(key)
-    if handle is None:
-        with _gate_files_lock:
-            if key not in _gate_files:
-                _gate_files[key] = open(path, "a+b")  # noqa: SIM115 (kept open for the life of the process)
-            handle = _gate_files[key]
-    return handle
-
-
-def _gate_acquire(handle, *, blocking: bool = True) -> bool:
-    if not _gate_thread_lock.acquire(blocking=blocking):
-        return False
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        _gate_thread_lock.release()
-        return False
-    except BaseException:
-        _gate_thread_lock.release()
-        raise
-    return True
-
-
-def _gate_release(handle) -> None:
-    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-    _gate_thread_lock.release()  # a threading.Lock may be released by another thread than its acquirer
-
-
-@contextmanager
-def sqlite_write_gate(database_path: str | None) -> Iterator[None]:
-    """Serialize write transactions on a SQLite database across threads and processes (no-op for others)."""
-    if not database_path:
-        yield
-        return
-    handle = _gate_file(database_path + ".write-gate")
-    _gate_acquire(handle)
-    try:
-        yield
-    finally:
-        _gate_release(handle)
-
-
-@asynccontextmanager
-async def sqlite_write_gate_async(database_path: str | None) -> AsyncIterator[None]:
-    """The same gate for work that runs on the event loop: taken at once when free; otherwise waited for in a
-    worker thread, so the loop never blocks on the wait (only the holder's short transaction runs on it)."""
-    if not database_path:
-        yield
-        return
-    handle = _gate_file(database_path + ".write-gate")
-    if not _gate_acquire(handle, blocking=False):
-        with anyio.CancelScope(shield=True):  # once the thread has the gate, this task must get it to release it
-            await anyio.to_thread.run_sync(_gate_acquire, handle)
-    try:
-        yield
-    finally:
-        _gate_release(handle)
 
 
 def skip_task(session: Session, *, user: Annotator, task_id: int, reason: str, now: datetime | None = None) -> Assignment:

@@ -232,7 +232,7 @@ def test_api_waits_for_a_held_sqlite_write_gate_and_the_server_keeps_answering(c
     from contextlib import contextmanager
 
     from app.db import get_engine
-    from app.services.assignment import sqlite_write_gate
+    from app.write_gate import sqlite_write_gate
 
     path = get_engine().url.database
 
