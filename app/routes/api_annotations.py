@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from app.routes.api_tasks import AUTH_RESPONSES, TokenUser, as_api_user
@@ -72,7 +73,7 @@ def _error(exc: AnnotationConflict | AnnotationInvalid) -> HTTPException:
 async def submit_annotation_api(request: Request, body: AnnotationIn,
                                 idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1,
                                                                        max_length=128)]) -> Response:
-    def work(db: Session, user: TokenUser, settings: Settings) -> Response:
+    def work(db: Connection, user: TokenUser, settings: Settings) -> Response:
         feedback = {k: getattr(body, k) for k in FEEDBACK_FIELDS}
         try:
             result = submit_annotation(db, user=user, task_id=body.task_id, feedback=feedback,
@@ -84,7 +85,7 @@ async def submit_annotation_api(request: Request, body: AnnotationIn,
         db.commit()
         return JSONResponse({"annotation_id": result.annotation_id}, status_code=200 if result.replayed else 201)
 
-    return await as_api_user(request, work)
+    return await as_api_user(request, work, core=True)
 
 
 LIST_EXAMPLE = [{"annotation_id": 77, "task_id": 12, "kind": "pairwise", "choice": "chosen", "chosen_id": 31,

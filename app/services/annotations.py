@@ -19,6 +19,7 @@ from app.models import Annotation, Assignment, Task, UTCDateTime, utcnow
 from app.services.assignment import (
     Annotator,
     AssignmentError,
+    Db,
     prepared,
     aware,
     leased_count,
@@ -50,11 +51,11 @@ class AnnotationConflict(Exception):
 class SubmitResult:
     annotation_id: int
     replayed: bool  # True: the same key and body were submitted before; nothing new was stored
-    session: Session
+    session: Db
 
     @property
     def annotation(self) -> Annotation:
-        """The stored row (one more query: the hot path only needs the id)."""
+        """The stored row (one more query: the hot path only needs the id); with an ORM Session only."""
         return self.session.get(Annotation, self.annotation_id)
 
 
@@ -181,11 +182,11 @@ INSERT_ANNOTATION = prepared(f"INSERT INTO annotations ({', '.join(ANNOTATION_FI
                          json_in=("ranking", "ratings", "critiques", "flags", "positions", "meta"))
 
 
-def _by_key(session: Session, *, user_id: int, key: str):
+def _by_key(session: Db, *, user_id: int, key: str):
     return session.execute(BY_KEY, {"user": user_id, "key": key}).first()
 
 
-def _replay(session: Session, existing, digest: str) -> SubmitResult:
+def _replay(session: Db, existing, digest: str) -> SubmitResult:
     annotation_id, stored_hash = existing
     if stored_hash != digest:
         raise AnnotationConflict("this Idempotency-Key was already used with a different body "
@@ -193,7 +194,7 @@ def _replay(session: Session, existing, digest: str) -> SubmitResult:
     return SubmitResult(annotation_id=annotation_id, replayed=True, session=session)
 
 
-def submit_annotation(session: Session, *, user: Annotator, task_id: int, feedback: dict[str, Any], idempotency_key: str,
+def submit_annotation(session: Db, *, user: Annotator, task_id: int, feedback: dict[str, Any], idempotency_key: str,
                       max_text_bytes: int, time_spent_ms: int | None = None,
                       now: datetime | None = None) -> SubmitResult:
     """Store one human annotation for a task assigned to this annotator, or replay the first one stored under

@@ -14,13 +14,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
-from sqlalchemy import JSON, Boolean, Integer, String, Text, and_, bindparam, column, exists, select, text
+from sqlalchemy import JSON, Boolean, Connection, Integer, String, Text, and_, bindparam, column, exists, select, text
 from sqlalchemy.orm import Session
 
 from app.models import Assignment, Task, UTCDateTime, utcnow
 
 CANDIDATE_BATCH = 16
 _shuffle = random.SystemRandom().shuffle
+
+
+# The prepared-SQL services (next_task, submit_annotation) run on an ORM Session (pages, CLI, tests) or on a Core
+# Connection (the annotate API, which spares the Session's bookkeeping on every statement).
+Db = Session | Connection
 
 
 class Annotator(Protocol):
@@ -123,8 +128,9 @@ def aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
 
 
-def is_sqlite(session: Session) -> bool:
-    return session.get_bind().dialect.name == "sqlite"
+def is_sqlite(session: Db) -> bool:
+    bind = session if isinstance(session, Connection) else session.get_bind()
+    return bind.dialect.name == "sqlite"
 
 
 def lock_user(session: Session, user_id: int) -> None:
@@ -133,7 +139,7 @@ def lock_user(session: Session, user_id: int) -> None:
         session.execute(LOCK_USER, {"user": user_id})
 
 
-def task_slots(session: Session, task_id: int):
+def task_slots(session: Db, task_id: int):
     """(done_count, overlap, completed) of the task, its row locked until commit on PostgreSQL."""
     stmt = TASK_SLOTS_SQLITE if is_sqlite(session) else TASK_SLOTS_LOCKED
     return session.execute(stmt, {"task": task_id}).first()
@@ -145,7 +151,7 @@ def lock_task(session: Session, task_id: int, *, skip_locked: bool = False) -> T
                            .execution_options(populate_existing=True)).scalar_one_or_none()
 
 
-def leased_count(session: Session, *, task_id: int, now: datetime, exclude_user_id: int) -> int:
+def leased_count(session: Db, *, task_id: int, now: datetime, exclude_user_id: int) -> int:
     return session.execute(LEASED_BY_OTHERS, {"task": task_id, "now": now, "user": exclude_user_id}).scalar() or 0
 
 
@@ -156,7 +162,7 @@ class Lease:
     lease_expires_at: datetime
 
 
-def current_lease(session: Session, *, user_id: int, now: datetime) -> Lease | None:
+def current_lease(session: Db, *, user_id: int, now: datetime) -> Lease | None:
     row = session.execute(HELD, {"user": user_id, "now": now}).first()
     return Lease(row[0], row[1], aware(row[2])) if row else None
 
@@ -167,19 +173,19 @@ def _offer(task_id: int, rows, permutation: list[int], expires: datetime) -> Off
                  responses=[(g, texts[g]) for g in permutation], lease_expires_at=aware(expires))
 
 
-def load_offer(session: Session, *, lease: Lease) -> Offer:
+def load_offer(session: Db, *, lease: Lease) -> Offer:
     rows = session.execute(OFFER, {"task": lease.task_id}).all()
     return _offer(lease.task_id, rows, lease.permutation, lease.lease_expires_at)
 
 
-def _candidate_ids(session: Session, *, user_id: int, priority: int, after_id: int, now: datetime) -> list[int]:
+def _candidate_ids(session: Db, *, user_id: int, priority: int, after_id: int, now: datetime) -> list[int]:
     """Open tasks of one priority, oldest first, that this annotator has neither done nor skipped and that
     still have a free slot (human annotations + unexpired leases below overlap)."""
     return list(session.execute(CANDIDATES, {"priority": priority, "after": after_id, "user": user_id,
                                              "now": now}).scalars())
 
 
-def _priorities(session: Session):
+def _priorities(session: Db):
     """Open priorities, highest first: one index seek each (the queue index is (completed, priority, id))."""
     top = session.execute(TOP_PRIORITY).scalar()
     while top is not None:
@@ -187,7 +193,7 @@ def _priorities(session: Session):
         top = session.execute(NEXT_PRIORITY, {"priority": top}).scalar()
 
 
-def _lease_checked(session: Session, *, task_id: int, user_id: int, now: datetime, expires: datetime) -> Offer:
+def _lease_checked(session: Db, *, task_id: int, user_id: int, now: datetime, expires: datetime) -> Offer:
     """Lease a task whose free slot was just checked with no other writer able to take it (SQLite: inside the
     IMMEDIATE transaction; PostgreSQL: holding the task's row lock): texts, upsert, prompt."""
     rows = session.execute(OFFER, {"task": task_id}).all()
@@ -198,14 +204,14 @@ def _lease_checked(session: Session, *, task_id: int, user_id: int, now: datetim
     return _offer(task_id, rows, permutation, expires)
 
 
-def _slot_free(session: Session, *, task_id: int, user_id: int, now: datetime) -> bool:
+def _slot_free(session: Db, *, task_id: int, user_id: int, now: datetime) -> bool:
     """Re-check, holding the task's lock, that it still has a slot for this annotator."""
     done, overlap, completed, leased_by_others, own_status = session.execute(
         SLOT_CHECK, {"task": task_id, "user": user_id, "now": now}).one()
     return not completed and own_status in (None, "leased") and done + leased_by_others < overlap
 
 
-def _lease_by_locking(session: Session, *, user_id: int, now: datetime, expires: datetime) -> Offer | None:
+def _lease_by_locking(session: Db, *, user_id: int, now: datetime, expires: datetime) -> Offer | None:
     """PostgreSQL: lock the first free-looking task (SKIP LOCKED: others are busy with theirs), re-check, lease.
     None when the scan finds nothing; the task locks it took stay held until the caller ends the transaction."""
     for priority in _priorities(session):
@@ -218,7 +224,7 @@ def _lease_by_locking(session: Session, *, user_id: int, now: datetime, expires:
     return None
 
 
-def _lease_by_waiting(session: Session, *, user_id: int, now: datetime, expires: datetime) -> Offer | None:
+def _lease_by_waiting(session: Db, *, user_id: int, now: datetime, expires: datetime) -> Offer | None:
     """PostgreSQL, in a fresh transaction holding no task lock: wait in turn for tasks that looked free but were
     locked a moment ago (each try in a savepoint, so a rejected task's lock is let go before the next wait and
     waits never form a cycle)."""
@@ -234,7 +240,7 @@ def _lease_by_waiting(session: Session, *, user_id: int, now: datetime, expires:
     return None
 
 
-def next_task(session: Session, *, user: Annotator, lease_minutes: float, now: datetime | None = None) -> Offer | None:
+def next_task(session: Db, *, user: Annotator, lease_minutes: float, now: datetime | None = None) -> Offer | None:
     """The annotator's current task (a reload never takes a second one), else the next fair one, leased.
     None when nothing is left for them. The caller commits."""
     now = now or utcnow()
