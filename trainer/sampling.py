@@ -3,7 +3,10 @@
 Speed comes from: one prefill over the left-padded prompts that computes logits for the last position
 only; one forward per new token over the cached keys/values; all random numbers of a row drawn up front
 from that row's own generator (no per-row Python work per token); finished rows dropped from the batch
-and the cache as they finish; top-k sampling done on the k candidates only.
+and the cache as they finish; top-k sampling done on the k candidates only. For GPT-2 the decode steps
+skip the Hugging Face forward: `GPT2Decoder` calls the blocks' own modules on the one new position per
+row with a KV cache allocated once (no per-step mask building, cache concatenation or output objects;
+for a small model those cost more than the arithmetic). Other architectures use the HF forward.
 
 A row's tokens depend only on its prompt and its generator: each token is drawn by inverse-CDF sampling
 with that row's t-th uniform, so batch composition and batch order do not change what a row says.
@@ -15,6 +18,7 @@ import inspect
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from transformers import DynamicCache
 
 
@@ -94,6 +98,76 @@ def _select_rows(cache, index: torch.Tensor) -> bool:
     return True
 
 
+class HFDecoder:
+    """Decode steps through the model's own forward and its DynamicCache (any causal LM)."""
+
+    def __init__(self, model, cache, cache_kw: str):
+        self.model, self.cache, self.cache_kw = model, cache, cache_kw
+
+    def select(self, index: torch.Tensor) -> bool:
+        return _select_rows(self.cache, index)
+
+    def step(self, tok: torch.Tensor, pos: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        """tok [b], pos [b], attn_mask [b, S] (S = cached positions + 1) -> next-token logits [b, V]."""
+        out = self.model(input_ids=tok[:, None], attention_mask=attn_mask, position_ids=pos[:, None],
+                         use_cache=True, **{self.cache_kw: self.cache})
+        return out.logits[:, -1, :]
+
+
+class GPT2Decoder:
+    """Decode steps of a GPT2LMHeadModel, block by block, on a KV cache allocated once for all steps.
+
+    Computes what GPT2Model.forward computes for one new token per row (same modules, same order, same
+    scaling), but writes each step's keys/values into place instead of concatenating, and builds no 4-D
+    mask: the attention mask is the [b, S] padding mask as a boolean, broadcast over heads."""
+
+    def __init__(self, model, cache, prompt_width: int, max_new_tokens: int):
+        self.model = model
+        tr = model.transformer
+        H, hd = tr.h[0].attn.num_heads, tr.h[0].attn.head_dim
+        keys0 = cache.layers[0].keys  # [b, H, P, hd] from the HF prefill (its dtype: bf16 under autocast)
+        b = keys0.shape[0]
+        S = prompt_width + max_new_tokens
+        self.k = [keys0.new_empty(b, H, S, hd) for _ in tr.h]  # per layer [b, H, P+T, hd]
+        self.v = [keys0.new_empty(b, H, S, hd) for _ in tr.h]
+        for i, layer in enumerate(cache.layers[: len(tr.h)]):
+            self.k[i][:, :, :prompt_width] = layer.keys
+            self.v[i][:, :, :prompt_width] = layer.values
+
+    @staticmethod
+    def supports(model, cache) -> bool:
+        cfg = model.config
+        return (type(model).__name__ == "GPT2LMHeadModel" and not model.training
+                and not getattr(cfg, "add_cross_attention", False) and not getattr(cfg, "reorder_and_upcast_attn", False)
+                and getattr(cfg, "_attn_implementation", "eager") in ("eager", "sdpa")
+                and len(getattr(cache, "layers", ())) == len(model.transformer.h)
+                and all(getattr(layer, "keys", None) is not None for layer in cache.layers))
+
+    def select(self, index: torch.Tensor) -> bool:
+        self.k = [k[index] for k in self.k]
+        self.v = [v[index] for v in self.v]
+        return True
+
+    def step(self, tok: torch.Tensor, pos: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        """tok [b], pos [b], attn_mask [b, S] (S = cached positions + 1) -> next-token logits [b, V]."""
+        tr = self.model.transformer
+        b, S = attn_mask.shape
+        x = tr.wte(tok) + tr.wpe(pos)  # [b, d]
+        d = x.shape[-1]
+        allowed = attn_mask.bool()[:, None, None, :]  # [b, 1, 1, S]: real tokens only
+        for i, block in enumerate(tr.h):
+            attn = block.attn
+            qkv = attn.c_attn(block.ln_1(x)).view(b, 3, attn.num_heads, attn.head_dim)  # [b, 3, H, hd]
+            self.k[i][:, :, S - 1] = qkv[:, 1]
+            self.v[i][:, :, S - 1] = qkv[:, 2]
+            q = qkv[:, 0, :, None, :].to(self.k[i].dtype)  # [b, H, 1, hd]
+            a = F.scaled_dot_product_attention(q, self.k[i][:, :, :S], self.v[i][:, :, :S], attn_mask=allowed,
+                                               scale=attn.scaling)  # [b, H, 1, hd]
+            x = x + attn.c_proj(a.reshape(b, d))
+            x = x + block.mlp(block.ln_2(x))
+        return self.model.lm_head(tr.ln_f(x))  # [b, V]
+
+
 @torch.no_grad()
 def sample_batch(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_new_tokens: int,
                  temperature: float, top_k: int, top_p: float, eos_token_id: int, pad_token_id: int,
@@ -155,6 +229,8 @@ def sample_batch(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, 
                         **{cache_kw: cache}, **extra)
             logits = out.logits[:, -1, :]
     next_pos = position_ids[:, -1] + 1  # [b]
+    decoder = (GPT2Decoder(model, cache, P, T) if GPT2Decoder.supports(model, cache)
+               else HFDecoder(model, cache, cache_kw))
     rows_of = torch.arange(B, device=device)  # working row -> row of the full batch
     alive = torch.ones(B, dtype=torch.bool, device=device)  # working rows that have not emitted EOS
     ban_pad = pad_token_id != eos_token_id and 0 <= pad_token_id < logits.shape[-1]
@@ -180,12 +256,10 @@ def sample_batch(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, 
             # A quarter of the batch is finished: drop those rows from the batch and the cache, so later steps
             # cost only what live rows need (dropping one row at a time would cost more than it saves).
             keep = alive.nonzero().squeeze(-1)  # [b']
-            if _select_rows(cache, keep):
+            if decoder.select(keep):
                 rows_of, tok, mask, next_pos, alive = rows_of[keep], tok[keep], mask[keep], next_pos[keep], alive[keep]
             else:
                 can_drop = False
-        out = model(input_ids=tok[:, None], attention_mask=mask[:, : P + t + 1], position_ids=next_pos[:, None],
-                    use_cache=True, **{cache_kw: cache})
-        logits = out.logits[:, -1, :]
+        logits = decoder.step(tok, next_pos, mask[:, : P + t + 1])  # [b, V]
         next_pos = next_pos + 1
     return SampleOutput(tokens, logprobs, lengths, finished)

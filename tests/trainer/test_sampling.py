@@ -2,9 +2,9 @@ import math
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
-from trainer.sampling import candidates, derive_seed, make_generator, sample_batch
+from trainer.sampling import GPT2Decoder, _forward_params, candidates, derive_seed, make_generator, sample_batch
 
 PROMPTS = ["question: what is 3 plus", "the cat", "question: what is 12 plus 5? answer:", "big red dog sat on the"]
 
@@ -147,3 +147,35 @@ def test_repeated_prompts_share_one_prefill_and_match_separate_rows(lm):
         alone = run(model, tok, [text], eos=tok.eos_token_id, temperature=1.0, generators=[make_generator(seed)])
         assert real(together, row) == real(alone, 0)
         torch.testing.assert_close(together.logprobs[row], alone.logprobs[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_gpt2_decoder_gives_the_tokens_and_logprobs_of_the_hf_forward(lm, monkeypatch, temperature):
+    """The block-by-block GPT-2 decode path against the model's own forward with its DynamicCache."""
+    model, tok = lm
+    free = run(model, tok, PROMPTS, eos=-1)
+    eos = free.tokens[1, 3].item()  # rows finish at different steps: exercises dropping rows from the cache
+    kw = dict(eos=eos, temperature=temperature, max_new_tokens=20)
+    steps = []
+    orig_step = GPT2Decoder.step
+    monkeypatch.setattr(GPT2Decoder, "step", lambda self, *a: steps.append(1) or orig_step(self, *a))
+    fast = run(model, tok, PROMPTS, generators=[make_generator(s) for s in range(4)], **kw)
+    assert steps, "the GPT-2 decode path was not used"
+    monkeypatch.setattr(GPT2Decoder, "supports", staticmethod(lambda model, cache: False))
+    slow = run(model, tok, PROMPTS, generators=[make_generator(s) for s in range(4)], **kw)
+    assert fast.tokens.tolist() == slow.tokens.tolist()
+    assert fast.lengths.tolist() == slow.lengths.tolist()
+    torch.testing.assert_close(fast.logprobs, slow.logprobs, atol=1e-5, rtol=1e-5)
+    # and the next-token logits themselves, one step after a prefill
+    ids, mask = left_pad(tok, PROMPTS)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        cache = DynamicCache(config=model.config)
+        cache_kw = "cache" if "cache" in _forward_params(model) else "past_key_values"
+        model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{cache_kw: cache})
+        nxt = free.tokens[:, 0]
+        step_mask = torch.cat([mask, torch.ones(4, 1, dtype=mask.dtype)], 1)
+        expected = model(input_ids=torch.cat([ids, nxt[:, None]], 1), attention_mask=step_mask,
+                         position_ids=torch.cat([pos, pos[:, -1:] + 1], 1)).logits[:, -1]
+        got = GPT2Decoder(model, cache, ids.shape[1], 1).step(nxt, pos[:, -1] + 1, step_mask)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
