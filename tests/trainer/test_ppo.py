@@ -303,3 +303,30 @@ def test_response_logprobs_do_not_depend_on_left_padding(assets):
             alone = response_logprobs(policy, torch.tensor([p + response]), torch.ones(1, len(p) + len(response),
                                       dtype=torch.long), len(p), 0.7)
             assert torch.allclose(batched[i], alone[0], atol=1e-4)
+
+
+def test_first_update_reusing_the_scoring_forward_equals_a_fresh_forward(assets):
+    """Rollout.first_forward (the scoring pass's graph) gives the update a fresh forward would give."""
+    import copy
+
+    tok, policy, ref, reward, value = _models(assets)
+    cfg = _cfg(assets, assets["dir"] / "unused", ppo_epochs=2, approxkl_stop=0.0)
+    r = make_rollout(policy, ref, reward, value, tok, _batch(tok), 0, cfg, cfg.kl_coef, torch.device("cpu"))
+    assert r.first_forward is not None and r.first_forward[0].requires_grad
+    fresh = copy.copy(r)
+    fresh.first_forward = None
+    results = []
+    # the kept graph belongs to these very models: the reusing run trains them, the fresh one trains copies
+    for rollout, (p, v) in ((fresh, (copy.deepcopy(policy), copy.deepcopy(value))), (r, (policy, value))):
+        params = list(p.parameters()) + list(v.parameters())
+        opt = torch.optim.AdamW(params, lr=cfg.lr, eps=1e-5)
+        results.append((ppo_update(p, v, opt, params, rollout, 0, cfg, torch.device("cpu")), params))
+    assert r.first_forward is None  # used once
+    (new, p_new), (reused, p_reused) = results
+    for k in reused:
+        assert math.isclose(reused[k], new[k], rel_tol=1e-4, abs_tol=1e-6), (k, reused[k], new[k])
+    for a, b in zip(p_reused, p_new):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    # several minibatches: the first one is not the whole batch, so no graph is kept
+    cfg2 = _cfg(assets, assets["dir"] / "unused", num_minibatches=2)
+    assert make_rollout(policy, ref, reward, value, tok, _batch(tok), 0, cfg2, 0.05, torch.device("cpu")).first_forward is None
