@@ -20,7 +20,8 @@ from trainer.masks import gather_logprobs, pad_sequences, position_ids_from_mask
 from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
 from trainer.preference_data import PreferenceGroup, load_preferences
 from trainer.reward_model import bradley_terry_loss, use_fast_kernels_
-from trainer.runtime import autocast, load_causal_lm, load_tokenizer, resolve_device, seed_everything
+from trainer.runtime import (autocast, capped_total_steps, linear_decay, load_causal_lm, load_tokenizer, resolve_device,
+                             seed_everything)
 
 
 @dataclass(kw_only=True)
@@ -98,11 +99,9 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
         use_fast_kernels_(m, device, config.precision)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=0.0)
     groups = data.groups
-    steps_per_epoch = math.ceil(len(groups) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    if config.max_steps:
-        total_steps = min(total_steps, config.max_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 - s / max(total_steps, 1))
+    total_steps = capped_total_steps(epochs=config.epochs, batches_per_epoch=math.ceil(len(groups) / config.batch_size),
+                                     max_steps=config.max_steps)
+    scheduler = linear_decay(optimizer, total_steps)
     micro = config.micro_batch_size or config.batch_size
 
     with atomic_output_dir(config.out) as tmp:

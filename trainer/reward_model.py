@@ -28,7 +28,8 @@ from trainer.config import TrainConfig, UsageError
 from trainer.masks import gather_at, last_token_index, pad_sequences, position_ids_from_mask
 from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
 from trainer.preference_data import PreferenceGroup, load_preferences
-from trainer.runtime import autocast, load_tokenizer, resolve_device, seed_everything, uses_bf16
+from trainer.runtime import (autocast, capped_total_steps, linear_decay, load_tokenizer, resolve_device, seed_everything,
+                             uses_bf16)
 
 
 @dataclass(kw_only=True)
@@ -317,12 +318,9 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
         scorer = DistributedDataParallel(scorer, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     groups = train_set.groups
-    steps_per_epoch = math.ceil(len(groups) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    if config.max_steps:
-        total_steps = min(total_steps, config.max_steps)
-    # linear decay to 0 over the run (TRL's default schedule)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 - s / max(total_steps, 1))
+    total_steps = capped_total_steps(epochs=config.epochs, batches_per_epoch=math.ceil(len(groups) / config.batch_size),
+                                     max_steps=config.max_steps)
+    scheduler = linear_decay(optimizer, total_steps)  # to 0 over the run (TRL's default schedule)
     micro = config.micro_batch_size or config.batch_size
     pad = tok.pad_token_id
 

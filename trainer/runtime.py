@@ -141,6 +141,20 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+def capped_total_steps(*, epochs: int, batches_per_epoch: int, max_steps: int) -> int:
+    """epochs × batches, capped by --max-steps when it is set (reward, DPO, PPO: the cap only shortens a run)."""
+    total = epochs * batches_per_epoch
+    return min(total, max_steps) if max_steps else total
+
+
+def linear_decay(optimizer: torch.optim.Optimizer, total_steps: int, enabled: bool = True):
+    """Scheduler: LR × (1 - step / total_steps) after each optimizer step, 0 at the end (TRL's default);
+    constant when not `enabled`."""
+    total = max(total_steps, 1)
+    factor = (lambda s: 1.0 - s / total) if enabled else (lambda s: 1.0)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def total_steps_for(*, epochs: int, batches_per_epoch: int, max_steps: int) -> int:
     """--max-steps, when set, replaces epochs (as in transformers' Trainer); otherwise epochs × batches."""
     if max_steps > 0:

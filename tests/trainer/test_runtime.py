@@ -79,3 +79,21 @@ def test_missing_model_dir_is_a_usage_error(tmp_path):
         load_causal_lm(tmp_path / "nope")
     with pytest.raises(UsageError, match="not a tokenizer directory"):
         load_tokenizer(tmp_path / "nope")
+
+
+def test_capped_total_steps_and_linear_decay():
+    from trainer.runtime import capped_total_steps, linear_decay
+
+    assert capped_total_steps(epochs=3, batches_per_epoch=4, max_steps=0) == 12
+    assert capped_total_steps(epochs=3, batches_per_epoch=4, max_steps=5) == 5
+    assert capped_total_steps(epochs=1, batches_per_epoch=4, max_steps=50) == 4  # the cap never extends a run
+    p = torch.nn.Parameter(torch.zeros(1))
+    for enabled, expected in ((True, [1.0, 0.75, 0.5, 0.25]), (False, [1.0] * 4)):
+        opt = torch.optim.SGD([p], lr=1.0)
+        sched = linear_decay(opt, 4, enabled=enabled)
+        lrs = []
+        for _ in range(4):
+            lrs.append(sched.get_last_lr()[0])
+            opt.step()
+            sched.step()
+        assert lrs == expected
