@@ -12,8 +12,9 @@ gold judge -> the new policy becomes current -> its samples become the next task
 
 Per round it prints the new policy's gold win-rate against the SFT model on eval prompts (ties count half), KL to
 the SFT model (summed over a response, k1), mean response length (tokens), and the reward model's held-out
-accuracy against the label-noise ceiling: the share of the held-out labels a perfect judge would get right, i.e.
-the simulated labels' agreement with the gold judge. Goal: gold win-rate >= 70% after 3 rounds with KL reported;
+accuracy against the label-noise ceiling: the share of the reward model's held-out pairs (the round's
+reward_eval.jsonl) that the gold judge itself orders as the labels do, a gold tie counting half: what a perfect
+reward model would score on the same noisy labels. Goal: gold win-rate >= 70% after 3 rounds with KL reported;
 reward model >= 90% of the ceiling. Results also go to bench/out/rlhf_efficacy.json.
 """
 from __future__ import annotations
@@ -38,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from app.simulation import run_simulation  # noqa: E402
 from trainer.world import SIZES, build_all  # noqa: E402
 from trainer.world import annotators as choice_model  # noqa: E402
+from trainer.world.judge import score as gold_score  # noqa: E402
 
 
 def round_config(args, size) -> dict:
@@ -111,6 +113,21 @@ class Services:
                 proc.kill()
 
 
+def heldout_ceiling(pairs: Path) -> float | None:
+    """The label-noise ceiling of the reward model's held-out accuracy: the accuracy the gold judge itself gets on
+    exactly those held-out pairs (the round's reward_eval.jsonl), a gold tie counting half. A perfect reward model
+    reaches it; noisy labels keep it below 100%."""
+    if not pairs.is_file():
+        return None
+    total = right = 0.0
+    for line in pairs.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        chosen, rejected = gold_score(row["prompt"], row["chosen"]), gold_score(row["prompt"], row["rejected"])
+        total += 1
+        right += 1.0 if chosen > rejected else 0.5 if chosen == rejected else 0.0
+    return right / total if total else None
+
+
 def wait_job(api: httpx.Client, job_id: int, what: str) -> dict:
     last = ""
     while True:
@@ -139,14 +156,14 @@ def main() -> int:
     parser.add_argument("--noise", type=float, default=0.1, help="annotators' choice temperature (gold units)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rm-epochs", type=int, default=2)
-    parser.add_argument("--rm-lr", type=float, default=3e-4)
+    parser.add_argument("--rm-lr", type=float, default=1e-3)
     parser.add_argument("--ppo-steps", type=int, default=30)
     parser.add_argument("--ppo-lr", type=float, default=3e-5)
-    parser.add_argument("--kl-coef", type=float, default=0.05)
+    parser.add_argument("--kl-coef", type=float, default=0.3)
     parser.add_argument("--eval-prompts", type=int, default=200)
-    parser.add_argument("--task-kind", choices=["pairwise", "ranking"], default="pairwise",
+    parser.add_argument("--task-kind", choices=["pairwise", "ranking"], default="ranking",
                         help="what people label: pairwise choices, or rankings of K (K(K-1)/2 pairs each)")
-    parser.add_argument("--k", type=int, default=2, help="responses per task")
+    parser.add_argument("--k", type=int, default=4, help="responses per task")
     parser.add_argument("--temperature", type=float, default=0.7,
                         help="sampling temperature of the responses people label (first tasks and each round's)")
     parser.add_argument("--max-new-tokens", type=int, help="response length limit (default: the world size's)")
@@ -188,7 +205,7 @@ def main() -> int:
                 raise SystemExit(f"round {number} refused: {started_round.text}")
             job = wait_job(api, started_round.json()["id"], f"round {number}")
             result = job["result"]
-            ceiling = choice_model.pair_agreement(labels_so_far)
+            ceiling = heldout_ceiling(services.data_dir / "rounds" / str(job["id"]) / "reward_eval.jsonl")
             accuracy = result["reward"].get("eval_accuracy")
             ev = result["evaluation"]
             rows.append({"round": number, "labels": len(labels_so_far), "job_id": job["id"],
@@ -196,7 +213,7 @@ def main() -> int:
                          "kl_to_sft": ev.get("kl_to_ref"), "mean_length": ev.get("mean_length"),
                          "mean_length_sft": ev.get("mean_length_before"), "gold_score": ev.get("gold_score"),
                          "gold_score_sft": ev.get("gold_score_before"), "rm_accuracy": accuracy,
-                         "label_ceiling": ceiling,
+                         "label_ceiling": ceiling, "labels_top2_gold_agreement": choice_model.pair_agreement(labels_so_far),
                          "rm_vs_ceiling": accuracy / ceiling if accuracy is not None and ceiling else None,
                          "warnings": result.get("warnings", []), "seconds": round(time.perf_counter() - t0, 1)})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
