@@ -5,6 +5,7 @@ from dataclasses import asdict, fields
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from app.deps import PageAdmin, SessionDep, verify_csrf
 from app.services.generation import GenerationError, GenerationRequest, request_generation
@@ -45,11 +46,15 @@ def _request_from_form(form) -> tuple[GenerationRequest, dict]:
 async def generate(request: Request, admin: PageAdmin, db: SessionDep) -> Response:
     form = await request.form()
     values = {**asdict(GenerationRequest()), **{k: v for k, v in form.items() if k != "csrf_token"}}
-    try:
-        req, _ = _request_from_form(form)
-        job = request_generation(db, request=req, created_by_id=admin.id)
-    except GenerationError as exc:
-        db.rollback()
-        return _page(request, db, values=values, error=str(exc), status_code=422)
-    db.commit()
-    return RedirectResponse(f"/admin/jobs/{job.id}", status_code=303)
+
+    def work() -> Response:  # off the loop: a write transaction may wait for the SQLite writer gate
+        try:
+            req, _ = _request_from_form(form)
+            job = request_generation(db, request=req, created_by_id=admin.id)
+        except GenerationError as exc:
+            db.rollback()
+            return _page(request, db, values=values, error=str(exc), status_code=422)
+        db.commit()
+        return RedirectResponse(f"/admin/jobs/{job.id}", status_code=303)
+
+    return await run_in_threadpool(work)

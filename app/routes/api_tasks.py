@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -20,19 +20,12 @@ from app.security import hash_token
 from app.services.assignment import AssignmentError, Db, next_task, prepared, skip_task
 from app.services.tasks import TaskImportError, import_task_specs, parse_task_items
 from app.settings import Settings, get_settings
-from app.write_gate import sqlite_write_gate, sqlite_write_gate_async
+from app.write_gate import sqlite_write_gate_async
 
 
 def _gate_path() -> str | None:
     engine = get_engine()
     return engine.url.database if engine.dialect.name == "sqlite" else None
-
-
-def serialize_sqlite_writes() -> Iterator[None]:
-    """Dependency, before any database access: one SQLite write transaction at a time (see sqlite_write_gate);
-    nothing on PostgreSQL."""
-    with sqlite_write_gate(_gate_path()):
-        yield
 
 
 @dataclass(frozen=True)
@@ -154,8 +147,8 @@ class ImportOut(BaseModel):
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"type": "array", "items": {"type": "object"}}, "example": TASK_EXAMPLE}}}},
 )
-async def import_tasks_api(request: Request, _gate: Annotated[None, Depends(serialize_sqlite_writes)],
-                           _admin: ApiAdmin, db: SessionDep, settings: SettingsDep) -> JSONResponse:
+async def import_tasks_api(request: Request, _admin: ApiAdmin, db: SessionDep,
+                           settings: SettingsDep) -> JSONResponse:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes:
         raise HTTPException(413, f"the body is over the {settings.max_upload_bytes} byte upload limit")

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from app.deps import ApiAdmin, PageAdmin, SessionDep, SettingsDep, verify_csrf
@@ -205,29 +206,37 @@ def rounds_page(request: Request, admin: PageAdmin, db: SessionDep) -> Response:
 @router.post("/admin/rounds")
 async def start_round_form(request: Request, admin: PageAdmin, db: SessionDep) -> Response:
     form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
-    try:
-        job = start_round(db, config=config_from_form(form), created_by_id=admin.id)
-        db.commit()
-    except RoundError as exc:
-        db.rollback()
-        return _rounds_page(request, db, status_code=409 if "one round at a time" in str(exc) else 422,
-                            start_error=str(exc), form=form)
-    return RedirectResponse(f"/admin/rounds/{job.id}", status_code=303)
+
+    def work() -> Response:  # off the loop: a write transaction may wait for the SQLite writer gate
+        try:
+            job = start_round(db, config=config_from_form(form), created_by_id=admin.id)
+            db.commit()
+        except RoundError as exc:
+            db.rollback()
+            return _rounds_page(request, db, status_code=409 if "one round at a time" in str(exc) else 422,
+                                start_error=str(exc), form=form)
+        return RedirectResponse(f"/admin/rounds/{job.id}", status_code=303)
+
+    return await run_in_threadpool(work)
 
 
 @router.post("/admin/rounds/schedule")
 async def schedule_form(request: Request, admin: PageAdmin, db: SessionDep) -> Response:
     form = await request.form()
-    try:
-        config = json.loads(str(form.get("config") or "{}"))
-        update_schedule(db, min_new_annotations=int(form.get("min_new_annotations") or 0),
-                        every_minutes=float(form.get("every_minutes") or 0), config=config,
-                        enabled=form.get("enabled") == "on")
-        db.commit()
-    except (ScheduleError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
-        db.rollback()
-        return _rounds_page(request, db, status_code=422, schedule_error=str(exc))
-    return RedirectResponse("/admin/rounds", status_code=303)
+
+    def work() -> Response:  # off the loop: a write transaction may wait for the SQLite writer gate
+        try:
+            config = json.loads(str(form.get("config") or "{}"))
+            update_schedule(db, min_new_annotations=int(form.get("min_new_annotations") or 0),
+                            every_minutes=float(form.get("every_minutes") or 0), config=config,
+                            enabled=form.get("enabled") == "on")
+            db.commit()
+        except (ScheduleError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+            db.rollback()
+            return _rounds_page(request, db, status_code=422, schedule_error=str(exc))
+        return RedirectResponse("/admin/rounds", status_code=303)
+
+    return await run_in_threadpool(work)
 
 
 @router.post("/admin/rounds/label-ai")
@@ -237,13 +246,17 @@ async def label_ai_form(request: Request, admin: PageAdmin, db: SessionDep) -> R
                               "limit": str(form.get("limit") or "1000")}
     if form.get("model_id"):
         config["model_id"] = str(form.get("model_id"))
-    try:
-        job = start_label_ai(db, config=config, created_by_id=admin.id)
-        db.commit()
-    except LabelAIError as exc:
-        db.rollback()
-        return _rounds_page(request, db, status_code=422, label_ai_error=str(exc))
-    return RedirectResponse(f"/admin/jobs/{job.id}", status_code=303)
+
+    def work() -> Response:  # off the loop: a write transaction may wait for the SQLite writer gate
+        try:
+            job = start_label_ai(db, config=config, created_by_id=admin.id)
+            db.commit()
+        except LabelAIError as exc:
+            db.rollback()
+            return _rounds_page(request, db, status_code=422, label_ai_error=str(exc))
+        return RedirectResponse(f"/admin/jobs/{job.id}", status_code=303)
+
+    return await run_in_threadpool(work)
 
 
 @router.get("/admin/rounds/{round_id}")

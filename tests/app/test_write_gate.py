@@ -87,3 +87,191 @@ def test_a_thread_holding_the_gate_is_waited_for_off_the_loop(tmp_path):
         return order
 
     assert asyncio.run(main()) == ["holder done", "request"] and _free(path)
+
+
+# ---- every write transaction of the default SQLite engine takes the gate --------------------------------------
+
+def _gate_free(settings) -> bool:
+    from app.db import get_engine
+
+    return _free(get_engine().url.database)
+
+
+def test_engine_transactions_take_the_gate_until_commit_rollback_error_or_invalidation(settings, db):
+    from sqlalchemy import text
+
+    from app.db import get_engine, get_read_engine, get_sessionmaker
+
+    engine = get_engine()
+    assert _gate_free(settings)
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+        assert not _gate_free(settings)  # from BEGIN IMMEDIATE...
+        conn.commit()
+        assert _gate_free(settings)  # ...to the COMMIT
+        conn.execute(text("SELECT 1"))
+        conn.rollback()
+        assert _gate_free(settings)
+        conn.execute(text("SELECT 1"))
+    assert _gate_free(settings)  # closed mid-transaction: the pool's rollback
+
+    session = get_sessionmaker()()
+    try:
+        session.execute(text("SELECT * FROM no_such_table"))
+    except Exception:
+        session.rollback()
+    assert _gate_free(settings)
+    session.execute(text("SELECT 1"))
+    session.connection().invalidate()  # a dead connection: no rollback runs, the gate must still go
+    assert _gate_free(settings)
+    session.close()
+
+    with get_read_engine().connect() as conn:  # read-only (DEFERRED) transactions are not gated
+        conn.execute(text("SELECT 1"))
+        assert _gate_free(settings)
+    with sqlite_write_gate(engine.url.database), engine.connect() as conn:  # held by this thread: not taken twice
+        conn.execute(text("SELECT 1"))
+        conn.commit()
+        assert not _gate_free(settings)
+    assert _gate_free(settings)
+
+
+def test_a_writer_outside_the_annotate_api_does_not_freeze_the_server(client, db, api):
+    """Another thread's write transaction (a job worker's bulk insert, a page) holds SQLite's write lock for 2 s:
+    the annotate API waits for it off the event loop (the writer took the gate first), so /healthz and pages answer
+    meanwhile, and the annotate request completes once the writer commits."""
+    import threading
+    import time
+
+    from sqlalchemy import text
+
+    from app.db import get_engine
+    from tests.app.annotation_fixtures import make_tasks, task_line
+
+    (task_id,) = make_tasks(db, task_line(overlap=1))
+    _, headers = api()
+    holding, answers = threading.Event(), []
+
+    def writer() -> None:
+        with get_engine().connect() as conn:
+            conn.execute(text("UPDATE tasks SET priority = priority WHERE id = :id"), {"id": task_id})
+            holding.set()
+            time.sleep(2.0)
+            conn.commit()
+
+    holder = threading.Thread(target=writer)
+    holder.start()
+    assert holding.wait(10)
+    started = time.monotonic()
+    waiting = threading.Thread(target=lambda: answers.append((client.get("/api/v1/tasks/next", headers=headers),
+                                                              time.monotonic() - started)))
+    waiting.start()
+    time.sleep(0.3)
+    for path in ("/healthz", "/login", "/healthz"):
+        t0 = time.monotonic()
+        assert client.get(path).status_code == 200
+        assert time.monotonic() - t0 < 0.5, path  # before the gate covered every writer: frozen until the commit
+    assert waiting.is_alive() and not answers
+    holder.join(10)
+    waiting.join(10)
+    response, took = answers[0]
+    assert response.status_code == 200 and response.json()["task_id"] == task_id and took >= 1.5
+
+
+def test_job_worker_writes_and_the_annotate_api_never_deadlock(client, db, api):
+    """A burst of job-worker-like writes (heartbeats, progress, each its own transaction in its own thread) while
+    annotators take and submit tasks through the API: all of it completes, nothing lost."""
+    import threading
+    import time
+
+    from app.db import session_scope
+    from app.jobs.queue import claim_next, heartbeat
+    from app.services.jobs import enqueue_job
+    from tests.app.annotation_fixtures import make_tasks
+
+    make_tasks(db, *[{"prompt": f"p{i}", "responses": ["a", "b"], "kind": "pairwise", "overlap": 1}
+                     for i in range(40)])
+    job = enqueue_job(db, kind="noop")
+    db.commit()
+    with session_scope() as session:
+        assert claim_next(session, worker_id="w1").id == job.id
+    stop, beats, errors = threading.Event(), [0], []
+
+    def worker() -> None:
+        try:
+            while not stop.is_set():
+                with session_scope() as session:
+                    assert heartbeat(session, job_id=job.id, worker_id="w1")
+                beats[0] += 1
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    annotated: list[int] = []
+
+    def annotator(headers) -> None:
+        try:
+            for _ in range(10):
+                offer = client.get("/api/v1/tasks/next", headers=headers)
+                if offer.status_code == 204:
+                    return
+                done = client.post("/api/v1/annotations", headers={**headers, "Idempotency-Key": uuid_hex()},
+                                   json={"task_id": offer.json()["task_id"], "choice": "tie"})
+                assert done.status_code == 201, done.text
+                annotated.append(offer.json()["task_id"])
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)] + [
+        threading.Thread(target=annotator, args=(api()[1],)) for _ in range(4)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads[2:]:
+        t.join(60)
+    stop.set()
+    for t in threads[:2]:
+        t.join(10)
+    assert not errors and not any(t.is_alive() for t in threads), errors
+    assert len(annotated) == len(set(annotated)) == 40 and beats[0] > 0
+    assert time.monotonic() - started < 60 and _gate_free(db)
+
+
+def uuid_hex() -> str:
+    import uuid
+
+    return uuid.uuid4().hex
+
+
+def test_a_process_killed_holding_the_gate_frees_it(settings):
+    """kill -9 of a process in the middle of a gated write transaction: the gate (flock) and SQLite's lock go with
+    it; the next writer gets in."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from sqlalchemy import text
+
+    from app.db import get_engine
+
+    path = get_engine().url.database
+    code = ("import sys, time\nfrom sqlalchemy import text\nfrom app.db import make_engine\n"
+            f"engine = make_engine('sqlite:///{path}')\nconn = engine.connect()\n"
+            "conn.execute(text('UPDATE users SET is_active = is_active'))\nprint('holding', flush=True)\n"
+            "time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        assert child.stdout.readline().strip() == "holding"
+        assert not _free(path)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+        t0 = time.monotonic()
+        with get_engine().connect() as conn:
+            conn.execute(text("UPDATE users SET is_active = is_active"))
+            conn.commit()
+        assert time.monotonic() - t0 < 1.0 and _free(path)
+    finally:
+        if child.poll() is None:
+            child.kill()
