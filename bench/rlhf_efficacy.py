@@ -115,16 +115,20 @@ class Services:
 
 def heldout_ceiling(pairs: Path) -> float | None:
     """The label-noise ceiling of the reward model's held-out accuracy: the accuracy the gold judge itself gets on
-    exactly those held-out pairs (the round's reward_eval.jsonl), a gold tie counting half. A perfect reward model
+    exactly those held-out pairs (the round's reward_eval.jsonl: pairwise choices and all pairs of each
+    ranking), a gold tie counting half. A perfect reward model
     reaches it; noisy labels keep it below 100%."""
     if not pairs.is_file():
         return None
     total = right = 0.0
     for line in pairs.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
-        chosen, rejected = gold_score(row["prompt"], row["chosen"]), gold_score(row["prompt"], row["rejected"])
-        total += 1
-        right += 1.0 if chosen > rejected else 0.5 if chosen == rejected else 0.0
+        ordered = row["completions"] if "completions" in row else [row["chosen"], row["rejected"]]  # best first
+        gold = [gold_score(row["prompt"], text) for text in ordered]
+        for i, better in enumerate(gold):
+            for worse in gold[i + 1:]:
+                total += 1
+                right += 1.0 if better > worse else 0.5 if better == worse else 0.0
     return right / total if total else None
 
 

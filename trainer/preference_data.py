@@ -1,6 +1,8 @@
 """Reading the preference exports (`trl`, `trl-conversational`, `rankings`, `kto`) into comparison groups.
 
-The format is detected from the keys of the first line:
+The format is detected from the keys of each line (`trl` and `rankings` lines may share a file, so pairwise
+choices and rankings train together with each ranking kept whole; `kto` and `trl-conversational` files hold one
+format):
     trl                 {"prompt"?, "chosen": str, "rejected": str, "margin"?: number|null, "tie"?: bool}
     trl-conversational  the same with messages lists ({"role", "content"})
     rankings            {"prompt", "completions": [best, ..., worst]}
@@ -52,6 +54,9 @@ class PreferenceSet:
     @property
     def n_pairs(self) -> int:
         return sum(len(g.pairs) for g in self.groups)
+
+
+MIXABLE = {"trl", "rankings"}  # formats whose lines may share one file
 
 
 def detect_format(obj: dict, path: str | Path, line: int) -> str:
@@ -149,12 +154,16 @@ def load_preferences(path: str | Path, tokenizer, *, ties: str = "exclude", max_
     if fmt == "kto":
         _read_kto(lines, enc, result, path)
     else:
+        seen = set()
         for line, obj in lines:
-            if detect_format(obj, path, line) != fmt:
+            line_fmt = detect_format(obj, path, line)
+            if line_fmt != fmt and {line_fmt, fmt} != MIXABLE:
                 raise DataError(path, line, f"line is not in the {fmt} format of the first line")
-            group = _read_ranked(fmt, obj, enc, result, path, line, ties)
+            seen.add(line_fmt)
+            group = _read_ranked(line_fmt, obj, enc, result, path, line, ties)
             if group is not None:
                 _keep(result, group)
+        result.format = "+".join(sorted(seen))
     if not result.groups:
         raise DataError(path, lines[-1][0], "no usable comparison in the file (all ties, unpaired or too long)")
     return result

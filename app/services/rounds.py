@@ -3,8 +3,9 @@
 One round, each training step a `python -m trainer STAGE --config <file>` child process (ctx.run_trainer):
 
     snapshot   rounds/<id>/snapshot/ (app.services.snapshots): exports + prompts + manifest.json
-    reward     a reward model on all preference pairs up to the snapshot, initialised from the SFT ancestor
-               (or the previous reward model), a held-out slice of the pairs for its accuracy
+    reward     a reward model on all preferences up to the snapshot (rankings whole, pairwise choices as pairs),
+               initialised from the SFT ancestor (or the previous reward model), a held-out slice of the
+               annotations for its accuracy
     ppo | dpo  from the current policy; reference = the SFT ancestor; PPO's value model from the new RM
     evaluate   new policy against the current one on eval-split prompts: win-rate under the new RM (and a gold
                judge when configured), KL to the reference, mean length, distinct-n -> reward-hacking warnings
@@ -287,23 +288,41 @@ def _held_out(annotation_id: int, fraction: float) -> bool:
     return fraction > 0 and zlib.crc32(str(annotation_id).encode()) % 10_000 < fraction * 10_000
 
 
-def split_reward_data(trl: Path, out_dir: Path, fraction: float) -> tuple[Path, Path | None, int, int]:
-    """trl.jsonl -> reward_train.jsonl + reward_eval.jsonl (held out by annotation id)."""
+def _pair_count(row: dict[str, Any]) -> int:
+    return len(row["completions"]) * (len(row["completions"]) - 1) // 2 if "completions" in row else 1
+
+
+def split_reward_data(snapshot: Path, out_dir: Path, fraction: float) -> tuple[Path, Path | None, int, int]:
+    """The snapshot's preferences -> reward_train.jsonl + reward_eval.jsonl (held out by annotation id), counted
+    in pairs. Rankings come whole from rankings.jsonl (the trainer encodes a ranking's K responses once and
+    trains on its K(K-1)/2 pairs together: InstructGPT's remedy for the overfitting of ranking pairs shuffled
+    apart); trl.jsonl adds the pairwise choices, skipping the ranking pairs it also holds."""
+    rankings, trl = snapshot / "rankings.jsonl", snapshot / "trl.jsonl"
     train, held = out_dir / "reward_train.jsonl", out_dir / "reward_eval.jsonl"
     n_train = n_eval = 0
-    with open(trl, encoding="utf-8") as src, open(train, "w", encoding="utf-8") as ft, \
-            open(held, "w", encoding="utf-8") as fe:
-        for line in src:
-            if not line.strip():
+    ranked: set[int] = set()
+    with open(train, "w", encoding="utf-8") as ft, open(held, "w", encoding="utf-8") as fe:
+        for path, is_rankings in ((rankings, True), (trl, False)):
+            if not path.is_file():
                 continue
-            if _held_out(json.loads(line)["annotation_id"], fraction):
-                fe.write(line)
-                n_eval += 1
-            else:
-                ft.write(line)
-                n_train += 1
+            with open(path, encoding="utf-8") as src:
+                for line in src:
+                    if not line.strip():
+                        continue
+                    row = json.loads(line)
+                    if is_rankings:
+                        ranked.add(row["annotation_id"])
+                    elif row["annotation_id"] in ranked:
+                        continue
+                    if _held_out(row["annotation_id"], fraction):
+                        fe.write(line)
+                        n_eval += _pair_count(row)
+                    else:
+                        ft.write(line)
+                        n_train += _pair_count(row)
     if n_eval == 0 or n_train == 0:  # too few to hold any out: train on everything, report no held-out accuracy
-        shutil.copyfile(trl, train)
+        with open(train, "a", encoding="utf-8") as ft:
+            ft.write(held.read_text(encoding="utf-8"))
         held.unlink()
         return train, None, n_train + n_eval, 0
     return train, held, n_train, n_eval
@@ -379,7 +398,7 @@ def make_snapshot(ctx: JobContext, cfg: RoundConfig, rdir: Path) -> dict[str, An
 
 def train_reward(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: dict, manifest: dict) -> dict[str, Any]:
     snap = rdir / "snapshot"
-    train, held, n_train, n_eval = split_reward_data(snap / "trl.jsonl", rdir, cfg.rm_eval_fraction)
+    train, held, n_train, n_eval = split_reward_data(snap, rdir, cfg.rm_eval_fraction)
     init = lineage["previous_reward"] or lineage["sft"]
     flags = {**cfg.stage_flags("reward"), "model": init.path, "data": str(train), "out": str(rdir / "reward"),
              "seed": cfg.seed}

@@ -78,3 +78,20 @@ def test_bad_lines_name_file_and_line(tmp_path, tok):
     r = write_jsonl(tmp_path / "m.jsonl", [{"prompt": "a", "chosen": "b", "rejected": "c", "margin": "x"}])
     with pytest.raises(DataError, match=r"m.jsonl:1: \"margin\""):
         load_preferences(r, tok)
+
+
+def test_trl_and_rankings_lines_share_a_file(tmp_path, tok):
+    """A round trains on pairwise choices (trl lines) and rankings (kept whole) from one file."""
+    rows = [{"prompt": "q", "chosen": " a", "rejected": " b"},
+            {"prompt": "q", "completions": [" a", " b", " c"]}]
+    s = load_preferences(write_jsonl(tmp_path / "mix.jsonl", rows), tok)
+    assert s.format == "rankings+trl"
+    assert [len(g.sequences) for g in s.groups] == [2, 3]  # the ranking's 3 responses encoded once
+    assert s.n_pairs == 1 + 3
+    kto_then_trl = [{"prompt": "q", "completion": " a", "label": True}, {"prompt": "q", "chosen": " a", "rejected": " b"}]
+    with pytest.raises(DataError):
+        load_preferences(write_jsonl(tmp_path / "bad-mix.jsonl", kto_then_trl), tok)
+    conv_then_rank = [{"chosen": [{"role": "assistant", "content": " a"}], "rejected": [{"role": "assistant", "content": " b"}]},
+                      {"prompt": "q", "completions": [" a", " b"]}]
+    with pytest.raises(DataError, match=r"bad-mix2.jsonl:2: line is not in the trl-conversational format"):
+        load_preferences(write_jsonl(tmp_path / "bad-mix2.jsonl", conv_then_rank), tok)
