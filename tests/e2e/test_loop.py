@@ -18,6 +18,7 @@ from tests.e2e.conftest import wait_until
 pytestmark = pytest.mark.slow
 
 E2E_BUDGET_S = 180
+LABELS = 24
 WAIT_S = 600  # how long to wait for each part before calling it stuck (the budget is checked separately)
 ROUND_CONFIG = {
     "min_pairs": 10,
@@ -49,7 +50,10 @@ def test_schedule_fires_a_round_that_makes_a_new_current_policy_and_new_tasks(st
                                               "kind": "policy", "stage": "sft"})
     generate = api("POST", "/api/v1/generate", json={"count": 30, "num_samples": 2, "max_new_tokens": 16,
                                                      "task_kind": "pairwise", "seed": 0})
-    api("PUT", "/api/v1/rounds/schedule", json={"enabled": True, "min_new_annotations": 20,
+    # the trigger is the last label: a check part-way through the burst (the worker polls while annotators label)
+    # would find too few preference pairs among the first labels, and a due schedule with too little data waits
+    # for the next N annotations
+    api("PUT", "/api/v1/rounds/schedule", json={"enabled": True, "min_new_annotations": LABELS,
                                                 "config": ROUND_CONFIG})
 
     def job(job_id: int) -> dict:
@@ -59,8 +63,8 @@ def test_schedule_fires_a_round_that_makes_a_new_current_policy_and_new_tasks(st
                       timeout_s=90, what="the first generate job", on_timeout=lambda: stack.log("worker"))
     assert done["status"] == "succeeded", done["error"]
 
-    report = run_simulation(url=stack.url, admin_token=token, annotators=3, labels=24, seed=0)
-    assert report.labels == 24
+    report = run_simulation(url=stack.url, admin_token=token, annotators=3, labels=LABELS, seed=0)
+    assert report.labels == LABELS
 
     def finished_round() -> dict | None:
         rounds = api("GET", "/api/v1/rounds")
