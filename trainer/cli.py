@@ -13,9 +13,11 @@ Flags of list fields take several values after one flag (`--input a.txt b.txt`) 
 from __future__ import annotations
 
 import dataclasses
+import faulthandler
 import importlib
 import inspect
 import json
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -193,6 +195,8 @@ def expand_list_flags(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # `kill -USR1 PID` prints every thread's Python stack on stderr: how to see where a run (or one DDP rank) waits
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     load_stages()
     args = expand_list_flags(list(sys.argv[1:] if argv is None else argv))
     app(args=args, prog_name="python -m trainer")

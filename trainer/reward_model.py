@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -286,6 +287,18 @@ def dist_info() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def micro_chunks(global_batch: list, *, rank: int, world: int, micro: int) -> list[tuple[list, float]]:
+    """This process's share of a global batch in microbatches, as (groups, 1.0 = real | 0.0 = filler).
+
+    Under DDP every process must run as many backward passes as the others (each one's gradient
+    all-reduce waits for all), so a process whose share is shorter, or empty (a last batch smaller
+    than the world), fills in with a zero-weight copy of the batch's first group."""
+    local = global_batch[rank::world]
+    n = math.ceil(math.ceil(len(global_batch) / world) / micro)  # the longest share's microbatch count
+    chunks = [(local[m : m + micro], 1.0) for m in range(0, len(local), micro)]
+    return chunks + [([global_batch[0]], 0.0)] * (n - len(chunks))
+
+
 def all_reduce_sum(values: list[float], world: int) -> list[float]:
     if world <= 1:
         return values
@@ -335,16 +348,21 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
                 if step >= total_steps:
                     break
                 global_batch = [groups[i] for i in order[start : start + config.batch_size].tolist()]
-                local = global_batch[rank::world]  # this process's share of the global batch
                 sums = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]  # loss·w, correct, decided, margin, score, score²
                 n_scores = 0
-                for m in range(0, len(local), micro):
-                    batch = collate_groups(local[m : m + micro], pad)
-                    losses, scores = batch_losses(scorer, batch, device, config.precision, config.center_coef)
-                    w = batch.pair_weight.to(device)
-                    # normalised by the GLOBAL group count: the sum over microbatches and processes is the mean
-                    loss = (losses * w).sum() / len(global_batch) * world  # DDP averages over processes
-                    loss.backward()
+                chunks = micro_chunks(global_batch, rank=rank, world=world, micro=micro)
+                for i, (chunk, real) in enumerate(chunks):
+                    batch = collate_groups(chunk, pad)
+                    # DDP all-reduces on the last backward only; the others accumulate locally
+                    sync = nullcontext() if world == 1 or i == len(chunks) - 1 else scorer.no_sync()
+                    with sync:
+                        losses, scores = batch_losses(scorer, batch, device, config.precision, config.center_coef)
+                        w = batch.pair_weight.to(device) * real
+                        # normalised by the GLOBAL group count: the sum over microbatches and processes is the mean
+                        loss = (losses * w).sum() / len(global_batch) * world  # DDP averages over processes
+                        loss.backward()
+                    if not real:
+                        continue
                     with torch.no_grad():
                         d = scores[batch.better.to(device)] - scores[batch.worse.to(device)]
                         decided = batch.target.to(device) == 1.0

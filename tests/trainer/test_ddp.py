@@ -2,25 +2,63 @@
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.trainer.rl_assets import build_tiny_lm, synthetic_pair, write_jsonl
 from trainer.config import load_config
-from trainer.reward_model import RewardConfig, train_reward
+from trainer.reward_model import RewardConfig, micro_chunks, train_reward
 
 
 def _lines(out: Path) -> list[dict]:
     return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _communicate_or_dump_stacks(proc: subprocess.Popen, timeout: float) -> str:
+    """stderr of a finished torchrun; on a hang, fail with every rank's Python stacks (the CLI dumps them on
+    SIGUSR1) so the failure says where it waits."""
+    try:
+        return proc.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        for pid in _children(proc.pid):
+            os.kill(pid, signal.SIGUSR1)
+        time.sleep(3)
+        proc.kill()
+        for pid in _children(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"torchrun did not finish in {timeout} s; stdout {out!r}; stacks:\n{err[-6000:]}") from None
+
+
+def test_microbatches_give_every_process_the_same_number_of_backward_passes():
+    batch = list(range(17))
+    for world in (1, 2, 3):
+        shares = [micro_chunks(batch, rank=r, world=world, micro=4) for r in range(world)]
+        assert len({len(s) for s in shares}) == 1
+        real = sorted(g for s in shares for chunk, w in s if w for g in chunk)
+        assert real == batch  # every group once, fillers weigh nothing
+    # a last batch smaller than the world: the empty share runs one zero-weight filler
+    assert micro_chunks([7], rank=1, world=2, micro=4) == [([7], 0.0)]
+
+
 def test_two_process_ddp_matches_one_process(tmp_path):
     lm = build_tiny_lm(tmp_path / "lm")
     rng = random.Random(2)
-    data = write_jsonl(tmp_path / "p.jsonl", [synthetic_pair(rng) for _ in range(96)])
+    # 81 pairs in batches of 16: the 6th batch holds one pair, so rank 1's share of it is empty (a filler);
+    # microbatches of 4 make each share 2 backward passes (DDP syncs the last)
+    data = write_jsonl(tmp_path / "p.jsonl", [synthetic_pair(rng) for _ in range(81)])
     args = ["--model", str(lm), "--data", str(data), "--device", "cpu", "--batch-size", "16",
-            "--lr", "0.003", "--max-steps", "6", "--seed", "3"]
+            "--micro-batch-size", "4", "--lr", "0.003", "--max-steps", "6", "--seed", "3"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = Path(sys.executable).with_name("torchrun")
     two = subprocess.Popen([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "trainer", "reward", *args,
@@ -28,9 +66,9 @@ def test_two_process_ddp_matches_one_process(tmp_path):
                            text=True)
     # the one-process reference runs here meanwhile (saves a second interpreter start-up)
     train_reward(load_config(RewardConfig, overrides={"model": str(lm), "data": str(data), "device": "cpu",
-                                                      "batch_size": 16, "lr": 0.003, "max_steps": 6, "seed": 3,
-                                                      "out": str(tmp_path / "one")}))
-    _, err = two.communicate(timeout=300)
+                                                      "batch_size": 16, "micro_batch_size": 4, "lr": 0.003,
+                                                      "max_steps": 6, "seed": 3, "out": str(tmp_path / "one")}))
+    err = _communicate_or_dump_stacks(two, timeout=300)
     assert two.returncode == 0, err[-3000:]
     a, b = _lines(tmp_path / "one"), _lines(tmp_path / "two")
     assert len(a) == len(b) == 7  # 6 steps + the final summary line
