@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from app.annotate_fast_path import AnnotateFastPath, api_error_response
 from app.db import check_migrated, get_engine
 from app.deps import LoginRequired
 from app.routes import ROUTERS
@@ -34,7 +35,7 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
     if _wants_html(request) and exc.status_code >= 400:
         return render(request, "error.html", {"status": exc.status_code, "detail": exc.detail},
                       status_code=exc.status_code, headers=getattr(exc, "headers", None))
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+    return api_error_response(exc)
 
 
 def create_app(*, check_database: bool = True) -> FastAPI:
@@ -66,6 +67,7 @@ def create_app(*, check_database: bool = True) -> FastAPI:
         message = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors)
         return JSONResponse({"detail": message or "invalid request", "errors": errors}, status_code=422)
 
+    app.add_middleware(AnnotateFastPath)  # the annotate hot loop skips the routing (see app.annotate_fast_path)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     for router in ROUTERS:
         app.include_router(router)

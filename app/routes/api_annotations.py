@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from app.routes.api_tasks import AUTH_RESPONSES, TokenUser, as_api_user
+from app.routes.api_tasks import AUTH_RESPONSES, TokenUser, Work, as_api_user
 from app.settings import Settings
 from app.services.assignment import aware
 from app.services.annotations import (
@@ -23,6 +23,7 @@ from app.services.annotations import (
 
 router = APIRouter(prefix="/api/v1", tags=["annotations"])
 
+IDEMPOTENCY_KEY_MIN, IDEMPOTENCY_KEY_MAX = 1, 128
 FEEDBACK_FIELDS = ("choice", "chosen_id", "strength", "ranking", "ratings", "critiques", "critique", "rewrite", "flags")
 
 
@@ -71,8 +72,14 @@ def _error(exc: AnnotationConflict | AnnotationInvalid) -> HTTPException:
                422: {"description": "The feedback does not fit the task; nothing stored"}, **AUTH_RESPONSES},
 )
 async def submit_annotation_api(request: Request, body: AnnotationIn,
-                                idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1,
-                                                                       max_length=128)]) -> Response:
+                                idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=IDEMPOTENCY_KEY_MIN,
+                                                                       max_length=IDEMPOTENCY_KEY_MAX)]) -> Response:
+    return await as_api_user(request, submit_work(body, idempotency_key), core=True)
+
+
+def submit_work(body: AnnotationIn, idempotency_key: str) -> Work:
+    """The submit transaction, for this route and for app.annotate_fast_path."""
+
     def work(db: Connection, user: TokenUser, settings: Settings) -> Response:
         feedback = {k: getattr(body, k) for k in FEEDBACK_FIELDS}
         try:
@@ -85,7 +92,7 @@ async def submit_annotation_api(request: Request, body: AnnotationIn,
         db.commit()
         return JSONResponse({"annotation_id": result.annotation_id}, status_code=200 if result.replayed else 201)
 
-    return await as_api_user(request, work, core=True)
+    return work
 
 
 LIST_EXAMPLE = [{"annotation_id": 77, "task_id": 12, "kind": "pairwise", "choice": "chosen", "chosen_id": 31,

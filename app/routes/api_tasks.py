@@ -180,10 +180,11 @@ def _import_items(db, items: Any, max_text_bytes: int) -> JSONResponse:
     responses={204: {"description": "Nothing left for this annotator"}, **AUTH_RESPONSES},
 )
 async def next_task_api(request: Request) -> Response:
-    return await as_api_user(request, _next, core=True)
+    return await as_api_user(request, next_work, core=True)
 
 
-def _next(db: Connection, user: TokenUser, settings: Settings) -> Response:
+def next_work(db: Connection, user: TokenUser, settings: Settings) -> Response:
+    """The next-task transaction, for this route and for app.annotate_fast_path."""
     offer = next_task(db, user=user, lease_minutes=settings.lease_minutes)
     db.commit()
     if offer is None:

@@ -1,0 +1,103 @@
+"""The annotate hot loop without the framework around it: `GET /api/v1/tasks/next` and `POST /api/v1/annotations`.
+
+An annotator's client calls these two endpoints all day. Profiled under bench/annotate_load.py, FastAPI's part of
+such a request (matching the path against every router in turn, solving dependencies, the request/response and
+exception wrappers) cost about as much server CPU as the transaction itself. This ASGI middleware answers the two
+routes directly, with the routes' own work functions (`next_work`, `submit_work`) inside the same `as_api_user`
+(writer gate, transaction, bearer token), when the request is well-formed. Anything else (another method, a query
+string, a missing or malformed header, a body the model rejects) goes on to the FastAPI routes, which stay the
+documented (OpenAPI) definition and give the error responses; so the fast path has no behaviour of its own.
+"""
+from __future__ import annotations
+
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.routes.api_annotations import IDEMPOTENCY_KEY_MAX, IDEMPOTENCY_KEY_MIN, AnnotationIn, submit_work
+from app.routes.api_tasks import as_api_user, next_work
+
+NEXT_PATH = "/api/v1/tasks/next"
+SUBMIT_PATH = "/api/v1/annotations"
+
+
+def api_error_response(exc: HTTPException) -> Response:
+    """An HTTPException as the JSON API answers it (app.main's handler uses this too)."""
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+class AnnotateFastPath:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope.get("query_string"):
+            path = scope["path"][len(scope.get("root_path", "")):] if scope.get("root_path") else scope["path"]
+            if path == NEXT_PATH and scope["method"] == "GET":
+                await self._answer(scope, receive, send, next_work)
+                return
+            if path == SUBMIT_PATH and scope["method"] == "POST":
+                await self._submit(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _submit(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await _read_body(receive)
+        if body is None:
+            return  # the client went away
+        work = _submit_work(scope, body)
+        if work is None:  # not well-formed: the FastAPI route says why, from the same body
+            await self.app(scope, _replay(body, receive), send)
+            return
+        await self._answer(scope, receive, send, work)
+
+    @staticmethod
+    async def _answer(scope: Scope, receive: Receive, send: Send, work) -> None:
+        try:
+            response = await as_api_user(Request(scope, receive), work, core=True)
+        except HTTPException as exc:
+            response = api_error_response(exc)
+        await response(scope, receive, send)
+
+
+def _submit_work(scope: Scope, body: bytes):
+    headers: dict[bytes, bytes] = dict(scope["headers"])
+    content_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+    key = headers.get(b"idempotency-key")
+    if content_type != b"application/json" or key is None:
+        return None
+    key_text = key.decode("latin-1")
+    if not IDEMPOTENCY_KEY_MIN <= len(key_text) <= IDEMPOTENCY_KEY_MAX:
+        return None
+    try:
+        model = AnnotationIn.model_validate_json(body)
+    except ValidationError:
+        return None
+    return submit_work(model, key_text)
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
