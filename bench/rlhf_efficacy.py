@@ -45,7 +45,7 @@ from trainer.world.judge import score as gold_score  # noqa: E402
 def round_config(args, size) -> dict:
     """The round each iteration starts: defaults sized for the world's model (about 1M parameters for `small`)."""
     return {
-        "algo": "ppo",
+        "algo": args.algo,
         "seed": args.seed,
         "min_pairs": 10,
         "baseline": "sft",
@@ -53,6 +53,7 @@ def round_config(args, size) -> dict:
         "reward": {"epochs": args.rm_epochs, "batch_size": 32, "lr": args.rm_lr},
         "ppo": {"max_steps": args.ppo_steps, "batch_size": 32, "lr": args.ppo_lr, "kl_coef": args.kl_coef,
                 "ppo_epochs": 4, "num_minibatches": 2, "max_new_tokens": size.max_new_tokens, "temperature": 0.7},
+        "dpo": {"epochs": args.dpo_epochs, "batch_size": 16, "lr": args.dpo_lr, "beta": args.dpo_beta},
         "eval_prompts": args.eval_prompts,
         "eval_max_new_tokens": size.max_new_tokens,
         "eval_temperature": 0.7,
@@ -164,6 +165,10 @@ def main() -> int:
     parser.add_argument("--ppo-steps", type=int, default=30)
     parser.add_argument("--ppo-lr", type=float, default=3e-5)
     parser.add_argument("--kl-coef", type=float, default=0.3)
+    parser.add_argument("--algo", choices=["ppo", "dpo"], default="ppo", help="how each round tunes the policy")
+    parser.add_argument("--dpo-lr", type=float, default=5e-6)
+    parser.add_argument("--dpo-beta", type=float, default=0.1)
+    parser.add_argument("--dpo-epochs", type=int, default=1)
     parser.add_argument("--eval-prompts", type=int, default=200)
     parser.add_argument("--task-kind", choices=["pairwise", "ranking"], default="ranking",
                         help="what people label: pairwise choices, or rankings of K (K(K-1)/2 pairs each)")
