@@ -229,7 +229,9 @@ def matmul_peak(dtype_name: str, seconds: float = 1.0) -> float:
 
 def ppo_flops_per_episode(n_params: int, prompt_tokens: float, response_tokens: float, ppo_epochs: int = 4) -> float:
     """Generation (2N per token) + scoring forwards of policy, ref, value, RM (4 × 2N(P+R)) +
-    ppo_epochs × (policy + value) training (2 × 6N(P+R))."""
+    ppo_epochs × (policy + value) training (2 × 6N(P+R)). The same nominal work for TRL and ours (model FLOPs):
+    ours reuses the scoring pass's policy and value forwards as the first update's, so its MFU counts two
+    forwards per step it did not compute again."""
     T = prompt_tokens + response_tokens
     return 2 * n_params * T + 4 * 2 * n_params * T + ppo_epochs * 2 * 6 * n_params * T
 
