@@ -63,6 +63,9 @@ def get_page_user_optional(request: Request, db: SessionDep, browser: BrowserSes
     if browser.user_id is None:
         return None
     user = db.get(User, browser.user_id)
+    # end the lookup's transaction now: on SQLite it holds the writer gate, which the rest of the request
+    # (reading a form, rendering a page) must not keep from the annotate API (expire_on_commit=False: user stays loaded)
+    db.commit()
     if user is None or not user.is_active:
         return None
     request.state.user = user

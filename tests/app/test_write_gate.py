@@ -275,3 +275,22 @@ def test_a_process_killed_holding_the_gate_frees_it(settings):
     finally:
         if child.poll() is None:
             child.kill()
+
+
+def test_the_page_user_lookup_does_not_keep_the_gate_for_the_rest_of_the_request(db, make_user):
+    """A page's user is loaded in a transaction of its own: the request may then read its form or render for as
+    long as it likes without holding SQLite's writer gate (and so the annotate API) up."""
+    from types import SimpleNamespace
+
+    from app.db import get_engine, get_sessionmaker
+    from app.deps import get_page_user_optional
+
+    user = make_user()
+    session = get_sessionmaker()()
+    request = SimpleNamespace(state=SimpleNamespace())
+    try:
+        found = get_page_user_optional(request, session, SimpleNamespace(user_id=user.id))
+        assert found.id == user.id and found.username == user.username  # still loaded after the commit
+        assert get_engine()._write_gate.owner is None and _free(get_engine().url.database)
+    finally:
+        session.close()
