@@ -50,7 +50,7 @@ def round_config(args, size) -> dict:
         "min_pairs": 10,
         "baseline": "sft",
         "gold_judge": "trainer.world.judge:score",
-        "reward": {"epochs": args.rm_epochs, "batch_size": 32, "lr": args.rm_lr},
+        "reward": {"epochs": args.rm_epochs, "batch_size": args.rm_batch_size, "lr": args.rm_lr},
         "ppo": {"max_steps": args.ppo_steps, "batch_size": 32, "lr": args.ppo_lr, "kl_coef": args.kl_coef,
                 "ppo_epochs": 4, "num_minibatches": 2, "max_new_tokens": size.max_new_tokens, "temperature": 0.7},
         "dpo": {"epochs": args.dpo_epochs, "batch_size": 16, "lr": args.dpo_lr, "beta": args.dpo_beta},
@@ -162,6 +162,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rm-epochs", type=int, default=2)
     parser.add_argument("--rm-lr", type=float, default=1e-3)
+    parser.add_argument("--rm-batch-size", type=int, default=32)
     parser.add_argument("--ppo-steps", type=int, default=30)
     parser.add_argument("--ppo-lr", type=float, default=3e-5)
     parser.add_argument("--kl-coef", type=float, default=0.3)
