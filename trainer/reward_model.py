@@ -14,6 +14,7 @@ process's on the same global batch.
 """
 from __future__ import annotations
 
+import gc
 import math
 import os
 from contextlib import nullcontext
@@ -414,6 +415,11 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
     if world > 1:
         import torch.distributed as dist
 
+        # The DDP wrapper (its reducer and its hold on the process group) goes first, while every rank is still
+        # here: left to this frame's teardown, after destroy_process_group, its destructor could wait forever
+        # (seen in CI: one rank stuck on returning from this function).
+        del scorer
+        gc.collect()
         dist.barrier()  # rank 0 has renamed OUT into place before any process returns
         dist.destroy_process_group()
     return Path(config.out)

@@ -30,12 +30,15 @@ def _communicate_or_dump_stacks(proc: subprocess.Popen, timeout: float) -> str:
     try:
         return proc.communicate(timeout=timeout)[1]
     except subprocess.TimeoutExpired:
-        for pid in _children(proc.pid):
+        ranks = _children(proc.pid)  # before torchrun dies: its orphans would keep the pipes open
+        for pid in ranks:
             os.kill(pid, signal.SIGUSR1)
         time.sleep(3)
-        proc.kill()
-        for pid in _children(proc.pid):
-            os.kill(pid, signal.SIGKILL)
+        for pid in [*ranks, proc.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         out, err = proc.communicate()
         raise AssertionError(f"torchrun did not finish in {timeout} s; stdout {out!r}; stacks:\n{err[-6000:]}") from None
 
