@@ -47,7 +47,7 @@ class AnnotateFastPath:
         body = await _read_body(receive)
         if body is None:
             return  # the client went away
-        work = _submit_work(scope, body)
+        work = _well_formed_submit(scope, body)
         if work is None:  # not well-formed: the FastAPI route says why, from the same body
             await self.app(scope, _replay(body, receive), send)
             return
@@ -62,7 +62,8 @@ class AnnotateFastPath:
         await response(scope, receive, send)
 
 
-def _submit_work(scope: Scope, body: bytes):
+def _well_formed_submit(scope: Scope, body: bytes):
+    """The submit work for this request, or None when the route should answer it (not well-formed)."""
     headers: dict[bytes, bytes] = dict(scope["headers"])
     content_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
     key = headers.get(b"idempotency-key")

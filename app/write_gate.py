@@ -61,8 +61,9 @@ def _gate_file(database_path: str):
     return handle
 
 
-def _acquire(handle, *, blocking: bool = True) -> bool:
-    if not _thread_lock.acquire(blocking=blocking):
+def _acquire(handle, *, blocking: bool = True, timeout: float = -1) -> bool:
+    """The thread lock, then the flock; False when not taken (non-blocking, or the thread lock's timeout)."""
+    if not _thread_lock.acquire(blocking, timeout if blocking else -1):
         return False
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -194,15 +195,9 @@ class _EngineGate:
         if _loop_thread is not None and _loop_thread == threading.get_ident():
             raise GateOnLoop(f"SQLite write transaction on the event loop while it holds the writer gate of "
                              f"{self.database_path}")
-        handle = _gate_file(self.database_path)
-        if not _thread_lock.acquire(timeout=TAKE_TIMEOUT_S):
+        if not _acquire(_gate_file(self.database_path), timeout=TAKE_TIMEOUT_S):
             raise TimeoutError(f"the SQLite writer gate of {self.database_path} was held in this process for "
                                f"{TAKE_TIMEOUT_S:.0f} s (a thread holding two write transactions at once?)")
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        except BaseException:
-            _thread_lock.release()
-            raise
         self.owner = owner = conn.connection.dbapi_connection
         try:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
