@@ -15,7 +15,10 @@ the SFT model (summed over a response, k1), mean response length (tokens), and t
 accuracy against the label-noise ceiling: the share of the reward model's held-out pairs (the round's
 reward_eval.jsonl) that the gold judge itself orders as the labels do, a gold tie counting half: what a perfect
 reward model would score on the same noisy labels. Goal: gold win-rate >= 70% after 3 rounds with KL reported;
-reward model >= 90% of the ceiling. Results also go to bench/out/rlhf_efficacy.json.
+reward model >= 90% of the ceiling. Then, to say what changed: the mean of each part of the gold score (correct,
+helpful, concise, polite) of the new policy's and the SFT model's samples on the eval prompts, and how often the
+reward model orders the held-out pairs whose responses differ in correctness as the gold judge does (with the labels'
+own accuracy on them). Results also go to bench/out/rlhf_efficacy.json.
 """
 from __future__ import annotations
 
@@ -37,9 +40,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.simulation import run_simulation  # noqa: E402
+from trainer.evaluate import load_judge  # noqa: E402
 from trainer.world import SIZES, build_all  # noqa: E402
 from trainer.world import annotators as choice_model  # noqa: E402
+from trainer.world.judge import assess as gold_assess  # noqa: E402
 from trainer.world.judge import score as gold_score  # noqa: E402
+
+GOLD_PARTS = ("correct", "helpful", "concise", "polite")
 
 
 def round_config(args, size) -> dict:
@@ -57,7 +64,8 @@ def round_config(args, size) -> dict:
         "eval_prompts": args.eval_prompts,
         "eval_max_new_tokens": size.max_new_tokens,
         "eval_temperature": 0.7,
-        "report_samples": 8,
+        # every eval prompt's before/after sample goes on the report, so the bench can say what changed
+        "report_samples": min(args.eval_prompts, 200),
         "next_tasks": {"prompts": args.labels, "k": args.k, "kind": args.task_kind,
                        "max_new_tokens": size.max_new_tokens, "temperature": args.temperature},
     }
@@ -131,6 +139,41 @@ def heldout_ceiling(pairs: Path) -> float | None:
                 total += 1
                 right += 1.0 if better > worse else 0.5 if better == worse else 0.0
     return right / total if total else None
+
+
+def gold_parts(samples: Path, prompts: Path) -> dict[str, float] | None:
+    """Mean of each part of the gold score (judge.assess) over a round's report samples: what the policy got better
+    at (style: helpful, concise, polite) and what it did not (correct)."""
+    if not samples.is_file() or not prompts.is_file():
+        return None
+    prompt_by_id = {row["prompt_id"]: row["prompt"] for row in map(json.loads, prompts.read_text().splitlines())}
+    parts = [gold_assess(prompt_by_id[row["prompt_id"]], row["text"])
+             for row in map(json.loads, samples.read_text().splitlines())]
+    return {name: sum(getattr(a, name) for a in parts) / len(parts) for name in GOLD_PARTS} if parts else None
+
+
+def accuracy_on_correctness_pairs(reward_dir: Path, pairs: Path) -> tuple[float, float, int] | None:
+    """The reward model's and the labels' accuracy against the gold judge on the held-out pairs whose two responses
+    differ in correctness (judge.assess: one right, one not): whether the reward model learnt what is right or only
+    how to say it. -> (reward model, labels, pair count)."""
+    if not pairs.is_file() or not (reward_dir / "config.json").is_file():
+        return None
+    rows = []
+    for row in map(json.loads, pairs.read_text(encoding="utf-8").splitlines()):
+        ordered = row["completions"] if "completions" in row else [row["chosen"], row["rejected"]]  # label order
+        for i, better in enumerate(ordered):
+            for worse in ordered[i + 1:]:
+                a, b = gold_assess(row["prompt"], better), gold_assess(row["prompt"], worse)
+                if a.correct != b.correct:
+                    rows.append((row["prompt"], better, worse, a.correct > b.correct))
+    if not rows:
+        return None
+    judge = load_judge(f"rm:{reward_dir}", "cpu", "fp32")
+    better_scores = judge([r[0] for r in rows], [r[1] for r in rows])
+    worse_scores = judge([r[0] for r in rows], [r[2] for r in rows])
+    # right when the reward model orders the pair as the gold correctness does
+    rm_right = sum((x > y) == gold_first for (_, _, _, gold_first), x, y in zip(rows, better_scores, worse_scores))
+    return rm_right / len(rows), sum(r[3] for r in rows) / len(rows), len(rows)
 
 
 def wait_job(api: httpx.Client, job_id: int, what: str) -> dict:
@@ -215,9 +258,13 @@ def main() -> int:
                 raise SystemExit(f"round {number} refused: {started_round.text}")
             job = wait_job(api, started_round.json()["id"], f"round {number}")
             result = job["result"]
-            ceiling = heldout_ceiling(services.data_dir / "rounds" / str(job["id"]) / "reward_eval.jsonl")
+            rdir = services.data_dir / "rounds" / str(job["id"])
+            ceiling = heldout_ceiling(rdir / "reward_eval.jsonl")
             accuracy = result["reward"].get("eval_accuracy")
             ev = result["evaluation"]
+            parts_after = gold_parts(rdir / "samples_after.jsonl", rdir / "report_prompts.jsonl")
+            parts_sft = gold_parts(rdir / "samples_before.jsonl", rdir / "report_prompts.jsonl")
+            on_correctness = accuracy_on_correctness_pairs(rdir / "reward", rdir / "reward_eval.jsonl")
             rows.append({"round": number, "labels": len(labels_so_far), "job_id": job["id"],
                          "gold_win_rate_vs_sft": ev.get("gold_win_rate"), "rm_win_rate_vs_sft": ev.get("rm_win_rate"),
                          "kl_to_sft": ev.get("kl_to_ref"), "mean_length": ev.get("mean_length"),
@@ -225,6 +272,10 @@ def main() -> int:
                          "gold_score_sft": ev.get("gold_score_before"), "rm_accuracy": accuracy,
                          "label_ceiling": ceiling, "labels_top2_gold_agreement": choice_model.pair_agreement(labels_so_far),
                          "rm_vs_ceiling": accuracy / ceiling if accuracy is not None and ceiling else None,
+                         "gold_parts": parts_after, "gold_parts_sft": parts_sft,
+                         "rm_accuracy_correctness_pairs": on_correctness and on_correctness[0],
+                         "labels_accuracy_correctness_pairs": on_correctness and on_correctness[1],
+                         "correctness_pairs": on_correctness and on_correctness[2],
                          "warnings": result.get("warnings", []), "seconds": round(time.perf_counter() - t0, 1)})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     finally:
@@ -245,6 +296,16 @@ def main() -> int:
         print(f"| {r['round']} | {r['labels']} | {pct(r['gold_win_rate_vs_sft'])} | {num(r['kl_to_sft'])} | "
               f"{num(r['mean_length'])} ({num(r['mean_length_sft'])}) | {pct(r['rm_accuracy'])} | "
               f"{pct(r['label_ceiling'])} | {pct(r['rm_vs_ceiling'])} |")
+    print("\nWhat changed: mean of each part of the gold score on the eval prompts, new policy (SFT); and on the "
+          "held-out pairs whose responses differ in correctness, how often the reward model and the labels order them "
+          "as the gold judge does")
+    print("| round | " + " | ".join(GOLD_PARTS) + " | RM on right-vs-wrong pairs | labels on them |")
+    print("|---|" + "---|" * (len(GOLD_PARTS) + 2))
+    for r in rows:
+        after, before = r["gold_parts"] or {}, r["gold_parts_sft"] or {}
+        print(f"| {r['round']} | " + " | ".join(f"{num(after.get(n))} ({num(before.get(n))})" for n in GOLD_PARTS)
+              + f" | {pct(r['rm_accuracy_correctness_pairs'])} | {pct(r['labels_accuracy_correctness_pairs'])} "
+              f"(n {r['correctness_pairs'] or 0}) |")
     out = ROOT / "bench" / "out" / "rlhf_efficacy.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
