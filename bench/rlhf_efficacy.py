@@ -314,6 +314,8 @@ def main() -> int:
     goal = (final.get("gold_win_rate_vs_sft") or 0) >= 0.7 and (final.get("rm_vs_ceiling") or 0) >= 0.9
     print(f"\ngoal (gold win-rate >= 70%, RM >= 90% of the ceiling) after round {final.get('round')}: "
           f"{'met' if goal else 'NOT met'}; total {time.perf_counter() - started:.0f} s")
+    print(f"data dir (kept): {services.data_dir}; round N's reward model is rounds/<its job id>/reward "
+          f"(job ids {', '.join(str(r['job_id']) for r in rows)})")
     return 0
 
 
