@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     undo_minutes: float = 5.0
     max_text_bytes: int = 64 * 1024
     max_upload_bytes: int = 50 * 1024 * 1024
+    # PostgreSQL: annotate transactions one server process runs at once (others wait on the event loop). Measured with
+    # bench/annotate_load.py at 32 clients on 2 cores: 4 gave 320/s at p99 150 ms, unbounded (one per thread) 226/s
+    # at p99 420 ms: that many threads and backends only fight over the GIL and the cores.
+    pg_annotate_concurrency: int = Field(4, ge=1)
 
     # pages
     offline_assets: bool = False  # serve htmx & co from static/vendor instead of the CDN

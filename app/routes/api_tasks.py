@@ -1,7 +1,9 @@
 """JSON API for tasks: import (admins), the annotator's next task, skip."""
 from __future__ import annotations
 
+import asyncio
 import json
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -65,13 +67,26 @@ async def as_api_user(request: Request, work: Work, *, core: bool = False) -> Re
     thread buys no concurrency, only hand-offs: the request's hop to the thread and back, and a GIL switch at every
     sqlite3 call (measured with bench/annotate_load.py: half the server CPU per annotation). The loop never waits
     for the gate itself, and queued requests share one hold of it (see app.write_gate). PostgreSQL: in one worker
-    thread, where round trips and row-lock waits do not hold up the loop. Sync dependencies would each cost one
-    more hand-off, so the annotate API does not use them."""
+    thread, where round trips and row-lock waits do not hold up the loop, at most `pg_annotate_concurrency` at once
+    (the rest wait on the loop). Sync dependencies would each cost one more hand-off, so the annotate API does not
+    use them."""
     path = _gate_path()
     if path is None:
-        return await run_in_threadpool(_in_transaction, request, work, core)
+        async with _pg_slots():
+            return await run_in_threadpool(_in_transaction, request, work, core)
     async with sqlite_write_gate_async(path):
         return _in_transaction(request, work, core)
+
+
+_PG_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+def _pg_slots() -> asyncio.Semaphore:
+    """This event loop's limit on concurrent PostgreSQL annotate transactions (a semaphore belongs to one loop)."""
+    loop = asyncio.get_running_loop()
+    if loop not in _PG_SLOTS:
+        _PG_SLOTS[loop] = asyncio.Semaphore(get_settings().pg_annotate_concurrency)
+    return _PG_SLOTS[loop]
 
 
 def _in_transaction(request: Request, work: Work, core: bool) -> Response:
