@@ -35,10 +35,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trainer.evaluate import load_judge  # noqa: E402
+from trainer.evaluate import load_judge, win_rate  # noqa: E402
 from trainer.runtime import load_causal_lm, load_tokenizer  # noqa: E402
 from trainer.world import questions, styles  # noqa: E402
-from trainer.world.judge import Assessment, assess, score  # noqa: E402
+from trainer.world.judge import W_CONCISE, W_CORRECT, W_HELPFUL, W_POLITE, Assessment, assess, score  # noqa: E402
 from trainer.world.prompts import question_of  # noqa: E402
 
 Pair = tuple[str, str, str]  # (prompt, right, wrong)
@@ -57,18 +57,18 @@ def generate(model: Path, prompts: Path, out: Path, *, samples: int, temperature
 
 def style_part(a: Assessment) -> float:
     """The gold score without its correctness term: what two answers differing only in being right share."""
-    return a.score - 0.45 * a.correct
+    return a.score - W_CORRECT * a.correct
 
 
 def ideal_style_score(a: Assessment) -> float:
     """The gold score of the same answer, equally right, in the judge's ideal style (helpful, concise, polite, no
     penalty); an answer of the wrong kind stays unhelpful."""
-    return 0.45 * a.correct + (0.55 if a.helpful > 0 else 0.35)
+    return W_CORRECT * a.correct + W_CONCISE + W_POLITE + (W_HELPFUL if a.helpful > 0 else 0.0)
 
 
-def win_rate(policy: list[float], baseline: list[float]) -> float:
-    wins = sum(1.0 if p > b + 1e-9 else 0.5 if abs(p - b) <= 1e-9 else 0.0 for p in policy for b in baseline)
-    return wins / (len(policy) * len(baseline))
+def all_pairs_win_rate(policy: list[float], baseline: list[float]) -> float:
+    """trainer.evaluate's win-rate (ties half) over every (policy, baseline) pair of one prompt."""
+    return win_rate([p for p in policy for _ in baseline], [b for _ in policy for b in baseline])["win_rate"]
 
 
 def style_ceilings(sampled: dict[str, list[Assessment]], greedy: dict[str, Assessment]) -> dict[str, float]:
@@ -76,8 +76,8 @@ def style_ceilings(sampled: dict[str, list[Assessment]], greedy: dict[str, Asses
     same, sharp = [], []
     for pid, answers in sampled.items():
         baseline = [a.score for a in answers]
-        same.append(win_rate([ideal_style_score(a) for a in answers], baseline))
-        sharp.append(win_rate([ideal_style_score(greedy[pid])], baseline))
+        same.append(all_pairs_win_rate([ideal_style_score(a) for a in answers], baseline))
+        sharp.append(all_pairs_win_rate([ideal_style_score(greedy[pid])], baseline))
     return {"sft_correctness_ideal_style": sum(same) / len(same), "greedy_correctness_ideal_style": sum(sharp) / len(sharp)}
 
 

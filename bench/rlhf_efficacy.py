@@ -40,11 +40,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.simulation import run_simulation  # noqa: E402
-from trainer.evaluate import load_judge  # noqa: E402
+from reward_correctness import rm_accuracy  # noqa: E402  (bench/, beside this script)
 from trainer.world import SIZES, build_all  # noqa: E402
 from trainer.world import annotators as choice_model  # noqa: E402
+from trainer.world.judge import Assessment  # noqa: E402
 from trainer.world.judge import assess as gold_assess  # noqa: E402
-from trainer.world.judge import score as gold_score  # noqa: E402
 
 GOLD_PARTS = ("correct", "helpful", "concise", "polite")
 
@@ -122,23 +122,36 @@ class Services:
                 proc.kill()
 
 
-def heldout_ceiling(pairs: Path) -> float | None:
-    """The label-noise ceiling of the reward model's held-out accuracy: the accuracy the gold judge itself gets on
-    exactly those held-out pairs (the round's reward_eval.jsonl: pairwise choices and all pairs of each
-    ranking), a gold tie counting half. A perfect reward model
-    reaches it; noisy labels keep it below 100%."""
-    if not pairs.is_file():
-        return None
-    total = right = 0.0
-    for line in pairs.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
+@dataclasses.dataclass(frozen=True)
+class LabelledPair:
+    prompt: str
+    better: str  # as the label orders them
+    worse: str
+    gold_better: Assessment  # the gold judge on each
+    gold_worse: Assessment
+
+
+def labelled_pairs(path: Path) -> list[LabelledPair]:
+    """Every pair of a round's reward_eval.jsonl (pairwise choices, and all pairs of each ranking), in label order,
+    each response graded by the gold judge once."""
+    if not path.is_file():
+        return []
+    pairs = []
+    for row in map(json.loads, path.read_text(encoding="utf-8").splitlines()):
         ordered = row["completions"] if "completions" in row else [row["chosen"], row["rejected"]]  # best first
-        gold = [gold_score(row["prompt"], text) for text in ordered]
-        for i, better in enumerate(gold):
-            for worse in gold[i + 1:]:
-                total += 1
-                right += 1.0 if better > worse else 0.5 if better == worse else 0.0
-    return right / total if total else None
+        graded = [gold_assess(row["prompt"], text) for text in ordered]
+        pairs += [LabelledPair(row["prompt"], ordered[i], ordered[j], graded[i], graded[j])
+                  for i in range(len(ordered)) for j in range(i + 1, len(ordered))]
+    return pairs
+
+
+def heldout_ceiling(pairs: list[LabelledPair]) -> float | None:
+    """The label-noise ceiling of the reward model's held-out accuracy: the accuracy the gold judge itself gets on
+    exactly those held-out pairs, a gold tie counting half. A perfect reward model reaches it; noisy labels keep it
+    below 100%."""
+    right = sum(1.0 if p.gold_better.score > p.gold_worse.score else 0.5 if p.gold_better.score == p.gold_worse.score
+                else 0.0 for p in pairs)
+    return right / len(pairs) if pairs else None
 
 
 def gold_parts(samples: Path, prompts: Path) -> dict[str, float] | None:
@@ -152,28 +165,17 @@ def gold_parts(samples: Path, prompts: Path) -> dict[str, float] | None:
     return {name: sum(getattr(a, name) for a in parts) / len(parts) for name in GOLD_PARTS} if parts else None
 
 
-def accuracy_on_correctness_pairs(reward_dir: Path, pairs: Path) -> tuple[float, float, int] | None:
+def accuracy_on_correctness_pairs(reward_dir: Path, pairs: list[LabelledPair]) -> tuple[float, float, int] | None:
     """The reward model's and the labels' accuracy against the gold judge on the held-out pairs whose two responses
     differ in correctness (judge.assess: one right, one not): whether the reward model learnt what is right or only
     how to say it. -> (reward model, labels, pair count)."""
-    if not pairs.is_file() or not (reward_dir / "config.json").is_file():
+    differing = [p for p in pairs if p.gold_better.correct != p.gold_worse.correct]
+    if not differing or not (reward_dir / "config.json").is_file():
         return None
-    rows = []
-    for row in map(json.loads, pairs.read_text(encoding="utf-8").splitlines()):
-        ordered = row["completions"] if "completions" in row else [row["chosen"], row["rejected"]]  # label order
-        for i, better in enumerate(ordered):
-            for worse in ordered[i + 1:]:
-                a, b = gold_assess(row["prompt"], better), gold_assess(row["prompt"], worse)
-                if a.correct != b.correct:
-                    rows.append((row["prompt"], better, worse, a.correct > b.correct))
-    if not rows:
-        return None
-    judge = load_judge(f"rm:{reward_dir}", "cpu", "fp32")
-    better_scores = judge([r[0] for r in rows], [r[1] for r in rows])
-    worse_scores = judge([r[0] for r in rows], [r[2] for r in rows])
-    # right when the reward model orders the pair as the gold correctness does
-    rm_right = sum((x > y) == gold_first for (_, _, _, gold_first), x, y in zip(rows, better_scores, worse_scores))
-    return rm_right / len(rows), sum(r[3] for r in rows) / len(rows), len(rows)
+    right_wrong = [(p.prompt, p.better, p.worse) if p.gold_better.correct > p.gold_worse.correct
+                   else (p.prompt, p.worse, p.better) for p in differing]
+    labels_right = sum(p.gold_better.correct > p.gold_worse.correct for p in differing)
+    return rm_accuracy(reward_dir, right_wrong), labels_right / len(differing), len(differing)
 
 
 def wait_job(api: httpx.Client, job_id: int, what: str) -> dict:
@@ -259,12 +261,13 @@ def main() -> int:
             job = wait_job(api, started_round.json()["id"], f"round {number}")
             result = job["result"]
             rdir = services.data_dir / "rounds" / str(job["id"])
-            ceiling = heldout_ceiling(rdir / "reward_eval.jsonl")
+            held_out = labelled_pairs(rdir / "reward_eval.jsonl")
+            ceiling = heldout_ceiling(held_out)
             accuracy = result["reward"].get("eval_accuracy")
             ev = result["evaluation"]
             parts_after = gold_parts(rdir / "samples_after.jsonl", rdir / "report_prompts.jsonl")
             parts_sft = gold_parts(rdir / "samples_before.jsonl", rdir / "report_prompts.jsonl")
-            on_correctness = accuracy_on_correctness_pairs(rdir / "reward", rdir / "reward_eval.jsonl")
+            on_correctness = accuracy_on_correctness_pairs(rdir / "reward", held_out)
             rows.append({"round": number, "labels": len(labels_so_far), "job_id": job["id"],
                          "gold_win_rate_vs_sft": ev.get("gold_win_rate"), "rm_win_rate_vs_sft": ev.get("rm_win_rate"),
                          "kl_to_sft": ev.get("kl_to_ref"), "mean_length": ev.get("mean_length"),
