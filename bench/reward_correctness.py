@@ -3,6 +3,7 @@ log-likelihood on the same pairs, measured in the same run.
 
     .venv/bin/python bench/reward_correctness.py                                  # the SFT model alone
     .venv/bin/python bench/reward_correctness.py --reward-model DATA/rounds/4/reward --train-synthetic 1000 5000
+    .venv/bin/python bench/reward_correctness.py --round-dir DATA/rounds/4      # label noise or capacity?
 
 Why: `bench/rlhf_efficacy.py` shows rounds that learn style but not correctness. This bench says where that comes
 from. It uses the world in --world-dir (build it first: bench/rlhf_efficacy.py, or `python -m trainer.world build`).
@@ -17,6 +18,10 @@ from. It uses the world in --world-dir (build it first: bench/rlhf_efficacy.py, 
 3. Each kind is ordered by the SFT model's log-likelihood (the anchor) and by every reward model given:
    --reward-model DIR, and with --train-synthetic N, a reward model trained (`python -m trainer reward`, SFT init)
    on N synthetic pairs of train prompts.
+4. With --round-dir, label noise or capacity: the round's reward stage is rerun (its own reward.config.json) on its
+   training pairs as labelled and as the gold judge orders them, and both are scored on the round's held-out pairs
+   against the label-noise ceiling of bench/rlhf_efficacy.py. If the noise-free one is not much better, the reward
+   model is held back by what it can learn, not by the labels.
 Results: printed, and written as JSON to bench/out/reward_correctness.json.
 """
 from __future__ import annotations
@@ -28,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -134,6 +140,86 @@ def rm_accuracy(reward_dir: Path, pairs: list[Pair]) -> float:
     return sum(r > w for r, w in zip(right, wrong)) / len(pairs)
 
 
+@dataclass(frozen=True)
+class LabelledPair:
+    prompt: str
+    better: str  # as the label orders them
+    worse: str
+    gold_better: Assessment  # the gold judge on each
+    gold_worse: Assessment
+
+
+def labelled_pairs(path: Path) -> list[LabelledPair]:
+    """Every pair of a round's reward_eval.jsonl (pairwise choices, and all pairs of each ranking), in label order,
+    each response graded by the gold judge once."""
+    if not path.is_file():
+        return []
+    pairs = []
+    for row in map(json.loads, path.read_text(encoding="utf-8").splitlines()):
+        ordered = row["completions"] if "completions" in row else [row["chosen"], row["rejected"]]  # best first
+        graded = [assess(row["prompt"], text) for text in ordered]
+        pairs += [LabelledPair(row["prompt"], ordered[i], ordered[j], graded[i], graded[j])
+                  for i in range(len(ordered)) for j in range(i + 1, len(ordered))]
+    return pairs
+
+
+def heldout_ceiling(pairs: list[LabelledPair]) -> float | None:
+    """The label-noise ceiling of the reward model's held-out accuracy: the accuracy the gold judge itself gets on
+    exactly those held-out pairs, a gold tie counting half. A perfect reward model reaches it; noisy labels keep it
+    below 100%."""
+    right = sum(1.0 if p.gold_better.score > p.gold_worse.score else 0.5 if p.gold_better.score == p.gold_worse.score
+                else 0.0 for p in pairs)
+    return right / len(pairs) if pairs else None
+
+
+def accuracy_on_correctness_pairs(reward_dir: Path, pairs: list[LabelledPair]) -> tuple[float, float, int] | None:
+    """The reward model's and the labels' accuracy against the gold judge on the held-out pairs whose two responses
+    differ in correctness (judge.assess: one right, one not): whether the reward model learnt what is right or only
+    how to say it. -> (reward model, labels, pair count)."""
+    differing = [p for p in pairs if p.gold_better.correct != p.gold_worse.correct]
+    if not differing or not (reward_dir / "config.json").is_file():
+        return None
+    right_wrong = [(p.prompt, p.better, p.worse) if p.gold_better.correct > p.gold_worse.correct
+                   else (p.prompt, p.worse, p.better) for p in differing]
+    labels_right = sum(p.gold_better.correct > p.gold_worse.correct for p in differing)
+    return rm_accuracy(reward_dir, right_wrong), labels_right / len(differing), len(differing)
+
+
+def gold_ordered(row: dict) -> dict:
+    """A preference row of a round's training file reordered by the gold judge: the same pairs without label noise
+    (a gold tie keeps the label's order)."""
+    if "completions" in row:
+        return {**row, "completions": sorted(row["completions"], key=lambda text: -score(row["prompt"], text))}
+    if score(row["prompt"], row["rejected"]) > score(row["prompt"], row["chosen"]):
+        return {**row, "chosen": row["rejected"], "rejected": row["chosen"]}
+    return row
+
+
+def rerun_round_reward(round_dir: Path, data: Path, out: Path) -> Path:
+    """The round's reward stage again (its reward.config.json: initial model, hyperparameters, seed, held-out file),
+    trained on `data` into `out`."""
+    subprocess.run([sys.executable, "-m", "trainer", "reward", "--config", str(round_dir / "reward.config.json"),
+                    "--data", str(data), "--out", str(out), "--device", "cpu"], check=True, capture_output=True)
+    return out
+
+
+def noise_or_capacity(round_dir: Path, work: Path) -> dict:
+    """Is the round's reward model held back by label noise or by what it can learn? Its stage is rerun on the same
+    training pairs, as labelled and as the gold judge orders them, and both are scored on the held-out pairs."""
+    rows = read_jsonl(round_dir / "reward_train.jsonl")
+    gold_file = work / "reward_train_gold_ordered.jsonl"
+    gold_file.write_text("".join(json.dumps(gold_ordered(row)) + "\n" for row in rows), encoding="utf-8")
+    held = labelled_pairs(round_dir / "reward_eval.jsonl")
+    result = {"round_dir": str(round_dir), "train_rows": len(rows), "heldout_pairs": len(held),
+              "label_ceiling": heldout_ceiling(held)}
+    for name, data in (("as_labelled", round_dir / "reward_train.jsonl"), ("gold_ordered", gold_file)):
+        rm = rerun_round_reward(round_dir, data, work / f"rm-{name}")
+        on_correctness = accuracy_on_correctness_pairs(rm, held)
+        result[name] = {"heldout_accuracy": read_jsonl(rm / "metrics.jsonl")[-1]["eval_accuracy"],
+                        "right_vs_wrong": on_correctness and on_correctness[0]}
+    return result
+
+
 def train_synthetic_rm(sft: Path, pairs: list[Pair], out: Path, *, epochs: int, lr: float) -> Path:
     data = out.with_suffix(".jsonl")
     data.write_text("".join(json.dumps({"prompt": p, "chosen": r, "rejected": w}) + "\n" for p, r, w in pairs))
@@ -149,6 +235,8 @@ def main() -> int:
     parser.add_argument("--reward-model", type=Path, nargs="*", default=[], help="reward model directories to test")
     parser.add_argument("--train-synthetic", type=int, nargs="*", default=[],
                         help="also train a reward model on this many synthetic pairs of train prompts (each N)")
+    parser.add_argument("--round-dir", type=Path, help="a round of an efficacy run (DATA/rounds/<job id>): rerun its "
+                        "reward stage on its training pairs as labelled and as ordered by the gold judge")
     parser.add_argument("--rm-epochs", type=int, default=4)
     parser.add_argument("--rm-lr", type=float, default=1e-4)
     parser.add_argument("--k", type=int, default=4, help="SFT samples per eval prompt")
@@ -190,6 +278,8 @@ def main() -> int:
         judges[f"RM trained on {len(pool)} synthetic pairs"] = {name: rm_accuracy(rm, pairs)
                                                                for name, pairs in pair_sets.items()}
     result["accuracy"] = judges
+    if args.round_dir:
+        result["noise_or_capacity"] = noise_or_capacity(args.round_dir, work)
 
     print(f"SFT model correct: {result['sft_correct_sampled']:.3f} sampled at {args.temperature}, "
           f"{result['sft_correct_greedy']:.3f} greedy")
@@ -204,6 +294,19 @@ def main() -> int:
     anchor = judges["SFT log-likelihood (anchor)"]["real"]
     for name, acc in judges.items():
         print(f"| {name} | {100 * acc['real']:.1f}% | {100 * acc['synthetic']:.1f}% | {acc['real'] / anchor:.2f} |")
+    if args.round_dir:
+        nc = result["noise_or_capacity"]
+        ceiling = nc["label_ceiling"]
+        print(f"\nlabel noise or capacity? {nc['round_dir']}: its reward stage rerun on its {nc['train_rows']} training "
+              f"rows, scored on its {nc['heldout_pairs']} held-out pairs (label ceiling {100 * ceiling:.1f}%)")
+        print("| trained on | held-out accuracy | / label ceiling | right-vs-wrong held-out pairs |")
+        print("|---|---|---|---|")
+        for name, label in (("as_labelled", "the labels (the round's own stage again)"),
+                            ("gold_ordered", "the same pairs ordered by the gold judge (no label noise)")):
+            row = nc[name]
+            rw = "–" if row["right_vs_wrong"] is None else f"{100 * row['right_vs_wrong']:.1f}%"
+            print(f"| {label} | {100 * row['heldout_accuracy']:.1f}% | {100 * row['heldout_accuracy'] / ceiling:.1f}% "
+                  f"| {rw} |")
     out = ROOT / "bench" / "out" / "reward_correctness.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

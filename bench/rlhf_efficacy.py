@@ -40,10 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.simulation import run_simulation  # noqa: E402
-from reward_correctness import rm_accuracy  # noqa: E402  (bench/, beside this script)
+from reward_correctness import accuracy_on_correctness_pairs, heldout_ceiling, labelled_pairs  # noqa: E402  (bench/)
 from trainer.world import SIZES, build_all  # noqa: E402
 from trainer.world import annotators as choice_model  # noqa: E402
-from trainer.world.judge import Assessment  # noqa: E402
 from trainer.world.judge import assess as gold_assess  # noqa: E402
 
 GOLD_PARTS = ("correct", "helpful", "concise", "polite")
@@ -122,38 +121,6 @@ class Services:
                 proc.kill()
 
 
-@dataclasses.dataclass(frozen=True)
-class LabelledPair:
-    prompt: str
-    better: str  # as the label orders them
-    worse: str
-    gold_better: Assessment  # the gold judge on each
-    gold_worse: Assessment
-
-
-def labelled_pairs(path: Path) -> list[LabelledPair]:
-    """Every pair of a round's reward_eval.jsonl (pairwise choices, and all pairs of each ranking), in label order,
-    each response graded by the gold judge once."""
-    if not path.is_file():
-        return []
-    pairs = []
-    for row in map(json.loads, path.read_text(encoding="utf-8").splitlines()):
-        ordered = row["completions"] if "completions" in row else [row["chosen"], row["rejected"]]  # best first
-        graded = [gold_assess(row["prompt"], text) for text in ordered]
-        pairs += [LabelledPair(row["prompt"], ordered[i], ordered[j], graded[i], graded[j])
-                  for i in range(len(ordered)) for j in range(i + 1, len(ordered))]
-    return pairs
-
-
-def heldout_ceiling(pairs: list[LabelledPair]) -> float | None:
-    """The label-noise ceiling of the reward model's held-out accuracy: the accuracy the gold judge itself gets on
-    exactly those held-out pairs, a gold tie counting half. A perfect reward model reaches it; noisy labels keep it
-    below 100%."""
-    right = sum(1.0 if p.gold_better.score > p.gold_worse.score else 0.5 if p.gold_better.score == p.gold_worse.score
-                else 0.0 for p in pairs)
-    return right / len(pairs) if pairs else None
-
-
 def gold_parts(samples: Path, prompts: Path) -> dict[str, float] | None:
     """Mean of each part of the gold score (judge.assess) over a round's report samples: what the policy got better
     at (style: helpful, concise, polite) and what it did not (correct)."""
@@ -163,19 +130,6 @@ def gold_parts(samples: Path, prompts: Path) -> dict[str, float] | None:
     parts = [gold_assess(prompt_by_id[row["prompt_id"]], row["text"])
              for row in map(json.loads, samples.read_text().splitlines())]
     return {name: sum(getattr(a, name) for a in parts) / len(parts) for name in GOLD_PARTS} if parts else None
-
-
-def accuracy_on_correctness_pairs(reward_dir: Path, pairs: list[LabelledPair]) -> tuple[float, float, int] | None:
-    """The reward model's and the labels' accuracy against the gold judge on the held-out pairs whose two responses
-    differ in correctness (judge.assess: one right, one not): whether the reward model learnt what is right or only
-    how to say it. -> (reward model, labels, pair count)."""
-    differing = [p for p in pairs if p.gold_better.correct != p.gold_worse.correct]
-    if not differing or not (reward_dir / "config.json").is_file():
-        return None
-    right_wrong = [(p.prompt, p.better, p.worse) if p.gold_better.correct > p.gold_worse.correct
-                   else (p.prompt, p.worse, p.better) for p in differing]
-    labels_right = sum(p.gold_better.correct > p.gold_worse.correct for p in differing)
-    return rm_accuracy(reward_dir, right_wrong), labels_right / len(differing), len(differing)
 
 
 def wait_job(api: httpx.Client, job_id: int, what: str) -> dict:
