@@ -198,10 +198,11 @@ class GroupBatch:
     target: torch.Tensor  # [N]
     pair_weight: torch.Tensor  # [N] 1 / (pairs in its group): each group counts once, as in InstructGPT
     n_groups: int
+    identical: torch.Tensor  # [N] bool: the pair's two responses are the same tokens
 
 
 def collate_groups(groups: list[PreferenceGroup], pad_token_id: int) -> GroupBatch:
-    seqs, better, worse, margin, target, weight = [], [], [], [], [], []
+    seqs, better, worse, margin, target, weight, identical = [], [], [], [], [], [], []
     for g in groups:
         base = len(seqs)
         seqs.extend(g.sequences)
@@ -211,10 +212,11 @@ def collate_groups(groups: list[PreferenceGroup], pad_token_id: int) -> GroupBat
             margin.append(p.margin)
             target.append(p.target)
             weight.append(1.0 / len(g.pairs))
+            identical.append(g.sequences[p.better] == g.sequences[p.worse])
     ids, mask = pad_sequences(seqs, pad_token_id=pad_token_id, side="right")
     t = lambda v, dt=torch.float32: torch.tensor(v, dtype=dt)  # noqa: E731
     return GroupBatch(ids, mask, t(better, torch.long), t(worse, torch.long), t(margin), t(target), t(weight),
-                      len(groups))
+                      len(groups), t(identical, torch.bool))
 
 
 def batch_losses(scorer: nn.Module, batch: GroupBatch, device, precision: str, center_coef: float):
@@ -226,10 +228,18 @@ def batch_losses(scorer: nn.Module, batch: GroupBatch, device, precision: str, c
     return losses, scores
 
 
+def ordered_right(d: torch.Tensor, identical: torch.Tensor) -> torch.Tensor:
+    """Credit per decided pair for its score gap d = r_better - r_worse [N]: 1 if d > 0, else 0; half when the two
+    responses are the same tokens (sampled rankings do hold a response twice: no model can order them, as a gold
+    tie is counted half in the label-noise ceiling). -> [N]."""
+    return torch.where(identical, 0.5, (d > 0).float())
+
+
 @torch.no_grad()
 def evaluate_pairs(scorer: nn.Module, groups: list[PreferenceGroup], *, pad_token_id: int, device,
                    precision: str = "fp32", batch_size: int = 64) -> dict[str, float]:
-    """Held-out loss, accuracy and mean margin (tie pairs count in the loss only), calibration (ECE)."""
+    """Held-out loss, accuracy (equal scores count half: ordered_right) and mean margin (tie pairs count in the loss
+    only), calibration (ECE)."""
     tot_loss = tot_w = 0.0
     correct = n_acc = 0.0
     margins, probs, outcomes = [], [], []
@@ -241,7 +251,7 @@ def evaluate_pairs(scorer: nn.Module, groups: list[PreferenceGroup], *, pad_toke
         tot_w += float(w.sum())
         d = (scores[batch.better.to(device)] - scores[batch.worse.to(device)]).float().cpu()
         decided = batch.target == 1.0
-        correct += float((d[decided] > 0).sum())
+        correct += float(ordered_right(d[decided], batch.identical[decided]).sum())
         n_acc += float(decided.sum())
         margins.append(d[decided])
         probs.append(torch.sigmoid(d[decided]))
@@ -368,7 +378,7 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
                         d = scores[batch.better.to(device)] - scores[batch.worse.to(device)]
                         decided = batch.target.to(device) == 1.0
                         sums[0] += float((losses * w).sum())
-                        sums[1] += float((d[decided] > 0).sum())
+                        sums[1] += float(ordered_right(d[decided], batch.identical.to(device)[decided]).sum())
                         sums[2] += float(decided.sum())
                         sums[3] += float(d[decided].sum())
                         sums[4] += float(scores.sum())

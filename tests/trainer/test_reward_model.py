@@ -14,7 +14,9 @@ from trainer.reward_model import (
     RewardConfig,
     RewardScorer,
     bradley_terry_loss,
+    evaluate_pairs,
     load_reward_model,
+    ordered_right,
     train_reward,
 )
 from trainer.runtime import load_tokenizer
@@ -55,6 +57,23 @@ def test_bradley_terry_loss_values():
     assert math.isclose(float(tie[0]), want_tie, abs_tol=1e-6)
     centered = bradley_terry_loss(rb, rw, center_coef=0.01)
     assert math.isclose(float(centered[0]), math.log1p(math.exp(-1.0)) + 0.01 * 9.0, abs_tol=1e-6)
+
+
+def test_identical_responses_count_half():
+    credit = ordered_right(torch.tensor([1.0, 0.0, -2.0, 3.0]), torch.tensor([False, False, False, True]))
+    assert credit.tolist() == [1.0, 0.0, 0.0, 0.5]
+
+
+def test_identical_responses_count_half_in_held_out_accuracy(tmp_path, lm_dir):
+    """A sampled ranking can hold the same response twice; no model orders those, so they are not errors."""
+    from trainer.preference_data import load_preferences
+
+    tok = load_tokenizer(lm_dir)
+    model = load_reward_model(lm_dir, tok)
+    same = write_jsonl(tmp_path / "same.jsonl", [{"prompt": "Q: hi\nA:", "chosen": " good", "rejected": " good"},
+                                                 {"prompt": "Q: yo\nA:", "completions": [" ok", " ok", " ok"]}])
+    groups = load_preferences(same, tok).groups
+    assert evaluate_pairs(RewardScorer(model), groups, pad_token_id=tok.pad_token_id, device="cpu")["accuracy"] == 0.5
 
 
 def test_head_init_and_score_at_last_real_token_under_both_paddings(lm_dir):
