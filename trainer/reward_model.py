@@ -238,8 +238,8 @@ def ordered_right(d: torch.Tensor, identical: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def evaluate_pairs(scorer: nn.Module, groups: list[PreferenceGroup], *, pad_token_id: int, device,
                    precision: str = "fp32", batch_size: int = 64) -> dict[str, float]:
-    """Held-out loss, accuracy (equal scores count half: ordered_right) and mean margin (tie pairs count in the loss
-    only), calibration (ECE)."""
+    """Held-out loss, accuracy (a pair of identical responses counts half: ordered_right) and mean margin (tie pairs
+    count in the loss only), calibration (ECE)."""
     tot_loss = tot_w = 0.0
     correct = n_acc = 0.0
     margins, probs, outcomes = [], [], []

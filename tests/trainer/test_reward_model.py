@@ -65,13 +65,15 @@ def test_identical_responses_count_half():
 
 
 def test_identical_responses_count_half_in_held_out_accuracy(tmp_path, lm_dir):
-    """A sampled ranking can hold the same response twice; no model orders those, so they are not errors."""
+    """A sampled ranking can hold the same response twice; no model orders those, so they are not errors (strict
+    d > 0 scored this file 0.0: the two scores of each pair are bitwise equal)."""
     from trainer.preference_data import load_preferences
 
     tok = load_tokenizer(lm_dir)
     model = load_reward_model(lm_dir, tok)
     same = write_jsonl(tmp_path / "same.jsonl", [{"prompt": "Q: hi\nA:", "chosen": " good", "rejected": " good"},
-                                                 {"prompt": "Q: yo\nA:", "completions": [" ok", " ok", " ok"]}])
+                                                 {"prompt": "Q: yo\nA:", "chosen": " ok then", "rejected": " ok then"},
+                                                 {"prompt": "Q: so\nA:", "completions": [" fine", " fine", " fine"]}])
     groups = load_preferences(same, tok).groups
     assert evaluate_pairs(RewardScorer(model), groups, pad_token_id=tok.pad_token_id, device="cpu")["accuracy"] == 0.5
 
