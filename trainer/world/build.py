@@ -67,9 +67,11 @@ SIZES: dict[str, WorldSize] = {
                       pretrain_batch_size=16, pretrain_lr=3e-3, sft_epochs=2, sft_batch_size=16, sft_lr=1e-3,
                       max_new_tokens=32, threads=1),
     # ~0.5M parameters; pretrain + SFT in about 6 minutes on 2 cores (the default demo)
-    # (a narrow model on more tokens: at this compute a ~0.5M model beats a 1M one, Chinchilla-style)
+    # (a narrow model on more tokens: at this compute a ~0.5M model beats a 1M one, Chinchilla-style; 3 pretraining
+    # epochs instead of 1 raise SFT correctness from 0.36 to 0.76, and the RLHF rounds' gold win-rate with it:
+    # README, "Does it work?")
     "small": WorldSize("small", pretrain_docs=70000, sft_examples=10000, train_prompts=1000, eval_prompts=200,
-                       vocab_size=1024, n_layer=4, n_head=4, n_embd=96, context=128, pretrain_epochs=1,
+                       vocab_size=1024, n_layer=4, n_head=4, n_embd=96, context=128, pretrain_epochs=3,
                        pretrain_batch_size=32, pretrain_lr=2.5e-3, sft_epochs=1, sft_batch_size=32, sft_lr=8e-4,
                        max_new_tokens=48, threads=None),
 }
