@@ -25,8 +25,7 @@ Measured (seed 0): `small` (0.56M parameters, 1024-token vocabulary, 70k pretrai
 epochs, 10k SFT demonstrations) used 10 CPU-minutes (5 min 33 s wall on 2 cores, `rlhf demo --prepare-only`)
 for data + tokenizer + pretrain + SFT; its SFT model answers 89% of the 200 eval prompts in the intended format
 (EOS, one turn, an answer of the kind asked; temperature 0.7), with a gold mean score of 0.79 and 75% of answers
-correct, so
-RLHF has room on both correctness and style. `tiny` (~80k parameters) uses about 20 CPU-seconds.
+correct, so RLHF has room on both correctness and style. `tiny` (~80k parameters) uses about 20 CPU-seconds.
 
 Modules: facts (the tables), questions (question kinds: templates, answers, checks), styles (answer
 styles), prompts (format, splits), corpus (pretraining and SFT rows), judge (the gold judge
