@@ -10,9 +10,9 @@ Bradley-Terry on the gold judge with label noise) submit --labels labels over HT
 round (reward model -> PPO -> evaluation against the SFT model on the eval prompts under the reward model and the
 gold judge -> the new policy becomes current -> its samples become the next tasks); the worker runs it.
 
-Per round it prints the new policy's gold win-rate against the SFT model on eval prompts (ties count half), KL to
-the SFT model (summed over a response, k1), mean response length (tokens), and the reward model's held-out
-accuracy against the label-noise ceiling: the share of the reward model's held-out pairs (the round's
+Per round it prints the new policy's gold win-rate against the SFT model on eval prompts (--eval-samples samples of
+each, 4 by default; ties count half), KL to the SFT model (summed over a response, k1), mean response length
+(tokens), and the reward model's held-out accuracy against the label-noise ceiling: the share of the reward model's held-out pairs (the round's
 reward_eval.jsonl) that the gold judge itself orders as the labels do, a gold tie counting half: what a perfect
 reward model would score on the same noisy labels. Goal: gold win-rate >= 70% after 3 rounds with KL reported;
 reward model >= 90% of the ceiling. Then, to say what changed: the mean of each part of the gold score (correct,
@@ -61,6 +61,7 @@ def round_config(args, size) -> dict:
                 "ppo_epochs": 4, "num_minibatches": 2, "max_new_tokens": size.max_new_tokens, "temperature": 0.7},
         "dpo": {"epochs": args.dpo_epochs, "batch_size": 16, "lr": args.dpo_lr, "beta": args.dpo_beta},
         "eval_prompts": args.eval_prompts,
+        "eval_samples": args.eval_samples,
         "eval_max_new_tokens": size.max_new_tokens,
         "eval_temperature": 0.7,
         # every eval prompt's before/after sample goes on the report, so the bench can say what changed
@@ -170,6 +171,8 @@ def main() -> int:
     parser.add_argument("--dpo-beta", type=float, default=0.1)
     parser.add_argument("--dpo-epochs", type=int, default=1)
     parser.add_argument("--eval-prompts", type=int, default=200)
+    parser.add_argument("--eval-samples", type=int, default=4,
+                        help="samples per eval prompt and policy (1 sample of 200 prompts: a win-rate +-3.5 points)")
     parser.add_argument("--task-kind", choices=["pairwise", "ranking"], default="ranking",
                         help="what people label: pairwise choices, or rankings of K (K(K-1)/2 pairs each)")
     parser.add_argument("--k", type=int, default=4, help="responses per task")
@@ -245,7 +248,8 @@ def main() -> int:
         return "–" if v is None else f"{v:.2f}"
 
     print(f"\nRLHF efficacy, {args.size} world, {args.labels} simulated labels per round "
-          f"({args.annotators} annotators, noise {args.noise}), eval prompts {args.eval_prompts}")
+          f"({args.annotators} annotators, noise {args.noise}), eval prompts {args.eval_prompts} "
+          f"x {args.eval_samples} samples")
     print("| round | labels | gold win-rate vs SFT | KL to SFT | mean length (SFT) | RM held-out acc | "
           "label ceiling | RM / ceiling |")
     print("|---|---|---|---|---|---|---|---|")

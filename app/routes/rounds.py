@@ -48,6 +48,7 @@ ROUND_FIELDS = [("seed", "Seed"), ("source", "Annotations"), ("since", "Since (I
                 ("min_agreement", "Minimum agreement"), ("min_pairs", "Minimum preference pairs"),
                 ("policy_init", "Policy starts from"), ("reference", "Reference (KL)"),
                 ("reward_init", "Reward model starts from"), ("eval_prompts", "Eval prompts"),
+                ("eval_samples", "Samples per eval prompt"),
                 ("gold_judge", "Gold judge (module:function)")]
 STAGE_FIELDS = {
     "reward": ["epochs", "lr", "batch_size", "max_steps", "center_coef"],

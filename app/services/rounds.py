@@ -124,6 +124,8 @@ class RoundConfig(BaseModel):
     eval_prompts: int = Field(64, ge=1, description="Eval-split prompts used to compare the policies.")
     eval_max_new_tokens: int = Field(32, ge=1)
     eval_temperature: float = Field(0.7, ge=0.0)
+    eval_samples: int = Field(1, ge=1, le=16, description="Samples per eval prompt and policy: the win-rate's "
+                                                          "standard error falls with their square root.")
     baseline: Literal["current", "sft"] = Field("current", description="The policy the new one is compared with.")
     report_samples: int = Field(8, ge=0, le=200, description="Eval prompts shown before/after on the report.")
     gold_judge: str = Field("", description="module:function (prompt, response) -> float, e.g. "
@@ -455,8 +457,9 @@ def evaluate_round(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: dict,
     before = lineage["current"] if cfg.baseline == "current" else lineage["sft"]
     common = ["--policy", str(rdir / "policy"), "--baseline", before.path, "--prompts", str(prompts),
               "--max-new-tokens", str(cfg.eval_max_new_tokens), "--temperature", str(cfg.eval_temperature),
-              "--seed", str(cfg.seed)]
-    report: dict[str, Any] = {"prompts": _count_jsonl(prompts), "policy_id_before": before.id}
+              "--num-samples", str(cfg.eval_samples), "--seed", str(cfg.seed)]
+    report: dict[str, Any] = {"prompts": _count_jsonl(prompts), "samples_per_prompt": cfg.eval_samples,
+                              "policy_id_before": before.id}
     judges = {"rm": (f"rm:{rdir / 'reward'}", ["--ref", lineage["reference"].path])}
     if cfg.gold_judge:
         judges["gold"] = (f"py:{cfg.gold_judge}", [])

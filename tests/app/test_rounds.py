@@ -105,7 +105,7 @@ def test_a_race_past_the_check_is_refused_by_the_index_with_a_clear_message(db, 
 def test_ppo_round_registers_a_new_current_policy_and_makes_next_tasks(db, settings, tiny_lm_dir):
     sft, prompts = labelled_world(db, tiny_lm_dir)
     job = start_round(db, config=tiny_round_config(gold_judge="tests.app.rounds_support:gold_score",
-                                                   report_samples=2))
+                                                   report_samples=2, eval_samples=2))
     db.commit()
 
     run_worker_once(settings)
@@ -143,6 +143,10 @@ def test_ppo_round_registers_a_new_current_policy_and_makes_next_tasks(db, setti
     assert policy.metrics["evaluation"] == evaluation
     rdir = settings.data_dir / "rounds" / str(job.id)
     assert len((rdir / "samples_before.jsonl").read_text().splitlines()) == 2
+    # eval_samples: both judges compared 2 samples of each of the 6 eval prompts
+    for judge in ("rm", "gold"):
+        report = json.loads((rdir / f"evaluate-{judge}.json").read_text())
+        assert report["win_rate"]["n"] == 12 and report["policy"]["samples"] == 12
     assert len((rdir / "samples_after.jsonl").read_text().splitlines()) == 2
 
     tasks = list(db.scalars(select(Task).where(Task.job_id == job.id)))
