@@ -458,8 +458,7 @@ def evaluate_round(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: dict,
     common = ["--policy", str(rdir / "policy"), "--baseline", before.path, "--prompts", str(prompts),
               "--max-new-tokens", str(cfg.eval_max_new_tokens), "--temperature", str(cfg.eval_temperature),
               "--num-samples", str(cfg.eval_samples), "--seed", str(cfg.seed)]
-    report: dict[str, Any] = {"prompts": _count_jsonl(prompts), "samples_per_prompt": cfg.eval_samples,
-                              "policy_id_before": before.id}
+    report: dict[str, Any] = {"prompts": _count_jsonl(prompts), "policy_id_before": before.id}
     judges = {"rm": (f"rm:{rdir / 'reward'}", ["--ref", lineage["reference"].path])}
     if cfg.gold_judge:
         judges["gold"] = (f"py:{cfg.gold_judge}", [])
