@@ -42,7 +42,9 @@ def test_kill_9_worker_during_ppo_resumes_from_the_checkpoint(stack, tiny_lm_dir
         db.commit()
         sft_id = sft.id
     config = stack.root / "round.json"
-    config.write_text(json.dumps(tiny_round_config(ppo={"max_steps": 10, "batch_size": 4, "epochs": 3}, eval_prompts=3,
+    # 30 steps of ~0.13 s: the kill lands seconds before PPO could finish, even on a loaded CI machine (with
+    # 10 steps the whole run after the first checkpoint took ~1.3 s, and CI once saw it complete before the kill)
+    config.write_text(json.dumps(tiny_round_config(ppo={"max_steps": 30, "batch_size": 4, "epochs": 8}, eval_prompts=3,
                                                    next_tasks={"prompts": 0})))
     # `--wait` blocks across the kill and the takeover, and ends with the round's outcome
     waiter = subprocess.Popen([*rlhf_command(), "round", "start", "--config", str(config), "--wait"],
@@ -70,7 +72,7 @@ def test_kill_9_worker_during_ppo_resumes_from_the_checkpoint(stack, tiny_lm_dir
     assert job.status == "succeeded" and job.attempts == 2, job.error
     assert job.result["policy"]["resumed"] is True
     steps = [json.loads(line)["step"] for line in (rdir / "policy" / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 11))  # the checkpoint's steps, then the rest: one whole run
+    assert steps == list(range(1, 31))  # the checkpoint's steps, then the rest: one whole run
     policy = read(stack, lambda db: db.get(ModelVersion, job.result["policy_id"]))
     assert policy.is_current and policy.parent_id == sft_id
     assert not (rdir / "policy.ckpt").exists()
