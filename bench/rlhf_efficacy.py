@@ -11,8 +11,8 @@ round (reward model -> PPO -> evaluation against the SFT model on the eval promp
 gold judge -> the new policy becomes current -> its samples become the next tasks); the worker runs it.
 
 Per round it prints the new policy's gold win-rate against the SFT model on eval prompts (--eval-samples samples of
-each, 4 by default; ties count half), KL to the SFT model (summed over a response, k1), mean response length
-(tokens), and the reward model's held-out accuracy against the label-noise ceiling: the share of the reward
+each, 4 by default; ties count half; ± its standard error over prompts), KL to the SFT model (summed over a
+response, k1), mean response length (tokens), and the reward model's held-out accuracy against the label-noise ceiling: the share of the reward
 model's held-out pairs (the round's reward_eval.jsonl) that the gold judge itself orders as the labels do, a gold
 tie counting half: what a perfect reward model would score on the same noisy labels. Goal: gold win-rate >= 70% after 3 rounds with KL reported;
 reward model >= 90% of the ceiling. Then, to say what changed: the mean of each part of the gold score (correct,
@@ -226,7 +226,8 @@ def main() -> int:
             parts_sft = gold_parts(rdir / "samples_before.jsonl", rdir / "report_prompts.jsonl")
             on_correctness = accuracy_on_correctness_pairs(rdir / "reward", held_out)
             rows.append({"round": number, "labels": len(labels_so_far), "job_id": job["id"],
-                         "gold_win_rate_vs_sft": ev.get("gold_win_rate"), "rm_win_rate_vs_sft": ev.get("rm_win_rate"),
+                         "gold_win_rate_vs_sft": ev.get("gold_win_rate"),
+                         "gold_win_rate_se": ev.get("gold_win_rate_se"), "rm_win_rate_vs_sft": ev.get("rm_win_rate"),
                          "kl_to_sft": ev.get("kl_to_ref"), "mean_length": ev.get("mean_length"),
                          "mean_length_sft": ev.get("mean_length_before"), "gold_score": ev.get("gold_score"),
                          "gold_score_sft": ev.get("gold_score_before"), "rm_accuracy": accuracy,
@@ -254,7 +255,8 @@ def main() -> int:
           "label ceiling | RM / ceiling |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['round']} | {r['labels']} | {pct(r['gold_win_rate_vs_sft'])} | {num(r['kl_to_sft'])} | "
+        se = f" ± {100 * r['gold_win_rate_se']:.1f}" if r.get("gold_win_rate_se") is not None else ""
+        print(f"| {r['round']} | {r['labels']} | {pct(r['gold_win_rate_vs_sft'])}{se} | {num(r['kl_to_sft'])} | "
               f"{num(r['mean_length'])} ({num(r['mean_length_sft'])}) | {pct(r['rm_accuracy'])} | "
               f"{pct(r['label_ceiling'])} | {pct(r['rm_vs_ceiling'])} |")
     print("\nWhat changed: mean of each part of the gold score on the eval prompts, new policy (SFT); and on the "

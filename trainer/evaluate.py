@@ -5,7 +5,8 @@ Parts run according to the flags given:
   --policy DIR --prompts FILE            samples from the policy: mean length, distinct-1/2, EOS rate
      + --judge rm:DIR | py:mod:function  mean judge score of the policy's responses
      + --baseline DIR                    the same for policy B, and A's win-rate against B under the judge
-                                         (ties count half); both policies answer with the same per-sample seeds
+                                         (ties count half; with its standard error over prompts);
+                                         both policies answer with the same per-sample seeds
      + --ref DIR                         KL(policy || ref) per response (k1 mean, and k3), at the sampling temperature
 A `py:` judge is any importable callable `(prompt: str, response: str) -> float`; chat prompts are given to it
 rendered by the chat template.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,12 +67,24 @@ def distinct_n(texts: list[str], n: int) -> float:
     return len(grams) / total if total else 0.0
 
 
-def win_rate(a: list[float], b: list[float], tol: float = 1e-9) -> dict:
-    wins = sum(x > y + tol for x, y in zip(a, b))
-    losses = sum(y > x + tol for x, y in zip(a, b))
-    ties = len(a) - wins - losses
-    return {"win_rate": (wins + 0.5 * ties) / max(len(a), 1), "wins": wins, "ties": ties, "losses": losses,
-            "n": len(a)}
+def win_rate(a: list[float], b: list[float], tol: float = 1e-9, *, per_prompt: int = 1) -> dict:
+    """A's win-rate against B, ties counting half, with its standard error.
+
+    The samples come prompt by prompt, `per_prompt` of each; the standard error is over prompts (the mean outcome
+    of each prompt, std / sqrt(prompts)), since samples of one prompt are not independent: 4 samples of 200 prompts
+    are not 800 independent draws. None with fewer than two prompts."""
+    outcomes = [1.0 if x > y + tol else 0.0 if y > x + tol else 0.5 for x, y in zip(a, b)]
+    wins, losses = outcomes.count(1.0), outcomes.count(0.0)
+    ties = len(outcomes) - wins - losses
+    per_prompt = max(per_prompt, 1)
+    means = [sum(outcomes[i : i + per_prompt]) / len(outcomes[i : i + per_prompt])
+             for i in range(0, len(outcomes), per_prompt)]
+    standard_error = None
+    if len(means) > 1:
+        centre = sum(means) / len(means)
+        standard_error = math.sqrt(sum((m - centre) ** 2 for m in means) / (len(means) - 1) / len(means))
+    return {"win_rate": (wins + 0.5 * ties) / max(len(outcomes), 1), "wins": wins, "ties": ties, "losses": losses,
+            "n": len(outcomes), "prompts": len(means), "standard_error": standard_error}
 
 
 # ----------------------------------------------------------------------------- judges
@@ -225,7 +239,7 @@ def run_evaluate(config: EvaluateConfig, *, on_metrics=None) -> dict:
             result["baseline"] = describe(b)
             b_scores = judge(b.prompt_texts, b.texts)
             result["baseline"]["judge_mean"] = sum(b_scores) / len(b_scores)
-            result["win_rate"] = win_rate(a_scores, b_scores)
+            result["win_rate"] = win_rate(a_scores, b_scores, per_prompt=config.num_samples)
     if config.out:
         with atomic_output_file(config.out) as tmp:
             Path(tmp).write_text(json.dumps(result, indent=2) + "\n")

@@ -496,6 +496,7 @@ def evaluation_summary(report: dict[str, Any]) -> dict[str, Any]:
     rm = report.get("rm", {})
     after, before = rm.get("policy", {}), rm.get("baseline", {})
     out["rm_win_rate"] = rm.get("win_rate", {}).get("win_rate")
+    out["rm_win_rate_se"] = rm.get("win_rate", {}).get("standard_error")
     out["kl_to_ref"] = after.get("kl_to_ref")
     out["mean_length"] = after.get("mean_length")
     out["mean_length_before"] = before.get("mean_length")
@@ -506,6 +507,7 @@ def evaluation_summary(report: dict[str, Any]) -> dict[str, Any]:
     if "gold" in report:
         gold = report["gold"]
         out["gold_win_rate"] = gold.get("win_rate", {}).get("win_rate")
+        out["gold_win_rate_se"] = gold.get("win_rate", {}).get("standard_error")
         out["gold_score"] = gold.get("policy", {}).get("judge_mean")
         out["gold_score_before"] = gold.get("baseline", {}).get("judge_mean")
     return {k: v for k, v in out.items() if v is not None}

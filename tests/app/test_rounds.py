@@ -147,6 +147,8 @@ def test_ppo_round_registers_a_new_current_policy_and_makes_next_tasks(db, setti
     for judge in ("rm", "gold"):
         report = json.loads((rdir / f"evaluate-{judge}.json").read_text())
         assert report["win_rate"]["n"] == 12 and report["policy"]["samples"] == 12
+        assert report["win_rate"]["prompts"] == 6
+        assert evaluation[f"{judge}_win_rate_se"] == report["win_rate"]["standard_error"] >= 0.0
     assert len((rdir / "samples_after.jsonl").read_text().splitlines()) == 2
 
     tasks = list(db.scalars(select(Task).where(Task.job_id == job.id)))

@@ -35,6 +35,11 @@ def test_distinct_n_and_win_rate():
     assert distinct_n([""], 2) == 0.0
     w = win_rate([1.0, 2.0, 3.0, 0.0], [0.0, 2.0, 4.0, -1.0])
     assert (w["wins"], w["ties"], w["losses"], w["win_rate"]) == (2, 1, 1, 2.5 / 4)
+    # per prompt (2 samples each): outcomes (1, 0.5) and (0, 1) -> prompt means 0.75, 0.5: std 0.1768 / sqrt(2)
+    clustered = win_rate([1.0, 2.0, 3.0, 0.0], [0.0, 2.0, 4.0, -1.0], per_prompt=2)
+    assert clustered["prompts"] == 2 and abs(clustered["standard_error"] - 0.125) < 1e-12
+    assert w["prompts"] == 4 and w["standard_error"] > clustered["standard_error"]  # each sample its own prompt
+    assert win_rate([1.0], [0.0])["standard_error"] is None  # one prompt: no spread to measure
 
 
 def test_reward_model_accuracy_on_held_out_pairs(assets):
@@ -48,7 +53,8 @@ def test_same_policy_ties_and_has_zero_kl(assets):
     judge = "py:tests.trainer.rl_assets:good_word_reward"
     res = _eval(policy=str(assets["lm"]), baseline=str(assets["lm"]), prompts=str(assets["prompts"]),
                 judge=judge, ref=str(assets["lm"]), num_samples=2)
-    assert res["win_rate"] == {"win_rate": 0.5, "wins": 0, "ties": 12, "losses": 0, "n": 12}
+    assert res["win_rate"] == {"win_rate": 0.5, "wins": 0, "ties": 12, "losses": 0, "n": 12, "prompts": 6,
+                               "standard_error": 0.0}
     assert abs(res["policy"]["kl_to_ref"]) < 1e-4 and abs(res["policy"]["kl_to_ref_k3"]) < 1e-4
     for k in ("mean_length", "distinct_1", "distinct_2", "eos_rate", "judge_mean"):
         assert k in res["policy"] and k in res["baseline"]
