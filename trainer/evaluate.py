@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,13 +77,8 @@ def win_rate(a: list[float], b: list[float], tol: float = 1e-9, *, per_prompt: i
     outcomes = [1.0 if x > y + tol else 0.0 if y > x + tol else 0.5 for x, y in zip(a, b)]
     wins, losses = outcomes.count(1.0), outcomes.count(0.0)
     ties = len(outcomes) - wins - losses
-    per_prompt = max(per_prompt, 1)
-    means = [sum(outcomes[i : i + per_prompt]) / len(outcomes[i : i + per_prompt])
-             for i in range(0, len(outcomes), per_prompt)]
-    standard_error = None
-    if len(means) > 1:
-        centre = sum(means) / len(means)
-        standard_error = math.sqrt(sum((m - centre) ** 2 for m in means) / (len(means) - 1) / len(means))
+    means = [statistics.fmean(outcomes[i : i + per_prompt]) for i in range(0, len(outcomes), per_prompt)]
+    standard_error = statistics.stdev(means) / math.sqrt(len(means)) if len(means) > 1 else None
     return {"win_rate": (wins + 0.5 * ties) / max(len(outcomes), 1), "wins": wins, "ties": ties, "losses": losses,
             "n": len(outcomes), "prompts": len(means), "standard_error": standard_error}
 

@@ -128,8 +128,8 @@ def test_round_report_shows_snapshot_evaluation_warnings_and_samples(client, log
     rdir = settings.data_dir / "rounds" / str(job.id)
     write_snapshot(db, out=snapshot_dir(settings.data_dir, job.id), filters=SnapshotFilters(), round_id=job.id)
     (rdir / "evaluation.json").write_text(json.dumps({
-        "prompts": 6, "summary": {"rm_win_rate": 0.75, "gold_win_rate": 0.625, "gold_win_rate_se": 0.018, "kl_to_ref": 1.5,
-                                  "mean_length": 9.0, "mean_length_before": 4.0},
+        "prompts": 6, "summary": {"rm_win_rate": 0.75, "gold_win_rate": 0.625, "gold_win_rate_se": 0.018,
+                                  "kl_to_ref": 1.5, "mean_length": 9.0, "mean_length_before": 4.0},
         "warnings": ["length growth: mean length 4.0 -> 9.0 tokens (x2.25)"]}))
     (rdir / "report_prompts.jsonl").write_text(json.dumps({"prompt_id": 11, "prompt": "what is 2 plus 2?"}) + "\n")
     (rdir / "samples_before.jsonl").write_text(json.dumps({"prompt_id": 11, "text": " five"}) + "\n")
@@ -140,8 +140,8 @@ def test_round_report_shows_snapshot_evaluation_warnings_and_samples(client, log
     assert page.status_code == 200
     text = page.text
     assert "hx-trigger" not in text.split('id="round-live"')[1].split(">")[0]  # finished: no more polling
-    for expected in ("75.0%", "62.5%", "± 1.8", "87.5%", "Possible reward hacking", "length growth", "what is 2 plus 2?",
-                     " five", " four", "trl.jsonl", "snapshot.tar.gz", f"policy-r{job.id}"):
+    for expected in ("75.0%", "62.5%", "± 1.8", "87.5%", "Possible reward hacking", "length growth",
+                     "what is 2 plus 2?", " five", " four", "trl.jsonl", "snapshot.tar.gz", f"policy-r{job.id}"):
         assert expected in text, expected
     listing = client.get("/admin/rounds").text
     assert f"/admin/rounds/{job.id}" in listing and "75%" in listing
