@@ -15,10 +15,10 @@ each, 4 by default; ties count half; ± its standard error over prompts), KL to 
 response, k1), mean response length (tokens), and the reward model's held-out accuracy against the label-noise
 ceiling: the share of the reward model's held-out pairs (the round's reward_eval.jsonl) that the gold judge itself
 orders as the labels do, a gold tie counting half: what a perfect reward model would score on the same noisy labels.
-Goal: gold win-rate >= 70% after 3 rounds with KL reported; reward model >= 90% of the ceiling. Then, to say what changed: the mean of each part of the gold score (correct,
-helpful, concise, polite) of the new policy's and the SFT model's samples on the eval prompts, and how often the
-reward model orders the held-out pairs whose responses differ in correctness as the gold judge does (with the labels'
-own accuracy on them). Results also go to bench/out/rlhf_efficacy.json.
+Goal: gold win-rate >= 70% after 3 rounds with KL reported; reward model >= 90% of the ceiling. Then, to say what
+changed: the mean of each part of the gold score (correct, helpful, concise, polite) of the new policy's and the SFT
+model's samples on the eval prompts, and how often the reward model orders the held-out pairs whose responses differ
+in correctness as the gold judge does (with the labels' own accuracy on them). Results also go to bench/out/rlhf_efficacy.json.
 """
 from __future__ import annotations
 
