@@ -32,7 +32,8 @@ class TrainConfig:
                   "choices": ["auto", "fp32", "bf16"]},
     )
     epochs: int = field(default=1, metadata={"help": "Passes over the training data."})
-    max_steps: int = field(default=0, metadata={"help": "Stop after this many optimizer steps (0 = no limit)."})
+    max_steps: int = field(default=0, metadata={
+        "help": "Optimizer steps to run; replaces --epochs when set (as in transformers' Trainer)."})
     batch_size: int = field(default=16, metadata={"help": "Examples per optimizer step."})
     lr: float = field(default=1e-4, metadata={"help": "Peak learning rate."})
 

@@ -20,8 +20,8 @@ from trainer.masks import gather_logprobs, pad_sequences, position_ids_from_mask
 from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
 from trainer.preference_data import PreferenceGroup, load_preferences
 from trainer.reward_model import bradley_terry_loss, use_fast_kernels_
-from trainer.runtime import (autocast, capped_total_steps, linear_decay, load_causal_lm, load_tokenizer, resolve_device,
-                             seed_everything)
+from trainer.runtime import (autocast, linear_decay, load_causal_lm, load_tokenizer, resolve_device, seed_everything,
+                             total_steps_for)
 
 
 @dataclass(kw_only=True)
@@ -99,8 +99,8 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
         use_fast_kernels_(m, device, config.precision)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=0.0)
     groups = data.groups
-    total_steps = capped_total_steps(epochs=config.epochs, batches_per_epoch=math.ceil(len(groups) / config.batch_size),
-                                     max_steps=config.max_steps)
+    batches_per_epoch = math.ceil(len(groups) / config.batch_size)
+    total_steps = total_steps_for(epochs=config.epochs, batches_per_epoch=batches_per_epoch, max_steps=config.max_steps)
     scheduler = linear_decay(optimizer, total_steps)
     micro = config.micro_batch_size or config.batch_size
 
@@ -108,7 +108,8 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
         log = MetricsLog(tmp / "metrics.jsonl", on_metrics)
         bar = progress(total=total_steps, desc="dpo")
         step = 0
-        for epoch in range(config.epochs):
+        # --max-steps, when set, replaces the epochs (as in transformers' Trainer): the data cycles, reshuffled
+        for epoch in range(math.ceil(total_steps / batches_per_epoch)):
             order = torch.randperm(len(groups), generator=torch.Generator().manual_seed(config.seed + epoch))
             for start in range(0, len(groups), config.batch_size):
                 if step >= total_steps:

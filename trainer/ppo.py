@@ -55,8 +55,8 @@ from trainer.masks import (
 )
 from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
 from trainer.reward_model import RewardScorer, load_reward_model, use_fast_kernels_
-from trainer.runtime import (autocast, capped_total_steps, linear_decay, load_causal_lm, load_tokenizer, resolve_device,
-                             seed_everything)
+from trainer.runtime import (autocast, linear_decay, load_causal_lm, load_tokenizer, resolve_device, seed_everything,
+                             total_steps_for)
 from trainer.sampling import derive_seed, make_generator, sample_batch
 from trainer.sft import model_context
 
@@ -384,7 +384,7 @@ def train_ppo(config: PPOConfig, *, on_metrics: Callable[[dict], None] | None = 
                                   fused=device.type in ("cpu", "cuda"))
 
     steps_per_epoch = math.ceil(len(prompts) / config.batch_size)
-    total_steps = capped_total_steps(epochs=config.epochs, batches_per_epoch=steps_per_epoch, max_steps=config.max_steps)
+    total_steps = total_steps_for(epochs=config.epochs, batches_per_epoch=steps_per_epoch, max_steps=config.max_steps)
     scheduler = linear_decay(optimizer, total_steps, enabled=config.lr_decay)
     kl_ctl = AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
     ckpt = checkpoint_dir(config.out)

@@ -30,8 +30,8 @@ from trainer.config import TrainConfig, UsageError
 from trainer.masks import gather_at, last_token_index, pad_sequences, position_ids_from_mask
 from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
 from trainer.preference_data import PreferenceGroup, load_preferences
-from trainer.runtime import (autocast, capped_total_steps, linear_decay, load_tokenizer, resolve_device, seed_everything,
-                             uses_bf16)
+from trainer.runtime import (autocast, linear_decay, load_tokenizer, resolve_device, seed_everything,
+                             total_steps_for, uses_bf16)
 
 
 @dataclass(kw_only=True)
@@ -342,8 +342,8 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
         scorer = DistributedDataParallel(scorer, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     groups = train_set.groups
-    total_steps = capped_total_steps(epochs=config.epochs, batches_per_epoch=math.ceil(len(groups) / config.batch_size),
-                                     max_steps=config.max_steps)
+    batches_per_epoch = math.ceil(len(groups) / config.batch_size)
+    total_steps = total_steps_for(epochs=config.epochs, batches_per_epoch=batches_per_epoch, max_steps=config.max_steps)
     scheduler = linear_decay(optimizer, total_steps)  # to 0 over the run (TRL's default schedule)
     micro = config.micro_batch_size or config.batch_size
     pad = tok.pad_token_id
@@ -353,7 +353,8 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
         log = MetricsLog(tmp / "metrics.jsonl", on_metrics) if rank == 0 else None
         bar = progress(total=total_steps, desc="reward") if rank == 0 else None
         step = 0
-        for epoch in range(config.epochs):
+        # --max-steps, when set, replaces the epochs (as in transformers' Trainer): the data cycles, reshuffled
+        for epoch in range(math.ceil(total_steps / batches_per_epoch)):
             order = torch.randperm(len(groups), generator=torch.Generator().manual_seed(config.seed + epoch))
             for start in range(0, len(groups), config.batch_size):
                 if step >= total_steps:

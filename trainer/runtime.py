@@ -141,12 +141,6 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def capped_total_steps(*, epochs: int, batches_per_epoch: int, max_steps: int) -> int:
-    """epochs × batches, capped by --max-steps when it is set (reward, DPO, PPO: the cap only shortens a run)."""
-    total = epochs * batches_per_epoch
-    return min(total, max_steps) if max_steps else total
-
-
 def linear_decay(optimizer: torch.optim.Optimizer, total_steps: int, enabled: bool = True):
     """Scheduler: LR × (1 - step / total_steps) after each optimizer step, 0 at the end (TRL's default);
     constant when not `enabled`."""

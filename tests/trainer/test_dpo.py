@@ -26,6 +26,12 @@ def _run(tmp_path, assets, name, **kw):
     return out, [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+def test_max_steps_replaces_epochs(tmp_path, assets):
+    _, lines = _run(tmp_path, assets, "long", epochs=1, max_steps=8)  # 96 pairs, 16 a step: one epoch is 6 steps
+    steps = [line["step"] for line in lines if "loss" in line]
+    assert steps == list(range(1, 9)) and math.isclose(lines[-1]["epoch"], 8 / 6)
+
+
 def test_dpo_loss_value():
     loss = dpo_loss(torch.tensor([-1.0]), torch.tensor([-2.0]), torch.tensor([-1.5]), torch.tensor([-1.5]), 0.1)
     assert math.isclose(float(loss), math.log1p(math.exp(-0.1)), abs_tol=1e-6)

@@ -132,6 +132,13 @@ def _lines(out):
     return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+def test_max_steps_replaces_epochs(tmp_path, assets):
+    # 32 prompts, 8 a step: one epoch is 4 steps; --max-steps 10 runs 10 (it once stopped at the epoch's end)
+    lines = _lines(train_ppo(_cfg(assets, tmp_path / "long", epochs=1, max_steps=10)))
+    assert [line["step"] for line in lines] == list(range(1, 11))
+    assert lines[-1]["episode"] == 80
+
+
 def test_logprobs_match_the_sampler_at_the_rollout_temperature(assets):
     tok, policy, *_ = _models(assets)
     assert not policy.training  # dropout off (the config has dropout 0.1)

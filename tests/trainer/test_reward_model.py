@@ -144,6 +144,13 @@ def test_same_seed_same_numbers_and_microbatch_invariance(tmp_path, lm_dir, pref
         assert math.isclose(x["grad_norm"], y["grad_norm"], rel_tol=1e-3), (x, y)
 
 
+def test_max_steps_replaces_epochs(tmp_path, lm_dir, pref_files):
+    train, _ = pref_files  # 320 pairs, 64 a step: one epoch is 5 steps
+    _, lines = _train(tmp_path, lm_dir, train, "long", epochs=1, batch_size=64, max_steps=7, center_on_chosen=False)
+    assert [line["step"] for line in lines[:-1]] == list(range(1, 8))
+    assert math.isclose(lines[-2]["epoch"], 7 / 5)
+
+
 def test_rankings_and_kto_train(tmp_path, lm_dir):
     rng = random.Random(1)
 

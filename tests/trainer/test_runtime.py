@@ -81,12 +81,12 @@ def test_missing_model_dir_is_a_usage_error(tmp_path):
         load_tokenizer(tmp_path / "nope")
 
 
-def test_capped_total_steps_and_linear_decay():
-    from trainer.runtime import capped_total_steps, linear_decay
+def test_total_steps_and_linear_decay():
+    from trainer.runtime import linear_decay, total_steps_for
 
-    assert capped_total_steps(epochs=3, batches_per_epoch=4, max_steps=0) == 12
-    assert capped_total_steps(epochs=3, batches_per_epoch=4, max_steps=5) == 5
-    assert capped_total_steps(epochs=1, batches_per_epoch=4, max_steps=50) == 4  # the cap never extends a run
+    assert total_steps_for(epochs=3, batches_per_epoch=4, max_steps=0) == 12
+    assert total_steps_for(epochs=3, batches_per_epoch=4, max_steps=5) == 5
+    assert total_steps_for(epochs=1, batches_per_epoch=4, max_steps=50) == 50  # replaces the epochs, as in HF's Trainer
     p = torch.nn.Parameter(torch.zeros(1))
     for enabled, expected in ((True, [1.0, 0.75, 0.5, 0.25]), (False, [1.0] * 4)):
         opt = torch.optim.SGD([p], lr=1.0)
