@@ -163,7 +163,8 @@ def main() -> int:
     parser.add_argument("--rm-epochs", type=int, default=4)
     parser.add_argument("--rm-lr", type=float, default=1e-4)
     parser.add_argument("--rm-batch-size", type=int, default=16)
-    parser.add_argument("--ppo-steps", type=int, default=30)
+    parser.add_argument("--ppo-steps", type=int, default=90,
+                        help="PPO steps of 32 episodes (90: about 3 passes over 1,000 prompts)")
     parser.add_argument("--ppo-lr", type=float, default=3e-5)
     parser.add_argument("--kl-coef", type=float, default=0.3)
     parser.add_argument("--algo", choices=["ppo", "dpo"], default="ppo", help="how each round tunes the policy")
