@@ -20,8 +20,8 @@ from trainer.masks import gather_logprobs, pad_sequences, position_ids_from_mask
 from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
 from trainer.preference_data import PreferenceGroup, load_preferences
 from trainer.reward_model import bradley_terry_loss, use_fast_kernels_
-from trainer.runtime import (autocast, linear_decay, load_causal_lm, load_tokenizer, resolve_device, seed_everything,
-                             total_steps_for)
+from trainer.runtime import (autocast, epochs_for, linear_decay, load_causal_lm, load_tokenizer, resolve_device,
+                             seed_everything, total_steps_for)
 
 
 @dataclass(kw_only=True)
@@ -108,8 +108,7 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
         log = MetricsLog(tmp / "metrics.jsonl", on_metrics)
         bar = progress(total=total_steps, desc="dpo")
         step = 0
-        # --max-steps, when set, replaces the epochs (as in transformers' Trainer): the data cycles, reshuffled
-        for epoch in range(math.ceil(total_steps / batches_per_epoch)):
+        for epoch in range(epochs_for(total_steps, batches_per_epoch)):  # each pass reshuffled
             order = torch.randperm(len(groups), generator=torch.Generator().manual_seed(config.seed + epoch))
             for start in range(0, len(groups), config.batch_size):
                 if step >= total_steps:

@@ -30,7 +30,7 @@ from trainer.config import TrainConfig, UsageError
 from trainer.masks import gather_at, last_token_index, pad_sequences, position_ids_from_mask
 from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
 from trainer.preference_data import PreferenceGroup, load_preferences
-from trainer.runtime import (autocast, linear_decay, load_tokenizer, resolve_device, seed_everything,
+from trainer.runtime import (autocast, epochs_for, linear_decay, load_tokenizer, resolve_device, seed_everything,
                              total_steps_for, uses_bf16)
 
 
@@ -353,8 +353,7 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
         log = MetricsLog(tmp / "metrics.jsonl", on_metrics) if rank == 0 else None
         bar = progress(total=total_steps, desc="reward") if rank == 0 else None
         step = 0
-        # --max-steps, when set, replaces the epochs (as in transformers' Trainer): the data cycles, reshuffled
-        for epoch in range(math.ceil(total_steps / batches_per_epoch)):
+        for epoch in range(epochs_for(total_steps, batches_per_epoch)):  # each pass reshuffled
             order = torch.randperm(len(groups), generator=torch.Generator().manual_seed(config.seed + epoch))
             for start in range(0, len(groups), config.batch_size):
                 if step >= total_steps:

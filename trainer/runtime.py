@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 from pathlib import Path
@@ -154,3 +155,8 @@ def total_steps_for(*, epochs: int, batches_per_epoch: int, max_steps: int) -> i
     if max_steps > 0:
         return max_steps
     return max(1, epochs) * max(1, batches_per_epoch)
+
+
+def epochs_for(total_steps: int, batches_per_epoch: int) -> int:
+    """Passes over the data that `total_steps` takes (the last one cut short): with --max-steps the data cycles."""
+    return math.ceil(total_steps / max(1, batches_per_epoch))
