@@ -60,6 +60,8 @@ def round_config(args, size) -> dict:
         "ppo": {"max_steps": args.ppo_steps, "batch_size": 32, "lr": args.ppo_lr, "kl_coef": args.kl_coef,
                 "ppo_epochs": 4, "num_minibatches": 2, "max_new_tokens": size.max_new_tokens, "temperature": 0.7},
         "dpo": {"epochs": args.dpo_epochs, "batch_size": 16, "lr": args.dpo_lr, "beta": args.dpo_beta},
+        "rs": {"num_samples": args.rs_samples, "temperature": 0.7, "max_new_tokens": size.max_new_tokens},
+        "sft": {"epochs": args.rs_epochs, "batch_size": 16, "lr": args.rs_lr},
         "eval_prompts": args.eval_prompts,
         "eval_samples": args.eval_samples,
         "eval_max_new_tokens": size.max_new_tokens,
@@ -167,7 +169,10 @@ def main() -> int:
                         help="PPO steps of 32 episodes (90: about 3 passes over 1,000 prompts)")
     parser.add_argument("--ppo-lr", type=float, default=3e-5)
     parser.add_argument("--kl-coef", type=float, default=0.3)
-    parser.add_argument("--algo", choices=["ppo", "dpo"], default="ppo", help="how each round tunes the policy")
+    parser.add_argument("--algo", choices=["ppo", "dpo", "rs"], default="ppo", help="how each round tunes the policy")
+    parser.add_argument("--rs-samples", type=int, default=8, help="rs: samples per train prompt (best of N)")
+    parser.add_argument("--rs-lr", type=float, default=2e-5, help="rs: SFT learning rate on the best samples")
+    parser.add_argument("--rs-epochs", type=int, default=2, help="rs: SFT epochs on the best samples")
     parser.add_argument("--dpo-lr", type=float, default=5e-6)
     parser.add_argument("--dpo-beta", type=float, default=0.1)
     parser.add_argument("--dpo-epochs", type=int, default=1)

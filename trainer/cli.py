@@ -38,11 +38,12 @@ STAGE_MODULES = [
     "trainer.dpo",
     "trainer.generate",
     "trainer.evaluate",
+    "trainer.best_of_n",
 ]
 
 app = typer.Typer(
     name="trainer",
-    help="rlhf-studio trainer: tokenizer, pretrain, SFT, reward model, PPO, DPO, generation, evaluation.",
+    help="rlhf-studio trainer: tokenizer, pretrain, SFT, reward model, PPO, DPO, generation, evaluation, best-of-n.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

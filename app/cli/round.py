@@ -78,7 +78,7 @@ def wait_for(job_id: int, *, poll_s: float = 1.0) -> dict[str, Any]:
 
 @app.command("start")
 def start(
-    algo: str | None = typer.Option(None, "--algo", help="ppo (default) or dpo."),
+    algo: str | None = typer.Option(None, "--algo", help="ppo (default), dpo or rs (rejection sampling)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of every stage (default 0)."),
     source: str | None = typer.Option(None, "--source", help="Annotations to train on: human, ai or all (default)."),
     since: str | None = typer.Option(None, "--since", help="Only annotations made at or after this ISO time."),
@@ -93,7 +93,7 @@ def start(
     wait: bool = typer.Option(False, "--wait", help="Block until the round ends; exit 1 if it failed."),
     as_json: bool = typer.Option(False, "--json", help="Print the job as JSON instead of its id."),
 ) -> None:
-    """Start a training round now: snapshot -> reward model -> PPO/DPO -> evaluate -> register -> next tasks.
+    """Start a training round now: snapshot -> reward model -> PPO/DPO/RS -> evaluate -> register -> next tasks.
 
     Prints the job id. Refuses (exit 2) with too little data, no current policy, or a round already active."""
     from app.services.jobs import job_to_dict

@@ -55,6 +55,8 @@ STAGE_FIELDS = {
     "ppo": ["epochs", "max_steps", "lr", "batch_size", "ppo_epochs", "kl_coef", "adaptive_kl", "max_new_tokens",
             "temperature"],
     "dpo": ["epochs", "max_steps", "lr", "batch_size", "beta"],
+    "rs": ["num_samples", "temperature", "max_new_tokens"],
+    "sft": ["epochs", "max_steps", "lr", "batch_size"],
 }
 NEXT_TASK_FIELDS = ["prompts", "k", "kind", "overlap", "temperature", "max_new_tokens"]
 CHOICES = {"source": ["all", "human", "ai"], "policy_init": ["current", "sft"], "reference": ["sft", "current"],

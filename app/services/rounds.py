@@ -7,6 +7,8 @@ One round, each training step a `python -m trainer STAGE --config <file>` child 
                initialised from the SFT ancestor (or the previous reward model), a held-out slice of the
                annotations for its accuracy
     ppo | dpo  from the current policy; reference = the SFT ancestor; PPO's value model from the new RM
+    | rs       or rejection sampling: the new RM's best of N samples of the current policy per train prompt
+               (`trainer best-of-n`), then SFT of the current policy on them (Llama 2's rejection-sampling rounds)
     evaluate   new policy against the current one on eval-split prompts: win-rate under the new RM (and a gold
                judge when configured), KL to the reference, mean length, distinct-n -> reward-hacking warnings
     generate   samples of the new policy on train prompts, for the next tasks
@@ -60,15 +62,22 @@ RESERVED_FLAGS = {
     "reward": {"model", "data", "eval_data", "out", "seed"},
     "ppo": {"policy", "reward_model", "prompts", "out", "ref", "value_model", "resume", "seed"},
     "dpo": {"policy", "data", "out", "ref", "seed"},
+    "rs": {"policy", "judge", "prompts", "out", "seed"},
+    "sft": {"model", "data", "out", "seed"},
 }
 # The round's defaults on top of the trainer's own (shown on the Rounds page). Everything else: trainer defaults.
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "reward": {"epochs": 1, "batch_size": 16, "lr": 1e-4},
     "ppo": {"epochs": 1, "batch_size": 16, "lr": 3e-6, "kl_coef": 0.05, "max_new_tokens": 32, "temperature": 0.7},
     "dpo": {"epochs": 1, "batch_size": 16, "lr": 5e-6},
+    "rs": {"num_samples": 8, "temperature": 0.7, "max_new_tokens": 32},
+    "sft": {"epochs": 2, "batch_size": 16, "lr": 2e-5},
 }
 STAGE_CONFIG_CLASSES = {"reward": ("trainer.reward_model", "RewardConfig"), "ppo": ("trainer.ppo", "PPOConfig"),
-                        "dpo": ("trainer.dpo", "DPOConfig")}
+                        "dpo": ("trainer.dpo", "DPOConfig"), "rs": ("trainer.best_of_n", "BestOfNConfig"),
+                        "sft": ("trainer.sft", "SftConfig")}
+# The trainer stages each algorithm runs after the reward model (their flags: the config's field of that name).
+ALGO_STAGES = {"ppo": ("ppo",), "dpo": ("dpo",), "rs": ("rs", "sft")}
 # Reward-hacking warnings (point 5 of the rounds issue): thresholds on the evaluation's figures.
 LENGTH_GROWTH_WARN = 1.5  # mean length after / before
 REPETITION_WARN = 0.5  # distinct-2 after below this share of before's
@@ -103,7 +112,7 @@ class RoundConfig(BaseModel):
     """Everything a round is run with; stored as the job's config, so it can be rerun as is."""
 
     model_config = ConfigDict(extra="forbid")
-    algo: Literal["ppo", "dpo"] = "ppo"
+    algo: Literal["ppo", "dpo", "rs"] = "ppo"
     seed: int = 0
     # data filters
     source: Literal["human", "ai", "all"] = "all"
@@ -120,6 +129,8 @@ class RoundConfig(BaseModel):
     reward: dict[str, Any] = Field(default_factory=dict)
     ppo: dict[str, Any] = Field(default_factory=dict)
     dpo: dict[str, Any] = Field(default_factory=dict)
+    rs: dict[str, Any] = Field(default_factory=dict, description="best-of-n flags (algo rs).")
+    sft: dict[str, Any] = Field(default_factory=dict, description="SFT flags on the best samples (algo rs).")
     # evaluation
     eval_prompts: int = Field(64, ge=1, description="Eval-split prompts used to compare the policies.")
     eval_max_new_tokens: int = Field(32, ge=1)
@@ -155,7 +166,7 @@ def parse_round_config(raw: dict[str, Any] | None) -> RoundConfig:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"
         raise RoundError(f"{where}: {first['msg']}") from None
-    for stage in ("reward", config.algo):
+    for stage in ("reward", *ALGO_STAGES[config.algo]):
         check_stage_flags(stage, getattr(config, stage))
     return config
 
@@ -421,6 +432,15 @@ def train_policy(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: dict) -
         extra = ["--resume", str(ckpt)] if (ckpt / "state.pt").is_file() and not out.is_dir() else []
         lines = run_stage(ctx, stage="ppo", trainer_stage="ppo", out=out, flags=flags, extra=extra)
         return {"algo": "ppo", "resumed": bool(extra), **last_values(lines)}
+    if cfg.algo == "rs":
+        best = rdir / "best_of_n"
+        flags = {**cfg.stage_flags("rs"), "policy": start.path, "judge": f"rm:{rdir / 'reward'}",
+                 "prompts": str(rdir / "snapshot" / "prompts.jsonl"), "out": str(best), "seed": cfg.seed}
+        picked = last_values(run_stage(ctx, stage="rs", trainer_stage="best-of-n", out=best, flags=flags))
+        flags = {**cfg.stage_flags("sft"), "model": start.path, "data": str(best / "best.jsonl"), "out": str(out),
+                 "seed": cfg.seed}
+        lines = run_stage(ctx, stage="sft", trainer_stage="sft", out=out, flags=flags)
+        return {"algo": "rs", **picked, **last_values(lines)}
     flags = {**cfg.stage_flags("dpo"), "policy": start.path, "ref": reference.path,
              "data": str(rdir / "snapshot" / "trl.jsonl"), "out": str(out), "seed": cfg.seed}
     lines = run_stage(ctx, stage="dpo", trainer_stage="dpo", out=out, flags=flags)

@@ -189,6 +189,39 @@ def test_rerun_on_the_same_snapshot_and_seed_gives_the_same_metrics_and_dpo_roun
     assert {k: first.result["evaluation"][k] for k in same} == {k: second.result["evaluation"][k] for k in same}
 
 
+def test_rejection_sampling_round_fine_tunes_the_current_policy_on_the_new_rms_best_samples(db, settings,
+                                                                                             tiny_lm_dir):
+    sft, prompts = labelled_world(db, tiny_lm_dir, train=16, eval=4)
+    job = start_round(db, config=tiny_round_config(algo="rs", eval_prompts=3, rs={"num_samples": 4,
+                                                                                "max_new_tokens": 16},
+                                                   sft={"epochs": 1, "batch_size": 8, "lr": 1e-3}))
+    db.commit()
+    run_worker_once(settings)
+    db.expire_all()
+    job = db.get(Job, job.id)
+    assert job.status == "succeeded", job.error
+    rdir = settings.data_dir / "rounds" / str(job.id)
+    picked = json.loads((rdir / "best_of_n" / "trainer_config.json").read_text())
+    assert (picked["policy"], picked["judge"], picked["num_samples"]) == (sft.path, f"rm:{rdir / 'reward'}", 4)
+    assert picked["prompts"] == str(rdir / "snapshot" / "prompts.jsonl")  # train prompts only
+    best = [json.loads(x) for x in (rdir / "best_of_n" / "best.jsonl").read_text().splitlines()]
+    train_ids = {str(p.id) for p in prompts["train"]}
+    assert best and {str(row["prompt_id"]) for row in best} <= train_ids
+    tuned = json.loads((rdir / "policy" / "trainer_config.json").read_text())
+    assert (tuned["stage"], tuned["model"], tuned["data"]) == ("sft", sft.path, str(rdir / "best_of_n" / "best.jsonl"))
+    result = job.result
+    assert result["algo"] == "rs" and result["policy"]["algo"] == "rs"
+    assert result["policy"]["rs/prompts_kept"] == len(best) and result["policy"]["rs/reward_gain"] > 0
+    policy = db.get(ModelVersion, result["policy_id"])
+    assert policy.is_current and policy.parent_id == sft.id and result["tasks"] == 3
+    stages = set(db.scalars(select(JobMetric.stage).where(JobMetric.job_id == job.id)))
+    assert {"reward", "rs", "sft"} <= stages  # both steps' figures reach the job's plots
+    with pytest.raises(RoundError, match="rs: judge"):
+        parse_round_config({"algo": "rs", "rs": {"judge": "py:x:y"}})
+    with pytest.raises(RoundError, match="sft: unknown option"):
+        parse_round_config({"algo": "rs", "sft": {"beta": 0.1}})
+
+
 def test_reward_data_keeps_rankings_whole_and_adds_pairwise_choices(tmp_path):
     """Rankings reach the reward model whole (from rankings.jsonl, not as trl's expanded pairs), pairwise choices
     from trl.jsonl; the held-out split is by annotation and the counts are in pairs."""

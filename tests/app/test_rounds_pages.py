@@ -74,6 +74,7 @@ def test_rounds_page_shows_defaults_and_starts_a_round_from_the_form(client, log
     assert page.status_code == 200
     assert 'name="ppo.kl_coef"' in page.text and "default 0.05" in page.text  # the round's PPO default, shown
     assert 'name="dpo.beta"' in page.text  # a trainer default comes from the trainer's config
+    assert 'value="rs"' in page.text and 'name="rs.num_samples"' in page.text and 'name="sft.lr"' in page.text
 
     refused = client.post("/admin/rounds", data={"csrf_token": csrf, "algo": "ppo", "min_pairs": "500"})
     assert refused.status_code == 422 and "too little data" in refused.text

@@ -1,0 +1,142 @@
+"""`best-of-n` stage: rejection sampling (Llama 2 §3.2.3; the "best-of-n" of Nakano et al. 2021, distilled).
+
+N samples per prompt from the policy, scored by a judge (a reward model, or any python scorer); the best
+finished sample of each prompt becomes an SFT example. `python -m trainer sft` on the output then moves the
+policy towards its own best answers: a cheap, stable alternative (or warm-up) to PPO that needs no value model,
+and whose step size is bounded by what the policy can already sample.
+
+Output directory:
+  best.jsonl       SFT data, one line per prompt: {"prompt", "completion"} (or {"messages"} ending in the
+                   assistant's answer) + prompt_id, sample, reward, reward_mean (of the prompt's N samples)
+  samples.jsonl    every sample with its reward (generate's fields + "reward"), to inspect what was rejected
+  metrics.jsonl    rs/* figures; trainer_config.json
+Truncated samples (no EOS) never win: an SFT target that stops mid-sentence teaches the policy to do so.
+A prompt none of whose samples finished gives no example.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from trainer.config import UsageError
+from trainer.data import read_jsonl
+from trainer.evaluate import load_judge
+from trainer.generate import GenerateConfig, generate_samples, read_prompts
+from trainer.outputs import MetricsLog, atomic_output_dir, save_trainer_config
+from trainer.runtime import load_causal_lm, load_tokenizer, resolve_device
+from trainer.sft import model_context
+
+
+@dataclass(kw_only=True)
+class BestOfNConfig:
+    policy: str = field(metadata={"help": "Causal LM to sample from (with its tokenizer).", "metavar": "DIR"})
+    judge: str = field(metadata={"help": "What picks the best sample: rm:DIR (a reward model) or "
+                                         "py:module:function (prompt, response) -> float.", "metavar": "SPEC"})
+    prompts: str = field(metadata={"help": "JSONL with {prompt_id, prompt | messages} lines.", "metavar": "FILE"})
+    out: str = field(metadata={"help": "Output directory (must not exist).", "metavar": "DIR"})
+    num_samples: int = field(default=8, metadata={"help": "Samples per prompt (N)."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (> 0)."})
+    top_k: int = field(default=0, metadata={"help": "Top-k (0 = off)."})
+    top_p: float = field(default=1.0, metadata={"help": "Top-p (1.0 = off)."})
+    max_new_tokens: int = field(default=64, metadata={"help": "Maximum generated tokens per sample."})
+    seed: int = field(default=0, metadata={"help": "Request seed; per-sample seeds derive from it."})
+    device: str = field(default="auto", metadata={"help": "auto|cpu|cuda.", "choices": ["auto", "cpu", "cuda"]})
+    precision: str = field(default="auto", metadata={"help": "auto|fp32|bf16.", "choices": ["auto", "fp32", "bf16"]})
+    batch_size: int = field(default=32, metadata={"help": "Sequences decoded together."})
+
+
+def _check_config(config: BestOfNConfig) -> None:
+    if config.num_samples < 2:
+        raise UsageError("--num-samples must be at least 2: the best of one sample is no selection")
+    if config.temperature <= 0:
+        raise UsageError("--temperature must be > 0: greedy decoding gives N copies of one answer")
+    if not Path(config.policy).is_dir():
+        raise UsageError(f"{config.policy}: no such model directory")
+    if config.judge.startswith("rm:") and not Path(config.judge[3:]).is_dir():
+        raise UsageError(f"--judge {config.judge}: no such reward-model directory")
+    if not Path(config.prompts).is_file():
+        raise UsageError(f"{config.prompts}: no such file")
+    if Path(config.out).exists():
+        raise UsageError(f"{config.out}: output already exists; choose a new --out")
+
+
+def sft_example(prompt: dict, text: str) -> dict:
+    """The prompt's record with the answer, in the SFT stage's format (the prompt's own: text or chat)."""
+    if "messages" in prompt:
+        return {"messages": [*prompt["messages"], {"role": "assistant", "content": text}]}
+    return {"prompt": prompt["prompt"], "completion": text}
+
+
+def pick_best(samples: list[dict]) -> dict | None:
+    """The highest-reward finished sample (the first on ties), or None when none finished."""
+    finished = [s for s in samples if s["finish_reason"] == "eos"]
+    return max(finished, key=lambda s: s["reward"]) if finished else None
+
+
+def run_best_of_n(config: BestOfNConfig, *, on_metrics=None) -> Path:
+    _check_config(config)
+    device = resolve_device(config.device)
+    tok = load_tokenizer(config.policy)
+    model = load_causal_lm(config.policy, device, train=False, tokenizer=tok)
+    context = model_context(model)
+    if config.max_new_tokens >= context:
+        raise UsageError(f"--max-new-tokens {config.max_new_tokens} leaves no room for a prompt "
+                         f"in the model's {context}-token context")
+    prompts = read_prompts(tok, config.prompts, max_prompt_tokens=context - config.max_new_tokens)
+    objects = {line: obj for line, obj in read_jsonl(config.prompts)}
+    sampling = GenerateConfig(model=config.policy, prompts=config.prompts, out="", num_samples=config.num_samples,
+                              temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
+                              max_new_tokens=config.max_new_tokens, seed=config.seed, device=config.device,
+                              precision=config.precision, batch_size=config.batch_size)
+    with torch.inference_mode():
+        records = generate_samples(model, tok, prompts, sampling, device)  # prompt by prompt, N each
+    del model
+    # the judge sees the prompt as the policy saw it (chat template applied), as `evaluate` does
+    prompt_texts = {p.line: tok.decode(p.ids, skip_special_tokens=False) for p in prompts}
+    judge = load_judge(config.judge, device, config.precision)
+    N = config.num_samples
+    rewards = judge([prompt_texts[prompts[i // N].line] for i in range(len(records))], [r["text"] for r in records])
+    for rec, reward in zip(records, rewards):
+        rec["reward"] = reward
+
+    best_rows, all_mean, best_rewards, gains, lengths = [], [], [], [], []
+    for pi, prompt in enumerate(prompts):
+        group = records[pi * N:(pi + 1) * N]
+        mean = statistics.fmean(s["reward"] for s in group)
+        all_mean.append(mean)
+        best = pick_best(group)
+        if best is None:
+            continue
+        best_rewards.append(best["reward"])
+        gains.append(best["reward"] - mean)
+        lengths.append(best["num_tokens"])
+        best_rows.append({"prompt_id": prompt.prompt_id, **sft_example(objects[prompt.line], best["text"]),
+                          "sample": best["sample"], "reward": best["reward"], "reward_mean": mean})
+    if not best_rows:
+        raise UsageError(f"no sample of any prompt ended with EOS within --max-new-tokens {config.max_new_tokens}: "
+                         "nothing to learn from; raise --max-new-tokens")
+
+    with atomic_output_dir(config.out) as tmp:
+        save_trainer_config(tmp, "best-of-n", config)
+        for name, rows in (("best.jsonl", best_rows), ("samples.jsonl", records)):
+            with open(tmp / name, "w", encoding="utf-8") as fh:
+                for row in rows:
+                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        with MetricsLog(tmp / "metrics.jsonl", on_metrics) as log:
+            log.log(1, 1, **{"rs/reward_mean": statistics.fmean(all_mean),
+                             "rs/reward_best": statistics.fmean(best_rewards),
+                             "rs/reward_gain": statistics.fmean(gains),
+                             "rs/length_best": statistics.fmean(lengths),
+                             "rs/eos_rate": sum(r["finish_reason"] == "eos" for r in records) / len(records),
+                             "rs/prompts_kept": len(best_rows), "rs/prompts": len(prompts)})
+    return Path(config.out)
+
+
+from trainer.cli import register_stage  # noqa: E402
+
+register_stage(name="best-of-n", config_cls=BestOfNConfig, entry=run_best_of_n,
+               help="Rejection sampling: the judge's (reward model's) best of N samples per prompt, as SFT data.")
