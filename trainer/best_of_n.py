@@ -77,6 +77,30 @@ def pick_best(samples: list[dict]) -> dict | None:
     return max(finished, key=lambda s: s["reward"]) if finished else None
 
 
+def select_best(prompts: list, objects: dict[int, dict], records: list[dict], n: int) -> tuple[list[dict], dict]:
+    """One SFT example per prompt with a finished sample (records: prompt by prompt, n each, with "reward"),
+    and the rs/* figures of the selection."""
+    best_rows, means, best_rewards, gains, lengths = [], [], [], [], []
+    for pi, prompt in enumerate(prompts):
+        group = records[pi * n:(pi + 1) * n]
+        mean = statistics.fmean(s["reward"] for s in group)
+        means.append(mean)
+        best = pick_best(group)
+        if best is None:
+            continue
+        best_rewards.append(best["reward"])
+        gains.append(best["reward"] - mean)
+        lengths.append(best["num_tokens"])
+        best_rows.append({"prompt_id": prompt.prompt_id, **sft_example(objects[prompt.line], best["text"]),
+                          "sample": best["sample"], "reward": best["reward"], "reward_mean": mean})
+    if not best_rows:
+        return [], {}
+    return best_rows, {"rs/reward_mean": statistics.fmean(means), "rs/reward_best": statistics.fmean(best_rewards),
+                       "rs/reward_gain": statistics.fmean(gains), "rs/length_best": statistics.fmean(lengths),
+                       "rs/eos_rate": sum(r["finish_reason"] == "eos" for r in records) / len(records),
+                       "rs/prompts_kept": len(best_rows), "rs/prompts": len(prompts)}
+
+
 def run_best_of_n(config: BestOfNConfig, *, on_metrics=None) -> Path:
     _check_config(config)
     device = resolve_device(config.device)
@@ -88,51 +112,37 @@ def run_best_of_n(config: BestOfNConfig, *, on_metrics=None) -> Path:
                          f"in the model's {context}-token context")
     prompts = read_prompts(tok, config.prompts, max_prompt_tokens=context - config.max_new_tokens)
     objects = {line: obj for line, obj in read_jsonl(config.prompts)}
+    judge = load_judge(config.judge, device, config.precision)
     sampling = GenerateConfig(model=config.policy, prompts=config.prompts, out="", num_samples=config.num_samples,
                               temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
                               max_new_tokens=config.max_new_tokens, seed=config.seed, device=config.device,
                               precision=config.precision, batch_size=config.batch_size)
-    with torch.inference_mode():
-        records = generate_samples(model, tok, prompts, sampling, device)  # prompt by prompt, N each
-    del model
-    # the judge sees the prompt as the policy saw it (chat template applied), as `evaluate` does
-    prompt_texts = {p.line: tok.decode(p.ids, skip_special_tokens=False) for p in prompts}
-    judge = load_judge(config.judge, device, config.precision)
     N = config.num_samples
-    rewards = judge([prompt_texts[prompts[i // N].line] for i in range(len(records))], [r["text"] for r in records])
-    for rec, reward in zip(records, rewards):
-        rec["reward"] = reward
-
-    best_rows, all_mean, best_rewards, gains, lengths = [], [], [], [], []
-    for pi, prompt in enumerate(prompts):
-        group = records[pi * N:(pi + 1) * N]
-        mean = statistics.fmean(s["reward"] for s in group)
-        all_mean.append(mean)
-        best = pick_best(group)
-        if best is None:
-            continue
-        best_rewards.append(best["reward"])
-        gains.append(best["reward"] - mean)
-        lengths.append(best["num_tokens"])
-        best_rows.append({"prompt_id": prompt.prompt_id, **sft_example(objects[prompt.line], best["text"]),
-                          "sample": best["sample"], "reward": best["reward"], "reward_mean": mean})
-    if not best_rows:
-        raise UsageError(f"no sample of any prompt ended with EOS within --max-new-tokens {config.max_new_tokens}: "
-                         "nothing to learn from; raise --max-new-tokens")
-
     with atomic_output_dir(config.out) as tmp:
         save_trainer_config(tmp, "best-of-n", config)
+        with MetricsLog(tmp / "metrics.jsonl", on_metrics) as log:
+            # one progress line per decoded batch (the worker's progress bar), one more once all are scored
+            def batch_done(m: dict) -> None:
+                log.log(m["step"], m["total_steps"] + 1, samples=m["samples"])
+
+            with torch.inference_mode():
+                records = generate_samples(model, tok, prompts, sampling, device, batch_done)  # prompt by prompt
+            del model
+            # the judge sees the prompt as the policy saw it (chat template applied), as `evaluate` does
+            texts = {p.line: tok.decode(p.ids, skip_special_tokens=False) for p in prompts}
+            rewards = judge([texts[prompts[i // N].line] for i in range(len(records))], [r["text"] for r in records])
+            for rec, reward in zip(records, rewards):
+                rec["reward"] = reward
+            best_rows, figures = select_best(prompts, objects, records, N)
+            if not best_rows:
+                raise UsageError(f"no sample of any prompt ended with EOS within --max-new-tokens "
+                                 f"{config.max_new_tokens}: nothing to learn from; raise --max-new-tokens")
+            steps = (len(records) + config.batch_size - 1) // config.batch_size + 1
+            log.log(steps, steps, samples=len(records), **figures)
         for name, rows in (("best.jsonl", best_rows), ("samples.jsonl", records)):
             with open(tmp / name, "w", encoding="utf-8") as fh:
                 for row in rows:
                     fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        with MetricsLog(tmp / "metrics.jsonl", on_metrics) as log:
-            log.log(1, 1, **{"rs/reward_mean": statistics.fmean(all_mean),
-                             "rs/reward_best": statistics.fmean(best_rewards),
-                             "rs/reward_gain": statistics.fmean(gains),
-                             "rs/length_best": statistics.fmean(lengths),
-                             "rs/eos_rate": sum(r["finish_reason"] == "eos" for r in records) / len(records),
-                             "rs/prompts_kept": len(best_rows), "rs/prompts": len(prompts)})
     return Path(config.out)
 
 
