@@ -7,8 +7,10 @@ Steps: build the world (cached in --world-dir: data, tokenizer, pretrained and S
 `rlhf worker` on a fresh data dir; import the world's prompts, register its SFT model and ask for pairwise tasks
 (`POST /api/v1/generate`), all through the HTTP API. Then per round: simulated annotators (app.simulation,
 Bradley-Terry on the gold judge with label noise) submit --labels labels over HTTP; `POST /api/v1/rounds` starts a
-round (reward model -> PPO -> evaluation against the SFT model on the eval prompts under the reward model and the
-gold judge -> the new policy becomes current -> its samples become the next tasks); the worker runs it.
+round (reward model -> rejection sampling, --algo rs by default: the new reward model's best of 8 samples of the
+current policy per train prompt, then SFT on them; or PPO, or DPO -> evaluation against the SFT model on the eval
+prompts under the reward model and the gold judge -> the new policy becomes current -> its samples become the next
+tasks); the worker runs it.
 
 Per round it prints the new policy's gold win-rate against the SFT model on eval prompts (--eval-samples samples of
 each, 4 by default; ties count half; ± its standard error over prompts), KL to the SFT model (summed over a
@@ -169,7 +171,8 @@ def main() -> int:
                         help="PPO steps of 32 episodes (90: about 3 passes over 1,000 prompts)")
     parser.add_argument("--ppo-lr", type=float, default=3e-5)
     parser.add_argument("--kl-coef", type=float, default=0.3)
-    parser.add_argument("--algo", choices=["ppo", "dpo", "rs"], default="ppo", help="how each round tunes the policy")
+    parser.add_argument("--algo", choices=["ppo", "dpo", "rs"], default="rs",
+                        help="how each round tunes the policy (rs: best of --rs-samples under the new RM, then SFT)")
     parser.add_argument("--rs-samples", type=int, default=8, help="rs: samples per train prompt (best of N)")
     parser.add_argument("--rs-lr", type=float, default=2e-5, help="rs: SFT learning rate on the best samples")
     parser.add_argument("--rs-epochs", type=int, default=2, help="rs: SFT epochs on the best samples")
