@@ -49,15 +49,16 @@ def test_best_is_the_judges_choice_reproducibly_and_sft_on_it_moves_the_policy(t
         assert (out / name).read_bytes() == (again / name).read_bytes()
     samples, best = _lines(out / "samples.jsonl"), _lines(out / "best.jsonl")
     assert len(samples) == 24 * 6
-    by_prompt = {}
+    by_prompt, texts = {}, {}
     for s in samples:
         assert s["reward"] == fewer_words("", s["text"])
         by_prompt.setdefault(s["prompt_id"], []).append(s)
+        texts[(s["prompt_id"], s["sample"])] = s["text"]
     assert 0 < len(best) <= 24
     for row in best:
         finished = [s for s in by_prompt[row["prompt_id"]] if s["finish_reason"] == "eos"]
         assert row["reward"] == max(s["reward"] for s in finished)
-        assert row["completion"] == finished[[s["sample"] for s in finished].index(row["sample"])]["text"]
+        assert row["completion"] == texts[(row["prompt_id"], row["sample"])]
         assert row["prompt"] in {"the cat", "a dog", "the bird", "big red", "small dog", "the mat"}
     metrics = _lines(out / "metrics.jsonl")[-1]
     assert metrics["rs/prompts"] == 24 and metrics["rs/prompts_kept"] == len(best)
