@@ -216,6 +216,17 @@ def test_rejection_sampling_round_fine_tunes_the_current_policy_on_the_new_rms_b
     assert policy.is_current and policy.parent_id == sft.id and result["tasks"] == 3
     stages = set(db.scalars(select(JobMetric.stage).where(JobMetric.job_id == job.id)))
     assert {"reward", "rs", "sft"} <= stages  # both steps' figures reach the job's plots
+
+    # reproducible: the same snapshot, seed and starting policy give the same samples, picks and SFT metrics
+    again = start_round(db, config={**job.config, "snapshot_from": job.id, "policy_init": "sft",
+                                    "next_tasks": {"prompts": 0}})
+    db.commit()
+    run_worker_once(settings)
+    db.expire_all()
+    assert db.get(Job, again.id).status == "succeeded", db.get(Job, again.id).error
+    other = settings.data_dir / "rounds" / str(again.id)
+    for name in ("best_of_n/samples.jsonl", "best_of_n/best.jsonl", "best_of_n/metrics.jsonl", "policy/metrics.jsonl"):
+        assert (rdir / name).read_bytes() == (other / name).read_bytes(), name
     with pytest.raises(RoundError, match="rs: judge"):
         parse_round_config({"algo": "rs", "rs": {"judge": "py:x:y"}})
     with pytest.raises(RoundError, match="sft: unknown option"):
