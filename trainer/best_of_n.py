@@ -9,7 +9,7 @@ Output directory:
   best.jsonl       SFT data, one line per prompt: {"prompt", "completion"} (or {"messages"} ending in the
                    assistant's answer) + prompt_id, sample, reward, reward_mean (of the prompt's N samples)
   samples.jsonl    every sample with its reward (generate's fields + "reward"), to inspect what was rejected
-  metrics.jsonl    rs/* figures; trainer_config.json
+  metrics.jsonl    rs/* figures and reward_length_corr; trainer_config.json
 Truncated samples (no EOS) never win: an SFT target that stops mid-sentence teaches the policy to do so.
 A prompt none of whose samples finished gives no example.
 """
@@ -77,6 +77,15 @@ def pick_best(samples: list[dict]) -> dict | None:
     return max(finished, key=lambda s: s["reward"]) if finished else None
 
 
+def reward_length_corr(records: list[dict]) -> float:
+    """Pearson correlation of reward and length over all samples (PPO's name for it): near 1, the judge pays for
+    length and the picks will grow (the round report warns). 0 when either does not vary."""
+    rewards, lengths = [r["reward"] for r in records], [r["num_tokens"] for r in records]
+    if len(set(rewards)) < 2 or len(set(lengths)) < 2:
+        return 0.0
+    return statistics.correlation(rewards, lengths)
+
+
 def select_best(prompts: list, objects: dict[int, dict], records: list[dict], n: int) -> tuple[list[dict], dict]:
     """One SFT example per prompt with a finished sample (records: prompt by prompt, n each, with "reward"),
     and the rs/* figures of the selection."""
@@ -98,7 +107,8 @@ def select_best(prompts: list, objects: dict[int, dict], records: list[dict], n:
     return best_rows, {"rs/reward_mean": statistics.fmean(means), "rs/reward_best": statistics.fmean(best_rewards),
                        "rs/reward_gain": statistics.fmean(gains), "rs/length_best": statistics.fmean(lengths),
                        "rs/eos_rate": sum(r["finish_reason"] == "eos" for r in records) / len(records),
-                       "rs/prompts_kept": len(best_rows), "rs/prompts": len(prompts)}
+                       "rs/prompts_kept": len(best_rows), "rs/prompts": len(prompts),
+                       "reward_length_corr": reward_length_corr(records)}
 
 
 def run_best_of_n(config: BestOfNConfig, *, on_metrics=None) -> Path:

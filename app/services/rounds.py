@@ -547,8 +547,8 @@ def hacking_warnings(report: dict[str, Any], policy_metrics: dict[str, Any]) -> 
         warnings.append(f"repetition: distinct-2 {before_d2:.2f} -> {after_d2:.2f}")
     corr = policy_metrics.get("reward_length_corr")
     if isinstance(corr, (int, float)) and not math.isnan(corr) and corr > REWARD_LENGTH_CORR_WARN:
-        warnings.append(f"reward-length correlation {corr:.2f} in the last PPO batch: the reward model may pay "
-                        "for length")
+        warnings.append(f"reward-length correlation {corr:.2f} among the policy's training samples (PPO's last "
+                        "batch, or all best-of-n samples): the reward model may pay for length")
     rm_win, gold_win = s.get("rm_win_rate"), s.get("gold_win_rate")
     if rm_win is not None and gold_win is not None and rm_win > 0.6 and gold_win < 0.5:
         warnings.append(f"the reward model prefers the new policy ({rm_win:.0%}) but the gold judge does not "

@@ -212,6 +212,7 @@ def test_rejection_sampling_round_fine_tunes_the_current_policy_on_the_new_rms_b
     result = job.result
     assert result["algo"] == "rs" and result["policy"]["algo"] == "rs"
     assert result["policy"]["rs/prompts_kept"] == len(best) and result["policy"]["rs/reward_gain"] > 0
+    assert -1.0 <= result["policy"]["reward_length_corr"] <= 1.0  # what the report's length warning reads
     policy = db.get(ModelVersion, result["policy_id"])
     assert policy.is_current and policy.parent_id == sft.id and result["tasks"] == 3
     stages = set(db.scalars(select(JobMetric.stage).where(JobMetric.job_id == job.id)))
@@ -231,6 +232,19 @@ def test_rejection_sampling_round_fine_tunes_the_current_policy_on_the_new_rms_b
         parse_round_config({"algo": "rs", "rs": {"judge": "py:x:y"}})
     with pytest.raises(RoundError, match="sft: unknown option"):
         parse_round_config({"algo": "rs", "sft": {"beta": 0.1}})
+
+
+def test_reward_hacking_warnings_read_the_evaluation_and_the_training_samples():
+    from app.services.rounds import hacking_warnings
+
+    summary = {"mean_length_before": 10.0, "mean_length": 16.0, "distinct_2_before": 0.8, "distinct_2": 0.3,
+               "rm_win_rate": 0.8, "gold_win_rate": 0.4}
+    warnings = hacking_warnings({"summary": summary}, {"reward_length_corr": 0.9})  # PPO's and best-of-n's name
+    assert [w.split(":")[0].split(" ")[0] for w in warnings] == ["length", "repetition", "reward-length", "the"]
+    assert "correlation 0.90" in warnings[2] and "(80%)" in warnings[3] and "(40%)" in warnings[3]
+    calm = {"mean_length_before": 10.0, "mean_length": 11.0, "distinct_2_before": 0.8, "distinct_2": 0.7,
+            "rm_win_rate": 0.7, "gold_win_rate": 0.65}
+    assert hacking_warnings({"summary": calm}, {"reward_length_corr": 0.2}) == []
 
 
 def test_reward_data_keeps_rankings_whole_and_adds_pairwise_choices(tmp_path):

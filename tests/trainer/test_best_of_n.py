@@ -63,6 +63,7 @@ def test_best_is_the_judges_choice_reproducibly_and_sft_on_it_moves_the_policy(t
     metrics = _lines(out / "metrics.jsonl")[-1]
     assert metrics["rs/prompts"] == 24 and metrics["rs/prompts_kept"] == len(best)
     assert metrics["rs/reward_best"] > metrics["rs/reward_mean"] and metrics["rs/reward_gain"] > 0
+    assert metrics["reward_length_corr"] < -0.5  # this judge pays for brevity
     assert json.loads((out / "trainer_config.json").read_text())["stage"] == "best-of-n"
 
     tuned = train_sft(SftConfig(model=str(tiny_lm_dir), data=str(out / "best.jsonl"), out=str(tmp_path / "sft"),
