@@ -25,7 +25,7 @@ import torch
 from trainer.config import UsageError
 from trainer.data import read_jsonl
 from trainer.evaluate import load_judge
-from trainer.generate import GenerateConfig, generate_samples, read_prompts
+from trainer.generate import GenerateConfig, check_sampling, generate_samples, read_prompts
 from trainer.outputs import MetricsLog, atomic_output_dir, save_trainer_config
 from trainer.runtime import load_causal_lm, load_tokenizer, resolve_device
 from trainer.sft import model_context
@@ -49,7 +49,8 @@ class BestOfNConfig:
     batch_size: int = field(default=32, metadata={"help": "Sequences decoded together."})
 
 
-def _check_config(config: BestOfNConfig) -> None:
+def _check_config(config: BestOfNConfig, sampling: GenerateConfig) -> None:
+    check_sampling(sampling)  # top-k, top-p, lengths, batch size: generate's own checks
     if config.num_samples < 2:
         raise UsageError("--num-samples must be at least 2: the best of one sample is no selection")
     if config.temperature <= 0:
@@ -112,7 +113,11 @@ def select_best(prompts: list, objects: dict[int, dict], records: list[dict], n:
 
 
 def run_best_of_n(config: BestOfNConfig, *, on_metrics=None) -> Path:
-    _check_config(config)
+    sampling = GenerateConfig(model=config.policy, prompts=config.prompts, out="", num_samples=config.num_samples,
+                              temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
+                              max_new_tokens=config.max_new_tokens, seed=config.seed, device=config.device,
+                              precision=config.precision, batch_size=config.batch_size)
+    _check_config(config, sampling)
     device = resolve_device(config.device)
     tok = load_tokenizer(config.policy)
     model = load_causal_lm(config.policy, device, train=False, tokenizer=tok)
@@ -123,10 +128,6 @@ def run_best_of_n(config: BestOfNConfig, *, on_metrics=None) -> Path:
     prompts = read_prompts(tok, config.prompts, max_prompt_tokens=context - config.max_new_tokens)
     objects = {line: obj for line, obj in read_jsonl(config.prompts)}
     judge = load_judge(config.judge, device, config.precision)
-    sampling = GenerateConfig(model=config.policy, prompts=config.prompts, out="", num_samples=config.num_samples,
-                              temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
-                              max_new_tokens=config.max_new_tokens, seed=config.seed, device=config.device,
-                              precision=config.precision, batch_size=config.batch_size)
     N = config.num_samples
     with atomic_output_dir(config.out) as tmp:
         save_trainer_config(tmp, "best-of-n", config)

@@ -48,7 +48,8 @@ class PromptRecord:
     ids: list[int]
 
 
-def _check_config(config: GenerateConfig) -> None:
+def check_sampling(config: GenerateConfig) -> None:
+    """The sampling flags' ranges (shared with best-of-n, which samples through this module)."""
     if config.num_samples < 1:
         raise UsageError("--num-samples must be at least 1")
     if config.max_new_tokens < 1:
@@ -145,7 +146,7 @@ def generate_samples(model, tok, prompts: list[PromptRecord], config: GenerateCo
 
 
 def run_generate(config: GenerateConfig, *, on_metrics=None) -> Path:
-    _check_config(config)
+    check_sampling(config)
     if not Path(config.prompts).is_file():
         raise UsageError(f"{config.prompts}: no such file")
     if Path(config.out).exists():

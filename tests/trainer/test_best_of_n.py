@@ -92,6 +92,7 @@ def test_chat_prompts_give_chat_examples(tmp_path, tiny_lm_dir):
 @pytest.mark.parametrize("flags, message", [
     ({"num_samples": 1}, "at least 2"),
     ({"temperature": 0.0}, "must be > 0"),
+    ({"top_p": 1.5}, "--top-p must be in"),  # generate's own range checks apply
     ({"judge": "rm:/nonexistent"}, "no such reward-model directory"),
     ({"judge": "nonsense"}, "rm:DIR or py:module:function"),
 ])
