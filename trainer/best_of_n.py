@@ -25,10 +25,9 @@ import torch
 from trainer.config import UsageError
 from trainer.data import read_jsonl
 from trainer.evaluate import load_judge
-from trainer.generate import GenerateConfig, check_sampling, generate_samples, read_prompts
+from trainer.generate import GenerateConfig, check_sampling, generate_samples, load_sampler
 from trainer.outputs import MetricsLog, atomic_output_dir, save_trainer_config
-from trainer.runtime import load_causal_lm, load_tokenizer, resolve_device
-from trainer.sft import model_context
+from trainer.runtime import resolve_device
 
 
 @dataclass(kw_only=True)
@@ -119,13 +118,7 @@ def run_best_of_n(config: BestOfNConfig, *, on_metrics=None) -> Path:
                               precision=config.precision, batch_size=config.batch_size)
     _check_config(config, sampling)
     device = resolve_device(config.device)
-    tok = load_tokenizer(config.policy)
-    model = load_causal_lm(config.policy, device, train=False, tokenizer=tok)
-    context = model_context(model)
-    if config.max_new_tokens >= context:
-        raise UsageError(f"--max-new-tokens {config.max_new_tokens} leaves no room for a prompt "
-                         f"in the model's {context}-token context")
-    prompts = read_prompts(tok, config.prompts, max_prompt_tokens=context - config.max_new_tokens)
+    tok, model, prompts = load_sampler(sampling, device)
     objects = {line: obj for line, obj in read_jsonl(config.prompts)}
     judge = load_judge(config.judge, device, config.precision)
     N = config.num_samples

@@ -145,6 +145,18 @@ def generate_samples(model, tok, prompts: list[PromptRecord], config: GenerateCo
     return [results[(pi, k)] for pi in range(len(prompts)) for k in range(config.num_samples)]
 
 
+def load_sampler(config: GenerateConfig, device: torch.device):
+    """(tokenizer, model in eval mode, prompts) for sampling: the prompts encoded and checked to fit the model's
+    context with --max-new-tokens (shared with best-of-n)."""
+    tok = load_tokenizer(config.model)
+    model = load_causal_lm(config.model, device, train=False, tokenizer=tok)
+    context = model_context(model)
+    if config.max_new_tokens >= context:
+        raise UsageError(f"--max-new-tokens {config.max_new_tokens} leaves no room for a prompt "
+                         f"in the model's {context}-token context")
+    return tok, model, read_prompts(tok, config.prompts, max_prompt_tokens=context - config.max_new_tokens)
+
+
 def run_generate(config: GenerateConfig, *, on_metrics=None) -> Path:
     check_sampling(config)
     if not Path(config.prompts).is_file():
@@ -152,13 +164,7 @@ def run_generate(config: GenerateConfig, *, on_metrics=None) -> Path:
     if Path(config.out).exists():
         raise UsageError(f"{config.out}: output already exists; choose a new --out")
     device = resolve_device(config.device)
-    tok = load_tokenizer(config.model)
-    model = load_causal_lm(config.model, device, train=False, tokenizer=tok)
-    context = model_context(model)
-    if config.max_new_tokens >= context:
-        raise UsageError(f"--max-new-tokens {config.max_new_tokens} leaves no room for a prompt "
-                         f"in the model's {context}-token context")
-    prompts = read_prompts(tok, config.prompts, max_prompt_tokens=context - config.max_new_tokens)
+    tok, model, prompts = load_sampler(config, device)
     with torch.inference_mode():
         records = generate_samples(model, tok, prompts, config, device, on_metrics)
     with atomic_output_file(config.out) as tmp:
