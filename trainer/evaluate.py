@@ -28,7 +28,7 @@ from trainer.masks import pad_sequences
 from trainer.outputs import atomic_output_file
 from trainer.ppo import kl_estimate, load_prompts, response_logprobs
 from trainer.preference_data import load_preferences
-from trainer.reward_model import RewardScorer, evaluate_pairs, load_reward_model
+from trainer.reward_model import evaluate_pairs, load_reward_scorer
 from trainer.runtime import autocast, load_causal_lm, load_tokenizer, resolve_device, seed_everything
 from trainer.sampling import derive_seed, make_generator, sample_batch
 
@@ -106,17 +106,19 @@ def load_judge(spec: str, device, precision: str) -> Callable[[list[str], list[s
 
 def _rm_judge(path: str, device, precision: str):
     tok = load_tokenizer(path)
-    scorer = RewardScorer(load_reward_model(path, tok, device))
+    scorer = load_reward_scorer(path, tok, device)
 
     @torch.no_grad()
     def judge(prompts: list[str], responses: list[str]) -> list[float]:
         # the judge's own tokenizer, on prompt + response text, EOS appended (as in reward training)
         seqs = [tok(p + r)["input_ids"] + [tok.eos_token_id] for p, r in zip(prompts, responses)]
+        prompt_lengths = [min(len(tok(p)["input_ids"]), len(s) - 1) for p, s in zip(prompts, seqs)]
         out = []
         for i in range(0, len(seqs), 32):
             ids, mask = pad_sequences(seqs[i : i + 32], pad_token_id=tok.pad_token_id)
+            lengths = torch.tensor(prompt_lengths[i : i + 32], device=device)
             with autocast(device, precision):
-                out += scorer(ids.to(device), mask.to(device)).float().cpu().tolist()
+                out += scorer(ids.to(device), mask.to(device), lengths).float().cpu().tolist()
         return out
 
     return judge
@@ -209,7 +211,7 @@ def run_evaluate(config: EvaluateConfig, *, on_metrics=None) -> dict:
     if config.reward_model:
         tok = load_tokenizer(config.reward_model)
         pairs = load_preferences(config.data, tok, ties="half")
-        scorer = RewardScorer(load_reward_model(config.reward_model, tok, device))
+        scorer = load_reward_scorer(config.reward_model, tok, device)
         result["reward_model"] = evaluate_pairs(scorer, pairs.groups, pad_token_id=tok.pad_token_id, device=device,
                                                 precision=config.precision, batch_size=config.batch_size)
     if config.policy:

@@ -47,6 +47,14 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return (T - 1 - mask.flip(-1).argmax(-1)).where(mask.any(-1), torch.zeros_like(mask[:, 0]))
 
 
+def response_token_mask(attention_mask: torch.Tensor, prompt_lengths: torch.Tensor) -> torch.Tensor:
+    """Real tokens past each row's first `prompt_lengths` real tokens (the response, EOS included), for left or
+    right padding. attention_mask [B, T], prompt_lengths [B] -> [B, T] bool."""
+    real = attention_mask.bool()
+    index = attention_mask.long().cumsum(-1) - 1  # [B, T] position among the row's real tokens
+    return real & (index >= prompt_lengths.to(index.device)[:, None])
+
+
 def gather_at(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """values [B, T, ...] at one position per row index [B] -> [B, ...]."""
     return values[torch.arange(values.shape[0], device=values.device), index]

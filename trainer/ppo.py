@@ -54,9 +54,9 @@ from trainer.masks import (
     response_mask_after_eos,
 )
 from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
-from trainer.reward_model import RewardScorer, load_reward_model, use_fast_kernels_
-from trainer.runtime import (autocast, linear_decay, load_causal_lm, load_tokenizer, resolve_device, seed_everything,
-                             total_steps_for)
+from trainer.reward_model import RewardScorer, load_reward_model, load_reward_scorer, use_fast_kernels_
+from trainer.runtime import (autocast, check_same_tokenizer, linear_decay, load_causal_lm, load_tokenizer, resolve_device,
+                             seed_everything, total_steps_for)
 from trainer.sampling import derive_seed, make_generator, sample_batch
 from trainer.sft import model_context
 
@@ -313,11 +313,6 @@ def load_prompts(path: str | Path, tokenizer, max_prompt_tokens: int = 0) -> lis
     return prompts
 
 
-def _check_same_tokenizer(tok, other, what: str) -> None:
-    if tok.get_vocab() != other.get_vocab() or tok.eos_token_id != other.eos_token_id:
-        raise UsageError(f"{what} uses a different tokenizer than the policy (token ids would not match; trl#1979)")
-
-
 # ----------------------------------------------------------------------------- checkpoints
 
 
@@ -367,16 +362,17 @@ def train_ppo(config: PPOConfig, *, on_metrics: Callable[[dict], None] | None = 
     if config.batch_size < config.num_minibatches:
         raise UsageError("--batch-size must be at least --num-minibatches")
     tok = load_tokenizer(config.policy)
-    _check_same_tokenizer(tok, load_tokenizer(config.reward_model), "--reward-model")
+    check_same_tokenizer(tok, load_tokenizer(config.reward_model), "--reward-model")
     policy = load_causal_lm(config.policy, device, tokenizer=tok)  # eval mode: dropout off
     context = model_context(policy)
     if config.max_new_tokens >= context:
         raise UsageError(f"--max-new-tokens {config.max_new_tokens} leaves no room in the {context}-token context")
     prompts = load_prompts(config.prompts, tok, max_prompt_tokens=context - config.max_new_tokens)
     ref = load_causal_lm(config.ref or config.policy, device, tokenizer=tok).requires_grad_(False)
-    reward = RewardScorer(load_reward_model(config.reward_model, tok, device)).requires_grad_(False)
+    reward = load_reward_scorer(config.reward_model, tok, device).requires_grad_(False)
     value = RewardScorer(load_reward_model(config.value_model or config.reward_model, tok, device))
-    for m in (policy, ref, reward.model, value.model):
+    reward_lm = [reward.likelihood.lm] if reward.likelihood is not None else []
+    for m in (policy, ref, reward.model, *reward_lm, value.model):
         use_fast_kernels_(m, device, config.precision)
     params = [p for p in list(policy.parameters()) + list(value.parameters()) if p.requires_grad]
     # fused: one kernel over all tensors instead of ~10 ops per parameter tensor (≈200 tensors here)
@@ -473,7 +469,8 @@ def make_rollout(policy, ref, reward: RewardScorer, value: RewardScorer, tok, ba
     old_lp, values = first_forward[0].detach(), first_forward[2].detach().float()
     with autocast(device, cfg.precision):
         ref_lp = response_logprobs(ref, ids, mask, P, cfg.temperature, banned_token=banned)
-        scores = reward(ids, mask).float()  # [B] at the last real token (the EOS when there is one)
+        # [B] at the last real token (the EOS when there is one); prompts are left-padded to P
+        scores = reward(ids, mask, prompt_mask.sum(-1)).float()
     finished = out.finished.to(device)
     scores = scores - cfg.missing_eos_penalty * (~finished).float()
     m = response_mask

@@ -6,6 +6,13 @@ this module at the last real token (the EOS) with positions counted over real to
 padding give the same score (HF's pooling finds the last non-PAD token, but GPT-2 gives a left-padded row
 shifted positions unless position_ids are passed).
 
+Likelihood feature (`--likelihood-model DIR`, the SFT model): the score adds w · (mean log-probability of the
+response's tokens under that frozen causal LM), w learned with the head. The model's own belief in an answer is what
+tells a right answer from a wrong one in the same style, which a head trained on a few hundred labels does not learn
+to read out of the backbone (measured: bench/rlhf_efficacy.py, README). The directory then also holds
+`likelihood_feature.json` (the LM's path and w): load it with `load_reward_scorer`; HF's classifier alone gives the
+head's part of the score only.
+
 Speed: chosen and rejected (all K responses of a ranking) go through one forward; batches are padded to
 their own longest sequence; optional bf16 autocast (`--precision bf16`) with fp32 master weights.
 Distributed: under `torchrun`/`accelerate launch` (WORLD_SIZE > 1) each process takes every world-th group
@@ -15,6 +22,7 @@ process's on the same global batch.
 from __future__ import annotations
 
 import gc
+import json
 import math
 import os
 from contextlib import nullcontext
@@ -27,11 +35,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer.config import TrainConfig, UsageError
-from trainer.masks import gather_at, last_token_index, pad_sequences, position_ids_from_mask
+from trainer.masks import (gather_at, gather_logprobs, last_token_index, masked_mean, pad_sequences,
+                           position_ids_from_mask, response_token_mask)
 from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
 from trainer.preference_data import PreferenceGroup, load_preferences
-from trainer.runtime import (autocast, epochs_for, linear_decay, load_tokenizer, resolve_device, seed_everything,
-                             total_steps_for, uses_bf16)
+from trainer.runtime import (autocast, check_same_tokenizer, epochs_for, linear_decay, load_causal_lm, load_tokenizer,
+                             resolve_device, seed_everything, total_steps_for, uses_bf16)
+
+LIKELIHOOD_FILE = "likelihood_feature.json"
 
 
 @dataclass(kw_only=True)
@@ -52,6 +63,10 @@ class RewardConfig(TrainConfig):
     center_on_chosen: bool = field(default=True, metadata={
         "help": "After training, shift scores so the preferred responses of the training data average 0."})
     log_every: int = field(default=1, metadata={"help": "Write a metrics line every N steps."})
+    likelihood_model: str = field(default="", metadata={
+        "help": "Frozen causal LM (the SFT model) whose mean response log-probability is added to the score with a "
+                "learned weight; empty = off."})
+    likelihood_lr: float = field(default=0.1, metadata={"help": "Learning rate of the likelihood feature's weight."})
 
 
 # ----------------------------------------------------------------------------- model
@@ -115,32 +130,93 @@ def use_fast_kernels_(model: nn.Module, device: torch.device, precision: str) ->
     return model
 
 
-class RewardScorer(nn.Module):
-    """Score at the last real token. Wraps the HF model so DDP sees one forward (gradient sync hooks)."""
+class LikelihoodFeature(nn.Module):
+    """weight · mean log-probability of each row's response tokens (EOS included, temperature 1) under a frozen
+    causal LM; only the weight trains."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, lm: nn.Module, model_path: str, weight: float = 0.0):
+        super().__init__()
+        self.lm = lm.requires_grad_(False)
+        self.model_path = model_path
+        self.weight = nn.Parameter(torch.tensor(float(weight)))
+
+    @torch.no_grad()
+    def mean_logprob(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     prompt_lengths: torch.Tensor) -> torch.Tensor:
+        logits = self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                         position_ids=position_ids_from_mask(attention_mask)).logits  # [B, T, V]
+        logprobs = gather_logprobs(logits, input_ids)  # [B, T-1]: token t under the logits at t-1
+        response = response_token_mask(attention_mask, prompt_lengths)[:, 1:]  # [B, T-1]
+        return masked_mean(logprobs, response, dim=1)  # [B]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_lengths: torch.Tensor):
+        return self.weight * self.mean_logprob(input_ids, attention_mask, prompt_lengths)  # [B]
+
+
+def load_likelihood_feature(model_path: str | Path, tokenizer, device, weight: float = 0.0) -> LikelihoodFeature:
+    check_same_tokenizer(tokenizer, load_tokenizer(model_path), f"likelihood model {model_path}")
+    lm = load_causal_lm(model_path, device, tokenizer=tokenizer)  # eval mode: dropout off
+    return LikelihoodFeature(lm, str(Path(model_path).resolve()), weight).to(device)
+
+
+def save_likelihood_feature(directory: Path, feature: LikelihoodFeature) -> None:
+    (directory / LIKELIHOOD_FILE).write_text(json.dumps({
+        "model": feature.model_path, "weight": float(feature.weight.detach()),
+        "feature": "mean log-probability of the response tokens (EOS included) under model, temperature 1",
+    }, indent=2) + "\n", encoding="utf-8")
+
+
+def load_reward_scorer(path: str | Path, tokenizer, device: torch.device | str = "cpu") -> "RewardScorer":
+    """A trained reward model as it scores: the classifier, plus its likelihood feature when it has one."""
+    model = load_reward_model(path, tokenizer, device)
+    spec_file = Path(path) / LIKELIHOOD_FILE
+    if not spec_file.is_file():
+        return RewardScorer(model)
+    try:
+        spec = json.loads(spec_file.read_text(encoding="utf-8"))
+        model_path, weight = spec["model"], float(spec["weight"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"{spec_file}: not a likelihood feature file: {e}") from None
+    if not Path(model_path).is_dir():
+        raise UsageError(f"{spec_file}: its likelihood model {model_path} is missing")
+    return RewardScorer(model, load_likelihood_feature(model_path, tokenizer, device, weight))
+
+
+class RewardScorer(nn.Module):
+    """Score at the last real token (+ the likelihood feature). Wraps the HF model so DDP sees one forward."""
+
+    def __init__(self, model: nn.Module, likelihood: LikelihoodFeature | None = None):
         super().__init__()
         self.model = model
+        self.likelihood = likelihood
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         out = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask,
                                     position_ids=position_ids_from_mask(attention_mask), use_cache=False)
         return out.last_hidden_state  # [B, T, d]
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                prompt_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """prompt_lengths [B] (real prompt tokens of each row) is needed with a likelihood feature only."""
         hidden = self.hidden_states(input_ids, attention_mask)  # [B, T, d]
         last = gather_at(hidden, last_token_index(attention_mask))  # [B, d]
-        return self.model.score(last).squeeze(-1).float()  # [B]
+        score = self.model.score(last).squeeze(-1).float()  # [B]
+        if self.likelihood is not None:
+            if prompt_lengths is None:
+                raise ValueError("this reward model has a likelihood feature: pass prompt_lengths")
+            score = score + self.likelihood(input_ids, attention_mask, prompt_lengths).float()
+        return score
 
     def token_values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The head at every position (PPO's value model). -> [B, T]."""
         return self.model.score(self.hidden_states(input_ids, attention_mask)).squeeze(-1).float()
 
 
-def score_sequences(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def score_sequences(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    prompt_lengths: torch.Tensor | None = None) -> torch.Tensor:
     """Reward of each row at its last real token. [B, T] -> [B]."""
     scorer = model if isinstance(model, RewardScorer) else RewardScorer(model)
-    return scorer(input_ids, attention_mask)
+    return scorer(input_ids, attention_mask, prompt_lengths)
 
 
 def shift_scores_(model: nn.Module, offset: float) -> str:
@@ -192,6 +268,7 @@ def bradley_terry_loss(r_better: torch.Tensor, r_worse: torch.Tensor, margin: to
 class GroupBatch:
     input_ids: torch.Tensor  # [S, T] every response of every group, right-padded
     attention_mask: torch.Tensor  # [S, T]
+    prompt_lengths: torch.Tensor  # [S]
     better: torch.Tensor  # [N] row of the preferred response of each pair
     worse: torch.Tensor  # [N]
     margin: torch.Tensor  # [N]
@@ -202,10 +279,11 @@ class GroupBatch:
 
 
 def collate_groups(groups: list[PreferenceGroup], pad_token_id: int) -> GroupBatch:
-    seqs, better, worse, margin, target, weight, identical = [], [], [], [], [], [], []
+    seqs, prompt_lengths, better, worse, margin, target, weight, identical = [], [], [], [], [], [], [], []
     for g in groups:
         base = len(seqs)
         seqs.extend(g.sequences)
+        prompt_lengths.extend(g.prompt_lengths)
         for p in g.pairs:
             better.append(base + p.better)
             worse.append(base + p.worse)
@@ -215,14 +293,15 @@ def collate_groups(groups: list[PreferenceGroup], pad_token_id: int) -> GroupBat
             identical.append(g.sequences[p.better] == g.sequences[p.worse])
     ids, mask = pad_sequences(seqs, pad_token_id=pad_token_id, side="right")
     t = lambda v, dt=torch.float32: torch.tensor(v, dtype=dt)  # noqa: E731
-    return GroupBatch(ids, mask, t(better, torch.long), t(worse, torch.long), t(margin), t(target), t(weight),
+    return GroupBatch(ids, mask, t(prompt_lengths, torch.long), t(better, torch.long), t(worse, torch.long), t(margin), t(target), t(weight),
                       len(groups), t(identical, torch.bool))
 
 
 def batch_losses(scorer: nn.Module, batch: GroupBatch, device, precision: str, center_coef: float):
     """(per-pair losses [N], scores [S]) for one collated batch."""
     with autocast(device, precision):
-        scores = scorer(batch.input_ids.to(device), batch.attention_mask.to(device))  # [S]
+        scores = scorer(batch.input_ids.to(device), batch.attention_mask.to(device),
+                        batch.prompt_lengths.to(device))  # [S]
     rb, rw = scores[batch.better.to(device)], scores[batch.worse.to(device)]
     losses = bradley_terry_loss(rb, rw, batch.margin.to(device), batch.target.to(device), center_coef)
     return losses, scores
@@ -335,12 +414,21 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
                 if config.eval_data else None)
     model = use_fast_kernels_(load_reward_model(config.model, tok, device, new_head_seed=config.seed), device,
                               config.precision)
-    scorer: nn.Module = RewardScorer(model)
+    likelihood = None
+    if config.likelihood_model:
+        likelihood = load_likelihood_feature(config.likelihood_model, tok, device)
+        use_fast_kernels_(likelihood.lm, device, config.precision)
+    scorer: nn.Module = RewardScorer(model, likelihood)
+    own_scorer = scorer
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         scorer = DistributedDataParallel(scorer, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    param_groups = [{"params": list(model.parameters()), "lr": config.lr, "weight_decay": config.weight_decay}]
+    if likelihood is not None:  # one scalar: its own, larger step (at the backbone's lr it would barely move)
+        param_groups.append({"params": [likelihood.weight], "lr": config.likelihood_lr, "weight_decay": 0.0})
+    trained = [p for g in param_groups for p in g["params"]]
+    optimizer = torch.optim.AdamW(param_groups)
     groups = train_set.groups
     batches_per_epoch = math.ceil(len(groups) / config.batch_size)
     total_steps = total_steps_for(epochs=config.epochs, batches_per_epoch=batches_per_epoch, max_steps=config.max_steps)
@@ -384,7 +472,7 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
                         sums[4] += float(scores.sum())
                         sums[5] += float((scores ** 2).sum())
                         n_scores += scores.numel()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                grad_norm = torch.nn.utils.clip_grad_norm_(trained, config.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 lr = scheduler.get_last_lr()[0]
@@ -394,11 +482,13 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
                 n_scores = sums.pop()
                 if log is not None and (step % config.log_every == 0 or step == total_steps):
                     mean = sums[4] / max(n_scores, 1)
+                    weight_metric = ({} if likelihood is None else
+                                     {"likelihood_weight": float(likelihood.weight.detach())})
                     log.log(step, total_steps, epoch=epoch + (start + len(global_batch)) / len(groups),
                             loss=sums[0] / len(global_batch), accuracy=sums[1] / max(sums[2], 1),
                             margin=sums[3] / max(sums[2], 1), reward_mean=mean,
                             reward_std=math.sqrt(max(sums[5] / max(n_scores, 1) - mean * mean, 0.0)),
-                            grad_norm=float(grad_norm), lr=lr)
+                            grad_norm=float(grad_norm), lr=lr, **weight_metric)
                 if bar is not None:
                     bar.update(1)
         if bar is not None:
@@ -406,11 +496,12 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
 
         final: dict[str, float] = {}
         if config.center_on_chosen and rank == 0:
-            offset = mean_preferred_score(model, groups, pad_token_id=pad, device=device, precision=config.precision)
+            offset = mean_preferred_score(own_scorer, groups, pad_token_id=pad, device=device,
+                                          precision=config.precision)
             where = shift_scores_(model, offset)
             final["reward_offset"] = offset if where else 0.0
         if eval_set is not None and rank == 0:
-            ev = evaluate_pairs(RewardScorer(model), eval_set.groups, pad_token_id=pad, device=device,
+            ev = evaluate_pairs(own_scorer, eval_set.groups, pad_token_id=pad, device=device,
                                 precision=config.precision)
             final.update({f"eval_{k}": v for k, v in ev.items()})
         if log is not None:
@@ -421,6 +512,8 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
         if rank == 0:
             model.save_pretrained(tmp)
             tok.save_pretrained(tmp)
+            if likelihood is not None:
+                save_likelihood_feature(tmp, likelihood)
             save_trainer_config(tmp, "reward", config)
     if world > 1:
         import torch.distributed as dist
@@ -446,22 +539,23 @@ class _NoOutput:
 
 
 @torch.no_grad()
-def mean_preferred_score(model, groups: list[PreferenceGroup], *, pad_token_id: int, device, precision: str,
-                         limit: int = 1024) -> float:
+def mean_preferred_score(scorer: RewardScorer, groups: list[PreferenceGroup], *, pad_token_id: int, device,
+                         precision: str, limit: int = 1024) -> float:
     """Mean score of the preferred response of each pair (the demonstrations the policy starts near),
     on up to `limit` groups: the offset that centres the reward at 0 (checklist: 'add a bias')."""
-    scorer = RewardScorer(model)
-    seqs = []
+    seqs, prompt_lengths = [], []
     for g in groups[:limit]:
         best = {p.better for p in g.pairs if p.target == 1.0}
         seqs.extend(g.sequences[i] for i in sorted(best))
+        prompt_lengths.extend(g.prompt_lengths[i] for i in sorted(best))
     if not seqs:
         return 0.0
     total = 0.0
     for i in range(0, len(seqs), 64):
         ids, mask = pad_sequences(seqs[i : i + 64], pad_token_id=pad_token_id)
+        lengths = torch.tensor(prompt_lengths[i : i + 64], device=device)
         with autocast(device, precision):
-            total += float(scorer(ids.to(device), mask.to(device)).sum())
+            total += float(scorer(ids.to(device), mask.to(device), lengths).sum())
     return total / len(seqs)
 
 

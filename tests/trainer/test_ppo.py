@@ -337,3 +337,27 @@ def test_first_update_reusing_the_scoring_forward_equals_a_fresh_forward(assets)
     # several minibatches: the first one is not the whole batch, so no graph is kept
     cfg2 = _cfg(assets, assets["dir"] / "unused", num_minibatches=2)
     assert make_rollout(policy, ref, reward, value, tok, _batch(tok), 0, cfg2, 0.05, torch.device("cpu")).first_forward is None
+
+
+def test_a_reward_model_with_a_likelihood_feature_scores_left_padded_rollouts_as_it_scores_rows_alone(tmp_path,
+                                                                                                    assets):
+    from trainer.reward_model import load_reward_scorer
+
+    rm = train_reward(RewardConfig(model=str(assets["lm"]), data=str(assets["dir"] / "pref.jsonl"),
+                                   out=str(tmp_path / "rm"), lr=3e-3, device="cpu", max_steps=4,
+                                   likelihood_model=str(assets["lm"]), likelihood_lr=0.5))
+    tok, policy, ref, _, value = _models(assets)
+    reward = load_reward_scorer(rm, tok).requires_grad_(False)
+    assert reward.likelihood is not None and float(reward.likelihood.weight) != 0.0
+    cfg = _cfg(assets, tmp_path / "unused", max_new_tokens=4)
+    batch = _batch(tok)  # prompts of 2 and 1 tokens: left-padded to 2
+    r = make_rollout(policy, ref, reward, value, tok, batch, 0, cfg, 0.1, torch.device("cpu"))
+    rows = [prompt + r.ids[i, r.prompt_width:][r.response_mask[i]].tolist() for i, (_, prompt) in enumerate(batch)]
+    ids, mask = pad_sequences(rows, pad_token_id=tok.pad_token_id, side="right")
+    with torch.no_grad():
+        alone = reward(ids, mask, torch.tensor([len(prompt) for _, prompt in batch]))
+    penalty = cfg.missing_eos_penalty * (~r.finished).float()
+    assert torch.allclose(r.scores, alone - penalty, atol=1e-4)
+    # and a PPO run against it completes
+    out = train_ppo(_cfg(assets, tmp_path / "ppo", reward_model=str(rm), max_steps=2))
+    assert all(math.isfinite(x["objective/scores"]) for x in _lines(out) if "objective/scores" in x)

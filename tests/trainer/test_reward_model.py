@@ -194,3 +194,119 @@ def test_fast_kernels_keep_the_function(lm_dir):
         assert type(model.transformer.h[0].mlp.act).__name__ == "GELU"
         after = RewardScorer(model)(ids, mask)  # eager attention now, fp32 here
     assert torch.allclose(before, after, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- likelihood feature
+
+
+@pytest.fixture(scope="module")
+def peaked_lm_dir(tmp_path_factory):
+    """The tiny LM with its embeddings scaled up: sharp next-token distributions, so sequences differ in
+    log-likelihood by nats (a random tiny LM is nearly uniform)."""
+    from transformers import GPT2LMHeadModel
+
+    d = build_tiny_lm(tmp_path_factory.mktemp("peaked-lm"), seed=4)
+    lm = GPT2LMHeadModel.from_pretrained(d)
+    with torch.no_grad():
+        lm.transformer.wte.weight.mul_(20.0)
+    lm.save_pretrained(d)
+    return d
+
+
+def _manual_mean_logprob(lm, seq, prompt_len):
+    with torch.no_grad():
+        logits = lm(torch.tensor([seq])).logits[0]  # [T, V], one row: no padding at all
+    lp = torch.log_softmax(logits[:-1].float(), -1).gather(-1, torch.tensor(seq)[1:, None]).squeeze(-1)
+    return float(lp[prompt_len - 1:].mean())  # tokens prompt_len .. T-1 (the response and its EOS)
+
+
+def test_likelihood_feature_is_the_mean_response_logprob_for_either_padding(peaked_lm_dir):
+    from trainer.reward_model import LikelihoodFeature
+    from trainer.runtime import load_causal_lm
+
+    tok = load_tokenizer(peaked_lm_dir)
+    lm = load_causal_lm(peaked_lm_dir, tokenizer=tok)
+    feature = LikelihoodFeature(lm, str(peaked_lm_dir), weight=2.0)
+    prompts = [tok(" na nb nc")["input_ids"], tok(" nd")["input_ids"]]
+    responses = [tok(" ga")["input_ids"], tok(" gb bb ga na")["input_ids"]]
+    seqs = [p + r + [tok.eos_token_id] for p, r in zip(prompts, responses)]
+    lengths = torch.tensor([len(p) for p in prompts])
+    want = torch.tensor([_manual_mean_logprob(lm, s, len(p)) for s, p in zip(seqs, prompts)])
+    for side in ("right", "left"):
+        ids, mask = pad_sequences(seqs, pad_token_id=tok.pad_token_id, side=side)
+        got = feature.mean_logprob(ids, mask, lengths)
+        assert torch.allclose(got, want, atol=1e-4), (side, got, want)
+        assert torch.allclose(feature(ids, mask, lengths), 2.0 * want, atol=1e-4)
+    assert not any(p.requires_grad for p in feature.lm.parameters())
+
+
+def _likelihood_ordered_pairs(lm_dir, n, seed):
+    """Pairs whose better response is the one the LM finds more likely: only the feature can order them."""
+    from trainer.reward_model import LikelihoodFeature
+    from trainer.runtime import load_causal_lm
+
+    tok = load_tokenizer(lm_dir)
+    feature = LikelihoodFeature(load_causal_lm(lm_dir, tokenizer=tok), str(lm_dir))
+    rng = random.Random(seed)
+    words = GOOD + NEUTRAL
+    rows = []
+    for _ in range(n):
+        prompt = " " + " ".join(rng.choice(NEUTRAL) for _ in range(3))
+        a, b = (" " + " ".join(rng.choice(words) for _ in range(4)) for _ in range(2))
+        seqs = [tok(prompt + r)["input_ids"] + [tok.eos_token_id] for r in (a, b)]
+        ids, mask = pad_sequences(seqs, pad_token_id=tok.pad_token_id)
+        plen = len(tok(prompt)["input_ids"])
+        fa, fb = feature.mean_logprob(ids, mask, torch.tensor([plen, plen])).tolist()
+        rows.append({"prompt": prompt, "chosen": a if fa > fb else b, "rejected": b if fa > fb else a})
+    return rows
+
+
+def test_rm_learns_to_read_its_likelihood_feature_and_every_reader_applies_it(tmp_path, peaked_lm_dir):
+    from trainer.evaluate import load_judge
+    from trainer.reward_model import LIKELIHOOD_FILE, load_reward_scorer
+
+    train = write_jsonl(tmp_path / "train.jsonl", _likelihood_ordered_pairs(peaked_lm_dir, 160, seed=1))
+    held = write_jsonl(tmp_path / "held.jsonl", _likelihood_ordered_pairs(peaked_lm_dir, 60, seed=2))
+    # the backbone and head barely move (lr 1e-8): what orders held-out pairs is the feature's weight or nothing
+    common = dict(eval_data=str(held), lr=1e-8, epochs=3, likelihood_lr=0.5)
+    _, plain = _train(tmp_path, peaked_lm_dir, train, name="plain", **common)
+    out, lines = _train(tmp_path, peaked_lm_dir, train, name="feature", likelihood_model=str(peaked_lm_dir), **common)
+    assert plain[-1]["eval_accuracy"] < 0.75, plain[-1]
+    assert lines[-1]["eval_accuracy"] >= 0.9, lines[-1]
+    spec = json.loads((out / LIKELIHOOD_FILE).read_text())
+    assert spec["model"] == str(peaked_lm_dir.resolve()) and spec["weight"] > 1.0
+    assert lines[-2]["likelihood_weight"] == pytest.approx(spec["weight"])
+    # reloaded, it scores held-out pairs as it did at the end of training
+    tok = load_tokenizer(out)
+    from trainer.preference_data import load_preferences
+
+    groups = load_preferences(held, tok).groups
+    scorer = load_reward_scorer(out, tok)
+    assert scorer.likelihood is not None
+    again = evaluate_pairs(scorer, groups, pad_token_id=tok.pad_token_id, device="cpu")
+    assert again["accuracy"] == pytest.approx(lines[-1]["eval_accuracy"])
+    # the rm: judge (best-of-n, label-ai, evaluate) = head + weight * feature on prompt + response text
+    rows = [json.loads(x) for x in held.read_text().splitlines()][:4]
+    judged = load_judge(f"rm:{out}", "cpu", "fp32")([r["prompt"] for r in rows], [r["chosen"] for r in rows])
+    seqs = [tok(r["prompt"] + r["chosen"])["input_ids"] + [tok.eos_token_id] for r in rows]
+    ids, mask = pad_sequences(seqs, pad_token_id=tok.pad_token_id)
+    lengths = torch.tensor([len(tok(r["prompt"])["input_ids"]) for r in rows])
+    with torch.no_grad():
+        head = RewardScorer(load_reward_model(out, tok))(ids, mask)
+        want = head + spec["weight"] * scorer.likelihood.mean_logprob(ids, mask, lengths)
+    assert torch.allclose(torch.tensor(judged), want, atol=1e-4)
+    assert not torch.allclose(head, want, atol=1e-2)
+
+
+def test_a_reward_model_whose_likelihood_model_is_gone_is_refused(tmp_path, lm_dir, pref_files):
+    import shutil
+
+    from trainer.config import UsageError
+    from trainer.reward_model import LIKELIHOOD_FILE, load_reward_scorer
+
+    lm_copy = shutil.copytree(lm_dir, tmp_path / "lm-copy")
+    out, _ = _train(tmp_path, lm_dir, pref_files[0], max_steps=1, likelihood_model=str(lm_copy))
+    assert (out / LIKELIHOOD_FILE).is_file()
+    shutil.rmtree(lm_copy)
+    with pytest.raises(UsageError, match="likelihood model .* is missing"):
+        load_reward_scorer(out, load_tokenizer(out))
