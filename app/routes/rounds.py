@@ -47,7 +47,8 @@ api = APIRouter(prefix="/api/v1", tags=["rounds"])
 ROUND_FIELDS = [("seed", "Seed"), ("source", "Annotations"), ("since", "Since (ISO time)"),
                 ("min_agreement", "Minimum agreement"), ("min_pairs", "Minimum preference pairs"),
                 ("policy_init", "Policy starts from"), ("reference", "Reference (KL)"),
-                ("reward_init", "Reward model starts from"), ("eval_prompts", "Eval prompts"),
+                ("reward_init", "Reward model starts from"),
+                ("reward_likelihood", "Reward adds the SFT model's log-likelihood"), ("eval_prompts", "Eval prompts"),
                 ("eval_samples", "Samples per eval prompt"),
                 ("gold_judge", "Gold judge (module:function)")]
 STAGE_FIELDS = {
@@ -60,7 +61,8 @@ STAGE_FIELDS = {
 }
 NEXT_TASK_FIELDS = ["prompts", "k", "kind", "overlap", "temperature", "max_new_tokens"]
 CHOICES = {"source": ["all", "human", "ai"], "policy_init": ["current", "sft"], "reference": ["sft", "current"],
-           "reward_init": ["sft", "previous"], "next_tasks.kind": ["pairwise", "ranking"]}
+           "reward_init": ["sft", "previous"], "reward_likelihood": ["true", "false"],
+           "next_tasks.kind": ["pairwise", "ranking"]}
 
 
 def stage_defaults(stage: str) -> dict[str, Any]:

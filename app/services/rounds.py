@@ -5,7 +5,8 @@ One round, each training step a `python -m trainer STAGE --config <file>` child 
     snapshot   rounds/<id>/snapshot/ (app.services.snapshots): exports + prompts + manifest.json
     reward     a reward model on all preferences up to the snapshot (rankings whole, pairwise choices as pairs),
                initialised from the SFT ancestor (or the previous reward model), a held-out slice of the
-               annotations for its accuracy
+               annotations for its accuracy; it adds the SFT ancestor's mean response log-likelihood with a
+               learned weight (reward_likelihood)
     ppo | dpo  from the current policy; reference = the SFT ancestor; PPO's value model from the new RM
     | rs       or rejection sampling: the new RM's best of N samples of the current policy per train prompt
                (`trainer best-of-n`), then SFT of the current policy on them (Llama 2's rejection-sampling rounds)
@@ -59,7 +60,7 @@ ACTIVE_ROUND_INDEX = "uq_jobs_one_active_round"
 
 # Trainer flags a round sets itself (paths); the rest of each stage's flags may come from the round config.
 RESERVED_FLAGS = {
-    "reward": {"model", "data", "eval_data", "out", "seed"},
+    "reward": {"model", "data", "eval_data", "out", "seed", "likelihood_model"},
     "ppo": {"policy", "reward_model", "prompts", "out", "ref", "value_model", "resume", "seed"},
     "dpo": {"policy", "data", "out", "ref", "seed"},
     "rs": {"policy", "judge", "prompts", "out", "seed"},
@@ -123,6 +124,9 @@ class RoundConfig(BaseModel):
     snapshot_from: int | None = Field(None, description="Rerun on this round's snapshot instead of a new one.")
     # what trains from what
     reward_init: Literal["sft", "previous"] = "sft"
+    reward_likelihood: bool = Field(True, description=(
+        "The reward model adds the SFT ancestor's mean response log-likelihood, its weight learned with the head: "
+        "what tells a right answer from a wrong one said alike."))
     policy_init: Literal["current", "sft"] = "current"
     reference: Literal["sft", "current"] = "sft"
     # trainer flags per stage (on top of STAGE_DEFAULTS)
@@ -417,6 +421,8 @@ def train_reward(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: dict, m
              "seed": cfg.seed}
     if held is not None:
         flags["eval_data"] = str(held)
+    if cfg.reward_likelihood:
+        flags["likelihood_model"] = lineage["sft"].path
     lines = run_stage(ctx, stage="reward", trainer_stage="reward", out=rdir / "reward", flags=flags)
     return {"init_id": init.id, "train_pairs": n_train, "eval_pairs": n_eval, **last_values(lines)}
 

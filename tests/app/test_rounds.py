@@ -3,6 +3,7 @@ the trainer's tiny LM (snapshot -> reward -> PPO/DPO -> evaluate -> register -> 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -134,6 +135,12 @@ def test_ppo_round_registers_a_new_current_policy_and_makes_next_tasks(db, setti
     ppo_config = json.loads((settings.data_dir / "rounds" / str(job.id) / "ppo.config.json").read_text())
     assert ppo_config["ref"] == str(tiny_lm_dir) and ppo_config["policy"] == str(tiny_lm_dir)
     assert ppo_config["reward_model"].endswith("/reward")
+    # by default the reward model adds the SFT ancestor's log-likelihood, its weight learned and saved with it
+    rm_dir = settings.data_dir / "rounds" / str(job.id) / "reward"
+    assert json.loads((rm_dir.parent / "reward.config.json").read_text())["likelihood_model"] == str(tiny_lm_dir)
+    feature = json.loads((rm_dir / "likelihood_feature.json").read_text())
+    assert feature["model"] == str(Path(tiny_lm_dir).resolve())
+    assert result["reward"]["likelihood_weight"] == pytest.approx(feature["weight"])
     stages = set(db.scalars(select(JobMetric.stage).where(JobMetric.job_id == job.id)))
     assert {"reward", "ppo"} <= stages
 
@@ -161,7 +168,7 @@ def test_ppo_round_registers_a_new_current_policy_and_makes_next_tasks(db, setti
 
 def test_rerun_on_the_same_snapshot_and_seed_gives_the_same_metrics_and_dpo_rounds_work(db, settings, tiny_lm_dir):
     labelled_world(db, tiny_lm_dir, train=16, eval=4)
-    config = tiny_round_config(algo="dpo", eval_prompts=3, next_tasks={"prompts": 0})
+    config = tiny_round_config(algo="dpo", eval_prompts=3, next_tasks={"prompts": 0}, reward_likelihood=False)
     first = start_round(db, config=config)
     db.commit()
     run_worker_once(settings)
@@ -178,6 +185,8 @@ def test_rerun_on_the_same_snapshot_and_seed_gives_the_same_metrics_and_dpo_roun
     second = db.get(Job, second.id)
     assert second.status == "succeeded", second.error
     one, two = (settings.data_dir / "rounds" / str(j.id) for j in (first, second))
+    assert "likelihood_model" not in json.loads((one / "reward.config.json").read_text())  # switched off
+    assert not (one / "reward" / "likelihood_feature.json").exists()
     assert (one / "snapshot" / "manifest.json").read_bytes() == (two / "snapshot" / "manifest.json").read_bytes()
     for stage in ("reward", "policy"):
         lines_one = (one / stage / "metrics.jsonl").read_text().splitlines()
