@@ -59,6 +59,7 @@ def round_config(args, size) -> dict:
         "baseline": "sft",
         "gold_judge": "trainer.world.judge:score",
         "reward": {"epochs": args.rm_epochs, "batch_size": args.rm_batch_size, "lr": args.rm_lr},
+        "reward_likelihood": not args.no_rm_likelihood,
         "ppo": {"max_steps": args.ppo_steps, "batch_size": 32, "lr": args.ppo_lr, "kl_coef": args.kl_coef,
                 "ppo_epochs": 4, "num_minibatches": 2, "max_new_tokens": size.max_new_tokens, "temperature": 0.7},
         "dpo": {"epochs": args.dpo_epochs, "batch_size": 16, "lr": args.dpo_lr, "beta": args.dpo_beta},
@@ -167,6 +168,8 @@ def main() -> int:
     parser.add_argument("--rm-epochs", type=int, default=4)
     parser.add_argument("--rm-lr", type=float, default=1e-4)
     parser.add_argument("--rm-batch-size", type=int, default=16)
+    parser.add_argument("--no-rm-likelihood", action="store_true",
+                        help="the reward model without the SFT model's log-likelihood feature (before stop 30)")
     parser.add_argument("--ppo-steps", type=int, default=90,
                         help="PPO steps of 32 episodes (90: about 3 passes over 1,000 prompts)")
     parser.add_argument("--ppo-lr", type=float, default=3e-5)
