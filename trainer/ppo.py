@@ -55,8 +55,8 @@ from trainer.masks import (
 )
 from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
 from trainer.reward_model import RewardScorer, load_reward_model, load_reward_scorer, use_fast_kernels_
-from trainer.runtime import (autocast, check_same_tokenizer, linear_decay, load_causal_lm, load_tokenizer, resolve_device,
-                             seed_everything, total_steps_for)
+from trainer.runtime import (autocast, check_same_tokenizer, linear_decay, load_causal_lm, load_tokenizer,
+                             resolve_device, seed_everything, total_steps_for)
 from trainer.sampling import derive_seed, make_generator, sample_batch
 from trainer.sft import model_context
 

@@ -293,8 +293,8 @@ def collate_groups(groups: list[PreferenceGroup], pad_token_id: int) -> GroupBat
             identical.append(g.sequences[p.better] == g.sequences[p.worse])
     ids, mask = pad_sequences(seqs, pad_token_id=pad_token_id, side="right")
     t = lambda v, dt=torch.float32: torch.tensor(v, dtype=dt)  # noqa: E731
-    return GroupBatch(ids, mask, t(prompt_lengths, torch.long), t(better, torch.long), t(worse, torch.long), t(margin), t(target), t(weight),
-                      len(groups), t(identical, torch.bool))
+    return GroupBatch(ids, mask, t(prompt_lengths, torch.long), t(better, torch.long), t(worse, torch.long), t(margin),
+                      t(target), t(weight), len(groups), t(identical, torch.bool))
 
 
 def batch_losses(scorer: nn.Module, batch: GroupBatch, device, precision: str, center_coef: float):

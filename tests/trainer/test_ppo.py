@@ -339,8 +339,7 @@ def test_first_update_reusing_the_scoring_forward_equals_a_fresh_forward(assets)
     assert make_rollout(policy, ref, reward, value, tok, _batch(tok), 0, cfg2, 0.05, torch.device("cpu")).first_forward is None
 
 
-def test_a_reward_model_with_a_likelihood_feature_scores_left_padded_rollouts_as_it_scores_rows_alone(tmp_path,
-                                                                                                    assets):
+def test_a_likelihood_feature_reward_model_scores_left_padded_rollouts_as_rows_alone(tmp_path, assets):
     from trainer.reward_model import load_reward_scorer
 
     rm = train_reward(RewardConfig(model=str(assets["lm"]), data=str(assets["dir"] / "pref.jsonl"),
