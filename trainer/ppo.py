@@ -362,7 +362,7 @@ def train_ppo(config: PPOConfig, *, on_metrics: Callable[[dict], None] | None = 
     if config.batch_size < config.num_minibatches:
         raise UsageError("--batch-size must be at least --num-minibatches")
     tok = load_tokenizer(config.policy)
-    check_same_tokenizer(tok, load_tokenizer(config.reward_model), "--reward-model")
+    check_same_tokenizer(tok, load_tokenizer(config.reward_model), "--reward-model", against="the policy")
     policy = load_causal_lm(config.policy, device, tokenizer=tok)  # eval mode: dropout off
     context = model_context(policy)
     if config.max_new_tokens >= context:

@@ -154,7 +154,8 @@ class LikelihoodFeature(nn.Module):
 
 
 def load_likelihood_feature(model_path: str | Path, tokenizer, device, weight: float = 0.0) -> LikelihoodFeature:
-    check_same_tokenizer(tokenizer, load_tokenizer(model_path), f"likelihood model {model_path}")
+    check_same_tokenizer(tokenizer, load_tokenizer(model_path), f"likelihood model {model_path}",
+                         against="the reward model")
     lm = load_causal_lm(model_path, device, tokenizer=tokenizer)  # eval mode: dropout off
     return LikelihoodFeature(lm, str(Path(model_path).resolve()), weight).to(device)
 
@@ -210,13 +211,6 @@ class RewardScorer(nn.Module):
     def token_values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The head at every position (PPO's value model). -> [B, T]."""
         return self.model.score(self.hidden_states(input_ids, attention_mask)).squeeze(-1).float()
-
-
-def score_sequences(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    prompt_lengths: torch.Tensor | None = None) -> torch.Tensor:
-    """Reward of each row at its last real token. [B, T] -> [B]."""
-    scorer = model if isinstance(model, RewardScorer) else RewardScorer(model)
-    return scorer(input_ids, attention_mask, prompt_lengths)
 
 
 def shift_scores_(model: nn.Module, offset: float) -> str:

@@ -89,10 +89,10 @@ def load_tokenizer(path: str | Path):
     return tok
 
 
-def check_same_tokenizer(tok, other, what: str) -> None:
+def check_same_tokenizer(tok, other, what: str, *, against: str) -> None:
     """Two models scored on one sequence of token ids must share the vocabulary."""
     if tok.get_vocab() != other.get_vocab() or tok.eos_token_id != other.eos_token_id:
-        raise UsageError(f"{what} uses a different tokenizer than the policy (token ids would not match; trl#1979)")
+        raise UsageError(f"{what} uses a different tokenizer than {against} (token ids would not match; trl#1979)")
 
 
 def load_causal_lm(path: str | Path, device: torch.device | str = "cpu", *, train: bool = False, tokenizer=None):

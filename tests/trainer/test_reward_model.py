@@ -240,13 +240,8 @@ def test_likelihood_feature_is_the_mean_response_logprob_for_either_padding(peak
     assert not any(p.requires_grad for p in feature.lm.parameters())
 
 
-def _likelihood_ordered_pairs(lm_dir, n, seed):
+def _likelihood_ordered_pairs(feature, tok, n, seed):
     """Pairs whose better response is the one the LM finds more likely: only the feature can order them."""
-    from trainer.reward_model import LikelihoodFeature
-    from trainer.runtime import load_causal_lm
-
-    tok = load_tokenizer(lm_dir)
-    feature = LikelihoodFeature(load_causal_lm(lm_dir, tokenizer=tok), str(lm_dir))
     rng = random.Random(seed)
     words = GOOD + NEUTRAL
     rows = []
@@ -263,10 +258,13 @@ def _likelihood_ordered_pairs(lm_dir, n, seed):
 
 def test_rm_learns_to_read_its_likelihood_feature_and_every_reader_applies_it(tmp_path, peaked_lm_dir):
     from trainer.evaluate import load_judge
-    from trainer.reward_model import LIKELIHOOD_FILE, load_reward_scorer
+    from trainer.reward_model import LIKELIHOOD_FILE, LikelihoodFeature, load_reward_scorer
+    from trainer.runtime import load_causal_lm
 
-    train = write_jsonl(tmp_path / "train.jsonl", _likelihood_ordered_pairs(peaked_lm_dir, 160, seed=1))
-    held = write_jsonl(tmp_path / "held.jsonl", _likelihood_ordered_pairs(peaked_lm_dir, 60, seed=2))
+    lm_tok = load_tokenizer(peaked_lm_dir)
+    lm_feature = LikelihoodFeature(load_causal_lm(peaked_lm_dir, tokenizer=lm_tok), str(peaked_lm_dir))
+    train = write_jsonl(tmp_path / "train.jsonl", _likelihood_ordered_pairs(lm_feature, lm_tok, 160, seed=1))
+    held = write_jsonl(tmp_path / "held.jsonl", _likelihood_ordered_pairs(lm_feature, lm_tok, 60, seed=2))
     # the backbone and head barely move (lr 1e-8): what orders held-out pairs is the feature's weight or nothing
     common = dict(eval_data=str(held), lr=1e-8, epochs=3, likelihood_lr=0.5)
     _, plain = _train(tmp_path, peaked_lm_dir, train, name="plain", **common)
