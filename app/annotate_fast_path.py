@@ -8,6 +8,7 @@ routes directly, with the routes' own work functions (`next_work`, `submit_work`
 string, a missing or malformed header, a body the model rejects) goes on to the FastAPI routes, which stay the
 documented (OpenAPI) definition and give the error responses; so the fast path has no behaviour of its own.
 """
+
 from __future__ import annotations
 
 from pydantic import ValidationError
@@ -16,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.routes.api_annotations import IDEMPOTENCY_KEY_MAX, IDEMPOTENCY_KEY_MIN, AnnotationIn, submit_work
-from app.routes.api_tasks import as_api_user, next_work
+from app.api.annotations import IDEMPOTENCY_KEY_MAX, IDEMPOTENCY_KEY_MIN, AnnotationIn, submit_work
+from app.api.tasks import as_api_user, next_work
 
 NEXT_PATH = "/api/v1/tasks/next"
 SUBMIT_PATH = "/api/v1/annotations"
@@ -34,7 +35,7 @@ class AnnotateFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope.get("query_string"):
-            path = scope["path"][len(scope.get("root_path", "")):] if scope.get("root_path") else scope["path"]
+            path = scope["path"][len(scope.get("root_path", "")) :] if scope.get("root_path") else scope["path"]
             if path == NEXT_PATH and scope["method"] == "GET":
                 await self._answer(scope, receive, send, next_work)
                 return
@@ -101,4 +102,3 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replay
-

@@ -1,4 +1,5 @@
 """Engine and sessions. SQLite gets WAL, a busy timeout and foreign keys on every connection."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -42,7 +43,9 @@ def make_engine(url: str, *, read_only: bool = False, **kwargs) -> Engine:
     write lock; the default engine begins IMMEDIATE, so a read-then-write transaction can't fail on lock upgrade
     (SQLITE_BUSY that busy_timeout cannot resolve in WAL mode), and takes the writer gate first (app.write_gate)."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         database = engine.url.database
         if read_only:
@@ -107,7 +110,9 @@ def check_connection(engine: Engine) -> None:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception as exc:  # any driver error: report the reason, not a traceback
-        raise DatabaseUnreachable(f"cannot connect to the database {engine.url.render_as_string(hide_password=True)}: {_first_line(exc)}") from exc
+        raise DatabaseUnreachable(
+            f"cannot connect to the database {engine.url.render_as_string(hide_password=True)}: {_first_line(exc)}"
+        ) from exc
 
 
 def check_migrated(engine: Engine) -> None:

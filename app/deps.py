@@ -1,4 +1,5 @@
 """FastAPI dependencies: database session, browser session and CSRF, page users, API users, roles."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -51,7 +52,8 @@ async def verify_csrf(request: Request, browser: BrowserSessionDep) -> None:
         return
     given = request.headers.get(CSRF_HEADER)
     if given is None and request.headers.get("content-type", "").startswith(
-            ("application/x-www-form-urlencoded", "multipart/form-data")):
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    ):
         form = await request.form()  # Starlette caches it: the endpoint's Form() parameters still work
         value = form.get(CSRF_FIELD)
         given = value if isinstance(value, str) else None

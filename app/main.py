@@ -1,4 +1,5 @@
 """The FastAPI application: `create_app()` (uvicorn factory)."""
+
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
@@ -9,11 +10,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from app import api, web
 from app.annotate_fast_path import AnnotateFastPath, api_error_response
 from app.db import check_migrated, get_engine
 from app.deps import LoginRequired
-from app.routes import ROUTERS
 from app.security import SessionSigner
+from app.services.errors import ServiceError
 from app.settings import get_settings
 from app.templating import STATIC_DIR, render
 
@@ -33,9 +35,19 @@ async def _login_required(request: Request, _exc: LoginRequired) -> Response:
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
     if _wants_html(request) and exc.status_code >= 400:
-        return render(request, "error.html", {"status": exc.status_code, "detail": exc.detail},
-                      status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return render(
+            request,
+            "error.html",
+            {"status": exc.status_code, "detail": exc.detail},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
     return api_error_response(exc)
+
+
+async def _service_error(request: Request, exc: ServiceError) -> Response:
+    """A refusal a route let through: its own status and message (the session's transaction rolls back on close)."""
+    return await _http_error(request, HTTPException(status_code=exc.status, detail=str(exc)))
 
 
 def create_app(*, check_database: bool = True) -> FastAPI:
@@ -53,13 +65,14 @@ def create_app(*, check_database: bool = True) -> FastAPI:
         description="The whole RLHF loop: tasks, annotations, exports, jobs and training rounds. "
         "API calls take `Authorization: Bearer <token>` (tokens from `rlhf tokens create` or the users page).",
         lifespan=lifespan,
-        docs_url=None,  # served by app.routes.docs, for admins only, with the vendored Swagger UI
+        docs_url=None,  # served by app.web.docs, for admins only, with the vendored Swagger UI
         redoc_url=None,
         openapi_url=None,
     )
     app.state.session_signer = SessionSigner(settings.session_secret(), settings.session_max_age_s)
     app.add_exception_handler(LoginRequired, _login_required)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(ServiceError, _service_error)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -69,6 +82,6 @@ def create_app(*, check_database: bool = True) -> FastAPI:
 
     app.add_middleware(AnnotateFastPath)  # the annotate hot loop skips the routing (see app.annotate_fast_path)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    for router in ROUTERS:
+    for router in [*api.ROUTERS, *web.ROUTERS]:
         app.include_router(router)
     return app

@@ -1,4 +1,5 @@
 """Alembic, driven from code: `rlhf db upgrade` and the start-up check use the same configuration."""
+
 from __future__ import annotations
 
 from functools import lru_cache

@@ -1,7 +1,8 @@
 """The data model (DESIGN.md "The data"). The schema is created only by Alembic (migrations/)."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -47,7 +48,7 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator):
@@ -58,12 +59,12 @@ class UTCDateTime(TypeDecorator):
 
     def process_bind_param(self, value, dialect):
         if value is not None and value.tzinfo is not None:
-            value = value.astimezone(timezone.utc)
+            value = value.astimezone(UTC)
         return value
 
     def process_result_value(self, value, dialect):
         if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value
 
 
@@ -144,8 +145,13 @@ class ModelVersion(Base):
     __table_args__ = (
         CheckConstraint(_in("kind", MODEL_KINDS), name="kind"),
         CheckConstraint(_in("stage", MODEL_STAGES), name="stage"),
-        Index("uq_model_versions_one_current", "kind", unique=True,
-              sqlite_where=text("is_current"), postgresql_where=text("is_current")),
+        Index(
+            "uq_model_versions_one_current",
+            "kind",
+            unique=True,
+            sqlite_where=text("is_current"),
+            postgresql_where=text("is_current"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -252,9 +258,14 @@ class Annotation(Base):
         CheckConstraint(_in("source", SOURCES), name="source"),
         CheckConstraint(_in("kind", TASK_KINDS), name="kind"),
         # A human annotates a task once (undo soft-deletes, then the task may be done again).
-        Index("uq_annotations_human_task_user", "task_id", "user_id", unique=True,
-              sqlite_where=text("source = 'human' AND deleted_at IS NULL"),
-              postgresql_where=text("source = 'human' AND deleted_at IS NULL")),
+        Index(
+            "uq_annotations_human_task_user",
+            "task_id",
+            "user_id",
+            unique=True,
+            sqlite_where=text("source = 'human' AND deleted_at IS NULL"),
+            postgresql_where=text("source = 'human' AND deleted_at IS NULL"),
+        ),
         Index(None, "created_at"),
     )
 
@@ -290,9 +301,13 @@ class Job(Base):
         CheckConstraint(_in("status", JOB_STATUSES), name="status"),
         Index(None, "status", "priority", "id"),
         # Never two rounds at once, whatever the pages do.
-        Index("uq_jobs_one_active_round", "kind", unique=True,
-              sqlite_where=text("kind = 'round' AND status IN ('queued', 'running')"),
-              postgresql_where=text("kind = 'round' AND status IN ('queued', 'running')")),
+        Index(
+            "uq_jobs_one_active_round",
+            "kind",
+            unique=True,
+            sqlite_where=text("kind = 'round' AND status IN ('queued', 'running')"),
+            postgresql_where=text("kind = 'round' AND status IN ('queued', 'running')"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

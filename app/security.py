@@ -1,4 +1,5 @@
 """Passwords (argon2), API tokens (sha256 of a random 256-bit secret), signed session cookies, CSRF tokens."""
+
 from __future__ import annotations
 
 import hashlib

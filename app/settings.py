@@ -1,4 +1,5 @@
 """One Settings class for the whole service (environment prefix `RLHF_`)."""
+
 from __future__ import annotations
 
 import os

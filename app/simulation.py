@@ -4,6 +4,7 @@ The choice model is trainer.world.annotators (Bradley-Terry / Plackett-Luce on t
 per-annotator noise, position bias and length bias); this module only speaks HTTP: it creates the annotators and
 their tokens through the admin API, then asks for tasks and submits labels as a person would.
 """
+
 from __future__ import annotations
 
 import random
@@ -41,10 +42,16 @@ class SimulationReport:
         return choice_model.pair_agreement(self.pairwise_labels)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"labels": self.labels, "by_kind": dict(self.by_kind), "by_annotator": dict(self.by_annotator),
-                "agreement_with_gold": round(self.agreement_with_gold(), 4), "critiques": self.critiques,
-                "rewrites": self.rewrites, "seconds": round(self.seconds, 2),
-                "labels_per_second": round(self.labels / self.seconds, 2) if self.seconds else None}
+        return {
+            "labels": self.labels,
+            "by_kind": dict(self.by_kind),
+            "by_annotator": dict(self.by_annotator),
+            "agreement_with_gold": round(self.agreement_with_gold(), 4),
+            "critiques": self.critiques,
+            "rewrites": self.rewrites,
+            "seconds": round(self.seconds, 2),
+            "labels_per_second": round(self.labels / self.seconds, 2) if self.seconds else None,
+        }
 
 
 def prompt_as_text(prompt: str | list[dict[str, str]]) -> str:
@@ -68,8 +75,7 @@ def annotation_payload(task: dict[str, Any], lab: choice_model.Label, rng: rando
             body["choice"] = "tie"
         else:
             gap = abs(lab.gold[first] - lab.gold[second])
-            body.update(choice="chosen", chosen_id=ids[first],
-                        strength=1 + sum(gap > g for g in STRENGTH_GAPS))
+            body.update(choice="chosen", chosen_id=ids[first], strength=1 + sum(gap > g for g in STRENGTH_GAPS))
     elif kind == "ranking":
         body["ranking"] = [ids[i] for i in lab.ranking]
     elif kind == "rating":
@@ -89,8 +95,9 @@ def _check(response: httpx.Response, what: str) -> httpx.Response:
     return response
 
 
-def create_annotator_tokens(client: httpx.Client, *, admin_token: str,
-                            annotators: list[choice_model.Annotator]) -> dict[str, str]:
+def create_annotator_tokens(
+    client: httpx.Client, *, admin_token: str, annotators: list[choice_model.Annotator]
+) -> dict[str, str]:
     """Creates (or reuses) each annotator's account and a fresh token for it, through the admin API."""
     headers = {"Authorization": f"Bearer {admin_token}"}
     existing = {u["username"]: u for u in _check(client.get("/api/v1/users", headers=headers), "list users").json()}
@@ -98,24 +105,44 @@ def create_annotator_tokens(client: httpx.Client, *, admin_token: str,
     for annotator in annotators:
         user = existing.get(annotator.name)
         if user is None:
-            user = _check(client.post("/api/v1/users", headers=headers, json={
-                "username": annotator.name, "role": "annotator",
-                "password": f"sim-{random.Random(annotator.name).getrandbits(64):x}"}),
-                f"create user {annotator.name}").json()
+            user = _check(
+                client.post(
+                    "/api/v1/users",
+                    headers=headers,
+                    json={
+                        "username": annotator.name,
+                        "role": "annotator",
+                        "password": f"sim-{random.Random(annotator.name).getrandbits(64):x}",
+                    },
+                ),
+                f"create user {annotator.name}",
+            ).json()
         elif not user.get("active", user.get("is_active", True)):
             raise SimulationError(f"user {annotator.name} exists but is deactivated")
-        token = _check(client.post(f"/api/v1/users/{user['id']}/tokens", headers=headers,
-                                   json={"name": "rlhf simulate"}), f"token for {annotator.name}").json()
+        token = _check(
+            client.post(f"/api/v1/users/{user['id']}/tokens", headers=headers, json={"name": "rlhf simulate"}),
+            f"token for {annotator.name}",
+        ).json()
         tokens[annotator.name] = token["token"]
     return tokens
 
 
-def run_simulation(*, url: str, admin_token: str, annotators: int, labels: int, noise: float = 0.1,
-                   position_bias: float = 0.0, length_bias: float = 0.0, seed: int = 0,
-                   timeout_s: float = 600.0) -> SimulationReport:
+def run_simulation(
+    *,
+    url: str,
+    admin_token: str,
+    annotators: int,
+    labels: int,
+    noise: float = 0.1,
+    position_bias: float = 0.0,
+    length_bias: float = 0.0,
+    seed: int = 0,
+    timeout_s: float = 600.0,
+) -> SimulationReport:
     """Annotators label concurrently (one thread each) until `labels` are stored or no task is left for anyone."""
-    people = choice_model.make_annotators(annotators, noise=noise, position_bias=position_bias,
-                                          length_bias=length_bias, seed=seed)
+    people = choice_model.make_annotators(
+        annotators, noise=noise, position_bias=position_bias, length_bias=length_bias, seed=seed
+    )
     report = SimulationReport()
     lock = threading.Lock()
     errors: list[BaseException] = []
@@ -137,8 +164,9 @@ def run_simulation(*, url: str, admin_token: str, annotators: int, labels: int, 
                     return
                 task = response.json()
                 prompt = prompt_as_text(task["prompt"])
-                lab = choice_model.label(person, prompt, [r["text"] for r in task["responses"]],
-                                         key=str(task["task_id"]))
+                lab = choice_model.label(
+                    person, prompt, [r["text"] for r in task["responses"]], key=str(task["task_id"])
+                )
                 body = annotation_payload(task, lab, rng)
                 with lock:
                     if report.labels >= labels:

@@ -1,4 +1,5 @@
 """Jinja2 pages; htmx fragments are blocks of the page template (jinja2-fragments), never copies."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,11 +46,22 @@ def is_htmx(request: Request) -> bool:
     return request.headers.get("HX-Request") == "true" and request.headers.get("HX-History-Restore-Request") != "true"
 
 
-def render(request: Request, name: str, context: dict[str, Any] | None = None, *, block: str | None = None,
-           status_code: int = 200, headers: dict[str, str] | None = None) -> HTMLResponse:
+def render(
+    request: Request,
+    name: str,
+    context: dict[str, Any] | None = None,
+    *,
+    block: str | None = None,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+) -> HTMLResponse:
     """The whole page, or only `block` of it when htmx asks: one URL serves both."""
-    ctx = {"request": request, "user": getattr(request.state, "user", None),
-           "csrf_token": getattr(request.state, "csrf_token", ""), **(context or {})}
+    ctx = {
+        "request": request,
+        "user": getattr(request.state, "user", None),
+        "csrf_token": getattr(request.state, "csrf_token", ""),
+        **(context or {}),
+    }
     kwargs: dict[str, Any] = {"status_code": status_code, "headers": headers}
     if block and is_htmx(request):
         kwargs["block_name"] = block
@@ -63,5 +75,12 @@ def attach_pending_cookie(request: Request, response) -> None:
     cookie = getattr(request.state, "pending_session_cookie", None)
     if cookie is not None:
         settings = get_settings()
-        response.set_cookie("rlhf_session", cookie, max_age=settings.session_max_age_s, httponly=True,
-                            samesite="lax", secure=settings.secure_cookies, path="/")
+        response.set_cookie(
+            "rlhf_session",
+            cookie,
+            max_age=settings.session_max_age_s,
+            httponly=True,
+            samesite="lax",
+            secure=settings.secure_cookies,
+            path="/",
+        )

@@ -20,6 +20,7 @@ Ways in:
   `LOOP_BATCH` in a row, then it lets other processes in): the loop never blocks waiting for the gate (a held
   gate is waited for in a worker thread), and that wait and its thread hand-offs are paid once per batch.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -193,11 +194,14 @@ class _EngineGate:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
             return
         if _loop_thread is not None and _loop_thread == threading.get_ident():
-            raise GateOnLoop(f"SQLite write transaction on the event loop while it holds the writer gate of "
-                             f"{self.database_path}")
+            raise GateOnLoop(
+                f"SQLite write transaction on the event loop while it holds the writer gate of {self.database_path}"
+            )
         if not _acquire(_gate_file(self.database_path), timeout=TAKE_TIMEOUT_S):
-            raise TimeoutError(f"the SQLite writer gate of {self.database_path} was held in this process for "
-                               f"{TAKE_TIMEOUT_S:.0f} s (a thread holding two write transactions at once?)")
+            raise TimeoutError(
+                f"the SQLite writer gate of {self.database_path} was held in this process for "
+                f"{TAKE_TIMEOUT_S:.0f} s (a thread holding two write transactions at once?)"
+            )
         self.owner = owner = conn.connection.dbapi_connection
         try:
             conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -15,6 +15,7 @@ load generator costs little CPU next to the server on a small machine.
     .venv/bin/python bench/annotate_load.py --backends sqlite --workers 2 --seconds 5
 Results: printed, and written as JSON to bench/out/annotate_load.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,6 +39,7 @@ PG_ADMIN_URL = os.environ.get("RLHF_BENCH_PG_URL", "postgresql+psycopg://postgre
 
 
 # ---- a tiny HTTP/1.1 client -----------------------------------------------------------------------------------
+
 
 class Conn:
     def __init__(self, host: str, port: int, token: str) -> None:
@@ -94,8 +96,9 @@ async def one_annotation(conn: Conn, tally: Tally, timings: dict[str, list[float
         return False
     task = json.loads(data)
     first = task["responses"][0]["id"]
-    body = json.dumps({"task_id": task["task_id"], "choice": "chosen", "chosen_id": first, "strength": 2,
-                       "time_spent_ms": 1000}).encode()
+    body = json.dumps(
+        {"task_id": task["task_id"], "choice": "chosen", "chosen_id": first, "strength": 2, "time_spent_ms": 1000}
+    ).encode()
     status, data = await conn.request("POST", "/api/v1/annotations", body, {"Idempotency-Key": uuid.uuid4().hex})
     t2 = time.perf_counter()
     if status == 201:
@@ -134,10 +137,15 @@ async def closed_loop(conns: list[Conn], seconds: float, tally: Tally, server_pi
     elapsed = time.perf_counter() - start
     done = len(tally.acked) - before
     cpu = cpu_seconds(server_pid) - cpu_before
-    return {"clients": len(conns), "seconds": round(elapsed, 2), "annotations": done,
-            "server_cpu_ms_per_annotation": round(cpu * 1000 / max(done, 1), 2),
-            "annotations_per_s": round(done / elapsed, 1), "pair_p50_ms": round(pct(timings["pair"], .5), 2),
-            "pair_p99_ms": round(pct(timings["pair"], .99), 2)}
+    return {
+        "clients": len(conns),
+        "seconds": round(elapsed, 2),
+        "annotations": done,
+        "server_cpu_ms_per_annotation": round(cpu * 1000 / max(done, 1), 2),
+        "annotations_per_s": round(done / elapsed, 1),
+        "pair_p50_ms": round(pct(timings["pair"], 0.5), 2),
+        "pair_p99_ms": round(pct(timings["pair"], 0.99), 2),
+    }
 
 
 async def open_loop(conns: list[Conn], rate: float, seconds: float, tally: Tally) -> dict:
@@ -162,8 +170,9 @@ async def open_loop(conns: list[Conn], rate: float, seconds: float, tally: Tally
                 return
             task = json.loads(data)
             body = json.dumps({"task_id": task["task_id"], "choice": "tie"}).encode()
-            status, data = await conn.request("POST", "/api/v1/annotations", body,
-                                              {"Idempotency-Key": uuid.uuid4().hex})
+            status, data = await conn.request(
+                "POST", "/api/v1/annotations", body, {"Idempotency-Key": uuid.uuid4().hex}
+            )
             submits.append(time.perf_counter() - t1)
             if status == 201:
                 tally.acked.append(json.loads(data)["annotation_id"])
@@ -186,13 +195,20 @@ async def open_loop(conns: list[Conn], rate: float, seconds: float, tally: Tally
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
     done = len(tally.acked) - before
-    return {"offered_per_s": rate, "seconds": round(elapsed, 2), "annotations": done,
-            "achieved_per_s": round(done / elapsed, 1),
-            "next_p50_ms": round(pct(nexts, .5), 2), "next_p99_ms": round(pct(nexts, .99), 2),
-            "submit_p50_ms": round(pct(submits, .5), 2), "submit_p99_ms": round(pct(submits, .99), 2)}
+    return {
+        "offered_per_s": rate,
+        "seconds": round(elapsed, 2),
+        "annotations": done,
+        "achieved_per_s": round(done / elapsed, 1),
+        "next_p50_ms": round(pct(nexts, 0.5), 2),
+        "next_p99_ms": round(pct(nexts, 0.99), 2),
+        "submit_p50_ms": round(pct(submits, 0.5), 2),
+        "submit_p99_ms": round(pct(submits, 0.99), 2),
+    }
 
 
 # ---- server CPU: a figure that does not depend on what else the machine is running ---------------------------
+
 
 def process_tree(root: int) -> list[int]:
     children: dict[int, list[int]] = {}
@@ -224,6 +240,7 @@ def cpu_seconds(root: int) -> float:
 
 
 # ---- setup: database, users, tasks, server --------------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -268,9 +285,17 @@ def seed(url: str, *, annotators: int, tasks: int, overlap: int) -> list[str]:
     for i in range(annotators):
         user = create_user(session, username=f"bench-{i}-{uuid.uuid4().hex[:6]}", role="annotator", password=None)
         tokens.append(create_token(session, user=user)[1])
-    specs = [TaskSpec(line=i + 1, text=f"Bench prompt {i}: explain item {i} in a sentence.", messages=None,
-                      responses=[f"Answer one to {i}.", f"Answer two to {i}, a little longer."], kind="pairwise",
-                      overlap=overlap) for i in range(tasks)]
+    specs = [
+        TaskSpec(
+            line=i + 1,
+            text=f"Bench prompt {i}: explain item {i} in a sentence.",
+            messages=None,
+            responses=[f"Answer one to {i}.", f"Answer two to {i}, a little longer."],
+            kind="pairwise",
+            overlap=overlap,
+        )
+        for i in range(tasks)
+    ]
     import_task_specs(session, specs=specs)
     session.commit()
     session.close()
@@ -286,30 +311,55 @@ def verify(url: str, tally: Tally) -> dict:
 
     engine = make_engine(url)
     with engine.connect() as conn:
-        stored_ids = set(conn.scalars(select(Annotation.id).where(Annotation.deleted_at.is_(None),
-                                                                  Annotation.source == "human")))
-        duplicates = conn.execute(text(
-            "SELECT count(*) FROM (SELECT task_id, user_id FROM annotations WHERE deleted_at IS NULL "
-            "GROUP BY task_id, user_id HAVING count(*) > 1) d")).scalar()
+        stored_ids = set(
+            conn.scalars(select(Annotation.id).where(Annotation.deleted_at.is_(None), Annotation.source == "human"))
+        )
+        duplicates = conn.execute(
+            text(
+                "SELECT count(*) FROM (SELECT task_id, user_id FROM annotations WHERE deleted_at IS NULL "
+                "GROUP BY task_id, user_id HAVING count(*) > 1) d"
+            )
+        ).scalar()
         over = conn.execute(select(func.count()).select_from(Task).where(Task.done_count > Task.overlap)).scalar()
-        mismatched = conn.execute(text(
-            "SELECT count(*) FROM tasks t WHERE t.done_count <> (SELECT count(*) FROM annotations a WHERE "
-            "a.task_id = t.id AND a.deleted_at IS NULL AND a.source = 'human')")).scalar()
+        mismatched = conn.execute(
+            text(
+                "SELECT count(*) FROM tasks t WHERE t.done_count <> (SELECT count(*) FROM annotations a WHERE "
+                "a.task_id = t.id AND a.deleted_at IS NULL AND a.source = 'human')"
+            )
+        ).scalar()
     engine.dispose()
     acked = set(tally.acked)
-    return {"acknowledged": len(tally.acked), "stored": len(stored_ids), "lost": len(acked - stored_ids),
-            "unacknowledged_stored": len(stored_ids - acked), "acked_twice": len(tally.acked) - len(acked),
-            "duplicates": duplicates, "over_overlap": over, "done_count_mismatch": mismatched,
-            "conflicts_409": tally.conflicts, "errors": len(tally.errors), "first_errors": tally.errors[:3]}
+    return {
+        "acknowledged": len(tally.acked),
+        "stored": len(stored_ids),
+        "lost": len(acked - stored_ids),
+        "unacknowledged_stored": len(stored_ids - acked),
+        "acked_twice": len(tally.acked) - len(acked),
+        "duplicates": duplicates,
+        "over_overlap": over,
+        "done_count_mismatch": mismatched,
+        "conflicts_409": tally.conflicts,
+        "errors": len(tally.errors),
+        "first_errors": tally.errors[:3],
+    }
 
 
 def start_server(url: str, data_dir: Path, workers: int) -> tuple[subprocess.Popen, int, Path]:
-    env = {**os.environ, "RLHF_DATABASE_URL": url, "RLHF_DATA_DIR": str(data_dir), "RLHF_SECRET_KEY": "bench",
-           "RLHF_OFFLINE_ASSETS": "1"}
+    env = {
+        **os.environ,
+        "RLHF_DATABASE_URL": url,
+        "RLHF_DATA_DIR": str(data_dir),
+        "RLHF_SECRET_KEY": "bench",
+        "RLHF_OFFLINE_ASSETS": "1",
+    }
     port = free_port()
     log = data_dir / "server.log"
-    proc = subprocess.Popen([rlhf(), "serve", "--port", str(port), "--workers", str(workers)], env=env,
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [rlhf(), "serve", "--port", str(port), "--workers", str(workers)],
+        env=env,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+    )
     import httpx
 
     deadline = time.monotonic() + 60
@@ -335,7 +385,7 @@ async def run_phases(port: int, tokens: list[str], args, server_pid: int) -> dic
         results["closed"].append(await closed_loop(conns, args.seconds, tally, server_pid))
         for c in conns:
             c.close()
-    conns = [Conn("127.0.0.1", port, t) for t in tokens[:args.open_connections]]
+    conns = [Conn("127.0.0.1", port, t) for t in tokens[: args.open_connections]]
     await asyncio.gather(*(c.open() for c in conns))
     results["open"] = await open_loop(conns, args.rate, args.seconds, tally)
     for c in conns:
@@ -351,9 +401,12 @@ def run_one(backend: str, workers: int, args) -> dict:
     url, drop = make_database(backend, workdir)
     try:
         env_url = url
-        subprocess.run([rlhf(), "db", "upgrade"], env={**os.environ, "RLHF_DATABASE_URL": env_url,
-                                                        "RLHF_DATA_DIR": str(workdir)}, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [rlhf(), "db", "upgrade"],
+            env={**os.environ, "RLHF_DATABASE_URL": env_url, "RLHF_DATA_DIR": str(workdir)},
+            check=True,
+            capture_output=True,
+        )
         annotators = max(max(args.clients), args.open_connections)
         t0 = time.perf_counter()
         tokens = seed(url, annotators=annotators, tasks=args.tasks, overlap=args.overlap)
@@ -395,18 +448,24 @@ def main() -> None:
             runs.append(run)
             print(f"\n== {backend}, {workers} server worker(s) (seeded {args.tasks} tasks in {run['seed_s']} s)")
             for c in run["closed"]:
-                print(f"  closed loop {c['clients']:>2} clients: {c['annotations_per_s']:>7.1f} annotations/s  "
-                      f"pair p50 {c['pair_p50_ms']:.1f} ms  p99 {c['pair_p99_ms']:.1f} ms  ({c['annotations']} in "
-                      f"{c['seconds']} s; server CPU {c['server_cpu_ms_per_annotation']:.2f} ms per annotation)")
+                print(
+                    f"  closed loop {c['clients']:>2} clients: {c['annotations_per_s']:>7.1f} annotations/s  "
+                    f"pair p50 {c['pair_p50_ms']:.1f} ms  p99 {c['pair_p99_ms']:.1f} ms  ({c['annotations']} in "
+                    f"{c['seconds']} s; server CPU {c['server_cpu_ms_per_annotation']:.2f} ms per annotation)"
+                )
             o = run["open"]
-            print(f"  open loop {o['offered_per_s']:.0f}/s offered: {o['achieved_per_s']:.1f}/s achieved  "
-                  f"next p50 {o['next_p50_ms']:.1f} p99 {o['next_p99_ms']:.1f} ms  "
-                  f"submit p50 {o['submit_p50_ms']:.1f} p99 {o['submit_p99_ms']:.1f} ms")
+            print(
+                f"  open loop {o['offered_per_s']:.0f}/s offered: {o['achieved_per_s']:.1f}/s achieved  "
+                f"next p50 {o['next_p50_ms']:.1f} p99 {o['next_p99_ms']:.1f} ms  "
+                f"submit p50 {o['submit_p50_ms']:.1f} p99 {o['submit_p99_ms']:.1f} ms"
+            )
             k = run["counts"]
-            print(f"  stored {k['stored']} / acknowledged {k['acknowledged']}: lost {k['lost']}, "
-                  f"unacknowledged stored {k['unacknowledged_stored']}, duplicates {k['duplicates']}, "
-                  f"over overlap {k['over_overlap']}, done_count mismatches {k['done_count_mismatch']}, "
-                  f"409s {k['conflicts_409']}, errors {k['errors']} {k['first_errors']}")
+            print(
+                f"  stored {k['stored']} / acknowledged {k['acknowledged']}: lost {k['lost']}, "
+                f"unacknowledged stored {k['unacknowledged_stored']}, duplicates {k['duplicates']}, "
+                f"over overlap {k['over_overlap']}, done_count mismatches {k['done_count_mismatch']}, "
+                f"409s {k['conflicts_409']}, errors {k['errors']} {k['first_errors']}"
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "runs": runs}, indent=2))
     print(f"\nwritten {args.out}")

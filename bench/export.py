@@ -7,6 +7,7 @@ choices per task (N annotations -> N `trl` lines), then times `write_export` to 
 the peak RSS during the export (VmHWM, reset just before) minus the RSS before it. Goal: >= 50k rows/s and < 100
 MiB growth. (Label Studio 1.23 exported 20k annotations in 29.2 s on this machine.)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,33 +51,118 @@ def populate(url: str, rows: int) -> None:
     now = utcnow()
     started = time.perf_counter()
     with engine.begin() as conn:
-        conn.execute(insert(User), [{"id": i + 1, "username": f"bench{i}", "role": "annotator", "is_active": True,
-                                     "is_ai": False, "public_id": uuid.uuid4().hex, "created_at": now}
-                                    for i in range(ANNOTATORS)])
-        conn.execute(insert(ModelVersion), [{"id": 1, "name": "bench-policy", "kind": "policy", "stage": "sft",
-                                             "path": "/bench", "metrics": {}, "is_current": False, "created_at": now}])
+        conn.execute(
+            insert(User),
+            [
+                {
+                    "id": i + 1,
+                    "username": f"bench{i}",
+                    "role": "annotator",
+                    "is_active": True,
+                    "is_ai": False,
+                    "public_id": uuid.uuid4().hex,
+                    "created_at": now,
+                }
+                for i in range(ANNOTATORS)
+            ],
+        )
+        conn.execute(
+            insert(ModelVersion),
+            [
+                {
+                    "id": 1,
+                    "name": "bench-policy",
+                    "kind": "policy",
+                    "stage": "sft",
+                    "path": "/bench",
+                    "metrics": {},
+                    "is_current": False,
+                    "created_at": now,
+                }
+            ],
+        )
     for start in range(0, tasks, CHUNK):
         ids = range(start + 1, min(start + CHUNK, tasks) + 1)
         with engine.begin() as conn:
-            conn.execute(insert(Prompt), [{"id": t, "text": f"Question {t}: what should a careful assistant say?",
-                                           "content_hash": f"{t:064x}", "source": "bench", "tags": [], "split": "train",
-                                           "meta": {}, "created_at": now} for t in ids])
-            conn.execute(insert(Generation), [{"id": 2 * t - 1 + k, "prompt_id": t, "model_version_id": 1,
-                                               "text": f"Answer {k} to question {t}, with a few more words in it.",
-                                               "temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_new_tokens": 64,
-                                               "seed": t, "source": "model", "created_at": now}
-                                              for t in ids for k in range(2)])
-            conn.execute(insert(Task), [{"id": t, "prompt_id": t, "kind": "pairwise", "overlap": ANNOTATORS,
-                                         "priority": 0, "done_count": ANNOTATORS, "completed": True, "meta": {},
-                                         "created_at": now} for t in ids])
-            conn.execute(insert(TaskPosition), [{"task_id": t, "position": k, "generation_id": 2 * t - 1 + k}
-                                                for t in ids for k in range(2)])
-            conn.execute(insert(Annotation), [
-                {"task_id": t, "user_id": u + 1, "source": "human", "kind": "pairwise", "choice": "chosen",
-                 "chosen_id": 2 * t - 1 + (t + u) % 2, "strength": 1 + (t + u) % 3,
-                 "positions": [2 * t - 1, 2 * t], "time_spent_ms": 1000, "idempotency_key": f"{t}-{u}",
-                 "request_hash": "0" * 64, "meta": {}, "created_at": now}
-                for t in ids for u in range(ANNOTATORS)])
+            conn.execute(
+                insert(Prompt),
+                [
+                    {
+                        "id": t,
+                        "text": f"Question {t}: what should a careful assistant say?",
+                        "content_hash": f"{t:064x}",
+                        "source": "bench",
+                        "tags": [],
+                        "split": "train",
+                        "meta": {},
+                        "created_at": now,
+                    }
+                    for t in ids
+                ],
+            )
+            conn.execute(
+                insert(Generation),
+                [
+                    {
+                        "id": 2 * t - 1 + k,
+                        "prompt_id": t,
+                        "model_version_id": 1,
+                        "text": f"Answer {k} to question {t}, with a few more words in it.",
+                        "temperature": 1.0,
+                        "top_k": 0,
+                        "top_p": 1.0,
+                        "max_new_tokens": 64,
+                        "seed": t,
+                        "source": "model",
+                        "created_at": now,
+                    }
+                    for t in ids
+                    for k in range(2)
+                ],
+            )
+            conn.execute(
+                insert(Task),
+                [
+                    {
+                        "id": t,
+                        "prompt_id": t,
+                        "kind": "pairwise",
+                        "overlap": ANNOTATORS,
+                        "priority": 0,
+                        "done_count": ANNOTATORS,
+                        "completed": True,
+                        "meta": {},
+                        "created_at": now,
+                    }
+                    for t in ids
+                ],
+            )
+            conn.execute(
+                insert(TaskPosition),
+                [{"task_id": t, "position": k, "generation_id": 2 * t - 1 + k} for t in ids for k in range(2)],
+            )
+            conn.execute(
+                insert(Annotation),
+                [
+                    {
+                        "task_id": t,
+                        "user_id": u + 1,
+                        "source": "human",
+                        "kind": "pairwise",
+                        "choice": "chosen",
+                        "chosen_id": 2 * t - 1 + (t + u) % 2,
+                        "strength": 1 + (t + u) % 3,
+                        "positions": [2 * t - 1, 2 * t],
+                        "time_spent_ms": 1000,
+                        "idempotency_key": f"{t}-{u}",
+                        "request_hash": "0" * 64,
+                        "meta": {},
+                        "created_at": now,
+                    }
+                    for t in ids
+                    for u in range(ANNOTATORS)
+                ],
+            )
     engine.dispose()
     print(f"  populated {rows} annotations in {time.perf_counter() - started:.1f}s", flush=True)
 
@@ -92,9 +178,16 @@ def measure(url: str, fmt: str, out_dir: Path) -> dict:
     peak = rss_kib("VmHWM")
     session.close()
     engine.dispose()
-    return {"rows": result.rows, "seconds": elapsed, "rows_per_s": result.rows / elapsed, "cpu_s": cpu,
-            "rows_per_cpu_s": result.rows / cpu,
-            "rss_growth_mib": (peak - before) / 1024, "bytes": result.path.stat().st_size, "sha256": result.sha256}
+    return {
+        "rows": result.rows,
+        "seconds": elapsed,
+        "rows_per_s": result.rows / elapsed,
+        "cpu_s": cpu,
+        "rows_per_cpu_s": result.rows / cpu,
+        "rss_growth_mib": (peak - before) / 1024,
+        "bytes": result.path.stat().st_size,
+        "sha256": result.sha256,
+    }
 
 
 def run_backend(backend: str, rows: int, fmt: str) -> dict:
@@ -133,10 +226,13 @@ def main() -> None:
         print(f"{backend}: {args.rows} rows, format {args.format}", flush=True)
         r = run_backend(backend, args.rows, args.format)
         ok = r["rows_per_s"] >= 50_000 and r["rss_growth_mib"] < 100
-        print(f"  exported {r['rows']} rows in {r['seconds']:.1f}s = {r['rows_per_s']:,.0f} rows/s, "
-              f"({r['rows_per_cpu_s']:,.0f} rows per CPU-second of this process), "
-              f"RSS growth {r['rss_growth_mib']:.1f} MiB, {r['bytes'] / 2**20:.0f} MiB file "
-              f"[{'ok' if ok else 'BELOW GOAL'}]", flush=True)
+        print(
+            f"  exported {r['rows']} rows in {r['seconds']:.1f}s = {r['rows_per_s']:,.0f} rows/s, "
+            f"({r['rows_per_cpu_s']:,.0f} rows per CPU-second of this process), "
+            f"RSS growth {r['rss_growth_mib']:.1f} MiB, {r['bytes'] / 2**20:.0f} MiB file "
+            f"[{'ok' if ok else 'BELOW GOAL'}]",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from. It uses the world in --world-dir (build it first: bench/rlhf_efficacy.py, 
    model is held back by what it can learn, not by the labels.
 Results: printed, and written as JSON to bench/out/reward_correctness.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,9 +56,30 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def generate(model: Path, prompts: Path, out: Path, *, samples: int, temperature: float, max_new_tokens: int) -> Path:
-    subprocess.run([sys.executable, "-m", "trainer", "generate", "--model", str(model), "--prompts", str(prompts),
-                    "--out", str(out), "--num-samples", str(samples), "--temperature", str(temperature),
-                    "--max-new-tokens", str(max_new_tokens), "--device", "cpu"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "generate",
+            "--model",
+            str(model),
+            "--prompts",
+            str(prompts),
+            "--out",
+            str(out),
+            "--num-samples",
+            str(samples),
+            "--temperature",
+            str(temperature),
+            "--max-new-tokens",
+            str(max_new_tokens),
+            "--device",
+            "cpu",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
@@ -84,7 +106,10 @@ def style_ceilings(sampled: dict[str, list[Assessment]], greedy: dict[str, Asses
         baseline = [a.score for a in answers]
         same.append(all_pairs_win_rate([ideal_style_score(a) for a in answers], baseline))
         sharp.append(all_pairs_win_rate([ideal_style_score(greedy[pid])], baseline))
-    return {"sft_correctness_ideal_style": sum(same) / len(same), "greedy_correctness_ideal_style": sum(sharp) / len(sharp)}
+    return {
+        "sft_correctness_ideal_style": sum(same) / len(same),
+        "greedy_correctness_ideal_style": sum(sharp) / len(sharp),
+    }
 
 
 def real_pairs(prompts: dict[str, str], samples: list[dict]) -> list[Pair]:
@@ -128,7 +153,7 @@ def loglik_accuracy(model_dir: Path, pairs: list[Pair], temperature: float) -> f
         start = len(tok(prompt)["input_ids"])
         ids = torch.tensor([tok(prompt + response)["input_ids"] + [tok.eos_token_id]])
         logprobs = torch.log_softmax(lm(ids).logits[0, :-1].float() / max(temperature, 1e-6), -1)  # [T-1, V]
-        return logprobs.gather(-1, ids[0, 1:, None])[start - 1:].sum().item()
+        return logprobs.gather(-1, ids[0, 1:, None])[start - 1 :].sum().item()
 
     return sum(loglik(p, right) > loglik(p, wrong) for p, right, wrong in pairs) / len(pairs)
 
@@ -158,8 +183,11 @@ def labelled_pairs(path: Path) -> list[LabelledPair]:
     for row in map(json.loads, path.read_text(encoding="utf-8").splitlines()):
         ordered = row["completions"] if "completions" in row else [row["chosen"], row["rejected"]]  # best first
         graded = [assess(row["prompt"], text) for text in ordered]
-        pairs += [LabelledPair(row["prompt"], ordered[i], ordered[j], graded[i], graded[j])
-                  for i in range(len(ordered)) for j in range(i + 1, len(ordered))]
+        pairs += [
+            LabelledPair(row["prompt"], ordered[i], ordered[j], graded[i], graded[j])
+            for i in range(len(ordered))
+            for j in range(i + 1, len(ordered))
+        ]
     return pairs
 
 
@@ -167,8 +195,10 @@ def heldout_ceiling(pairs: list[LabelledPair]) -> float | None:
     """The label-noise ceiling of the reward model's held-out accuracy: the accuracy the gold judge itself gets on
     exactly those held-out pairs, a gold tie counting half. A perfect reward model reaches it; noisy labels keep it
     below 100%."""
-    right = sum(1.0 if p.gold_better.score > p.gold_worse.score else 0.5 if p.gold_better.score == p.gold_worse.score
-                else 0.0 for p in pairs)
+    right = sum(
+        1.0 if p.gold_better.score > p.gold_worse.score else 0.5 if p.gold_better.score == p.gold_worse.score else 0.0
+        for p in pairs
+    )
     return right / len(pairs) if pairs else None
 
 
@@ -179,8 +209,10 @@ def accuracy_on_correctness_pairs(reward_dir: Path, pairs: list[LabelledPair]) -
     differing = [p for p in pairs if p.gold_better.correct != p.gold_worse.correct]
     if not differing or not (reward_dir / "config.json").is_file():
         return None
-    right_wrong = [(p.prompt, p.better, p.worse) if p.gold_better.correct > p.gold_worse.correct
-                   else (p.prompt, p.worse, p.better) for p in differing]
+    right_wrong = [
+        (p.prompt, p.better, p.worse) if p.gold_better.correct > p.gold_worse.correct else (p.prompt, p.worse, p.better)
+        for p in differing
+    ]
     labels_right = sum(p.gold_better.correct > p.gold_worse.correct for p in differing)
     return rm_accuracy(reward_dir, right_wrong), labels_right / len(differing), len(differing)
 
@@ -198,8 +230,24 @@ def gold_ordered(row: dict) -> dict:
 def rerun_round_reward(round_dir: Path, data: Path, out: Path) -> Path:
     """The round's reward stage again (its reward.config.json: initial model, hyperparameters, seed, held-out file),
     trained on `data` into `out`."""
-    subprocess.run([sys.executable, "-m", "trainer", "reward", "--config", str(round_dir / "reward.config.json"),
-                    "--data", str(data), "--out", str(out), "--device", "cpu"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "reward",
+            "--config",
+            str(round_dir / "reward.config.json"),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
@@ -210,22 +258,51 @@ def noise_or_capacity(round_dir: Path, work: Path) -> dict:
     gold_file = work / "reward_train_gold_ordered.jsonl"
     gold_file.write_text("".join(json.dumps(gold_ordered(row)) + "\n" for row in rows), encoding="utf-8")
     held = labelled_pairs(round_dir / "reward_eval.jsonl")
-    result = {"round_dir": str(round_dir), "train_rows": len(rows), "heldout_pairs": len(held),
-              "label_ceiling": heldout_ceiling(held)}
+    result = {
+        "round_dir": str(round_dir),
+        "train_rows": len(rows),
+        "heldout_pairs": len(held),
+        "label_ceiling": heldout_ceiling(held),
+    }
     for name, data in (("as_labelled", round_dir / "reward_train.jsonl"), ("gold_ordered", gold_file)):
         rm = rerun_round_reward(round_dir, data, work / f"rm-{name}")
         on_correctness = accuracy_on_correctness_pairs(rm, held)
-        result[name] = {"heldout_accuracy": read_jsonl(rm / "metrics.jsonl")[-1]["eval_accuracy"],
-                        "right_vs_wrong": on_correctness and on_correctness[0]}
+        result[name] = {
+            "heldout_accuracy": read_jsonl(rm / "metrics.jsonl")[-1]["eval_accuracy"],
+            "right_vs_wrong": on_correctness and on_correctness[0],
+        }
     return result
 
 
 def train_synthetic_rm(sft: Path, pairs: list[Pair], out: Path, *, epochs: int, lr: float) -> Path:
     data = out.with_suffix(".jsonl")
     data.write_text("".join(json.dumps({"prompt": p, "chosen": r, "rejected": w}) + "\n" for p, r, w in pairs))
-    subprocess.run([sys.executable, "-m", "trainer", "reward", "--model", str(sft), "--data", str(data), "--out",
-                    str(out), "--epochs", str(epochs), "--lr", str(lr), "--batch-size", "16", "--seed", "0",
-                    "--device", "cpu"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "reward",
+            "--model",
+            str(sft),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--epochs",
+            str(epochs),
+            "--lr",
+            str(lr),
+            "--batch-size",
+            "16",
+            "--seed",
+            "0",
+            "--device",
+            "cpu",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
@@ -233,10 +310,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world-dir", type=Path, default=ROOT / "bench" / "out" / "world-small")
     parser.add_argument("--reward-model", type=Path, nargs="*", default=[], help="reward model directories to test")
-    parser.add_argument("--train-synthetic", type=int, nargs="*", default=[],
-                        help="also train a reward model on this many synthetic pairs of train prompts (each N)")
-    parser.add_argument("--round-dir", type=Path, help="a round of an efficacy run (DATA/rounds/<job id>): rerun its "
-                        "reward stage on its training pairs as labelled and as ordered by the gold judge")
+    parser.add_argument(
+        "--train-synthetic",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also train a reward model on this many synthetic pairs of train prompts (each N)",
+    )
+    parser.add_argument(
+        "--round-dir",
+        type=Path,
+        help="a round of an efficacy run (DATA/rounds/<job id>): rerun its "
+        "reward stage on its training pairs as labelled and as ordered by the gold judge",
+    )
     parser.add_argument("--rm-epochs", type=int, default=4)
     parser.add_argument("--rm-lr", type=float, default=1e-4)
     parser.add_argument("--k", type=int, default=4, help="SFT samples per eval prompt")
@@ -250,16 +336,34 @@ def main() -> int:
     eval_file = world / "prompts_eval.jsonl"
     prompts = {row["prompt_id"]: row["prompt"] for row in read_jsonl(eval_file)}
 
-    sampled_rows = read_jsonl(generate(world / "sft", eval_file, work / "sampled.jsonl", samples=args.k,
-                                       temperature=args.temperature, max_new_tokens=args.max_new_tokens))
-    greedy_rows = read_jsonl(generate(world / "sft", eval_file, work / "greedy.jsonl", samples=1, temperature=0.0,
-                                      max_new_tokens=args.max_new_tokens))
+    sampled_rows = read_jsonl(
+        generate(
+            world / "sft",
+            eval_file,
+            work / "sampled.jsonl",
+            samples=args.k,
+            temperature=args.temperature,
+            max_new_tokens=args.max_new_tokens,
+        )
+    )
+    greedy_rows = read_jsonl(
+        generate(
+            world / "sft",
+            eval_file,
+            work / "greedy.jsonl",
+            samples=1,
+            temperature=0.0,
+            max_new_tokens=args.max_new_tokens,
+        )
+    )
     sampled = defaultdict(list)
     for row in sampled_rows:
         sampled[row["prompt_id"]].append(assess(prompts[row["prompt_id"]], row["text"]))
     greedy = {row["prompt_id"]: assess(prompts[row["prompt_id"]], row["text"]) for row in greedy_rows}
     result: dict = {
-        "world": str(world), "k": args.k, "temperature": args.temperature,
+        "world": str(world),
+        "k": args.k,
+        "temperature": args.temperature,
         "sft_correct_sampled": sum(a.correct for v in sampled.values() for a in v) / len(sampled_rows),
         "sft_correct_greedy": sum(a.correct for a in greedy.values()) / len(greedy),
         "style_ceilings": style_ceilings(sampled, greedy),
@@ -267,28 +371,37 @@ def main() -> int:
     pair_sets = {"real": real_pairs(prompts, sampled_rows), "synthetic": synthetic_pairs(list(prompts.values()), 3, 0)}
     result["pairs"] = {name: len(pairs) for name, pairs in pair_sets.items()}
     judges: dict[str, dict[str, float]] = {
-        "SFT log-likelihood (anchor)": {name: loglik_accuracy(world / "sft", pairs, args.temperature)
-                                        for name, pairs in pair_sets.items()}}
+        "SFT log-likelihood (anchor)": {
+            name: loglik_accuracy(world / "sft", pairs, args.temperature) for name, pairs in pair_sets.items()
+        }
+    }
     for reward_dir in args.reward_model:
         judges[f"RM {reward_dir}"] = {name: rm_accuracy(reward_dir, pairs) for name, pairs in pair_sets.items()}
     train_prompts = [row["prompt"] for row in read_jsonl(world / "prompts_train.jsonl")]
     for n in args.train_synthetic:
         pool = synthetic_pairs(train_prompts, -(-n // len(train_prompts)), seed=1)[:n]
         rm = train_synthetic_rm(world / "sft", pool, work / f"rm-synthetic-{n}", epochs=args.rm_epochs, lr=args.rm_lr)
-        judges[f"RM trained on {len(pool)} synthetic pairs"] = {name: rm_accuracy(rm, pairs)
-                                                               for name, pairs in pair_sets.items()}
+        judges[f"RM trained on {len(pool)} synthetic pairs"] = {
+            name: rm_accuracy(rm, pairs) for name, pairs in pair_sets.items()
+        }
     result["accuracy"] = judges
     if args.round_dir:
         result["noise_or_capacity"] = noise_or_capacity(args.round_dir, work)
 
-    print(f"SFT model correct: {result['sft_correct_sampled']:.3f} sampled at {args.temperature}, "
-          f"{result['sft_correct_greedy']:.3f} greedy")
+    print(
+        f"SFT model correct: {result['sft_correct_sampled']:.3f} sampled at {args.temperature}, "
+        f"{result['sft_correct_greedy']:.3f} greedy"
+    )
     ceilings = result["style_ceilings"]
-    print(f"gold win-rate against SFT of a policy in perfect style: {100 * ceilings['sft_correctness_ideal_style']:.1f}% "
-          f"with the SFT model's correctness, {100 * ceilings['greedy_correctness_ideal_style']:.1f}% with its greedy "
-          "correctness")
-    print(f"\nright-vs-wrong pairs ordered right: real (SFT samples, same style; n {result['pairs']['real']}), "
-          f"synthetic (right vs the world's wrong answer; n {result['pairs']['synthetic']})")
+    print(
+        f"gold win-rate against SFT of a policy in perfect style: {100 * ceilings['sft_correctness_ideal_style']:.1f}% "
+        f"with the SFT model's correctness, {100 * ceilings['greedy_correctness_ideal_style']:.1f}% with its greedy "
+        "correctness"
+    )
+    print(
+        f"\nright-vs-wrong pairs ordered right: real (SFT samples, same style; n {result['pairs']['real']}), "
+        f"synthetic (right vs the world's wrong answer; n {result['pairs']['synthetic']})"
+    )
     print("| judge | real | synthetic | real / anchor |")
     print("|---|---|---|---|")
     anchor = judges["SFT log-likelihood (anchor)"]["real"]
@@ -297,16 +410,22 @@ def main() -> int:
     if args.round_dir:
         nc = result["noise_or_capacity"]
         ceiling = nc["label_ceiling"]
-        print(f"\nlabel noise or capacity? {nc['round_dir']}: its reward stage rerun on its {nc['train_rows']} training "
-              f"rows, scored on its {nc['heldout_pairs']} held-out pairs (label ceiling {100 * ceiling:.1f}%)")
+        print(
+            f"\nlabel noise or capacity? {nc['round_dir']}: its reward stage rerun on its {nc['train_rows']} training "
+            f"rows, scored on its {nc['heldout_pairs']} held-out pairs (label ceiling {100 * ceiling:.1f}%)"
+        )
         print("| trained on | held-out accuracy | / label ceiling | right-vs-wrong held-out pairs |")
         print("|---|---|---|---|")
-        for name, label in (("as_labelled", "the labels (the round's own stage again)"),
-                            ("gold_ordered", "the same pairs ordered by the gold judge (no label noise)")):
+        for name, label in (
+            ("as_labelled", "the labels (the round's own stage again)"),
+            ("gold_ordered", "the same pairs ordered by the gold judge (no label noise)"),
+        ):
             row = nc[name]
             rw = "–" if row["right_vs_wrong"] is None else f"{100 * row['right_vs_wrong']:.1f}%"
-            print(f"| {label} | {100 * row['heldout_accuracy']:.1f}% | {100 * row['heldout_accuracy'] / ceiling:.1f}% "
-                  f"| {rw} |")
+            print(
+                f"| {label} | {100 * row['heldout_accuracy']:.1f}% | {100 * row['heldout_accuracy'] / ceiling:.1f}% "
+                f"| {rw} |"
+            )
     out = ROOT / "bench" / "out" / "reward_correctness.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

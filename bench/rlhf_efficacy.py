@@ -22,6 +22,7 @@ changed: the mean of each part of the gold score (correct, helpful, concise, pol
 model's samples on the eval prompts, and how often the reward model orders the held-out pairs whose responses differ
 in correctness as the gold judge does (with the labels' own accuracy on them). Results also go to bench/out/rlhf_efficacy.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,9 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.simulation import run_simulation  # noqa: E402
 from reward_correctness import accuracy_on_correctness_pairs, heldout_ceiling, labelled_pairs  # noqa: E402  (bench/)
+
+from app.simulation import run_simulation  # noqa: E402
 from trainer.world import SIZES, build_all  # noqa: E402
 from trainer.world import annotators as choice_model  # noqa: E402
 from trainer.world.judge import assess as gold_assess  # noqa: E402
@@ -60,8 +62,16 @@ def round_config(args, size) -> dict:
         "gold_judge": "trainer.world.judge:score",
         "reward": {"epochs": args.rm_epochs, "batch_size": args.rm_batch_size, "lr": args.rm_lr},
         "reward_likelihood": not args.no_rm_likelihood,
-        "ppo": {"max_steps": args.ppo_steps, "batch_size": 32, "lr": args.ppo_lr, "kl_coef": args.kl_coef,
-                "ppo_epochs": 4, "num_minibatches": 2, "max_new_tokens": size.max_new_tokens, "temperature": 0.7},
+        "ppo": {
+            "max_steps": args.ppo_steps,
+            "batch_size": 32,
+            "lr": args.ppo_lr,
+            "kl_coef": args.kl_coef,
+            "ppo_epochs": 4,
+            "num_minibatches": 2,
+            "max_new_tokens": size.max_new_tokens,
+            "temperature": 0.7,
+        },
         "dpo": {"epochs": args.dpo_epochs, "batch_size": 16, "lr": args.dpo_lr, "beta": args.dpo_beta},
         "rs": {"num_samples": args.rs_samples, "temperature": 0.7, "max_new_tokens": size.max_new_tokens},
         "sft": {"epochs": args.rs_epochs, "batch_size": 16, "lr": args.rs_lr},
@@ -71,8 +81,13 @@ def round_config(args, size) -> dict:
         "eval_temperature": 0.7,
         # every eval prompt's before/after sample goes on the report, so the bench can say what changed
         "report_samples": min(args.eval_prompts, 200),
-        "next_tasks": {"prompts": args.labels, "k": args.k, "kind": args.task_kind,
-                       "max_new_tokens": size.max_new_tokens, "temperature": args.temperature},
+        "next_tasks": {
+            "prompts": args.labels,
+            "k": args.k,
+            "kind": args.task_kind,
+            "max_new_tokens": size.max_new_tokens,
+            "temperature": args.temperature,
+        },
     }
 
 
@@ -81,10 +96,17 @@ class Services:
 
     def __init__(self, data_dir: Path):
         self.data_dir = data_dir
-        self.env = {**os.environ, "RLHF_DATA_DIR": str(data_dir),
-                    "RLHF_DATABASE_URL": f"sqlite:///{data_dir / 'rlhf.sqlite3'}", "RLHF_SECRET_KEY": "bench",
-                    "RLHF_OFFLINE_ASSETS": "1", "RLHF_WORKER_POLL_S": "0.5", "HF_HUB_OFFLINE": "1",
-                    "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+        self.env = {
+            **os.environ,
+            "RLHF_DATA_DIR": str(data_dir),
+            "RLHF_DATABASE_URL": f"sqlite:///{data_dir / 'rlhf.sqlite3'}",
+            "RLHF_SECRET_KEY": "bench",
+            "RLHF_OFFLINE_ASSETS": "1",
+            "RLHF_WORKER_POLL_S": "0.5",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "PYTHONPATH": str(ROOT),
+        }
         self.procs: list[subprocess.Popen] = []
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -92,22 +114,45 @@ class Services:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def rlhf(self, *args: str, input: str | None = None) -> str:
-        proc = subprocess.run([sys.executable, "-m", "app.cli", *args], env=self.env, input=input, text=True,
-                              capture_output=True, cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, "-m", "app.cli", *args],
+            env=self.env,
+            input=input,
+            text=True,
+            capture_output=True,
+            cwd=ROOT,
+        )
         if proc.returncode != 0:
             raise SystemExit(f"rlhf {' '.join(args)}: {proc.stderr.strip()}")
         return proc.stdout.strip()
 
     def start(self) -> str:
         self.rlhf("db", "upgrade")
-        self.rlhf("users", "create", "--username", "bench-admin", "--role", "admin", "--password-stdin",
-                  input="bench-admin-password\n")
+        self.rlhf(
+            "users",
+            "create",
+            "--username",
+            "bench-admin",
+            "--role",
+            "admin",
+            "--password-stdin",
+            input="bench-admin-password\n",
+        )
         token = self.rlhf("tokens", "create", "--username", "bench-admin")
-        for name, args in (("serve", ["serve", "--host", "127.0.0.1", "--port", str(self.port)]),
-                           ("worker", ["worker"])):
+        for name, args in (
+            ("serve", ["serve", "--host", "127.0.0.1", "--port", str(self.port)]),
+            ("worker", ["worker"]),
+        ):
             log = open(self.data_dir / f"{name}.log", "ab")
-            self.procs.append(subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=self.env, cwd=ROOT,
-                                               stdout=log, stderr=subprocess.STDOUT))
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "app.cli", *args],
+                    env=self.env,
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         for _ in range(300):
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
@@ -133,8 +178,10 @@ def gold_parts(samples: Path, prompts: Path) -> dict[str, float] | None:
     if not samples.is_file() or not prompts.is_file():
         return None
     prompt_by_id = {row["prompt_id"]: row["prompt"] for row in map(json.loads, prompts.read_text().splitlines())}
-    parts = [gold_assess(prompt_by_id[row["prompt_id"]], row["text"])
-             for row in map(json.loads, samples.read_text().splitlines())]
+    parts = [
+        gold_assess(prompt_by_id[row["prompt_id"]], row["text"])
+        for row in map(json.loads, samples.read_text().splitlines())
+    ]
     return {name: sum(getattr(a, name) for a in parts) / len(parts) for name in GOLD_PARTS} if parts else None
 
 
@@ -156,10 +203,14 @@ def wait_job(api: httpx.Client, job_id: int, what: str) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
-    parser.add_argument("--world-dir", type=Path, help="where the world is built and cached "
-                                                        "(default bench/out/world-SIZE)")
-    parser.add_argument("--reuse-world", action="store_true",
-                        help="use --world-dir as it is (its sft/ and prompts), without checking it is current")
+    parser.add_argument(
+        "--world-dir", type=Path, help="where the world is built and cached (default bench/out/world-SIZE)"
+    )
+    parser.add_argument(
+        "--reuse-world",
+        action="store_true",
+        help="use --world-dir as it is (its sft/ and prompts), without checking it is current",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--labels", type=int, default=300, help="simulated labels per round")
     parser.add_argument("--annotators", type=int, default=5)
@@ -168,14 +219,22 @@ def main() -> int:
     parser.add_argument("--rm-epochs", type=int, default=4)
     parser.add_argument("--rm-lr", type=float, default=1e-4)
     parser.add_argument("--rm-batch-size", type=int, default=16)
-    parser.add_argument("--no-rm-likelihood", action="store_true",
-                        help="the reward model without the SFT model's log-likelihood feature (before stop 30)")
-    parser.add_argument("--ppo-steps", type=int, default=90,
-                        help="PPO steps of 32 episodes (90: about 3 passes over 1,000 prompts)")
+    parser.add_argument(
+        "--no-rm-likelihood",
+        action="store_true",
+        help="the reward model without the SFT model's log-likelihood feature (before stop 30)",
+    )
+    parser.add_argument(
+        "--ppo-steps", type=int, default=90, help="PPO steps of 32 episodes (90: about 3 passes over 1,000 prompts)"
+    )
     parser.add_argument("--ppo-lr", type=float, default=3e-5)
     parser.add_argument("--kl-coef", type=float, default=0.3)
-    parser.add_argument("--algo", choices=["ppo", "dpo", "rs"], default="rs",
-                        help="how each round tunes the policy (rs: best of --rs-samples under the new RM, then SFT)")
+    parser.add_argument(
+        "--algo",
+        choices=["ppo", "dpo", "rs"],
+        default="rs",
+        help="how each round tunes the policy (rs: best of --rs-samples under the new RM, then SFT)",
+    )
     parser.add_argument("--rs-samples", type=int, default=8, help="rs: samples per train prompt (best of N)")
     parser.add_argument("--rs-lr", type=float, default=2e-5, help="rs: SFT learning rate on the best samples")
     parser.add_argument("--rs-epochs", type=int, default=2, help="rs: SFT epochs on the best samples")
@@ -183,13 +242,25 @@ def main() -> int:
     parser.add_argument("--dpo-beta", type=float, default=0.1)
     parser.add_argument("--dpo-epochs", type=int, default=1)
     parser.add_argument("--eval-prompts", type=int, default=200)
-    parser.add_argument("--eval-samples", type=int, default=4,
-                        help="samples per eval prompt and policy (1 sample of 200 prompts: a win-rate +-3.5 points)")
-    parser.add_argument("--task-kind", choices=["pairwise", "ranking"], default="ranking",
-                        help="what people label: pairwise choices, or rankings of K (K(K-1)/2 pairs each)")
+    parser.add_argument(
+        "--eval-samples",
+        type=int,
+        default=4,
+        help="samples per eval prompt and policy (1 sample of 200 prompts: a win-rate +-3.5 points)",
+    )
+    parser.add_argument(
+        "--task-kind",
+        choices=["pairwise", "ranking"],
+        default="ranking",
+        help="what people label: pairwise choices, or rankings of K (K(K-1)/2 pairs each)",
+    )
     parser.add_argument("--k", type=int, default=4, help="responses per task")
-    parser.add_argument("--temperature", type=float, default=0.7,
-                        help="sampling temperature of the responses people label (first tasks and each round's)")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=0.7,
+        help="sampling temperature of the responses people label (first tasks and each round's)",
+    )
     parser.add_argument("--max-new-tokens", type=int, help="response length limit (default: the world size's)")
     args = parser.parse_args()
     size = SIZES[args.size]
@@ -210,18 +281,34 @@ def main() -> int:
         api = httpx.Client(base_url=services.url, headers={"Authorization": f"Bearer {token}"}, timeout=600)
         prompts = [json.loads(line) for line in (world / "prompts.jsonl").read_text().splitlines()]
         api.post("/api/v1/prompts", json=prompts).raise_for_status()
-        api.post("/api/v1/models", json={"path": str(world / "sft"), "name": f"world-{args.size}-sft",
-                                         "kind": "policy", "stage": "sft"}).raise_for_status()
-        generate = api.post("/api/v1/generate", json={"count": args.labels, "num_samples": args.k,
-                                                      "max_new_tokens": size.max_new_tokens, "seed": args.seed,
-                                                      "temperature": args.temperature, "task_kind": args.task_kind})
+        api.post(
+            "/api/v1/models",
+            json={"path": str(world / "sft"), "name": f"world-{args.size}-sft", "kind": "policy", "stage": "sft"},
+        ).raise_for_status()
+        generate = api.post(
+            "/api/v1/generate",
+            json={
+                "count": args.labels,
+                "num_samples": args.k,
+                "max_new_tokens": size.max_new_tokens,
+                "seed": args.seed,
+                "temperature": args.temperature,
+                "task_kind": args.task_kind,
+            },
+        )
         generate.raise_for_status()
         wait_job(api, generate.json()["job_id"], "first tasks")
         config = round_config(args, size)
         for number in range(1, args.rounds + 1):
             t0 = time.perf_counter()
-            report = run_simulation(url=services.url, admin_token=token, annotators=args.annotators,
-                                    labels=args.labels, noise=args.noise, seed=args.seed + number)
+            report = run_simulation(
+                url=services.url,
+                admin_token=token,
+                annotators=args.annotators,
+                labels=args.labels,
+                noise=args.noise,
+                seed=args.seed + number,
+            )
             labels_so_far += report.pairwise_labels
             print(f"round {number}: {report.labels} labels in {report.seconds:.0f} s", file=sys.stderr, flush=True)
             started_round = api.post("/api/v1/rounds", json={**config, "seed": args.seed + number})
@@ -237,19 +324,32 @@ def main() -> int:
             parts_after = gold_parts(rdir / "samples_after.jsonl", rdir / "report_prompts.jsonl")
             parts_sft = gold_parts(rdir / "samples_before.jsonl", rdir / "report_prompts.jsonl")
             on_correctness = accuracy_on_correctness_pairs(rdir / "reward", held_out)
-            rows.append({"round": number, "labels": len(labels_so_far), "job_id": job["id"],
-                         "gold_win_rate_vs_sft": ev.get("gold_win_rate"),
-                         "gold_win_rate_se": ev.get("gold_win_rate_se"), "rm_win_rate_vs_sft": ev.get("rm_win_rate"),
-                         "kl_to_sft": ev.get("kl_to_ref"), "mean_length": ev.get("mean_length"),
-                         "mean_length_sft": ev.get("mean_length_before"), "gold_score": ev.get("gold_score"),
-                         "gold_score_sft": ev.get("gold_score_before"), "rm_accuracy": accuracy,
-                         "label_ceiling": ceiling, "labels_top2_gold_agreement": choice_model.pair_agreement(labels_so_far),
-                         "rm_vs_ceiling": accuracy / ceiling if accuracy is not None and ceiling else None,
-                         "gold_parts": parts_after, "gold_parts_sft": parts_sft,
-                         "rm_accuracy_correctness_pairs": on_correctness and on_correctness[0],
-                         "labels_accuracy_correctness_pairs": on_correctness and on_correctness[1],
-                         "correctness_pairs": on_correctness and on_correctness[2],
-                         "warnings": result.get("warnings", []), "seconds": round(time.perf_counter() - t0, 1)})
+            rows.append(
+                {
+                    "round": number,
+                    "labels": len(labels_so_far),
+                    "job_id": job["id"],
+                    "gold_win_rate_vs_sft": ev.get("gold_win_rate"),
+                    "gold_win_rate_se": ev.get("gold_win_rate_se"),
+                    "rm_win_rate_vs_sft": ev.get("rm_win_rate"),
+                    "kl_to_sft": ev.get("kl_to_ref"),
+                    "mean_length": ev.get("mean_length"),
+                    "mean_length_sft": ev.get("mean_length_before"),
+                    "gold_score": ev.get("gold_score"),
+                    "gold_score_sft": ev.get("gold_score_before"),
+                    "rm_accuracy": accuracy,
+                    "label_ceiling": ceiling,
+                    "labels_top2_gold_agreement": choice_model.pair_agreement(labels_so_far),
+                    "rm_vs_ceiling": accuracy / ceiling if accuracy is not None and ceiling else None,
+                    "gold_parts": parts_after,
+                    "gold_parts_sft": parts_sft,
+                    "rm_accuracy_correctness_pairs": on_correctness and on_correctness[0],
+                    "labels_accuracy_correctness_pairs": on_correctness and on_correctness[1],
+                    "correctness_pairs": on_correctness and on_correctness[2],
+                    "warnings": result.get("warnings", []),
+                    "seconds": round(time.perf_counter() - t0, 1),
+                }
+            )
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     finally:
         services.stop()
@@ -260,37 +360,60 @@ def main() -> int:
     def num(v):
         return "–" if v is None else f"{v:.2f}"
 
-    print(f"\nRLHF efficacy, {args.size} world, {args.labels} simulated labels per round "
-          f"({args.annotators} annotators, noise {args.noise}), eval prompts {args.eval_prompts} "
-          f"x {args.eval_samples} samples")
-    print("| round | labels | gold win-rate vs SFT | KL to SFT | mean length (SFT) | RM held-out acc | "
-          "label ceiling | RM / ceiling |")
+    print(
+        f"\nRLHF efficacy, {args.size} world, {args.labels} simulated labels per round "
+        f"({args.annotators} annotators, noise {args.noise}), eval prompts {args.eval_prompts} "
+        f"x {args.eval_samples} samples"
+    )
+    print(
+        "| round | labels | gold win-rate vs SFT | KL to SFT | mean length (SFT) | RM held-out acc | "
+        "label ceiling | RM / ceiling |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         se = f" ± {100 * r['gold_win_rate_se']:.1f}" if r.get("gold_win_rate_se") is not None else ""
-        print(f"| {r['round']} | {r['labels']} | {pct(r['gold_win_rate_vs_sft'])}{se} | {num(r['kl_to_sft'])} | "
-              f"{num(r['mean_length'])} ({num(r['mean_length_sft'])}) | {pct(r['rm_accuracy'])} | "
-              f"{pct(r['label_ceiling'])} | {pct(r['rm_vs_ceiling'])} |")
-    print("\nWhat changed: mean of each part of the gold score on the eval prompts, new policy (SFT); and on the "
-          "held-out pairs whose responses differ in correctness, how often the reward model and the labels order them "
-          "as the gold judge does")
+        print(
+            f"| {r['round']} | {r['labels']} | {pct(r['gold_win_rate_vs_sft'])}{se} | {num(r['kl_to_sft'])} | "
+            f"{num(r['mean_length'])} ({num(r['mean_length_sft'])}) | {pct(r['rm_accuracy'])} | "
+            f"{pct(r['label_ceiling'])} | {pct(r['rm_vs_ceiling'])} |"
+        )
+    print(
+        "\nWhat changed: mean of each part of the gold score on the eval prompts, new policy (SFT); and on the "
+        "held-out pairs whose responses differ in correctness, how often the reward model and the labels order them "
+        "as the gold judge does"
+    )
     print("| round | " + " | ".join(GOLD_PARTS) + " | RM on right-vs-wrong pairs | labels on them |")
     print("|---|" + "---|" * (len(GOLD_PARTS) + 2))
     for r in rows:
         after, before = r["gold_parts"] or {}, r["gold_parts_sft"] or {}
-        print(f"| {r['round']} | " + " | ".join(f"{num(after.get(n))} ({num(before.get(n))})" for n in GOLD_PARTS)
-              + f" | {pct(r['rm_accuracy_correctness_pairs'])} | {pct(r['labels_accuracy_correctness_pairs'])} "
-              f"(n {r['correctness_pairs'] or 0}) |")
+        print(
+            f"| {r['round']} | "
+            + " | ".join(f"{num(after.get(n))} ({num(before.get(n))})" for n in GOLD_PARTS)
+            + f" | {pct(r['rm_accuracy_correctness_pairs'])} | {pct(r['labels_accuracy_correctness_pairs'])} "
+            f"(n {r['correctness_pairs'] or 0}) |"
+        )
     out = ROOT / "bench" / "out" / "rlhf_efficacy.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                               "rounds": rows, "seconds": round(time.perf_counter() - started, 1)}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                "rounds": rows,
+                "seconds": round(time.perf_counter() - started, 1),
+            },
+            indent=2,
+        )
+    )
     final = rows[-1] if rows else {}
     goal = (final.get("gold_win_rate_vs_sft") or 0) >= 0.7 and (final.get("rm_vs_ceiling") or 0) >= 0.9
-    print(f"\ngoal (gold win-rate >= 70%, RM >= 90% of the ceiling) after round {final.get('round')}: "
-          f"{'met' if goal else 'NOT met'}; total {time.perf_counter() - started:.0f} s")
-    print(f"data dir (kept): {services.data_dir}; round N's reward model is rounds/<its job id>/reward "
-          f"(job ids {', '.join(str(r['job_id']) for r in rows)})")
+    print(
+        f"\ngoal (gold win-rate >= 70%, RM >= 90% of the ceiling) after round {final.get('round')}: "
+        f"{'met' if goal else 'NOT met'}; total {time.perf_counter() - started:.0f} s"
+    )
+    print(
+        f"data dir (kept): {services.data_dir}; round N's reward model is rounds/<its job id>/reward "
+        f"(job ids {', '.join(str(r['job_id']) for r in rows)})"
+    )
     return 0
 
 

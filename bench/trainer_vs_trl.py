@@ -29,6 +29,7 @@ What makes ours faster (all compute the same numbers; bf16 is a separate, report
 Figures to trust on a shared machine: the per-own-CPU-second ratios (CPU time this process got), next to
 the wall-clock ones; the generation ratio comes with the range over interleaved repetitions (--gen-reps).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -87,9 +88,19 @@ def worker_rm(args) -> dict:
     marks = _timed_loop(rm)
     A = Path(args.anchor) / "assets"
     out = Path(tempfile.mkdtemp()) / "rm"
-    cfg = rm.RewardConfig(model=str(A / "tiny-gpt2"), data=str(A / "pref.jsonl"), eval_data=str(A / "pref_eval.jsonl"),
-                          out=str(out), batch_size=16, epochs=1, lr=args.rm_lr, precision=args.precision,
-                          max_length=128, seed=42, device="cpu")
+    cfg = rm.RewardConfig(
+        model=str(A / "tiny-gpt2"),
+        data=str(A / "pref.jsonl"),
+        eval_data=str(A / "pref_eval.jsonl"),
+        out=str(out),
+        batch_size=16,
+        epochs=1,
+        lr=args.rm_lr,
+        precision=args.precision,
+        max_length=128,
+        seed=42,
+        device="cpu",
+    )
 
     def on_metrics(line):
         if "loss" in line:
@@ -100,17 +111,26 @@ def worker_rm(args) -> dict:
     final = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     t_train = marks["steps"][-1][0] - marks["t0"]
     n_pairs = final["train_pairs"]
-    from trainer.runtime import load_tokenizer
     from trainer.preference_data import load_preferences
+    from trainer.runtime import load_tokenizer
 
     data = load_preferences(A / "pref.jsonl", load_tokenizer(A / "tiny-gpt2"), max_length=128)
     tokens = sum(len(s) for g in data.groups for s in g.sequences)
     n_params = sum(p.numel() for p in rm.load_reward_model(out, load_tokenizer(out)).parameters())
     cpu = cpu_contention(marks["cpu0"], marks["cpu1"])
-    return {"pairs_per_s": n_pairs / t_train, "t_train_s": t_train, "n_pairs": n_pairs, "cpu_during_train": cpu,
-            "pairs_per_own_cpu_s": n_pairs / cpu["own_cpu_s"],
-            "heldout_accuracy": final["eval_accuracy"], "tokens": tokens, "n_params": n_params,
-            "flops": 6 * n_params * tokens, "threads": torch.get_num_threads(), "precision": args.precision}
+    return {
+        "pairs_per_s": n_pairs / t_train,
+        "t_train_s": t_train,
+        "n_pairs": n_pairs,
+        "cpu_during_train": cpu,
+        "pairs_per_own_cpu_s": n_pairs / cpu["own_cpu_s"],
+        "heldout_accuracy": final["eval_accuracy"],
+        "tokens": tokens,
+        "n_params": n_params,
+        "flops": 6 * n_params * tokens,
+        "threads": torch.get_num_threads(),
+        "precision": args.precision,
+    }
 
 
 def worker_ppo(args) -> dict:
@@ -121,10 +141,24 @@ def worker_ppo(args) -> dict:
     marks = _timed_loop(ppo)
     A = Path(args.anchor) / "assets"
     out = Path(tempfile.mkdtemp()) / "policy"
-    cfg = ppo.PPOConfig(policy=str(A / "tiny-gpt2"), reward_model=str(A / "tiny-rm"), prompts=str(A / "prompts.jsonl"),
-                        out=str(out), batch_size=16, epochs=max(1, args.ppo_episodes // 64), max_new_tokens=32, ppo_epochs=4, num_minibatches=1,
-                        lr=3e-6, kl_coef=0.05, temperature=0.7, seed=42, precision=args.precision,
-                        checkpoint_every=0, device="cpu")
+    cfg = ppo.PPOConfig(
+        policy=str(A / "tiny-gpt2"),
+        reward_model=str(A / "tiny-rm"),
+        prompts=str(A / "prompts.jsonl"),
+        out=str(out),
+        batch_size=16,
+        epochs=max(1, args.ppo_episodes // 64),
+        max_new_tokens=32,
+        ppo_epochs=4,
+        num_minibatches=1,
+        lr=3e-6,
+        kl_coef=0.05,
+        temperature=0.7,
+        seed=42,
+        precision=args.precision,
+        checkpoint_every=0,
+        device="cpu",
+    )
 
     def on_metrics(line):
         marks["steps"].append((time.perf_counter(), line))
@@ -136,11 +170,18 @@ def worker_ppo(args) -> dict:
     episodes = lines[-1]["episode"]
     gen_tokens = sum(x["gen_len"] * 16 for x in lines)
     cpu = cpu_contention(marks["cpu0"], marks["cpu1"])
-    return {"episodes_per_s": episodes / t_train, "t_train_s": t_train, "episodes": episodes, "cpu_during_train": cpu,
-            "episodes_per_own_cpu_s": episodes / cpu["own_cpu_s"],
-            "gen_tokens": gen_tokens, "threads": torch.get_num_threads(), "precision": args.precision,
-            "first": {k: lines[0][k] for k in ("objective/scores", "objective/kl", "loss/value_avg")},
-            "last": {k: lines[-1][k] for k in ("objective/scores", "objective/kl", "loss/value_avg")}}
+    return {
+        "episodes_per_s": episodes / t_train,
+        "t_train_s": t_train,
+        "episodes": episodes,
+        "cpu_during_train": cpu,
+        "episodes_per_own_cpu_s": episodes / cpu["own_cpu_s"],
+        "gen_tokens": gen_tokens,
+        "threads": torch.get_num_threads(),
+        "precision": args.precision,
+        "first": {k: lines[0][k] for k in ("objective/scores", "objective/kl", "loss/value_avg")},
+        "last": {k: lines[-1][k] for k in ("objective/scores", "objective/kl", "loss/value_avg")},
+    }
 
 
 def worker_gen(args) -> dict:
@@ -166,19 +207,37 @@ def worker_gen(args) -> dict:
     def ours() -> int:
         n = 0
         for b, (ids, mask) in enumerate(batches):
-            out = sample_batch(model, ids, mask, max_new_tokens=32, temperature=0.7, top_k=0, top_p=1.0,
-                               eos_token_id=eos, pad_token_id=tok.pad_token_id,
-                               generators=[make_generator(1000 * b + i) for i in range(ids.shape[0])])
+            out = sample_batch(
+                model,
+                ids,
+                mask,
+                max_new_tokens=32,
+                temperature=0.7,
+                top_k=0,
+                top_p=1.0,
+                eos_token_id=eos,
+                pad_token_id=tok.pad_token_id,
+                generators=[make_generator(1000 * b + i) for i in range(ids.shape[0])],
+            )
             n += int(out.lengths.sum())
         return n
 
     def hf() -> int:
         n = 0
         for ids, mask in batches:
-            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=0.7, top_k=0,
-                                 top_p=1.0, max_new_tokens=32, use_cache=True, pad_token_id=tok.pad_token_id,
-                                 eos_token_id=eos)
-            n += count(out[:, ids.shape[1]:])
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=True,
+                temperature=0.7,
+                top_k=0,
+                top_p=1.0,
+                max_new_tokens=32,
+                use_cache=True,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=eos,
+            )
+            n += count(out[:, ids.shape[1] :])
         return n
 
     res = {"ours": [], "hf": []}
@@ -194,11 +253,20 @@ def worker_gen(args) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     ratios = [o / h for o, h in zip(res["ours"], res["hf"])]  # each rep's pair ran back to back
     cpu_ratios = [o / h for o, h in zip(cpu["ours"], cpu["hf"])]
-    return {"ours_tokens_per_s": statistics.median(res["ours"]), "hf_tokens_per_s": statistics.median(res["hf"]),
-            "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
-            "ratio_per_own_cpu_s_median": statistics.median(cpu_ratios), "ratio_per_own_cpu_s_min": min(cpu_ratios),
-            "ratio_per_own_cpu_s_max": max(cpu_ratios),
-            "samples": res, "samples_per_own_cpu_s": cpu, "n_params": n_params, "threads": torch.get_num_threads()}
+    return {
+        "ours_tokens_per_s": statistics.median(res["ours"]),
+        "hf_tokens_per_s": statistics.median(res["hf"]),
+        "ratio_median": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "ratio_per_own_cpu_s_median": statistics.median(cpu_ratios),
+        "ratio_per_own_cpu_s_min": min(cpu_ratios),
+        "ratio_per_own_cpu_s_max": max(cpu_ratios),
+        "samples": res,
+        "samples_per_own_cpu_s": cpu,
+        "n_params": n_params,
+        "threads": torch.get_num_threads(),
+    }
 
 
 # ----------------------------------------------------------------------------- driver
@@ -224,7 +292,7 @@ def matmul_peak(dtype_name: str, seconds: float = 1.0) -> float:
     while time.perf_counter() - t0 < seconds:
         a @ b
         n += 1
-    return 2 * 1024 ** 3 * n / (time.perf_counter() - t0)
+    return 2 * 1024**3 * n / (time.perf_counter() - t0)
 
 
 def ppo_flops_per_episode(n_params: int, prompt_tokens: float, response_tokens: float, ppo_epochs: int = 4) -> float:
@@ -257,8 +325,13 @@ def main() -> None:
     A = Path(args.anchor)
     if not (A / "venv" / "bin" / "python").exists() or not (A / "assets" / "pref.jsonl").exists():
         raise SystemExit(f"{A}: run `bash {ANCHOR_SCRIPTS}/setup.sh` first")
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(args.threads),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": str(REPO),
+    }
     me = [sys.executable, str(Path(__file__).resolve())]
     precisions = [p for p in args.precision.split(",") if p]
     only = set(args.only.split(","))
@@ -272,42 +345,102 @@ def main() -> None:
             elif "rm" in only or not (A / "assets" / "tiny-rm").exists():
                 o = tmp / f"trl_rm_{r}.json"
                 save = ["--save-rm", str(A / "assets" / "tiny-rm")] if not (A / "assets" / "tiny-rm").exists() else []
-                runs.setdefault("trl_rm", []).append(run_json(
-                    [str(A / "venv/bin/python"), str(ANCHOR_SCRIPTS / "bench_rm.py"), "--out", str(o),
-                     "--precision", "fp32", "--grad-ckpt", "0", "--assets", str(A / "assets"), *save], env, o))
+                runs.setdefault("trl_rm", []).append(
+                    run_json(
+                        [
+                            str(A / "venv/bin/python"),
+                            str(ANCHOR_SCRIPTS / "bench_rm.py"),
+                            "--out",
+                            str(o),
+                            "--precision",
+                            "fp32",
+                            "--grad-ckpt",
+                            "0",
+                            "--assets",
+                            str(A / "assets"),
+                            *save,
+                        ],
+                        env,
+                        o,
+                    )
+                )
             if "rm" in only:
                 for p in precisions:
-                    runs.setdefault(f"ours_rm_{p}", []).append(run_json(
-                        [*me, "--worker", "rm", "--precision", p, "--anchor", str(A), "--rm-lr", str(args.rm_lr)], env))
+                    runs.setdefault(f"ours_rm_{p}", []).append(
+                        run_json(
+                            [*me, "--worker", "rm", "--precision", p, "--anchor", str(A), "--rm-lr", str(args.rm_lr)],
+                            env,
+                        )
+                    )
         if "ppo" in only:
             o = tmp / f"trl_ppo_{r}.json"
-            runs.setdefault("trl_ppo", []).append(run_json(
-                [str(A / "venv-ppo/bin/python"), str(ANCHOR_SCRIPTS / "bench_ppo.py"), "--out", str(o),
-                 "--precision", "fp32", "--grad-ckpt", "0", "--assets", str(A / "assets"),
-                 "--episodes", str(args.ppo_episodes)], env, o))
+            runs.setdefault("trl_ppo", []).append(
+                run_json(
+                    [
+                        str(A / "venv-ppo/bin/python"),
+                        str(ANCHOR_SCRIPTS / "bench_ppo.py"),
+                        "--out",
+                        str(o),
+                        "--precision",
+                        "fp32",
+                        "--grad-ckpt",
+                        "0",
+                        "--assets",
+                        str(A / "assets"),
+                        "--episodes",
+                        str(args.ppo_episodes),
+                    ],
+                    env,
+                    o,
+                )
+            )
             for p in precisions:
-                runs.setdefault(f"ours_ppo_{p}", []).append(run_json(
-                    [*me, "--worker", "ppo", "--precision", p, "--anchor", str(A),
-                     "--ppo-episodes", str(args.ppo_episodes)], env))
+                runs.setdefault(f"ours_ppo_{p}", []).append(
+                    run_json(
+                        [
+                            *me,
+                            "--worker",
+                            "ppo",
+                            "--precision",
+                            p,
+                            "--anchor",
+                            str(A),
+                            "--ppo-episodes",
+                            str(args.ppo_episodes),
+                        ],
+                        env,
+                    )
+                )
         if "gen" in only:
-            runs.setdefault("gen", []).append(run_json([*me, "--worker", "gen", "--anchor", str(A),
-                                                        "--gen-reps", str(args.gen_reps)], env))
+            runs.setdefault("gen", []).append(
+                run_json([*me, "--worker", "gen", "--anchor", str(A), "--gen-reps", str(args.gen_reps)], env)
+            )
 
     med = lambda key, field: statistics.median(x[field] for x in runs[key])  # noqa: E731
-    summary: dict = {"threads": args.threads, "rounds": args.rounds, "matmul_peak_gflops": {k: v / 1e9 for k, v in peaks.items()}}
+    summary: dict = {
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "matmul_peak_gflops": {k: v / 1e9 for k, v in peaks.items()},
+    }
     info = json.loads((A / "assets" / "assets_info.json").read_text())
     if "trl_rm" in runs and any(k.startswith("ours_rm_") for k in runs):
-        trl = {"pairs_per_s": med("trl_rm", "pairs_per_s"),
-               "heldout_accuracy": statistics.median(x["heldout_eval"]["eval_accuracy"] for x in runs["trl_rm"]),
-               "mfu_fp32": med("trl_rm", "achieved_gflops_6NT") * 1e9 / peaks["fp32"],
-               "pairs_per_own_cpu_s": statistics.median(x["n_pairs_after_filter"] / x["cpu_during_train"]["own_cpu_s"]
-                                                        for x in runs["trl_rm"]),
-               "others_frac": statistics.median(x["cpu_during_train"]["others_frac"] for x in runs["trl_rm"])}
+        trl = {
+            "pairs_per_s": med("trl_rm", "pairs_per_s"),
+            "heldout_accuracy": statistics.median(x["heldout_eval"]["eval_accuracy"] for x in runs["trl_rm"]),
+            "mfu_fp32": med("trl_rm", "achieved_gflops_6NT") * 1e9 / peaks["fp32"],
+            "pairs_per_own_cpu_s": statistics.median(
+                x["n_pairs_after_filter"] / x["cpu_during_train"]["own_cpu_s"] for x in runs["trl_rm"]
+            ),
+            "others_frac": statistics.median(x["cpu_during_train"]["others_frac"] for x in runs["trl_rm"]),
+        }
         summary["rm"] = {"trl_1.16": trl}
         for p in precisions:
             k = f"ours_rm_{p}"
-            ours = {"pairs_per_s": med(k, "pairs_per_s"), "heldout_accuracy": med(k, "heldout_accuracy"),
-                    "mfu": statistics.median(x["flops"] / x["t_train_s"] for x in runs[k]) / peaks[p]}
+            ours = {
+                "pairs_per_s": med(k, "pairs_per_s"),
+                "heldout_accuracy": med(k, "heldout_accuracy"),
+                "mfu": statistics.median(x["flops"] / x["t_train_s"] for x in runs[k]) / peaks[p],
+            }
             ours["pairs_per_own_cpu_s"] = med(k, "pairs_per_own_cpu_s")
             ours["others_frac"] = statistics.median(x["cpu_during_train"]["others_frac"] for x in runs[k])
             ours["speedup_vs_trl"] = ours["pairs_per_s"] / trl["pairs_per_s"]
@@ -318,32 +451,46 @@ def main() -> None:
         fl = ppo_flops_per_episode(info["n_params"], info["prompt_tokens_mean"], 32)
         trl_eps = med("trl_ppo", "episodes_per_s")
         trl_cpu = statistics.median(x["episodes"] / x["cpu_during_train"]["own_cpu_s"] for x in runs["trl_ppo"])
-        summary["ppo"] = {"trl_1.12": {"episodes_per_s": trl_eps, "mfu_fp32_est": trl_eps * fl / peaks["fp32"],
-                                       "episodes_per_own_cpu_s": trl_cpu,
-                                       "first": runs["trl_ppo"][-1].get("log_first"),
-                                       "last": runs["trl_ppo"][-1].get("log_last"),
-                                       "others_frac": statistics.median(x["cpu_during_train"]["others_frac"]
-                                                                        for x in runs["trl_ppo"])}}
+        summary["ppo"] = {
+            "trl_1.12": {
+                "episodes_per_s": trl_eps,
+                "mfu_fp32_est": trl_eps * fl / peaks["fp32"],
+                "episodes_per_own_cpu_s": trl_cpu,
+                "first": runs["trl_ppo"][-1].get("log_first"),
+                "last": runs["trl_ppo"][-1].get("log_last"),
+                "others_frac": statistics.median(x["cpu_during_train"]["others_frac"] for x in runs["trl_ppo"]),
+            }
+        }
         for p in precisions:
             k = f"ours_ppo_{p}"
             eps = med(k, "episodes_per_s")
-            summary["ppo"][f"ours_{p}"] = {"episodes_per_s": eps, "speedup_vs_trl": eps / trl_eps,
-                                           "speedup_vs_trl_per_own_cpu_s": med(k, "episodes_per_own_cpu_s") / trl_cpu,
-                                           "others_frac": statistics.median(x["cpu_during_train"]["others_frac"]
-                                                                            for x in runs[k]),
-                                           "mfu_est": eps * fl / peaks[p], "first": runs[k][-1]["first"],
-                                           "last": runs[k][-1]["last"]}
+            summary["ppo"][f"ours_{p}"] = {
+                "episodes_per_s": eps,
+                "speedup_vs_trl": eps / trl_eps,
+                "speedup_vs_trl_per_own_cpu_s": med(k, "episodes_per_own_cpu_s") / trl_cpu,
+                "others_frac": statistics.median(x["cpu_during_train"]["others_frac"] for x in runs[k]),
+                "mfu_est": eps * fl / peaks[p],
+                "first": runs[k][-1]["first"],
+                "last": runs[k][-1]["last"],
+            }
     if "gen" in runs:
         o, h = med("gen", "ours_tokens_per_s"), med("gen", "hf_tokens_per_s")
         n = runs["gen"][0]["n_params"]
         pooled = lambda f: [r for x in runs["gen"] for r in ([x[f]] if not isinstance(x[f], list) else x[f])]  # noqa: E731
-        summary["generation"] = {"ours_tokens_per_s": o, "hf_generate_tokens_per_s": h, "ratio": o / h,
-                                 "paired_ratio_median": statistics.median(pooled("ratio_median")),
-                                 "paired_ratio_range": [min(pooled("ratio_min")), max(pooled("ratio_max"))],
-                                 "per_own_cpu_s_ratio_median": statistics.median(pooled("ratio_per_own_cpu_s_median")),
-                                 "per_own_cpu_s_ratio_range": [min(pooled("ratio_per_own_cpu_s_min")),
-                                                               max(pooled("ratio_per_own_cpu_s_max"))],
-                                 "mfu_ours": o * 2 * n / peaks["fp32"], "mfu_hf": h * 2 * n / peaks["fp32"]}
+        summary["generation"] = {
+            "ours_tokens_per_s": o,
+            "hf_generate_tokens_per_s": h,
+            "ratio": o / h,
+            "paired_ratio_median": statistics.median(pooled("ratio_median")),
+            "paired_ratio_range": [min(pooled("ratio_min")), max(pooled("ratio_max"))],
+            "per_own_cpu_s_ratio_median": statistics.median(pooled("ratio_per_own_cpu_s_median")),
+            "per_own_cpu_s_ratio_range": [
+                min(pooled("ratio_per_own_cpu_s_min")),
+                max(pooled("ratio_per_own_cpu_s_max")),
+            ],
+            "mfu_ours": o * 2 * n / peaks["fp32"],
+            "mfu_hf": h * 2 * n / peaks["fp32"],
+        }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"summary": summary, "runs": runs}, indent=2))
     print(json.dumps(summary, indent=2))

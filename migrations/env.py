@@ -1,4 +1,5 @@
 """Alembic environment: the URL comes from the caller's config or from RLHF settings."""
+
 from alembic import context
 from sqlalchemy import pool
 

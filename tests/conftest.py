@@ -4,6 +4,7 @@ settings pointing at a temporary data dir, app clients, users and tokens.
 Backends: tests that take the `backend` fixture run on SQLite and on PostgreSQL. PostgreSQL is mandatory under
 CI=true (an unreachable server fails the test instead of skipping it).
 """
+
 from __future__ import annotations
 
 import os
@@ -41,6 +42,7 @@ def _dispose_engines() -> None:
 
 
 # ---- migrated templates, built once per session -------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory) -> Path:
@@ -105,6 +107,7 @@ def _drop_pg_database(name: str) -> None:
 
 # ---- the embedded tiny world, built once per test run (shared by xdist workers through a file lock) -----------
 
+
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory) -> Path:
     """`trainer.world` at size tiny: data, tokenizer, pretrained and SFT models. Set RLHF_TEST_WORLD_DIR to keep
@@ -124,6 +127,7 @@ def tiny_world(tmp_path_factory) -> Path:
 
 
 # ---- per-test database and settings -------------------------------------------------------------------------
+
 
 @pytest.fixture(params=["sqlite"])
 def backend(request) -> str:
@@ -182,6 +186,7 @@ def db(settings):
 
 # ---- app, users, clients ------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def app(settings):
     from app.main import create_app
@@ -230,8 +235,11 @@ def login(client):
     def do(user, password: str = "password123") -> str:
         page = client.get("/login")
         token = csrf_from(page.text)
-        response = client.post("/login", data={"username": user.username, "password": password,
-                                               "csrf_token": token, "next": "/"}, follow_redirects=False)
+        response = client.post(
+            "/login",
+            data={"username": user.username, "password": password, "csrf_token": token, "next": "/"},
+            follow_redirects=False,
+        )
         assert response.status_code == 303, response.text
         return session_csrf(client)
 

@@ -1,4 +1,5 @@
 """Small test helpers shared by test modules (fixtures live in conftest.py)."""
+
 from __future__ import annotations
 
 import re
@@ -18,5 +19,3 @@ def session_csrf(client) -> str:
     session = SessionSigner("test-secret-key", 3600).loads(cookie)
     assert session is not None and session.user_id is not None
     return session.csrf
-
-

@@ -1,4 +1,5 @@
 """trainer/ is a library that never imports app/ (import-linter contract in pyproject.toml, also run by make test)."""
+
 import os
 import shutil
 import subprocess
@@ -10,8 +11,14 @@ LINT = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or "l
 
 
 def _lint(cwd: Path, pythonpath: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([LINT, "--config", str(cwd / "pyproject.toml"), "--no-cache"], cwd=cwd,
-                          env={**os.environ, "PYTHONPATH": str(pythonpath)}, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [LINT, "--config", str(cwd / "pyproject.toml"), "--no-cache"],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(pythonpath)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_contract_is_kept_by_the_code():

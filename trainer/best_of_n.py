@@ -13,6 +13,7 @@ Output directory:
 Truncated samples (no EOS) never win: an SFT target that stops mid-sentence teaches the policy to do so.
 A prompt none of whose samples finished gives no example.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,13 @@ from trainer.runtime import resolve_device
 @dataclass(kw_only=True)
 class BestOfNConfig:
     policy: str = field(metadata={"help": "Causal LM to sample from (with its tokenizer).", "metavar": "DIR"})
-    judge: str = field(metadata={"help": "What picks the best sample: rm:DIR (a reward model) or "
-                                         "py:module:function (prompt, response) -> float.", "metavar": "SPEC"})
+    judge: str = field(
+        metadata={
+            "help": "What picks the best sample: rm:DIR (a reward model) or "
+            "py:module:function (prompt, response) -> float.",
+            "metavar": "SPEC",
+        }
+    )
     prompts: str = field(metadata={"help": "JSONL with {prompt_id, prompt | messages} lines.", "metavar": "FILE"})
     out: str = field(metadata={"help": "Output directory (must not exist).", "metavar": "DIR"})
     num_samples: int = field(default=8, metadata={"help": "Samples per prompt (N)."})
@@ -91,7 +97,7 @@ def select_best(prompts: list, objects: dict[int, dict], records: list[dict], n:
     and the rs/* figures of the selection."""
     best_rows, means, best_rewards, gains, lengths = [], [], [], [], []
     for pi, prompt in enumerate(prompts):
-        group = records[pi * n:(pi + 1) * n]
+        group = records[pi * n : (pi + 1) * n]
         mean = statistics.fmean(s["reward"] for s in group)
         means.append(mean)
         best = pick_best(group)
@@ -100,22 +106,44 @@ def select_best(prompts: list, objects: dict[int, dict], records: list[dict], n:
         best_rewards.append(best["reward"])
         gains.append(best["reward"] - mean)
         lengths.append(best["num_tokens"])
-        best_rows.append({"prompt_id": prompt.prompt_id, **sft_example(objects[prompt.line], best["text"]),
-                          "sample": best["sample"], "reward": best["reward"], "reward_mean": mean})
+        best_rows.append(
+            {
+                "prompt_id": prompt.prompt_id,
+                **sft_example(objects[prompt.line], best["text"]),
+                "sample": best["sample"],
+                "reward": best["reward"],
+                "reward_mean": mean,
+            }
+        )
     if not best_rows:
         return [], {}
-    return best_rows, {"rs/reward_mean": statistics.fmean(means), "rs/reward_best": statistics.fmean(best_rewards),
-                       "rs/reward_gain": statistics.fmean(gains), "rs/length_best": statistics.fmean(lengths),
-                       "rs/eos_rate": sum(r["finish_reason"] == "eos" for r in records) / len(records),
-                       "rs/prompts_kept": len(best_rows), "rs/prompts": len(prompts),
-                       "reward_length_corr": reward_length_corr(records)}
+    return best_rows, {
+        "rs/reward_mean": statistics.fmean(means),
+        "rs/reward_best": statistics.fmean(best_rewards),
+        "rs/reward_gain": statistics.fmean(gains),
+        "rs/length_best": statistics.fmean(lengths),
+        "rs/eos_rate": sum(r["finish_reason"] == "eos" for r in records) / len(records),
+        "rs/prompts_kept": len(best_rows),
+        "rs/prompts": len(prompts),
+        "reward_length_corr": reward_length_corr(records),
+    }
 
 
 def run_best_of_n(config: BestOfNConfig, *, on_metrics=None) -> Path:
-    sampling = GenerateConfig(model=config.policy, prompts=config.prompts, out="", num_samples=config.num_samples,
-                              temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
-                              max_new_tokens=config.max_new_tokens, seed=config.seed, device=config.device,
-                              precision=config.precision, batch_size=config.batch_size)
+    sampling = GenerateConfig(
+        model=config.policy,
+        prompts=config.prompts,
+        out="",
+        num_samples=config.num_samples,
+        temperature=config.temperature,
+        top_k=config.top_k,
+        top_p=config.top_p,
+        max_new_tokens=config.max_new_tokens,
+        seed=config.seed,
+        device=config.device,
+        precision=config.precision,
+        batch_size=config.batch_size,
+    )
     _check_config(config, sampling)
     device = resolve_device(config.device)
     tok, model, prompts = load_sampler(sampling, device)
@@ -139,8 +167,10 @@ def run_best_of_n(config: BestOfNConfig, *, on_metrics=None) -> Path:
                 rec["reward"] = reward
             best_rows, figures = select_best(prompts, objects, records, N)
             if not best_rows:
-                raise UsageError(f"no sample of any prompt ended with EOS within --max-new-tokens "
-                                 f"{config.max_new_tokens}: nothing to learn from; raise --max-new-tokens")
+                raise UsageError(
+                    f"no sample of any prompt ended with EOS within --max-new-tokens "
+                    f"{config.max_new_tokens}: nothing to learn from; raise --max-new-tokens"
+                )
             steps = (len(records) + config.batch_size - 1) // config.batch_size + 1
             log.log(steps, steps, samples=len(records), **figures)
         for name, rows in (("best.jsonl", best_rows), ("samples.jsonl", records)):
@@ -152,5 +182,9 @@ def run_best_of_n(config: BestOfNConfig, *, on_metrics=None) -> Path:
 
 from trainer.cli import register_stage  # noqa: E402
 
-register_stage(name="best-of-n", config_cls=BestOfNConfig, entry=run_best_of_n,
-               help="Rejection sampling: the judge's (reward model's) best of N samples per prompt, as SFT data.")
+register_stage(
+    name="best-of-n",
+    config_cls=BestOfNConfig,
+    entry=run_best_of_n,
+    help="Rejection sampling: the judge's (reward model's) best of N samples per prompt, as SFT data.",
+)

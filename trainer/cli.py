@@ -10,6 +10,7 @@ DataError / UsageError raised anywhere become `error: <one-line reason>` on stde
 
 Flags of list fields take several values after one flag (`--input a.txt b.txt`) or the flag repeated.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -122,9 +123,12 @@ def _make_command(stage: Stage) -> Callable[..., None]:
         annotations[f.name] = tp
     params.append(
         inspect.Parameter(
-            "config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
-            default=typer.Option(None, "--config", help="JSON file with the same fields; flags override it.",
-                                 show_default=False),
+            "config",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=Optional[Path],
+            default=typer.Option(
+                None, "--config", help="JSON file with the same fields; flags override it.", show_default=False
+            ),
         )
     )
     annotations["config"] = Optional[Path]

@@ -5,6 +5,7 @@ A stage config is a `@dataclass(kw_only=True)` whose fields are exactly its CLI 
 override the file. The same dict is saved as `trainer_config.json` with every output, so a saved
 `trainer_config.json` is itself a valid `--config` file (its "stage" key is ignored).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,12 +29,16 @@ class TrainConfig:
     device: str = field(default="auto", metadata={"help": "auto|cpu|cuda.", "choices": ["auto", "cpu", "cuda"]})
     precision: str = field(
         default="auto",
-        metadata={"help": "auto|fp32|bf16 (auto: bf16 autocast on CUDA that supports it, fp32 on CPU).",
-                  "choices": ["auto", "fp32", "bf16"]},
+        metadata={
+            "help": "auto|fp32|bf16 (auto: bf16 autocast on CUDA that supports it, fp32 on CPU).",
+            "choices": ["auto", "fp32", "bf16"],
+        },
     )
     epochs: int = field(default=1, metadata={"help": "Passes over the training data."})
-    max_steps: int = field(default=0, metadata={
-        "help": "Optimizer steps to run; replaces --epochs when set (as in transformers' Trainer)."})
+    max_steps: int = field(
+        default=0,
+        metadata={"help": "Optimizer steps to run; replaces --epochs when set (as in transformers' Trainer)."},
+    )
     batch_size: int = field(default=16, metadata={"help": "Examples per optimizer step."})
     lr: float = field(default=1e-4, metadata={"help": "Peak learning rate."})
 
@@ -145,8 +150,9 @@ def load_config(cls: type[C], json_path: str | Path | None = None, overrides: di
             kwargs[f.name] = _coerce(f.name, values[f.name], hints[f.name])
             choices = f.metadata.get("choices")
             if choices is not None and kwargs[f.name] not in choices:
-                raise UsageError(f"--{flag_name(f.name)} must be one of {'|'.join(map(str, choices))}, "
-                                 f"got {kwargs[f.name]!r}")
+                raise UsageError(
+                    f"--{flag_name(f.name)} must be one of {'|'.join(map(str, choices))}, got {kwargs[f.name]!r}"
+                )
         elif is_required(f):
             raise UsageError(f"missing required option --{flag_name(f.name)}")
     try:

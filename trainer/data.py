@@ -1,4 +1,5 @@
 """Reading user data files. Every problem is reported as `file:line: message` (CLI exit 2)."""
+
 from __future__ import annotations
 
 import json

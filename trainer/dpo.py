@@ -6,12 +6,13 @@ is the usual one; a ranking contributes all its pairs, tie pairs kept with --tie
 in conservative DPO; the `margin` column is not used). The reference's logprobs are computed once per
 batch, with no gradient, through the same masks module. Both responses of a pair go through one forward.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -20,8 +21,16 @@ from trainer.masks import gather_logprobs, pad_sequences, position_ids_from_mask
 from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
 from trainer.preference_data import PreferenceGroup, load_preferences
 from trainer.reward_model import bradley_terry_loss, use_fast_kernels_
-from trainer.runtime import (autocast, epochs_for, linear_decay, load_causal_lm, load_tokenizer, resolve_device,
-                             seed_everything, total_steps_for)
+from trainer.runtime import (
+    autocast,
+    epochs_for,
+    linear_decay,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_device,
+    seed_everything,
+    total_steps_for,
+)
 
 
 @dataclass(kw_only=True)
@@ -32,8 +41,10 @@ class DPOConfig(TrainConfig):
     ref: str = field(default="", metadata={"help": "Frozen reference policy (default: --policy)."})
     beta: float = field(default=0.1, metadata={"help": "β: strength of the implicit KL constraint."})
     lr: float = field(default=1e-6, metadata={"help": "Peak learning rate (TRL default 1e-6)."})
-    ties: str = field(default="exclude", metadata={"help": "Tie pairs: exclude, or half = target 0.5.",
-                                                   "choices": ["exclude", "half"]})
+    ties: str = field(
+        default="exclude",
+        metadata={"help": "Tie pairs: exclude, or half = target 0.5.", "choices": ["exclude", "half"]},
+    )
     max_length: int = field(default=1024, metadata={"help": "Longer sequences are dropped."})
     micro_batch_size: int = field(default=0, metadata={"help": "Groups per forward; 0 = the whole batch."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clipping."})
@@ -50,8 +61,9 @@ def completion_mask(sequences: list[list[int]], prompt_lengths: list[int], width
 
 def sequence_logps(model, ids: torch.Tensor, mask: torch.Tensor, comp_mask: torch.Tensor) -> torch.Tensor:
     """Sum of completion-token logprobs per row. ids/mask [S, T], comp_mask [S, T-1] -> [S]."""
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                   use_cache=False).logits  # [S, T, V]
+    logits = model(
+        input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False
+    ).logits  # [S, T, V]
     lp = gather_logprobs(logits, ids)  # [S, T-1]
     return (lp * comp_mask).sum(-1)
 
@@ -84,8 +96,15 @@ def collate(groups: list[PreferenceGroup], pad_token_id: int) -> _Batch:
             target.append(p.target)
             weight.append(1.0 / len(g.pairs))
     ids, mask = pad_sequences(seqs, pad_token_id=pad_token_id, side="right")
-    return _Batch(ids, mask, completion_mask(seqs, plens, ids.shape[1]), torch.tensor(better), torch.tensor(worse),
-                  torch.tensor(target), torch.tensor(weight))
+    return _Batch(
+        ids,
+        mask,
+        completion_mask(seqs, plens, ids.shape[1]),
+        torch.tensor(better),
+        torch.tensor(worse),
+        torch.tensor(target),
+        torch.tensor(weight),
+    )
 
 
 def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = None) -> Path:
@@ -146,13 +165,22 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
                 step += 1
                 if step % config.log_every == 0 or step == total_steps:
                     n = max(s["n"], 1)
-                    log.log(step, total_steps, epoch=epoch + (start + len(batch_groups)) / len(groups),
-                            loss=s["loss"] / len(batch_groups), **{
-                                "rewards/chosen": s["rc"] / n, "rewards/rejected": s["rr"] / n,
-                                "rewards/accuracies": s["acc"] / max(s["decided"], 1),
-                                "rewards/margins": (s["rc"] - s["rr"]) / n,
-                                "logps/chosen": s["lc"] / n, "logps/rejected": s["lr_"] / n},
-                            grad_norm=float(grad_norm), lr=lr)
+                    log.log(
+                        step,
+                        total_steps,
+                        epoch=epoch + (start + len(batch_groups)) / len(groups),
+                        loss=s["loss"] / len(batch_groups),
+                        **{
+                            "rewards/chosen": s["rc"] / n,
+                            "rewards/rejected": s["rr"] / n,
+                            "rewards/accuracies": s["acc"] / max(s["decided"], 1),
+                            "rewards/margins": (s["rc"] - s["rr"]) / n,
+                            "logps/chosen": s["lc"] / n,
+                            "logps/rejected": s["lr_"] / n,
+                        },
+                        grad_norm=float(grad_norm),
+                        lr=lr,
+                    )
                 bar.update(1)
         bar.close()
         log.close()
@@ -165,8 +193,12 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
 def _register() -> None:
     from trainer.cli import register_stage
 
-    register_stage(name="dpo", config_cls=DPOConfig, entry=train_dpo,
-                   help="Tune a policy with DPO on preference pairs (β, frozen reference).")
+    register_stage(
+        name="dpo",
+        config_cls=DPOConfig,
+        entry=train_dpo,
+        help="Tune a policy with DPO on preference pairs (β, frozen reference).",
+    )
 
 
 _register()

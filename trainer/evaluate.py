@@ -11,6 +11,7 @@ Parts run according to the flags given:
 A `py:` judge is any importable callable `(prompt: str, response: str) -> float`; chat prompts are given to it
 rendered by the chat template.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -79,8 +80,15 @@ def win_rate(a: list[float], b: list[float], tol: float = 1e-9, *, per_prompt: i
     ties = len(outcomes) - wins - losses
     means = [statistics.fmean(outcomes[i : i + per_prompt]) for i in range(0, len(outcomes), per_prompt)]
     standard_error = statistics.stdev(means) / math.sqrt(len(means)) if len(means) > 1 else None
-    return {"win_rate": (wins + 0.5 * ties) / max(len(outcomes), 1), "wins": wins, "ties": ties, "losses": losses,
-            "n": len(outcomes), "prompts": len(means), "standard_error": standard_error}
+    return {
+        "win_rate": (wins + 0.5 * ties) / max(len(outcomes), 1),
+        "wins": wins,
+        "ties": ties,
+        "losses": losses,
+        "n": len(outcomes),
+        "prompts": len(means),
+        "standard_error": standard_error,
+    }
 
 
 # ----------------------------------------------------------------------------- judges
@@ -145,9 +153,18 @@ def sample_policy(model, tok, prompts: list[tuple[str, list[int]]], cfg: Evaluat
         ids, mask = pad_sequences([w[1] for w in chunk], pad_token_id=tok.pad_token_id, side="left")
         gens = [make_generator(derive_seed(cfg.seed, pid, k)) for pid, _, k in chunk]
         with autocast(device, cfg.precision):
-            out = sample_batch(model, ids.to(device), mask.to(device), max_new_tokens=cfg.max_new_tokens,
-                               temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-                               eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, generators=gens)
+            out = sample_batch(
+                model,
+                ids.to(device),
+                mask.to(device),
+                max_new_tokens=cfg.max_new_tokens,
+                temperature=cfg.temperature,
+                top_k=cfg.top_k,
+                top_p=cfg.top_p,
+                eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id,
+                generators=gens,
+            )
         for row, (_, p_ids, _) in enumerate(chunk):
             n, fin = int(out.lengths[row]), bool(out.finished[row])
             resp = out.tokens[row, :n].tolist()
@@ -212,8 +229,14 @@ def run_evaluate(config: EvaluateConfig, *, on_metrics=None) -> dict:
         tok = load_tokenizer(config.reward_model)
         pairs = load_preferences(config.data, tok, ties="half")
         scorer = load_reward_scorer(config.reward_model, tok, device)
-        result["reward_model"] = evaluate_pairs(scorer, pairs.groups, pad_token_id=tok.pad_token_id, device=device,
-                                                precision=config.precision, batch_size=config.batch_size)
+        result["reward_model"] = evaluate_pairs(
+            scorer,
+            pairs.groups,
+            pad_token_id=tok.pad_token_id,
+            device=device,
+            precision=config.precision,
+            batch_size=config.batch_size,
+        )
     if config.policy:
         judge = load_judge(config.judge, device, config.precision) if config.judge else None
         tok = load_tokenizer(config.policy)
@@ -247,9 +270,13 @@ def run_evaluate(config: EvaluateConfig, *, on_metrics=None) -> dict:
 def _register() -> None:
     from trainer.cli import register_stage
 
-    register_stage(name="evaluate", config_cls=EvaluateConfig, entry=run_evaluate,
-                   help="RM accuracy on held-out pairs; a policy's length, diversity, KL to a reference, "
-                        "and its win-rate against a baseline under a judge. Prints JSON.")
+    register_stage(
+        name="evaluate",
+        config_cls=EvaluateConfig,
+        entry=run_evaluate,
+        help="RM accuracy on held-out pairs; a policy's length, diversity, KL to a reference, "
+        "and its win-rate against a baseline under a judge. Prints JSON.",
+    )
 
 
 _register()

@@ -8,6 +8,7 @@ Each sample's seed is derived from (request seed, prompt_id, sample) and drives 
 same request and seed give the same texts whatever the batch size or the other prompts in the file.
 Work is sorted by prompt length before batching (length bucketing: little padding).
 """
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,9 @@ from trainer.sft import model_context
 
 @dataclass(kw_only=True)
 class GenerateConfig:
-    model: str = field(metadata={"help": "Any Hugging Face causal LM directory (with its tokenizer).", "metavar": "DIR"})
+    model: str = field(
+        metadata={"help": "Any Hugging Face causal LM directory (with its tokenizer).", "metavar": "DIR"}
+    )
     prompts: str = field(metadata={"help": "JSONL with {prompt_id, prompt | messages} lines.", "metavar": "FILE"})
     out: str = field(metadata={"help": "Output JSONL file (must not exist).", "metavar": "FILE"})
     num_samples: int = field(default=1, metadata={"help": "Samples per prompt (K)."})
@@ -90,8 +93,12 @@ def read_prompts(tok, path: str, *, max_prompt_tokens: int) -> list[PromptRecord
         seen[str(pid)] = line
         ids = encode_prompt(tok, obj, path, line)
         if len(ids) > max_prompt_tokens:
-            raise DataError(path, line, f"prompt is {len(ids)} tokens; with --max-new-tokens it exceeds the "
-                                        f"model's context (at most {max_prompt_tokens} prompt tokens)")
+            raise DataError(
+                path,
+                line,
+                f"prompt is {len(ids)} tokens; with --max-new-tokens it exceeds the "
+                f"model's context (at most {max_prompt_tokens} prompt tokens)",
+            )
         records.append(PromptRecord(line, pid, ids))
     return records
 
@@ -102,46 +109,70 @@ def left_pad(rows: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, to
     ids = torch.full((len(rows), P), pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(rows), P), dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, P - len(r):] = torch.tensor(r)
-        mask[i, P - len(r):] = 1
+        ids[i, P - len(r) :] = torch.tensor(r)
+        mask[i, P - len(r) :] = 1
     return ids, mask
 
 
-def generate_samples(model, tok, prompts: list[PromptRecord], config: GenerateConfig, device: torch.device,
-                     on_metrics=None) -> list[dict]:
+def generate_samples(
+    model, tok, prompts: list[PromptRecord], config: GenerateConfig, device: torch.device, on_metrics=None
+) -> list[dict]:
     """All samples as output records, ordered by prompt then sample index."""
-    work = [(pi, k, derive_seed(config.seed, p.prompt_id, k))
-            for pi, p in enumerate(prompts) for k in range(config.num_samples)]
+    work = [
+        (pi, k, derive_seed(config.seed, p.prompt_id, k))
+        for pi, p in enumerate(prompts)
+        for k in range(config.num_samples)
+    ]
     work.sort(key=lambda w: len(prompts[w[0]].ids))  # length buckets (stable: ties keep input order)
     results: dict[tuple[int, int], dict] = {}
     n_batches = (len(work) + config.batch_size - 1) // config.batch_size
     started, generated = time.perf_counter(), 0
     with progress(total=len(work), desc="generate") as bar:
         for b in range(n_batches):
-            chunk = work[b * config.batch_size: (b + 1) * config.batch_size]
+            chunk = work[b * config.batch_size : (b + 1) * config.batch_size]
             ids, mask = left_pad([prompts[pi].ids for pi, _, _ in chunk], tok.pad_token_id)
             with autocast(device, config.precision):
-                out = sample_batch(model, ids.to(device), mask.to(device), max_new_tokens=config.max_new_tokens,
-                                   temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
-                                   eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                                   generators=[make_generator(seed) for _, _, seed in chunk])
+                out = sample_batch(
+                    model,
+                    ids.to(device),
+                    mask.to(device),
+                    max_new_tokens=config.max_new_tokens,
+                    temperature=config.temperature,
+                    top_k=config.top_k,
+                    top_p=config.top_p,
+                    eos_token_id=tok.eos_token_id,
+                    pad_token_id=tok.pad_token_id,
+                    generators=[make_generator(seed) for _, _, seed in chunk],
+                )
             tokens, lengths = out.tokens.cpu(), out.lengths.cpu()
             logprob = out.logprobs.sum(-1).cpu()  # [B], 0 on padding
             for row, (pi, k, seed) in enumerate(chunk):
                 n, finished = int(lengths[row]), bool(out.finished[row])
                 text_ids = tokens[row, : n - 1 if finished else n].tolist()  # the EOS is not part of the text
                 results[(pi, k)] = {
-                    "prompt_id": prompts[pi].prompt_id, "sample": k,
+                    "prompt_id": prompts[pi].prompt_id,
+                    "sample": k,
                     "text": tok.decode(text_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False),
-                    "finish_reason": "eos" if finished else "length", "num_tokens": n,
-                    "logprob": float(logprob[row]), "temperature": config.temperature, "top_k": config.top_k,
-                    "top_p": config.top_p, "max_new_tokens": config.max_new_tokens, "seed": seed,
+                    "finish_reason": "eos" if finished else "length",
+                    "num_tokens": n,
+                    "logprob": float(logprob[row]),
+                    "temperature": config.temperature,
+                    "top_k": config.top_k,
+                    "top_p": config.top_p,
+                    "max_new_tokens": config.max_new_tokens,
+                    "seed": seed,
                 }
             generated += int(lengths.sum())
             bar.update(len(chunk))
             if on_metrics is not None:
-                on_metrics({"step": b + 1, "total_steps": n_batches, "samples": len(results),
-                            "tokens_per_sec": generated / max(1e-9, time.perf_counter() - started)})
+                on_metrics(
+                    {
+                        "step": b + 1,
+                        "total_steps": n_batches,
+                        "samples": len(results),
+                        "tokens_per_sec": generated / max(1e-9, time.perf_counter() - started),
+                    }
+                )
     return [results[(pi, k)] for pi in range(len(prompts)) for k in range(config.num_samples)]
 
 
@@ -152,8 +183,10 @@ def load_sampler(config: GenerateConfig, device: torch.device):
     model = load_causal_lm(config.model, device, train=False, tokenizer=tok)
     context = model_context(model)
     if config.max_new_tokens >= context:
-        raise UsageError(f"--max-new-tokens {config.max_new_tokens} leaves no room for a prompt "
-                         f"in the model's {context}-token context")
+        raise UsageError(
+            f"--max-new-tokens {config.max_new_tokens} leaves no room for a prompt "
+            f"in the model's {context}-token context"
+        )
     return tok, model, read_prompts(tok, config.prompts, max_prompt_tokens=context - config.max_new_tokens)
 
 
@@ -176,5 +209,9 @@ def run_generate(config: GenerateConfig, *, on_metrics=None) -> Path:
 
 from trainer.cli import register_stage  # noqa: E402
 
-register_stage(name="generate", config_cls=GenerateConfig, entry=run_generate,
-               help="Sample K completions per prompt (batched, KV cache) into a JSONL file.")
+register_stage(
+    name="generate",
+    config_cls=GenerateConfig,
+    entry=run_generate,
+    help="Sample K completions per prompt (batched, KV cache) into a JSONL file.",
+)

@@ -1,11 +1,22 @@
 """A GPT-2 style causal LM built from scratch (transformers' GPT2LMHeadModel), sized by a few numbers."""
+
 from __future__ import annotations
 
 from transformers import GPT2Config, GPT2LMHeadModel
 
 
-def gpt2_config(*, vocab_size: int, n_layer: int, n_head: int, n_embd: int, context: int, dropout: float,
-                eos_token_id: int, pad_token_id: int, bos_token_id: int | None = None) -> GPT2Config:
+def gpt2_config(
+    *,
+    vocab_size: int,
+    n_layer: int,
+    n_head: int,
+    n_embd: int,
+    context: int,
+    dropout: float,
+    eos_token_id: int,
+    pad_token_id: int,
+    bos_token_id: int | None = None,
+) -> GPT2Config:
     if n_embd % n_head:
         raise ValueError(f"--n-embd ({n_embd}) must be divisible by --n-head ({n_head})")
     return GPT2Config(

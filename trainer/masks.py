@@ -4,6 +4,7 @@ Every off-by-one in RLHF code lives in code like this (reward read one token aft
 token t taken from the logits at t instead of t-1), so it is kept small, shared and golden-tested.
 Conventions: `attention_mask` is 1 for real tokens and 0 for padding, on either side.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

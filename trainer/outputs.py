@@ -1,4 +1,5 @@
 """Output directories that appear complete or not at all, trainer_config.json, metrics.jsonl, progress bars."""
+
 from __future__ import annotations
 
 import json
@@ -94,7 +95,7 @@ class MetricsLog:
     def close(self) -> None:
         self._fh.close()
 
-    def __enter__(self) -> "MetricsLog":
+    def __enter__(self) -> MetricsLog:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -25,6 +25,7 @@ removed when the run completes (unless --keep-checkpoint).
 
 Dropout is off in all four models (they stay in eval mode; gradients still flow).
 """
+
 from __future__ import annotations
 
 import functools
@@ -34,9 +35,9 @@ import math
 import os
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -47,7 +48,6 @@ from trainer.data import DataError, read_jsonl
 from trainer.masks import (
     entropy_from_logits,
     gather_logprobs,
-    masked_mean,
     masked_whiten,
     pad_sequences,
     position_ids_from_mask,
@@ -55,8 +55,16 @@ from trainer.masks import (
 )
 from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
 from trainer.reward_model import RewardScorer, load_reward_model, load_reward_scorer, use_fast_kernels_
-from trainer.runtime import (autocast, check_same_tokenizer, linear_decay, load_causal_lm, load_tokenizer,
-                             resolve_device, seed_everything, total_steps_for)
+from trainer.runtime import (
+    autocast,
+    check_same_tokenizer,
+    linear_decay,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_device,
+    seed_everything,
+    total_steps_for,
+)
 from trainer.sampling import derive_seed, make_generator, sample_batch
 from trainer.sft import model_context
 
@@ -79,13 +87,18 @@ class PPOConfig(TrainConfig):
     temperature: float = field(default=0.7, metadata={"help": "Rollout temperature (logprobs use it too)."})
     top_k: int = field(default=0, metadata={"help": "Rollout top-k (0 = off)."})
     top_p: float = field(default=1.0, metadata={"help": "Rollout top-p (1.0 = off)."})
-    kl_coef: float = field(default=0.05, metadata={"help": "β of the per-token KL penalty (initial value if adaptive)."})
-    kl_estimator: str = field(default="k1", metadata={"help": "KL estimator: k1 (log ratio) or k3 (non-negative).",
-                                                      "choices": ["k1", "k3"]})
+    kl_coef: float = field(
+        default=0.05, metadata={"help": "β of the per-token KL penalty (initial value if adaptive)."}
+    )
+    kl_estimator: str = field(
+        default="k1", metadata={"help": "KL estimator: k1 (log ratio) or k3 (non-negative).", "choices": ["k1", "k3"]}
+    )
     adaptive_kl: bool = field(default=False, metadata={"help": "Adapt β towards --target-kl (Ziegler et al.)."})
     target_kl: float = field(default=6.0, metadata={"help": "Target KL per sequence for the adaptive controller."})
     kl_horizon: int = field(default=10000, metadata={"help": "Horizon (episodes) of the adaptive controller."})
-    missing_eos_penalty: float = field(default=1.0, metadata={"help": "Subtracted from the score of responses with no EOS."})
+    missing_eos_penalty: float = field(
+        default=1.0, metadata={"help": "Subtracted from the score of responses with no EOS."}
+    )
     gamma: float = field(default=1.0, metadata={"help": "GAE discount."})
     lam: float = field(default=0.95, metadata={"help": "GAE λ."})
     cliprange: float = field(default=0.2, metadata={"help": "Policy ratio clip."})
@@ -95,8 +108,10 @@ class PPOConfig(TrainConfig):
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clipping."})
     adam_eps: float = field(default=1e-5, metadata={"help": "Adam epsilon."})
     lr_decay: bool = field(default=True, metadata={"help": "Decay the LR linearly to 0 over the run."})
-    approxkl_stop: float = field(default=1.0, metadata={
-        "help": "Stop a step's remaining updates when a minibatch's approx-KL exceeds this (0 = never)."})
+    approxkl_stop: float = field(
+        default=1.0,
+        metadata={"help": "Stop a step's remaining updates when a minibatch's approx-KL exceeds this (0 = never)."},
+    )
     checkpoint_every: int = field(default=1, metadata={"help": "Write OUT.ckpt every N steps (0 = never)."})
     keep_checkpoint: bool = field(default=False, metadata={"help": "Keep OUT.ckpt after the run completes."})
 
@@ -117,8 +132,9 @@ def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: s
     raise ValueError(f"unknown KL estimator {estimator!r}")
 
 
-def compute_gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def compute_gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation over response tokens. rewards/values/mask [B, R] -> (advantages, returns).
 
     Positions outside `mask` have value 0 and reward 0, so the value after the last real token is 0
@@ -177,7 +193,7 @@ def _accepts_logits_to_keep(model) -> bool:
     return _class_accepts_logits_to_keep(type(model))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _class_accepts_logits_to_keep(cls) -> bool:  # inspect.signature costs ~1 ms: once per class
     try:
         return "logits_to_keep" in inspect.signature(cls.forward).parameters
@@ -185,16 +201,24 @@ def _class_accepts_logits_to_keep(cls) -> bool:  # inspect.signature costs ~1 ms
         return False
 
 
-def response_logprobs(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, prompt_width: int,
-                      temperature: float, with_entropy: bool = False, banned_token: int | None = None):
+def response_logprobs(
+    model: nn.Module,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    prompt_width: int,
+    temperature: float,
+    with_entropy: bool = False,
+    banned_token: int | None = None,
+):
     """Logprobs of the response tokens ids[:, P:] under `model` at `temperature`. -> [B, R] (and entropy [B, R]).
 
     banned_token: a token the sampler never emits (PAD); it is removed from the distribution here too, so
     these logprobs are those of the distribution the rollout really sampled from."""
     R = ids.shape[1] - prompt_width
     extra = {"logits_to_keep": R + 1} if _accepts_logits_to_keep(model) else {}
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                   use_cache=False, **extra).logits[:, -(R + 1):]  # [B, R+1, V]: positions P-1 .. P+R-1
+    logits = model(
+        input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False, **extra
+    ).logits[:, -(R + 1) :]  # [B, R+1, V]: positions P-1 .. P+R-1
     logits = logits.float() / temperature
     if banned_token is not None:
         # finite, not -inf: PAD labels after EOS must give a finite (masked-out) number, never NaN
@@ -234,32 +258,54 @@ class Rollout:
     # compute exactly these numbers again; it uses them instead (two fewer forwards per step). Used once.
     first_forward: tuple | None = None
 
-    def rows(self, idx: torch.Tensor) -> "Rollout":
+    def rows(self, idx: torch.Tensor) -> Rollout:
         """The rollout restricted to rows idx, its padding trimmed to the longest remaining response."""
         width = int(self.lengths[idx].max())
         P = self.prompt_width
         pick = lambda t: None if t is None else t[idx][:, :width]  # noqa: E731
-        return Rollout(self.ids[idx][:, : P + width], self.mask[idx][:, : P + width], pick(self.response_mask), P,
-                       pick(self.old_logprobs), pick(self.ref_logprobs), pick(self.values), self.scores[idx],
-                       self.lengths[idx], self.finished[idx], pick(self.advantages), pick(self.returns),
-                       pick(self.kl), self.banned_token)
+        return Rollout(
+            self.ids[idx][:, : P + width],
+            self.mask[idx][:, : P + width],
+            pick(self.response_mask),
+            P,
+            pick(self.old_logprobs),
+            pick(self.ref_logprobs),
+            pick(self.values),
+            self.scores[idx],
+            self.lengths[idx],
+            self.finished[idx],
+            pick(self.advantages),
+            pick(self.returns),
+            pick(self.kl),
+            self.banned_token,
+        )
 
 
-def policy_value_forward(policy, value_scorer: RewardScorer, ids: torch.Tensor, mask: torch.Tensor, prompt_width: int,
-                         temperature: float, banned_token: int | None):
+def policy_value_forward(
+    policy,
+    value_scorer: RewardScorer,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    prompt_width: int,
+    temperature: float,
+    banned_token: int | None,
+):
     """The two trained models on ids/mask [B, P+R]: (logprobs [B, R], entropy [B, R], values [B, R])."""
-    new_lp, entropy = response_logprobs(policy, ids, mask, prompt_width, temperature, with_entropy=True,
-                                        banned_token=banned_token)
+    new_lp, entropy = response_logprobs(
+        policy, ids, mask, prompt_width, temperature, with_entropy=True, banned_token=banned_token
+    )
     return new_lp, entropy, response_values(value_scorer, ids, mask, prompt_width)
 
 
-def ppo_minibatch_loss(policy, value_scorer: RewardScorer, rb: Rollout, cfg: PPOConfig, n_tokens: float,
-                       forward: tuple | None = None):
+def ppo_minibatch_loss(
+    policy, value_scorer: RewardScorer, rb: Rollout, cfg: PPOConfig, n_tokens: float, forward: tuple | None = None
+):
     """Loss of one (micro)batch normalised by the minibatch's token count `n_tokens`, and its sums for stats.
 
     forward: the batch's policy_value_forward, when already computed (Rollout.first_forward)."""
-    new_lp, entropy, vpred = forward or policy_value_forward(policy, value_scorer, rb.ids, rb.mask, rb.prompt_width,
-                                                             cfg.temperature, rb.banned_token)
+    new_lp, entropy, vpred = forward or policy_value_forward(
+        policy, value_scorer, rb.ids, rb.mask, rb.prompt_width, cfg.temperature, rb.banned_token
+    )
     m = rb.response_mask
     pg_sum, pg_clipped, ratio = policy_loss_terms(new_lp, rb.old_logprobs, rb.advantages, m, cfg.cliprange)
     vf_sum, vf_clipped = value_loss_terms(vpred, rb.values, rb.returns, m, cfg.cliprange_value)
@@ -268,10 +314,14 @@ def ppo_minibatch_loss(policy, value_scorer: RewardScorer, rb: Rollout, cfg: PPO
         mf = m.float()
         log_ratio = (new_lp - rb.old_logprobs) * mf
         stats = {
-            "pg_loss": float(pg_sum), "vf_loss": float(vf_sum), "pg_clipped": float(pg_clipped),
-            "vf_clipped": float(vf_clipped), "approxkl": float(0.5 * (log_ratio ** 2).sum()),
-            "entropy": float((entropy * mf).sum()), "ratio": float((ratio * mf).sum()),
-            "ratio_sq": float((ratio ** 2 * mf).sum()),
+            "pg_loss": float(pg_sum),
+            "vf_loss": float(vf_sum),
+            "pg_clipped": float(pg_clipped),
+            "vf_clipped": float(vf_clipped),
+            "approxkl": float(0.5 * (log_ratio**2).sum()),
+            "entropy": float((entropy * mf).sum()),
+            "ratio": float((ratio * mf).sum()),
+            "ratio_sq": float((ratio**2 * mf).sum()),
         }
     return loss, stats
 
@@ -290,9 +340,14 @@ def load_prompts(path: str | Path, tokenizer, max_prompt_tokens: int = 0) -> lis
             raise DataError(path, line, '"prompt_id" must be a string or an integer')
         if "messages" in obj:
             msgs = obj["messages"]
-            if not isinstance(msgs, list) or not msgs or not all(
+            if (
+                not isinstance(msgs, list)
+                or not msgs
+                or not all(
                     isinstance(m, dict) and isinstance(m.get("content"), str) and isinstance(m.get("role"), str)
-                    for m in msgs):
+                    for m in msgs
+                )
+            ):
                 raise DataError(path, line, '"messages" must be a non-empty list of {"role", "content"}')
             if getattr(tokenizer, "chat_template", None) is None:
                 raise DataError(path, line, "chat messages given but the tokenizer has no chat template")
@@ -305,8 +360,12 @@ def load_prompts(path: str | Path, tokenizer, max_prompt_tokens: int = 0) -> lis
         if not ids:
             raise DataError(path, line, "empty prompt")
         if max_prompt_tokens and len(ids) > max_prompt_tokens:
-            raise DataError(path, line, f"prompt is {len(ids)} tokens; with --max-new-tokens it exceeds the "
-                                        f"model's context (at most {max_prompt_tokens} prompt tokens)")
+            raise DataError(
+                path,
+                line,
+                f"prompt is {len(ids)} tokens; with --max-new-tokens it exceeds the "
+                f"model's context (at most {max_prompt_tokens} prompt tokens)",
+            )
         prompts.append((str(pid), ids))
     if not prompts:
         raise DataError(path, 1, "no prompts")
@@ -376,8 +435,9 @@ def train_ppo(config: PPOConfig, *, on_metrics: Callable[[dict], None] | None = 
         use_fast_kernels_(m, device, config.precision)
     params = [p for p in list(policy.parameters()) + list(value.parameters()) if p.requires_grad]
     # fused: one kernel over all tensors instead of ~10 ops per parameter tensor (≈200 tensors here)
-    optimizer = torch.optim.AdamW(params, lr=config.lr, eps=config.adam_eps, weight_decay=0.0,
-                                  fused=device.type in ("cpu", "cuda"))
+    optimizer = torch.optim.AdamW(
+        params, lr=config.lr, eps=config.adam_eps, weight_decay=0.0, fused=device.type in ("cpu", "cuda")
+    )
 
     steps_per_epoch = math.ceil(len(prompts) / config.batch_size)
     total_steps = total_steps_for(epochs=config.epochs, batches_per_epoch=steps_per_epoch, max_steps=config.max_steps)
@@ -415,11 +475,20 @@ def train_ppo(config: PPOConfig, *, on_metrics: Callable[[dict], None] | None = 
                 kl_ctl.update(metrics["objective/kl"], len(batch))
             past_metrics.append(log.log(step + 1, total_steps, **metrics))
             if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < total_steps:
-                save_checkpoint(ckpt, {
-                    "step": step + 1, "policy": policy.state_dict(), "value": value.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "kl_coef": kl_ctl.value, "rng": rng_state(), "metrics": past_metrics,
-                    "config": config_to_dict(config)})
+                save_checkpoint(
+                    ckpt,
+                    {
+                        "step": step + 1,
+                        "policy": policy.state_dict(),
+                        "value": value.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "kl_coef": kl_ctl.value,
+                        "rng": rng_state(),
+                        "metrics": past_metrics,
+                        "config": config_to_dict(config),
+                    },
+                )
             bar.update(1)
         bar.close()
         log.close()
@@ -445,16 +514,35 @@ def prompt_batch(prompts, step: int, steps_per_epoch: int, cfg: PPOConfig) -> li
 
 
 @torch.no_grad()
-def make_rollout(policy, ref, reward: RewardScorer, value: RewardScorer, tok, batch, step: int, cfg: PPOConfig,
-                 kl_coef: float, device) -> Rollout:
+def make_rollout(
+    policy,
+    ref,
+    reward: RewardScorer,
+    value: RewardScorer,
+    tok,
+    batch,
+    step: int,
+    cfg: PPOConfig,
+    kl_coef: float,
+    device,
+) -> Rollout:
     prompt_ids, prompt_mask = pad_sequences([ids for _, ids in batch], pad_token_id=tok.pad_token_id, side="left")
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)  # [B, P]
     P = prompt_ids.shape[1]
     gens = [make_generator(derive_seed(cfg.seed, f"ppo-step-{step}:{pid}", 0)) for pid, _ in batch]
     with autocast(device, cfg.precision):
-        out = sample_batch(policy, prompt_ids, prompt_mask, max_new_tokens=cfg.max_new_tokens,
-                           temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-                           eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, generators=gens)
+        out = sample_batch(
+            policy,
+            prompt_ids,
+            prompt_mask,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_k=cfg.top_k,
+            top_p=cfg.top_p,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            generators=gens,
+        )
     width = max(int(out.lengths.max()), 1)
     response = out.tokens[:, :width].to(device)  # [B, R]
     response_mask = response_mask_after_eos(response, tok.eos_token_id, tok.pad_token_id)
@@ -483,8 +571,23 @@ def make_rollout(policy, ref, reward: RewardScorer, value: RewardScorer, tok, ba
     values = values * m
     advantages, returns = compute_gae(rewards, values, m, cfg.gamma, cfg.lam)
     advantages = masked_whiten(advantages, m) * m
-    return Rollout(ids, mask, m, P, old_lp * m, ref_lp * m, values, scores, out.lengths.to(device), finished,
-                   advantages, returns, kl, banned, first_forward=first_forward if keep_graph else None)
+    return Rollout(
+        ids,
+        mask,
+        m,
+        P,
+        old_lp * m,
+        ref_lp * m,
+        values,
+        scores,
+        out.lengths.to(device),
+        finished,
+        advantages,
+        returns,
+        kl,
+        banned,
+        first_forward=first_forward if keep_graph else None,
+    )
 
 
 def ppo_update(policy, value, optimizer, params, rollout: Rollout, step: int, cfg: PPOConfig, device) -> dict:
@@ -492,8 +595,22 @@ def ppo_update(policy, value, optimizer, params, rollout: Rollout, step: int, cf
     B = rollout.ids.shape[0]
     g = torch.Generator().manual_seed(cfg.seed * 7919 + step)
     mb_size = math.ceil(B / cfg.num_minibatches)
-    sums = dict.fromkeys(("pg_loss", "vf_loss", "pg_clipped", "vf_clipped", "approxkl", "entropy", "ratio",
-                          "ratio_sq", "tokens", "grad_norm", "updates"), 0.0)
+    sums = dict.fromkeys(
+        (
+            "pg_loss",
+            "vf_loss",
+            "pg_clipped",
+            "vf_clipped",
+            "approxkl",
+            "entropy",
+            "ratio",
+            "ratio_sq",
+            "tokens",
+            "grad_norm",
+            "updates",
+        ),
+        0.0,
+    )
     early_stop = 0.0
     for _epoch in range(cfg.ppo_epochs):
         perm = torch.randperm(B, generator=g).to(device)
@@ -501,8 +618,9 @@ def ppo_update(policy, value, optimizer, params, rollout: Rollout, step: int, cf
             mb_idx = perm[start : start + mb_size]
             n_tokens = float(rollout.response_mask[mb_idx].sum().clamp(min=1))
             micro = cfg.micro_batch_size or len(mb_idx)
-            mb_stats = dict.fromkeys(("pg_loss", "vf_loss", "pg_clipped", "vf_clipped", "approxkl", "entropy",
-                                      "ratio", "ratio_sq"), 0.0)
+            mb_stats = dict.fromkeys(
+                ("pg_loss", "vf_loss", "pg_clipped", "vf_clipped", "approxkl", "entropy", "ratio", "ratio_sq"), 0.0
+            )
             for ms in range(0, len(mb_idx), micro):
                 forward, rollout.first_forward = rollout.first_forward, None  # only the first update may use it
                 # its rows are in batch order, not the minibatch's shuffled order: the same sums
@@ -538,7 +656,7 @@ def ppo_update(policy, value, optimizer, params, rollout: Rollout, step: int, cf
         "loss/value_avg": sums["vf_loss"] / n,
         "val/clipfrac_avg": sums["vf_clipped"] / n,
         "val/ratio": ratio_mean,
-        "val/ratio_var": sums["ratio_sq"] / n - ratio_mean ** 2,
+        "val/ratio_var": sums["ratio_sq"] / n - ratio_mean**2,
         "grad_norm": sums["grad_norm"] / u,
         "policy/updates": sums["updates"],
         "policy/early_stop": early_stop,
@@ -575,8 +693,12 @@ def rollout_metrics(r: Rollout, cfg: PPOConfig, kl_coef: float) -> dict:
 def _register() -> None:
     from trainer.cli import register_stage
 
-    register_stage(name="ppo", config_cls=PPOConfig, entry=train_ppo,
-                   help="Tune a policy with PPO against a reward model under a KL penalty to a reference.")
+    register_stage(
+        name="ppo",
+        config_cls=PPOConfig,
+        entry=train_ppo,
+        help="Tune a policy with PPO against a reward model under a KL penalty to a reference.",
+    )
 
 
 _register()

@@ -15,6 +15,7 @@ every (good, bad) pair within a prompt. Text follows TRL: a string prompt and it
 `prompt + completion` exactly, an EOS is appended (the score is read there), chat messages go through the
 tokenizer's chat template.
 """
+
 from __future__ import annotations
 
 import json
@@ -66,8 +67,12 @@ def detect_format(obj: dict, path: str | Path, line: int) -> str:
         return "kto"
     if "chosen" in obj and "rejected" in obj:
         return "trl-conversational" if isinstance(obj["chosen"], list) else "trl"
-    raise DataError(path, line, "unknown preference format: expected keys chosen/rejected (trl), "
-                                "completions (rankings) or completion/label (kto), got " + ", ".join(sorted(obj)))
+    raise DataError(
+        path,
+        line,
+        "unknown preference format: expected keys chosen/rejected (trl), "
+        "completions (rankings) or completion/label (kto), got " + ", ".join(sorted(obj)),
+    )
 
 
 class _Encoder:

@@ -3,6 +3,7 @@
 Documents are tokenized, each followed by EOS, concatenated into one stream and cut into blocks of
 `--context` tokens (nanoGPT packing). Text files: one document a line. JSONL: one {"text"} a line.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -15,15 +16,24 @@ from trainer.config import TrainConfig, UsageError
 from trainer.data import read_jsonl, read_text_lines, require_str
 from trainer.gpt import build_gpt2, gpt2_config
 from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
-from trainer.runtime import (adamw, autocast, cosine_lr, load_tokenizer, resolve_device, seed_everything, set_lr,
-                             total_steps_for)
+from trainer.runtime import (
+    adamw,
+    autocast,
+    cosine_lr,
+    load_tokenizer,
+    resolve_device,
+    seed_everything,
+    set_lr,
+    total_steps_for,
+)
 
 
 @dataclass(kw_only=True)
 class PretrainConfig(TrainConfig):
     tokenizer: str = field(metadata={"help": "Tokenizer directory (from `trainer tokenizer`).", "metavar": "DIR"})
-    data: list[str] = field(metadata={"help": "Text files (one document a line) or JSONL {\"text\"} files.",
-                                      "metavar": "FILE..."})
+    data: list[str] = field(
+        metadata={"help": 'Text files (one document a line) or JSONL {"text"} files.', "metavar": "FILE..."}
+    )
     out: str = field(metadata={"help": "Output model directory (must not exist).", "metavar": "DIR"})
     n_layer: int = field(default=4, metadata={"help": "Transformer blocks."})
     n_head: int = field(default=4, metadata={"help": "Attention heads."})
@@ -67,10 +77,17 @@ def train_pretrain(config: PretrainConfig, *, on_metrics=None) -> Path:
     docs = list(read_documents(config.data))  # validates every line before any output exists
     blocks = pack_blocks(docs, tok, config.context)  # [N, C]
     try:
-        model_config = gpt2_config(vocab_size=len(tok), n_layer=config.n_layer, n_head=config.n_head,
-                                   n_embd=config.n_embd, context=config.context, dropout=config.dropout,
-                                   eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                                   bos_token_id=tok.bos_token_id)
+        model_config = gpt2_config(
+            vocab_size=len(tok),
+            n_layer=config.n_layer,
+            n_head=config.n_head,
+            n_embd=config.n_embd,
+            context=config.context,
+            dropout=config.dropout,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.bos_token_id,
+        )
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -90,20 +107,30 @@ def train_pretrain(config: PretrainConfig, *, on_metrics=None) -> Path:
             while step < total:
                 order = torch.randperm(n, generator=shuffle)
                 for i in range(0, n, config.batch_size):
-                    x = blocks[order[i: i + config.batch_size]].to(device)  # [b, C]
+                    x = blocks[order[i : i + config.batch_size]].to(device)  # [b, C]
                     lr = cosine_lr(step, total, peak=config.lr, warmup_steps=config.warmup_steps)
                     set_lr(optimizer, lr)
                     with autocast(device, config.precision):
                         loss = model(input_ids=x, labels=x).loss  # next-token CE; the model shifts labels
                     loss.backward()
-                    grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                                 if config.grad_clip > 0 else torch.tensor(0.0))
+                    grad_norm = (
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                        if config.grad_clip > 0
+                        else torch.tensor(0.0)
+                    )
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                     step += 1
                     tokens_seen += x.numel()
-                    log.log(step, total, loss=loss.item(), lr=lr, grad_norm=grad_norm.item(),
-                            epoch=epoch + min(1.0, (i + x.shape[0]) / n), tokens=tokens_seen)
+                    log.log(
+                        step,
+                        total,
+                        loss=loss.item(),
+                        lr=lr,
+                        grad_norm=grad_norm.item(),
+                        epoch=epoch + min(1.0, (i + x.shape[0]) / n),
+                        tokens=tokens_seen,
+                    )
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss.item():.3f}")
                     if step >= total:
@@ -118,5 +145,9 @@ def train_pretrain(config: PretrainConfig, *, on_metrics=None) -> Path:
 
 from trainer.cli import register_stage  # noqa: E402
 
-register_stage(name="pretrain", config_cls=PretrainConfig, entry=train_pretrain,
-               help="Train a GPT-2 style causal LM from scratch on text or JSONL {\"text\"}.")
+register_stage(
+    name="pretrain",
+    config_cls=PretrainConfig,
+    entry=train_pretrain,
+    help='Train a GPT-2 style causal LM from scratch on text or JSONL {"text"}.',
+)

@@ -19,28 +19,46 @@ Distributed: under `torchrun`/`accelerate launch` (WORLD_SIZE > 1) each process 
 of a global batch and the loss is normalised by the global group count, so the gradient equals one
 process's on the same global batch.
 """
+
 from __future__ import annotations
 
 import gc
 import json
 import math
 import os
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from trainer.config import TrainConfig, UsageError
-from trainer.masks import (gather_at, gather_logprobs, last_token_index, masked_mean, pad_sequences,
-                           position_ids_from_mask, response_token_mask)
+from trainer.masks import (
+    gather_at,
+    gather_logprobs,
+    last_token_index,
+    masked_mean,
+    pad_sequences,
+    position_ids_from_mask,
+    response_token_mask,
+)
 from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
 from trainer.preference_data import PreferenceGroup, load_preferences
-from trainer.runtime import (autocast, check_same_tokenizer, epochs_for, linear_decay, load_causal_lm, load_tokenizer,
-                             resolve_device, seed_everything, total_steps_for, uses_bf16)
+from trainer.runtime import (
+    autocast,
+    check_same_tokenizer,
+    epochs_for,
+    linear_decay,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_device,
+    seed_everything,
+    total_steps_for,
+    uses_bf16,
+)
 
 LIKELIHOOD_FILE = "likelihood_feature.json"
 
@@ -51,21 +69,32 @@ class RewardConfig(TrainConfig):
     data: str = field(metadata={"help": "Preference JSONL: trl, trl-conversational, rankings or kto format."})
     out: str = field(metadata={"help": "Output directory (the reward model)."})
     eval_data: str = field(default="", metadata={"help": "Held-out preference JSONL; accuracy reported."})
-    ties: str = field(default="exclude", metadata={"help": "Tie pairs: exclude them, or half = target 0.5.",
-                                                   "choices": ["exclude", "half"]})
-    center_coef: float = field(default=0.0, metadata={
-        "help": "Reward centering: adds coef * mean((r_better + r_worse)^2) to the loss (0.01 is typical)."})
+    ties: str = field(
+        default="exclude",
+        metadata={"help": "Tie pairs: exclude them, or half = target 0.5.", "choices": ["exclude", "half"]},
+    )
+    center_coef: float = field(
+        default=0.0,
+        metadata={"help": "Reward centering: adds coef * mean((r_better + r_worse)^2) to the loss (0.01 is typical)."},
+    )
     max_length: int = field(default=1024, metadata={"help": "Longer sequences are dropped (as TRL does)."})
-    micro_batch_size: int = field(default=0, metadata={
-        "help": "Groups per forward (gradient accumulation); 0 = the whole batch."})
+    micro_batch_size: int = field(
+        default=0, metadata={"help": "Groups per forward (gradient accumulation); 0 = the whole batch."}
+    )
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clipping."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    center_on_chosen: bool = field(default=True, metadata={
-        "help": "After training, shift scores so the preferred responses of the training data average 0."})
+    center_on_chosen: bool = field(
+        default=True,
+        metadata={"help": "After training, shift scores so the preferred responses of the training data average 0."},
+    )
     log_every: int = field(default=1, metadata={"help": "Write a metrics line every N steps."})
-    likelihood_model: str = field(default="", metadata={
-        "help": "Frozen causal LM (the SFT model) whose mean response log-probability is added to the score with a "
-                "learned weight; empty = off."})
+    likelihood_model: str = field(
+        default="",
+        metadata={
+            "help": "Frozen causal LM (the SFT model) whose mean response log-probability is added to the score with a "
+            "learned weight; empty = off."
+        },
+    )
     likelihood_lr: float = field(default=0.1, metadata={"help": "Learning rate of the likelihood feature's weight."})
 
 
@@ -141,10 +170,15 @@ class LikelihoodFeature(nn.Module):
         self.weight = nn.Parameter(torch.tensor(float(weight)))
 
     @torch.no_grad()
-    def mean_logprob(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                     prompt_lengths: torch.Tensor) -> torch.Tensor:
-        logits = self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
-                         position_ids=position_ids_from_mask(attention_mask)).logits  # [B, T, V]
+    def mean_logprob(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_lengths: torch.Tensor
+    ) -> torch.Tensor:
+        logits = self.lm(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            use_cache=False,
+            position_ids=position_ids_from_mask(attention_mask),
+        ).logits  # [B, T, V]
         logprobs = gather_logprobs(logits, input_ids)  # [B, T-1]: token t under the logits at t-1
         response = response_token_mask(attention_mask, prompt_lengths)[:, 1:]  # [B, T-1]
         return masked_mean(logprobs, response, dim=1)  # [B]
@@ -154,20 +188,29 @@ class LikelihoodFeature(nn.Module):
 
 
 def load_likelihood_feature(model_path: str | Path, tokenizer, device, weight: float = 0.0) -> LikelihoodFeature:
-    check_same_tokenizer(tokenizer, load_tokenizer(model_path), f"likelihood model {model_path}",
-                         against="the reward model")
+    check_same_tokenizer(
+        tokenizer, load_tokenizer(model_path), f"likelihood model {model_path}", against="the reward model"
+    )
     lm = load_causal_lm(model_path, device, tokenizer=tokenizer)  # eval mode: dropout off
     return LikelihoodFeature(lm, str(Path(model_path).resolve()), weight).to(device)
 
 
 def save_likelihood_feature(directory: Path, feature: LikelihoodFeature) -> None:
-    (directory / LIKELIHOOD_FILE).write_text(json.dumps({
-        "model": feature.model_path, "weight": float(feature.weight.detach()),
-        "feature": "mean log-probability of the response tokens (EOS included) under model, temperature 1",
-    }, indent=2) + "\n", encoding="utf-8")
+    (directory / LIKELIHOOD_FILE).write_text(
+        json.dumps(
+            {
+                "model": feature.model_path,
+                "weight": float(feature.weight.detach()),
+                "feature": "mean log-probability of the response tokens (EOS included) under model, temperature 1",
+            },
+            indent=2,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
 
 
-def load_reward_scorer(path: str | Path, tokenizer, device: torch.device | str = "cpu") -> "RewardScorer":
+def load_reward_scorer(path: str | Path, tokenizer, device: torch.device | str = "cpu") -> RewardScorer:
     """A trained reward model as it scores: the classifier, plus its likelihood feature when it has one."""
     model = load_reward_model(path, tokenizer, device)
     spec_file = Path(path) / LIKELIHOOD_FILE
@@ -192,12 +235,17 @@ class RewardScorer(nn.Module):
         self.likelihood = likelihood
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask,
-                                    position_ids=position_ids_from_mask(attention_mask), use_cache=False)
+        out = self.model.base_model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask),
+            use_cache=False,
+        )
         return out.last_hidden_state  # [B, T, d]
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                prompt_lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """prompt_lengths [B] (real prompt tokens of each row) is needed with a likelihood feature only."""
         hidden = self.hidden_states(input_ids, attention_mask)  # [B, T, d]
         last = gather_at(hidden, last_token_index(attention_mask))  # [B, d]
@@ -243,8 +291,13 @@ def _final_norm(model: nn.Module) -> nn.Module | None:
 # ----------------------------------------------------------------------------- loss
 
 
-def bradley_terry_loss(r_better: torch.Tensor, r_worse: torch.Tensor, margin: torch.Tensor | None = None,
-                       target: torch.Tensor | None = None, center_coef: float = 0.0) -> torch.Tensor:
+def bradley_terry_loss(
+    r_better: torch.Tensor,
+    r_worse: torch.Tensor,
+    margin: torch.Tensor | None = None,
+    target: torch.Tensor | None = None,
+    center_coef: float = 0.0,
+) -> torch.Tensor:
     """Per-pair loss [N]: -[y log σ(d) + (1-y) log σ(-d)], d = r_better - r_worse - margin,
     plus center_coef * (r_better + r_worse)^2 (TRL's center_rewards_coefficient)."""
     d = r_better - r_worse
@@ -287,15 +340,26 @@ def collate_groups(groups: list[PreferenceGroup], pad_token_id: int) -> GroupBat
             identical.append(g.sequences[p.better] == g.sequences[p.worse])
     ids, mask = pad_sequences(seqs, pad_token_id=pad_token_id, side="right")
     t = lambda v, dt=torch.float32: torch.tensor(v, dtype=dt)  # noqa: E731
-    return GroupBatch(ids, mask, t(prompt_lengths, torch.long), t(better, torch.long), t(worse, torch.long), t(margin),
-                      t(target), t(weight), len(groups), t(identical, torch.bool))
+    return GroupBatch(
+        ids,
+        mask,
+        t(prompt_lengths, torch.long),
+        t(better, torch.long),
+        t(worse, torch.long),
+        t(margin),
+        t(target),
+        t(weight),
+        len(groups),
+        t(identical, torch.bool),
+    )
 
 
 def batch_losses(scorer: nn.Module, batch: GroupBatch, device, precision: str, center_coef: float):
     """(per-pair losses [N], scores [S]) for one collated batch."""
     with autocast(device, precision):
-        scores = scorer(batch.input_ids.to(device), batch.attention_mask.to(device),
-                        batch.prompt_lengths.to(device))  # [S]
+        scores = scorer(
+            batch.input_ids.to(device), batch.attention_mask.to(device), batch.prompt_lengths.to(device)
+        )  # [S]
     rb, rw = scores[batch.better.to(device)], scores[batch.worse.to(device)]
     losses = bradley_terry_loss(rb, rw, batch.margin.to(device), batch.target.to(device), center_coef)
     return losses, scores
@@ -309,8 +373,15 @@ def ordered_right(d: torch.Tensor, identical: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_pairs(scorer: nn.Module, groups: list[PreferenceGroup], *, pad_token_id: int, device,
-                   precision: str = "fp32", batch_size: int = 64) -> dict[str, float]:
+def evaluate_pairs(
+    scorer: nn.Module,
+    groups: list[PreferenceGroup],
+    *,
+    pad_token_id: int,
+    device,
+    precision: str = "fp32",
+    batch_size: int = 64,
+) -> dict[str, float]:
     """Held-out loss, accuracy (a pair of identical responses counts half: ordered_right) and mean margin (tie pairs
     count in the loss only), calibration (ECE)."""
     tot_loss = tot_w = 0.0
@@ -404,10 +475,14 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
     seed_everything(config.seed)
     tok = load_tokenizer(config.model)
     train_set = load_preferences(config.data, tok, ties=config.ties, max_length=config.max_length)
-    eval_set = (load_preferences(config.eval_data, tok, ties=config.ties, max_length=config.max_length)
-                if config.eval_data else None)
-    model = use_fast_kernels_(load_reward_model(config.model, tok, device, new_head_seed=config.seed), device,
-                              config.precision)
+    eval_set = (
+        load_preferences(config.eval_data, tok, ties=config.ties, max_length=config.max_length)
+        if config.eval_data
+        else None
+    )
+    model = use_fast_kernels_(
+        load_reward_model(config.model, tok, device, new_head_seed=config.seed), device, config.precision
+    )
     likelihood = None
     if config.likelihood_model:
         likelihood = load_likelihood_feature(config.likelihood_model, tok, device)
@@ -464,7 +539,7 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
                         sums[2] += float(decided.sum())
                         sums[3] += float(d[decided].sum())
                         sums[4] += float(scores.sum())
-                        sums[5] += float((scores ** 2).sum())
+                        sums[5] += float((scores**2).sum())
                         n_scores += scores.numel()
                 grad_norm = torch.nn.utils.clip_grad_norm_(trained, config.max_grad_norm)
                 optimizer.step()
@@ -476,13 +551,22 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
                 n_scores = sums.pop()
                 if log is not None and (step % config.log_every == 0 or step == total_steps):
                     mean = sums[4] / max(n_scores, 1)
-                    weight_metric = ({} if likelihood is None else
-                                     {"likelihood_weight": float(likelihood.weight.detach())})
-                    log.log(step, total_steps, epoch=epoch + (start + len(global_batch)) / len(groups),
-                            loss=sums[0] / len(global_batch), accuracy=sums[1] / max(sums[2], 1),
-                            margin=sums[3] / max(sums[2], 1), reward_mean=mean,
-                            reward_std=math.sqrt(max(sums[5] / max(n_scores, 1) - mean * mean, 0.0)),
-                            grad_norm=float(grad_norm), lr=lr, **weight_metric)
+                    weight_metric = (
+                        {} if likelihood is None else {"likelihood_weight": float(likelihood.weight.detach())}
+                    )
+                    log.log(
+                        step,
+                        total_steps,
+                        epoch=epoch + (start + len(global_batch)) / len(groups),
+                        loss=sums[0] / len(global_batch),
+                        accuracy=sums[1] / max(sums[2], 1),
+                        margin=sums[3] / max(sums[2], 1),
+                        reward_mean=mean,
+                        reward_std=math.sqrt(max(sums[5] / max(n_scores, 1) - mean * mean, 0.0)),
+                        grad_norm=float(grad_norm),
+                        lr=lr,
+                        **weight_metric,
+                    )
                 if bar is not None:
                     bar.update(1)
         if bar is not None:
@@ -490,17 +574,23 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
 
         final: dict[str, float] = {}
         if config.center_on_chosen and rank == 0:
-            offset = mean_preferred_score(own_scorer, groups, pad_token_id=pad, device=device,
-                                          precision=config.precision)
+            offset = mean_preferred_score(
+                own_scorer, groups, pad_token_id=pad, device=device, precision=config.precision
+            )
             where = shift_scores_(model, offset)
             final["reward_offset"] = offset if where else 0.0
         if eval_set is not None and rank == 0:
-            ev = evaluate_pairs(own_scorer, eval_set.groups, pad_token_id=pad, device=device,
-                                precision=config.precision)
+            ev = evaluate_pairs(
+                own_scorer, eval_set.groups, pad_token_id=pad, device=device, precision=config.precision
+            )
             final.update({f"eval_{k}": v for k, v in ev.items()})
         if log is not None:
-            final.update(train_pairs=train_set.n_pairs, skipped_ties=train_set.skipped_ties,
-                         skipped_too_long=train_set.skipped_too_long, skipped_unpaired=train_set.skipped_unpaired)
+            final.update(
+                train_pairs=train_set.n_pairs,
+                skipped_ties=train_set.skipped_ties,
+                skipped_too_long=train_set.skipped_too_long,
+                skipped_unpaired=train_set.skipped_unpaired,
+            )
             log.log(step, total_steps, **final)
             log.close()
         if rank == 0:
@@ -533,8 +623,9 @@ class _NoOutput:
 
 
 @torch.no_grad()
-def mean_preferred_score(scorer: RewardScorer, groups: list[PreferenceGroup], *, pad_token_id: int, device,
-                         precision: str, limit: int = 1024) -> float:
+def mean_preferred_score(
+    scorer: RewardScorer, groups: list[PreferenceGroup], *, pad_token_id: int, device, precision: str, limit: int = 1024
+) -> float:
     """Mean score of the preferred response of each pair (the demonstrations the policy starts near),
     on up to `limit` groups: the offset that centres the reward at 0 (checklist: 'add a bias')."""
     seqs, prompt_lengths = [], []
@@ -556,8 +647,12 @@ def mean_preferred_score(scorer: RewardScorer, groups: list[PreferenceGroup], *,
 def _register() -> None:
     from trainer.cli import register_stage
 
-    register_stage(name="reward", config_cls=RewardConfig, entry=train_reward,
-                   help="Train a reward model (scalar head, Bradley-Terry loss) on preference data.")
+    register_stage(
+        name="reward",
+        config_cls=RewardConfig,
+        entry=train_reward,
+        help="Train a reward model (scalar head, Bradley-Terry loss) on preference data.",
+    )
 
 
 _register()

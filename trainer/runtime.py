@@ -1,4 +1,5 @@
 """Device, precision, seeding and loading of tokenizers / causal LMs from any Hugging Face directory."""
+
 from __future__ import annotations
 
 import contextlib

@@ -11,6 +11,7 @@ for a small model those cost more than the arithmetic). Other architectures use 
 A row's tokens depend only on its prompt and its generator: each token is drawn by inverse-CDF sampling
 with that row's t-th uniform, so batch composition and batch order do not change what a row says.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,10 +25,10 @@ from transformers import DynamicCache
 
 @dataclass
 class SampleOutput:
-    tokens: torch.LongTensor      # [B, T] generated ids, PAD after the first EOS (EOS itself kept)
-    logprobs: torch.FloatTensor   # [B, T] log-prob of each sampled token (temperature-scaled, filtered); 0 on pad
-    lengths: torch.LongTensor     # [B] number of real generated tokens (incl. EOS)
-    finished: torch.BoolTensor    # [B] True if EOS was produced
+    tokens: torch.LongTensor  # [B, T] generated ids, PAD after the first EOS (EOS itself kept)
+    logprobs: torch.FloatTensor  # [B, T] log-prob of each sampled token (temperature-scaled, filtered); 0 on pad
+    lengths: torch.LongTensor  # [B] number of real generated tokens (incl. EOS)
+    finished: torch.BoolTensor  # [B] True if EOS was produced
 
 
 def derive_seed(seed: int, prompt_id: str | int, sample: int) -> int:
@@ -42,7 +43,9 @@ def make_generator(seed: int) -> torch.Generator:
     return g
 
 
-def candidates(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+def candidates(
+    logits: torch.Tensor, temperature: float, top_k: int, top_p: float
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Candidate log-probs [b, K] and their token ids [b, K] (None = identity over the vocabulary).
 
     Applies temperature, then top-k (k=0: off), then top-p (1.0: off); removed tokens get -inf.
@@ -65,8 +68,9 @@ def candidates(logits: torch.Tensor, temperature: float, top_k: int, top_p: floa
     return logits.log_softmax(-1), idx
 
 
-def pick_tokens(logits: torch.Tensor, uniforms: torch.Tensor | None, *, temperature: float, top_k: int,
-                top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+def pick_tokens(
+    logits: torch.Tensor, uniforms: torch.Tensor | None, *, temperature: float, top_k: int, top_p: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(token ids [b], their log-probs [b]). temperature 0 = greedy (log-prob under the unscaled dist)."""
     if temperature == 0:
         logp = logits.float().log_softmax(-1)  # [b, V]
@@ -109,8 +113,13 @@ class HFDecoder:
 
     def step(self, tok: torch.Tensor, pos: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
         """tok [b], pos [b], attn_mask [b, S] (S = cached positions + 1) -> next-token logits [b, V]."""
-        out = self.model(input_ids=tok[:, None], attention_mask=attn_mask, position_ids=pos[:, None],
-                         use_cache=True, **{self.cache_kw: self.cache})
+        out = self.model(
+            input_ids=tok[:, None],
+            attention_mask=attn_mask,
+            position_ids=pos[:, None],
+            use_cache=True,
+            **{self.cache_kw: self.cache},
+        )
         return out.logits[:, -1, :]
 
 
@@ -137,11 +146,15 @@ class GPT2Decoder:
     @staticmethod
     def supports(model, cache) -> bool:
         cfg = model.config
-        return (type(model).__name__ == "GPT2LMHeadModel" and not model.training
-                and not getattr(cfg, "add_cross_attention", False) and not getattr(cfg, "reorder_and_upcast_attn", False)
-                and getattr(cfg, "_attn_implementation", "eager") in ("eager", "sdpa")
-                and len(getattr(cache, "layers", ())) == len(model.transformer.h)
-                and all(getattr(layer, "keys", None) is not None for layer in cache.layers))
+        return (
+            type(model).__name__ == "GPT2LMHeadModel"
+            and not model.training
+            and not getattr(cfg, "add_cross_attention", False)
+            and not getattr(cfg, "reorder_and_upcast_attn", False)
+            and getattr(cfg, "_attn_implementation", "eager") in ("eager", "sdpa")
+            and len(getattr(cache, "layers", ())) == len(model.transformer.h)
+            and all(getattr(layer, "keys", None) is not None for layer in cache.layers)
+        )
 
     def select(self, index: torch.Tensor) -> bool:
         self.k = [k[index] for k in self.k]
@@ -161,17 +174,28 @@ class GPT2Decoder:
             self.k[i][:, :, S - 1] = qkv[:, 1]
             self.v[i][:, :, S - 1] = qkv[:, 2]
             q = qkv[:, 0, :, None, :].to(self.k[i].dtype)  # [b, H, 1, hd]
-            a = F.scaled_dot_product_attention(q, self.k[i][:, :, :S], self.v[i][:, :, :S], attn_mask=allowed,
-                                               scale=attn.scaling)  # [b, H, 1, hd]
+            a = F.scaled_dot_product_attention(
+                q, self.k[i][:, :, :S], self.v[i][:, :, :S], attn_mask=allowed, scale=attn.scaling
+            )  # [b, H, 1, hd]
             x = x + attn.c_proj(a.reshape(b, d))
             x = x + block.mlp(block.ln_2(x))
         return self.model.lm_head(tr.ln_f(x))  # [b, V]
 
 
 @torch.no_grad()
-def sample_batch(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_new_tokens: int,
-                 temperature: float, top_k: int, top_p: float, eos_token_id: int, pad_token_id: int,
-                 generators: list[torch.Generator] | None = None) -> SampleOutput:
+def sample_batch(
+    model,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    eos_token_id: int,
+    pad_token_id: int,
+    generators: list[torch.Generator] | None = None,
+) -> SampleOutput:
     """Sample up to max_new_tokens per row from LEFT-padded prompts; stops when every row has emitted EOS.
 
     generators: one per row; a row's text then depends only on its own seed. None: torch's global RNG.
@@ -214,23 +238,37 @@ def sample_batch(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, 
     share = uniq.shape[0] < B
     if share:  # first row of each distinct prompt
         pre = torch.full((uniq.shape[0],), B, dtype=torch.long, device=device).scatter_reduce_(
-            0, inverse, torch.arange(B, device=device), reduce="amin")
+            0, inverse, torch.arange(B, device=device), reduce="amin"
+        )
     else:
         pre = slice(None)
-    out = model(input_ids=prompt_ids[pre], attention_mask=prompt_mask[pre], position_ids=position_ids[pre],
-                use_cache=True, **{cache_kw: cache}, **extra)
+    out = model(
+        input_ids=prompt_ids[pre],
+        attention_mask=prompt_mask[pre],
+        position_ids=position_ids[pre],
+        use_cache=True,
+        **{cache_kw: cache},
+        **extra,
+    )
     logits = out.logits[:, -1, :]  # [u, V]
     if share:
         if _select_rows(cache, inverse):
             logits = logits[inverse]  # [B, V]
         else:  # cache cannot be re-indexed: encode every row
             cache = DynamicCache(config=model.config)
-            out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids, use_cache=True,
-                        **{cache_kw: cache}, **extra)
+            out = model(
+                input_ids=prompt_ids,
+                attention_mask=prompt_mask,
+                position_ids=position_ids,
+                use_cache=True,
+                **{cache_kw: cache},
+                **extra,
+            )
             logits = out.logits[:, -1, :]
     next_pos = position_ids[:, -1] + 1  # [b]
-    decoder = (GPT2Decoder(model, cache, P, T) if GPT2Decoder.supports(model, cache)
-               else HFDecoder(model, cache, cache_kw))
+    decoder = (
+        GPT2Decoder(model, cache, P, T) if GPT2Decoder.supports(model, cache) else HFDecoder(model, cache, cache_kw)
+    )
     rows_of = torch.arange(B, device=device)  # working row -> row of the full batch
     alive = torch.ones(B, dtype=torch.bool, device=device)  # working rows that have not emitted EOS
     ban_pad = pad_token_id != eos_token_id and 0 <= pad_token_id < logits.shape[-1]

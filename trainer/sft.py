@@ -8,6 +8,7 @@ Data (JSONL, one example a line), TRL conventions:
 Assistant spans are found by rendering the conversation prefixes, so any prefix-stable chat template works
 (no `{% generation %}` tags needed).
 """
+
 from __future__ import annotations
 
 import sys
@@ -19,20 +20,32 @@ import torch
 from trainer.config import TrainConfig, UsageError
 from trainer.data import DataError, read_jsonl, require_messages
 from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
-from trainer.runtime import (adamw, autocast, cosine_lr, load_causal_lm, load_tokenizer, resolve_device,
-                             seed_everything, set_lr, total_steps_for)
+from trainer.runtime import (
+    adamw,
+    autocast,
+    cosine_lr,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_device,
+    seed_everything,
+    set_lr,
+    total_steps_for,
+)
 
 IGNORE = -100  # label value ignored by the loss (prompt, chat scaffolding, padding)
 
 
 @dataclass(kw_only=True)
 class SftConfig(TrainConfig):
-    model: str = field(metadata={"help": "Any Hugging Face causal LM directory (with its tokenizer).", "metavar": "DIR"})
+    model: str = field(
+        metadata={"help": "Any Hugging Face causal LM directory (with its tokenizer).", "metavar": "DIR"}
+    )
     data: str = field(metadata={"help": "JSONL: {prompt, completion} or chat {messages} lines.", "metavar": "FILE"})
     out: str = field(metadata={"help": "Output model directory (must not exist).", "metavar": "DIR"})
     lr: float = field(default=2e-5, metadata={"help": "Peak learning rate."})
-    max_length: int = field(default=0, metadata={"help": "Truncate examples to this many tokens "
-                                                         "(0 = the model's context length)."})
+    max_length: int = field(
+        default=0, metadata={"help": "Truncate examples to this many tokens (0 = the model's context length)."}
+    )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay on matrices."})
     warmup_steps: int = field(default=0, metadata={"help": "Linear warmup steps before cosine decay."})
     grad_clip: float = field(default=1.0, metadata={"help": "Clip the global gradient norm (0 = off)."})
@@ -71,8 +84,10 @@ def encode_messages(tok, messages: list[dict], learn_from: int = 0) -> tuple[lis
         raise ValueError("no assistant turn to learn from")
     enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
     ids = list(enc["input_ids"])
-    labels = [t if any(s < e_span and e > s_span for s_span, e_span in spans) else IGNORE
-              for t, (s, e) in zip(ids, enc["offset_mapping"])]
+    labels = [
+        t if any(s < e_span and e > s_span for s_span, e_span in spans) else IGNORE
+        for t, (s, e) in zip(ids, enc["offset_mapping"])
+    ]
     return ids, labels
 
 
@@ -107,8 +122,11 @@ def load_examples(tok, path: str, max_length: int) -> list[tuple[list[int], list
             continue
         examples.append((ids, labels))
     if dropped:
-        print(f"warning: {path}: {len(dropped)} example(s) dropped, prompt longer than max_length "
-              f"(lines {', '.join(map(str, dropped[:5]))}{'...' if len(dropped) > 5 else ''})", file=sys.stderr)
+        print(
+            f"warning: {path}: {len(dropped)} example(s) dropped, prompt longer than max_length "
+            f"(lines {', '.join(map(str, dropped[:5]))}{'...' if len(dropped) > 5 else ''})",
+            file=sys.stderr,
+        )
     if not examples:
         raise UsageError(f"{path}: no training examples")
     return examples
@@ -159,22 +177,35 @@ def train_sft(config: SftConfig, *, on_metrics=None) -> Path:
             while step < total:
                 order = torch.randperm(n, generator=shuffle).tolist()
                 for i in range(0, n, config.batch_size):
-                    batch = {k: v.to(device) for k, v in
-                             collate([examples[j] for j in order[i: i + config.batch_size]], tok.pad_token_id).items()}
+                    batch = {
+                        k: v.to(device)
+                        for k, v in collate(
+                            [examples[j] for j in order[i : i + config.batch_size]], tok.pad_token_id
+                        ).items()
+                    }
                     lr = cosine_lr(step, total, peak=config.lr, warmup_steps=config.warmup_steps)
                     set_lr(optimizer, lr)
                     with autocast(device, config.precision):
                         # mean cross-entropy over the batch's completion tokens (labels != IGNORE)
                         loss = model(**batch).loss
                     loss.backward()
-                    grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                                 if config.grad_clip > 0 else torch.tensor(0.0))
+                    grad_norm = (
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                        if config.grad_clip > 0
+                        else torch.tensor(0.0)
+                    )
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                     step += 1
-                    log.log(step, total, loss=loss.item(), lr=lr, grad_norm=grad_norm.item(),
-                            epoch=epoch + min(1.0, (i + config.batch_size) / n),
-                            completion_tokens=int((batch["labels"] != IGNORE).sum()))
+                    log.log(
+                        step,
+                        total,
+                        loss=loss.item(),
+                        lr=lr,
+                        grad_norm=grad_norm.item(),
+                        epoch=epoch + min(1.0, (i + config.batch_size) / n),
+                        completion_tokens=int((batch["labels"] != IGNORE).sum()),
+                    )
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss.item():.3f}")
                     if step >= total:
@@ -188,5 +219,9 @@ def train_sft(config: SftConfig, *, on_metrics=None) -> Path:
 
 from trainer.cli import register_stage  # noqa: E402
 
-register_stage(name="sft", config_cls=SftConfig, entry=train_sft,
-               help="Supervised fine-tuning with loss on completion / assistant tokens only.")
+register_stage(
+    name="sft",
+    config_cls=SftConfig,
+    entry=train_sft,
+    help="Supervised fine-tuning with loss on completion / assistant tokens only.",
+)

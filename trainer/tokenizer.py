@@ -4,6 +4,7 @@ Special tokens: EOS `<|endoftext|>` (ends documents and every chat turn), PAD `<
 masks built from PAD never hide the real EOS), `<|im_start|>` (opens a chat turn). The result is a
 `PreTrainedTokenizerFast` directory that `AutoTokenizer.from_pretrained` loads offline.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -37,8 +38,12 @@ CHAT_TEMPLATE = (
 
 @dataclass(kw_only=True)
 class TokenizerConfig:
-    input: list[str] = field(metadata={"help": "Text files (one document a line) or JSONL files "
-                                               "({text} | {prompt, completion} | {messages}).", "metavar": "FILE..."})
+    input: list[str] = field(
+        metadata={
+            "help": "Text files (one document a line) or JSONL files ({text} | {prompt, completion} | {messages}).",
+            "metavar": "FILE...",
+        }
+    )
     vocab_size: int = field(default=8000, metadata={"help": "Vocabulary size including special tokens."})
     out: str = field(metadata={"help": "Output tokenizer directory (must not exist).", "metavar": "DIR"})
     min_frequency: int = field(default=2, metadata={"help": "Minimum pair frequency for a merge."})
@@ -123,5 +128,9 @@ def train_tokenizer(config: TokenizerConfig, *, on_metrics=None) -> Path:
 
 from trainer.cli import register_stage  # noqa: E402  (cli imports stage modules; register after definitions)
 
-register_stage(name="tokenizer", config_cls=TokenizerConfig, entry=train_tokenizer,
-               help="Train a byte-level BPE tokenizer with PAD != EOS and a chat template.")
+register_stage(
+    name="tokenizer",
+    config_cls=TokenizerConfig,
+    entry=train_tokenizer,
+    help="Train a byte-level BPE tokenizer with PAD != EOS and a chat template.",
+)

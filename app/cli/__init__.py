@@ -2,22 +2,26 @@
 
 Bad arguments exit 2 with a one-line reason (typer/click usage errors also exit 2).
 """
+
 from __future__ import annotations
 
 import typer
 
-from app.cli import db, demo, serve, simulate, tokens, users
 from app.cli import annotation_import as annotations_cli
+from app.cli import db, demo, jobs, serve, simulate, tokens, users, worker
 from app.cli import export as export_cli
 from app.cli import generate as generate_cli
 from app.cli import models as models_cli
 from app.cli import prompts as prompts_cli
-from app.cli import jobs, worker
-from app.cli import tasks as tasks_cli
 from app.cli import round as round_cli
+from app.cli import tasks as tasks_cli
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="rlhf-studio: the whole RLHF loop. See README.md.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="rlhf-studio: the whole RLHF loop. See README.md.",
+)
 app.add_typer(db.app, name="db", help="Database schema (Alembic).")
 app.add_typer(users.app, name="users", help="Create, list and deactivate users.")
 app.add_typer(tokens.app, name="tokens", help="API bearer tokens.")

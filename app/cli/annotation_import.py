@@ -2,6 +2,7 @@
 
 (Not named annotations.py: `from __future__ import annotations` in app/cli/__init__.py shadows that name.)
 """
+
 import json
 from pathlib import Path
 
@@ -19,7 +20,9 @@ def import_(
     file: Path = typer.Argument(..., help="A JSONL file in one of our export formats."),
     fmt: str = typer.Option(..., "--format", help=f"One of {', '.join(FORMATS)}."),
     source: str = typer.Option(..., "--source", help="human or ai."),
-    annotator: str = typer.Option(..., "--annotator", help="Annotator name the annotations are recorded under (created if new)."),
+    annotator: str = typer.Option(
+        ..., "--annotator", help="Annotator name the annotations are recorded under (created if new)."
+    ),
 ) -> None:
     """Import annotations made elsewhere, so they train together with ours. All or nothing."""
     if fmt not in FORMATS:

@@ -5,6 +5,7 @@ its tokenizer, pretrained and SFT models (`python -m trainer ...` in child proce
 register both models (the SFT one current); import the world's prompts; queue the generation of the first tasks;
 create an admin and a demo annotator; then serve the web app and run a worker until Ctrl+C.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -39,8 +40,14 @@ class StageBars:
         if bar is None:
             if not self._tty:
                 typer.echo(f"  {stage} ...", err=True)
-            bar = self._tqdm(total=max(total, 1), desc=f"{stage:>10}", unit="step", leave=True,
-                             disable=not self._tty, file=sys.stderr)
+            bar = self._tqdm(
+                total=max(total, 1),
+                desc=f"{stage:>10}",
+                unit="step",
+                leave=True,
+                disable=not self._tty,
+                file=sys.stderr,
+            )
             self._bars[stage] = bar
         bar.total = max(total, 1)
         bar.n = min(step, bar.total)
@@ -63,7 +70,9 @@ def _ensure_user(db, *, username: str, role: str, password: str) -> str | None:
 
 def demo(
     size: str = typer.Option("small", "--size", help="World size: tiny (tests, < 1 min) or small (the demo)."),
-    prepare_only: bool = typer.Option(False, "--prepare-only", help="Build, register and import everything, then exit."),
+    prepare_only: bool = typer.Option(
+        False, "--prepare-only", help="Build, register and import everything, then exit."
+    ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to serve on."),
     port: int = typer.Option(8000, "--port", help="Port to serve on."),
     seed: int = typer.Option(0, "--seed", help="Seed of the world and of the first generation."),
@@ -103,10 +112,18 @@ def demo(
 
     with session_scope() as db:
         summary = prepare_database(db, files=files, models=models, size=size, seed=seed)
-        admin_pw = _ensure_user(db, username=settings.demo_admin_user, role="admin",
-                                password=settings.demo_admin_password or secrets.token_urlsafe(12))
-        annot_pw = _ensure_user(db, username=settings.demo_annotator_user, role="annotator",
-                                password=settings.demo_annotator_password or secrets.token_urlsafe(12))
+        admin_pw = _ensure_user(
+            db,
+            username=settings.demo_admin_user,
+            role="admin",
+            password=settings.demo_admin_password or secrets.token_urlsafe(12),
+        )
+        annot_pw = _ensure_user(
+            db,
+            username=settings.demo_annotator_user,
+            role="annotator",
+            password=settings.demo_annotator_password or secrets.token_urlsafe(12),
+        )
     for line in summary:
         typer.echo(f"  {line}", err=True)
     typer.echo(f"prepared in {time.perf_counter() - started:.0f} s", err=True)
@@ -117,13 +134,18 @@ def demo(
 
 
 def _print_credentials(settings, admin_pw: str | None, annot_pw: str | None) -> None:
-    for user, pw, role in ((settings.demo_admin_user, admin_pw, "admin"),
-                           (settings.demo_annotator_user, annot_pw, "annotator")):
+    for user, pw, role in (
+        (settings.demo_admin_user, admin_pw, "admin"),
+        (settings.demo_annotator_user, annot_pw, "annotator"),
+    ):
         if pw:
             typer.echo(f"  {role}: username {user!r}, password {pw!r}  (shown once)", err=True)
         else:
-            typer.echo(f"  {role}: username {user!r} (exists; password shown at its creation; "
-                       f"reset with `rlhf users password {user} --password-stdin`)", err=True)
+            typer.echo(
+                f"  {role}: username {user!r} (exists; password shown at its creation; "
+                f"reset with `rlhf users password {user} --password-stdin`)",
+                err=True,
+            )
 
 
 def _serve_with_worker(*, host: str, port: int) -> None:

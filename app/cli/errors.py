@@ -1,4 +1,5 @@
 """How every `rlhf` command fails: one line on stderr, exit status 2."""
+
 from __future__ import annotations
 
 from typing import NoReturn

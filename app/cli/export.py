@@ -1,4 +1,5 @@
 """`rlhf export --format F [--out FILE] [filters]`: writes FILE and FILE.sha256, prints rows and sha256."""
+
 from pathlib import Path
 
 import typer
@@ -21,9 +22,13 @@ def export(
     until: str = typer.Option(None, "--until", help="Annotations created before (ISO 8601)."),
     until_id: int = typer.Option(None, "--until-id", help="Annotations with id <= this."),
     source: str = typer.Option("all", "--source", help="human, ai or all."),
-    annotators: list[str] = typer.Option(None, "--annotator", help="Only these annotators (username or pseudonymous id); repeatable."),
+    annotators: list[str] = typer.Option(
+        None, "--annotator", help="Only these annotators (username or pseudonymous id); repeatable."
+    ),
     split: str = typer.Option(None, "--split", help="Only prompts of this split (train or eval)."),
-    min_agreement: float = typer.Option(None, "--min-agreement", help="Only overlapped tasks with agreement >= this (0..1)."),
+    min_agreement: float = typer.Option(
+        None, "--min-agreement", help="Only overlapped tasks with agreement >= this (0..1)."
+    ),
     as_csv: bool = typer.Option(False, "--csv", help="rich format as CSV (formula injection neutralised)."),
     card: bool = typer.Option(False, "--card", help="Also write a dataset card README.md beside the file."),
 ) -> None:
@@ -31,9 +36,15 @@ def export(
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     try:
-        filters = ExportFilters(since=parse_time(since, name="--since"), until=parse_time(until, name="--until"),
-                                until_id=until_id, source=source, annotators=tuple(annotators or ()), split=split,
-                                min_agreement=min_agreement)
+        filters = ExportFilters(
+            since=parse_time(since, name="--since"),
+            until=parse_time(until, name="--until"),
+            until_id=until_id,
+            source=source,
+            annotators=tuple(annotators or ()),
+            split=split,
+            min_agreement=min_agreement,
+        )
     except ExportError as exc:
         fail(str(exc))
     out = out or Path(f"{fmt}.{'csv' if as_csv else 'jsonl'}")

@@ -1,4 +1,5 @@
 """`rlhf generate`: enqueue a generation job (the worker runs `python -m trainer generate`, then makes tasks)."""
+
 import json
 
 import typer
@@ -16,7 +17,9 @@ def register(app: typer.Typer) -> None:
 
 def generate(
     model: int = typer.Option(None, "--model", help="Policy model id (default: the current policy)."),
-    split: str = typer.Option(D.split, "--split", help="Prompts of this split: train, eval or all (eval never becomes tasks)."),
+    split: str = typer.Option(
+        D.split, "--split", help="Prompts of this split: train, eval or all (eval never becomes tasks)."
+    ),
     tag: str = typer.Option(None, "--tag", help="Only prompts with this tag."),
     count: int = typer.Option(D.count, "--count", help="How many prompts (the first ones, in id order)."),
     num_samples: int = typer.Option(D.num_samples, "--num-samples", "-k", help="Responses per prompt K (2..8)."),
@@ -30,9 +33,21 @@ def generate(
     priority: int = typer.Option(D.priority, "--priority", help="Job and task priority."),
 ) -> None:
     """Generate K responses per prompt with a policy and turn them into tasks (a `generate` job)."""
-    request = GenerationRequest(model_id=model, split=split, tag=tag, count=count, num_samples=num_samples,
-                                temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens,
-                                seed=seed, task_kind=task_kind, overlap=overlap, priority=priority)
+    request = GenerationRequest(
+        model_id=model,
+        split=split,
+        tag=tag,
+        count=count,
+        num_samples=num_samples,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        task_kind=task_kind,
+        overlap=overlap,
+        priority=priority,
+    )
     with cli_session() as db:
         try:
             job = request_generation(db, request=request)

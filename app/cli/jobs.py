@@ -46,13 +46,17 @@ def show(
         typer.echo(json.dumps(data))
         return
     p = data["progress"]
-    lines = [f"job {data['id']}  {data['kind']}  {data['status']}"
-             + ("  (cancel requested)" if data["cancel_requested"] and data["status"] == "running" else ""),
-             f"attempts   {data['attempts']}/{data['max_attempts']}",
-             f"progress   {p['done']:g}/{p['total']:g} {p['message']}".rstrip(),
-             f"created    {data['created_at']}", f"started    {data['started_at'] or '-'}",
-             f"finished   {data['finished_at'] or '-'}", f"output     {data['output_path'] or '-'}",
-             f"config     {json.dumps(data['config'])}"]
+    lines = [
+        f"job {data['id']}  {data['kind']}  {data['status']}"
+        + ("  (cancel requested)" if data["cancel_requested"] and data["status"] == "running" else ""),
+        f"attempts   {data['attempts']}/{data['max_attempts']}",
+        f"progress   {p['done']:g}/{p['total']:g} {p['message']}".rstrip(),
+        f"created    {data['created_at']}",
+        f"started    {data['started_at'] or '-'}",
+        f"finished   {data['finished_at'] or '-'}",
+        f"output     {data['output_path'] or '-'}",
+        f"config     {json.dumps(data['config'])}",
+    ]
     if data["metrics"]:
         lines.append(f"metrics    {json.dumps(data['metrics'])}")
     if data["result"]:

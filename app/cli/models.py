@@ -1,4 +1,5 @@
 """`rlhf models register|list|promote|rollback`: bring your own Hugging Face model directory."""
+
 import json
 from pathlib import Path
 
@@ -15,7 +16,9 @@ app = typer.Typer(no_args_is_help=True)
 def register(
     path: Path = typer.Option(..., "--path", help="A save_pretrained directory (model and tokenizer)."),
     name: str = typer.Option(..., "--name", help="A name to recognise it by."),
-    kind: str = typer.Option(..., "--kind", help="policy (AutoModelForCausalLM) or reward (AutoModelForSequenceClassification)."),
+    kind: str = typer.Option(
+        ..., "--kind", help="policy (AutoModelForCausalLM) or reward (AutoModelForSequenceClassification)."
+    ),
     stage: str = typer.Option("pretrained", "--stage", help="pretrained, sft or rlhf."),
     parent: int = typer.Option(None, "--parent", help="The model id it was trained from."),
 ) -> None:
@@ -35,8 +38,10 @@ def register(
 
 
 @app.command("list")
-def list_(as_json: bool = typer.Option(False, "--json", help="One JSON array."),
-          kind: str = typer.Option(None, "--kind", help="Only policy or reward models.")) -> None:
+def list_(
+    as_json: bool = typer.Option(False, "--json", help="One JSON array."),
+    kind: str = typer.Option(None, "--kind", help="Only policy or reward models."),
+) -> None:
     """List registered models."""
     with cli_session() as db:
         rows = [model_to_dict(m) for m in list_models(db, kind=kind)]
@@ -44,7 +49,9 @@ def list_(as_json: bool = typer.Option(False, "--json", help="One JSON array."),
         typer.echo(json.dumps(rows))
         return
     for r in rows:
-        typer.echo(f"{r['id']:>4} {'*' if r['current'] else ' '} {r['kind']:<7} {r['stage']:<10} {r['name']:<24} {r['path']}")
+        typer.echo(
+            f"{r['id']:>4} {'*' if r['current'] else ' '} {r['kind']:<7} {r['stage']:<10} {r['name']:<24} {r['path']}"
+        )
 
 
 @app.command("promote")

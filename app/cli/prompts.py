@@ -1,4 +1,5 @@
 """`rlhf prompts import FILE`: JSONL or CSV, all-or-nothing; `rlhf prompts list`."""
+
 import json
 from pathlib import Path
 
@@ -30,7 +31,9 @@ def import_(
             for line in exc.lines()[1:]:
                 typer.echo(line, err=True)
             fail(str(exc))
-    typer.echo(f"{result.created} prompts created, {result.duplicates} duplicates skipped ({result.lines} lines)", err=True)
+    typer.echo(
+        f"{result.created} prompts created, {result.duplicates} duplicates skipped ({result.lines} lines)", err=True
+    )
     typer.echo(json.dumps(result.as_dict()))
 
 

@@ -1,4 +1,5 @@
 """`rlhf round start|schedule`: start a training round (a `round` job for the worker), set the round schedule."""
+
 from __future__ import annotations
 
 import json
@@ -85,11 +86,13 @@ def start(
     min_agreement: float | None = typer.Option(None, "--min-agreement", help="Only tasks agreed at least this much."),
     min_pairs: int | None = typer.Option(None, "--min-pairs", help="Refuse with fewer preference pairs (default 16)."),
     snapshot_from: int | None = typer.Option(None, "--snapshot-from", help="Rerun on this round's snapshot."),
-    gold_judge: str | None = typer.Option(None, "--gold-judge",
-                                          help="module:function judge for the report, e.g. trainer.world.judge:score."),
+    gold_judge: str | None = typer.Option(
+        None, "--gold-judge", help="module:function judge for the report, e.g. trainer.world.judge:score."
+    ),
     config: Path | None = typer.Option(None, "--config", help="A round config JSON (the job config of a round)."),
-    sets: list[str] = typer.Option([], "--set", help="KEY=VALUE, repeatable: ppo.kl_coef=0.1, reward.epochs=2, "
-                                                     "next_tasks.k=4, eval_prompts=32 ..."),
+    sets: list[str] = typer.Option(
+        [], "--set", help="KEY=VALUE, repeatable: ppo.kl_coef=0.1, reward.epochs=2, next_tasks.k=4, eval_prompts=32 ..."
+    ),
     wait: bool = typer.Option(False, "--wait", help="Block until the round ends; exit 1 if it failed."),
     as_json: bool = typer.Option(False, "--json", help="Print the job as JSON instead of its id."),
 ) -> None:
@@ -100,8 +103,16 @@ def start(
     from app.services.rounds import RoundError, start_round
 
     raw = _load_config_file(config) if config is not None else {}
-    options = {"algo": algo, "seed": seed, "source": source, "since": since, "min_agreement": min_agreement,
-               "min_pairs": min_pairs, "snapshot_from": snapshot_from, "gold_judge": gold_judge}
+    options = {
+        "algo": algo,
+        "seed": seed,
+        "source": source,
+        "since": since,
+        "min_agreement": min_agreement,
+        "min_pairs": min_pairs,
+        "snapshot_from": snapshot_from,
+        "gold_judge": gold_judge,
+    }
     raw = _merge(raw, {k: v for k, v in options.items() if v is not None})
     raw = _merge(raw, parse_set(sets))
     with cli_session() as db:
@@ -123,11 +134,15 @@ def start(
 @app.command("schedule")
 def schedule(
     enable: bool | None = typer.Option(None, "--enable/--disable", help="Turn the schedule on or off."),
-    min_new_annotations: int | None = typer.Option(None, "--min-new-annotations", min=0,
-                                                   help="Start a round after this many new human annotations "
-                                                        "(0 = no such trigger)."),
-    every_minutes: float | None = typer.Option(None, "--every-minutes", min=0.0,
-                                               help="Start a round every T minutes (0 = no such trigger)."),
+    min_new_annotations: int | None = typer.Option(
+        None,
+        "--min-new-annotations",
+        min=0,
+        help="Start a round after this many new human annotations (0 = no such trigger).",
+    ),
+    every_minutes: float | None = typer.Option(
+        None, "--every-minutes", min=0.0, help="Start a round every T minutes (0 = no such trigger)."
+    ),
     config: Path | None = typer.Option(None, "--config", help="The round config JSON the schedule starts with."),
     sets: list[str] = typer.Option([], "--set", help="KEY=VALUE of the round config, as for `round start`."),
     as_json: bool = typer.Option(False, "--json", help="Print the schedule as JSON."),
@@ -143,8 +158,13 @@ def schedule(
             if enable is None and min_new_annotations is None and every_minutes is None and round_config is None:
                 row = get_schedule(db)
             else:
-                row = update_schedule(db, enabled=enable, min_new_annotations=min_new_annotations,
-                                      every_minutes=every_minutes, config=round_config)
+                row = update_schedule(
+                    db,
+                    enabled=enable,
+                    min_new_annotations=min_new_annotations,
+                    every_minutes=every_minutes,
+                    config=round_config,
+                )
                 db.commit()
         except ScheduleError as exc:
             fail(str(exc))
@@ -166,10 +186,14 @@ def register_label_ai(root: typer.Typer) -> None:
 
 
 def label_ai(
-    judge: str = typer.Option("reward_model", "--judge", help="reward_model (score each response) or lm (a causal "
-                                                                "LM prompted to choose, by the logprob of A/B/...)."),
-    model_id: int | None = typer.Option(None, "--model-id", help="Registry model (default: the current reward "
-                                                                  "model / policy)."),
+    judge: str = typer.Option(
+        "reward_model",
+        "--judge",
+        help="reward_model (score each response) or lm (a causal LM prompted to choose, by the logprob of A/B/...).",
+    ),
+    model_id: int | None = typer.Option(
+        None, "--model-id", help="Registry model (default: the current reward model / policy)."
+    ),
     path: str | None = typer.Option(None, "--path", help="Or any local model directory."),
     limit: int = typer.Option(1000, "--limit", min=1, help="At most this many pending tasks."),
     annotator: str | None = typer.Option(None, "--annotator", help="The AI annotator's username."),
@@ -179,8 +203,7 @@ def label_ai(
     Prints the job id."""
     from app.services.ai_feedback import LabelAIError, start_label_ai
 
-    config = {"judge": judge, "model_id": model_id, "path": path or "", "limit": limit,
-              "annotator": annotator or ""}
+    config = {"judge": judge, "model_id": model_id, "path": path or "", "limit": limit, "annotator": annotator or ""}
     with cli_session() as db:
         try:
             job = start_label_ai(db, config=config)

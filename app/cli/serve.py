@@ -22,5 +22,12 @@ def serve(
         fail(str(exc))
     get_engine().dispose()  # forked server processes open their own connections
     typer.echo(f"rlhf-studio on http://{host}:{port}/", err=True)
-    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, access_log=False)
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=False,
+    )

@@ -1,4 +1,5 @@
 """A database session for a CLI command: connection and migration problems become a one-line exit 2."""
+
 from collections.abc import Iterator
 from contextlib import contextmanager
 

@@ -14,7 +14,9 @@ def simulate(
     admin_token: str = typer.Option(..., "--admin-token", help="An admin's API token (creates the annotators)."),
     annotators: int = typer.Option(3, "--annotators", min=1, help="How many simulated annotators."),
     labels: int = typer.Option(100, "--labels", min=1, help="How many labels to submit in all."),
-    noise: float = typer.Option(0.1, "--noise", min=0.0, help="Choice temperature τ in gold-score units (0: always by gold)."),
+    noise: float = typer.Option(
+        0.1, "--noise", min=0.0, help="Choice temperature τ in gold-score units (0: always by gold)."
+    ),
     position_bias: float = typer.Option(0.0, "--position-bias", help="Extra utility of the first response shown."),
     length_bias: float = typer.Option(0.0, "--length-bias", help="Extra utility per doubling of the word count."),
     seed: int = typer.Option(0, "--seed", help="Seeds the annotators' names and draws."),
@@ -26,8 +28,16 @@ def simulate(
     from app.simulation import SimulationError, run_simulation
 
     try:
-        report = run_simulation(url=url.rstrip("/"), admin_token=admin_token, annotators=annotators, labels=labels,
-                                noise=noise, position_bias=position_bias, length_bias=length_bias, seed=seed)
+        report = run_simulation(
+            url=url.rstrip("/"),
+            admin_token=admin_token,
+            annotators=annotators,
+            labels=labels,
+            noise=noise,
+            position_bias=position_bias,
+            length_bias=length_bias,
+            seed=seed,
+        )
     except SimulationError as exc:
         fail(str(exc))
     except httpx.HTTPError as exc:  # connection refused and the like: one line, exit 2
@@ -36,7 +46,11 @@ def simulate(
     if as_json:
         typer.echo(json.dumps(summary))
         return
-    typer.echo(f"{summary['labels']} labels by {len(summary['by_annotator'])} annotators in {summary['seconds']} s "
-               f"({summary['labels_per_second']}/s); by kind {summary['by_kind']}")
-    typer.echo(f"agreement with the gold judge: {summary['agreement_with_gold']:.1%} "
-               f"(critiques {summary['critiques']}, rewrites {summary['rewrites']})")
+    typer.echo(
+        f"{summary['labels']} labels by {len(summary['by_annotator'])} annotators in {summary['seconds']} s "
+        f"({summary['labels_per_second']}/s); by kind {summary['by_kind']}"
+    )
+    typer.echo(
+        f"agreement with the gold judge: {summary['agreement_with_gold']:.1%} "
+        f"(critiques {summary['critiques']}, rewrites {summary['rewrites']})"
+    )

@@ -1,4 +1,5 @@
 """`rlhf tasks import FILE`: bring-your-own-generation tasks from JSONL, all or nothing."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,5 +33,7 @@ def import_(file: Path = typer.Argument(..., help="JSONL: one task a line (see `
             shown = "; ".join(f"{file}:{n}: {reason}" for n, reason in exc.errors[:5])
             more = f" (and {len(exc.errors) - 5} more bad lines)" if len(exc.errors) > 5 else ""
             fail(f"nothing imported: {shown}{more}")
-    typer.echo(f"imported {len(result.task_ids)} task(s) from {file} "
-               f"({result.prompts_created} new prompt(s)); task ids {result.task_ids[0]}..{result.task_ids[-1]}")
+    typer.echo(
+        f"imported {len(result.task_ids)} task(s) from {file} "
+        f"({result.prompts_created} new prompt(s)); task ids {result.task_ids[0]}..{result.task_ids[-1]}"
+    )

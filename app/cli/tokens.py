@@ -23,7 +23,9 @@ def create(
 
 
 @app.command("revoke")
-def revoke(token_id: int = typer.Argument(..., help="The token's id (printed at creation, listed in the users page).")) -> None:
+def revoke(
+    token_id: int = typer.Argument(..., help="The token's id (printed at creation, listed in the users page)."),
+) -> None:
     """Revoke an API token: requests with it get 401 from now on."""
     with cli_session() as db:
         try:

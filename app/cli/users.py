@@ -35,8 +35,17 @@ def create(
 def list_(as_json: bool = typer.Option(False, "--json", help="One JSON array.")) -> None:
     """List users."""
     with cli_session() as db:
-        rows = [{"id": u.id, "username": u.username, "role": u.role, "active": u.is_active, "ai": u.is_ai,
-                 "created_at": u.created_at.isoformat()} for u in list_users(db)]
+        rows = [
+            {
+                "id": u.id,
+                "username": u.username,
+                "role": u.role,
+                "active": u.is_active,
+                "ai": u.is_ai,
+                "created_at": u.created_at.isoformat(),
+            }
+            for u in list_users(db)
+        ]
     if as_json:
         typer.echo(json.dumps(rows))
         return

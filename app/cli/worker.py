@@ -14,8 +14,9 @@ def register(app: typer.Typer) -> None:
 
 def worker(
     once: bool = typer.Option(False, "--once", help="Run at most one job (if one is queued), then exit."),
-    poll: float | None = typer.Option(None, "--poll", min=0.05, help="Seconds between polls of an empty queue "
-                                      "(default: RLHF_WORKER_POLL_S)."),
+    poll: float | None = typer.Option(
+        None, "--poll", min=0.05, help="Seconds between polls of an empty queue (default: RLHF_WORKER_POLL_S)."
+    ),
     max_jobs: int | None = typer.Option(None, "--max-jobs", min=1, help="Exit after this many jobs."),
 ) -> None:
     """Run queued jobs (training, generation, rounds), one at a time, each in a child process.

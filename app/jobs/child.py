@@ -4,6 +4,7 @@ Started by `rlhf worker` in its own process group, with stdout and stderr going 
 the kind's function and records the outcome itself (result or the error's last lines) in one conditional
 UPDATE. Exit status: 0 succeeded, 1 failed (recorded), 3 the job was no longer this worker's.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,9 @@ def job_output_dir(job_id: int):
     return get_settings().data_dir / "jobs" / str(job_id)
 
 
-def _record(job_id: int, worker_id: str, *, status: str, error: str | None = None,
-            result: dict[str, Any] | None = None) -> bool:
+def _record(
+    job_id: int, worker_id: str, *, status: str, error: str | None = None, result: dict[str, Any] | None = None
+) -> bool:
     with session_scope() as session:
         return queue.finish(session, job_id=job_id, worker_id=worker_id, status=status, error=error, result=result)
 
@@ -39,8 +41,14 @@ def run(job_id: int, worker_id: str) -> int:
         if job is None or job.status != "running" or job.worker_id != worker_id:
             print(f"job {job_id} is not running under worker {worker_id}", file=sys.stderr)
             return EXIT_LOST
-        ctx = JobContext(job_id=job.id, worker_id=worker_id, kind=job.kind, config=dict(job.config or {}),
-                         output_dir=job_output_dir(job.id), attempt=job.attempts)
+        ctx = JobContext(
+            job_id=job.id,
+            worker_id=worker_id,
+            kind=job.kind,
+            config=dict(job.config or {}),
+            output_dir=job_output_dir(job.id),
+            attempt=job.attempts,
+        )
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
     try:
         load_kinds()

@@ -1,5 +1,6 @@
 """What a job kind's function gets: `JobContext` (config, output dir, DB session, progress, metrics, trainer
 runs), and `run_trainer`, which runs `python -m trainer ...` and follows its metrics.jsonl."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.db import get_read_sessionmaker, session_scope
-from app.jobs.processes import describe_exit, spawn_child, terminate_group
+from app.jobs.processes import describe_exit, spawn_child
 from app.jobs.queue import tail_lines
 from app.jobs.registry import JobFailed
 from app.models import Job, JobMetric
@@ -36,6 +37,7 @@ class JobCancelled(JobFailed):
 
 # ---- following a trainer stage's metrics.jsonl --------------------------------------------------------------
 
+
 class MetricsFollower:
     """Reads the new complete lines of a trainer stage's metrics.jsonl as the stage writes them.
 
@@ -44,8 +46,9 @@ class MetricsFollower:
     is read from OUT/metrics.jsonl afterwards. Temp dirs older than the run (left by a killed run) are ignored.
     """
 
-    def __init__(self, *, out_dir: Path | None = None, metrics_path: Path | None = None,
-                 started_at: float | None = None):
+    def __init__(
+        self, *, out_dir: Path | None = None, metrics_path: Path | None = None, started_at: float | None = None
+    ):
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.metrics_path = Path(metrics_path) if metrics_path is not None else None
         self.started_at = time.time() if started_at is None else started_at
@@ -57,8 +60,11 @@ class MetricsFollower:
             return self.metrics_path if self.metrics_path.exists() else None
         if self.out_dir is None:
             return None
-        fresh = [p for p in self.out_dir.parent.glob(f"{self.out_dir.name}.tmp-*/metrics.jsonl")
-                 if p.stat().st_mtime >= self.started_at - 1.0]
+        fresh = [
+            p
+            for p in self.out_dir.parent.glob(f"{self.out_dir.name}.tmp-*/metrics.jsonl")
+            if p.stat().st_mtime >= self.started_at - 1.0
+        ]
         if fresh:
             return max(fresh, key=lambda p: p.stat().st_mtime)
         final = self.out_dir / "metrics.jsonl"
@@ -97,14 +103,28 @@ class MetricsFollower:
 
 def trainer_env() -> dict[str, str]:
     """The trainer never reaches the Hugging Face Hub: models and data come from the data dir."""
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
-def run_trainer(args: list[str], *, stage: str, out_dir: Path | None = None, metrics_path: Path | None = None,
-                on_metrics: MetricsCallback | None = None, log_dir: Path | None = None,
-                cancelled: Callable[[], bool] | None = None, module: str = "trainer",
-                grace_s: float = 3.0) -> str:
+def run_trainer(
+    args: list[str],
+    *,
+    stage: str,
+    out_dir: Path | None = None,
+    metrics_path: Path | None = None,
+    on_metrics: MetricsCallback | None = None,
+    log_dir: Path | None = None,
+    cancelled: Callable[[], bool] | None = None,
+    module: str = "trainer",
+    grace_s: float = 3.0,
+) -> str:
     """Run `python -m trainer *args` (or `module`) and return what it printed on stdout (stripped).
 
     Each new metrics.jsonl line goes to `on_metrics`. A non-zero exit raises JobFailed with the last lines of
@@ -122,8 +142,9 @@ def run_trainer(args: list[str], *, stage: str, out_dir: Path | None = None, met
                 on_metrics(line)
 
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
-        proc = spawn_child([sys.executable, "-m", module, *args], stdout=out, stderr=err, env=trainer_env(),
-                           stdin=subprocess.DEVNULL)
+        proc = spawn_child(
+            [sys.executable, "-m", module, *args], stdout=out, stderr=err, env=trainer_env(), stdin=subprocess.DEVNULL
+        )
         try:
             while proc.poll() is None:
                 deliver(follower.poll())
@@ -156,12 +177,14 @@ def terminate_group_or_child(proc: subprocess.Popen, grace_s: float) -> None:
 
 # ---- the context handed to a job kind -----------------------------------------------------------------------
 
+
 class JobContext:
     """One running job, seen from the child process. Writes are conditioned on this worker still holding the
     job; when it does not (swept as stale, finished elsewhere), JobLost stops the job."""
 
-    def __init__(self, *, job_id: int, worker_id: str, kind: str, config: dict[str, Any], output_dir: Path,
-                 attempt: int = 1):
+    def __init__(
+        self, *, job_id: int, worker_id: str, kind: str, config: dict[str, Any], output_dir: Path, attempt: int = 1
+    ):
         self.job_id = job_id
         self.worker_id = worker_id
         self.kind = kind
@@ -178,8 +201,11 @@ class JobContext:
 
     def _write(self, session: Session, **values: Any) -> None:
         result = session.execute(
-            update(Job).where(Job.id == self.job_id, Job.worker_id == self.worker_id, Job.status == "running")
-            .values(**values).execution_options(synchronize_session=False))
+            update(Job)
+            .where(Job.id == self.job_id, Job.worker_id == self.worker_id, Job.status == "running")
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
         if result.rowcount != 1:
             raise JobLost(f"job {self.job_id} is no longer held by worker {self.worker_id}")
 
@@ -187,8 +213,7 @@ class JobContext:
         """Store progress; calls closer than PROGRESS_MIN_INTERVAL_S apart are dropped unless the message changes
         or the work is done, so a kind may report per item without flooding the database."""
         now = time.monotonic()
-        if (now - self._progress_at < PROGRESS_MIN_INTERVAL_S and message == self._progress_message
-                and done < total):
+        if now - self._progress_at < PROGRESS_MIN_INTERVAL_S and message == self._progress_message and done < total:
             return
         with session_scope() as session:
             self._write(session, progress_done=float(done), progress_total=float(total), progress_message=message)
@@ -204,12 +229,14 @@ class JobContext:
 
     def cancelled(self) -> bool:
         with get_read_sessionmaker()() as session:
-            row = session.execute(select(Job.cancel_requested, Job.status, Job.worker_id)
-                                  .where(Job.id == self.job_id)).first()
+            row = session.execute(
+                select(Job.cancel_requested, Job.status, Job.worker_id).where(Job.id == self.job_id)
+            ).first()
         return row is None or bool(row.cancel_requested) or row.status != "running" or row.worker_id != self.worker_id
 
-    def run_trainer(self, args: list[str], *, stage: str, out_dir: Path | None = None,
-                    metrics_path: Path | None = None) -> str:
+    def run_trainer(
+        self, args: list[str], *, stage: str, out_dir: Path | None = None, metrics_path: Path | None = None
+    ) -> str:
         """Run a trainer stage; its metrics.jsonl lines become job_metrics rows and the job's progress.
         Cancel needs nothing here: the worker stops the whole process group, the trainer included."""
 
@@ -219,6 +246,11 @@ class JobContext:
             if total > 0:
                 self.progress(step, total, f"{stage}: step {step}/{total}")
 
-        return run_trainer(args, stage=stage, out_dir=out_dir, metrics_path=metrics_path, on_metrics=on_metrics,
-                           log_dir=self.output_dir / "logs")
-
+        return run_trainer(
+            args,
+            stage=stage,
+            out_dir=out_dir,
+            metrics_path=metrics_path,
+            on_metrics=on_metrics,
+            log_dir=self.output_dir / "logs",
+        )

@@ -4,14 +4,19 @@ Resource modules register their own kinds (e.g. app/services/generation.py regis
 module's name to KIND_MODULES below. Extra modules (tests, plug-ins) come from RLHF_JOB_MODULES, a
 comma-separated list of module names.
 """
+
 from __future__ import annotations
 
 import importlib
 import os
 
 # Modules of this code base that define job kinds or periodic hooks.
-KIND_MODULES: tuple[str, ...] = ("app.services.rounds", "app.services.schedule", "app.services.generation",
-                                   "app.services.ai_feedback")
+KIND_MODULES: tuple[str, ...] = (
+    "app.services.rounds",
+    "app.services.schedule",
+    "app.services.generation",
+    "app.services.ai_feedback",
+)
 
 EXTRA_MODULES_ENV = "RLHF_JOB_MODULES"
 

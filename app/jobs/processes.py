@@ -1,4 +1,5 @@
 """Process plumbing for the worker: child processes in their own process group that die with their parent."""
+
 from __future__ import annotations
 
 import ctypes

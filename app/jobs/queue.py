@@ -5,6 +5,7 @@ States: queued -> running -> succeeded | failed | cancelled; running -> queued a
 (stale heartbeat) or stopped (SIGTERM). Writes about a running job are conditioned on `worker_id`, so a worker
 or child that lost its job can no longer touch it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,8 +26,7 @@ def tail_lines(text: str, n: int = ERROR_LINES) -> str:
 
 
 def _update(session: Session, *conditions, **values):
-    return session.execute(update(Job).where(*conditions).values(**values)
-                           .execution_options(synchronize_session=False))
+    return session.execute(update(Job).where(*conditions).values(**values).execution_options(synchronize_session=False))
 
 
 def claim_next(session: Session, *, worker_id: str, now: datetime | None = None) -> Job | None:
@@ -42,11 +42,24 @@ def claim_next(session: Session, *, worker_id: str, now: datetime | None = None)
     else:
         target = Job.id == oldest.scalar_subquery()
     claimed = session.execute(
-        update(Job).where(target, Job.status == "queued")
-        .values(status="running", worker_id=worker_id, attempts=Job.attempts + 1, started_at=now,
-                heartbeat_at=now, finished_at=None, error=None, progress_done=0.0, progress_total=0.0,
-                progress_message="", metrics={}, result={})
-        .returning(Job.id).execution_options(synchronize_session=False)
+        update(Job)
+        .where(target, Job.status == "queued")
+        .values(
+            status="running",
+            worker_id=worker_id,
+            attempts=Job.attempts + 1,
+            started_at=now,
+            heartbeat_at=now,
+            finished_at=None,
+            error=None,
+            progress_done=0.0,
+            progress_total=0.0,
+            progress_message="",
+            metrics={},
+            result={},
+        )
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
     ).scalar()
     if claimed is None:
         return None
@@ -57,8 +70,9 @@ def claim_next(session: Session, *, worker_id: str, now: datetime | None = None)
 
 def heartbeat(session: Session, *, job_id: int, worker_id: str, now: datetime | None = None) -> bool:
     """Record that the worker is alive; False when the job is no longer this worker's (swept, finished)."""
-    result = _update(session, Job.id == job_id, Job.worker_id == worker_id, Job.status == "running",
-                     heartbeat_at=now or utcnow())
+    result = _update(
+        session, Job.id == job_id, Job.worker_id == worker_id, Job.status == "running", heartbeat_at=now or utcnow()
+    )
     return result.rowcount == 1
 
 
@@ -72,33 +86,57 @@ def run_state(session: Session, *, job_id: int, worker_id: str) -> RunState:
     row = session.execute(select(Job.status, Job.worker_id, Job.cancel_requested).where(Job.id == job_id)).first()
     if row is None:
         return RunState(held=False, cancel_requested=True)  # deleted: stop it
-    return RunState(held=row.status == "running" and row.worker_id == worker_id,
-                    cancel_requested=bool(row.cancel_requested))
+    return RunState(
+        held=row.status == "running" and row.worker_id == worker_id, cancel_requested=bool(row.cancel_requested)
+    )
 
 
-def finish(session: Session, *, job_id: int, worker_id: str, status: str, error: str | None = None,
-           result: dict[str, Any] | None = None, now: datetime | None = None) -> bool:
+def finish(
+    session: Session,
+    *,
+    job_id: int,
+    worker_id: str,
+    status: str,
+    error: str | None = None,
+    result: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> bool:
     """running -> succeeded | failed | cancelled, only if this worker still holds the job."""
     assert status in ("succeeded", "failed", "cancelled"), status
     values: dict[str, Any] = {"status": status, "finished_at": now or utcnow(), "error": error}
     if result is not None:
         values["result"] = result
-    return _update(session, Job.id == job_id, Job.worker_id == worker_id, Job.status == "running",
-                   **values).rowcount == 1
+    return (
+        _update(session, Job.id == job_id, Job.worker_id == worker_id, Job.status == "running", **values).rowcount == 1
+    )
 
 
-def requeue(session: Session, *, job_id: int, worker_id: str, count_attempt: bool = False,
-            now: datetime | None = None) -> str | None:
+def requeue(
+    session: Session, *, job_id: int, worker_id: str, count_attempt: bool = False, now: datetime | None = None
+) -> str | None:
     """Give a job back to the queue (its worker is stopping). The attempt is not counted against the job unless
     `count_attempt`: a worker being shut down says nothing about the job. A job whose cancel was requested
     meanwhile is cancelled instead. Returns the new status, or None when the worker no longer held it."""
     held = (Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
-    if _update(session, *held, Job.cancel_requested.is_(True), status="cancelled", finished_at=now or utcnow(),
-               error="cancelled").rowcount:
+    if _update(
+        session,
+        *held,
+        Job.cancel_requested.is_(True),
+        status="cancelled",
+        finished_at=now or utcnow(),
+        error="cancelled",
+    ).rowcount:
         return "cancelled"
     attempts = Job.attempts if count_attempt else Job.attempts - 1
-    if _update(session, *held, status="queued", worker_id=None, attempts=attempts, heartbeat_at=None,
-               progress_message="requeued: its worker stopped").rowcount:
+    if _update(
+        session,
+        *held,
+        status="queued",
+        worker_id=None,
+        attempts=attempts,
+        heartbeat_at=None,
+        progress_message="requeued: its worker stopped",
+    ).rowcount:
         return "queued"
     return None
 
@@ -115,8 +153,11 @@ def sweep_stale(session: Session, *, stale_after_s: float, now: datetime | None 
     now = now or utcnow()
     cutoff = now - timedelta(seconds=stale_after_s)
     stale = or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff)
-    rows = session.execute(select(Job.id, Job.worker_id, Job.attempts, Job.max_attempts, Job.cancel_requested)
-                           .where(Job.status == "running", stale)).all()
+    rows = session.execute(
+        select(Job.id, Job.worker_id, Job.attempts, Job.max_attempts, Job.cancel_requested).where(
+            Job.status == "running", stale
+        )
+    ).all()
     swept: list[SweepResult] = []
     for row in rows:
         # Re-check in the UPDATE itself: the worker may have heartbeated (or finished) since the SELECT.
@@ -125,12 +166,24 @@ def sweep_stale(session: Session, *, stale_after_s: float, now: datetime | None 
         if row.cancel_requested:
             status, values = "cancelled", {"status": "cancelled", "finished_at": now, "error": f"cancelled ({lost})"}
         elif row.attempts >= row.max_attempts:
-            status, values = "failed", {"status": "failed", "finished_at": now,
-                                        "error": f"{lost}; attempt {row.attempts} of {row.max_attempts}, "
-                                                 "no attempts left"}
+            status, values = (
+                "failed",
+                {
+                    "status": "failed",
+                    "finished_at": now,
+                    "error": f"{lost}; attempt {row.attempts} of {row.max_attempts}, no attempts left",
+                },
+            )
         else:
-            status, values = "queued", {"status": "queued", "worker_id": None, "heartbeat_at": None,
-                                        "progress_message": f"requeued after attempt {row.attempts}: {lost}"}
+            status, values = (
+                "queued",
+                {
+                    "status": "queued",
+                    "worker_id": None,
+                    "heartbeat_at": None,
+                    "progress_message": f"requeued after attempt {row.attempts}: {lost}",
+                },
+            )
         if _update(session, *same, **values).rowcount:
             swept.append(SweepResult(row.id, status))
     return swept

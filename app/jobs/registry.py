@@ -13,6 +13,7 @@ A periodic hook is a function the worker loop calls on every poll (e.g. the roun
 Hooks run in the worker process itself (never in the web process); they must be quick and idempotent, since
 every worker calls them. The worker commits the session after each hook.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

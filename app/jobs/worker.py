@@ -6,6 +6,7 @@ SIGTERM/SIGINT to the worker: the same stop for its child, the job goes back to 
 counted against it (a worker being shut down says nothing about the job), then the worker exits.
 Between jobs, every poll: the periodic hooks, then the stale sweep (jobs of lost workers), then a claim.
 """
+
 from __future__ import annotations
 
 import os
@@ -129,15 +130,20 @@ class Worker:
         with open(log_path, "ab") as log_file:
             log_file.write(f"--- attempt {job.attempts} by worker {self.worker_id}\n".encode())
             log_file.flush()
-            child = spawn_group_leader([sys.executable, "-m", "app.jobs.child", str(job.id), self.worker_id],
-                                       stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            child = spawn_group_leader(
+                [sys.executable, "-m", "app.jobs.child", str(job.id), self.worker_id],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         outcome = self.watch(job.id, child, log_path)
         self.log(f"job {job.id}: {outcome}")
         return outcome
 
     def watch(self, job_id: int, child: subprocess.Popen, log_path) -> str:
-        clock = _Schedule(next_beat=time.monotonic() + self.settings.heartbeat_s,
-                          next_check=time.monotonic() + CANCEL_CHECK_S)
+        clock = _Schedule(
+            next_beat=time.monotonic() + self.settings.heartbeat_s, next_check=time.monotonic() + CANCEL_CHECK_S
+        )
         while child.poll() is None:
             try:
                 outcome = self.watch_tick(job_id, child, clock)
@@ -183,8 +189,13 @@ class Worker:
         """Cancel requested: stop the child's whole process group, then record the cancel."""
         returncode = terminate_group(child, grace_s=self.settings.cancel_grace_s)
         with session_scope() as session:
-            if queue.finish(session, job_id=job_id, worker_id=self.worker_id, status="cancelled",
-                            error=f"cancelled ({describe_exit(returncode)})"):
+            if queue.finish(
+                session,
+                job_id=job_id,
+                worker_id=self.worker_id,
+                status="cancelled",
+                error=f"cancelled ({describe_exit(returncode)})",
+            ):
                 return "cancelled"
             job = session.get(Job, job_id)
             return f"{job.status if job else 'deleted'} before the cancel took effect"
@@ -213,14 +224,23 @@ class Worker:
             if job is None or job.status != "running" or job.worker_id != self.worker_id:
                 return job.status if job is not None else "deleted"
             if job.cancel_requested:
-                queue.finish(session, job_id=job_id, worker_id=self.worker_id, status="cancelled",
-                             error=f"cancelled ({describe_exit(returncode)})")
+                queue.finish(
+                    session,
+                    job_id=job_id,
+                    worker_id=self.worker_id,
+                    status="cancelled",
+                    error=f"cancelled ({describe_exit(returncode)})",
+                )
                 return "cancelled"
             tail = queue.tail_lines(_read_attempt_log(log_path), ERROR_LINES - 1)
-            reason = ("the job process exited without recording a result" if returncode == 0
-                      else f"the job process ended: {describe_exit(returncode)}")
-            queue.finish(session, job_id=job_id, worker_id=self.worker_id, status="failed",
-                         error=f"{reason}\n{tail}".rstrip())
+            reason = (
+                "the job process exited without recording a result"
+                if returncode == 0
+                else f"the job process ended: {describe_exit(returncode)}"
+            )
+            queue.finish(
+                session, job_id=job_id, worker_id=self.worker_id, status="failed", error=f"{reason}\n{tail}".rstrip()
+            )
             return "failed"
 
 

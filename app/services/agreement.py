@@ -18,6 +18,7 @@ Task agreement (for the `min agreement` export filter and the disagreement queue
 annotations on the task that agree (pairwise: same outcome; ranking: share of response pairs ordered the same
 way; rating: share of responses labelled the same). None for a task with fewer than two annotations.
 """
+
 from __future__ import annotations
 
 from collections import Counter, defaultdict
@@ -34,7 +35,7 @@ def _ordinal_metric(values: list, counts: Counter) -> dict[tuple, float]:
     for i, c in enumerate(ordered):
         for k in ordered[i:]:
             between = sum(counts[v] for v in ordered if c <= v <= k) - (counts[c] + counts[k]) / 2
-            metric[(c, k)] = metric[(k, c)] = between ** 2
+            metric[(c, k)] = metric[(k, c)] = between**2
     return metric
 
 
@@ -45,8 +46,9 @@ def _distance(level: str, values: list, counts: Counter):
     return lambda a, b: metric[(a, b)]
 
 
-def krippendorff_alpha(units: Iterable[Unit], *, level: str = "nominal",
-                       per_annotator: bool = False) -> tuple[float | None, dict[Hashable, float | None]]:
+def krippendorff_alpha(
+    units: Iterable[Unit], *, level: str = "nominal", per_annotator: bool = False
+) -> tuple[float | None, dict[Hashable, float | None]]:
     """(alpha over all pairable units, {annotator: alpha against the rest} if per_annotator)."""
     pairable = [u for u in units if len(u) >= 2]
     counts: Counter = Counter()

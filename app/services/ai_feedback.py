@@ -15,6 +15,7 @@ overlap (only human annotations do), and exports and rounds include or exclude t
 
 Scoring runs in the worker's child process (the job's process), never in the web process.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,6 +32,7 @@ from sqlalchemy.orm import Session
 from app.jobs.context import JobContext
 from app.jobs.registry import JobFailed, job_kind
 from app.models import Annotation, Job, ModelVersion, Prompt, Task, TaskPosition, User
+from app.services.errors import ServiceError
 from app.services.jobs import enqueue_job
 from app.services.prompts import prompt_display_text
 from app.services.users import create_user
@@ -43,7 +45,7 @@ RM_GAP_STRENGTH = (0.5, 1.5)  # reward gap between the best two responses
 LM_PROB_STRENGTH = (0.65, 0.85)  # the chosen label's share of probability mass between the best two
 
 
-class LabelAIError(ValueError):
+class LabelAIError(ServiceError):
     """A label-ai request that cannot start; the message is safe to show."""
 
 
@@ -78,7 +80,7 @@ def resolve_judge(session: Session, cfg: LabelAIConfig) -> JudgeModel:
     if cfg.model_id is not None:
         model = session.get(ModelVersion, cfg.model_id)
         if model is None:
-            raise LabelAIError(f"no model {cfg.model_id}")
+            raise LabelAIError(f"no model {cfg.model_id}", status=404)
         if cfg.judge == "reward_model" and model.kind != "reward":
             raise LabelAIError(f"model {model.id} is a {model.kind} model; the reward_model judge needs a reward model")
     else:
@@ -114,6 +116,7 @@ def start_label_ai(session: Session, *, config: dict[str, Any], created_by_id: i
 
 # ---- the tasks ------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class PendingTask:
     task_id: int
@@ -127,16 +130,31 @@ def pending_tasks(session: Session, *, user_id: int, limit: int) -> list[Pending
     """Open pairwise/ranking tasks on train prompts this judge has not labelled, by priority then age."""
     done = select(Annotation.task_id).where(Annotation.user_id == user_id, Annotation.deleted_at.is_(None))
     rows = session.execute(
-        select(Task.id, Task.kind, Prompt).join(Prompt, Prompt.id == Task.prompt_id)
-        .where(Task.completed.is_(False), Task.kind.in_(("pairwise", "ranking")), Prompt.split == "train",
-               Task.id.not_in(done))
-        .order_by(Task.priority.desc(), Task.id).limit(limit)).all()
+        select(Task.id, Task.kind, Prompt)
+        .join(Prompt, Prompt.id == Task.prompt_id)
+        .where(
+            Task.completed.is_(False),
+            Task.kind.in_(("pairwise", "ranking")),
+            Prompt.split == "train",
+            Task.id.not_in(done),
+        )
+        .order_by(Task.priority.desc(), Task.id)
+        .limit(limit)
+    ).all()
     out = []
     for task_id, kind, prompt in rows:
-        positions = session.scalars(select(TaskPosition).where(TaskPosition.task_id == task_id)
-                                    .order_by(TaskPosition.position)).all()
-        out.append(PendingTask(task_id, kind, prompt_display_text(prompt), [p.generation_id for p in positions],
-                               [p.generation.text for p in positions]))
+        positions = session.scalars(
+            select(TaskPosition).where(TaskPosition.task_id == task_id).order_by(TaskPosition.position)
+        ).all()
+        out.append(
+            PendingTask(
+                task_id,
+                kind,
+                prompt_display_text(prompt),
+                [p.generation_id for p in positions],
+                [p.generation.text for p in positions],
+            )
+        )
     return out
 
 
@@ -156,7 +174,7 @@ def reward_model_scorer(path: str) -> Scorer:
         flat = judge([t.prompt for t in tasks for _ in t.texts], [r for t in tasks for r in t.texts])
         out, i = [], 0
         for t in tasks:
-            out.append(flat[i:i + len(t.texts)])
+            out.append(flat[i : i + len(t.texts)])
             i += len(t.texts)
         return out
 
@@ -167,7 +185,7 @@ def choice_prompt(prompt: str, responses: list[str]) -> str:
     parts = [prompt.rstrip(), ""]
     for letter, text in zip(LETTERS, responses):
         parts.append(f"Response {letter}:{text if text.startswith(' ') else ' ' + text}")
-    parts.append(f"\nWhich response is better, {', '.join(LETTERS[:len(responses)])}? Answer:")
+    parts.append(f"\nWhich response is better, {', '.join(LETTERS[: len(responses)])}? Answer:")
     return "\n".join(parts)
 
 
@@ -198,17 +216,20 @@ def _lm_choice_scores(model, tok, letter_ids: list[int], device, tasks: list[Pen
     scores = [[0.0] * len(t.texts) for t in tasks]
     with torch.no_grad():
         for start in range(0, len(queries), BATCH):
-            chunk = queries[start:start + BATCH]
+            chunk = queries[start : start + BATCH]
             # the question at the end matters most: a query longer than the model's context loses its start
-            seqs = [tok(choice_prompt(tasks[ti].prompt, [tasks[ti].texts[j] for j in order]))["input_ids"][-context:]
-                    for ti, order in chunk]
+            seqs = [
+                tok(choice_prompt(tasks[ti].prompt, [tasks[ti].texts[j] for j in order]))["input_ids"][-context:]
+                for ti, order in chunk
+            ]
             ids, mask = pad_sequences(seqs, pad_token_id=tok.pad_token_id, side="left")  # [B, T]
             ids, mask = ids.to(device), mask.to(device)
-            logits = model(input_ids=ids, attention_mask=mask,
-                           position_ids=position_ids_from_mask(mask)).logits[:, -1, :]  # [B, V]
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits[
+                :, -1, :
+            ]  # [B, V]
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             for row, (ti, order) in enumerate(chunk):
-                letters = torch.tensor(letter_ids[:len(order)], device=logprobs.device)
+                letters = torch.tensor(letter_ids[: len(order)], device=logprobs.device)
                 choice = torch.log_softmax(logprobs[row, letters], dim=-1).tolist()  # over the offered letters
                 for shown, response in enumerate(order):
                     scores[ti][response] += choice[shown]
@@ -216,6 +237,7 @@ def _lm_choice_scores(model, tok, letter_ids: list[int], device, tasks: list[Pen
 
 
 # ---- from scores to annotations -------------------------------------------------------------------------------------
+
 
 def strength_for(judge: str, best: float, second: float) -> int:
     if judge == "reward_model":
@@ -226,23 +248,40 @@ def strength_for(judge: str, best: float, second: float) -> int:
     return 1 + sum(share > p for p in LM_PROB_STRENGTH)
 
 
-def annotation_for(task: PendingTask, scores: list[float], *, user_id: int, judge: JudgeModel,
-                   job_id: int) -> Annotation:
+def annotation_for(
+    task: PendingTask, scores: list[float], *, user_id: int, judge: JudgeModel, job_id: int
+) -> Annotation:
     # a stable order: score, then canonical position (no randomness in what the judge says)
     order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
     fields: dict[str, Any]
     if task.kind == "pairwise":
         best, second = order[0], order[1]
-        fields = {"choice": "chosen", "chosen_id": task.generation_ids[best],
-                  "strength": strength_for(judge.judge, scores[best], scores[second])}
+        fields = {
+            "choice": "chosen",
+            "chosen_id": task.generation_ids[best],
+            "strength": strength_for(judge.judge, scores[best], scores[second]),
+        }
     else:
         fields = {"ranking": [task.generation_ids[i] for i in order]}
-    meta = {"judge": judge.judge, "model": judge.name, "path": judge.path, "label_ai_job": job_id,
-            "scores": {str(g): round(s, 6) for g, s in zip(task.generation_ids, scores)}}
+    meta = {
+        "judge": judge.judge,
+        "model": judge.name,
+        "path": judge.path,
+        "label_ai_job": job_id,
+        "scores": {str(g): round(s, 6) for g, s in zip(task.generation_ids, scores)},
+    }
     digest = hashlib.sha256(json.dumps({"task": task.task_id, **fields}, sort_keys=True).encode()).hexdigest()
-    return Annotation(task_id=task.task_id, user_id=user_id, source="ai", kind=task.kind,
-                      positions=list(task.generation_ids), idempotency_key=f"label-ai-{task.task_id}",
-                      request_hash=digest, meta=meta, **fields)
+    return Annotation(
+        task_id=task.task_id,
+        user_id=user_id,
+        source="ai",
+        kind=task.kind,
+        positions=list(task.generation_ids),
+        idempotency_key=f"label-ai-{task.task_id}",
+        request_hash=digest,
+        meta=meta,
+        **fields,
+    )
 
 
 @job_kind(LABEL_AI_KIND)
@@ -263,7 +302,7 @@ def run_label_ai(ctx: JobContext) -> dict[str, Any]:
     score = (reward_model_scorer if judge.judge == "reward_model" else lm_choice_scorer)(judge.path)
     labelled = 0
     for start in range(0, len(tasks), 256):  # stored chunk by chunk: a long run shows progress and keeps its work
-        chunk = tasks[start:start + 256]
+        chunk = tasks[start : start + 256]
         all_scores = score(chunk)
         with ctx.session() as session:
             for task, scores in zip(chunk, all_scores):

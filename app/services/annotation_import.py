@@ -14,6 +14,7 @@ All or nothing: every line is checked first, any bad line refuses the file with 
 shared by content hash; a prompt held out for evaluation is refused. Importing the same file again as the same
 annotator is refused (each line's idempotency key is the file's sha256 and the line number).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -70,10 +71,15 @@ class AnnotationImportResult:
 def _response(value: Any, name: str) -> str:
     if isinstance(value, str):
         return value
-    if (isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict)
-            and value[0].get("role") == "assistant" and isinstance(value[0].get("content"), str)):
+    if (
+        isinstance(value, list)
+        and len(value) == 1
+        and isinstance(value[0], dict)
+        and value[0].get("role") == "assistant"
+        and isinstance(value[0].get("content"), str)
+    ):
         return value[0]["content"]
-    raise PromptError(f"`{name}` must be a string or [{{\"role\": \"assistant\", \"content\": str}}]")
+    raise PromptError(f'`{name}` must be a string or [{{"role": "assistant", "content": str}}]')
 
 
 def _prompt(obj: dict) -> tuple[str | None, list[dict[str, str]] | None]:
@@ -100,8 +106,14 @@ def _parse_line(fmt: str, line: int, raw: str) -> ParsedLine:
     if not isinstance(obj, dict):
         raise PromptError("each line must be a JSON object")
     text, messages = _prompt(obj)
-    parsed = ParsedLine(line=line, raw_hash=hashlib.sha256(raw.encode()).hexdigest(), text=text, messages=messages,
-                        responses=[], kind="pairwise")
+    parsed = ParsedLine(
+        line=line,
+        raw_hash=hashlib.sha256(raw.encode()).hexdigest(),
+        text=text,
+        messages=messages,
+        responses=[],
+        kind="pairwise",
+    )
     if "annotation_id" in obj:
         parsed.extra["source_annotation_id"] = obj["annotation_id"]
     if fmt == "trl":
@@ -142,7 +154,9 @@ def parse_annotation_file(data: bytes | str, *, name: str, fmt: str) -> list[Par
         try:
             data = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            raise AnnotationImportError(name, [LineError(data[:exc.start].count(b"\n") + 1, "not UTF-8 text")]) from None
+            raise AnnotationImportError(
+                name, [LineError(data[: exc.start].count(b"\n") + 1, "not UTF-8 text")]
+            ) from None
     parsed, errors, total = [], [], 0
     for number, raw in enumerate(data.splitlines(), start=1):
         if not raw.strip():
@@ -165,15 +179,20 @@ def _annotator(session: Session, *, username: str, source: str) -> User:
     if user is not None:
         return user
     if not USERNAME_RE.match(username):
-        raise AnnotationImportError("--annotator", [LineError(0, "annotator name must be 1-64 letters, digits or _ . @ -")])
-    user = User(username=username, role="annotator", password_hash=None, is_ai=source == "ai", public_id=new_public_id())
+        raise AnnotationImportError(
+            "--annotator", [LineError(0, "annotator name must be 1-64 letters, digits or _ . @ -")]
+        )
+    user = User(
+        username=username, role="annotator", password_hash=None, is_ai=source == "ai", public_id=new_public_id()
+    )
     session.add(user)
     session.flush()
     return user
 
 
-def import_annotations(session: Session, *, data: bytes | str, name: str, fmt: str, source: str,
-                       annotator: str) -> AnnotationImportResult:
+def import_annotations(
+    session: Session, *, data: bytes | str, name: str, fmt: str, source: str, annotator: str
+) -> AnnotationImportResult:
     """Check every line, then store it all (flushes; the caller commits, or rolls back on error)."""
     if source not in SOURCES:
         raise AnnotationImportError(name, [LineError(0, f"source must be human or ai, not {source!r}")])
@@ -181,8 +200,14 @@ def import_annotations(session: Session, *, data: bytes | str, name: str, fmt: s
     file_hash = hashlib.sha256(data if isinstance(data, bytes) else data.encode()).hexdigest()[:16]
     user = _annotator(session, username=annotator, source=source)
     keys = [f"import:{file_hash}:{p.line}" for p in lines]
-    if session.scalar(select(Annotation.id).where(Annotation.user_id == user.id,
-                                                  Annotation.idempotency_key.in_(keys[:1000])).limit(1)) is not None:
+    if (
+        session.scalar(
+            select(Annotation.id)
+            .where(Annotation.user_id == user.id, Annotation.idempotency_key.in_(keys[:1000]))
+            .limit(1)
+        )
+        is not None
+    ):
         raise AnnotationImportError(name, [LineError(0, f"this file was already imported as {annotator}")])
     # Prompts by content hash: existing ones are reused (unless held out), new ones created once.
     prompts: dict[str, Prompt | None] = {}
@@ -202,17 +227,31 @@ def import_annotations(session: Session, *, data: bytes | str, name: str, fmt: s
         digest = prompt_hash(text=p.text, messages=p.messages)
         prompt = prompts[digest]
         if prompt is None:
-            prompt = Prompt(text=p.text, messages=p.messages, content_hash=digest, source=f"import:{fmt}", tags=[],
-                            split="train", meta={})
+            prompt = Prompt(
+                text=p.text,
+                messages=p.messages,
+                content_hash=digest,
+                source=f"import:{fmt}",
+                tags=[],
+                split="train",
+                meta={},
+            )
             session.add(prompt)
             session.flush()
             prompts[digest] = prompt
             result.prompts_created += 1
-        gens = [Generation(prompt_id=prompt.id, model_version_id=model.id, text=t, source="imported")
-                for t in p.responses]
+        gens = [
+            Generation(prompt_id=prompt.id, model_version_id=model.id, text=t, source="imported") for t in p.responses
+        ]
         session.add_all(gens)
-        task = Task(prompt_id=prompt.id, kind=p.kind, overlap=1, done_count=1 if source == "human" else 0,
-                    completed=True, meta={"imported": name, "line": p.line})
+        task = Task(
+            prompt_id=prompt.id,
+            kind=p.kind,
+            overlap=1,
+            done_count=1 if source == "human" else 0,
+            completed=True,
+            meta={"imported": name, "line": p.line},
+        )
         session.add(task)
         session.flush()
         session.add_all([TaskPosition(task_id=task.id, position=i, generation_id=g.id) for i, g in enumerate(gens)])
@@ -220,8 +259,16 @@ def import_annotations(session: Session, *, data: bytes | str, name: str, fmt: s
         meta = {"imported": name, "line": p.line, **p.extra}
         if p.margin is not None:
             meta["margin"] = p.margin
-        annotation = Annotation(task_id=task.id, user_id=user.id, source=source, kind=p.kind, positions=ids,
-                                idempotency_key=key, request_hash=p.raw_hash, meta=meta)
+        annotation = Annotation(
+            task_id=task.id,
+            user_id=user.id,
+            source=source,
+            kind=p.kind,
+            positions=ids,
+            idempotency_key=key,
+            request_hash=p.raw_hash,
+            meta=meta,
+        )
         if p.kind == "pairwise":
             annotation.choice = p.choice
             annotation.chosen_id = ids[0] if p.choice == "chosen" else None

@@ -3,12 +3,13 @@
 Stored in terms of generation ids (chosen_id, ranking, ratings keys) with the positions the annotator saw.
 tasks.done_count/completed change in the same transaction as the annotation (or its undo).
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import JSON, Integer, String, func, select
@@ -20,14 +21,15 @@ from app.services.assignment import (
     Annotator,
     AssignmentError,
     Db,
-    prepared,
     aware,
+    is_sqlite,
     leased_count,
     lock_task,
     lock_user,
     open_task_filter,
-    is_sqlite,
+    prepared,
 )
+from app.services.errors import Conflict, ServiceError
 
 CHOICES = ("chosen", "tie", "both_bad")
 RATING_VALUES = ("good", "bad")
@@ -35,16 +37,12 @@ FLAGS = ("unsafe", "broken")
 MAX_KEY_LENGTH = 128
 
 
-class AnnotationInvalid(ValueError):
+class AnnotationInvalid(ServiceError):
     """The feedback does not fit the task (HTTP 422); nothing is stored."""
 
 
-class AnnotationConflict(Exception):
+class AnnotationConflict(Conflict):
     """Refused because of state (HTTP 409, or 404 for `status=404`): nothing is stored."""
-
-    def __init__(self, message: str, status: int = 409) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
@@ -97,8 +95,9 @@ def _ratings(value: Any, ids: set[int], *, required: bool) -> dict[str, str] | N
     return out
 
 
-def validate_feedback(*, kind: str, response_ids: list[int], feedback: dict[str, Any],
-                      max_text_bytes: int) -> dict[str, Any]:
+def validate_feedback(
+    *, kind: str, response_ids: list[int], feedback: dict[str, Any], max_text_bytes: int
+) -> dict[str, Any]:
     """The feedback for one task, checked against its kind and responses, normalized to stored fields."""
     ids = set(response_ids)
     out: dict[str, Any] = {"choice": None, "chosen_id": None, "strength": None, "ranking": None}
@@ -109,8 +108,9 @@ def validate_feedback(*, kind: str, response_ids: list[int], feedback: dict[str,
         if choice == "chosen":
             out["chosen_id"] = _gen_id(chosen_id, "chosen_id", ids)
             if isinstance(strength, bool) or strength not in (1, 2, 3):
-                raise AnnotationInvalid("strength must be 1 (slightly), 2 (clearly) or 3 (much better) "
-                                        "when a response is chosen")
+                raise AnnotationInvalid(
+                    "strength must be 1 (slightly), 2 (clearly) or 3 (much better) when a response is chosen"
+                )
             out["strength"] = strength
         elif chosen_id is not None or strength is not None:
             raise AnnotationInvalid(f"chosen_id and strength only go with choice=chosen, not {choice}")
@@ -155,8 +155,10 @@ def request_hash(task_id: int, feedback: dict[str, Any]) -> str:
 
 # The task and its response ids; on PostgreSQL the task row is locked by this very statement (its done_count is
 # read from the locked, latest row version), so everything after it in a submit is serialized per task.
-_TASK_RESPONSES = ("SELECT t.kind, t.done_count, t.overlap, tp.generation_id FROM tasks t "
-                   "JOIN task_positions tp ON tp.task_id = t.id WHERE t.id = :task ORDER BY tp.position")
+_TASK_RESPONSES = (
+    "SELECT t.kind, t.done_count, t.overlap, tp.generation_id FROM tasks t "
+    "JOIN task_positions tp ON tp.task_id = t.id WHERE t.id = :task ORDER BY tp.position"
+)
 TASK_RESPONSES_SQLITE = prepared(_TASK_RESPONSES)
 TASK_RESPONSES_LOCKED = prepared(_TASK_RESPONSES + " FOR UPDATE OF t")
 # Both "was this key used?" and "what is my assignment?" in one round trip.
@@ -167,19 +169,48 @@ SUBMIT_STATE = prepared(
     "(SELECT status FROM assignments WHERE task_id = :task AND user_id = :user) AS status, "
     "(SELECT permutation FROM assignments WHERE task_id = :task AND user_id = :user) AS permutation, "
     "(SELECT lease_expires_at FROM assignments WHERE task_id = :task AND user_id = :user) AS lease_expires_at",
-    dates=(), columns={"key_id": Integer(), "key_hash": String(), "assignment_id": Integer(), "status": String(),
-                       "permutation": JSON(), "lease_expires_at": UTCDateTime()})
+    dates=(),
+    columns={
+        "key_id": Integer(),
+        "key_hash": String(),
+        "assignment_id": Integer(),
+        "status": String(),
+        "permutation": JSON(),
+        "lease_expires_at": UTCDateTime(),
+    },
+)
 BY_KEY = prepared("SELECT id, request_hash FROM annotations WHERE user_id = :user AND idempotency_key = :key")
 MARK_DONE = prepared("UPDATE assignments SET status = 'done', updated_at = :now WHERE id = :id")
-COUNT_DONE = prepared("UPDATE tasks SET done_count = done_count + 1, completed = (done_count + 1 >= overlap) "
-                  "WHERE id = :task")
-ANNOTATION_FIELDS = ("task_id", "user_id", "source", "kind", "choice", "chosen_id", "strength", "ranking", "ratings",
-                     "critiques", "critique", "rewrite", "flags", "positions", "time_spent_ms", "idempotency_key",
-                     "request_hash", "meta", "created_at")
-INSERT_ANNOTATION = prepared(f"INSERT INTO annotations ({', '.join(ANNOTATION_FIELDS)}) VALUES "
-                         f"({', '.join(':' + f for f in ANNOTATION_FIELDS)}) RETURNING id",
-                         dates=("created_at",),
-                         json_in=("ranking", "ratings", "critiques", "flags", "positions", "meta"))
+COUNT_DONE = prepared(
+    "UPDATE tasks SET done_count = done_count + 1, completed = (done_count + 1 >= overlap) WHERE id = :task"
+)
+ANNOTATION_FIELDS = (
+    "task_id",
+    "user_id",
+    "source",
+    "kind",
+    "choice",
+    "chosen_id",
+    "strength",
+    "ranking",
+    "ratings",
+    "critiques",
+    "critique",
+    "rewrite",
+    "flags",
+    "positions",
+    "time_spent_ms",
+    "idempotency_key",
+    "request_hash",
+    "meta",
+    "created_at",
+)
+INSERT_ANNOTATION = prepared(
+    f"INSERT INTO annotations ({', '.join(ANNOTATION_FIELDS)}) VALUES "
+    f"({', '.join(':' + f for f in ANNOTATION_FIELDS)}) RETURNING id",
+    dates=("created_at",),
+    json_in=("ranking", "ratings", "critiques", "flags", "positions", "meta"),
+)
 
 
 def _by_key(session: Db, *, user_id: int, key: str):
@@ -189,14 +220,24 @@ def _by_key(session: Db, *, user_id: int, key: str):
 def _replay(session: Db, existing, digest: str) -> SubmitResult:
     annotation_id, stored_hash = existing
     if stored_hash != digest:
-        raise AnnotationConflict("this Idempotency-Key was already used with a different body "
-                                 f"(annotation {annotation_id}); use a fresh key for a new annotation")
+        raise AnnotationConflict(
+            "this Idempotency-Key was already used with a different body "
+            f"(annotation {annotation_id}); use a fresh key for a new annotation"
+        )
     return SubmitResult(annotation_id=annotation_id, replayed=True, session=session)
 
 
-def submit_annotation(session: Db, *, user: Annotator, task_id: int, feedback: dict[str, Any], idempotency_key: str,
-                      max_text_bytes: int, time_spent_ms: int | None = None,
-                      now: datetime | None = None) -> SubmitResult:
+def submit_annotation(
+    session: Db,
+    *,
+    user: Annotator,
+    task_id: int,
+    feedback: dict[str, Any],
+    idempotency_key: str,
+    max_text_bytes: int,
+    time_spent_ms: int | None = None,
+    now: datetime | None = None,
+) -> SubmitResult:
     """Store one human annotation for a task assigned to this annotator, or replay the first one stored under
     this key. Raises AnnotationInvalid (422) or AnnotationConflict (409/404); nothing stored then. The caller
     commits. A handful of indexed statements (this is the hot path)."""
@@ -204,16 +245,19 @@ def submit_annotation(session: Db, *, user: Annotator, task_id: int, feedback: d
     key = (idempotency_key or "").strip()
     if not key or len(key) > MAX_KEY_LENGTH:
         raise AnnotationInvalid(f"an idempotency key of 1..{MAX_KEY_LENGTH} characters is required")
-    if time_spent_ms is not None and (isinstance(time_spent_ms, bool) or not isinstance(time_spent_ms, int)
-                                      or time_spent_ms < 0):
+    if time_spent_ms is not None and (
+        isinstance(time_spent_ms, bool) or not isinstance(time_spent_ms, int) or time_spent_ms < 0
+    ):
         raise AnnotationInvalid("time_spent_ms must be a non-negative integer")
-    rows = session.execute(TASK_RESPONSES_SQLITE if is_sqlite(session) else TASK_RESPONSES_LOCKED,
-                           {"task": task_id}).all()
+    rows = session.execute(
+        TASK_RESPONSES_SQLITE if is_sqlite(session) else TASK_RESPONSES_LOCKED, {"task": task_id}
+    ).all()
     if not rows:
         raise AnnotationConflict(f"task {task_id} does not exist", status=404)
     task_kind, done_count, overlap = rows[0][:3]
-    clean = validate_feedback(kind=task_kind, response_ids=[r[3] for r in rows], feedback=feedback,
-                              max_text_bytes=max_text_bytes)
+    clean = validate_feedback(
+        kind=task_kind, response_ids=[r[3] for r in rows], feedback=feedback, max_text_bytes=max_text_bytes
+    )
     digest = request_hash(task_id, clean)
     state = session.execute(SUBMIT_STATE, {"user": user.id, "key": key, "task": task_id}).one()
     if state.key_id is not None:
@@ -229,11 +273,23 @@ def submit_annotation(session: Db, *, user: Annotator, task_id: int, feedback: d
     if aware(state.lease_expires_at) <= now:
         taken += leased_count(session, task_id=task_id, now=now, exclude_user_id=user.id)
     if taken >= overlap:
-        raise AnnotationConflict(f"your lease on task {task_id} expired and the task has meanwhile been completed "
-                                 "by other annotators; your annotation was not stored")
-    values = {"task_id": task_id, "user_id": user.id, "source": "human", "kind": task_kind,
-              "positions": list(state.permutation), "time_spent_ms": time_spent_ms, "idempotency_key": key,
-              "request_hash": digest, "meta": {}, "created_at": now, **clean}
+        raise AnnotationConflict(
+            f"your lease on task {task_id} expired and the task has meanwhile been completed "
+            "by other annotators; your annotation was not stored"
+        )
+    values = {
+        "task_id": task_id,
+        "user_id": user.id,
+        "source": "human",
+        "kind": task_kind,
+        "positions": list(state.permutation),
+        "time_spent_ms": time_spent_ms,
+        "idempotency_key": key,
+        "request_hash": digest,
+        "meta": {},
+        "created_at": now,
+        **clean,
+    }
     try:
         annotation_id = session.execute(INSERT_ANNOTATION, values).scalar_one()
     except IntegrityError:
@@ -249,8 +305,15 @@ def submit_annotation(session: Db, *, user: Annotator, task_id: int, feedback: d
     return SubmitResult(annotation_id=annotation_id, replayed=False, session=session)
 
 
-def undo_annotation(session: Session, *, user: Annotator, annotation_id: int, undo_minutes: float, lease_minutes: float,
-                    now: datetime | None = None) -> Annotation:
+def undo_annotation(
+    session: Session,
+    *,
+    user: Annotator,
+    annotation_id: int,
+    undo_minutes: float,
+    lease_minutes: float,
+    now: datetime | None = None,
+) -> Annotation:
     """Soft-delete one of the annotator's own recent annotations; the task is theirs (leased) again. Flushes."""
     now = now or utcnow()
     lock_user(session, user.id)
@@ -260,15 +323,17 @@ def undo_annotation(session: Session, *, user: Annotator, annotation_id: int, un
     if annotation.deleted_at is not None:
         raise AnnotationConflict(f"annotation {annotation_id} was already undone")
     if aware(annotation.created_at) < now - timedelta(minutes=undo_minutes):
-        raise AnnotationConflict(f"annotation {annotation_id} is older than {undo_minutes:g} minutes: "
-                                 "it can no longer be undone")
+        raise AnnotationConflict(
+            f"annotation {annotation_id} is older than {undo_minutes:g} minutes: it can no longer be undone"
+        )
     task = lock_task(session, annotation.task_id)
     assert task is not None
     annotation.deleted_at = now
     task.done_count = max(0, task.done_count - 1)
     task.completed = task.done_count >= task.overlap
-    assignment = session.scalars(select(Assignment).where(Assignment.task_id == task.id,
-                                                          Assignment.user_id == user.id)).first()
+    assignment = session.scalars(
+        select(Assignment).where(Assignment.task_id == task.id, Assignment.user_id == user.id)
+    ).first()
     # The freed slot goes back to this annotator at once (a lease), so "undo" means "let me redo it".
     if assignment is not None:
         assignment.status, assignment.leased_at = "leased", now
@@ -277,8 +342,9 @@ def undo_annotation(session: Session, *, user: Annotator, annotation_id: int, un
     return annotation
 
 
-def list_my_annotations(session: Session, *, user_id: int, limit: int = 50, offset: int = 0,
-                        include_deleted: bool = True) -> list[Annotation]:
+def list_my_annotations(
+    session: Session, *, user_id: int, limit: int = 50, offset: int = 0, include_deleted: bool = True
+) -> list[Annotation]:
     query = select(Annotation).where(Annotation.user_id == user_id, Annotation.source == "human")
     if not include_deleted:
         query = query.where(Annotation.deleted_at.is_(None))
@@ -295,22 +361,45 @@ class Progress:
 def my_progress(session: Session, *, user_id: int, now: datetime | None = None) -> Progress:
     """Annotations today (UTC) and in total (undone ones excluded), and tasks still open to this annotator."""
     now = now or utcnow()
-    day = now.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     mine = (Annotation.user_id == user_id, Annotation.source == "human", Annotation.deleted_at.is_(None))
-    total, today = session.execute(select(func.count(Annotation.id),
-                                          func.count(Annotation.id).filter(Annotation.created_at >= day))
-                                   .where(*mine)).one()
+    total, today = session.execute(
+        select(func.count(Annotation.id), func.count(Annotation.id).filter(Annotation.created_at >= day)).where(*mine)
+    ).one()
     remaining = session.scalar(select(func.count(Task.id)).where(open_task_filter(user_id))) or 0
     return Progress(today=today, total=total, remaining=remaining)
 
 
 def annotation_json(a: Annotation) -> dict[str, Any]:
-    return {"annotation_id": a.id, "task_id": a.task_id, "kind": a.kind, "choice": a.choice, "chosen_id": a.chosen_id,
-            "strength": a.strength, "ranking": a.ranking, "ratings": a.ratings, "critiques": a.critiques,
-            "critique": a.critique, "rewrite": a.rewrite, "flags": a.flags, "positions": a.positions,
-            "time_spent_ms": a.time_spent_ms, "created_at": aware(a.created_at).isoformat(),
-            "deleted_at": aware(a.deleted_at).isoformat() if a.deleted_at else None}
+    return {
+        "annotation_id": a.id,
+        "task_id": a.task_id,
+        "kind": a.kind,
+        "choice": a.choice,
+        "chosen_id": a.chosen_id,
+        "strength": a.strength,
+        "ranking": a.ranking,
+        "ratings": a.ratings,
+        "critiques": a.critiques,
+        "critique": a.critique,
+        "rewrite": a.rewrite,
+        "flags": a.flags,
+        "positions": a.positions,
+        "time_spent_ms": a.time_spent_ms,
+        "created_at": aware(a.created_at).isoformat(),
+        "deleted_at": aware(a.deleted_at).isoformat() if a.deleted_at else None,
+    }
 
 
-__all__ = ["AnnotationConflict", "AnnotationInvalid", "AssignmentError", "SubmitResult", "submit_annotation",
-           "undo_annotation", "validate_feedback", "my_progress", "list_my_annotations", "annotation_json"]
+__all__ = [
+    "AnnotationConflict",
+    "AnnotationInvalid",
+    "AssignmentError",
+    "SubmitResult",
+    "submit_annotation",
+    "undo_annotation",
+    "validate_feedback",
+    "my_progress",
+    "list_my_annotations",
+    "annotation_json",
+]

@@ -6,18 +6,20 @@ a slot locks the task row first, so a count read while holding it stays true unt
 - PostgreSQL: SELECT ... FOR UPDATE (SKIP LOCKED while looking for a free task), then count again.
 The annotator's own row is locked too (PostgreSQL), so two tabs or a double click never take two tasks.
 """
+
 from __future__ import annotations
 
 import random
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import JSON, Boolean, Connection, Integer, String, Text, and_, bindparam, column, exists, select, text
 from sqlalchemy.orm import Session
 
 from app.models import Assignment, Task, UTCDateTime, utcnow
+from app.services.errors import Conflict
 
 CANDIDATE_BATCH = 16
 _shuffle = random.SystemRandom().shuffle
@@ -34,12 +36,8 @@ class Annotator(Protocol):
     id: int
 
 
-class AssignmentError(Exception):
-    """A request that does not fit the annotator's assignment; `status` is the HTTP status to answer with."""
-
-    def __init__(self, message: str, status: int = 409) -> None:
-        super().__init__(message)
-        self.status = status
+class AssignmentError(Conflict):
+    """A request that does not fit the annotator's assignment (409 unless it says otherwise)."""
 
 
 @dataclass
@@ -64,8 +62,13 @@ _DT = UTCDateTime()
 _NO = bindparam("no", value=False, type_=Boolean())
 
 
-def prepared(statement: str, *, dates: tuple[str, ...] = ("now", "expires"), json_in: tuple[str, ...] = (),
-         columns: dict[str, Any] | None = None):
+def prepared(
+    statement: str,
+    *,
+    dates: tuple[str, ...] = ("now", "expires"),
+    json_in: tuple[str, ...] = (),
+    columns: dict[str, Any] | None = None,
+):
     stmt = text(statement)
     named = set(re.findall(r":(\w+)", statement))
     binds = [bindparam(n, type_=_DT) for n in dates if n in named]
@@ -79,11 +82,14 @@ def prepared(statement: str, *, dates: tuple[str, ...] = ("now", "expires"), jso
 LOCK_USER = prepared("SELECT id FROM users WHERE id = :user FOR UPDATE")
 # A lease is not worth an fsync: if the database crashed right after, the annotator would just be offered a task
 # again (annotations keep the durable commit). Same round trip as the user lock.
-LOCK_USER_LEASE_ASYNC = prepared("SELECT set_config('synchronous_commit', 'off', true) FROM users "
-                                 "WHERE id = :user FOR UPDATE")
-HELD = prepared("SELECT task_id, permutation, lease_expires_at FROM assignments WHERE user_id = :user AND "
-            "status = 'leased' AND lease_expires_at > :now ORDER BY leased_at LIMIT 1",
-            columns={"task_id": Integer(), "permutation": JSON(), "lease_expires_at": _DT})
+LOCK_USER_LEASE_ASYNC = prepared(
+    "SELECT set_config('synchronous_commit', 'off', true) FROM users WHERE id = :user FOR UPDATE"
+)
+HELD = prepared(
+    "SELECT task_id, permutation, lease_expires_at FROM assignments WHERE user_id = :user AND "
+    "status = 'leased' AND lease_expires_at > :now ORDER BY leased_at LIMIT 1",
+    columns={"task_id": Integer(), "permutation": JSON(), "lease_expires_at": _DT},
+)
 TOP_PRIORITY = prepared("SELECT max(priority) FROM tasks WHERE completed = :no")
 NEXT_PRIORITY = prepared("SELECT max(priority) FROM tasks WHERE completed = :no AND priority < :priority")
 _CANDIDATE_WHERE = (
@@ -91,7 +97,8 @@ _CANDIDATE_WHERE = (
     "AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.task_id = t.id AND a.user_id = :user "
     "AND a.status IN ('done', 'skipped')) "
     "AND t.done_count + (SELECT count(*) FROM assignments l WHERE l.task_id = t.id AND l.status = 'leased' "
-    "AND l.lease_expires_at > :now) < t.overlap ORDER BY t.id")
+    "AND l.lease_expires_at > :now) < t.overlap ORDER BY t.id"
+)
 CANDIDATES = prepared(f"SELECT t.id {_CANDIDATE_WHERE} LIMIT {CANDIDATE_BATCH}")
 # PostgreSQL: find and lock in one statement; the slot is then re-checked by a statement that sees every commit
 # made before the lock was granted.
@@ -99,33 +106,40 @@ CANDIDATE_LOCKED = prepared(f"SELECT t.id {_CANDIDATE_WHERE} LIMIT 1 FOR UPDATE 
 SLOT_CHECK = prepared(
     "SELECT t.done_count, t.overlap, t.completed, (SELECT count(*) FROM assignments l WHERE l.task_id = t.id "
     "AND l.status = 'leased' AND l.lease_expires_at > :now AND l.user_id <> :user), (SELECT a.status FROM "
-    "assignments a WHERE a.task_id = t.id AND a.user_id = :user) FROM tasks t WHERE t.id = :task")
+    "assignments a WHERE a.task_id = t.id AND a.user_id = :user) FROM tasks t WHERE t.id = :task"
+)
 TASK_SLOTS = "SELECT done_count, overlap, completed FROM tasks WHERE id = :task"
 TASK_SLOTS_SQLITE = prepared(TASK_SLOTS)  # the IMMEDIATE transaction already excludes other writers
 TASK_SLOTS_LOCKED = prepared(TASK_SLOTS + " FOR UPDATE")
-OWN = prepared("SELECT id, status, permutation, lease_expires_at FROM assignments WHERE task_id = :task AND "
-           "user_id = :user", columns={"id": Integer(), "status": String(), "permutation": JSON(),
-                                       "lease_expires_at": _DT})
-LEASED_BY_OTHERS = prepared("SELECT count(*) FROM assignments WHERE task_id = :task AND status = 'leased' AND "
-                        "lease_expires_at > :now AND user_id <> :user")
+OWN = prepared(
+    "SELECT id, status, permutation, lease_expires_at FROM assignments WHERE task_id = :task AND user_id = :user",
+    columns={"id": Integer(), "status": String(), "permutation": JSON(), "lease_expires_at": _DT},
+)
+LEASED_BY_OTHERS = prepared(
+    "SELECT count(*) FROM assignments WHERE task_id = :task AND status = 'leased' AND "
+    "lease_expires_at > :now AND user_id <> :user"
+)
 # The task as shown: its responses in canonical order, each row also carrying the kind and the prompt.
-OFFER = prepared("SELECT g.id, g.text, t.kind, p.text AS prompt_text, p.messages FROM task_positions tp "
-                 "JOIN generations g ON g.id = tp.generation_id JOIN tasks t ON t.id = tp.task_id "
-                 "JOIN prompts p ON p.id = t.prompt_id WHERE tp.task_id = :task ORDER BY tp.position",
-                 columns={"id": Integer(), "text": Text(), "kind": String(), "prompt_text": Text(),
-                          "messages": JSON()})
+OFFER = prepared(
+    "SELECT g.id, g.text, t.kind, p.text AS prompt_text, p.messages FROM task_positions tp "
+    "JOIN generations g ON g.id = tp.generation_id JOIN tasks t ON t.id = tp.task_id "
+    "JOIN prompts p ON p.id = t.prompt_id WHERE tp.task_id = :task ORDER BY tp.position",
+    columns={"id": Integer(), "text": Text(), "kind": String(), "prompt_text": Text(), "messages": JSON()},
+)
 # One statement for "lease it": a new row with a fresh shuffle, or this annotator's expired lease renewed with the
 # order they saw before (RETURNING gives whichever permutation the row now has).
 UPSERT_LEASE = prepared(
     "INSERT INTO assignments (task_id, user_id, status, permutation, leased_at, lease_expires_at, updated_at) "
     "VALUES (:task, :user, 'leased', :permutation, :now, :expires, :now) ON CONFLICT (task_id, user_id) DO UPDATE "
     "SET leased_at = :now, lease_expires_at = :expires, updated_at = :now RETURNING permutation",
-    json_in=("permutation",), columns={"permutation": JSON()})
+    json_in=("permutation",),
+    columns={"permutation": JSON()},
+)
 
 
 def aware(value: datetime | None) -> datetime | None:
     """UTC-aware datetimes whatever the driver returns (SQLite gives naive UTC values back)."""
-    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def is_sqlite(session: Db) -> bool:
@@ -147,8 +161,12 @@ def task_slots(session: Db, task_id: int):
 
 def lock_task(session: Session, task_id: int, *, skip_locked: bool = False) -> Task | None:
     """The task row as an ORM object, locked until commit (PostgreSQL; SQLite is already serialized)."""
-    return session.execute(select(Task).where(Task.id == task_id).with_for_update(skip_locked=skip_locked)
-                           .execution_options(populate_existing=True)).scalar_one_or_none()
+    return session.execute(
+        select(Task)
+        .where(Task.id == task_id)
+        .with_for_update(skip_locked=skip_locked)
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
 
 
 def leased_count(session: Db, *, task_id: int, now: datetime, exclude_user_id: int) -> int:
@@ -169,8 +187,14 @@ def current_lease(session: Db, *, user_id: int, now: datetime) -> Lease | None:
 
 def _offer(task_id: int, rows, permutation: list[int], expires: datetime) -> Offer:
     texts = {r[0]: r[1] for r in rows}
-    return Offer(task_id=task_id, kind=rows[0][2], prompt_text=rows[0][3], prompt_messages=rows[0][4],
-                 responses=[(g, texts[g]) for g in permutation], lease_expires_at=aware(expires))
+    return Offer(
+        task_id=task_id,
+        kind=rows[0][2],
+        prompt_text=rows[0][3],
+        prompt_messages=rows[0][4],
+        responses=[(g, texts[g]) for g in permutation],
+        lease_expires_at=aware(expires),
+    )
 
 
 def load_offer(session: Db, *, lease: Lease) -> Offer:
@@ -181,8 +205,9 @@ def load_offer(session: Db, *, lease: Lease) -> Offer:
 def _candidate_ids(session: Db, *, user_id: int, priority: int, after_id: int, now: datetime) -> list[int]:
     """Open tasks of one priority, oldest first, that this annotator has neither done nor skipped and that
     still have a free slot (human annotations + unexpired leases below overlap)."""
-    return list(session.execute(CANDIDATES, {"priority": priority, "after": after_id, "user": user_id,
-                                             "now": now}).scalars())
+    return list(
+        session.execute(CANDIDATES, {"priority": priority, "after": after_id, "user": user_id, "now": now}).scalars()
+    )
 
 
 def _priorities(session: Db):
@@ -199,15 +224,17 @@ def _lease_checked(session: Db, *, task_id: int, user_id: int, now: datetime, ex
     rows = session.execute(OFFER, {"task": task_id}).all()
     permutation = [r[0] for r in rows]
     _shuffle(permutation)
-    permutation = session.execute(UPSERT_LEASE, {"task": task_id, "user": user_id, "permutation": permutation,
-                                                 "now": now, "expires": expires}).scalar_one()
+    permutation = session.execute(
+        UPSERT_LEASE, {"task": task_id, "user": user_id, "permutation": permutation, "now": now, "expires": expires}
+    ).scalar_one()
     return _offer(task_id, rows, permutation, expires)
 
 
 def _slot_free(session: Db, *, task_id: int, user_id: int, now: datetime) -> bool:
     """Re-check, holding the task's lock, that it still has a slot for this annotator."""
     done, overlap, completed, leased_by_others, own_status = session.execute(
-        SLOT_CHECK, {"task": task_id, "user": user_id, "now": now}).one()
+        SLOT_CHECK, {"task": task_id, "user": user_id, "now": now}
+    ).one()
     return not completed and own_status in (None, "leased") and done + leased_by_others < overlap
 
 
@@ -216,8 +243,11 @@ def _lease_by_locking(session: Db, *, user_id: int, now: datetime, expires: date
     None when the scan finds nothing; the task locks it took stay held until the caller ends the transaction."""
     for priority in _priorities(session):
         after = 0
-        while (task_id := session.execute(CANDIDATE_LOCKED, {"priority": priority, "after": after,
-                                                              "user": user_id, "now": now}).scalar()) is not None:
+        while (
+            task_id := session.execute(
+                CANDIDATE_LOCKED, {"priority": priority, "after": after, "user": user_id, "now": now}
+            ).scalar()
+        ) is not None:
             if _slot_free(session, task_id=task_id, user_id=user_id, now=now):
                 return _lease_checked(session, task_id=task_id, user_id=user_id, expires=expires, now=now)
             after = task_id
@@ -267,7 +297,9 @@ def next_task(session: Db, *, user: Annotator, lease_minutes: float, now: dateti
     return None
 
 
-def skip_task(session: Session, *, user: Annotator, task_id: int, reason: str, now: datetime | None = None) -> Assignment:
+def skip_task(
+    session: Session, *, user: Annotator, task_id: int, reason: str, now: datetime | None = None
+) -> Assignment:
     """Record the reason, free the slot; the task is never offered to this annotator again."""
     now = now or utcnow()
     reason = (reason or "").strip()
@@ -276,8 +308,9 @@ def skip_task(session: Session, *, user: Annotator, task_id: int, reason: str, n
     if len(reason) > 1000:
         raise AssignmentError("the skip reason is longer than 1000 characters", status=422)
     lock_user(session, user.id)
-    assignment = session.scalars(select(Assignment).where(Assignment.task_id == task_id,
-                                                          Assignment.user_id == user.id)).first()
+    assignment = session.scalars(
+        select(Assignment).where(Assignment.task_id == task_id, Assignment.user_id == user.id)
+    ).first()
     if assignment is None:
         raise AssignmentError(f"task {task_id} is not assigned to you: ask for the next task first", status=404)
     if assignment.status == "done":
@@ -291,6 +324,7 @@ def skip_task(session: Session, *, user: Annotator, task_id: int, reason: str, n
 
 def open_task_filter(user_id: int):
     """Tasks still open to this annotator (not completed, neither done nor skipped by them)."""
-    mine = exists().where(Assignment.task_id == Task.id, Assignment.user_id == user_id,
-                          Assignment.status.in_(("done", "skipped")))
+    mine = exists().where(
+        Assignment.task_id == Task.id, Assignment.user_id == user_id, Assignment.status.in_(("done", "skipped"))
+    )
     return and_(Task.completed.is_(False), ~mine)

@@ -2,6 +2,7 @@
 
 Idempotent: a second start finds everything in place and changes nothing.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,12 +28,15 @@ def register_world_models(session: Session, *, pretrained: Path, sft: Path, size
     lines = []
     pre = _registered(session, pretrained)
     if pre is None:
-        pre = register_model(session, path=pretrained, name=f"world-{size}-pretrained", kind="policy", stage="pretrained")
+        pre = register_model(
+            session, path=pretrained, name=f"world-{size}-pretrained", kind="policy", stage="pretrained"
+        )
         lines.append(f"registered model {pre.id} {pre.name} (pretrained)")
     sft_model = _registered(session, sft)
     if sft_model is None:
-        sft_model = register_model(session, path=sft, name=f"world-{size}-sft", kind="policy", stage="sft",
-                                   parent_id=pre.id)
+        sft_model = register_model(
+            session, path=sft, name=f"world-{size}-sft", kind="policy", stage="sft", parent_id=pre.id
+        )
         promote(session, model_id=sft_model.id)
         lines.append(f"registered model {sft_model.id} {sft_model.name} (sft, current policy)")
     return lines
@@ -41,8 +45,9 @@ def register_world_models(session: Session, *, pretrained: Path, sft: Path, size
 def prepare_database(session: Session, *, files, models, size: str, seed: int) -> list[str]:
     """Register the world's models, import its prompts and queue the first generation; returns what it did."""
     lines = register_world_models(session, pretrained=models.pretrained, sft=models.sft, size=size)
-    result = import_prompts(session, data=Path(files.prompts).read_bytes(), name=Path(files.prompts).name,
-                            source=f"world-{size}")
+    result = import_prompts(
+        session, data=Path(files.prompts).read_bytes(), name=Path(files.prompts).name, source=f"world-{size}"
+    )
     if result.created:
         lines.append(f"imported {result.created} prompts (train and eval splits; {result.duplicates} already there)")
     has_tasks = session.scalar(select(func.count()).select_from(Task)) > 0
@@ -50,13 +55,23 @@ def prepare_database(session: Session, *, files, models, size: str, seed: int) -
     if not has_tasks and not has_generation:
         from trainer.world.build import SIZES
 
-        request = GenerationRequest(count=FIRST_TASK_PROMPTS[size], num_samples=2, temperature=0.9, top_k=0,
-                                    top_p=1.0, max_new_tokens=SIZES[size].max_new_tokens, seed=seed,
-                                    task_kind="pairwise", overlap=1)
+        request = GenerationRequest(
+            count=FIRST_TASK_PROMPTS[size],
+            num_samples=2,
+            temperature=0.9,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=SIZES[size].max_new_tokens,
+            seed=seed,
+            task_kind="pairwise",
+            overlap=1,
+        )
         job = request_generation(session, request=request)
-        lines.append(f"queued generation job {job.id}: {request.count} train prompts x {request.num_samples} "
-                     f"responses, temperature {request.temperature}, top-k {request.top_k} (off), top-p "
-                     f"{request.top_p} (off), max new tokens {request.max_new_tokens}, seed {request.seed}")
+        lines.append(
+            f"queued generation job {job.id}: {request.count} train prompts x {request.num_samples} "
+            f"responses, temperature {request.temperature}, top-k {request.top_k} (off), top-p "
+            f"{request.top_p} (off), max new tokens {request.max_new_tokens}, seed {request.seed}"
+        )
     if not lines:
         lines.append("models, prompts and first tasks already in place")
     return lines

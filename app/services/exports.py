@@ -25,6 +25,7 @@ Filters: since (created_at >= since), until (created_at < until), until_id (anno
 human|ai|all, annotators (usernames or pseudonymous ids), split (the prompt's), min_agreement (only tasks with
 at least two annotations whose agreement, see agreement.py, is >= the value).
 """
+
 from __future__ import annotations
 
 import csv
@@ -35,7 +36,7 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from sqlalchemy import Text, cast, select
 from sqlalchemy.orm import Session, aliased
 
 from app.models import Annotation, Generation, ModelVersion, Prompt, Task, TaskPosition, User
+from app.services.errors import ServiceError
 
 FORMATS = ("trl", "trl-conversational", "kto", "rankings", "sft", "rich")
 SOURCE_FILTERS = ("human", "ai", "all")
@@ -50,11 +52,17 @@ MARGIN_BY_STRENGTH = {1: 1 / 3, 2: 2 / 3, 3: 1.0}
 BATCH = 2000
 CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 # Which annotation kinds can give lines of each format (the rest are never read).
-KINDS_FOR = {"trl": ("pairwise", "ranking"), "trl-conversational": ("pairwise", "ranking"),
-             "rankings": ("ranking",), "kto": None, "sft": None, "rich": None}
+KINDS_FOR = {
+    "trl": ("pairwise", "ranking"),
+    "trl-conversational": ("pairwise", "ranking"),
+    "rankings": ("ranking",),
+    "kto": None,
+    "sft": None,
+    "rich": None,
+}
 
 
-class ExportError(ValueError):
+class ExportError(ServiceError):
     """Bad export arguments; the message is safe to show."""
 
 
@@ -111,24 +119,56 @@ def parse_time(value: str | None, *, name: str) -> datetime | None:
         when = datetime.fromisoformat(value)
     except ValueError:
         raise ExportError(f"{name} must be an ISO 8601 date or time, not {value!r}") from None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 # ---- the query ----------------------------------------------------------------------------------------------
 
-_PLAIN = {"id": Annotation.id, "task_id": Annotation.task_id, "kind": Annotation.kind, "source": Annotation.source,
-          "choice": Annotation.choice, "chosen_id": Annotation.chosen_id, "strength": Annotation.strength,
-          "critique": Annotation.critique, "rewrite": Annotation.rewrite, "time_spent_ms": Annotation.time_spent_ms,
-          "created_at": Annotation.created_at, "user_id": Annotation.user_id, "annotator": User.public_id,
-          "prompt_id": Prompt.id, "prompt_text": Prompt.text, "split": Prompt.split}
-_JSON = {"positions": Annotation.positions, "ranking": Annotation.ranking, "ratings": Annotation.ratings,
-         "critiques": Annotation.critiques, "flags": Annotation.flags, "meta": Annotation.meta,
-         "prompt_messages": Prompt.messages}
+_PLAIN = {
+    "id": Annotation.id,
+    "task_id": Annotation.task_id,
+    "kind": Annotation.kind,
+    "source": Annotation.source,
+    "choice": Annotation.choice,
+    "chosen_id": Annotation.chosen_id,
+    "strength": Annotation.strength,
+    "critique": Annotation.critique,
+    "rewrite": Annotation.rewrite,
+    "time_spent_ms": Annotation.time_spent_ms,
+    "created_at": Annotation.created_at,
+    "user_id": Annotation.user_id,
+    "annotator": User.public_id,
+    "prompt_id": Prompt.id,
+    "prompt_text": Prompt.text,
+    "split": Prompt.split,
+}
+_JSON = {
+    "positions": Annotation.positions,
+    "ranking": Annotation.ranking,
+    "ratings": Annotation.ratings,
+    "critiques": Annotation.critiques,
+    "flags": Annotation.flags,
+    "meta": Annotation.meta,
+    "prompt_messages": Prompt.messages,
+}
 # What each format reads. JSON columns come as text and are parsed here only when a format needs them: decoding
 # every JSON column of every row would cost more than the whole export.
 _NEEDS = {
-    "trl": ("id", "task_id", "kind", "source", "choice", "chosen_id", "strength", "user_id", "prompt_text",
-            "positions", "ranking", "meta", "prompt_messages"),
+    "trl": (
+        "id",
+        "task_id",
+        "kind",
+        "source",
+        "choice",
+        "chosen_id",
+        "strength",
+        "user_id",
+        "prompt_text",
+        "positions",
+        "ranking",
+        "meta",
+        "prompt_messages",
+    ),
     "kto": ("id", "task_id", "kind", "source", "user_id", "prompt_text", "ratings", "prompt_messages"),
     "rankings": ("id", "task_id", "kind", "source", "user_id", "prompt_text", "ranking", "prompt_messages"),
     "sft": ("id", "task_id", "kind", "source", "user_id", "prompt_text", "rewrite", "ratings", "prompt_messages"),
@@ -138,8 +178,7 @@ _NEEDS["trl-conversational"] = _NEEDS["trl"]
 
 
 def _columns(fmt: str) -> list:
-    return [_PLAIN[name].label(name) if name in _PLAIN else cast(_JSON[name], Text).label(name)
-            for name in _NEEDS[fmt]]
+    return [_PLAIN[name].label(name) if name in _PLAIN else cast(_JSON[name], Text).label(name) for name in _NEEDS[fmt]]
 
 
 def _decode(row: dict[str, Any], json_names: tuple[str, ...]) -> dict[str, Any]:
@@ -160,16 +199,25 @@ def _join_pair_texts(stmt):
     chosen, other = aliased(Generation), aliased(Generation)
     position = aliased(TaskPosition)
     direct = (Annotation.kind == "pairwise") & (Annotation.choice == "chosen")
-    return (stmt.add_columns(chosen.text.label("chosen_text"), other.text.label("rejected_text"))
-            .outerjoin(chosen, (chosen.id == Annotation.chosen_id) & direct)
-            .outerjoin(position, (position.task_id == Annotation.task_id) & direct
-                       & (position.generation_id != Annotation.chosen_id))
-            .outerjoin(other, other.id == position.generation_id))
+    return (
+        stmt.add_columns(chosen.text.label("chosen_text"), other.text.label("rejected_text"))
+        .outerjoin(chosen, (chosen.id == Annotation.chosen_id) & direct)
+        .outerjoin(
+            position,
+            (position.task_id == Annotation.task_id) & direct & (position.generation_id != Annotation.chosen_id),
+        )
+        .outerjoin(other, other.id == position.generation_id)
+    )
 
 
 def _annotation_query(session: Session, fmt: str, filters: ExportFilters):
-    stmt = (select(*_columns(fmt)).join(Task, Task.id == Annotation.task_id).join(Prompt, Prompt.id == Task.prompt_id)
-            .join(User, User.id == Annotation.user_id).where(Annotation.deleted_at.is_(None)))
+    stmt = (
+        select(*_columns(fmt))
+        .join(Task, Task.id == Annotation.task_id)
+        .join(Prompt, Prompt.id == Task.prompt_id)
+        .join(User, User.id == Annotation.user_id)
+        .where(Annotation.deleted_at.is_(None))
+    )
     if fmt in ("trl", "trl-conversational"):
         stmt = _join_pair_texts(stmt)
     kinds = KINDS_FOR[fmt]
@@ -186,8 +234,11 @@ def _annotation_query(session: Session, fmt: str, filters: ExportFilters):
     if filters.split is not None:
         stmt = stmt.where(Prompt.split == filters.split)
     if filters.annotators:
-        ids = list(session.scalars(select(User.id).where(
-            User.username.in_(filters.annotators) | User.public_id.in_(filters.annotators))))
+        ids = list(
+            session.scalars(
+                select(User.id).where(User.username.in_(filters.annotators) | User.public_id.in_(filters.annotators))
+            )
+        )
         stmt = stmt.where(Annotation.user_id.in_(ids or [-1]))
     return stmt.order_by(Annotation.id)
 
@@ -196,12 +247,27 @@ def _generation_info(session: Session, ids: set[int], *, rich: bool) -> dict[int
     if not ids:
         return {}
     if not rich:
-        return dict(session.connection().execute(
-            select(Generation.id, Generation.text).where(Generation.id.in_(sorted(ids)))).all())
+        return dict(
+            session.connection()
+            .execute(select(Generation.id, Generation.text).where(Generation.id.in_(sorted(ids))))
+            .all()
+        )
     rows = session.connection().execute(
-        select(Generation.id, Generation.text, Generation.model_version_id, ModelVersion.name, Generation.temperature,
-               Generation.top_k, Generation.top_p, Generation.max_new_tokens, Generation.seed, Generation.source)
-        .outerjoin(ModelVersion, ModelVersion.id == Generation.model_version_id).where(Generation.id.in_(sorted(ids))))
+        select(
+            Generation.id,
+            Generation.text,
+            Generation.model_version_id,
+            ModelVersion.name,
+            Generation.temperature,
+            Generation.top_k,
+            Generation.top_p,
+            Generation.max_new_tokens,
+            Generation.seed,
+            Generation.source,
+        )
+        .outerjoin(ModelVersion, ModelVersion.id == Generation.model_version_id)
+        .where(Generation.id.in_(sorted(ids)))
+    )
     return {r[0]: r for r in rows}
 
 
@@ -224,6 +290,7 @@ def _passing_tasks(session: Session, filters: ExportFilters) -> set[int] | None:
 
 # ---- rows per format -----------------------------------------------------------------------------------------
 
+
 def _prompt_string(row) -> str:
     if row["prompt_messages"] is None:
         return row["prompt_text"] or ""
@@ -244,7 +311,12 @@ def _pairs(row, include_ties: bool) -> Iterator[tuple[int, int, float, bool]]:
             others = [g for g in shown if g != row["chosen_id"]]
             if len(others) == 1:
                 margin = (row["meta"] or {}).get("margin")
-                yield row["chosen_id"], others[0], float(margin) if margin is not None else margin_for(row["strength"]), False
+                yield (
+                    row["chosen_id"],
+                    others[0],
+                    float(margin) if margin is not None else margin_for(row["strength"]),
+                    False,
+                )
         elif row["choice"] in ("tie", "both_bad") and include_ties and len(shown) == 2:
             a, b = sorted(shown)
             yield a, b, 0.0, True
@@ -265,14 +337,23 @@ def _trl_rows(row, texts, include_ties: bool, conversational: bool) -> Iterator[
         if row["rejected_text"] is None:
             return
         margin = (row["meta"] or {}).get("margin")
-        pairs = [(row["chosen_text"], row["rejected_text"],
-                  float(margin) if margin is not None else margin_for(row["strength"]), False)]
+        pairs = [
+            (
+                row["chosen_text"],
+                row["rejected_text"],
+                float(margin) if margin is not None else margin_for(row["strength"]),
+                False,
+            )
+        ]
     else:
         pairs = [(texts[b], texts[w], m, t) for b, w, m, t in _pairs(row, include_ties)]
     for better, worse, margin, tie in pairs:
         if conversational:
-            line = {"prompt": prompt, "chosen": [{"role": "assistant", "content": better}],
-                    "rejected": [{"role": "assistant", "content": worse}]}
+            line = {
+                "prompt": prompt,
+                "chosen": [{"role": "assistant", "content": better}],
+                "rejected": [{"role": "assistant", "content": worse}],
+            }
         else:
             line = {"prompt": prompt, "chosen": better, "rejected": worse}
         line["margin"] = margin
@@ -294,7 +375,11 @@ def _kto_rows(row, texts) -> Iterator[dict[str, Any]]:
 
 def _rankings_rows(row, texts) -> Iterator[dict[str, Any]]:
     if row["kind"] == "ranking" and row["ranking"]:
-        yield {"prompt": _prompt_string(row), "completions": [texts[g] for g in row["ranking"]], "annotation_id": row["id"]}
+        yield {
+            "prompt": _prompt_string(row),
+            "completions": [texts[g] for g in row["ranking"]],
+            "annotation_id": row["id"],
+        }
 
 
 def _sft_rows(row, texts) -> Iterator[dict[str, Any]]:
@@ -307,7 +392,7 @@ def _sft_rows(row, texts) -> Iterator[dict[str, Any]]:
 
 
 def _iso(when: datetime) -> str:
-    return when.astimezone(timezone.utc).isoformat()
+    return when.astimezone(UTC).isoformat()
 
 
 def _rich_row(row, info) -> dict[str, Any]:
@@ -325,11 +410,15 @@ def _rich_row(row, info) -> dict[str, Any]:
         "choice": row["choice"],
         "chosen_generation_id": row["chosen_id"],
         "strength": row["strength"],
-        "margin": float(margin) if margin is not None else (margin_for(row["strength"]) if row["choice"] == "chosen" else None),
+        "margin": float(margin)
+        if margin is not None
+        else (margin_for(row["strength"]) if row["choice"] == "chosen" else None),
         "ranking": list(row["ranking"] or []),
         "ratings": [{"generation_id": g, "label": v} for g, v in _sorted_ratings(row)],
-        "critiques": [{"generation_id": int(g), "text": str(t)} for g, t in sorted(
-            (row["critiques"] or {}).items(), key=lambda kv: int(kv[0]))],
+        "critiques": [
+            {"generation_id": int(g), "text": str(t)}
+            for g, t in sorted((row["critiques"] or {}).items(), key=lambda kv: int(kv[0]))
+        ],
         "critique": row["critique"],
         "rewrite": row["rewrite"],
         "flags": [str(f) for f in (row["flags"] or [])],
@@ -342,19 +431,35 @@ def _rich_row(row, info) -> dict[str, Any]:
 
 def _response(r) -> dict[str, Any]:
     gen_id, text, model_id, model_name, temperature, top_k, top_p, max_new, seed, source = r
-    return {"generation_id": gen_id, "text": text, "model_version_id": model_id, "policy_version": model_name,
-            "temperature": temperature, "top_k": top_k, "top_p": top_p, "max_new_tokens": max_new, "seed": seed,
-            "generation_source": source}
+    return {
+        "generation_id": gen_id,
+        "text": text,
+        "model_version_id": model_id,
+        "policy_version": model_name,
+        "temperature": temperature,
+        "top_k": top_k,
+        "top_p": top_p,
+        "max_new_tokens": max_new,
+        "seed": seed,
+        "generation_source": source,
+    }
 
 
-def iter_export(session: Session, *, fmt: str, filters: ExportFilters = ExportFilters(),
-                include_ties: bool = False, stats: ExportResult | None = None) -> Iterator[list[dict[str, Any]]]:
+def iter_export(
+    session: Session,
+    *,
+    fmt: str,
+    filters: ExportFilters = ExportFilters(),
+    include_ties: bool = False,
+    stats: ExportResult | None = None,
+) -> Iterator[list[dict[str, Any]]]:
     """Batches of export lines (dicts) in the export's order. Updates `stats` (counts, annotators) if given."""
     return _iter_lines(session, fmt=fmt, filters=filters, include_ties=include_ties, stats=stats, encoded=False)
 
 
-def _iter_lines(session: Session, *, fmt: str, filters: ExportFilters, include_ties: bool,
-                stats: ExportResult | None, encoded: bool) -> Iterator[list[Any]]:
+def _iter_lines(
+    session: Session, *, fmt: str, filters: ExportFilters, include_ties: bool, stats: ExportResult | None, encoded: bool
+) -> Iterator[list[Any]]:
     """With `encoded`, the trl hot path gives each line as its JSON text (the same bytes json would write)."""
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -363,7 +468,8 @@ def _iter_lines(session: Session, *, fmt: str, filters: ExportFilters, include_t
     # A Core result on the session's connection (no ORM row processing); a server-side cursor on PostgreSQL.
     connection = session.connection()
     result = connection.execution_options(stream_results=True, yield_per=BATCH).execute(
-        _annotation_query(session, fmt, filters))
+        _annotation_query(session, fmt, filters)
+    )
     names = tuple(result.keys())
     trl = fmt in ("trl", "trl-conversational")
     # trl: positions are decoded only for the rows that need them (ties, rankings), see below.
@@ -374,8 +480,10 @@ def _iter_lines(session: Session, *, fmt: str, filters: ExportFilters, include_t
         if passing is not None:
             raw_batch = [r for r in raw_batch if r[task_col] in passing]
         # The common trl case (a pairwise choice, both texts joined in SQL) stays a tuple; the rest become dicts.
-        batch = [r if direct is not None and direct.matches(r) else _decode(dict(zip(names, r)), json_names)
-                 for r in raw_batch]
+        batch = [
+            r if direct is not None and direct.matches(r) else _decode(dict(zip(names, r)), json_names)
+            for r in raw_batch
+        ]
         needed: set[int] = set()
         for r in batch:
             if isinstance(r, dict):
@@ -440,13 +548,22 @@ class _DirectPairs:
         raw_messages = r[self.messages]
         messages = None if raw_messages in (None, "null") else json.loads(raw_messages)
         if self.conversational:
-            prompt: Any = ([{"role": "user", "content": r[self.text] or ""}] if messages is None
-                           else [{"role": m["role"], "content": m["content"]} for m in messages])
-            line = {"prompt": prompt, "chosen": [{"role": "assistant", "content": r[self.chosen]}],
-                    "rejected": [{"role": "assistant", "content": r[self.rejected]}]}
+            prompt: Any = (
+                [{"role": "user", "content": r[self.text] or ""}]
+                if messages is None
+                else [{"role": m["role"], "content": m["content"]} for m in messages]
+            )
+            line = {
+                "prompt": prompt,
+                "chosen": [{"role": "assistant", "content": r[self.chosen]}],
+                "rejected": [{"role": "assistant", "content": r[self.rejected]}],
+            }
         else:
-            prompt = (r[self.text] or "") if messages is None else "\n\n".join(
-                f"{m['role']}: {m['content']}" for m in messages)
+            prompt = (
+                (r[self.text] or "")
+                if messages is None
+                else "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
+            )
             line = {"prompt": prompt, "chosen": r[self.chosen], "rejected": r[self.rejected]}
         line["margin"] = margin
         line["annotation_id"] = r[self.id]
@@ -455,15 +572,21 @@ class _DirectPairs:
         return line
 
     def encoded_line(self, r) -> str | None:
-        if self.conversational or r[self.rejected] is None or r[self.messages] not in (None, "null") \
-                or r[self.meta] not in (None, "{}", "null"):
+        if (
+            self.conversational
+            or r[self.rejected] is None
+            or r[self.messages] not in (None, "null")
+            or r[self.meta] not in (None, "{}", "null")
+        ):
             line = self.line(r)
             return None if line is None else _dumps(line) + "\n"
         # A plain-text prompt and a strength margin: the line json.dumps would write, assembled directly.
         tie = ', "tie": false' if self.include_ties else ""
-        return (f'{{"prompt": {_encode_str(r[self.text] or "")}, "chosen": {_encode_str(r[self.chosen])}, '
-                f'"rejected": {_encode_str(r[self.rejected])}, '
-                f'"margin": {MARGIN_BY_STRENGTH.get(r[self.strength], 0.0)!r}, "annotation_id": {r[self.id]}{tie}}}\n')
+        return (
+            f'{{"prompt": {_encode_str(r[self.text] or "")}, "chosen": {_encode_str(r[self.chosen])}, '
+            f'"rejected": {_encode_str(r[self.rejected])}, '
+            f'"margin": {MARGIN_BY_STRENGTH.get(r[self.strength], 0.0)!r}, "annotation_id": {r[self.id]}{tie}}}\n'
+        )
 
     def count(self, rows: list, stats: ExportResult) -> None:
         stats.annotations += len(rows)
@@ -474,6 +597,7 @@ class _DirectPairs:
 
 
 # ---- writing files ---------------------------------------------------------------------------------------------
+
 
 def _csv_cell(value: Any) -> Any:
     if value is None:
@@ -510,22 +634,38 @@ def _jsonl_chunks(batches: Iterator[list[Any]]) -> Iterator[tuple[str, int]]:
         yield "".join(line if isinstance(line, str) else _dumps(line) + "\n" for line in lines), len(lines)
 
 
-def write_export(session: Session, *, fmt: str, out: Path, filters: ExportFilters = ExportFilters(),
-                 include_ties: bool = False, as_csv: bool = False) -> ExportResult:
+def write_export(
+    session: Session,
+    *,
+    fmt: str,
+    out: Path,
+    filters: ExportFilters = ExportFilters(),
+    include_ties: bool = False,
+    as_csv: bool = False,
+) -> ExportResult:
     """Write the export to `out` (via a temporary file, renamed when complete) and `out.sha256`."""
     if as_csv and fmt != "rich":
         raise ExportError("CSV is offered for the rich format only (the others are JSONL for datasets/TRL)")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = ExportResult(format=fmt, path=out, rows=0, sha256="", annotations=0, filters=filters.describe(),
-                          include_ties=include_ties, csv=as_csv)
+    result = ExportResult(
+        format=fmt,
+        path=out,
+        rows=0,
+        sha256="",
+        annotations=0,
+        filters=filters.describe(),
+        include_ties=include_ties,
+        csv=as_csv,
+    )
     digest = hashlib.sha256()
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    batches = _iter_lines(session, fmt=fmt, filters=filters, include_ties=include_ties, stats=result,
-                          encoded=not as_csv)
+    batches = _iter_lines(
+        session, fmt=fmt, filters=filters, include_ties=include_ties, stats=result, encoded=not as_csv
+    )
     try:
         with open(tmp, "wb") as fh:
-            for chunk, n in (_csv_chunks(batches) if as_csv else _jsonl_chunks(batches)):
+            for chunk, n in _csv_chunks(batches) if as_csv else _jsonl_chunks(batches):
                 data = chunk.encode("utf-8")
                 fh.write(data)
                 digest.update(data)
@@ -545,12 +685,12 @@ def default_filename(fmt: str, as_csv: bool = False) -> str:
 # ---- dataset card ------------------------------------------------------------------------------------------------
 
 LOADING = {
-    "trl": "load_dataset(\"json\", data_files=\"{name}\")  # RewardTrainer / DPOTrainer (standard preference)",
-    "trl-conversational": "load_dataset(\"json\", data_files=\"{name}\")  # RewardTrainer / DPOTrainer (conversational)",
-    "kto": "load_dataset(\"json\", data_files=\"{name}\")  # KTOTrainer (unpaired preference)",
-    "rankings": "load_dataset(\"json\", data_files=\"{name}\")  # K responses best first; K(K-1)/2 pairs each",
-    "sft": "load_dataset(\"json\", data_files=\"{name}\")  # SFTTrainer (prompt-completion)",
-    "rich": "load_dataset(\"{kind}\", data_files=\"{name}\")  # everything, joined to the others by annotation_id",
+    "trl": 'load_dataset("json", data_files="{name}")  # RewardTrainer / DPOTrainer (standard preference)',
+    "trl-conversational": 'load_dataset("json", data_files="{name}")  # RewardTrainer / DPOTrainer (conversational)',
+    "kto": 'load_dataset("json", data_files="{name}")  # KTOTrainer (unpaired preference)',
+    "rankings": 'load_dataset("json", data_files="{name}")  # K responses best first; K(K-1)/2 pairs each',
+    "sft": 'load_dataset("json", data_files="{name}")  # SFTTrainer (prompt-completion)',
+    "rich": 'load_dataset("{kind}", data_files="{name}")  # everything, joined to the others by annotation_id',
 }
 
 
@@ -604,18 +744,32 @@ ds = {LOADING[result.format].format(name=result.path.name, kind=kind)}
     return path
 
 
-def filters_from_strings(*, since: str | None = None, until: str | None = None, until_id: int | None = None,
-                         source: str | None = None, annotators: list[str] | None = None, split: str | None = None,
-                         min_agreement: float | None = None) -> ExportFilters:
+def filters_from_strings(
+    *,
+    since: str | None = None,
+    until: str | None = None,
+    until_id: int | None = None,
+    source: str | None = None,
+    annotators: list[str] | None = None,
+    split: str | None = None,
+    min_agreement: float | None = None,
+) -> ExportFilters:
     """Filters as the CLI, the API and the admin page take them (empty strings mean no filter)."""
     names = tuple(n.strip() for a in (annotators or []) for n in a.split(",") if n.strip())
-    return ExportFilters(since=parse_time(since, name="since"), until=parse_time(until, name="until"),
-                         until_id=until_id, source=source or "all", annotators=names, split=split or None,
-                         min_agreement=min_agreement)
+    return ExportFilters(
+        since=parse_time(since, name="since"),
+        until=parse_time(until, name="until"),
+        until_id=until_id,
+        source=source or "all",
+        annotators=names,
+        split=split or None,
+        min_agreement=min_agreement,
+    )
 
 
-def export_to_data_dir(*, data_dir: Path, fmt: str, filters: ExportFilters, include_ties: bool = False,
-                       as_csv: bool = False) -> ExportResult:
+def export_to_data_dir(
+    *, data_dir: Path, fmt: str, filters: ExportFilters, include_ties: bool = False, as_csv: bool = False
+) -> ExportResult:
     """For HTTP: the export is written to a file under data_dir/exports first (a read-only session), then served."""
     import uuid
 

@@ -11,6 +11,7 @@ generations (to evaluate policies) but never become tasks. Tasks: `ranking` one 
 `rating` one task with the K responses (each labelled good/bad), `pairwise` K/2 tasks of disjoint pairs in sample
 order (so K must be even).
 """
+
 from __future__ import annotations
 
 import json
@@ -23,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from app.jobs import JobFailed, job_kind
 from app.models import Generation, ModelVersion, Prompt, Task, TaskPosition, utcnow
+from app.services.errors import ServiceError
 from app.services.jobs import enqueue_job
 
 TASK_KINDS = ("pairwise", "ranking", "rating")
@@ -31,7 +33,7 @@ MAX_PROMPTS = 100_000
 MAX_OVERLAP = 1000
 
 
-class GenerationError(ValueError):
+class GenerationError(ServiceError):
     """Bad generation request; the message is safe to show."""
 
 
@@ -80,13 +82,15 @@ class GenerationRequest:
 
 def resolve_policy(session: Session, model_id: int | None) -> ModelVersion:
     if model_id is None:
-        model = session.scalar(select(ModelVersion).where(ModelVersion.kind == "policy", ModelVersion.is_current.is_(True)))
+        model = session.scalar(
+            select(ModelVersion).where(ModelVersion.kind == "policy", ModelVersion.is_current.is_(True))
+        )
         if model is None:
             raise GenerationError("no current policy: register one (`rlhf models register`) or give a model id")
         return model
     model = session.get(ModelVersion, model_id)
     if model is None or model.kind != "policy":
-        raise GenerationError(f"no policy model {model_id}")
+        raise GenerationError(f"no policy model {model_id}", status=404)
     if model.stage == "imported":
         raise GenerationError("the `imported` entry stands for imported responses; it cannot generate")
     return model
@@ -120,29 +124,48 @@ def select_prompt_ids(session: Session, *, request: GenerationRequest, limit: in
 def write_prompt_file(session: Session, *, prompt_ids: list[int], path: Path) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         for start in range(0, len(prompt_ids), 2000):
-            chunk = prompt_ids[start:start + 2000]
-            rows = session.execute(select(Prompt.id, Prompt.text, Prompt.messages).where(Prompt.id.in_(chunk))
-                                   .order_by(Prompt.id))
+            chunk = prompt_ids[start : start + 2000]
+            rows = session.execute(
+                select(Prompt.id, Prompt.text, Prompt.messages).where(Prompt.id.in_(chunk)).order_by(Prompt.id)
+            )
             for pid, text, messages in rows:
                 line = {"prompt_id": pid, "messages": messages} if messages else {"prompt_id": pid, "prompt": text}
                 fh.write(json.dumps(line, ensure_ascii=False) + "\n")
 
 
 def trainer_args(*, model_path: str, prompts: Path, out: Path, request: dict[str, Any]) -> list[str]:
-    return ["generate", "--model", model_path, "--prompts", str(prompts), "--out", str(out),
-            "--num-samples", str(request["num_samples"]), "--temperature", str(request["temperature"]),
-            "--top-k", str(request["top_k"]), "--top-p", str(request["top_p"]),
-            "--max-new-tokens", str(request["max_new_tokens"]), "--seed", str(request["seed"])]
+    return [
+        "generate",
+        "--model",
+        model_path,
+        "--prompts",
+        str(prompts),
+        "--out",
+        str(out),
+        "--num-samples",
+        str(request["num_samples"]),
+        "--temperature",
+        str(request["temperature"]),
+        "--top-k",
+        str(request["top_k"]),
+        "--top-p",
+        str(request["top_p"]),
+        "--max-new-tokens",
+        str(request["max_new_tokens"]),
+        "--seed",
+        str(request["seed"]),
+    ]
 
 
 def _task_groups(kind: str, generation_ids: list[int]) -> list[list[int]]:
     if kind == "pairwise":
-        return [generation_ids[i:i + 2] for i in range(0, len(generation_ids) - 1, 2)]
+        return [generation_ids[i : i + 2] for i in range(0, len(generation_ids) - 1, 2)]
     return [generation_ids]
 
 
-def store_generations(session: Session, *, samples_path: Path, request: dict[str, Any], model_id: int,
-                      job_id: int | None) -> dict[str, int]:
+def store_generations(
+    session: Session, *, samples_path: Path, request: dict[str, Any], model_id: int, job_id: int | None
+) -> dict[str, int]:
     """Generation rows for every sample, tasks for the train-split prompts. Flushes; the caller commits."""
     by_prompt: dict[int, list[dict]] = {}
     with open(samples_path, encoding="utf-8") as fh:
@@ -152,37 +175,72 @@ def store_generations(session: Session, *, samples_path: Path, request: dict[str
     splits = {}
     ids = sorted(by_prompt)
     for start in range(0, len(ids), 2000):
-        splits.update(session.execute(select(Prompt.id, Prompt.split).where(Prompt.id.in_(ids[start:start + 2000]))).all())
+        splits.update(
+            session.execute(select(Prompt.id, Prompt.split).where(Prompt.id.in_(ids[start : start + 2000]))).all()
+        )
     now = utcnow()
-    rows = [{"prompt_id": prompt_id, "model_version_id": model_id, "text": rec["text"],
-             "temperature": rec["temperature"], "top_k": rec["top_k"], "top_p": rec["top_p"],
-             "max_new_tokens": rec["max_new_tokens"], "seed": rec["seed"], "finish_reason": rec["finish_reason"],
-             "num_tokens": rec["num_tokens"], "logprob": rec["logprob"], "source": "model", "job_id": job_id,
-             "created_at": now}
-            for prompt_id in ids for rec in sorted(by_prompt[prompt_id], key=lambda r: r["sample"])]
+    rows = [
+        {
+            "prompt_id": prompt_id,
+            "model_version_id": model_id,
+            "text": rec["text"],
+            "temperature": rec["temperature"],
+            "top_k": rec["top_k"],
+            "top_p": rec["top_p"],
+            "max_new_tokens": rec["max_new_tokens"],
+            "seed": rec["seed"],
+            "finish_reason": rec["finish_reason"],
+            "num_tokens": rec["num_tokens"],
+            "logprob": rec["logprob"],
+            "source": "model",
+            "job_id": job_id,
+            "created_at": now,
+        }
+        for prompt_id in ids
+        for rec in sorted(by_prompt[prompt_id], key=lambda r: r["sample"])
+    ]
     new_ids: list[int] = []
     for start in range(0, len(rows), 1000):
-        new_ids += session.scalars(insert(Generation).returning(Generation.id, sort_by_parameter_order=True),
-                                   rows[start:start + 1000]).all()
+        new_ids += session.scalars(
+            insert(Generation).returning(Generation.id, sort_by_parameter_order=True), rows[start : start + 1000]
+        ).all()
     # Tasks (and their positions) in bulk too: a request may cover 100k prompts.
     groups: list[tuple[int, list[int]]] = []
     position = 0
     for prompt_id in ids:
-        gen_ids = new_ids[position:position + len(by_prompt[prompt_id])]
+        gen_ids = new_ids[position : position + len(by_prompt[prompt_id])]
         position += len(gen_ids)
         if splits.get(prompt_id) != "train":
             continue  # held out: evaluated, never annotated for training
         groups += [(prompt_id, group) for group in _task_groups(request["task_kind"], gen_ids)]
     meta = {"request_seed": request["seed"], "generation_job": job_id}
     for start in range(0, len(groups), 1000):
-        chunk = groups[start:start + 1000]
-        task_ids = session.scalars(insert(Task).returning(Task.id, sort_by_parameter_order=True), [
-            {"prompt_id": prompt_id, "kind": request["task_kind"], "overlap": request["overlap"],
-             "priority": request.get("priority", 0), "done_count": 0, "completed": False, "meta": meta,
-             "job_id": job_id, "created_at": now} for prompt_id, _ in chunk]).all()
-        session.execute(insert(TaskPosition), [{"task_id": task_id, "position": i, "generation_id": g}
-                                               for task_id, (_, group) in zip(task_ids, chunk)
-                                               for i, g in enumerate(group)])
+        chunk = groups[start : start + 1000]
+        task_ids = session.scalars(
+            insert(Task).returning(Task.id, sort_by_parameter_order=True),
+            [
+                {
+                    "prompt_id": prompt_id,
+                    "kind": request["task_kind"],
+                    "overlap": request["overlap"],
+                    "priority": request.get("priority", 0),
+                    "done_count": 0,
+                    "completed": False,
+                    "meta": meta,
+                    "job_id": job_id,
+                    "created_at": now,
+                }
+                for prompt_id, _ in chunk
+            ],
+        ).all()
+        session.execute(
+            insert(TaskPosition),
+            [
+                {"task_id": task_id, "position": i, "generation_id": g}
+                for task_id, (_, group) in zip(task_ids, chunk)
+                for i, g in enumerate(group)
+            ],
+        )
     tasks = len(groups)
     generations = len(new_ids)
     session.flush()
@@ -201,8 +259,12 @@ def run_generate(ctx) -> dict[str, Any]:
         if model is None:
             raise JobFailed(f"policy model {request['model_id']} no longer exists")
         model_path = model.path
-        prompt_ids = select_prompt_ids(session, request=GenerationRequest(**{
-            k: v for k, v in request.items() if k in GenerationRequest.__dataclass_fields__}))
+        prompt_ids = select_prompt_ids(
+            session,
+            request=GenerationRequest(
+                **{k: v for k, v in request.items() if k in GenerationRequest.__dataclass_fields__}
+            ),
+        )
         if not prompt_ids:
             raise JobFailed("no prompts match the request")
         ctx.output_dir.mkdir(parents=True, exist_ok=True)
@@ -211,11 +273,13 @@ def run_generate(ctx) -> dict[str, Any]:
     samples_path = ctx.output_dir / f"samples-{ctx.attempt}.jsonl"
     samples_path.unlink(missing_ok=True)
     ctx.progress(0, len(prompt_ids), f"generating {request['num_samples']} responses for {len(prompt_ids)} prompts")
-    ctx.run_trainer(trainer_args(model_path=model_path, prompts=prompts_path, out=samples_path, request=request),
-                    stage="generate")
+    ctx.run_trainer(
+        trainer_args(model_path=model_path, prompts=prompts_path, out=samples_path, request=request), stage="generate"
+    )
     with ctx.session() as session:
-        counts = store_generations(session, samples_path=samples_path, request=request, model_id=request["model_id"],
-                                   job_id=ctx.job_id)
+        counts = store_generations(
+            session, samples_path=samples_path, request=request, model_id=request["model_id"], job_id=ctx.job_id
+        )
     ctx.progress(len(prompt_ids), len(prompt_ids), f"{counts['generations']} generations, {counts['tasks']} tasks")
     return {**counts, "samples_file": str(samples_path)}
 
@@ -223,5 +287,7 @@ def run_generate(ctx) -> dict[str, Any]:
 def _counts(session: Session, job_id: int) -> dict[str, int]:
     from sqlalchemy import func
 
-    return {"generations": session.scalar(select(func.count()).select_from(Generation).where(Generation.job_id == job_id)),
-            "tasks": session.scalar(select(func.count()).select_from(Task).where(Task.job_id == job_id))}
+    return {
+        "generations": session.scalar(select(func.count()).select_from(Generation).where(Generation.job_id == job_id)),
+        "tasks": session.scalar(select(func.count()).select_from(Task).where(Task.job_id == job_id)),
+    }

@@ -2,6 +2,7 @@
 
 The worker's side of the queue (claim, heartbeat, sweep) is app/jobs/queue.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,21 +13,30 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.models import JOB_STATUSES, Job, JobMetric, utcnow
+from app.services.errors import NotFound, ServiceError
 from app.settings import get_settings
 
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
+METRICS_PAGE = 2000  # metric points per request of a job's series
 
 
-class JobError(ValueError):
+class JobError(ServiceError):
     """Bad input for a job operation; the message is safe to show."""
 
 
-class JobNotFound(LookupError):
+class JobNotFound(NotFound):
     pass
 
 
-def enqueue_job(session: Session, *, kind: str, config: dict[str, Any] | None = None,
-                created_by_id: int | None = None, priority: int = 0, max_attempts: int | None = None) -> Job:
+def enqueue_job(
+    session: Session,
+    *,
+    kind: str,
+    config: dict[str, Any] | None = None,
+    created_by_id: int | None = None,
+    priority: int = 0,
+    max_attempts: int | None = None,
+) -> Job:
     if not kind or len(kind) > 32:
         raise JobError("job kind must be 1-32 characters")
     config = config or {}
@@ -37,8 +47,9 @@ def enqueue_job(session: Session, *, kind: str, config: dict[str, Any] | None = 
     attempts = get_settings().job_max_attempts if max_attempts is None else max_attempts
     if attempts < 1:
         raise JobError("max_attempts must be at least 1")
-    job = Job(kind=kind, config=config, created_by_id=created_by_id, priority=priority, max_attempts=attempts,
-              status="queued")
+    job = Job(
+        kind=kind, config=config, created_by_id=created_by_id, priority=priority, max_attempts=attempts, status="queued"
+    )
     session.add(job)
     session.flush()
     return job
@@ -51,8 +62,7 @@ def get_job(session: Session, *, job_id: int) -> Job:
     return job
 
 
-def list_jobs(session: Session, *, status: str | None = None, kind: str | None = None,
-              limit: int = 100) -> list[Job]:
+def list_jobs(session: Session, *, status: str | None = None, kind: str | None = None, limit: int = 100) -> list[Job]:
     if status is not None and status not in JOB_STATUSES:
         raise JobError(f"status must be one of {', '.join(JOB_STATUSES)}, not {status!r}")
     query = select(Job).order_by(Job.id.desc()).limit(max(1, min(limit, 1000)))
@@ -70,24 +80,30 @@ def request_cancel(session: Session, *, job_id: int) -> Job:
     now = utcnow()
     # Conditional UPDATEs: a worker may claim the job between our read and our write.
     cancelled_now = session.execute(
-        update(Job).where(Job.id == job_id, Job.status == "queued")
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued")
         .values(status="cancelled", cancel_requested=True, finished_at=now, error="cancelled")
-        .execution_options(synchronize_session=False)).rowcount
+        .execution_options(synchronize_session=False)
+    ).rowcount
     if not cancelled_now:
         requested = session.execute(
-            update(Job).where(Job.id == job_id, Job.status == "running").values(cancel_requested=True)
-            .execution_options(synchronize_session=False)).rowcount
+            update(Job)
+            .where(Job.id == job_id, Job.status == "running")
+            .values(cancel_requested=True)
+            .execution_options(synchronize_session=False)
+        ).rowcount
         if not requested:
             session.refresh(job)
-            raise JobError(f"job {job_id} is already {job.status}")
+            raise JobError(f"job {job_id} is already {job.status}", status=409)
     session.flush()
     session.refresh(job)
     return job
 
 
 def job_metrics(session: Session, *, job_id: int, after_id: int = 0, limit: int = 5000) -> list[JobMetric]:
-    query = (select(JobMetric).where(JobMetric.job_id == job_id, JobMetric.id > after_id)
-             .order_by(JobMetric.id).limit(limit))
+    query = (
+        select(JobMetric).where(JobMetric.job_id == job_id, JobMetric.id > after_id).order_by(JobMetric.id).limit(limit)
+    )
     return list(session.scalars(query))
 
 
@@ -112,9 +128,13 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "status": job.status,
         "priority": job.priority,
         "config": job.config,
-        "progress": {"done": job.progress_done, "total": total, "message": job.progress_message,
-                     "fraction": (job.progress_done / total) if total > 0 else None,
-                     "eta_s": eta_seconds(job)},
+        "progress": {
+            "done": job.progress_done,
+            "total": total,
+            "message": job.progress_message,
+            "fraction": (job.progress_done / total) if total > 0 else None,
+            "eta_s": eta_seconds(job),
+        },
         "metrics": job.metrics,
         "result": job.result,
         "error": job.error,
@@ -132,5 +152,10 @@ def job_to_dict(job: Job) -> dict[str, Any]:
 
 
 def metric_to_dict(metric: JobMetric) -> dict[str, Any]:
-    return {"id": metric.id, "stage": metric.stage, "step": metric.step, "values": metric.values,
-            "created_at": _iso(metric.created_at)}
+    return {
+        "id": metric.id,
+        "stage": metric.stage,
+        "step": metric.step,
+        "values": metric.values,
+        "created_at": _iso(metric.created_at),
+    }

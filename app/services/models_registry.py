@@ -9,6 +9,7 @@ One model per kind is current (a partial unique index holds that in the database
 of a kind becomes current; `promote` makes another one current; `rollback` goes back to the current one's
 parent (or, without a parent of that kind, to the newest older model of that kind).
 """
+
 from __future__ import annotations
 
 import os
@@ -21,12 +22,13 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.models import MODEL_KINDS, MODEL_STAGES, ModelVersion
+from app.services.errors import ServiceError
 
 CHECK_TIMEOUT_S = 600
 LOADERS = {"policy": "AutoModelForCausalLM", "reward": "AutoModelForSequenceClassification"}
 
 
-class ModelError(ValueError):
+class ModelError(ServiceError):
     """Bad input for a registry operation; the message is safe to show."""
 
 
@@ -40,8 +42,13 @@ def check_loads(*, path: Path, kind: str, timeout_s: float = CHECK_TIMEOUT_S) ->
         raise ModelError(f"{path}: no config.json (expected a save_pretrained directory)")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     try:
-        proc = subprocess.run([sys.executable, "-m", "app.services.models_registry", "--check", str(path), kind],
-                              capture_output=True, text=True, timeout=timeout_s, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-m", "app.services.models_registry", "--check", str(path), kind],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=env,
+        )
     except subprocess.TimeoutExpired:
         raise ModelError(f"{path}: loading took more than {timeout_s:.0f}s") from None
     if proc.returncode != 0:
@@ -50,9 +57,18 @@ def check_loads(*, path: Path, kind: str, timeout_s: float = CHECK_TIMEOUT_S) ->
         raise ModelError(f"{path} does not load as a {kind} model ({LOADERS[kind]}): {reason}")
 
 
-def register_model(session: Session, *, path: str | Path, name: str, kind: str, stage: str = "pretrained",
-                   parent_id: int | None = None, job_id: int | None = None, metrics: dict[str, Any] | None = None,
-                   check: bool = True) -> ModelVersion:
+def register_model(
+    session: Session,
+    *,
+    path: str | Path,
+    name: str,
+    kind: str,
+    stage: str = "pretrained",
+    parent_id: int | None = None,
+    job_id: int | None = None,
+    metrics: dict[str, Any] | None = None,
+    check: bool = True,
+) -> ModelVersion:
     if kind not in MODEL_KINDS:
         raise ModelError(f"kind must be one of {', '.join(MODEL_KINDS)}, not {kind!r}")
     if stage not in MODEL_STAGES:
@@ -61,13 +77,22 @@ def register_model(session: Session, *, path: str | Path, name: str, kind: str, 
         raise ModelError("name must be 1-128 characters")
     path = Path(path).expanduser().resolve()
     if parent_id is not None and session.get(ModelVersion, parent_id) is None:
-        raise ModelError(f"no model {parent_id} (parent)")
+        raise ModelError(f"no model {parent_id} (parent)", status=404)
     if check:
         check_loads(path=path, kind=kind)
-    has_current = session.scalar(select(ModelVersion.id).where(ModelVersion.kind == kind,
-                                                                ModelVersion.is_current.is_(True)))
-    model = ModelVersion(name=name, kind=kind, stage=stage, path=str(path), parent_id=parent_id, job_id=job_id,
-                         metrics=metrics or {}, is_current=has_current is None)
+    has_current = session.scalar(
+        select(ModelVersion.id).where(ModelVersion.kind == kind, ModelVersion.is_current.is_(True))
+    )
+    model = ModelVersion(
+        name=name,
+        kind=kind,
+        stage=stage,
+        path=str(path),
+        parent_id=parent_id,
+        job_id=job_id,
+        metrics=metrics or {},
+        is_current=has_current is None,
+    )
     session.add(model)
     session.flush()
     return model
@@ -83,7 +108,7 @@ def list_models(session: Session, *, kind: str | None = None) -> list[ModelVersi
 def get_model(session: Session, *, model_id: int) -> ModelVersion:
     model = session.get(ModelVersion, model_id)
     if model is None:
-        raise ModelError(f"no model {model_id}")
+        raise ModelError(f"no model {model_id}", status=404)
     return model
 
 
@@ -97,9 +122,12 @@ def promote(session: Session, *, model_id: int) -> ModelVersion:
     if model.kind == "policy" and model.stage == "imported":
         raise ModelError(f"model {model_id} stands for imported responses, not a policy that can generate")
     # Clear first, then set: the one-current-per-kind index must hold after every statement.
-    session.execute(update(ModelVersion).where(ModelVersion.kind == model.kind, ModelVersion.id != model.id,
-                                               ModelVersion.is_current.is_(True))
-                    .values(is_current=False).execution_options(synchronize_session="fetch"))
+    session.execute(
+        update(ModelVersion)
+        .where(ModelVersion.kind == model.kind, ModelVersion.id != model.id, ModelVersion.is_current.is_(True))
+        .values(is_current=False)
+        .execution_options(synchronize_session="fetch")
+    )
     session.flush()
     model.is_current = True
     session.flush()
@@ -113,9 +141,12 @@ def rollback(session: Session, *, kind: str = "policy") -> ModelVersion:
         raise ModelError(f"no current {kind} model to roll back from")
     target = session.get(ModelVersion, current.parent_id) if current.parent_id is not None else None
     if target is None or target.kind != kind:
-        target = session.scalar(select(ModelVersion).where(ModelVersion.kind == kind, ModelVersion.id < current.id,
-                                                           ModelVersion.stage != "imported")
-                                .order_by(ModelVersion.id.desc()).limit(1))
+        target = session.scalar(
+            select(ModelVersion)
+            .where(ModelVersion.kind == kind, ModelVersion.id < current.id, ModelVersion.stage != "imported")
+            .order_by(ModelVersion.id.desc())
+            .limit(1)
+        )
     if target is None:
         raise ModelError(f"{kind} model {current.id} has no earlier version to roll back to")
     return promote(session, model_id=target.id)
@@ -123,7 +154,9 @@ def rollback(session: Session, *, kind: str = "policy") -> ModelVersion:
 
 def imported_model(session: Session) -> ModelVersion:
     """The registry entry that imported responses point at (model `imported`), created on first use."""
-    model = session.scalar(select(ModelVersion).where(ModelVersion.name == "imported", ModelVersion.stage == "imported"))
+    model = session.scalar(
+        select(ModelVersion).where(ModelVersion.name == "imported", ModelVersion.stage == "imported")
+    )
     if model is None:
         model = ModelVersion(name="imported", kind="policy", stage="imported", path="", metrics={}, is_current=False)
         session.add(model)
@@ -132,9 +165,18 @@ def imported_model(session: Session) -> ModelVersion:
 
 
 def model_to_dict(model: ModelVersion) -> dict[str, Any]:
-    return {"id": model.id, "name": model.name, "kind": model.kind, "stage": model.stage, "path": model.path,
-            "parent_id": model.parent_id, "job_id": model.job_id, "current": model.is_current,
-            "metrics": model.metrics, "created_at": model.created_at.isoformat() if model.created_at else None}
+    return {
+        "id": model.id,
+        "name": model.name,
+        "kind": model.kind,
+        "stage": model.stage,
+        "path": model.path,
+        "parent_id": model.parent_id,
+        "job_id": model.job_id,
+        "current": model.is_current,
+        "metrics": model.metrics,
+        "created_at": model.created_at.isoformat() if model.created_at else None,
+    }
 
 
 def _check_main(path: str, kind: str) -> int:

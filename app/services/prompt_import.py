@@ -10,6 +10,7 @@ Every line is checked before anything is written; any bad line refuses the whole
 for each (the first MAX_REPORTED). New prompts go in with one multi-row INSERT per chunk, so 100k prompts take
 seconds.
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,6 +24,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from app.models import SPLITS, Prompt, utcnow
+from app.services.errors import ServiceError
 from app.services.prompts import PromptError, prompt_hash, validate_messages
 
 FORMATS = ("jsonl", "csv")
@@ -37,7 +39,7 @@ class LineError:
     message: str
 
 
-class PromptImportError(ValueError):
+class PromptImportError(ServiceError):
     """The file was refused; nothing was stored. `errors` name the lines."""
 
     def __init__(self, name: str, errors: list[LineError], total_errors: int | None = None):
@@ -117,7 +119,11 @@ def _records_csv(text: str) -> Iterator[tuple[int, Any]]:
                 except json.JSONDecodeError:
                     problem = ValueError("messages cell must be a JSON list of {role, content}")
             elif key == "tags":
-                value = json.loads(value) if value.lstrip().startswith("[") else [t.strip() for t in value.split(",") if t.strip()]
+                value = (
+                    json.loads(value)
+                    if value.lstrip().startswith("[")
+                    else [t.strip() for t in value.split(",") if t.strip()]
+                )
             record[key] = value
         yield reader.line_num, problem or record
 
@@ -146,8 +152,15 @@ def _check(line: int, obj: Any) -> ParsedPrompt:
     if split not in SPLITS:
         raise PromptError(f"`split` must be train or eval, not {split!r}")
     meta = {k: v for k, v in obj.items() if k not in KNOWN_KEYS}
-    return ParsedPrompt(line=line, text=text, messages=messages, tags=tags, split=split, meta=meta,
-                        content_hash=prompt_hash(text=text, messages=messages))
+    return ParsedPrompt(
+        line=line,
+        text=text,
+        messages=messages,
+        tags=tags,
+        split=split,
+        meta=meta,
+        content_hash=prompt_hash(text=text, messages=messages),
+    )
 
 
 def parse_prompts(data: bytes | str, *, name: str, fmt: str) -> list[ParsedPrompt]:
@@ -156,7 +169,7 @@ def parse_prompts(data: bytes | str, *, name: str, fmt: str) -> list[ParsedPromp
         try:
             data = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            raise PromptImportError(name, [LineError(data[:exc.start].count(b"\n") + 1, "not UTF-8 text")]) from None
+            raise PromptImportError(name, [LineError(data[: exc.start].count(b"\n") + 1, "not UTF-8 text")]) from None
     records = _records_jsonl(data) if fmt == "jsonl" else _records_csv(data)
     parsed: list[ParsedPrompt] = []
     errors: list[LineError] = []
@@ -180,7 +193,7 @@ def parse_prompts(data: bytes | str, *, name: str, fmt: str) -> list[ParsedPromp
 
 def _chunks(items: list, size: int) -> Iterable[list]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def store_prompts(session: Session, *, prompts: list[ParsedPrompt], source: str = "import") -> PromptImportResult:
@@ -195,8 +208,19 @@ def store_prompts(session: Session, *, prompts: list[ParsedPrompt], source: str 
         for existing in session.scalars(select(Prompt.content_hash).where(Prompt.content_hash.in_(chunk))):
             fresh.pop(existing, None)
     now = utcnow()
-    rows = [{"text": p.text, "messages": p.messages, "content_hash": h, "source": source, "tags": p.tags,
-             "split": p.split, "meta": p.meta, "created_at": now} for h, p in fresh.items()]
+    rows = [
+        {
+            "text": p.text,
+            "messages": p.messages,
+            "content_hash": h,
+            "source": source,
+            "tags": p.tags,
+            "split": p.split,
+            "meta": p.meta,
+            "created_at": now,
+        }
+        for h, p in fresh.items()
+    ]
     session.flush()
     for chunk in _chunks(rows, CHUNK):
         session.execute(insert(Prompt), chunk)
@@ -205,8 +229,9 @@ def store_prompts(session: Session, *, prompts: list[ParsedPrompt], source: str 
     return result
 
 
-def import_prompts(session: Session, *, data: bytes | str, name: str, fmt: str | None = None,
-                   source: str = "import") -> PromptImportResult:
+def import_prompts(
+    session: Session, *, data: bytes | str, name: str, fmt: str | None = None, source: str = "import"
+) -> PromptImportResult:
     """Parse and store a prompt file: all or nothing (the caller commits)."""
     parsed = parse_prompts(data, name=name, fmt=detect_format(name, fmt))
     return store_prompts(session, prompts=parsed, source=source)

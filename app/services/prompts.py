@@ -1,4 +1,5 @@
 """Prompts: one row per distinct content (sha256 of a canonical form), plain text or chat messages."""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,9 +10,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import Prompt
+from app.services.errors import ServiceError
 
 
-class PromptError(ValueError):
+class PromptError(ServiceError):
     pass
 
 
@@ -30,8 +32,12 @@ def validate_messages(messages: Any) -> list[dict[str, str]]:
 
 
 def prompt_hash(*, text: str | None, messages: list[dict[str, str]] | None) -> str:
-    canonical = json.dumps({"text": text} if messages is None else {"messages": messages},
-                           sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    canonical = json.dumps(
+        {"text": text} if messages is None else {"messages": messages},
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -42,9 +48,16 @@ def prompt_display_text(prompt: Prompt) -> str:
     return "\n\n".join(f"{m['role']}: {m['content']}" for m in prompt.messages)
 
 
-def get_or_create_prompt(session: Session, *, text: str | None = None, messages: list[dict[str, str]] | None = None,
-                         source: str = "import", tags: list[str] | None = None, split: str = "train",
-                         meta: dict | None = None) -> tuple[Prompt, bool]:
+def get_or_create_prompt(
+    session: Session,
+    *,
+    text: str | None = None,
+    messages: list[dict[str, str]] | None = None,
+    source: str = "import",
+    tags: list[str] | None = None,
+    split: str = "train",
+    meta: dict | None = None,
+) -> tuple[Prompt, bool]:
     """The prompt with this content, created if new. Returns (prompt, created)."""
     if (text is None) == (messages is None):
         raise PromptError("give either a prompt string or a messages list")
@@ -52,8 +65,9 @@ def get_or_create_prompt(session: Session, *, text: str | None = None, messages:
     existing = session.scalar(select(Prompt).where(Prompt.content_hash == digest))
     if existing is not None:
         return existing, False
-    prompt = Prompt(text=text, messages=messages, content_hash=digest, source=source, tags=tags or [],
-                    split=split, meta=meta or {})
+    prompt = Prompt(
+        text=text, messages=messages, content_hash=digest, source=source, tags=tags or [], split=split, meta=meta or {}
+    )
     session.add(prompt)
     session.flush()
     return prompt, True

@@ -22,6 +22,7 @@ worker killed mid-round leaves the registry untouched, and the next worker finis
 configs written beside the outputs (`<stage>.config.json`) and the snapshot are all one needs to rerun a round
 by hand; `snapshot_from` reruns one through the service on another round's snapshot.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,6 +41,7 @@ from sqlalchemy.orm import Session
 from app.jobs.context import JobContext, JobLost
 from app.jobs.registry import JobFailed, job_kind
 from app.models import Annotation, Job, ModelVersion, Prompt, Task
+from app.services.errors import ServiceError
 from app.services.generation import store_generations, trainer_args
 from app.services.jobs import enqueue_job
 from app.services.models_registry import promote, register_model
@@ -74,9 +76,13 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "rs": {"num_samples": 8, "temperature": 0.7, "max_new_tokens": 32},
     "sft": {"epochs": 2, "batch_size": 16, "lr": 2e-5},
 }
-STAGE_CONFIG_CLASSES = {"reward": ("trainer.reward_model", "RewardConfig"), "ppo": ("trainer.ppo", "PPOConfig"),
-                        "dpo": ("trainer.dpo", "DPOConfig"), "rs": ("trainer.best_of_n", "BestOfNConfig"),
-                        "sft": ("trainer.sft", "SftConfig")}
+STAGE_CONFIG_CLASSES = {
+    "reward": ("trainer.reward_model", "RewardConfig"),
+    "ppo": ("trainer.ppo", "PPOConfig"),
+    "dpo": ("trainer.dpo", "DPOConfig"),
+    "rs": ("trainer.best_of_n", "BestOfNConfig"),
+    "sft": ("trainer.sft", "SftConfig"),
+}
 # The trainer stages each algorithm runs after the reward model (their flags: the config's field of that name).
 ALGO_STAGES = {"ppo": ("ppo",), "dpo": ("dpo",), "rs": ("rs", "sft")}
 # Reward-hacking warnings (point 5 of the rounds issue): thresholds on the evaluation's figures.
@@ -85,7 +91,7 @@ REPETITION_WARN = 0.5  # distinct-2 after below this share of before's
 REWARD_LENGTH_CORR_WARN = 0.7  # correlation of RM score and length among the new samples
 
 
-class RoundError(ValueError):
+class RoundError(ServiceError):
     """A round that cannot start (bad config, too little data, one already active); the message is safe to show."""
 
 
@@ -103,7 +109,7 @@ class NextTasks(BaseModel):
     max_new_tokens: int = Field(32, ge=1)
 
     @model_validator(mode="after")
-    def _pairs_need_even_k(self) -> "NextTasks":
+    def _pairs_need_even_k(self) -> NextTasks:
         if self.kind == "pairwise" and self.k % 2:
             raise ValueError("pairwise tasks take the k responses two by two: k must be even")
         return self
@@ -124,9 +130,13 @@ class RoundConfig(BaseModel):
     snapshot_from: int | None = Field(None, description="Rerun on this round's snapshot instead of a new one.")
     # what trains from what
     reward_init: Literal["sft", "previous"] = "sft"
-    reward_likelihood: bool = Field(True, description=(
-        "The reward model adds the SFT ancestor's mean response log-likelihood, its weight learned with the head: "
-        "what tells a right answer from a wrong one said alike."))
+    reward_likelihood: bool = Field(
+        True,
+        description=(
+            "The reward model adds the SFT ancestor's mean response log-likelihood, its weight learned with the head: "
+            "what tells a right answer from a wrong one said alike."
+        ),
+    )
     policy_init: Literal["current", "sft"] = "current"
     reference: Literal["sft", "current"] = "sft"
     # trainer flags per stage (on top of STAGE_DEFAULTS)
@@ -139,12 +149,19 @@ class RoundConfig(BaseModel):
     eval_prompts: int = Field(64, ge=1, description="Eval-split prompts used to compare the policies.")
     eval_max_new_tokens: int = Field(32, ge=1)
     eval_temperature: float = Field(0.7, ge=0.0)
-    eval_samples: int = Field(1, ge=1, le=16, description="Samples per eval prompt and policy: the win-rate's "
-                                                          "standard error falls with their square root.")
+    eval_samples: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Samples per eval prompt and policy: the win-rate's standard error falls with their square root.",
+    )
     baseline: Literal["current", "sft"] = Field("current", description="The policy the new one is compared with.")
     report_samples: int = Field(8, ge=0, le=200, description="Eval prompts shown before/after on the report.")
-    gold_judge: str = Field("", description="module:function (prompt, response) -> float, e.g. "
-                                            "trainer.world.judge:score on the embedded world.")
+    gold_judge: str = Field(
+        "",
+        description="module:function (prompt, response) -> float, e.g. "
+        "trainer.world.judge:score on the embedded world.",
+    )
     next_tasks: NextTasks = Field(default_factory=NextTasks)
     note: str = Field("", max_length=500, description="Why the round was started (e.g. the schedule's trigger).")
 
@@ -199,13 +216,16 @@ def check_stage_flags(stage: str, flags: dict[str, Any]) -> None:
 
 # ---- data checks and start ----------------------------------------------------------------------------------
 
+
 def preference_pairs(session: Session, *, config: RoundConfig) -> int:
     """Preference pairs the round's filters admit now (pairwise choices + all pairs of each ranking), train split.
     The same rows the snapshot's trl export will hold."""
-    stmt = (select(Annotation.kind, Annotation.choice, Annotation.chosen_id, Annotation.ranking)
-            .join(Task, Task.id == Annotation.task_id).join(Prompt, Prompt.id == Task.prompt_id)
-            .where(Annotation.deleted_at.is_(None), Prompt.split == "train",
-                   Annotation.kind.in_(("pairwise", "ranking"))))
+    stmt = (
+        select(Annotation.kind, Annotation.choice, Annotation.chosen_id, Annotation.ranking)
+        .join(Task, Task.id == Annotation.task_id)
+        .join(Prompt, Prompt.id == Task.prompt_id)
+        .where(Annotation.deleted_at.is_(None), Prompt.split == "train", Annotation.kind.in_(("pairwise", "ranking")))
+    )
     if config.source != "all":
         stmt = stmt.where(Annotation.source == config.source)
     if config.since is not None:
@@ -223,8 +243,10 @@ def too_little_data(pairs: int, config: RoundConfig) -> str | None:
     if pairs >= config.min_pairs:
         return None
     whose = {"all": "human and AI", "human": "human", "ai": "AI"}[config.source]
-    return (f"too little data for a round: {pairs} preference pair(s) from {whose} annotations on train prompts, "
-            f"at least {config.min_pairs} needed (min_pairs); collect more labels or lower min_pairs")
+    return (
+        f"too little data for a round: {pairs} preference pair(s) from {whose} annotations on train prompts, "
+        f"at least {config.min_pairs} needed (min_pairs); collect more labels or lower min_pairs"
+    )
 
 
 def current_policy(session: Session) -> ModelVersion | None:
@@ -253,19 +275,25 @@ def start_round(session: Session, *, config: dict[str, Any] | RoundConfig, creat
             raise RoundError(f"snapshot_from: round {cfg.snapshot_from} has no complete snapshot")
     active = active_round(session)
     if active is not None:
-        raise RoundError(f"round {active.id} is already {active.status}: one round at a time")
+        raise RoundError(f"round {active.id} is already {active.status}: one round at a time", status=409)
     try:
         with session.begin_nested():
-            job = enqueue_job(session, kind=ROUND_KIND, config=cfg.model_dump(mode="json"),
-                              created_by_id=created_by_id, max_attempts=get_settings().job_max_attempts)
+            job = enqueue_job(
+                session,
+                kind=ROUND_KIND,
+                config=cfg.model_dump(mode="json"),
+                created_by_id=created_by_id,
+                max_attempts=get_settings().job_max_attempts,
+            )
     except IntegrityError as exc:
         if ACTIVE_ROUND_INDEX in str(exc.orig) or "jobs.kind" in str(exc.orig):
-            raise RoundError("another round was started at the same moment: one round at a time") from None
+            raise RoundError("another round was started at the same moment: one round at a time", status=409) from None
         raise
     return job
 
 
 # ---- lineage ---------------------------------------------------------------------------------------------------
+
 
 def sft_ancestor(session: Session, model: ModelVersion) -> ModelVersion:
     """The nearest SFT model up the parent chain (the model itself if it is one); else the chain's root."""
@@ -287,12 +315,17 @@ def resolve_lineage(session: Session, cfg: RoundConfig) -> dict[str, ModelVersio
     reward = None
     if cfg.reward_init == "previous":
         reward = session.scalar(select(ModelVersion).where(ModelVersion.kind == "reward", ModelVersion.is_current))
-    return {"current": current, "sft": sft, "previous_reward": reward,
-            "start": current if cfg.policy_init == "current" else sft,
-            "reference": sft if cfg.reference == "sft" else current}
+    return {
+        "current": current,
+        "sft": sft,
+        "previous_reward": reward,
+        "start": current if cfg.policy_init == "current" else sft,
+        "reference": sft if cfg.reference == "sft" else current,
+    }
 
 
 # ---- files of a round ------------------------------------------------------------------------------------------
+
 
 def _remove_leftovers(directory: Path, name: str) -> None:
     """Temp dirs/files of a killed attempt (`NAME.tmp-*`): never complete, never reused."""
@@ -373,8 +406,9 @@ def last_values(lines: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def run_stage(ctx: JobContext, *, stage: str, trainer_stage: str, out: Path, flags: dict[str, Any],
-              extra: list[str] | None = None) -> list[dict[str, Any]]:
+def run_stage(
+    ctx: JobContext, *, stage: str, trainer_stage: str, out: Path, flags: dict[str, Any], extra: list[str] | None = None
+) -> list[dict[str, Any]]:
     """Run one trainer stage into `out` unless an earlier attempt completed it; its metrics lines."""
     if out.is_dir():
         return replay_metrics(ctx, stage, out)
@@ -417,8 +451,13 @@ def train_reward(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: dict, m
     snap = rdir / "snapshot"
     train, held, n_train, n_eval = split_reward_data(snap, rdir, cfg.rm_eval_fraction)
     init = lineage["previous_reward"] or lineage["sft"]
-    flags = {**cfg.stage_flags("reward"), "model": init.path, "data": str(train), "out": str(rdir / "reward"),
-             "seed": cfg.seed}
+    flags = {
+        **cfg.stage_flags("reward"),
+        "model": init.path,
+        "data": str(train),
+        "out": str(rdir / "reward"),
+        "seed": cfg.seed,
+    }
     if held is not None:
         flags["eval_data"] = str(held)
     if cfg.reward_likelihood:
@@ -431,24 +470,47 @@ def train_policy(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: dict) -
     out = rdir / "policy"
     start, reference = lineage["start"], lineage["reference"]
     if cfg.algo == "ppo":
-        flags = {**cfg.stage_flags("ppo"), "policy": start.path, "ref": reference.path,
-                 "reward_model": str(rdir / "reward"), "prompts": str(rdir / "snapshot" / "prompts.jsonl"),
-                 "out": str(out), "seed": cfg.seed}
+        flags = {
+            **cfg.stage_flags("ppo"),
+            "policy": start.path,
+            "ref": reference.path,
+            "reward_model": str(rdir / "reward"),
+            "prompts": str(rdir / "snapshot" / "prompts.jsonl"),
+            "out": str(out),
+            "seed": cfg.seed,
+        }
         ckpt = rdir / "policy.ckpt"
         extra = ["--resume", str(ckpt)] if (ckpt / "state.pt").is_file() and not out.is_dir() else []
         lines = run_stage(ctx, stage="ppo", trainer_stage="ppo", out=out, flags=flags, extra=extra)
         return {"algo": "ppo", "resumed": bool(extra), **last_values(lines)}
     if cfg.algo == "rs":
         best = rdir / "best_of_n"
-        flags = {**cfg.stage_flags("rs"), "policy": start.path, "judge": f"rm:{rdir / 'reward'}",
-                 "prompts": str(rdir / "snapshot" / "prompts.jsonl"), "out": str(best), "seed": cfg.seed}
+        flags = {
+            **cfg.stage_flags("rs"),
+            "policy": start.path,
+            "judge": f"rm:{rdir / 'reward'}",
+            "prompts": str(rdir / "snapshot" / "prompts.jsonl"),
+            "out": str(best),
+            "seed": cfg.seed,
+        }
         picked = last_values(run_stage(ctx, stage="rs", trainer_stage="best-of-n", out=best, flags=flags))
-        flags = {**cfg.stage_flags("sft"), "model": start.path, "data": str(best / "best.jsonl"), "out": str(out),
-                 "seed": cfg.seed}
+        flags = {
+            **cfg.stage_flags("sft"),
+            "model": start.path,
+            "data": str(best / "best.jsonl"),
+            "out": str(out),
+            "seed": cfg.seed,
+        }
         lines = run_stage(ctx, stage="sft", trainer_stage="sft", out=out, flags=flags)
         return {"algo": "rs", **picked, **last_values(lines)}
-    flags = {**cfg.stage_flags("dpo"), "policy": start.path, "ref": reference.path,
-             "data": str(rdir / "snapshot" / "trl.jsonl"), "out": str(out), "seed": cfg.seed}
+    flags = {
+        **cfg.stage_flags("dpo"),
+        "policy": start.path,
+        "ref": reference.path,
+        "data": str(rdir / "snapshot" / "trl.jsonl"),
+        "out": str(out),
+        "seed": cfg.seed,
+    }
     lines = run_stage(ctx, stage="dpo", trainer_stage="dpo", out=out, flags=flags)
     return {"algo": "dpo", **last_values(lines)}
 
@@ -461,8 +523,9 @@ def _eval_prompts_file(rdir: Path, count: int) -> Path:
     return out
 
 
-def generate_samples(ctx: JobContext, *, stage: str, model: str, prompts: Path, out: Path, request: dict[str, Any]
-                     ) -> Path:
+def generate_samples(
+    ctx: JobContext, *, stage: str, model: str, prompts: Path, out: Path, request: dict[str, Any]
+) -> Path:
     """`trainer generate` into `out`, unless an earlier attempt wrote it."""
     if out.is_file():
         return out
@@ -471,8 +534,9 @@ def generate_samples(ctx: JobContext, *, stage: str, model: str, prompts: Path, 
     return out
 
 
-def evaluate_round(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: dict,
-                   policy_metrics: dict[str, Any]) -> dict[str, Any]:
+def evaluate_round(
+    ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: dict, policy_metrics: dict[str, Any]
+) -> dict[str, Any]:
     """New policy (A) against the current one (B) on eval prompts with `trainer evaluate`: win-rate under the new
     reward model (and the gold judge when configured), KL to the reference, mean length, distinct-n; plus a few
     samples of both, side by side, for the report."""
@@ -481,9 +545,22 @@ def evaluate_round(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: dict,
         return json.loads(saved.read_text(encoding="utf-8"))
     prompts = _eval_prompts_file(rdir, cfg.eval_prompts)
     before = lineage["current"] if cfg.baseline == "current" else lineage["sft"]
-    common = ["--policy", str(rdir / "policy"), "--baseline", before.path, "--prompts", str(prompts),
-              "--max-new-tokens", str(cfg.eval_max_new_tokens), "--temperature", str(cfg.eval_temperature),
-              "--num-samples", str(cfg.eval_samples), "--seed", str(cfg.seed)]
+    common = [
+        "--policy",
+        str(rdir / "policy"),
+        "--baseline",
+        before.path,
+        "--prompts",
+        str(prompts),
+        "--max-new-tokens",
+        str(cfg.eval_max_new_tokens),
+        "--temperature",
+        str(cfg.eval_temperature),
+        "--num-samples",
+        str(cfg.eval_samples),
+        "--seed",
+        str(cfg.seed),
+    ]
     report: dict[str, Any] = {"prompts": _count_jsonl(prompts), "policy_id_before": before.id}
     judges = {"rm": (f"rm:{rdir / 'reward'}", ["--ref", lineage["reference"].path])}
     if cfg.gold_judge:
@@ -492,19 +569,38 @@ def evaluate_round(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: dict,
         out = rdir / f"evaluate-{name}.json"
         if not out.is_file():
             _remove_leftovers(rdir, out.name)
-            ctx.run_trainer(["evaluate", *common, "--judge", judge, *extra, "--out", str(out)],
-                            stage=f"evaluate-{name}")
+            ctx.run_trainer(
+                ["evaluate", *common, "--judge", judge, *extra, "--out", str(out)], stage=f"evaluate-{name}"
+            )
         report[name] = json.loads(out.read_text(encoding="utf-8"))
     if cfg.report_samples > 0:
         report_prompts = rdir / "report_prompts.jsonl"
-        lines = prompts.read_text(encoding="utf-8").splitlines(keepends=True)[:cfg.report_samples]
+        lines = prompts.read_text(encoding="utf-8").splitlines(keepends=True)[: cfg.report_samples]
         report_prompts.write_text("".join(lines), encoding="utf-8")
-        sampling = {"num_samples": 1, "temperature": cfg.eval_temperature, "top_k": 0, "top_p": 1.0,
-                    "max_new_tokens": cfg.eval_max_new_tokens, "seed": cfg.seed}
-        generate_samples(ctx, stage="samples-before", model=before.path, prompts=report_prompts,
-                         out=rdir / "samples_before.jsonl", request=sampling)
-        generate_samples(ctx, stage="samples-after", model=str(rdir / "policy"), prompts=report_prompts,
-                         out=rdir / "samples_after.jsonl", request=sampling)
+        sampling = {
+            "num_samples": 1,
+            "temperature": cfg.eval_temperature,
+            "top_k": 0,
+            "top_p": 1.0,
+            "max_new_tokens": cfg.eval_max_new_tokens,
+            "seed": cfg.seed,
+        }
+        generate_samples(
+            ctx,
+            stage="samples-before",
+            model=before.path,
+            prompts=report_prompts,
+            out=rdir / "samples_before.jsonl",
+            request=sampling,
+        )
+        generate_samples(
+            ctx,
+            stage="samples-after",
+            model=str(rdir / "policy"),
+            prompts=report_prompts,
+            out=rdir / "samples_after.jsonl",
+            request=sampling,
+        )
     report["summary"] = evaluation_summary(report)
     report["warnings"] = hacking_warnings(report, policy_metrics)
     saved.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -546,19 +642,23 @@ def hacking_warnings(report: dict[str, Any], policy_metrics: dict[str, Any]) -> 
     warnings = []
     before_len, after_len = s.get("mean_length_before"), s.get("mean_length")
     if before_len and after_len and after_len / before_len > LENGTH_GROWTH_WARN:
-        warnings.append(f"length growth: mean length {before_len:.1f} -> {after_len:.1f} tokens "
-                        f"(x{after_len / before_len:.2f})")
+        warnings.append(
+            f"length growth: mean length {before_len:.1f} -> {after_len:.1f} tokens (x{after_len / before_len:.2f})"
+        )
     before_d2, after_d2 = s.get("distinct_2_before"), s.get("distinct_2")
     if before_d2 and after_d2 is not None and after_d2 < REPETITION_WARN * before_d2:
         warnings.append(f"repetition: distinct-2 {before_d2:.2f} -> {after_d2:.2f}")
     corr = policy_metrics.get("reward_length_corr")
     if isinstance(corr, (int, float)) and not math.isnan(corr) and corr > REWARD_LENGTH_CORR_WARN:
-        warnings.append(f"reward-length correlation {corr:.2f} among the policy's training samples (PPO's last "
-                        "batch, or all best-of-n samples): the reward model may pay for length")
+        warnings.append(
+            f"reward-length correlation {corr:.2f} among the policy's training samples (PPO's last "
+            "batch, or all best-of-n samples): the reward model may pay for length"
+        )
     rm_win, gold_win = s.get("rm_win_rate"), s.get("gold_win_rate")
     if rm_win is not None and gold_win is not None and rm_win > 0.6 and gold_win < 0.5:
-        warnings.append(f"the reward model prefers the new policy ({rm_win:.0%}) but the gold judge does not "
-                        f"({gold_win:.0%})")
+        warnings.append(
+            f"the reward model prefers the new policy ({rm_win:.0%}) but the gold judge does not ({gold_win:.0%})"
+        )
     return warnings
 
 
@@ -567,10 +667,14 @@ def next_task_prompts(session: Session, rdir: Path, count: int) -> Path:
     out = rdir / "next_prompts.jsonl"
     if out.is_file():
         return out
-    tasks = (select(Task.prompt_id, func.count().label("n")).group_by(Task.prompt_id).subquery())
+    tasks = select(Task.prompt_id, func.count().label("n")).group_by(Task.prompt_id).subquery()
     rows = session.execute(
-        select(Prompt.id, Prompt.text, Prompt.messages).outerjoin(tasks, tasks.c.prompt_id == Prompt.id)
-        .where(Prompt.split == "train").order_by(func.coalesce(tasks.c.n, 0), Prompt.id).limit(count)).all()
+        select(Prompt.id, Prompt.text, Prompt.messages)
+        .outerjoin(tasks, tasks.c.prompt_id == Prompt.id)
+        .where(Prompt.split == "train")
+        .order_by(func.coalesce(tasks.c.n, 0), Prompt.id)
+        .limit(count)
+    ).all()
     tmp = out.with_name(out.name + ".tmp-write")
     with open(tmp, "w", encoding="utf-8") as fh:
         for prompt_id, text, messages in rows:
@@ -580,46 +684,85 @@ def next_task_prompts(session: Session, rdir: Path, count: int) -> Path:
     return out
 
 
-def register_round(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: dict, *, reward_metrics: dict,
-                   policy_metrics: dict, evaluation: dict, samples: Path | None) -> dict[str, Any]:
+def register_round(
+    ctx: JobContext,
+    cfg: RoundConfig,
+    rdir: Path,
+    lineage: dict,
+    *,
+    reward_metrics: dict,
+    policy_metrics: dict,
+    evaluation: dict,
+    samples: Path | None,
+) -> dict[str, Any]:
     """One transaction: the registry rows (both made current) and the next tasks. Conditioned on this worker still
     holding the job, so a round taken over by another worker cannot register twice."""
     with ctx.session() as session:
-        held = session.execute(update(Job).where(Job.id == ctx.job_id, Job.worker_id == ctx.worker_id,
-                                                 Job.status == "running").values(progress_message="register")
-                               .execution_options(synchronize_session=False)).rowcount
+        held = session.execute(
+            update(Job)
+            .where(Job.id == ctx.job_id, Job.worker_id == ctx.worker_id, Job.status == "running")
+            .values(progress_message="register")
+            .execution_options(synchronize_session=False)
+        ).rowcount
         if held != 1:
             raise JobLost(f"job {ctx.job_id} is no longer held by worker {ctx.worker_id}")
-        existing = session.scalar(select(ModelVersion).where(ModelVersion.round_job_id == ctx.job_id,
-                                                             ModelVersion.kind == "policy"))
+        existing = session.scalar(
+            select(ModelVersion).where(ModelVersion.round_job_id == ctx.job_id, ModelVersion.kind == "policy")
+        )
         if existing is not None:  # registered by an earlier attempt that died before recording success
-            reward_id = session.scalar(select(ModelVersion.id).where(ModelVersion.round_job_id == ctx.job_id,
-                                                                     ModelVersion.kind == "reward"))
+            reward_id = session.scalar(
+                select(ModelVersion.id).where(ModelVersion.round_job_id == ctx.job_id, ModelVersion.kind == "reward")
+            )
             tasks = session.scalar(select(func.count()).select_from(Task).where(Task.job_id == ctx.job_id)) or 0
             return {"policy_id": existing.id, "reward_model_id": reward_id, "tasks": tasks}
         reward_parent = lineage["previous_reward"] or lineage["sft"]
-        reward = register_model(session, path=rdir / "reward", name=f"reward-r{ctx.job_id}", kind="reward",
-                                stage="rlhf", parent_id=reward_parent.id, job_id=ctx.job_id, metrics=reward_metrics,
-                                check=False)
-        policy = register_model(session, path=rdir / "policy", name=f"policy-r{ctx.job_id}", kind="policy",
-                                stage="rlhf", parent_id=lineage["start"].id, job_id=ctx.job_id,
-                                metrics={**policy_metrics, "evaluation": evaluation["summary"]}, check=False)
+        reward = register_model(
+            session,
+            path=rdir / "reward",
+            name=f"reward-r{ctx.job_id}",
+            kind="reward",
+            stage="rlhf",
+            parent_id=reward_parent.id,
+            job_id=ctx.job_id,
+            metrics=reward_metrics,
+            check=False,
+        )
+        policy = register_model(
+            session,
+            path=rdir / "policy",
+            name=f"policy-r{ctx.job_id}",
+            kind="policy",
+            stage="rlhf",
+            parent_id=lineage["start"].id,
+            job_id=ctx.job_id,
+            metrics={**policy_metrics, "evaluation": evaluation["summary"]},
+            check=False,
+        )
         reward.round_job_id = policy.round_job_id = ctx.job_id
         promote(session, model_id=reward.id)
         promote(session, model_id=policy.id)
         tasks = 0
         if samples is not None:
-            tasks = store_generations(session, samples_path=samples, request=next_task_request(cfg),
-                                      model_id=policy.id, job_id=ctx.job_id)["tasks"]
+            tasks = store_generations(
+                session, samples_path=samples, request=next_task_request(cfg), model_id=policy.id, job_id=ctx.job_id
+            )["tasks"]
         return {"policy_id": policy.id, "reward_model_id": reward.id, "tasks": tasks}
 
 
 def next_task_request(cfg: RoundConfig) -> dict[str, Any]:
     """The next tasks as a generation request (app.services.generation's fields)."""
     nt = cfg.next_tasks
-    return {"num_samples": nt.k, "temperature": nt.temperature, "top_k": nt.top_k, "top_p": nt.top_p,
-            "max_new_tokens": nt.max_new_tokens, "seed": cfg.seed, "task_kind": nt.kind, "overlap": nt.overlap,
-            "priority": 0}
+    return {
+        "num_samples": nt.k,
+        "temperature": nt.temperature,
+        "top_k": nt.top_k,
+        "top_p": nt.top_p,
+        "max_new_tokens": nt.max_new_tokens,
+        "seed": cfg.seed,
+        "task_kind": nt.kind,
+        "overlap": nt.overlap,
+        "priority": 0,
+    }
 
 
 @job_kind(ROUND_KIND)
@@ -638,7 +781,7 @@ def run_round(ctx: JobContext) -> dict[str, Any]:
     if message:
         raise JobFailed(message)
     if manifest["files"]["eval_prompts.jsonl"]["rows"] == 0:
-        raise JobFailed("no eval-split prompts to evaluate the round on: import some prompts with split \"eval\"")
+        raise JobFailed('no eval-split prompts to evaluate the round on: import some prompts with split "eval"')
 
     _stage_progress(ctx, "reward")
     reward_metrics = train_reward(ctx, cfg, rdir, lineage, manifest)
@@ -656,18 +799,33 @@ def run_round(ctx: JobContext) -> dict[str, Any]:
             samples = rdir / "next_samples.jsonl"
             if not samples.is_file():
                 _remove_leftovers(rdir, samples.name)
-                ctx.run_trainer(trainer_args(model_path=str(rdir / "policy"), prompts=prompts, out=samples,
-                                             request=next_task_request(cfg)), stage="generate")
+                ctx.run_trainer(
+                    trainer_args(
+                        model_path=str(rdir / "policy"), prompts=prompts, out=samples, request=next_task_request(cfg)
+                    ),
+                    stage="generate",
+                )
 
     _stage_progress(ctx, "register")
-    registered = register_round(ctx, cfg, rdir, lineage, reward_metrics=reward_metrics,
-                                policy_metrics=policy_metrics, evaluation=evaluation, samples=samples)
+    registered = register_round(
+        ctx,
+        cfg,
+        rdir,
+        lineage,
+        reward_metrics=reward_metrics,
+        policy_metrics=policy_metrics,
+        evaluation=evaluation,
+        samples=samples,
+    )
     ctx.progress(len(STAGES), len(STAGES), "done")
     return {
         "round_id": ctx.job_id,
         "algo": cfg.algo,
-        "snapshot": {"path": str(rdir / "snapshot"), "max_annotation_id": manifest["max_annotation_id"],
-                     "rows": manifest["rows"]},
+        "snapshot": {
+            "path": str(rdir / "snapshot"),
+            "max_annotation_id": manifest["max_annotation_id"],
+            "rows": manifest["rows"],
+        },
         "parent_policy_id": lineage["start"].id,
         "reference_id": lineage["reference"].id,
         **registered,
@@ -676,3 +834,38 @@ def run_round(ctx: JobContext) -> dict[str, Any]:
         "evaluation": evaluation["summary"],
         "warnings": evaluation.get("warnings", []),
     }
+
+
+# ---- listing ----
+
+
+def round_summary(job: Job) -> dict[str, Any]:
+    """One row of the rounds list / API: the job plus the figures of its report."""
+    config = job.config or {}
+    result = job.result or {}
+    return {
+        "id": job.id,
+        "status": job.status,
+        "algo": config.get("algo", "ppo"),
+        "note": config.get("note", ""),
+        "created_at": job.created_at,
+        "finished_at": job.finished_at,
+        "policy_id": result.get("policy_id"),
+        "reward_model_id": result.get("reward_model_id"),
+        "tasks": result.get("tasks"),
+        "evaluation": result.get("evaluation", {}),
+        "warnings": result.get("warnings", []),
+        "rm_accuracy": (result.get("reward") or {}).get("eval_accuracy"),
+        "progress_message": job.progress_message,
+    }
+
+
+def round_to_dict(job: Job) -> dict[str, Any]:
+    row = round_summary(job)
+    for key in ("created_at", "finished_at"):
+        row[key] = row[key].isoformat() if row[key] else None
+    return row
+
+
+def list_rounds(db: Session, limit: int = 100) -> list[Job]:
+    return list(db.scalars(select(Job).where(Job.kind == ROUND_KIND).order_by(Job.id.desc()).limit(limit)))

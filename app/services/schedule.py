@@ -6,6 +6,7 @@ active rounds lets exactly one `round` job be queued or running, and a loser's I
 A due schedule with too little data does not start a round; it waits for the next trigger (N more annotations,
 or T more minutes) instead of re-checking on every poll.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from app.jobs.registry import periodic_hook
 from app.models import Annotation, RoundSchedule, utcnow
+from app.services.errors import ServiceError
 from app.services.rounds import (
     RoundError,
     active_round,
@@ -28,7 +30,7 @@ from app.services.rounds import (
 from app.settings import Settings
 
 
-class ScheduleError(ValueError):
+class ScheduleError(ServiceError):
     """Bad schedule settings; the message is safe to show."""
 
 
@@ -42,8 +44,14 @@ def get_schedule(session: Session) -> RoundSchedule:
     return row
 
 
-def update_schedule(session: Session, *, enabled: bool | None = None, min_new_annotations: int | None = None,
-                    every_minutes: float | None = None, config: dict[str, Any] | None = None) -> RoundSchedule:
+def update_schedule(
+    session: Session,
+    *,
+    enabled: bool | None = None,
+    min_new_annotations: int | None = None,
+    every_minutes: float | None = None,
+    config: dict[str, Any] | None = None,
+) -> RoundSchedule:
     """Change the given settings (None = keep). 0 switches a trigger off. Flushes; the caller commits."""
     row = get_schedule(session)
     if min_new_annotations is not None:
@@ -76,8 +84,11 @@ def _max_human_annotation_id(session: Session) -> int:
 
 
 def new_human_annotations(session: Session, row: RoundSchedule) -> int:
-    stmt = select(func.count()).select_from(Annotation).where(Annotation.source == "human",
-                                                               Annotation.deleted_at.is_(None))
+    stmt = (
+        select(func.count())
+        .select_from(Annotation)
+        .where(Annotation.source == "human", Annotation.deleted_at.is_(None))
+    )
     if row.last_annotation_id is not None:
         stmt = stmt.where(Annotation.id > row.last_annotation_id)
     return session.scalar(stmt) or 0
@@ -98,10 +109,14 @@ def due_reason(session: Session, row: RoundSchedule, *, now: datetime | None = N
 
 
 def schedule_to_dict(row: RoundSchedule, session: Session | None = None) -> dict[str, Any]:
-    out = {"enabled": row.enabled, "min_new_annotations": row.min_new_annotations or 0,
-           "every_minutes": row.every_minutes or 0, "config": row.config,
-           "last_fired_at": row.last_fired_at.isoformat() if row.last_fired_at else None,
-           "last_annotation_id": row.last_annotation_id}
+    out = {
+        "enabled": row.enabled,
+        "min_new_annotations": row.min_new_annotations or 0,
+        "every_minutes": row.every_minutes or 0,
+        "config": row.config,
+        "last_fired_at": row.last_fired_at.isoformat() if row.last_fired_at else None,
+        "last_annotation_id": row.last_annotation_id,
+    }
     if session is not None:
         out["new_human_annotations"] = new_human_annotations(session, row)
     return out

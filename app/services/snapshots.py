@@ -13,6 +13,7 @@ It holds what the round trains and evaluates on, frozen at one annotation id, so
 The directory is written as `snapshot.tmp-*` and renamed when complete, so a snapshot directory that exists is
 whole. Eval-split prompts never reach the training files (the exports are filtered to split=train).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -23,7 +24,7 @@ import shutil
 import tarfile
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import Annotation, Prompt, Task
+from app.services.errors import ServiceError
 from app.services.exports import ExportFilters, write_export
 
 EXPORT_FORMATS = ("trl", "rankings", "kto", "sft")
@@ -38,7 +40,7 @@ MANIFEST = "manifest.json"
 PROMPT_FILES = {"prompts.jsonl": "train", "eval_prompts.jsonl": "eval"}
 
 
-class SnapshotError(ValueError):
+class SnapshotError(ServiceError):
     """A snapshot that cannot be made or does not match its manifest; the message is safe to show."""
 
 
@@ -52,12 +54,21 @@ class SnapshotFilters:
 
     def export_filters(self, *, until_id: int | None) -> ExportFilters:
         # until_id None: nothing matched yet; -1 keeps the exports empty instead of unbounded.
-        return ExportFilters(since=self.since, until_id=until_id if until_id is not None else -1,
-                             source=self.source, split="train", min_agreement=self.min_agreement)
+        return ExportFilters(
+            since=self.since,
+            until_id=until_id if until_id is not None else -1,
+            source=self.source,
+            split="train",
+            min_agreement=self.min_agreement,
+        )
 
     def describe(self) -> dict[str, Any]:
-        return {"source": self.source, "since": self.since.isoformat() if self.since else None,
-                "min_agreement": self.min_agreement, "split": "train"}
+        return {
+            "source": self.source,
+            "since": self.since.isoformat() if self.since else None,
+            "min_agreement": self.min_agreement,
+            "split": "train",
+        }
 
 
 def round_dir(data_dir: Path, round_id: int) -> Path:
@@ -78,9 +89,12 @@ def file_sha256(path: Path) -> str:
 
 def max_annotation_id(session: Session, filters: SnapshotFilters) -> int | None:
     """The newest live annotation the filters admit (train-split prompts): the snapshot's upper bound."""
-    stmt = (select(func.max(Annotation.id)).join(Task, Task.id == Annotation.task_id)
-            .join(Prompt, Prompt.id == Task.prompt_id)
-            .where(Annotation.deleted_at.is_(None), Prompt.split == "train"))
+    stmt = (
+        select(func.max(Annotation.id))
+        .join(Task, Task.id == Annotation.task_id)
+        .join(Prompt, Prompt.id == Task.prompt_id)
+        .where(Annotation.deleted_at.is_(None), Prompt.split == "train")
+    )
     if filters.source != "all":
         stmt = stmt.where(Annotation.source == filters.source)
     if filters.since is not None:
@@ -92,8 +106,12 @@ def _write_prompts(session: Session, path: Path, split: str) -> int:
     """Prompts of one split in id order, in the trainer's prompt format."""
     rows = 0
     with open(path, "w", encoding="utf-8") as fh:
-        stmt = (select(Prompt.id, Prompt.text, Prompt.messages).where(Prompt.split == split)
-                .order_by(Prompt.id).execution_options(yield_per=2000))
+        stmt = (
+            select(Prompt.id, Prompt.text, Prompt.messages)
+            .where(Prompt.split == split)
+            .order_by(Prompt.id)
+            .execution_options(yield_per=2000)
+        )
         for prompt_id, text, messages in session.execute(stmt):
             line: dict[str, Any] = {"prompt_id": prompt_id}
             if messages is not None:
@@ -114,7 +132,7 @@ def write_snapshot(session: Session, *, out: Path, filters: SnapshotFilters, rou
     """Write the snapshot directory `out` (atomically) and return its manifest. `out` must not exist."""
     out = Path(out)
     if out.exists():
-        raise SnapshotError(f"{out} already exists")
+        raise SnapshotError(f"{out} already exists", status=409)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
     try:
@@ -132,7 +150,7 @@ def write_snapshot(session: Session, *, out: Path, filters: SnapshotFilters, rou
             files[name] = {"rows": rows, "sha256": file_sha256(tmp / name)}
         manifest = {
             "round_id": round_id,
-            "created_at": datetime.now(timezone.utc).isoformat(),
+            "created_at": datetime.now(UTC).isoformat(),
             "filters": filters.describe(),
             "max_annotation_id": until_id,
             "rows": {name: meta["rows"] for name, meta in files.items()},
@@ -203,8 +221,11 @@ def snapshot_archive(directory: Path) -> Path:
         return archive
     tmp = archive.with_name(f".{archive.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
-                tarfile.open(fileobj=gz, mode="w") as tar:
+        with (
+            open(tmp, "wb") as raw,
+            gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz,
+            tarfile.open(fileobj=gz, mode="w") as tar,
+        ):
             for path in sorted(directory.iterdir()):
                 info = tar.gettarinfo(str(path), arcname=f"snapshot/{path.name}")
                 info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""

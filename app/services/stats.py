@@ -5,12 +5,13 @@ one response: position bias = share choosing the response shown on the left (fir
 choosing the longer response (pairs of equal length left out). 0.5 is no bias. Tie and both-bad rates are
 shares of pairwise annotations. Soft-deleted (undone) annotations never count.
 """
+
 from __future__ import annotations
 
 import json
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Text, case, cast, func, select
@@ -33,27 +34,37 @@ def counts(session: Session) -> dict[str, Any]:
     for kind, st, n in session.execute(select(Task.kind, state, func.count()).group_by(Task.kind, state)):
         tasks[kind][st] = n
     annotations: dict[str, dict[str, int]] = defaultdict(dict)
-    for kind, source, n in session.execute(_live(select(Annotation.kind, Annotation.source, func.count()))
-                                           .group_by(Annotation.kind, Annotation.source)):
+    for kind, source, n in session.execute(
+        _live(select(Annotation.kind, Annotation.source, func.count())).group_by(Annotation.kind, Annotation.source)
+    ):
         annotations[kind][source] = n
     prompts = dict(session.execute(select(Prompt.split, func.count()).group_by(Prompt.split)).all())
     jobs = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
-    return {"tasks": dict(tasks), "annotations": dict(annotations), "prompts": prompts,
-            "generations": session.scalar(select(func.count()).select_from(Generation)) or 0, "jobs": jobs}
+    return {
+        "tasks": dict(tasks),
+        "annotations": dict(annotations),
+        "prompts": prompts,
+        "generations": session.scalar(select(func.count()).select_from(Generation)) or 0,
+        "jobs": jobs,
+    }
 
 
 def throughput(session: Session, *, days: int = 30, now: datetime | None = None) -> list[dict[str, Any]]:
     """Annotations per annotator per day (UTC) over the last `days` days."""
-    since = (now or datetime.now(timezone.utc)) - timedelta(days=days)
+    since = (now or datetime.now(UTC)) - timedelta(days=days)
     created = Annotation.created_at
     if session.get_bind().dialect.name == "postgresql":
         created = func.timezone("UTC", created)  # the UTC day, whatever the server's TimeZone setting
     day = func.date(created)
-    rows = session.execute(_live(select(User.username, day, func.count()).join(User, User.id == Annotation.user_id))
-                           .where(Annotation.created_at >= since).group_by(User.username, day)
-                           .order_by(day, User.username))
-    return [{"annotator": name, "day": d.isoformat() if isinstance(d, date) else str(d), "count": n}
-            for name, d, n in rows]
+    rows = session.execute(
+        _live(select(User.username, day, func.count()).join(User, User.id == Annotation.user_id))
+        .where(Annotation.created_at >= since)
+        .group_by(User.username, day)
+        .order_by(day, User.username)
+    )
+    return [
+        {"annotator": name, "day": d.isoformat() if isinstance(d, date) else str(d), "count": n} for name, d, n in rows
+    ]
 
 
 def _overlapped_annotations(session: Session, source: str) -> Iterator[list]:
@@ -63,14 +74,24 @@ def _overlapped_annotations(session: Session, source: str) -> Iterator[list]:
     # and ratings come back as JSON text, decoded in _value.
     left, right = Annotation.positions[0].as_integer(), Annotation.positions[1].as_integer()
     chosen = Annotation.choice == "chosen"
-    label = case((Annotation.choice.in_(("tie", "both_bad")), Annotation.choice),
-                 (chosen & (Annotation.chosen_id == left) & (left < right), "lower"),
-                 (chosen & (Annotation.chosen_id == right) & (right < left), "lower"),
-                 (chosen & ((Annotation.chosen_id == left) | (Annotation.chosen_id == right)), "higher"),
-                 else_=None)
-    stmt = _live(select(Annotation.task_id, Annotation.user_id, Annotation.kind, label.label("label"),
-                        cast(Annotation.ranking, Text).label("ranking"), cast(Annotation.ratings, Text).label("ratings")),
-                 source)
+    label = case(
+        (Annotation.choice.in_(("tie", "both_bad")), Annotation.choice),
+        (chosen & (Annotation.chosen_id == left) & (left < right), "lower"),
+        (chosen & (Annotation.chosen_id == right) & (right < left), "lower"),
+        (chosen & ((Annotation.chosen_id == left) | (Annotation.chosen_id == right)), "higher"),
+        else_=None,
+    )
+    stmt = _live(
+        select(
+            Annotation.task_id,
+            Annotation.user_id,
+            Annotation.kind,
+            label.label("label"),
+            cast(Annotation.ranking, Text).label("ranking"),
+            cast(Annotation.ratings, Text).label("ratings"),
+        ),
+        source,
+    )
     stmt = stmt.where(Annotation.task_id.in_(multi)).order_by(Annotation.task_id, Annotation.id)
     group: list = []
     result = session.connection().execution_options(stream_results=True, yield_per=BATCH).execute(stmt)
@@ -99,8 +120,10 @@ def _value(row) -> Any:
 
 
 def task_agreements(session: Session, *, source: str = "all") -> dict[int, float | None]:
-    return {group[0].task_id: task_agreement(group[0].kind, [_value(r) for r in group])
-            for group in _overlapped_annotations(session, source)}
+    return {
+        group[0].task_id: task_agreement(group[0].kind, [_value(r) for r in group])
+        for group in _overlapped_annotations(session, source)
+    }
 
 
 def agreement(session: Session, *, source: str = "all", queue_size: int = 20) -> dict[str, Any]:
@@ -131,11 +154,16 @@ def agreement(session: Session, *, source: str = "all", queue_size: int = 20) ->
     out: dict[str, Any] = {}
     for kind, level in (("pairwise", "nominal"), ("ranking", "ordinal"), ("rating", "nominal")):
         alpha, per = krippendorff_alpha(units[kind], level=level, per_annotator=True)
-        out[kind] = {"level": level, "alpha": alpha, "units": sum(1 for u in units[kind] if len(u) >= 2),
-                     "per_annotator": {names.get(u, str(u)): a for u, a in sorted(per.items())}}
+        out[kind] = {
+            "level": level,
+            "alpha": alpha,
+            "units": sum(1 for u in units[kind] if len(u) >= 2),
+            "per_annotator": {names.get(u, str(u)): a for u, a in sorted(per.items())},
+        }
     contested.sort()
-    out["disagreements"] = [{"task_id": t, "kind": k, "agreement": s, "annotations": -n}
-                            for s, n, t, k in contested[:queue_size] if s < 1.0]
+    out["disagreements"] = [
+        {"task_id": t, "kind": k, "agreement": s, "annotations": -n} for s, n, t, k in contested[:queue_size] if s < 1.0
+    ]
     return out
 
 
@@ -144,11 +172,21 @@ def annotator_figures(session: Session, *, source: str = "all") -> dict[str, dic
     aggregate query each; the shown order comes from the annotation's own `positions`)."""
     figures: dict[str, dict[str, Any]] = {}
     names = dict(session.execute(select(User.id, User.username)).all())
-    totals = session.execute(_live(select(Annotation.user_id, func.count(), func.avg(Annotation.time_spent_ms)), source)
-                             .group_by(Annotation.user_id))
+    totals = session.execute(
+        _live(select(Annotation.user_id, func.count(), func.avg(Annotation.time_spent_ms)), source).group_by(
+            Annotation.user_id
+        )
+    )
     for user_id, n, avg_ms in totals:
-        figures[names[user_id]] = {"annotations": n, "mean_time_ms": float(avg_ms) if avg_ms is not None else None,
-                                   "pairwise": 0, "ties": 0, "both_bad": 0, "choices": 0, "length_pairs": 0}
+        figures[names[user_id]] = {
+            "annotations": n,
+            "mean_time_ms": float(avg_ms) if avg_ms is not None else None,
+            "pairwise": 0,
+            "ties": 0,
+            "both_bad": 0,
+            "choices": 0,
+            "length_pairs": 0,
+        }
     left, right = Annotation.positions[0].as_integer(), Annotation.positions[1].as_integer()
     shown_left, shown_right = aliased(Generation), aliased(Generation)
     chose = (Annotation.choice == "chosen") & ((Annotation.chosen_id == left) | (Annotation.chosen_id == right))
@@ -159,11 +197,25 @@ def annotator_figures(session: Session, *, source: str = "all") -> dict[str, dic
     def count_if(condition):
         return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
-    stmt = (_live(select(Annotation.user_id, func.count(), count_if(Annotation.choice == "tie"),
-                         count_if(Annotation.choice == "both_bad"), count_if(chose), count_if(chose & chose_left),
-                         count_if(chose & (chosen_len != other_len)), count_if(chose & (chosen_len > other_len))), source)
-            .outerjoin(shown_left, shown_left.id == left).outerjoin(shown_right, shown_right.id == right)
-            .where(Annotation.kind == "pairwise").group_by(Annotation.user_id))
+    stmt = (
+        _live(
+            select(
+                Annotation.user_id,
+                func.count(),
+                count_if(Annotation.choice == "tie"),
+                count_if(Annotation.choice == "both_bad"),
+                count_if(chose),
+                count_if(chose & chose_left),
+                count_if(chose & (chosen_len != other_len)),
+                count_if(chose & (chosen_len > other_len)),
+            ),
+            source,
+        )
+        .outerjoin(shown_left, shown_left.id == left)
+        .outerjoin(shown_right, shown_right.id == right)
+        .where(Annotation.kind == "pairwise")
+        .group_by(Annotation.user_id)
+    )
     for user_id, pairwise, ties, both_bad, choices, lefts, length_pairs, longer in session.execute(stmt):
         f = figures[names[user_id]]
         f.update(pairwise=pairwise, ties=ties, both_bad=both_bad, choices=choices, length_pairs=length_pairs)
@@ -179,11 +231,18 @@ def annotator_figures(session: Session, *, source: str = "all") -> dict[str, dic
 
 def overall_rates(figures: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     pairwise = sum(f["pairwise"] for f in figures.values())
-    return {"tie_rate": sum(f["ties"] for f in figures.values()) / pairwise if pairwise else None,
-            "both_bad_rate": sum(f["both_bad"] for f in figures.values()) / pairwise if pairwise else None}
+    return {
+        "tie_rate": sum(f["ties"] for f in figures.values()) / pairwise if pairwise else None,
+        "both_bad_rate": sum(f["both_bad"] for f in figures.values()) / pairwise if pairwise else None,
+    }
 
 
 def all_stats(session: Session, *, source: str = "all", days: int = 30) -> dict[str, Any]:
     figures = annotator_figures(session, source=source)
-    return {"counts": counts(session), "throughput": throughput(session, days=days),
-            "agreement": agreement(session, source=source), "annotators": figures, "rates": overall_rates(figures)}
+    return {
+        "counts": counts(session),
+        "throughput": throughput(session, days=days),
+        "agreement": agreement(session, source=source),
+        "annotators": figures,
+        "rates": overall_rates(figures),
+    }

@@ -4,6 +4,7 @@ A line: {"prompt": str | [{"role", "content"}, ...], "responses": [str, ...], "k
 "overlap": int, "priority": int, "meta": {...}} (`messages` is accepted for a chat prompt). Responses become
 Generation rows with no model version and source "imported"; the prompt is shared by content hash.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,6 +17,7 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
 from app.models import Assignment, Generation, Prompt, Task, TaskPosition, utcnow
+from app.services.errors import ServiceError
 from app.services.prompts import PromptError, get_or_create_prompt, prompt_hash, validate_messages
 
 RESPONSE_COUNTS = {"pairwise": (2, 2), "ranking": (2, 8), "rating": (1, 8)}
@@ -24,7 +26,7 @@ MAX_OVERLAP = 1000
 MAX_REPORTED_ERRORS = 50
 
 
-class TaskImportError(ValueError):
+class TaskImportError(ServiceError):
     """Bad lines: nothing was stored. `errors` is [(line number, reason), ...] for every bad line."""
 
     def __init__(self, errors: list[tuple[int, str]]) -> None:
@@ -116,13 +118,21 @@ def parse_task(obj: Any, *, line: int, max_text_bytes: int) -> TaskSpec:
     meta = obj.get("meta", {})
     if not isinstance(meta, dict):
         raise ValueError("meta must be a JSON object")
-    return TaskSpec(line=line, text=text, messages=messages, responses=responses, kind=kind,
-                    overlap=_int_field(obj, "overlap", 1, 1, MAX_OVERLAP),
-                    priority=_int_field(obj, "priority", 0, -1_000_000, 1_000_000), meta=meta)
+    return TaskSpec(
+        line=line,
+        text=text,
+        messages=messages,
+        responses=responses,
+        kind=kind,
+        overlap=_int_field(obj, "overlap", 1, 1, MAX_OVERLAP),
+        priority=_int_field(obj, "priority", 0, -1_000_000, 1_000_000),
+        meta=meta,
+    )
 
 
-def _parse_numbered(numbered: Iterable[tuple[int, Any]], errors: list[tuple[int, str]], *, max_text_bytes: int,
-                    empty: str) -> list[TaskSpec]:
+def _parse_numbered(
+    numbered: Iterable[tuple[int, Any]], errors: list[tuple[int, str]], *, max_text_bytes: int, empty: str
+) -> list[TaskSpec]:
     """(line number, decoded object) pairs -> specs; raises TaskImportError listing every bad line (decoding
     errors the caller already found included), so one bad line stores nothing."""
     specs: list[TaskSpec] = []
@@ -164,8 +174,9 @@ def parse_task_items(items: Any, *, max_text_bytes: int) -> list[TaskSpec]:
     """The API's JSON list; item i is reported as line i (1-based), like the JSONL lines."""
     if not isinstance(items, list):
         raise TaskImportError([(0, "the body must be a JSON list of task objects")])
-    return _parse_numbered(enumerate(items, start=1), [], max_text_bytes=max_text_bytes,
-                           empty="no tasks: the list is empty")
+    return _parse_numbered(
+        enumerate(items, start=1), [], max_text_bytes=max_text_bytes, empty="no tasks: the list is empty"
+    )
 
 
 def _eval_prompt_lines(session: Session, specs: list[TaskSpec]) -> list[tuple[int, str]]:
@@ -176,16 +187,28 @@ def _eval_prompt_lines(session: Session, specs: list[TaskSpec]) -> list[tuple[in
     hashes = list(by_hash)
     errors = []
     for start in range(0, len(hashes), 500):
-        chunk = hashes[start:start + 500]
-        for digest in session.scalars(select(Prompt.content_hash).where(Prompt.content_hash.in_(chunk),
-                                                                         Prompt.split == "eval")):
-            errors += [(line, "this prompt is in the eval split (held out): it never becomes a task")
-                       for line in by_hash[digest]]
+        chunk = hashes[start : start + 500]
+        for digest in session.scalars(
+            select(Prompt.content_hash).where(Prompt.content_hash.in_(chunk), Prompt.split == "eval")
+        ):
+            errors += [
+                (line, "this prompt is in the eval split (held out): it never becomes a task")
+                for line in by_hash[digest]
+            ]
     return sorted(errors)
 
 
-def create_task(session: Session, *, prompt_id: int, generation_ids: list[int], kind: str, overlap: int = 1,
-                priority: int = 0, meta: dict | None = None, job_id: int | None = None) -> Task:
+def create_task(
+    session: Session,
+    *,
+    prompt_id: int,
+    generation_ids: list[int],
+    kind: str,
+    overlap: int = 1,
+    priority: int = 0,
+    meta: dict | None = None,
+    job_id: int | None = None,
+) -> Task:
     """A task over existing generations (canonical order = the given order). Used by imports and generation."""
     low, high = RESPONSE_COUNTS[kind]
     if not low <= len(generation_ids) <= high:
@@ -204,8 +227,13 @@ def _prompt_ids(session: Session, specs: list[TaskSpec]) -> tuple[list[int], int
     known: dict[str, int] = {}
     distinct = list(dict.fromkeys(hashes))
     for start in range(0, len(distinct), 500):
-        known.update(session.execute(select(Prompt.content_hash, Prompt.id)
-                                     .where(Prompt.content_hash.in_(distinct[start:start + 500]))).tuples().all())
+        known.update(
+            session.execute(
+                select(Prompt.content_hash, Prompt.id).where(Prompt.content_hash.in_(distinct[start : start + 500]))
+            )
+            .tuples()
+            .all()
+        )
     created = 0
     for spec, digest in zip(specs, hashes):
         if digest not in known:
@@ -219,8 +247,9 @@ def _insert_ids(session: Session, model, rows: list[dict]) -> list[int]:
     """Bulk INSERT ... RETURNING id, ids in the order of `rows`."""
     ids: list[int] = []
     for start in range(0, len(rows), 1000):
-        ids += session.scalars(insert(model).returning(model.id, sort_by_parameter_order=True),
-                               rows[start:start + 1000]).all()
+        ids += session.scalars(
+            insert(model).returning(model.id, sort_by_parameter_order=True), rows[start : start + 1000]
+        ).all()
     return ids
 
 
@@ -232,19 +261,41 @@ def import_task_specs(session: Session, *, specs: list[TaskSpec]) -> ImportResul
         raise TaskImportError(errors)
     prompt_ids, created = _prompt_ids(session, specs)
     now = utcnow()
-    gen_ids = _insert_ids(session, Generation, [
-        {"prompt_id": pid, "model_version_id": None, "text": r, "source": "imported", "created_at": now}
-        for spec, pid in zip(specs, prompt_ids) for r in spec.responses])
-    task_ids = _insert_ids(session, Task, [
-        {"prompt_id": pid, "kind": spec.kind, "overlap": spec.overlap, "priority": spec.priority, "meta": spec.meta,
-         "done_count": 0, "completed": False, "created_at": now} for spec, pid in zip(specs, prompt_ids)])
+    gen_ids = _insert_ids(
+        session,
+        Generation,
+        [
+            {"prompt_id": pid, "model_version_id": None, "text": r, "source": "imported", "created_at": now}
+            for spec, pid in zip(specs, prompt_ids)
+            for r in spec.responses
+        ],
+    )
+    task_ids = _insert_ids(
+        session,
+        Task,
+        [
+            {
+                "prompt_id": pid,
+                "kind": spec.kind,
+                "overlap": spec.overlap,
+                "priority": spec.priority,
+                "meta": spec.meta,
+                "done_count": 0,
+                "completed": False,
+                "created_at": now,
+            }
+            for spec, pid in zip(specs, prompt_ids)
+        ],
+    )
     positions, cursor = [], 0
     for spec, task_id in zip(specs, task_ids):
-        positions += [{"task_id": task_id, "position": i, "generation_id": gen_ids[cursor + i]}
-                      for i in range(len(spec.responses))]
+        positions += [
+            {"task_id": task_id, "position": i, "generation_id": gen_ids[cursor + i]}
+            for i in range(len(spec.responses))
+        ]
         cursor += len(spec.responses)
     for start in range(0, len(positions), 1000):
-        session.execute(insert(TaskPosition), positions[start:start + 1000])
+        session.execute(insert(TaskPosition), positions[start : start + 1000])
     if session.get_bind().dialect.name == "postgresql":
         # Fresh statistics at once: planned on "empty" tables, the queue query scanned and sorted every open
         # task (measured 12 ms instead of 0.05 ms at 5000 tasks) until autovacuum got round to it.
@@ -273,26 +324,60 @@ class TaskRow:
 
 def count_tasks(session: Session) -> dict[str, int]:
     total, completed = session.execute(
-        select(func.count(Task.id), func.count(Task.id).filter(Task.completed.is_(True)))).one()
+        select(func.count(Task.id), func.count(Task.id).filter(Task.completed.is_(True)))
+    ).one()
     return {"total": total, "completed": completed, "open": total - completed}
 
 
 def list_tasks(session: Session, *, limit: int = 50, offset: int = 0, now: datetime | None = None) -> list[TaskRow]:
     """Newest first, with live counts: done (human, not undone), leased (unexpired) and skipped."""
     now = now or utcnow()
-    leased = (select(func.count()).select_from(Assignment)
-              .where(Assignment.task_id == Task.id, Assignment.status == "leased", Assignment.lease_expires_at > now)
-              .scalar_subquery())
-    skipped = (select(func.count()).select_from(Assignment)
-               .where(Assignment.task_id == Task.id, Assignment.status == "skipped").scalar_subquery())
+    leased = (
+        select(func.count())
+        .select_from(Assignment)
+        .where(Assignment.task_id == Task.id, Assignment.status == "leased", Assignment.lease_expires_at > now)
+        .scalar_subquery()
+    )
+    skipped = (
+        select(func.count())
+        .select_from(Assignment)
+        .where(Assignment.task_id == Task.id, Assignment.status == "skipped")
+        .scalar_subquery()
+    )
     rows = session.execute(
-        select(Task.id, Task.kind, Prompt.text, Prompt.messages, Task.overlap, Task.priority, Task.done_count,
-               leased, skipped, Task.completed, Task.created_at)
-        .join(Prompt, Prompt.id == Task.prompt_id).order_by(Task.id.desc()).limit(limit).offset(offset)
+        select(
+            Task.id,
+            Task.kind,
+            Prompt.text,
+            Prompt.messages,
+            Task.overlap,
+            Task.priority,
+            Task.done_count,
+            leased,
+            skipped,
+            Task.completed,
+            Task.created_at,
+        )
+        .join(Prompt, Prompt.id == Task.prompt_id)
+        .order_by(Task.id.desc())
+        .limit(limit)
+        .offset(offset)
     ).all()
     out = []
     for r in rows:
         prompt = r[2] if r[3] is None else " / ".join(m["content"] for m in r[3] if m.get("role") == "user")
-        out.append(TaskRow(id=r[0], kind=r[1], prompt=prompt or "", overlap=r[4], priority=r[5], done_count=r[6],
-                           leased=r[7], skipped=r[8], completed=bool(r[9]), created_at=r[10]))
+        out.append(
+            TaskRow(
+                id=r[0],
+                kind=r[1],
+                prompt=prompt or "",
+                overlap=r[4],
+                priority=r[5],
+                done_count=r[6],
+                leased=r[7],
+                skipped=r[8],
+                completed=bool(r[9]),
+                created_at=r[10],
+            )
+        )
     return out

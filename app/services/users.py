@@ -1,4 +1,5 @@
 """Users, API tokens and login (with throttling counted in the database)."""
+
 from __future__ import annotations
 
 import re
@@ -10,12 +11,13 @@ from sqlalchemy.orm import Session
 
 from app.models import ROLES, ApiToken, LoginFailure, User, utcnow
 from app.security import hash_password, hash_token, new_api_token, new_public_id, verify_password
+from app.services.errors import ServiceError
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD_LENGTH = 8
 
 
-class UserError(ValueError):
+class UserError(ServiceError):
     """Bad input for a user operation; the message is safe to show."""
 
 
@@ -30,13 +32,18 @@ def create_user(session: Session, *, username: str, role: str, password: str | N
         raise UserError(f"role must be one of {', '.join(ROLES)}")
     if password is not None and len(password) < MIN_PASSWORD_LENGTH:
         raise UserError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
-    user = User(username=username, role=role, is_ai=is_ai, public_id=new_public_id(),
-                password_hash=hash_password(password) if password is not None else None)
+    user = User(
+        username=username,
+        role=role,
+        is_ai=is_ai,
+        public_id=new_public_id(),
+        password_hash=hash_password(password) if password is not None else None,
+    )
     try:
         with session.begin_nested():  # a savepoint: a duplicate leaves the caller's transaction usable
             session.add(user)
     except IntegrityError:
-        raise UserError(f"user {username!r} already exists") from None
+        raise UserError(f"user {username!r} already exists", status=409) from None
     return user
 
 
@@ -47,7 +54,7 @@ def get_user_by_name(session: Session, *, username: str) -> User | None:
 def require_user(session: Session, *, username: str) -> User:
     user = get_user_by_name(session, username=username)
     if user is None:
-        raise UserError(f"no user {username!r}")
+        raise UserError(f"no user {username!r}", status=404)
     return user
 
 
@@ -59,8 +66,11 @@ def set_active(session: Session, *, user: User, active: bool) -> User:
     user.is_active = active
     if not active:
         # A deactivated user's tokens stop working at once (the lookup also checks is_active).
-        session.execute(update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
-                        .values(revoked_at=utcnow()))
+        session.execute(
+            update(ApiToken)
+            .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
     session.flush()
     return user
 
@@ -72,13 +82,18 @@ def set_password(session: Session, *, user: User, password: str) -> None:
     session.flush()
 
 
-def authenticate(session: Session, *, username: str, password: str, address: str,
-                 max_failures: int, window_s: int) -> User | None:
+def authenticate(
+    session: Session, *, username: str, password: str, address: str, max_failures: int, window_s: int
+) -> User | None:
     """The user if the password is right; None otherwise. Raises LoginThrottled after too many recent failures
     for this username or from this address (counted in the database, so it holds across processes)."""
     since = utcnow() - timedelta(seconds=window_s)
-    by_user = session.scalar(select(func.count()).where(LoginFailure.username == username, LoginFailure.created_at > since))
-    by_address = session.scalar(select(func.count()).where(LoginFailure.address == address, LoginFailure.created_at > since))
+    by_user = session.scalar(
+        select(func.count()).where(LoginFailure.username == username, LoginFailure.created_at > since)
+    )
+    by_address = session.scalar(
+        select(func.count()).where(LoginFailure.address == address, LoginFailure.created_at > since)
+    )
     if by_user >= max_failures or by_address >= max_failures:
         raise LoginThrottled()
     user = get_user_by_name(session, username=username)
@@ -114,6 +129,7 @@ def revoke_token(session: Session, *, token_id: int, user_id: int | None = None)
 def user_for_token(session: Session, *, token: str) -> User | None:
     """One indexed lookup: the token's sha256 joined to its active user."""
     return session.scalar(
-        select(User).join(ApiToken, ApiToken.user_id == User.id)
+        select(User)
+        .join(ApiToken, ApiToken.user_id == User.id)
         .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None), User.is_active.is_(True))
     )

@@ -3,6 +3,7 @@
 Each kind leaves evidence in files under its config's "marker_dir", so tests can see what ran and how often,
 even across processes.
 """
+
 from __future__ import annotations
 
 import os
@@ -52,10 +53,23 @@ def trainer(ctx: JobContext) -> dict:
 
     _mark(ctx, f"start-{ctx.job_id}")
     out = ctx.output_dir / "stage"
-    stdout = run_trainer(["--out", str(out), "--steps", str(ctx.config.get("steps", 600)), "--sleep", "0.1",
-                          "--pid-file", str(Path(ctx.config["marker_dir"]) / f"trainer-{ctx.job_id}")],
-                         stage="fake", out_dir=out, module="tests.app.job_kinds", log_dir=ctx.output_dir / "logs",
-                         on_metrics=lambda line: ctx.progress(line["step"], line["total_steps"]))
+    stdout = run_trainer(
+        [
+            "--out",
+            str(out),
+            "--steps",
+            str(ctx.config.get("steps", 600)),
+            "--sleep",
+            "0.1",
+            "--pid-file",
+            str(Path(ctx.config["marker_dir"]) / f"trainer-{ctx.job_id}"),
+        ],
+        stage="fake",
+        out_dir=out,
+        module="tests.app.job_kinds",
+        log_dir=ctx.output_dir / "logs",
+        on_metrics=lambda line: ctx.progress(line["step"], line["total_steps"]),
+    )
     return {"out": stdout}
 
 
@@ -101,6 +115,7 @@ def record_hook_call(session, settings) -> None:
 
 
 # ---- a stand-in for `python -m trainer` (run as `python -m tests.app.job_kinds ...`) ------------------------------
+
 
 def fake_trainer(argv: list[str]) -> int:
     """Follows the trainer's output contract: writes OUT.tmp-*/metrics.jsonl ({step, total_steps, loss}), then

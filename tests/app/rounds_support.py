@@ -4,6 +4,7 @@ Prompts "question: what is A plus B? answer:"; a pairwise task per train prompt 
 wrong one, which a human annotator prefers right (a synthetic, learnable preference). `gold_score` is the gold
 judge of this world (used as `py:tests.app.rounds_support:gold_score`).
 """
+
 from __future__ import annotations
 
 import random

@@ -1,4 +1,5 @@
 """Admin API: prompts, exports (Repr-Digest, X-Row-Count), stats, users and tokens, generate, models."""
+
 import base64
 import hashlib
 import json
@@ -14,8 +15,11 @@ from tests.conftest import BACKENDS
 
 def test_post_prompts_json_and_file_all_or_nothing(client, db, api, settings, monkeypatch):
     _, headers = api("admin")
-    res = client.post("/api/v1/prompts", json=[{"prompt": "a"}, {"prompt": "a"}, {"messages": [{"role": "user", "content": "b"}]}],
-                      headers=headers)
+    res = client.post(
+        "/api/v1/prompts",
+        json=[{"prompt": "a"}, {"prompt": "a"}, {"messages": [{"role": "user", "content": "b"}]}],
+        headers=headers,
+    )
     assert res.status_code == 200 and res.json() == {"lines": 3, "created": 2, "duplicates": 1}
     res = client.post("/api/v1/prompts", json={"prompts": [{"prompt": "c"}, {"prompt": ""}]}, headers=headers)
     assert res.status_code == 422 and res.json()["detail"]["errors"] == ["body:2: `prompt` must be a non-empty string"]
@@ -69,8 +73,15 @@ def test_users_and_tokens_api(client, db, api):
     res = client.post("/api/v1/users", json={"username": "ann1", "password": "long-password"}, headers=headers)
     assert res.status_code == 201 and res.json()["role"] == "annotator"
     uid = res.json()["id"]
-    assert client.post("/api/v1/users", json={"username": "ann1", "password": "long-password"}, headers=headers).status_code == 409
-    assert client.post("/api/v1/users", json={"username": "ann2", "password": "short"}, headers=headers).status_code == 422
+    assert (
+        client.post(
+            "/api/v1/users", json={"username": "ann1", "password": "long-password"}, headers=headers
+        ).status_code
+        == 409
+    )
+    assert (
+        client.post("/api/v1/users", json={"username": "ann2", "password": "short"}, headers=headers).status_code == 422
+    )
     tok = client.post(f"/api/v1/users/{uid}/tokens", json={"name": "cli"}, headers=headers)
     assert tok.status_code == 201
     token, tid = tok.json()["token"], tok.json()["id"]
@@ -80,7 +91,9 @@ def test_users_and_tokens_api(client, db, api):
     assert listed[0]["id"] == tid and "token" not in listed[0] and "token_hash" not in listed[0]
     assert client.delete(f"/api/v1/users/{uid}/tokens/{tid}", headers=headers).status_code == 200
     assert client.get("/api/v1/stats", headers=ann_headers).status_code == 401
-    assert client.patch(f"/api/v1/users/{uid}", json={"password": "new-long-password"}, headers=headers).status_code == 200
+    assert (
+        client.patch(f"/api/v1/users/{uid}", json={"password": "new-long-password"}, headers=headers).status_code == 200
+    )
     res = client.patch(f"/api/v1/users/{uid}", json={"is_active": False}, headers=headers)
     assert res.status_code == 200 and res.json()["is_active"] is False
     assert client.patch(f"/api/v1/users/{admin.id}", json={"is_active": False}, headers=headers).status_code == 422

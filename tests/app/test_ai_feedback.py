@@ -1,6 +1,7 @@
 """label-ai: pending tasks labelled by a reward model or a causal LM prompted to choose, stored as source `ai`
 under the judge's own identity, never counting toward overlap. The job function runs in-process here (the worker
 would run it in its child process) on the trainer's tiny LM and a tiny reward model trained from it."""
+
 from __future__ import annotations
 
 import json
@@ -33,12 +34,29 @@ def tiny_rm_dir(tmp_path_factory, tiny_lm_dir):
     lines = []
     for a in range(12):
         for b in range(0, 12, 3):
-            lines.append({"prompt": f"question: what is {a} plus {b}? answer:", "chosen": f" {a + b}",
-                          "rejected": f" {a + b + 4}", "margin": 0.0, "annotation_id": len(lines)})
+            lines.append(
+                {
+                    "prompt": f"question: what is {a} plus {b}? answer:",
+                    "chosen": f" {a + b}",
+                    "rejected": f" {a + b + 4}",
+                    "margin": 0.0,
+                    "annotation_id": len(lines),
+                }
+            )
     data = work / "trl.jsonl"
     data.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    return train_reward(RewardConfig(model=str(tiny_lm_dir), data=str(data), out=str(work / "rm"), epochs=4,
-                                     batch_size=8, lr=2e-3, device="cpu", seed=0))
+    return train_reward(
+        RewardConfig(
+            model=str(tiny_lm_dir),
+            data=str(data),
+            out=str(work / "rm"),
+            epochs=4,
+            batch_size=8,
+            lr=2e-3,
+            device="cpu",
+            seed=0,
+        )
+    )
 
 
 def run_in_process(db, job: Job) -> dict:
@@ -53,10 +71,18 @@ def pending_world(db):
     human = factories.make_annotator(db)
     prompts = make_prompts(db, train=8, eval=2)
     # four open pairwise tasks, one open ranking, one completed task and one eval task (never labelled by AI)
-    open_tasks = [t for t in (factories.pairwise_task(db, prompt_text=f"question: what is {a} plus 2? answer:",
-                                                       texts=(f" {a + 2}", f" {a + 9}"))[0] for a in range(4))]
-    ranking, _ = factories.pairwise_task(db, prompt_text="question: what is 5 plus 5? answer:",
-                                         texts=(" 10", " 13", " 17"))
+    open_tasks = [
+        t
+        for t in (
+            factories.pairwise_task(
+                db, prompt_text=f"question: what is {a} plus 2? answer:", texts=(f" {a + 2}", f" {a + 9}")
+            )[0]
+            for a in range(4)
+        )
+    ]
+    ranking, _ = factories.pairwise_task(
+        db, prompt_text="question: what is 5 plus 5? answer:", texts=(" 10", " 13", " 17")
+    )
     done = label_preferences(db, prompts["train"][:1], annotator=human)[0]
     held_out = prompts["eval"][0]
     factories.make_task(db, held_out, [factories.make_generation(db, held_out, t) for t in (" 1", " 2")])
@@ -90,8 +116,11 @@ def test_reward_model_judge_labels_pending_tasks_as_ai(db, settings, tiny_rm_dir
         task = db.get(Task, a.task_id)
         assert task.done_count == 0 and not task.completed  # AI labels never count toward overlap
     # the reward model learned "the right sum": it picks it on most open pairwise tasks
-    right = sum(a.chosen_id == db.get(Task, a.task_id).positions[0].generation_id  # position 0: the right sum
-                for a in labels if a.kind == "pairwise")
+    right = sum(
+        a.chosen_id == db.get(Task, a.task_id).positions[0].generation_id  # position 0: the right sum
+        for a in labels
+        if a.kind == "pairwise"
+    )
     assert right >= 3
 
     # exports and rounds see them by source
@@ -150,6 +179,9 @@ def test_label_ai_api_and_form_are_admin_only_and_refuse_clearly(client, api, lo
     csrf = login(make_user("admin"))
     form = client.post("/admin/rounds/label-ai", data={"csrf_token": csrf, "judge": "lm"})
     assert form.status_code == 422 and "no current policy model" in form.text
-    ok = client.post("/admin/rounds/label-ai", data={"csrf_token": csrf, "judge": "reward_model", "limit": "3"},
-                     follow_redirects=False)
+    ok = client.post(
+        "/admin/rounds/label-ai",
+        data={"csrf_token": csrf, "judge": "reward_model", "limit": "3"},
+        follow_redirects=False,
+    )
     assert ok.status_code == 303 and ok.headers["location"].startswith("/admin/jobs/")

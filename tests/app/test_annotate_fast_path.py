@@ -1,5 +1,6 @@
 """The annotate fast path answers well-formed next/submit requests itself and hands everything else, body and all,
 to the FastAPI routes: the answers are the same either way."""
+
 from __future__ import annotations
 
 import json
@@ -92,4 +93,7 @@ def test_the_route_and_the_fast_path_answer_alike(client, db, api):
     for path in ("/api/v1/tasks/next", "/api/v1/tasks/next?via=route"):
         denied = client.get(path, headers={"Authorization": "Bearer nope"})
         assert (denied.status_code, denied.json(), denied.headers["www-authenticate"]) == (
-            401, {"detail": "unknown or revoked token"}, "Bearer")
+            401,
+            {"detail": "unknown or revoked token"},
+            "Bearer",
+        )

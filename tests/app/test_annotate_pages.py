@@ -1,4 +1,5 @@
 """The annotate pages over plain HTTP: the no-JS path (POST + 303), htmx fragments, escaping, blindness."""
+
 from __future__ import annotations
 
 import re
@@ -16,8 +17,13 @@ def _field(html: str, name: str) -> str:
 
 
 def _form(html: str, csrf: str, **fields) -> dict:
-    return {"csrf_token": csrf, "task_id": _field(html, "task_id"),
-            "idempotency_key": _field(html, "idempotency_key"), "rendered_at": _field(html, "rendered_at"), **fields}
+    return {
+        "csrf_token": csrf,
+        "task_id": _field(html, "task_id"),
+        "idempotency_key": _field(html, "idempotency_key"),
+        "rendered_at": _field(html, "rendered_at"),
+        **fields,
+    }
 
 
 def _picks(html: str) -> list[str]:
@@ -32,13 +38,20 @@ def test_login_required(client):
 def test_page_escapes_html_renders_markdown_and_shows_no_model_names(client, db, make_user, login):
     from app.models import ModelVersion
 
-    (task_id,) = make_tasks(db, task_line(prompt="Why <script>alert(1)</script>?",
-                                          responses=["**bold** and `x < y`", "```python\nprint('<b>')\n```"]))
+    (task_id,) = make_tasks(
+        db,
+        task_line(
+            prompt="Why <script>alert(1)</script>?", responses=["**bold** and `x < y`", "```python\nprint('<b>')\n```"]
+        ),
+    )
     model = ModelVersion(name="secret-policy-v7", kind="policy", stage="sft", path="/m", metrics={})
     db.add(model)
     db.flush()
-    for gen in db.scalars(select(Generation).join(TaskPosition, TaskPosition.generation_id == Generation.id)
-                          .where(TaskPosition.task_id == task_id)):
+    for gen in db.scalars(
+        select(Generation)
+        .join(TaskPosition, TaskPosition.generation_id == Generation.id)
+        .where(TaskPosition.task_id == task_id)
+    ):
         gen.model_version_id = model.id
     db.commit()
     login(make_user())
@@ -56,8 +69,11 @@ def test_no_js_submit_redirects_303_and_next_task_follows(client, db, make_user,
     page = client.get("/annotate").text
     assert _field(page, "task_id") == str(first)
     pick = _picks(page)[1]
-    response = client.post("/annotate/submit", data=_form(page, csrf, pick=pick, strength="3", critique="fine",
-                                                           flag="unsafe"), follow_redirects=False)
+    response = client.post(
+        "/annotate/submit",
+        data=_form(page, csrf, pick=pick, strength="3", critique="fine", flag="unsafe"),
+        follow_redirects=False,
+    )
     assert response.status_code == 303 and response.headers["location"] == "/annotate"
     annotation = db.scalars(select(Annotation)).one()
     assert (annotation.choice, annotation.chosen_id, annotation.strength) == ("chosen", int(pick), 3)
@@ -90,8 +106,7 @@ def test_htmx_submit_returns_the_next_task_fragment(client, db, make_user, login
     first, second = make_tasks(db, task_line(priority=1), task_line())
     csrf = login(make_user())
     page = client.get("/annotate").text
-    response = client.post("/annotate/submit", data=_form(page, csrf, pick="both_bad"),
-                           headers={"HX-Request": "true"})
+    response = client.post("/annotate/submit", data=_form(page, csrf, pick="both_bad"), headers={"HX-Request": "true"})
     assert response.status_code == 200
     assert "<html" not in response.text and response.text.lstrip().startswith('<div id="workspace">')
     assert _field(response.text, "task_id") == str(second) and "Saved." in response.text
@@ -113,8 +128,10 @@ def test_ranking_by_rank_fields_without_js(client, db, make_user, login):
     page = client.get("/annotate").text
     shown = re.findall(r'name="rank_(\d+)"', page)
     assert len(shown) == 3 and "Sortable" not in page.split("</head>")[1][:0]  # selects are the no-JS path
-    bad = client.post("/annotate/submit", data=_form(page, csrf, **{f"rank_{shown[0]}": "1", f"rank_{shown[1]}": "1",
-                                                                  f"rank_{shown[2]}": "2"}))
+    bad = client.post(
+        "/annotate/submit",
+        data=_form(page, csrf, **{f"rank_{shown[0]}": "1", f"rank_{shown[1]}": "1", f"rank_{shown[2]}": "2"}),
+    )
     assert bad.status_code == 422 and "different rank" in bad.text
     ranks = {f"rank_{shown[0]}": "3", f"rank_{shown[1]}": "1", f"rank_{shown[2]}": "2"}
     ok = client.post("/annotate/submit", data=_form(page, csrf, **ranks), follow_redirects=False)
@@ -129,8 +146,16 @@ def test_rating_with_critiques_and_rewrite(client, db, make_user, login):
     ids = re.findall(r'name="rating_(\d+)" value="good"', page)
     missing = client.post("/annotate/submit", data=_form(page, csrf, **{f"rating_{ids[0]}": "good"}))
     assert missing.status_code == 422 and "rate every response" in missing.text
-    data = _form(page, csrf, **{f"rating_{ids[0]}": "good", f"rating_{ids[1]}": "bad",
-                                f"critique_{ids[1]}": "wrong year", "rewrite": "The right answer."})
+    data = _form(
+        page,
+        csrf,
+        **{
+            f"rating_{ids[0]}": "good",
+            f"rating_{ids[1]}": "bad",
+            f"critique_{ids[1]}": "wrong year",
+            "rewrite": "The right answer.",
+        },
+    )
     assert client.post("/annotate/submit", data=data, follow_redirects=False).status_code == 303
     a = db.scalars(select(Annotation)).one()
     assert a.ratings == {ids[0]: "good", ids[1]: "bad"} and a.critiques == {ids[1]: "wrong year"}
@@ -141,12 +166,16 @@ def test_skip_and_undo_forms(client, db, make_user, login):
     skipped, kept = make_tasks(db, task_line(priority=1), task_line())
     csrf = login(make_user())
     page = client.get("/annotate").text
-    response = client.post("/annotate/skip", data={"csrf_token": csrf, "task_id": str(skipped),
-                                                   "reason": "The prompt is unclear", "reason_detail": "typo"},
-                           follow_redirects=False)
+    response = client.post(
+        "/annotate/skip",
+        data={"csrf_token": csrf, "task_id": str(skipped), "reason": "The prompt is unclear", "reason_detail": "typo"},
+        follow_redirects=False,
+    )
     assert response.status_code == 303
-    assert db.scalars(select(Assignment.skip_reason).where(Assignment.task_id == skipped)).one() == \
-        "The prompt is unclear: typo"
+    assert (
+        db.scalars(select(Assignment.skip_reason).where(Assignment.task_id == skipped)).one()
+        == "The prompt is unclear: typo"
+    )
     db.rollback()
     page = client.get("/annotate").text
     assert _field(page, "task_id") == str(kept)
@@ -156,8 +185,9 @@ def test_skip_and_undo_forms(client, db, make_user, login):
     annotation_id = db.scalars(select(Annotation.id)).one()
     db.rollback()
     assert f'data-testid="undo-{annotation_id}"' in page
-    undo = client.post("/annotate/undo", data={"csrf_token": csrf, "annotation_id": str(annotation_id)},
-                       headers={"HX-Request": "true"})
+    undo = client.post(
+        "/annotate/undo", data={"csrf_token": csrf, "annotation_id": str(annotation_id)}, headers={"HX-Request": "true"}
+    )
     assert undo.status_code == 200 and _field(undo.text, "task_id") == str(kept) and "Undone" in undo.text
     assert db.get(Task, kept).done_count == 0
     db.rollback()

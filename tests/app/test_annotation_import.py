@@ -1,4 +1,5 @@
 """Annotations labelled elsewhere: trl/kto/rankings in, the same rows out, all or nothing."""
+
 import json
 
 import pytest
@@ -49,11 +50,19 @@ def test_trl_round_trip_gives_back_the_same_rows(db):
 
 
 def test_conversational_kto_and_rankings_round_trip(db):
-    conv = [{"prompt": [{"role": "user", "content": "Hi"}], "chosen": [{"role": "assistant", "content": "Hello"}],
-             "rejected": [{"role": "assistant", "content": "Go away"}], "margin": 1 / 3}]
+    conv = [
+        {
+            "prompt": [{"role": "user", "content": "Hi"}],
+            "chosen": [{"role": "assistant", "content": "Hello"}],
+            "rejected": [{"role": "assistant", "content": "Go away"}],
+            "margin": 1 / 3,
+        }
+    ]
     import_annotations(db, data=_jsonl(conv), name="c.jsonl", fmt="trl", source="ai", annotator="judge-x")
-    kto = [{"prompt": "Greet me.", "completion": "Hello!", "label": True},
-           {"prompt": "Greet me.", "completion": "Meh", "label": False}]
+    kto = [
+        {"prompt": "Greet me.", "completion": "Hello!", "label": True},
+        {"prompt": "Greet me.", "completion": "Meh", "label": False},
+    ]
     import_annotations(db, data=_jsonl(kto), name="k.jsonl", fmt="kto", source="human", annotator="vendor")
     rankings = [{"prompt": "Count.", "completions": ["1 2 3", "1 2", "one"]}]
     import_annotations(db, data=_jsonl(rankings), name="r.jsonl", fmt="rankings", source="human", annotator="vendor")
@@ -64,17 +73,23 @@ def test_conversational_kto_and_rankings_round_trip(db):
     assert _export(db, "rankings") == rankings
     # the ranking also trains as its 3 pairs
     assert [(x["chosen"], x["rejected"]) for x in _export(db, "trl", source="human")] == [
-        ("1 2 3", "1 2"), ("1 2 3", "one"), ("1 2", "one")]
+        ("1 2 3", "1 2"),
+        ("1 2 3", "one"),
+        ("1 2", "one"),
+    ]
 
 
-@pytest.mark.parametrize("fmt,lines,line,needle", [
-    ("trl", [TRL[0], {"prompt": "x", "chosen": "a"}], 2, "rejected"),
-    ("trl", [{"prompt": "", "chosen": "a", "rejected": "b"}], 1, "prompt"),
-    ("trl", [{"prompt": "x", "chosen": "a", "rejected": "b", "margin": "big"}], 1, "margin"),
-    ("trl", [{"prompt": "x", "chosen": "a", "rejected": "b", "tie": "yes"}], 1, "tie"),
-    ("kto", [{"prompt": "x", "completion": "a", "label": 1}], 1, "label"),
-    ("rankings", [{"prompt": "x", "completions": ["only one"]}], 1, "2..8"),
-])
+@pytest.mark.parametrize(
+    "fmt,lines,line,needle",
+    [
+        ("trl", [TRL[0], {"prompt": "x", "chosen": "a"}], 2, "rejected"),
+        ("trl", [{"prompt": "", "chosen": "a", "rejected": "b"}], 1, "prompt"),
+        ("trl", [{"prompt": "x", "chosen": "a", "rejected": "b", "margin": "big"}], 1, "margin"),
+        ("trl", [{"prompt": "x", "chosen": "a", "rejected": "b", "tie": "yes"}], 1, "tie"),
+        ("kto", [{"prompt": "x", "completion": "a", "label": 1}], 1, "label"),
+        ("rankings", [{"prompt": "x", "completions": ["only one"]}], 1, "2..8"),
+    ],
+)
 def test_bad_line_refuses_the_whole_file(db, fmt, lines, line, needle):
     with pytest.raises(AnnotationImportError) as info:
         import_annotations(db, data=_jsonl(lines), name="f.jsonl", fmt=fmt, source="human", annotator="vendor")
@@ -103,16 +118,23 @@ def test_cli_import_and_refusals(settings, db, tmp_path):
     path = tmp_path / "prefs.jsonl"
     path.write_text(_jsonl(TRL))
     runner = CliRunner()
-    out = runner.invoke(cli, ["annotations", "import", str(path), "--format", "trl", "--source", "human",
-                              "--annotator", "vendor"])
+    out = runner.invoke(
+        cli, ["annotations", "import", str(path), "--format", "trl", "--source", "human", "--annotator", "vendor"]
+    )
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout.strip().splitlines()[-1])["annotations"] == 4
     bad = tmp_path / "bad.jsonl"
     bad.write_text(_jsonl([TRL[0], {"prompt": "x"}]))
-    res = runner.invoke(cli, ["annotations", "import", str(bad), "--format", "trl", "--source", "human", "--annotator", "v2"])
+    res = runner.invoke(
+        cli, ["annotations", "import", str(bad), "--format", "trl", "--source", "human", "--annotator", "v2"]
+    )
     assert res.exit_code == 2 and f"{bad}:2:" in res.stderr
-    res = runner.invoke(cli, ["annotations", "import", str(path), "--format", "csv", "--source", "human", "--annotator", "v"])
+    res = runner.invoke(
+        cli, ["annotations", "import", str(path), "--format", "csv", "--source", "human", "--annotator", "v"]
+    )
     assert res.exit_code == 2 and "--format" in res.stderr
-    res = runner.invoke(cli, ["annotations", "import", str(path), "--format", "trl", "--source", "alien", "--annotator", "v"])
+    res = runner.invoke(
+        cli, ["annotations", "import", str(path), "--format", "trl", "--source", "alien", "--annotator", "v"]
+    )
     assert res.exit_code == 2 and "--source" in res.stderr
     assert db.scalar(select(func.count()).select_from(Annotation)) == 4

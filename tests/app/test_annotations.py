@@ -1,4 +1,5 @@
 """Submitting annotations: validation by kind, idempotency, late submits, undo, progress, the JSON API."""
+
 from __future__ import annotations
 
 import threading
@@ -28,8 +29,15 @@ def _offer(db, user, **kw):
 
 
 def _submit(db, user, task_id, feedback, key=None, **kw):
-    result = submit_annotation(db, user=user, task_id=task_id, feedback=feedback,
-                               idempotency_key=key or uuid.uuid4().hex, max_text_bytes=65536, **kw)
+    result = submit_annotation(
+        db,
+        user=user,
+        task_id=task_id,
+        feedback=feedback,
+        idempotency_key=key or uuid.uuid4().hex,
+        max_text_bytes=65536,
+        **kw,
+    )
     db.commit()
     return result
 
@@ -44,9 +52,21 @@ def test_pairwise_is_stored_by_generation_id_with_positions_and_counts(db):
     (user,) = make_annotators(db, 1)
     offer = _offer(db, user)
     shown = [g for g, _ in offer.responses]
-    result = _submit(db, user, task_id, {"choice": "chosen", "chosen_id": shown[1], "strength": 3,
-                                         "critiques": {str(shown[0]): " too long "}, "critique": "B wins",
-                                         "rewrite": "The ideal.", "flags": ["broken", "broken"]}, time_spent_ms=4200)
+    result = _submit(
+        db,
+        user,
+        task_id,
+        {
+            "choice": "chosen",
+            "chosen_id": shown[1],
+            "strength": 3,
+            "critiques": {str(shown[0]): " too long "},
+            "critique": "B wins",
+            "rewrite": "The ideal.",
+            "flags": ["broken", "broken"],
+        },
+        time_spent_ms=4200,
+    )
     a = result.annotation
     assert not result.replayed
     assert (a.choice, a.chosen_id, a.strength, a.positions, a.source) == ("chosen", shown[1], 3, shown, "human")
@@ -101,8 +121,9 @@ def test_invalid_feedback_is_422_and_stores_nothing(db, kind, build, message):
     (user,) = make_annotators(db, 1)
     ids = [g for g, _ in _offer(db, user).responses]
     with pytest.raises(AnnotationInvalid, match=message):
-        submit_annotation(db, user=user, task_id=task_id, feedback=build(ids), idempotency_key="k",
-                          max_text_bytes=65536)
+        submit_annotation(
+            db, user=user, task_id=task_id, feedback=build(ids), idempotency_key="k", max_text_bytes=65536
+        )
     db.rollback()
     assert _count(db) == 0 and db.get(Task, task_id).done_count == 0
 
@@ -183,8 +204,14 @@ def test_undo_window_and_ownership(db):
         undo_annotation(db, user=other, annotation_id=annotation.id, undo_minutes=5, lease_minutes=10)
     assert info.value.status == 404
     with pytest.raises(AnnotationConflict, match="older than 5 minutes"):
-        undo_annotation(db, user=user, annotation_id=annotation.id, undo_minutes=5, lease_minutes=10,
-                        now=utcnow() + timedelta(minutes=6))
+        undo_annotation(
+            db,
+            user=user,
+            annotation_id=annotation.id,
+            undo_minutes=5,
+            lease_minutes=10,
+            now=utcnow() + timedelta(minutes=6),
+        )
     db.rollback()
     assert db.get(Task, task_id).done_count == 1
 
@@ -205,6 +232,7 @@ def test_progress_today_total_remaining(db):
 
 # ---- concurrency: a double click from many threads stores one ---------------------------------------------
 
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_same_key_from_8_threads_stores_one(backend, db):
@@ -220,8 +248,14 @@ def test_same_key_from_8_threads_stores_one(backend, db):
         session = get_sessionmaker()()
         try:
             barrier.wait()
-            r = submit_annotation(session, user=user, task_id=task_id, feedback={"choice": "tie"},
-                                  idempotency_key="double-click", max_text_bytes=65536)
+            r = submit_annotation(
+                session,
+                user=user,
+                task_id=task_id,
+                feedback={"choice": "tie"},
+                idempotency_key="double-click",
+                max_text_bytes=65536,
+            )
             results.append(r.annotation.id)
             session.commit()
         except Exception as exc:
@@ -238,6 +272,7 @@ def test_same_key_from_8_threads_stores_one(backend, db):
 
 # ---- JSON API -----------------------------------------------------------------------------------------------
 
+
 def test_api_submit_201_replay_200_conflict_409_invalid_422(client, db, api):
     (task_id,) = make_tasks(db, task_line(overlap=2))
     _, headers = api()
@@ -248,15 +283,18 @@ def test_api_submit_201_replay_200_conflict_409_invalid_422(client, db, api):
     assert first.status_code == 201, first.text
     replay = client.post("/api/v1/annotations", headers={**headers, "Idempotency-Key": "abc"}, json=body)
     assert replay.status_code == 200 and replay.json() == first.json()
-    conflict = client.post("/api/v1/annotations", headers={**headers, "Idempotency-Key": "abc"},
-                           json={**body, "strength": 3})
+    conflict = client.post(
+        "/api/v1/annotations", headers={**headers, "Idempotency-Key": "abc"}, json={**body, "strength": 3}
+    )
     assert conflict.status_code == 409 and "different body" in conflict.json()["detail"]
     assert client.post("/api/v1/annotations", headers=headers, json=body).status_code == 422  # no key
-    invalid = client.post("/api/v1/annotations", headers={**headers, "Idempotency-Key": "k2"},
-                          json={"task_id": task_id, "ranking": ids})
+    invalid = client.post(
+        "/api/v1/annotations", headers={**headers, "Idempotency-Key": "k2"}, json={"task_id": task_id, "ranking": ids}
+    )
     assert invalid.status_code == 422
-    unknown = client.post("/api/v1/annotations", headers={**headers, "Idempotency-Key": "k3"},
-                          json={**body, "colour": "blue"})
+    unknown = client.post(
+        "/api/v1/annotations", headers={**headers, "Idempotency-Key": "k3"}, json={**body, "colour": "blue"}
+    )
     assert unknown.status_code == 422
     assert _count(db) == 1
 
@@ -267,8 +305,11 @@ def test_api_list_mine_and_undo(client, db, api):
     _, theirs = api()
     for headers in (mine, theirs):
         offer = client.get("/api/v1/tasks/next", headers=headers).json()
-        created = client.post("/api/v1/annotations", headers={**headers, "Idempotency-Key": uuid.uuid4().hex},
-                              json={"task_id": offer["task_id"], "choice": "both_bad", "rewrite": "better"})
+        created = client.post(
+            "/api/v1/annotations",
+            headers={**headers, "Idempotency-Key": uuid.uuid4().hex},
+            json={"task_id": offer["task_id"], "choice": "both_bad", "rewrite": "better"},
+        )
         assert created.status_code == 201
     listed = client.get("/api/v1/annotations?mine=1", headers=mine).json()
     assert len(listed) == 1 and listed[0]["choice"] == "both_bad" and listed[0]["rewrite"] == "better"
@@ -302,8 +343,11 @@ def test_32_api_clients_in_threads_hold_overlap_and_lose_nothing(backend, client
                 errors.append(r.text)
                 return
             task = r.json()
-            s = client.post("/api/v1/annotations", headers={**h, "Idempotency-Key": uuid.uuid4().hex},
-                            json={"task_id": task["task_id"], "choice": "tie"})
+            s = client.post(
+                "/api/v1/annotations",
+                headers={**h, "Idempotency-Key": uuid.uuid4().hex},
+                json={"task_id": task["task_id"], "choice": "tie"},
+            )
             if s.status_code == 201:
                 acked.append(s.json()["annotation_id"])
             elif s.status_code != 409:

@@ -1,5 +1,6 @@
-"""app.routes.api_tasks: how the annotate transactions run (the endpoints themselves: test_annotations,
+"""app.api.tasks: how the annotate transactions run (the endpoints themselves: test_annotations,
 test_assignment, test_annotate_fast_path)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,7 +14,7 @@ import pytest
 def test_postgres_annotate_transactions_are_limited_per_process(settings, monkeypatch, limit):
     """At most `pg_annotate_concurrency` transactions run at once on the PostgreSQL path; the others wait on the
     event loop, and every one finishes."""
-    from app.routes import api_tasks
+    from app.api import tasks as api_tasks
     from app.settings import get_settings
 
     monkeypatch.setenv("RLHF_PG_ANNOTATE_CONCURRENCY", str(limit))

@@ -1,4 +1,5 @@
 """Assignment: held lease first, priority then age, overlap with leases, expiry, skips, and 32-thread races."""
+
 from __future__ import annotations
 
 import threading
@@ -23,11 +24,18 @@ def _next(db, user, **kw):
 
 
 def _annotate(db, user, offer, key=None):
-    result = submit_annotation(db, user=user, task_id=offer.task_id,
-                               feedback={"choice": "tie"} if offer.kind == "pairwise" else
-                               {"ranking": [g for g, _ in offer.responses]} if offer.kind == "ranking" else
-                               {"ratings": {str(g): "good" for g, _ in offer.responses}},
-                               idempotency_key=key or uuid.uuid4().hex, max_text_bytes=65536)
+    result = submit_annotation(
+        db,
+        user=user,
+        task_id=offer.task_id,
+        feedback={"choice": "tie"}
+        if offer.kind == "pairwise"
+        else {"ranking": [g for g, _ in offer.responses]}
+        if offer.kind == "ranking"
+        else {"ratings": {str(g): "good" for g, _ in offer.responses}},
+        idempotency_key=key or uuid.uuid4().hex,
+        max_text_bytes=65536,
+    )
     db.commit()
     return result.annotation
 
@@ -42,8 +50,9 @@ def test_reload_returns_the_held_lease_never_a_second_task(db, make_user):
 
 
 def test_highest_priority_then_oldest(db, make_user):
-    low, high_old, high_new, mid = make_tasks(db, task_line(priority=0), task_line(priority=5),
-                                              task_line(priority=5), task_line(priority=2))
+    low, high_old, high_new, mid = make_tasks(
+        db, task_line(priority=0), task_line(priority=5), task_line(priority=5), task_line(priority=2)
+    )
     user = make_user()
     order = []
     while (offer := _next(db, user)) is not None:
@@ -54,8 +63,11 @@ def test_highest_priority_then_oldest(db, make_user):
 
 def test_permutation_is_recorded_and_is_what_the_annotator_sees(db, make_user):
     (task_id,) = make_tasks(db, task_line("ranking", n=6, overlap=6))
-    canonical = list(db.scalars(select(TaskPosition.generation_id).where(TaskPosition.task_id == task_id)
-                                .order_by(TaskPosition.position)))
+    canonical = list(
+        db.scalars(
+            select(TaskPosition.generation_id).where(TaskPosition.task_id == task_id).order_by(TaskPosition.position)
+        )
+    )
     orders = set()
     for _ in range(6):
         user = make_user()
@@ -125,13 +137,24 @@ def test_ai_annotations_do_not_take_human_slots(db, make_user):
     (task_id,) = make_tasks(db, task_line(overlap=1))
     (judge,) = make_annotators(db, 1, is_ai=True)
     gens = list(db.scalars(select(TaskPosition.generation_id).where(TaskPosition.task_id == task_id)))
-    db.add(Annotation(task_id=task_id, user_id=judge.id, source="ai", kind="pairwise", choice="tie", positions=gens,
-                      idempotency_key="ai-1", request_hash="x" * 64))
+    db.add(
+        Annotation(
+            task_id=task_id,
+            user_id=judge.id,
+            source="ai",
+            kind="pairwise",
+            choice="tie",
+            positions=gens,
+            idempotency_key="ai-1",
+            request_hash="x" * 64,
+        )
+    )
     db.commit()
     assert _next(db, make_user()).task_id == task_id
 
 
 # ---- API ----------------------------------------------------------------------------------------------------
+
 
 def test_api_next_shape_204_and_skip(client, db, api):
     (task_id,) = make_tasks(db, task_line(prompt="What is **RLHF**?", responses=["one", "two"]))
@@ -158,6 +181,7 @@ def test_api_chat_prompt_is_returned_as_messages(client, db, api):
 
 # ---- concurrency --------------------------------------------------------------------------------------------
 
+
 def _worker(user, acked, errors, barrier):
     from app.db import get_sessionmaker
 
@@ -171,8 +195,14 @@ def _worker(user, acked, errors, barrier):
                 return
             key = uuid.uuid4().hex
             try:
-                result = submit_annotation(session, user=user, task_id=offer.task_id, feedback={"choice": "tie"},
-                                           idempotency_key=key, max_text_bytes=65536)
+                result = submit_annotation(
+                    session,
+                    user=user,
+                    task_id=offer.task_id,
+                    feedback={"choice": "tie"},
+                    idempotency_key=key,
+                    max_text_bytes=65536,
+                )
                 annotation_id = result.annotation.id
                 session.commit()
             except AnnotationConflict:
@@ -200,8 +230,9 @@ def test_32_threads_hold_overlap_exactly_no_duplicates_nothing_lost(backend, db,
         t.join(timeout=120)
     assert not errors, errors[:3]
     db.expire_all()
-    rows = db.execute(select(Annotation.id, Annotation.task_id, Annotation.user_id)
-                      .where(Annotation.deleted_at.is_(None))).all()
+    rows = db.execute(
+        select(Annotation.id, Annotation.task_id, Annotation.user_id).where(Annotation.deleted_at.is_(None))
+    ).all()
     assert sorted(acked) == sorted(tuple(r) for r in rows)  # every acknowledged one stored, nothing else
     assert len({(t, u) for _, t, u in acked}) == len(acked)  # nobody annotated a task twice
     per_task = Counter(t for _, t, _ in acked)
@@ -245,7 +276,7 @@ def test_api_waits_for_a_held_sqlite_write_gate_and_the_server_keeps_answering(c
     (task_id,) = make_tasks(db, task_line(overlap=1))
     _, headers = api()
     answers = []
-    with (sqlite_write_gate(path) if holder == "thread" else other_process_holds()):
+    with sqlite_write_gate(path) if holder == "thread" else other_process_holds():
         waiting = threading.Thread(target=lambda: answers.append(client.get("/api/v1/tasks/next", headers=headers)))
         waiting.start()
         waiting.join(0.5)

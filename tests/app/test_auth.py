@@ -1,4 +1,5 @@
 """Login, logout, CSRF, throttling, roles and API tokens."""
+
 import logging
 
 import pytest
@@ -9,8 +10,11 @@ from tests.support import csrf_from, session_csrf
 def test_login_sets_signed_httponly_lax_cookie_and_logout_clears_it(client, make_user):
     user = make_user("annotator", password="s3cret-pass")
     token = csrf_from(client.get("/login").text)
-    response = client.post("/login", data={"username": user.username, "password": "s3cret-pass",
-                                           "csrf_token": token, "next": "/"}, follow_redirects=False)
+    response = client.post(
+        "/login",
+        data={"username": user.username, "password": "s3cret-pass", "csrf_token": token, "next": "/"},
+        follow_redirects=False,
+    )
     assert response.status_code == 303
     cookie = response.headers["set-cookie"]
     assert "rlhf_session=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie.replace("Lax", "lax")
@@ -55,8 +59,12 @@ def test_login_throttled_after_ten_failures_per_user(client, make_user):
     user = make_user("annotator")
     token = csrf_from(client.get("/login").text)
     for _ in range(10):
-        assert client.post("/login", data={"username": user.username, "password": "nope-nope",
-                                           "csrf_token": token}).status_code == 401
+        assert (
+            client.post(
+                "/login", data={"username": user.username, "password": "nope-nope", "csrf_token": token}
+            ).status_code
+            == 401
+        )
     # Even the right password is refused while throttled: the count lives in the database.
     response = client.post("/login", data={"username": user.username, "password": "password123", "csrf_token": token})
     assert response.status_code == 429
@@ -90,8 +98,11 @@ def test_throttle_holds_across_app_instances(settings, make_user):
 def test_open_redirect_is_refused(client, make_user):
     user = make_user("annotator")
     token = csrf_from(client.get("/login").text)
-    response = client.post("/login", data={"username": user.username, "password": "password123",
-                                           "csrf_token": token, "next": "//evil.example/"}, follow_redirects=False)
+    response = client.post(
+        "/login",
+        data={"username": user.username, "password": "password123", "csrf_token": token, "next": "//evil.example/"},
+        follow_redirects=False,
+    )
     assert response.headers["location"] == "/"
 
 

@@ -1,5 +1,6 @@
 """Issue 14 end to end: `rlhf demo --size tiny --prepare-only`, then `rlhf serve`, `rlhf worker` and `rlhf simulate`
 produce annotations that export and train a reward model better than chance on held-out pairs."""
+
 from __future__ import annotations
 
 import json
@@ -49,16 +50,28 @@ def demo_env(tmp_path_factory, tiny_world):
     data = tmp_path_factory.mktemp("demo-data")
     # The session's tiny world stands in for the demo's first build (the same cached stages `rlhf demo` makes).
     shutil.copytree(tiny_world, data / "world" / "tiny")
-    env = {**os.environ, "RLHF_DATA_DIR": str(data), "RLHF_SECRET_KEY": "k", "RLHF_OFFLINE_ASSETS": "1",
-           "RLHF_DEMO_ADMIN_PASSWORD": "admin-password", "HF_HUB_OFFLINE": "1", "RLHF_WORKER_POLL_S": "0.3"}
+    env = {
+        **os.environ,
+        "RLHF_DATA_DIR": str(data),
+        "RLHF_SECRET_KEY": "k",
+        "RLHF_OFFLINE_ASSETS": "1",
+        "RLHF_DEMO_ADMIN_PASSWORD": "admin-password",
+        "HF_HUB_OFFLINE": "1",
+        "RLHF_WORKER_POLL_S": "0.3",
+    }
     env.pop("RLHF_DATABASE_URL", None)
     started = time.perf_counter()
     prepared = _run(["demo", "--size", "tiny", "--prepare-only"], env)
     prepare_s = time.perf_counter() - started
     again = time.perf_counter()
     _run(["demo", "--size", "tiny", "--prepare-only"], env)
-    return {"env": env, "data": data, "prepare_s": prepare_s, "second_s": time.perf_counter() - again,
-            "stderr": prepared.stderr}
+    return {
+        "env": env,
+        "data": data,
+        "prepare_s": prepare_s,
+        "second_s": time.perf_counter() - again,
+        "stderr": prepared.stderr,
+    }
 
 
 def test_demo_prepares_models_prompts_first_tasks_and_accounts(demo_env):
@@ -74,12 +87,27 @@ def test_demo_prepares_models_prompts_first_tasks_and_accounts(demo_env):
 def test_serve_worker_simulate_export_and_reward_model_beats_chance(demo_env, tmp_path):
     env, data = demo_env["env"], demo_env["data"]
     # More tasks than the demo's first batch, so the reward model has something to learn from.
-    _run(["generate", "--count", "120", "--num-samples", "4", "--temperature", "1.0", "--max-new-tokens", "24",
-          "--seed", "1"], env)
+    _run(
+        [
+            "generate",
+            "--count",
+            "120",
+            "--num-samples",
+            "4",
+            "--temperature",
+            "1.0",
+            "--max-new-tokens",
+            "24",
+            "--seed",
+            "1",
+        ],
+        env,
+    )
     port = _free_port()
     worker = subprocess.Popen([*CLI, "worker"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    server = subprocess.Popen([*CLI, "serve", "--port", str(port)], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [*CLI, "serve", "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         for _ in range(100):
@@ -90,8 +118,25 @@ def test_serve_worker_simulate_export_and_reward_model_beats_chance(demo_env, tm
                 time.sleep(0.2)
         _wait_jobs_done(env)
         token = _run(["tokens", "create", "--username", "admin"], env).stdout.strip()
-        simulated = _run(["simulate", "--url", url, "--admin-token", token, "--annotators", "3", "--labels", "400",
-                          "--noise", "0.05", "--seed", "3", "--json"], env)
+        simulated = _run(
+            [
+                "simulate",
+                "--url",
+                url,
+                "--admin-token",
+                token,
+                "--annotators",
+                "3",
+                "--labels",
+                "400",
+                "--noise",
+                "0.05",
+                "--seed",
+                "3",
+                "--json",
+            ],
+            env,
+        )
         report = json.loads(simulated.stdout)
         assert report["labels"] >= 200, report
         assert report["agreement_with_gold"] > 0.7, report
@@ -108,16 +153,38 @@ def test_serve_worker_simulate_export_and_reward_model_beats_chance(demo_env, tm
     assert f"{len(rows)}" in exported.stderr
 
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    sft_dir = next(Path(m["path"]) for m in json.loads(_run(["models", "list", "--json"], env).stdout)
-                   if m["stage"] == "sft")
+    sft_dir = next(
+        Path(m["path"]) for m in json.loads(_run(["models", "list", "--json"], env).stdout) if m["stage"] == "sft"
+    )
     held_out = _gold_pairs_on_eval_prompts(data, sft_dir, tmp_path, env)
     assert len(held_out) >= 60
     (tmp_path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in held_out))
     rm_dir = tmp_path / "rm"
-    trained = subprocess.run([sys.executable, "-m", "trainer", "reward", "--model", str(sft_dir),
-                              "--data", str(tmp_path / "train.jsonl"), "--eval-data", str(tmp_path / "eval.jsonl"),
-                              "--out", str(rm_dir), "--epochs", "2", "--seed", "0"],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    trained = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "reward",
+            "--model",
+            str(sft_dir),
+            "--data",
+            str(tmp_path / "train.jsonl"),
+            "--eval-data",
+            str(tmp_path / "eval.jsonl"),
+            "--out",
+            str(rm_dir),
+            "--epochs",
+            "2",
+            "--seed",
+            "0",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert trained.returncode == 0, trained.stderr[-2000:]
     metrics = [json.loads(line) for line in (rm_dir / "metrics.jsonl").read_text().splitlines()]
     accuracies = [m[k] for m in metrics for k in m if k.startswith("eval") and "accuracy" in k]
@@ -133,10 +200,33 @@ def _gold_pairs_on_eval_prompts(data: Path, sft_dir: Path, tmp_path: Path, env) 
 
     prompts_file = data / "world" / "tiny" / "prompts_eval.jsonl"
     samples = tmp_path / "eval_samples.jsonl"
-    done = subprocess.run([sys.executable, "-m", "trainer", "generate", "--model", str(sft_dir), "--prompts",
-                           str(prompts_file), "--out", str(samples), "--num-samples", "4", "--temperature", "1.0",
-                           "--max-new-tokens", "24", "--seed", "7"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "generate",
+            "--model",
+            str(sft_dir),
+            "--prompts",
+            str(prompts_file),
+            "--out",
+            str(samples),
+            "--num-samples",
+            "4",
+            "--temperature",
+            "1.0",
+            "--max-new-tokens",
+            "24",
+            "--seed",
+            "7",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     prompts = {row["prompt_id"]: row["prompt"] for row in map(json.loads, prompts_file.read_text().splitlines())}
     by_prompt: dict[str, list[str]] = {}
@@ -147,7 +237,7 @@ def _gold_pairs_on_eval_prompts(data: Path, sft_dir: Path, tmp_path: Path, env) 
         prompt = prompts[prompt_id]
         scored = sorted({t: judge.score(prompt, t) for t in texts}.items(), key=lambda kv: -kv[1])
         for i, (better, s_better) in enumerate(scored):
-            for worse, s_worse in scored[i + 1:]:
+            for worse, s_worse in scored[i + 1 :]:
                 if s_better - s_worse >= 0.1:  # a clear gold preference
                     pairs.append({"prompt": prompt, "chosen": better, "rejected": worse})
     return pairs

@@ -1,4 +1,5 @@
 """docker-compose.yml and the Dockerfile: Docker can't run here, so check what can be checked statically."""
+
 from pathlib import Path
 
 import typer.main

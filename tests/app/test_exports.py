@@ -1,19 +1,28 @@
 """Exports: exact rows per format, flat schemas, datasets + TRL preparation, filters, determinism, CLI, card."""
+
 import csv
 import hashlib
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
 
 from app.services.exports import FORMATS, ExportError, ExportFilters, iter_export, write_card, write_export
-from tests.app.factories import (annotate_pairwise, annotate_ranking, annotate_rating, make_annotator,
-                                 make_generation, make_model, make_prompt, make_task)
+from tests.app.factories import (
+    annotate_pairwise,
+    annotate_ranking,
+    annotate_rating,
+    make_annotator,
+    make_generation,
+    make_model,
+    make_prompt,
+    make_task,
+)
 from tests.conftest import BACKENDS
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def build_dataset(db) -> SimpleNamespace:
@@ -36,10 +45,20 @@ def build_dataset(db) -> SimpleNamespace:
     t3 = make_task(db, p3, g3, kind="ranking")
     a5 = annotate_ranking(db, t3, alice, ranking=[g3[0], g3[2], g3[1]], created_at=T0 + timedelta(hours=4))
     p4 = make_prompt(db, "Greet me.")
-    g4a, g4b = make_generation(db, p4, "Hello!", model=model), make_generation(db, p4, "=cmd|' /C calc'!A0", model=model)
+    g4a, g4b = (
+        make_generation(db, p4, "Hello!", model=model),
+        make_generation(db, p4, "=cmd|' /C calc'!A0", model=model),
+    )
     t4 = make_task(db, p4, [g4a, g4b], kind="rating")
-    a6 = annotate_rating(db, t4, bob, ratings={g4a: "good", g4b: "bad"}, rewrite="Hello, nice to meet you!",
-                         critiques={str(g4b.id): "not a greeting"}, created_at=T0 + timedelta(hours=5))
+    a6 = annotate_rating(
+        db,
+        t4,
+        bob,
+        ratings={g4a: "good", g4b: "bad"},
+        rewrite="Hello, nice to meet you!",
+        critiques={str(g4b.id): "not a greeting"},
+        created_at=T0 + timedelta(hours=5),
+    )
     p5 = make_prompt(db, messages=[{"role": "system", "content": "Be short."}, {"role": "user", "content": "Sky?"}])
     g5a, g5b = make_generation(db, p5, "Blue."), make_generation(db, p5, "It is a long story about light.")
     t5 = make_task(db, p5, [g5a, g5b])
@@ -56,8 +75,11 @@ def build_dataset(db) -> SimpleNamespace:
 
 def rows(db, fmt, **kw):
     include_ties = kw.pop("include_ties", False)
-    return [line for batch in iter_export(db, fmt=fmt, filters=ExportFilters(**kw), include_ties=include_ties)
-            for line in batch]
+    return [
+        line
+        for batch in iter_export(db, fmt=fmt, filters=ExportFilters(**kw), include_ties=include_ties)
+        for line in batch
+    ]
 
 
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)
@@ -69,8 +91,13 @@ def test_trl_pairs_from_choices_and_rankings_with_margins(db):
         {"prompt": "Count to three.", "chosen": "1 2 3", "rejected": "one", "margin": 0.0, "annotation_id": d.a5.id},
         {"prompt": "Count to three.", "chosen": "1 2 3", "rejected": "1 2", "margin": 0.0, "annotation_id": d.a5.id},
         {"prompt": "Count to three.", "chosen": "one", "rejected": "1 2", "margin": 0.0, "annotation_id": d.a5.id},
-        {"prompt": "system: Be short.\n\nuser: Sky?", "chosen": "Blue.", "rejected": "It is a long story about light.",
-         "margin": 2 / 3, "annotation_id": d.a7.id},
+        {
+            "prompt": "system: Be short.\n\nuser: Sky?",
+            "chosen": "Blue.",
+            "rejected": "It is a long story about light.",
+            "margin": 2 / 3,
+            "annotation_id": d.a7.id,
+        },
         {"prompt": "Held out?", "chosen": "no", "rejected": "yes", "margin": 0.0, "annotation_id": d.a8.id},
     ]
 
@@ -80,8 +107,10 @@ def test_include_ties_adds_bool_tie_on_every_line(db):
     lines = rows(db, "trl", include_ties=True)
     assert all(set(x) == {"prompt", "chosen", "rejected", "margin", "annotation_id", "tie"} for x in lines)
     ties = [x for x in lines if x["tie"]]
-    assert [(x["annotation_id"], x["chosen"], x["rejected"]) for x in ties] == [(d.a3.id, "red", "blue"),
-                                                                               (d.a4.id, "red", "blue")]
+    assert [(x["annotation_id"], x["chosen"], x["rejected"]) for x in ties] == [
+        (d.a3.id, "red", "blue"),
+        (d.a4.id, "red", "blue"),
+    ]
     assert len(lines) == len(rows(db, "trl")) + 2
 
 
@@ -93,28 +122,57 @@ def test_conversational_kto_rankings_sft(db):
     assert conv[5]["prompt"] == [{"role": "system", "content": "Be short."}, {"role": "user", "content": "Sky?"}]
     assert rows(db, "kto") == [
         {"prompt": "Greet me.", "completion": "Hello!", "label": True, "annotation_id": d.a6.id},
-        {"prompt": "Greet me.", "completion": "=cmd|' /C calc'!A0", "label": False, "annotation_id": d.a6.id}]
-    assert rows(db, "rankings") == [{"prompt": "Count to three.", "completions": ["1 2 3", "one", "1 2"],
-                                     "annotation_id": d.a5.id}]
+        {"prompt": "Greet me.", "completion": "=cmd|' /C calc'!A0", "label": False, "annotation_id": d.a6.id},
+    ]
+    assert rows(db, "rankings") == [
+        {"prompt": "Count to three.", "completions": ["1 2 3", "one", "1 2"], "annotation_id": d.a5.id}
+    ]
     assert rows(db, "sft") == [
-        {"prompt": "Greet me.", "completion": "Hello, nice to meet you!", "source": "rewrite", "annotation_id": d.a6.id},
-        {"prompt": "Greet me.", "completion": "Hello!", "source": "good", "annotation_id": d.a6.id}]
+        {
+            "prompt": "Greet me.",
+            "completion": "Hello, nice to meet you!",
+            "source": "rewrite",
+            "annotation_id": d.a6.id,
+        },
+        {"prompt": "Greet me.", "completion": "Hello!", "source": "good", "annotation_id": d.a6.id},
+    ]
 
 
 def test_rich_has_everything_with_pseudonymous_annotator(db):
     d = build_dataset(db)
     lines = rows(db, "rich")
-    assert [x["annotation_id"] for x in lines] == [d.a1.id, d.a2.id, d.a3.id, d.a4.id, d.a5.id, d.a6.id, d.a7.id, d.a8.id]
+    assert [x["annotation_id"] for x in lines] == [
+        d.a1.id,
+        d.a2.id,
+        d.a3.id,
+        d.a4.id,
+        d.a5.id,
+        d.a6.id,
+        d.a7.id,
+        d.a8.id,
+    ]
     first = lines[0]
     assert first["annotator"] == d.alice.public_id and "alice" not in json.dumps(lines)
     assert first["positions"] == [d.g1b.id, d.g1a.id] and first["strength"] == 3 and first["time_spent_ms"] == 1200
     assert first["chosen_generation_id"] == d.g1a.id and first["source"] == "human"
-    assert first["responses"][0] == {"generation_id": d.g1a.id, "text": "4", "model_version_id": d.model.id,
-                                     "policy_version": "policy-v1", "temperature": 1.0, "top_k": 0, "top_p": 1.0,
-                                     "max_new_tokens": 32, "seed": 11, "generation_source": "model"}
+    assert first["responses"][0] == {
+        "generation_id": d.g1a.id,
+        "text": "4",
+        "model_version_id": d.model.id,
+        "policy_version": "policy-v1",
+        "temperature": 1.0,
+        "top_k": 0,
+        "top_p": 1.0,
+        "max_new_tokens": 32,
+        "seed": 11,
+        "generation_source": "model",
+    }
     assert first["created_at"] == T0.isoformat()
     rating = lines[5]
-    assert rating["ratings"] == [{"generation_id": d.g4a.id, "label": "good"}, {"generation_id": d.g4b.id, "label": "bad"}]
+    assert rating["ratings"] == [
+        {"generation_id": d.g4a.id, "label": "good"},
+        {"generation_id": d.g4b.id, "label": "bad"},
+    ]
     assert rating["critiques"] == [{"generation_id": d.g4b.id, "text": "not a greeting"}]
     assert lines[6]["source"] == "ai" and lines[6]["prompt_messages"][1] == {"role": "user", "content": "Sky?"}
     assert all(list(x) == list(lines[0]) for x in lines)
@@ -174,13 +232,13 @@ def test_rich_csv_neutralises_formulas_and_loads(db, tmp_path):
 
 def test_csv_cells_starting_with_formula_characters_get_a_quote(db, tmp_path):
     d = build_dataset(db)
-    d.a6.rewrite = "=HYPERLINK(\"http://evil\")"
+    d.a6.rewrite = '=HYPERLINK("http://evil")'
     d.a6.critique = "+1 great"
     db.commit()
     result = write_export(db, fmt="rich", out=tmp_path / "rich.csv", as_csv=True)
     with open(result.path, newline="") as fh:
         row = list(csv.DictReader(fh))[5]
-    assert row["rewrite"] == "'=HYPERLINK(\"http://evil\")" and row["critique"] == "'+1 great"
+    assert row["rewrite"] == '\'=HYPERLINK("http://evil")' and row["critique"] == "'+1 great"
     with pytest.raises(ExportError):
         write_export(db, fmt="trl", out=tmp_path / "t.csv", as_csv=True)
 
@@ -192,11 +250,13 @@ def tiny_tokenizer(tmp_path_factory):
     from trainer.tokenizer import TokenizerConfig, train_tokenizer
 
     corpus = tmp_path_factory.mktemp("corpus") / "c.txt"
-    corpus.write_text("\n".join(f"What is {i}+{i}? {2 * i}. Count to three. Hello, nice to meet you! red blue"
-                                for i in range(200)))
+    corpus.write_text(
+        "\n".join(f"What is {i}+{i}? {2 * i}. Count to three. Hello, nice to meet you! red blue" for i in range(200))
+    )
     out = tmp_path_factory.mktemp("tok") / "tok"
-    return AutoTokenizer.from_pretrained(str(train_tokenizer(TokenizerConfig(input=[str(corpus)], vocab_size=320,
-                                                                            out=str(out)))))
+    return AutoTokenizer.from_pretrained(
+        str(train_tokenizer(TokenizerConfig(input=[str(corpus)], vocab_size=320, out=str(out))))
+    )
 
 
 @pytest.mark.parametrize("fmt", ["trl", "trl-conversational"])
@@ -207,12 +267,22 @@ def test_trl_reward_and_dpo_preparation_accept_trl_formats(db, tmp_path, tiny_to
     build_dataset(db)
     result = write_export(db, fmt=fmt, out=tmp_path / "pairs.jsonl")
     ds = load_dataset("json", data_files=str(result.path), split="train", cache_dir=str(tmp_path / "cache"))
-    reward = RewardTrainer._prepare_dataset(SimpleNamespace(), ds, tiny_tokenizer,
-                                            RewardConfig(output_dir=str(tmp_path / "r"), max_length=256, bf16=False, use_cpu=True), "train")
+    reward = RewardTrainer._prepare_dataset(
+        SimpleNamespace(),
+        ds,
+        tiny_tokenizer,
+        RewardConfig(output_dir=str(tmp_path / "r"), max_length=256, bf16=False, use_cpu=True),
+        "train",
+    )
     assert reward.num_rows == result.rows and reward[0]["chosen_ids"] and reward[0]["rejected_ids"]
     assert reward[0]["margin"] == 1.0
-    dpo = DPOTrainer._prepare_dataset(SimpleNamespace(_tokenizer=tiny_tokenizer), ds, tiny_tokenizer,
-                                      DPOConfig(output_dir=str(tmp_path / "d"), max_length=256, bf16=False, use_cpu=True), "train")
+    dpo = DPOTrainer._prepare_dataset(
+        SimpleNamespace(_tokenizer=tiny_tokenizer),
+        ds,
+        tiny_tokenizer,
+        DPOConfig(output_dir=str(tmp_path / "d"), max_length=256, bf16=False, use_cpu=True),
+        "train",
+    )
     assert dpo.num_rows == result.rows and all(row["chosen_ids"] and row["prompt_ids"] for row in dpo)
 
 
@@ -224,10 +294,15 @@ def test_trl_kto_preparation_accepts_kto(db, tmp_path, tiny_tokenizer):
     build_dataset(db)
     result = write_export(db, fmt="kto", out=tmp_path / "kto.jsonl")
     ds = load_dataset("json", data_files=str(result.path), split="train", cache_dir=str(tmp_path / "cache"))
-    config = KTOConfig(output_dir=str(tmp_path / "k"), max_length=256, bf16=False, use_cpu=True,
-                       per_device_train_batch_size=2)
-    trainer = SimpleNamespace(_tokenizer=tiny_tokenizer, calculate_KL=True, desirable_weight=config.desirable_weight,
-                              undesirable_weight=config.undesirable_weight)
+    config = KTOConfig(
+        output_dir=str(tmp_path / "k"), max_length=256, bf16=False, use_cpu=True, per_device_train_batch_size=2
+    )
+    trainer = SimpleNamespace(
+        _tokenizer=tiny_tokenizer,
+        calculate_KL=True,
+        desirable_weight=config.desirable_weight,
+        undesirable_weight=config.undesirable_weight,
+    )
     kto = KTOTrainer._prepare_dataset(trainer, ds, tiny_tokenizer, config, "train")
     assert kto.num_rows == 2 and kto["label"] == [True, False] and all(r["completion_ids"] for r in kto)
     assert kto[0]["KL_completion_ids"] == kto[1]["completion_ids"]
@@ -248,7 +323,7 @@ def test_card_has_provenance_counts_filters_agreement(db, tmp_path):
     build_dataset(db)
     result = write_export(db, fmt="trl", out=tmp_path / "trl.jsonl", filters=ExportFilters(source="human"))
     card = write_card(db, result=result).read_text()
-    assert "rlhf-studio export: `trl`" in card and result.sha256 in card and "- `source`: \"human\"" in card
+    assert "rlhf-studio export: `trl`" in card and result.sha256 in card and '- `source`: "human"' in card
     assert f"{result.rows} lines" in card and "| pairwise | nominal |" in card and "annotators: 2" in card
 
 
@@ -257,16 +332,33 @@ def test_cli_writes_file_and_sha256_prints_rows_and_refuses_bad_args(settings, d
 
     build_dataset(db)
     out = tmp_path / "out" / "trl.jsonl"
-    res = CliRunner().invoke(cli, ["export", "--format", "trl", "--out", str(out), "--include-ties", "--source", "human",
-                                   "--since", "2026-01-01", "--card"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "export",
+            "--format",
+            "trl",
+            "--out",
+            str(out),
+            "--include-ties",
+            "--source",
+            "human",
+            "--since",
+            "2026-01-01",
+            "--card",
+        ],
+    )
     assert res.exit_code == 0, res.output
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     assert "rows: 8" in res.stderr and f"sha256: {digest}" in res.stderr
     assert (out.parent / "trl.jsonl.sha256").read_text() == f"{digest}  trl.jsonl\n"
     assert (out.parent / "README.md").exists()
-    for args, needle in ((["--format", "parquet"], "--format"), (["--format", "trl", "--source", "x"], "source"),
-                         (["--format", "trl", "--since", "yesterday"], "--since"),
-                         (["--format", "kto", "--csv"], "CSV")):
+    for args, needle in (
+        (["--format", "parquet"], "--format"),
+        (["--format", "trl", "--source", "x"], "source"),
+        (["--format", "trl", "--since", "yesterday"], "--since"),
+        (["--format", "kto", "--csv"], "CSV"),
+    ):
         res = CliRunner().invoke(cli, ["export", *args, "--out", str(tmp_path / "bad.jsonl")])
         assert res.exit_code == 2 and needle in res.stderr, res.output
     assert not (tmp_path / "bad.jsonl").exists()

@@ -1,4 +1,5 @@
 """Settings, SQLite pragmas, health check, start-up refusals and CLI errors."""
+
 import os
 import subprocess
 import sys
@@ -11,9 +12,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def rlhf(*args, env=None, input=None, timeout=60):
-    return subprocess.run([sys.executable, "-c", "from app.cli import main; main()", *args], cwd=ROOT,
-                          env={**os.environ, **(env or {})}, input=input, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", "from app.cli import main; main()", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_settings_defaults_and_generated_secret(tmp_path, monkeypatch):
@@ -50,7 +57,7 @@ def test_healthz_503_when_database_unreachable(monkeypatch, settings):
 
     app = create_app(check_database=False)
     unreachable = db.make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
-    monkeypatch.setattr("app.routes.health.get_read_engine", lambda: unreachable)
+    monkeypatch.setattr("app.api.health.get_read_engine", lambda: unreachable)
     with TestClient(app) as c:
         response = c.get("/healthz")
     assert response.status_code == 503 and response.json()["database"] == "unreachable"
@@ -81,8 +88,10 @@ def test_serve_refuses_unmigrated_database(tmp_path):
 
 
 def test_serve_exits_2_when_database_cannot_connect(tmp_path):
-    result = rlhf("serve", env={"RLHF_DATA_DIR": str(tmp_path),
-                                "RLHF_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"})
+    result = rlhf(
+        "serve",
+        env={"RLHF_DATA_DIR": str(tmp_path), "RLHF_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"},
+    )
     assert result.returncode == 2
     assert "cannot connect to the database" in result.stderr and "Traceback" not in result.stderr
 
@@ -90,8 +99,17 @@ def test_serve_exits_2_when_database_cannot_connect(tmp_path):
 def test_cli_users_and_tokens_roundtrip(tmp_path):
     env = {"RLHF_DATA_DIR": str(tmp_path)}
     assert rlhf("db", "upgrade", env=env).returncode == 0
-    created = rlhf("users", "create", "--username", "ann", "--role", "annotator", "--password-stdin",
-                   env=env, input="long-password\n")
+    created = rlhf(
+        "users",
+        "create",
+        "--username",
+        "ann",
+        "--role",
+        "annotator",
+        "--password-stdin",
+        env=env,
+        input="long-password\n",
+    )
     assert created.returncode == 0, created.stderr
     token = rlhf("tokens", "create", "--username", "ann", env=env)
     assert token.returncode == 0 and token.stdout.strip().startswith("rlhf_") and len(token.stdout.splitlines()) == 1
@@ -101,13 +119,16 @@ def test_cli_users_and_tokens_roundtrip(tmp_path):
     assert '"active": false' in rlhf("users", "list", "--json", env=env).stdout
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["users", "create", "--username", "x", "--role", "boss", "--password-stdin"], "--role must be one of"),
-    (["users", "create", "--username", "x", "--role", "admin"], "--password-stdin"),
-    (["users", "deactivate", "nobody"], "no user 'nobody'"),
-    (["tokens", "create", "--username", "nobody"], "no user 'nobody'"),
-    (["tokens", "revoke", "999"], "no token 999"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["users", "create", "--username", "x", "--role", "boss", "--password-stdin"], "--role must be one of"),
+        (["users", "create", "--username", "x", "--role", "admin"], "--password-stdin"),
+        (["users", "deactivate", "nobody"], "no user 'nobody'"),
+        (["tokens", "create", "--username", "nobody"], "no user 'nobody'"),
+        (["tokens", "revoke", "999"], "no token 999"),
+    ],
+)
 def test_cli_bad_arguments_exit_2_with_one_line(tmp_path, args, needle):
     env = {"RLHF_DATA_DIR": str(tmp_path)}
     rlhf("db", "upgrade", env=env)

@@ -1,4 +1,5 @@
 """`rlhf jobs list|show|cancel` (with --json on list and show)."""
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,10 @@ def test_list_and_show_json(db):
     result = runner.invoke(cli, ["jobs", "list", "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
-    assert [(r["id"], r["kind"], r["status"]) for r in rows] == [(second, "round", "queued"), (first, "generate", "queued")]
+    assert [(r["id"], r["kind"], r["status"]) for r in rows] == [
+        (second, "round", "queued"),
+        (first, "generate", "queued"),
+    ]
 
     result = runner.invoke(cli, ["jobs", "list", "--json", "--kind", "round"])
     assert [r["id"] for r in json.loads(result.stdout)] == [second]
@@ -67,8 +71,13 @@ def test_cancel_queued_running_and_finished(db):
 
 
 def test_every_jobs_command_has_help():
-    for args in (["jobs", "--help"], ["jobs", "list", "--help"], ["jobs", "show", "--help"],
-                 ["jobs", "cancel", "--help"], ["worker", "--help"]):
+    for args in (
+        ["jobs", "--help"],
+        ["jobs", "list", "--help"],
+        ["jobs", "show", "--help"],
+        ["jobs", "cancel", "--help"],
+        ["worker", "--help"],
+    ):
         result = runner.invoke(cli, args)
         assert result.exit_code == 0, (args, result.output)
     assert "--once" in runner.invoke(cli, ["worker", "--help"]).stdout

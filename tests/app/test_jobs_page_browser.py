@@ -1,5 +1,6 @@
 """The live job page in a real browser (Debian chromium): plots drawn by the vendored Chart.js from job_metrics,
 the htmx block polling every 2 s and stopping once the job is finished."""
+
 from __future__ import annotations
 
 import os
@@ -28,11 +29,17 @@ def _free_port() -> int:
 @pytest.fixture
 def server(settings, tmp_path):
     port = _free_port()
-    env = {**os.environ, "RLHF_DATA_DIR": str(settings.data_dir), "RLHF_DATABASE_URL": settings.sqlalchemy_url,
-           "RLHF_SECRET_KEY": "test-secret-key", "RLHF_OFFLINE_ASSETS": "1"}
+    env = {
+        **os.environ,
+        "RLHF_DATA_DIR": str(settings.data_dir),
+        "RLHF_DATABASE_URL": settings.sqlalchemy_url,
+        "RLHF_SECRET_KEY": "test-secret-key",
+        "RLHF_OFFLINE_ASSETS": "1",
+    }
     log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen([*rlhf_command(), "serve", "--port", str(port)], env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [*rlhf_command(), "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     base = f"http://127.0.0.1:{port}"
 
     def up():

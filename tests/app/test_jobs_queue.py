@@ -1,4 +1,5 @@
 """The queue's database layer (claim, heartbeat, finish, requeue, stale sweep, cancel), on both backends."""
+
 from __future__ import annotations
 
 from datetime import timedelta

@@ -1,4 +1,5 @@
 """Job pages (list, live detail polling with htmx, plots' data, cancel form) and the /api/v1/jobs endpoints."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -36,8 +37,15 @@ def test_api_job_needs_an_admin_token(client, db, api):
 
 def test_api_job_shows_status_progress_metrics_error_result(client, db, api):
     _admin, headers = api("admin")
-    job = _job(db, status="running", progress_done=3, progress_total=12, progress_message="ppo: step 3/12",
-               metrics={"objective/kl": 0.02, "step": 3}, started_at=utcnow() - timedelta(seconds=30))
+    job = _job(
+        db,
+        status="running",
+        progress_done=3,
+        progress_total=12,
+        progress_message="ppo: step 3/12",
+        metrics={"objective/kl": 0.02, "step": 3},
+        started_at=utcnow() - timedelta(seconds=30),
+    )
     body = client.get(f"/api/v1/jobs/{job.id}", headers=headers).json()
     assert body["status"] == "running" and body["kind"] == "train" and body["attempts"] == 1
     assert body["progress"]["done"] == 3 and body["progress"]["total"] == 12
@@ -84,8 +92,14 @@ def test_job_pages_are_for_admins(client, db, make_user, login):
 
 def test_running_job_page_polls_itself_and_stops_when_finished(client, db, make_user, login):
     login(make_user("admin"))
-    job = _job(db, status="running", progress_done=5, progress_total=20, progress_message="sft: step 5/20",
-               started_at=utcnow() - timedelta(seconds=10))
+    job = _job(
+        db,
+        status="running",
+        progress_done=5,
+        progress_total=20,
+        progress_message="sft: step 5/20",
+        started_at=utcnow() - timedelta(seconds=10),
+    )
     page = client.get(f"/admin/jobs/{job.id}")
     assert page.status_code == 200
     html = page.text
@@ -112,7 +126,9 @@ def test_metrics_endpoint_for_the_plots(client, db, make_user, login):
     db.commit()
     body = client.get(f"/admin/jobs/{job.id}/metrics").json()
     assert body["finished"] is False and body["metrics"][0]["values"] == {"loss": 0.7, "accuracy": 0.5}
-    assert client.get(f"/admin/jobs/{job.id}/metrics", params={"after": body["metrics"][0]["id"]}).json()["metrics"] == []
+    assert (
+        client.get(f"/admin/jobs/{job.id}/metrics", params={"after": body["metrics"][0]["id"]}).json()["metrics"] == []
+    )
 
 
 def test_cancel_form_with_and_without_htmx(client, db, make_user, login):
@@ -126,8 +142,9 @@ def test_cancel_form_with_and_without_htmx(client, db, make_user, login):
     db.commit()
 
     running = _job(db, status="running")
-    fragment = client.post(f"/admin/jobs/{running.id}/cancel",
-                           headers={"HX-Request": "true", "X-CSRF-Token": csrf}).text
+    fragment = client.post(
+        f"/admin/jobs/{running.id}/cancel", headers={"HX-Request": "true", "X-CSRF-Token": csrf}
+    ).text
     assert "cancel requested" in fragment and "<html" not in fragment
     again = client.post(f"/admin/jobs/{queued.id}/cancel", data={"csrf_token": csrf})
     assert again.status_code == 409 and "already cancelled" in again.text

@@ -1,4 +1,5 @@
 """run_trainer: runs a trainer stage as a subprocess, follows its metrics.jsonl, reports failures' last lines."""
+
 from __future__ import annotations
 
 import functools
@@ -19,8 +20,13 @@ FAKE = "tests.app.job_kinds"
 def test_follows_metrics_while_the_stage_runs_and_returns_its_stdout(tmp_path):
     out = tmp_path / "runs" / "sft"
     seen = []
-    stdout = run_trainer(["--out", str(out), "--steps", "6", "--sleep", "0.15"], stage="sft", out_dir=out,
-                         on_metrics=seen.append, module=FAKE)
+    stdout = run_trainer(
+        ["--out", str(out), "--steps", "6", "--sleep", "0.15"],
+        stage="sft",
+        out_dir=out,
+        on_metrics=seen.append,
+        module=FAKE,
+    )
     assert stdout == str(out)
     assert [(m["step"], m["total_steps"]) for m in seen] == [(s, 6) for s in range(1, 7)]
     assert seen[2]["loss"] == pytest.approx(1 / 3)
@@ -31,8 +37,14 @@ def test_follows_metrics_while_the_stage_runs_and_returns_its_stdout(tmp_path):
 def test_a_stage_too_quick_to_follow_is_read_from_its_output(tmp_path):
     out = tmp_path / "reward"
     seen = []
-    run_trainer(["--out", str(out), "--steps", "3"], stage="reward", out_dir=out, on_metrics=seen.append,
-                module=FAKE, log_dir=tmp_path / "logs")
+    run_trainer(
+        ["--out", str(out), "--steps", "3"],
+        stage="reward",
+        out_dir=out,
+        on_metrics=seen.append,
+        module=FAKE,
+        log_dir=tmp_path / "logs",
+    )
     assert [m["step"] for m in seen] == [1, 2, 3]
 
 
@@ -40,8 +52,13 @@ def test_failure_raises_with_the_last_stderr_lines_and_keeps_the_metrics_seen(tm
     out = tmp_path / "ppo"
     seen = []
     with pytest.raises(JobFailed) as info:
-        run_trainer(["--out", str(out), "--steps", "5", "--sleep", "0.3", "--fail"], stage="ppo", out_dir=out,
-                    on_metrics=seen.append, module=FAKE)
+        run_trainer(
+            ["--out", str(out), "--steps", "5", "--sleep", "0.3", "--fail"],
+            stage="ppo",
+            out_dir=out,
+            on_metrics=seen.append,
+            module=FAKE,
+        )
     message = str(info.value)
     assert message.startswith("trainer ppo failed (exit status 3):")
     assert message.endswith("RuntimeError: fake trainer failed at step 2")
@@ -53,8 +70,11 @@ def test_failure_raises_with_the_last_stderr_lines_and_keeps_the_metrics_seen(tm
 
 def test_the_real_trainer_cli_reports_bad_input(tmp_path):
     with pytest.raises(JobFailed, match=r"exit status 2[\s\S]*missing\.txt: no such file"):
-        run_trainer(["tokenizer", "--input", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "tok")],
-                    stage="tokenizer", out_dir=tmp_path / "tok")
+        run_trainer(
+            ["tokenizer", "--input", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "tok")],
+            stage="tokenizer",
+            out_dir=tmp_path / "tok",
+        )
 
 
 def test_follower_ignores_temp_dirs_of_earlier_runs(tmp_path):

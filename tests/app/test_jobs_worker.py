@@ -2,6 +2,7 @@
 
 Job kinds come from tests/app/job_kinds.py (RLHF_JOB_MODULES). Intervals are made small through settings.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,10 +33,17 @@ def rlhf_command() -> list[str]:
 
 
 def worker_env(settings, **overrides: str) -> dict[str, str]:
-    env = {**os.environ, "RLHF_DATA_DIR": str(settings.data_dir), "RLHF_DATABASE_URL": settings.sqlalchemy_url,
-           "RLHF_JOB_MODULES": "tests.app.job_kinds", "PYTHONPATH": str(ROOT),
-           "RLHF_WORKER_POLL_S": "0.1", "RLHF_HEARTBEAT_S": "0.5", "RLHF_STALE_AFTER_S": "30",
-           "RLHF_CANCEL_GRACE_S": "2"}
+    env = {
+        **os.environ,
+        "RLHF_DATA_DIR": str(settings.data_dir),
+        "RLHF_DATABASE_URL": settings.sqlalchemy_url,
+        "RLHF_JOB_MODULES": "tests.app.job_kinds",
+        "PYTHONPATH": str(ROOT),
+        "RLHF_WORKER_POLL_S": "0.1",
+        "RLHF_HEARTBEAT_S": "0.5",
+        "RLHF_STALE_AFTER_S": "30",
+        "RLHF_CANCEL_GRACE_S": "2",
+    }
     env.update(overrides)
     return env
 
@@ -50,8 +58,13 @@ class Workers:
 
     def start(self, *args: str, **env: str) -> subprocess.Popen:
         log = open(self.tmp_path / f"worker-{len(self.procs)}.log", "wb")
-        proc = subprocess.Popen([*rlhf_command(), "worker", *args], env=worker_env(self.settings, **env),
-                                stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp_path)
+        proc = subprocess.Popen(
+            [*rlhf_command(), "worker", *args],
+            env=worker_env(self.settings, **env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.tmp_path,
+        )
         log.close()
         proc.log_path = log.name  # type: ignore[attr-defined]
         self.procs.append(proc)
@@ -121,6 +134,7 @@ def marker_lines(path: Path) -> list[str]:
 
 # ---- concurrency ----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_several_workers_never_run_a_job_twice(db, workers, tmp_path):
     markers = tmp_path / "markers"
@@ -158,14 +172,16 @@ def test_killed_workers_job_is_recovered_by_another_worker(db, workers, tmp_path
     assert job_row(db, job_id).status == "running"  # nobody knows yet
 
     second = workers.start(**stale)
-    job = wait_for(lambda: (j := job_row(db, job_id)).status == "succeeded" and j, timeout=60,
-                   what="the job to be recovered")
+    job = wait_for(
+        lambda: (j := job_row(db, job_id)).status == "succeeded" and j, timeout=60, what="the job to be recovered"
+    )
     assert job.attempts == 2
     assert len(marker_lines(start_marker)) == 2
     assert "stale heartbeat -> queued" in workers.output(second)
 
 
 # ---- cancel, SIGTERM --------------------------------------------------------------------------------------------
+
 
 def test_cancel_stops_a_running_job_within_5_seconds(db, workers, tmp_path):
     markers = tmp_path / "markers"
@@ -178,8 +194,9 @@ def test_cancel_stops_a_running_job_within_5_seconds(db, workers, tmp_path):
     began = time.monotonic()
     request_cancel(db, job_id=job_id)
     db.commit()
-    job = wait_for(lambda: (j := job_row(db, job_id)).status == "cancelled" and j, timeout=10,
-                   what="the job to be cancelled")
+    job = wait_for(
+        lambda: (j := job_row(db, job_id)).status == "cancelled" and j, timeout=10, what="the job to be cancelled"
+    )
     elapsed = time.monotonic() - began
     assert elapsed < 5, f"cancel took {elapsed:.1f} s"
     assert not pid_alive(child_pid)
@@ -222,6 +239,7 @@ def test_sigterm_to_the_worker_requeues_its_job(db, workers, tmp_path, signum):
 
 # ---- outcomes -------------------------------------------------------------------------------------------------
 
+
 def test_failed_jobs_keep_the_last_lines_of_the_error(db, workers):
     raised = enqueue(db, "test-raise", depth=80)
     failed = enqueue(db, "test-fail")
@@ -235,7 +253,7 @@ def test_failed_jobs_keep_the_last_lines_of_the_error(db, workers):
     lines = job.error.splitlines()
     assert len(lines) <= 40
     assert lines[-1] == "ValueError: the data was bad on purpose"
-    assert 'in deep' in job.error
+    assert "in deep" in job.error
 
     assert job_row(db, failed).error == "reason shown as is"
 
@@ -270,8 +288,7 @@ def test_once_exits_on_an_empty_queue_and_runs_periodic_hooks(settings, workers,
 
 def test_worker_refuses_an_unmigrated_database(settings, tmp_path):
     env = worker_env(settings, RLHF_DATABASE_URL=f"sqlite:///{tmp_path / 'empty.sqlite3'}")
-    result = subprocess.run([*rlhf_command(), "worker", "--once"], env=env, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run([*rlhf_command(), "worker", "--once"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "rlhf db upgrade" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -279,7 +296,6 @@ def test_worker_refuses_an_unmigrated_database(settings, tmp_path):
 
 def test_worker_refuses_to_start_without_its_job_kinds(settings):
     env = worker_env(settings, RLHF_JOB_MODULES="tests.app.no_such_kinds_module")
-    result = subprocess.run([*rlhf_command(), "worker", "--once"], env=env, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run([*rlhf_command(), "worker", "--once"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "cannot load job kinds" in result.stderr and "no_such_kinds_module" in result.stderr

@@ -1,4 +1,5 @@
 """Schema only through Alembic: upgrade head -> downgrade base -> upgrade head, on SQLite and PostgreSQL."""
+
 import pytest
 from sqlalchemy import create_engine, inspect
 
@@ -6,8 +7,21 @@ from app.migrations_runner import downgrade, head_revision, upgrade
 from app.models import Base
 from tests.conftest import BACKENDS
 
-EXPECTED_TABLES = {"users", "api_tokens", "prompts", "model_versions", "generations", "tasks", "task_positions",
-                   "assignments", "annotations", "jobs", "job_metrics", "login_failures", "round_schedules"}
+EXPECTED_TABLES = {
+    "users",
+    "api_tokens",
+    "prompts",
+    "model_versions",
+    "generations",
+    "tasks",
+    "task_positions",
+    "assignments",
+    "annotations",
+    "jobs",
+    "job_metrics",
+    "login_failures",
+    "round_schedules",
+}
 
 
 def _tables(url: str) -> set[str]:
@@ -48,8 +62,12 @@ def test_partial_unique_indexes_hold(db, backend):
 
     from app.models import Job, ModelVersion
 
-    db.add_all([ModelVersion(name="a", kind="policy", stage="sft", path="/a", is_current=True),
-                ModelVersion(name="b", kind="policy", stage="sft", path="/b", is_current=False)])
+    db.add_all(
+        [
+            ModelVersion(name="a", kind="policy", stage="sft", path="/a", is_current=True),
+            ModelVersion(name="b", kind="policy", stage="sft", path="/b", is_current=False),
+        ]
+    )
     db.commit()
     db.add(ModelVersion(name="c", kind="policy", stage="sft", path="/c", is_current=True))
     with pytest.raises(IntegrityError):

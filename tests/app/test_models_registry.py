@@ -1,12 +1,20 @@
 """Model registry: register checks that the directory loads (in a subprocess), list, promote, rollback, CLI."""
+
 import json
 import sys
 
 import pytest
 from typer.testing import CliRunner
 
-from app.services.models_registry import (ModelError, check_loads, current_model, list_models, promote,
-                                          register_model, rollback)
+from app.services.models_registry import (
+    ModelError,
+    check_loads,
+    current_model,
+    list_models,
+    promote,
+    register_model,
+    rollback,
+)
 from tests.app.tiny_models import build_model, build_tokenizer
 
 
@@ -14,8 +22,11 @@ from tests.app.tiny_models import build_model, build_tokenizer
 def tiny_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     tok = build_tokenizer(root)
-    return {"policy": build_model(root, tok, kind="policy", name="policy"),
-            "reward": build_model(root, tok, kind="reward", name="reward"), "tokenizer": tok}
+    return {
+        "policy": build_model(root, tok, kind="policy", name="policy"),
+        "reward": build_model(root, tok, kind="reward", name="reward"),
+        "tokenizer": tok,
+    }
 
 
 def test_check_loads_accepts_the_right_kind_and_refuses_others(tiny_dirs, tmp_path):
@@ -42,7 +53,9 @@ def test_web_process_does_not_import_torch_for_the_registry():
 
 def test_register_first_is_current_then_promote_and_rollback(db, tiny_dirs):
     a = register_model(db, path=tiny_dirs["policy"], name="base", kind="policy", check=False)
-    b = register_model(db, path=tiny_dirs["policy"], name="sft-1", kind="policy", stage="sft", parent_id=a.id, check=False)
+    b = register_model(
+        db, path=tiny_dirs["policy"], name="sft-1", kind="policy", stage="sft", parent_id=a.id, check=False
+    )
     r = register_model(db, path=tiny_dirs["reward"], name="rm-1", kind="reward", check=False)
     db.commit()
     assert a.is_current and not b.is_current and r.is_current
@@ -64,19 +77,37 @@ def test_cli_register_list_promote_rollback(settings, db, tiny_dirs):
     from app.cli import app as cli
 
     runner = CliRunner()
-    out = runner.invoke(cli, ["models", "register", "--path", str(tiny_dirs["policy"]), "--name", "mine",
-                              "--kind", "policy", "--stage", "sft"])
+    out = runner.invoke(
+        cli,
+        [
+            "models",
+            "register",
+            "--path",
+            str(tiny_dirs["policy"]),
+            "--name",
+            "mine",
+            "--kind",
+            "policy",
+            "--stage",
+            "sft",
+        ],
+    )
     assert out.exit_code == 0, out.output
     first = json.loads(out.stdout.strip().splitlines()[-1])
     assert first["current"] and first["stage"] == "sft"
     # A directory that is not a model (a tokenizer only) is refused with the reason.
-    bad = runner.invoke(cli, ["models", "register", "--path", str(tiny_dirs["tokenizer"]), "--name", "x", "--kind", "policy"])
+    bad = runner.invoke(
+        cli, ["models", "register", "--path", str(tiny_dirs["tokenizer"]), "--name", "x", "--kind", "policy"]
+    )
     assert bad.exit_code == 2 and "config.json" in bad.stderr
-    bad = runner.invoke(cli, ["models", "register", "--path", str(tiny_dirs["policy"]), "--name", "x", "--kind", "critic"])
+    bad = runner.invoke(
+        cli, ["models", "register", "--path", str(tiny_dirs["policy"]), "--name", "x", "--kind", "critic"]
+    )
     assert bad.exit_code == 2 and "--kind" in bad.stderr
     # (the load check is the slow part: one checked registration through the CLI is enough here)
-    second = {"id": register_model(db, path=tiny_dirs["policy"], name="second", kind="policy", stage="rlhf",
-                                   check=False).id}
+    second = {
+        "id": register_model(db, path=tiny_dirs["policy"], name="second", kind="policy", stage="rlhf", check=False).id
+    }
     db.commit()
     assert runner.invoke(cli, ["models", "promote", str(second["id"])]).exit_code == 0
     listed = json.loads(runner.invoke(cli, ["models", "list", "--json"]).stdout)

@@ -1,4 +1,5 @@
 """Prompt files: JSONL/CSV, all-or-nothing with line errors, dedupe by content hash, bulk speed."""
+
 import json
 import time
 
@@ -29,8 +30,10 @@ def test_jsonl_text_and_messages_with_tags_split_and_extra_keys(db):
 
 
 def test_csv_with_json_messages_and_comma_tags(db):
-    data = ('prompt,messages,tags,split\n"Hello, world",,"a, b",train\n'
-            ',"[{""role"": ""user"", ""content"": ""x""}]",,eval\n')
+    data = (
+        'prompt,messages,tags,split\n"Hello, world",,"a, b",train\n'
+        ',"[{""role"": ""user"", ""content"": ""x""}]",,eval\n'
+    )
     result = import_prompts(db, data=data.encode(), name="p.csv")
     assert result.created == 2
     rows = db.scalars(select(Prompt).order_by(Prompt.id)).all()
@@ -47,15 +50,18 @@ def test_duplicates_in_file_and_in_database_are_skipped_and_counted(db):
     assert _count(db) == 2
 
 
-@pytest.mark.parametrize("data,line,needle", [
-    ('{"prompt": "ok"}\n{"prompt": 3}\n', 2, "non-empty string"),
-    ('{"prompt": "ok"}\n{not json\n', 2, "not valid JSON"),
-    ('{"prompt": "a", "messages": [{"role": "user", "content": "b"}]}\n', 1, "exactly one"),
-    ('{"prompt": "a", "split": "test"}\n', 1, "split"),
-    ('{"messages": [{"role": "robot", "content": "b"}]}\n', 1, "role"),
-    ('{"prompt": "a", "tags": "x"}\n', 1, "tags"),
-    ('[1, 2]\n', 1, "JSON object"),
-])
+@pytest.mark.parametrize(
+    "data,line,needle",
+    [
+        ('{"prompt": "ok"}\n{"prompt": 3}\n', 2, "non-empty string"),
+        ('{"prompt": "ok"}\n{not json\n', 2, "not valid JSON"),
+        ('{"prompt": "a", "messages": [{"role": "user", "content": "b"}]}\n', 1, "exactly one"),
+        ('{"prompt": "a", "split": "test"}\n', 1, "split"),
+        ('{"messages": [{"role": "robot", "content": "b"}]}\n', 1, "role"),
+        ('{"prompt": "a", "tags": "x"}\n', 1, "tags"),
+        ("[1, 2]\n", 1, "JSON object"),
+    ],
+)
 def test_bad_line_refuses_whole_file_naming_the_line(db, data, line, needle):
     with pytest.raises(PromptImportError) as info:
         import_prompts(db, data=data, name="bad.jsonl")

@@ -1,5 +1,6 @@
 """Training rounds: start checks, the one-active-round rule in the database, and whole rounds run by a worker on
 the trainer's tiny LM (snapshot -> reward -> PPO/DPO -> evaluate -> register -> next tasks)."""
+
 from __future__ import annotations
 
 import json
@@ -34,6 +35,7 @@ def labelled_world(db, policy_path, *, train: int = 24, eval: int = 6, noise_eve
 
 
 # ---- starting a round -------------------------------------------------------------------------------------------
+
 
 def test_config_errors_name_the_field():
     with pytest.raises(RoundError, match="algo"):
@@ -103,10 +105,12 @@ def test_a_race_past_the_check_is_refused_by_the_index_with_a_clear_message(db, 
 
 # ---- whole rounds on a worker -------------------------------------------------------------------------------
 
+
 def test_ppo_round_registers_a_new_current_policy_and_makes_next_tasks(db, settings, tiny_lm_dir):
     sft, prompts = labelled_world(db, tiny_lm_dir)
-    job = start_round(db, config=tiny_round_config(gold_judge="tests.app.rounds_support:gold_score",
-                                                   report_samples=2, eval_samples=2))
+    job = start_round(
+        db, config=tiny_round_config(gold_judge="tests.app.rounds_support:gold_score", report_samples=2, eval_samples=2)
+    )
     db.commit()
 
     run_worker_once(settings)
@@ -198,12 +202,17 @@ def test_rerun_on_the_same_snapshot_and_seed_gives_the_same_metrics_and_dpo_roun
     assert {k: first.result["evaluation"][k] for k in same} == {k: second.result["evaluation"][k] for k in same}
 
 
-def test_rejection_sampling_round_fine_tunes_the_current_policy_on_the_new_rms_best_samples(db, settings,
-                                                                                             tiny_lm_dir):
+def test_rejection_sampling_round_fine_tunes_the_current_policy_on_the_new_rms_best_samples(db, settings, tiny_lm_dir):
     sft, prompts = labelled_world(db, tiny_lm_dir, train=16, eval=4)
-    job = start_round(db, config=tiny_round_config(algo="rs", eval_prompts=3, rs={"num_samples": 4,
-                                                                                "max_new_tokens": 16},
-                                                   sft={"epochs": 1, "batch_size": 8, "lr": 1e-3}))
+    job = start_round(
+        db,
+        config=tiny_round_config(
+            algo="rs",
+            eval_prompts=3,
+            rs={"num_samples": 4, "max_new_tokens": 16},
+            sft={"epochs": 1, "batch_size": 8, "lr": 1e-3},
+        ),
+    )
     db.commit()
     run_worker_once(settings)
     db.expire_all()
@@ -228,8 +237,9 @@ def test_rejection_sampling_round_fine_tunes_the_current_policy_on_the_new_rms_b
     assert {"reward", "rs", "sft"} <= stages  # both steps' figures reach the job's plots
 
     # reproducible: the same snapshot, seed and starting policy give the same samples, picks and SFT metrics
-    again = start_round(db, config={**job.config, "snapshot_from": job.id, "policy_init": "sft",
-                                    "next_tasks": {"prompts": 0}})
+    again = start_round(
+        db, config={**job.config, "snapshot_from": job.id, "policy_init": "sft", "next_tasks": {"prompts": 0}}
+    )
     db.commit()
     run_worker_once(settings)
     db.expire_all()
@@ -246,13 +256,25 @@ def test_rejection_sampling_round_fine_tunes_the_current_policy_on_the_new_rms_b
 def test_reward_hacking_warnings_read_the_evaluation_and_the_training_samples():
     from app.services.rounds import hacking_warnings
 
-    summary = {"mean_length_before": 10.0, "mean_length": 16.0, "distinct_2_before": 0.8, "distinct_2": 0.3,
-               "rm_win_rate": 0.8, "gold_win_rate": 0.4}
+    summary = {
+        "mean_length_before": 10.0,
+        "mean_length": 16.0,
+        "distinct_2_before": 0.8,
+        "distinct_2": 0.3,
+        "rm_win_rate": 0.8,
+        "gold_win_rate": 0.4,
+    }
     warnings = hacking_warnings({"summary": summary}, {"reward_length_corr": 0.9})  # PPO's and best-of-n's name
     assert [w.split(":")[0].split(" ")[0] for w in warnings] == ["length", "repetition", "reward-length", "the"]
     assert "correlation 0.90" in warnings[2] and "(80%)" in warnings[3] and "(40%)" in warnings[3]
-    calm = {"mean_length_before": 10.0, "mean_length": 11.0, "distinct_2_before": 0.8, "distinct_2": 0.7,
-            "rm_win_rate": 0.7, "gold_win_rate": 0.65}
+    calm = {
+        "mean_length_before": 10.0,
+        "mean_length": 11.0,
+        "distinct_2_before": 0.8,
+        "distinct_2": 0.7,
+        "rm_win_rate": 0.7,
+        "gold_win_rate": 0.65,
+    }
     assert hacking_warnings({"summary": calm}, {"reward_length_corr": 0.2}) == []
 
 
@@ -264,8 +286,17 @@ def test_reward_data_keeps_rankings_whole_and_adds_pairwise_choices(tmp_path):
     snap = tmp_path / "snapshot"
     snap.mkdir()
     rankings = [{"prompt": f"q{i}", "completions": ["a", "b", "c"], "annotation_id": i} for i in (1, 2)]
-    trl = [{"prompt": f"q{r['annotation_id']}", "chosen": x, "rejected": y, "margin": 0.0,
-            "annotation_id": r["annotation_id"]} for r in rankings for x, y in (("a", "b"), ("a", "c"), ("b", "c"))]
+    trl = [
+        {
+            "prompt": f"q{r['annotation_id']}",
+            "chosen": x,
+            "rejected": y,
+            "margin": 0.0,
+            "annotation_id": r["annotation_id"],
+        }
+        for r in rankings
+        for x, y in (("a", "b"), ("a", "c"), ("b", "c"))
+    ]
     trl += [{"prompt": f"p{i}", "chosen": "a", "rejected": "b", "margin": 1.0, "annotation_id": i} for i in (3, 4)]
     (snap / "rankings.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rankings))
     (snap / "trl.jsonl").write_text("".join(json.dumps(r) + "\n" for r in trl))
@@ -277,7 +308,10 @@ def test_reward_data_keeps_rankings_whole_and_adds_pairwise_choices(tmp_path):
     assert rows[0]["completions"] == ["a", "b", "c"] and rows[2]["chosen"] == "a"
 
     train, held, n_train, n_eval = split_reward_data(snap, tmp_path, 0.5)
-    ids = {json.loads(line)["annotation_id"]: side for side, path in (("train", train), ("eval", held))
-           for line in path.read_text().splitlines()}
+    ids = {
+        json.loads(line)["annotation_id"]: side
+        for side, path in (("train", train), ("eval", held))
+        for line in path.read_text().splitlines()
+    }
     assert sorted(ids) == [1, 2, 3, 4] and set(ids.values()) == {"train", "eval"}
     assert n_train + n_eval == 8

@@ -1,5 +1,6 @@
 """Rounds page, round report, snapshot download and the rounds API (no training: rounds are queued, or their
 files written by hand, so these tests stay fast)."""
+
 from __future__ import annotations
 
 import io
@@ -23,6 +24,7 @@ def _labelled(db, pairs: int = 20):
 
 
 # ---- API ------------------------------------------------------------------------------------------------------
+
 
 def test_api_start_round_is_admin_only_and_refuses_clearly(client, api, db):
     _, annotator = api("annotator")
@@ -58,14 +60,18 @@ def test_api_schedule_get_and_put(client, api):
     assert bad.status_code == 422 and "set a trigger first" in bad.json()["detail"]
     bad = client.put("/api/v1/rounds/schedule", json={"config": {"algo": "nope"}}, headers=admin)
     assert bad.status_code == 422 and "algo" in bad.json()["detail"]
-    ok = client.put("/api/v1/rounds/schedule", json={"enabled": True, "min_new_annotations": 30,
-                                                     "config": {"algo": "dpo"}}, headers=admin)
+    ok = client.put(
+        "/api/v1/rounds/schedule",
+        json={"enabled": True, "min_new_annotations": 30, "config": {"algo": "dpo"}},
+        headers=admin,
+    )
     assert ok.status_code == 200, ok.text
     body = ok.json()
     assert body["enabled"] and body["min_new_annotations"] == 30 and body["config"]["algo"] == "dpo"
 
 
 # ---- pages ----------------------------------------------------------------------------------------------------
+
 
 def test_rounds_page_shows_defaults_and_starts_a_round_from_the_form(client, login, make_user, db):
     _labelled(db)
@@ -78,8 +84,11 @@ def test_rounds_page_shows_defaults_and_starts_a_round_from_the_form(client, log
 
     refused = client.post("/admin/rounds", data={"csrf_token": csrf, "algo": "ppo", "min_pairs": "500"})
     assert refused.status_code == 422 and "too little data" in refused.text
-    response = client.post("/admin/rounds", data={"csrf_token": csrf, "algo": "dpo", "dpo.beta": "0.2",
-                                                  "ppo.kl_coef": "0.05", "seed": ""}, follow_redirects=False)
+    response = client.post(
+        "/admin/rounds",
+        data={"csrf_token": csrf, "algo": "dpo", "dpo.beta": "0.2", "ppo.kl_coef": "0.05", "seed": ""},
+        follow_redirects=False,
+    )
     assert response.status_code == 303
     job = db.scalars(select(Job).where(Job.kind == "round")).one()
     assert response.headers["location"] == f"/admin/rounds/{job.id}"
@@ -96,13 +105,21 @@ def test_schedule_form_saves_and_reports_errors(client, login, make_user, db):
     csrf = login(make_user("admin"))
     bad = client.post("/admin/rounds/schedule", data={"csrf_token": csrf, "enabled": "on", "config": "{}"})
     assert bad.status_code == 422 and "set a trigger first" in bad.text
-    ok = client.post("/admin/rounds/schedule", data={"csrf_token": csrf, "enabled": "on", "every_minutes": "30",
-                                                     "min_new_annotations": "0", "config": '{"seed": 3}'},
-                     follow_redirects=False)
+    ok = client.post(
+        "/admin/rounds/schedule",
+        data={
+            "csrf_token": csrf,
+            "enabled": "on",
+            "every_minutes": "30",
+            "min_new_annotations": "0",
+            "config": '{"seed": 3}',
+        },
+        follow_redirects=False,
+    )
     assert ok.status_code == 303
     page = client.get("/admin/rounds")
     assert 'name="every_minutes" type="number" min="0" step="any" value="30.0"' in page.text
-    assert '&#34;seed&#34;: 3' in page.text
+    assert "&#34;seed&#34;: 3" in page.text
 
 
 def test_rounds_pages_are_admin_only(client, login, make_user):
@@ -117,21 +134,45 @@ def test_round_report_shows_snapshot_evaluation_warnings_and_samples(client, log
     job = Job(kind="round", status="succeeded", config={"algo": "ppo", "note": "scheduled: test"}, result={})
     db.add(job)
     db.flush()
-    new = ModelVersion(name=f"policy-r{job.id}", kind="policy", stage="rlhf", parent_id=policy.id, path="/x",
-                       round_job_id=job.id, metrics={})
+    new = ModelVersion(
+        name=f"policy-r{job.id}",
+        kind="policy",
+        stage="rlhf",
+        parent_id=policy.id,
+        path="/x",
+        round_job_id=job.id,
+        metrics={},
+    )
     db.add(new)
     db.flush()
-    job.result = {"policy_id": new.id, "parent_policy_id": policy.id, "reference_id": policy.id, "tasks": 3,
-                  "reward": {"eval_accuracy": 0.875},
-                  "evaluation": {"rm_win_rate": 0.75, "gold_win_rate": 0.625, "kl_to_ref": 1.5},
-                  "warnings": ["length growth: mean length 4.0 -> 9.0 tokens (x2.25)"]}
+    job.result = {
+        "policy_id": new.id,
+        "parent_policy_id": policy.id,
+        "reference_id": policy.id,
+        "tasks": 3,
+        "reward": {"eval_accuracy": 0.875},
+        "evaluation": {"rm_win_rate": 0.75, "gold_win_rate": 0.625, "kl_to_ref": 1.5},
+        "warnings": ["length growth: mean length 4.0 -> 9.0 tokens (x2.25)"],
+    }
     db.commit()
     rdir = settings.data_dir / "rounds" / str(job.id)
     write_snapshot(db, out=snapshot_dir(settings.data_dir, job.id), filters=SnapshotFilters(), round_id=job.id)
-    (rdir / "evaluation.json").write_text(json.dumps({
-        "prompts": 6, "summary": {"rm_win_rate": 0.75, "gold_win_rate": 0.625, "gold_win_rate_se": 0.018,
-                                  "kl_to_ref": 1.5, "mean_length": 9.0, "mean_length_before": 4.0},
-        "warnings": ["length growth: mean length 4.0 -> 9.0 tokens (x2.25)"]}))
+    (rdir / "evaluation.json").write_text(
+        json.dumps(
+            {
+                "prompts": 6,
+                "summary": {
+                    "rm_win_rate": 0.75,
+                    "gold_win_rate": 0.625,
+                    "gold_win_rate_se": 0.018,
+                    "kl_to_ref": 1.5,
+                    "mean_length": 9.0,
+                    "mean_length_before": 4.0,
+                },
+                "warnings": ["length growth: mean length 4.0 -> 9.0 tokens (x2.25)"],
+            }
+        )
+    )
     (rdir / "report_prompts.jsonl").write_text(json.dumps({"prompt_id": 11, "prompt": "what is 2 plus 2?"}) + "\n")
     (rdir / "samples_before.jsonl").write_text(json.dumps({"prompt_id": 11, "text": " five"}) + "\n")
     (rdir / "samples_after.jsonl").write_text(json.dumps({"prompt_id": 11, "text": " four"}) + "\n")
@@ -141,8 +182,20 @@ def test_round_report_shows_snapshot_evaluation_warnings_and_samples(client, log
     assert page.status_code == 200
     text = page.text
     assert "hx-trigger" not in text.split('id="round-live"')[1].split(">")[0]  # finished: no more polling
-    for expected in ("75.0%", "62.5%", "± 1.8", "87.5%", "Possible reward hacking", "length growth",
-                     "what is 2 plus 2?", " five", " four", "trl.jsonl", "snapshot.tar.gz", f"policy-r{job.id}"):
+    for expected in (
+        "75.0%",
+        "62.5%",
+        "± 1.8",
+        "87.5%",
+        "Possible reward hacking",
+        "length growth",
+        "what is 2 plus 2?",
+        " five",
+        " four",
+        "trl.jsonl",
+        "snapshot.tar.gz",
+        f"policy-r{job.id}",
+    ):
         assert expected in text, expected
     listing = client.get("/admin/rounds").text
     assert f"/admin/rounds/{job.id}" in listing and "75%" in listing

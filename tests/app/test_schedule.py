@@ -1,5 +1,6 @@
 """The round schedule: triggers (N new human annotations, every T minutes), the worker hook that starts a round,
 and never two rounds at once."""
+
 from __future__ import annotations
 
 from datetime import timedelta

@@ -1,20 +1,42 @@
 """Point 9: walk EVERY route of the app as anonymous and as an annotator. Admin pages, admin APIs and exports
 refuse both; every other route refuses anonymous callers unless it is on the short public list."""
+
 from __future__ import annotations
 
 import re
 
 from fastapi.routing import APIRoute
 
-from app.routes import ROUTERS
+from app import api, web
+
+ROUTERS = [*api.ROUTERS, *web.ROUTERS]
 
 # Routes anyone may call (login form, health checks).
-PUBLIC = {("GET", "/login"), ("POST", "/login"), ("POST", "/logout"), ("GET", "/health"), ("GET", "/healthz"),
-          ("GET", "/readyz"), ("GET", "/health/ready"), ("GET", "/health/live")}
+PUBLIC = {
+    ("GET", "/login"),
+    ("POST", "/login"),
+    ("POST", "/logout"),
+    ("GET", "/health"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/health/ready"),
+    ("GET", "/health/live"),
+}
 # Admin-only by path: every page under /admin, the docs, and the admin APIs (exports included).
-ADMIN_PATH = re.compile(r"^/(admin(/|$)|docs|openapi\.json|api/v1/(users|prompts|exports|stats|generate|models|jobs|rounds)(/|$))")
-SAMPLE = {"job_id": "1", "user_id": "1", "token_id": "1", "model_id": "1", "fmt": "trl", "task_id": "1",
-          "round_id": "1", "prompt_id": "1", "annotation_id": "1"}
+ADMIN_PATH = re.compile(
+    r"^/(admin(/|$)|docs|openapi\.json|api/v1/(users|prompts|exports|stats|generate|models|jobs|rounds)(/|$))"
+)
+SAMPLE = {
+    "job_id": "1",
+    "user_id": "1",
+    "token_id": "1",
+    "model_id": "1",
+    "fmt": "trl",
+    "task_id": "1",
+    "round_id": "1",
+    "prompt_id": "1",
+    "annotation_id": "1",
+}
 
 
 def all_routes() -> list[tuple[str, str]]:
@@ -47,9 +69,16 @@ def _call(client, method: str, path: str, headers: dict | None = None):
 def test_the_walk_covers_my_admin_routes():
     routes = all_routes()
     admin = [r for r in routes if ADMIN_PATH.match(r[1])]
-    for needed in [("GET", "/admin"), ("POST", "/admin/prompts/upload"), ("GET", "/admin/exports/download"),
-                   ("GET", "/api/v1/exports/{fmt}"), ("GET", "/api/v1/stats"), ("POST", "/api/v1/users/{user_id}/tokens"),
-                   ("POST", "/api/v1/generate"), ("POST", "/admin/users/{user_id}/password")]:
+    for needed in [
+        ("GET", "/admin"),
+        ("POST", "/admin/prompts/upload"),
+        ("GET", "/admin/exports/download"),
+        ("GET", "/api/v1/exports/{fmt}"),
+        ("GET", "/api/v1/stats"),
+        ("POST", "/api/v1/users/{user_id}/tokens"),
+        ("POST", "/api/v1/generate"),
+        ("POST", "/admin/users/{user_id}/password"),
+    ]:
         assert needed in admin, needed
     assert len(routes) > len(admin) > 30
 

@@ -1,4 +1,5 @@
 """Round snapshots: exports by the round's filters + prompts + a manifest whose sha256 and rows match the files."""
+
 from __future__ import annotations
 
 import hashlib
@@ -39,8 +40,16 @@ def test_snapshot_files_match_manifest_and_hold_train_data_only(db, tmp_path):
 
     assert verify_snapshot(out) == []
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["manifest.json", "trl.jsonl", "rankings.jsonl", "kto.jsonl", "sft.jsonl", "prompts.jsonl",
-         "eval_prompts.jsonl"])
+        [
+            "manifest.json",
+            "trl.jsonl",
+            "rankings.jsonl",
+            "kto.jsonl",
+            "sft.jsonl",
+            "prompts.jsonl",
+            "eval_prompts.jsonl",
+        ]
+    )
     for name, meta in manifest["files"].items():
         assert hashlib.sha256((out / name).read_bytes()).hexdigest() == meta["sha256"]
         assert len(_rows(out / name)) == meta["rows"]

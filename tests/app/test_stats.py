@@ -1,9 +1,17 @@
 """Stats: Krippendorff's alpha (nominal, ordinal; overall and per annotator), counts, throughput, biases, queue."""
+
 import pytest
 
 from app.services.agreement import krippendorff_alpha, task_agreement
 from app.services.stats import agreement, all_stats, annotator_figures, counts, task_agreements, throughput
-from tests.app.factories import annotate_pairwise, annotate_ranking, make_annotator, make_generation, make_prompt, make_task
+from tests.app.factories import (
+    annotate_pairwise,
+    annotate_ranking,
+    make_annotator,
+    make_generation,
+    make_prompt,
+    make_task,
+)
 from tests.app.test_exports import T0, build_dataset
 from tests.conftest import BACKENDS
 
@@ -46,7 +54,10 @@ def test_task_agreement():
 def test_stats_on_a_dataset(db):
     d = build_dataset(db)
     c = counts(db)
-    assert c["tasks"]["pairwise"] == {"completed": 3, "open": 1}  # the AI-only task still needs a human and c["tasks"]["ranking"] == {"completed": 1}
+    assert c["tasks"]["pairwise"] == {
+        "completed": 3,
+        "open": 1,
+    }  # the AI-only task still needs a human and c["tasks"]["ranking"] == {"completed": 1}
     assert c["annotations"]["pairwise"] == {"human": 5, "ai": 1}  # the undone one never counts
     assert c["prompts"] == {"train": 5, "eval": 1}
     rows = throughput(db, days=100000)
@@ -63,7 +74,8 @@ def test_stats_on_a_dataset(db):
     assert agree == {d.t1.id: 1.0, d.t2.id: 0.0}
     a = agreement(db)
     assert a["pairwise"]["units"] == 2 and a["disagreements"] == [
-        {"task_id": d.t2.id, "kind": "pairwise", "agreement": 0.0, "annotations": 2}]
+        {"task_id": d.t2.id, "kind": "pairwise", "agreement": 0.0, "annotations": 2}
+    ]
     assert set(a["pairwise"]["per_annotator"]) == {"alice", "bob"}
     full = all_stats(db)
     assert full["rates"]["tie_rate"] == pytest.approx(1 / 6)

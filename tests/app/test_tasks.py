@@ -1,6 +1,6 @@
 """Task import (JSONL, API list, admin upload, CLI): validation, all-or-nothing, eval prompts, limits."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 from sqlalchemy import func, select
@@ -15,18 +15,24 @@ def _counts(db) -> tuple[int, int, int]:
 
 
 def test_import_creates_tasks_generations_and_positions(db):
-    lines = [task_line("pairwise", overlap=3, priority=5, meta={"batch": "b1"}),
-             {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
-              "responses": ["a", "b", "c"], "kind": "ranking"},
-             {"prompt": [{"role": "user", "content": "chat via prompt"}], "responses": ["only"], "kind": "rating"}]
+    lines = [
+        task_line("pairwise", overlap=3, priority=5, meta={"batch": "b1"}),
+        {
+            "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+            "responses": ["a", "b", "c"],
+            "kind": "ranking",
+        },
+        {"prompt": [{"role": "user", "content": "chat via prompt"}], "responses": ["only"], "kind": "rating"},
+    ]
     result = import_tasks(db, lines=jsonl(*lines).splitlines(), max_text_bytes=65536)
     db.commit()
     tasks = [db.get(Task, i) for i in result.task_ids]
     assert [t.kind for t in tasks] == ["pairwise", "ranking", "rating"]
     assert (tasks[0].overlap, tasks[0].priority, tasks[0].meta, tasks[0].done_count) == (3, 5, {"batch": "b1"}, 0)
     assert tasks[1].overlap == 1 and tasks[1].priority == 0
-    positions = db.scalars(select(TaskPosition).where(TaskPosition.task_id == tasks[1].id)
-                           .order_by(TaskPosition.position)).all()
+    positions = db.scalars(
+        select(TaskPosition).where(TaskPosition.task_id == tasks[1].id).order_by(TaskPosition.position)
+    ).all()
     gens = [db.get(Generation, p.generation_id) for p in positions]
     assert [g.text for g in gens] == ["a", "b", "c"]
     assert all(g.source == "imported" and g.model_version_id is None for g in gens)
@@ -58,8 +64,10 @@ BAD_LINES = [
     ({"prompt": "p", "responses": ["a", "b"], "kind": "pairwise", "priority": 1.5}, "priority must be an integer"),
     ({"prompt": "p", "responses": ["a", "b"], "kind": "pairwise", "meta": []}, "meta must be"),
     ({"prompt": "p", "respones": ["a", "b"], "kind": "pairwise"}, "unknown field(s) respones"),
-    ({"prompt": "p", "messages": [{"role": "user", "content": "x"}], "responses": ["a", "b"], "kind": "pairwise"},
-     "not both"),
+    (
+        {"prompt": "p", "messages": [{"role": "user", "content": "x"}], "responses": ["a", "b"], "kind": "pairwise"},
+        "not both",
+    ),
     ({"messages": [{"role": "robot", "content": "x"}], "responses": ["a", "b"], "kind": "pairwise"}, "role must be"),
     ({"prompt": "p", "responses": ["a", "x" * 70000], "kind": "pairwise"}, "responses[1] is longer than 65536 bytes"),
     ({"prompt": "é" * 40000, "responses": ["a", "b"], "kind": "pairwise"}, "prompt is longer than 65536 bytes"),
@@ -89,8 +97,15 @@ def test_every_bad_line_is_listed_including_invalid_json(db):
 
 
 def test_eval_split_prompts_never_become_tasks(db):
-    db.add(Prompt(text="held out", content_hash=__import__("app.services.prompts", fromlist=["x"]).prompt_hash(
-        text="held out", messages=None), split="eval", tags=[], meta={}))
+    db.add(
+        Prompt(
+            text="held out",
+            content_hash=__import__("app.services.prompts", fromlist=["x"]).prompt_hash(text="held out", messages=None),
+            split="eval",
+            tags=[],
+            meta={},
+        )
+    )
     db.commit()
     with pytest.raises(TaskImportError) as info:
         import_tasks(db, lines=jsonl(task_line(), task_line(prompt="held out")).splitlines(), max_text_bytes=65536)
@@ -105,6 +120,7 @@ def test_empty_input_is_an_error(db):
 
 
 # ---- HTTP API -----------------------------------------------------------------------------------------------
+
 
 def test_api_import_admin_only_201_and_422_lists_items(client, db, api):
     _, annotator = api()
@@ -135,9 +151,14 @@ def test_openapi_documents_task_and_annotation_endpoints_with_examples(client, m
     login(make_user("admin"))
     spec = client.get("/openapi.json").json()
     paths = spec["paths"]
-    for path, method in [("/api/v1/tasks", "post"), ("/api/v1/tasks/next", "get"), ("/api/v1/annotations", "post"),
-                         ("/api/v1/annotations", "get"), ("/api/v1/annotations/{annotation_id}", "delete"),
-                         ("/api/v1/tasks/{task_id}/skip", "post")]:
+    for path, method in [
+        ("/api/v1/tasks", "post"),
+        ("/api/v1/tasks/next", "get"),
+        ("/api/v1/annotations", "post"),
+        ("/api/v1/annotations", "get"),
+        ("/api/v1/annotations/{annotation_id}", "delete"),
+        ("/api/v1/tasks/{task_id}/skip", "post"),
+    ]:
         assert method in paths[path], path
     assert paths["/api/v1/tasks"]["post"]["requestBody"]["content"]["application/json"]["example"][0]["kind"]
     schemas = spec["components"]["schemas"]
@@ -148,11 +169,16 @@ def test_openapi_documents_task_and_annotation_endpoints_with_examples(client, m
 
 # ---- admin page ---------------------------------------------------------------------------------------------
 
+
 def test_admin_upload_imports_and_lists_counts(client, db, make_user, login):
     csrf = login(make_user("admin"))
     data = jsonl(task_line(overlap=2, prompt="Is <b>this</b> escaped?"), task_line("rating", n=3))
-    response = client.post("/admin/tasks/upload", data={"csrf_token": csrf},
-                           files={"file": ("t.jsonl", data.encode(), "application/jsonl")}, follow_redirects=False)
+    response = client.post(
+        "/admin/tasks/upload",
+        data={"csrf_token": csrf},
+        files={"file": ("t.jsonl", data.encode(), "application/jsonl")},
+        follow_redirects=False,
+    )
     assert response.status_code == 303 and response.headers["location"] == "/admin/tasks?imported=2"
     page = client.get("/admin/tasks?imported=2")
     assert page.status_code == 200 and "Imported 2 task(s)" in page.text
@@ -163,10 +189,15 @@ def test_admin_upload_imports_and_lists_counts(client, db, make_user, login):
 def test_admin_upload_bad_file_422_lists_lines_and_stores_nothing(client, db, make_user, login):
     csrf = login(make_user("admin"))
     data = jsonl(task_line(), {"prompt": "p", "responses": ["a"], "kind": "pairwise"}) + "{broken\n"
-    response = client.post("/admin/tasks/upload", data={"csrf_token": csrf},
-                           files={"file": ("t.jsonl", data.encode(), "application/jsonl")})
+    response = client.post(
+        "/admin/tasks/upload",
+        data={"csrf_token": csrf},
+        files={"file": ("t.jsonl", data.encode(), "application/jsonl")},
+    )
     assert response.status_code == 422
-    assert "line 2: a pairwise task needs exactly 2 responses" in response.text and "line 3: invalid JSON" in response.text
+    assert (
+        "line 2: a pairwise task needs exactly 2 responses" in response.text and "line 3: invalid JSON" in response.text
+    )
     assert db.scalar(select(func.count()).select_from(Task)) == 0
 
 
@@ -174,8 +205,11 @@ def test_admin_upload_over_limit_is_413(client, make_user, login, settings, monk
     csrf = login(make_user("admin"))
     monkeypatch.setattr(settings, "max_upload_bytes", 100)
     data = jsonl(task_line(), task_line())
-    response = client.post("/admin/tasks/upload", data={"csrf_token": csrf},
-                           files={"file": ("t.jsonl", data.encode(), "application/jsonl")})
+    response = client.post(
+        "/admin/tasks/upload",
+        data={"csrf_token": csrf},
+        files={"file": ("t.jsonl", data.encode(), "application/jsonl")},
+    )
     assert response.status_code == 413 and "MiB limit" in response.text
 
 
@@ -203,6 +237,7 @@ def test_admin_list_counts_leases_and_skips(client, db, make_user, login):
 
 
 # ---- CLI ----------------------------------------------------------------------------------------------------
+
 
 def test_cli_import_success_and_bad_line_exit_2(settings, db, tmp_path):
     from typer.testing import CliRunner

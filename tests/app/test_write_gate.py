@@ -1,4 +1,5 @@
 """The SQLite writer gate as the event loop takes it: queued requests share one hold, in batches, and it is let go."""
+
 from __future__ import annotations
 
 import asyncio
@@ -91,6 +92,7 @@ def test_a_thread_holding_the_gate_is_waited_for_off_the_loop(tmp_path):
 
 # ---- every write transaction of the default SQLite engine takes the gate --------------------------------------
 
+
 def _gate_free(settings) -> bool:
     from app.db import get_engine
 
@@ -163,8 +165,9 @@ def test_a_writer_outside_the_annotate_api_does_not_freeze_the_server(client, db
     holder.start()
     assert holding.wait(10)
     started = time.monotonic()
-    waiting = threading.Thread(target=lambda: answers.append((client.get("/api/v1/tasks/next", headers=headers),
-                                                              time.monotonic() - started)))
+    waiting = threading.Thread(
+        target=lambda: answers.append((client.get("/api/v1/tasks/next", headers=headers), time.monotonic() - started))
+    )
     waiting.start()
     time.sleep(0.3)
     for path in ("/healthz", "/login", "/healthz"):
@@ -189,8 +192,7 @@ def test_job_worker_writes_and_the_annotate_api_never_deadlock(client, db, api):
     from app.services.jobs import enqueue_job
     from tests.app.annotation_fixtures import make_tasks
 
-    make_tasks(db, *[{"prompt": f"p{i}", "responses": ["a", "b"], "kind": "pairwise", "overlap": 1}
-                     for i in range(40)])
+    make_tasks(db, *[{"prompt": f"p{i}", "responses": ["a", "b"], "kind": "pairwise", "overlap": 1} for i in range(40)])
     job = enqueue_job(db, kind="noop")
     db.commit()
     with session_scope() as session:
@@ -214,15 +216,19 @@ def test_job_worker_writes_and_the_annotate_api_never_deadlock(client, db, api):
                 offer = client.get("/api/v1/tasks/next", headers=headers)
                 if offer.status_code == 204:
                     return
-                done = client.post("/api/v1/annotations", headers={**headers, "Idempotency-Key": uuid_hex()},
-                                   json={"task_id": offer.json()["task_id"], "choice": "tie"})
+                done = client.post(
+                    "/api/v1/annotations",
+                    headers={**headers, "Idempotency-Key": uuid_hex()},
+                    json={"task_id": offer.json()["task_id"], "choice": "tie"},
+                )
                 assert done.status_code == 201, done.text
                 annotated.append(offer.json()["task_id"])
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
     threads = [threading.Thread(target=worker) for _ in range(2)] + [
-        threading.Thread(target=annotator, args=(api()[1],)) for _ in range(4)]
+        threading.Thread(target=annotator, args=(api()[1],)) for _ in range(4)
+    ]
     started = time.monotonic()
     for t in threads:
         t.start()
@@ -256,12 +262,15 @@ def test_a_process_killed_holding_the_gate_frees_it(settings):
     from app.db import get_engine
 
     path = get_engine().url.database
-    code = ("import sys, time\nfrom sqlalchemy import text\nfrom app.db import make_engine\n"
-            f"engine = make_engine('sqlite:///{path}')\nconn = engine.connect()\n"
-            "conn.execute(text('UPDATE users SET is_active = is_active'))\nprint('holding', flush=True)\n"
-            "time.sleep(60)\n")
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONPATH": os.getcwd()})
+    code = (
+        "import sys, time\nfrom sqlalchemy import text\nfrom app.db import make_engine\n"
+        f"engine = make_engine('sqlite:///{path}')\nconn = engine.connect()\n"
+        "conn.execute(text('UPDATE users SET is_active = is_active'))\nprint('holding', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()}
+    )
     try:
         assert child.stdout.readline().strip() == "holding"
         assert not _free(path)

@@ -1,5 +1,6 @@
 """The annotate page in a real browser (Debian chromium through Playwright) against `rlhf serve`:
 pairwise by keyboard, ranking by drag and keys, rating with critique and rewrite, undo; a screenshot of each."""
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,15 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's chromium; never `playwright install`
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-LAUNCH_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
+LAUNCH_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def _rlhf() -> str:
@@ -38,8 +46,13 @@ def _free_port() -> int:
 @pytest.fixture
 def server(settings, tmp_path):
     """`rlhf db upgrade` then `rlhf serve` on a free port, on this test's SQLite database, offline assets."""
-    env = {**os.environ, "RLHF_DATA_DIR": str(settings.data_dir), "RLHF_DATABASE_URL": settings.sqlalchemy_url,
-           "RLHF_SECRET_KEY": "test-secret-key", "RLHF_OFFLINE_ASSETS": "1"}
+    env = {
+        **os.environ,
+        "RLHF_DATA_DIR": str(settings.data_dir),
+        "RLHF_DATABASE_URL": settings.sqlalchemy_url,
+        "RLHF_SECRET_KEY": "test-secret-key",
+        "RLHF_OFFLINE_ASSETS": "1",
+    }
     subprocess.run([_rlhf(), "db", "upgrade"], env=env, check=True, capture_output=True, timeout=120)
     port = _free_port()
     log = open(tmp_path / "server.log", "wb")
@@ -99,8 +112,12 @@ def _shown_ids(page) -> list[int]:
 
 
 def test_annotate_in_chromium_keyboard_drag_rating_undo(db, make_user, server, browser):
-    make_tasks(db, task_line("pairwise", priority=3, prompt="Which is **kinder**? <script>window.pwned=1</script>"),
-               task_line("ranking", n=3, priority=2), task_line("rating", n=2, priority=1))
+    make_tasks(
+        db,
+        task_line("pairwise", priority=3, prompt="Which is **kinder**? <script>window.pwned=1</script>"),
+        task_line("ranking", n=3, priority=2),
+        task_line("rating", n=2, priority=1),
+    )
     user = make_user()
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []

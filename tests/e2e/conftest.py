@@ -1,5 +1,6 @@
 """End-to-end fixtures: real `rlhf serve` / `rlhf worker` processes on a fresh data dir and SQLite database, stopped
 (and never left behind) at the end of each test. The tiny embedded world comes from tests/conftest.py (once per run)."""
+
 from __future__ import annotations
 
 import os
@@ -43,16 +44,24 @@ class Stack:
         return f"http://127.0.0.1:{self.port}"
 
     def rlhf(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run([*rlhf_command(), *args], env=self.env, cwd=self.root, input=input,
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [*rlhf_command(), *args],
+            env=self.env,
+            cwd=self.root,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"rlhf {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
         return proc
 
     def start(self, name: str, *args: str, **env: str) -> subprocess.Popen:
         log = open(self.root / f"{name}.log", "ab")
-        proc = subprocess.Popen([*rlhf_command(), *args], env={**self.env, **env}, cwd=self.root,
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [*rlhf_command(), *args], env={**self.env, **env}, cwd=self.root, stdout=log, stderr=subprocess.STDOUT
+        )
         log.close()
         self.procs[name] = proc
         return proc
@@ -92,8 +101,16 @@ class Stack:
             self.stop(name)
 
     def admin_token(self) -> str:
-        self.rlhf("users", "create", "--username", "admin", "--role", "admin", "--password-stdin",
-                  input="e2e-admin-password\n")
+        self.rlhf(
+            "users",
+            "create",
+            "--username",
+            "admin",
+            "--role",
+            "admin",
+            "--password-stdin",
+            input="e2e-admin-password\n",
+        )
         return self.rlhf("tokens", "create", "--username", "admin").stdout.strip()
 
 
@@ -101,10 +118,19 @@ class Stack:
 def stack(tmp_path) -> Stack:
     data = tmp_path / "data"
     data.mkdir()
-    env = {**os.environ, "RLHF_DATA_DIR": str(data), "RLHF_DATABASE_URL": f"sqlite:///{data / 'rlhf.sqlite3'}",
-           "RLHF_SECRET_KEY": "e2e-secret", "RLHF_OFFLINE_ASSETS": "1", "PYTHONPATH": str(ROOT),
-           "RLHF_WORKER_POLL_S": "0.2", "RLHF_HEARTBEAT_S": "0.5", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "RLHF_DATA_DIR": str(data),
+        "RLHF_DATABASE_URL": f"sqlite:///{data / 'rlhf.sqlite3'}",
+        "RLHF_SECRET_KEY": "e2e-secret",
+        "RLHF_OFFLINE_ASSETS": "1",
+        "PYTHONPATH": str(ROOT),
+        "RLHF_WORKER_POLL_S": "0.2",
+        "RLHF_HEARTBEAT_S": "0.5",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     s = Stack(root=tmp_path, env=env)
     s.rlhf("db", "upgrade")
     yield s

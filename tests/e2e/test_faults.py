@@ -1,6 +1,7 @@
 """Fault tests with real processes: kill -9 the worker during PPO (the round resumes from its checkpoint on the next
 worker; the current policy never changes in between); a failed round makes `rlhf round start --wait` exit 1;
 kill -9 the web server under load (no acknowledged annotation is lost)."""
+
 from __future__ import annotations
 
 import json
@@ -44,17 +45,29 @@ def test_kill_9_worker_during_ppo_resumes_from_the_checkpoint(stack, tiny_lm_dir
     config = stack.root / "round.json"
     # 30 steps of ~0.13 s: the kill lands seconds before PPO could finish, even on a loaded CI machine (with
     # 10 steps the whole run after the first checkpoint took ~1.3 s, and CI once saw it complete before the kill)
-    config.write_text(json.dumps(tiny_round_config(ppo={"max_steps": 30, "batch_size": 4, "epochs": 8}, eval_prompts=3,
-                                                   next_tasks={"prompts": 0})))
+    config.write_text(
+        json.dumps(
+            tiny_round_config(
+                ppo={"max_steps": 30, "batch_size": 4, "epochs": 8}, eval_prompts=3, next_tasks={"prompts": 0}
+            )
+        )
+    )
     # `--wait` blocks across the kill and the takeover, and ends with the round's outcome
-    waiter = subprocess.Popen([*rlhf_command(), "round", "start", "--config", str(config), "--wait"],
-                              env=stack.env, cwd=stack.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    waiter = subprocess.Popen(
+        [*rlhf_command(), "round", "start", "--config", str(config), "--wait"],
+        env=stack.env,
+        cwd=stack.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     job_id = int(waiter.stdout.readline())
     worker = stack.start("worker-1", "worker")
     rdir = stack.root / "data" / "rounds" / str(job_id)
     checkpoint = rdir / "policy.ckpt" / "state.pt"
-    wait_until(checkpoint.is_file, timeout_s=300, poll_s=0.1, what="a PPO checkpoint",
-               on_timeout=lambda: stack.log("worker-1"))
+    wait_until(
+        checkpoint.is_file, timeout_s=300, poll_s=0.1, what="a PPO checkpoint", on_timeout=lambda: stack.log("worker-1")
+    )
 
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
@@ -118,8 +131,12 @@ def test_kill_9_server_under_load_loses_no_acknowledged_annotation(stack):
                         return
                     task = offer.json()
                     key = uuid.uuid4().hex
-                    body = {"task_id": task["task_id"], "choice": "chosen", "chosen_id": task["responses"][0]["id"],
-                            "strength": 2}
+                    body = {
+                        "task_id": task["task_id"],
+                        "choice": "chosen",
+                        "chosen_id": task["responses"][0]["id"],
+                        "strength": 2,
+                    }
                     with lock:
                         sent[key] = (token, body)
                     answer = client.post("/api/v1/annotations", json=body, headers={"Idempotency-Key": key})
@@ -146,8 +163,12 @@ def test_kill_9_server_under_load_loses_no_acknowledged_annotation(stack):
     # after a restart, every submit can be retried safely: acknowledged ones replay, the rest are stored once
     stack.start_server()
     for key, (token, body) in sent.items():
-        answer = httpx.post(f"{stack.url}/api/v1/annotations", json=body, timeout=10,
-                            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key})
+        answer = httpx.post(
+            f"{stack.url}/api/v1/annotations",
+            json=body,
+            timeout=10,
+            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key},
+        )
         if key in acked:
             assert answer.status_code == 200 and answer.json()["annotation_id"] == acked[key]
         else:

@@ -2,6 +2,7 @@
 annotators labelling over HTTP, the schedule firing a round, a new policy becoming current, new tasks from it, and
 the snapshot's files matching the sha256 in its manifest. Budget: under 3 minutes on 2 CPU cores (the world's
 models are built once per session, before the clock starts)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -46,21 +47,30 @@ def test_schedule_fires_a_round_that_makes_a_new_current_policy_and_new_tasks(st
 
     prompts = [json.loads(line) for line in (tiny_world / "prompts.jsonl").read_text().splitlines()]
     api("POST", "/api/v1/prompts", json=prompts)
-    sft = api("POST", "/api/v1/models", json={"path": str(tiny_world / "sft"), "name": "world-sft",
-                                              "kind": "policy", "stage": "sft"})
-    generate = api("POST", "/api/v1/generate", json={"count": 30, "num_samples": 2, "max_new_tokens": 16,
-                                                     "task_kind": "pairwise", "seed": 0})
+    sft = api(
+        "POST",
+        "/api/v1/models",
+        json={"path": str(tiny_world / "sft"), "name": "world-sft", "kind": "policy", "stage": "sft"},
+    )
+    generate = api(
+        "POST",
+        "/api/v1/generate",
+        json={"count": 30, "num_samples": 2, "max_new_tokens": 16, "task_kind": "pairwise", "seed": 0},
+    )
     # the trigger is the last label: a check part-way through the burst (the worker polls while annotators label)
     # would find too few preference pairs among the first labels, and a due schedule with too little data waits
     # for the next N annotations
-    api("PUT", "/api/v1/rounds/schedule", json={"enabled": True, "min_new_annotations": LABELS,
-                                                "config": ROUND_CONFIG})
+    api("PUT", "/api/v1/rounds/schedule", json={"enabled": True, "min_new_annotations": LABELS, "config": ROUND_CONFIG})
 
     def job(job_id: int) -> dict:
         return api("GET", f"/api/v1/jobs/{job_id}")
 
-    done = wait_until(lambda: job(generate["job_id"])["status"] in ("succeeded", "failed") and job(generate["job_id"]),
-                      timeout_s=90, what="the first generate job", on_timeout=lambda: stack.log("worker"))
+    done = wait_until(
+        lambda: job(generate["job_id"])["status"] in ("succeeded", "failed") and job(generate["job_id"]),
+        timeout_s=90,
+        what="the first generate job",
+        on_timeout=lambda: stack.log("worker"),
+    )
     assert done["status"] == "succeeded", done["error"]
 
     report = run_simulation(url=stack.url, admin_token=token, annotators=3, labels=LABELS, seed=0)
@@ -70,8 +80,9 @@ def test_schedule_fires_a_round_that_makes_a_new_current_policy_and_new_tasks(st
         rounds = api("GET", "/api/v1/rounds")
         return rounds[0] if rounds and rounds[0]["status"] in ("succeeded", "failed", "cancelled") else None
 
-    summary = wait_until(finished_round, timeout_s=WAIT_S, what="the scheduled round",
-                         on_timeout=lambda: stack.log("worker"))
+    summary = wait_until(
+        finished_round, timeout_s=WAIT_S, what="the scheduled round", on_timeout=lambda: stack.log("worker")
+    )
     round_job = job(summary["id"])
     assert round_job["status"] == "succeeded", round_job["error"]
     assert round_job["config"]["note"].startswith("scheduled: ")

@@ -5,6 +5,7 @@ few seconds on generated text. Built once per session through the real stages; t
     tiny_tokenizer_dir tokenizer stage output (vocab 400, PAD != EOS, chat template)
     tiny_lm_dir        pretrain stage output (n_layer=2, n_head=2, n_embd=32, context=64); emits EOS after a line
 """
+
 from __future__ import annotations
 
 import os
@@ -57,7 +58,19 @@ def tiny_lm_dir(tmp_path_factory, tiny_corpus_file, tiny_tokenizer_dir) -> Path:
     from trainer.pretrain import PretrainConfig, train_pretrain
 
     out = tmp_path_factory.mktemp("lm") / "lm"
-    cfg = PretrainConfig(tokenizer=str(tiny_tokenizer_dir), data=[str(tiny_corpus_file)], out=str(out),
-                         n_layer=2, n_head=2, n_embd=32, context=64, batch_size=16, lr=3e-3, max_steps=80,
-                         warmup_steps=5, device="cpu", seed=0)
+    cfg = PretrainConfig(
+        tokenizer=str(tiny_tokenizer_dir),
+        data=[str(tiny_corpus_file)],
+        out=str(out),
+        n_layer=2,
+        n_head=2,
+        n_embd=32,
+        context=64,
+        batch_size=16,
+        lr=3e-3,
+        max_steps=80,
+        warmup_steps=5,
+        device="cpu",
+        seed=0,
+    )
     return train_pretrain(cfg)

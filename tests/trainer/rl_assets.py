@@ -3,6 +3,7 @@
 Built locally in well under a second; nothing is downloaded. The synthetic preference: words come from a
 "good" and a "bad" half of a small vocabulary; the preferred response has more good words.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,11 +32,13 @@ def build_tokenizer(out: Path):
     rng = random.Random(0)
     corpus = [" ".join(rng.choice(WORDS) for _ in range(30)) for _ in range(300)]
     corpus += ["<|user|> <|assistant|> <|system|>"] * 20
-    trainer = trainers.BpeTrainer(vocab_size=400, min_frequency=2, special_tokens=[EOS, PAD],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, min_frequency=2, special_tokens=[EOS, PAD], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(corpus, trainer)
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS, unk_token=EOS,
-                                 pad_token=PAD, model_max_length=256)
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=EOS, eos_token=EOS, unk_token=EOS, pad_token=PAD, model_max_length=256
+    )
     hf.chat_template = CHAT_TEMPLATE
     hf.save_pretrained(out)
     return hf
@@ -48,9 +51,19 @@ def build_tiny_lm(out: Path, *, n_layer: int = 2, n_embd: int = 32, seed: int = 
 
     out = Path(out)
     tok = build_tokenizer(out)
-    cfg = GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=n_embd, n_layer=n_layer, n_head=2,
-                     resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
-                     bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    cfg = GPT2Config(
+        vocab_size=len(tok),
+        n_positions=128,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=2,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
+        bos_token_id=tok.eos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     torch.manual_seed(seed)
     GPT2LMHeadModel(cfg).save_pretrained(out)
     return out

@@ -16,8 +16,21 @@ FLAGS = {
     "tokenizer": ["--input", "--vocab-size", "--out"],
     "pretrain": ["--tokenizer", "--data", "--out", "--n-layer", "--n-head", "--n-embd", "--context"] + COMMON,
     "sft": ["--model", "--data", "--out"] + COMMON,
-    "generate": ["--model", "--prompts", "--out", "--num-samples", "--temperature", "--top-k", "--top-p",
-                 "--max-new-tokens", "--seed", "--device", "--precision", "--batch-size", "--config"],
+    "generate": [
+        "--model",
+        "--prompts",
+        "--out",
+        "--num-samples",
+        "--temperature",
+        "--top-k",
+        "--top-p",
+        "--max-new-tokens",
+        "--seed",
+        "--device",
+        "--precision",
+        "--batch-size",
+        "--config",
+    ],
 }
 
 
@@ -37,8 +50,9 @@ def test_stage_help_lists_its_flags(stage):
 
 def test_python_dash_m_trainer_help_lists_stages():
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
-    p = subprocess.run([sys.executable, "-m", "trainer", "--help"], capture_output=True, text=True, cwd=ROOT, env=env,
-                       timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "trainer", "--help"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
+    )
     assert p.returncode == 0, p.stderr
     for stage in FLAGS:
         assert stage in p.stdout
@@ -47,7 +61,14 @@ def test_python_dash_m_trainer_help_lists_stages():
 def test_list_flags_take_several_values():
     load_stages()
     assert expand_list_flags(["tokenizer", "--input", "a.txt", "b.txt", "--vocab-size", "300"]) == [
-        "tokenizer", "--input", "a.txt", "--input", "b.txt", "--vocab-size", "300"]
+        "tokenizer",
+        "--input",
+        "a.txt",
+        "--input",
+        "b.txt",
+        "--vocab-size",
+        "300",
+    ]
     # a non-list flag is left alone
     assert expand_list_flags(["sft", "--data", "x.jsonl", "--lr", "1"]) == ["sft", "--data", "x.jsonl", "--lr", "1"]
 
@@ -69,9 +90,27 @@ def test_bad_data_exits_2_naming_file_and_line_and_writes_nothing(tmp_path, tiny
     data.write_text('{"prompt": "a", "completion": "b"}\n\n{"prompt": "a"}\n')
     out = tmp_path / "out"
     env = {**os.environ, "COLUMNS": "200"}
-    p = subprocess.run([sys.executable, "-m", "trainer", "sft", "--model", str(tiny_lm_dir), "--data", str(data),
-                        "--out", str(out), "--device", "cpu"], capture_output=True, text=True, cwd=ROOT, env=env,
-                       timeout=300)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "sft",
+            "--model",
+            str(tiny_lm_dir),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
     assert p.returncode == 2
     assert f"{data}:3:" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1  # one line, no traceback
@@ -94,10 +133,38 @@ def test_existing_output_exits_2(tmp_path, tiny_corpus_file):
 def test_cli_run_is_silent_off_a_terminal_and_prints_the_output_dir(tmp_path, tiny_tokenizer_dir, tiny_corpus_file):
     out = tmp_path / "lm"
     env = {**os.environ, "COLUMNS": "200"}
-    p = subprocess.run([sys.executable, "-m", "trainer", "pretrain", "--tokenizer", str(tiny_tokenizer_dir),
-                        "--data", str(tiny_corpus_file), str(tiny_corpus_file), "--out", str(out), "--n-layer", "1",
-                        "--n-head", "2", "--n-embd", "16", "--context", "32", "--max-steps", "3", "--device", "cpu"],
-                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "pretrain",
+            "--tokenizer",
+            str(tiny_tokenizer_dir),
+            "--data",
+            str(tiny_corpus_file),
+            str(tiny_corpus_file),
+            "--out",
+            str(out),
+            "--n-layer",
+            "1",
+            "--n-head",
+            "2",
+            "--n-embd",
+            "16",
+            "--context",
+            "32",
+            "--max-steps",
+            "3",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     assert p.stderr == ""  # no progress bar, no warnings: stderr is not a terminal
     assert p.stdout.strip() == str(out)
@@ -111,10 +178,35 @@ def test_killed_run_leaves_no_output_dir(tmp_path, tiny_tokenizer_dir, tiny_corp
     import time
 
     out = tmp_path / "lm"
-    p = subprocess.Popen([sys.executable, "-m", "trainer", "pretrain", "--tokenizer", str(tiny_tokenizer_dir),
-                          "--data", str(tiny_corpus_file), "--out", str(out), "--n-layer", "1", "--n-head", "2",
-                          "--n-embd", "16", "--context", "32", "--max-steps", "100000", "--device", "cpu"],
-                         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "pretrain",
+            "--tokenizer",
+            str(tiny_tokenizer_dir),
+            "--data",
+            str(tiny_corpus_file),
+            "--out",
+            str(out),
+            "--n-layer",
+            "1",
+            "--n-head",
+            "2",
+            "--n-embd",
+            "16",
+            "--context",
+            "32",
+            "--max-steps",
+            "100000",
+            "--device",
+            "cpu",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while not any(m.stat().st_size for m in tmp_path.glob("lm.tmp-*/metrics.jsonl")):

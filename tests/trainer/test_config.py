@@ -9,8 +9,9 @@ from trainer.pretrain import PretrainConfig
 
 def test_flags_override_config_file(tmp_path):
     cfg_file = tmp_path / "cfg.json"
-    cfg_file.write_text(json.dumps({"tokenizer": "tok", "data": ["a.txt"], "out": "o", "lr": 0.5, "n_layer": 3,
-                                    "batch_size": 4}))
+    cfg_file.write_text(
+        json.dumps({"tokenizer": "tok", "data": ["a.txt"], "out": "o", "lr": 0.5, "n_layer": 3, "batch_size": 4})
+    )
     cfg = load_config(PretrainConfig, cfg_file, {"lr": 0.25, "seed": 7})
     assert cfg.lr == 0.25  # flag wins
     assert cfg.seed == 7

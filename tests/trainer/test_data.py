@@ -9,8 +9,10 @@ def test_read_jsonl_skips_blank_lines_and_numbers_lines_from_one(tmp_path):
     assert list(read_jsonl(path)) == [(1, {"a": 1}), (4, {"a": 2})]
 
 
-@pytest.mark.parametrize("bad, reason", [("{not json", "invalid JSON"), ("[1, 2]", "expected a JSON object"),
-                                         ('"text"', "expected a JSON object")])
+@pytest.mark.parametrize(
+    "bad, reason",
+    [("{not json", "invalid JSON"), ("[1, 2]", "expected a JSON object"), ('"text"', "expected a JSON object")],
+)
 def test_read_jsonl_bad_line_names_file_and_line(tmp_path, bad, reason):
     path = tmp_path / "d.jsonl"
     path.write_text('{"a": 1}\n' + bad + "\n")

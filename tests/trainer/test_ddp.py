@@ -1,4 +1,5 @@
 """Two CPU processes (torchrun, gloo) train a reward model under DDP and match one process's loss curve."""
+
 import json
 import os
 import random
@@ -40,7 +41,9 @@ def _communicate_or_dump_stacks(proc: subprocess.Popen, timeout: float) -> str:
             except ProcessLookupError:
                 pass
         out, err = proc.communicate()
-        raise AssertionError(f"torchrun did not finish in {timeout} s; stdout {out!r}; stacks:\n{err[-6000:]}") from None
+        raise AssertionError(
+            f"torchrun did not finish in {timeout} s; stdout {out!r}; stacks:\n{err[-6000:]}"
+        ) from None
 
 
 def test_microbatches_give_every_process_the_same_number_of_backward_passes():
@@ -60,17 +63,61 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     # 81 pairs in batches of 16: the 6th batch holds one pair, so rank 1's share of it is empty (a filler);
     # microbatches of 4 make each share 2 backward passes (DDP syncs the last)
     data = write_jsonl(tmp_path / "p.jsonl", [synthetic_pair(rng) for _ in range(81)])
-    args = ["--model", str(lm), "--data", str(data), "--device", "cpu", "--batch-size", "16",
-            "--micro-batch-size", "4", "--lr", "0.003", "--max-steps", "6", "--seed", "3"]
+    args = [
+        "--model",
+        str(lm),
+        "--data",
+        str(data),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "16",
+        "--micro-batch-size",
+        "4",
+        "--lr",
+        "0.003",
+        "--max-steps",
+        "6",
+        "--seed",
+        "3",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = Path(sys.executable).with_name("torchrun")
-    two = subprocess.Popen([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "trainer", "reward", *args,
-                            "--out", str(tmp_path / "two")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True)
+    two = subprocess.Popen(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "trainer",
+            "reward",
+            *args,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     # the one-process reference runs here meanwhile (saves a second interpreter start-up)
-    train_reward(load_config(RewardConfig, overrides={"model": str(lm), "data": str(data), "device": "cpu",
-                                                      "batch_size": 16, "micro_batch_size": 4, "lr": 0.003,
-                                                      "max_steps": 6, "seed": 3, "out": str(tmp_path / "one")}))
+    train_reward(
+        load_config(
+            RewardConfig,
+            overrides={
+                "model": str(lm),
+                "data": str(data),
+                "device": "cpu",
+                "batch_size": 16,
+                "micro_batch_size": 4,
+                "lr": 0.003,
+                "max_steps": 6,
+                "seed": 3,
+                "out": str(tmp_path / "one"),
+            },
+        )
+    )
     err = _communicate_or_dump_stacks(two, timeout=300)
     assert two.returncode == 0, err[-3000:]
     a, b = _lines(tmp_path / "one"), _lines(tmp_path / "two")

@@ -19,9 +19,18 @@ def assets(tmp_path_factory):
 
 
 def _run(tmp_path, assets, name, **kw):
-    cfg = load_config(DPOConfig, overrides={"policy": str(assets["lm"]), "data": str(assets["data"]),
-                                            "out": str(tmp_path / name), "device": "cpu", "lr": 3e-3,
-                                            "batch_size": 16, **kw})
+    cfg = load_config(
+        DPOConfig,
+        overrides={
+            "policy": str(assets["lm"]),
+            "data": str(assets["data"]),
+            "out": str(tmp_path / name),
+            "device": "cpu",
+            "lr": 3e-3,
+            "batch_size": 16,
+            **kw,
+        },
+    )
     out = train_dpo(cfg)
     return out, [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 

@@ -20,8 +20,9 @@ def assets(tmp_path_factory):
     train = write_jsonl(d / "train.jsonl", [synthetic_pair(rng) for _ in range(256)])
     held = write_jsonl(d / "held.jsonl", [synthetic_pair(rng) for _ in range(64)])
     rm = train_reward(RewardConfig(model=str(lm), data=str(train), out=str(d / "rm"), lr=3e-3, device="cpu"))
-    prompts = write_jsonl(d / "prompts.jsonl", [{"prompt_id": f"q{i}", "prompt": " " + rng.choice(NEUTRAL)}
-                                                for i in range(6)])
+    prompts = write_jsonl(
+        d / "prompts.jsonl", [{"prompt_id": f"q{i}", "prompt": " " + rng.choice(NEUTRAL)} for i in range(6)]
+    )
     return {"lm": lm, "other": other, "rm": rm, "held": held, "prompts": prompts, "dir": d}
 
 
@@ -51,18 +52,37 @@ def test_reward_model_accuracy_on_held_out_pairs(assets):
 
 def test_same_policy_ties_and_has_zero_kl(assets):
     judge = "py:tests.trainer.rl_assets:good_word_reward"
-    res = _eval(policy=str(assets["lm"]), baseline=str(assets["lm"]), prompts=str(assets["prompts"]),
-                judge=judge, ref=str(assets["lm"]), num_samples=2)
-    assert res["win_rate"] == {"win_rate": 0.5, "wins": 0, "ties": 12, "losses": 0, "n": 12, "prompts": 6,
-                               "standard_error": 0.0}
+    res = _eval(
+        policy=str(assets["lm"]),
+        baseline=str(assets["lm"]),
+        prompts=str(assets["prompts"]),
+        judge=judge,
+        ref=str(assets["lm"]),
+        num_samples=2,
+    )
+    assert res["win_rate"] == {
+        "win_rate": 0.5,
+        "wins": 0,
+        "ties": 12,
+        "losses": 0,
+        "n": 12,
+        "prompts": 6,
+        "standard_error": 0.0,
+    }
     assert abs(res["policy"]["kl_to_ref"]) < 1e-4 and abs(res["policy"]["kl_to_ref_k3"]) < 1e-4
     for k in ("mean_length", "distinct_1", "distinct_2", "eos_rate", "judge_mean"):
         assert k in res["policy"] and k in res["baseline"]
 
 
 def test_win_rate_against_another_policy_under_an_rm_judge(assets):
-    res = _eval(policy=str(assets["lm"]), baseline=str(assets["other"]), prompts=str(assets["prompts"]),
-                judge=f"rm:{assets['rm']}", ref=str(assets["other"]), num_samples=2)
+    res = _eval(
+        policy=str(assets["lm"]),
+        baseline=str(assets["other"]),
+        prompts=str(assets["prompts"]),
+        judge=f"rm:{assets['rm']}",
+        ref=str(assets["other"]),
+        num_samples=2,
+    )
     w = res["win_rate"]
     assert w["n"] == 12 and w["wins"] + w["losses"] > 0
     assert res["policy"]["kl_to_ref"] > 0.01  # two different random models
@@ -79,9 +99,25 @@ def test_bad_flags_are_usage_errors(assets):
 
 def test_cli_prints_json(assets, tmp_path):
     out = tmp_path / "eval.json"
-    r = subprocess.run([sys.executable, "-m", "trainer", "evaluate", "--reward-model", str(assets["rm"]),
-                        "--data", str(assets["held"]), "--device", "cpu", "--out", str(out)],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "evaluate",
+            "--reward-model",
+            str(assets["rm"]),
+            "--data",
+            str(assets["held"]),
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     printed = json.loads(r.stdout)
     assert printed == json.loads(out.read_text())

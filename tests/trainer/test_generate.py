@@ -6,8 +6,19 @@ from trainer.data import DataError
 from trainer.generate import GenerateConfig, run_generate
 from trainer.sampling import derive_seed
 
-FIELDS = ["prompt_id", "sample", "text", "finish_reason", "num_tokens", "logprob", "temperature", "top_k", "top_p",
-          "max_new_tokens", "seed"]
+FIELDS = [
+    "prompt_id",
+    "sample",
+    "text",
+    "finish_reason",
+    "num_tokens",
+    "logprob",
+    "temperature",
+    "top_k",
+    "top_p",
+    "max_new_tokens",
+    "seed",
+]
 
 
 def write_prompts(path, rows):
@@ -15,15 +26,31 @@ def write_prompts(path, rows):
     return path
 
 
-PROMPTS = [{"prompt_id": "p1", "prompt": "question: what is 3 plus 4? answer:"},
-           {"prompt_id": 2, "messages": [{"role": "user", "content": "what is 1 plus 1?"}]},
-           {"prompt_id": "p3", "prompt": "the big red cat sat on"},
-           {"prompt_id": "p4", "prompt": ""}]
+PROMPTS = [
+    {"prompt_id": "p1", "prompt": "question: what is 3 plus 4? answer:"},
+    {"prompt_id": 2, "messages": [{"role": "user", "content": "what is 1 plus 1?"}]},
+    {"prompt_id": "p3", "prompt": "the big red cat sat on"},
+    {"prompt_id": "p4", "prompt": ""},
+]
 
 
 def generate(model, prompts, out, **kw):
-    cfg = GenerateConfig(**{**dict(model=str(model), prompts=str(prompts), out=str(out), num_samples=3,
-                                   max_new_tokens=10, temperature=1.0, seed=7, device="cpu", batch_size=4), **kw})
+    cfg = GenerateConfig(
+        **{
+            **dict(
+                model=str(model),
+                prompts=str(prompts),
+                out=str(out),
+                num_samples=3,
+                max_new_tokens=10,
+                temperature=1.0,
+                seed=7,
+                device="cpu",
+                batch_size=4,
+            ),
+            **kw,
+        }
+    )
     run_generate(cfg)
     return [json.loads(x) for x in out.read_text().splitlines()]
 
@@ -64,10 +91,15 @@ def test_greedy_samples_are_identical(tmp_path, tiny_lm_dir):
     assert len({r["text"] for r in rows}) == 1
 
 
-@pytest.mark.parametrize("row, message", [({"prompt": "x"}, '"prompt_id" must be'),
-                                          ({"prompt_id": "a", "text": "x"}, 'expected "prompt"'),
-                                          ({"prompt_id": "p1", "prompt": "again"}, "duplicate prompt_id"),
-                                          ({"prompt_id": "z", "prompt": "word " * 80}, "exceeds the model's context")])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"prompt": "x"}, '"prompt_id" must be'),
+        ({"prompt_id": "a", "text": "x"}, 'expected "prompt"'),
+        ({"prompt_id": "p1", "prompt": "again"}, "duplicate prompt_id"),
+        ({"prompt_id": "z", "prompt": "word " * 80}, "exceeds the model's context"),
+    ],
+)
 def test_bad_prompt_line_names_file_and_line(tmp_path, tiny_lm_dir, row, message):
     prompts = write_prompts(tmp_path / "p.jsonl", [PROMPTS[0], row])
     with pytest.raises(DataError) as err:

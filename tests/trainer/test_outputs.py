@@ -51,6 +51,8 @@ def test_metrics_log_writes_one_json_object_a_line_and_calls_back(tmp_path):
         log.log(1, 2, loss=1.5)
         log.log(2, 2, loss=0.5, **{"objective/kl": 0.1})
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert lines == [{"step": 1, "total_steps": 2, "loss": 1.5},
-                     {"step": 2, "total_steps": 2, "loss": 0.5, "objective/kl": 0.1}]
+    assert lines == [
+        {"step": 1, "total_steps": 2, "loss": 1.5},
+        {"step": 2, "total_steps": 2, "loss": 0.5, "objective/kl": 0.1},
+    ]
     assert seen == lines

@@ -30,7 +30,6 @@ from trainer.reward_model import RewardConfig, RewardScorer, load_reward_model, 
 from trainer.runtime import load_causal_lm, load_tokenizer
 from trainer.sampling import sample_batch
 
-
 # ----------------------------------------------------------------------------- golden math
 
 
@@ -75,12 +74,14 @@ def test_clipped_losses_values():
     loss, clipped, ratio = policy_loss_terms(new, old, adv, mask, 0.2)
     # +A, ratio 1.5: max(-1.5, -1.2) = -1.2 ; -A, ratio 0.5: max(0.5, 0.8) = 0.8
     assert math.isclose(float(loss), -0.4, abs_tol=1e-6) and float(clipped) == 2
-    vl, vclipped = value_loss_terms(torch.tensor([[1.0]]), torch.tensor([[0.5]]), torch.tensor([[2.0]]),
-                                    torch.ones(1, 1), 0.2)
+    vl, vclipped = value_loss_terms(
+        torch.tensor([[1.0]]), torch.tensor([[0.5]]), torch.tensor([[2.0]]), torch.ones(1, 1), 0.2
+    )
     assert math.isclose(float(vl), 0.5 * (2.0 - 0.7) ** 2, abs_tol=1e-6) and float(vclipped) == 1
     # inside the clip range nothing is clipped and the loss is the plain surrogate
-    loss2, clipped2, _ = policy_loss_terms(torch.tensor([[math.log(1.1)]]), torch.zeros(1, 1),
-                                           torch.tensor([[2.0]]), torch.ones(1, 1), 0.2)
+    loss2, clipped2, _ = policy_loss_terms(
+        torch.tensor([[math.log(1.1)]]), torch.zeros(1, 1), torch.tensor([[2.0]]), torch.ones(1, 1), 0.2
+    )
     assert math.isclose(float(loss2), -2.2, abs_tol=1e-6) and float(clipped2) == 0
 
 
@@ -102,15 +103,27 @@ def assets(tmp_path_factory):
     rng = random.Random(3)
     pref = write_jsonl(d / "pref.jsonl", [synthetic_pair(rng) for _ in range(256)])
     rm = train_reward(RewardConfig(model=str(lm), data=str(pref), out=str(d / "rm"), lr=3e-3, device="cpu"))
-    prompts = write_jsonl(d / "prompts.jsonl",
-                          [{"prompt_id": f"p{i}", "prompt": " " + " ".join(rng.choice(NEUTRAL) for _ in range(3))}
-                           for i in range(32)])
+    prompts = write_jsonl(
+        d / "prompts.jsonl",
+        [{"prompt_id": f"p{i}", "prompt": " " + " ".join(rng.choice(NEUTRAL) for _ in range(3))} for i in range(32)],
+    )
     return {"lm": lm, "rm": rm, "prompts": prompts, "dir": d}
 
 
 def _cfg(assets, out, **kw):
-    base = dict(policy=str(assets["lm"]), reward_model=str(assets["rm"]), prompts=str(assets["prompts"]),
-                out=str(out), device="cpu", batch_size=8, max_new_tokens=6, lr=1e-3, seed=5, max_steps=3, epochs=2)
+    base = dict(
+        policy=str(assets["lm"]),
+        reward_model=str(assets["rm"]),
+        prompts=str(assets["prompts"]),
+        out=str(out),
+        device="cpu",
+        batch_size=8,
+        max_new_tokens=6,
+        lr=1e-3,
+        seed=5,
+        max_steps=3,
+        epochs=2,
+    )
     base.update(kw)
     return load_config(PPOConfig, overrides=base)
 
@@ -144,14 +157,24 @@ def test_logprobs_match_the_sampler_at_the_rollout_temperature(assets):
     assert not policy.training  # dropout off (the config has dropout 0.1)
     ids, mask = pad_sequences([ids for _, ids in _batch(tok)], pad_token_id=tok.pad_token_id, side="left")
     gens = [torch.Generator().manual_seed(i) for i in range(ids.shape[0])]
-    out = sample_batch(policy, ids, mask, max_new_tokens=5, temperature=0.7, top_k=0, top_p=1.0,
-                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, generators=gens)
+    out = sample_batch(
+        policy,
+        ids,
+        mask,
+        max_new_tokens=5,
+        temperature=0.7,
+        top_k=0,
+        top_p=1.0,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        generators=gens,
+    )
     full = torch.cat([ids, out.tokens], 1)
     full_mask = torch.cat([mask, (torch.arange(5)[None] < out.lengths[:, None]).long()], 1)
     with torch.no_grad():
         lp = response_logprobs(policy, full, full_mask, ids.shape[1], 0.7, banned_token=tok.pad_token_id)
         lp_t1 = response_logprobs(policy, full, full_mask, ids.shape[1], 1.0, banned_token=tok.pad_token_id)
-    real = full_mask[:, ids.shape[1]:].bool()
+    real = full_mask[:, ids.shape[1] :].bool()
     assert torch.allclose(lp[real], out.logprobs[real], atol=1e-4)
     assert not torch.allclose(lp_t1[real], out.logprobs[real], atol=1e-2)  # the temperature matters
 
@@ -191,18 +214,42 @@ def test_ppo_raises_reward_with_bounded_kl(tmp_path, assets):
     from transformers import AutoModelForCausalLM
 
     t0 = time.perf_counter()
-    out = train_ppo(_cfg(assets, tmp_path / "pol", epochs=12, max_steps=24, batch_size=16, lr=2e-3, kl_coef=0.05,
-                         ppo_epochs=4, num_minibatches=2))
+    out = train_ppo(
+        _cfg(
+            assets,
+            tmp_path / "pol",
+            epochs=12,
+            max_steps=24,
+            batch_size=16,
+            lr=2e-3,
+            kl_coef=0.05,
+            ppo_epochs=4,
+            num_minibatches=2,
+        )
+    )
     elapsed = time.perf_counter() - t0
     lines = _lines(out)
     first = sum(x["objective/scores"] for x in lines[:4]) / 4
     last = sum(x["objective/scores"] for x in lines[-4:]) / 4
     assert last > first + 0.5, (first, last)
     assert max(x["objective/kl"] for x in lines) < 15.0
-    for key in ("objective/kl", "objective/entropy", "objective/non_score_reward", "objective/rlhf_reward",
-                "objective/scores", "policy/approxkl_avg", "policy/clipfrac_avg", "loss/policy_avg",
-                "loss/value_avg", "val/ratio", "val/num_eos_tokens", "lr", "episode", "gen_len",
-                "reward_length_corr"):
+    for key in (
+        "objective/kl",
+        "objective/entropy",
+        "objective/non_score_reward",
+        "objective/rlhf_reward",
+        "objective/scores",
+        "policy/approxkl_avg",
+        "policy/clipfrac_avg",
+        "loss/policy_avg",
+        "loss/value_avg",
+        "val/ratio",
+        "val/num_eos_tokens",
+        "lr",
+        "episode",
+        "gen_len",
+        "reward_length_corr",
+    ):
         assert key in lines[0], key
     assert lines[-1]["episode"] == 24 * 16 and lines[-1]["lr"] < lines[0]["lr"]
     assert math.isclose(lines[0]["val/ratio"], 1.0, abs_tol=0.05)
@@ -234,8 +281,16 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run_and_same_seed_same_numb
     with pytest.raises(Killed):
         train_ppo(_cfg(assets, tmp_path / "cut", max_steps=4, kl_estimator="k3", adaptive_kl=True), on_metrics=die)
     assert not (tmp_path / "cut").exists() and (tmp_path / "cut.ckpt" / "state.pt").is_file()
-    resumed = train_ppo(_cfg(assets, tmp_path / "cut", max_steps=4, kl_estimator="k3", adaptive_kl=True,
-                             resume=str(tmp_path / "cut.ckpt")))
+    resumed = train_ppo(
+        _cfg(
+            assets,
+            tmp_path / "cut",
+            max_steps=4,
+            kl_estimator="k3",
+            adaptive_kl=True,
+            resume=str(tmp_path / "cut.ckpt"),
+        )
+    )
     assert _lines(resumed) == _lines(full)
     a = load_causal_lm(full).state_dict()
     b = load_causal_lm(resumed).state_dict()
@@ -256,12 +311,35 @@ def test_resume_refuses_a_checkpoint_with_other_settings(tmp_path, assets):
 
 
 def test_resume_after_sigkill_of_the_cli(tmp_path, assets):
-    args = ["--policy", str(assets["lm"]), "--reward-model", str(assets["rm"]), "--prompts", str(assets["prompts"]),
-            "--device", "cpu", "--batch-size", "8", "--max-new-tokens", "6", "--lr", "0.001", "--seed", "5",
-            "--max-steps", "16", "--epochs", "4"]
+    args = [
+        "--policy",
+        str(assets["lm"]),
+        "--reward-model",
+        str(assets["rm"]),
+        "--prompts",
+        str(assets["prompts"]),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "8",
+        "--max-new-tokens",
+        "6",
+        "--lr",
+        "0.001",
+        "--seed",
+        "5",
+        "--max-steps",
+        "16",
+        "--epochs",
+        "4",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    proc = subprocess.Popen([sys.executable, "-m", "trainer", "ppo", *args, "--out", str(tmp_path / "k")],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainer", "ppo", *args, "--out", str(tmp_path / "k")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     state = tmp_path / "k.ckpt" / "state.pt"
     deadline = time.time() + 300
     while not state.exists() and proc.poll() is None and time.time() < deadline:
@@ -270,8 +348,23 @@ def test_resume_after_sigkill_of_the_cli(tmp_path, assets):
     proc.wait()
     assert state.exists(), proc.stderr.read().decode()
     assert not (tmp_path / "k").exists()  # killed: no half-written output
-    r = subprocess.run([sys.executable, "-m", "trainer", "ppo", *args, "--out", str(tmp_path / "k"),
-                        "--resume", str(tmp_path / "k.ckpt")], env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "ppo",
+            *args,
+            "--out",
+            str(tmp_path / "k"),
+            "--resume",
+            str(tmp_path / "k.ckpt"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     # the uninterrupted reference runs in this process (same thread count as the children)
     uninterrupted = train_ppo(_cfg(assets, tmp_path / "u", max_steps=16, epochs=4))
@@ -307,8 +400,13 @@ def test_response_logprobs_do_not_depend_on_left_padding(assets):
     with torch.no_grad():
         batched = response_logprobs(policy, ids, mask, P, 0.7)
         for i, p in enumerate(prompts):
-            alone = response_logprobs(policy, torch.tensor([p + response]), torch.ones(1, len(p) + len(response),
-                                      dtype=torch.long), len(p), 0.7)
+            alone = response_logprobs(
+                policy,
+                torch.tensor([p + response]),
+                torch.ones(1, len(p) + len(response), dtype=torch.long),
+                len(p),
+                0.7,
+            )
             assert torch.allclose(batched[i], alone[0], atol=1e-4)
 
 
@@ -336,22 +434,34 @@ def test_first_update_reusing_the_scoring_forward_equals_a_fresh_forward(assets)
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
     # several minibatches: the first one is not the whole batch, so no graph is kept
     cfg2 = _cfg(assets, assets["dir"] / "unused", num_minibatches=2)
-    assert make_rollout(policy, ref, reward, value, tok, _batch(tok), 0, cfg2, 0.05, torch.device("cpu")).first_forward is None
+    assert (
+        make_rollout(policy, ref, reward, value, tok, _batch(tok), 0, cfg2, 0.05, torch.device("cpu")).first_forward
+        is None
+    )
 
 
 def test_a_likelihood_feature_reward_model_scores_left_padded_rollouts_as_rows_alone(tmp_path, assets):
     from trainer.reward_model import load_reward_scorer
 
-    rm = train_reward(RewardConfig(model=str(assets["lm"]), data=str(assets["dir"] / "pref.jsonl"),
-                                   out=str(tmp_path / "rm"), lr=3e-3, device="cpu", max_steps=4,
-                                   likelihood_model=str(assets["lm"]), likelihood_lr=0.5))
+    rm = train_reward(
+        RewardConfig(
+            model=str(assets["lm"]),
+            data=str(assets["dir"] / "pref.jsonl"),
+            out=str(tmp_path / "rm"),
+            lr=3e-3,
+            device="cpu",
+            max_steps=4,
+            likelihood_model=str(assets["lm"]),
+            likelihood_lr=0.5,
+        )
+    )
     tok, policy, ref, _, value = _models(assets)
     reward = load_reward_scorer(rm, tok).requires_grad_(False)
     assert reward.likelihood is not None and float(reward.likelihood.weight) != 0.0
     cfg = _cfg(assets, tmp_path / "unused", max_new_tokens=4)
     batch = _batch(tok)  # prompts of 2 and 1 tokens: left-padded to 2
     r = make_rollout(policy, ref, reward, value, tok, batch, 0, cfg, 0.1, torch.device("cpu"))
-    rows = [prompt + r.ids[i, r.prompt_width:][r.response_mask[i]].tolist() for i, (_, prompt) in enumerate(batch)]
+    rows = [prompt + r.ids[i, r.prompt_width :][r.response_mask[i]].tolist() for i, (_, prompt) in enumerate(batch)]
     ids, mask = pad_sequences(rows, pad_token_id=tok.pad_token_id, side="right")
     with torch.no_grad():
         alone = reward(ids, mask, torch.tensor([len(prompt) for _, prompt in batch]))

@@ -56,9 +56,11 @@ def test_kto_labels_pair_within_a_prompt(tmp_path, tok):
 
 
 def test_conversational_goes_through_the_chat_template(tmp_path, tok):
-    row = {"prompt": [{"role": "user", "content": " na"}],
-           "chosen": [{"role": "assistant", "content": " ga"}],
-           "rejected": [{"role": "assistant", "content": " ba"}]}
+    row = {
+        "prompt": [{"role": "user", "content": " na"}],
+        "chosen": [{"role": "assistant", "content": " ga"}],
+        "rejected": [{"role": "assistant", "content": " ba"}],
+    }
     s = load_preferences(write_jsonl(tmp_path / "c.jsonl", [row]), tok)
     assert s.format == "trl-conversational"
     text = tok.decode(s.groups[0].sequences[0])
@@ -67,8 +69,12 @@ def test_conversational_goes_through_the_chat_template(tmp_path, tok):
 
 def test_bad_lines_name_file_and_line(tmp_path, tok):
     p = tmp_path / "bad.jsonl"
-    p.write_text(json.dumps({"prompt": "a", "chosen": "b", "rejected": "c"}) + "\n"
-                 + json.dumps({"prompt": "a", "chosen": 3, "rejected": "c"}) + "\n")
+    p.write_text(
+        json.dumps({"prompt": "a", "chosen": "b", "rejected": "c"})
+        + "\n"
+        + json.dumps({"prompt": "a", "chosen": 3, "rejected": "c"})
+        + "\n"
+    )
     with pytest.raises(DataError) as e:
         load_preferences(p, tok)
     assert str(e.value).startswith(f"{p}:2:")
@@ -82,16 +88,20 @@ def test_bad_lines_name_file_and_line(tmp_path, tok):
 
 def test_trl_and_rankings_lines_share_a_file(tmp_path, tok):
     """A round trains on pairwise choices (trl lines) and rankings (kept whole) from one file."""
-    rows = [{"prompt": "q", "chosen": " a", "rejected": " b"},
-            {"prompt": "q", "completions": [" a", " b", " c"]}]
+    rows = [{"prompt": "q", "chosen": " a", "rejected": " b"}, {"prompt": "q", "completions": [" a", " b", " c"]}]
     s = load_preferences(write_jsonl(tmp_path / "mix.jsonl", rows), tok)
     assert s.format == "rankings+trl"
     assert [len(g.sequences) for g in s.groups] == [2, 3]  # the ranking's 3 responses encoded once
     assert s.n_pairs == 1 + 3
-    kto_then_trl = [{"prompt": "q", "completion": " a", "label": True}, {"prompt": "q", "chosen": " a", "rejected": " b"}]
+    kto_then_trl = [
+        {"prompt": "q", "completion": " a", "label": True},
+        {"prompt": "q", "chosen": " a", "rejected": " b"},
+    ]
     with pytest.raises(DataError):
         load_preferences(write_jsonl(tmp_path / "bad-mix.jsonl", kto_then_trl), tok)
-    conv_then_rank = [{"chosen": [{"role": "assistant", "content": " a"}], "rejected": [{"role": "assistant", "content": " b"}]},
-                      {"prompt": "q", "completions": [" a", " b"]}]
+    conv_then_rank = [
+        {"chosen": [{"role": "assistant", "content": " a"}], "rejected": [{"role": "assistant", "content": " b"}]},
+        {"prompt": "q", "completions": [" a", " b"]},
+    ]
     with pytest.raises(DataError, match=r"bad-mix2.jsonl:2: line is not in the trl-conversational format"):
         load_preferences(write_jsonl(tmp_path / "bad-mix2.jsonl", conv_then_rank), tok)

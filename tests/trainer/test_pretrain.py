@@ -14,8 +14,14 @@ def read_metrics(out):
 
 def test_output_is_a_complete_hf_directory_and_loss_decreases(tiny_lm_dir):
     names = {p.name for p in tiny_lm_dir.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "trainer_config.json",
-            "metrics.jsonl"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "trainer_config.json",
+        "metrics.jsonl",
+    } <= names
     model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
     tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
     assert model.config.n_layer == 2 and model.config.n_embd == 32 and model.config.n_positions == 64
@@ -42,8 +48,21 @@ def test_learned_the_corpus(tiny_lm_dir):
 
 
 def small_config(tokenizer, data, out, **kw):
-    base = dict(tokenizer=str(tokenizer), data=[str(d) for d in data], out=str(out), n_layer=1, n_head=2, n_embd=16,
-                context=32, batch_size=8, lr=3e-3, max_steps=8, warmup_steps=2, device="cpu", seed=3)
+    base = dict(
+        tokenizer=str(tokenizer),
+        data=[str(d) for d in data],
+        out=str(out),
+        n_layer=1,
+        n_head=2,
+        n_embd=16,
+        context=32,
+        batch_size=8,
+        lr=3e-3,
+        max_steps=8,
+        warmup_steps=2,
+        device="cpu",
+        seed=3,
+    )
     return PretrainConfig(**{**base, **kw})
 
 
@@ -68,8 +87,9 @@ def test_jsonl_text_data_and_bad_line(tmp_path, tiny_tokenizer_dir):
 
 
 def test_epochs_without_max_steps(tmp_path, tiny_tokenizer_dir, tiny_corpus_file):
-    out = train_pretrain(small_config(tiny_tokenizer_dir, [tiny_corpus_file], tmp_path / "e", max_steps=0, epochs=2,
-                                      batch_size=64))
+    out = train_pretrain(
+        small_config(tiny_tokenizer_dir, [tiny_corpus_file], tmp_path / "e", max_steps=0, epochs=2, batch_size=64)
+    )
     metrics = read_metrics(out)
     assert metrics[-1]["epoch"] == pytest.approx(2.0)
     assert metrics[-1]["step"] == metrics[-1]["total_steps"] == len(metrics)

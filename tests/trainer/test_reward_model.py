@@ -6,8 +6,8 @@ import sys
 
 import pytest
 import torch
-from tests.trainer.rl_assets import GOOD, NEUTRAL, build_tiny_lm, synthetic_pair, write_jsonl
 
+from tests.trainer.rl_assets import GOOD, NEUTRAL, build_tiny_lm, synthetic_pair, write_jsonl
 from trainer.config import load_config
 from trainer.masks import pad_sequences
 from trainer.reward_model import (
@@ -39,8 +39,10 @@ def pref_files(tmp_path_factory):
 def _train(tmp_path, lm_dir, data, name="rm", **kw):
     kw.setdefault("lr", 3e-3)
     kw.setdefault("batch_size", 16)
-    cfg = load_config(RewardConfig, overrides={"model": str(lm_dir), "data": str(data), "out": str(tmp_path / name),
-                                               "device": "cpu", **kw})
+    cfg = load_config(
+        RewardConfig,
+        overrides={"model": str(lm_dir), "data": str(data), "out": str(tmp_path / name), "device": "cpu", **kw},
+    )
     out = train_reward(cfg)
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     return out, lines
@@ -71,9 +73,14 @@ def test_identical_responses_count_half_in_held_out_accuracy(tmp_path, lm_dir):
 
     tok = load_tokenizer(lm_dir)
     model = load_reward_model(lm_dir, tok)
-    same = write_jsonl(tmp_path / "same.jsonl", [{"prompt": "Q: hi\nA:", "chosen": " good", "rejected": " good"},
-                                                 {"prompt": "Q: yo\nA:", "chosen": " ok then", "rejected": " ok then"},
-                                                 {"prompt": "Q: so\nA:", "completions": [" fine", " fine", " fine"]}])
+    same = write_jsonl(
+        tmp_path / "same.jsonl",
+        [
+            {"prompt": "Q: hi\nA:", "chosen": " good", "rejected": " good"},
+            {"prompt": "Q: yo\nA:", "chosen": " ok then", "rejected": " ok then"},
+            {"prompt": "Q: so\nA:", "completions": [" fine", " fine", " fine"]},
+        ],
+    )
     groups = load_preferences(same, tok).groups
     assert evaluate_pairs(RewardScorer(model), groups, pad_token_id=tok.pad_token_id, device="cpu")["accuracy"] == 0.5
 
@@ -116,8 +123,10 @@ def test_rm_learns_synthetic_preference_and_loads_with_auto_class(tmp_path, lm_d
     # HF's own class scores the same as our reader (right padding; pad_token_id saved in the config)
     tok = load_tokenizer(out)
     hf = AutoModelForSequenceClassification.from_pretrained(out).eval()
-    ids, mask = pad_sequences([tok(" na ga gb")["input_ids"] + [tok.eos_token_id],
-                               tok(" bb")["input_ids"] + [tok.eos_token_id]], pad_token_id=tok.pad_token_id)
+    ids, mask = pad_sequences(
+        [tok(" na ga gb")["input_ids"] + [tok.eos_token_id], tok(" bb")["input_ids"] + [tok.eos_token_id]],
+        pad_token_id=tok.pad_token_id,
+    )
     with torch.no_grad():
         ours = RewardScorer(load_reward_model(out, tok))(ids, mask)
         theirs = hf(input_ids=ids, attention_mask=mask).logits.squeeze(-1)
@@ -126,8 +135,9 @@ def test_rm_learns_synthetic_preference_and_loads_with_auto_class(tmp_path, lm_d
     # centred after training: the preferred responses of the training data average ~0
     assert abs(final["reward_offset"]) > 0
     rows = [json.loads(x) for x in train.read_text().splitlines()][:64]
-    ids, mask = pad_sequences([tok(r["prompt"] + r["chosen"])["input_ids"] + [tok.eos_token_id] for r in rows],
-                              pad_token_id=tok.pad_token_id)
+    ids, mask = pad_sequences(
+        [tok(r["prompt"] + r["chosen"])["input_ids"] + [tok.eos_token_id] for r in rows], pad_token_id=tok.pad_token_id
+    )
     with torch.no_grad():
         assert abs(float(RewardScorer(load_reward_model(out, tok))(ids, mask).mean())) < 0.5
 
@@ -165,8 +175,10 @@ def test_rankings_and_kto_train(tmp_path, lm_dir):
     assert lines[-2]["accuracy"] >= 0.9
     kto = []
     for i in range(40):
-        kto += [{"prompt": f" n{'abcd'[i % 4]}", "completion": resp(5), "label": True},
-                {"prompt": f" n{'abcd'[i % 4]}", "completion": resp(1), "label": False}]
+        kto += [
+            {"prompt": f" n{'abcd'[i % 4]}", "completion": resp(5), "label": True},
+            {"prompt": f" n{'abcd'[i % 4]}", "completion": resp(1), "label": False},
+        ]
     _, lines = _train(tmp_path, lm_dir, write_jsonl(tmp_path / "k.jsonl", kto), "k", batch_size=2)
     assert lines[-1]["train_pairs"] == 4 * 10 * 10  # every good x bad within each of 4 prompts
 
@@ -174,8 +186,23 @@ def test_rankings_and_kto_train(tmp_path, lm_dir):
 def test_cli_bad_data_exits_2_naming_file_and_line(tmp_path, lm_dir):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": "b"}\n')
-    r = subprocess.run([sys.executable, "-m", "trainer", "reward", "--model", str(lm_dir), "--data", str(bad),
-                        "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "reward",
+            "--model",
+            str(lm_dir),
+            "--data",
+            str(bad),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2, r.stderr
     assert f"{bad}:2:" in r.stderr
     assert not (tmp_path / "o").exists()
@@ -185,8 +212,11 @@ def test_fast_kernels_keep_the_function(lm_dir):
     from trainer.reward_model import use_fast_kernels_
 
     tok = load_tokenizer(lm_dir)
-    ids, mask = pad_sequences([tok(" na ga gb")["input_ids"] + [tok.eos_token_id], tok(" bb")["input_ids"]],
-                              pad_token_id=tok.pad_token_id, side="left")
+    ids, mask = pad_sequences(
+        [tok(" na ga gb")["input_ids"] + [tok.eos_token_id], tok(" bb")["input_ids"]],
+        pad_token_id=tok.pad_token_id,
+        side="left",
+    )
     model = load_reward_model(lm_dir, tok)
     with torch.no_grad():
         before = RewardScorer(model)(ids, mask)
@@ -217,7 +247,7 @@ def _manual_mean_logprob(lm, seq, prompt_len):
     with torch.no_grad():
         logits = lm(torch.tensor([seq])).logits[0]  # [T, V], one row: no padding at all
     lp = torch.log_softmax(logits[:-1].float(), -1).gather(-1, torch.tensor(seq)[1:, None]).squeeze(-1)
-    return float(lp[prompt_len - 1:].mean())  # tokens prompt_len .. T-1 (the response and its EOS)
+    return float(lp[prompt_len - 1 :].mean())  # tokens prompt_len .. T-1 (the response and its EOS)
 
 
 def test_likelihood_feature_is_the_mean_response_logprob_for_either_padding(peaked_lm_dir):

@@ -18,13 +18,28 @@ def foreign_lm_dir(tmp_path_factory, tiny_corpus_file):
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    bpe.train([str(tiny_corpus_file)], trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
-                                                           initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                                           show_progress=False))
+    bpe.train(
+        [str(tiny_corpus_file)],
+        trainers.BpeTrainer(
+            vocab_size=300,
+            special_tokens=["<|endoftext|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_layer=1, n_head=2, n_embd=16, n_positions=64,
-                                       eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id))
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(tok),
+            n_layer=1,
+            n_head=2,
+            n_embd=16,
+            n_positions=64,
+            eos_token_id=tok.eos_token_id,
+            bos_token_id=tok.eos_token_id,
+        )
+    )
     out = tmp_path_factory.mktemp("foreign") / "model"
     model.save_pretrained(out)
     tok.save_pretrained(out)
@@ -44,14 +59,30 @@ def test_tokenizer_without_pad_gets_a_dedicated_pad_and_model_grows(foreign_lm_d
 def test_sft_and_generate_work_on_a_users_own_model(tmp_path, foreign_lm_dir):
     data = tmp_path / "sft.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"the cat {i}", "completion": " sat."}) + "\n" for i in range(8)))
-    out = train_sft(SftConfig(model=str(foreign_lm_dir), data=str(data), out=str(tmp_path / "sft"), max_steps=2,
-                              batch_size=4, device="cpu"))
+    out = train_sft(
+        SftConfig(
+            model=str(foreign_lm_dir),
+            data=str(data),
+            out=str(tmp_path / "sft"),
+            max_steps=2,
+            batch_size=4,
+            device="cpu",
+        )
+    )
     tok, model = AutoTokenizer.from_pretrained(out), AutoModelForCausalLM.from_pretrained(out)
     assert tok.pad_token == PAD_TOKEN and model.get_input_embeddings().weight.shape[0] == len(tok)
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"prompt_id": "a", "prompt": "the cat"}\n')
-    run_generate(GenerateConfig(model=str(out), prompts=str(prompts), out=str(tmp_path / "g.jsonl"), num_samples=2,
-                                max_new_tokens=5, device="cpu"))
+    run_generate(
+        GenerateConfig(
+            model=str(out),
+            prompts=str(prompts),
+            out=str(tmp_path / "g.jsonl"),
+            num_samples=2,
+            max_new_tokens=5,
+            device="cpu",
+        )
+    )
     rows = [json.loads(x) for x in (tmp_path / "g.jsonl").read_text().splitlines()]
     assert [r["sample"] for r in rows] == [0, 1] and all(PAD_TOKEN not in r["text"] for r in rows)
 

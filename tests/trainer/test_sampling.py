@@ -38,8 +38,7 @@ def greedy_without_cache(model, prompt_ids, max_new_tokens, eos):
 
 def run(model, tok, texts, eos, **kw):
     ids, mask = left_pad(tok, texts)
-    args = dict(max_new_tokens=12, temperature=0.0, top_k=0, top_p=1.0, eos_token_id=eos,
-                pad_token_id=tok.pad_token_id)
+    args = dict(max_new_tokens=12, temperature=0.0, top_k=0, top_p=1.0, eos_token_id=eos, pad_token_id=tok.pad_token_id)
     return sample_batch(model, ids, mask, **{**args, **kw})
 
 
@@ -81,7 +80,7 @@ def test_logprobs_are_those_of_the_sampled_tokens_at_the_sampling_temperature(lm
         with torch.no_grad():
             logits = model(torch.tensor([prompt + gen])).logits[0]  # [P+T, V]
         logits[:, tok.pad_token_id] = float("-inf")  # PAD is filtered out like any other banned token
-        logp = (logits[len(prompt) - 1: -1] / temperature).log_softmax(-1)  # position t-1 predicts token t
+        logp = (logits[len(prompt) - 1 : -1] / temperature).log_softmax(-1)  # position t-1 predicts token t
         expected = logp.gather(-1, torch.tensor(gen)[:, None]).squeeze(-1)
         torch.testing.assert_close(out.logprobs[row, : len(gen)], expected, atol=1e-4, rtol=1e-4)
 
@@ -89,14 +88,20 @@ def test_logprobs_are_those_of_the_sampled_tokens_at_the_sampling_temperature(lm
 def test_a_row_depends_only_on_its_own_seed(lm):
     model, tok = lm
     seed = derive_seed(0, "a", 0)
-    alone = run(model, tok, PROMPTS[2:3], eos=tok.eos_token_id, temperature=1.0,
-                generators=[make_generator(seed)])
-    mixed = run(model, tok, [PROMPTS[0], PROMPTS[3], PROMPTS[2], PROMPTS[1]], eos=tok.eos_token_id, temperature=1.0,
-                generators=[make_generator(s) for s in (11, 12, seed, 13)])
+    alone = run(model, tok, PROMPTS[2:3], eos=tok.eos_token_id, temperature=1.0, generators=[make_generator(seed)])
+    mixed = run(
+        model,
+        tok,
+        [PROMPTS[0], PROMPTS[3], PROMPTS[2], PROMPTS[1]],
+        eos=tok.eos_token_id,
+        temperature=1.0,
+        generators=[make_generator(s) for s in (11, 12, seed, 13)],
+    )
     assert real(mixed, 2) == real(alone, 0)
     torch.testing.assert_close(mixed.logprobs[2], alone.logprobs[0], atol=1e-5, rtol=1e-5)
-    other_seed = run(model, tok, PROMPTS[2:3], eos=tok.eos_token_id, temperature=1.0,
-                     generators=[make_generator(seed + 1)])
+    other_seed = run(
+        model, tok, PROMPTS[2:3], eos=tok.eos_token_id, temperature=1.0, generators=[make_generator(seed + 1)]
+    )
     assert real(other_seed, 0) != real(alone, 0)
 
 
@@ -104,8 +109,15 @@ def test_a_row_depends_only_on_its_own_seed(lm):
 def test_top_k_1_and_tiny_top_p_are_greedy(lm, filters):
     model, tok = lm
     greedy = run(model, tok, PROMPTS, eos=tok.eos_token_id)
-    sampled = run(model, tok, PROMPTS, eos=tok.eos_token_id, temperature=1.0,
-                  generators=[make_generator(i) for i in range(len(PROMPTS))], **filters)
+    sampled = run(
+        model,
+        tok,
+        PROMPTS,
+        eos=tok.eos_token_id,
+        temperature=1.0,
+        generators=[make_generator(i) for i in range(len(PROMPTS))],
+        **filters,
+    )
     assert sampled.tokens.tolist() == greedy.tokens.tolist()
     assert torch.allclose(sampled.logprobs, torch.zeros_like(sampled.logprobs))  # one candidate: log 1
 
@@ -141,8 +153,9 @@ def test_repeated_prompts_share_one_prefill_and_match_separate_rows(lm):
     model, tok = lm
     texts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[0], PROMPTS[1]]
     seeds = [21, 22, 23, 24, 25]
-    together = run(model, tok, texts, eos=tok.eos_token_id, temperature=1.0,
-                   generators=[make_generator(s) for s in seeds])
+    together = run(
+        model, tok, texts, eos=tok.eos_token_id, temperature=1.0, generators=[make_generator(s) for s in seeds]
+    )
     for row, (text, seed) in enumerate(zip(texts, seeds)):
         alone = run(model, tok, [text], eos=tok.eos_token_id, temperature=1.0, generators=[make_generator(seed)])
         assert real(together, row) == real(alone, 0)
@@ -175,7 +188,10 @@ def test_gpt2_decoder_gives_the_tokens_and_logprobs_of_the_hf_forward(lm, monkey
         model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{cache_kw: cache})
         nxt = free.tokens[:, 0]
         step_mask = torch.cat([mask, torch.ones(4, 1, dtype=mask.dtype)], 1)
-        expected = model(input_ids=torch.cat([ids, nxt[:, None]], 1), attention_mask=step_mask,
-                         position_ids=torch.cat([pos, pos[:, -1:] + 1], 1)).logits[:, -1]
+        expected = model(
+            input_ids=torch.cat([ids, nxt[:, None]], 1),
+            attention_mask=step_mask,
+            position_ids=torch.cat([pos, pos[:, -1:] + 1], 1),
+        ).logits[:, -1]
         got = GPT2Decoder(model, cache, ids.shape[1], 1).step(nxt, pos[:, -1] + 1, step_mask)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

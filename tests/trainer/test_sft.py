@@ -29,9 +29,13 @@ def test_prompt_completion_is_prompt_plus_completion_with_loss_on_completion_onl
 
 
 def test_chat_loss_covers_assistant_turns_only(tok):
-    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "what is 1 plus 2?"},
-                {"role": "assistant", "content": "3"}, {"role": "user", "content": "and 2 plus 2?"},
-                {"role": "assistant", "content": "it is 4"}]
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "what is 1 plus 2?"},
+        {"role": "assistant", "content": "3"},
+        {"role": "user", "content": "and 2 plus 2?"},
+        {"role": "assistant", "content": "it is 4"},
+    ]
     ids, labels = encode_messages(tok, messages)
     assert tok.decode(ids) == tok.apply_chat_template(messages, tokenize=False)
     assert learned_text(tok, ids, labels) == f"3{tok.eos_token}it is 4{tok.eos_token}"
@@ -47,8 +51,11 @@ def test_chat_loss_covers_assistant_turns_only(tok):
 
 
 def test_conversational_prompt_completion_learns_completion_turns_only(tok):
-    prompt = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
-              {"role": "user", "content": "bye"}]
+    prompt = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "bye"},
+    ]
     completion = [{"role": "assistant", "content": "see you"}]
     ids, labels = encode_messages(tok, prompt + completion, learn_from=len(prompt))
     assert learned_text(tok, ids, labels) == f"see you{tok.eos_token}"
@@ -68,14 +75,22 @@ def write_sft_data(path, n=24):
     with open(path, "w") as f:
         for a in range(n):
             f.write(json.dumps({"prompt": f"question: what is {a} plus 1? answer:", "completion": f" {a + 1}"}) + "\n")
-            f.write(json.dumps({"messages": [{"role": "user", "content": f"what is {a} plus 2?"},
-                                             {"role": "assistant", "content": str(a + 2)}]}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "messages": [
+                            {"role": "user", "content": f"what is {a} plus 2?"},
+                            {"role": "assistant", "content": str(a + 2)},
+                        ]
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
 def sft_config(model, data, out, **kw):
-    base = dict(model=str(model), data=str(data), out=str(out), lr=3e-3, batch_size=8, epochs=3, device="cpu",
-                seed=1)
+    base = dict(model=str(model), data=str(data), out=str(out), lr=3e-3, batch_size=8, epochs=3, device="cpu", seed=1)
     return SftConfig(**{**base, **kw})
 
 
@@ -94,8 +109,10 @@ def test_sft_trains_on_completions_reproducibly(tmp_path, tiny_lm_dir):
 
 def test_loss_equals_mean_ce_over_completion_tokens(tok, tiny_lm_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir).eval()
-    examples = [encode_prompt_completion(tok, "question: what is 2 plus 2? answer:", " 4"),
-                encode_messages(tok, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}])]
+    examples = [
+        encode_prompt_completion(tok, "question: what is 2 plus 2? answer:", " 4"),
+        encode_messages(tok, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]),
+    ]
     batch = collate(examples, tok.pad_token_id)
     with torch.no_grad():
         loss = model(**batch).loss
@@ -107,10 +124,15 @@ def test_loss_equals_mean_ce_over_completion_tokens(tok, tiny_lm_dir):
     assert loss.item() == pytest.approx(manual.item(), rel=1e-5)
 
 
-@pytest.mark.parametrize("line, message", [('{"prompt": "a"}', 'expected {"prompt", "completion"}'),
-                                           ('{"prompt": "a", "completion": 3}', "both be strings"),
-                                           ('{"messages": [{"role": "user", "content": "x"}]}', "no assistant turn"),
-                                           ('{"messages": [{"role": "robot", "content": "x"}]}', "role must be")])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"prompt": "a"}', 'expected {"prompt", "completion"}'),
+        ('{"prompt": "a", "completion": 3}', "both be strings"),
+        ('{"messages": [{"role": "user", "content": "x"}]}', "no assistant turn"),
+        ('{"messages": [{"role": "robot", "content": "x"}]}', "role must be"),
+    ],
+)
 def test_bad_line_names_file_and_line(tmp_path, tiny_lm_dir, line, message):
     data = tmp_path / "d.jsonl"
     data.write_text('{"prompt": "a", "completion": "b"}\n' + line + "\n")

@@ -29,27 +29,37 @@ def test_byte_level_roundtrip_of_any_text(tok):
 
 
 def test_chat_template_roundtrip(tok):
-    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "what is 2 plus 3?"},
-                {"role": "assistant", "content": "5"}]
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "what is 2 plus 3?"},
+        {"role": "assistant", "content": "5"},
+    ]
     text = tok.apply_chat_template(messages, tokenize=False)
-    assert text == ("<|im_start|>system\nbe brief<|endoftext|><|im_start|>user\nwhat is 2 plus 3?<|endoftext|>"
-                    "<|im_start|>assistant\n5<|endoftext|>")
+    assert text == (
+        "<|im_start|>system\nbe brief<|endoftext|><|im_start|>user\nwhat is 2 plus 3?<|endoftext|>"
+        "<|im_start|>assistant\n5<|endoftext|>"
+    )
     ids = tok.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
     assert tok.decode(ids) == text
     assert ids.count(tok.eos_token_id) == 3  # every turn ends in EOS: generation stops after the answer
     prompt = tok.apply_chat_template(messages[:2], tokenize=False, add_generation_prompt=True)
     assert text.startswith(prompt) and prompt.endswith("<|im_start|>assistant\n")
-    mask = tok.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                   return_assistant_tokens_mask=True)["assistant_masks"]
+    mask = tok.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)[
+        "assistant_masks"
+    ]
     assert tok.decode([i for i, m in zip(ids, mask) if m]) == "5<|endoftext|>"
 
 
 def test_jsonl_input_and_bad_line(tmp_path):
     good = tmp_path / "a.jsonl"
-    good.write_text('{"text": "hello world"}\n{"messages": [{"role": "user", "content": "hi"}]}\n'
-                    '{"prompt": "q", "completion": "a"}\n')
+    good.write_text(
+        '{"text": "hello world"}\n{"messages": [{"role": "user", "content": "hi"}]}\n'
+        '{"prompt": "q", "completion": "a"}\n'
+    )
     out = train_tokenizer(TokenizerConfig(input=[str(good)], vocab_size=300, out=str(tmp_path / "t")))
-    assert AutoTokenizer.from_pretrained(out).decode(AutoTokenizer.from_pretrained(out)("hello")["input_ids"]) == "hello"
+    assert (
+        AutoTokenizer.from_pretrained(out).decode(AutoTokenizer.from_pretrained(out)("hello")["input_ids"]) == "hello"
+    )
     bad = tmp_path / "b.jsonl"
     bad.write_text('{"text": "ok"}\n{"other": 1}\n')
     with pytest.raises(DataError, match=r"b\.jsonl:2:"):

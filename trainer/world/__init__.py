@@ -37,5 +37,16 @@ from trainer.world.build import SIZES, build_all, build_world, measure_format, p
 from trainer.world.judge import assess, ideal_response, in_format, score
 from trainer.world.prompts import format_prompt, question_of
 
-__all__ = ["SIZES", "assess", "build_all", "build_world", "format_prompt", "ideal_response", "in_format",
-           "measure_format", "prepare_models", "question_of", "score"]
+__all__ = [
+    "SIZES",
+    "assess",
+    "build_all",
+    "build_world",
+    "format_prompt",
+    "ideal_response",
+    "in_format",
+    "measure_format",
+    "prepare_models",
+    "question_of",
+    "score",
+]

@@ -39,14 +39,21 @@ def main(argv: list[str] | None = None) -> int:
                 result = {"files": {k: str(v) for k, v in asdict(files).items()}}
             else:
                 files, models = build_all(args.size, args.out, seed=args.seed, on_progress=_printer)
-                result = {"files": {k: str(v) for k, v in asdict(files).items()},
-                          "models": {k: str(v) for k, v in asdict(models).items()}}
+                result = {
+                    "files": {k: str(v) for k, v in asdict(files).items()},
+                    "models": {k: str(v) for k, v in asdict(models).items()},
+                }
         else:
             manifest = json.loads((args.out / "world.json").read_text())
-            report = measure_format(args.model or args.out / "sft", args.out / "prompts_eval.jsonl",
-                                    args.out / "eval_samples.jsonl", temperature=args.temperature,
-                                    max_new_tokens=manifest["size"]["max_new_tokens"], seed=args.seed,
-                                    on_progress=_printer)
+            report = measure_format(
+                args.model or args.out / "sft",
+                args.out / "prompts_eval.jsonl",
+                args.out / "eval_samples.jsonl",
+                temperature=args.temperature,
+                max_new_tokens=manifest["size"]["max_new_tokens"],
+                seed=args.seed,
+                on_progress=_printer,
+            )
             result = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(report).items()}
     except (WorldBuildError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

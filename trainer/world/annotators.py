@@ -54,15 +54,32 @@ class Label:
         return self.ranking[0]
 
 
-def make_annotators(count: int, *, noise: float = 0.1, position_bias: float = 0.0,
-                    length_bias: float = 0.0, seed: int = 0, spread: float = 0.5,
-                    critique_rate: float = 0.1, rewrite_rate: float = 0.05) -> list[Annotator]:
+def make_annotators(
+    count: int,
+    *,
+    noise: float = 0.1,
+    position_bias: float = 0.0,
+    length_bias: float = 0.0,
+    seed: int = 0,
+    spread: float = 0.5,
+    critique_rate: float = 0.1,
+    rewrite_rate: float = 0.05,
+) -> list[Annotator]:
     """`count` annotators whose noise is spread evenly over τ·[1 − spread, 1 + spread] (mean τ), so
     some are more careful than others, as people are."""
     factors = [1.0] if count == 1 else [1 - spread + 2 * spread * i / (count - 1) for i in range(count)]
-    return [Annotator(name=f"sim-{seed}-{i + 1}", noise=noise * f, position_bias=position_bias,
-                      length_bias=length_bias, critique_rate=critique_rate, rewrite_rate=rewrite_rate,
-                      seed=seed) for i, f in enumerate(factors)]
+    return [
+        Annotator(
+            name=f"sim-{seed}-{i + 1}",
+            noise=noise * f,
+            position_bias=position_bias,
+            length_bias=length_bias,
+            critique_rate=critique_rate,
+            rewrite_rate=rewrite_rate,
+            seed=seed,
+        )
+        for i, f in enumerate(factors)
+    ]
 
 
 def _rng(annotator: Annotator, key: str) -> random.Random:
@@ -71,8 +88,11 @@ def _rng(annotator: Annotator, key: str) -> random.Random:
 
 def utilities(annotator: Annotator, responses: Sequence[str], gold: Sequence[float]) -> list[float]:
     """u_i in logits (see the module docstring); only meaningful for τ > 0."""
-    return [(g + annotator.position_bias * (i == 0) + annotator.length_bias * math.log2(1 + len(r.split())))
-            / annotator.noise for i, (r, g) in enumerate(zip(responses, gold))]
+    return [
+        (g + annotator.position_bias * (i == 0) + annotator.length_bias * math.log2(1 + len(r.split())))
+        / annotator.noise
+        for i, (r, g) in enumerate(zip(responses, gold))
+    ]
 
 
 def choice_probability(annotator: Annotator, responses: Sequence[str], gold: Sequence[float]) -> float:
@@ -100,8 +120,15 @@ def is_good(annotator: Annotator, gold: float, rng: random.Random) -> bool:
     return rng.random() < p
 
 
-def label(annotator: Annotator, prompt: str, responses: Sequence[str], *, key: str,
-          gold: Sequence[float] | None = None, scorer: Scorer = judge.score) -> Label:
+def label(
+    annotator: Annotator,
+    prompt: str,
+    responses: Sequence[str],
+    *,
+    key: str,
+    gold: Sequence[float] | None = None,
+    scorer: Scorer = judge.score,
+) -> Label:
     """How `annotator` labels `responses` (shown in this order) to `prompt`. `key` identifies the
     task (e.g. its id) and seeds the draw; `gold` defaults to `scorer` on each response."""
     if not responses:

@@ -62,18 +62,50 @@ class WorldSize:
 SIZES: dict[str, WorldSize] = {
     # ~100k parameters; the whole build well under a minute on 2 cores (tests use it)
     # (enough pretraining steps that its answers open like the world's styles, so a judge can tell them apart)
-    "tiny": WorldSize("tiny", pretrain_docs=8000, sft_examples=2000, train_prompts=120, eval_prompts=40,
-                      vocab_size=384, n_layer=2, n_head=2, n_embd=64, context=128, pretrain_epochs=1,
-                      pretrain_batch_size=16, pretrain_lr=3e-3, sft_epochs=2, sft_batch_size=16, sft_lr=1e-3,
-                      max_new_tokens=32, threads=1),
+    "tiny": WorldSize(
+        "tiny",
+        pretrain_docs=8000,
+        sft_examples=2000,
+        train_prompts=120,
+        eval_prompts=40,
+        vocab_size=384,
+        n_layer=2,
+        n_head=2,
+        n_embd=64,
+        context=128,
+        pretrain_epochs=1,
+        pretrain_batch_size=16,
+        pretrain_lr=3e-3,
+        sft_epochs=2,
+        sft_batch_size=16,
+        sft_lr=1e-3,
+        max_new_tokens=32,
+        threads=1,
+    ),
     # ~0.5M parameters; pretrain + SFT in about 6 minutes on 2 cores (the default demo)
     # (a narrow model on more tokens: at this compute a ~0.5M model beats a 1M one, Chinchilla-style; 3 pretraining
     # epochs instead of 1 raise SFT correctness from 0.36 to 0.76, and the RLHF rounds' gold win-rate with it:
     # README, "Does it work?")
-    "small": WorldSize("small", pretrain_docs=70000, sft_examples=10000, train_prompts=1000, eval_prompts=200,
-                       vocab_size=1024, n_layer=4, n_head=4, n_embd=96, context=128, pretrain_epochs=3,
-                       pretrain_batch_size=32, pretrain_lr=2.5e-3, sft_epochs=1, sft_batch_size=32, sft_lr=8e-4,
-                       max_new_tokens=48, threads=None),
+    "small": WorldSize(
+        "small",
+        pretrain_docs=70000,
+        sft_examples=10000,
+        train_prompts=1000,
+        eval_prompts=200,
+        vocab_size=1024,
+        n_layer=4,
+        n_head=4,
+        n_embd=96,
+        context=128,
+        pretrain_epochs=3,
+        pretrain_batch_size=32,
+        pretrain_lr=2.5e-3,
+        sft_epochs=1,
+        sft_batch_size=32,
+        sft_lr=8e-4,
+        max_new_tokens=48,
+        threads=None,
+    ),
 }
 
 
@@ -128,9 +160,15 @@ def _write_if_changed(path: Path, data: bytes) -> None:
 
 
 def _files(out: Path) -> WorldFiles:
-    return WorldFiles(out_dir=out, pretrain=out / "pretrain.jsonl", sft=out / "sft.jsonl",
-                      prompts=out / "prompts.jsonl", prompts_train=out / "prompts_train.jsonl",
-                      prompts_eval=out / "prompts_eval.jsonl", manifest=out / "world.json")
+    return WorldFiles(
+        out_dir=out,
+        pretrain=out / "pretrain.jsonl",
+        sft=out / "sft.jsonl",
+        prompts=out / "prompts.jsonl",
+        prompts_train=out / "prompts_train.jsonl",
+        prompts_eval=out / "prompts_eval.jsonl",
+        manifest=out / "world.json",
+    )
 
 
 def _manifest_is_current(files: WorldFiles, size: WorldSize, seed: int) -> bool:
@@ -138,15 +176,21 @@ def _manifest_is_current(files: WorldFiles, size: WorldSize, seed: int) -> bool:
         manifest = json.loads(files.manifest.read_text())
     except (OSError, ValueError):
         return False
-    if manifest.get("format_version") != FORMAT_VERSION or manifest.get("seed") != seed \
-            or manifest.get("size") != asdict(size):
+    if (
+        manifest.get("format_version") != FORMAT_VERSION
+        or manifest.get("seed") != seed
+        or manifest.get("size") != asdict(size)
+    ):
         return False
-    return all((files.out_dir / name).is_file() and _sha256(files.out_dir / name) == digest
-               for name, digest in manifest.get("sha256", {}).items())
+    return all(
+        (files.out_dir / name).is_file() and _sha256(files.out_dir / name) == digest
+        for name, digest in manifest.get("sha256", {}).items()
+    )
 
 
-def build_world(size: str | WorldSize, out_dir: str | Path, seed: int = 0,
-                on_progress: Progress | None = None) -> WorldFiles:
+def build_world(
+    size: str | WorldSize, out_dir: str | Path, seed: int = 0, on_progress: Progress | None = None
+) -> WorldFiles:
     """Write the world's data files into out_dir (same size and seed -> same bytes)."""
     preset = _size(size)
     out = Path(out_dir)
@@ -170,7 +214,9 @@ def build_world(size: str | WorldSize, out_dir: str | Path, seed: int = 0,
     for path, data in contents.items():
         _write_if_changed(path, data)
     manifest = {
-        "format_version": FORMAT_VERSION, "seed": seed, "size": asdict(preset),
+        "format_version": FORMAT_VERSION,
+        "seed": seed,
+        "size": asdict(preset),
         "rows": {path.name: data.count(b"\n") for path, data in contents.items()},
         "sha256": {path.name: hashlib.sha256(data).hexdigest() for path, data in contents.items()},
     }
@@ -180,6 +226,7 @@ def build_world(size: str | WorldSize, out_dir: str | Path, seed: int = 0,
 
 
 # ---- trainer stages as child processes -------------------------------------------------------------
+
 
 def _child_env(threads: int | None) -> dict[str, str]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
@@ -208,8 +255,9 @@ def _follow_metrics(out: Path, offset: int) -> tuple[int, tuple[int, int] | None
     return offset + len(chunk) - len(rest), latest
 
 
-def run_stage(stage: str, args: list[str], out: Path, *, on_progress: Progress | None = None,
-              threads: int | None = None) -> None:
+def run_stage(
+    stage: str, args: list[str], out: Path, *, on_progress: Progress | None = None, threads: int | None = None
+) -> None:
     """`python -m trainer STAGE ARGS` in a child process, reporting its metrics.jsonl progress."""
     report = on_progress or (lambda stage, step, total: None)
     cmd = [sys.executable, "-m", "trainer", stage, *args]
@@ -237,13 +285,19 @@ def _stamp(stage: str, args: list[str], inputs: list[Path]) -> dict:
     for path in inputs:
         stamp = _stamp_path(path)
         # an upstream model directory is identified by its own stamp, a file by its bytes
-        digests[str(path.name)] = (hashlib.sha256(stamp.read_bytes()).hexdigest() if path.is_dir()
-                                   else _sha256(path))
+        digests[str(path.name)] = hashlib.sha256(stamp.read_bytes()).hexdigest() if path.is_dir() else _sha256(path)
     return {"stage": stage, "args": args, "inputs": digests, "format_version": FORMAT_VERSION}
 
 
-def cached_stage(stage: str, args: list[str], out: Path, inputs: list[Path], *,
-                 on_progress: Progress | None = None, threads: int | None = None) -> Path:
+def cached_stage(
+    stage: str,
+    args: list[str],
+    out: Path,
+    inputs: list[Path],
+    *,
+    on_progress: Progress | None = None,
+    threads: int | None = None,
+) -> Path:
     """Run a stage unless `out` already holds the result of the same stage, flags and inputs."""
     relative_args = [a.replace(str(out.parent) + os.sep, "") for a in args]
     stamp = _stamp(stage, relative_args, inputs)
@@ -266,8 +320,13 @@ def cached_stage(stage: str, args: list[str], out: Path, inputs: list[Path], *,
     return out
 
 
-def prepare_models(size: str | WorldSize, out_dir: str | Path, seed: int = 0,
-                   on_progress: Progress | None = None, threads: int | None = None) -> WorldModels:
+def prepare_models(
+    size: str | WorldSize,
+    out_dir: str | Path,
+    seed: int = 0,
+    on_progress: Progress | None = None,
+    threads: int | None = None,
+) -> WorldModels:
     """Tokenizer, pretrained model and SFT model of the world in out_dir (built once, then cached).
     Call build_world first (build_all does both)."""
     p = _size(size)
@@ -275,26 +334,86 @@ def prepare_models(size: str | WorldSize, out_dir: str | Path, seed: int = 0,
     out = Path(out_dir)
     files = _files(out)
     if not _manifest_is_current(files, p, seed):
-        raise WorldBuildError(f"{out}: no current world data for size {p.name!r} and seed {seed}; "
-                              "run build_world first")
+        raise WorldBuildError(
+            f"{out}: no current world data for size {p.name!r} and seed {seed}; run build_world first"
+        )
     tok, pre, sft = out / "tokenizer", out / "pretrained", out / "sft"
-    cached_stage("tokenizer", ["--input", str(files.pretrain), "--vocab-size", str(p.vocab_size),
-                               "--out", str(tok)], tok, [files.pretrain], on_progress=on_progress, threads=threads)
-    cached_stage("pretrain", ["--tokenizer", str(tok), "--data", str(files.pretrain), "--out", str(pre),
-                              "--n-layer", str(p.n_layer), "--n-head", str(p.n_head), "--n-embd", str(p.n_embd),
-                              "--context", str(p.context), "--epochs", str(p.pretrain_epochs),
-                              "--batch-size", str(p.pretrain_batch_size), "--lr", str(p.pretrain_lr),
-                              "--seed", str(seed), "--device", "cpu"],
-                 pre, [tok, files.pretrain], on_progress=on_progress, threads=threads)
-    cached_stage("sft", ["--model", str(pre), "--data", str(files.sft), "--out", str(sft),
-                         "--epochs", str(p.sft_epochs), "--batch-size", str(p.sft_batch_size),
-                         "--lr", str(p.sft_lr), "--seed", str(seed), "--device", "cpu"],
-                 sft, [pre, files.sft], on_progress=on_progress, threads=threads)
+    cached_stage(
+        "tokenizer",
+        ["--input", str(files.pretrain), "--vocab-size", str(p.vocab_size), "--out", str(tok)],
+        tok,
+        [files.pretrain],
+        on_progress=on_progress,
+        threads=threads,
+    )
+    cached_stage(
+        "pretrain",
+        [
+            "--tokenizer",
+            str(tok),
+            "--data",
+            str(files.pretrain),
+            "--out",
+            str(pre),
+            "--n-layer",
+            str(p.n_layer),
+            "--n-head",
+            str(p.n_head),
+            "--n-embd",
+            str(p.n_embd),
+            "--context",
+            str(p.context),
+            "--epochs",
+            str(p.pretrain_epochs),
+            "--batch-size",
+            str(p.pretrain_batch_size),
+            "--lr",
+            str(p.pretrain_lr),
+            "--seed",
+            str(seed),
+            "--device",
+            "cpu",
+        ],
+        pre,
+        [tok, files.pretrain],
+        on_progress=on_progress,
+        threads=threads,
+    )
+    cached_stage(
+        "sft",
+        [
+            "--model",
+            str(pre),
+            "--data",
+            str(files.sft),
+            "--out",
+            str(sft),
+            "--epochs",
+            str(p.sft_epochs),
+            "--batch-size",
+            str(p.sft_batch_size),
+            "--lr",
+            str(p.sft_lr),
+            "--seed",
+            str(seed),
+            "--device",
+            "cpu",
+        ],
+        sft,
+        [pre, files.sft],
+        on_progress=on_progress,
+        threads=threads,
+    )
     return WorldModels(tokenizer=tok, pretrained=pre, sft=sft)
 
 
-def build_all(size: str | WorldSize, out_dir: str | Path, seed: int = 0, on_progress: Progress | None = None,
-              threads: int | None = None) -> tuple[WorldFiles, WorldModels]:
+def build_all(
+    size: str | WorldSize,
+    out_dir: str | Path,
+    seed: int = 0,
+    on_progress: Progress | None = None,
+    threads: int | None = None,
+) -> tuple[WorldFiles, WorldModels]:
     """Data and models: what `rlhf demo` needs before it registers them."""
     files = build_world(size, out_dir, seed=seed, on_progress=on_progress)
     return files, prepare_models(size, out_dir, seed=seed, on_progress=on_progress, threads=threads)
@@ -309,9 +428,17 @@ class FormatReport:
     samples: Path
 
 
-def measure_format(model_dir: str | Path, prompts_file: str | Path, out_file: str | Path, *,
-                   temperature: float = 0.7, max_new_tokens: int = 48, seed: int = 0,
-                   threads: int | None = None, on_progress: Progress | None = None) -> FormatReport:
+def measure_format(
+    model_dir: str | Path,
+    prompts_file: str | Path,
+    out_file: str | Path,
+    *,
+    temperature: float = 0.7,
+    max_new_tokens: int = 48,
+    seed: int = 0,
+    threads: int | None = None,
+    on_progress: Progress | None = None,
+) -> FormatReport:
     """Sample one answer per prompt with `python -m trainer generate` and grade it: the share in the
     intended format (`judge.in_format` and finished with EOS) and the mean gold score."""
     out_file = Path(out_file)
@@ -319,9 +446,32 @@ def measure_format(model_dir: str | Path, prompts_file: str | Path, out_file: st
         out_file.unlink()
     report = on_progress or (lambda stage, step, total: None)
     report("generate", 0, 1)
-    cmd = [sys.executable, "-m", "trainer", "generate", "--model", str(model_dir), "--prompts", str(prompts_file),
-           "--out", str(out_file), "--num-samples", "1", "--temperature", str(temperature), "--top-k", "0",
-           "--top-p", "1.0", "--max-new-tokens", str(max_new_tokens), "--seed", str(seed), "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "trainer",
+        "generate",
+        "--model",
+        str(model_dir),
+        "--prompts",
+        str(prompts_file),
+        "--out",
+        str(out_file),
+        "--num-samples",
+        "1",
+        "--temperature",
+        str(temperature),
+        "--top-k",
+        "0",
+        "--top-p",
+        "1.0",
+        "--max-new-tokens",
+        str(max_new_tokens),
+        "--seed",
+        str(seed),
+        "--device",
+        "cpu",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=_child_env(threads))
     if done.returncode != 0:
         raise WorldBuildError(f"`python -m trainer generate` exited {done.returncode}:\n{done.stderr[-2000:]}")

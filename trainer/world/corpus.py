@@ -24,8 +24,18 @@ PRETRAIN_STYLE_WEIGHTS = (0.34, 0.22, 0.10, 0.12, 0.08, 0.08, 0.04, 0.02)
 SFT_STYLE_WEIGHTS = (0.45, 0.20, 0.10, 0.15, 0.05, 0.05, 0.0, 0.0)
 DIALOGUE_SHARE = 0.4  # of pretraining documents
 
-_PRONOUNS = {"Tom": "He", "Sam": "He", "Ben": "He", "Leo": "He", "Max": "He",
-             "Anna": "She", "Lucy": "She", "Mia": "She", "Emma": "She", "Nora": "She"}
+_PRONOUNS = {
+    "Tom": "He",
+    "Sam": "He",
+    "Ben": "He",
+    "Leo": "He",
+    "Max": "He",
+    "Anna": "She",
+    "Lucy": "She",
+    "Mia": "She",
+    "Emma": "She",
+    "Nora": "She",
+}
 
 
 def _sentences(rng: random.Random, pool: list[str], low: int, high: int) -> str:
@@ -35,14 +45,21 @@ def _sentences(rng: random.Random, pool: list[str], low: int, high: int) -> str:
 def country_doc(rng: random.Random) -> str:
     country = rng.choice(list(facts.COUNTRIES))
     capital, continent = facts.COUNTRIES[country]
-    neighbours = rng.sample([c for c, (_, cont) in facts.COUNTRIES.items() if cont == continent and c != country]
-                            or [country], 1)
-    pool = [f"The capital of {country} is {capital}.", f"{capital} is the capital city of {country}.",
-            f"Many people visit {capital} every year.",
-            f"The government of {country} meets in {capital}."]
+    neighbours = rng.sample(
+        [c for c, (_, cont) in facts.COUNTRIES.items() if cont == continent and c != country] or [country], 1
+    )
+    pool = [
+        f"The capital of {country} is {capital}.",
+        f"{capital} is the capital city of {country}.",
+        f"Many people visit {capital} every year.",
+        f"The government of {country} meets in {capital}.",
+    ]
     intro = f"{country} is a country in {continent}."
-    extra = (f" {neighbours[0]} is also in {continent}, and its capital is {facts.CAPITALS[neighbours[0]]}."
-             if neighbours[0] != country and rng.random() < 0.5 else "")
+    extra = (
+        f" {neighbours[0]} is also in {continent}, and its capital is {facts.CAPITALS[neighbours[0]]}."
+        if neighbours[0] != country and rng.random() < 0.5
+        else ""
+    )
     return f"{intro} {_sentences(rng, pool, 2, 3)}{extra}"
 
 
@@ -50,9 +67,11 @@ def animal_doc(rng: random.Random) -> str:
     animal = rng.choice(list(facts.ANIMALS))
     cls, legs, sound, flies = facts.ANIMALS[animal]
     a = capitalise(article(animal))
-    pool = [f"{a} {animal} is {article(cls)} {cls}.",
-            f"{a} {animal} {sound}." if sound != "makes no sound" else f"{a} {animal} is mostly silent.",
-            f"{a} {animal} can fly." if flies else f"{a} {animal} cannot fly."]
+    pool = [
+        f"{a} {animal} is {article(cls)} {cls}.",
+        f"{a} {animal} {sound}." if sound != "makes no sound" else f"{a} {animal} is mostly silent.",
+        f"{a} {animal} can fly." if flies else f"{a} {animal} cannot fly.",
+    ]
     if legs:
         pool.append(f"{a} {animal} has {number_word(legs)} legs.")
     return f"This is about the {animal}. {_sentences(rng, pool, 2, 4)}"
@@ -128,9 +147,11 @@ def numbers_doc(rng: random.Random) -> str:
         return f"Counting from {seq.split(', ')[0]} to {seq.split(', ')[-1]}: {seq}."
     if choice < 0.7:
         nums = rng.sample(range(1, 31), rng.randint(3, 4))
-        return (f"The numbers {', '.join(map(str, nums))} from smallest to largest are "
-                f"{', '.join(map(str, sorted(nums)))}. From largest to smallest they are "
-                f"{', '.join(map(str, sorted(nums, reverse=True)))}.")
+        return (
+            f"The numbers {', '.join(map(str, nums))} from smallest to largest are "
+            f"{', '.join(map(str, sorted(nums)))}. From largest to smallest they are "
+            f"{', '.join(map(str, sorted(nums, reverse=True)))}."
+        )
     a, b = rng.sample(range(1, 31), 2)
     return f"{max(a, b)} is bigger than {min(a, b)}, and {min(a, b)} is smaller than {max(a, b)}."
 
@@ -143,8 +164,16 @@ def list_doc(rng: random.Random) -> str:
 
 
 FACT_DOCS: tuple[tuple[Callable[[random.Random], str], float], ...] = (
-    (country_doc, 2.0), (animal_doc, 2.0), (colour_doc, 1.0), (opposites_doc, 1.0), (science_doc, 1.0),
-    (plural_doc, 0.5), (arithmetic_doc, 3.0), (story_doc, 1.0), (conversion_doc, 1.5), (numbers_doc, 1.5),
+    (country_doc, 2.0),
+    (animal_doc, 2.0),
+    (colour_doc, 1.0),
+    (opposites_doc, 1.0),
+    (science_doc, 1.0),
+    (plural_doc, 0.5),
+    (arithmetic_doc, 3.0),
+    (story_doc, 1.0),
+    (conversion_doc, 1.5),
+    (numbers_doc, 1.5),
     (list_doc, 0.7),
 )
 

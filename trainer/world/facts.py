@@ -74,9 +74,30 @@ ANIMALS: dict[str, tuple[str, int, str, bool]] = {
 }
 ANIMAL_CLASSES = ("mammal", "bird", "fish", "reptile", "amphibian", "insect", "arachnid")
 # Sounds the judge recognises, as word stems, so "barks", "bark" and "barking" all count.
-SOUND_STEMS = ("bark", "meow", "moo", "neigh", "oink", "bleat", "roar", "howl", "squeak", "bray",
-               "chatter", "quack", "hoot", "cluck", "caw", "squawk", "screech", "croak", "hiss",
-               "buzz", "click", "cluck")
+SOUND_STEMS = (
+    "bark",
+    "meow",
+    "moo",
+    "neigh",
+    "oink",
+    "bleat",
+    "roar",
+    "howl",
+    "squeak",
+    "bray",
+    "chatter",
+    "quack",
+    "hoot",
+    "cluck",
+    "caw",
+    "squawk",
+    "screech",
+    "croak",
+    "hiss",
+    "buzz",
+    "click",
+    "cluck",
+)
 SOUND_ANIMALS = [a for a, (_, _, sound, _) in ANIMALS.items() if sound != "makes no sound"]
 LEGGED_ANIMALS = [a for a, (_, legs, _, _) in ANIMALS.items() if legs > 0]
 
@@ -98,8 +119,7 @@ THING_COLOURS: dict[str, str] = {
     "an emerald": "green",
     "the sea on a sunny day": "blue",
 }
-COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "white", "black", "grey",
-           "brown")
+COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "white", "black", "grey", "brown")
 # unordered pair of paints -> the colour they make
 COLOUR_MIXES: dict[tuple[str, str], str] = {
     ("blue", "yellow"): "green",
@@ -110,10 +130,26 @@ COLOUR_MIXES: dict[tuple[str, str], str] = {
 }
 
 OPPOSITE_PAIRS = (
-    ("hot", "cold"), ("big", "small"), ("up", "down"), ("day", "night"), ("fast", "slow"),
-    ("happy", "sad"), ("open", "closed"), ("light", "dark"), ("wet", "dry"), ("early", "late"),
-    ("full", "empty"), ("loud", "quiet"), ("hard", "soft"), ("rich", "poor"), ("left", "right"),
-    ("push", "pull"), ("long", "short"), ("clean", "dirty"), ("first", "last"), ("sweet", "sour"),
+    ("hot", "cold"),
+    ("big", "small"),
+    ("up", "down"),
+    ("day", "night"),
+    ("fast", "slow"),
+    ("happy", "sad"),
+    ("open", "closed"),
+    ("light", "dark"),
+    ("wet", "dry"),
+    ("early", "late"),
+    ("full", "empty"),
+    ("loud", "quiet"),
+    ("hard", "soft"),
+    ("rich", "poor"),
+    ("left", "right"),
+    ("push", "pull"),
+    ("long", "short"),
+    ("clean", "dirty"),
+    ("first", "last"),
+    ("sweet", "sour"),
 )
 # word -> its opposite (each word is in one pair only, so the answer is never ambiguous)
 OPPOSITES: dict[str, str] = {a: b for a, b in OPPOSITE_PAIRS} | {b: a for a, b in OPPOSITE_PAIRS}
@@ -142,56 +178,127 @@ PLURALS: dict[str, tuple[str, str]] = {
 # The answer is a number (int) or a keyword; distractors are wrong answers of the same kind that the
 # judge treats as a contradiction when they appear.
 SCIENCE: dict[str, tuple[tuple[str, ...], str, int | str, tuple[str, ...]]] = {
-    "boil": (("At what temperature does water boil?", "What temperature does water boil at?"),
-             "Water boils at 100 degrees Celsius.", 100, ()),
-    "freeze": (("At what temperature does water freeze?", "What temperature does water freeze at?"),
-               "Water freezes at 0 degrees Celsius.", 0, ()),
-    "closest_planet": (("Which planet is closest to the Sun?", "What is the closest planet to the Sun?"),
-                       "Mercury is the planet closest to the Sun.", "Mercury",
-                       ("Venus", "Earth", "Mars", "Jupiter", "Saturn", "Uranus", "Neptune")),
-    "largest_planet": (("What is the largest planet?", "Which planet is the biggest?"),
-                       "Jupiter is the largest planet.", "Jupiter",
-                       ("Mercury", "Venus", "Earth", "Mars", "Saturn", "Uranus", "Neptune")),
-    "red_planet": (("Which planet is called the Red Planet?", "What is the Red Planet?"),
-                   "Mars is called the Red Planet.", "Mars",
-                   ("Mercury", "Venus", "Earth", "Jupiter", "Saturn", "Uranus", "Neptune")),
-    "home_planet": (("Which planet do we live on?", "What planet do people live on?"),
-                    "We live on the planet Earth.", "Earth",
-                    ("Mercury", "Venus", "Mars", "Jupiter", "Saturn", "Uranus", "Neptune")),
-    "planets": (("How many planets are in the solar system?", "How many planets go around the Sun?"),
-                "There are 8 planets in the solar system.", 8, ()),
-    "week": (("How many days are in a week?", "How many days does a week have?"),
-             "There are 7 days in a week.", 7, ()),
-    "year_months": (("How many months are in a year?", "How many months does a year have?"),
-                    "There are 12 months in a year.", 12, ()),
-    "day_hours": (("How many hours are in a day?", "How many hours does a day have?"),
-                  "There are 24 hours in a day.", 24, ()),
-    "continents": (("How many continents are there?", "How many continents does the Earth have?"),
-                   "There are 7 continents.", 7, ()),
-    "breathe": (("What gas do people need to breathe?", "Which gas do we breathe in to live?"),
-                "People need oxygen to breathe.", "oxygen",
-                ("nitrogen", "helium", "hydrogen", "carbon dioxide")),
-    "plants": (("What gas do plants take in from the air?", "Which gas do plants use to make food?"),
-               "Plants take in carbon dioxide from the air.", "carbon dioxide",
-               ("oxygen", "helium", "hydrogen", "nitrogen")),
-    "bees": (("What do bees make?", "What food do bees make?"),
-             "Bees make honey.", "honey", ("milk", "bread", "cheese", "butter")),
-    "ice": (("What is frozen water called?", "What do we call frozen water?"),
-            "Frozen water is called ice.", "ice", ("steam", "rain", "fog")),
-    "steam": (("What does water turn into when it boils?", "What is boiling water turning into?"),
-              "Boiling water turns into steam.", "steam", ("ice", "snow")),
-    "sun_star": (("What is the closest star to the Earth?", "Which star is nearest to the Earth?"),
-                 "The Sun is the closest star to the Earth.", "Sun", ("Moon", "Sirius", "Polaris")),
-    "moon": (("What goes around the Earth once a month?", "What travels around the Earth every month?"),
-             "The Moon goes around the Earth.", "Moon", ("Sun", "Mars")),
+    "boil": (
+        ("At what temperature does water boil?", "What temperature does water boil at?"),
+        "Water boils at 100 degrees Celsius.",
+        100,
+        (),
+    ),
+    "freeze": (
+        ("At what temperature does water freeze?", "What temperature does water freeze at?"),
+        "Water freezes at 0 degrees Celsius.",
+        0,
+        (),
+    ),
+    "closest_planet": (
+        ("Which planet is closest to the Sun?", "What is the closest planet to the Sun?"),
+        "Mercury is the planet closest to the Sun.",
+        "Mercury",
+        ("Venus", "Earth", "Mars", "Jupiter", "Saturn", "Uranus", "Neptune"),
+    ),
+    "largest_planet": (
+        ("What is the largest planet?", "Which planet is the biggest?"),
+        "Jupiter is the largest planet.",
+        "Jupiter",
+        ("Mercury", "Venus", "Earth", "Mars", "Saturn", "Uranus", "Neptune"),
+    ),
+    "red_planet": (
+        ("Which planet is called the Red Planet?", "What is the Red Planet?"),
+        "Mars is called the Red Planet.",
+        "Mars",
+        ("Mercury", "Venus", "Earth", "Jupiter", "Saturn", "Uranus", "Neptune"),
+    ),
+    "home_planet": (
+        ("Which planet do we live on?", "What planet do people live on?"),
+        "We live on the planet Earth.",
+        "Earth",
+        ("Mercury", "Venus", "Mars", "Jupiter", "Saturn", "Uranus", "Neptune"),
+    ),
+    "planets": (
+        ("How many planets are in the solar system?", "How many planets go around the Sun?"),
+        "There are 8 planets in the solar system.",
+        8,
+        (),
+    ),
+    "week": (("How many days are in a week?", "How many days does a week have?"), "There are 7 days in a week.", 7, ()),
+    "year_months": (
+        ("How many months are in a year?", "How many months does a year have?"),
+        "There are 12 months in a year.",
+        12,
+        (),
+    ),
+    "day_hours": (
+        ("How many hours are in a day?", "How many hours does a day have?"),
+        "There are 24 hours in a day.",
+        24,
+        (),
+    ),
+    "continents": (
+        ("How many continents are there?", "How many continents does the Earth have?"),
+        "There are 7 continents.",
+        7,
+        (),
+    ),
+    "breathe": (
+        ("What gas do people need to breathe?", "Which gas do we breathe in to live?"),
+        "People need oxygen to breathe.",
+        "oxygen",
+        ("nitrogen", "helium", "hydrogen", "carbon dioxide"),
+    ),
+    "plants": (
+        ("What gas do plants take in from the air?", "Which gas do plants use to make food?"),
+        "Plants take in carbon dioxide from the air.",
+        "carbon dioxide",
+        ("oxygen", "helium", "hydrogen", "nitrogen"),
+    ),
+    "bees": (
+        ("What do bees make?", "What food do bees make?"),
+        "Bees make honey.",
+        "honey",
+        ("milk", "bread", "cheese", "butter"),
+    ),
+    "ice": (
+        ("What is frozen water called?", "What do we call frozen water?"),
+        "Frozen water is called ice.",
+        "ice",
+        ("steam", "rain", "fog"),
+    ),
+    "steam": (
+        ("What does water turn into when it boils?", "What is boiling water turning into?"),
+        "Boiling water turns into steam.",
+        "steam",
+        ("ice", "snow"),
+    ),
+    "sun_star": (
+        ("What is the closest star to the Earth?", "Which star is nearest to the Earth?"),
+        "The Sun is the closest star to the Earth.",
+        "Sun",
+        ("Moon", "Sirius", "Polaris"),
+    ),
+    "moon": (
+        ("What goes around the Earth once a month?", "What travels around the Earth every month?"),
+        "The Moon goes around the Earth.",
+        "Moon",
+        ("Sun", "Mars"),
+    ),
 }
 
 # Units: (big unit, small unit) -> factor, with singular forms.
 UNIT_SINGULAR = {
-    "kilometers": "kilometer", "meters": "meter", "centimeters": "centimeter",
-    "kilograms": "kilogram", "grams": "gram", "hours": "hour", "minutes": "minute",
-    "seconds": "second", "days": "day", "weeks": "week", "liters": "liter",
-    "milliliters": "milliliter", "years": "year", "months": "month",
+    "kilometers": "kilometer",
+    "meters": "meter",
+    "centimeters": "centimeter",
+    "kilograms": "kilogram",
+    "grams": "gram",
+    "hours": "hour",
+    "minutes": "minute",
+    "seconds": "second",
+    "days": "day",
+    "weeks": "week",
+    "liters": "liter",
+    "milliliters": "milliliter",
+    "years": "year",
+    "months": "month",
 }
 CONVERSIONS: dict[tuple[str, str], int] = {
     ("kilometers", "meters"): 1000,
@@ -209,16 +316,37 @@ CONVERSIONS: dict[tuple[str, str], int] = {
 LIST_CATEGORIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "colours": ("colours", COLOURS),
     "animals": ("animals", tuple(ANIMALS)),
-    "fruits": ("fruits", ("apple", "banana", "orange", "pear", "grape", "lemon", "plum", "cherry",
-                          "mango", "peach", "strawberry")),
+    "fruits": (
+        "fruits",
+        ("apple", "banana", "orange", "pear", "grape", "lemon", "plum", "cherry", "mango", "peach", "strawberry"),
+    ),
     "countries": ("countries", tuple(COUNTRIES)),
-    "planets": ("planets", ("Mercury", "Venus", "Earth", "Mars", "Jupiter", "Saturn", "Uranus",
-                            "Neptune")),
+    "planets": ("planets", ("Mercury", "Venus", "Earth", "Mars", "Jupiter", "Saturn", "Uranus", "Neptune")),
 }
 
 PEOPLE = ("Tom", "Anna", "Sam", "Lucy", "Ben", "Mia", "Leo", "Emma", "Max", "Nora")
 ITEMS = ("apples", "pencils", "books", "marbles", "cookies", "stickers", "balloons", "cards")
 
-NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
-                "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen",
-                "seventeen", "eighteen", "nineteen", "twenty")
+NUMBER_WORDS = (
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+)

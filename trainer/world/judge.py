@@ -142,8 +142,16 @@ def assess(prompt: str, response: str) -> Assessment:
         issues.append("unfinished")
 
     total = W_CORRECT * correct + W_HELPFUL * helpful + W_CONCISE * concise + W_POLITE * polite - penalty
-    return Assessment(round(min(1.0, max(0.0, total)), 6), correct, helpful, concise, polite, penalty,
-                      tuple(issues), parsed.kind.name if parsed else None)
+    return Assessment(
+        round(min(1.0, max(0.0, total)), 6),
+        correct,
+        helpful,
+        concise,
+        polite,
+        penalty,
+        tuple(issues),
+        parsed.kind.name if parsed else None,
+    )
 
 
 def score(prompt: str, response: str) -> float:

@@ -30,7 +30,7 @@ def question_of(prompt: str) -> str:
     if text.endswith(ASSISTANT.strip()):
         text = text[: -len(ASSISTANT.strip())].rstrip()
     if text.startswith(USER.strip()):
-        text = text[len(USER.strip()):].lstrip()
+        text = text[len(USER.strip()) :].lstrip()
     return " ".join(text.split())
 
 
@@ -57,6 +57,7 @@ def prompt_sets(seed: int, n_train: int, n_eval: int) -> list[dict]:
     rows = []
     for split, drawn in (("eval", eval_rows), ("train", train_rows)):
         for i, (kind, text) in enumerate(drawn):
-            rows.append({"prompt_id": f"{split}-{i:05d}", "prompt": format_prompt(text), "split": split,
-                         "tags": kind.tags})
+            rows.append(
+                {"prompt_id": f"{split}-{i:05d}", "prompt": format_prompt(text), "split": split, "tags": kind.tags}
+            )
     return rows

@@ -27,7 +27,7 @@ class Check:
 
 @dataclass(frozen=True)
 class Parsed:
-    kind: "Kind"
+    kind: Kind
     slots: Slots
     question: str
 
@@ -70,12 +70,16 @@ def mentions(text: str, term: str) -> bool:
 def check_entity(response: str, question: str, answer: str, group: tuple[str, ...] | list[str]) -> Check:
     """Correct when the answer is named and no other member of its group is (members the question
     itself names don't count: they are being talked about, not offered)."""
-    rivals = [g for g in group if g.lower() != answer.lower() and not mentions(question, g)
-              and not (mentions(g, answer) or mentions(answer, g))]
+    rivals = [
+        g
+        for g in group
+        if g.lower() != answer.lower()
+        and not mentions(question, g)
+        and not (mentions(g, answer) or mentions(answer, g))
+    ]
     named_rivals = [g for g in rivals if mentions(response, g)]
     has_answer = mentions(response, answer)
-    return Check(answered=has_answer or bool(named_rivals),
-                 correct=float(has_answer and not named_rivals))
+    return Check(answered=has_answer or bool(named_rivals), correct=float(has_answer and not named_rivals))
 
 
 def check_number(response: str, question: str, answer: float, allowed: tuple[float, ...] = ()) -> Check:
@@ -159,8 +163,12 @@ def _lookup(table: dict[str, Any] | tuple[str, ...] | list[str], key: str) -> st
 
 class Capital(Kind):
     name, category = "capital", "fact"
-    templates = ("What is the capital of {country}?", "Which city is the capital of {country}?",
-                 "Can you tell me the capital of {country}?", "Name the capital city of {country}.")
+    templates = (
+        "What is the capital of {country}?",
+        "Which city is the capital of {country}?",
+        "Can you tell me the capital of {country}?",
+        "Name the capital city of {country}.",
+    )
     slot_patterns = {"country": r"[A-Za-z ]+?"}
     weight = 2.0
 
@@ -187,8 +195,11 @@ class Capital(Kind):
 
 class CapitalCountry(Kind):
     name, category = "capital_country", "fact"
-    templates = ("{city} is the capital of which country?", "Which country has {city} as its capital?",
-                 "In which country is the capital city {city}?")
+    templates = (
+        "{city} is the capital of which country?",
+        "Which country has {city} as its capital?",
+        "In which country is the capital city {city}?",
+    )
     slot_patterns = {"city": r"[A-Za-z ]+?"}
 
     def sample(self, rng):
@@ -214,8 +225,11 @@ class CapitalCountry(Kind):
 
 class Legs(Kind):
     name, category = "legs", "fact"
-    templates = ("How many legs does {art} {animal} have?", "How many legs has {art} {animal} got?",
-                 "Tell me how many legs {art} {animal} has.")
+    templates = (
+        "How many legs does {art} {animal} have?",
+        "How many legs has {art} {animal} got?",
+        "Tell me how many legs {art} {animal} has.",
+    )
     slot_patterns = {"animal": r"[a-z]+"}
 
     def sample(self, rng):
@@ -298,8 +312,9 @@ class AnimalClass(Kind):
         return f"{animal_article_cap(s)} {s['animal']} is {article(cls)} {cls}."
 
     def check(self, s, question, response):
-        return about_another_animal(check_entity(response, question, facts.ANIMALS[s["animal"]][0], facts.ANIMAL_CLASSES),
-                                    question, response)
+        return about_another_animal(
+            check_entity(response, question, facts.ANIMALS[s["animal"]][0], facts.ANIMAL_CLASSES), question, response
+        )
 
 
 class CanFly(Kind):
@@ -315,7 +330,11 @@ class CanFly(Kind):
         return {"animal": animal} if animal else None
 
     def _answer(self, s, flies):
-        return f"Yes, {animal_article(s)} {s['animal']} can fly." if flies else f"No, {animal_article(s)} {s['animal']} cannot fly."
+        return (
+            f"Yes, {animal_article(s)} {s['animal']} can fly."
+            if flies
+            else f"No, {animal_article(s)} {s['animal']} cannot fly."
+        )
 
     def core(self, s):
         return self._answer(s, facts.ANIMALS[s["animal"]][3])
@@ -330,11 +349,13 @@ class CanFly(Kind):
         text = response.lower()
         says_no = re.search(r"\b(no|cannot|can't|can not|not able|does not fly|doesn't fly)\b", text) is not None
         says_yes = re.search(r"\byes\b", text) is not None or (
-            not says_no and re.search(r"\b(can|is able to) fly\b", text) is not None)
+            not says_no and re.search(r"\b(can|is able to) fly\b", text) is not None
+        )
         if says_yes == says_no:
             return Check(answered=says_yes, correct=0.0)
-        return about_another_animal(Check(answered=True, correct=float(says_yes == facts.ANIMALS[s["animal"]][3])),
-                                    question, response)
+        return about_another_animal(
+            Check(answered=True, correct=float(says_yes == facts.ANIMALS[s["animal"]][3])), question, response
+        )
 
 
 class ColourOf(Kind):
@@ -365,9 +386,11 @@ class ColourOf(Kind):
 
 class ColourMix(Kind):
     name, category = "colour_mix", "fact"
-    templates = ("What colour do you get when you mix {a} and {b}?",
-                 "If you mix {a} paint and {b} paint, what colour do you get?",
-                 "What colour do {a} and {b} make together?")
+    templates = (
+        "What colour do you get when you mix {a} and {b}?",
+        "If you mix {a} paint and {b} paint, what colour do you get?",
+        "What colour do {a} and {b} make together?",
+    )
     slot_patterns = {"a": r"[a-z]+", "b": r"[a-z]+"}
     weight = 0.5
 
@@ -398,8 +421,11 @@ class ColourMix(Kind):
 
 class Opposite(Kind):
     name, category = "opposite", "fact"
-    templates = ("What is the opposite of {word}?", "Tell me the opposite of {word}.",
-                 "What word means the opposite of {word}?")
+    templates = (
+        "What is the opposite of {word}?",
+        "Tell me the opposite of {word}.",
+        "What word means the opposite of {word}?",
+    )
     slot_patterns = {"word": r"[a-z]+"}
 
     def sample(self, rng):
@@ -525,8 +551,12 @@ class Arithmetic(Kind):
 
 class Add(Arithmetic):
     name, word = "add", "plus"
-    templates = ("What is {a} plus {b}?", "What is {a} + {b}?", "Add {a} and {b}.",
-                 "What do you get if you add {a} and {b}?")
+    templates = (
+        "What is {a} plus {b}?",
+        "What is {a} + {b}?",
+        "Add {a} and {b}.",
+        "What do you get if you add {a} and {b}?",
+    )
     weight = 1.5
 
     def sample(self, rng):
@@ -538,8 +568,12 @@ class Add(Arithmetic):
 
 class Subtract(Arithmetic):
     name, word = "subtract", "minus"
-    templates = ("What is {a} minus {b}?", "What is {a} - {b}?", "Subtract {b} from {a}.",
-                 "Take {b} away from {a}. What is left?")
+    templates = (
+        "What is {a} minus {b}?",
+        "What is {a} - {b}?",
+        "Subtract {b} from {a}.",
+        "Take {b} away from {a}. What is left?",
+    )
 
     def sample(self, rng):
         a = rng.randint(0, 12)
@@ -555,8 +589,12 @@ class Subtract(Arithmetic):
 
 class Multiply(Arithmetic):
     name, word = "multiply", "times"
-    templates = ("What is {a} times {b}?", "What is {a} x {b}?", "Multiply {a} by {b}.",
-                 "What is {a} multiplied by {b}?")
+    templates = (
+        "What is {a} times {b}?",
+        "What is {a} x {b}?",
+        "Multiply {a} by {b}.",
+        "What is {a} multiplied by {b}?",
+    )
 
     def sample(self, rng):
         return {"a": rng.randint(1, 6), "b": rng.randint(1, 6)}
@@ -567,16 +605,17 @@ class Multiply(Arithmetic):
 
 class WordProblem(Kind):
     name, category = "word_problem", "arithmetic"
-    templates = ("{name} has {a} {item} and gets {b} more. How many {item} does {name} have now?",
-                 "{name} has {a} {item} and gives {b} away. How many {item} does {name} have left?")
+    templates = (
+        "{name} has {a} {item} and gets {b} more. How many {item} does {name} have now?",
+        "{name} has {a} {item} and gives {b} away. How many {item} does {name} have left?",
+    )
     slot_patterns = {"name": r"[A-Z][a-z]+", "a": r"\d+", "item": r"[a-z]+", "b": r"\d+"}
 
     def sample(self, rng):
         gives = rng.random() < 0.5
         a = rng.randint(4, 10) if gives else rng.randint(2, 10)
         b = rng.randint(2, a - 2) if gives else rng.randint(2, 5)
-        return {"name": rng.choice(facts.PEOPLE), "a": a, "item": rng.choice(facts.ITEMS), "b": b,
-                "gives": gives}
+        return {"name": rng.choice(facts.PEOPLE), "a": a, "item": rng.choice(facts.ITEMS), "b": b, "gives": gives}
 
     def render(self, slots, template_index):
         return self.templates[int(slots["gives"])].format(**slots)
@@ -624,8 +663,11 @@ class WordProblem(Kind):
 
 class Convert(Kind):
     name, category = "convert", "conversion"
-    templates = ("How many {small} are in {n} {big}?", "Convert {n} {big} to {small}.",
-                 "How many {small} is {n} {big}?")
+    templates = (
+        "How many {small} are in {n} {big}?",
+        "Convert {n} {big} to {small}.",
+        "How many {small} is {n} {big}?",
+    )
     slot_patterns = {"small": r"[a-z]+", "n": r"\d+", "big": r"[a-z]+"}
     weight = 1.5
 
@@ -662,13 +704,11 @@ class Convert(Kind):
 
     def wrong(self, s, rng):
         factor = facts.CONVERSIONS[(s["big"], s["small"])]
-        wrong = rng.choice([s["n"] * factor // 10, s["n"] * factor * 10, (s["n"] + 1) * factor,
-                            s["n"] + factor])
+        wrong = rng.choice([s["n"] * factor // 10, s["n"] * factor * 10, (s["n"] + 1) * factor, s["n"] + factor])
         return self._sentence(s, wrong if wrong != self.result(s) else wrong + 1)
 
     def check(self, s, question, response):
-        return check_number(response, question, self.result(s),
-                            allowed=(facts.CONVERSIONS[(s["big"], s["small"])], 1))
+        return check_number(response, question, self.result(s), allowed=(facts.CONVERSIONS[(s["big"], s["small"])], 1))
 
 
 class ListItems(Kind):
@@ -704,16 +744,23 @@ class ListItems(Kind):
         return f"{capitalise(self._join(self._items(s)))}."
 
     def wrong(self, s, rng):
-        foreign = sorted({m for c, (_, members) in facts.LIST_CATEGORIES.items() if c != s["category"]
-                          for m in members} - set(self._members(s)))
+        foreign = sorted(
+            {m for c, (_, members) in facts.LIST_CATEGORIES.items() if c != s["category"] for m in members}
+            - set(self._members(s))
+        )
         items = self._items(s)[:-1] + [rng.choice(foreign)]
         return f"Here are {s['count']} {s['category']}: {self._join(items)}."
 
     def check(self, s, question, response):
         wanted = facts.NUMBER_WORDS.index(s["count"])
         named = [m for m in self._members(s) if mentions(response, m)]
-        foreign = [m for c, (_, members) in facts.LIST_CATEGORIES.items() if c != s["category"]
-                   for m in members if m not in self._members(s) and mentions(response, m)]
+        foreign = [
+            m
+            for c, (_, members) in facts.LIST_CATEGORIES.items()
+            if c != s["category"]
+            for m in members
+            if m not in self._members(s) and mentions(response, m)
+        ]
         correct = min(len(named), wanted) / wanted - 0.25 * (len(named) > wanted) - 0.25 * len(foreign)
         return Check(answered=bool(named or foreign), correct=max(0.0, correct))
 
@@ -725,8 +772,7 @@ class SortNumbers(Kind):
 
     def sample(self, rng):
         nums = rng.sample(range(1, 31), rng.randint(3, 4))
-        return {"order": rng.choice(["smallest to largest", "largest to smallest"]),
-                "nums": ", ".join(map(str, nums))}
+        return {"order": rng.choice(["smallest to largest", "largest to smallest"]), "nums": ", ".join(map(str, nums))}
 
     def validate(self, raw):
         nums = [int(n) for n in raw["nums"].split(", ")]
@@ -819,9 +865,26 @@ class Compare(Kind):
 
 
 KINDS: tuple[Kind, ...] = (
-    Capital(), CapitalCountry(), Legs(), Sound(), AnimalClass(), CanFly(), ColourOf(), ColourMix(),
-    Opposite(), Science(), Plural(), Add(), Subtract(), Multiply(), WordProblem(), Convert(),
-    ListItems(), SortNumbers(), CountRange(), Compare(),
+    Capital(),
+    CapitalCountry(),
+    Legs(),
+    Sound(),
+    AnimalClass(),
+    CanFly(),
+    ColourOf(),
+    ColourMix(),
+    Opposite(),
+    Science(),
+    Plural(),
+    Add(),
+    Subtract(),
+    Multiply(),
+    WordProblem(),
+    Convert(),
+    ListItems(),
+    SortNumbers(),
+    CountRange(),
+    Compare(),
 )
 KINDS_BY_NAME = {kind.name: kind for kind in KINDS}
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import random
 
-POLITE_OPENERS = ("Sure!", "Of course.", "Happy to help.", "Good question!", "Certainly.",
-                  "Glad you asked.")
+POLITE_OPENERS = ("Sure!", "Of course.", "Happy to help.", "Good question!", "Certainly.", "Glad you asked.")
 FILLERS = (
     "Let me think about this for a moment.",
     "This is something that a lot of people wonder about.",
@@ -33,25 +32,50 @@ HEDGES = (
     "Maybe I am wrong here.",
 )
 RUDE_OPENERS = ("Obviously.", "Ugh, fine.", "That is a silly question.", "Whatever.")
-RUDE_CLOSERS = ("Everyone knows this.", "Figure it out yourself next time.",
-                "Stop wasting my time.")
-REFUSALS = ("I don't know.", "I cannot help with that.", "You should look that up yourself.",
-            "No idea, sorry.")
+RUDE_CLOSERS = ("Everyone knows this.", "Figure it out yourself next time.", "Stop wasting my time.")
+REFUSALS = ("I don't know.", "I cannot help with that.", "You should look that up yourself.", "No idea, sorry.")
 
 # What the judge looks for beyond the stock phrases: regular expressions over the lower-cased
 # answer, wrapped in word boundaries ("sure" only as an opener, not in "not sure").
-POLITE_MARKERS = (r"sure[!,.]", "of course", "happy to help", "glad to help", "good question",
-                  "great question", "certainly", "glad you asked", "thank you", "thanks", "please")
-RUDE_MARKERS = ("obviously", "ugh", "silly question", "stupid", "dumb", "whatever",
-                "everyone knows", "figure it out", "wasting my time", "look that up yourself",
-                "not my problem")
-HEDGE_MARKERS = ("not completely sure", "not sure", "i think", "maybe", "i guess", "probably",
-                 "might be wrong", "could be wrong")
-REFUSAL_MARKERS = ("i don't know", "i do not know", "cannot help", "can't help", "no idea",
-                   "look that up")
+POLITE_MARKERS = (
+    r"sure[!,.]",
+    "of course",
+    "happy to help",
+    "glad to help",
+    "good question",
+    "great question",
+    "certainly",
+    "glad you asked",
+    "thank you",
+    "thanks",
+    "please",
+)
+RUDE_MARKERS = (
+    "obviously",
+    "ugh",
+    "silly question",
+    "stupid",
+    "dumb",
+    "whatever",
+    "everyone knows",
+    "figure it out",
+    "wasting my time",
+    "look that up yourself",
+    "not my problem",
+)
+HEDGE_MARKERS = (
+    "not completely sure",
+    "not sure",
+    "i think",
+    "maybe",
+    "i guess",
+    "probably",
+    "might be wrong",
+    "could be wrong",
+)
+REFUSAL_MARKERS = ("i don't know", "i do not know", "cannot help", "can't help", "no idea", "look that up")
 
-STOCK_PHRASES = (POLITE_OPENERS + FILLERS + CLOSING_FILLERS + HEDGES + RUDE_OPENERS + RUDE_CLOSERS
-                 + REFUSALS)
+STOCK_PHRASES = POLITE_OPENERS + FILLERS + CLOSING_FILLERS + HEDGES + RUDE_OPENERS + RUDE_CLOSERS + REFUSALS
 
 STYLES = ("ideal", "plain", "terse", "verbose", "hedge", "rude", "wrong", "refuse")
 

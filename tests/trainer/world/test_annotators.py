@@ -1,5 +1,6 @@
 """Simulated annotators: agreement with the gold judge matches their noise; biases push the way they
 say; labels are reproducible."""
+
 from __future__ import annotations
 
 import math
@@ -18,7 +19,9 @@ def _pairs(n: int, seed: int = 0) -> list[tuple[str, list[str], list[float]]]:
     while len(out) < n:
         kind, slots, question = questions.sample_question(rng)
         a, b = rng.sample(styles.STYLES, 2)
-        responses = [styles.compose(s, kind.core(slots), kind.short(slots), kind.wrong(slots, rng), rng) for s in (a, b)]
+        responses = [
+            styles.compose(s, kind.core(slots), kind.short(slots), kind.wrong(slots, rng), rng) for s in (a, b)
+        ]
         gold = [judge.score(question, r) for r in responses]
         if gold[0] != gold[1]:
             out.append((question, responses, gold))
@@ -54,8 +57,9 @@ def test_position_bias_favours_the_first_response():
     biased = Annotator(name="a", noise=0.1, position_bias=0.1, seed=3)
 
     def share_first(ann: Annotator) -> float:
-        return sum(annotators.label(ann, q, r, key=str(i), gold=g).choice == 0
-                   for i, (q, r, g) in enumerate(pairs)) / len(pairs)
+        return sum(
+            annotators.label(ann, q, r, key=str(i), gold=g).choice == 0 for i, (q, r, g) in enumerate(pairs)
+        ) / len(pairs)
 
     assert abs(share_first(plain) - 0.5) < 0.05
     assert abs(share_first(biased) - annotators.choice_probability(biased, ["x", "x"], [0.7, 0.7])) < 0.04
@@ -65,8 +69,10 @@ def test_position_bias_favours_the_first_response():
 def test_length_bias_favours_the_longer_response():
     short, long = "Paris.", "Sure! Let me think about this for a moment. The capital of France is Paris, a city."
     biased = Annotator(name="a", noise=0.1, length_bias=0.05, seed=4)
-    picks = [annotators.label(biased, "What is the capital of France?", [short, long], key=str(i),
-                              gold=[0.8, 0.8]).choice for i in range(1000)]
+    picks = [
+        annotators.label(biased, "What is the capital of France?", [short, long], key=str(i), gold=[0.8, 0.8]).choice
+        for i in range(1000)
+    ]
     assert sum(p == 1 for p in picks) / len(picks) > 0.7
 
 
@@ -93,8 +99,12 @@ def test_good_bad_follows_the_threshold():
 def test_critiques_and_rewrites_come_at_their_rates_and_come_from_the_judge():
     ann = Annotator(name="a", noise=0.1, critique_rate=0.3, rewrite_rate=0.2, seed=7)
     prompt = "User: What is the capital of Italy?\nAssistant:"
-    labels = [annotators.label(ann, prompt, [" The capital of Italy is Milan.", " Sure! The capital of Italy is Rome."],
-                               key=str(i)) for i in range(1000)]
+    labels = [
+        annotators.label(
+            ann, prompt, [" The capital of Italy is Milan.", " Sure! The capital of Italy is Rome."], key=str(i)
+        )
+        for i in range(1000)
+    ]
     critiques = [lab.critique for lab in labels if lab.critique]
     rewrites = [lab.rewrite for lab in labels if lab.rewrite]
     assert abs(len(critiques) / 1000 - 0.3) < 0.05 and abs(len(rewrites) / 1000 - 0.2) < 0.05

@@ -1,5 +1,6 @@
 """The world's data files: deterministic bytes, disjoint splits, the documented row formats, and SFT
 demonstrations that are all correct but not all ideal."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Building the world's models through the real trainer stages (child processes), with caching."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -6,7 +7,6 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -54,8 +54,11 @@ def test_prepare_models_refuses_without_data(tmp_path):
 def test_failed_stage_raises_with_the_log_tail(tmp_path):
     out = tmp_path / "model"
     with pytest.raises(build.WorldBuildError, match="exited 2"):
-        build.run_stage("pretrain", ["--tokenizer", str(tmp_path / "missing"), "--data", str(tmp_path / "none.jsonl"),
-                                     "--out", str(out)], out)
+        build.run_stage(
+            "pretrain",
+            ["--tokenizer", str(tmp_path / "missing"), "--data", str(tmp_path / "none.jsonl"), "--out", str(out)],
+            out,
+        )
     assert not out.exists()
 
 
@@ -75,8 +78,9 @@ def test_tiny_world_builds_end_to_end_and_is_cached(tiny_world, tmp_path):
     from transformers import AutoModelForCausalLM
 
     files = build._files(tiny_world)
-    models = build.WorldModels(tokenizer=tiny_world / "tokenizer", pretrained=tiny_world / "pretrained",
-                               sft=tiny_world / "sft")
+    models = build.WorldModels(
+        tokenizer=tiny_world / "tokenizer", pretrained=tiny_world / "pretrained", sft=tiny_world / "sft"
+    )
     sft = AutoModelForCausalLM.from_pretrained(models.sft)
     n_params = sum(p.numel() for p in sft.parameters())
     assert 50_000 < n_params < 300_000
@@ -94,10 +98,29 @@ def test_tiny_world_builds_end_to_end_and_is_cached(tiny_world, tmp_path):
     assert 0.0 <= report.in_format <= 1.0 and 0.0 <= report.mean_score <= 1.0
 
     # the judge plugs into the trainer's evaluate stage as a Python judge
-    done = subprocess.run([sys.executable, "-m", "trainer", "evaluate", "--policy", str(models.sft),
-                           "--baseline", str(models.pretrained), "--prompts", str(files.prompts_eval),
-                           "--judge", "py:trainer.world.judge:score", "--max-new-tokens", "24", "--device", "cpu"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "evaluate",
+            "--policy",
+            str(models.sft),
+            "--baseline",
+            str(models.pretrained),
+            "--prompts",
+            str(files.prompts_eval),
+            "--judge",
+            "py:trainer.world.judge:score",
+            "--max-new-tokens",
+            "24",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout[done.stdout.index("{"):])
+    result = json.loads(done.stdout[done.stdout.index("{") :])
     assert any("win" in key for key in json.dumps(result).split('"')), result

@@ -1,5 +1,6 @@
 """The gold judge ranks hand-written good answers above bad ones, reads the right answer out of the
 prompt, and is deterministic."""
+
 from __future__ import annotations
 
 import random
@@ -11,61 +12,108 @@ from trainer.world.prompts import format_prompt
 
 # (question, good answer, bad answers by failure)
 CASES = [
-    ("What is the capital of France?", "Sure! The capital of France is Paris.", {
-        "wrong fact": "Sure! The capital of France is Madrid.",
-        "rude": "Obviously. The capital of France is Paris. Everyone knows this.",
-        "rambling": ("Let me think about this for a moment. There are many ways to look at a question like "
-                     "this one, and people have asked it for a very long time in many places. The capital "
-                     "of France is Paris. I hope this answer is useful to you in some way."),
-        "continues the dialogue": "The capital of France is Paris.\nUser: What is the capital of Spain?",
-        "refuses": "I don't know.",
-        "hedges": "I am not completely sure about this. The capital of France is Paris.",
-        "both answers": "The capital of France is Paris or Lyon or maybe Rome.",
-    }),
-    ("What is 7 plus 5?", "Happy to help. 7 plus 5 is 12.", {
-        "wrong arithmetic": "Happy to help. 7 plus 5 is 13.",
-        "wrong and rude": "Ugh, fine. 7 plus 5 is 11.",
-        "unfinished": "Happy to help. 7 plus 5 is 12 and",
-        "repeats": "7 plus 5 is 12. 7 plus 5 is 12. 7 plus 5 is 12.",
-        "off-format": "User: What is 7 plus 5?\nAssistant: 12",
-    }),
-    ("What is 6 times 7?", "Certainly. 6 times 7 is 42.", {
-        "wrong arithmetic": "Certainly. 6 times 7 is 36.",
-        "terse": "42",
-        "no answer": "Certainly. Multiplication is a way of adding a number to itself many times.",
-    }),
-    ("How many meters are in 3 kilometers?", "Of course. 3 kilometers is 3000 meters.", {
-        "wrong conversion": "Of course. 3 kilometers is 300 meters.",
-        "rude": "That is a silly question. 3 kilometers is 3000 meters.",
-    }),
-    ("How many legs does a spider have?", "Sure! A spider has eight legs.", {
-        "wrong fact": "Sure! A spider has six legs.",
-        "wrong digits": "Sure! A spider has 6 legs.",
-    }),
-    ("Can a penguin fly?", "Of course. No, a penguin cannot fly.", {
-        "wrong fact": "Of course. Yes, a penguin can fly.",
-        "contradicts itself": "Yes, a penguin can fly. No, a penguin cannot fly.",
-        "about another animal": "Of course. No, a pig cannot fly.",
-    }),
+    (
+        "What is the capital of France?",
+        "Sure! The capital of France is Paris.",
+        {
+            "wrong fact": "Sure! The capital of France is Madrid.",
+            "rude": "Obviously. The capital of France is Paris. Everyone knows this.",
+            "rambling": (
+                "Let me think about this for a moment. There are many ways to look at a question like "
+                "this one, and people have asked it for a very long time in many places. The capital "
+                "of France is Paris. I hope this answer is useful to you in some way."
+            ),
+            "continues the dialogue": "The capital of France is Paris.\nUser: What is the capital of Spain?",
+            "refuses": "I don't know.",
+            "hedges": "I am not completely sure about this. The capital of France is Paris.",
+            "both answers": "The capital of France is Paris or Lyon or maybe Rome.",
+        },
+    ),
+    (
+        "What is 7 plus 5?",
+        "Happy to help. 7 plus 5 is 12.",
+        {
+            "wrong arithmetic": "Happy to help. 7 plus 5 is 13.",
+            "wrong and rude": "Ugh, fine. 7 plus 5 is 11.",
+            "unfinished": "Happy to help. 7 plus 5 is 12 and",
+            "repeats": "7 plus 5 is 12. 7 plus 5 is 12. 7 plus 5 is 12.",
+            "off-format": "User: What is 7 plus 5?\nAssistant: 12",
+        },
+    ),
+    (
+        "What is 6 times 7?",
+        "Certainly. 6 times 7 is 42.",
+        {
+            "wrong arithmetic": "Certainly. 6 times 7 is 36.",
+            "terse": "42",
+            "no answer": "Certainly. Multiplication is a way of adding a number to itself many times.",
+        },
+    ),
+    (
+        "How many meters are in 3 kilometers?",
+        "Of course. 3 kilometers is 3000 meters.",
+        {
+            "wrong conversion": "Of course. 3 kilometers is 300 meters.",
+            "rude": "That is a silly question. 3 kilometers is 3000 meters.",
+        },
+    ),
+    (
+        "How many legs does a spider have?",
+        "Sure! A spider has eight legs.",
+        {
+            "wrong fact": "Sure! A spider has six legs.",
+            "wrong digits": "Sure! A spider has 6 legs.",
+        },
+    ),
+    (
+        "Can a penguin fly?",
+        "Of course. No, a penguin cannot fly.",
+        {
+            "wrong fact": "Of course. Yes, a penguin can fly.",
+            "contradicts itself": "Yes, a penguin can fly. No, a penguin cannot fly.",
+            "about another animal": "Of course. No, a pig cannot fly.",
+        },
+    ),
     ("What sound does a cow make?", "Sure! A cow moos.", {"about another animal": "Sure! A dog barks."}),
-    ("What colour do you get when you mix blue and yellow?", "Sure! Mixing blue and yellow makes green.", {
-        "wrong fact": "Sure! Mixing blue and yellow makes purple.",
-    }),
-    ("Sort these numbers from smallest to largest: 8, 3, 5.", "Sure! From smallest to largest: 3, 5, 8.", {
-        "wrong order": "Sure! From smallest to largest: 3, 8, 5.",
-        "reversed": "Sure! 8, 5, 3.",
-    }),
-    ("List three colours.", "Sure! Here are three colours: red, blue and green.", {
-        "too few": "Sure! Here are three colours: red and blue.",
-        "wrong category": "Sure! Here are three colours: red, blue and Paris... and France.",
-    }),
-    ("Tom has 5 apples and gets 3 more. How many apples does Tom have now?",
-     "Sure! Tom has 8 apples now.", {"wrong arithmetic": "Sure! Tom has 9 apples now."}),
-    ("What is the plural of mouse?", "Certainly. The plural of mouse is mice.", {
-        "wrong form": "Certainly. The plural of mouse is mouses."}),
+    (
+        "What colour do you get when you mix blue and yellow?",
+        "Sure! Mixing blue and yellow makes green.",
+        {
+            "wrong fact": "Sure! Mixing blue and yellow makes purple.",
+        },
+    ),
+    (
+        "Sort these numbers from smallest to largest: 8, 3, 5.",
+        "Sure! From smallest to largest: 3, 5, 8.",
+        {
+            "wrong order": "Sure! From smallest to largest: 3, 8, 5.",
+            "reversed": "Sure! 8, 5, 3.",
+        },
+    ),
+    (
+        "List three colours.",
+        "Sure! Here are three colours: red, blue and green.",
+        {
+            "too few": "Sure! Here are three colours: red and blue.",
+            "wrong category": "Sure! Here are three colours: red, blue and Paris... and France.",
+        },
+    ),
+    (
+        "Tom has 5 apples and gets 3 more. How many apples does Tom have now?",
+        "Sure! Tom has 8 apples now.",
+        {"wrong arithmetic": "Sure! Tom has 9 apples now."},
+    ),
+    (
+        "What is the plural of mouse?",
+        "Certainly. The plural of mouse is mice.",
+        {"wrong form": "Certainly. The plural of mouse is mouses."},
+    ),
     ("Which is bigger, 12 or 40?", "Sure! 40 is bigger than 12.", {"wrong": "Sure! 12 is bigger than 40."}),
-    ("What is the opposite of hot?", "Happy to help. The opposite of hot is cold.", {
-        "wrong": "Happy to help. The opposite of hot is happy."}),
+    (
+        "What is the opposite of hot?",
+        "Happy to help. The opposite of hot is cold.",
+        {"wrong": "Happy to help. The opposite of hot is happy."},
+    ),
 ]
 
 

@@ -1,4 +1,5 @@
 """Browser login and logout: a signed HttpOnly SameSite=Lax cookie, CSRF on the form, throttled failures."""
+
 from __future__ import annotations
 
 import logging
@@ -27,33 +28,58 @@ def _client_address(request: Request) -> str:
 
 
 @router.get("/login")
-def login_page(request: Request, _browser: BrowserSessionDep,
-               user: Annotated[User | None, Depends(get_page_user_optional)], next: str = "/") -> Response:
+def login_page(
+    request: Request,
+    _browser: BrowserSessionDep,
+    user: Annotated[User | None, Depends(get_page_user_optional)],
+    next: str = "/",
+) -> Response:
     if user is not None:
         return RedirectResponse(_safe_next(next), status_code=303)
     return render(request, "login.html", {"next": _safe_next(next), "error": None})
 
 
 @router.post("/login")
-def login(request: Request, db: SessionDep, settings: SettingsDep, _browser: BrowserSessionDep,
-          username: Annotated[str, Form()] = "", password: Annotated[str, Form()] = "",
-          next: Annotated[str, Form()] = "/") -> Response:
+def login(
+    request: Request,
+    db: SessionDep,
+    settings: SettingsDep,
+    _browser: BrowserSessionDep,
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/",
+) -> Response:
     try:
-        user = authenticate(db, username=username.strip(), password=password, address=_client_address(request),
-                            max_failures=settings.login_max_failures, window_s=settings.login_window_s)
+        user = authenticate(
+            db,
+            username=username.strip(),
+            password=password,
+            address=_client_address(request),
+            max_failures=settings.login_max_failures,
+            window_s=settings.login_window_s,
+        )
     except LoginThrottled:
         db.commit()
-        return render(request, "login.html", {"next": _safe_next(next),
-                      "error": "Too many failed logins. Wait a minute and try again."}, status_code=429)
+        return render(
+            request,
+            "login.html",
+            {"next": _safe_next(next), "error": "Too many failed logins. Wait a minute and try again."},
+            status_code=429,
+        )
     db.commit()  # keeps the failure count
     if user is None:
         log.info("login failed for %r from %s", username[:64], _client_address(request))  # never the password
-        return render(request, "login.html", {"next": _safe_next(next),
-                      "error": "Wrong username or password, or the account is deactivated."}, status_code=401)
+        return render(
+            request,
+            "login.html",
+            {"next": _safe_next(next), "error": "Wrong username or password, or the account is deactivated."},
+            status_code=401,
+        )
     # A fresh CSRF token at login: a token seen before authentication is never reused after it.
     fresh = BrowserSession.anonymous()
     request.state.pending_session_cookie = request.app.state.session_signer.dumps(
-        BrowserSession(user_id=user.id, csrf=fresh.csrf))
+        BrowserSession(user_id=user.id, csrf=fresh.csrf)
+    )
     response = RedirectResponse(_safe_next(next), status_code=303)
     attach_pending_cookie(request, response)
     return response

@@ -1,4 +1,5 @@
 """/admin/models: the registry — register a local model directory (checked to load), promote, roll back."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -13,8 +14,15 @@ from app.templating import render
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
 
 
-def _page(request: Request, db, *, error: str | None = None, notice: str | None = None, status_code: int = 200,
-          form: dict | None = None) -> Response:
+def _page(
+    request: Request,
+    db,
+    *,
+    error: str | None = None,
+    notice: str | None = None,
+    status_code: int = 200,
+    form: dict | None = None,
+) -> Response:
     ctx = {"models": list_models(db), "error": error, "notice": notice, "form": form or {}}
     db.rollback()
     return render(request, "admin_models.html", ctx, block="models", status_code=status_code)
@@ -26,9 +34,15 @@ def models_page(request: Request, _admin: PageAdmin, db: SessionDep, notice: str
 
 
 @router.post("/admin/models/register")
-def register(request: Request, _admin: PageAdmin, db: SessionDep, path: Annotated[str, Form()] = "",
-             name: Annotated[str, Form()] = "", kind: Annotated[str, Form()] = "policy",
-             stage: Annotated[str, Form()] = "pretrained") -> Response:
+def register(
+    request: Request,
+    _admin: PageAdmin,
+    db: SessionDep,
+    path: Annotated[str, Form()] = "",
+    name: Annotated[str, Form()] = "",
+    kind: Annotated[str, Form()] = "policy",
+    stage: Annotated[str, Form()] = "pretrained",
+) -> Response:
     form = {"path": path, "name": name, "kind": kind, "stage": stage}
     if stage not in ("pretrained", "sft", "rlhf"):
         return _page(request, db, error="stage must be pretrained, sft or rlhf", status_code=422, form=form)
@@ -53,7 +67,9 @@ def promote_model(request: Request, model_id: int, _admin: PageAdmin, db: Sessio
 
 
 @router.post("/admin/models/rollback")
-def rollback_model(request: Request, _admin: PageAdmin, db: SessionDep, kind: Annotated[str, Form()] = "policy") -> Response:
+def rollback_model(
+    request: Request, _admin: PageAdmin, db: SessionDep, kind: Annotated[str, Form()] = "policy"
+) -> Response:
     try:
         model = rollback(db, kind=kind)
     except ModelError as exc:

@@ -1,23 +1,24 @@
 """Rounds: the admin page (start a round with its settings, the schedule, the list of rounds), a round's report
 (snapshot and its download, samples before/after, win-rates, KL, length, reward-hacking warnings) and the API
 (`POST /api/v1/rounds`, `GET /api/v1/rounds`, `GET|PUT /api/v1/rounds/schedule`)."""
+
 from __future__ import annotations
 
 import dataclasses
 import importlib
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
-from starlette.concurrency import run_in_threadpool
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
-from app.deps import ApiAdmin, PageAdmin, SessionDep, SettingsDep, verify_csrf
+from app.deps import PageAdmin, SessionDep, SettingsDep, verify_csrf
 from app.models import Job, ModelVersion
 from app.services.ai_feedback import LabelAIError, start_label_ai
-from app.services.jobs import FINISHED_STATUSES, job_to_dict
+from app.services.jobs import FINISHED_STATUSES
 from app.services.rounds import (
     ROUND_KIND,
     STAGE_CONFIG_CLASSES,
@@ -26,6 +27,8 @@ from app.services.rounds import (
     RoundConfig,
     RoundError,
     current_policy,
+    list_rounds,
+    round_summary,
     start_round,
 )
 from app.services.schedule import ScheduleError, get_schedule, schedule_to_dict, update_schedule
@@ -37,32 +40,52 @@ from app.services.snapshots import (
     snapshot_archive,
     snapshot_dir,
 )
-from app.templating import is_htmx, render
+from app.templating import render
 
 router = APIRouter(dependencies=[Depends(verify_csrf)], include_in_schema=False)
-api = APIRouter(prefix="/api/v1", tags=["rounds"])
 
 # The form's settings: (field, label). Stage flags are "stage.flag"; their defaults come from the round's
 # STAGE_DEFAULTS, else from the trainer's config dataclass, so the page shows what will run.
-ROUND_FIELDS = [("seed", "Seed"), ("source", "Annotations"), ("since", "Since (ISO time)"),
-                ("min_agreement", "Minimum agreement"), ("min_pairs", "Minimum preference pairs"),
-                ("policy_init", "Policy starts from"), ("reference", "Reference (KL)"),
-                ("reward_init", "Reward model starts from"),
-                ("reward_likelihood", "Reward adds the SFT model's log-likelihood"), ("eval_prompts", "Eval prompts"),
-                ("eval_samples", "Samples per eval prompt"),
-                ("gold_judge", "Gold judge (module:function)")]
+ROUND_FIELDS = [
+    ("seed", "Seed"),
+    ("source", "Annotations"),
+    ("since", "Since (ISO time)"),
+    ("min_agreement", "Minimum agreement"),
+    ("min_pairs", "Minimum preference pairs"),
+    ("policy_init", "Policy starts from"),
+    ("reference", "Reference (KL)"),
+    ("reward_init", "Reward model starts from"),
+    ("reward_likelihood", "Reward adds the SFT model's log-likelihood"),
+    ("eval_prompts", "Eval prompts"),
+    ("eval_samples", "Samples per eval prompt"),
+    ("gold_judge", "Gold judge (module:function)"),
+]
 STAGE_FIELDS = {
     "reward": ["epochs", "lr", "batch_size", "max_steps", "center_coef"],
-    "ppo": ["epochs", "max_steps", "lr", "batch_size", "ppo_epochs", "kl_coef", "adaptive_kl", "max_new_tokens",
-            "temperature"],
+    "ppo": [
+        "epochs",
+        "max_steps",
+        "lr",
+        "batch_size",
+        "ppo_epochs",
+        "kl_coef",
+        "adaptive_kl",
+        "max_new_tokens",
+        "temperature",
+    ],
     "dpo": ["epochs", "max_steps", "lr", "batch_size", "beta"],
     "rs": ["num_samples", "temperature", "max_new_tokens"],
     "sft": ["epochs", "max_steps", "lr", "batch_size"],
 }
 NEXT_TASK_FIELDS = ["prompts", "k", "kind", "overlap", "temperature", "max_new_tokens"]
-CHOICES = {"source": ["all", "human", "ai"], "policy_init": ["current", "sft"], "reference": ["sft", "current"],
-           "reward_init": ["sft", "previous"], "reward_likelihood": ["true", "false"],
-           "next_tasks.kind": ["pairwise", "ranking"]}
+CHOICES = {
+    "source": ["all", "human", "ai"],
+    "policy_init": ["current", "sft"],
+    "reference": ["sft", "current"],
+    "reward_init": ["sft", "previous"],
+    "reward_likelihood": ["true", "false"],
+    "next_tasks.kind": ["pairwise", "ranking"],
+}
 
 
 def stage_defaults(stage: str) -> dict[str, Any]:
@@ -78,15 +101,33 @@ def stage_defaults(stage: str) -> dict[str, Any]:
 def form_fields() -> list[dict[str, Any]]:
     """Every setting on the start form with its default, grouped."""
     base = RoundConfig()
-    fields = [{"group": "round", "name": name, "label": label, "default": getattr(base, name),
-               "choices": CHOICES.get(name)} for name, label in ROUND_FIELDS]
+    fields = [
+        {"group": "round", "name": name, "label": label, "default": getattr(base, name), "choices": CHOICES.get(name)}
+        for name, label in ROUND_FIELDS
+    ]
     for stage, names in STAGE_FIELDS.items():
         defaults = stage_defaults(stage)
-        fields += [{"group": stage, "name": f"{stage}.{n}", "label": n, "default": defaults.get(n),
-                    "choices": ["true", "false"] if isinstance(defaults.get(n), bool) else None} for n in names]
+        fields += [
+            {
+                "group": stage,
+                "name": f"{stage}.{n}",
+                "label": n,
+                "default": defaults.get(n),
+                "choices": ["true", "false"] if isinstance(defaults.get(n), bool) else None,
+            }
+            for n in names
+        ]
     nt = NextTasks()
-    fields += [{"group": "next_tasks", "name": f"next_tasks.{n}", "label": n, "default": getattr(nt, n),
-                "choices": CHOICES.get(f"next_tasks.{n}")} for n in NEXT_TASK_FIELDS]
+    fields += [
+        {
+            "group": "next_tasks",
+            "name": f"next_tasks.{n}",
+            "label": n,
+            "default": getattr(nt, n),
+            "choices": CHOICES.get(f"next_tasks.{n}"),
+        }
+        for n in NEXT_TASK_FIELDS
+    ]
     return fields
 
 
@@ -132,6 +173,7 @@ def config_from_form(form: dict[str, str]) -> dict[str, Any]:
 
 # ---- what a round's files say ------------------------------------------------------------------------------------
 
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -148,38 +190,18 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def side_by_side(rdir: Path) -> list[dict[str, Any]]:
     """The report's samples: the same eval prompt answered by the policy before and after the round."""
-    prompts = {str(p["prompt_id"]): p.get("prompt") or json.dumps(p.get("messages"))
-               for p in _read_jsonl(rdir / "report_prompts.jsonl")}
+    prompts = {
+        str(p["prompt_id"]): p.get("prompt") or json.dumps(p.get("messages"))
+        for p in _read_jsonl(rdir / "report_prompts.jsonl")
+    }
     after = {str(s["prompt_id"]): s for s in _read_jsonl(rdir / "samples_after.jsonl")}
     rows = []
     for sample in _read_jsonl(rdir / "samples_before.jsonl"):
         pid = str(sample["prompt_id"])
-        rows.append({"prompt": prompts.get(pid, ""), "before": sample["text"],
-                     "after": after.get(pid, {}).get("text", "")})
+        rows.append(
+            {"prompt": prompts.get(pid, ""), "before": sample["text"], "after": after.get(pid, {}).get("text", "")}
+        )
     return rows
-
-
-def round_summary(job: Job) -> dict[str, Any]:
-    """One row of the rounds list / API: the job plus the figures of its report."""
-    config = job.config or {}
-    result = job.result or {}
-    return {"id": job.id, "status": job.status, "algo": config.get("algo", "ppo"), "note": config.get("note", ""),
-            "created_at": job.created_at, "finished_at": job.finished_at, "policy_id": result.get("policy_id"),
-            "reward_model_id": result.get("reward_model_id"), "tasks": result.get("tasks"),
-            "evaluation": result.get("evaluation", {}), "warnings": result.get("warnings", []),
-            "rm_accuracy": (result.get("reward") or {}).get("eval_accuracy"),
-            "progress_message": job.progress_message}
-
-
-def _summary_json(job: Job) -> dict[str, Any]:
-    row = round_summary(job)
-    for key in ("created_at", "finished_at"):
-        row[key] = row[key].isoformat() if row[key] else None
-    return row
-
-
-def list_rounds(db, limit: int = 100) -> list[Job]:
-    return list(db.scalars(select(Job).where(Job.kind == ROUND_KIND).order_by(Job.id.desc()).limit(limit)))
 
 
 def _round_or_404(db, round_id: int) -> Job:
@@ -191,16 +213,23 @@ def _round_or_404(db, round_id: int) -> Job:
 
 # ---- pages ------------------------------------------------------------------------------------------------------
 
+
 def _rounds_page(request: Request, db, *, status_code: int = 200, **extra: Any) -> Response:
     jobs = list_rounds(db)
     schedule = get_schedule(db)
     db.commit()  # the schedule row is created on first use
-    context = {"rounds": [round_summary(j) for j in jobs], "fields": form_fields(),
-               "any_active": any(j.status not in FINISHED_STATUSES for j in jobs),
-               "schedule": schedule_to_dict(schedule, db), "current": current_policy(db),
-               "schedule_config": json.dumps(schedule.config or {}, indent=2), **extra}
-    return render(request, "rounds.html", context, block="round_table" if status_code == 200 else None,
-                  status_code=status_code)
+    context = {
+        "rounds": [round_summary(j) for j in jobs],
+        "fields": form_fields(),
+        "any_active": any(j.status not in FINISHED_STATUSES for j in jobs),
+        "schedule": schedule_to_dict(schedule, db),
+        "current": current_policy(db),
+        "schedule_config": json.dumps(schedule.config or {}, indent=2),
+        **extra,
+    }
+    return render(
+        request, "rounds.html", context, block="round_table" if status_code == 200 else None, status_code=status_code
+    )
 
 
 @router.get("/admin/rounds")
@@ -218,8 +247,13 @@ async def start_round_form(request: Request, admin: PageAdmin, db: SessionDep) -
             db.commit()
         except RoundError as exc:
             db.rollback()
-            return _rounds_page(request, db, status_code=409 if "one round at a time" in str(exc) else 422,
-                                start_error=str(exc), form=form)
+            return _rounds_page(
+                request,
+                db,
+                status_code=409 if "one round at a time" in str(exc) else 422,
+                start_error=str(exc),
+                form=form,
+            )
         return RedirectResponse(f"/admin/rounds/{job.id}", status_code=303)
 
     return await run_in_threadpool(work)
@@ -232,9 +266,13 @@ async def schedule_form(request: Request, admin: PageAdmin, db: SessionDep) -> R
     def work() -> Response:  # off the loop: a write transaction may wait for the SQLite writer gate
         try:
             config = json.loads(str(form.get("config") or "{}"))
-            update_schedule(db, min_new_annotations=int(form.get("min_new_annotations") or 0),
-                            every_minutes=float(form.get("every_minutes") or 0), config=config,
-                            enabled=form.get("enabled") == "on")
+            update_schedule(
+                db,
+                min_new_annotations=int(form.get("min_new_annotations") or 0),
+                every_minutes=float(form.get("every_minutes") or 0),
+                config=config,
+                enabled=form.get("enabled") == "on",
+            )
             db.commit()
         except (ScheduleError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
             db.rollback()
@@ -247,8 +285,10 @@ async def schedule_form(request: Request, admin: PageAdmin, db: SessionDep) -> R
 @router.post("/admin/rounds/label-ai")
 async def label_ai_form(request: Request, admin: PageAdmin, db: SessionDep) -> Response:
     form = await request.form()
-    config: dict[str, Any] = {"judge": str(form.get("judge") or "reward_model"),
-                              "limit": str(form.get("limit") or "1000")}
+    config: dict[str, Any] = {
+        "judge": str(form.get("judge") or "reward_model"),
+        "limit": str(form.get("limit") or "1000"),
+    }
     if form.get("model_id"):
         config["model_id"] = str(form.get("model_id"))
 
@@ -275,13 +315,36 @@ def round_page(request: Request, round_id: int, admin: PageAdmin, db: SessionDep
         except SnapshotError:
             manifest = None
     result = job.result or {}
-    models = {m.id: m for m in db.scalars(select(ModelVersion).where(ModelVersion.id.in_(
-        [i for i in (result.get("policy_id"), result.get("reward_model_id"), result.get("parent_policy_id"),
-                     result.get("reference_id")) if i is not None])))}
-    context = {"job": job, "summary": round_summary(job), "active": job.status not in FINISHED_STATUSES,
-               "manifest": manifest, "evaluation": _read_json(rdir / "evaluation.json") or {},
-               "samples": side_by_side(rdir), "result": result, "models": models,
-               "config": json.dumps(job.config, indent=2, sort_keys=True)}
+    models = {
+        m.id: m
+        for m in db.scalars(
+            select(ModelVersion).where(
+                ModelVersion.id.in_(
+                    [
+                        i
+                        for i in (
+                            result.get("policy_id"),
+                            result.get("reward_model_id"),
+                            result.get("parent_policy_id"),
+                            result.get("reference_id"),
+                        )
+                        if i is not None
+                    ]
+                )
+            )
+        )
+    }
+    context = {
+        "job": job,
+        "summary": round_summary(job),
+        "active": job.status not in FINISHED_STATUSES,
+        "manifest": manifest,
+        "evaluation": _read_json(rdir / "evaluation.json") or {},
+        "samples": side_by_side(rdir),
+        "result": result,
+        "models": models,
+        "config": json.dumps(job.config, indent=2, sort_keys=True),
+    }
     return render(request, "round.html", context, block="live")
 
 
@@ -296,8 +359,7 @@ def round_snapshot_download(round_id: int, admin: PageAdmin, db: SessionDep, set
 
 
 @router.get("/admin/rounds/{round_id}/snapshot/{name}")
-def round_snapshot_file(round_id: int, name: str, admin: PageAdmin, db: SessionDep,
-                        settings: SettingsDep) -> Response:
+def round_snapshot_file(round_id: int, name: str, admin: PageAdmin, db: SessionDep, settings: SettingsDep) -> Response:
     _round_or_404(db, round_id)
     directory = snapshot_dir(settings.data_dir, round_id)
     try:
@@ -308,66 +370,3 @@ def round_snapshot_file(round_id: int, name: str, admin: PageAdmin, db: SessionD
         raise HTTPException(status_code=404, detail=f"no file {name!r} in round {round_id}'s snapshot")
     media = "application/json" if name == MANIFEST else "application/x-ndjson"
     return FileResponse(directory / name, media_type=media, filename=name)
-
-
-# ---- API --------------------------------------------------------------------------------------------------------
-
-@api.post("/rounds", status_code=201)
-def api_start_round(admin: ApiAdmin, db: SessionDep,
-                    config: Annotated[dict[str, Any], Body(description="A round config; {} for the defaults.")]
-                    ) -> dict[str, Any]:
-    """Start a round now: the `round` job (poll `GET /api/v1/jobs/{id}`). 409 when a round is already queued or
-    running; 422 for a bad config, no current policy, or too little data (the message says which)."""
-    try:
-        job = start_round(db, config=config, created_by_id=admin.id)
-        db.commit()
-    except RoundError as exc:
-        db.rollback()
-        raise HTTPException(status_code=409 if "one round at a time" in str(exc) else 422, detail=str(exc)) from None
-    return job_to_dict(job)
-
-
-@api.post("/label-ai", status_code=201)
-def api_label_ai(admin: ApiAdmin, db: SessionDep,
-                 config: Annotated[dict[str, Any], Body(description="judge (reward_model|lm), model_id, path, limit, "
-                                                                    "annotator; {} = the current reward model")]
-                 ) -> dict[str, Any]:
-    """Label pending tasks with an AI judge: the `label-ai` job (poll `GET /api/v1/jobs/{id}`)."""
-    try:
-        job = start_label_ai(db, config=config, created_by_id=admin.id)
-        db.commit()
-    except LabelAIError as exc:
-        db.rollback()
-        raise HTTPException(status_code=422, detail=str(exc)) from None
-    return job_to_dict(job)
-
-
-@api.get("/rounds")
-def api_list_rounds(admin: ApiAdmin, db: SessionDep) -> list[dict[str, Any]]:
-    """Rounds, newest first, with their evaluation figures."""
-    return [_summary_json(j) for j in list_rounds(db)]
-
-
-@api.get("/rounds/schedule")
-def api_get_schedule(admin: ApiAdmin, db: SessionDep) -> dict[str, Any]:
-    row = get_schedule(db)
-    db.commit()
-    return schedule_to_dict(row, db)
-
-
-@api.put("/rounds/schedule")
-def api_put_schedule(admin: ApiAdmin, db: SessionDep,
-                     body: Annotated[dict[str, Any], Body(description="enabled, min_new_annotations, every_minutes, "
-                                                                      "config (a round config)")]) -> dict[str, Any]:
-    """Change the schedule; fields left out keep their value; 0 switches a trigger off."""
-    unknown = sorted(set(body) - {"enabled", "min_new_annotations", "every_minutes", "config"})
-    if unknown:
-        raise HTTPException(status_code=422, detail=f"unknown field(s): {', '.join(unknown)}")
-    try:
-        row = update_schedule(db, enabled=body.get("enabled"), min_new_annotations=body.get("min_new_annotations"),
-                              every_minutes=body.get("every_minutes"), config=body.get("config"))
-        db.commit()
-    except (ScheduleError, TypeError) as exc:
-        db.rollback()
-        raise HTTPException(status_code=422, detail=str(exc)) from None
-    return schedule_to_dict(row, db)

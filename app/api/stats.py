@@ -1,4 +1,5 @@
 """GET /api/v1/stats: counts, throughput, agreement (Krippendorff's alpha), biases, disagreement queue. Admins only."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -23,6 +24,9 @@ def read_stats(*, source: str, days: int) -> dict[str, Any]:
 
 
 @router.get("/stats", summary="Annotation figures and agreement")
-def get_stats(_admin: ApiAdmin, source: str = Query("all", description="human, ai or all"),
-              days: int = Query(30, ge=1, le=3650, description="throughput window")) -> dict[str, Any]:
+def get_stats(
+    _admin: ApiAdmin,
+    source: str = Query("all", description="human, ai or all"),
+    days: int = Query(30, ge=1, le=3650, description="throughput window"),
+) -> dict[str, Any]:
     return read_stats(source=source, days=days)

@@ -1,4 +1,5 @@
 """POST /api/v1/generate (a `generate` job) and the model registry API (/api/v1/models). Admins only."""
+
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -66,8 +67,9 @@ def post_model(body: ModelRegister, _admin: ApiAdmin, db: SessionDep) -> dict[st
     if body.stage not in ("pretrained", "sft", "rlhf"):
         raise HTTPException(status_code=422, detail="stage must be pretrained, sft or rlhf")
     try:  # the load check runs in a subprocess; a sync endpoint keeps it off the event loop
-        model = register_model(db, path=Path(body.path), name=body.name, kind=body.kind, stage=body.stage,
-                               parent_id=body.parent_id)
+        model = register_model(
+            db, path=Path(body.path), name=body.name, kind=body.kind, stage=body.stage, parent_id=body.parent_id
+        )
     except ModelError as exc:
         db.rollback()
         raise HTTPException(status_code=422, detail=str(exc)) from None

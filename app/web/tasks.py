@@ -1,4 +1,5 @@
 """Admin page /admin/tasks: upload a JSONL file of tasks (all or nothing) and see every task with its counts."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
@@ -13,17 +14,33 @@ router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
 PAGE_SIZE = 50
 
 
-def _page(request: Request, db, *, page: int, error: str | None = None, errors: list | None = None,
-          imported: int | None = None, status_code: int = 200) -> Response:
-    ctx = {"tasks": list_tasks(db, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE), "counts": count_tasks(db),
-           "page": page, "page_size": PAGE_SIZE, "error": error, "errors": errors or [], "imported": imported}
+def _page(
+    request: Request,
+    db,
+    *,
+    page: int,
+    error: str | None = None,
+    errors: list | None = None,
+    imported: int | None = None,
+    status_code: int = 200,
+) -> Response:
+    ctx = {
+        "tasks": list_tasks(db, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE),
+        "counts": count_tasks(db),
+        "page": page,
+        "page_size": PAGE_SIZE,
+        "error": error,
+        "errors": errors or [],
+        "imported": imported,
+    }
     db.rollback()
     return render(request, "admin_tasks.html", ctx, block="tasks", status_code=status_code)
 
 
 @router.get("/admin/tasks")
-def tasks_page(request: Request, _admin: PageAdmin, db: SessionDep, page: int = 1,
-               imported: int | None = None) -> Response:
+def tasks_page(
+    request: Request, _admin: PageAdmin, db: SessionDep, page: int = 1, imported: int | None = None
+) -> Response:
     return _page(request, db, page=max(1, page), imported=imported)
 
 
@@ -31,16 +48,26 @@ def tasks_page(request: Request, _admin: PageAdmin, db: SessionDep, page: int = 
 async def upload_tasks(request: Request, _admin: PageAdmin, db: SessionDep, settings: SettingsDep) -> Response:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes + 64 * 1024:
-        return _page(request, db, page=1, status_code=413,
-                     error=f"the upload is over the {settings.max_upload_bytes // (1024 * 1024)} MiB limit")
+        return _page(
+            request,
+            db,
+            page=1,
+            status_code=413,
+            error=f"the upload is over the {settings.max_upload_bytes // (1024 * 1024)} MiB limit",
+        )
     form = await request.form()
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
         return _page(request, db, page=1, status_code=422, error="choose a JSONL file to upload")
     data = await upload.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
-        return _page(request, db, page=1, status_code=413,
-                     error=f"the upload is over the {settings.max_upload_bytes // (1024 * 1024)} MiB limit")
+        return _page(
+            request,
+            db,
+            page=1,
+            status_code=413,
+            error=f"the upload is over the {settings.max_upload_bytes // (1024 * 1024)} MiB limit",
+        )
     return await run_in_threadpool(_import, request, db, data, settings.max_text_bytes)
 
 

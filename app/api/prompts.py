@@ -1,4 +1,5 @@
 """POST /api/v1/prompts (a JSON list of prompt objects, or a JSONL/CSV file upload), GET /api/v1/prompts. Admins."""
+
 from __future__ import annotations
 
 import json
@@ -35,12 +36,16 @@ async def post_prompts(request: Request, _admin: ApiAdmin, db: SessionDep, setti
                 raise HTTPException(status_code=422, detail="send the file in a multipart field named `file`")
             data = await upload.read(settings.max_upload_bytes + 1)
             if len(data) > settings.max_upload_bytes:
-                raise HTTPException(status_code=413, detail=f"the file is over the {settings.max_upload_bytes} byte limit")
+                raise HTTPException(
+                    status_code=413, detail=f"the file is over the {settings.max_upload_bytes} byte limit"
+                )
             result = import_prompts(db, data=data, name=upload.filename or "upload", source="api")
         else:
             body = await request.body()
             if len(body) > settings.max_upload_bytes:
-                raise HTTPException(status_code=413, detail=f"the body is over the {settings.max_upload_bytes} byte limit")
+                raise HTTPException(
+                    status_code=413, detail=f"the body is over the {settings.max_upload_bytes} byte limit"
+                )
             try:
                 payload: Any = json.loads(body or b"null")
             except ValueError:
@@ -62,6 +67,19 @@ def get_prompts(_admin: ApiAdmin, db: SessionDep, limit: int = 50, offset: int =
     limit = max(1, min(limit, 500))
     counts = dict(db.execute(select(Prompt.split, func.count()).group_by(Prompt.split)).all())
     rows = db.scalars(select(Prompt).order_by(Prompt.id.desc()).limit(limit).offset(max(0, offset)))
-    return {"counts": counts, "prompts": [
-        {"id": p.id, "prompt": p.text, "messages": p.messages, "display": prompt_display_text(p), "tags": p.tags,
-         "split": p.split, "source": p.source, "created_at": p.created_at.isoformat()} for p in rows]}
+    return {
+        "counts": counts,
+        "prompts": [
+            {
+                "id": p.id,
+                "prompt": p.text,
+                "messages": p.messages,
+                "display": prompt_display_text(p),
+                "tags": p.tags,
+                "split": p.split,
+                "source": p.source,
+                "created_at": p.created_at.isoformat(),
+            }
+            for p in rows
+        ],
+    }

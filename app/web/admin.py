@@ -1,4 +1,5 @@
 """/admin: the dashboard — what there is, what is current, what is running, where to go next."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
@@ -15,6 +16,10 @@ router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
 
 @router.get("/admin")
 def dashboard(request: Request, _admin: PageAdmin, db: SessionDep) -> Response:
-    ctx = {"counts": counts(db), "policy": current_model(db, kind="policy"), "reward": current_model(db, kind="reward"),
-           "jobs": list_jobs(db, limit=8)}
+    ctx = {
+        "counts": counts(db),
+        "policy": current_model(db, kind="policy"),
+        "reward": current_model(db, kind="reward"),
+        "jobs": list_jobs(db, limit=8),
+    }
     return render(request, "admin.html", ctx)

@@ -1,5 +1,6 @@
 """/admin/users: create and deactivate annotators, reset passwords, create and revoke API tokens, and see each
 annotator's figures."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -17,13 +18,26 @@ from app.templating import render
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
 
 
-def _page(request: Request, db, *, error: str | None = None, notice: str | None = None, new_token: str | None = None,
-          status_code: int = 200) -> Response:
+def _page(
+    request: Request,
+    db,
+    *,
+    error: str | None = None,
+    notice: str | None = None,
+    new_token: str | None = None,
+    status_code: int = 200,
+) -> Response:
     tokens: dict[int, list[ApiToken]] = {}
     for t in db.scalars(select(ApiToken).order_by(ApiToken.id)):
         tokens.setdefault(t.user_id, []).append(t)
-    ctx = {"users": list_users(db), "tokens": tokens, "figures": annotator_figures(db), "error": error,
-           "notice": notice, "new_token": new_token}
+    ctx = {
+        "users": list_users(db),
+        "tokens": tokens,
+        "figures": annotator_figures(db),
+        "error": error,
+        "notice": notice,
+        "new_token": new_token,
+    }
     db.rollback()
     return render(request, "admin_users.html", ctx, block="users", status_code=status_code)
 
@@ -41,8 +55,14 @@ def users_page(request: Request, _admin: PageAdmin, db: SessionDep, notice: str 
 
 
 @router.post("/admin/users")
-def create(request: Request, _admin: PageAdmin, db: SessionDep, username: Annotated[str, Form()] = "",
-           password: Annotated[str, Form()] = "", role: Annotated[str, Form()] = "annotator") -> Response:
+def create(
+    request: Request,
+    _admin: PageAdmin,
+    db: SessionDep,
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    role: Annotated[str, Form()] = "annotator",
+) -> Response:
     try:
         user = create_user(db, username=username.strip(), role=role, password=password)
     except UserError as exc:
@@ -53,8 +73,9 @@ def create(request: Request, _admin: PageAdmin, db: SessionDep, username: Annota
 
 
 @router.post("/admin/users/{user_id}/active")
-def activate(request: Request, user_id: int, admin: PageAdmin, db: SessionDep,
-             active: Annotated[bool, Form()] = False) -> Response:
+def activate(
+    request: Request, user_id: int, admin: PageAdmin, db: SessionDep, active: Annotated[bool, Form()] = False
+) -> Response:
     try:
         user = _user(db, user_id)
         if user.id == admin.id and not active:
@@ -64,13 +85,15 @@ def activate(request: Request, user_id: int, admin: PageAdmin, db: SessionDep,
         db.rollback()
         return _page(request, db, error=str(exc), status_code=422)
     db.commit()
-    return RedirectResponse(f"/admin/users?notice={'activated' if active else 'deactivated'}+{user.username}",
-                            status_code=303)
+    return RedirectResponse(
+        f"/admin/users?notice={'activated' if active else 'deactivated'}+{user.username}", status_code=303
+    )
 
 
 @router.post("/admin/users/{user_id}/password")
-def reset_password(request: Request, user_id: int, _admin: PageAdmin, db: SessionDep,
-                   password: Annotated[str, Form()] = "") -> Response:
+def reset_password(
+    request: Request, user_id: int, _admin: PageAdmin, db: SessionDep, password: Annotated[str, Form()] = ""
+) -> Response:
     try:
         user = _user(db, user_id)
         set_password(db, user=user, password=password)
@@ -82,8 +105,9 @@ def reset_password(request: Request, user_id: int, _admin: PageAdmin, db: Sessio
 
 
 @router.post("/admin/users/{user_id}/tokens")
-def new_token(request: Request, user_id: int, _admin: PageAdmin, db: SessionDep,
-              name: Annotated[str, Form()] = "") -> Response:
+def new_token(
+    request: Request, user_id: int, _admin: PageAdmin, db: SessionDep, name: Annotated[str, Form()] = ""
+) -> Response:
     try:
         row, token = create_token(db, user=_user(db, user_id), name=name.strip()[:128])
     except UserError as exc:

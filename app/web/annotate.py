@@ -2,6 +2,7 @@
 
 Each POST works as a plain form (303 back to /annotate) and with htmx (the #workspace block is swapped in).
 """
+
 from __future__ import annotations
 
 import secrets
@@ -31,13 +32,26 @@ from app.templating import is_htmx, render
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
 
 LABELS = "ABCDEFGH"
-SKIP_REASONS = ("I can't judge this topic", "The responses are broken or empty", "The prompt is unclear",
-                "Needs a language I don't read", "Other")
+SKIP_REASONS = (
+    "I can't judge this topic",
+    "The responses are broken or empty",
+    "The prompt is unclear",
+    "Needs a language I don't read",
+    "Other",
+)
 RECENT = 5
 
 
-def _workspace(request: Request, db, user: User, settings: Settings, *, error: str | None = None,
-               notice: str | None = None, status_code: int = 200) -> Response:
+def _workspace(
+    request: Request,
+    db,
+    user: User,
+    settings: Settings,
+    *,
+    error: str | None = None,
+    notice: str | None = None,
+    status_code: int = 200,
+) -> Response:
     offer = next_task(db, user=user, lease_minutes=settings.lease_minutes)
     db.commit()
     progress = my_progress(db, user_id=user.id)
@@ -45,10 +59,17 @@ def _workspace(request: Request, db, user: User, settings: Settings, *, error: s
     db.rollback()
     undo_after = time.time() - settings.undo_minutes * 60
     ctx: dict[str, Any] = {
-        "offer": offer, "labels": LABELS, "progress": progress, "recent": recent, "error": error, "notice": notice,
+        "offer": offer,
+        "labels": LABELS,
+        "progress": progress,
+        "recent": recent,
+        "error": error,
+        "notice": notice,
         "undoable": {a.id for a in recent if a.deleted_at is None and aware(a.created_at).timestamp() >= undo_after},
-        "idempotency_key": secrets.token_urlsafe(18), "rendered_at": int(time.time() * 1000),
-        "skip_reasons": SKIP_REASONS, "undo_minutes": settings.undo_minutes,
+        "idempotency_key": secrets.token_urlsafe(18),
+        "rendered_at": int(time.time() * 1000),
+        "skip_reasons": SKIP_REASONS,
+        "undo_minutes": settings.undo_minutes,
     }
     return render(request, "annotate.html", ctx, block="workspace", status_code=status_code)
 
@@ -74,8 +95,11 @@ def feedback_from_form(form: FormData) -> dict[str, Any]:
     if pick in ("tie", "both_bad"):
         feedback["choice"] = pick
     elif pick:
-        feedback.update(choice="chosen", chosen_id=_int(pick) if _int(pick) is not None else pick,
-                        strength=_int(form.get("strength")))
+        feedback.update(
+            choice="chosen",
+            chosen_id=_int(pick) if _int(pick) is not None else pick,
+            strength=_int(form.get("strength")),
+        )
     ranks, ratings, critiques = {}, {}, {}
     for name, value in form.multi_items():
         if not isinstance(value, str):
@@ -91,8 +115,9 @@ def feedback_from_form(form: FormData) -> dict[str, Any]:
         numbers = {gid: _int(v) for gid, v in ranks.items()}
         if None in numbers.values() or sorted(numbers.values()) != list(range(1, len(numbers) + 1)):
             raise AnnotationInvalid(f"give each response a different rank from 1 to {len(numbers)}")
-        feedback["ranking"] = [_int(g) if _int(g) is not None else g for g, _ in
-                               sorted(numbers.items(), key=lambda kv: kv[1])]
+        feedback["ranking"] = [
+            _int(g) if _int(g) is not None else g for g, _ in sorted(numbers.items(), key=lambda kv: kv[1])
+        ]
     if ratings:
         feedback["ratings"] = ratings
     if critiques:
@@ -130,9 +155,15 @@ def _submit(request: Request, form: FormData, user: User, db, settings: Settings
     try:
         if task_id is None:
             raise AnnotationInvalid("the form has no task id: reload the page")
-        result = submit_annotation(db, user=user, task_id=task_id, feedback=feedback_from_form(form),
-                                   idempotency_key=str(form.get("idempotency_key") or ""),
-                                   time_spent_ms=_time_spent(form), max_text_bytes=settings.max_text_bytes)
+        result = submit_annotation(
+            db,
+            user=user,
+            task_id=task_id,
+            feedback=feedback_from_form(form),
+            idempotency_key=str(form.get("idempotency_key") or ""),
+            time_spent_ms=_time_spent(form),
+            max_text_bytes=settings.max_text_bytes,
+        )
     except (AnnotationInvalid, AnnotationConflict) as exc:
         db.rollback()
         status = 422 if isinstance(exc, AnnotationInvalid) else exc.status
@@ -173,8 +204,13 @@ def _undo(request: Request, form: FormData, user: User, db, settings: Settings) 
     try:
         if annotation_id is None:
             raise AnnotationConflict("the form has no annotation id", status=422)
-        undo_annotation(db, user=user, annotation_id=annotation_id, undo_minutes=settings.undo_minutes,
-                        lease_minutes=settings.lease_minutes)
+        undo_annotation(
+            db,
+            user=user,
+            annotation_id=annotation_id,
+            undo_minutes=settings.undo_minutes,
+            lease_minutes=settings.lease_minutes,
+        )
     except AnnotationConflict as exc:
         db.rollback()
         return _workspace(request, db, user, settings, error=str(exc), status_code=exc.status)
@@ -188,7 +224,18 @@ def progress_page(request: Request, user: PageUser, db: SessionDep, settings: Se
     recent = list_my_annotations(db, user_id=user.id, limit=50)
     db.rollback()
     undo_after = time.time() - settings.undo_minutes * 60
-    return render(request, "annotate.html", {
-        "progress_only": True, "progress": progress, "recent": recent, "labels": LABELS,
-        "undoable": {a.id for a in recent if a.deleted_at is None and aware(a.created_at).timestamp() >= undo_after},
-        "undo_minutes": settings.undo_minutes}, block="progress")
+    return render(
+        request,
+        "annotate.html",
+        {
+            "progress_only": True,
+            "progress": progress,
+            "recent": recent,
+            "labels": LABELS,
+            "undoable": {
+                a.id for a in recent if a.deleted_at is None and aware(a.created_at).timestamp() >= undo_after
+            },
+            "undo_minutes": settings.undo_minutes,
+        },
+        block="progress",
+    )

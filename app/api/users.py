@@ -1,5 +1,6 @@
 """/api/v1/users and /api/v1/users/{id}/tokens: create and deactivate annotators, reset passwords, API tokens.
 Admins only."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -31,13 +32,25 @@ class TokenCreate(BaseModel):
 
 
 def user_to_dict(user: User) -> dict[str, Any]:
-    return {"id": user.id, "username": user.username, "role": user.role, "is_active": user.is_active,
-            "is_ai": user.is_ai, "public_id": user.public_id, "created_at": user.created_at.isoformat()}
+    return {
+        "id": user.id,
+        "username": user.username,
+        "role": user.role,
+        "is_active": user.is_active,
+        "is_ai": user.is_ai,
+        "public_id": user.public_id,
+        "created_at": user.created_at.isoformat(),
+    }
 
 
 def token_to_dict(token: ApiToken) -> dict[str, Any]:
-    return {"id": token.id, "user_id": token.user_id, "name": token.name, "created_at": token.created_at.isoformat(),
-            "revoked_at": token.revoked_at.isoformat() if token.revoked_at else None}
+    return {
+        "id": token.id,
+        "user_id": token.user_id,
+        "name": token.name,
+        "created_at": token.created_at.isoformat(),
+        "revoked_at": token.revoked_at.isoformat() if token.revoked_at else None,
+    }
 
 
 def _user(db, user_id: int) -> User:
@@ -83,7 +96,9 @@ def patch_user(user_id: int, body: UserUpdate, admin: ApiAdmin, db: SessionDep) 
 @router.get("/users/{user_id}/tokens", summary="A user's API tokens (never the secrets)")
 def get_tokens(user_id: int, _admin: ApiAdmin, db: SessionDep) -> list[dict[str, Any]]:
     _user(db, user_id)
-    return [token_to_dict(t) for t in db.scalars(select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id))]
+    return [
+        token_to_dict(t) for t in db.scalars(select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id))
+    ]
 
 
 @router.post("/users/{user_id}/tokens", status_code=201, summary="Create an API token (shown once)")

@@ -1,4 +1,5 @@
 """/admin/prompts: upload a JSONL or CSV prompt file (all or nothing, duplicates skipped and counted)."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
@@ -16,21 +17,55 @@ router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
 PAGE_SIZE = 50
 
 
-def _page(request: Request, db, *, page: int = 1, error: str | None = None, errors: list[str] | None = None,
-          done: dict | None = None, status_code: int = 200) -> Response:
+def _page(
+    request: Request,
+    db,
+    *,
+    page: int = 1,
+    error: str | None = None,
+    errors: list[str] | None = None,
+    done: dict | None = None,
+    status_code: int = 200,
+) -> Response:
     counts = dict(db.execute(select(Prompt.split, func.count()).group_by(Prompt.split)).all())
-    prompts = [{"id": p.id, "text": prompt_display_text(p), "tags": p.tags, "split": p.split, "source": p.source,
-                "chat": p.messages is not None}
-               for p in db.scalars(select(Prompt).order_by(Prompt.id.desc()).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE))]
+    prompts = [
+        {
+            "id": p.id,
+            "text": prompt_display_text(p),
+            "tags": p.tags,
+            "split": p.split,
+            "source": p.source,
+            "chat": p.messages is not None,
+        }
+        for p in db.scalars(select(Prompt).order_by(Prompt.id.desc()).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE))
+    ]
     db.rollback()
-    return render(request, "admin_prompts.html", {"counts": counts, "prompts": prompts, "page": page,
-                                                  "page_size": PAGE_SIZE, "error": error, "errors": errors or [],
-                                                  "done": done}, block="prompts", status_code=status_code)
+    return render(
+        request,
+        "admin_prompts.html",
+        {
+            "counts": counts,
+            "prompts": prompts,
+            "page": page,
+            "page_size": PAGE_SIZE,
+            "error": error,
+            "errors": errors or [],
+            "done": done,
+        },
+        block="prompts",
+        status_code=status_code,
+    )
 
 
 @router.get("/admin/prompts")
-def prompts_page(request: Request, _admin: PageAdmin, db: SessionDep, page: int = 1, created: int | None = None,
-                 duplicates: int | None = None) -> Response:
+def prompts_page(
+    request: Request,
+    _admin: PageAdmin,
+    db: SessionDep,
+    page: int = 1,
+    created: int | None = None,
+    duplicates: int | None = None,
+) -> Response:
     done = {"created": created, "duplicates": duplicates or 0} if created is not None else None
     return _page(request, db, page=max(1, page), done=done)
 

@@ -1,4 +1,5 @@
 """OpenAPI schema and Swagger UI for admins only, from the vendored swagger-ui-dist (works offline)."""
+
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse

@@ -1,4 +1,5 @@
 """/admin/generate: a generation request form (defaults shown) -> a `generate` job."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, fields

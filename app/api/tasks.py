@@ -1,4 +1,5 @@
 """JSON API for tasks: import (admins), the annotator's next task, skip."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,10 +12,9 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
-
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.db import get_engine, get_sessionmaker
 from app.deps import ApiAdmin, SessionDep, SettingsDep
@@ -39,8 +39,10 @@ class TokenUser:
     role: str
 
 
-TOKEN_USER = prepared("SELECT u.id, u.role FROM api_tokens t JOIN users u ON u.id = t.user_id "
-                      "WHERE t.token_hash = :token_hash AND t.revoked_at IS NULL AND u.is_active")
+TOKEN_USER = prepared(
+    "SELECT u.id, u.role FROM api_tokens t JOIN users u ON u.id = t.user_id "
+    "WHERE t.token_hash = :token_hash AND t.revoked_at IS NULL AND u.is_active"
+)
 
 
 def token_user(request: Request, session: Db) -> TokenUser:
@@ -104,12 +106,20 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {401: {"description": "Missing
 router = APIRouter(prefix="/api/v1", tags=["tasks"])
 
 TASK_EXAMPLE = [
-    {"prompt": "Explain what a KL penalty does in RLHF.", "responses": ["It keeps the policy close...",
-                                                                        "It makes training faster."],
-     "kind": "pairwise", "overlap": 2, "priority": 0, "meta": {"batch": "demo"}},
-    {"messages": [{"role": "user", "content": "Write a haiku about gradients."}],
-     "responses": ["Slopes guide the descent...", "Numbers fall like rain...", "Loss, loss, always loss..."],
-     "kind": "ranking", "overlap": 1},
+    {
+        "prompt": "Explain what a KL penalty does in RLHF.",
+        "responses": ["It keeps the policy close...", "It makes training faster."],
+        "kind": "pairwise",
+        "overlap": 2,
+        "priority": 0,
+        "meta": {"batch": "demo"},
+    },
+    {
+        "messages": [{"role": "user", "content": "Write a haiku about gradients."}],
+        "responses": ["Slopes guide the descent...", "Numbers fall like rain...", "Loss, loss, always loss..."],
+        "kind": "ranking",
+        "overlap": 1,
+    },
 ]
 
 
@@ -119,10 +129,22 @@ class ResponseOut(BaseModel):
 
 
 class NextTaskOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "task_id": 12, "kind": "pairwise", "prompt": "Explain what a KL penalty does in RLHF.",
-        "responses": [{"id": 31, "text": "It keeps the policy close..."}, {"id": 30, "text": "It makes training faster."}],
-        "lease_expires_at": "2026-01-01T12:10:00+00:00"}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "task_id": 12,
+                    "kind": "pairwise",
+                    "prompt": "Explain what a KL penalty does in RLHF.",
+                    "responses": [
+                        {"id": 31, "text": "It keeps the policy close..."},
+                        {"id": 30, "text": "It makes training faster."},
+                    ],
+                    "lease_expires_at": "2026-01-01T12:10:00+00:00",
+                }
+            ]
+        }
+    )
 
     task_id: int
     kind: str = Field(description="pairwise, ranking or rating")
@@ -150,20 +172,37 @@ class ImportOut(BaseModel):
 
 
 @router.post(
-    "/tasks", status_code=201, response_model=ImportOut, summary="Import tasks (admins)",
+    "/tasks",
+    status_code=201,
+    response_model=ImportOut,
+    summary="Import tasks (admins)",
     description="The same objects as the JSONL lines of `rlhf tasks import`, as one JSON list. All or nothing: "
     "any bad item -> 422 listing item numbers (1-based, as `line`) and reasons; nothing stored.",
-    responses={422: {"description": "Bad items; nothing stored",
-                     "content": {"application/json": {"example": {
-                         "detail": "1 bad line(s), nothing imported: line 2: a pairwise task needs exactly 2 "
-                                   "responses, got 3", "errors": [{"line": 2, "reason": "a pairwise task needs "
-                                                                                "exactly 2 responses, got 3"}]}}}},
-               413: {"description": "The body is over the upload limit"}},
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"type": "array", "items": {"type": "object"}}, "example": TASK_EXAMPLE}}}},
+    responses={
+        422: {
+            "description": "Bad items; nothing stored",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "detail": "1 bad line(s), nothing imported: line 2: a pairwise task needs exactly 2 "
+                        "responses, got 3",
+                        "errors": [{"line": 2, "reason": "a pairwise task needs exactly 2 responses, got 3"}],
+                    }
+                }
+            },
+        },
+        413: {"description": "The body is over the upload limit"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"type": "array", "items": {"type": "object"}}, "example": TASK_EXAMPLE}
+            },
+        }
+    },
 )
-async def import_tasks_api(request: Request, _admin: ApiAdmin, db: SessionDep,
-                           settings: SettingsDep) -> JSONResponse:
+async def import_tasks_api(request: Request, _admin: ApiAdmin, db: SessionDep, settings: SettingsDep) -> JSONResponse:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes:
         raise HTTPException(413, f"the body is over the {settings.max_upload_bytes} byte upload limit")
@@ -182,14 +221,17 @@ def _import_items(db, items: Any, max_text_bytes: int) -> JSONResponse:
         result = import_task_specs(db, specs=parse_task_items(items, max_text_bytes=max_text_bytes))
     except TaskImportError as exc:
         db.rollback()
-        return JSONResponse({"detail": str(exc), "errors": [{"line": n, "reason": r} for n, r in exc.errors]},
-                            status_code=422)
+        return JSONResponse(
+            {"detail": str(exc), "errors": [{"line": n, "reason": r} for n, r in exc.errors]}, status_code=422
+        )
     db.commit()
     return JSONResponse({"created": len(result.task_ids), "task_ids": result.task_ids}, status_code=201)
 
 
 @router.get(
-    "/tasks/next", response_model=NextTaskOut, summary="The next task for this annotator",
+    "/tasks/next",
+    response_model=NextTaskOut,
+    summary="The next task for this annotator",
     description="Returns the task you already hold a lease on, otherwise leases the next one (highest priority, "
     "then oldest) for the lease time. 204 when nothing is left for you.",
     responses={204: {"description": "Nothing left for this annotator"}, **AUTH_RESPONSES},
@@ -204,16 +246,27 @@ def next_work(db: Connection, user: TokenUser, settings: Settings) -> Response:
     db.commit()
     if offer is None:
         return Response(status_code=204)
-    return JSONResponse({"task_id": offer.task_id, "kind": offer.kind, "prompt": offer.prompt,
-                         "responses": [{"id": g, "text": t} for g, t in offer.responses],
-                         "lease_expires_at": offer.lease_expires_at.isoformat()})
+    return JSONResponse(
+        {
+            "task_id": offer.task_id,
+            "kind": offer.kind,
+            "prompt": offer.prompt,
+            "responses": [{"id": g, "text": t} for g, t in offer.responses],
+            "lease_expires_at": offer.lease_expires_at.isoformat(),
+        }
+    )
 
 
 @router.post(
-    "/tasks/{task_id}/skip", response_model=SkipOut, summary="Skip a task (with a reason)",
+    "/tasks/{task_id}/skip",
+    response_model=SkipOut,
+    summary="Skip a task (with a reason)",
     description="Frees your slot; the task is never offered to you again.",
-    responses={404: {"description": "Not assigned to you"}, 409: {"description": "Already annotated"},
-               **AUTH_RESPONSES},
+    responses={
+        404: {"description": "Not assigned to you"},
+        409: {"description": "Already annotated"},
+        **AUTH_RESPONSES,
+    },
 )
 async def skip_task_api(request: Request, task_id: int, body: SkipIn) -> Response:
     def work(db: Session, user: TokenUser, _settings: Settings) -> Response:
@@ -226,4 +279,3 @@ async def skip_task_api(request: Request, task_id: int, body: SkipIn) -> Respons
         return JSONResponse({"task_id": task_id, "status": "skipped"})
 
     return await as_api_user(request, work)
-

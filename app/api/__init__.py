@@ -1,0 +1,18 @@
+"""The JSON API under /api/v1, one module per resource, documented by OpenAPI. Callers authenticate with
+`Authorization: Bearer <token>`. Routes parse, call one service function, and serialise; a ServiceError becomes
+its status with `{"detail": message}` (app.main)."""
+
+from app.api import annotations, exports, generate, health, jobs, prompts, rounds, stats, tasks, users
+
+ROUTERS = [
+    health.router,
+    tasks.router,
+    annotations.router,
+    jobs.router,
+    prompts.router,
+    exports.router,
+    stats.router,
+    users.router,
+    generate.router,
+    rounds.router,
+]

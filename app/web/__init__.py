@@ -1,0 +1,37 @@
+"""The browser's pages, one module per resource: htmx pages where one URL returns the page or a block of it, forms
+that work without JS (Post/Redirect/Get). Every router carries the CSRF check. Routes parse, call one service
+function, and render."""
+
+from app.web import (
+    admin,
+    annotate,
+    auth,
+    docs,
+    exports,
+    generate,
+    home,
+    jobs,
+    models,
+    prompts,
+    rounds,
+    stats,
+    tasks,
+    users,
+)
+
+ROUTERS = [
+    auth.router,
+    home.router,
+    docs.router,
+    annotate.router,
+    tasks.router,
+    jobs.router,
+    rounds.router,
+    admin.router,
+    prompts.router,
+    models.router,
+    generate.router,
+    exports.router,
+    stats.router,
+    users.router,
+]

@@ -1,0 +1,35 @@
+"""Names the whole product agrees on: roles, task kinds, sources, splits, job states, model kinds and stages,
+round algorithms. Tuples keep the order shown to users (the first is the default where one is needed)."""
+
+from __future__ import annotations
+
+ROLES = ("annotator", "admin")
+
+TASK_KINDS = ("pairwise", "ranking", "rating")
+# A round's next tasks compare responses: rating tasks are made by hand or by import only.
+ROUND_TASK_KINDS = ("pairwise", "ranking")
+ASSIGNMENT_STATUSES = ("leased", "done", "skipped")
+
+# Who labelled: people, or a judge model (RLAIF). Filters add "all".
+SOURCES = ("human", "ai")
+SOURCE_FILTERS = ("all", *SOURCES)
+
+SPLITS = ("train", "eval")
+SPLIT_FILTERS = (*SPLITS, "all")
+
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINISHED_JOB_STATUSES = ("succeeded", "failed", "cancelled")
+
+MODEL_KINDS = ("policy", "reward")
+MODEL_STAGES = ("pretrained", "sft", "rlhf", "imported")
+
+# How a round tunes the policy: PPO against the reward model, DPO on the pairs, or rejection sampling (best-of-n
+# under the reward model, then SFT on the picks).
+ROUND_ALGOS = ("ppo", "dpo", "rs")
+
+
+def one_of(name: str, value: object, allowed: tuple[str, ...]) -> str | None:
+    """The message for a value outside its vocabulary, or None when it is in it."""
+    if value in allowed:
+        return None
+    return f"{name} must be one of {', '.join(allowed)}, not {value!r}"
