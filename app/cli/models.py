@@ -5,9 +5,10 @@ from pathlib import Path
 
 import typer
 
+from app.cli.errors import fail
 from app.cli.session import cli_session
 from app.services.models_registry import list_models, model_to_dict, promote, register_model, rollback
-from domain.vocabulary import REGISTERED_STAGES
+from domain.vocabulary import MODEL_KINDS, REGISTERED_STAGES, one_of
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -23,6 +24,9 @@ def register(
     parent: int = typer.Option(None, "--parent", help="The model id it was trained from."),
 ) -> None:
     """Register a local model directory after checking that it loads (exit 2 with the reason otherwise)."""
+    problem = one_of("--kind", kind, MODEL_KINDS) or one_of("--stage", stage, REGISTERED_STAGES)
+    if problem:
+        fail(problem)
     with cli_session() as db:
         model = register_model(db, path=path, name=name, kind=kind, stage=stage, parent_id=parent)
         line = model_to_dict(model)

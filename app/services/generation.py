@@ -22,12 +22,12 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from domain.sampling import RESPONSES_PER_PROMPT_MAX, RESPONSES_PER_PROMPT_MIN, SEED_LIMIT, sampling_problem
-from domain.vocabulary import SPLIT_FILTERS, TASK_KINDS, one_of
 from app.jobs import JobFailed, job_kind
 from app.models import Generation, ModelVersion, Prompt, Task, TaskPosition, utcnow
 from app.services.errors import ServiceError
 from app.services.jobs import enqueue_job
+from domain.sampling import RESPONSES_PER_PROMPT_MAX, RESPONSES_PER_PROMPT_MIN, SEED_LIMIT, sampling_problem
+from domain.vocabulary import SPLIT_FILTERS, TASK_KINDS, one_of
 
 MAX_PROMPTS = 100_000
 MAX_OVERLAP = 1000

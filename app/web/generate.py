@@ -54,7 +54,7 @@ async def generate(request: Request, admin: PageAdmin, db: SessionDep) -> Respon
             job = request_generation(db, request=req, created_by_id=admin.id)
         except GenerationError as exc:
             db.rollback()
-            return _page(request, db, values=values, error=str(exc), status_code=422)
+            return _page(request, db, values=values, error=str(exc), status_code=exc.status)
         db.commit()
         return RedirectResponse(f"/admin/jobs/{job.id}", status_code=303)
 

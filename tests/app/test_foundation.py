@@ -49,7 +49,7 @@ def test_healthz_ok(client):
     assert response.status_code == 200 and response.json() == {"status": "ok", "database": "ok"}
 
 
-def test_healthz_503_when_database_unreachable(monkeypatch, settings):
+def test_healthz_503_when_database_unreachable(settings, monkeypatch):
     from fastapi.testclient import TestClient
 
     from app import db
@@ -60,6 +60,7 @@ def test_healthz_503_when_database_unreachable(monkeypatch, settings):
     monkeypatch.setattr("app.db.get_read_engine", lambda: unreachable)
     with TestClient(app) as c:
         response = c.get("/healthz")
+    monkeypatch.undo()  # before the settings fixture's teardown disposes the (cached) engines
     assert response.status_code == 503 and response.json()["database"] == "unreachable"
 
 
