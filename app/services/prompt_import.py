@@ -17,7 +17,7 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -71,7 +71,6 @@ class PromptImportResult:
     lines: int = 0
     created: int = 0
     duplicates: int = 0  # already stored, or repeated within the file
-    created_ids: list[int] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict[str, int]:
         return {"lines": self.lines, "created": self.created, "duplicates": self.duplicates}

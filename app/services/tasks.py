@@ -198,28 +198,6 @@ def _eval_prompt_lines(session: Session, specs: list[TaskSpec]) -> list[tuple[in
     return sorted(errors)
 
 
-def create_task(
-    session: Session,
-    *,
-    prompt_id: int,
-    generation_ids: list[int],
-    kind: str,
-    overlap: int = 1,
-    priority: int = 0,
-    meta: dict | None = None,
-    job_id: int | None = None,
-) -> Task:
-    """A task over existing generations (canonical order = the given order). Used by imports and generation."""
-    low, high = RESPONSE_COUNTS[kind]
-    if not low <= len(generation_ids) <= high:
-        raise ValueError(f"a {kind} task needs {low}..{high} responses, got {len(generation_ids)}")
-    task = Task(prompt_id=prompt_id, kind=kind, overlap=overlap, priority=priority, meta=meta or {}, job_id=job_id)
-    session.add(task)
-    session.flush()
-    session.add_all([TaskPosition(task_id=task.id, position=i, generation_id=g) for i, g in enumerate(generation_ids)])
-    return task
-
-
 def _prompt_ids(session: Session, specs: list[TaskSpec]) -> tuple[list[int], int]:
     """The prompt id of each spec: existing ones looked up by content hash in bulk, new ones made by
     get_or_create_prompt (the one place that defines prompt identity). Returns (ids, how many were created)."""
