@@ -6,6 +6,8 @@ from __future__ import annotations
 ROLES = ("annotator", "admin")
 
 TASK_KINDS = ("pairwise", "ranking", "rating")
+# How many responses a task of each kind shows (fewest, most): a pair, a ranking of up to 8, ratings of 1 to 8.
+TASK_RESPONSES = {"pairwise": (2, 2), "ranking": (2, 8), "rating": (1, 8)}
 # A round's next tasks compare responses: rating tasks are made by hand or by import only.
 ROUND_TASK_KINDS = ("pairwise", "ranking")
 ASSIGNMENT_STATUSES = ("leased", "done", "skipped")

@@ -32,7 +32,7 @@ from app.services.models_registry import imported_model
 from app.services.prompt_import import LineError, PromptImportError
 from app.services.prompts import PromptError, prompt_hash, validate_messages
 from app.services.users import USERNAME_RE
-from domain.vocabulary import SOURCES
+from domain.vocabulary import SOURCES, TASK_RESPONSES
 
 FORMATS = ("trl", "kto", "rankings")
 MAX_REPORTED = 20
@@ -142,8 +142,9 @@ def _parse_line(fmt: str, line: int, raw: str) -> ParsedLine:
     else:
         parsed.kind = "ranking"
         completions = obj.get("completions")
-        if not isinstance(completions, list) or not 2 <= len(completions) <= 8:
-            raise PromptError("`completions` must be a list of 2..8 responses, best first")
+        low, high = TASK_RESPONSES["ranking"]
+        if not isinstance(completions, list) or not low <= len(completions) <= high:
+            raise PromptError(f"`completions` must be a list of {low}..{high} responses, best first")
         parsed.responses = [_response(c, f"completions[{i}]") for i, c in enumerate(completions)]
     return parsed
 

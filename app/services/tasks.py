@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 from app.models import Assignment, Generation, Prompt, Task, TaskPosition, utcnow
 from app.services.errors import ServiceError
 from app.services.prompts import PromptError, get_or_create_prompt, prompt_hash, validate_messages
+from domain.vocabulary import TASK_RESPONSES
 
-RESPONSE_COUNTS = {"pairwise": (2, 2), "ranking": (2, 8), "rating": (1, 8)}
 LINE_FIELDS = {"prompt", "messages", "responses", "kind", "overlap", "priority", "meta"}
 MAX_OVERLAP = 1000
 MAX_REPORTED_ERRORS = 50
@@ -108,9 +108,9 @@ def parse_task(obj: Any, *, line: int, max_text_bytes: int) -> TaskSpec:
             raise ValueError(f"responses[{i}] is longer than {max_text_bytes} bytes")
 
     kind = obj.get("kind")
-    if kind not in RESPONSE_COUNTS:
+    if kind not in TASK_RESPONSES:
         raise ValueError(f"kind must be pairwise, ranking or rating, not {kind!r}")
-    low, high = RESPONSE_COUNTS[kind]
+    low, high = TASK_RESPONSES[kind]
     if not low <= len(responses) <= high:
         wanted = f"exactly {low}" if low == high else f"{low} to {high}"
         raise ValueError(f"a {kind} task needs {wanted} responses, got {len(responses)}")
