@@ -20,7 +20,8 @@ orders as the labels do, a gold tie counting half: what a perfect reward model w
 Goal: gold win-rate >= 70% after 3 rounds with KL reported; reward model >= 90% of the ceiling. Then, to say what
 changed: the mean of each part of the gold score (correct, helpful, concise, polite) of the new policy's and the SFT
 model's samples on the eval prompts, and how often the reward model orders the held-out pairs whose responses differ
-in correctness as the gold judge does (with the labels' own accuracy on them). Results also go to bench/out/rlhf_efficacy.json.
+in correctness as the gold judge does (with the labels' own accuracy on them). Results also go to
+bench/out/rlhf_efficacy.json.
 """
 
 from __future__ import annotations
@@ -222,7 +223,7 @@ def main() -> int:
     parser.add_argument(
         "--no-rm-likelihood",
         action="store_true",
-        help="the reward model without the SFT model's log-likelihood feature (before stop 30)",
+        help="the reward model without the SFT model's log-likelihood feature (round setting reward_likelihood off)",
     )
     parser.add_argument(
         "--ppo-steps", type=int, default=90, help="PPO steps of 32 episodes (90: about 3 passes over 1,000 prompts)"

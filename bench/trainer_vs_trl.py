@@ -3,7 +3,9 @@
 Same assets (the TRL anchor's tiny GPT-2, 2,000 + 200 preference pairs, 64 prompts), same thread count,
 each measurement in a fresh process, TRL and ours alternating so machine drift hits both alike.
 
-    bash /work/shared/anchors/trl/setup.sh            # once: TRL venvs + assets under /tmp/anchor-trl
+    export RLHF_TRL_ANCHORS=DIR   # the TRL anchor's scripts (setup.sh, bench_rm.py, bench_ppo.py), or --anchors
+    export ANCHOR=WORKDIR         # where setup.sh puts its venvs and assets (setup.sh reads it too), or --anchor
+    bash "$RLHF_TRL_ANCHORS/setup.sh"                 # once
     .venv/bin/python bench/trainer_vs_trl.py [--rounds 3] [--precision fp32,bf16] [--out bench/out/x.json]
 
 Timed regions, like the anchor scripts: RM = the training loop (TRL: trainer.train()), model loading and
@@ -43,7 +45,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ANCHOR_SCRIPTS = Path("/work/shared/anchors/trl")
+ANCHORS_ENV = "RLHF_TRL_ANCHORS"  # the TRL anchor's scripts live outside the repository
 
 
 # ----------------------------------------------------------------------------- workers (fresh processes)
@@ -306,7 +308,16 @@ def ppo_flops_per_episode(n_params: int, prompt_tokens: float, response_tokens: 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--anchor", default=os.environ.get("ANCHOR", "/tmp/anchor-trl"))
+    ap.add_argument(
+        "--anchors",
+        default=os.environ.get(ANCHORS_ENV, ""),
+        help=f"the TRL anchor's scripts: setup.sh, bench_rm.py, bench_ppo.py (default: ${ANCHORS_ENV})",
+    )
+    ap.add_argument(
+        "--anchor",
+        default=os.environ.get("ANCHOR", ""),
+        help="the directory the anchor's setup.sh filled with its venvs and assets (default: $ANCHOR, as setup.sh)",
+    )
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--precision", default="fp32,bf16", help="our precisions to run, comma-separated")
     ap.add_argument("--rm-lr", type=float, default=1e-4, help="our RM learning rate (TRL RewardConfig default 1e-4)")
@@ -322,9 +333,16 @@ def main() -> None:
         print(json.dumps({"rm": worker_rm, "ppo": worker_ppo, "gen": worker_gen}[args.worker](args)))
         return
 
+    if not args.anchors:
+        raise SystemExit(f"where are the TRL anchor's scripts? Pass --anchors DIR or set {ANCHORS_ENV}")
+    anchor_scripts = Path(args.anchors)
+    if not (anchor_scripts / "bench_rm.py").is_file() or not (anchor_scripts / "bench_ppo.py").is_file():
+        raise SystemExit(f"{anchor_scripts}: no bench_rm.py and bench_ppo.py here (--anchors / {ANCHORS_ENV})")
+    if not args.anchor:
+        raise SystemExit("where did the anchor's setup.sh put its venvs and assets? Pass --anchor DIR or set ANCHOR")
     A = Path(args.anchor)
     if not (A / "venv" / "bin" / "python").exists() or not (A / "assets" / "pref.jsonl").exists():
-        raise SystemExit(f"{A}: run `bash {ANCHOR_SCRIPTS}/setup.sh` first")
+        raise SystemExit(f"{A}: run `ANCHOR={A} bash {anchor_scripts}/setup.sh` first")
     env = {
         **os.environ,
         "OMP_NUM_THREADS": str(args.threads),
@@ -349,7 +367,7 @@ def main() -> None:
                     run_json(
                         [
                             str(A / "venv/bin/python"),
-                            str(ANCHOR_SCRIPTS / "bench_rm.py"),
+                            str(anchor_scripts / "bench_rm.py"),
                             "--out",
                             str(o),
                             "--precision",
@@ -378,7 +396,7 @@ def main() -> None:
                 run_json(
                     [
                         str(A / "venv-ppo/bin/python"),
-                        str(ANCHOR_SCRIPTS / "bench_ppo.py"),
+                        str(anchor_scripts / "bench_ppo.py"),
                         "--out",
                         str(o),
                         "--precision",
