@@ -27,3 +27,4 @@ def test_export_download_has_digest_and_row_count(client, db, make_user, login):
     assert len(res.text.splitlines()) == 7
     bad = client.get("/admin/exports/download", params={"format": "trl", "until_id": "x"})
     assert bad.status_code == 422
+    assert client.get("/admin/exports/download", params={"format": "parquet"}).status_code == 404

@@ -1,10 +1,10 @@
 """Export filters: time, annotation id, source, annotators, split and agreement select the annotations."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.services.exports import ExportError, ExportFilters
+from app.services.exports import ExportError, ExportFilters, filters_from_strings
 from tests.app.export_fixtures import T0, build_dataset
 from tests.app.export_fixtures import export_lines as rows
 from tests.conftest import BACKENDS
@@ -28,3 +28,22 @@ def test_filters(db):
         ExportFilters(source="robots")
     with pytest.raises(ExportError):
         ExportFilters(min_agreement=2)
+
+
+def test_filters_from_strings_reads_what_the_cli_api_and_page_send():
+    blank = filters_from_strings(since="", until="", until_id="", source="", annotators=["", " "], split="")
+    assert blank == ExportFilters()
+    filters = filters_from_strings(
+        since="2026-01-01", until_id="7", source="human", annotators=["alice, bob", "carol"], min_agreement="0.5"
+    )
+    assert filters.since == datetime(2026, 1, 1, tzinfo=UTC) and filters.until_id == 7
+    assert filters.annotators == ("alice", "bob", "carol") and filters.min_agreement == 0.5
+    for bad, needle in (
+        ({"until_id": "x"}, "until id must be an integer"),
+        ({"since": "soon"}, "since must be an ISO 8601"),
+        ({"source": "robots"}, "source must be one of human, ai, all, not 'robots'"),
+        ({"split": "test"}, "split must be train or eval"),
+    ):
+        with pytest.raises(ExportError, match=needle) as caught:
+            filters_from_strings(**bad)
+        assert caught.value.status == 422

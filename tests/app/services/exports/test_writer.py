@@ -7,10 +7,12 @@ from datetime import timedelta
 
 import pytest
 
+from app.services.digests import repr_digest
 from app.services.exports import (
     FORMATS,
     ExportError,
     default_filename,
+    export_download,
     filters_from_strings,
     write_card,
     write_export,
@@ -143,3 +145,19 @@ def test_filtered_exports_give_the_pinned_bytes(db, tmp_path):
         "3223a4f11e881a91",
         "fc32586f18c34557",
     ]
+
+
+def test_export_download_writes_under_the_data_dir_and_describes_the_response(settings, db):
+    build_dataset(db)
+    download = export_download(data_dir=settings.data_dir, fmt="rich", annotators=["bob"], as_csv=True)
+    assert download.path.parent == settings.data_dir / "exports" and download.filename == "rich.csv"
+    assert download.media_type == "text/csv; charset=utf-8" and download.headers["X-Row-Count"] == "4"
+    assert download.headers["Repr-Digest"] == repr_digest(hashlib.sha256(download.path.read_bytes()).hexdigest())
+    download.remove()
+    assert not list((settings.data_dir / "exports").iterdir())
+    with pytest.raises(ExportError) as unknown:
+        export_download(data_dir=settings.data_dir, fmt="parquet")
+    assert unknown.value.status == 404
+    with pytest.raises(ExportError) as bad:
+        export_download(data_dir=settings.data_dir, fmt="kto", as_csv=True)
+    assert bad.value.status == 422
