@@ -11,6 +11,7 @@ import typer
 from app.cli.errors import fail
 from app.cli.session import cli_session
 from app.services.annotation_import import FORMATS, AnnotationImportError, import_annotations
+from domain.vocabulary import SOURCES
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -19,7 +20,7 @@ app = typer.Typer(no_args_is_help=True)
 def import_(
     file: Path = typer.Argument(..., help="A JSONL file in one of our export formats."),
     fmt: str = typer.Option(..., "--format", help=f"One of {', '.join(FORMATS)}."),
-    source: str = typer.Option(..., "--source", help="human or ai."),
+    source: str = typer.Option(..., "--source", help=f"{' or '.join(SOURCES)}."),
     annotator: str = typer.Option(
         ..., "--annotator", help="Annotator name the annotations are recorded under (created if new)."
     ),
@@ -27,8 +28,8 @@ def import_(
     """Import annotations made elsewhere, so they train together with ours. All or nothing."""
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    if source not in ("human", "ai"):
-        fail(f"--source must be human or ai, not {source!r}")
+    if source not in SOURCES:
+        fail(f"--source must be {' or '.join(SOURCES)}, not {source!r}")
     if not file.is_file():
         fail(f"{file}: no such file")
     data = file.read_bytes()

@@ -7,7 +7,16 @@ import typer
 from app.cli.errors import fail
 from app.cli.session import cli_session
 from app.db import get_read_sessionmaker
-from app.services.exports import FORMATS, ExportError, ExportFilters, parse_time, write_card, write_export
+from app.services.exports import (
+    FORMATS,
+    ExportError,
+    ExportFilters,
+    default_filename,
+    parse_time,
+    write_card,
+    write_export,
+)
+from domain.vocabulary import SOURCES, SPLITS
 
 
 def register(app: typer.Typer) -> None:
@@ -21,11 +30,11 @@ def export(
     since: str = typer.Option(None, "--since", help="Annotations created at or after (ISO 8601, UTC if no zone)."),
     until: str = typer.Option(None, "--until", help="Annotations created before (ISO 8601)."),
     until_id: int = typer.Option(None, "--until-id", help="Annotations with id <= this."),
-    source: str = typer.Option("all", "--source", help="human, ai or all."),
+    source: str = typer.Option("all", "--source", help=f"{', '.join(SOURCES)} or all."),
     annotators: list[str] = typer.Option(
         None, "--annotator", help="Only these annotators (username or pseudonymous id); repeatable."
     ),
-    split: str = typer.Option(None, "--split", help="Only prompts of this split (train or eval)."),
+    split: str = typer.Option(None, "--split", help=f"Only prompts of this split ({' or '.join(SPLITS)})."),
     min_agreement: float = typer.Option(
         None, "--min-agreement", help="Only overlapped tasks with agreement >= this (0..1)."
     ),
@@ -47,7 +56,7 @@ def export(
         )
     except ExportError as exc:
         fail(str(exc))
-    out = out or Path(f"{fmt}.{'csv' if as_csv else 'jsonl'}")
+    out = out or Path(default_filename(fmt, as_csv))
     with cli_session():  # checks the database is reachable and migrated
         pass
     session = get_read_sessionmaker()()

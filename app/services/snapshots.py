@@ -17,7 +17,6 @@ whole. Eval-split prompts never reach the training files (the exports are filter
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import Annotation, Prompt, Task
+from app.services.digests import file_sha256
 from app.services.errors import ServiceError
 from app.services.exports import ExportFilters, write_export
 
@@ -77,14 +77,6 @@ def round_dir(data_dir: Path, round_id: int) -> Path:
 
 def snapshot_dir(data_dir: Path, round_id: int) -> Path:
     return round_dir(data_dir, round_id) / "snapshot"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def max_annotation_id(session: Session, filters: SnapshotFilters) -> int | None:

@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
+from starlette.background import BackgroundTask
 
-from app.api.exports import export_response
 from app.deps import PageAdmin, SessionDep, SettingsDep, verify_csrf
-from app.services.exports import FORMATS, MARGIN_BY_STRENGTH
+from app.services.exports import FORMATS, MARGIN_BY_STRENGTH, export_download
 from app.services.users import list_users
 from app.templating import render
 
@@ -23,10 +23,6 @@ def exports_page(request: Request, _admin: PageAdmin, db: SessionDep) -> Respons
     return render(
         request, "admin_exports.html", {"formats": FORMATS, "annotators": annotators, "margins": MARGIN_BY_STRENGTH}
     )
-
-
-def _blank_to_none(value: str | None) -> str | None:
-    return value if value not in (None, "") else None
 
 
 @router.get("/admin/exports/download")
@@ -44,23 +40,24 @@ def download(
     include_ties: bool = False,
     csv: bool = False,
 ) -> Response:
-    from fastapi import HTTPException
-
-    try:  # the form sends empty strings for unset fields
-        until_id_value = int(until_id) if _blank_to_none(until_id) else None
-        agreement_value = float(min_agreement) if _blank_to_none(min_agreement) else None
-    except ValueError:
-        raise HTTPException(status_code=422, detail="until id must be an integer and min agreement a number") from None
-    return export_response(
+    # The form sends empty strings for unset fields and its numbers as text: the service reads both.
+    export = export_download(
         data_dir=settings.data_dir,
         fmt=format,
-        since=_blank_to_none(since),
-        until=_blank_to_none(until),
-        until_id=until_id_value,
-        source=_blank_to_none(source),
-        annotators=[a for a in (annotator or []) if a],
-        split=_blank_to_none(split),
-        min_agreement=agreement_value,
+        since=since,
+        until=until,
+        until_id=until_id,
+        source=source,
+        annotators=annotator,
+        split=split,
+        min_agreement=min_agreement,
         include_ties=include_ties,
         as_csv=csv,
+    )
+    return FileResponse(
+        export.path,
+        filename=export.filename,
+        media_type=export.media_type,
+        headers=export.headers,
+        background=BackgroundTask(export.remove),
     )

@@ -1,16 +1,10 @@
-"""Admin API: prompts, exports (Repr-Digest, X-Row-Count), stats, users and tokens, generate, models."""
+"""Admin API: prompts, stats, users and tokens, generate, models."""
 
-import base64
-import hashlib
-import json
-
-import pytest
 from sqlalchemy import func, select
 
 from app.models import Job, Prompt
+from tests.app.export_fixtures import build_dataset
 from tests.app.factories import make_model
-from tests.app.test_exports import build_dataset
-from tests.conftest import BACKENDS
 
 
 def test_post_prompts_json_and_file_all_or_nothing(client, db, api, settings, monkeypatch):
@@ -36,26 +30,6 @@ def test_post_prompts_json_and_file_all_or_nothing(client, db, api, settings, mo
     db.rollback()  # SQLite: never hold the write lock while the app serves a request
     listed = client.get("/api/v1/prompts", headers=headers).json()
     assert listed["counts"] == {"train": 3} and listed["prompts"][0]["prompt"] == "d"
-
-
-@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
-def test_get_export_digest_row_count_filters_and_cleanup(client, db, api, settings):
-    d = build_dataset(db)
-    _, headers = api("admin")
-    res = client.get("/api/v1/exports/trl", params={"include_ties": "true", "source": "human"}, headers=headers)
-    assert res.status_code == 200
-    digest = base64.b64encode(hashlib.sha256(res.content).digest()).decode()
-    assert res.headers["repr-digest"] == f"sha-256=:{digest}:"
-    lines = [json.loads(x) for x in res.text.splitlines()]
-    assert res.headers["x-row-count"] == str(len(lines)) == "8" and all("tie" in x for x in lines)
-    again = client.get("/api/v1/exports/trl", params={"include_ties": "true", "source": "human"}, headers=headers)
-    assert again.content == res.content
-    res = client.get("/api/v1/exports/rich", params={"annotator": "bob", "csv": "true"}, headers=headers)
-    assert res.status_code == 200 and res.headers["x-row-count"] == "4" and res.text.startswith("annotation_id,")
-    assert client.get("/api/v1/exports/parquet", headers=headers).status_code == 404
-    assert client.get("/api/v1/exports/trl", params={"since": "soon"}, headers=headers).status_code == 422
-    assert client.get("/api/v1/exports/kto", params={"csv": "true"}, headers=headers).status_code == 422
-    assert not list((settings.data_dir / "exports").glob("*.jsonl"))  # served, then removed
 
 
 def test_get_stats(client, db, api):

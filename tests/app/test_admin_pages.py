@@ -3,8 +3,8 @@
 from sqlalchemy import func, select
 
 from app.models import ApiToken, Job, ModelVersion, Prompt, User
+from tests.app.export_fixtures import build_dataset
 from tests.app.factories import make_model
-from tests.app.test_exports import build_dataset
 
 
 def test_every_admin_page_renders(client, db, make_user, login):
@@ -122,32 +122,6 @@ def test_generate_form_enqueues_a_job_or_shows_the_reason(client, db, make_user,
     res = client.post("/admin/generate", data={"csrf_token": csrf, "count": "many"})
     assert res.status_code == 422 and "must be a number" in res.text
     assert db.scalar(select(func.count()).select_from(Job)) == 1
-
-
-def test_export_download_has_digest_and_row_count(client, db, make_user, login):
-    import base64
-    import hashlib
-
-    build_dataset(db)
-    login(make_user("admin"))
-    res = client.get(
-        "/admin/exports/download",
-        params={
-            "format": "trl",
-            "source": "all",
-            "split": "",
-            "since": "",
-            "until": "",
-            "until_id": "",
-            "min_agreement": "",
-        },
-    )
-    assert res.status_code == 200
-    digest = base64.b64encode(hashlib.sha256(res.content).digest()).decode()
-    assert res.headers["repr-digest"] == f"sha-256=:{digest}:" and res.headers["x-row-count"] == "7"
-    assert len(res.text.splitlines()) == 7
-    bad = client.get("/admin/exports/download", params={"format": "trl", "until_id": "x"})
-    assert bad.status_code == 422
 
 
 def test_users_page_create_deactivate_reset_tokens(client, db, make_user, login):

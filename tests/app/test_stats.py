@@ -4,6 +4,7 @@ import pytest
 
 from app.services.agreement import krippendorff_alpha, task_agreement
 from app.services.stats import agreement, all_stats, annotator_figures, counts, task_agreements, throughput
+from tests.app.export_fixtures import T0, build_dataset
 from tests.app.factories import (
     annotate_pairwise,
     annotate_ranking,
@@ -12,7 +13,6 @@ from tests.app.factories import (
     make_prompt,
     make_task,
 )
-from tests.app.test_exports import T0, build_dataset
 from tests.conftest import BACKENDS
 
 # Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability", reliability data with missing values.

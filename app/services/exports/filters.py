@@ -1,0 +1,86 @@
+"""Which annotations an export takes: the filters, and how the CLI, the API and the admin page give them.
+
+since (created_at >= since), until (created_at < until), until_id (annotation id <= until_id), source
+human|ai|all, annotators (usernames or pseudonymous ids), split (the prompt's), min_agreement (only tasks with
+at least two annotations whose agreement, see agreement.py, is >= the value).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from app.services.errors import ServiceError
+from domain.vocabulary import SOURCE_FILTERS, SOURCES, SPLITS
+
+
+class ExportError(ServiceError):
+    """Bad export arguments; the message is safe to show."""
+
+
+@dataclass(frozen=True)
+class ExportFilters:
+    since: datetime | None = None
+    until: datetime | None = None
+    until_id: int | None = None
+    source: str = "all"
+    annotators: tuple[str, ...] = ()
+    split: str | None = None
+    min_agreement: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCE_FILTERS:
+            # The sources first, then "all": the order this message has always had.
+            raise ExportError(f"source must be one of {', '.join((*SOURCES, 'all'))}, not {self.source!r}")
+        if self.split is not None and self.split not in SPLITS:
+            raise ExportError(f"split must be {' or '.join(SPLITS)}, not {self.split!r}")
+        if self.min_agreement is not None and not 0 <= self.min_agreement <= 1:
+            raise ExportError("min agreement must be between 0 and 1")
+
+    def describe(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["annotators"] = list(self.annotators)
+        for key in ("since", "until"):
+            if out[key] is not None:
+                out[key] = out[key].isoformat()
+        return out
+
+
+def parse_time(value: str | None, *, name: str) -> datetime | None:
+    if value is None or value == "":
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise ExportError(f"{name} must be an ISO 8601 date or time, not {value!r}") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def filters_from_strings(
+    *,
+    since: str | None = None,
+    until: str | None = None,
+    until_id: int | str | None = None,
+    source: str | None = None,
+    annotators: list[str] | None = None,
+    split: str | None = None,
+    min_agreement: float | str | None = None,
+) -> ExportFilters:
+    """Filters as the CLI, the API and the admin page take them (empty strings mean no filter; the page's form
+    sends its numbers as text)."""
+    try:
+        until_id = int(until_id) if until_id not in (None, "") else None
+        min_agreement = float(min_agreement) if min_agreement not in (None, "") else None
+    except ValueError:
+        raise ExportError("until id must be an integer and min agreement a number") from None
+    names = tuple(n.strip() for a in (annotators or []) for n in a.split(",") if n.strip())
+    return ExportFilters(
+        since=parse_time(since, name="since"),
+        until=parse_time(until, name="until"),
+        until_id=until_id,
+        source=source or "all",
+        annotators=names,
+        split=split or None,
+        min_agreement=min_agreement,
+    )

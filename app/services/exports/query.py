@@ -1,0 +1,193 @@
+"""The annotations an export reads: one query per format (only the columns and kinds it needs, in id order), the
+generation texts a batch refers to, and the tasks that pass an agreement filter."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Text, cast, select
+from sqlalchemy.orm import Session, aliased
+
+from app.models import Annotation, Generation, ModelVersion, Prompt, Task, TaskPosition, User
+from app.services.exports.filters import ExportFilters
+from domain.vocabulary import TASK_KINDS
+
+PAIRWISE, RANKING, RATING = TASK_KINDS
+
+# Which annotation kinds can give lines of each format (the rest are never read).
+KINDS_FOR = {
+    "trl": (PAIRWISE, RANKING),
+    "trl-conversational": (PAIRWISE, RANKING),
+    "rankings": (RANKING,),
+    "kto": None,
+    "sft": None,
+    "rich": None,
+}
+
+PLAIN = {
+    "id": Annotation.id,
+    "task_id": Annotation.task_id,
+    "kind": Annotation.kind,
+    "source": Annotation.source,
+    "choice": Annotation.choice,
+    "chosen_id": Annotation.chosen_id,
+    "strength": Annotation.strength,
+    "critique": Annotation.critique,
+    "rewrite": Annotation.rewrite,
+    "time_spent_ms": Annotation.time_spent_ms,
+    "created_at": Annotation.created_at,
+    "user_id": Annotation.user_id,
+    "annotator": User.public_id,
+    "prompt_id": Prompt.id,
+    "prompt_text": Prompt.text,
+    "split": Prompt.split,
+}
+JSON = {
+    "positions": Annotation.positions,
+    "ranking": Annotation.ranking,
+    "ratings": Annotation.ratings,
+    "critiques": Annotation.critiques,
+    "flags": Annotation.flags,
+    "meta": Annotation.meta,
+    "prompt_messages": Prompt.messages,
+}
+# What each format reads. JSON columns come as text and are parsed here only when a format needs them: decoding
+# every JSON column of every row would cost more than the whole export.
+_NEEDS = {
+    "trl": (
+        "id",
+        "task_id",
+        "kind",
+        "source",
+        "choice",
+        "chosen_id",
+        "strength",
+        "user_id",
+        "prompt_text",
+        "positions",
+        "ranking",
+        "meta",
+        "prompt_messages",
+    ),
+    "kto": ("id", "task_id", "kind", "source", "user_id", "prompt_text", "ratings", "prompt_messages"),
+    "rankings": ("id", "task_id", "kind", "source", "user_id", "prompt_text", "ranking", "prompt_messages"),
+    "sft": ("id", "task_id", "kind", "source", "user_id", "prompt_text", "rewrite", "ratings", "prompt_messages"),
+    "rich": (*PLAIN, *JSON),
+}
+_NEEDS["trl-conversational"] = _NEEDS["trl"]
+
+
+def _columns(fmt: str) -> list:
+    return [PLAIN[name].label(name) if name in PLAIN else cast(JSON[name], Text).label(name) for name in _NEEDS[fmt]]
+
+
+def decode_json(raw: str | None) -> Any:
+    """A JSON column read as text; the common empty values without the parser."""
+    if raw is None or raw == "null":
+        return None
+    if raw == "{}":
+        return {}
+    return json.loads(raw)
+
+
+def decode(row: dict[str, Any], json_names: tuple[str, ...]) -> dict[str, Any]:
+    for name in json_names:
+        row[name] = decode_json(row[name])
+    return row
+
+
+def _join_pair_texts(stmt):
+    """For `trl`: a pairwise choice's two texts straight from the database (the rejected one is the task's other
+    position), so the common case needs no per-batch lookup and no JSON decoding. Other rows get NULLs."""
+    chosen, other = aliased(Generation), aliased(Generation)
+    position = aliased(TaskPosition)
+    direct = (Annotation.kind == PAIRWISE) & (Annotation.choice == "chosen")
+    return (
+        stmt.add_columns(chosen.text.label("chosen_text"), other.text.label("rejected_text"))
+        .outerjoin(chosen, (chosen.id == Annotation.chosen_id) & direct)
+        .outerjoin(
+            position,
+            (position.task_id == Annotation.task_id) & direct & (position.generation_id != Annotation.chosen_id),
+        )
+        .outerjoin(other, other.id == position.generation_id)
+    )
+
+
+def annotation_query(session: Session, fmt: str, filters: ExportFilters):
+    stmt = (
+        select(*_columns(fmt))
+        .join(Task, Task.id == Annotation.task_id)
+        .join(Prompt, Prompt.id == Task.prompt_id)
+        .join(User, User.id == Annotation.user_id)
+        .where(Annotation.deleted_at.is_(None))
+    )
+    if fmt in ("trl", "trl-conversational"):
+        stmt = _join_pair_texts(stmt)
+    kinds = KINDS_FOR[fmt]
+    if kinds is not None:
+        stmt = stmt.where(Annotation.kind.in_(kinds))
+    if filters.since is not None:
+        stmt = stmt.where(Annotation.created_at >= filters.since)
+    if filters.until is not None:
+        stmt = stmt.where(Annotation.created_at < filters.until)
+    if filters.until_id is not None:
+        stmt = stmt.where(Annotation.id <= filters.until_id)
+    if filters.source != "all":
+        stmt = stmt.where(Annotation.source == filters.source)
+    if filters.split is not None:
+        stmt = stmt.where(Prompt.split == filters.split)
+    if filters.annotators:
+        ids = list(
+            session.scalars(
+                select(User.id).where(User.username.in_(filters.annotators) | User.public_id.in_(filters.annotators))
+            )
+        )
+        stmt = stmt.where(Annotation.user_id.in_(ids or [-1]))
+    return stmt.order_by(Annotation.id)
+
+
+def generation_info(session: Session, ids: set[int], *, rich: bool) -> dict[int, Any]:
+    """Text by generation id; for `rich`, the whole row (text, model, sampling settings, source)."""
+    if not ids:
+        return {}
+    if not rich:
+        return dict(
+            session.connection()
+            .execute(select(Generation.id, Generation.text).where(Generation.id.in_(sorted(ids))))
+            .all()
+        )
+    rows = session.connection().execute(
+        select(
+            Generation.id,
+            Generation.text,
+            Generation.model_version_id,
+            ModelVersion.name,
+            Generation.temperature,
+            Generation.top_k,
+            Generation.top_p,
+            Generation.max_new_tokens,
+            Generation.seed,
+            Generation.source,
+        )
+        .outerjoin(ModelVersion, ModelVersion.id == Generation.model_version_id)
+        .where(Generation.id.in_(sorted(ids)))
+    )
+    return {r[0]: r for r in rows}
+
+
+def needed_generations(row: dict[str, Any], ids: set[int]) -> None:
+    ids.update(row.get("positions") or ())
+    if row.get("chosen_id") is not None:
+        ids.add(row["chosen_id"])
+    ids.update(row.get("ranking") or ())
+    ids.update(int(g) for g in (row.get("ratings") or ()))
+
+
+def passing_tasks(session: Session, filters: ExportFilters) -> set[int] | None:
+    if filters.min_agreement is None:
+        return None
+    from app.services.stats import task_agreements  # stats imports nothing from here; local keeps the graph flat
+
+    agreements = task_agreements(session, source=filters.source)
+    return {task_id for task_id, value in agreements.items() if value is not None and value >= filters.min_agreement}

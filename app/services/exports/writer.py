@@ -1,0 +1,183 @@
+"""Writing an export: JSONL (or CSV for `rich`) streamed to a temporary file, renamed when complete, with its
+sha256 in a `.sha256` sidecar; for HTTP, the same written under data_dir/exports and described for the response."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.services.digests import repr_digest, write_hashed
+from app.services.exports.filters import ExportError, ExportFilters, filters_from_strings
+from app.services.exports.formats import FORMATS, jsonl_line
+from app.services.exports.lines import iter_lines
+
+CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass
+class ExportResult:
+    format: str
+    path: Path
+    rows: int
+    sha256: str
+    annotations: int
+    filters: dict[str, Any]
+    include_ties: bool
+    csv: bool
+    annotators: set[int] = field(default_factory=set, repr=False)
+    sources: dict[str, int] = field(default_factory=dict)
+    max_annotation_id: int | None = None
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        value = json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str) and value.startswith(CSV_FORMULA_START):
+        return "'" + value  # a spreadsheet shows the text instead of running it as a formula
+    return value
+
+
+def _csv_chunks(batches: Iterator[list[dict[str, Any]]]) -> Iterator[tuple[str, int]]:
+    buffer = io.StringIO()
+    writer = None
+    for lines in batches:
+        for line in lines:
+            if writer is None:
+                writer = csv.writer(buffer, lineterminator="\n")
+                writer.writerow(list(line))
+            writer.writerow([_csv_cell(v) for v in line.values()])
+        yield buffer.getvalue(), len(lines)
+        buffer.seek(0)
+        buffer.truncate()
+
+
+def _jsonl_chunks(batches: Iterator[list[Any]]) -> Iterator[tuple[str, int]]:
+    for lines in batches:
+        yield "".join(line if isinstance(line, str) else jsonl_line(line) for line in lines), len(lines)
+
+
+def default_filename(fmt: str, as_csv: bool = False) -> str:
+    return f"{fmt}.{'csv' if as_csv else 'jsonl'}"
+
+
+def sidecar(path: Path) -> Path:
+    """Where the sha256 of `path` is written."""
+    return path.with_name(path.name + ".sha256")
+
+
+def write_export(
+    session: Session,
+    *,
+    fmt: str,
+    out: Path,
+    filters: ExportFilters = ExportFilters(),
+    include_ties: bool = False,
+    as_csv: bool = False,
+) -> ExportResult:
+    """Write the export to `out` (via a temporary file, renamed when complete) and `out.sha256`."""
+    if as_csv and fmt != "rich":
+        raise ExportError("CSV is offered for the rich format only (the others are JSONL for datasets/TRL)")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = ExportResult(
+        format=fmt,
+        path=out,
+        rows=0,
+        sha256="",
+        annotations=0,
+        filters=filters.describe(),
+        include_ties=include_ties,
+        csv=as_csv,
+    )
+    batches = iter_lines(session, fmt=fmt, filters=filters, include_ties=include_ties, stats=result, encoded=not as_csv)
+
+    def encoded() -> Iterator[bytes]:
+        for chunk, n in _csv_chunks(batches) if as_csv else _jsonl_chunks(batches):
+            result.rows += n
+            yield chunk.encode("utf-8")
+
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        result.sha256 = write_hashed(tmp, encoded())
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    sidecar(out).write_text(f"{result.sha256}  {out.name}\n")
+    return result
+
+
+def export_to_data_dir(
+    *, data_dir: Path, fmt: str, filters: ExportFilters, include_ties: bool = False, as_csv: bool = False
+) -> ExportResult:
+    """For HTTP: the export is written to a file under data_dir/exports first (a read-only session), then served."""
+    from app.db import get_read_sessionmaker
+
+    out = Path(data_dir) / "exports" / f"{uuid.uuid4().hex}-{default_filename(fmt, as_csv)}"
+    session = get_read_sessionmaker()()
+    try:
+        return write_export(session, fmt=fmt, out=out, filters=filters, include_ties=include_ties, as_csv=as_csv)
+    finally:
+        session.close()
+
+
+@dataclass(frozen=True)
+class ExportDownload:
+    """A written export as an HTTP response serves it; `remove` deletes the file once it has been sent."""
+
+    path: Path
+    filename: str
+    media_type: str
+    headers: dict[str, str]
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+        sidecar(self.path).unlink(missing_ok=True)
+
+
+def export_download(
+    *,
+    data_dir: Path,
+    fmt: str,
+    since: str | None = None,
+    until: str | None = None,
+    until_id: int | str | None = None,
+    source: str | None = None,
+    annotators: list[str] | None = None,
+    split: str | None = None,
+    min_agreement: float | str | None = None,
+    include_ties: bool = False,
+    as_csv: bool = False,
+) -> ExportDownload:
+    """The export the API and the admin page serve: written under data_dir/exports, with its sha256
+    (`Repr-Digest`) and row count (`X-Row-Count`). An unknown format is a 404 (it is the resource asked for)."""
+    if fmt not in FORMATS:
+        raise ExportError(f"no export format {fmt!r}; formats: {', '.join(FORMATS)}", status=404)
+    filters = filters_from_strings(
+        since=since,
+        until=until,
+        until_id=until_id,
+        source=source,
+        annotators=annotators,
+        split=split,
+        min_agreement=min_agreement,
+    )
+    result = export_to_data_dir(data_dir=data_dir, fmt=fmt, filters=filters, include_ties=include_ties, as_csv=as_csv)
+    return ExportDownload(
+        path=result.path,
+        filename=default_filename(fmt, as_csv),
+        media_type="text/csv; charset=utf-8" if as_csv else "application/jsonl; charset=utf-8",
+        headers={"Repr-Digest": repr_digest(result.sha256), "X-Row-Count": str(result.rows)},
+    )

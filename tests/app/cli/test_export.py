@@ -1,0 +1,44 @@
+"""`rlhf export`: writes the file and its sha256 sidecar, prints rows and sha256, refuses bad arguments."""
+
+import hashlib
+
+from typer.testing import CliRunner
+
+from tests.app.export_fixtures import build_dataset
+
+
+def test_cli_writes_file_and_sha256_prints_rows_and_refuses_bad_args(settings, db, tmp_path):
+    from app.cli import app as cli
+
+    build_dataset(db)
+    out = tmp_path / "out" / "trl.jsonl"
+    res = CliRunner().invoke(
+        cli,
+        [
+            "export",
+            "--format",
+            "trl",
+            "--out",
+            str(out),
+            "--include-ties",
+            "--source",
+            "human",
+            "--since",
+            "2026-01-01",
+            "--card",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    assert "rows: 8" in res.stderr and f"sha256: {digest}" in res.stderr
+    assert (out.parent / "trl.jsonl.sha256").read_text() == f"{digest}  trl.jsonl\n"
+    assert (out.parent / "README.md").exists()
+    for args, needle in (
+        (["--format", "parquet"], "--format"),
+        (["--format", "trl", "--source", "x"], "source"),
+        (["--format", "trl", "--since", "yesterday"], "--since"),
+        (["--format", "kto", "--csv"], "CSV"),
+    ):
+        res = CliRunner().invoke(cli, ["export", *args, "--out", str(tmp_path / "bad.jsonl")])
+        assert res.exit_code == 2 and needle in res.stderr, res.output
+    assert not (tmp_path / "bad.jsonl").exists()
