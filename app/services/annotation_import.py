@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from app.models import Annotation, Generation, Prompt, Task, TaskPosition, User
 from app.security import new_public_id
-from app.services.exports import MARGIN_BY_STRENGTH
+from app.services.exports.margins import strength_for
 from app.services.models_registry import imported_model
 from app.services.prompt_import import LineError, PromptImportError
 from app.services.prompts import PromptError, prompt_hash, validate_messages
@@ -92,13 +92,6 @@ def _prompt(obj: dict) -> tuple[str | None, list[dict[str, str]] | None]:
     raise PromptError("`prompt` must be a non-empty string or a messages list")
 
 
-def _strength_for(margin: float) -> int | None:
-    for strength, value in MARGIN_BY_STRENGTH.items():
-        if abs(margin - value) < 1e-9:
-            return strength
-    return None
-
-
 def _parse_line(fmt: str, line: int, raw: str) -> ParsedLine:
     try:
         obj = json.loads(raw)
@@ -130,7 +123,7 @@ def _parse_line(fmt: str, line: int, raw: str) -> ParsedLine:
         else:
             parsed.choice = "chosen"
             if margin:
-                parsed.strength = _strength_for(float(margin))
+                parsed.strength = strength_for(float(margin))
                 if parsed.strength is None:
                     parsed.margin = float(margin)
     elif fmt == "kto":

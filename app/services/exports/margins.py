@@ -23,3 +23,11 @@ def own_margin(meta: dict[str, Any] | None) -> float | None:
     """The margin an imported line brought with it, if any."""
     own = (meta or {}).get("margin")
     return None if own is None else float(own)
+
+
+def strength_for(margin: float) -> int | None:
+    """The strength whose margin this is (an imported `trl` line's), or None when the margin is off the scale."""
+    for strength, value in MARGIN_BY_STRENGTH.items():
+        if abs(margin - value) < 1e-9:
+            return strength
+    return None
