@@ -26,6 +26,7 @@ from trainer.runtime import (
     cosine_lr,
     load_causal_lm,
     load_tokenizer,
+    model_context,
     resolve_device,
     seed_everything,
     set_lr,
@@ -143,15 +144,6 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_token_id: int) -> d
         labels[row, : len(lab)] = torch.tensor(lab)
         mask[row, : len(ids)] = 1
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
-
-
-def model_context(model) -> int:
-    cfg = model.config
-    for name in ("max_position_embeddings", "n_positions", "n_ctx"):
-        value = getattr(cfg, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return 2048
 
 
 def train_sft(config: SftConfig, *, on_metrics=None) -> Path:
