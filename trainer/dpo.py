@@ -24,12 +24,13 @@ from trainer.preference_data import collate_groups, load_preferences
 from trainer.preference_loss import bradley_terry_loss
 from trainer.runtime import (
     autocast,
-    epochs_for,
+    epoch_batches,
     linear_decay,
     load_causal_lm,
     load_tokenizer,
     resolve_device,
     seed_everything,
+    seeded_permutations,
     total_steps_for,
     use_fast_kernels_,
 )
@@ -84,62 +85,60 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
         log = MetricsLog(tmp / "metrics.jsonl", on_metrics)
         bar = progress(total=total_steps, desc="dpo")
         step = 0
-        for epoch in range(epochs_for(total_steps, batches_per_epoch)):  # each pass reshuffled
-            order = torch.randperm(len(groups), generator=torch.Generator().manual_seed(config.seed + epoch))
-            for start in range(0, len(groups), config.batch_size):
-                if step >= total_steps:
-                    break
-                batch_groups = [groups[i] for i in order[start : start + config.batch_size].tolist()]
-                s = dict.fromkeys(("loss", "acc", "decided", "rc", "rr", "lc", "lr_", "n"), 0.0)
-                for m in range(0, len(batch_groups), micro):
-                    b = collate_groups(batch_groups[m : m + micro], tok.pad_token_id)
-                    ids, mask = b.input_ids.to(device), b.attention_mask.to(device)
-                    plens = b.prompt_lengths.to(device)
-                    with torch.no_grad(), autocast(device, config.precision):
-                        ref_lp = sequence_logps(ref, ids, mask, plens).float()  # once per batch
-                    with autocast(device, config.precision):
-                        pi_lp = sequence_logps(policy, ids, mask, plens).float()
-                    bi, wi = b.better.to(device), b.worse.to(device)
-                    losses = dpo_loss(pi_lp[bi], pi_lp[wi], ref_lp[bi], ref_lp[wi], config.beta, b.target.to(device))
-                    w = b.pair_weight.to(device)
-                    ((losses * w).sum() / len(batch_groups)).backward()  # mean over the batch's groups
-                    with torch.no_grad():
-                        rc = config.beta * (pi_lp[bi] - ref_lp[bi])
-                        rr = config.beta * (pi_lp[wi] - ref_lp[wi])
-                        decided = b.target.to(device) == 1.0
-                        s["loss"] += float((losses * w).sum())
-                        s["acc"] += float((rc > rr)[decided].sum())
-                        s["decided"] += float(decided.sum())
-                        s["rc"] += float(rc.sum())
-                        s["rr"] += float(rr.sum())
-                        s["lc"] += float(pi_lp[bi].sum())
-                        s["lr_"] += float(pi_lp[wi].sum())
-                        s["n"] += len(bi)
-                grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                lr = scheduler.get_last_lr()[0]
-                scheduler.step()
-                step += 1
-                if step % config.log_every == 0 or step == total_steps:
-                    n = max(s["n"], 1)
-                    log.log(
-                        step,
-                        total_steps,
-                        epoch=epoch + (start + len(batch_groups)) / len(groups),
-                        loss=s["loss"] / len(batch_groups),
-                        **{
-                            "rewards/chosen": s["rc"] / n,
-                            "rewards/rejected": s["rr"] / n,
-                            "rewards/accuracies": s["acc"] / max(s["decided"], 1),
-                            "rewards/margins": (s["rc"] - s["rr"]) / n,
-                            "logps/chosen": s["lc"] / n,
-                            "logps/rejected": s["lr_"] / n,
-                        },
-                        grad_norm=float(grad_norm),
-                        lr=lr,
-                    )
-                bar.update(1)
+        for epoch, index in epoch_batches(
+            len(groups), config.batch_size, total_steps, seeded_permutations(len(groups), config.seed)
+        ):  # each pass reshuffled
+            batch_groups = [groups[i] for i in index.tolist()]
+            s = dict.fromkeys(("loss", "acc", "decided", "rc", "rr", "lc", "lr_", "n"), 0.0)
+            for m in range(0, len(batch_groups), micro):
+                b = collate_groups(batch_groups[m : m + micro], tok.pad_token_id)
+                ids, mask = b.input_ids.to(device), b.attention_mask.to(device)
+                plens = b.prompt_lengths.to(device)
+                with torch.no_grad(), autocast(device, config.precision):
+                    ref_lp = sequence_logps(ref, ids, mask, plens).float()  # once per batch
+                with autocast(device, config.precision):
+                    pi_lp = sequence_logps(policy, ids, mask, plens).float()
+                bi, wi = b.better.to(device), b.worse.to(device)
+                losses = dpo_loss(pi_lp[bi], pi_lp[wi], ref_lp[bi], ref_lp[wi], config.beta, b.target.to(device))
+                w = b.pair_weight.to(device)
+                ((losses * w).sum() / len(batch_groups)).backward()  # mean over the batch's groups
+                with torch.no_grad():
+                    rc = config.beta * (pi_lp[bi] - ref_lp[bi])
+                    rr = config.beta * (pi_lp[wi] - ref_lp[wi])
+                    decided = b.target.to(device) == 1.0
+                    s["loss"] += float((losses * w).sum())
+                    s["acc"] += float((rc > rr)[decided].sum())
+                    s["decided"] += float(decided.sum())
+                    s["rc"] += float(rc.sum())
+                    s["rr"] += float(rr.sum())
+                    s["lc"] += float(pi_lp[bi].sum())
+                    s["lr_"] += float(pi_lp[wi].sum())
+                    s["n"] += len(bi)
+            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            step += 1
+            if step % config.log_every == 0 or step == total_steps:
+                n = max(s["n"], 1)
+                log.log(
+                    step,
+                    total_steps,
+                    epoch=epoch,
+                    loss=s["loss"] / len(batch_groups),
+                    **{
+                        "rewards/chosen": s["rc"] / n,
+                        "rewards/rejected": s["rr"] / n,
+                        "rewards/accuracies": s["acc"] / max(s["decided"], 1),
+                        "rewards/margins": (s["rc"] - s["rr"]) / n,
+                        "logps/chosen": s["lc"] / n,
+                        "logps/rejected": s["lr_"] / n,
+                    },
+                    grad_norm=float(grad_norm),
+                    lr=lr,
+                )
+            bar.update(1)
         bar.close()
         log.close()
         policy.save_pretrained(tmp)

@@ -45,11 +45,12 @@ from trainer.reward_scoring import (
 )
 from trainer.runtime import (
     autocast,
-    epochs_for,
+    epoch_batches,
     linear_decay,
     load_tokenizer,
     resolve_device,
     seed_everything,
+    seeded_permutations,
     total_steps_for,
     use_fast_kernels_,
 )
@@ -164,65 +165,61 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
         log = MetricsLog(tmp / "metrics.jsonl", on_metrics) if rank == 0 else None
         bar = progress(total=total_steps, desc="reward") if rank == 0 else None
         step = 0
-        for epoch in range(epochs_for(total_steps, batches_per_epoch)):  # each pass reshuffled
-            order = torch.randperm(len(groups), generator=torch.Generator().manual_seed(config.seed + epoch))
-            for start in range(0, len(groups), config.batch_size):
-                if step >= total_steps:
-                    break
-                global_batch = [groups[i] for i in order[start : start + config.batch_size].tolist()]
-                sums = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]  # loss·w, correct, decided, margin, score, score²
-                n_scores = 0
-                chunks = micro_chunks(global_batch, rank=rank, world=world, micro=micro)
-                for i, (chunk, real) in enumerate(chunks):
-                    batch = collate_groups(chunk, pad)
-                    # DDP all-reduces on the last backward only; the others accumulate locally
-                    sync = nullcontext() if world == 1 or i == len(chunks) - 1 else scorer.no_sync()
-                    with sync:
-                        losses, scores = batch_losses(scorer, batch, device, config.precision, config.center_coef)
-                        w = batch.pair_weight.to(device) * real
-                        # normalised by the GLOBAL group count: the sum over microbatches and processes is the mean
-                        loss = (losses * w).sum() / len(global_batch) * world  # DDP averages over processes
-                        loss.backward()
-                    if not real:
-                        continue
-                    with torch.no_grad():
-                        d = scores[batch.better.to(device)] - scores[batch.worse.to(device)]
-                        decided = batch.target.to(device) == 1.0
-                        sums[0] += float((losses * w).sum())
-                        sums[1] += float(ordered_right(d[decided], batch.identical.to(device)[decided]).sum())
-                        sums[2] += float(decided.sum())
-                        sums[3] += float(d[decided].sum())
-                        sums[4] += float(scores.sum())
-                        sums[5] += float((scores**2).sum())
-                        n_scores += scores.numel()
-                grad_norm = torch.nn.utils.clip_grad_norm_(trained, config.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                lr = scheduler.get_last_lr()[0]
-                scheduler.step()
-                step += 1
-                sums = all_reduce_sum(sums + [float(n_scores)], world)
-                n_scores = sums.pop()
-                if log is not None and (step % config.log_every == 0 or step == total_steps):
-                    mean = sums[4] / max(n_scores, 1)
-                    weight_metric = (
-                        {} if likelihood is None else {"likelihood_weight": float(likelihood.weight.detach())}
-                    )
-                    log.log(
-                        step,
-                        total_steps,
-                        epoch=epoch + (start + len(global_batch)) / len(groups),
-                        loss=sums[0] / len(global_batch),
-                        accuracy=sums[1] / max(sums[2], 1),
-                        margin=sums[3] / max(sums[2], 1),
-                        reward_mean=mean,
-                        reward_std=math.sqrt(max(sums[5] / max(n_scores, 1) - mean * mean, 0.0)),
-                        grad_norm=float(grad_norm),
-                        lr=lr,
-                        **weight_metric,
-                    )
-                if bar is not None:
-                    bar.update(1)
+        for epoch, index in epoch_batches(
+            len(groups), config.batch_size, total_steps, seeded_permutations(len(groups), config.seed)
+        ):  # each pass reshuffled
+            global_batch = [groups[i] for i in index.tolist()]
+            sums = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]  # loss·w, correct, decided, margin, score, score²
+            n_scores = 0
+            chunks = micro_chunks(global_batch, rank=rank, world=world, micro=micro)
+            for i, (chunk, real) in enumerate(chunks):
+                batch = collate_groups(chunk, pad)
+                # DDP all-reduces on the last backward only; the others accumulate locally
+                sync = nullcontext() if world == 1 or i == len(chunks) - 1 else scorer.no_sync()
+                with sync:
+                    losses, scores = batch_losses(scorer, batch, device, config.precision, config.center_coef)
+                    w = batch.pair_weight.to(device) * real
+                    # normalised by the GLOBAL group count: the sum over microbatches and processes is the mean
+                    loss = (losses * w).sum() / len(global_batch) * world  # DDP averages over processes
+                    loss.backward()
+                if not real:
+                    continue
+                with torch.no_grad():
+                    d = scores[batch.better.to(device)] - scores[batch.worse.to(device)]
+                    decided = batch.target.to(device) == 1.0
+                    sums[0] += float((losses * w).sum())
+                    sums[1] += float(ordered_right(d[decided], batch.identical.to(device)[decided]).sum())
+                    sums[2] += float(decided.sum())
+                    sums[3] += float(d[decided].sum())
+                    sums[4] += float(scores.sum())
+                    sums[5] += float((scores**2).sum())
+                    n_scores += scores.numel()
+            grad_norm = torch.nn.utils.clip_grad_norm_(trained, config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            step += 1
+            sums = all_reduce_sum(sums + [float(n_scores)], world)
+            n_scores = sums.pop()
+            if log is not None and (step % config.log_every == 0 or step == total_steps):
+                mean = sums[4] / max(n_scores, 1)
+                weight_metric = {} if likelihood is None else {"likelihood_weight": float(likelihood.weight.detach())}
+                log.log(
+                    step,
+                    total_steps,
+                    epoch=epoch,
+                    loss=sums[0] / len(global_batch),
+                    accuracy=sums[1] / max(sums[2], 1),
+                    margin=sums[3] / max(sums[2], 1),
+                    reward_mean=mean,
+                    reward_std=math.sqrt(max(sums[5] / max(n_scores, 1) - mean * mean, 0.0)),
+                    grad_norm=float(grad_norm),
+                    lr=lr,
+                    **weight_metric,
+                )
+            if bar is not None:
+                bar.update(1)
         if bar is not None:
             bar.close()
 
