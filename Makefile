@@ -28,7 +28,10 @@ install: $(STAMP)
 run: $(STAMP)
 	RLHF_DATA_DIR=$(DATA_DIR) $(BIN)/rlhf demo --size $(SIZE) --host $(HOST) --port $(PORT)
 
+# ruff (lint and format) and the import contracts (pyproject.toml) run before the tests.
 lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
 test: $(STAMP) lint

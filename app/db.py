@@ -81,6 +81,16 @@ def get_read_engine() -> Engine:
     return make_engine(get_settings().sqlalchemy_url, read_only=True) if is_sqlite(engine) else engine
 
 
+def database_reachable() -> bool:
+    """One `SELECT 1` on the read engine: a read never waits for SQLite's writer (nor for the writer gate)."""
+    try:
+        with get_read_engine().connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception:  # any driver error means the database is unreachable
+        return False
+    return True
+
+
 @lru_cache
 def get_sessionmaker() -> sessionmaker[Session]:
     return sessionmaker(bind=get_engine(), expire_on_commit=False)

@@ -24,6 +24,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from domain.vocabulary import (
+    ASSIGNMENT_STATUSES,
+    JOB_STATUSES,
+    MODEL_KINDS,
+    MODEL_STAGES,
+    ROLES,
+    SOURCES,
+    SPLITS,
+    TASK_KINDS,
+)
+
 # Stable constraint names so Alembic migrations (and downgrades) name the same things on every backend.
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -33,15 +44,6 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-ROLES = ("annotator", "admin")
-TASK_KINDS = ("pairwise", "ranking", "rating")
-SOURCES = ("human", "ai")
-SPLITS = ("train", "eval")
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-ACTIVE_JOB_STATUSES = ("queued", "running")
-MODEL_KINDS = ("policy", "reward")
-MODEL_STAGES = ("pretrained", "sft", "rlhf", "imported")
-ASSIGNMENT_STATUSES = ("leased", "done", "skipped")
 
 # A big integer primary key that is still SQLite's rowid alias (SQLite only autoincrements "INTEGER").
 BigId = BigInteger().with_variant(Integer(), "sqlite")

@@ -22,6 +22,8 @@ FINISHED_JOB_STATUSES = ("succeeded", "failed", "cancelled")
 
 MODEL_KINDS = ("policy", "reward")
 MODEL_STAGES = ("pretrained", "sft", "rlhf", "imported")
+# What a person registers: `imported` is the registry entry the service makes for imported responses.
+REGISTERED_STAGES = ("pretrained", "sft", "rlhf")
 
 # How a round tunes the policy: PPO against the reward model, DPO on the pairs, or rejection sampling (best-of-n
 # under the reward model, then SFT on the picks).

@@ -2,7 +2,7 @@
 `Authorization: Bearer <token>`. Routes parse, call one service function, and serialise; a ServiceError becomes
 its status with `{"detail": message}` (app.main)."""
 
-from app.api import annotations, exports, generate, health, jobs, prompts, rounds, stats, tasks, users
+from app.api import annotations, exports, generate, health, jobs, models, prompts, rounds, stats, tasks, users
 
 ROUTERS = [
     health.router,
@@ -14,5 +14,6 @@ ROUTERS = [
     stats.router,
     users.router,
     generate.router,
+    models.router,
     rounds.router,
 ]

@@ -6,12 +6,10 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from sqlalchemy import func, select
 
 from app.deps import ApiAdmin, SessionDep, SettingsDep
-from app.models import Prompt
 from app.services.prompt_import import PromptImportError, import_prompt_objects, import_prompts
-from app.services.prompts import prompt_display_text
+from app.services.prompts import list_prompts, prompt_display_text
 
 router = APIRouter(prefix="/api/v1", tags=["prompts"])
 
@@ -65,10 +63,9 @@ async def post_prompts(request: Request, _admin: ApiAdmin, db: SessionDep, setti
 @router.get("/prompts", summary="Prompt counts per split and the latest prompts")
 def get_prompts(_admin: ApiAdmin, db: SessionDep, limit: int = 50, offset: int = 0) -> dict[str, Any]:
     limit = max(1, min(limit, 500))
-    counts = dict(db.execute(select(Prompt.split, func.count()).group_by(Prompt.split)).all())
-    rows = db.scalars(select(Prompt).order_by(Prompt.id.desc()).limit(limit).offset(max(0, offset)))
+    listing = list_prompts(db, limit=limit, offset=offset)
     return {
-        "counts": counts,
+        "counts": listing.counts,
         "prompts": [
             {
                 "id": p.id,
@@ -80,6 +77,6 @@ def get_prompts(_admin: ApiAdmin, db: SessionDep, limit: int = 50, offset: int =
                 "source": p.source,
                 "created_at": p.created_at.isoformat(),
             }
-            for p in rows
+            for p in listing.prompts
         ],
     }

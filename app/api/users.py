@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from app.deps import ApiAdmin, SessionDep
 from app.models import ApiToken, User
-from app.services.users import UserError, create_token, create_user, list_users, revoke_token, set_active, set_password
+from app.services.users import create_token, create_user, get_user, list_tokens, list_users, revoke_token, update_user
 
 router = APIRouter(prefix="/api/v1", tags=["users"])
 
@@ -53,13 +52,6 @@ def token_to_dict(token: ApiToken) -> dict[str, Any]:
     }
 
 
-def _user(db, user_id: int) -> User:
-    user = db.get(User, user_id)
-    if user is None:
-        raise HTTPException(status_code=404, detail=f"no user {user_id}")
-    return user
-
-
 @router.get("/users", summary="List users")
 def get_users(_admin: ApiAdmin, db: SessionDep) -> list[dict[str, Any]]:
     return [user_to_dict(u) for u in list_users(db)]
@@ -67,57 +59,32 @@ def get_users(_admin: ApiAdmin, db: SessionDep) -> list[dict[str, Any]]:
 
 @router.post("/users", status_code=201, summary="Create a user (annotator by default)")
 def post_user(body: UserCreate, _admin: ApiAdmin, db: SessionDep) -> dict[str, Any]:
-    try:
-        user = create_user(db, username=body.username, role=body.role, password=body.password)
-    except UserError as exc:
-        db.rollback()
-        raise HTTPException(status_code=409 if "already exists" in str(exc) else 422, detail=str(exc)) from None
+    user = create_user(db, username=body.username, role=body.role, password=body.password)
     db.commit()
     return user_to_dict(user)
 
 
 @router.patch("/users/{user_id}", summary="Deactivate/reactivate a user or reset the password")
 def patch_user(user_id: int, body: UserUpdate, admin: ApiAdmin, db: SessionDep) -> dict[str, Any]:
-    user = _user(db, user_id)
-    if body.is_active is False and user.id == admin.id:
-        raise HTTPException(status_code=422, detail="you cannot deactivate yourself")
-    try:
-        if body.password is not None:
-            set_password(db, user=user, password=body.password)
-        if body.is_active is not None:
-            set_active(db, user=user, active=body.is_active)
-    except UserError as exc:
-        db.rollback()
-        raise HTTPException(status_code=422, detail=str(exc)) from None
+    user = update_user(db, user_id=user_id, by=admin, is_active=body.is_active, password=body.password)
     db.commit()
     return user_to_dict(user)
 
 
 @router.get("/users/{user_id}/tokens", summary="A user's API tokens (never the secrets)")
 def get_tokens(user_id: int, _admin: ApiAdmin, db: SessionDep) -> list[dict[str, Any]]:
-    _user(db, user_id)
-    return [
-        token_to_dict(t) for t in db.scalars(select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id))
-    ]
+    return [token_to_dict(t) for t in list_tokens(db, user_id=user_id)]
 
 
 @router.post("/users/{user_id}/tokens", status_code=201, summary="Create an API token (shown once)")
 def post_token(user_id: int, body: TokenCreate, _admin: ApiAdmin, db: SessionDep) -> dict[str, Any]:
-    user = _user(db, user_id)
-    try:
-        row, token = create_token(db, user=user, name=body.name)
-    except UserError as exc:
-        db.rollback()
-        raise HTTPException(status_code=422, detail=str(exc)) from None
+    row, token = create_token(db, user=get_user(db, user_id=user_id), name=body.name)
     db.commit()
     return {**token_to_dict(row), "token": token}
 
 
 @router.delete("/users/{user_id}/tokens/{token_id}", summary="Revoke an API token")
 def delete_token(user_id: int, token_id: int, _admin: ApiAdmin, db: SessionDep) -> dict[str, Any]:
-    try:
-        row = revoke_token(db, token_id=token_id, user_id=user_id)
-    except UserError as exc:
-        raise HTTPException(status_code=404, detail=str(exc)) from None
+    row = revoke_token(db, token_id=token_id, user_id=user_id)
     db.commit()
     return token_to_dict(row)

@@ -4,9 +4,8 @@ import json
 
 import typer
 
-from app.cli.errors import fail
 from app.cli.session import cli_session
-from app.services.generation import GenerationError, GenerationRequest, request_generation
+from app.services.generation import GenerationRequest, request_generation
 
 D = GenerationRequest()
 
@@ -49,9 +48,6 @@ def generate(
         priority=priority,
     )
     with cli_session() as db:
-        try:
-            job = request_generation(db, request=request)
-        except GenerationError as exc:
-            fail(str(exc))
+        job = request_generation(db, request=request)
         typer.echo(f"queued generate job {job.id} (run `rlhf worker` to process it)", err=True)
         typer.echo(json.dumps({"job_id": job.id, "config": job.config}))

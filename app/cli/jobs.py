@@ -2,9 +2,8 @@ import json
 
 import typer
 
-from app.cli.errors import fail
 from app.cli.session import cli_session
-from app.services.jobs import JobError, JobNotFound, get_job, job_to_dict, list_jobs, request_cancel
+from app.services.jobs import get_job, job_to_dict, list_jobs, request_cancel
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -18,10 +17,7 @@ def list_(
 ) -> None:
     """List jobs, newest first."""
     with cli_session() as db:
-        try:
-            rows = [job_to_dict(j) for j in list_jobs(db, status=status, kind=kind, limit=limit)]
-        except JobError as exc:
-            fail(str(exc))
+        rows = [job_to_dict(j) for j in list_jobs(db, status=status, kind=kind, limit=limit)]
     if as_json:
         typer.echo(json.dumps(rows))
         return
@@ -38,10 +34,7 @@ def show(
 ) -> None:
     """Show one job: status, progress, metrics, result, error."""
     with cli_session() as db:
-        try:
-            data = job_to_dict(get_job(db, job_id=job_id))
-        except JobNotFound as exc:
-            fail(str(exc))
+        data = job_to_dict(get_job(db, job_id=job_id))
     if as_json:
         typer.echo(json.dumps(data))
         return
@@ -70,9 +63,6 @@ def show(
 def cancel(job_id: int = typer.Argument(..., help="Job id.")) -> None:
     """Cancel a job: a queued one at once; a running one is stopped by its worker within seconds."""
     with cli_session() as db:
-        try:
-            job = request_cancel(db, job_id=job_id)
-        except (JobNotFound, JobError) as exc:
-            fail(str(exc))
+        job = request_cancel(db, job_id=job_id)
         status = job.status
     typer.echo(f"job {job_id}: {'cancelled' if status == 'cancelled' else 'cancel requested'}", err=True)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import typer
 
-from app.cli.errors import fail
 from app.cli.session import cli_session
-from app.services.models_registry import ModelError, list_models, model_to_dict, promote, register_model, rollback
+from app.services.models_registry import list_models, model_to_dict, promote, register_model, rollback
+from domain.vocabulary import REGISTERED_STAGES
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -19,19 +19,12 @@ def register(
     kind: str = typer.Option(
         ..., "--kind", help="policy (AutoModelForCausalLM) or reward (AutoModelForSequenceClassification)."
     ),
-    stage: str = typer.Option("pretrained", "--stage", help="pretrained, sft or rlhf."),
+    stage: str = typer.Option("pretrained", "--stage", help=", ".join(REGISTERED_STAGES) + "."),
     parent: int = typer.Option(None, "--parent", help="The model id it was trained from."),
 ) -> None:
     """Register a local model directory after checking that it loads (exit 2 with the reason otherwise)."""
-    if kind not in ("policy", "reward"):
-        fail(f"--kind must be policy or reward, not {kind!r}")
-    if stage not in ("pretrained", "sft", "rlhf"):
-        fail(f"--stage must be pretrained, sft or rlhf, not {stage!r}")
     with cli_session() as db:
-        try:
-            model = register_model(db, path=path, name=name, kind=kind, stage=stage, parent_id=parent)
-        except ModelError as exc:
-            fail(str(exc))
+        model = register_model(db, path=path, name=name, kind=kind, stage=stage, parent_id=parent)
         line = model_to_dict(model)
     typer.echo(f"registered {kind} model {line['id']} {name}{' (current)' if line['current'] else ''}", err=True)
     typer.echo(json.dumps(line))
@@ -58,10 +51,7 @@ def list_(
 def promote_(model_id: int = typer.Argument(..., help="The model to make current.")) -> None:
     """Make a model the current one of its kind."""
     with cli_session() as db:
-        try:
-            model = promote(db, model_id=model_id)
-        except ModelError as exc:
-            fail(str(exc))
+        model = promote(db, model_id=model_id)
         typer.echo(f"{model.kind} model {model.id} {model.name} is current", err=True)
 
 
@@ -69,8 +59,5 @@ def promote_(model_id: int = typer.Argument(..., help="The model to make current
 def rollback_(kind: str = typer.Option("policy", "--kind", help="policy or reward.")) -> None:
     """Make the current model's parent (or the previous model) current again."""
     with cli_session() as db:
-        try:
-            model = rollback(db, kind=kind)
-        except ModelError as exc:
-            fail(str(exc))
+        model = rollback(db, kind=kind)
         typer.echo(f"{model.kind} model {model.id} {model.name} is current", err=True)

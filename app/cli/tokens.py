@@ -1,8 +1,7 @@
 import typer
 
-from app.cli.errors import fail
 from app.cli.session import cli_session
-from app.services.users import UserError, create_token, require_user, revoke_token
+from app.services.users import create_token, require_user, revoke_token
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -14,10 +13,7 @@ def create(
 ) -> None:
     """Create an API token and print it on stdout (only the token). It is shown once; only its hash is kept."""
     with cli_session() as db:
-        try:
-            row, token = create_token(db, user=require_user(db, username=username), name=name)
-        except UserError as exc:
-            fail(str(exc))
+        row, token = create_token(db, user=require_user(db, username=username), name=name)
     typer.echo(f"token id {row.id} for {username}", err=True)
     typer.echo(token)
 
@@ -28,8 +24,5 @@ def revoke(
 ) -> None:
     """Revoke an API token: requests with it get 401 from now on."""
     with cli_session() as db:
-        try:
-            revoke_token(db, token_id=token_id)
-        except UserError as exc:
-            fail(str(exc))
+        revoke_token(db, token_id=token_id)
     typer.echo(f"revoked token {token_id}", err=True)

@@ -5,8 +5,8 @@ import typer
 
 from app.cli.errors import fail
 from app.cli.session import cli_session
-from app.models import ROLES
-from app.services.users import UserError, create_user, list_users, require_user, set_active, set_password
+from app.services.users import create_user, list_users, require_user, set_active, set_password
+from domain.vocabulary import ROLES
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -24,10 +24,7 @@ def create(
         fail("pass --password-stdin and the password on standard input")
     password = sys.stdin.readline().rstrip("\r\n")
     with cli_session() as db:
-        try:
-            user = create_user(db, username=username, role=role, password=password)
-        except UserError as exc:
-            fail(str(exc))
+        user = create_user(db, username=username, role=role, password=password)
         typer.echo(f"created {user.role} {user.username} (id {user.id})", err=True)
 
 
@@ -57,10 +54,7 @@ def list_(as_json: bool = typer.Option(False, "--json", help="One JSON array."))
 def deactivate(username: str = typer.Argument(..., help="The user to deactivate.")) -> None:
     """Deactivate a user: they can no longer log in, and their API tokens stop working."""
     with cli_session() as db:
-        try:
-            set_active(db, user=require_user(db, username=username), active=False)
-        except UserError as exc:
-            fail(str(exc))
+        set_active(db, user=require_user(db, username=username), active=False)
     typer.echo(f"deactivated {username}", err=True)
 
 
@@ -74,8 +68,5 @@ def password(
         fail("pass --password-stdin and the new password on standard input")
     new = sys.stdin.readline().rstrip("\r\n")
     with cli_session() as db:
-        try:
-            set_password(db, user=require_user(db, username=username), password=new)
-        except UserError as exc:
-            fail(str(exc))
+        set_password(db, user=require_user(db, username=username), password=new)
     typer.echo(f"password of {username} set", err=True)

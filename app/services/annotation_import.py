@@ -25,13 +25,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import SOURCES, Annotation, Generation, Prompt, Task, TaskPosition, User
+from app.models import Annotation, Generation, Prompt, Task, TaskPosition, User
 from app.security import new_public_id
 from app.services.exports import MARGIN_BY_STRENGTH
 from app.services.models_registry import imported_model
 from app.services.prompt_import import LineError, PromptImportError
 from app.services.prompts import PromptError, prompt_hash, validate_messages
 from app.services.users import USERNAME_RE
+from domain.vocabulary import SOURCES
 
 FORMATS = ("trl", "kto", "rankings")
 MAX_REPORTED = 20

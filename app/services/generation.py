@@ -22,13 +22,13 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from domain.sampling import RESPONSES_PER_PROMPT_MAX, RESPONSES_PER_PROMPT_MIN, SEED_LIMIT, sampling_problem
+from domain.vocabulary import SPLIT_FILTERS, TASK_KINDS, one_of
 from app.jobs import JobFailed, job_kind
 from app.models import Generation, ModelVersion, Prompt, Task, TaskPosition, utcnow
 from app.services.errors import ServiceError
 from app.services.jobs import enqueue_job
 
-TASK_KINDS = ("pairwise", "ranking", "rating")
-SPLIT_CHOICES = ("train", "eval", "all")
 MAX_PROMPTS = 100_000
 MAX_OVERLAP = 1000
 
@@ -56,25 +56,23 @@ class GenerationRequest:
     priority: int = 0
 
     def check(self) -> None:
-        if self.split not in SPLIT_CHOICES:
-            raise GenerationError(f"split must be one of {', '.join(SPLIT_CHOICES)}, not {self.split!r}")
+        problem = one_of("split", self.split, SPLIT_FILTERS) or one_of("task kind", self.task_kind, TASK_KINDS)
+        if problem:
+            raise GenerationError(problem)
         if not 1 <= self.count <= MAX_PROMPTS:
             raise GenerationError(f"count must be 1..{MAX_PROMPTS}")
-        if not 2 <= self.num_samples <= 8:
-            raise GenerationError("responses per prompt (K) must be 2..8")
-        if self.task_kind not in TASK_KINDS:
-            raise GenerationError(f"task kind must be one of {', '.join(TASK_KINDS)}, not {self.task_kind!r}")
+        if not RESPONSES_PER_PROMPT_MIN <= self.num_samples <= RESPONSES_PER_PROMPT_MAX:
+            raise GenerationError(
+                f"responses per prompt (K) must be {RESPONSES_PER_PROMPT_MIN}..{RESPONSES_PER_PROMPT_MAX}"
+            )
         if self.task_kind == "pairwise" and self.num_samples % 2:
             raise GenerationError("pairwise tasks take the K responses two by two: K must be even")
-        if self.temperature < 0:
-            raise GenerationError("temperature must be >= 0 (0 = greedy)")
-        if self.top_k < 0:
-            raise GenerationError("top-k must be >= 0 (0 = off)")
-        if not 0 < self.top_p <= 1:
-            raise GenerationError("top-p must be in (0, 1]")
-        if not 1 <= self.max_new_tokens <= 4096:
-            raise GenerationError("max new tokens must be 1..4096")
-        if not 0 <= self.seed < 2**63:
+        problem = sampling_problem(
+            temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, max_new_tokens=self.max_new_tokens
+        )
+        if problem:
+            raise GenerationError(problem)
+        if not 0 <= self.seed < SEED_LIMIT:
             raise GenerationError("seed must be a non-negative 64-bit integer")
         if not 1 <= self.overlap <= MAX_OVERLAP:
             raise GenerationError(f"overlap must be 1..{MAX_OVERLAP}")

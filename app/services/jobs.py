@@ -12,11 +12,11 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.models import JOB_STATUSES, Job, JobMetric, utcnow
+from app.models import Job, JobMetric, utcnow
 from app.services.errors import NotFound, ServiceError
 from app.settings import get_settings
+from domain.vocabulary import JOB_STATUSES
 
-FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 METRICS_PAGE = 2000  # metric points per request of a job's series
 
 

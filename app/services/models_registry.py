@@ -21,8 +21,9 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.models import MODEL_KINDS, MODEL_STAGES, ModelVersion
+from app.models import ModelVersion
 from app.services.errors import ServiceError
+from domain.vocabulary import MODEL_KINDS, REGISTERED_STAGES, one_of
 
 CHECK_TIMEOUT_S = 600
 LOADERS = {"policy": "AutoModelForCausalLM", "reward": "AutoModelForSequenceClassification"}
@@ -69,10 +70,9 @@ def register_model(
     metrics: dict[str, Any] | None = None,
     check: bool = True,
 ) -> ModelVersion:
-    if kind not in MODEL_KINDS:
-        raise ModelError(f"kind must be one of {', '.join(MODEL_KINDS)}, not {kind!r}")
-    if stage not in MODEL_STAGES:
-        raise ModelError(f"stage must be one of {', '.join(MODEL_STAGES)}, not {stage!r}")
+    problem = one_of("kind", kind, MODEL_KINDS) or one_of("stage", stage, REGISTERED_STAGES)
+    if problem:
+        raise ModelError(problem)
     if not name or len(name) > 128:
         raise ModelError("name must be 1-128 characters")
     path = Path(path).expanduser().resolve()

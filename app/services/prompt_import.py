@@ -23,9 +23,10 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from app.models import SPLITS, Prompt, utcnow
+from app.models import Prompt, utcnow
 from app.services.errors import ServiceError
 from app.services.prompts import PromptError, prompt_hash, validate_messages
+from domain.vocabulary import SPLITS
 
 FORMATS = ("jsonl", "csv")
 MAX_REPORTED = 20

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import Prompt
@@ -71,3 +72,17 @@ def get_or_create_prompt(
     session.add(prompt)
     session.flush()
     return prompt, True
+
+
+@dataclass
+class PromptListing:
+    """A page of prompts, newest first, and how many prompts each split holds."""
+
+    counts: dict[str, int]
+    prompts: list[Prompt]
+
+
+def list_prompts(session: Session, *, limit: int, offset: int = 0) -> PromptListing:
+    counts = dict(session.execute(select(Prompt.split, func.count()).group_by(Prompt.split)).all())
+    rows = session.scalars(select(Prompt).order_by(Prompt.id.desc()).limit(limit).offset(max(0, offset)))
+    return PromptListing(counts=counts, prompts=list(rows))

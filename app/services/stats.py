@@ -17,8 +17,11 @@ from typing import Any
 from sqlalchemy import Text, case, cast, func, select
 from sqlalchemy.orm import Session, aliased
 
+from app.db import get_read_sessionmaker
 from app.models import Annotation, Generation, Job, Prompt, Task, User
 from app.services.agreement import krippendorff_alpha, task_agreement
+from app.services.errors import ServiceError
+from domain.vocabulary import SOURCE_FILTERS, one_of
 
 BATCH = 2000
 
@@ -246,3 +249,15 @@ def all_stats(session: Session, *, source: str = "all", days: int = 30) -> dict[
         "annotators": figures,
         "rates": overall_rates(figures),
     }
+
+
+def read_stats(*, source: str, days: int) -> dict[str, Any]:
+    """all_stats on a read-only session: a long read never holds SQLite's writer (nor the writer gate)."""
+    problem = one_of("source", source, SOURCE_FILTERS)
+    if problem:
+        raise ServiceError(problem)
+    session = get_read_sessionmaker()()
+    try:
+        return all_stats(session, source=source, days=days)
+    finally:
+        session.close()

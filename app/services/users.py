@@ -9,9 +9,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import ROLES, ApiToken, LoginFailure, User, utcnow
+from app.models import ApiToken, LoginFailure, User, utcnow
 from app.security import hash_password, hash_token, new_api_token, new_public_id, verify_password
 from app.services.errors import ServiceError
+from domain.vocabulary import ROLES
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD_LENGTH = 8
@@ -60,6 +61,36 @@ def require_user(session: Session, *, username: str) -> User:
 
 def list_users(session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(User.id)))
+
+
+def get_user(session: Session, *, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise UserError(f"no user {user_id}", status=404)
+    return user
+
+
+def update_user(
+    session: Session, *, user_id: int, by: User, is_active: bool | None = None, password: str | None = None
+) -> User:
+    """Reset the password and/or (de)activate; an admin cannot deactivate themself (they would be locked out)."""
+    user = get_user(session, user_id=user_id)
+    if is_active is False and user.id == by.id:
+        raise UserError("you cannot deactivate yourself")
+    if password is not None:
+        set_password(session, user=user, password=password)
+    if is_active is not None:
+        set_active(session, user=user, active=is_active)
+    return user
+
+
+def list_tokens(session: Session, *, user_id: int | None = None) -> list[ApiToken]:
+    """Every token (or one user's), oldest first; never the secrets, which are not stored."""
+    stmt = select(ApiToken).order_by(ApiToken.id)
+    if user_id is not None:
+        get_user(session, user_id=user_id)
+        stmt = stmt.where(ApiToken.user_id == user_id)
+    return list(session.scalars(stmt))
 
 
 def set_active(session: Session, *, user: User, active: bool) -> User:
@@ -119,7 +150,7 @@ def create_token(session: Session, *, user: User, name: str = "") -> tuple[ApiTo
 def revoke_token(session: Session, *, token_id: int, user_id: int | None = None) -> ApiToken:
     row = session.get(ApiToken, token_id)
     if row is None or (user_id is not None and row.user_id != user_id):
-        raise UserError(f"no token {token_id}")
+        raise UserError(f"no token {token_id}", status=404)
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         session.flush()

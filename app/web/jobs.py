@@ -8,9 +8,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.deps import PageAdmin, SessionDep, verify_csrf
-from app.models import JOB_STATUSES, Job
+from app.models import Job
 from app.services.jobs import (
-    FINISHED_STATUSES,
     METRICS_PAGE,
     JobError,
     eta_seconds,
@@ -21,6 +20,7 @@ from app.services.jobs import (
     request_cancel,
 )
 from app.templating import is_htmx, render
+from domain.vocabulary import FINISHED_JOB_STATUSES, JOB_STATUSES
 
 router = APIRouter(dependencies=[Depends(verify_csrf)], include_in_schema=False)
 
@@ -39,7 +39,7 @@ def format_duration(seconds: float | None) -> str:
 def job_view(job: Job) -> dict[str, Any]:
     total = job.progress_total or 0.0
     return {
-        "active": job.status not in FINISHED_STATUSES,
+        "active": job.status not in FINISHED_JOB_STATUSES,
         "percent": round(100.0 * job.progress_done / total, 1) if total > 0 else None,
         "eta": format_duration(eta_seconds(job)),
     }
@@ -66,7 +66,7 @@ def jobs_page(
             "status": status or "",
             "kind": kind or "",
             "statuses": JOB_STATUSES,
-            "any_active": any(j.status not in FINISHED_STATUSES for j in jobs),
+            "any_active": any(j.status not in FINISHED_JOB_STATUSES for j in jobs),
         },
         block="job_table",
     )
@@ -87,7 +87,7 @@ def job_metrics_json(
     points = job_metrics(db, job_id=job_id, after_id=after, limit=METRICS_PAGE)
     return {
         "status": job.status,
-        "finished": job.status in FINISHED_STATUSES,
+        "finished": job.status in FINISHED_JOB_STATUSES,
         "more": len(points) == METRICS_PAGE,
         "metrics": [metric_to_dict(m) for m in points],
     }

@@ -44,13 +44,11 @@ def register(
     stage: Annotated[str, Form()] = "pretrained",
 ) -> Response:
     form = {"path": path, "name": name, "kind": kind, "stage": stage}
-    if stage not in ("pretrained", "sft", "rlhf"):
-        return _page(request, db, error="stage must be pretrained, sft or rlhf", status_code=422, form=form)
     try:  # a sync endpoint: the load check's subprocess runs in the threadpool, off the event loop
         model = register_model(db, path=path.strip(), name=name.strip(), kind=kind, stage=stage)
     except ModelError as exc:
         db.rollback()
-        return _page(request, db, error=str(exc), status_code=422, form=form)
+        return _page(request, db, error=str(exc), status_code=exc.status, form=form)
     db.commit()
     return RedirectResponse(f"/admin/models?notice=registered+model+{model.id}", status_code=303)
 
@@ -61,7 +59,7 @@ def promote_model(request: Request, model_id: int, _admin: PageAdmin, db: Sessio
         model = promote(db, model_id=model_id)
     except ModelError as exc:
         db.rollback()
-        return _page(request, db, error=str(exc), status_code=422)
+        return _page(request, db, error=str(exc), status_code=exc.status)
     db.commit()
     return RedirectResponse(f"/admin/models?notice=model+{model.id}+is+current", status_code=303)
 
@@ -74,6 +72,6 @@ def rollback_model(
         model = rollback(db, kind=kind)
     except ModelError as exc:
         db.rollback()
-        return _page(request, db, error=str(exc), status_code=422)
+        return _page(request, db, error=str(exc), status_code=exc.status)
     db.commit()
     return RedirectResponse(f"/admin/models?notice=rolled+back+to+model+{model.id}", status_code=303)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import PageAdmin, SessionDep, SettingsDep, verify_csrf
-from app.models import Prompt
 from app.services.prompt_import import PromptImportError, import_prompts
-from app.services.prompts import prompt_display_text
+from app.services.prompts import list_prompts, prompt_display_text
 from app.templating import render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
@@ -27,7 +25,7 @@ def _page(
     done: dict | None = None,
     status_code: int = 200,
 ) -> Response:
-    counts = dict(db.execute(select(Prompt.split, func.count()).group_by(Prompt.split)).all())
+    listing = list_prompts(db, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
     prompts = [
         {
             "id": p.id,
@@ -37,14 +35,14 @@ def _page(
             "source": p.source,
             "chat": p.messages is not None,
         }
-        for p in db.scalars(select(Prompt).order_by(Prompt.id.desc()).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE))
+        for p in listing.prompts
     ]
     db.rollback()
     return render(
         request,
         "admin_prompts.html",
         {
-            "counts": counts,
+            "counts": listing.counts,
             "prompts": prompts,
             "page": page,
             "page_size": PAGE_SIZE,

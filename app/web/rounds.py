@@ -18,7 +18,6 @@ from starlette.concurrency import run_in_threadpool
 from app.deps import PageAdmin, SessionDep, SettingsDep, verify_csrf
 from app.models import Job, ModelVersion
 from app.services.ai_feedback import LabelAIError, start_label_ai
-from app.services.jobs import FINISHED_STATUSES
 from app.services.rounds import (
     ROUND_KIND,
     STAGE_CONFIG_CLASSES,
@@ -41,6 +40,7 @@ from app.services.snapshots import (
     snapshot_dir,
 )
 from app.templating import render
+from domain.vocabulary import FINISHED_JOB_STATUSES
 
 router = APIRouter(dependencies=[Depends(verify_csrf)], include_in_schema=False)
 
@@ -221,7 +221,7 @@ def _rounds_page(request: Request, db, *, status_code: int = 200, **extra: Any) 
     context = {
         "rounds": [round_summary(j) for j in jobs],
         "fields": form_fields(),
-        "any_active": any(j.status not in FINISHED_STATUSES for j in jobs),
+        "any_active": any(j.status not in FINISHED_JOB_STATUSES for j in jobs),
         "schedule": schedule_to_dict(schedule, db),
         "current": current_policy(db),
         "schedule_config": json.dumps(schedule.config or {}, indent=2),
@@ -337,7 +337,7 @@ def round_page(request: Request, round_id: int, admin: PageAdmin, db: SessionDep
     context = {
         "job": job,
         "summary": round_summary(job),
-        "active": job.status not in FINISHED_STATUSES,
+        "active": job.status not in FINISHED_JOB_STATUSES,
         "manifest": manifest,
         "evaluation": _read_json(rdir / "evaluation.json") or {},
         "samples": side_by_side(rdir),

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from app.api.stats import read_stats
 from app.deps import PageAdmin, verify_csrf
+from app.services.stats import read_stats
 from app.templating import render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])

@@ -7,12 +7,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlalchemy import select
 
 from app.deps import PageAdmin, SessionDep, verify_csrf
-from app.models import ApiToken, User
+from app.models import ApiToken
 from app.services.stats import annotator_figures
-from app.services.users import UserError, create_token, create_user, list_users, revoke_token, set_active, set_password
+from app.services.users import (
+    UserError,
+    create_token,
+    create_user,
+    get_user,
+    list_tokens,
+    list_users,
+    revoke_token,
+    update_user,
+)
 from app.templating import render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
@@ -28,7 +36,7 @@ def _page(
     status_code: int = 200,
 ) -> Response:
     tokens: dict[int, list[ApiToken]] = {}
-    for t in db.scalars(select(ApiToken).order_by(ApiToken.id)):
+    for t in list_tokens(db):
         tokens.setdefault(t.user_id, []).append(t)
     ctx = {
         "users": list_users(db),
@@ -40,13 +48,6 @@ def _page(
     }
     db.rollback()
     return render(request, "admin_users.html", ctx, block="users", status_code=status_code)
-
-
-def _user(db, user_id: int) -> User:
-    user = db.get(User, user_id)
-    if user is None:
-        raise UserError(f"no user {user_id}")
-    return user
 
 
 @router.get("/admin/users")
@@ -67,7 +68,7 @@ def create(
         user = create_user(db, username=username.strip(), role=role, password=password)
     except UserError as exc:
         db.rollback()
-        return _page(request, db, error=str(exc), status_code=422)
+        return _page(request, db, error=str(exc), status_code=exc.status)
     db.commit()
     return RedirectResponse(f"/admin/users?notice=created+{user.username}", status_code=303)
 
@@ -77,13 +78,10 @@ def activate(
     request: Request, user_id: int, admin: PageAdmin, db: SessionDep, active: Annotated[bool, Form()] = False
 ) -> Response:
     try:
-        user = _user(db, user_id)
-        if user.id == admin.id and not active:
-            raise UserError("you cannot deactivate yourself")
-        set_active(db, user=user, active=active)
+        user = update_user(db, user_id=user_id, by=admin, is_active=active)
     except UserError as exc:
         db.rollback()
-        return _page(request, db, error=str(exc), status_code=422)
+        return _page(request, db, error=str(exc), status_code=exc.status)
     db.commit()
     return RedirectResponse(
         f"/admin/users?notice={'activated' if active else 'deactivated'}+{user.username}", status_code=303
@@ -92,14 +90,13 @@ def activate(
 
 @router.post("/admin/users/{user_id}/password")
 def reset_password(
-    request: Request, user_id: int, _admin: PageAdmin, db: SessionDep, password: Annotated[str, Form()] = ""
+    request: Request, user_id: int, admin: PageAdmin, db: SessionDep, password: Annotated[str, Form()] = ""
 ) -> Response:
     try:
-        user = _user(db, user_id)
-        set_password(db, user=user, password=password)
+        user = update_user(db, user_id=user_id, by=admin, password=password)
     except UserError as exc:
         db.rollback()
-        return _page(request, db, error=str(exc), status_code=422)
+        return _page(request, db, error=str(exc), status_code=exc.status)
     db.commit()
     return RedirectResponse(f"/admin/users?notice=password+reset+for+{user.username}", status_code=303)
 
@@ -109,10 +106,10 @@ def new_token(
     request: Request, user_id: int, _admin: PageAdmin, db: SessionDep, name: Annotated[str, Form()] = ""
 ) -> Response:
     try:
-        row, token = create_token(db, user=_user(db, user_id), name=name.strip()[:128])
+        row, token = create_token(db, user=get_user(db, user_id=user_id), name=name.strip()[:128])
     except UserError as exc:
         db.rollback()
-        return _page(request, db, error=str(exc), status_code=422)
+        return _page(request, db, error=str(exc), status_code=exc.status)
     db.commit()
     # Shown once, in this response only (never in a URL or a log).
     return _page(request, db, notice=f"token {row.id} created: copy it now, it is not shown again", new_token=token)
@@ -124,6 +121,6 @@ def revoke(request: Request, user_id: int, token_id: int, _admin: PageAdmin, db:
         revoke_token(db, token_id=token_id, user_id=user_id)
     except UserError as exc:
         db.rollback()
-        return _page(request, db, error=str(exc), status_code=404)
+        return _page(request, db, error=str(exc), status_code=exc.status)
     db.commit()
     return RedirectResponse(f"/admin/users?notice=revoked+token+{token_id}", status_code=303)

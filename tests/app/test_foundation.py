@@ -57,7 +57,7 @@ def test_healthz_503_when_database_unreachable(monkeypatch, settings):
 
     app = create_app(check_database=False)
     unreachable = db.make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
-    monkeypatch.setattr("app.api.health.get_read_engine", lambda: unreachable)
+    monkeypatch.setattr("app.db.get_read_engine", lambda: unreachable)
     with TestClient(app) as c:
         response = c.get("/healthz")
     assert response.status_code == 503 and response.json()["database"] == "unreachable"
