@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
+from trainer.completions import check_sampling, generate_samples, load_sampler
 from trainer.config import UsageError
 from trainer.data import read_jsonl
-from trainer.evaluate import load_judge
-from trainer.generate import GenerateConfig, check_sampling, generate_samples, load_sampler
+from trainer.judges import load_judge
 from trainer.outputs import MetricsLog, atomic_output_dir, save_trainer_config
 from trainer.runtime import resolve_device
 
@@ -54,8 +54,8 @@ class BestOfNConfig:
     batch_size: int = field(default=32, metadata={"help": "Sequences decoded together."})
 
 
-def _check_config(config: BestOfNConfig, sampling: GenerateConfig) -> None:
-    check_sampling(sampling)  # top-k, top-p, lengths, batch size: generate's own checks
+def _check_config(config: BestOfNConfig) -> None:
+    check_sampling(config)  # the ranges every sampler shares (domain.sampling), and the batch size
     if config.num_samples < 2:
         raise UsageError("--num-samples must be at least 2: the best of one sample is no selection")
     if config.temperature <= 0:
@@ -130,23 +130,9 @@ def select_best(prompts: list, objects: dict[int, dict], records: list[dict], n:
 
 
 def run_best_of_n(config: BestOfNConfig, *, on_metrics=None) -> Path:
-    sampling = GenerateConfig(
-        model=config.policy,
-        prompts=config.prompts,
-        out="",
-        num_samples=config.num_samples,
-        temperature=config.temperature,
-        top_k=config.top_k,
-        top_p=config.top_p,
-        max_new_tokens=config.max_new_tokens,
-        seed=config.seed,
-        device=config.device,
-        precision=config.precision,
-        batch_size=config.batch_size,
-    )
-    _check_config(config, sampling)
+    _check_config(config)
     device = resolve_device(config.device)
-    tok, model, prompts = load_sampler(sampling, device)
+    tok, model, prompts = load_sampler(config.policy, config.prompts, config.max_new_tokens, device)
     objects = {line: obj for line, obj in read_jsonl(config.prompts)}
     judge = load_judge(config.judge, device, config.precision)
     N = config.num_samples
@@ -158,7 +144,7 @@ def run_best_of_n(config: BestOfNConfig, *, on_metrics=None) -> Path:
                 log.log(m["step"], m["total_steps"] + 1, samples=m["samples"])
 
             with torch.inference_mode():
-                records = generate_samples(model, tok, prompts, sampling, device, batch_done)  # prompt by prompt
+                records = generate_samples(model, tok, prompts, config, device, batch_done)  # prompt by prompt
             del model
             # the judge sees the prompt as the policy saw it (chat template applied), as `evaluate` does
             texts = {p.line: tok.decode(p.ids, skip_special_tokens=False) for p in prompts}

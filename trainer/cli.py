@@ -22,7 +22,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -74,8 +74,8 @@ def _option_type(tp: Any) -> tuple[Any, bool]:
 
     if typing.get_origin(inner) is list:
         (item,) = typing.get_args(inner) or (str,)
-        return Optional[list[item]], True
-    return Optional[inner], False
+        return list[item] | None, True
+    return inner | None, False
 
 
 def _default_text(f: dataclasses.Field) -> str:
@@ -125,13 +125,13 @@ def _make_command(stage: Stage) -> Callable[..., None]:
         inspect.Parameter(
             "config",
             inspect.Parameter.KEYWORD_ONLY,
-            annotation=Optional[Path],
+            annotation=Path | None,
             default=typer.Option(
                 None, "--config", help="JSON file with the same fields; flags override it.", show_default=False
             ),
         )
     )
-    annotations["config"] = Optional[Path]
+    annotations["config"] = Path | None
 
     def command(**kwargs: Any) -> None:
         config_path = kwargs.pop("config", None)

@@ -4,7 +4,8 @@ loss = -log σ(β [(log π(y_w|x) - log π_ref(y_w|x)) - (log π(y_l|x) - log π
 completion tokens. Reads the same preference exports as the reward stage (trainer.preference_data; `trl`
 is the usual one; a ranking contributes all its pairs, tie pairs kept with --ties half get target 0.5 as
 in conservative DPO; the `margin` column is not used). The reference's logprobs are computed once per
-batch, with no gradient, through the same masks module. Both responses of a pair go through one forward.
+batch, with no gradient (trainer.logprobs). Both responses of a pair go through one forward, batched as the reward
+model batches them (trainer.preference_data.collate_groups).
 """
 
 from __future__ import annotations
@@ -17,19 +18,21 @@ from pathlib import Path
 import torch
 
 from trainer.config import TrainConfig
-from trainer.masks import gather_logprobs, pad_sequences, position_ids_from_mask
+from trainer.logprobs import completion_logprobs
 from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
-from trainer.preference_data import PreferenceGroup, load_preferences
-from trainer.reward_model import bradley_terry_loss, use_fast_kernels_
+from trainer.preference_data import collate_groups, load_preferences
+from trainer.preference_loss import bradley_terry_loss
 from trainer.runtime import (
     autocast,
-    epochs_for,
+    epoch_batches,
     linear_decay,
     load_causal_lm,
     load_tokenizer,
     resolve_device,
     seed_everything,
+    seeded_permutations,
     total_steps_for,
+    use_fast_kernels_,
 )
 
 
@@ -51,60 +54,15 @@ class DPOConfig(TrainConfig):
     log_every: int = field(default=1, metadata={"help": "Write a metrics line every N steps."})
 
 
-def completion_mask(sequences: list[list[int]], prompt_lengths: list[int], width: int) -> torch.Tensor:
-    """Mask over label positions 1..T-1 (as gather_logprobs returns them): True on completion tokens. -> [S, T-1]."""
-    pos = torch.arange(1, width)[None]  # [1, T-1] label index
-    start = torch.tensor(prompt_lengths)[:, None]
-    end = torch.tensor([len(s) for s in sequences])[:, None]
-    return (pos >= start) & (pos < end)
-
-
-def sequence_logps(model, ids: torch.Tensor, mask: torch.Tensor, comp_mask: torch.Tensor) -> torch.Tensor:
-    """Sum of completion-token logprobs per row. ids/mask [S, T], comp_mask [S, T-1] -> [S]."""
-    logits = model(
-        input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False
-    ).logits  # [S, T, V]
-    lp = gather_logprobs(logits, ids)  # [S, T-1]
-    return (lp * comp_mask).sum(-1)
+def sequence_logps(model, ids: torch.Tensor, mask: torch.Tensor, prompt_lengths: torch.Tensor) -> torch.Tensor:
+    """Sum of completion-token logprobs per row. ids/mask [S, T], prompt_lengths [S] -> [S]."""
+    lp, completion = completion_logprobs(model, ids, mask, prompt_lengths)  # [S, T-1]
+    return (lp * completion).sum(-1)
 
 
 def dpo_loss(pi_better, pi_worse, ref_better, ref_worse, beta: float, target=None) -> torch.Tensor:
     """Per-pair DPO loss [N]; the Bradley-Terry loss on implicit rewards β (log π - log π_ref)."""
     return bradley_terry_loss(beta * (pi_better - ref_better), beta * (pi_worse - ref_worse), target=target)
-
-
-@dataclass
-class _Batch:
-    ids: torch.Tensor
-    mask: torch.Tensor
-    comp: torch.Tensor
-    better: torch.Tensor
-    worse: torch.Tensor
-    target: torch.Tensor
-    weight: torch.Tensor
-
-
-def collate(groups: list[PreferenceGroup], pad_token_id: int) -> _Batch:
-    seqs, plens, better, worse, target, weight = [], [], [], [], [], []
-    for g in groups:
-        base = len(seqs)
-        seqs.extend(g.sequences)
-        plens.extend(g.prompt_lengths)
-        for p in g.pairs:
-            better.append(base + p.better)
-            worse.append(base + p.worse)
-            target.append(p.target)
-            weight.append(1.0 / len(g.pairs))
-    ids, mask = pad_sequences(seqs, pad_token_id=pad_token_id, side="right")
-    return _Batch(
-        ids,
-        mask,
-        completion_mask(seqs, plens, ids.shape[1]),
-        torch.tensor(better),
-        torch.tensor(worse),
-        torch.tensor(target),
-        torch.tensor(weight),
-    )
 
 
 def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = None) -> Path:
@@ -127,61 +85,60 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
         log = MetricsLog(tmp / "metrics.jsonl", on_metrics)
         bar = progress(total=total_steps, desc="dpo")
         step = 0
-        for epoch in range(epochs_for(total_steps, batches_per_epoch)):  # each pass reshuffled
-            order = torch.randperm(len(groups), generator=torch.Generator().manual_seed(config.seed + epoch))
-            for start in range(0, len(groups), config.batch_size):
-                if step >= total_steps:
-                    break
-                batch_groups = [groups[i] for i in order[start : start + config.batch_size].tolist()]
-                s = dict.fromkeys(("loss", "acc", "decided", "rc", "rr", "lc", "lr_", "n"), 0.0)
-                for m in range(0, len(batch_groups), micro):
-                    b = collate(batch_groups[m : m + micro], tok.pad_token_id)
-                    ids, mask, comp = b.ids.to(device), b.mask.to(device), b.comp.to(device)
-                    with torch.no_grad(), autocast(device, config.precision):
-                        ref_lp = sequence_logps(ref, ids, mask, comp).float()  # once per batch
-                    with autocast(device, config.precision):
-                        pi_lp = sequence_logps(policy, ids, mask, comp).float()
-                    bi, wi = b.better.to(device), b.worse.to(device)
-                    losses = dpo_loss(pi_lp[bi], pi_lp[wi], ref_lp[bi], ref_lp[wi], config.beta, b.target.to(device))
-                    w = b.weight.to(device)
-                    ((losses * w).sum() / len(batch_groups)).backward()  # mean over the batch's groups
-                    with torch.no_grad():
-                        rc = config.beta * (pi_lp[bi] - ref_lp[bi])
-                        rr = config.beta * (pi_lp[wi] - ref_lp[wi])
-                        decided = b.target.to(device) == 1.0
-                        s["loss"] += float((losses * w).sum())
-                        s["acc"] += float((rc > rr)[decided].sum())
-                        s["decided"] += float(decided.sum())
-                        s["rc"] += float(rc.sum())
-                        s["rr"] += float(rr.sum())
-                        s["lc"] += float(pi_lp[bi].sum())
-                        s["lr_"] += float(pi_lp[wi].sum())
-                        s["n"] += len(bi)
-                grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                lr = scheduler.get_last_lr()[0]
-                scheduler.step()
-                step += 1
-                if step % config.log_every == 0 or step == total_steps:
-                    n = max(s["n"], 1)
-                    log.log(
-                        step,
-                        total_steps,
-                        epoch=epoch + (start + len(batch_groups)) / len(groups),
-                        loss=s["loss"] / len(batch_groups),
-                        **{
-                            "rewards/chosen": s["rc"] / n,
-                            "rewards/rejected": s["rr"] / n,
-                            "rewards/accuracies": s["acc"] / max(s["decided"], 1),
-                            "rewards/margins": (s["rc"] - s["rr"]) / n,
-                            "logps/chosen": s["lc"] / n,
-                            "logps/rejected": s["lr_"] / n,
-                        },
-                        grad_norm=float(grad_norm),
-                        lr=lr,
-                    )
-                bar.update(1)
+        for epoch, index in epoch_batches(
+            len(groups), config.batch_size, total_steps, seeded_permutations(len(groups), config.seed)
+        ):  # each pass reshuffled
+            batch_groups = [groups[i] for i in index.tolist()]
+            s = dict.fromkeys(("loss", "acc", "decided", "rc", "rr", "lc", "lr_", "n"), 0.0)
+            for m in range(0, len(batch_groups), micro):
+                b = collate_groups(batch_groups[m : m + micro], tok.pad_token_id)
+                ids, mask = b.input_ids.to(device), b.attention_mask.to(device)
+                plens = b.prompt_lengths.to(device)
+                with torch.no_grad(), autocast(device, config.precision):
+                    ref_lp = sequence_logps(ref, ids, mask, plens).float()  # once per batch
+                with autocast(device, config.precision):
+                    pi_lp = sequence_logps(policy, ids, mask, plens).float()
+                bi, wi = b.better.to(device), b.worse.to(device)
+                losses = dpo_loss(pi_lp[bi], pi_lp[wi], ref_lp[bi], ref_lp[wi], config.beta, b.target.to(device))
+                w = b.pair_weight.to(device)
+                ((losses * w).sum() / len(batch_groups)).backward()  # mean over the batch's groups
+                with torch.no_grad():
+                    rc = config.beta * (pi_lp[bi] - ref_lp[bi])
+                    rr = config.beta * (pi_lp[wi] - ref_lp[wi])
+                    decided = b.target.to(device) == 1.0
+                    s["loss"] += float((losses * w).sum())
+                    s["acc"] += float((rc > rr)[decided].sum())
+                    s["decided"] += float(decided.sum())
+                    s["rc"] += float(rc.sum())
+                    s["rr"] += float(rr.sum())
+                    s["lc"] += float(pi_lp[bi].sum())
+                    s["lr_"] += float(pi_lp[wi].sum())
+                    s["n"] += len(bi)
+            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            step += 1
+            if step % config.log_every == 0 or step == total_steps:
+                n = max(s["n"], 1)
+                log.log(
+                    step,
+                    total_steps,
+                    epoch=epoch,
+                    loss=s["loss"] / len(batch_groups),
+                    **{
+                        "rewards/chosen": s["rc"] / n,
+                        "rewards/rejected": s["rr"] / n,
+                        "rewards/accuracies": s["acc"] / max(s["decided"], 1),
+                        "rewards/margins": (s["rc"] - s["rr"]) / n,
+                        "logps/chosen": s["lc"] / n,
+                        "logps/rejected": s["lr_"] / n,
+                    },
+                    grad_norm=float(grad_norm),
+                    lr=lr,
+                )
+            bar.update(1)
         bar.close()
         log.close()
         policy.save_pretrained(tmp)

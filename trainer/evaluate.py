@@ -8,30 +8,30 @@ Parts run according to the flags given:
                                          (ties count half; with its standard error over prompts);
                                          both policies answer with the same per-sample seeds
      + --ref DIR                         KL(policy || ref) per response (k1 mean, and k3), at the sampling temperature
-A `py:` judge is any importable callable `(prompt: str, response: str) -> float`; chat prompts are given to it
-rendered by the chat template.
+Judges are trainer.judges': a `py:` judge is any importable callable `(prompt: str, response: str) -> float`; chat
+prompts are given to it rendered by the chat template.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import statistics
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from trainer.config import UsageError
+from trainer.judges import load_judge
+from trainer.logprobs import kl_estimate, response_logprobs
 from trainer.masks import pad_sequences
 from trainer.outputs import atomic_output_file
-from trainer.ppo import kl_estimate, load_prompts, response_logprobs
 from trainer.preference_data import load_preferences
-from trainer.reward_model import evaluate_pairs, load_reward_scorer
+from trainer.prompt_data import load_prompts
+from trainer.reward_scoring import evaluate_pairs, load_reward_scorer
 from trainer.runtime import autocast, load_causal_lm, load_tokenizer, resolve_device, seed_everything
-from trainer.sampling import derive_seed, make_generator, sample_batch
+from trainer.sampling import derive_seed, make_generator, sample_prompts
 
 
 @dataclass(kw_only=True)
@@ -91,47 +91,6 @@ def win_rate(a: list[float], b: list[float], tol: float = 1e-9, *, per_prompt: i
     }
 
 
-# ----------------------------------------------------------------------------- judges
-
-
-def load_judge(spec: str, device, precision: str) -> Callable[[list[str], list[str]], list[float]]:
-    """A batch judge from `rm:DIR` or `py:module:function`."""
-    if spec.startswith("rm:"):
-        return _rm_judge(spec[3:], device, precision)
-    if spec.startswith("py:"):
-        module, _, name = spec[3:].rpartition(":")
-        if not module or not name:
-            raise UsageError(f"--judge {spec!r}: expected py:module:function")
-        try:
-            fn = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError) as e:
-            raise UsageError(f"--judge {spec!r}: {e}") from None
-        if not callable(fn):
-            raise UsageError(f"--judge {spec!r}: not callable")
-        return lambda prompts, responses: [float(fn(p, r)) for p, r in zip(prompts, responses)]
-    raise UsageError(f"--judge must be rm:DIR or py:module:function, got {spec!r}")
-
-
-def _rm_judge(path: str, device, precision: str):
-    tok = load_tokenizer(path)
-    scorer = load_reward_scorer(path, tok, device)
-
-    @torch.no_grad()
-    def judge(prompts: list[str], responses: list[str]) -> list[float]:
-        # the judge's own tokenizer, on prompt + response text, EOS appended (as in reward training)
-        seqs = [tok(p + r)["input_ids"] + [tok.eos_token_id] for p, r in zip(prompts, responses)]
-        prompt_lengths = [min(len(tok(p)["input_ids"]), len(s) - 1) for p, s in zip(prompts, seqs)]
-        out = []
-        for i in range(0, len(seqs), 32):
-            ids, mask = pad_sequences(seqs[i : i + 32], pad_token_id=tok.pad_token_id)
-            lengths = torch.tensor(prompt_lengths[i : i + 32], device=device)
-            with autocast(device, precision):
-                out += scorer(ids.to(device), mask.to(device), lengths).float().cpu().tolist()
-        return out
-
-    return judge
-
-
 # ----------------------------------------------------------------------------- sampling
 
 
@@ -152,19 +111,7 @@ def sample_policy(model, tok, prompts: list[tuple[str, list[int]]], cfg: Evaluat
         chunk = work[i : i + cfg.batch_size]
         ids, mask = pad_sequences([w[1] for w in chunk], pad_token_id=tok.pad_token_id, side="left")
         gens = [make_generator(derive_seed(cfg.seed, pid, k)) for pid, _, k in chunk]
-        with autocast(device, cfg.precision):
-            out = sample_batch(
-                model,
-                ids.to(device),
-                mask.to(device),
-                max_new_tokens=cfg.max_new_tokens,
-                temperature=cfg.temperature,
-                top_k=cfg.top_k,
-                top_p=cfg.top_p,
-                eos_token_id=tok.eos_token_id,
-                pad_token_id=tok.pad_token_id,
-                generators=gens,
-            )
+        out = sample_prompts(model, tok, ids.to(device), mask.to(device), cfg, gens)
         for row, (_, p_ids, _) in enumerate(chunk):
             n, fin = int(out.lengths[row]), bool(out.finished[row])
             resp = out.tokens[row, :n].tolist()

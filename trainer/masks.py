@@ -104,11 +104,6 @@ def truncate_after_eos(tokens: torch.Tensor, eos_token_id: int, pad_token_id: in
     return tokens.masked_fill(~mask, pad_token_id), mask
 
 
-def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    m = mask.to(values.dtype)
-    return (values * m).sum() if dim is None else (values * m).sum(dim)
-
-
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     m = mask.to(values.dtype)
     if dim is None:

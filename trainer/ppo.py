@@ -1,7 +1,7 @@
 """`python -m trainer ppo`: RLHF with PPO, by the book (InstructGPT; "The N+ implementation details of RLHF").
 
 Four models: the policy (trained), a value model (trained; initialised from the reward model), a frozen
-reference policy and the frozen reward model. One step:
+reference policy and the frozen reward model (trainer.reward_scoring). One step:
 
   1. rollout   sample one response per prompt of a batch with the KV-cache sampler (trainer.sampling);
                responses end at the first EOS.
@@ -28,8 +28,6 @@ Dropout is off in all four models (they stay in eval mode; gradients still flow)
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import math
 import os
@@ -41,32 +39,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from trainer.config import TrainConfig, UsageError, config_to_dict
-from trainer.data import DataError, read_jsonl
-from trainer.masks import (
-    entropy_from_logits,
-    gather_logprobs,
-    masked_whiten,
-    pad_sequences,
-    position_ids_from_mask,
-    response_mask_after_eos,
-)
+from trainer.logprobs import kl_estimate, response_logprobs
+from trainer.masks import masked_whiten, pad_sequences, response_mask_after_eos
 from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
-from trainer.reward_model import RewardScorer, load_reward_model, load_reward_scorer, use_fast_kernels_
+from trainer.prompt_data import load_prompts
+from trainer.reward_scoring import RewardScorer, load_reward_model, load_reward_scorer
 from trainer.runtime import (
     autocast,
     check_same_tokenizer,
     linear_decay,
     load_causal_lm,
     load_tokenizer,
+    model_context,
     resolve_device,
     seed_everything,
     total_steps_for,
+    use_fast_kernels_,
 )
-from trainer.sampling import derive_seed, make_generator, sample_batch
-from trainer.sft import model_context
+from trainer.sampling import derive_seed, make_generator, sample_prompts
 
 
 @dataclass(kw_only=True)
@@ -117,19 +109,6 @@ class PPOConfig(TrainConfig):
 
 
 # ----------------------------------------------------------------------------- pure math
-
-
-def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
-    """Per-token KL(π || π_ref) estimate from samples of π (Schulman, "Approximating KL divergence").
-
-    k1 = log π - log π_ref (unbiased, can be negative per token); k3 = (r - 1) - log r with
-    r = π_ref / π (unbiased, never negative: guards against the negative-KL reports of trl#1857)."""
-    log_ratio = logprobs - ref_logprobs
-    if estimator == "k1":
-        return log_ratio
-    if estimator == "k3":
-        return torch.expm1(-log_ratio) + log_ratio
-    raise ValueError(f"unknown KL estimator {estimator!r}")
 
 
 def compute_gae(
@@ -187,49 +166,6 @@ class AdaptiveKLController:
 
 
 # ----------------------------------------------------------------------------- model passes
-
-
-def _accepts_logits_to_keep(model) -> bool:
-    return _class_accepts_logits_to_keep(type(model))
-
-
-@functools.cache
-def _class_accepts_logits_to_keep(cls) -> bool:  # inspect.signature costs ~1 ms: once per class
-    try:
-        return "logits_to_keep" in inspect.signature(cls.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def response_logprobs(
-    model: nn.Module,
-    ids: torch.Tensor,
-    mask: torch.Tensor,
-    prompt_width: int,
-    temperature: float,
-    with_entropy: bool = False,
-    banned_token: int | None = None,
-):
-    """Logprobs of the response tokens ids[:, P:] under `model` at `temperature`. -> [B, R] (and entropy [B, R]).
-
-    banned_token: a token the sampler never emits (PAD); it is removed from the distribution here too, so
-    these logprobs are those of the distribution the rollout really sampled from."""
-    R = ids.shape[1] - prompt_width
-    extra = {"logits_to_keep": R + 1} if _accepts_logits_to_keep(model) else {}
-    logits = model(
-        input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False, **extra
-    ).logits[:, -(R + 1) :]  # [B, R+1, V]: positions P-1 .. P+R-1
-    logits = logits.float() / temperature
-    if banned_token is not None:
-        # finite, not -inf: PAD labels after EOS must give a finite (masked-out) number, never NaN
-        ban = torch.zeros(logits.shape[-1], device=logits.device)
-        ban[banned_token] = -1e9
-        logits = logits + ban
-    lp = gather_logprobs(logits, ids[:, prompt_width - 1 :])  # [B, R]
-    if not with_entropy:
-        return lp
-    with torch.no_grad():  # a statistic only (no entropy bonus): no graph for it
-        return lp, entropy_from_logits(logits[:, :-1])
 
 
 def response_values(value_scorer: RewardScorer, ids: torch.Tensor, mask: torch.Tensor, prompt_width: int):
@@ -324,52 +260,6 @@ def ppo_minibatch_loss(
             "ratio_sq": float((ratio**2 * mf).sum()),
         }
     return loss, stats
-
-
-# ----------------------------------------------------------------------------- data
-
-
-def load_prompts(path: str | Path, tokenizer, max_prompt_tokens: int = 0) -> list[tuple[str, list[int]]]:
-    """[(prompt_id, token ids)] from {"prompt_id"?, "prompt" | "messages"} lines; chat through the template.
-
-    max_prompt_tokens > 0: longer prompts are an error naming the line (they would not fit the context)."""
-    prompts = []
-    for line, obj in read_jsonl(path):
-        pid = obj.get("prompt_id", str(line))
-        if not isinstance(pid, (str, int)) or isinstance(pid, bool):
-            raise DataError(path, line, '"prompt_id" must be a string or an integer')
-        if "messages" in obj:
-            msgs = obj["messages"]
-            if (
-                not isinstance(msgs, list)
-                or not msgs
-                or not all(
-                    isinstance(m, dict) and isinstance(m.get("content"), str) and isinstance(m.get("role"), str)
-                    for m in msgs
-                )
-            ):
-                raise DataError(path, line, '"messages" must be a non-empty list of {"role", "content"}')
-            if getattr(tokenizer, "chat_template", None) is None:
-                raise DataError(path, line, "chat messages given but the tokenizer has no chat template")
-            text = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        elif isinstance(obj.get("prompt"), str):
-            ids = tokenizer(obj["prompt"])["input_ids"]
-        else:
-            raise DataError(path, line, 'expected a string "prompt" or a "messages" list')
-        if not ids:
-            raise DataError(path, line, "empty prompt")
-        if max_prompt_tokens and len(ids) > max_prompt_tokens:
-            raise DataError(
-                path,
-                line,
-                f"prompt is {len(ids)} tokens; with --max-new-tokens it exceeds the "
-                f"model's context (at most {max_prompt_tokens} prompt tokens)",
-            )
-        prompts.append((str(pid), ids))
-    if not prompts:
-        raise DataError(path, 1, "no prompts")
-    return prompts
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -530,19 +420,7 @@ def make_rollout(
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)  # [B, P]
     P = prompt_ids.shape[1]
     gens = [make_generator(derive_seed(cfg.seed, f"ppo-step-{step}:{pid}", 0)) for pid, _ in batch]
-    with autocast(device, cfg.precision):
-        out = sample_batch(
-            policy,
-            prompt_ids,
-            prompt_mask,
-            max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature,
-            top_k=cfg.top_k,
-            top_p=cfg.top_p,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-            generators=gens,
-        )
+    out = sample_prompts(policy, tok, prompt_ids, prompt_mask, cfg, gens)
     width = max(int(out.lengths.max()), 1)
     response = out.tokens[:, :width].to(device)  # [B, R]
     response_mask = response_mask_after_eos(response, tok.eos_token_id, tok.pad_token_id)

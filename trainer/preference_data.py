@@ -13,7 +13,8 @@ comparisons between them. A ranking of K responses is one group with all K(K-1)/
 §3.5: the K responses are encoded once and the pairs share a batch element); good/bad labels become
 every (good, bad) pair within a prompt. Text follows TRL: a string prompt and its completion are seen as
 `prompt + completion` exactly, an EOS is appended (the score is read there), chat messages go through the
-tokenizer's chat template.
+tokenizer's chat template. `collate_groups` turns a batch of groups into padded tensors and pair indices: the one
+batch layout of the reward model and DPO.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from trainer.config import UsageError
 from trainer.data import DataError, read_jsonl
+from trainer.masks import pad_sequences
 
 
 @dataclass
@@ -55,6 +59,51 @@ class PreferenceSet:
     @property
     def n_pairs(self) -> int:
         return sum(len(g.pairs) for g in self.groups)
+
+
+@dataclass
+class GroupBatch:
+    input_ids: torch.Tensor  # [S, T] every response of every group, right-padded
+    attention_mask: torch.Tensor  # [S, T]
+    prompt_lengths: torch.Tensor  # [S]
+    better: torch.Tensor  # [N] row of the preferred response of each pair
+    worse: torch.Tensor  # [N]
+    margin: torch.Tensor  # [N]
+    target: torch.Tensor  # [N]
+    pair_weight: torch.Tensor  # [N] 1 / (pairs in its group): each group counts once, as in InstructGPT
+    n_groups: int
+    identical: torch.Tensor  # [N] bool: the pair's two responses are the same tokens
+
+
+def collate_groups(groups: list[PreferenceGroup], pad_token_id: int) -> GroupBatch:
+    """One forward's batch: every response of every group once (a ranking's K responses are encoded once and its
+    pairs index into them)."""
+    seqs, prompt_lengths, better, worse, margin, target, weight, identical = [], [], [], [], [], [], [], []
+    for g in groups:
+        base = len(seqs)
+        seqs.extend(g.sequences)
+        prompt_lengths.extend(g.prompt_lengths)
+        for p in g.pairs:
+            better.append(base + p.better)
+            worse.append(base + p.worse)
+            margin.append(p.margin)
+            target.append(p.target)
+            weight.append(1.0 / len(g.pairs))
+            identical.append(g.sequences[p.better] == g.sequences[p.worse])
+    ids, mask = pad_sequences(seqs, pad_token_id=pad_token_id, side="right")
+    t = lambda v, dt=torch.float32: torch.tensor(v, dtype=dt)  # noqa: E731
+    return GroupBatch(
+        ids,
+        mask,
+        t(prompt_lengths, torch.long),
+        t(better, torch.long),
+        t(worse, torch.long),
+        t(margin),
+        t(target),
+        t(weight),
+        len(groups),
+        t(identical, torch.bool),
+    )
 
 
 MIXABLE = {"trl", "rankings"}  # formats whose lines may share one file

@@ -19,7 +19,10 @@ from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_traine
 from trainer.runtime import (
     adamw,
     autocast,
+    clip_and_step,
     cosine_lr,
+    drawn_permutations,
+    epoch_batches,
     load_tokenizer,
     resolve_device,
     seed_everything,
@@ -103,39 +106,28 @@ def train_pretrain(config: PretrainConfig, *, on_metrics=None) -> Path:
     with atomic_output_dir(config.out) as tmp:
         save_trainer_config(tmp, "pretrain", config)
         with MetricsLog(tmp / "metrics.jsonl", on_metrics) as log, progress(total=total, desc="pretrain") as bar:
-            step, tokens_seen, epoch = 0, 0, 0
-            while step < total:
-                order = torch.randperm(n, generator=shuffle)
-                for i in range(0, n, config.batch_size):
-                    x = blocks[order[i : i + config.batch_size]].to(device)  # [b, C]
-                    lr = cosine_lr(step, total, peak=config.lr, warmup_steps=config.warmup_steps)
-                    set_lr(optimizer, lr)
-                    with autocast(device, config.precision):
-                        loss = model(input_ids=x, labels=x).loss  # next-token CE; the model shifts labels
-                    loss.backward()
-                    grad_norm = (
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                        if config.grad_clip > 0
-                        else torch.tensor(0.0)
-                    )
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    step += 1
-                    tokens_seen += x.numel()
-                    log.log(
-                        step,
-                        total,
-                        loss=loss.item(),
-                        lr=lr,
-                        grad_norm=grad_norm.item(),
-                        epoch=epoch + min(1.0, (i + x.shape[0]) / n),
-                        tokens=tokens_seen,
-                    )
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss.item():.3f}")
-                    if step >= total:
-                        break
-                epoch += 1
+            step, tokens_seen = 0, 0
+            for epoch, index in epoch_batches(n, config.batch_size, total, drawn_permutations(n, shuffle)):
+                x = blocks[index].to(device)  # [b, C]
+                lr = cosine_lr(step, total, peak=config.lr, warmup_steps=config.warmup_steps)
+                set_lr(optimizer, lr)
+                with autocast(device, config.precision):
+                    loss = model(input_ids=x, labels=x).loss  # next-token CE; the model shifts labels
+                loss.backward()
+                grad_norm = clip_and_step(optimizer, model, config.grad_clip)
+                step += 1
+                tokens_seen += x.numel()
+                log.log(
+                    step,
+                    total,
+                    loss=loss.item(),
+                    lr=lr,
+                    grad_norm=grad_norm,
+                    epoch=epoch,
+                    tokens=tokens_seen,
+                )
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
         model.eval()
         tok.model_max_length = config.context
         model.save_pretrained(str(tmp))

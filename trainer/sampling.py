@@ -1,4 +1,4 @@
-"""Batched sampling with a KV cache, shared by `generate` and PPO rollouts.
+"""Batched sampling with a KV cache, shared by `generate`, best-of-n, `evaluate` and PPO rollouts.
 
 Speed comes from: one prefill over the left-padded prompts that computes logits for the last position
 only; one forward per new token over the cached keys/values; all random numbers of a row drawn up front
@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
+
+from trainer.runtime import autocast
 
 
 @dataclass
@@ -301,3 +303,23 @@ def sample_batch(
         logits = decoder.step(tok, next_pos, mask[:, : P + t + 1])  # [b, V]
         next_pos = next_pos + 1
     return SampleOutput(tokens, logprobs, lengths, finished)
+
+
+def sample_prompts(
+    model, tok, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, settings, generators: list[torch.Generator]
+) -> SampleOutput:
+    """`sample_batch` with a stage's sampling settings (any config with temperature, top_k, top_p, max_new_tokens and
+    precision) and the tokenizer's EOS and PAD, under bf16 autocast when the precision asks for it."""
+    with autocast(prompt_ids.device, settings.precision):
+        return sample_batch(
+            model,
+            prompt_ids,
+            prompt_mask,
+            max_new_tokens=settings.max_new_tokens,
+            temperature=settings.temperature,
+            top_k=settings.top_k,
+            top_p=settings.top_p,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            generators=generators,
+        )

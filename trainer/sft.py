@@ -23,9 +23,13 @@ from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_traine
 from trainer.runtime import (
     adamw,
     autocast,
+    clip_and_step,
     cosine_lr,
+    drawn_permutations,
+    epoch_batches,
     load_causal_lm,
     load_tokenizer,
+    model_context,
     resolve_device,
     seed_everything,
     set_lr,
@@ -145,15 +149,6 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_token_id: int) -> d
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
-def model_context(model) -> int:
-    cfg = model.config
-    for name in ("max_position_embeddings", "n_positions", "n_ctx"):
-        value = getattr(cfg, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return 2048
-
-
 def train_sft(config: SftConfig, *, on_metrics=None) -> Path:
     if not Path(config.data).is_file():
         raise UsageError(f"{config.data}: no such file")
@@ -173,44 +168,29 @@ def train_sft(config: SftConfig, *, on_metrics=None) -> Path:
     with atomic_output_dir(config.out) as tmp:
         save_trainer_config(tmp, "sft", config)
         with MetricsLog(tmp / "metrics.jsonl", on_metrics) as log, progress(total=total, desc="sft") as bar:
-            step, epoch = 0, 0
-            while step < total:
-                order = torch.randperm(n, generator=shuffle).tolist()
-                for i in range(0, n, config.batch_size):
-                    batch = {
-                        k: v.to(device)
-                        for k, v in collate(
-                            [examples[j] for j in order[i : i + config.batch_size]], tok.pad_token_id
-                        ).items()
-                    }
-                    lr = cosine_lr(step, total, peak=config.lr, warmup_steps=config.warmup_steps)
-                    set_lr(optimizer, lr)
-                    with autocast(device, config.precision):
-                        # mean cross-entropy over the batch's completion tokens (labels != IGNORE)
-                        loss = model(**batch).loss
-                    loss.backward()
-                    grad_norm = (
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                        if config.grad_clip > 0
-                        else torch.tensor(0.0)
-                    )
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    step += 1
-                    log.log(
-                        step,
-                        total,
-                        loss=loss.item(),
-                        lr=lr,
-                        grad_norm=grad_norm.item(),
-                        epoch=epoch + min(1.0, (i + config.batch_size) / n),
-                        completion_tokens=int((batch["labels"] != IGNORE).sum()),
-                    )
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss.item():.3f}")
-                    if step >= total:
-                        break
-                epoch += 1
+            step = 0
+            for epoch, index in epoch_batches(n, config.batch_size, total, drawn_permutations(n, shuffle)):
+                examples_batch = [examples[j] for j in index.tolist()]
+                batch = {k: v.to(device) for k, v in collate(examples_batch, tok.pad_token_id).items()}
+                lr = cosine_lr(step, total, peak=config.lr, warmup_steps=config.warmup_steps)
+                set_lr(optimizer, lr)
+                with autocast(device, config.precision):
+                    # mean cross-entropy over the batch's completion tokens (labels != IGNORE)
+                    loss = model(**batch).loss
+                loss.backward()
+                grad_norm = clip_and_step(optimizer, model, config.grad_clip)
+                step += 1
+                log.log(
+                    step,
+                    total,
+                    loss=loss.item(),
+                    lr=lr,
+                    grad_norm=grad_norm,
+                    epoch=epoch,
+                    completion_tokens=int((batch["labels"] != IGNORE).sum()),
+                )
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
         model.eval()
         model.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.trainer.rl_assets import build_tiny_lm, synthetic_pair, write_jsonl
 from trainer.config import load_config
-from trainer.reward_model import RewardConfig, micro_chunks, train_reward
+from trainer.reward_model import RewardConfig, train_reward
 
 
 def _lines(out: Path) -> list[dict]:
@@ -44,17 +44,6 @@ def _communicate_or_dump_stacks(proc: subprocess.Popen, timeout: float) -> str:
         raise AssertionError(
             f"torchrun did not finish in {timeout} s; stdout {out!r}; stacks:\n{err[-6000:]}"
         ) from None
-
-
-def test_microbatches_give_every_process_the_same_number_of_backward_passes():
-    batch = list(range(17))
-    for world in (1, 2, 3):
-        shares = [micro_chunks(batch, rank=r, world=world, micro=4) for r in range(world)]
-        assert len({len(s) for s in shares}) == 1
-        real = sorted(g for s in shares for chunk, w in s if w for g in chunk)
-        assert real == batch  # every group once, fillers weigh nothing
-    # a last batch smaller than the world: the empty share runs one zero-weight filler
-    assert micro_chunks([7], rank=1, world=2, micro=4) == [([7], 0.0)]
 
 
 def test_two_process_ddp_matches_one_process(tmp_path):

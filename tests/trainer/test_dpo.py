@@ -7,7 +7,7 @@ import torch
 
 from tests.trainer.rl_assets import build_tiny_lm, synthetic_pair, write_jsonl
 from trainer.config import load_config
-from trainer.dpo import DPOConfig, completion_mask, dpo_loss, sequence_logps, train_dpo
+from trainer.dpo import DPOConfig, dpo_loss, sequence_logps, train_dpo
 from trainer.masks import pad_sequences
 
 
@@ -48,12 +48,6 @@ def test_dpo_loss_value():
     assert math.isclose(float(same), math.log(2), abs_tol=1e-6)
 
 
-def test_completion_mask_covers_completion_labels_only():
-    # sequence p p c c e (prompt 2 tokens): labels 1..4 -> completion labels are positions 2, 3, 4
-    m = completion_mask([[1, 2, 3, 4, 5], [1, 3, 5]], [2, 1], 5)
-    assert m.tolist() == [[False, True, True, True], [True, True, False, False]]
-
-
 def test_sequence_logps_sum_completion_tokens(assets):
     from transformers import AutoModelForCausalLM
 
@@ -61,7 +55,7 @@ def test_sequence_logps_sum_completion_tokens(assets):
     seqs, plens = [[5, 6, 7, 8], [5, 9]], [2, 1]
     ids, mask = pad_sequences(seqs, pad_token_id=1)
     with torch.no_grad():
-        got = sequence_logps(model, ids, mask, completion_mask(seqs, plens, ids.shape[1]))
+        got = sequence_logps(model, ids, mask, torch.tensor(plens))
         lp0 = torch.log_softmax(model(torch.tensor([[5, 6, 7, 8]])).logits[0], -1)
     want = lp0[1, 7] + lp0[2, 8]  # tokens 7 and 8, predicted at positions 1 and 2
     assert math.isclose(float(got[0]), float(want), abs_tol=1e-4)

@@ -10,15 +10,8 @@ import torch
 from tests.trainer.rl_assets import GOOD, NEUTRAL, build_tiny_lm, synthetic_pair, write_jsonl
 from trainer.config import load_config
 from trainer.masks import pad_sequences
-from trainer.reward_model import (
-    RewardConfig,
-    RewardScorer,
-    bradley_terry_loss,
-    evaluate_pairs,
-    load_reward_model,
-    ordered_right,
-    train_reward,
-)
+from trainer.reward_model import RewardConfig, train_reward
+from trainer.reward_scoring import RewardScorer, evaluate_pairs, load_reward_model
 from trainer.runtime import load_tokenizer
 
 
@@ -46,24 +39,6 @@ def _train(tmp_path, lm_dir, data, name="rm", **kw):
     out = train_reward(cfg)
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     return out, lines
-
-
-def test_bradley_terry_loss_values():
-    rb, rw = torch.tensor([2.0, 2.0, 2.0]), torch.tensor([1.0, 1.0, 1.0])
-    plain = bradley_terry_loss(rb, rw)
-    assert torch.allclose(plain, torch.full((3,), math.log1p(math.exp(-1.0))), atol=1e-6)  # 0.3133
-    with_margin = bradley_terry_loss(rb, rw, margin=torch.tensor([0.5, 0.0, 0.0]))
-    assert math.isclose(float(with_margin[0]), math.log1p(math.exp(-0.5)), abs_tol=1e-6)  # 0.4741
-    tie = bradley_terry_loss(rb, rw, target=torch.tensor([0.5, 1.0, 1.0]))
-    want_tie = 0.5 * math.log1p(math.exp(-1.0)) + 0.5 * math.log1p(math.exp(1.0))
-    assert math.isclose(float(tie[0]), want_tie, abs_tol=1e-6)
-    centered = bradley_terry_loss(rb, rw, center_coef=0.01)
-    assert math.isclose(float(centered[0]), math.log1p(math.exp(-1.0)) + 0.01 * 9.0, abs_tol=1e-6)
-
-
-def test_identical_responses_count_half():
-    credit = ordered_right(torch.tensor([1.0, 0.0, -2.0, 3.0]), torch.tensor([False, False, False, True]))
-    assert credit.tolist() == [1.0, 0.0, 0.0, 0.5]
 
 
 def test_identical_responses_count_half_in_held_out_accuracy(tmp_path, lm_dir):
@@ -209,7 +184,7 @@ def test_cli_bad_data_exits_2_naming_file_and_line(tmp_path, lm_dir):
 
 
 def test_fast_kernels_keep_the_function(lm_dir):
-    from trainer.reward_model import use_fast_kernels_
+    from trainer.runtime import use_fast_kernels_
 
     tok = load_tokenizer(lm_dir)
     ids, mask = pad_sequences(
@@ -251,7 +226,7 @@ def _manual_mean_logprob(lm, seq, prompt_len):
 
 
 def test_likelihood_feature_is_the_mean_response_logprob_for_either_padding(peaked_lm_dir):
-    from trainer.reward_model import LikelihoodFeature
+    from trainer.reward_scoring import LikelihoodFeature
     from trainer.runtime import load_causal_lm
 
     tok = load_tokenizer(peaked_lm_dir)
@@ -287,8 +262,8 @@ def _likelihood_ordered_pairs(feature, tok, n, seed):
 
 
 def test_rm_learns_to_read_its_likelihood_feature_and_every_reader_applies_it(tmp_path, peaked_lm_dir):
-    from trainer.evaluate import load_judge
-    from trainer.reward_model import LIKELIHOOD_FILE, LikelihoodFeature, load_reward_scorer
+    from trainer.judges import load_judge
+    from trainer.reward_scoring import LIKELIHOOD_FILE, LikelihoodFeature, load_reward_scorer
     from trainer.runtime import load_causal_lm
 
     lm_tok = load_tokenizer(peaked_lm_dir)
@@ -330,7 +305,7 @@ def test_a_reward_model_whose_likelihood_model_is_gone_is_refused(tmp_path, lm_d
     import shutil
 
     from trainer.config import UsageError
-    from trainer.reward_model import LIKELIHOOD_FILE, load_reward_scorer
+    from trainer.reward_scoring import LIKELIHOOD_FILE, load_reward_scorer
 
     lm_copy = shutil.copytree(lm_dir, tmp_path / "lm-copy")
     out, _ = _train(tmp_path, lm_dir, pref_files[0], max_steps=1, likelihood_model=str(lm_copy))

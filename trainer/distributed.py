@@ -1,0 +1,78 @@
+"""Distributed training under `torchrun` / `accelerate launch` (WORLD_SIZE > 1): process-group set-up, each
+process's share of a global batch, and sums over processes. With WORLD_SIZE unset every function is the
+single-process case, so a stage runs the same code on one process or many.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+
+import torch
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size); initialises torch.distributed when launched by torchrun/accelerate."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() and os.environ.get("LOCAL_RANK") else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def micro_chunks(global_batch: list, *, rank: int, world: int, micro: int) -> list[tuple[list, float]]:
+    """This process's share of a global batch in microbatches, as (groups, 1.0 = real | 0.0 = filler).
+
+    Under DDP every process must run as many backward passes as the others (each one's gradient
+    all-reduce waits for all), so a process whose share is shorter, or empty (a last batch smaller
+    than the world), fills in with a zero-weight copy of the batch's first group."""
+    local = global_batch[rank::world]
+    n = math.ceil(math.ceil(len(global_batch) / world) / micro)  # the longest share's microbatch count
+    chunks = [(local[m : m + micro], 1.0) for m in range(0, len(local), micro)]
+    return chunks + [([global_batch[0]], 0.0)] * (n - len(chunks))
+
+
+def all_reduce_sum(values: list[float], world: int) -> list[float]:
+    if world <= 1:
+        return values
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def process_device(device: torch.device, world: int) -> torch.device:
+    """This process's GPU (LOCAL_RANK) when several processes share a CUDA machine; `device` otherwise."""
+    if world > 1 and device.type == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def end_process_group(world: int) -> None:
+    """Wait for every process (rank 0 has renamed its output into place), then leave the process group.
+
+    The caller drops its DDP wrapper first, while every rank is still here: left to the caller's frame teardown,
+    after destroy_process_group, the wrapper's destructor (its reducer holds the process group) could wait forever
+    (seen in CI: one rank stuck on returning from the training function)."""
+    if world <= 1:
+        return
+    import torch.distributed as dist
+
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+class NoOutput:
+    """What a rank other than 0 writes: nothing (the context manager that stands in for its output directory)."""
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
