@@ -42,7 +42,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trainer.evaluate import load_judge, win_rate  # noqa: E402
+from trainer.evaluate import win_rate  # noqa: E402
+from trainer.judges import load_judge  # noqa: E402
 from trainer.runtime import load_causal_lm, load_tokenizer  # noqa: E402
 from trainer.world import questions, styles  # noqa: E402
 from trainer.world.judge import W_CONCISE, W_CORRECT, W_HELPFUL, W_POLITE, Assessment, assess, score  # noqa: E402

@@ -114,11 +114,12 @@ def worker_rm(args) -> dict:
     t_train = marks["steps"][-1][0] - marks["t0"]
     n_pairs = final["train_pairs"]
     from trainer.preference_data import load_preferences
+    from trainer.reward_scoring import load_reward_model
     from trainer.runtime import load_tokenizer
 
     data = load_preferences(A / "pref.jsonl", load_tokenizer(A / "tiny-gpt2"), max_length=128)
     tokens = sum(len(s) for g in data.groups for s in g.sequences)
-    n_params = sum(p.numel() for p in rm.load_reward_model(out, load_tokenizer(out)).parameters())
+    n_params = sum(p.numel() for p in load_reward_model(out, load_tokenizer(out)).parameters())
     cpu = cpu_contention(marks["cpu0"], marks["cpu1"])
     return {
         "pairs_per_s": n_pairs / t_train,

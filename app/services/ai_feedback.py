@@ -165,7 +165,7 @@ Scorer = Callable[[list[PendingTask]], list[list[float]]]
 
 def reward_model_scorer(path: str) -> Scorer:
     """Each response's reward (the trainer's rm: judge: prompt + response + EOS, score at the last token)."""
-    from trainer.evaluate import load_judge
+    from trainer.judges import load_judge
     from trainer.runtime import resolve_device
 
     judge = load_judge(f"rm:{path}", resolve_device("auto"), "auto")
