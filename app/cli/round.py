@@ -12,10 +12,9 @@ import typer
 
 from app.cli.errors import fail
 from app.cli.session import cli_session
+from domain.vocabulary import FINISHED_JOB_STATUSES
 
 app = typer.Typer(no_args_is_help=True)
-
-FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
@@ -72,9 +71,18 @@ def wait_for(job_id: int, *, poll_s: float = 1.0) -> dict[str, Any]:
         if seen != last:
             print(f"job {job_id}: {job['status']} {p['message']}".rstrip(), file=sys.stderr, flush=True)
             last = seen
-        if job["status"] in FINISHED:
+        if job["status"] in FINISHED_JOB_STATUSES:
             return job
         time.sleep(poll_s)
+
+
+def wait_and_report(job_id: int, what: str) -> None:
+    """`--wait`: block until the job ends; its result on stderr, or its error and exit 1 unless it succeeded."""
+    final = wait_for(job_id)
+    if final["status"] != "succeeded":
+        typer.echo(f"error: {what} {job_id} {final['status']}: {final['error'] or ''}".rstrip(), err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(final["result"]), err=True)
 
 
 @app.command("start")
@@ -124,11 +132,7 @@ def start(
         data = job_to_dict(job)
     typer.echo(json.dumps(data) if as_json else str(data["id"]))
     if wait:
-        final = wait_for(data["id"])
-        if final["status"] != "succeeded":
-            typer.echo(f"error: round {data['id']} {final['status']}: {final['error'] or ''}".rstrip(), err=True)
-            raise typer.Exit(1)
-        typer.echo(json.dumps(final["result"]), err=True)
+        wait_and_report(data["id"], "round")
 
 
 @app.command("schedule")
@@ -213,8 +217,4 @@ def label_ai(
         job_id = job.id
     typer.echo(str(job_id))
     if wait:
-        final = wait_for(job_id)
-        if final["status"] != "succeeded":
-            typer.echo(f"error: label-ai job {job_id} {final['status']}: {final['error'] or ''}".rstrip(), err=True)
-            raise typer.Exit(1)
-        typer.echo(json.dumps(final["result"]), err=True)
+        wait_and_report(job_id, "label-ai job")

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from typing import get_args
 
-from app.services.rounds import STAGE_CONFIG_CLASSES, RoundConfig
-from app.web.rounds import form_fields, stage_defaults
+import pytest
+
+from app.services.rounds import STAGE_CONFIG_CLASSES, NextTasks, RoundConfig, RoundError, parse_round_config
+from app.services.rounds.config import stage_defaults
+from app.services.rounds.form import config_from_form, form_fields
+from domain.vocabulary import ROUND_ALGOS, ROUND_TASK_KINDS, SOURCE_FILTERS
 
 # What every stage ran with, and the start form showed, before the round's defaults were cut down to the values
 # that differ from the trainer's: a change to either side shows up here.
@@ -90,6 +95,25 @@ FORM_DEFAULTS = [
 ]
 
 
+def test_config_errors_name_the_field():
+    with pytest.raises(RoundError, match="algo"):
+        parse_round_config({"algo": "sgd"})
+    with pytest.raises(RoundError, match="unknown option --no-such-flag"):
+        parse_round_config({"ppo": {"no_such_flag": 1}})
+    with pytest.raises(RoundError, match="set by the round itself"):
+        parse_round_config({"reward": {"model": "/elsewhere"}})
+    with pytest.raises(RoundError, match="gold_judge"):
+        parse_round_config({"gold_judge": "no-colon"})
+    assert parse_round_config({"ppo": {"kl_coef": 0.2}}).stage_flags("ppo")["kl_coef"] == 0.2
+
+
+def test_the_config_takes_its_choices_from_the_domain_vocabulary():
+    assert get_args(RoundConfig.model_fields["algo"].annotation) == ROUND_ALGOS
+    assert get_args(RoundConfig.model_fields["source"].annotation) == SOURCE_FILTERS
+    assert get_args(NextTasks.model_fields["kind"].annotation) == ROUND_TASK_KINDS
+    assert RoundConfig().algo == ROUND_ALGOS[0] and RoundConfig().source == "all"
+
+
 def _trainer_defaults(stage: str) -> dict:
     module, name = STAGE_CONFIG_CLASSES[stage]
     cls = getattr(importlib.import_module(module), name)
@@ -105,3 +129,21 @@ def test_each_stage_runs_with_the_same_flags_as_before():
 
 def test_the_start_form_shows_the_same_defaults_as_before():
     assert [(f["name"], f["default"], f["choices"]) for f in form_fields()] == FORM_DEFAULTS
+
+
+def test_the_form_records_only_what_differs_from_the_defaults():
+    form = {
+        "algo": "dpo",
+        "dpo.beta": "0.2",
+        "dpo.lr": "5e-6",
+        "ppo.kl_coef": "0.05",
+        "seed": "",
+        "since": "2024",
+    }
+    assert config_from_form(form) == {"algo": "dpo", "dpo": {"beta": 0.2}, "since": "2024"}
+    assert config_from_form({"extra": '{"dpo": {"epochs": 3}}', "dpo.beta": "0.3"}) == {
+        "algo": "ppo",
+        "dpo": {"beta": 0.3, "epochs": 3},
+    }
+    with pytest.raises(RoundError, match="advanced settings: a JSON object"):
+        config_from_form({"extra": "[1]"})
