@@ -38,13 +38,6 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def _load_config_file(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -109,6 +102,7 @@ def start(
     Prints the job id. Refuses (exit 2) with too little data, no current policy, or a round already active."""
     from app.services.jobs import job_to_dict
     from app.services.rounds import RoundError, start_round
+    from app.services.rounds.config import merge_config
 
     raw = _load_config_file(config) if config is not None else {}
     options = {
@@ -121,8 +115,8 @@ def start(
         "snapshot_from": snapshot_from,
         "gold_judge": gold_judge,
     }
-    raw = _merge(raw, {k: v for k, v in options.items() if v is not None})
-    raw = _merge(raw, parse_set(sets))
+    raw = merge_config(raw, {k: v for k, v in options.items() if v is not None})
+    raw = merge_config(raw, parse_set(sets))
     with cli_session() as db:
         try:
             job = start_round(db, config=raw)
@@ -152,11 +146,12 @@ def schedule(
     as_json: bool = typer.Option(False, "--json", help="Print the schedule as JSON."),
 ) -> None:
     """Show or change the round schedule (the worker starts rounds from it). With no option: show it."""
+    from app.services.rounds.config import merge_config
     from app.services.schedule import ScheduleError, get_schedule, schedule_to_dict, update_schedule
 
     round_config = None
     if config is not None or sets:
-        round_config = _merge(_load_config_file(config) if config is not None else {}, parse_set(sets))
+        round_config = merge_config(_load_config_file(config) if config is not None else {}, parse_set(sets))
     with cli_session() as db:
         try:
             if enable is None and min_new_annotations is None and every_minutes is None and round_config is None:

@@ -147,6 +147,15 @@ def parse_round_config(raw: dict[str, Any] | None) -> RoundConfig:
     return config
 
 
+def merge_config(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`extra` over `base`; groups of settings (dicts in both) merge key by key."""
+    out = dict(base)
+    for key, value in extra.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merge_config(out[key], value) if both else value
+    return out
+
+
 def as_round_config(config: dict[str, Any] | RoundConfig | None) -> RoundConfig:
     """A round config checked whole: a dict is parsed; a model (an API body) has its stage flags checked."""
     if isinstance(config, RoundConfig):

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from app.models import Job
-from app.services.rounds.config import NextTasks, RoundConfig, RoundError, stage_defaults
+from app.services.rounds.config import NextTasks, RoundConfig, RoundError, merge_config, stage_defaults
 from app.services.rounds.start import start_round
 
 # The form's settings: (field, label). Stage flags are "stage.flag".
@@ -123,11 +123,7 @@ def config_from_form(form: dict[str, str]) -> dict[str, Any]:
             raise RoundError(f"advanced settings: not JSON: {exc.msg}") from None
         if not isinstance(more, dict):
             raise RoundError("advanced settings: a JSON object is expected")
-        for key, value in more.items():
-            if isinstance(value, dict) and isinstance(config.get(key), dict):
-                config[key] = {**config[key], **value}
-            else:
-                config[key] = value
+        config = merge_config(config, more)
     return config
 
 
