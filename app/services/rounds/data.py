@@ -14,6 +14,14 @@ from sqlalchemy.orm import Session
 from app.models import Prompt, Task
 
 
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSONL file of the round; none when it is not there (yet)."""
+    try:
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
 def _held_out(annotation_id: int, fraction: float) -> bool:
     """A fixed, seed-free split by annotation: a ranking's pairs stay on one side."""
     return fraction > 0 and zlib.crc32(str(annotation_id).encode()) % 10_000 < fraction * 10_000

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from app.models import Job, ModelVersion
 from app.services.errors import NotFound
 from app.services.rounds.config import ROUND_KIND
+from app.services.rounds.data import read_jsonl
 from app.services.rounds.listing import round_summary
 from app.services.snapshots import MANIFEST, SnapshotError, read_manifest, round_dir, snapshot_archive, snapshot_dir
 from domain.vocabulary import FINISHED_JOB_STATUSES
@@ -36,22 +37,15 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    try:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except FileNotFoundError:
-        return []
-
-
 def side_by_side(rdir: Path) -> list[dict[str, Any]]:
     """The report's samples: the same eval prompt answered by the policy before and after the round."""
     prompts = {
         str(p["prompt_id"]): p.get("prompt") or json.dumps(p.get("messages"))
-        for p in _read_jsonl(rdir / "report_prompts.jsonl")
+        for p in read_jsonl(rdir / "report_prompts.jsonl")
     }
-    after = {str(s["prompt_id"]): s for s in _read_jsonl(rdir / "samples_after.jsonl")}
+    after = {str(s["prompt_id"]): s for s in read_jsonl(rdir / "samples_after.jsonl")}
     rows = []
-    for sample in _read_jsonl(rdir / "samples_before.jsonl"):
+    for sample in read_jsonl(rdir / "samples_before.jsonl"):
         pid = str(sample["prompt_id"])
         rows.append(
             {"prompt": prompts.get(pid, ""), "before": sample["text"], "after": after.get(pid, {}).get("text", "")}

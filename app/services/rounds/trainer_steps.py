@@ -11,6 +11,7 @@ from typing import Any
 
 from app.jobs.context import JobContext
 from app.services.generation import trainer_args
+from app.services.rounds.data import read_jsonl
 
 
 def remove_leftovers(directory: Path, name: str) -> None:
@@ -25,10 +26,7 @@ def write_stage_config(path: Path, flags: dict[str, Any]) -> Path:
 
 
 def read_metrics(directory: Path) -> list[dict[str, Any]]:
-    path = directory / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_jsonl(directory / "metrics.jsonl")
 
 
 def replay_metrics(ctx: JobContext, stage: str, directory: Path) -> list[dict[str, Any]]:
