@@ -12,10 +12,9 @@ import typer
 
 from app.cli.errors import fail
 from app.cli.session import cli_session
+from domain.vocabulary import FINISHED_JOB_STATUSES
 
 app = typer.Typer(no_args_is_help=True)
-
-FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
@@ -36,13 +35,6 @@ def parse_set(items: list[str]) -> dict[str, Any]:
             if not isinstance(node, dict):
                 fail(f"--set {item!r}: {part} is not a group of settings")
         node[leaf] = value
-    return out
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
@@ -72,9 +64,18 @@ def wait_for(job_id: int, *, poll_s: float = 1.0) -> dict[str, Any]:
         if seen != last:
             print(f"job {job_id}: {job['status']} {p['message']}".rstrip(), file=sys.stderr, flush=True)
             last = seen
-        if job["status"] in FINISHED:
+        if job["status"] in FINISHED_JOB_STATUSES:
             return job
         time.sleep(poll_s)
+
+
+def wait_and_report(job_id: int, what: str) -> None:
+    """`--wait`: block until the job ends; its result on stderr, or its error and exit 1 unless it succeeded."""
+    final = wait_for(job_id)
+    if final["status"] != "succeeded":
+        typer.echo(f"error: {what} {job_id} {final['status']}: {final['error'] or ''}".rstrip(), err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(final["result"]), err=True)
 
 
 @app.command("start")
@@ -101,6 +102,7 @@ def start(
     Prints the job id. Refuses (exit 2) with too little data, no current policy, or a round already active."""
     from app.services.jobs import job_to_dict
     from app.services.rounds import RoundError, start_round
+    from app.services.rounds.config import merge_config
 
     raw = _load_config_file(config) if config is not None else {}
     options = {
@@ -113,8 +115,8 @@ def start(
         "snapshot_from": snapshot_from,
         "gold_judge": gold_judge,
     }
-    raw = _merge(raw, {k: v for k, v in options.items() if v is not None})
-    raw = _merge(raw, parse_set(sets))
+    raw = merge_config(raw, {k: v for k, v in options.items() if v is not None})
+    raw = merge_config(raw, parse_set(sets))
     with cli_session() as db:
         try:
             job = start_round(db, config=raw)
@@ -124,11 +126,7 @@ def start(
         data = job_to_dict(job)
     typer.echo(json.dumps(data) if as_json else str(data["id"]))
     if wait:
-        final = wait_for(data["id"])
-        if final["status"] != "succeeded":
-            typer.echo(f"error: round {data['id']} {final['status']}: {final['error'] or ''}".rstrip(), err=True)
-            raise typer.Exit(1)
-        typer.echo(json.dumps(final["result"]), err=True)
+        wait_and_report(data["id"], "round")
 
 
 @app.command("schedule")
@@ -148,11 +146,12 @@ def schedule(
     as_json: bool = typer.Option(False, "--json", help="Print the schedule as JSON."),
 ) -> None:
     """Show or change the round schedule (the worker starts rounds from it). With no option: show it."""
+    from app.services.rounds.config import merge_config
     from app.services.schedule import ScheduleError, get_schedule, schedule_to_dict, update_schedule
 
     round_config = None
     if config is not None or sets:
-        round_config = _merge(_load_config_file(config) if config is not None else {}, parse_set(sets))
+        round_config = merge_config(_load_config_file(config) if config is not None else {}, parse_set(sets))
     with cli_session() as db:
         try:
             if enable is None and min_new_annotations is None and every_minutes is None and round_config is None:
@@ -213,8 +212,4 @@ def label_ai(
         job_id = job.id
     typer.echo(str(job_id))
     if wait:
-        final = wait_for(job_id)
-        if final["status"] != "succeeded":
-            typer.echo(f"error: label-ai job {job_id} {final['status']}: {final['error'] or ''}".rstrip(), err=True)
-            raise typer.Exit(1)
-        typer.echo(json.dumps(final["result"]), err=True)
+        wait_and_report(job_id, "label-ai job")

@@ -12,7 +12,7 @@ import os
 
 # Modules of this code base that define job kinds or periodic hooks.
 KIND_MODULES: tuple[str, ...] = (
-    "app.services.rounds",
+    "app.services.rounds.job",
     "app.services.schedule",
     "app.services.generation",
     "app.services.ai_feedback",

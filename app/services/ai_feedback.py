@@ -107,9 +107,11 @@ def default_annotator(judge: JudgeModel) -> str:
     return f"ai-{'rm' if judge.judge == 'reward_model' else 'lm'}-{slug}"[:64]
 
 
-def start_label_ai(session: Session, *, config: dict[str, Any], created_by_id: int | None = None) -> Job:
+def start_label_ai(
+    session: Session, *, config: dict[str, Any] | LabelAIConfig, created_by_id: int | None = None
+) -> Job:
     """Check the request (judge model exists) and enqueue the `label-ai` job. Flushes; the caller commits."""
-    cfg = parse_label_ai_config(config)
+    cfg = config if isinstance(config, LabelAIConfig) else parse_label_ai_config(config)
     resolve_judge(session, cfg)
     return enqueue_job(session, kind=LABEL_AI_KIND, config=cfg.model_dump(), created_by_id=created_by_id)
 

@@ -19,8 +19,10 @@ from app.jobs.registry import periodic_hook
 from app.models import Annotation, RoundSchedule, utcnow
 from app.services.errors import ServiceError
 from app.services.rounds import (
+    RoundConfig,
     RoundError,
     active_round,
+    as_round_config,
     current_policy,
     parse_round_config,
     preference_pairs,
@@ -50,7 +52,7 @@ def update_schedule(
     enabled: bool | None = None,
     min_new_annotations: int | None = None,
     every_minutes: float | None = None,
-    config: dict[str, Any] | None = None,
+    config: dict[str, Any] | RoundConfig | None = None,
 ) -> RoundSchedule:
     """Change the given settings (None = keep). 0 switches a trigger off. Flushes; the caller commits."""
     row = get_schedule(session)
@@ -64,7 +66,7 @@ def update_schedule(
         row.every_minutes = every_minutes or None
     if config is not None:
         try:
-            row.config = parse_round_config(config).model_dump(mode="json")
+            row.config = as_round_config(config).model_dump(mode="json")
         except RoundError as exc:
             raise ScheduleError(f"round config: {exc}") from None
     if enabled is not None:

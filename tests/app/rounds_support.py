@@ -61,6 +61,17 @@ def label_preferences(db, prompts, *, annotator, model=None, source: str = "huma
     return annotations
 
 
+def labelled_world(db, policy_path="/models/sft", *, train: int, eval: int, noise_every: int = 0):
+    """A current SFT policy at `policy_path`, `train` + `eval` prompts, and one human preference per train prompt
+    (every `noise_every`-th one wrong). Commits."""
+    human = factories.make_annotator(db)
+    policy = register_policy(db, policy_path)
+    prompts = make_prompts(db, train=train, eval=eval)
+    label_preferences(db, prompts["train"], annotator=human, flip_every=noise_every)
+    db.commit()
+    return policy, prompts
+
+
 def tiny_round_config(**overrides) -> dict:
     """A round small enough for a test: a few reward epochs, two PPO steps, few eval prompts."""
     config = {

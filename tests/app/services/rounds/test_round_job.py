@@ -1,5 +1,5 @@
-"""Training rounds: start checks, the one-active-round rule in the database, and whole rounds run by a worker on
-the trainer's tiny LM (snapshot -> reward -> PPO/DPO -> evaluate -> register -> next tasks)."""
+"""The `round` job: whole rounds run by a worker on the trainer's tiny LM (snapshot -> reward -> PPO | DPO | RS ->
+evaluate -> register -> next tasks), and reruns on a round's snapshot."""
 
 from __future__ import annotations
 
@@ -8,106 +8,20 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from app.jobs.worker import Worker
 from app.models import Job, JobMetric, ModelVersion, Task
-from app.services.jobs import enqueue_job
 from app.services.rounds import RoundError, parse_round_config, start_round
 from app.services.snapshots import read_manifest, snapshot_dir, verify_snapshot
-from tests.app import factories
-from tests.app.rounds_support import label_preferences, make_prompts, register_policy, tiny_round_config
-from tests.conftest import BACKENDS
-from tests.trainer.conftest import tiny_corpus_file, tiny_lm_dir, tiny_tokenizer_dir  # noqa: F401 (fixtures)
+from tests.app.rounds_support import labelled_world, tiny_round_config
 
 
 def run_worker_once(settings) -> None:
     Worker(settings=settings, poll_s=0.05, log=lambda message: None).run(once=True)
 
 
-def labelled_world(db, policy_path, *, train: int = 24, eval: int = 6, noise_every: int = 0):
-    human = factories.make_annotator(db)
-    policy = register_policy(db, policy_path)
-    prompts = make_prompts(db, train=train, eval=eval)
-    label_preferences(db, prompts["train"], annotator=human, flip_every=noise_every)
-    db.commit()
-    return policy, prompts
-
-
-# ---- starting a round -------------------------------------------------------------------------------------------
-
-
-def test_config_errors_name_the_field():
-    with pytest.raises(RoundError, match="algo"):
-        parse_round_config({"algo": "sgd"})
-    with pytest.raises(RoundError, match="unknown option --no-such-flag"):
-        parse_round_config({"ppo": {"no_such_flag": 1}})
-    with pytest.raises(RoundError, match="set by the round itself"):
-        parse_round_config({"reward": {"model": "/elsewhere"}})
-    with pytest.raises(RoundError, match="gold_judge"):
-        parse_round_config({"gold_judge": "no-colon"})
-    assert parse_round_config({"ppo": {"kl_coef": 0.2}}).stage_flags("ppo")["kl_coef"] == 0.2
-
-
-def test_round_needs_a_current_policy_and_enough_data(db):
-    with pytest.raises(RoundError, match="no current policy"):
-        start_round(db, config={})
-    human = factories.make_annotator(db)
-    register_policy(db, "/models/sft")
-    label_preferences(db, make_prompts(db, train=5, eval=1)["train"], annotator=human)
-    db.commit()
-    with pytest.raises(RoundError, match=r"too little data for a round: 5 preference pair\(s\).*at least 16"):
-        start_round(db, config={})
-    with pytest.raises(RoundError, match="0 preference pair"):
-        start_round(db, config={"source": "ai", "min_pairs": 1})
-    assert start_round(db, config={"min_pairs": 5}).status == "queued"
-
-
-@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
-def test_the_database_allows_one_active_round(db):
-    human = factories.make_annotator(db)
-    register_policy(db, "/models/sft")
-    label_preferences(db, make_prompts(db, train=3, eval=1)["train"], annotator=human)
-    db.commit()
-    first = start_round(db, config={"min_pairs": 1})
-    db.commit()
-    with pytest.raises(RoundError, match=f"round {first.id} is already queued"):
-        start_round(db, config={"min_pairs": 1})
-    # Whatever a caller checks, the partial unique index refuses a second queued/running round.
-    with pytest.raises(IntegrityError):
-        enqueue_job(db, kind="round", config={})
-        db.flush()
-    db.rollback()
-    first = db.get(Job, first.id)
-    first.status = "failed"
-    db.commit()
-    assert start_round(db, config={"min_pairs": 1}).id != first.id
-
-
-@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
-def test_a_race_past_the_check_is_refused_by_the_index_with_a_clear_message(db, monkeypatch):
-    """Two starts that both pass the "no active round" check (a race): the database refuses the second."""
-    human = factories.make_annotator(db)
-    register_policy(db, "/models/sft")
-    label_preferences(db, make_prompts(db, train=3, eval=1)["train"], annotator=human)
-    db.commit()
-    monkeypatch.setattr("app.services.rounds.active_round", lambda session: None)
-    first = start_round(db, config={"min_pairs": 1})
-    db.commit()
-    with pytest.raises(RoundError, match="another round was started at the same moment"):
-        start_round(db, config={"min_pairs": 1})
-    db.rollback()
-    first = db.get(Job, first.id)
-    first.status = "failed"
-    db.commit()
-    assert start_round(db, config={"min_pairs": 1}).id != first.id
-
-
-# ---- whole rounds on a worker -------------------------------------------------------------------------------
-
-
 def test_ppo_round_registers_a_new_current_policy_and_makes_next_tasks(db, settings, tiny_lm_dir):
-    sft, prompts = labelled_world(db, tiny_lm_dir)
+    sft, prompts = labelled_world(db, tiny_lm_dir, train=24, eval=6)
     job = start_round(
         db, config=tiny_round_config(gold_judge="tests.app.rounds_support:gold_score", report_samples=2, eval_samples=2)
     )
@@ -251,67 +165,3 @@ def test_rejection_sampling_round_fine_tunes_the_current_policy_on_the_new_rms_b
         parse_round_config({"algo": "rs", "rs": {"judge": "py:x:y"}})
     with pytest.raises(RoundError, match="sft: unknown option"):
         parse_round_config({"algo": "rs", "sft": {"beta": 0.1}})
-
-
-def test_reward_hacking_warnings_read_the_evaluation_and_the_training_samples():
-    from app.services.rounds import hacking_warnings
-
-    summary = {
-        "mean_length_before": 10.0,
-        "mean_length": 16.0,
-        "distinct_2_before": 0.8,
-        "distinct_2": 0.3,
-        "rm_win_rate": 0.8,
-        "gold_win_rate": 0.4,
-    }
-    warnings = hacking_warnings({"summary": summary}, {"reward_length_corr": 0.9})  # PPO's and best-of-n's name
-    assert [w.split(":")[0].split(" ")[0] for w in warnings] == ["length", "repetition", "reward-length", "the"]
-    assert "correlation 0.90" in warnings[2] and "(80%)" in warnings[3] and "(40%)" in warnings[3]
-    calm = {
-        "mean_length_before": 10.0,
-        "mean_length": 11.0,
-        "distinct_2_before": 0.8,
-        "distinct_2": 0.7,
-        "rm_win_rate": 0.7,
-        "gold_win_rate": 0.65,
-    }
-    assert hacking_warnings({"summary": calm}, {"reward_length_corr": 0.2}) == []
-
-
-def test_reward_data_keeps_rankings_whole_and_adds_pairwise_choices(tmp_path):
-    """Rankings reach the reward model whole (from rankings.jsonl, not as trl's expanded pairs), pairwise choices
-    from trl.jsonl; the held-out split is by annotation and the counts are in pairs."""
-    from app.services.rounds import split_reward_data
-
-    snap = tmp_path / "snapshot"
-    snap.mkdir()
-    rankings = [{"prompt": f"q{i}", "completions": ["a", "b", "c"], "annotation_id": i} for i in (1, 2)]
-    trl = [
-        {
-            "prompt": f"q{r['annotation_id']}",
-            "chosen": x,
-            "rejected": y,
-            "margin": 0.0,
-            "annotation_id": r["annotation_id"],
-        }
-        for r in rankings
-        for x, y in (("a", "b"), ("a", "c"), ("b", "c"))
-    ]
-    trl += [{"prompt": f"p{i}", "chosen": "a", "rejected": "b", "margin": 1.0, "annotation_id": i} for i in (3, 4)]
-    (snap / "rankings.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rankings))
-    (snap / "trl.jsonl").write_text("".join(json.dumps(r) + "\n" for r in trl))
-
-    train, held, n_train, n_eval = split_reward_data(snap, tmp_path, 0.0)
-    assert held is None and (n_train, n_eval) == (3 + 3 + 1 + 1, 0)
-    rows = [json.loads(line) for line in train.read_text().splitlines()]
-    assert [r["annotation_id"] for r in rows] == [1, 2, 3, 4]
-    assert rows[0]["completions"] == ["a", "b", "c"] and rows[2]["chosen"] == "a"
-
-    train, held, n_train, n_eval = split_reward_data(snap, tmp_path, 0.5)
-    ids = {
-        json.loads(line)["annotation_id"]: side
-        for side, path in (("train", train), ("eval", held))
-        for line in path.read_text().splitlines()
-    }
-    assert sorted(ids) == [1, 2, 3, 4] and set(ids.values()) == {"train", "eval"}
-    assert n_train + n_eval == 8

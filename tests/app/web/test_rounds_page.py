@@ -1,5 +1,5 @@
-"""Rounds page, round report, snapshot download and the rounds API (no training: rounds are queued, or their
-files written by hand, so these tests stay fast)."""
+"""Rounds page, round report and snapshot download (no training: rounds are queued, or their files written by
+hand, so these tests stay fast)."""
 
 from __future__ import annotations
 
@@ -11,66 +11,11 @@ from sqlalchemy import select
 
 from app.models import Job, ModelVersion
 from app.services.snapshots import SnapshotFilters, snapshot_dir, write_snapshot
-from tests.app import factories
-from tests.app.rounds_support import label_preferences, make_prompts, register_policy
+from tests.app.rounds_support import labelled_world
 
 
 def _labelled(db, pairs: int = 20):
-    human = factories.make_annotator(db)
-    policy = register_policy(db, "/models/sft")
-    label_preferences(db, make_prompts(db, train=pairs, eval=2)["train"], annotator=human)
-    db.commit()
-    return policy
-
-
-# ---- API ------------------------------------------------------------------------------------------------------
-
-
-def test_api_start_round_is_admin_only_and_refuses_clearly(client, api, db):
-    _, annotator = api("annotator")
-    _, admin = api("admin")
-    assert client.post("/api/v1/rounds", json={}).status_code == 401
-    assert client.post("/api/v1/rounds", json={}, headers=annotator).status_code == 403
-
-    response = client.post("/api/v1/rounds", json={}, headers=admin)
-    assert response.status_code == 422 and "no current policy" in response.json()["detail"]
-    _labelled(db, pairs=4)
-    response = client.post("/api/v1/rounds", json={}, headers=admin)
-    assert response.status_code == 422
-    assert "too little data for a round: 4 preference pair(s)" in response.json()["detail"]
-    response = client.post("/api/v1/rounds", json={"algo": "ppo", "ppo": {"kl_coef": "much"}}, headers=admin)
-    assert response.status_code == 422 and "kl-coef" in response.json()["detail"]
-
-    response = client.post("/api/v1/rounds", json={"min_pairs": 4, "ppo": {"kl_coef": 0.1}}, headers=admin)
-    assert response.status_code == 201, response.text
-    job = response.json()
-    assert job["kind"] == "round" and job["status"] == "queued" and job["config"]["ppo"] == {"kl_coef": 0.1}
-    assert client.get(f"/api/v1/jobs/{job['id']}", headers=admin).json()["status"] == "queued"
-
-    again = client.post("/api/v1/rounds", json={"min_pairs": 4}, headers=admin)
-    assert again.status_code == 409 and f"round {job['id']} is already queued" in again.json()["detail"]
-    listed = client.get("/api/v1/rounds", headers=admin).json()
-    assert [r["id"] for r in listed] == [job["id"]]
-
-
-def test_api_schedule_get_and_put(client, api):
-    _, admin = api("admin")
-    assert client.get("/api/v1/rounds/schedule", headers=admin).json()["enabled"] is False
-    bad = client.put("/api/v1/rounds/schedule", json={"enabled": True}, headers=admin)
-    assert bad.status_code == 422 and "set a trigger first" in bad.json()["detail"]
-    bad = client.put("/api/v1/rounds/schedule", json={"config": {"algo": "nope"}}, headers=admin)
-    assert bad.status_code == 422 and "algo" in bad.json()["detail"]
-    ok = client.put(
-        "/api/v1/rounds/schedule",
-        json={"enabled": True, "min_new_annotations": 30, "config": {"algo": "dpo"}},
-        headers=admin,
-    )
-    assert ok.status_code == 200, ok.text
-    body = ok.json()
-    assert body["enabled"] and body["min_new_annotations"] == 30 and body["config"]["algo"] == "dpo"
-
-
-# ---- pages ----------------------------------------------------------------------------------------------------
+    return labelled_world(db, train=pairs, eval=2)[0]
 
 
 def test_rounds_page_shows_defaults_and_starts_a_round_from_the_form(client, login, make_user, db):

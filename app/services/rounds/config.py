@@ -1,0 +1,203 @@
+"""What a round is run with: `RoundConfig` (stored as the `round` job's config, so a round can be rerun as is),
+the tasks it makes next, and the trainer flags of each stage: the round's own defaults, where they differ from the
+trainer's, and the check of the rest by the trainer's own config loader."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from app.services.errors import ServiceError
+from domain.sampling import RESPONSES_PER_PROMPT_MAX, RESPONSES_PER_PROMPT_MIN, TEMPERATURE_MIN, TOP_K_MIN, TOP_P_MAX
+from domain.vocabulary import ROUND_ALGOS, ROUND_TASK_KINDS, SOURCE_FILTERS
+
+ROUND_KIND = "round"
+
+# Trainer flags a round sets itself (paths); the rest of each stage's flags may come from the round config.
+RESERVED_FLAGS = {
+    "reward": {"model", "data", "eval_data", "out", "seed", "likelihood_model"},
+    "ppo": {"policy", "reward_model", "prompts", "out", "ref", "value_model", "resume", "seed"},
+    "dpo": {"policy", "data", "out", "ref", "seed"},
+    "rs": {"policy", "judge", "prompts", "out", "seed"},
+    "sft": {"model", "data", "out", "seed"},
+}
+# The round's defaults where they differ from the trainer's (every other flag: the trainer's default).
+STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "reward": {},
+    "ppo": {},
+    "dpo": {"lr": 5e-6},
+    "rs": {"max_new_tokens": 32},
+    "sft": {"epochs": 2},
+}
+# Each stage's trainer config dataclass, imported when needed (the service runs without torch until a round does).
+STAGE_CONFIG_CLASSES = {
+    "reward": ("trainer.reward_model", "RewardConfig"),
+    "ppo": ("trainer.ppo", "PPOConfig"),
+    "dpo": ("trainer.dpo", "DPOConfig"),
+    "rs": ("trainer.best_of_n", "BestOfNConfig"),
+    "sft": ("trainer.sft", "SftConfig"),
+}
+# The trainer stages each algorithm runs after the reward model (their flags: the config's field of that name).
+ALGO_STAGES = {"ppo": ("ppo",), "dpo": ("dpo",), "rs": ("rs", "sft")}
+
+
+class RoundError(ServiceError):
+    """A round that cannot start (bad config, too little data, one already active); the message is safe to show."""
+
+
+class NextTasks(BaseModel):
+    """The tasks a round makes from its new policy's samples."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompts: int = Field(32, ge=0, le=100_000, description="Train prompts to sample (fewest tasks first); 0 = none.")
+    k: int = Field(2, ge=RESPONSES_PER_PROMPT_MIN, le=RESPONSES_PER_PROMPT_MAX, description="Responses per prompt.")
+    kind: Literal[ROUND_TASK_KINDS] = ROUND_TASK_KINDS[0]
+    overlap: int = Field(1, ge=1, le=100)
+    temperature: float = Field(1.0, ge=TEMPERATURE_MIN)
+    top_k: int = Field(0, ge=TOP_K_MIN)
+    top_p: float = Field(1.0, gt=0.0, le=TOP_P_MAX)
+    max_new_tokens: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _pairs_need_even_k(self) -> NextTasks:
+        if self.kind == "pairwise" and self.k % 2:
+            raise ValueError("pairwise tasks take the k responses two by two: k must be even")
+        return self
+
+
+class RoundConfig(BaseModel):
+    """Everything a round is run with; stored as the job's config, so it can be rerun as is."""
+
+    model_config = ConfigDict(extra="forbid")
+    # Literal over the vocabulary's tuples: subscripting with a tuple gives its members (one declaration).
+    algo: Literal[ROUND_ALGOS] = ROUND_ALGOS[0]
+    seed: int = 0
+    # data filters
+    source: Literal[SOURCE_FILTERS] = SOURCE_FILTERS[0]
+    since: datetime | None = None
+    min_agreement: float | None = Field(None, ge=0.0, le=1.0)
+    min_pairs: int = Field(16, ge=1, description="Refuse the round with fewer preference pairs than this.")
+    rm_eval_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of annotations held out from the RM.")
+    snapshot_from: int | None = Field(None, description="Rerun on this round's snapshot instead of a new one.")
+    # what trains from what
+    reward_init: Literal["sft", "previous"] = "sft"
+    reward_likelihood: bool = Field(
+        True,
+        description=(
+            "The reward model adds the SFT ancestor's mean response log-likelihood, its weight learned with the head: "
+            "what tells a right answer from a wrong one said alike."
+        ),
+    )
+    policy_init: Literal["current", "sft"] = "current"
+    reference: Literal["sft", "current"] = "sft"
+    # trainer flags per stage (on top of STAGE_DEFAULTS)
+    reward: dict[str, Any] = Field(default_factory=dict)
+    ppo: dict[str, Any] = Field(default_factory=dict)
+    dpo: dict[str, Any] = Field(default_factory=dict)
+    rs: dict[str, Any] = Field(default_factory=dict, description="best-of-n flags (algo rs).")
+    sft: dict[str, Any] = Field(default_factory=dict, description="SFT flags on the best samples (algo rs).")
+    # evaluation
+    eval_prompts: int = Field(64, ge=1, description="Eval-split prompts used to compare the policies.")
+    eval_max_new_tokens: int = Field(32, ge=1)
+    eval_temperature: float = Field(0.7, ge=TEMPERATURE_MIN)
+    eval_samples: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Samples per eval prompt and policy: the win-rate's standard error falls with their square root.",
+    )
+    baseline: Literal["current", "sft"] = Field("current", description="The policy the new one is compared with.")
+    report_samples: int = Field(8, ge=0, le=200, description="Eval prompts shown before/after on the report.")
+    gold_judge: str = Field(
+        "",
+        description="module:function (prompt, response) -> float, e.g. "
+        "trainer.world.judge:score on the embedded world.",
+    )
+    next_tasks: NextTasks = Field(default_factory=NextTasks)
+    note: str = Field("", max_length=500, description="Why the round was started (e.g. the schedule's trigger).")
+
+    @field_validator("gold_judge")
+    @classmethod
+    def _judge_spec(cls, value: str) -> str:
+        value = value.strip()
+        if value.startswith("py:"):
+            value = value[3:]
+        if value and (value.count(":") != 1 or not all(value.split(":"))):
+            raise ValueError("gold_judge must look like module:function")
+        return value
+
+    def stage_flags(self, stage: str) -> dict[str, Any]:
+        """The flags the round gives this stage's trainer (the trainer's defaults fill in the rest)."""
+        return {**STAGE_DEFAULTS[stage], **getattr(self, stage)}
+
+
+def parse_round_config(raw: dict[str, Any] | None) -> RoundConfig:
+    """Validate a round config (form, CLI options, job config); RoundError names the bad field."""
+    try:
+        config = RoundConfig.model_validate(raw or {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "config"
+        raise RoundError(f"{where}: {first['msg']}") from None
+    check_round_flags(config)
+    return config
+
+
+def merge_config(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`extra` over `base`; groups of settings (dicts in both) merge key by key."""
+    out = dict(base)
+    for key, value in extra.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merge_config(out[key], value) if both else value
+    return out
+
+
+def as_round_config(config: dict[str, Any] | RoundConfig | None) -> RoundConfig:
+    """A round config checked whole: a dict is parsed; a model (an API body) has its stage flags checked."""
+    if isinstance(config, RoundConfig):
+        check_round_flags(config)
+        return config
+    return parse_round_config(config)
+
+
+def check_round_flags(config: RoundConfig) -> None:
+    for stage in ("reward", *ALGO_STAGES[config.algo]):
+        check_stage_flags(stage, getattr(config, stage))
+
+
+def trainer_config_class(stage: str) -> type:
+    module, name = STAGE_CONFIG_CLASSES[stage]
+    return getattr(importlib.import_module(module), name)
+
+
+def stage_defaults(stage: str) -> dict[str, Any]:
+    """Every flag of a stage with the value a round runs it with (shown on the start form)."""
+    try:
+        cls = trainer_config_class(stage)
+    except ModuleNotFoundError:
+        return dict(STAGE_DEFAULTS[stage])
+    defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    return {**defaults, **STAGE_DEFAULTS[stage]}
+
+
+def check_stage_flags(stage: str, flags: dict[str, Any]) -> None:
+    """The trainer's own config loader judges the flags (names, types, choices), so a bad one is refused at
+    start, not minutes later in the worker."""
+    from trainer.config import UsageError, load_config
+
+    reserved = sorted(set(flags) & RESERVED_FLAGS[stage])
+    if reserved:
+        raise RoundError(f"{stage}: {', '.join(reserved)} are set by the round itself")
+    try:
+        cls = trainer_config_class(stage)
+    except ModuleNotFoundError:
+        raise RoundError(f"the trainer has no {stage} stage in this installation") from None
+    placeholders = {f: "x" for f in RESERVED_FLAGS[stage] if f not in ("seed", "resume")}
+    try:
+        load_config(cls, None, {**STAGE_DEFAULTS[stage], **flags, **placeholders})
+    except UsageError as exc:
+        raise RoundError(f"{stage}: {exc}") from None

@@ -1,0 +1,293 @@
+"""Training rounds: the `round` job kind, run by the worker's child process.
+
+One round, each training step a `python -m trainer STAGE --config <file>` child process (ctx.run_trainer):
+
+    snapshot   rounds/<id>/snapshot/ (app.services.snapshots): exports + prompts + manifest.json
+    reward     a reward model on all preferences up to the snapshot (rankings whole, pairwise choices as pairs),
+               initialised from the SFT ancestor (or the previous reward model), a held-out slice of the
+               annotations for its accuracy; it adds the SFT ancestor's mean response log-likelihood with a
+               learned weight (reward_likelihood)
+    ppo | dpo  from the current policy; reference = the SFT ancestor; PPO's value model from the new RM
+    | rs       or rejection sampling: the new RM's best of N samples of the current policy per train prompt
+               (`trainer best-of-n`), then SFT of the current policy on them (Llama 2's rejection-sampling rounds)
+    evaluate   new policy against the current one on eval-split prompts: win-rate under the new RM (and a gold
+               judge when configured), KL to the reference, mean length, distinct-n -> reward-hacking warnings
+    generate   samples of the new policy on train prompts, for the next tasks
+    register   ONE transaction, only while this worker still holds the job: the reward model and the policy
+               become registry rows and current, and the next tasks are created from the samples
+
+Every stage writes into rounds/<id>/ and is skipped on a retry when its output is complete (trainer outputs
+appear only when whole), and a killed PPO run continues from its checkpoint (`--resume policy.ckpt`). So a
+worker killed mid-round leaves the registry untouched, and the next worker finishes the same round. The stage
+configs written beside the outputs (`<stage>.config.json`) and the snapshot are all one needs to rerun a round
+by hand; `snapshot_from` reruns one through the service on another round's snapshot.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from app.jobs.context import JobContext, JobLost
+from app.jobs.registry import JobFailed, job_kind
+from app.models import Job, ModelVersion, Task
+from app.services.generation import store_generations
+from app.services.models_registry import promote, register_model
+from app.services.rounds.config import ROUND_KIND, RoundConfig, parse_round_config
+from app.services.rounds.data import next_task_prompts, split_reward_data
+from app.services.rounds.evaluate import evaluate_round
+from app.services.rounds.lineage import Lineage, resolve_lineage
+from app.services.rounds.start import too_little_data
+from app.services.rounds.trainer_steps import generate_samples, last_values, remove_leftovers, run_stage
+from app.services.snapshots import (
+    SnapshotError,
+    SnapshotFilters,
+    copy_snapshot,
+    read_manifest,
+    round_dir,
+    snapshot_dir,
+    verify_snapshot,
+    write_snapshot,
+)
+from app.settings import get_settings
+
+STAGES = ("snapshot", "reward", "policy", "evaluate", "generate", "register")
+
+
+def _stage_progress(ctx: JobContext, name: str) -> None:
+    ctx.progress(STAGES.index(name), len(STAGES), name)
+
+
+def make_snapshot(ctx: JobContext, cfg: RoundConfig, rdir: Path) -> dict[str, Any]:
+    out = rdir / "snapshot"
+    if out.is_dir():
+        problems = verify_snapshot(out)
+        if problems:
+            raise JobFailed(f"the snapshot of an earlier attempt does not match its manifest: {'; '.join(problems)}")
+        return read_manifest(out)
+    remove_leftovers(rdir, "snapshot")
+    try:
+        if cfg.snapshot_from is not None:
+            return copy_snapshot(snapshot_dir(get_settings().data_dir, cfg.snapshot_from), out)
+        filters = SnapshotFilters(source=cfg.source, since=cfg.since, min_agreement=cfg.min_agreement)
+        from app.db import get_read_sessionmaker
+
+        with get_read_sessionmaker()() as session:  # one read transaction: a consistent view on SQLite
+            return write_snapshot(session, out=out, filters=filters, round_id=ctx.job_id)
+    except SnapshotError as exc:
+        raise JobFailed(str(exc)) from None
+
+
+def train_reward(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: Lineage) -> dict[str, Any]:
+    train, held, n_train, n_eval = split_reward_data(rdir / "snapshot", rdir, cfg.rm_eval_fraction)
+    init = lineage.reward_init
+    flags = {
+        **cfg.stage_flags("reward"),
+        "model": init.path,
+        "data": str(train),
+        "out": str(rdir / "reward"),
+        "seed": cfg.seed,
+    }
+    if held is not None:
+        flags["eval_data"] = str(held)
+    if cfg.reward_likelihood:
+        flags["likelihood_model"] = lineage.sft.path
+    lines = run_stage(ctx, stage="reward", trainer_stage="reward", out=rdir / "reward", flags=flags)
+    return {"init_id": init.id, "train_pairs": n_train, "eval_pairs": n_eval, **last_values(lines)}
+
+
+def train_policy(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: Lineage) -> dict[str, Any]:
+    out = rdir / "policy"
+    start, reference = lineage.start, lineage.reference
+    if cfg.algo == "ppo":
+        flags = {
+            **cfg.stage_flags("ppo"),
+            "policy": start.path,
+            "ref": reference.path,
+            "reward_model": str(rdir / "reward"),
+            "prompts": str(rdir / "snapshot" / "prompts.jsonl"),
+            "out": str(out),
+            "seed": cfg.seed,
+        }
+        ckpt = rdir / "policy.ckpt"
+        extra = ["--resume", str(ckpt)] if (ckpt / "state.pt").is_file() and not out.is_dir() else []
+        lines = run_stage(ctx, stage="ppo", trainer_stage="ppo", out=out, flags=flags, extra=extra)
+        return {"algo": "ppo", "resumed": bool(extra), **last_values(lines)}
+    if cfg.algo == "rs":
+        best = rdir / "best_of_n"
+        flags = {
+            **cfg.stage_flags("rs"),
+            "policy": start.path,
+            "judge": f"rm:{rdir / 'reward'}",
+            "prompts": str(rdir / "snapshot" / "prompts.jsonl"),
+            "out": str(best),
+            "seed": cfg.seed,
+        }
+        picked = last_values(run_stage(ctx, stage="rs", trainer_stage="best-of-n", out=best, flags=flags))
+        flags = {
+            **cfg.stage_flags("sft"),
+            "model": start.path,
+            "data": str(best / "best.jsonl"),
+            "out": str(out),
+            "seed": cfg.seed,
+        }
+        lines = run_stage(ctx, stage="sft", trainer_stage="sft", out=out, flags=flags)
+        return {"algo": "rs", **picked, **last_values(lines)}
+    flags = {
+        **cfg.stage_flags("dpo"),
+        "policy": start.path,
+        "ref": reference.path,
+        "data": str(rdir / "snapshot" / "trl.jsonl"),
+        "out": str(out),
+        "seed": cfg.seed,
+    }
+    lines = run_stage(ctx, stage="dpo", trainer_stage="dpo", out=out, flags=flags)
+    return {"algo": "dpo", **last_values(lines)}
+
+
+def register_round(
+    ctx: JobContext,
+    cfg: RoundConfig,
+    rdir: Path,
+    lineage: Lineage,
+    *,
+    reward_metrics: dict,
+    policy_metrics: dict,
+    evaluation: dict,
+    samples: Path | None,
+) -> dict[str, Any]:
+    """One transaction: the registry rows (both made current) and the next tasks. Conditioned on this worker still
+    holding the job, so a round taken over by another worker cannot register twice."""
+    with ctx.session() as session:
+        held = session.execute(
+            update(Job)
+            .where(Job.id == ctx.job_id, Job.worker_id == ctx.worker_id, Job.status == "running")
+            .values(progress_message="register")
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if held != 1:
+            raise JobLost(f"job {ctx.job_id} is no longer held by worker {ctx.worker_id}")
+        existing = session.scalar(
+            select(ModelVersion).where(ModelVersion.round_job_id == ctx.job_id, ModelVersion.kind == "policy")
+        )
+        if existing is not None:  # registered by an earlier attempt that died before recording success
+            reward_id = session.scalar(
+                select(ModelVersion.id).where(ModelVersion.round_job_id == ctx.job_id, ModelVersion.kind == "reward")
+            )
+            tasks = session.scalar(select(func.count()).select_from(Task).where(Task.job_id == ctx.job_id)) or 0
+            return {"policy_id": existing.id, "reward_model_id": reward_id, "tasks": tasks}
+        # each model lives in the round's directory of its kind's name
+        reward, policy = (
+            register_model(
+                session,
+                path=rdir / kind,
+                name=f"{kind}-r{ctx.job_id}",
+                kind=kind,
+                stage="rlhf",
+                parent_id=parent.id,
+                job_id=ctx.job_id,
+                metrics=metrics,
+                check=False,
+            )
+            for kind, parent, metrics in (
+                ("reward", lineage.reward_init, reward_metrics),
+                ("policy", lineage.start, {**policy_metrics, "evaluation": evaluation["summary"]}),
+            )
+        )
+        reward.round_job_id = policy.round_job_id = ctx.job_id
+        promote(session, model_id=reward.id)
+        promote(session, model_id=policy.id)
+        tasks = 0
+        if samples is not None:
+            tasks = store_generations(
+                session, samples_path=samples, request=next_task_request(cfg), model_id=policy.id, job_id=ctx.job_id
+            )["tasks"]
+        return {"policy_id": policy.id, "reward_model_id": reward.id, "tasks": tasks}
+
+
+def next_task_request(cfg: RoundConfig) -> dict[str, Any]:
+    """The next tasks as a generation request (app.services.generation's fields)."""
+    nt = cfg.next_tasks
+    return {
+        "num_samples": nt.k,
+        "temperature": nt.temperature,
+        "top_k": nt.top_k,
+        "top_p": nt.top_p,
+        "max_new_tokens": nt.max_new_tokens,
+        "seed": cfg.seed,
+        "task_kind": nt.kind,
+        "overlap": nt.overlap,
+        "priority": 0,
+    }
+
+
+@job_kind(ROUND_KIND)
+def run_round(ctx: JobContext) -> dict[str, Any]:
+    cfg = parse_round_config(ctx.config)
+    rdir = round_dir(get_settings().data_dir, ctx.job_id)
+    rdir.mkdir(parents=True, exist_ok=True)
+    with ctx.session() as session:
+        lineage = resolve_lineage(session, cfg)
+        session.expunge_all()
+
+    _stage_progress(ctx, "snapshot")
+    manifest = make_snapshot(ctx, cfg, rdir)
+    pairs = manifest["files"]["trl.jsonl"]["rows"]
+    message = too_little_data(pairs, cfg)
+    if message:
+        raise JobFailed(message)
+    if manifest["files"]["eval_prompts.jsonl"]["rows"] == 0:
+        raise JobFailed('no eval-split prompts to evaluate the round on: import some prompts with split "eval"')
+
+    _stage_progress(ctx, "reward")
+    reward_metrics = train_reward(ctx, cfg, rdir, lineage)
+    _stage_progress(ctx, "policy")
+    policy_metrics = train_policy(ctx, cfg, rdir, lineage)
+    _stage_progress(ctx, "evaluate")
+    evaluation = evaluate_round(ctx, cfg, rdir, lineage, policy_metrics)
+
+    _stage_progress(ctx, "generate")
+    samples = None
+    if cfg.next_tasks.prompts > 0:
+        with ctx.session() as session:
+            prompts = next_task_prompts(session, rdir, cfg.next_tasks.prompts)
+        if prompts.stat().st_size > 0:
+            samples = generate_samples(
+                ctx,
+                stage="generate",
+                model=str(rdir / "policy"),
+                prompts=prompts,
+                out=rdir / "next_samples.jsonl",
+                request=next_task_request(cfg),
+            )
+
+    _stage_progress(ctx, "register")
+    registered = register_round(
+        ctx,
+        cfg,
+        rdir,
+        lineage,
+        reward_metrics=reward_metrics,
+        policy_metrics=policy_metrics,
+        evaluation=evaluation,
+        samples=samples,
+    )
+    ctx.progress(len(STAGES), len(STAGES), "done")
+    return {
+        "round_id": ctx.job_id,
+        "algo": cfg.algo,
+        "snapshot": {
+            "path": str(rdir / "snapshot"),
+            "max_annotation_id": manifest["max_annotation_id"],
+            "rows": manifest["rows"],
+        },
+        "parent_policy_id": lineage.start.id,
+        "reference_id": lineage.reference.id,
+        **registered,
+        "reward": reward_metrics,
+        "policy": policy_metrics,
+        "evaluation": evaluation["summary"],
+        "warnings": evaluation.get("warnings", []),
+    }

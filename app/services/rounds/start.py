@@ -1,0 +1,92 @@
+"""Starting a round: the checks that can be made at once (config, a current policy, enough data, none active),
+then the `round` job. The database refuses a second active round whatever the caller checked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.models import Annotation, Job, Prompt, Task
+from app.services.jobs import enqueue_job
+from app.services.rounds.config import ROUND_KIND, RoundConfig, RoundError, as_round_config
+from app.services.rounds.lineage import current_policy
+from app.services.snapshots import snapshot_dir
+from app.settings import get_settings
+from domain.vocabulary import FINISHED_JOB_STATUSES, JOB_STATUSES, ROUND_TASK_KINDS
+
+ACTIVE_ROUND_INDEX = "uq_jobs_one_active_round"
+_ACTIVE_STATUSES = tuple(s for s in JOB_STATUSES if s not in FINISHED_JOB_STATUSES)
+
+
+def preference_pairs(session: Session, *, config: RoundConfig) -> int:
+    """Preference pairs the round's filters admit now (pairwise choices + all pairs of each ranking), train split.
+    The same rows the snapshot's trl export will hold."""
+    stmt = (
+        select(Annotation.kind, Annotation.choice, Annotation.chosen_id, Annotation.ranking)
+        .join(Task, Task.id == Annotation.task_id)
+        .join(Prompt, Prompt.id == Task.prompt_id)
+        .where(Annotation.deleted_at.is_(None), Prompt.split == "train", Annotation.kind.in_(ROUND_TASK_KINDS))
+    )
+    if config.source != "all":
+        stmt = stmt.where(Annotation.source == config.source)
+    if config.since is not None:
+        stmt = stmt.where(Annotation.created_at >= config.since)
+    pairs = 0
+    for kind, choice, chosen_id, ranking in session.execute(stmt.execution_options(yield_per=5000)):
+        if kind == "pairwise":
+            pairs += choice == "chosen" and chosen_id is not None
+        elif ranking:
+            pairs += len(ranking) * (len(ranking) - 1) // 2
+    return pairs
+
+
+def too_little_data(pairs: int, config: RoundConfig) -> str | None:
+    if pairs >= config.min_pairs:
+        return None
+    whose = {"all": "human and AI", "human": "human", "ai": "AI"}[config.source]
+    return (
+        f"too little data for a round: {pairs} preference pair(s) from {whose} annotations on train prompts, "
+        f"at least {config.min_pairs} needed (min_pairs); collect more labels or lower min_pairs"
+    )
+
+
+def active_round(session: Session) -> Job | None:
+    return session.scalar(select(Job).where(Job.kind == ROUND_KIND, Job.status.in_(_ACTIVE_STATUSES)))
+
+
+def start_round(session: Session, *, config: dict[str, Any] | RoundConfig, created_by_id: int | None = None) -> Job:
+    """Enqueue a round after checking what can be checked now: config, a current policy, enough data, none active.
+    Flushes; the caller commits. The database refuses a second active round whatever the caller checked."""
+    cfg = as_round_config(config)
+    if current_policy(session) is None:
+        raise RoundError("no current policy: register one first (rlhf models register ... --kind policy --stage sft)")
+    if cfg.snapshot_from is None:
+        message = too_little_data(preference_pairs(session, config=cfg), cfg)
+        if message:
+            raise RoundError(message)
+    else:
+        source = session.get(Job, cfg.snapshot_from)
+        if source is None or source.kind != ROUND_KIND:
+            raise RoundError(f"snapshot_from: no round {cfg.snapshot_from}")
+        if not (snapshot_dir(get_settings().data_dir, cfg.snapshot_from) / "manifest.json").is_file():
+            raise RoundError(f"snapshot_from: round {cfg.snapshot_from} has no complete snapshot")
+    active = active_round(session)
+    if active is not None:
+        raise RoundError(f"round {active.id} is already {active.status}: one round at a time", status=409)
+    try:
+        with session.begin_nested():
+            job = enqueue_job(
+                session,
+                kind=ROUND_KIND,
+                config=cfg.model_dump(mode="json"),
+                created_by_id=created_by_id,
+                max_attempts=get_settings().job_max_attempts,
+            )
+    except IntegrityError as exc:
+        if ACTIVE_ROUND_INDEX in str(exc.orig) or "jobs.kind" in str(exc.orig):
+            raise RoundError("another round was started at the same moment: one round at a time", status=409) from None
+        raise
+    return job

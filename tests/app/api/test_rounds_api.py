@@ -1,0 +1,82 @@
+"""The rounds API: start a round (a typed RoundConfig body), list rounds, the schedule, label-ai (no training:
+rounds are only queued, so these tests stay fast)."""
+
+from __future__ import annotations
+
+from tests.app.rounds_support import labelled_world
+
+
+def _labelled(db, pairs: int = 20):
+    return labelled_world(db, train=pairs, eval=2)[0]
+
+
+def test_api_start_round_is_admin_only_and_refuses_clearly(client, api, db):
+    _, annotator = api("annotator")
+    _, admin = api("admin")
+    assert client.post("/api/v1/rounds", json={}).status_code == 401
+    assert client.post("/api/v1/rounds", json={}, headers=annotator).status_code == 403
+
+    response = client.post("/api/v1/rounds", json={}, headers=admin)
+    assert response.status_code == 422 and "no current policy" in response.json()["detail"]
+    _labelled(db, pairs=4)
+    response = client.post("/api/v1/rounds", json={}, headers=admin)
+    assert response.status_code == 422
+    assert "too little data for a round: 4 preference pair(s)" in response.json()["detail"]
+    response = client.post("/api/v1/rounds", json={"algo": "ppo", "ppo": {"kl_coef": "much"}}, headers=admin)
+    assert response.status_code == 422 and "kl-coef" in response.json()["detail"]
+
+    response = client.post("/api/v1/rounds", json={"min_pairs": 4, "ppo": {"kl_coef": 0.1}}, headers=admin)
+    assert response.status_code == 201, response.text
+    job = response.json()
+    assert job["kind"] == "round" and job["status"] == "queued" and job["config"]["ppo"] == {"kl_coef": 0.1}
+    assert client.get(f"/api/v1/jobs/{job['id']}", headers=admin).json()["status"] == "queued"
+
+    again = client.post("/api/v1/rounds", json={"min_pairs": 4}, headers=admin)
+    assert again.status_code == 409 and f"round {job['id']} is already queued" in again.json()["detail"]
+    listed = client.get("/api/v1/rounds", headers=admin).json()
+    assert [r["id"] for r in listed] == [job["id"]]
+
+
+def test_api_schedule_get_and_put(client, api):
+    _, admin = api("admin")
+    assert client.get("/api/v1/rounds/schedule", headers=admin).json()["enabled"] is False
+    bad = client.put("/api/v1/rounds/schedule", json={"enabled": True}, headers=admin)
+    assert bad.status_code == 422 and "set a trigger first" in bad.json()["detail"]
+    bad = client.put("/api/v1/rounds/schedule", json={"config": {"algo": "nope"}}, headers=admin)
+    assert bad.status_code == 422 and "algo" in bad.json()["detail"]
+    ok = client.put(
+        "/api/v1/rounds/schedule",
+        json={"enabled": True, "min_new_annotations": 30, "config": {"algo": "dpo"}},
+        headers=admin,
+    )
+    assert ok.status_code == 200, ok.text
+    body = ok.json()
+    assert body["enabled"] and body["min_new_annotations"] == 30 and body["config"]["algo"] == "dpo"
+
+
+def test_the_bodies_are_typed_models_shown_in_the_openapi_schema(client, api):
+    schema = client.app.openapi()
+    bodies = {
+        (path, method): op["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+        for path, ops in schema["paths"].items()
+        for method, op in ops.items()
+        if path in ("/api/v1/rounds", "/api/v1/rounds/schedule", "/api/v1/label-ai") and "requestBody" in op
+    }
+    assert bodies == {
+        ("/api/v1/rounds", "post"): "RoundConfig",
+        ("/api/v1/rounds/schedule", "put"): "ScheduleUpdate",
+        ("/api/v1/label-ai", "post"): "LabelAIConfig",
+    }
+    assert schema["components"]["schemas"]["RoundConfig"]["properties"]["algo"]["enum"] == ["ppo", "dpo", "rs"]
+
+    _, admin = api("admin")
+    unknown = client.post("/api/v1/rounds", json={"algo": "ppo", "epochs": 3}, headers=admin)
+    assert unknown.status_code == 422 and "epochs: Extra inputs are not permitted" in unknown.json()["detail"]
+    bad = client.post("/api/v1/rounds", json={"next_tasks": {"k": 3}}, headers=admin)
+    assert bad.status_code == 422 and "k must be even" in bad.json()["detail"]
+    unknown = client.put("/api/v1/rounds/schedule", json={"every_minute": 5}, headers=admin)
+    assert unknown.status_code == 422 and "every_minute" in unknown.json()["detail"]
+    bad = client.post("/api/v1/label-ai", json={"judge": "oracle"}, headers=admin)
+    assert bad.status_code == 422 and "judge" in bad.json()["detail"]
+    missing = client.post("/api/v1/label-ai", json={"model_id": 999999}, headers=admin)
+    assert missing.status_code == 404 and "no model 999999" in missing.json()["detail"]

@@ -1,0 +1,57 @@
+"""`rlhf round start|schedule` and `rlhf label-ai`: the options, --config and --set merged into one round config,
+and --wait telling how the job ended."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from app.cli import app as cli
+from app.models import Job
+from tests.app.rounds_support import labelled_world
+
+runner = CliRunner()
+
+
+def test_round_start_merges_the_config_file_the_options_and_the_sets(db, tmp_path):
+    labelled_world(db, train=3, eval=1)
+    config = tmp_path / "round.json"
+    config.write_text(json.dumps({"seed": 7, "ppo": {"kl_coef": 0.2, "lr": 1e-5}, "min_pairs": 50}))
+    args = ["round", "start", "--config", str(config), "--min-pairs", "3", "--set", "ppo.kl_coef=0.1", "--json"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    job = json.loads(result.stdout)
+    assert (job["config"]["seed"], job["config"]["min_pairs"]) == (7, 3)
+    assert job["config"]["ppo"] == {"kl_coef": 0.1, "lr": 1e-5}
+
+    again = runner.invoke(cli, ["round", "start", "--min-pairs", "3"])
+    assert again.exit_code == 2 and "one round at a time" in again.output
+
+
+def test_wait_reports_how_the_job_ended(db, monkeypatch):
+    labelled_world(db, train=3, eval=1)
+    ended = {"status": "failed", "error": "out of memory", "result": None}
+    monkeypatch.setattr("app.cli.round.wait_for", lambda job_id: {"id": job_id, **ended})
+    result = runner.invoke(cli, ["round", "start", "--min-pairs", "3", "--wait"])
+    assert result.exit_code == 1 and "round" in result.output and "failed: out of memory" in result.output
+    db.rollback()
+    for job in db.scalars(select(Job)):
+        job.status = "cancelled"
+    db.commit()
+    ended.update(status="succeeded", error=None, result={"policy_id": 9})
+    result = runner.invoke(cli, ["round", "start", "--min-pairs", "3", "--wait"])
+    assert result.exit_code == 0 and '{"policy_id": 9}' in result.output
+
+
+def test_round_schedule_shows_and_changes_the_schedule(db):
+    result = runner.invoke(cli, ["round", "schedule"])
+    assert result.exit_code == 0 and "schedule disabled: no trigger set" in result.output
+    args = ["round", "schedule", "--enable", "--min-new-annotations", "5", "--set", "algo=dpo", "--json"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["enabled"] and data["min_new_annotations"] == 5 and data["config"]["algo"] == "dpo"
+    result = runner.invoke(cli, ["round", "schedule", "--set", "algo=sgd"])
+    assert result.exit_code == 2 and "round config: algo" in result.output

@@ -1,0 +1,44 @@
+"""The files a round's stages read: the reward model's train and held-out preferences."""
+
+from __future__ import annotations
+
+import json
+
+from app.services.rounds import split_reward_data
+
+
+def test_reward_data_keeps_rankings_whole_and_adds_pairwise_choices(tmp_path):
+    """Rankings reach the reward model whole (from rankings.jsonl, not as trl's expanded pairs), pairwise choices
+    from trl.jsonl; the held-out split is by annotation and the counts are in pairs."""
+    snap = tmp_path / "snapshot"
+    snap.mkdir()
+    rankings = [{"prompt": f"q{i}", "completions": ["a", "b", "c"], "annotation_id": i} for i in (1, 2)]
+    trl = [
+        {
+            "prompt": f"q{r['annotation_id']}",
+            "chosen": x,
+            "rejected": y,
+            "margin": 0.0,
+            "annotation_id": r["annotation_id"],
+        }
+        for r in rankings
+        for x, y in (("a", "b"), ("a", "c"), ("b", "c"))
+    ]
+    trl += [{"prompt": f"p{i}", "chosen": "a", "rejected": "b", "margin": 1.0, "annotation_id": i} for i in (3, 4)]
+    (snap / "rankings.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rankings))
+    (snap / "trl.jsonl").write_text("".join(json.dumps(r) + "\n" for r in trl))
+
+    train, held, n_train, n_eval = split_reward_data(snap, tmp_path, 0.0)
+    assert held is None and (n_train, n_eval) == (3 + 3 + 1 + 1, 0)
+    rows = [json.loads(line) for line in train.read_text().splitlines()]
+    assert [r["annotation_id"] for r in rows] == [1, 2, 3, 4]
+    assert rows[0]["completions"] == ["a", "b", "c"] and rows[2]["chosen"] == "a"
+
+    train, held, n_train, n_eval = split_reward_data(snap, tmp_path, 0.5)
+    ids = {
+        json.loads(line)["annotation_id"]: side
+        for side, path in (("train", train), ("eval", held))
+        for line in path.read_text().splitlines()
+    }
+    assert sorted(ids) == [1, 2, 3, 4] and set(ids.values()) == {"train", "eval"}
+    assert n_train + n_eval == 8

@@ -1,0 +1,28 @@
+"""A round's evaluation: the reward-hacking warnings read from its figures."""
+
+from __future__ import annotations
+
+from app.services.rounds import hacking_warnings
+
+
+def test_reward_hacking_warnings_read_the_evaluation_and_the_training_samples():
+    summary = {
+        "mean_length_before": 10.0,
+        "mean_length": 16.0,
+        "distinct_2_before": 0.8,
+        "distinct_2": 0.3,
+        "rm_win_rate": 0.8,
+        "gold_win_rate": 0.4,
+    }
+    warnings = hacking_warnings({"summary": summary}, {"reward_length_corr": 0.9})  # PPO's and best-of-n's name
+    assert [w.split(":")[0].split(" ")[0] for w in warnings] == ["length", "repetition", "reward-length", "the"]
+    assert "correlation 0.90" in warnings[2] and "(80%)" in warnings[3] and "(40%)" in warnings[3]
+    calm = {
+        "mean_length_before": 10.0,
+        "mean_length": 11.0,
+        "distinct_2_before": 0.8,
+        "distinct_2": 0.7,
+        "rm_win_rate": 0.7,
+        "gold_win_rate": 0.65,
+    }
+    assert hacking_warnings({"summary": calm}, {"reward_length_corr": 0.2}) == []

@@ -1,0 +1,68 @@
+"""Starting a round: the checks made at once (a current policy, enough data) and the one-active-round rule, in
+the service and in the database."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.exc import IntegrityError
+
+from app.models import Job
+from app.services.jobs import enqueue_job
+from app.services.rounds import RoundError, start_round
+from tests.app import factories
+from tests.app.rounds_support import label_preferences, make_prompts, register_policy
+from tests.conftest import BACKENDS
+
+
+def test_round_needs_a_current_policy_and_enough_data(db):
+    with pytest.raises(RoundError, match="no current policy"):
+        start_round(db, config={})
+    human = factories.make_annotator(db)
+    register_policy(db, "/models/sft")
+    label_preferences(db, make_prompts(db, train=5, eval=1)["train"], annotator=human)
+    db.commit()
+    with pytest.raises(RoundError, match=r"too little data for a round: 5 preference pair\(s\).*at least 16"):
+        start_round(db, config={})
+    with pytest.raises(RoundError, match="0 preference pair"):
+        start_round(db, config={"source": "ai", "min_pairs": 1})
+    assert start_round(db, config={"min_pairs": 5}).status == "queued"
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_the_database_allows_one_active_round(db):
+    human = factories.make_annotator(db)
+    register_policy(db, "/models/sft")
+    label_preferences(db, make_prompts(db, train=3, eval=1)["train"], annotator=human)
+    db.commit()
+    first = start_round(db, config={"min_pairs": 1})
+    db.commit()
+    with pytest.raises(RoundError, match=f"round {first.id} is already queued"):
+        start_round(db, config={"min_pairs": 1})
+    # Whatever a caller checks, the partial unique index refuses a second queued/running round.
+    with pytest.raises(IntegrityError):
+        enqueue_job(db, kind="round", config={})
+        db.flush()
+    db.rollback()
+    first = db.get(Job, first.id)
+    first.status = "failed"
+    db.commit()
+    assert start_round(db, config={"min_pairs": 1}).id != first.id
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_a_race_past_the_check_is_refused_by_the_index_with_a_clear_message(db, monkeypatch):
+    """Two starts that both pass the "no active round" check (a race): the database refuses the second."""
+    human = factories.make_annotator(db)
+    register_policy(db, "/models/sft")
+    label_preferences(db, make_prompts(db, train=3, eval=1)["train"], annotator=human)
+    db.commit()
+    monkeypatch.setattr("app.services.rounds.start.active_round", lambda session: None)
+    first = start_round(db, config={"min_pairs": 1})
+    db.commit()
+    with pytest.raises(RoundError, match="another round was started at the same moment"):
+        start_round(db, config={"min_pairs": 1})
+    db.rollback()
+    first = db.get(Job, first.id)
+    first.status = "failed"
+    db.commit()
+    assert start_round(db, config={"min_pairs": 1}).id != first.id
