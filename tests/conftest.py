@@ -8,6 +8,7 @@ CI=true (an unreachable server fails the test instead of skipping it).
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import uuid
@@ -15,12 +16,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
-from tests.support import csrf_from, session_csrf
+from tests.factories import csrf_from, session_csrf
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One intra-op thread: tiny models gain nothing from more, and on a shared 2-core machine a second spinning
+# thread slows training ~10x. Child processes (`python -m trainer` in CLI tests) inherit the env var.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 PG_ADMIN_URL = os.environ.get("RLHF_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -255,3 +261,62 @@ def api(client, make_user, make_token):
         return user, {"Authorization": f"Bearer {make_token(user)}"}
 
     return make
+
+
+# ---- tiny trained assets, built once per session through the real trainer stages; tests must not modify them ----
+#
+#    tiny_corpus_file   text file, one short document a line (a few hundred lines)
+#    tiny_tokenizer_dir tokenizer stage output (vocab 400, PAD != EOS, chat template)
+#    tiny_lm_dir        pretrain stage output (n_layer=2, n_head=2, n_embd=32, context=64); emits EOS after a line
+
+CORPUS_WORDS = ["cat", "dog", "bird", "sat", "ran", "flew", "on", "the", "mat", "log", "tree", "red", "big", "small"]
+
+
+def make_corpus_lines(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        a, b = rng.randint(0, 20), rng.randint(0, 20)
+        if i % 2:
+            lines.append(f"question: what is {a} plus {b}? answer: {a + b}")
+        else:
+            lines.append(" ".join(rng.choice(CORPUS_WORDS) for _ in range(rng.randint(3, 8))) + ".")
+    return lines
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text("\n".join(make_corpus_lines(400)) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory, tiny_corpus_file) -> Path:
+    from trainer.tokenizer import TokenizerConfig, train_tokenizer
+
+    out = tmp_path_factory.mktemp("tok") / "tokenizer"
+    return train_tokenizer(TokenizerConfig(input=[str(tiny_corpus_file)], vocab_size=400, out=str(out)))
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory, tiny_corpus_file, tiny_tokenizer_dir) -> Path:
+    from trainer.pretrain import PretrainConfig, train_pretrain
+
+    out = tmp_path_factory.mktemp("lm") / "lm"
+    cfg = PretrainConfig(
+        tokenizer=str(tiny_tokenizer_dir),
+        data=[str(tiny_corpus_file)],
+        out=str(out),
+        n_layer=2,
+        n_head=2,
+        n_embd=32,
+        context=64,
+        batch_size=16,
+        lr=3e-3,
+        max_steps=80,
+        warmup_steps=5,
+        device="cpu",
+        seed=0,
+    )
+    return train_pretrain(cfg)

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.annotate_fast_path import AnnotateFastPath
-from tests.app.annotation_fixtures import make_annotators, make_tasks, task_line
+from tests.factories import make_annotators, make_tasks, task_line
 
 
 class Recorder:

@@ -18,8 +18,8 @@ from app.services.annotations import (
     undo_annotation,
 )
 from app.services.assignment import next_task
-from tests.app.annotation_fixtures import make_annotators, make_tasks, task_line
 from tests.conftest import BACKENDS
+from tests.factories import make_annotators, make_tasks, task_line
 
 
 def _offer(db, user, **kw):

@@ -13,8 +13,8 @@ from sqlalchemy import func, select
 from app.models import Annotation, Assignment, Task, TaskPosition, utcnow
 from app.services.annotations import AnnotationConflict, submit_annotation
 from app.services.assignment import AssignmentError, next_task, skip_task
-from tests.app.annotation_fixtures import make_annotators, make_tasks, task_line
 from tests.conftest import BACKENDS
+from tests.factories import make_annotators, make_tasks, task_line
 
 
 def _next(db, user, **kw):

@@ -148,7 +148,7 @@ def test_a_writer_outside_the_annotate_api_does_not_freeze_the_server(client, db
     from sqlalchemy import text
 
     from app.db import get_engine
-    from tests.app.annotation_fixtures import make_tasks, task_line
+    from tests.factories import make_tasks, task_line
 
     (task_id,) = make_tasks(db, task_line(overlap=1))
     _, headers = api()
@@ -190,7 +190,7 @@ def test_job_worker_writes_and_the_annotate_api_never_deadlock(client, db, api):
     from app.db import session_scope
     from app.jobs.queue import claim_next, heartbeat
     from app.services.jobs import enqueue_job
-    from tests.app.annotation_fixtures import make_tasks
+    from tests.factories import make_tasks
 
     make_tasks(db, *[{"prompt": f"p{i}", "responses": ["a", "b"], "kind": "pairwise", "overlap": 1} for i in range(40)])
     job = enqueue_job(db, kind="noop")

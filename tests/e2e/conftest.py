@@ -6,9 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,18 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.factories import free_port, rlhf_command
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def rlhf_command() -> list[str]:
-    script = Path(sys.executable).parent / "rlhf"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "app.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -135,17 +124,6 @@ def stack(tmp_path) -> Stack:
     s.rlhf("db", "upgrade")
     yield s
     s.stop_all()
-
-
-def wait_until(condition, *, timeout_s: float, what: str, poll_s: float = 0.5, on_timeout=None):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(poll_s)
-    detail = on_timeout() if on_timeout else ""
-    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}\n{detail}")
 
 
 def copy_model(src: Path, dst: Path) -> Path:

@@ -19,10 +19,8 @@ from sqlalchemy.orm import Session
 
 from app.models import Annotation, Job, ModelVersion
 from app.services.users import create_token, create_user
-from tests.app import factories
-from tests.app.rounds_support import label_preferences, make_prompts, register_policy, tiny_round_config
-from tests.e2e.conftest import rlhf_command, wait_until
-from tests.trainer.conftest import tiny_corpus_file, tiny_lm_dir, tiny_tokenizer_dir  # noqa: F401 (fixtures)
+from tests import factories
+from tests.factories import label_preferences, make_prompts, register_policy, rlhf_command, tiny_round_config, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -65,8 +63,8 @@ def test_kill_9_worker_during_ppo_resumes_from_the_checkpoint(stack, tiny_lm_dir
     worker = stack.start("worker-1", "worker")
     rdir = stack.root / "data" / "rounds" / str(job_id)
     checkpoint = rdir / "policy.ckpt" / "state.pt"
-    wait_until(
-        checkpoint.is_file, timeout_s=300, poll_s=0.1, what="a PPO checkpoint", on_timeout=lambda: stack.log("worker-1")
+    wait_for(
+        checkpoint.is_file, timeout=300, interval=0.1, what="a PPO checkpoint", on_timeout=lambda: stack.log("worker-1")
     )
 
     os.kill(worker.pid, signal.SIGKILL)
@@ -149,7 +147,7 @@ def test_kill_9_server_under_load_loses_no_acknowledged_annotation(stack):
     threads = [threading.Thread(target=annotate, args=(t,), daemon=True) for t in tokens]
     for t in threads:
         t.start()
-    wait_until(lambda: len(acked) >= 30, timeout_s=120, poll_s=0.05, what="30 acknowledged annotations")
+    wait_for(lambda: len(acked) >= 30, timeout=120, interval=0.05, what="30 acknowledged annotations")
     os.kill(stack.procs["serve"].pid, signal.SIGKILL)  # mid-stream: requests in flight are cut
     stop.set()
     for t in threads:

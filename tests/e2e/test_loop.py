@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from app.simulation import run_simulation
-from tests.e2e.conftest import wait_until
+from tests.factories import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -65,9 +65,10 @@ def test_schedule_fires_a_round_that_makes_a_new_current_policy_and_new_tasks(st
     def job(job_id: int) -> dict:
         return api("GET", f"/api/v1/jobs/{job_id}")
 
-    done = wait_until(
+    done = wait_for(
         lambda: job(generate["job_id"])["status"] in ("succeeded", "failed") and job(generate["job_id"]),
-        timeout_s=90,
+        timeout=90,
+        interval=0.5,
         what="the first generate job",
         on_timeout=lambda: stack.log("worker"),
     )
@@ -80,8 +81,8 @@ def test_schedule_fires_a_round_that_makes_a_new_current_policy_and_new_tasks(st
         rounds = api("GET", "/api/v1/rounds")
         return rounds[0] if rounds and rounds[0]["status"] in ("succeeded", "failed", "cancelled") else None
 
-    summary = wait_until(
-        finished_round, timeout_s=WAIT_S, what="the scheduled round", on_timeout=lambda: stack.log("worker")
+    summary = wait_for(
+        finished_round, timeout=WAIT_S, interval=0.5, what="the scheduled round", on_timeout=lambda: stack.log("worker")
     )
     round_job = job(summary["id"])
     assert round_job["status"] == "succeeded", round_job["error"]

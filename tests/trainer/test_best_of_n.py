@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from tests.trainer.rl_assets import write_jsonl
+from tests.factories import write_jsonl
 from trainer.best_of_n import BestOfNConfig, pick_best, run_best_of_n
 from trainer.config import UsageError, load_config
 from trainer.evaluate import EvaluateConfig, run_evaluate

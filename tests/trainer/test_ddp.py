@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.trainer.rl_assets import build_tiny_lm, synthetic_pair, write_jsonl
+from tests.factories import build_tiny_lm, synthetic_pair, write_jsonl
 from trainer.config import load_config
 from trainer.reward_model import RewardConfig, train_reward
 

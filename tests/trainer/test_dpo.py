@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from tests.trainer.rl_assets import build_tiny_lm, synthetic_pair, write_jsonl
+from tests.factories import build_tiny_lm, synthetic_pair, write_jsonl
 from trainer.config import load_config
 from trainer.dpo import DPOConfig, dpo_loss, sequence_logps, train_dpo
 from trainer.masks import pad_sequences

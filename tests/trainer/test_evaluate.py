@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tests.trainer.rl_assets import NEUTRAL, build_tiny_lm, synthetic_pair, write_jsonl
+from tests.factories import NEUTRAL, build_tiny_lm, synthetic_pair, write_jsonl
 from trainer.config import UsageError, load_config
 from trainer.evaluate import EvaluateConfig, distinct_n, run_evaluate, win_rate
 from trainer.reward_model import RewardConfig, train_reward

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from tests.trainer.rl_assets import NEUTRAL, build_tiny_lm, synthetic_pair, write_jsonl
+from tests.factories import NEUTRAL, build_tiny_lm, synthetic_pair, write_jsonl
 from trainer.config import load_config
 from trainer.logprobs import response_logprobs
 from trainer.masks import pad_sequences

@@ -2,14 +2,14 @@ import json
 
 import pytest
 
-from tests.trainer.rl_assets import build_tokenizer, write_jsonl
+from tests.factories import build_word_tokenizer, write_jsonl
 from trainer.data import DataError
 from trainer.preference_data import load_preferences
 
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-    return build_tokenizer(tmp_path_factory.mktemp("tok"))
+    return build_word_tokenizer(tmp_path_factory.mktemp("tok"))
 
 
 def test_trl_format_with_margin_and_ties(tmp_path, tok):

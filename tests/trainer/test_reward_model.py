@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from tests.trainer.rl_assets import GOOD, NEUTRAL, build_tiny_lm, synthetic_pair, write_jsonl
+from tests.factories import GOOD, NEUTRAL, build_tiny_lm, synthetic_pair, write_jsonl
 from trainer.config import load_config
 from trainer.masks import pad_sequences
 from trainer.reward_model import RewardConfig, train_reward

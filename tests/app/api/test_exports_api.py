@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tests.app.export_fixtures import build_dataset
 from tests.conftest import BACKENDS
+from tests.factories import build_dataset
 
 
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)

@@ -3,7 +3,7 @@ rounds are only queued, so these tests stay fast)."""
 
 from __future__ import annotations
 
-from tests.app.rounds_support import labelled_world
+from tests.factories import labelled_world
 
 
 def _labelled(db, pairs: int = 20):

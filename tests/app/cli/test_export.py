@@ -4,7 +4,7 @@ import hashlib
 
 from typer.testing import CliRunner
 
-from tests.app.export_fixtures import build_dataset
+from tests.factories import build_dataset
 
 
 def test_cli_writes_file_and_sha256_prints_rows_and_refuses_bad_args(settings, db, tmp_path):

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from app.cli import app as cli
 from app.models import Job
-from tests.app.rounds_support import labelled_world
+from tests.factories import labelled_world
 
 runner = CliRunner()
 

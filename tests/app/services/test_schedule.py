@@ -16,9 +16,9 @@ from app.services.schedule import (
     get_schedule,
     update_schedule,
 )
-from tests.app import factories
-from tests.app.rounds_support import label_preferences, make_prompts, register_policy
+from tests import factories
 from tests.conftest import BACKENDS
+from tests.factories import label_preferences, make_prompts, register_policy
 
 
 def _rounds(db) -> int:

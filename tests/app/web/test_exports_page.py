@@ -3,7 +3,7 @@
 import base64
 import hashlib
 
-from tests.app.export_fixtures import build_dataset
+from tests.factories import build_dataset
 
 
 def test_export_download_has_digest_and_row_count(client, db, make_user, login):

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from app.models import Job, ModelVersion
 from app.services.snapshots import SnapshotFilters, snapshot_dir, write_snapshot
-from tests.app.rounds_support import labelled_world
+from tests.factories import labelled_world
 
 
 def _labelled(db, pairs: int = 20):

@@ -1,7 +1,7 @@
 """The dataset card written beside an export."""
 
 from app.services.exports import ExportFilters, write_card, write_export
-from tests.app.export_fixtures import build_dataset
+from tests.factories import build_dataset
 
 
 def test_card_has_provenance_counts_filters_agreement(db, tmp_path):

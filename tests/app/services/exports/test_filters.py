@@ -5,9 +5,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.services.exports import ExportError, ExportFilters, filters_from_strings
-from tests.app.export_fixtures import T0, build_dataset
-from tests.app.export_fixtures import export_lines as rows
 from tests.conftest import BACKENDS
+from tests.factories import T0, build_dataset
+from tests.factories import export_lines as rows
 
 
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 import pytest
 
 from app.services.exports import FORMATS, write_export
-from tests.app.export_fixtures import T0, build_dataset
-from tests.app.export_fixtures import export_lines as rows
 from tests.conftest import BACKENDS
+from tests.factories import T0, build_dataset
+from tests.factories import export_lines as rows
 
 
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)

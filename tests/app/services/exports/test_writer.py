@@ -17,10 +17,9 @@ from app.services.exports import (
     write_card,
     write_export,
 )
-from tests.app.export_fixtures import T0, build_dataset
-from tests.app.export_fixtures import export_lines as rows
-from tests.app.factories import annotate_pairwise, make_generation, make_model, make_prompt, make_task
 from tests.conftest import BACKENDS
+from tests.factories import T0, annotate_pairwise, build_dataset, make_generation, make_model, make_prompt, make_task
+from tests.factories import export_lines as rows
 
 
 def test_rich_csv_neutralises_formulas_and_loads(db, tmp_path):

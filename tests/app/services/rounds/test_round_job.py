@@ -13,7 +13,7 @@ from app.jobs.worker import Worker
 from app.models import Job, JobMetric, ModelVersion, Task
 from app.services.rounds import RoundError, parse_round_config, start_round
 from app.services.snapshots import read_manifest, snapshot_dir, verify_snapshot
-from tests.app.rounds_support import labelled_world, tiny_round_config
+from tests.factories import labelled_world, tiny_round_config
 
 
 def run_worker_once(settings) -> None:
@@ -23,7 +23,7 @@ def run_worker_once(settings) -> None:
 def test_ppo_round_registers_a_new_current_policy_and_makes_next_tasks(db, settings, tiny_lm_dir):
     sft, prompts = labelled_world(db, tiny_lm_dir, train=24, eval=6)
     job = start_round(
-        db, config=tiny_round_config(gold_judge="tests.app.rounds_support:gold_score", report_samples=2, eval_samples=2)
+        db, config=tiny_round_config(gold_judge="tests.factories:gold_score", report_samples=2, eval_samples=2)
     )
     db.commit()
 

@@ -7,7 +7,7 @@ import pytest
 
 from app.jobs.registry import JobFailed
 from app.services.rounds import RoundConfig, resolve_lineage
-from tests.app import factories
+from tests import factories
 
 
 def test_lineage_follows_the_parent_chain_to_the_sft_model(db):

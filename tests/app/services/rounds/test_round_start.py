@@ -9,9 +9,9 @@ from sqlalchemy.exc import IntegrityError
 from app.models import Job
 from app.services.jobs import enqueue_job
 from app.services.rounds import RoundError, start_round
-from tests.app import factories
-from tests.app.rounds_support import label_preferences, make_prompts, register_policy
+from tests import factories
 from tests.conftest import BACKENDS
+from tests.factories import label_preferences, make_prompts, register_policy
 
 
 def test_round_needs_a_current_policy_and_enough_data(db):

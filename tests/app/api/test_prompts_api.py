@@ -1,0 +1,30 @@
+"""POST/GET /api/v1/prompts: JSON or file, all or nothing; admins only."""
+
+from sqlalchemy import func, select
+
+from app.models import Prompt
+
+
+def test_post_prompts_json_and_file_all_or_nothing(client, db, api, settings, monkeypatch):
+    _, headers = api("admin")
+    res = client.post(
+        "/api/v1/prompts",
+        json=[{"prompt": "a"}, {"prompt": "a"}, {"messages": [{"role": "user", "content": "b"}]}],
+        headers=headers,
+    )
+    assert res.status_code == 200 and res.json() == {"lines": 3, "created": 2, "duplicates": 1}
+    res = client.post("/api/v1/prompts", json={"prompts": [{"prompt": "c"}, {"prompt": ""}]}, headers=headers)
+    assert res.status_code == 422 and res.json()["detail"]["errors"] == ["body:2: `prompt` must be a non-empty string"]
+    res = client.post("/api/v1/prompts", files={"file": ("p.csv", b"prompt,tags\nd,x\n")}, headers=headers)
+    assert res.status_code == 200 and res.json()["created"] == 1
+    res = client.post("/api/v1/prompts", files={"file": ("p.png", b"\x89PNG")}, headers=headers)
+    assert res.status_code == 422 and "unknown file type" in res.json()["detail"]["message"]
+    res = client.post("/api/v1/prompts", content=b"not json", headers={**headers, "content-type": "application/json"})
+    assert res.status_code == 422
+    monkeypatch.setattr(settings, "max_upload_bytes", 8)
+    res = client.post("/api/v1/prompts", json=[{"prompt": "far too long for the limit"}], headers=headers)
+    assert res.status_code == 413
+    assert db.scalar(select(func.count()).select_from(Prompt)) == 3
+    db.rollback()  # SQLite: never hold the write lock while the app serves a request
+    listed = client.get("/api/v1/prompts", headers=headers).json()
+    assert listed["counts"] == {"train": 3} and listed["prompts"][0]["prompt"] == "d"

@@ -1,0 +1,122 @@
+"""Round snapshots: exports by the round's filters + prompts + a manifest whose sha256 and rows match the files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+
+import pytest
+
+from app.services.snapshots import (
+    SnapshotError,
+    SnapshotFilters,
+    snapshot_archive,
+    verify_snapshot,
+    write_snapshot,
+)
+from tests import factories
+from tests.conftest import BACKENDS
+from tests.factories import label_preferences, make_prompts
+
+
+def _rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_snapshot_files_match_manifest_and_hold_train_data_only(db, tmp_path):
+    human, ai = factories.make_annotator(db), factories.make_annotator(db, is_ai=True)
+    prompts = make_prompts(db, train=6, eval=3)
+    human_anns = label_preferences(db, prompts["train"][:4], annotator=human)
+    label_preferences(db, prompts["train"][4:], annotator=ai, source="ai")
+    label_preferences(db, prompts["eval"], annotator=human)  # eval prompts never reach training files
+    task, gens = factories.pairwise_task(db, texts=("a", "b", "c"))
+    ranking = factories.annotate_ranking(db, task, human, ranking=list(gens))
+    db.commit()
+
+    out = tmp_path / "snap"
+    manifest = write_snapshot(db, out=out, filters=SnapshotFilters(source="human"), round_id=7)
+
+    assert verify_snapshot(out) == []
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [
+            "manifest.json",
+            "trl.jsonl",
+            "rankings.jsonl",
+            "kto.jsonl",
+            "sft.jsonl",
+            "prompts.jsonl",
+            "eval_prompts.jsonl",
+        ]
+    )
+    for name, meta in manifest["files"].items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == meta["sha256"]
+        assert len(_rows(out / name)) == meta["rows"]
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    trl = _rows(out / "trl.jsonl")
+    # 4 human pairwise choices on train prompts + 3 pairs of the human ranking; no AI, no eval prompts
+    assert len(trl) == 4 + 3
+    assert {r["annotation_id"] for r in trl} == {a.id for a in human_anns} | {ranking.id}
+    eval_texts = {p.text for p in prompts["eval"]}
+    assert not eval_texts & {r["prompt"] for r in trl}
+    assert manifest["max_annotation_id"] == ranking.id
+    assert manifest["filters"]["source"] == "human"
+    assert manifest["rows"]["prompts.jsonl"] == 6 + 1  # the ranking task's prompt is a train prompt too
+    assert {r["prompt"] for r in _rows(out / "eval_prompts.jsonl")} == eval_texts
+    assert _rows(out / "rankings.jsonl")[0]["completions"] == ["a", "b", "c"]
+
+
+def test_snapshot_is_bounded_by_its_annotation_id_and_refuses_an_existing_dir(db, tmp_path):
+    human = factories.make_annotator(db)
+    prompts = make_prompts(db, train=4, eval=1)
+    first = label_preferences(db, prompts["train"][:2], annotator=human)
+    db.commit()
+    manifest = write_snapshot(db, out=tmp_path / "a", filters=SnapshotFilters(), round_id=1)
+    assert manifest["max_annotation_id"] == first[-1].id
+    label_preferences(db, prompts["train"][2:], annotator=human)
+    db.commit()
+    later = write_snapshot(db, out=tmp_path / "b", filters=SnapshotFilters(), round_id=2)
+    assert later["rows"]["trl.jsonl"] == 4 and manifest["rows"]["trl.jsonl"] == 2
+    with pytest.raises(SnapshotError, match="already exists"):
+        write_snapshot(db, out=tmp_path / "a", filters=SnapshotFilters(), round_id=3)
+    assert not list(tmp_path.glob("*.tmp-*"))
+
+
+def test_empty_database_gives_an_empty_but_complete_snapshot(db, tmp_path):
+    manifest = write_snapshot(db, out=tmp_path / "s", filters=SnapshotFilters(), round_id=1)
+    assert manifest["max_annotation_id"] is None
+    assert all(meta["rows"] == 0 for meta in manifest["files"].values())
+    assert verify_snapshot(tmp_path / "s") == []
+
+
+def test_verify_reports_changed_missing_and_extra_files(db, tmp_path):
+    human = factories.make_annotator(db)
+    label_preferences(db, make_prompts(db, train=3, eval=1)["train"], annotator=human)
+    db.commit()
+    out = tmp_path / "s"
+    write_snapshot(db, out=out, filters=SnapshotFilters(), round_id=1)
+    with open(out / "trl.jsonl", "a") as fh:
+        fh.write('{"prompt": "x", "chosen": "y", "rejected": "z", "margin": 0.0, "annotation_id": 0}\n')
+    (out / "kto.jsonl").unlink()
+    (out / "notes.txt").write_text("hello")
+    problems = verify_snapshot(out)
+    assert "trl.jsonl: sha256 differs from the manifest" in problems
+    assert "kto.jsonl: missing" in problems
+    assert "notes.txt: not in the manifest" in problems
+
+
+def test_archive_holds_every_file_and_is_deterministic(db, tmp_path):
+    human = factories.make_annotator(db)
+    label_preferences(db, make_prompts(db, train=3, eval=1)["train"], annotator=human)
+    db.commit()
+    out = tmp_path / "snapshot"
+    write_snapshot(db, out=out, filters=SnapshotFilters(), round_id=1)
+    archive = snapshot_archive(out)
+    first = archive.read_bytes()
+    with tarfile.open(archive) as tar:
+        names = sorted(tar.getnames())
+        assert tar.extractfile("snapshot/trl.jsonl").read() == (out / "trl.jsonl").read_bytes()
+    assert names == sorted(f"snapshot/{p.name}" for p in out.iterdir())
+    archive.unlink()
+    assert snapshot_archive(out).read_bytes() == first

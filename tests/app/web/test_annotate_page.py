@@ -1,0 +1,225 @@
+"""The annotate pages over plain HTTP: the no-JS path (POST + 303), htmx fragments, escaping, blindness."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import func, select
+
+from app.models import Annotation, Assignment, Generation, Task, TaskPosition
+from tests.factories import make_tasks, task_line
+
+
+def _field(html: str, name: str) -> str:
+    match = re.search(rf'name="{name}" value="([^"]*)"', html)
+    assert match, f"no {name} in the page"
+    return match.group(1)
+
+
+def _form(html: str, csrf: str, **fields) -> dict:
+    return {
+        "csrf_token": csrf,
+        "task_id": _field(html, "task_id"),
+        "idempotency_key": _field(html, "idempotency_key"),
+        "rendered_at": _field(html, "rendered_at"),
+        **fields,
+    }
+
+
+def _picks(html: str) -> list[str]:
+    return re.findall(r'name="pick" value="(\d+)"', html)
+
+
+def test_login_required(client):
+    response = client.get("/annotate", follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"].startswith("/login")
+
+
+def test_page_escapes_html_renders_markdown_and_shows_no_model_names(client, db, make_user, login):
+    from app.models import ModelVersion
+
+    (task_id,) = make_tasks(
+        db,
+        task_line(
+            prompt="Why <script>alert(1)</script>?", responses=["**bold** and `x < y`", "```python\nprint('<b>')\n```"]
+        ),
+    )
+    model = ModelVersion(name="secret-policy-v7", kind="policy", stage="sft", path="/m", metrics={})
+    db.add(model)
+    db.flush()
+    for gen in db.scalars(
+        select(Generation)
+        .join(TaskPosition, TaskPosition.generation_id == Generation.id)
+        .where(TaskPosition.task_id == task_id)
+    ):
+        gen.model_version_id = model.id
+    db.commit()
+    login(make_user())
+    page = client.get("/annotate").text
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<strong>bold</strong>" in page and "<code>x &lt; y</code>" in page
+    assert 'class="language-python"' in page and "print('&lt;b&gt;')" in page
+    assert "secret-policy-v7" not in page
+    assert "/static/vendor/htmx/htmx.min.js" in page and "/static/vendor/sortablejs/Sortable.min.js" in page
+
+
+def test_no_js_submit_redirects_303_and_next_task_follows(client, db, make_user, login):
+    first, second = make_tasks(db, task_line(priority=1), task_line())
+    csrf = login(make_user())
+    page = client.get("/annotate").text
+    assert _field(page, "task_id") == str(first)
+    pick = _picks(page)[1]
+    response = client.post(
+        "/annotate/submit",
+        data=_form(page, csrf, pick=pick, strength="3", critique="fine", flag="unsafe"),
+        follow_redirects=False,
+    )
+    assert response.status_code == 303 and response.headers["location"] == "/annotate"
+    annotation = db.scalars(select(Annotation)).one()
+    assert (annotation.choice, annotation.chosen_id, annotation.strength) == ("chosen", int(pick), 3)
+    assert annotation.flags == ["unsafe"] and annotation.critique == "fine" and annotation.time_spent_ms is not None
+    db.rollback()
+    page = client.get("/annotate").text
+    assert _field(page, "task_id") == str(second)
+    assert 'data-testid="progress-today">1<' in page and 'data-testid="progress-remaining">1<' in page
+
+
+def test_double_click_same_form_stores_one(client, db, make_user, login):
+    make_tasks(db, task_line(overlap=2), task_line())
+    csrf = login(make_user())
+    page = client.get("/annotate").text
+    data = _form(page, csrf, pick="tie")
+    assert client.post("/annotate/submit", data=data, follow_redirects=False).status_code == 303
+    assert client.post("/annotate/submit", data=data, follow_redirects=False).status_code == 303
+    assert db.scalar(select(func.count()).select_from(Annotation)) == 1
+
+
+def test_each_render_carries_a_fresh_key(client, db, make_user, login):
+    make_tasks(db, task_line())
+    login(make_user())
+    first, second = client.get("/annotate").text, client.get("/annotate").text
+    assert _field(first, "task_id") == _field(second, "task_id")
+    assert _field(first, "idempotency_key") != _field(second, "idempotency_key")
+
+
+def test_htmx_submit_returns_the_next_task_fragment(client, db, make_user, login):
+    first, second = make_tasks(db, task_line(priority=1), task_line())
+    csrf = login(make_user())
+    page = client.get("/annotate").text
+    response = client.post("/annotate/submit", data=_form(page, csrf, pick="both_bad"), headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    assert "<html" not in response.text and response.text.lstrip().startswith('<div id="workspace">')
+    assert _field(response.text, "task_id") == str(second) and "Saved." in response.text
+
+
+def test_invalid_form_422_keeps_the_task_with_a_message(client, db, make_user, login):
+    (task_id,) = make_tasks(db, task_line())
+    csrf = login(make_user())
+    page = client.get("/annotate").text
+    response = client.post("/annotate/submit", data=_form(page, csrf), headers={"HX-Request": "true"})
+    assert response.status_code == 422 and "choice must be" in response.text
+    assert _field(response.text, "task_id") == str(task_id)
+    assert db.scalar(select(func.count()).select_from(Annotation)) == 0
+
+
+def test_ranking_by_rank_fields_without_js(client, db, make_user, login):
+    (task_id,) = make_tasks(db, task_line("ranking", n=3))
+    csrf = login(make_user())
+    page = client.get("/annotate").text
+    shown = re.findall(r'name="rank_(\d+)"', page)
+    assert len(shown) == 3 and "Sortable" not in page.split("</head>")[1][:0]  # selects are the no-JS path
+    bad = client.post(
+        "/annotate/submit",
+        data=_form(page, csrf, **{f"rank_{shown[0]}": "1", f"rank_{shown[1]}": "1", f"rank_{shown[2]}": "2"}),
+    )
+    assert bad.status_code == 422 and "different rank" in bad.text
+    ranks = {f"rank_{shown[0]}": "3", f"rank_{shown[1]}": "1", f"rank_{shown[2]}": "2"}
+    ok = client.post("/annotate/submit", data=_form(page, csrf, **ranks), follow_redirects=False)
+    assert ok.status_code == 303
+    assert db.scalars(select(Annotation.ranking)).one() == [int(shown[1]), int(shown[2]), int(shown[0])]
+
+
+def test_rating_with_critiques_and_rewrite(client, db, make_user, login):
+    make_tasks(db, task_line("rating", n=2))
+    csrf = login(make_user())
+    page = client.get("/annotate").text
+    ids = re.findall(r'name="rating_(\d+)" value="good"', page)
+    missing = client.post("/annotate/submit", data=_form(page, csrf, **{f"rating_{ids[0]}": "good"}))
+    assert missing.status_code == 422 and "rate every response" in missing.text
+    data = _form(
+        page,
+        csrf,
+        **{
+            f"rating_{ids[0]}": "good",
+            f"rating_{ids[1]}": "bad",
+            f"critique_{ids[1]}": "wrong year",
+            "rewrite": "The right answer.",
+        },
+    )
+    assert client.post("/annotate/submit", data=data, follow_redirects=False).status_code == 303
+    a = db.scalars(select(Annotation)).one()
+    assert a.ratings == {ids[0]: "good", ids[1]: "bad"} and a.critiques == {ids[1]: "wrong year"}
+    assert a.rewrite == "The right answer."
+
+
+def test_skip_and_undo_forms(client, db, make_user, login):
+    skipped, kept = make_tasks(db, task_line(priority=1), task_line())
+    csrf = login(make_user())
+    page = client.get("/annotate").text
+    response = client.post(
+        "/annotate/skip",
+        data={"csrf_token": csrf, "task_id": str(skipped), "reason": "The prompt is unclear", "reason_detail": "typo"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+    assert (
+        db.scalars(select(Assignment.skip_reason).where(Assignment.task_id == skipped)).one()
+        == "The prompt is unclear: typo"
+    )
+    db.rollback()
+    page = client.get("/annotate").text
+    assert _field(page, "task_id") == str(kept)
+    client.post("/annotate/submit", data=_form(page, csrf, pick="tie"))
+    page = client.get("/annotate").text
+    assert 'data-testid="no-task"' in page
+    annotation_id = db.scalars(select(Annotation.id)).one()
+    db.rollback()
+    assert f'data-testid="undo-{annotation_id}"' in page
+    undo = client.post(
+        "/annotate/undo", data={"csrf_token": csrf, "annotation_id": str(annotation_id)}, headers={"HX-Request": "true"}
+    )
+    assert undo.status_code == 200 and _field(undo.text, "task_id") == str(kept) and "Undone" in undo.text
+    assert db.get(Task, kept).done_count == 0
+    db.rollback()
+    progress = client.get("/annotate/progress").text
+    assert "undone" in progress and 'data-testid="progress-total">0<' in progress
+
+
+def test_forms_need_csrf(client, db, make_user, login):
+    make_tasks(db, task_line())
+    login(make_user())
+    page = client.get("/annotate").text
+    data = _form(page, "wrong", pick="tie")
+    assert client.post("/annotate/submit", data=data).status_code == 403
+
+
+def test_annotators_never_see_others_labels(client, db, make_user, login):
+    make_tasks(db, task_line(overlap=2))
+    other = make_user()
+    csrf = login(other)
+    page = client.get("/annotate").text
+    client.post("/annotate/submit", data=_form(page, csrf, pick="tie", critique="OTHER-PERSON-NOTE"))
+    client.cookies.clear()
+    login(make_user())
+    page = client.get("/annotate").text
+    progress = client.get("/annotate/progress").text
+    assert "OTHER-PERSON-NOTE" not in page + progress and 'data-testid="progress-total">0<' in progress
+
+
+def test_assets_come_from_the_cdn_unless_offline(client, db, make_user, login, settings, monkeypatch):
+    make_tasks(db, task_line("ranking", n=2))
+    login(make_user())
+    monkeypatch.setattr(settings, "offline_assets", False)
+    page = client.get("/annotate").text
+    assert "https://unpkg.com/htmx.org@" in page and "https://unpkg.com/sortablejs@" in page
+    assert "/static/js/annotate.js" in page and client.get("/static/js/annotate.js").status_code == 200

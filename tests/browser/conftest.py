@@ -1,0 +1,77 @@
+"""Browser tests: a real `rlhf serve` on the test's database, and Debian's chromium driven through Playwright.
+
+One launcher for every browser test: `browser` starts chromium from /usr/bin (never `playwright install`, which
+downloads); `server` migrates the test's database with `rlhf db upgrade` and serves it on a free port with the
+vendored front-end assets. Screenshots go to test-artifacts/ (ARTIFACTS).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.factories import free_port, rlhf_command, wait_for
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's chromium
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+LAUNCH_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+def server(settings, tmp_path):
+    """The base URL of `rlhf serve` on this test's database (stopped at the end of the test)."""
+    env = {
+        **os.environ,
+        "RLHF_DATA_DIR": str(settings.data_dir),
+        "RLHF_DATABASE_URL": settings.sqlalchemy_url,
+        "RLHF_SECRET_KEY": "test-secret-key",
+        "RLHF_OFFLINE_ASSETS": "1",
+    }
+    subprocess.run([*rlhf_command(), "db", "upgrade"], env=env, check=True, capture_output=True, timeout=120)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with open(tmp_path / "server.log", "wb") as log:
+        proc = subprocess.Popen(
+            [*rlhf_command(), "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return proc.poll() is not None  # died: stop waiting, the assert below says so
+
+        wait_for(up, timeout=60, interval=0.2, what="the server")
+        assert proc.poll() is None, (tmp_path / "server.log").read_text()
+        yield base
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        pytest.fail("Debian chromium is missing: apt-get install -y chromium")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        yield b
+        b.close()
