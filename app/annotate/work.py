@@ -14,11 +14,17 @@ from starlette.responses import JSONResponse, Response
 
 from app.annotate.auth import TokenUser
 from app.annotate.transaction import Work
-from app.services.annotations import annotation_json, list_my_annotations, submit_annotation, undo_annotation
+from app.services.annotations import (
+    MAX_KEY_LENGTH,
+    annotation_json,
+    list_my_annotations,
+    submit_annotation,
+    undo_annotation,
+)
 from app.services.assignment import aware, next_task, skip_task
 from app.settings import Settings
 
-IDEMPOTENCY_KEY_MIN, IDEMPOTENCY_KEY_MAX = 1, 128
+IDEMPOTENCY_KEY_MIN, IDEMPOTENCY_KEY_MAX = 1, MAX_KEY_LENGTH
 FEEDBACK_FIELDS = ("choice", "chosen_id", "strength", "ranking", "ratings", "critiques", "critique", "rewrite", "flags")
 
 
