@@ -41,7 +41,8 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 def make_engine(url: str, *, read_only: bool = False, **kwargs) -> Engine:
     """`read_only` engines begin DEFERRED transactions on SQLite, so long reads (exports, stats) never hold the
     write lock; the default engine begins IMMEDIATE, so a read-then-write transaction can't fail on lock upgrade
-    (SQLITE_BUSY that busy_timeout cannot resolve in WAL mode), and takes the writer gate first (app.write_gate)."""
+    (SQLITE_BUSY that busy_timeout cannot resolve in WAL mode), and takes the writer gate first
+    (app.annotate.write_gate)."""
     if url.startswith("sqlite"):
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs
@@ -51,9 +52,9 @@ def make_engine(url: str, *, read_only: bool = False, **kwargs) -> Engine:
         if read_only:
             event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
         elif database and database != ":memory:" and not database.startswith("file:"):
-            # every write transaction takes the writer gate first (see app.write_gate): no ungated writer holds
+            # every write transaction takes the writer gate first (see app.annotate.write_gate): no ungated writer holds
             # the write lock the event loop's annotate transactions would wait for
-            from app.write_gate import gate_engine
+            from app.annotate.write_gate import gate_engine
 
             gate_engine(engine, database)
         else:

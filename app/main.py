@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from app import api, web
-from app.annotate_fast_path import AnnotateFastPath, api_error_response
+from app.annotate.middleware import AnnotateFastPath, api_error_response
 from app.db import check_migrated, get_engine
 from app.deps import LoginRequired
 from app.security import SessionSigner
@@ -80,7 +80,7 @@ def create_app(*, check_database: bool = True) -> FastAPI:
         message = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors)
         return JSONResponse({"detail": message or "invalid request", "errors": errors}, status_code=422)
 
-    app.add_middleware(AnnotateFastPath)  # the annotate hot loop skips the routing (see app.annotate_fast_path)
+    app.add_middleware(AnnotateFastPath)  # the annotate hot loop skips the routing (see app.annotate)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     for router in [*api.ROUTERS, *web.ROUTERS]:
         app.include_router(router)

@@ -29,6 +29,7 @@ LEAKS = {
     ),
     "services never render HTML nor answer HTTP": ("app/services/leak_html.py", "import app.templating\n"),
     "routes never run SQL (queries live in services)": ("app/api/leak_sql.py", "import sqlalchemy\n"),
+    "the annotate hot path never imports routes": ("app/annotate/leak_route.py", "import app.api.tasks\n"),
 }
 
 

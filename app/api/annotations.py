@@ -2,75 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Connection
-from sqlalchemy.orm import Session
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict
 
-from app.api.tasks import AUTH_RESPONSES, TokenUser, Work, as_api_user
-from app.services.annotations import (
-    AnnotationConflict,
-    AnnotationInvalid,
-    annotation_json,
-    list_my_annotations,
-    submit_annotation,
-    undo_annotation,
+from app.annotate.transaction import as_api_user
+from app.annotate.work import (
+    IDEMPOTENCY_KEY_MAX,
+    IDEMPOTENCY_KEY_MIN,
+    AnnotationIn,
+    list_work,
+    submit_work,
+    undo_work,
 )
-from app.services.assignment import aware
-from app.settings import Settings
+from app.api.tasks import AUTH_RESPONSES
 
 router = APIRouter(prefix="/api/v1", tags=["annotations"])
-
-IDEMPOTENCY_KEY_MIN, IDEMPOTENCY_KEY_MAX = 1, 128
-FEEDBACK_FIELDS = ("choice", "chosen_id", "strength", "ranking", "ratings", "critiques", "critique", "rewrite", "flags")
-
-
-class AnnotationIn(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "task_id": 12,
-                    "choice": "chosen",
-                    "chosen_id": 31,
-                    "strength": 2,
-                    "critique": "B is vague.",
-                    "time_spent_ms": 5400,
-                },
-                {"task_id": 13, "ranking": [44, 42, 43], "rewrite": "The ideal answer...", "time_spent_ms": 12000},
-                {"task_id": 14, "ratings": {"50": "good", "51": "bad"}, "critiques": {"51": "Wrong unit."}},
-                {"task_id": 15, "choice": "both_bad", "flags": ["unsafe"]},
-            ]
-        },
-    )
-
-    task_id: int
-    choice: Literal["chosen", "tie", "both_bad"] | None = Field(None, description="pairwise only")
-    chosen_id: int | None = Field(None, description="pairwise, with choice=chosen: a response id")
-    strength: int | None = Field(None, description="pairwise, with choice=chosen: 1 slightly, 2 clearly, 3 much better")
-    ranking: list[int] | None = Field(None, description="ranking: every response id, best first")
-    ratings: dict[str, Literal["good", "bad"]] | None = Field(
-        None, description='{"<response id>": "good"|"bad"}: every response for rating tasks, optional otherwise'
-    )
-    critiques: dict[str, str] | None = Field(None, description='{"<response id>": text}, optional')
-    critique: str | None = Field(None, description="overall critique, optional")
-    rewrite: str | None = Field(None, description="the ideal response (an SFT demonstration), optional")
-    flags: list[Literal["unsafe", "broken"]] | None = None
-    time_spent_ms: int | None = Field(None, ge=0)
 
 
 class AnnotationCreated(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"annotation_id": 77}]})
 
     annotation_id: int
-
-
-def _error(exc: AnnotationConflict | AnnotationInvalid) -> HTTPException:
-    return HTTPException(422 if isinstance(exc, AnnotationInvalid) else exc.status, str(exc))
 
 
 @router.post(
@@ -100,30 +55,6 @@ async def submit_annotation_api(
     ],
 ) -> Response:
     return await as_api_user(request, submit_work(body, idempotency_key), core=True)
-
-
-def submit_work(body: AnnotationIn, idempotency_key: str) -> Work:
-    """The submit transaction, for this route and for app.annotate_fast_path."""
-
-    def work(db: Connection, user: TokenUser, settings: Settings) -> Response:
-        feedback = {k: getattr(body, k) for k in FEEDBACK_FIELDS}
-        try:
-            result = submit_annotation(
-                db,
-                user=user,
-                task_id=body.task_id,
-                feedback=feedback,
-                idempotency_key=idempotency_key,
-                time_spent_ms=body.time_spent_ms,
-                max_text_bytes=settings.max_text_bytes,
-            )
-        except (AnnotationConflict, AnnotationInvalid) as exc:
-            db.rollback()
-            raise _error(exc) from None
-        db.commit()
-        return JSONResponse({"annotation_id": result.annotation_id}, status_code=200 if result.replayed else 201)
-
-    return work
 
 
 LIST_EXAMPLE = [
@@ -168,13 +99,7 @@ async def list_annotations_api(
         raise HTTPException(
             400, "only your own annotations are listed here (mine=1); admins export everything from the exports page"
         )
-
-    def work(db: Session, user: TokenUser, _settings: Settings) -> Response:
-        rows = [annotation_json(a) for a in list_my_annotations(db, user_id=user.id, limit=limit, offset=offset)]
-        db.rollback()
-        return JSONResponse(rows)
-
-    return await as_api_user(request, work)
+    return await as_api_user(request, list_work(limit=limit, offset=offset))
 
 
 @router.delete(
@@ -189,24 +114,4 @@ async def list_annotations_api(
     },
 )
 async def undo_annotation_api(request: Request, annotation_id: int) -> Response:
-    def work(db: Session, user: TokenUser, settings: Settings) -> Response:
-        try:
-            annotation = undo_annotation(
-                db,
-                user=user,
-                annotation_id=annotation_id,
-                undo_minutes=settings.undo_minutes,
-                lease_minutes=settings.lease_minutes,
-            )
-        except AnnotationConflict as exc:
-            db.rollback()
-            raise _error(exc) from None
-        out = {
-            "annotation_id": annotation.id,
-            "task_id": annotation.task_id,
-            "deleted_at": aware(annotation.deleted_at).isoformat(),
-        }
-        db.commit()
-        return JSONResponse(out)
-
-    return await as_api_user(request, work)
+    return await as_api_user(request, undo_work(annotation_id))

@@ -12,11 +12,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Integer, String, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import Annotation, Assignment, Task, UTCDateTime, utcnow
+from app.annotate.statements import (
+    BY_KEY,
+    COUNT_DONE,
+    INSERT_ANNOTATION,
+    MARK_DONE,
+    SUBMIT_STATE,
+    TASK_RESPONSES_LOCKED,
+    TASK_RESPONSES_SQLITE,
+)
+from app.models import Annotation, Assignment, Task, utcnow
 from app.services.assignment import (
     Annotator,
     AssignmentError,
@@ -27,7 +36,6 @@ from app.services.assignment import (
     lock_task,
     lock_user,
     open_task_filter,
-    prepared,
 )
 from app.services.errors import Conflict, ServiceError
 
@@ -151,66 +159,6 @@ def request_hash(task_id: int, feedback: dict[str, Any]) -> str:
     """What a replay must match: the task and the normalized feedback (time spent is measurement, not answer)."""
     body = json.dumps({"task_id": task_id, **feedback}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(body.encode()).hexdigest()
-
-
-# The task and its response ids; on PostgreSQL the task row is locked by this very statement (its done_count is
-# read from the locked, latest row version), so everything after it in a submit is serialized per task.
-_TASK_RESPONSES = (
-    "SELECT t.kind, t.done_count, t.overlap, tp.generation_id FROM tasks t "
-    "JOIN task_positions tp ON tp.task_id = t.id WHERE t.id = :task ORDER BY tp.position"
-)
-TASK_RESPONSES_SQLITE = prepared(_TASK_RESPONSES)
-TASK_RESPONSES_LOCKED = prepared(_TASK_RESPONSES + " FOR UPDATE OF t")
-# Both "was this key used?" and "what is my assignment?" in one round trip.
-SUBMIT_STATE = prepared(
-    "SELECT (SELECT id FROM annotations WHERE user_id = :user AND idempotency_key = :key) AS key_id, "
-    "(SELECT request_hash FROM annotations WHERE user_id = :user AND idempotency_key = :key) AS key_hash, "
-    "(SELECT id FROM assignments WHERE task_id = :task AND user_id = :user) AS assignment_id, "
-    "(SELECT status FROM assignments WHERE task_id = :task AND user_id = :user) AS status, "
-    "(SELECT permutation FROM assignments WHERE task_id = :task AND user_id = :user) AS permutation, "
-    "(SELECT lease_expires_at FROM assignments WHERE task_id = :task AND user_id = :user) AS lease_expires_at",
-    dates=(),
-    columns={
-        "key_id": Integer(),
-        "key_hash": String(),
-        "assignment_id": Integer(),
-        "status": String(),
-        "permutation": JSON(),
-        "lease_expires_at": UTCDateTime(),
-    },
-)
-BY_KEY = prepared("SELECT id, request_hash FROM annotations WHERE user_id = :user AND idempotency_key = :key")
-MARK_DONE = prepared("UPDATE assignments SET status = 'done', updated_at = :now WHERE id = :id")
-COUNT_DONE = prepared(
-    "UPDATE tasks SET done_count = done_count + 1, completed = (done_count + 1 >= overlap) WHERE id = :task"
-)
-ANNOTATION_FIELDS = (
-    "task_id",
-    "user_id",
-    "source",
-    "kind",
-    "choice",
-    "chosen_id",
-    "strength",
-    "ranking",
-    "ratings",
-    "critiques",
-    "critique",
-    "rewrite",
-    "flags",
-    "positions",
-    "time_spent_ms",
-    "idempotency_key",
-    "request_hash",
-    "meta",
-    "created_at",
-)
-INSERT_ANNOTATION = prepared(
-    f"INSERT INTO annotations ({', '.join(ANNOTATION_FIELDS)}) VALUES "
-    f"({', '.join(':' + f for f in ANNOTATION_FIELDS)}) RETURNING id",
-    dates=("created_at",),
-    json_in=("ranking", "ratings", "critiques", "flags", "positions", "meta"),
-)
 
 
 def _by_key(session: Db, *, user_id: int, key: str):

@@ -10,18 +10,31 @@ The annotator's own row is locked too (PostgreSQL), so two tabs or a double clic
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import JSON, Boolean, Connection, Integer, String, Text, and_, bindparam, column, exists, select, text
+from sqlalchemy import Connection, and_, exists, select
 from sqlalchemy.orm import Session
 
-from app.models import Assignment, Task, UTCDateTime, utcnow
+from app.annotate.statements import (
+    CANDIDATE_LOCKED,
+    CANDIDATES,
+    HELD,
+    LEASED_BY_OTHERS,
+    LOCK_USER,
+    LOCK_USER_LEASE_ASYNC,
+    NEXT_PRIORITY,
+    OFFER,
+    SLOT_CHECK,
+    TASK_SLOTS_LOCKED,
+    TASK_SLOTS_SQLITE,
+    TOP_PRIORITY,
+    UPSERT_LEASE,
+)
+from app.models import Assignment, Task, utcnow
 from app.services.errors import Conflict
 
-CANDIDATE_BATCH = 16
 _shuffle = random.SystemRandom().shuffle
 
 
@@ -54,87 +67,6 @@ class Offer:
     @property
     def prompt(self) -> Any:
         return self.prompt_text if self.prompt_messages is None else self.prompt_messages
-
-
-# The hot path runs prepared textual SQL: building ORM expressions and flushing the unit of work cost more than
-# the queries themselves (measured: ~10x the time SQLite spends executing them).
-_DT = UTCDateTime()
-_NO = bindparam("no", value=False, type_=Boolean())
-
-
-def prepared(
-    statement: str,
-    *,
-    dates: tuple[str, ...] = ("now", "expires"),
-    json_in: tuple[str, ...] = (),
-    columns: dict[str, Any] | None = None,
-):
-    stmt = text(statement)
-    named = set(re.findall(r":(\w+)", statement))
-    binds = [bindparam(n, type_=_DT) for n in dates if n in named]
-    binds += [bindparam(n, type_=JSON(none_as_null=True)) for n in json_in]
-    if "no" in named:
-        binds.append(_NO)
-    stmt = stmt.bindparams(*binds)
-    return stmt.columns(*(column(n, t) for n, t in columns.items())) if columns else stmt
-
-
-LOCK_USER = prepared("SELECT id FROM users WHERE id = :user FOR UPDATE")
-# A lease is not worth an fsync: if the database crashed right after, the annotator would just be offered a task
-# again (annotations keep the durable commit). Same round trip as the user lock.
-LOCK_USER_LEASE_ASYNC = prepared(
-    "SELECT set_config('synchronous_commit', 'off', true) FROM users WHERE id = :user FOR UPDATE"
-)
-HELD = prepared(
-    "SELECT task_id, permutation, lease_expires_at FROM assignments WHERE user_id = :user AND "
-    "status = 'leased' AND lease_expires_at > :now ORDER BY leased_at LIMIT 1",
-    columns={"task_id": Integer(), "permutation": JSON(), "lease_expires_at": _DT},
-)
-TOP_PRIORITY = prepared("SELECT max(priority) FROM tasks WHERE completed = :no")
-NEXT_PRIORITY = prepared("SELECT max(priority) FROM tasks WHERE completed = :no AND priority < :priority")
-_CANDIDATE_WHERE = (
-    "FROM tasks t WHERE t.completed = :no AND t.priority = :priority AND t.id > :after "
-    "AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.task_id = t.id AND a.user_id = :user "
-    "AND a.status IN ('done', 'skipped')) "
-    "AND t.done_count + (SELECT count(*) FROM assignments l WHERE l.task_id = t.id AND l.status = 'leased' "
-    "AND l.lease_expires_at > :now) < t.overlap ORDER BY t.id"
-)
-CANDIDATES = prepared(f"SELECT t.id {_CANDIDATE_WHERE} LIMIT {CANDIDATE_BATCH}")
-# PostgreSQL: find and lock in one statement; the slot is then re-checked by a statement that sees every commit
-# made before the lock was granted.
-CANDIDATE_LOCKED = prepared(f"SELECT t.id {_CANDIDATE_WHERE} LIMIT 1 FOR UPDATE OF t SKIP LOCKED")
-SLOT_CHECK = prepared(
-    "SELECT t.done_count, t.overlap, t.completed, (SELECT count(*) FROM assignments l WHERE l.task_id = t.id "
-    "AND l.status = 'leased' AND l.lease_expires_at > :now AND l.user_id <> :user), (SELECT a.status FROM "
-    "assignments a WHERE a.task_id = t.id AND a.user_id = :user) FROM tasks t WHERE t.id = :task"
-)
-TASK_SLOTS = "SELECT done_count, overlap, completed FROM tasks WHERE id = :task"
-TASK_SLOTS_SQLITE = prepared(TASK_SLOTS)  # the IMMEDIATE transaction already excludes other writers
-TASK_SLOTS_LOCKED = prepared(TASK_SLOTS + " FOR UPDATE")
-OWN = prepared(
-    "SELECT id, status, permutation, lease_expires_at FROM assignments WHERE task_id = :task AND user_id = :user",
-    columns={"id": Integer(), "status": String(), "permutation": JSON(), "lease_expires_at": _DT},
-)
-LEASED_BY_OTHERS = prepared(
-    "SELECT count(*) FROM assignments WHERE task_id = :task AND status = 'leased' AND "
-    "lease_expires_at > :now AND user_id <> :user"
-)
-# The task as shown: its responses in canonical order, each row also carrying the kind and the prompt.
-OFFER = prepared(
-    "SELECT g.id, g.text, t.kind, p.text AS prompt_text, p.messages FROM task_positions tp "
-    "JOIN generations g ON g.id = tp.generation_id JOIN tasks t ON t.id = tp.task_id "
-    "JOIN prompts p ON p.id = t.prompt_id WHERE tp.task_id = :task ORDER BY tp.position",
-    columns={"id": Integer(), "text": Text(), "kind": String(), "prompt_text": Text(), "messages": JSON()},
-)
-# One statement for "lease it": a new row with a fresh shuffle, or this annotator's expired lease renewed with the
-# order they saw before (RETURNING gives whichever permutation the row now has).
-UPSERT_LEASE = prepared(
-    "INSERT INTO assignments (task_id, user_id, status, permutation, leased_at, lease_expires_at, updated_at) "
-    "VALUES (:task, :user, 'leased', :permutation, :now, :expires, :now) ON CONFLICT (task_id, user_id) DO UPDATE "
-    "SET leased_at = :now, lease_expires_at = :expires, updated_at = :now RETURNING permutation",
-    json_in=("permutation",),
-    columns={"permutation": JSON()},
-)
 
 
 def aware(value: datetime | None) -> datetime | None:

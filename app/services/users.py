@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.models import ApiToken, LoginFailure, User, utcnow
-from app.security import hash_password, hash_token, new_api_token, new_public_id, verify_password
+from app.security import hash_password, new_api_token, new_public_id, verify_password
 from app.services.errors import ServiceError
 from domain.vocabulary import ROLES
 
@@ -155,12 +155,3 @@ def revoke_token(session: Session, *, token_id: int, user_id: int | None = None)
         row.revoked_at = utcnow()
         session.flush()
     return row
-
-
-def user_for_token(session: Session, *, token: str) -> User | None:
-    """One indexed lookup: the token's sha256 joined to its active user."""
-    return session.scalar(
-        select(User)
-        .join(ApiToken, ApiToken.user_id == User.id)
-        .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None), User.is_active.is_(True))
-    )

@@ -1,12 +1,8 @@
-"""The annotate hot loop without the framework around it: `GET /api/v1/tasks/next` and `POST /api/v1/annotations`.
-
-An annotator's client calls these two endpoints all day. Profiled under bench/annotate_load.py, FastAPI's part of
-such a request (matching the path against every router in turn, solving dependencies, the request/response and
-exception wrappers) cost about as much server CPU as the transaction itself. This ASGI middleware answers the two
-routes directly, with the routes' own work functions (`next_work`, `submit_work`) inside the same `as_api_user`
-(writer gate, transaction, bearer token), when the request is well-formed. Anything else (another method, a query
-string, a missing or malformed header, a body the model rejects) goes on to the FastAPI routes, which stay the
-documented (OpenAPI) definition and give the error responses; so the fast path has no behaviour of its own.
+"""AnnotateFastPath: the ASGI middleware that answers the two hot requests itself, `GET /api/v1/tasks/next` and a
+well-formed `POST /api/v1/annotations`, with the routes' own work (app.annotate.work) in the same transaction
+(app.annotate.transaction). Anything else (another method, a query string, a missing or malformed header, a body
+the model rejects) goes on to the FastAPI routes, which stay the documented (OpenAPI) definition and give the
+error responses: the fast path has no behaviour of its own.
 """
 
 from __future__ import annotations
@@ -17,15 +13,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.annotations import IDEMPOTENCY_KEY_MAX, IDEMPOTENCY_KEY_MIN, AnnotationIn, submit_work
-from app.api.tasks import as_api_user, next_work
+from app.annotate.transaction import as_api_user
+from app.annotate.work import IDEMPOTENCY_KEY_MAX, IDEMPOTENCY_KEY_MIN, AnnotationIn, next_work, submit_work
+from app.services.errors import ServiceError
 
 NEXT_PATH = "/api/v1/tasks/next"
 SUBMIT_PATH = "/api/v1/annotations"
 
 
 def api_error_response(exc: HTTPException) -> Response:
-    """An HTTPException as the JSON API answers it (app.main's handler uses this too)."""
+    """An HTTPException as the JSON API answers it (app.main's handler uses this too; a ServiceError is answered
+    as HTTPException(exc.status, str(exc)))."""
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 
@@ -60,6 +58,8 @@ class AnnotateFastPath:
             response = await as_api_user(Request(scope, receive), work, core=True)
         except HTTPException as exc:
             response = api_error_response(exc)
+        except ServiceError as exc:  # as app.main answers one a route lets through
+            response = api_error_response(HTTPException(exc.status, str(exc)))
         await response(scope, receive, send)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import fcntl
 
-from app import write_gate
-from app.write_gate import sqlite_write_gate, sqlite_write_gate_async
+from app.annotate import write_gate
+from app.annotate.write_gate import sqlite_write_gate, sqlite_write_gate_async
 
 
 def _free(path) -> bool:

@@ -153,32 +153,6 @@ def test_ai_annotations_do_not_take_human_slots(db, make_user):
     assert _next(db, make_user()).task_id == task_id
 
 
-# ---- API ----------------------------------------------------------------------------------------------------
-
-
-def test_api_next_shape_204_and_skip(client, db, api):
-    (task_id,) = make_tasks(db, task_line(prompt="What is **RLHF**?", responses=["one", "two"]))
-    _, headers = api()
-    response = client.get("/api/v1/tasks/next", headers=headers)
-    assert response.status_code == 200
-    body = response.json()
-    assert body["task_id"] == task_id and body["kind"] == "pairwise" and body["prompt"] == "What is **RLHF**?"
-    assert sorted(r["text"] for r in body["responses"]) == ["one", "two"] and all(r["id"] for r in body["responses"])
-    assert client.get("/api/v1/tasks/next", headers=headers).json()["task_id"] == task_id
-    skip = client.post(f"/api/v1/tasks/{task_id}/skip", headers=headers, json={"reason": "off topic"})
-    assert skip.status_code == 200 and skip.json() == {"task_id": task_id, "status": "skipped"}
-    assert client.post(f"/api/v1/tasks/{task_id}/skip", headers=headers, json={}).status_code == 422
-    empty = client.get("/api/v1/tasks/next", headers=headers)
-    assert empty.status_code == 204 and empty.content == b""
-    assert client.get("/api/v1/tasks/next").status_code == 401
-
-
-def test_api_chat_prompt_is_returned_as_messages(client, db, api):
-    make_tasks(db, {"messages": [{"role": "user", "content": "hi"}], "responses": ["a"], "kind": "rating"})
-    _, headers = api()
-    assert client.get("/api/v1/tasks/next", headers=headers).json()["prompt"] == [{"role": "user", "content": "hi"}]
-
-
 # ---- concurrency --------------------------------------------------------------------------------------------
 
 
@@ -252,35 +226,3 @@ def test_expired_lease_taken_again_keeps_the_order_seen_before(backend, db):
     assert again.task_id == task_id and again.responses == first.responses
     assert again.lease_expires_at > first.lease_expires_at
     assert db.scalar(select(func.count()).select_from(Assignment)) == 1
-
-
-@pytest.mark.parametrize("holder", ["thread", "process"])
-def test_api_waits_for_a_held_sqlite_write_gate_and_the_server_keeps_answering(client, db, api, holder):
-    """The annotate API runs its SQLite transaction on the event loop, but never waits for the writer gate there:
-    while another thread of this process (or another process: a separate open file's flock) holds the gate, the
-    request waits off the loop, other requests are answered meanwhile, and it proceeds once the gate is free."""
-    import fcntl
-    from contextlib import contextmanager
-
-    from app.db import get_engine
-    from app.write_gate import sqlite_write_gate
-
-    path = get_engine().url.database
-
-    @contextmanager
-    def other_process_holds():
-        with open(path + ".write-gate", "a+b") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            yield
-
-    (task_id,) = make_tasks(db, task_line(overlap=1))
-    _, headers = api()
-    answers = []
-    with sqlite_write_gate(path) if holder == "thread" else other_process_holds():
-        waiting = threading.Thread(target=lambda: answers.append(client.get("/api/v1/tasks/next", headers=headers)))
-        waiting.start()
-        waiting.join(0.5)
-        assert waiting.is_alive() and not answers  # held up by the gate...
-        assert client.get("/healthz").status_code == 200  # ...off the event loop
-    waiting.join(10)
-    assert answers[0].status_code == 200 and answers[0].json()["task_id"] == task_id

@@ -8,7 +8,7 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from app.annotate_fast_path import AnnotateFastPath
+from app.annotate.middleware import AnnotateFastPath
 from tests.factories import make_annotators, make_tasks, task_line
 
 

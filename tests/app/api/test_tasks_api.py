@@ -1,0 +1,28 @@
+"""The annotator's tasks JSON API (app.api.tasks): the next task's shape, 204, 401, skip, chat prompts."""
+
+from __future__ import annotations
+
+from tests.factories import make_tasks, task_line
+
+
+def test_api_next_shape_204_and_skip(client, db, api):
+    (task_id,) = make_tasks(db, task_line(prompt="What is **RLHF**?", responses=["one", "two"]))
+    _, headers = api()
+    response = client.get("/api/v1/tasks/next", headers=headers)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["task_id"] == task_id and body["kind"] == "pairwise" and body["prompt"] == "What is **RLHF**?"
+    assert sorted(r["text"] for r in body["responses"]) == ["one", "two"] and all(r["id"] for r in body["responses"])
+    assert client.get("/api/v1/tasks/next", headers=headers).json()["task_id"] == task_id
+    skip = client.post(f"/api/v1/tasks/{task_id}/skip", headers=headers, json={"reason": "off topic"})
+    assert skip.status_code == 200 and skip.json() == {"task_id": task_id, "status": "skipped"}
+    assert client.post(f"/api/v1/tasks/{task_id}/skip", headers=headers, json={}).status_code == 422
+    empty = client.get("/api/v1/tasks/next", headers=headers)
+    assert empty.status_code == 204 and empty.content == b""
+    assert client.get("/api/v1/tasks/next").status_code == 401
+
+
+def test_api_chat_prompt_is_returned_as_messages(client, db, api):
+    make_tasks(db, {"messages": [{"role": "user", "content": "hi"}], "responses": ["a"], "kind": "rating"})
+    _, headers = api()
+    assert client.get("/api/v1/tasks/next", headers=headers).json()["prompt"] == [{"role": "user", "content": "hi"}]
