@@ -51,7 +51,7 @@ def test_reward_model_accuracy_on_held_out_pairs(assets):
 
 
 def test_same_policy_ties_and_has_zero_kl(assets):
-    judge = "py:tests.trainer.rl_assets:good_word_reward"
+    judge = "py:tests.factories:good_word_reward"
     res = _eval(
         policy=str(assets["lm"]),
         baseline=str(assets["lm"]),
