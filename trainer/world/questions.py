@@ -161,7 +161,60 @@ def _lookup(table: dict[str, Any] | tuple[str, ...] | list[str], key: str) -> st
     return None
 
 
-class Capital(Kind):
+class TableKind(Kind):
+    """A kind with one slot whose value is drawn from, and parsed back against, a table of facts."""
+
+    slot: str = ""
+    table: dict[str, Any] | tuple[str, ...] = ()
+
+    def sample(self, rng):
+        return {self.slot: rng.choice(list(self.table))}
+
+    def validate(self, raw):
+        value = _lookup(self.table, raw[self.slot])
+        return {self.slot: value} if value else None
+
+
+class NamedAnswerKind(Kind):
+    """A kind whose answer is one name out of a group (a city, a colour, a word): right when the
+    response names it and no rival, wrong when it names another member of the group."""
+
+    group: tuple[str, ...] = ()
+
+    def answer(self, s: Slots) -> str:
+        raise NotImplementedError
+
+    def sentence(self, s: Slots, answer: str) -> str:
+        raise NotImplementedError
+
+    def core(self, s):
+        return self.sentence(s, self.answer(s))
+
+    def short(self, s):
+        return f"{capitalise(self.answer(s))}."
+
+    def wrong(self, s, rng):
+        # Never offer the right answer, or a name the question itself holds, as the wrong one.
+        return self.sentence(s, rng.choice([g for g in self.group if g != self.answer(s) and g not in s.values()]))
+
+    def check(self, s, question, response):
+        return check_entity(response, question, self.answer(s), self.group)
+
+
+class AnimalKind(TableKind):
+    """A question about one animal; an answer about another animal is wrong."""
+
+    slot, table = "animal", facts.ANIMALS
+    slot_patterns = {"animal": r"[a-z]+"}
+
+    def check(self, s, question, response):
+        return about_another_animal(self.check_answer(s, question, response), question, response)
+
+    def check_answer(self, s: Slots, question: str, response: str) -> Check:
+        raise NotImplementedError
+
+
+class Capital(TableKind, NamedAnswerKind):
     name, category = "capital", "fact"
     templates = (
         "What is the capital of {country}?",
@@ -169,75 +222,45 @@ class Capital(Kind):
         "Can you tell me the capital of {country}?",
         "Name the capital city of {country}.",
     )
+    slot, table = "country", facts.CAPITALS
     slot_patterns = {"country": r"[A-Za-z ]+?"}
     weight = 2.0
 
-    def sample(self, rng):
-        return {"country": rng.choice(list(facts.CAPITALS))}
+    group = tuple(facts.CAPITALS.values())
 
-    def validate(self, raw):
-        country = _lookup(facts.CAPITALS, raw["country"])
-        return {"country": country} if country else None
+    def answer(self, s):
+        return facts.CAPITALS[s["country"]]
 
-    def core(self, s):
-        return f"The capital of {s['country']} is {facts.CAPITALS[s['country']]}."
-
-    def short(self, s):
-        return f"{facts.CAPITALS[s['country']]}."
-
-    def wrong(self, s, rng):
-        other = rng.choice([c for c in facts.CAPITALS.values() if c != facts.CAPITALS[s["country"]]])
-        return f"The capital of {s['country']} is {other}."
-
-    def check(self, s, question, response):
-        return check_entity(response, question, facts.CAPITALS[s["country"]], list(facts.CAPITALS.values()))
+    def sentence(self, s, answer):
+        return f"The capital of {s['country']} is {answer}."
 
 
-class CapitalCountry(Kind):
+class CapitalCountry(TableKind, NamedAnswerKind):
     name, category = "capital_country", "fact"
     templates = (
         "{city} is the capital of which country?",
         "Which country has {city} as its capital?",
         "In which country is the capital city {city}?",
     )
+    slot, table = "city", facts.CAPITAL_TO_COUNTRY
     slot_patterns = {"city": r"[A-Za-z ]+?"}
+    group = tuple(facts.CAPITALS)
 
-    def sample(self, rng):
-        return {"city": rng.choice(list(facts.CAPITAL_TO_COUNTRY))}
+    def answer(self, s):
+        return facts.CAPITAL_TO_COUNTRY[s["city"]]
 
-    def validate(self, raw):
-        city = _lookup(facts.CAPITAL_TO_COUNTRY, raw["city"])
-        return {"city": city} if city else None
-
-    def core(self, s):
-        return f"{s['city']} is the capital of {facts.CAPITAL_TO_COUNTRY[s['city']]}."
-
-    def short(self, s):
-        return f"{facts.CAPITAL_TO_COUNTRY[s['city']]}."
-
-    def wrong(self, s, rng):
-        right = facts.CAPITAL_TO_COUNTRY[s["city"]]
-        return f"{s['city']} is the capital of {rng.choice([c for c in facts.CAPITALS if c != right])}."
-
-    def check(self, s, question, response):
-        return check_entity(response, question, facts.CAPITAL_TO_COUNTRY[s["city"]], list(facts.CAPITALS))
+    def sentence(self, s, answer):
+        return f"{s['city']} is the capital of {answer}."
 
 
-class Legs(Kind):
+class Legs(AnimalKind):
     name, category = "legs", "fact"
     templates = (
         "How many legs does {art} {animal} have?",
         "How many legs has {art} {animal} got?",
         "Tell me how many legs {art} {animal} has.",
     )
-    slot_patterns = {"animal": r"[a-z]+"}
-
-    def sample(self, rng):
-        return {"animal": rng.choice(facts.LEGGED_ANIMALS)}
-
-    def validate(self, raw):
-        animal = _lookup(facts.LEGGED_ANIMALS, raw["animal"])
-        return {"animal": animal} if animal else None
+    table = facts.LEGGED_ANIMALS
 
     def _legs(self, s):
         return facts.ANIMALS[s["animal"]][1]
@@ -252,21 +275,14 @@ class Legs(Kind):
         legs = rng.choice([n for n in (2, 4, 6, 8, 10) if n != self._legs(s)])
         return f"{animal_article_cap(s)} {s['animal']} has {number_word(legs)} legs."
 
-    def check(self, s, question, response):
-        return about_another_animal(check_number(response, question, self._legs(s)), question, response)
+    def check_answer(self, s, question, response):
+        return check_number(response, question, self._legs(s))
 
 
-class Sound(Kind):
+class Sound(AnimalKind):
     name, category = "sound", "fact"
     templates = ("What sound does {art} {animal} make?", "What noise does {art} {animal} make?")
-    slot_patterns = {"animal": r"[a-z]+"}
-
-    def sample(self, rng):
-        return {"animal": rng.choice(facts.SOUND_ANIMALS)}
-
-    def validate(self, raw):
-        animal = _lookup(facts.SOUND_ANIMALS, raw["animal"])
-        return {"animal": animal} if animal else None
+    table = facts.SOUND_ANIMALS
 
     def _sound(self, s):
         return facts.ANIMALS[s["animal"]][2]
@@ -281,24 +297,16 @@ class Sound(Kind):
         sounds = sorted({facts.ANIMALS[a][2] for a in facts.SOUND_ANIMALS} - {self._sound(s)})
         return f"{animal_article_cap(s)} {s['animal']} {rng.choice(sounds)}."
 
-    def check(self, s, question, response):
+    def check_answer(self, s, question, response):
         text = response.lower()
         stems = [stem for stem in facts.SOUND_STEMS if re.search(r"\b" + stem + r"\w*", text)]
         right = next(stem for stem in facts.SOUND_STEMS if self._sound(s).startswith(stem))
-        return about_another_animal(Check(answered=bool(stems), correct=float(stems == [right])), question, response)
+        return Check(answered=bool(stems), correct=float(stems == [right]))
 
 
-class AnimalClass(Kind):
+class AnimalClass(AnimalKind):
     name, category = "animal_class", "fact"
     templates = ("What kind of animal is {art} {animal}?", "What class of animal does {art} {animal} belong to?")
-    slot_patterns = {"animal": r"[a-z]+"}
-
-    def sample(self, rng):
-        return {"animal": rng.choice(list(facts.ANIMALS))}
-
-    def validate(self, raw):
-        animal = _lookup(facts.ANIMALS, raw["animal"])
-        return {"animal": animal} if animal else None
 
     def core(self, s):
         cls = facts.ANIMALS[s["animal"]][0]
@@ -311,23 +319,13 @@ class AnimalClass(Kind):
         cls = rng.choice([c for c in facts.ANIMAL_CLASSES if c != facts.ANIMALS[s["animal"]][0]])
         return f"{animal_article_cap(s)} {s['animal']} is {article(cls)} {cls}."
 
-    def check(self, s, question, response):
-        return about_another_animal(
-            check_entity(response, question, facts.ANIMALS[s["animal"]][0], facts.ANIMAL_CLASSES), question, response
-        )
+    def check_answer(self, s, question, response):
+        return check_entity(response, question, facts.ANIMALS[s["animal"]][0], facts.ANIMAL_CLASSES)
 
 
-class CanFly(Kind):
+class CanFly(AnimalKind):
     name, category = "can_fly", "fact"
     templates = ("Can {art} {animal} fly?", "Is {art} {animal} able to fly?")
-    slot_patterns = {"animal": r"[a-z]+"}
-
-    def sample(self, rng):
-        return {"animal": rng.choice(list(facts.ANIMALS))}
-
-    def validate(self, raw):
-        animal = _lookup(facts.ANIMALS, raw["animal"])
-        return {"animal": animal} if animal else None
 
     def _answer(self, s, flies):
         return (
@@ -345,7 +343,7 @@ class CanFly(Kind):
     def wrong(self, s, rng):
         return self._answer(s, not facts.ANIMALS[s["animal"]][3])
 
-    def check(self, s, question, response):
+    def check_answer(self, s, question, response):
         text = response.lower()
         says_no = re.search(r"\b(no|cannot|can't|can not|not able|does not fly|doesn't fly)\b", text) is not None
         says_yes = re.search(r"\byes\b", text) is not None or (
@@ -353,38 +351,24 @@ class CanFly(Kind):
         )
         if says_yes == says_no:
             return Check(answered=says_yes, correct=0.0)
-        return about_another_animal(
-            Check(answered=True, correct=float(says_yes == facts.ANIMALS[s["animal"]][3])), question, response
-        )
+        return Check(answered=True, correct=float(says_yes == facts.ANIMALS[s["animal"]][3]))
 
 
-class ColourOf(Kind):
+class ColourOf(TableKind, NamedAnswerKind):
     name, category = "colour_of", "fact"
     templates = ("What colour is {thing}?", "What is the colour of {thing}?")
+    slot, table = "thing", facts.THING_COLOURS
     slot_patterns = {"thing": r"[a-z ]+?"}
+    group = facts.COLOURS
 
-    def sample(self, rng):
-        return {"thing": rng.choice(list(facts.THING_COLOURS))}
+    def answer(self, s):
+        return facts.THING_COLOURS[s["thing"]]
 
-    def validate(self, raw):
-        thing = _lookup(facts.THING_COLOURS, raw["thing"])
-        return {"thing": thing} if thing else None
-
-    def core(self, s):
-        return f"{capitalise(s['thing'])} is {facts.THING_COLOURS[s['thing']]}."
-
-    def short(self, s):
-        return f"{capitalise(facts.THING_COLOURS[s['thing']])}."
-
-    def wrong(self, s, rng):
-        colour = rng.choice([c for c in facts.COLOURS if c != facts.THING_COLOURS[s["thing"]]])
-        return f"{capitalise(s['thing'])} is {colour}."
-
-    def check(self, s, question, response):
-        return check_entity(response, question, facts.THING_COLOURS[s["thing"]], facts.COLOURS)
+    def sentence(self, s, answer):
+        return f"{capitalise(s['thing'])} is {answer}."
 
 
-class ColourMix(Kind):
+class ColourMix(NamedAnswerKind):
     name, category = "colour_mix", "fact"
     templates = (
         "What colour do you get when you mix {a} and {b}?",
@@ -393,60 +377,39 @@ class ColourMix(Kind):
     )
     slot_patterns = {"a": r"[a-z]+", "b": r"[a-z]+"}
     weight = 0.5
+    group = facts.COLOURS
 
     def sample(self, rng):
         a, b = rng.choice(list(facts.COLOUR_MIXES))
         return {"a": a, "b": b} if rng.random() < 0.5 else {"a": b, "b": a}
 
-    def _mix(self, s):
+    def answer(self, s):
         return facts.COLOUR_MIXES.get((s["a"], s["b"])) or facts.COLOUR_MIXES.get((s["b"], s["a"]))
 
     def validate(self, raw):
         s = {"a": raw["a"].lower(), "b": raw["b"].lower()}
-        return s if self._mix(s) else None
+        return s if self.answer(s) else None
 
-    def core(self, s):
-        return f"Mixing {s['a']} and {s['b']} makes {self._mix(s)}."
-
-    def short(self, s):
-        return f"{capitalise(self._mix(s))}."
-
-    def wrong(self, s, rng):
-        colour = rng.choice([c for c in facts.COLOURS if c not in (self._mix(s), s["a"], s["b"])])
-        return f"Mixing {s['a']} and {s['b']} makes {colour}."
-
-    def check(self, s, question, response):
-        return check_entity(response, question, self._mix(s), facts.COLOURS)
+    def sentence(self, s, answer):
+        return f"Mixing {s['a']} and {s['b']} makes {answer}."
 
 
-class Opposite(Kind):
+class Opposite(TableKind, NamedAnswerKind):
     name, category = "opposite", "fact"
     templates = (
         "What is the opposite of {word}?",
         "Tell me the opposite of {word}.",
         "What word means the opposite of {word}?",
     )
+    slot, table = "word", facts.OPPOSITE_WORDS
     slot_patterns = {"word": r"[a-z]+"}
+    group = facts.OPPOSITE_WORDS
 
-    def sample(self, rng):
-        return {"word": rng.choice(facts.OPPOSITE_WORDS)}
+    def answer(self, s):
+        return facts.OPPOSITES[s["word"]]
 
-    def validate(self, raw):
-        word = _lookup(facts.OPPOSITES, raw["word"])
-        return {"word": word} if word else None
-
-    def core(self, s):
-        return f"The opposite of {s['word']} is {facts.OPPOSITES[s['word']]}."
-
-    def short(self, s):
-        return f"{capitalise(facts.OPPOSITES[s['word']])}."
-
-    def wrong(self, s, rng):
-        other = rng.choice([w for w in facts.OPPOSITE_WORDS if w not in (s["word"], facts.OPPOSITES[s["word"]])])
-        return f"The opposite of {s['word']} is {other}."
-
-    def check(self, s, question, response):
-        return check_entity(response, question, facts.OPPOSITES[s["word"]], facts.OPPOSITE_WORDS)
+    def sentence(self, s, answer):
+        return f"The opposite of {s['word']} is {answer}."
 
 
 class Science(Kind):
@@ -494,18 +457,12 @@ class Science(Kind):
         return check_entity(response, question, answer, (answer,) + distractors)
 
 
-class Plural(Kind):
+class Plural(TableKind):
     name, category = "plural", "fact"
     templates = ("What is the plural of {noun}?", "What is the plural of the word {noun}?")
+    slot, table = "noun", facts.PLURALS
     slot_patterns = {"noun": r"[a-z]+"}
     weight = 0.5
-
-    def sample(self, rng):
-        return {"noun": rng.choice(list(facts.PLURALS))}
-
-    def validate(self, raw):
-        noun = _lookup(facts.PLURALS, raw["noun"])
-        return {"noun": noun} if noun else None
 
     def core(self, s):
         return f"The plural of {s['noun']} is {facts.PLURALS[s['noun']][0]}."
