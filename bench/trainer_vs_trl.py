@@ -357,6 +357,15 @@ def main() -> None:
     runs: dict[str, list] = {}
     tmp = Path(tempfile.mkdtemp(prefix="bench-trl-"))
     peaks = {p: matmul_peak(p) for p in ("fp32", "bf16")}
+
+    def run_anchor(python: Path, script: str, out: Path, *extra: str) -> dict:
+        """One of the TRL anchor's scripts, fp32 without gradient checkpointing, on the shared assets."""
+        cmd = [str(python), str(anchor_scripts / script), "--out", str(out), "--precision", "fp32", "--grad-ckpt", "0"]
+        return run_json([*cmd, "--assets", str(A / "assets"), *extra], env, out)
+
+    def run_ours(worker: str, precision: str, *extra: str) -> dict:
+        return run_json([*me, "--worker", worker, "--precision", precision, "--anchor", str(A), *extra], env)
+
     for r in range(args.rounds):
         if "rm" in only or "ppo" in only:
             if args.trl_rm_result and r == 0:
@@ -364,71 +373,18 @@ def main() -> None:
             elif "rm" in only or not (A / "assets" / "tiny-rm").exists():
                 o = tmp / f"trl_rm_{r}.json"
                 save = ["--save-rm", str(A / "assets" / "tiny-rm")] if not (A / "assets" / "tiny-rm").exists() else []
-                runs.setdefault("trl_rm", []).append(
-                    run_json(
-                        [
-                            str(A / "venv/bin/python"),
-                            str(anchor_scripts / "bench_rm.py"),
-                            "--out",
-                            str(o),
-                            "--precision",
-                            "fp32",
-                            "--grad-ckpt",
-                            "0",
-                            "--assets",
-                            str(A / "assets"),
-                            *save,
-                        ],
-                        env,
-                        o,
-                    )
-                )
+                runs.setdefault("trl_rm", []).append(run_anchor(A / "venv/bin/python", "bench_rm.py", o, *save))
             if "rm" in only:
                 for p in precisions:
-                    runs.setdefault(f"ours_rm_{p}", []).append(
-                        run_json(
-                            [*me, "--worker", "rm", "--precision", p, "--anchor", str(A), "--rm-lr", str(args.rm_lr)],
-                            env,
-                        )
-                    )
+                    runs.setdefault(f"ours_rm_{p}", []).append(run_ours("rm", p, "--rm-lr", str(args.rm_lr)))
         if "ppo" in only:
             o = tmp / f"trl_ppo_{r}.json"
             runs.setdefault("trl_ppo", []).append(
-                run_json(
-                    [
-                        str(A / "venv-ppo/bin/python"),
-                        str(anchor_scripts / "bench_ppo.py"),
-                        "--out",
-                        str(o),
-                        "--precision",
-                        "fp32",
-                        "--grad-ckpt",
-                        "0",
-                        "--assets",
-                        str(A / "assets"),
-                        "--episodes",
-                        str(args.ppo_episodes),
-                    ],
-                    env,
-                    o,
-                )
+                run_anchor(A / "venv-ppo/bin/python", "bench_ppo.py", o, "--episodes", str(args.ppo_episodes))
             )
             for p in precisions:
                 runs.setdefault(f"ours_ppo_{p}", []).append(
-                    run_json(
-                        [
-                            *me,
-                            "--worker",
-                            "ppo",
-                            "--precision",
-                            p,
-                            "--anchor",
-                            str(A),
-                            "--ppo-episodes",
-                            str(args.ppo_episodes),
-                        ],
-                        env,
-                    )
+                    run_ours("ppo", p, "--ppo-episodes", str(args.ppo_episodes))
                 )
         if "gen" in only:
             runs.setdefault("gen", []).append(
