@@ -39,6 +39,42 @@ def invoke(*args: str):
     return CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"}).invoke(app, expand_list_flags(list(args)))
 
 
+def run_trainer(*args: str) -> subprocess.CompletedProcess:
+    """`python -m trainer ARGS` as a user runs it, output captured (stderr is not a terminal)."""
+    return subprocess.run(
+        [sys.executable, "-m", "trainer", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=300,
+    )
+
+
+def tiny_pretrain_args(tokenizer: Path, data: list[Path], out: Path, max_steps: int) -> list[str]:
+    return [
+        "pretrain",
+        "--tokenizer",
+        str(tokenizer),
+        "--data",
+        *map(str, data),
+        "--out",
+        str(out),
+        "--n-layer",
+        "1",
+        "--n-head",
+        "2",
+        "--n-embd",
+        "16",
+        "--context",
+        "32",
+        "--max-steps",
+        str(max_steps),
+        "--device",
+        "cpu",
+    ]
+
+
 @pytest.mark.parametrize("stage", sorted(FLAGS))
 def test_stage_help_lists_its_flags(stage):
     result = invoke(stage, "--help")
@@ -89,28 +125,7 @@ def test_bad_data_exits_2_naming_file_and_line_and_writes_nothing(tmp_path, tiny
     data = tmp_path / "sft.jsonl"
     data.write_text('{"prompt": "a", "completion": "b"}\n\n{"prompt": "a"}\n')
     out = tmp_path / "out"
-    env = {**os.environ, "COLUMNS": "200"}
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trainer",
-            "sft",
-            "--model",
-            str(tiny_lm_dir),
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--device",
-            "cpu",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=300,
-    )
+    p = run_trainer("sft", "--model", str(tiny_lm_dir), "--data", str(data), "--out", str(out), "--device", "cpu")
     assert p.returncode == 2
     assert f"{data}:3:" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1  # one line, no traceback
@@ -132,39 +147,7 @@ def test_existing_output_exits_2(tmp_path, tiny_corpus_file):
 
 def test_cli_run_is_silent_off_a_terminal_and_prints_the_output_dir(tmp_path, tiny_tokenizer_dir, tiny_corpus_file):
     out = tmp_path / "lm"
-    env = {**os.environ, "COLUMNS": "200"}
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trainer",
-            "pretrain",
-            "--tokenizer",
-            str(tiny_tokenizer_dir),
-            "--data",
-            str(tiny_corpus_file),
-            str(tiny_corpus_file),
-            "--out",
-            str(out),
-            "--n-layer",
-            "1",
-            "--n-head",
-            "2",
-            "--n-embd",
-            "16",
-            "--context",
-            "32",
-            "--max-steps",
-            "3",
-            "--device",
-            "cpu",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=300,
-    )
+    p = run_trainer(*tiny_pretrain_args(tiny_tokenizer_dir, [tiny_corpus_file] * 2, out, max_steps=3))
     assert p.returncode == 0, p.stderr
     assert p.stderr == ""  # no progress bar, no warnings: stderr is not a terminal
     assert p.stdout.strip() == str(out)
@@ -179,30 +162,7 @@ def test_killed_run_leaves_no_output_dir(tmp_path, tiny_tokenizer_dir, tiny_corp
 
     out = tmp_path / "lm"
     p = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "trainer",
-            "pretrain",
-            "--tokenizer",
-            str(tiny_tokenizer_dir),
-            "--data",
-            str(tiny_corpus_file),
-            "--out",
-            str(out),
-            "--n-layer",
-            "1",
-            "--n-head",
-            "2",
-            "--n-embd",
-            "16",
-            "--context",
-            "32",
-            "--max-steps",
-            "100000",
-            "--device",
-            "cpu",
-        ],
+        [sys.executable, "-m", "trainer", *tiny_pretrain_args(tiny_tokenizer_dir, [tiny_corpus_file], out, 100000)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
