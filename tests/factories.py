@@ -439,23 +439,30 @@ def build_arithmetic_tokenizer(root: Path) -> Path:
     return train_tokenizer(TokenizerConfig(input=[str(corpus)], vocab_size=300, out=str(root / "tokenizer")))
 
 
-def build_arithmetic_model(root: Path, tokenizer_dir: Path, *, kind: str, name: str) -> Path:
-    import torch
-    from transformers import AutoTokenizer, GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
+def tiny_gpt2_config(tok, *, n_layer: int = 1, n_embd: int = 16, n_positions: int = 128, **extra):
+    """A GPT-2 config small enough for a test (2 heads), its vocabulary and special tokens the tokenizer's."""
+    from transformers import GPT2Config
 
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    config = GPT2Config(
+    return GPT2Config(
         vocab_size=len(tok),
-        n_positions=128,
-        n_embd=16,
-        n_layer=1,
+        n_positions=n_positions,
+        n_embd=n_embd,
+        n_layer=n_layer,
         n_head=2,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
-        num_labels=1,
+        **extra,
     )
+
+
+def build_arithmetic_model(root: Path, tokenizer_dir: Path, *, kind: str, name: str) -> Path:
+    import torch
+    from transformers import AutoTokenizer, GPT2ForSequenceClassification, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    config = tiny_gpt2_config(tok, num_labels=1)
     model = GPT2LMHeadModel(config) if kind == "policy" else GPT2ForSequenceClassification(config)
     out = root / name
     model.save_pretrained(str(out))
@@ -502,22 +509,12 @@ def build_word_tokenizer(out: Path):
 def build_tiny_lm(out: Path, *, n_layer: int = 2, n_embd: int = 32, seed: int = 0, dropout: float = 0.1) -> Path:
     """GPT-2 with 2 layers, d=32 (dropout on in the config: RL code must switch it off itself)."""
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import GPT2LMHeadModel
 
     out = Path(out)
     tok = build_word_tokenizer(out)
-    cfg = GPT2Config(
-        vocab_size=len(tok),
-        n_positions=128,
-        n_embd=n_embd,
-        n_layer=n_layer,
-        n_head=2,
-        resid_pdrop=dropout,
-        embd_pdrop=dropout,
-        attn_pdrop=dropout,
-        bos_token_id=tok.eos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
+    cfg = tiny_gpt2_config(
+        tok, n_layer=n_layer, n_embd=n_embd, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout
     )
     torch.manual_seed(seed)
     GPT2LMHeadModel(cfg).save_pretrained(out)

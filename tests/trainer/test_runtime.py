@@ -2,8 +2,9 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2LMHeadModel, PreTrainedTokenizerFast
 
+from tests.factories import tiny_gpt2_config
 from trainer.config import UsageError
 from trainer.generate import GenerateConfig, run_generate
 from trainer.runtime import PAD_TOKEN, autocast, load_causal_lm, load_tokenizer, resolve_device
@@ -29,17 +30,7 @@ def foreign_lm_dir(tmp_path_factory, tiny_corpus_file):
     )
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(
-        GPT2Config(
-            vocab_size=len(tok),
-            n_layer=1,
-            n_head=2,
-            n_embd=16,
-            n_positions=64,
-            eos_token_id=tok.eos_token_id,
-            bos_token_id=tok.eos_token_id,
-        )
-    )
+    model = GPT2LMHeadModel(tiny_gpt2_config(tok, n_positions=64))  # no pad_token_id: the tokenizer has none
     out = tmp_path_factory.mktemp("foreign") / "model"
     model.save_pretrained(out)
     tok.save_pretrained(out)
