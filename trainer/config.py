@@ -69,6 +69,9 @@ def is_required(f: dataclasses.Field) -> bool:
     return f.default is _MISSING and f.default_factory is _MISSING
 
 
+NUMBER_KINDS = {int: "an integer", float: "a number"}  # how a bad value's message names the type
+
+
 def _coerce(name: str, value: Any, tp: Any) -> Any:
     inner, optional = base_type(tp)
     if value is None:
@@ -89,20 +92,15 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
         raise UsageError(f"--{flag_name(name)} expects true/false, got {value!r}")
-    if inner is int:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise UsageError(f"--{flag_name(name)} expects an integer, got {value!r}")
+    if inner in NUMBER_KINDS:
+        refused = UsageError(f"--{flag_name(name)} expects {NUMBER_KINDS[inner]}, got {value!r}")
+        # a bool is an int to Python, not a number to a user; 2.5 is no integer
+        if isinstance(value, bool) or (inner is int and isinstance(value, float) and not value.is_integer()):
+            raise refused
         try:
-            return int(value)
+            return inner(value)
         except (TypeError, ValueError):
-            raise UsageError(f"--{flag_name(name)} expects an integer, got {value!r}") from None
-    if inner is float:
-        if isinstance(value, bool):
-            raise UsageError(f"--{flag_name(name)} expects a number, got {value!r}")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise UsageError(f"--{flag_name(name)} expects a number, got {value!r}") from None
+            raise refused from None
     if inner is str:
         if isinstance(value, Path):
             return str(value)
