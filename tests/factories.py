@@ -23,6 +23,9 @@ from app.services.jobs import enqueue_job
 from app.services.prompts import prompt_hash
 from app.services.tasks import import_task_specs, parse_task_items
 
+ROOT = Path(__file__).resolve().parents[1]  # the repository
+
+
 # ---- Database rows, made directly (service-level tests) ------------------------------------------------------------
 
 _seq = itertools.count()

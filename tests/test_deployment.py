@@ -1,13 +1,10 @@
 """docker-compose.yml and the Dockerfile: Docker can't run here, so check what can be checked statically."""
 
-from pathlib import Path
-
 import typer.main
 import yaml
 
 from app.cli import app as cli_app
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.factories import ROOT
 
 
 def _click_command(words: list[str]):

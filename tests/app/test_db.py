@@ -1,10 +1,6 @@
 """The database engines: SQLite pragmas."""
 
-from pathlib import Path
-
 from sqlalchemy import text
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_sqlite_runs_with_wal_busy_timeout_and_foreign_keys(db):

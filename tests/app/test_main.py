@@ -1,10 +1,6 @@
 """The application refuses an un-migrated database."""
 
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_app_refuses_unmigrated_database(tmp_path, monkeypatch):

@@ -1,9 +1,5 @@
 """Settings: defaults and the generated secret."""
 
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def test_settings_defaults_and_generated_secret(tmp_path, monkeypatch):
     from app.settings import Settings

@@ -14,9 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.factories import free_port, rlhf_command
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.factories import ROOT, free_port, rlhf_command
 
 
 @dataclass

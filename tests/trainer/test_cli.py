@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.factories import ROOT
 from trainer.cli import app, expand_list_flags, load_stages
 
-ROOT = Path(__file__).resolve().parents[2]
 COMMON = ["--seed", "--device", "--precision", "--epochs", "--max-steps", "--batch-size", "--lr", "--config"]
 FLAGS = {
     "tokenizer": ["--input", "--vocab-size", "--out"],

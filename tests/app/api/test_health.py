@@ -1,9 +1,5 @@
 """GET /healthz."""
 
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def test_healthz_ok(client):
     response = client.get("/healthz")

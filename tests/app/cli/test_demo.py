@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.factories import ROOT
+
 CLI = [sys.executable, "-m", "app.cli"]
 
 pytestmark = pytest.mark.slow

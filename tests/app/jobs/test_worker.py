@@ -17,9 +17,7 @@ from sqlalchemy import func, select
 from app.models import Job, JobMetric
 from app.services.jobs import enqueue_job, request_cancel
 from tests.conftest import BACKENDS
-from tests.factories import rlhf_command, wait_for
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.factories import ROOT, rlhf_command, wait_for
 
 
 def worker_env(settings, **overrides: str) -> dict[str, str]:
