@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -10,6 +11,7 @@ from fastapi.responses import RedirectResponse, Response
 from app.deps import PageAdmin, SessionDep, verify_csrf
 from app.services.models_registry import ModelError, list_models, promote, register_model, rollback
 from app.templating import render
+from app.web.form_actions import commit_or_show_error
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
 
@@ -43,35 +45,35 @@ def register(
     kind: Annotated[str, Form()] = "policy",
     stage: Annotated[str, Form()] = "pretrained",
 ) -> Response:
-    form = {"path": path, "name": name, "kind": kind, "stage": stage}
-    try:  # a sync endpoint: the load check's subprocess runs in the threadpool, off the event loop
-        model = register_model(db, path=path.strip(), name=name.strip(), kind=kind, stage=stage)
-    except ModelError as exc:
-        db.rollback()
-        return _page(request, db, error=str(exc), status_code=exc.status, form=form)
-    db.commit()
-    return RedirectResponse(f"/admin/models?notice=registered+model+{model.id}", status_code=303)
+    # a sync endpoint: the load check's subprocess runs in the threadpool, off the event loop
+    return commit_or_show_error(
+        db,
+        lambda: register_model(db, path=path.strip(), name=name.strip(), kind=kind, stage=stage),
+        errors=ModelError,
+        page=partial(_page, request, db, form={"path": path, "name": name, "kind": kind, "stage": stage}),
+        done=lambda model: RedirectResponse(f"/admin/models?notice=registered+model+{model.id}", status_code=303),
+    )
 
 
 @router.post("/admin/models/{model_id}/promote")
 def promote_model(request: Request, model_id: int, _admin: PageAdmin, db: SessionDep) -> Response:
-    try:
-        model = promote(db, model_id=model_id)
-    except ModelError as exc:
-        db.rollback()
-        return _page(request, db, error=str(exc), status_code=exc.status)
-    db.commit()
-    return RedirectResponse(f"/admin/models?notice=model+{model.id}+is+current", status_code=303)
+    return commit_or_show_error(
+        db,
+        lambda: promote(db, model_id=model_id),
+        errors=ModelError,
+        page=partial(_page, request, db),
+        done=lambda model: RedirectResponse(f"/admin/models?notice=model+{model.id}+is+current", status_code=303),
+    )
 
 
 @router.post("/admin/models/rollback")
 def rollback_model(
     request: Request, _admin: PageAdmin, db: SessionDep, kind: Annotated[str, Form()] = "policy"
 ) -> Response:
-    try:
-        model = rollback(db, kind=kind)
-    except ModelError as exc:
-        db.rollback()
-        return _page(request, db, error=str(exc), status_code=exc.status)
-    db.commit()
-    return RedirectResponse(f"/admin/models?notice=rolled+back+to+model+{model.id}", status_code=303)
+    return commit_or_show_error(
+        db,
+        lambda: rollback(db, kind=kind),
+        errors=ModelError,
+        page=partial(_page, request, db),
+        done=lambda model: RedirectResponse(f"/admin/models?notice=rolled+back+to+model+{model.id}", status_code=303),
+    )

@@ -3,6 +3,7 @@ annotator's figures."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -22,6 +23,7 @@ from app.services.users import (
     update_user,
 )
 from app.templating import render
+from app.web.form_actions import commit_or_show_error
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
 
@@ -64,27 +66,26 @@ def create(
     password: Annotated[str, Form()] = "",
     role: Annotated[str, Form()] = "annotator",
 ) -> Response:
-    try:
-        user = create_user(db, username=username.strip(), role=role, password=password)
-    except UserError as exc:
-        db.rollback()
-        return _page(request, db, error=str(exc), status_code=exc.status)
-    db.commit()
-    return RedirectResponse(f"/admin/users?notice=created+{user.username}", status_code=303)
+    return commit_or_show_error(
+        db,
+        lambda: create_user(db, username=username.strip(), role=role, password=password),
+        errors=UserError,
+        page=partial(_page, request, db),
+        done=lambda user: RedirectResponse(f"/admin/users?notice=created+{user.username}", status_code=303),
+    )
 
 
 @router.post("/admin/users/{user_id}/active")
 def activate(
     request: Request, user_id: int, admin: PageAdmin, db: SessionDep, active: Annotated[bool, Form()] = False
 ) -> Response:
-    try:
-        user = update_user(db, user_id=user_id, by=admin, is_active=active)
-    except UserError as exc:
-        db.rollback()
-        return _page(request, db, error=str(exc), status_code=exc.status)
-    db.commit()
-    return RedirectResponse(
-        f"/admin/users?notice={'activated' if active else 'deactivated'}+{user.username}", status_code=303
+    notice = "activated" if active else "deactivated"
+    return commit_or_show_error(
+        db,
+        lambda: update_user(db, user_id=user_id, by=admin, is_active=active),
+        errors=UserError,
+        page=partial(_page, request, db),
+        done=lambda user: RedirectResponse(f"/admin/users?notice={notice}+{user.username}", status_code=303),
     )
 
 
@@ -92,35 +93,40 @@ def activate(
 def reset_password(
     request: Request, user_id: int, admin: PageAdmin, db: SessionDep, password: Annotated[str, Form()] = ""
 ) -> Response:
-    try:
-        user = update_user(db, user_id=user_id, by=admin, password=password)
-    except UserError as exc:
-        db.rollback()
-        return _page(request, db, error=str(exc), status_code=exc.status)
-    db.commit()
-    return RedirectResponse(f"/admin/users?notice=password+reset+for+{user.username}", status_code=303)
+    return commit_or_show_error(
+        db,
+        lambda: update_user(db, user_id=user_id, by=admin, password=password),
+        errors=UserError,
+        page=partial(_page, request, db),
+        done=lambda user: RedirectResponse(f"/admin/users?notice=password+reset+for+{user.username}", status_code=303),
+    )
 
 
 @router.post("/admin/users/{user_id}/tokens")
 def new_token(
     request: Request, user_id: int, _admin: PageAdmin, db: SessionDep, name: Annotated[str, Form()] = ""
 ) -> Response:
-    try:
-        row, token = create_token(db, user=get_user(db, user_id=user_id), name=name.strip()[:128])
-    except UserError as exc:
-        db.rollback()
-        return _page(request, db, error=str(exc), status_code=exc.status)
-    db.commit()
-    # Shown once, in this response only (never in a URL or a log).
-    return _page(request, db, notice=f"token {row.id} created: copy it now, it is not shown again", new_token=token)
+    # The token is shown once, in this response only (never in a URL or a log).
+    return commit_or_show_error(
+        db,
+        lambda: create_token(db, user=get_user(db, user_id=user_id), name=name.strip()[:128]),
+        errors=UserError,
+        page=partial(_page, request, db),
+        done=lambda created: _page(
+            request,
+            db,
+            notice=f"token {created[0].id} created: copy it now, it is not shown again",
+            new_token=created[1],
+        ),
+    )
 
 
 @router.post("/admin/users/{user_id}/tokens/{token_id}/revoke")
 def revoke(request: Request, user_id: int, token_id: int, _admin: PageAdmin, db: SessionDep) -> Response:
-    try:
-        revoke_token(db, token_id=token_id, user_id=user_id)
-    except UserError as exc:
-        db.rollback()
-        return _page(request, db, error=str(exc), status_code=exc.status)
-    db.commit()
-    return RedirectResponse(f"/admin/users?notice=revoked+token+{token_id}", status_code=303)
+    return commit_or_show_error(
+        db,
+        lambda: revoke_token(db, token_id=token_id, user_id=user_id),
+        errors=UserError,
+        page=partial(_page, request, db),
+        done=lambda _: RedirectResponse(f"/admin/users?notice=revoked+token+{token_id}", status_code=303),
+    )
