@@ -88,10 +88,14 @@ def get_page_user(user: Annotated[User | None, Depends(get_page_user_optional)])
 PageUser = Annotated[User, Depends(get_page_user)]
 
 
-def get_page_admin(user: PageUser) -> User:
+def _admins_only(user: User) -> User:
     if user.role != "admin":
         raise HTTPException(status_code=403, detail="admins only")
     return user
+
+
+def get_page_admin(user: PageUser) -> User:
+    return _admins_only(user)
 
 
 PageAdmin = Annotated[User, Depends(get_page_admin)]
@@ -108,9 +112,7 @@ ApiUser = Annotated[User, Depends(get_api_user)]
 
 
 def get_api_admin(user: ApiUser) -> User:
-    if user.role != "admin":
-        raise HTTPException(status_code=403, detail="admins only")
-    return user
+    return _admins_only(user)
 
 
 ApiAdmin = Annotated[User, Depends(get_api_admin)]
