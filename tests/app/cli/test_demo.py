@@ -15,8 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CLI = [sys.executable, "-m", "app.cli"]
+# One sampling for the labelled tasks and the held-out pairs the reward model is scored on.
+SAMPLING = ["--num-samples", "4", "--temperature", "1.0", "--max-new-tokens", "24"]
 
 pytestmark = pytest.mark.slow
 
@@ -92,12 +94,7 @@ def test_serve_worker_simulate_export_and_reward_model_beats_chance(demo_env, tm
             "generate",
             "--count",
             "120",
-            "--num-samples",
-            "4",
-            "--temperature",
-            "1.0",
-            "--max-new-tokens",
-            "24",
+            *SAMPLING,
             "--seed",
             "1",
         ],
@@ -212,12 +209,7 @@ def _gold_pairs_on_eval_prompts(data: Path, sft_dir: Path, tmp_path: Path, env) 
             str(prompts_file),
             "--out",
             str(samples),
-            "--num-samples",
-            "4",
-            "--temperature",
-            "1.0",
-            "--max-new-tokens",
-            "24",
+            *SAMPLING,
             "--seed",
             "7",
         ],
