@@ -3,11 +3,10 @@ annotator's figures."""
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 
 from app.deps import PageAdmin, SessionDep, verify_csrf
 from app.models import ApiToken
@@ -23,7 +22,7 @@ from app.services.users import (
     update_user,
 )
 from app.templating import render
-from app.web.form_actions import commit_or_show_error
+from app.web.form_actions import AdminForms
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
 
@@ -52,6 +51,9 @@ def _page(
     return render(request, "admin_users.html", ctx, block="users", status_code=status_code)
 
 
+FORMS = AdminForms("/admin/users", UserError, _page)
+
+
 @router.get("/admin/users")
 def users_page(request: Request, _admin: PageAdmin, db: SessionDep, notice: str | None = None) -> Response:
     return _page(request, db, notice=notice)
@@ -66,12 +68,11 @@ def create(
     password: Annotated[str, Form()] = "",
     role: Annotated[str, Form()] = "annotator",
 ) -> Response:
-    return commit_or_show_error(
+    return FORMS.act(
+        request,
         db,
         lambda: create_user(db, username=username.strip(), role=role, password=password),
-        errors=UserError,
-        page=partial(_page, request, db),
-        done=lambda user: RedirectResponse(f"/admin/users?notice=created+{user.username}", status_code=303),
+        lambda user: FORMS.notice(f"created+{user.username}"),
     )
 
 
@@ -80,12 +81,11 @@ def activate(
     request: Request, user_id: int, admin: PageAdmin, db: SessionDep, active: Annotated[bool, Form()] = False
 ) -> Response:
     notice = "activated" if active else "deactivated"
-    return commit_or_show_error(
+    return FORMS.act(
+        request,
         db,
         lambda: update_user(db, user_id=user_id, by=admin, is_active=active),
-        errors=UserError,
-        page=partial(_page, request, db),
-        done=lambda user: RedirectResponse(f"/admin/users?notice={notice}+{user.username}", status_code=303),
+        lambda user: FORMS.notice(f"{notice}+{user.username}"),
     )
 
 
@@ -93,12 +93,11 @@ def activate(
 def reset_password(
     request: Request, user_id: int, admin: PageAdmin, db: SessionDep, password: Annotated[str, Form()] = ""
 ) -> Response:
-    return commit_or_show_error(
+    return FORMS.act(
+        request,
         db,
         lambda: update_user(db, user_id=user_id, by=admin, password=password),
-        errors=UserError,
-        page=partial(_page, request, db),
-        done=lambda user: RedirectResponse(f"/admin/users?notice=password+reset+for+{user.username}", status_code=303),
+        lambda user: FORMS.notice(f"password+reset+for+{user.username}"),
     )
 
 
@@ -107,12 +106,11 @@ def new_token(
     request: Request, user_id: int, _admin: PageAdmin, db: SessionDep, name: Annotated[str, Form()] = ""
 ) -> Response:
     # The token is shown once, in this response only (never in a URL or a log).
-    return commit_or_show_error(
+    return FORMS.act(
+        request,
         db,
         lambda: create_token(db, user=get_user(db, user_id=user_id), name=name.strip()[:128]),
-        errors=UserError,
-        page=partial(_page, request, db),
-        done=lambda created: _page(
+        lambda created: _page(
             request,
             db,
             notice=f"token {created[0].id} created: copy it now, it is not shown again",
@@ -123,10 +121,9 @@ def new_token(
 
 @router.post("/admin/users/{user_id}/tokens/{token_id}/revoke")
 def revoke(request: Request, user_id: int, token_id: int, _admin: PageAdmin, db: SessionDep) -> Response:
-    return commit_or_show_error(
+    return FORMS.act(
+        request,
         db,
         lambda: revoke_token(db, token_id=token_id, user_id=user_id),
-        errors=UserError,
-        page=partial(_page, request, db),
-        done=lambda _: RedirectResponse(f"/admin/users?notice=revoked+token+{token_id}", status_code=303),
+        lambda _: FORMS.notice(f"revoked+token+{token_id}"),
     )
