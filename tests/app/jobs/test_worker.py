@@ -19,7 +19,7 @@ from app.services.jobs import enqueue_job, request_cancel
 from tests.conftest import BACKENDS
 from tests.factories import rlhf_command, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def worker_env(settings, **overrides: str) -> dict[str, str]:
