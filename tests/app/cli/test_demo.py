@@ -17,6 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 CLI = [sys.executable, "-m", "app.cli"]
+TRAINER = [sys.executable, "-m", "trainer"]
 # One sampling for the labelled tasks and the held-out pairs the reward model is scored on.
 SAMPLING = ["--num-samples", "4", "--temperature", "1.0", "--max-new-tokens", "24"]
 
@@ -29,9 +30,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(args, env, **kw):
-    result = subprocess.run([*CLI, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, **kw)
-    assert result.returncode == 0, f"rlhf {' '.join(args)} failed:\n{result.stderr[-3000:]}"
+def _run(args, env, *, command=CLI, **kw):
+    result = subprocess.run([*command, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, **kw)
+    assert result.returncode == 0, f"{command[2]} {' '.join(args)} failed:\n{result.stderr[-3000:]}"
     return result
 
 
@@ -157,11 +158,8 @@ def test_serve_worker_simulate_export_and_reward_model_beats_chance(demo_env, tm
     assert len(held_out) >= 60
     (tmp_path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in held_out))
     rm_dir = tmp_path / "rm"
-    trained = subprocess.run(
+    _run(
         [
-            sys.executable,
-            "-m",
-            "trainer",
             "reward",
             "--model",
             str(sft_dir),
@@ -176,13 +174,9 @@ def test_serve_worker_simulate_export_and_reward_model_beats_chance(demo_env, tm
             "--seed",
             "0",
         ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        env,
+        command=TRAINER,
     )
-    assert trained.returncode == 0, trained.stderr[-2000:]
     metrics = [json.loads(line) for line in (rm_dir / "metrics.jsonl").read_text().splitlines()]
     accuracies = [m[k] for m in metrics for k in m if k.startswith("eval") and "accuracy" in k]
     assert accuracies, metrics[-1]
@@ -197,11 +191,8 @@ def _gold_pairs_on_eval_prompts(data: Path, sft_dir: Path, tmp_path: Path, env) 
 
     prompts_file = data / "world" / "tiny" / "prompts_eval.jsonl"
     samples = tmp_path / "eval_samples.jsonl"
-    done = subprocess.run(
+    _run(
         [
-            sys.executable,
-            "-m",
-            "trainer",
             "generate",
             "--model",
             str(sft_dir),
@@ -213,13 +204,9 @@ def _gold_pairs_on_eval_prompts(data: Path, sft_dir: Path, tmp_path: Path, env) 
             "--seed",
             "7",
         ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        env,
+        command=TRAINER,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
     prompts = {row["prompt_id"]: row["prompt"] for row in map(json.loads, prompts_file.read_text().splitlines())}
     by_prompt: dict[str, list[str]] = {}
     for row in map(json.loads, samples.read_text().splitlines()):
