@@ -1,17 +1,22 @@
-"""FastAPI dependencies: database session, browser session and CSRF, page users, API users, roles."""
+"""FastAPI dependencies: database session, browser session and CSRF, page users, API users, roles; the export
+query the API and the admin page share, and the response that serves an export."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Query, Request
+from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
+from starlette.background import BackgroundTask
 
 from app.annotate.auth import token_user
 from app.db import get_sessionmaker
 from app.models import User
 from app.security import CSRF_FIELD, CSRF_HEADER, SESSION_COOKIE, BrowserSession, SessionSigner, csrf_matches
+from app.services.exports import ExportDownload
 from app.settings import Settings, get_settings
 
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -83,10 +88,14 @@ def get_page_user(user: Annotated[User | None, Depends(get_page_user_optional)])
 PageUser = Annotated[User, Depends(get_page_user)]
 
 
-def get_page_admin(user: PageUser) -> User:
+def _admins_only(user: User) -> User:
     if user.role != "admin":
         raise HTTPException(status_code=403, detail="admins only")
     return user
+
+
+def get_page_admin(user: PageUser) -> User:
+    return _admins_only(user)
 
 
 PageAdmin = Annotated[User, Depends(get_page_admin)]
@@ -103,9 +112,35 @@ ApiUser = Annotated[User, Depends(get_api_user)]
 
 
 def get_api_admin(user: ApiUser) -> User:
-    if user.role != "admin":
-        raise HTTPException(status_code=403, detail="admins only")
-    return user
+    return _admins_only(user)
 
 
 ApiAdmin = Annotated[User, Depends(get_api_admin)]
+
+
+@dataclass
+class ExportQuery:
+    """An export's filters and file shape as query parameters, named as `export_download` takes them (`annotator`
+    and `csv` are their names in the URL). The page's form sends empty strings for unset fields and its numbers as
+    text: the service reads both. The API declares its own types and descriptions over these (app.api.exports)."""
+
+    since: str | None = None
+    until: str | None = None
+    until_id: str | None = None
+    source: str | None = None
+    annotators: Annotated[list[str] | None, Query(alias="annotator")] = None
+    split: str | None = None
+    min_agreement: str | None = None
+    include_ties: bool = False
+    as_csv: Annotated[bool, Query(alias="csv")] = False
+
+
+def export_response(download: ExportDownload) -> FileResponse:
+    """The written export, with its digest and row count headers; the file is removed once sent."""
+    return FileResponse(
+        download.path,
+        filename=download.filename,
+        media_type=download.media_type,
+        headers=download.headers,
+        background=BackgroundTask(download.remove),
+    )

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from app.deps import ApiAdmin, SessionDep
-from app.services.jobs import METRICS_PAGE, get_job, job_metrics, job_to_dict, list_jobs, metric_to_dict, request_cancel
+from app.services.jobs import get_job, job_metrics_page, job_to_dict, list_jobs, request_cancel
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 
@@ -35,9 +35,7 @@ def api_job_metrics(
     job_id: int, admin: ApiAdmin, db: SessionDep, after: Annotated[int, Query(ge=0)] = 0
 ) -> dict[str, Any]:
     """The job's metric series: points with id > `after`, oldest first (page with the last id seen)."""
-    job = get_job(db, job_id=job_id)
-    points = job_metrics(db, job_id=job_id, after_id=after, limit=METRICS_PAGE)
-    return {"status": job.status, "more": len(points) == METRICS_PAGE, "metrics": [metric_to_dict(m) for m in points]}
+    return job_metrics_page(db, job_id=job_id, after_id=after)
 
 
 @router.post("/jobs/{job_id}/cancel")

@@ -101,7 +101,7 @@ def start(
 
     Prints the job id. Refuses (exit 2) with too little data, no current policy, or a round already active."""
     from app.services.jobs import job_to_dict
-    from app.services.rounds import RoundError, start_round
+    from app.services.rounds import start_round
     from app.services.rounds.config import merge_config
 
     raw = _load_config_file(config) if config is not None else {}
@@ -118,10 +118,7 @@ def start(
     raw = merge_config(raw, {k: v for k, v in options.items() if v is not None})
     raw = merge_config(raw, parse_set(sets))
     with cli_session() as db:
-        try:
-            job = start_round(db, config=raw)
-        except RoundError as exc:
-            fail(str(exc))
+        job = start_round(db, config=raw)  # a refusal (RoundError) is cli_session's one-line exit 2
         db.commit()
         data = job_to_dict(job)
     typer.echo(json.dumps(data) if as_json else str(data["id"]))
@@ -200,14 +197,11 @@ def label_ai(
 ) -> None:
     """Label pending tasks with an AI judge (source `ai`, its own annotator identity; never counts toward overlap).
     Prints the job id."""
-    from app.services.ai_feedback import LabelAIError, start_label_ai
+    from app.services.ai_feedback import start_label_ai
 
     config = {"judge": judge, "model_id": model_id, "path": path or "", "limit": limit, "annotator": annotator or ""}
     with cli_session() as db:
-        try:
-            job = start_label_ai(db, config=config)
-        except LabelAIError as exc:
-            fail(str(exc))
+        job = start_label_ai(db, config=config)  # a refusal (LabelAIError) is cli_session's one-line exit 2
         db.commit()
         job_id = job.id
     typer.echo(str(job_id))

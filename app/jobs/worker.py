@@ -189,16 +189,20 @@ class Worker:
         """Cancel requested: stop the child's whole process group, then record the cancel."""
         returncode = terminate_group(child, grace_s=self.settings.cancel_grace_s)
         with session_scope() as session:
-            if queue.finish(
-                session,
-                job_id=job_id,
-                worker_id=self.worker_id,
-                status="cancelled",
-                error=f"cancelled ({describe_exit(returncode)})",
-            ):
+            if self.record_cancel(session, job_id, returncode):
                 return "cancelled"
             job = session.get(Job, job_id)
             return f"{job.status if job else 'deleted'} before the cancel took effect"
+
+    def record_cancel(self, session, job_id: int, returncode: int) -> bool:
+        """The job ends cancelled, with how its process exited; False if it was no longer ours to finish."""
+        return queue.finish(
+            session,
+            job_id=job_id,
+            worker_id=self.worker_id,
+            status="cancelled",
+            error=f"cancelled ({describe_exit(returncode)})",
+        )
 
     def let_go(self, job_id: int, child: subprocess.Popen) -> str:
         """The job is no longer ours: usually the child just recorded its outcome and is exiting; otherwise
@@ -224,13 +228,7 @@ class Worker:
             if job is None or job.status != "running" or job.worker_id != self.worker_id:
                 return job.status if job is not None else "deleted"
             if job.cancel_requested:
-                queue.finish(
-                    session,
-                    job_id=job_id,
-                    worker_id=self.worker_id,
-                    status="cancelled",
-                    error=f"cancelled ({describe_exit(returncode)})",
-                )
+                self.record_cancel(session, job_id, returncode)
                 return "cancelled"
             tail = queue.tail_lines(_read_attempt_log(log_path), ERROR_LINES - 1)
             reason = (

@@ -159,3 +159,11 @@ def metric_to_dict(metric: JobMetric) -> dict[str, Any]:
         "values": metric.values,
         "created_at": _iso(metric.created_at),
     }
+
+
+def job_metrics_page(session: Session, *, job_id: int, after_id: int = 0) -> dict[str, Any]:
+    """A page of the job's metric series as HTTP serves it: points with id > after_id, oldest first, and whether
+    more are to come (page with the last id seen)."""
+    job = get_job(session, job_id=job_id)
+    points = job_metrics(session, job_id=job_id, after_id=after_id, limit=METRICS_PAGE)
+    return {"status": job.status, "more": len(points) == METRICS_PAGE, "metrics": [metric_to_dict(m) for m in points]}

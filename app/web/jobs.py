@@ -10,13 +10,11 @@ from fastapi.responses import RedirectResponse, Response
 from app.deps import PageAdmin, SessionDep, verify_csrf
 from app.models import Job
 from app.services.jobs import (
-    METRICS_PAGE,
     JobError,
     eta_seconds,
     get_job,
-    job_metrics,
+    job_metrics_page,
     list_jobs,
-    metric_to_dict,
     request_cancel,
 )
 from app.templating import is_htmx, render
@@ -83,14 +81,9 @@ def job_metrics_json(
     job_id: int, admin: PageAdmin, db: SessionDep, after: Annotated[int, Query(ge=0)] = 0
 ) -> dict[str, Any]:
     """The plots' data: metric points after id `after`, and whether more are to come."""
-    job = get_job(db, job_id=job_id)
-    points = job_metrics(db, job_id=job_id, after_id=after, limit=METRICS_PAGE)
-    return {
-        "status": job.status,
-        "finished": job.status in FINISHED_JOB_STATUSES,
-        "more": len(points) == METRICS_PAGE,
-        "metrics": [metric_to_dict(m) for m in points],
-    }
+    page = job_metrics_page(db, job_id=job_id, after_id=after)
+    # "finished" second, as the plots have always read it
+    return {"status": page["status"], "finished": page["status"] in FINISHED_JOB_STATUSES, **page}
 
 
 @router.post("/admin/jobs/{job_id}/cancel")

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 
 from app.deps import PageAdmin, SessionDep, verify_csrf
 from app.services.models_registry import ModelError, list_models, promote, register_model, rollback
 from app.templating import render
+from app.web.form_actions import AdminForms
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
 
@@ -28,6 +29,9 @@ def _page(
     return render(request, "admin_models.html", ctx, block="models", status_code=status_code)
 
 
+FORMS = AdminForms("/admin/models", ModelError, _page)
+
+
 @router.get("/admin/models")
 def models_page(request: Request, _admin: PageAdmin, db: SessionDep, notice: str | None = None) -> Response:
     return _page(request, db, notice=notice)
@@ -43,35 +47,27 @@ def register(
     kind: Annotated[str, Form()] = "policy",
     stage: Annotated[str, Form()] = "pretrained",
 ) -> Response:
-    form = {"path": path, "name": name, "kind": kind, "stage": stage}
-    try:  # a sync endpoint: the load check's subprocess runs in the threadpool, off the event loop
-        model = register_model(db, path=path.strip(), name=name.strip(), kind=kind, stage=stage)
-    except ModelError as exc:
-        db.rollback()
-        return _page(request, db, error=str(exc), status_code=exc.status, form=form)
-    db.commit()
-    return RedirectResponse(f"/admin/models?notice=registered+model+{model.id}", status_code=303)
+    # a sync endpoint: the load check's subprocess runs in the threadpool, off the event loop
+    return FORMS.act(
+        request,
+        db,
+        lambda: register_model(db, path=path.strip(), name=name.strip(), kind=kind, stage=stage),
+        lambda model: FORMS.notice(f"registered+model+{model.id}"),
+        form={"path": path, "name": name, "kind": kind, "stage": stage},
+    )
 
 
 @router.post("/admin/models/{model_id}/promote")
 def promote_model(request: Request, model_id: int, _admin: PageAdmin, db: SessionDep) -> Response:
-    try:
-        model = promote(db, model_id=model_id)
-    except ModelError as exc:
-        db.rollback()
-        return _page(request, db, error=str(exc), status_code=exc.status)
-    db.commit()
-    return RedirectResponse(f"/admin/models?notice=model+{model.id}+is+current", status_code=303)
+    return FORMS.act(
+        request, db, lambda: promote(db, model_id=model_id), lambda model: FORMS.notice(f"model+{model.id}+is+current")
+    )
 
 
 @router.post("/admin/models/rollback")
 def rollback_model(
     request: Request, _admin: PageAdmin, db: SessionDep, kind: Annotated[str, Form()] = "policy"
 ) -> Response:
-    try:
-        model = rollback(db, kind=kind)
-    except ModelError as exc:
-        db.rollback()
-        return _page(request, db, error=str(exc), status_code=exc.status)
-    db.commit()
-    return RedirectResponse(f"/admin/models?notice=rolled+back+to+model+{model.id}", status_code=303)
+    return FORMS.act(
+        request, db, lambda: rollback(db, kind=kind), lambda model: FORMS.notice(f"rolled+back+to+model+{model.id}")
+    )

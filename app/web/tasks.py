@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.deps import PageAdmin, SessionDep, SettingsDep, verify_csrf
 from app.services.tasks import TaskImportError, count_tasks, import_tasks, list_tasks
+from app.settings import Settings
 from app.templating import render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
@@ -44,30 +45,28 @@ def tasks_page(
     return _page(request, db, page=max(1, page), imported=imported)
 
 
+def _too_large(request: Request, db, settings: Settings) -> Response:
+    return _page(
+        request,
+        db,
+        page=1,
+        status_code=413,
+        error=f"the upload is over the {settings.max_upload_bytes // (1024 * 1024)} MiB limit",
+    )
+
+
 @router.post("/admin/tasks/upload")
 async def upload_tasks(request: Request, _admin: PageAdmin, db: SessionDep, settings: SettingsDep) -> Response:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes + 64 * 1024:
-        return _page(
-            request,
-            db,
-            page=1,
-            status_code=413,
-            error=f"the upload is over the {settings.max_upload_bytes // (1024 * 1024)} MiB limit",
-        )
+        return _too_large(request, db, settings)
     form = await request.form()
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
         return _page(request, db, page=1, status_code=422, error="choose a JSONL file to upload")
     data = await upload.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
-        return _page(
-            request,
-            db,
-            page=1,
-            status_code=413,
-            error=f"the upload is over the {settings.max_upload_bytes // (1024 * 1024)} MiB limit",
-        )
+        return _too_large(request, db, settings)
     return await run_in_threadpool(_import, request, db, data, settings.max_text_bytes)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 
 from app.deps import PageAdmin, SessionDep, verify_csrf
 from app.models import ApiToken
@@ -22,6 +22,7 @@ from app.services.users import (
     update_user,
 )
 from app.templating import render
+from app.web.form_actions import AdminForms
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
 
@@ -50,6 +51,9 @@ def _page(
     return render(request, "admin_users.html", ctx, block="users", status_code=status_code)
 
 
+FORMS = AdminForms("/admin/users", UserError, _page)
+
+
 @router.get("/admin/users")
 def users_page(request: Request, _admin: PageAdmin, db: SessionDep, notice: str | None = None) -> Response:
     return _page(request, db, notice=notice)
@@ -64,27 +68,24 @@ def create(
     password: Annotated[str, Form()] = "",
     role: Annotated[str, Form()] = "annotator",
 ) -> Response:
-    try:
-        user = create_user(db, username=username.strip(), role=role, password=password)
-    except UserError as exc:
-        db.rollback()
-        return _page(request, db, error=str(exc), status_code=exc.status)
-    db.commit()
-    return RedirectResponse(f"/admin/users?notice=created+{user.username}", status_code=303)
+    return FORMS.act(
+        request,
+        db,
+        lambda: create_user(db, username=username.strip(), role=role, password=password),
+        lambda user: FORMS.notice(f"created+{user.username}"),
+    )
 
 
 @router.post("/admin/users/{user_id}/active")
 def activate(
     request: Request, user_id: int, admin: PageAdmin, db: SessionDep, active: Annotated[bool, Form()] = False
 ) -> Response:
-    try:
-        user = update_user(db, user_id=user_id, by=admin, is_active=active)
-    except UserError as exc:
-        db.rollback()
-        return _page(request, db, error=str(exc), status_code=exc.status)
-    db.commit()
-    return RedirectResponse(
-        f"/admin/users?notice={'activated' if active else 'deactivated'}+{user.username}", status_code=303
+    notice = "activated" if active else "deactivated"
+    return FORMS.act(
+        request,
+        db,
+        lambda: update_user(db, user_id=user_id, by=admin, is_active=active),
+        lambda user: FORMS.notice(f"{notice}+{user.username}"),
     )
 
 
@@ -92,35 +93,37 @@ def activate(
 def reset_password(
     request: Request, user_id: int, admin: PageAdmin, db: SessionDep, password: Annotated[str, Form()] = ""
 ) -> Response:
-    try:
-        user = update_user(db, user_id=user_id, by=admin, password=password)
-    except UserError as exc:
-        db.rollback()
-        return _page(request, db, error=str(exc), status_code=exc.status)
-    db.commit()
-    return RedirectResponse(f"/admin/users?notice=password+reset+for+{user.username}", status_code=303)
+    return FORMS.act(
+        request,
+        db,
+        lambda: update_user(db, user_id=user_id, by=admin, password=password),
+        lambda user: FORMS.notice(f"password+reset+for+{user.username}"),
+    )
 
 
 @router.post("/admin/users/{user_id}/tokens")
 def new_token(
     request: Request, user_id: int, _admin: PageAdmin, db: SessionDep, name: Annotated[str, Form()] = ""
 ) -> Response:
-    try:
-        row, token = create_token(db, user=get_user(db, user_id=user_id), name=name.strip()[:128])
-    except UserError as exc:
-        db.rollback()
-        return _page(request, db, error=str(exc), status_code=exc.status)
-    db.commit()
-    # Shown once, in this response only (never in a URL or a log).
-    return _page(request, db, notice=f"token {row.id} created: copy it now, it is not shown again", new_token=token)
+    # The token is shown once, in this response only (never in a URL or a log).
+    return FORMS.act(
+        request,
+        db,
+        lambda: create_token(db, user=get_user(db, user_id=user_id), name=name.strip()[:128]),
+        lambda created: _page(
+            request,
+            db,
+            notice=f"token {created[0].id} created: copy it now, it is not shown again",
+            new_token=created[1],
+        ),
+    )
 
 
 @router.post("/admin/users/{user_id}/tokens/{token_id}/revoke")
 def revoke(request: Request, user_id: int, token_id: int, _admin: PageAdmin, db: SessionDep) -> Response:
-    try:
-        revoke_token(db, token_id=token_id, user_id=user_id)
-    except UserError as exc:
-        db.rollback()
-        return _page(request, db, error=str(exc), status_code=exc.status)
-    db.commit()
-    return RedirectResponse(f"/admin/users?notice=revoked+token+{token_id}", status_code=303)
+    return FORMS.act(
+        request,
+        db,
+        lambda: revoke_token(db, token_id=token_id, user_id=user_id),
+        lambda _: FORMS.notice(f"revoked+token+{token_id}"),
+    )

@@ -18,6 +18,9 @@ import pytest
 from tests.factories import ROOT
 
 CLI = [sys.executable, "-m", "app.cli"]
+TRAINER = [sys.executable, "-m", "trainer"]
+# One sampling for the labelled tasks and the held-out pairs the reward model is scored on.
+SAMPLING = ["--num-samples", "4", "--temperature", "1.0", "--max-new-tokens", "24"]
 
 pytestmark = pytest.mark.slow
 
@@ -28,9 +31,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(args, env, **kw):
-    result = subprocess.run([*CLI, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, **kw)
-    assert result.returncode == 0, f"rlhf {' '.join(args)} failed:\n{result.stderr[-3000:]}"
+def _run(args, env, *, command=CLI, **kw):
+    result = subprocess.run([*command, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, **kw)
+    assert result.returncode == 0, f"{command[2]} {' '.join(args)} failed:\n{result.stderr[-3000:]}"
     return result
 
 
@@ -93,12 +96,7 @@ def test_serve_worker_simulate_export_and_reward_model_beats_chance(demo_env, tm
             "generate",
             "--count",
             "120",
-            "--num-samples",
-            "4",
-            "--temperature",
-            "1.0",
-            "--max-new-tokens",
-            "24",
+            *SAMPLING,
             "--seed",
             "1",
         ],
@@ -161,11 +159,8 @@ def test_serve_worker_simulate_export_and_reward_model_beats_chance(demo_env, tm
     assert len(held_out) >= 60
     (tmp_path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in held_out))
     rm_dir = tmp_path / "rm"
-    trained = subprocess.run(
+    _run(
         [
-            sys.executable,
-            "-m",
-            "trainer",
             "reward",
             "--model",
             str(sft_dir),
@@ -180,13 +175,9 @@ def test_serve_worker_simulate_export_and_reward_model_beats_chance(demo_env, tm
             "--seed",
             "0",
         ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        env,
+        command=TRAINER,
     )
-    assert trained.returncode == 0, trained.stderr[-2000:]
     metrics = [json.loads(line) for line in (rm_dir / "metrics.jsonl").read_text().splitlines()]
     accuracies = [m[k] for m in metrics for k in m if k.startswith("eval") and "accuracy" in k]
     assert accuracies, metrics[-1]
@@ -201,11 +192,8 @@ def _gold_pairs_on_eval_prompts(data: Path, sft_dir: Path, tmp_path: Path, env) 
 
     prompts_file = data / "world" / "tiny" / "prompts_eval.jsonl"
     samples = tmp_path / "eval_samples.jsonl"
-    done = subprocess.run(
+    _run(
         [
-            sys.executable,
-            "-m",
-            "trainer",
             "generate",
             "--model",
             str(sft_dir),
@@ -213,22 +201,13 @@ def _gold_pairs_on_eval_prompts(data: Path, sft_dir: Path, tmp_path: Path, env) 
             str(prompts_file),
             "--out",
             str(samples),
-            "--num-samples",
-            "4",
-            "--temperature",
-            "1.0",
-            "--max-new-tokens",
-            "24",
+            *SAMPLING,
             "--seed",
             "7",
         ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        env,
+        command=TRAINER,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
     prompts = {row["prompt_id"]: row["prompt"] for row in map(json.loads, prompts_file.read_text().splitlines())}
     by_prompt: dict[str, list[str]] = {}
     for row in map(json.loads, samples.read_text().splitlines()):

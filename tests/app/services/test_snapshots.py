@@ -20,6 +20,17 @@ from tests.conftest import BACKENDS
 from tests.factories import label_preferences, make_prompts
 
 
+@pytest.fixture
+def snapshot_dir(db, tmp_path):
+    """A snapshot of three labelled train prompts (and one eval prompt)."""
+    human = factories.make_annotator(db)
+    label_preferences(db, make_prompts(db, train=3, eval=1)["train"], annotator=human)
+    db.commit()
+    out = tmp_path / "snapshot"
+    write_snapshot(db, out=out, filters=SnapshotFilters(), round_id=1)
+    return out
+
+
 def _rows(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -90,12 +101,8 @@ def test_empty_database_gives_an_empty_but_complete_snapshot(db, tmp_path):
     assert verify_snapshot(tmp_path / "s") == []
 
 
-def test_verify_reports_changed_missing_and_extra_files(db, tmp_path):
-    human = factories.make_annotator(db)
-    label_preferences(db, make_prompts(db, train=3, eval=1)["train"], annotator=human)
-    db.commit()
-    out = tmp_path / "s"
-    write_snapshot(db, out=out, filters=SnapshotFilters(), round_id=1)
+def test_verify_reports_changed_missing_and_extra_files(snapshot_dir):
+    out = snapshot_dir
     with open(out / "trl.jsonl", "a") as fh:
         fh.write('{"prompt": "x", "chosen": "y", "rejected": "z", "margin": 0.0, "annotation_id": 0}\n')
     (out / "kto.jsonl").unlink()
@@ -106,12 +113,8 @@ def test_verify_reports_changed_missing_and_extra_files(db, tmp_path):
     assert "notes.txt: not in the manifest" in problems
 
 
-def test_archive_holds_every_file_and_is_deterministic(db, tmp_path):
-    human = factories.make_annotator(db)
-    label_preferences(db, make_prompts(db, train=3, eval=1)["train"], annotator=human)
-    db.commit()
-    out = tmp_path / "snapshot"
-    write_snapshot(db, out=out, filters=SnapshotFilters(), round_id=1)
+def test_archive_holds_every_file_and_is_deterministic(snapshot_dir):
+    out = snapshot_dir
     archive = snapshot_archive(out)
     first = archive.read_bytes()
     with tarfile.open(archive) as tar:
