@@ -45,7 +45,7 @@ def export(
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     try:
-        filters = ExportFilters(
+        filters = ExportFilters.checked(
             since=parse_time(since, name="--since"),
             until=parse_time(until, name="--until"),
             until_id=until_id,

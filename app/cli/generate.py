@@ -5,9 +5,9 @@ import json
 import typer
 
 from app.cli.session import cli_session
-from app.services.generation import GenerationRequest, request_generation
+from app.services.generation import GenerationRequest, parse_generation_request, request_generation
 
-D = GenerationRequest()
+D = GenerationRequest()  # the defaults each option shows
 
 
 def register(app: typer.Typer) -> None:
@@ -32,7 +32,7 @@ def generate(
     priority: int = typer.Option(D.priority, "--priority", help="Job and task priority."),
 ) -> None:
     """Generate K responses per prompt with a policy and turn them into tasks (a `generate` job)."""
-    request = GenerationRequest(
+    values = dict(
         model_id=model,
         split=split,
         tag=tag,
@@ -48,6 +48,6 @@ def generate(
         priority=priority,
     )
     with cli_session() as db:
-        job = request_generation(db, request=request)
+        job = request_generation(db, request=parse_generation_request(values))
         typer.echo(f"queued generate job {job.id} (run `rlhf worker` to process it)", err=True)
         typer.echo(json.dumps({"job_id": job.id, "config": job.config}))

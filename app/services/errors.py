@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class ServiceError(Exception):
     """A request the service refuses; the message is safe to show. `status` is the HTTP status it maps to."""
@@ -29,3 +31,23 @@ class Conflict(ServiceError):
     """The request is valid but clashes with the current state (a duplicate, one already running...)."""
 
     status = 409
+
+
+_NUMBER_ERRORS = {"int_parsing", "float_parsing", "int_type", "float_type", "int_from_float"}
+
+
+def validation_message(exc: ValidationError) -> str:
+    """One readable line for a Pydantic error at a boundary that is not HTTP (a form's strings, CLI values, a stored
+    config): "count must be a number, not 'many'"; a model check's own message as it wrote it."""
+    parts = []
+    for error in exc.errors():
+        name = " ".join(str(p) for p in error["loc"]).replace("_", " ")
+        if error["type"] in _NUMBER_ERRORS:
+            parts.append(f"{name} must be a number, not {error['input']!r}")
+        elif error["type"] == "value_error":
+            parts.append(str(error["ctx"]["error"]) if "error" in error.get("ctx", {}) else error["msg"])
+        elif error["type"] == "extra_forbidden":
+            parts.append(f"unknown setting {name!r}")
+        else:
+            parts.append(f"{name}: {error['msg']}" if name else error["msg"])
+    return "; ".join(parts) or "invalid values"

@@ -15,16 +15,17 @@ order (so K must be even).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from app.jobs import JobFailed, job_kind
 from app.models import Generation, ModelVersion, Prompt, Task, TaskPosition, utcnow
-from app.services.errors import ServiceError
+from app.services.errors import ServiceError, validation_message
 from app.services.jobs import enqueue_job
 from domain.sampling import RESPONSES_PER_PROMPT_MAX, RESPONSES_PER_PROMPT_MIN, SEED_LIMIT, sampling_problem
 from domain.vocabulary import SPLIT_FILTERS, TASK_KINDS, one_of
@@ -37,45 +38,53 @@ class GenerationError(ServiceError):
     """Bad generation request; the message is safe to show."""
 
 
-@dataclass
-class GenerationRequest:
-    """A request as the admin page, the CLI and the API take it (defaults shown in each)."""
+class GenerationRequest(BaseModel):
+    """A request as the admin page, the CLI, the API and the job's stored config take it (defaults shown in each).
+    Building one checks it: an invalid request never exists."""
 
-    model_id: int | None = None  # None: the current policy
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_id: int | None = Field(None, description="policy model id; default the current policy")
     split: str = "train"
     tag: str | None = None
-    count: int = 100
-    num_samples: int = 2  # K responses per prompt
+    count: int = Field(100, description="how many prompts (the first ones of the split, in id order)")
+    num_samples: int = Field(2, description="K responses per prompt, 2..8")
     temperature: float = 1.0
-    top_k: int = 0  # 0: off
-    top_p: float = 1.0  # 1.0: off
+    top_k: int = Field(0, description="0: off")
+    top_p: float = Field(1.0, description="1.0: off")
     max_new_tokens: int = 64
     seed: int = 0
     task_kind: str = "pairwise"
     overlap: int = 1
     priority: int = 0
 
-    def check(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> GenerationRequest:
         problem = one_of("split", self.split, SPLIT_FILTERS) or one_of("task kind", self.task_kind, TASK_KINDS)
-        if problem:
-            raise GenerationError(problem)
-        if not 1 <= self.count <= MAX_PROMPTS:
-            raise GenerationError(f"count must be 1..{MAX_PROMPTS}")
-        if not RESPONSES_PER_PROMPT_MIN <= self.num_samples <= RESPONSES_PER_PROMPT_MAX:
-            raise GenerationError(
-                f"responses per prompt (K) must be {RESPONSES_PER_PROMPT_MIN}..{RESPONSES_PER_PROMPT_MAX}"
-            )
-        if self.task_kind == "pairwise" and self.num_samples % 2:
-            raise GenerationError("pairwise tasks take the K responses two by two: K must be even")
-        problem = sampling_problem(
+        if not problem and not 1 <= self.count <= MAX_PROMPTS:
+            problem = f"count must be 1..{MAX_PROMPTS}"
+        if not problem and not RESPONSES_PER_PROMPT_MIN <= self.num_samples <= RESPONSES_PER_PROMPT_MAX:
+            problem = f"responses per prompt (K) must be {RESPONSES_PER_PROMPT_MIN}..{RESPONSES_PER_PROMPT_MAX}"
+        if not problem and self.task_kind == "pairwise" and self.num_samples % 2:
+            problem = "pairwise tasks take the K responses two by two: K must be even"
+        problem = problem or sampling_problem(
             temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, max_new_tokens=self.max_new_tokens
         )
+        if not problem and not 0 <= self.seed < SEED_LIMIT:
+            problem = "seed must be a non-negative 64-bit integer"
+        if not problem and not 1 <= self.overlap <= MAX_OVERLAP:
+            problem = f"overlap must be 1..{MAX_OVERLAP}"
         if problem:
-            raise GenerationError(problem)
-        if not 0 <= self.seed < SEED_LIMIT:
-            raise GenerationError("seed must be a non-negative 64-bit integer")
-        if not 1 <= self.overlap <= MAX_OVERLAP:
-            raise GenerationError(f"overlap must be 1..{MAX_OVERLAP}")
+            raise ValueError(problem)
+        return self
+
+
+def parse_generation_request(values: Mapping[str, Any]) -> GenerationRequest:
+    """A request from loose values (a form's strings, CLI options, a stored job config); GenerationError if bad."""
+    try:
+        return GenerationRequest.model_validate(dict(values))
+    except ValidationError as exc:
+        raise GenerationError(validation_message(exc)) from None
 
 
 def resolve_policy(session: Session, model_id: int | None) -> ModelVersion:
@@ -95,12 +104,11 @@ def resolve_policy(session: Session, model_id: int | None) -> ModelVersion:
 
 
 def request_generation(session: Session, *, request: GenerationRequest, created_by_id: int | None = None):
-    """Check the request and enqueue a `generate` job (flushes; the caller commits). Returns the Job."""
-    request.check()
+    """Enqueue a `generate` job for a (checked) request (flushes; the caller commits). Returns the Job."""
     model = resolve_policy(session, request.model_id)
     if not select_prompt_ids(session, request=request, limit=1):
         raise GenerationError("no prompts match (split/tag): import prompts first")
-    config = {**asdict(request), "model_id": model.id}
+    config = {**request.model_dump(), "model_id": model.id}
     return enqueue_job(session, kind="generate", config=config, created_by_id=created_by_id, priority=request.priority)
 
 
@@ -259,9 +267,7 @@ def run_generate(ctx) -> dict[str, Any]:
         model_path = model.path
         prompt_ids = select_prompt_ids(
             session,
-            request=GenerationRequest(
-                **{k: v for k, v in request.items() if k in GenerationRequest.__dataclass_fields__}
-            ),
+            request=parse_generation_request({k: v for k, v in request.items() if k in GenerationRequest.model_fields}),
         )
         if not prompt_ids:
             raise JobFailed("no prompts match the request")

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import PageAdmin, SessionDep, verify_csrf
-from app.services.generation import GenerationError, GenerationRequest, request_generation
+from app.services.generation import GenerationError, GenerationRequest, parse_generation_request, request_generation
 from app.services.jobs import list_jobs
 from app.services.models_registry import list_models
 from app.templating import render
@@ -26,31 +24,23 @@ def _page(request: Request, db, *, values: dict, error: str | None = None, statu
 
 @router.get("/admin/generate")
 def generate_page(request: Request, _admin: PageAdmin, db: SessionDep) -> Response:
-    return _page(request, db, values=asdict(GenerationRequest()))
+    return _page(request, db, values=GenerationRequest().model_dump())
 
 
-def _request_from_form(form) -> tuple[GenerationRequest, dict]:
-    values = {k: v for k, v in form.items() if k != "csrf_token"}
-    kwargs = {}
-    for f in fields(GenerationRequest):
-        raw = str(values.get(f.name, "")).strip()
-        if raw == "":
-            continue
-        try:
-            kwargs[f.name] = float(raw) if f.type == "float" else int(raw) if f.type in ("int", "int | None") else raw
-        except ValueError:
-            raise GenerationError(f"{f.name.replace('_', ' ')} must be a number, not {raw!r}") from None
-    return GenerationRequest(**kwargs), values
+def _request_from_form(form) -> GenerationRequest:
+    # An empty field means its default (the form shows the defaults; a cleared box falls back to them).
+    values = {k: str(v).strip() for k, v in form.items() if k != "csrf_token" and str(v).strip() != ""}
+    return parse_generation_request(values)
 
 
 @router.post("/admin/generate")
 async def generate(request: Request, admin: PageAdmin, db: SessionDep) -> Response:
     form = await request.form()
-    values = {**asdict(GenerationRequest()), **{k: v for k, v in form.items() if k != "csrf_token"}}
+    values = {**GenerationRequest().model_dump(), **{k: v for k, v in form.items() if k != "csrf_token"}}
 
     def work() -> Response:  # off the loop: a write transaction may wait for the SQLite writer gate
         try:
-            req, _ = _request_from_form(form)
+            req = _request_from_form(form)
             job = request_generation(db, request=req, created_by_id=admin.id)
         except GenerationError as exc:
             db.rollback()

@@ -7,11 +7,12 @@ at least two annotations whose agreement, see agreement.py, is >= the value).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from app.services.errors import ServiceError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from app.services.errors import ServiceError, validation_message
 from domain.vocabulary import SOURCE_FILTERS, SOURCES, SPLITS
 
 
@@ -19,8 +20,11 @@ class ExportError(ServiceError):
     """Bad export arguments; the message is safe to show."""
 
 
-@dataclass(frozen=True)
-class ExportFilters:
+class ExportFilters(BaseModel):
+    """Checked when built: `ExportFilters.checked(...)` turns a bad value into an ExportError with its message."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     since: datetime | None = None
     until: datetime | None = None
     until_id: int | None = None
@@ -29,17 +33,37 @@ class ExportFilters:
     split: str | None = None
     min_agreement: float | None = None
 
-    def __post_init__(self) -> None:
-        if self.source not in SOURCE_FILTERS:
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, source: str) -> str:
+        if source not in SOURCE_FILTERS:
             # The sources first, then "all": the order this message has always had.
-            raise ExportError(f"source must be one of {', '.join((*SOURCES, 'all'))}, not {self.source!r}")
-        if self.split is not None and self.split not in SPLITS:
-            raise ExportError(f"split must be {' or '.join(SPLITS)}, not {self.split!r}")
-        if self.min_agreement is not None and not 0 <= self.min_agreement <= 1:
-            raise ExportError("min agreement must be between 0 and 1")
+            raise ValueError(f"source must be one of {', '.join((*SOURCES, 'all'))}, not {source!r}")
+        return source
+
+    @field_validator("split")
+    @classmethod
+    def _known_split(cls, split: str | None) -> str | None:
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"split must be {' or '.join(SPLITS)}, not {split!r}")
+        return split
+
+    @field_validator("min_agreement")
+    @classmethod
+    def _agreement_range(cls, value: float | None) -> float | None:
+        if value is not None and not 0 <= value <= 1:
+            raise ValueError("min agreement must be between 0 and 1")
+        return value
+
+    @classmethod
+    def checked(cls, **values: Any) -> ExportFilters:
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise ExportError(validation_message(exc)) from None
 
     def describe(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = self.model_dump()
         out["annotators"] = list(self.annotators)
         for key in ("since", "until"):
             if out[key] is not None:
@@ -75,7 +99,7 @@ def filters_from_strings(
     except ValueError:
         raise ExportError("until id must be an integer and min agreement a number") from None
     names = tuple(n.strip() for a in (annotators or []) for n in a.split(",") if n.strip())
-    return ExportFilters(
+    return ExportFilters.checked(
         since=parse_time(since, name="since"),
         until=parse_time(until, name="until"),
         until_id=until_id,

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from app.jobs import child, queue
 from app.models import Generation, Job, Prompt, Task, TaskPosition
-from app.services.generation import GenerationError, GenerationRequest, request_generation
+from app.services.generation import GenerationError, GenerationRequest, parse_generation_request, request_generation
 from app.services.models_registry import register_model
 from tests.conftest import BACKENDS
 from tests.factories import build_arithmetic_model, build_arithmetic_tokenizer, make_model, make_prompt
@@ -117,8 +117,8 @@ def test_same_request_and_seed_give_same_texts(db, tiny_policy):
 )
 def test_bad_requests_are_refused_and_enqueue_nothing(db, tiny_policy, change, needle):
     _setup(db, tiny_policy)
-    with pytest.raises(GenerationError, match=needle):
-        request_generation(db, request=GenerationRequest(**change))
+    with pytest.raises(GenerationError, match=needle):  # refused when built or when enqueued
+        request_generation(db, request=parse_generation_request(change))
     db.rollback()
     assert db.scalar(select(func.count()).select_from(Job)) == 0
 

@@ -25,9 +25,9 @@ def test_filters(db):
     assert ids(min_agreement=0.5) == [d.a1.id, d.a2.id]
     assert ids(min_agreement=0.0) == [d.a1.id, d.a2.id, d.a3.id, d.a4.id]
     with pytest.raises(ExportError):
-        ExportFilters(source="robots")
+        ExportFilters.checked(source="robots")
     with pytest.raises(ExportError):
-        ExportFilters(min_agreement=2)
+        ExportFilters.checked(min_agreement=2)
 
 
 def test_filters_from_strings_reads_what_the_cli_api_and_page_send():
