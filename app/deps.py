@@ -34,7 +34,8 @@ def get_db() -> Iterator[Session]:
         session.close()
 
 
-SessionDep = Annotated[Session, Depends(get_db)]
+# closed when the route returns, before the response is sent: no transaction waits on a slow client
+SessionDep = Annotated[Session, Depends(get_db, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
@@ -103,7 +104,12 @@ PageAdmin = Annotated[User, Depends(get_page_admin)]
 
 def get_api_user(request: Request, db: SessionDep) -> User:
     """The bearer token's user (app.annotate.auth's rule and 401s) as the ORM row the admin routes work with."""
-    user = db.get(User, token_user(request, db).id)
+    try:
+        user = db.get(User, token_user(request, db).id)
+    finally:
+        # end the lookup's transaction now, as the page user's does: the route's slow work (a model's load check,
+        # an export) must not hold SQLite's writer gate or a PostgreSQL connection idle in transaction
+        db.commit()
     request.state.user = user
     return user
 
