@@ -59,14 +59,12 @@ def login(
             window_s=settings.login_window_s,
         )
     except LoginThrottled:
-        db.commit()
         return render(
             request,
             "login.html",
             {"next": _safe_next(next), "error": "Too many failed logins. Wait a minute and try again."},
             status_code=429,
         )
-    db.commit()  # keeps the failure count
     if user is None:
         log.info("login failed for %r from %s", username[:64], _client_address(request))  # never the password
         return render(

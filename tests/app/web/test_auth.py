@@ -4,7 +4,8 @@ import logging
 
 import pytest
 
-from tests.factories import csrf_from, session_csrf
+from tests.conftest import BACKENDS
+from tests.factories import csrf_from, session_csrf, transaction_held
 
 
 def test_login_sets_signed_httponly_lax_cookie_and_logout_clears_it(client, make_user):
@@ -157,3 +158,33 @@ def test_docs_can_be_disabled(monkeypatch, settings, make_user):
         token = csrf_from(c.get("/login").text)
         c.post("/login", data={"username": admin.username, "password": "password123", "csrf_token": token})
         assert c.get("/docs").status_code == 404
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_passwords_are_verified_with_no_transaction_open(client, db, make_user, db_url, monkeypatch):
+    """argon2 takes ~0.1 s of CPU per login: before, a failed login held its transaction (on SQLite the writer gate,
+    so every annotator waited) across it. The failure still counts."""
+    import time
+
+    from sqlalchemy import func, select
+
+    from app.models import LoginFailure
+    from app.security import verify_password
+    from app.services import users
+
+    held: list[bool] = []
+
+    def watched_verify(password_hash, password) -> bool:
+        time.sleep(0.4)  # longer than transaction_held's "more than a moment"
+        held.append(transaction_held(db_url))
+        return verify_password(password_hash, password)
+
+    monkeypatch.setattr(users, "verify_password", watched_verify)
+    user = make_user("annotator")
+    token = csrf_from(client.get("/login").text)
+    data = {"username": user.username, "csrf_token": token}
+    assert client.post("/login", data={**data, "password": "wrong-password"}).status_code == 401
+    assert client.post("/login", data={**data, "password": "password123"}, follow_redirects=False).status_code == 303
+    assert held == [False, False]
+    failures = db.scalar(select(func.count()).where(LoginFailure.username == user.username))
+    assert failures == 1  # the wrong password counts, the right one does not
