@@ -74,8 +74,8 @@ def get_page_user_optional(request: Request, db: SessionDep, browser: BrowserSes
     # end the lookup's transaction now: on SQLite it holds the writer gate, which the rest of the request
     # (reading a form, rendering a page) must not keep from the annotate API (expire_on_commit=False: user stays loaded)
     db.commit()
-    if user is None or not user.is_active:
-        return None
+    if user is None or not user.is_active or user.session_version != browser.session_version:
+        return None  # an older version: the user logged out, changed password or was deactivated since
     request.state.user = user
     return user
 

@@ -96,6 +96,8 @@ def list_tokens(session: Session, *, user_id: int | None = None) -> list[ApiToke
 def set_active(session: Session, *, user: User, active: bool) -> User:
     user.is_active = active
     if not active:
+        # ends every browser session; reactivation keeps the new version, so the old cookies stay refused
+        user.session_version += 1
         # A deactivated user's tokens stop working at once (the lookup also checks is_active).
         session.execute(
             update(ApiToken)
@@ -110,7 +112,18 @@ def set_password(session: Session, *, user: User, password: str) -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
         raise UserError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
     user.password_hash = hash_password(password)
+    user.session_version += 1  # ends every browser session of the user (whoever changed it)
     session.flush()
+
+
+def log_out(session: Session, *, user_id: int, session_version: int | None) -> None:
+    """End every browser session of the user, if this one (of that version) is still theirs: a stale cookie's
+    logout ends nothing."""
+    session.execute(
+        update(User)
+        .where(User.id == user_id, User.session_version == session_version)
+        .values(session_version=User.session_version + 1)
+    )
 
 
 def authenticate(
