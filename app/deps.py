@@ -124,6 +124,17 @@ def get_api_admin(user: ApiUser) -> User:
 ApiAdmin = Annotated[User, Depends(get_api_admin)]
 
 
+def get_token_or_page_admin(request: Request, db: SessionDep, browser: BrowserSessionDep) -> User:
+    """An admin by bearer token when the request carries one (a script fetching the OpenAPI schema), else by
+    browser session (Swagger UI): the API's 401/403, or the pages' redirect to the login form."""
+    if "authorization" in request.headers:
+        return get_api_admin(get_api_user(request, db))
+    return get_page_admin(get_page_user(get_page_user_optional(request, db, browser)))
+
+
+TokenOrPageAdmin = Annotated[User, Depends(get_token_or_page_admin)]
+
+
 @dataclass
 class ExportQuery:
     """An export's filters and file shape as query parameters, named as `export_download` takes them (`annotator`

@@ -287,3 +287,16 @@ def test_the_api_takes_no_session_cookie(client, make_user, login):
     login(make_user("admin"))
     assert client.get("/api/v1/users").status_code == 401
     assert client.get("/api/v1/tasks/next").status_code == 401  # the annotate fast path too
+
+
+def test_docs_and_schema_take_an_admin_bearer_token(client, api):
+    """Scripts generate clients from /openapi.json with a token; before, a token got a 303 to the login form."""
+    _, admin = api("admin")
+    schema = client.get("/openapi.json", headers=admin, follow_redirects=False)
+    assert schema.status_code == 200 and "/api/v1/tasks/next" in schema.json()["paths"]
+    assert client.get("/docs", headers=admin, follow_redirects=False).status_code == 200
+    _, annotator = api("annotator")
+    assert client.get("/openapi.json", headers=annotator).status_code == 403
+    wrong = client.get("/openapi.json", headers={"Authorization": "Bearer nope"}, follow_redirects=False)
+    assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+    assert client.get("/openapi.json", follow_redirects=False).status_code == 303  # no token: the login form
