@@ -7,13 +7,20 @@ import pytest
 
 from tests.factories import csrf_from
 
+MAX_FAILURES = 3  # each failed login costs an argon2 verification: few of them
 
-def _serve(serve_live, monkeypatch) -> str:
+
+def _serve(serve_live, monkeypatch, **env: str) -> str:
     """Run `rlhf serve` in this process with uvicorn's options as it passes them, on a live server; its URL."""
     import uvicorn
     from typer.testing import CliRunner
 
     from app.cli import app as cli
+    from app.settings import get_settings
+
+    for name, value in {"RLHF_LOGIN_MAX_FAILURES": str(MAX_FAILURES), **env}.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
 
     launched: list[str] = []
     monkeypatch.setattr(uvicorn, "run", lambda target, **options: launched.append(serve_live(target, **options)))
@@ -24,7 +31,7 @@ def _serve(serve_live, monkeypatch) -> str:
 
 def _failed_logins(url: str, forwarded_for: list[str]) -> list[int]:
     """One failed login per forged address (each for a username of its own): their statuses."""
-    with httpx.Client(base_url=url) as http:
+    with httpx.Client(base_url=url, timeout=60) as http:
         token = csrf_from(http.get("/login").text)
         return [
             http.post(
@@ -40,18 +47,14 @@ def test_a_forged_x_forwarded_for_from_loopback_does_not_dodge_the_login_throttl
     """Before: uvicorn's default believes X-Forwarded-For from 127.0.0.1, so a local client naming a new address in
     each request was never throttled per address."""
     url = _serve(serve_live, monkeypatch)
-    statuses = _failed_logins(url, [f"203.0.113.{i}" for i in range(11)])
-    assert statuses == [401] * 10 + [429]  # all counted against the connection's own address
+    statuses = _failed_logins(url, [f"203.0.113.{i}" for i in range(MAX_FAILURES + 1)])
+    assert statuses == [401] * MAX_FAILURES + [429]  # all counted against the connection's own address
 
 
 def test_configured_proxies_are_believed(settings, serve_live, monkeypatch):
     """Behind a configured proxy each forwarded client has a throttle of its own."""
-    from app.settings import get_settings
-
-    monkeypatch.setenv("RLHF_FORWARDED_ALLOW_IPS", "127.0.0.1, ::1")
-    get_settings.cache_clear()
-    url = _serve(serve_live, monkeypatch)
-    assert _failed_logins(url, ["203.0.113.7"] * 10 + ["203.0.113.8"]) == [401] * 10 + [401]
+    url = _serve(serve_live, monkeypatch, RLHF_FORWARDED_ALLOW_IPS="127.0.0.1, ::1")
+    assert _failed_logins(url, ["203.0.113.7"] * MAX_FAILURES + ["203.0.113.8"]) == [401] * (MAX_FAILURES + 1)
     assert _failed_logins(url, ["203.0.113.7"]) == [429]
 
 
