@@ -34,7 +34,8 @@ def get_db() -> Iterator[Session]:
         session.close()
 
 
-SessionDep = Annotated[Session, Depends(get_db)]
+# closed when the route returns, before the response is sent: no transaction waits on a slow client
+SessionDep = Annotated[Session, Depends(get_db, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
@@ -73,8 +74,8 @@ def get_page_user_optional(request: Request, db: SessionDep, browser: BrowserSes
     # end the lookup's transaction now: on SQLite it holds the writer gate, which the rest of the request
     # (reading a form, rendering a page) must not keep from the annotate API (expire_on_commit=False: user stays loaded)
     db.commit()
-    if user is None or not user.is_active:
-        return None
+    if user is None or not user.is_active or user.session_version != browser.session_version:
+        return None  # an older version: the user logged out, changed password or was deactivated since
     request.state.user = user
     return user
 
@@ -103,7 +104,12 @@ PageAdmin = Annotated[User, Depends(get_page_admin)]
 
 def get_api_user(request: Request, db: SessionDep) -> User:
     """The bearer token's user (app.annotate.auth's rule and 401s) as the ORM row the admin routes work with."""
-    user = db.get(User, token_user(request, db).id)
+    try:
+        user = db.get(User, token_user(request, db).id)
+    finally:
+        # end the lookup's transaction now, as the page user's does: the route's slow work (a model's load check,
+        # an export) must not hold SQLite's writer gate or a PostgreSQL connection idle in transaction
+        db.commit()
     request.state.user = user
     return user
 
@@ -116,6 +122,17 @@ def get_api_admin(user: ApiUser) -> User:
 
 
 ApiAdmin = Annotated[User, Depends(get_api_admin)]
+
+
+def get_token_or_page_admin(request: Request, db: SessionDep, browser: BrowserSessionDep) -> User:
+    """An admin by bearer token when the request carries one (a script fetching the OpenAPI schema), else by
+    browser session (Swagger UI): the API's 401/403, or the pages' redirect to the login form."""
+    if "authorization" in request.headers:
+        return get_api_admin(get_api_user(request, db))
+    return get_page_admin(get_page_user(get_page_user_optional(request, db, browser)))
+
+
+TokenOrPageAdmin = Annotated[User, Depends(get_token_or_page_admin)]
 
 
 @dataclass

@@ -91,6 +91,9 @@ class User(Base):
     is_ai: Mapped[bool] = mapped_column(Boolean, default=False)  # an AI judge's own annotator identity
     # Pseudonymous id for exports: stable, and says nothing about the username.
     public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    # In every session cookie; bumped on logout, password change and deactivation: a cookie with an older one is
+    # refused, so those end every session of the user.
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user")

@@ -54,10 +54,12 @@ def new_public_id() -> str:
 
 @dataclass(frozen=True)
 class BrowserSession:
-    """What the signed cookie carries: the user (None when logged out) and the CSRF token of this session."""
+    """What the signed cookie carries: the user (None when logged out), the user's session version when the cookie
+    was issued (the cookie counts only while it is still the user's), and the CSRF token of this session."""
 
     user_id: int | None
     csrf: str
+    session_version: int | None = None
 
     @classmethod
     def anonymous(cls) -> BrowserSession:
@@ -70,7 +72,7 @@ class SessionSigner:
         self._max_age_s = max_age_s
 
     def dumps(self, session: BrowserSession) -> str:
-        return self._serializer.dumps({"u": session.user_id, "c": session.csrf})
+        return self._serializer.dumps({"u": session.user_id, "c": session.csrf, "v": session.session_version})
 
     def loads(self, cookie: str | None) -> BrowserSession | None:
         if not cookie:
@@ -81,8 +83,10 @@ class SessionSigner:
             return None
         if not isinstance(data, dict) or not isinstance(data.get("c"), str):
             return None
-        user_id = data.get("u")
-        return BrowserSession(user_id=user_id if isinstance(user_id, int) else None, csrf=data["c"])
+        user_id, version = data.get("u"), data.get("v")
+        if not isinstance(user_id, int) or not isinstance(version, int):
+            return BrowserSession(user_id=None, csrf=data["c"])  # a cookie without a version counts as logged out
+        return BrowserSession(user_id=user_id, csrf=data["c"], session_version=version)
 
 
 def csrf_matches(expected: str, given: str | None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from functools import lru_cache
@@ -23,6 +24,12 @@ class Settings(BaseSettings):
     login_max_failures: int = 10  # per user and per address, per login_window_s
     login_window_s: int = 60
     secure_cookies: bool = False  # set behind HTTPS
+    forwarded_allow_ips: str = Field(
+        "",
+        description="Comma-separated addresses or networks (or *) of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed; empty: none, the client address is the connection's (so a forged header "
+        "cannot dodge the per-address login throttle).",
+    )
 
     # annotation
     lease_minutes: float = 10.0
@@ -50,6 +57,18 @@ class Settings(BaseSettings):
     job_max_attempts: int = 3
     worker_poll_s: float = 1.0
     cancel_grace_s: float = 3.0  # SIGTERM, then SIGKILL after this, so cancel ends within 5 s
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _addresses(cls, value: str) -> str:
+        entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+        for entry in entries:
+            if entry != "*":
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ValueError(f"{entry!r} is not an IP address, a network or *") from None
+        return ",".join(entries)
 
     @field_validator("data_dir")
     @classmethod

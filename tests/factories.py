@@ -589,3 +589,38 @@ def wait_for(condition, *, timeout: float, what: str = "condition", interval: fl
         time.sleep(interval)
     detail = on_timeout() if on_timeout else ""
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}\n{detail}")
+
+
+# ---- Who holds a transaction open ----------------------------------------------------------------------------------
+
+
+def transaction_held(db_url: str) -> bool:
+    """Whether a connection keeps a transaction open on this database: on SQLite the writer gate is taken (every
+    transaction of the default engine takes it); on PostgreSQL a connection has sat idle in a transaction for more
+    than a moment (a live one is between two statements for far less)."""
+    import fcntl
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    if db_url.startswith("sqlite"):
+        with open(db_url.removeprefix("sqlite:///") + ".write-gate", "a+b") as handle:  # a separate open file
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            return False
+    engine = create_engine(db_url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return bool(
+                conn.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
+                        "state = 'idle in transaction' AND now() - state_change > interval '300 milliseconds'"
+                    )
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()

@@ -6,6 +6,7 @@ Bad arguments exit 2 with a one-line reason (typer/click usage errors also exit 
 from __future__ import annotations
 
 import typer
+from pydantic import ValidationError
 
 from app.cli import annotation_import as annotations_cli
 from app.cli import db, demo, jobs, serve, simulate, tokens, users, worker
@@ -15,6 +16,7 @@ from app.cli import models as models_cli
 from app.cli import prompts as prompts_cli
 from app.cli import round as round_cli
 from app.cli import tasks as tasks_cli
+from app.settings import Settings
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -41,4 +43,12 @@ round_cli.register_label_ai(app)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except ValidationError as exc:
+        if exc.title != Settings.__name__:
+            raise
+        # a bad RLHF_ setting: one line naming it, as for a bad argument
+        first = exc.errors()[0]
+        typer.echo(f"error: RLHF_{str(first['loc'][0]).upper()}: {first['msg']}", err=True)
+        raise SystemExit(2) from None

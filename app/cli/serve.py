@@ -3,6 +3,7 @@ import uvicorn
 
 from app.cli.errors import fail
 from app.db import DatabaseNotMigrated, DatabaseUnreachable, check_migrated, get_engine
+from app.settings import Settings, get_settings
 
 
 def register(app: typer.Typer) -> None:
@@ -30,4 +31,12 @@ def serve(
         workers=workers,
         log_level=log_level,
         access_log=False,
+        **proxy_options(get_settings()),
     )
+
+
+def proxy_options(settings: Settings) -> dict[str, object]:
+    """uvicorn believes X-Forwarded-* only from the configured proxies: by default it believes them from loopback,
+    where any local client could forge an address (and dodge the per-address login throttle)."""
+    trusted = settings.forwarded_allow_ips
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted or None}

@@ -76,10 +76,12 @@ def register_model(
     if not name or len(name) > 128:
         raise ModelError("name must be 1-128 characters")
     path = Path(path).expanduser().resolve()
+    if check:
+        # before any query: the check takes seconds, and a transaction open across it would hold SQLite's writer
+        # gate (every annotator waits) or keep a PostgreSQL connection idle in transaction
+        check_loads(path=path, kind=kind)
     if parent_id is not None and session.get(ModelVersion, parent_id) is None:
         raise ModelError(f"no model {parent_id} (parent)", status=404)
-    if check:
-        check_loads(path=path, kind=kind)
     has_current = session.scalar(
         select(ModelVersion.id).where(ModelVersion.kind == kind, ModelVersion.is_current.is_(True))
     )

@@ -96,6 +96,8 @@ def list_tokens(session: Session, *, user_id: int | None = None) -> list[ApiToke
 def set_active(session: Session, *, user: User, active: bool) -> User:
     user.is_active = active
     if not active:
+        # ends every browser session; reactivation keeps the new version, so the old cookies stay refused
+        user.session_version += 1
         # A deactivated user's tokens stop working at once (the lookup also checks is_active).
         session.execute(
             update(ApiToken)
@@ -110,14 +112,30 @@ def set_password(session: Session, *, user: User, password: str) -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
         raise UserError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
     user.password_hash = hash_password(password)
+    user.session_version += 1  # ends every browser session of the user (whoever changed it)
     session.flush()
+
+
+def log_out(session: Session, *, user_id: int, session_version: int | None) -> None:
+    """End every browser session of the user, if this one (of that version) is still theirs: a stale cookie's
+    logout ends nothing."""
+    session.execute(
+        update(User)
+        .where(User.id == user_id, User.session_version == session_version)
+        .values(session_version=User.session_version + 1)
+    )
 
 
 def authenticate(
     session: Session, *, username: str, password: str, address: str, max_failures: int, window_s: int
 ) -> User | None:
     """The user if the password is right; None otherwise. Raises LoginThrottled after too many recent failures
-    for this username or from this address (counted in the database, so it holds across processes)."""
+    for this username or from this address (counted in the database, so it holds across processes).
+
+    Ends its own transactions: the password is verified with none open (argon2 costs ~0.1 s of CPU; an open
+    transaction would hold SQLite's writer gate, and every annotator with it, for that long). The attempt is
+    counted as a failure in one short write before the verification, so concurrent attempts cannot get past the
+    limit, and is taken back in another when the password is right."""
     since = utcnow() - timedelta(seconds=window_s)
     by_user = session.scalar(
         select(func.count()).where(LoginFailure.username == username, LoginFailure.created_at > since)
@@ -126,13 +144,17 @@ def authenticate(
         select(func.count()).where(LoginFailure.address == address, LoginFailure.created_at > since)
     )
     if by_user >= max_failures or by_address >= max_failures:
+        session.commit()
         raise LoginThrottled()
     user = get_user_by_name(session, username=username)
+    attempt = LoginFailure(username=username[:64], address=address[:64])
+    session.add(attempt)
+    session.commit()
     ok = verify_password(user.password_hash if user else None, password)
     if user is None or not ok or not user.is_active:
-        session.add(LoginFailure(username=username[:64], address=address[:64]))
-        session.flush()
         return None
+    session.delete(attempt)
+    session.commit()
     return user
 
 

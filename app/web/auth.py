@@ -11,7 +11,7 @@ from fastapi.responses import RedirectResponse, Response
 from app.deps import BrowserSessionDep, SessionDep, SettingsDep, get_page_user_optional, verify_csrf
 from app.models import User
 from app.security import BrowserSession
-from app.services.users import LoginThrottled, authenticate
+from app.services.users import LoginThrottled, authenticate, log_out
 from app.templating import attach_pending_cookie, render
 
 log = logging.getLogger(__name__)
@@ -59,14 +59,12 @@ def login(
             window_s=settings.login_window_s,
         )
     except LoginThrottled:
-        db.commit()
         return render(
             request,
             "login.html",
             {"next": _safe_next(next), "error": "Too many failed logins. Wait a minute and try again."},
             status_code=429,
         )
-    db.commit()  # keeps the failure count
     if user is None:
         log.info("login failed for %r from %s", username[:64], _client_address(request))  # never the password
         return render(
@@ -78,7 +76,7 @@ def login(
     # A fresh CSRF token at login: a token seen before authentication is never reused after it.
     fresh = BrowserSession.anonymous()
     request.state.pending_session_cookie = request.app.state.session_signer.dumps(
-        BrowserSession(user_id=user.id, csrf=fresh.csrf)
+        BrowserSession(user_id=user.id, csrf=fresh.csrf, session_version=user.session_version)
     )
     response = RedirectResponse(_safe_next(next), status_code=303)
     attach_pending_cookie(request, response)
@@ -86,7 +84,11 @@ def login(
 
 
 @router.post("/logout")
-def logout(request: Request) -> Response:
+def logout(db: SessionDep, browser: BrowserSessionDep) -> Response:
+    if browser.user_id is not None:
+        # every session of the user ends, this cookie's copies included (a saved cookie no longer opens a page)
+        log_out(db, user_id=browser.user_id, session_version=browser.session_version)
+        db.commit()
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie("rlhf_session", path="/")
     return response

@@ -1,10 +1,11 @@
-"""OpenAPI schema and Swagger UI for admins only, from the vendored swagger-ui-dist (works offline)."""
+"""OpenAPI schema and Swagger UI for admins only (a browser session or a bearer token), from the vendored
+swagger-ui-dist (works offline)."""
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from app.deps import PageAdmin, SettingsDep
+from app.deps import SettingsDep, TokenOrPageAdmin
 
 router = APIRouter(include_in_schema=False)
 
@@ -15,13 +16,13 @@ def _require_enabled(settings) -> None:
 
 
 @router.get("/openapi.json")
-def openapi_schema(request: Request, _admin: PageAdmin, settings: SettingsDep) -> JSONResponse:
+def openapi_schema(request: Request, _admin: TokenOrPageAdmin, settings: SettingsDep) -> JSONResponse:
     _require_enabled(settings)
     return JSONResponse(request.app.openapi())
 
 
 @router.get("/docs")
-def swagger_ui(_admin: PageAdmin, settings: SettingsDep) -> HTMLResponse:
+def swagger_ui(_admin: TokenOrPageAdmin, settings: SettingsDep) -> HTMLResponse:
     _require_enabled(settings)
     return get_swagger_ui_html(
         openapi_url="/openapi.json",

@@ -298,7 +298,8 @@ def test_the_page_user_lookup_does_not_keep_the_gate_for_the_rest_of_the_request
     session = get_sessionmaker()()
     request = SimpleNamespace(state=SimpleNamespace())
     try:
-        found = get_page_user_optional(request, session, SimpleNamespace(user_id=user.id))
+        browser = SimpleNamespace(user_id=user.id, session_version=user.session_version)
+        found = get_page_user_optional(request, session, browser)
         assert found.id == user.id and found.username == user.username  # still loaded after the commit
         assert get_engine()._write_gate.owner is None and _free(get_engine().url.database)
     finally:

@@ -1,9 +1,11 @@
 """POST /api/v1/generate and the model registry API (/api/v1/models)."""
 
+import pytest
 from sqlalchemy import func, select
 
 from app.models import Job, Prompt
-from tests.factories import make_model
+from tests.conftest import BACKENDS
+from tests.factories import make_model, transaction_held
 
 
 def test_generate_and_models_api(client, db, api):
@@ -25,3 +27,29 @@ def test_generate_and_models_api(client, db, api):
     assert client.post("/api/v1/models/rollback", headers=headers).json()["id"] == a_id
     res = client.post("/api/v1/models", json={"path": "/nonexistent", "name": "x", "kind": "policy"}, headers=headers)
     assert res.status_code == 422 and "not a directory" in res.json()["detail"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_registering_a_model_holds_no_transaction_during_the_load_check(client, db, api, db_url, monkeypatch, tmp_path):
+    """The load check takes seconds (a subprocess loads the model): before, the admin's token lookup and the
+    parent's lookup kept their transaction open across it (on SQLite the writer gate: every annotator waited)."""
+    import time
+
+    from app.services import models_registry
+
+    _, headers = api("admin")
+    parent = make_model(db, "base", is_current=True)
+    db.commit()
+    held_during_check: list[bool] = []
+
+    def slow_check(*, path, kind) -> None:
+        time.sleep(0.5)  # longer than transaction_held's "more than a moment"
+        held_during_check.append(transaction_held(db_url))
+
+    monkeypatch.setattr(models_registry, "check_loads", slow_check)
+    body = {"path": str(tmp_path), "name": "sft-2", "kind": "policy", "stage": "sft", "parent_id": parent.id}
+    res = client.post("/api/v1/models", json=body, headers=headers)
+    assert res.status_code == 201 and res.json()["parent_id"] == parent.id, res.text
+    assert held_during_check == [False]
+    missing = client.post("/api/v1/models", json={**body, "parent_id": parent.id + 100}, headers=headers)
+    assert missing.status_code == 404 and "parent" in missing.json()["detail"]

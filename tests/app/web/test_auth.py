@@ -4,7 +4,8 @@ import logging
 
 import pytest
 
-from tests.factories import csrf_from, session_csrf
+from tests.conftest import BACKENDS
+from tests.factories import csrf_from, session_csrf, transaction_held
 
 
 def test_login_sets_signed_httponly_lax_cookie_and_logout_clears_it(client, make_user):
@@ -157,3 +158,145 @@ def test_docs_can_be_disabled(monkeypatch, settings, make_user):
         token = csrf_from(c.get("/login").text)
         c.post("/login", data={"username": admin.username, "password": "password123", "csrf_token": token})
         assert c.get("/docs").status_code == 404
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_passwords_are_verified_with_no_transaction_open(client, db, make_user, db_url, monkeypatch):
+    """argon2 takes ~0.1 s of CPU per login: before, a failed login held its transaction (on SQLite the writer gate,
+    so every annotator waited) across it. The failure still counts."""
+    import time
+
+    from sqlalchemy import func, select
+
+    from app.models import LoginFailure
+    from app.security import verify_password
+    from app.services import users
+
+    held: list[bool] = []
+
+    def watched_verify(password_hash, password) -> bool:
+        time.sleep(0.4)  # longer than transaction_held's "more than a moment"
+        held.append(transaction_held(db_url))
+        return verify_password(password_hash, password)
+
+    monkeypatch.setattr(users, "verify_password", watched_verify)
+    user = make_user("annotator")
+    token = csrf_from(client.get("/login").text)
+    data = {"username": user.username, "csrf_token": token}
+    assert client.post("/login", data={**data, "password": "wrong-password"}).status_code == 401
+    assert client.post("/login", data={**data, "password": "password123"}, follow_redirects=False).status_code == 303
+    assert held == [False, False]
+    failures = db.scalar(select(func.count()).where(LoginFailure.username == user.username))
+    assert failures == 1  # the wrong password counts, the right one does not
+
+
+# ---- sessions end at logout, password change and deactivation -----------------------------------------------------
+
+
+def _saved_cookie_opens(app, cookie: str, path: str = "/admin") -> bool:
+    """Whether a browser that kept this session cookie still gets the page."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as other:
+        other.cookies.set("rlhf_session", cookie)
+        response = other.get(path, follow_redirects=False)
+    if response.status_code == 303:
+        assert response.headers["location"].startswith("/login")
+        return False
+    assert response.status_code == 200, response.status_code
+    return True
+
+
+def test_a_saved_cookie_no_longer_opens_pages_after_logout(app, client, make_user, login):
+    admin = make_user("admin")
+    login(admin)
+    saved = client.cookies.get("rlhf_session")
+    assert _saved_cookie_opens(app, saved)
+    second = _second_session(app, admin)  # another browser of the same user
+    client.post("/logout", data={"csrf_token": session_csrf(client)}, follow_redirects=False)
+    assert not _saved_cookie_opens(app, saved)
+    assert not _saved_cookie_opens(app, second)  # logout ends every session of the user
+    with_htmx = _stale_htmx(app, saved)
+    assert with_htmx.status_code == 200 and with_htmx.headers["HX-Redirect"].startswith("/login")
+    login(admin)  # logging in again gives a cookie that works
+    assert _saved_cookie_opens(app, client.cookies.get("rlhf_session"))
+
+
+def _second_session(app, user) -> str:
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as other:
+        token = csrf_from(other.get("/login").text)
+        other.post("/login", data={"username": user.username, "password": "password123", "csrf_token": token})
+        return other.cookies.get("rlhf_session")
+
+
+def _stale_htmx(app, cookie: str):
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as other:
+        other.cookies.set("rlhf_session", cookie)
+        return other.get("/admin", headers={"HX-Request": "true"}, follow_redirects=False)
+
+
+def test_a_stale_cookies_logout_does_not_end_the_new_session(app, client, make_user, login):
+    from fastapi.testclient import TestClient
+
+    user = make_user("admin")
+    login(user)
+    old = client.cookies.get("rlhf_session")
+    client.post("/logout", data={"csrf_token": session_csrf(client)}, follow_redirects=False)
+    login(user)
+    current = client.cookies.get("rlhf_session")
+    with TestClient(app) as other:
+        other.cookies.set("rlhf_session", old)
+        other.post("/logout", data={"csrf_token": session_csrf(other)}, follow_redirects=False)
+    assert _saved_cookie_opens(app, current)
+
+
+def test_a_password_reset_ends_the_users_sessions_and_not_others(app, client, db, make_user, login):
+    from app.services.users import set_password
+
+    annotator, admin = make_user("annotator"), make_user("admin")
+    theirs = _second_session(app, annotator)
+    assert _saved_cookie_opens(app, theirs, "/annotate")
+    csrf = login(admin)
+    reset = client.post(
+        f"/admin/users/{annotator.id}/password", data={"password": "new-password-1", "csrf_token": csrf}
+    )
+    assert reset.status_code == 200 and "password reset" in reset.text
+    assert not _saved_cookie_opens(app, theirs, "/annotate")
+    assert _saved_cookie_opens(app, client.cookies.get("rlhf_session"))  # the admin's own session goes on
+    mine = client.cookies.get("rlhf_session")
+    set_password(db, user=db.merge(admin), password="changed-by-cli")  # `rlhf users passwd`
+    db.commit()
+    assert not _saved_cookie_opens(app, mine)
+
+
+def test_deactivation_ends_sessions_and_reactivation_does_not_revive_them(app, client, make_user, login):
+    annotator, admin = make_user("annotator"), make_user("admin")
+    theirs = _second_session(app, annotator)
+    csrf = login(admin)
+    for active in ("false", "true"):
+        client.post(f"/admin/users/{annotator.id}/active", data={"active": active, "csrf_token": csrf})
+        assert not _saved_cookie_opens(app, theirs, "/annotate")
+    assert _saved_cookie_opens(app, _second_session(app, annotator), "/annotate")  # a new login works
+
+
+def test_the_api_takes_no_session_cookie(client, make_user, login):
+    login(make_user("admin"))
+    assert client.get("/api/v1/users").status_code == 401
+    assert client.get("/api/v1/tasks/next").status_code == 401  # the annotate fast path too
+
+
+def test_docs_and_schema_take_an_admin_bearer_token(client, api):
+    """Scripts generate clients from /openapi.json with a token; before, a token got a 303 to the login form."""
+    _, admin = api("admin")
+    schema = client.get("/openapi.json", headers=admin, follow_redirects=False)
+    assert schema.status_code == 200 and "/api/v1/tasks/next" in schema.json()["paths"]
+    assert client.get("/docs", headers=admin, follow_redirects=False).status_code == 200
+    _, annotator = api("annotator")
+    assert client.get("/openapi.json", headers=annotator).status_code == 403
+    wrong = client.get("/openapi.json", headers={"Authorization": "Bearer nope"}, follow_redirects=False)
+    assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+    assert client.get("/openapi.json", follow_redirects=False).status_code == 303  # no token: the login form
