@@ -313,10 +313,12 @@ class Job(Base):
             sqlite_where=text("kind = 'round' AND status IN ('queued', 'running')"),
             postgresql_where=text("kind = 'round' AND status IN ('queued', 'running')"),
         ),
+        UniqueConstraint("round_number"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
+    round_number: Mapped[int | None] = mapped_column()  # rounds only: 1, 2, 3 ... in their own sequence
     status: Mapped[str] = mapped_column(String(16), default="queued")
     priority: Mapped[int] = mapped_column(default=0)
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)

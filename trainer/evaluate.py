@@ -8,6 +8,7 @@ Parts run according to the flags given:
                                          (ties count half; with its standard error over prompts);
                                          both policies answer with the same per-sample seeds
      + --ref DIR                         KL(policy || ref) per response (k1 mean, and k3), at the sampling temperature
+     + --tuned-from DIR                  the same KL to the policy this one was tuned from: how far the tuning moved it
 Judges are trainer.judges': a `py:` judge is any importable callable `(prompt: str, response: str) -> float`; chat
 prompts are given to it rendered by the chat template.
 """
@@ -43,6 +44,9 @@ class EvaluateConfig:
     prompts: str = field(default="", metadata={"help": 'Prompt JSONL {"prompt_id"?, "prompt" | "messages"}.'})
     judge: str = field(default="", metadata={"help": "rm:DIR (a reward model) or py:module:function."})
     ref: str = field(default="", metadata={"help": "Reference policy for KL(policy || ref)."})
+    tuned_from: str = field(
+        default="", metadata={"help": "The policy --policy was tuned from, for KL(policy || it): how far it moved."}
+    )
     num_samples: int = field(default=1, metadata={"help": "Samples per prompt and policy."})
     max_new_tokens: int = field(default=64, metadata={"help": "Response length limit."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (0 = greedy)."})
@@ -163,8 +167,8 @@ def run_evaluate(config: EvaluateConfig, *, on_metrics=None) -> dict:
         raise UsageError("nothing to evaluate: give --reward-model with --data, and/or --policy with --prompts")
     if bool(config.reward_model) != bool(config.data):
         raise UsageError("--reward-model and --data go together")
-    if (config.baseline or config.judge or config.ref) and not (config.policy and config.prompts):
-        raise UsageError("--baseline, --judge and --ref need --policy and --prompts")
+    if (config.baseline or config.judge or config.ref or config.tuned_from) and not (config.policy and config.prompts):
+        raise UsageError("--baseline, --judge, --ref and --tuned-from need --policy and --prompts")
     if config.baseline and not config.judge:
         raise UsageError("--baseline needs a --judge (rm:DIR or py:module:function) to compare with")
     if config.num_samples < 1:
@@ -195,6 +199,12 @@ def run_evaluate(config: EvaluateConfig, *, on_metrics=None) -> dict:
             ref = load_causal_lm(config.ref, device, tokenizer=tok)
             result["policy"].update(kl_to_ref(policy, ref, tok, a, config, device))
             del ref
+        if config.tuned_from:
+            start = load_causal_lm(config.tuned_from, device, tokenizer=tok)
+            moved = kl_to_ref(policy, start, tok, a, config, device)
+            result["policy"]["kl_to_tuned_from"] = moved["kl_to_ref"]
+            result["policy"]["kl_to_tuned_from_k3"] = moved["kl_to_ref_k3"]
+            del start
         del policy
         if judge is not None:
             a_scores = judge(a.prompt_texts, a.texts)

@@ -1,5 +1,5 @@
-"""The rounds API: `POST /api/v1/rounds`, `GET /api/v1/rounds`, `GET|PUT /api/v1/rounds/schedule`, and
-`POST /api/v1/label-ai`."""
+"""The rounds API: `POST /api/v1/rounds`, `GET /api/v1/rounds`, `POST /api/v1/rounds/{id}/promote`,
+`GET|PUT /api/v1/rounds/schedule`, and `POST /api/v1/label-ai`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.deps import ApiAdmin, SessionDep
 from app.services.ai_feedback import LabelAIConfig, start_label_ai
 from app.services.jobs import job_to_dict
-from app.services.rounds import RoundConfig, list_rounds, round_to_dict, start_round
+from app.services.rounds import RoundConfig, list_rounds, promote_round, round_to_dict, start_round
 from app.services.schedule import get_schedule, schedule_to_dict, update_schedule
 
 router = APIRouter(prefix="/api/v1", tags=["rounds"])
@@ -34,7 +34,16 @@ def api_start_round(admin: ApiAdmin, db: SessionDep, config: RoundConfig) -> dic
     which)."""
     job = start_round(db, config=config, created_by_id=admin.id)
     db.commit()
-    return job_to_dict(job)
+    return {**job_to_dict(job), "number": job.round_number}
+
+
+@router.post("/rounds/{round_id}/promote")
+def api_promote_round(round_id: int, admin: ApiAdmin, db: SessionDep) -> dict[str, Any]:
+    """Make a round's new policy and reward model current by hand (a round the promotion gate held back). 404 for
+    no such round; 409 for a round with no new models (not succeeded)."""
+    job = promote_round(db, round_id)
+    db.commit()
+    return round_to_dict(job)
 
 
 @router.post("/label-ai", status_code=201)

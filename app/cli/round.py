@@ -1,4 +1,5 @@
-"""`rlhf round start|schedule`: start a training round (a `round` job for the worker), set the round schedule."""
+"""`rlhf round start|list|promote|schedule`: start a training round (a `round` job for the worker), list the
+rounds, promote a round the promotion gate held back, set the round schedule."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import typer
 
 from app.cli.errors import fail
 from app.cli.session import cli_session
+from app.services.rounds.config import MIN_PREFERENCE_PAIRS
 from domain.vocabulary import FINISHED_JOB_STATUSES
 
 app = typer.Typer(no_args_is_help=True)
@@ -85,7 +87,9 @@ def start(
     source: str | None = typer.Option(None, "--source", help="Annotations to train on: human, ai or all (default)."),
     since: str | None = typer.Option(None, "--since", help="Only annotations made at or after this ISO time."),
     min_agreement: float | None = typer.Option(None, "--min-agreement", help="Only tasks agreed at least this much."),
-    min_pairs: int | None = typer.Option(None, "--min-pairs", help="Refuse with fewer preference pairs (default 16)."),
+    min_pairs: int | None = typer.Option(
+        None, "--min-pairs", help=f"Refuse with fewer preference pairs (default {MIN_PREFERENCE_PAIRS})."
+    ),
     snapshot_from: int | None = typer.Option(None, "--snapshot-from", help="Rerun on this round's snapshot."),
     gold_judge: str | None = typer.Option(
         None, "--gold-judge", help="module:function judge for the report, e.g. trainer.world.judge:score."
@@ -120,10 +124,48 @@ def start(
     with cli_session() as db:
         job = start_round(db, config=raw)  # a refusal (RoundError) is cli_session's one-line exit 2
         db.commit()
-        data = job_to_dict(job)
+        data = {**job_to_dict(job), "number": job.round_number}
     typer.echo(json.dumps(data) if as_json else str(data["id"]))
+    typer.echo(f"round {data['number']} queued as job {data['id']}", err=True)
     if wait:
         wait_and_report(data["id"], "round")
+
+
+def _promotion_word(row: dict[str, Any]) -> str:
+    promotion = row.get("promotion")
+    if promotion is None:
+        return ""
+    if promotion.get("promoted"):
+        return "promoted by hand" if promotion.get("by_hand") else "promoted"
+    return "held back: " + "; ".join(promotion.get("reasons") or [])
+
+
+@app.command("list")
+def list_(as_json: bool = typer.Option(False, "--json", help="Print the rounds as JSON.")) -> None:
+    """The rounds, newest first: number, job id, status, algorithm, and whether the new policy was promoted."""
+    from app.services.rounds import list_rounds, round_to_dict
+
+    with cli_session() as db:
+        rows = [round_to_dict(job) for job in list_rounds(db)]
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    for row in rows:
+        number = row["number"] if row["number"] is not None else "-"
+        typer.echo(f"round {number}\tjob {row['id']}\t{row['status']}\t{row['algo']}\t{_promotion_word(row)}".rstrip())
+
+
+@app.command("promote")
+def promote(round_id: int = typer.Argument(..., help="The round's job id (as `rlhf round list` shows it).")) -> None:
+    """Make a round's new policy and reward model current by hand, when the promotion gate held them back (the
+    reasons are on the round's page and in `rlhf round list`)."""
+    from app.services.rounds import promote_round
+
+    with cli_session() as db:
+        job = promote_round(db, round_id)  # a refusal is cli_session's one-line exit 2
+        db.commit()
+        number, policy_id = job.round_number, job.result["policy_id"]
+    typer.echo(f"round {number}: policy {policy_id} is current")
 
 
 @app.command("schedule")

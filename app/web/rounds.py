@@ -15,29 +15,27 @@ from app.services.ai_feedback import LabelAIError, start_label_ai
 from app.services.rounds import RoundError
 from app.services.rounds.form import start_round_from_form
 from app.services.rounds.overview import rounds_overview
+from app.services.rounds.promotion import promote_round
 from app.services.rounds.report import round_report, snapshot_download, snapshot_file
 from app.services.schedule import ScheduleError, update_schedule
 from app.services.snapshots import MANIFEST
 from app.templating import render
+from domain.vocabulary import ROUND_ALGOS
 
 router = APIRouter(dependencies=[Depends(verify_csrf)], include_in_schema=False)
 
 
-def _rounds_page(request: Request, db, *, status_code: int = 200, **extra: Any) -> Response:
-    context = rounds_overview(db)
+def _rounds_page(request: Request, db, *, status_code: int = 200, algo: str | None = None, **extra: Any) -> Response:
+    context = rounds_overview(db, algo=algo)
     db.commit()  # the schedule row is created on first use
-    return render(
-        request,
-        "rounds.html",
-        {**context, **extra},
-        block="round_table" if status_code == 200 else None,
-        status_code=status_code,
-    )
+    # htmx asks for one block: the start form of another algorithm (?algo=), or the polled table of rounds
+    block = None if status_code != 200 else "round_start" if algo else "round_table"
+    return render(request, "rounds.html", {**context, **extra}, block=block, status_code=status_code)
 
 
 @router.get("/admin/rounds")
-def rounds_page(request: Request, admin: PageAdmin, db: SessionDep) -> Response:
-    return _rounds_page(request, db)
+def rounds_page(request: Request, admin: PageAdmin, db: SessionDep, algo: str | None = None) -> Response:
+    return _rounds_page(request, db, algo=algo)
 
 
 @router.post("/admin/rounds")
@@ -50,7 +48,8 @@ async def start_round_form(request: Request, admin: PageAdmin, db: SessionDep) -
             db.commit()
         except RoundError as exc:
             db.rollback()
-            return _rounds_page(request, db, status_code=exc.status, start_error=str(exc), form=form)
+            algo = form.get("algo") if form.get("algo") in ROUND_ALGOS else None
+            return _rounds_page(request, db, status_code=exc.status, algo=algo, start_error=str(exc), form=form)
         return RedirectResponse(f"/admin/rounds/{job.id}", status_code=303)
 
     return await run_in_threadpool(work)
@@ -104,6 +103,14 @@ async def label_ai_form(request: Request, admin: PageAdmin, db: SessionDep) -> R
 @router.get("/admin/rounds/{round_id}")
 def round_page(request: Request, round_id: int, admin: PageAdmin, db: SessionDep, settings: SettingsDep) -> Response:
     return render(request, "round.html", round_report(db, settings.data_dir, round_id), block="live")
+
+
+@router.post("/admin/rounds/{round_id}/promote")
+def promote_round_form(round_id: int, admin: PageAdmin, db: SessionDep) -> Response:
+    """Promotion by hand of a round the gate held back; back to the round's page (Post/Redirect/Get)."""
+    promote_round(db, round_id)  # a refusal is app.main's error page with its status
+    db.commit()
+    return RedirectResponse(f"/admin/rounds/{round_id}", status_code=303)
 
 
 @router.get("/admin/rounds/{round_id}/snapshot.tar.gz")

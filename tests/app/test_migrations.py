@@ -83,3 +83,27 @@ def test_partial_unique_indexes_hold(db, backend):
 
 def test_head_revision_is_known():
     assert head_revision()
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_round_numbers_are_given_to_the_rounds_already_run_in_their_order(settings, backend):
+    from sqlalchemy import text
+
+    url = settings.sqlalchemy_url
+    downgrade(url, "0001")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for kind in ("generate", "round", "label-ai", "round"):
+            conn.execute(
+                text(
+                    "INSERT INTO jobs (kind, status, priority, config, progress_done, progress_total, "
+                    "progress_message, metrics, result, attempts, max_attempts, cancel_requested, created_at) "
+                    "VALUES (:kind, 'succeeded', 0, '{}', 0, 0, '', '{}', '{}', 1, 1, false, CURRENT_TIMESTAMP)"
+                ),
+                {"kind": kind},
+            )
+    upgrade(url, "head")
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT kind, round_number FROM jobs ORDER BY id")).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [("generate", None), ("round", 1), ("label-ai", None), ("round", 2)]

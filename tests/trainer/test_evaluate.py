@@ -88,6 +88,19 @@ def test_win_rate_against_another_policy_under_an_rm_judge(assets):
     assert res["policy"]["kl_to_ref"] > 0.01  # two different random models
 
 
+def test_kl_to_the_policy_it_was_tuned_from(assets):
+    """--tuned-from: how far a round moved the policy, beside its KL to the reference."""
+    common = {"policy": str(assets["lm"]), "prompts": str(assets["prompts"])}
+    res = _eval(**common, ref=str(assets["other"]), tuned_from=str(assets["lm"]))
+    assert abs(res["policy"]["kl_to_tuned_from"]) < 1e-4 and abs(res["policy"]["kl_to_ref"]) > 0.01
+    moved = _eval(**common, tuned_from=str(assets["other"]))["policy"]
+    assert moved["kl_to_tuned_from"] == pytest.approx(res["policy"]["kl_to_ref"])
+    assert (
+        moved["kl_to_tuned_from_k3"] == pytest.approx(res["policy"]["kl_to_ref_k3"])
+        and moved["kl_to_tuned_from_k3"] > 0
+    )
+
+
 def test_bad_flags_are_usage_errors(assets):
     with pytest.raises(UsageError, match="nothing to evaluate"):
         _eval()

@@ -43,6 +43,16 @@ STAGE_CONFIG_CLASSES = {
 }
 # The trainer stages each algorithm runs after the reward model (their flags: the config's field of that name).
 ALGO_STAGES = {"ppo": ("ppo",), "dpo": ("dpo",), "rs": ("rs", "sft")}
+# Below this many preference pairs a round refuses to start (`min_pairs` overrides it per round). No measured
+# figure yet; the preference suite in bench/ is what sets it.
+MIN_PREFERENCE_PAIRS = 100
+# The promotion gate: the new policy becomes current only when its win-rate against the current one under the new
+# reward model beats 50% by more than this many standard errors (over eval prompts) and every reward-hacking check
+# passes. 2 standard errors: a policy no better than the current one passes about 2.5% of the time.
+PROMOTE_MARGIN_SE = 2.0
+# A round whose new policy is closer than this to the policy it started from (KL per response, nats) changed
+# almost nothing, and says so.
+KL_FLOOR = 0.02
 
 
 class RoundError(ServiceError):
@@ -55,12 +65,12 @@ class NextTasks(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prompts: int = Field(32, ge=0, le=100_000, description="Train prompts to sample (fewest tasks first); 0 = none.")
     k: int = Field(2, ge=RESPONSES_PER_PROMPT_MIN, le=RESPONSES_PER_PROMPT_MAX, description="Responses per prompt.")
-    kind: Literal[ROUND_TASK_KINDS] = ROUND_TASK_KINDS[0]
-    overlap: int = Field(1, ge=1, le=100)
-    temperature: float = Field(1.0, ge=TEMPERATURE_MIN)
-    top_k: int = Field(0, ge=TOP_K_MIN)
-    top_p: float = Field(1.0, gt=0.0, le=TOP_P_MAX)
-    max_new_tokens: int = Field(32, ge=1)
+    kind: Literal[ROUND_TASK_KINDS] = Field(ROUND_TASK_KINDS[0], description="The kind of the next tasks.")
+    overlap: int = Field(1, ge=1, le=100, description="Distinct human annotators each task needs.")
+    temperature: float = Field(1.0, ge=TEMPERATURE_MIN, description="Sampling temperature: 1 keeps responses varied.")
+    top_k: int = Field(0, ge=TOP_K_MIN, description="Top-k sampling (0 = off).")
+    top_p: float = Field(1.0, gt=0.0, le=TOP_P_MAX, description="Top-p sampling (1 = off).")
+    max_new_tokens: int = Field(32, ge=1, description="Longest response, in tokens.")
 
     @model_validator(mode="after")
     def _pairs_need_even_k(self) -> NextTasks:
@@ -75,16 +85,24 @@ class RoundConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # Literal over the vocabulary's tuples: subscripting with a tuple gives its members (one declaration).
     algo: Literal[ROUND_ALGOS] = ROUND_ALGOS[0]
-    seed: int = 0
+    seed: int = Field(0, description="Seed of every stage: the same snapshot and seed give the same round.")
     # data filters
-    source: Literal[SOURCE_FILTERS] = SOURCE_FILTERS[0]
-    since: datetime | None = None
-    min_agreement: float | None = Field(None, ge=0.0, le=1.0)
-    min_pairs: int = Field(16, ge=1, description="Refuse the round with fewer preference pairs than this.")
+    source: Literal[SOURCE_FILTERS] = Field(SOURCE_FILTERS[0], description="Whose annotations: human, AI or all.")
+    since: datetime | None = Field(None, description="Only annotations made at or after this time.")
+    min_agreement: float | None = Field(
+        None, ge=0.0, le=1.0, description="Only tasks whose annotators agreed at least this much."
+    )
+    min_pairs: int = Field(
+        MIN_PREFERENCE_PAIRS,
+        ge=1,
+        description="Refuse the round with fewer preference pairs than this: too few to learn from.",
+    )
     rm_eval_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of annotations held out from the RM.")
     snapshot_from: int | None = Field(None, description="Rerun on this round's snapshot instead of a new one.")
     # what trains from what
-    reward_init: Literal["sft", "previous"] = "sft"
+    reward_init: Literal["sft", "previous"] = Field(
+        "sft", description="The new reward model starts from the SFT model, or the current reward model."
+    )
     reward_likelihood: bool = Field(
         True,
         description=(
@@ -92,8 +110,8 @@ class RoundConfig(BaseModel):
             "what tells a right answer from a wrong one said alike."
         ),
     )
-    policy_init: Literal["current", "sft"] = "current"
-    reference: Literal["sft", "current"] = "sft"
+    policy_init: Literal["current", "sft"] = Field("current", description="The policy the round tunes.")
+    reference: Literal["sft", "current"] = Field("sft", description="The policy the KL penalty keeps it close to.")
     # trainer flags per stage (on top of STAGE_DEFAULTS)
     reward: dict[str, Any] = Field(default_factory=dict)
     ppo: dict[str, Any] = Field(default_factory=dict)
@@ -111,6 +129,17 @@ class RoundConfig(BaseModel):
         description="Samples per eval prompt and policy: the win-rate's standard error falls with their square root.",
     )
     baseline: Literal["current", "sft"] = Field("current", description="The policy the new one is compared with.")
+    promote_margin_se: float = Field(
+        PROMOTE_MARGIN_SE,
+        ge=0.0,
+        description="The new policy becomes current only if its win-rate under the new reward model beats 50% by "
+        "more than this many standard errors, and no reward-hacking check fails; else it waits for promotion by hand.",
+    )
+    kl_floor: float = Field(
+        KL_FLOOR,
+        ge=0.0,
+        description="Below this KL (per response) from the policy the round started from, it changed almost nothing.",
+    )
     report_samples: int = Field(8, ge=0, le=200, description="Eval prompts shown before/after on the report.")
     gold_judge: str = Field(
         "",

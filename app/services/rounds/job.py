@@ -14,7 +14,9 @@ One round, each training step a `python -m trainer STAGE --config <file>` child 
                judge when configured), KL to the reference, mean length, distinct-n -> reward-hacking warnings
     generate   samples of the new policy on train prompts, for the next tasks
     register   ONE transaction, only while this worker still holds the job: the reward model and the policy
-               become registry rows and current, and the next tasks are created from the samples
+               become registry rows, and current only when the policy passes the promotion gate (it beats the
+               current one under the new RM beyond its standard error, no reward-hacking check fails); the next
+               tasks are created from the samples
 
 Every stage writes into rounds/<id>/ and is skipped on a retry when its output is complete (trainer outputs
 appear only when whole), and a killed PPO run continues from its checkpoint (`--resume policy.ckpt`). So a
@@ -39,6 +41,7 @@ from app.services.rounds.config import ROUND_KIND, RoundConfig, parse_round_conf
 from app.services.rounds.data import next_task_prompts, split_reward_data
 from app.services.rounds.evaluate import evaluate_round
 from app.services.rounds.lineage import Lineage, resolve_lineage
+from app.services.rounds.promotion import promotion_verdict
 from app.services.rounds.start import too_little_data
 from app.services.rounds.trainer_steps import generate_samples, last_values, remove_leftovers, run_stage
 from app.services.snapshots import (
@@ -158,8 +161,10 @@ def register_round(
     evaluation: dict,
     samples: Path | None,
 ) -> dict[str, Any]:
-    """One transaction: the registry rows (both made current) and the next tasks. Conditioned on this worker still
-    holding the job, so a round taken over by another worker cannot register twice."""
+    """One transaction: the registry rows (both made current when the promotion gate passes, else neither) and the
+    next tasks. Conditioned on this worker still holding the job, so a round taken over by another worker cannot
+    register twice."""
+    verdict = promotion_verdict(evaluation, cfg)
     with ctx.session() as session:
         held = session.execute(
             update(Job)
@@ -177,7 +182,7 @@ def register_round(
                 select(ModelVersion.id).where(ModelVersion.round_job_id == ctx.job_id, ModelVersion.kind == "reward")
             )
             tasks = session.scalar(select(func.count()).select_from(Task).where(Task.job_id == ctx.job_id)) or 0
-            return {"policy_id": existing.id, "reward_model_id": reward_id, "tasks": tasks}
+            return {"policy_id": existing.id, "reward_model_id": reward_id, "tasks": tasks, "promotion": verdict}
         # each model lives in the round's directory of its kind's name
         reward, policy = (
             register_model(
@@ -197,14 +202,18 @@ def register_round(
             )
         )
         reward.round_job_id = policy.round_job_id = ctx.job_id
-        promote(session, model_id=reward.id)
-        promote(session, model_id=policy.id)
+        if verdict["promoted"]:
+            promote(session, model_id=reward.id)
+            promote(session, model_id=policy.id)
+        else:  # registered, kept for promotion by hand; the first model of a kind would otherwise become current
+            reward.is_current = policy.is_current = False
+            session.flush()
         tasks = 0
         if samples is not None:
             tasks = store_generations(
                 session, samples_path=samples, request=next_task_request(cfg), model_id=policy.id, job_id=ctx.job_id
             )["tasks"]
-        return {"policy_id": policy.id, "reward_model_id": reward.id, "tasks": tasks}
+        return {"policy_id": policy.id, "reward_model_id": reward.id, "tasks": tasks, "promotion": verdict}
 
 
 def next_task_request(cfg: RoundConfig) -> dict[str, Any]:

@@ -17,6 +17,7 @@ def round_summary(job: Job) -> dict[str, Any]:
     result = job.result or {}
     return {
         "id": job.id,
+        "number": job.round_number,
         "status": job.status,
         "algo": config.get("algo", "ppo"),
         "note": config.get("note", ""),
@@ -27,6 +28,7 @@ def round_summary(job: Job) -> dict[str, Any]:
         "tasks": result.get("tasks"),
         "evaluation": result.get("evaluation", {}),
         "warnings": result.get("warnings", []),
+        "promotion": result.get("promotion"),
         "rm_accuracy": (result.get("reward") or {}).get("eval_accuracy"),
         "progress_message": job.progress_message,
     }

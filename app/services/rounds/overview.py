@@ -7,20 +7,22 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.services.rounds.form import form_fields
+from app.services.rounds.form import start_form
 from app.services.rounds.lineage import current_policy
 from app.services.rounds.listing import list_rounds, round_summary
 from app.services.schedule import get_schedule, schedule_to_dict
 from domain.vocabulary import FINISHED_JOB_STATUSES
 
 
-def rounds_overview(session: Session) -> dict[str, Any]:
-    """Flushes (the schedule row is created on first use); the caller commits."""
+def rounds_overview(session: Session, *, algo: str | None = None) -> dict[str, Any]:
+    """The page for the start form of `algo` (the default algorithm when None; RoundError for an unknown one).
+    Flushes (the schedule row is created on first use); the caller commits."""
+    form = start_form(algo)
     jobs = list_rounds(session)
     schedule = get_schedule(session)
     return {
         "rounds": [round_summary(j) for j in jobs],
-        "fields": form_fields(),
+        "start_form": form,
         "any_active": any(j.status not in FINISHED_JOB_STATUSES for j in jobs),
         "schedule": schedule_to_dict(schedule, session),
         "current": current_policy(session),

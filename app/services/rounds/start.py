@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -18,6 +18,7 @@ from app.settings import get_settings
 from domain.vocabulary import FINISHED_JOB_STATUSES, JOB_STATUSES, ROUND_TASK_KINDS
 
 ACTIVE_ROUND_INDEX = "uq_jobs_one_active_round"
+ROUND_NUMBER_INDEX = "uq_jobs_round_number"
 _ACTIVE_STATUSES = tuple(s for s in JOB_STATUSES if s not in FINISHED_JOB_STATUSES)
 
 
@@ -57,6 +58,11 @@ def active_round(session: Session) -> Job | None:
     return session.scalar(select(Job).where(Job.kind == ROUND_KIND, Job.status.in_(_ACTIVE_STATUSES)))
 
 
+def next_round_number(session: Session) -> int:
+    """Rounds are numbered 1, 2, 3 ... in their own sequence (a unique index refuses a number taken twice)."""
+    return (session.scalar(select(func.max(Job.round_number))) or 0) + 1
+
+
 def start_round(session: Session, *, config: dict[str, Any] | RoundConfig, created_by_id: int | None = None) -> Job:
     """Enqueue a round after checking what can be checked now: config, a current policy, enough data, none active.
     Flushes; the caller commits. The database refuses a second active round whatever the caller checked."""
@@ -85,8 +91,12 @@ def start_round(session: Session, *, config: dict[str, Any] | RoundConfig, creat
                 created_by_id=created_by_id,
                 max_attempts=get_settings().job_max_attempts,
             )
+            job.round_number = next_round_number(session)
+            session.flush()
     except IntegrityError as exc:
-        if ACTIVE_ROUND_INDEX in str(exc.orig) or "jobs.kind" in str(exc.orig):
+        # SQLite names the columns of the index it enforced, PostgreSQL the index
+        names = (ACTIVE_ROUND_INDEX, ROUND_NUMBER_INDEX, "jobs.kind", "jobs.round_number")
+        if any(name in str(exc.orig) for name in names):
             raise RoundError("another round was started at the same moment: one round at a time", status=409) from None
         raise
     return job

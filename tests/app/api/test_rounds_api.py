@@ -22,6 +22,7 @@ def test_api_start_round_is_admin_only_and_refuses_clearly(client, api, db):
     response = client.post("/api/v1/rounds", json={}, headers=admin)
     assert response.status_code == 422
     assert "too little data for a round: 4 preference pair(s)" in response.json()["detail"]
+    assert "at least 100 needed" in response.json()["detail"]  # the default minimum, named in the message
     response = client.post("/api/v1/rounds", json={"algo": "ppo", "ppo": {"kl_coef": "much"}}, headers=admin)
     assert response.status_code == 422 and "kl-coef" in response.json()["detail"]
 
@@ -29,12 +30,39 @@ def test_api_start_round_is_admin_only_and_refuses_clearly(client, api, db):
     assert response.status_code == 201, response.text
     job = response.json()
     assert job["kind"] == "round" and job["status"] == "queued" and job["config"]["ppo"] == {"kl_coef": 0.1}
+    assert job["number"] == 1
     assert client.get(f"/api/v1/jobs/{job['id']}", headers=admin).json()["status"] == "queued"
 
     again = client.post("/api/v1/rounds", json={"min_pairs": 4}, headers=admin)
     assert again.status_code == 409 and f"round {job['id']} is already queued" in again.json()["detail"]
     listed = client.get("/api/v1/rounds", headers=admin).json()
-    assert [r["id"] for r in listed] == [job["id"]]
+    assert [(r["id"], r["number"]) for r in listed] == [(job["id"], 1)]
+
+
+def test_api_promotes_a_held_back_round_by_hand(client, api, db):
+    from app.models import Job, ModelVersion
+
+    _, admin = api("admin")
+    sft = _labelled(db, pairs=2)
+    job = Job(kind="round", status="succeeded", config={}, round_number=1, result={})
+    db.add(job)
+    db.flush()
+    policy = ModelVersion(name="policy-r1", kind="policy", stage="rlhf", path="/x", parent_id=sft.id, metrics={})
+    db.add(policy)
+    db.flush()
+    job.result = {"policy_id": policy.id, "promotion": {"promoted": False, "reasons": ["win-rate 50.0% ..."]}}
+    db.commit()
+    job_id, policy_id = job.id, policy.id
+    db.rollback()
+    assert client.post(f"/api/v1/rounds/{job_id}/promote", headers=api("annotator")[1]).status_code == 403
+    response = client.post(f"/api/v1/rounds/{job_id}/promote", headers=admin)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["number"] == 1 and body["promotion"]["promoted"] and body["promotion"]["by_hand"]
+    db.expire_all()
+    assert db.get(ModelVersion, policy_id).is_current
+    db.rollback()
+    assert client.post("/api/v1/rounds/999999/promote", headers=admin).status_code == 404
 
 
 def test_api_schedule_get_and_put(client, api):

@@ -25,6 +25,7 @@ def test_round_start_merges_the_config_file_the_options_and_the_sets(db, tmp_pat
     job = json.loads(result.stdout)
     assert (job["config"]["seed"], job["config"]["min_pairs"]) == (7, 3)
     assert job["config"]["ppo"] == {"kl_coef": 0.1, "lr": 1e-5}
+    assert job["number"] == 1 and f"round 1 queued as job {job['id']}" in result.stderr
 
     again = runner.invoke(cli, ["round", "start", "--min-pairs", "3"])
     assert again.exit_code == 2 and "one round at a time" in again.output
@@ -55,3 +56,17 @@ def test_round_schedule_shows_and_changes_the_schedule(db):
     assert data["enabled"] and data["min_new_annotations"] == 5 and data["config"]["algo"] == "dpo"
     result = runner.invoke(cli, ["round", "schedule", "--set", "algo=sgd"])
     assert result.exit_code == 2 and "round config: algo" in result.output
+
+
+def test_round_start_refuses_too_little_data_with_the_count_and_list_shows_the_numbers(db):
+    labelled_world(db, train=30, eval=1)
+    refused = runner.invoke(cli, ["round", "start"])
+    assert refused.exit_code == 2 and "30 preference pair(s)" in refused.output and "at least 100" in refused.output
+    assert "--min-pairs" in runner.invoke(cli, ["round", "start", "--help"]).output
+    started = runner.invoke(cli, ["round", "start", "--min-pairs", "30", "--algo", "ppo"])
+    assert started.exit_code == 0, started.output
+    job_id = int(started.stdout)
+    listed = runner.invoke(cli, ["round", "list"])
+    assert listed.exit_code == 0 and listed.stdout.startswith(f"round 1\tjob {job_id}\tqueued\tppo")
+    refused = runner.invoke(cli, ["round", "promote", str(job_id)])
+    assert refused.exit_code == 2 and "round 1 is queued: it has no new models to promote" in refused.output

@@ -10,6 +10,7 @@ import tarfile
 from sqlalchemy import select
 
 from app.models import Job, ModelVersion
+from app.services.rounds import RoundConfig
 from app.services.snapshots import SnapshotFilters, snapshot_dir, write_snapshot
 from tests.factories import labelled_world
 
@@ -24,26 +25,64 @@ def test_rounds_page_shows_defaults_and_starts_a_round_from_the_form(client, log
     page = client.get("/admin/rounds")
     assert page.status_code == 200
     assert 'name="ppo.kl_coef"' in page.text and "default 0.05" in page.text  # the round's PPO default, shown
-    assert 'name="dpo.beta"' in page.text  # a trainer default comes from the trainer's config
-    assert 'value="rs"' in page.text and 'name="rs.num_samples"' in page.text and 'name="sft.lr"' in page.text
 
     refused = client.post("/admin/rounds", data={"csrf_token": csrf, "algo": "ppo", "min_pairs": "500"})
     assert refused.status_code == 422 and "too little data" in refused.text
     response = client.post(
         "/admin/rounds",
-        data={"csrf_token": csrf, "algo": "dpo", "dpo.beta": "0.2", "ppo.kl_coef": "0.05", "seed": ""},
+        data={
+            "csrf_token": csrf,
+            "algo": "dpo",
+            "dpo.beta": "0.2",
+            "ppo.kl_coef": "0.05",
+            "seed": "",
+            "min_pairs": "20",
+        },
         follow_redirects=False,
     )
     assert response.status_code == 303
     job = db.scalars(select(Job).where(Job.kind == "round")).one()
     assert response.headers["location"] == f"/admin/rounds/{job.id}"
     assert job.config["algo"] == "dpo" and job.config["dpo"] == {"beta": 0.2} and job.config["ppo"] == {}
+    assert job.round_number == 1
     job_id = job.id
     db.rollback()  # end the test's read transaction: SQLite's write lock is taken at BEGIN
-    busy = client.post("/admin/rounds", data={"csrf_token": csrf, "algo": "ppo"})
+    busy = client.post("/admin/rounds", data={"csrf_token": csrf, "algo": "ppo", "min_pairs": "20"})
     assert busy.status_code == 409 and "one round at a time" in busy.text
     report = client.get(f"/admin/rounds/{job_id}")
     assert report.status_code == 200 and 'hx-trigger="every 2s"' in report.text  # live while queued
+    assert "<h1>Round 1 " in report.text
+
+
+def test_the_start_form_shows_the_algorithm_first_then_only_its_settings(client, login, make_user, db):
+    _labelled(db)
+    csrf = login(make_user("admin"))
+    default = RoundConfig().algo  # no algorithm asked: the round's default one
+    assert f'name="algo" value="{default}"' in client.get("/admin/rounds").text
+    page = client.get("/admin/rounds?algo=ppo").text
+    form = page.split('id="round-start"')[1]
+    assert form.index('href="/admin/rounds?algo=dpo#round-start"') < form.index('name="min_pairs"')  # algorithm first
+    assert 'name="ppo.kl_coef"' in form and 'name="dpo.beta"' not in form and 'name="rs.num_samples"' not in form
+    # the few settings that matter shown, the rest folded; each with the value the round uses and why
+    shown, folded = form.split("<details", 1)
+    assert 'name="min_pairs"' in shown and "default 100" in shown and 'name="ppo.cliprange"' in folded
+    assert "too few to learn from" in shown  # min_pairs' description
+    assert "Policy ratio clip." in folded  # the trainer's help for cliprange
+
+    # no JS: the algorithm's link is a GET that renders the page for it
+    dpo = client.get("/admin/rounds?algo=dpo").text.split('id="round-start"')[1]
+    assert 'name="dpo.beta"' in dpo and 'name="ppo.kl_coef"' not in dpo and 'name="algo" value="dpo"' in dpo
+    # htmx: the same URL answers the start form alone, swapped in place of the old one
+    block = client.get("/admin/rounds?algo=rs", headers={"HX-Request": "true"})
+    assert block.status_code == 200 and block.text.lstrip().startswith('<section class="card" id="round-start">')
+    assert 'name="rs.num_samples"' in block.text and 'name="sft.lr"' in block.text and "<html" not in block.text
+    assert client.get("/admin/rounds?algo=sgd").status_code == 422
+
+    refused = client.post("/admin/rounds", data={"csrf_token": csrf, "algo": "dpo"})  # 20 pairs, default minimum
+    assert refused.status_code == 422
+    assert "20 preference pair(s) from human and AI annotations on train prompts, at least 100 needed" in refused.text
+    assert 'name="dpo.beta"' in refused.text  # the form comes back for the algorithm chosen
+    assert db.scalars(select(Job)).all() == []  # nothing queued
 
 
 def test_schedule_form_saves_and_reports_errors(client, login, make_user, db):
@@ -154,3 +193,55 @@ def test_round_report_shows_snapshot_evaluation_warnings_and_samples(client, log
     assert client.get(f"/admin/rounds/{job.id}/snapshot/..%2Fevaluation.json").status_code == 404
     assert client.get(f"/admin/rounds/{job.id}/snapshot/notes.txt").status_code == 404
     assert client.get("/admin/rounds/999999").status_code == 404
+
+
+def test_a_held_back_round_says_why_and_offers_promotion_by_hand(client, login, make_user, db, settings):
+    from app.services.rounds import promotion_verdict
+    from app.services.rounds.evaluate import hacking_checks
+
+    sft = _labelled(db, pairs=5)
+    job = Job(kind="round", status="succeeded", config={"algo": "ppo"}, round_number=1, result={})
+    db.add(job)
+    db.flush()
+    policy, reward = (
+        ModelVersion(name=f"{k}-r{job.id}", kind=k, stage="rlhf", path="/x", parent_id=sft.id, metrics={})
+        for k in ("policy", "reward")
+    )
+    db.add_all([policy, reward])
+    db.flush()
+    summary = {"rm_win_rate": 0.55, "rm_win_rate_se": 0.05, "kl_to_start": 0.004, "mean_length_before": 4.0,
+               "mean_length": 9.0}  # fmt: skip
+    evaluation = {"summary": summary, "checks": hacking_checks({"summary": summary}, {})}
+    job.result = {
+        "policy_id": policy.id,
+        "reward_model_id": reward.id,
+        "parent_policy_id": sft.id,
+        "reference_id": sft.id,
+        "tasks": 0,
+        "promotion": promotion_verdict(evaluation, RoundConfig()),
+    }
+    db.commit()
+    job_id, policy_id, reward_id = job.id, policy.id, reward.id
+    csrf = login(make_user("admin"))
+
+    page = client.get(f"/admin/rounds/{job_id}").text
+    section = page.split('id="round-promotion"')[1].split("</section>")[0]
+    assert "Not promoted" in section
+    assert "win-rate 55.0% against the current policy under the new reward model is not above 60.0%" in section
+    assert "length growth: mean length 4.0 -&gt; 9.0 tokens (x2.25)" in section
+    assert "this round changed almost nothing: KL 0.0040" in section
+    assert section.count(">fail<") == 2 and 'action="/admin/rounds/' + str(job_id) + '/promote"' in section
+    listing = client.get("/admin/rounds").text
+    assert "held back" in listing and "changed almost nothing" in listing
+    polled = client.get("/admin/rounds", headers={"HX-Request": "true"})  # the table's own refresh
+    assert polled.status_code == 200 and "held back" in polled.text and ">1</a>" in polled.text
+
+    db.rollback()  # end the test's read transaction: SQLite's write lock is taken at BEGIN
+    assert client.post(f"/admin/rounds/{job_id}/promote").status_code == 403  # no CSRF token
+    done = client.post(f"/admin/rounds/{job_id}/promote", data={"csrf_token": csrf}, follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == f"/admin/rounds/{job_id}"
+    db.expire_all()
+    assert db.get(ModelVersion, policy_id).is_current and db.get(ModelVersion, reward_id).is_current
+    db.rollback()
+    section = client.get(f"/admin/rounds/{job_id}").text.split('id="round-promotion"')[1].split("</section>")[0]
+    assert "Promoted by hand" in section and "/promote" not in section

@@ -10,7 +10,7 @@ from typing import get_args
 import pytest
 
 from app.services.rounds import STAGE_CONFIG_CLASSES, NextTasks, RoundConfig, RoundError, parse_round_config
-from app.services.rounds.config import stage_defaults
+from app.services.rounds.config import ALGO_STAGES, MIN_PREFERENCE_PAIRS, RESERVED_FLAGS, stage_defaults
 from app.services.rounds.form import config_from_form, form_fields
 from domain.vocabulary import ROUND_ALGOS, ROUND_TASK_KINDS, SOURCE_FILTERS
 
@@ -47,53 +47,6 @@ EFFECTIVE_STAGE_FLAGS = {
     },
 }  # fmt: skip
 
-FORM_DEFAULTS = [
-    ("seed", 0, None),
-    ("source", "all", ["all", "human", "ai"]),
-    ("since", None, None),
-    ("min_agreement", None, None),
-    ("min_pairs", 16, None),
-    ("policy_init", "current", ["current", "sft"]),
-    ("reference", "sft", ["sft", "current"]),
-    ("reward_init", "sft", ["sft", "previous"]),
-    ("reward_likelihood", True, ["true", "false"]),
-    ("eval_prompts", 64, None),
-    ("eval_samples", 1, None),
-    ("gold_judge", "", None),
-    ("reward.epochs", 1, None),
-    ("reward.lr", 0.0001, None),
-    ("reward.batch_size", 16, None),
-    ("reward.max_steps", 0, None),
-    ("reward.center_coef", 0.0, None),
-    ("ppo.epochs", 1, None),
-    ("ppo.max_steps", 0, None),
-    ("ppo.lr", 3e-06, None),
-    ("ppo.batch_size", 16, None),
-    ("ppo.ppo_epochs", 4, None),
-    ("ppo.kl_coef", 0.05, None),
-    ("ppo.adaptive_kl", False, ["true", "false"]),
-    ("ppo.max_new_tokens", 32, None),
-    ("ppo.temperature", 0.7, None),
-    ("dpo.epochs", 1, None),
-    ("dpo.max_steps", 0, None),
-    ("dpo.lr", 5e-06, None),
-    ("dpo.batch_size", 16, None),
-    ("dpo.beta", 0.1, None),
-    ("rs.num_samples", 8, None),
-    ("rs.temperature", 0.7, None),
-    ("rs.max_new_tokens", 32, None),
-    ("sft.epochs", 2, None),
-    ("sft.max_steps", 0, None),
-    ("sft.lr", 2e-05, None),
-    ("sft.batch_size", 16, None),
-    ("next_tasks.prompts", 32, None),
-    ("next_tasks.k", 2, None),
-    ("next_tasks.kind", "pairwise", ["pairwise", "ranking"]),
-    ("next_tasks.overlap", 1, None),
-    ("next_tasks.temperature", 1.0, None),
-    ("next_tasks.max_new_tokens", 32, None),
-]
-
 
 def test_config_errors_name_the_field():
     with pytest.raises(RoundError, match="algo"):
@@ -127,8 +80,30 @@ def test_each_stage_runs_with_the_same_flags_as_before():
         assert stage_defaults(stage) == expected, stage
 
 
-def test_the_start_form_shows_the_same_defaults_as_before():
-    assert [(f["name"], f["default"], f["choices"]) for f in form_fields()] == FORM_DEFAULTS
+def test_the_start_form_shows_only_the_chosen_algorithms_settings_with_the_values_the_round_runs_with():
+    for algo in ROUND_ALGOS:
+        fields = {f["name"]: f for f in form_fields(algo)}
+        stages = {name.split(".")[0] for name in fields if "." in name} - {"next_tasks"}
+        assert stages == {"reward", *ALGO_STAGES[algo]}, algo  # only this algorithm's stages
+        cfg = RoundConfig(algo=algo)
+        for stage in stages:
+            runs_with = {**_trainer_defaults(stage), **cfg.stage_flags(stage)}  # what the trainer is run with
+            shown = {name.split(".", 1)[1]: f["default"] for name, f in fields.items() if name.startswith(f"{stage}.")}
+            assert shown == {k: v for k, v in runs_with.items() if k not in RESERVED_FLAGS[stage]}, stage
+        for name in ("source", "min_pairs", "promote_margin_se", "kl_floor", "seed", "eval_prompts"):
+            assert fields[name]["default"] == getattr(cfg, name), name
+        assert fields["next_tasks.k"]["default"] == cfg.next_tasks.k
+        assert all(f["why"] for f in fields.values()), [n for n, f in fields.items() if not f["why"]]
+        assert [f["name"] for f in fields.values() if not f["advanced"]][:3] == [
+            "source",
+            "min_pairs",
+            "promote_margin_se",
+        ]
+        assert fields["ppo.cliprange" if algo == "ppo" else "reward.weight_decay"]["advanced"]
+    assert form_fields() == form_fields(RoundConfig().algo)  # no algorithm asked: the round's default
+    assert form_fields()[1]["default"] == MIN_PREFERENCE_PAIRS
+    with pytest.raises(RoundError, match="algo"):
+        form_fields("sgd")
 
 
 def test_the_form_records_only_what_differs_from_the_defaults():
@@ -141,9 +116,10 @@ def test_the_form_records_only_what_differs_from_the_defaults():
         "since": "2024",
     }
     assert config_from_form(form) == {"algo": "dpo", "dpo": {"beta": 0.2}, "since": "2024"}
-    assert config_from_form({"extra": '{"dpo": {"epochs": 3}}', "dpo.beta": "0.3"}) == {
+    # only the chosen algorithm's settings are read; the advanced JSON may set anything
+    assert config_from_form({"algo": "ppo", "extra": '{"dpo": {"epochs": 3}}', "dpo.beta": "0.3"}) == {
         "algo": "ppo",
-        "dpo": {"beta": 0.3, "epochs": 3},
+        "dpo": {"epochs": 3},
     }
     with pytest.raises(RoundError, match="advanced settings: a JSON object"):
         config_from_form({"extra": "[1]"})

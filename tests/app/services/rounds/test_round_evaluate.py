@@ -26,3 +26,18 @@ def test_reward_hacking_warnings_read_the_evaluation_and_the_training_samples():
         "gold_win_rate": 0.65,
     }
     assert hacking_warnings({"summary": calm}, {"reward_length_corr": 0.2}) == []
+
+
+def test_reward_hacking_checks_are_a_pass_fail_list_with_their_figures():
+    from app.services.rounds.evaluate import hacking_checks
+
+    summary = {"mean_length_before": 10.0, "mean_length": 16.0, "distinct_2_before": 0.8, "distinct_2": 0.7}
+    checks = hacking_checks({"summary": summary}, {"reward_length_corr": 0.2})
+    assert [(c["name"], c["passed"]) for c in checks] == [
+        ("length growth", False),
+        ("repetition", True),
+        ("reward-length correlation", True),
+    ]  # no gold judge: no RM-vs-gold check
+    assert checks[0]["detail"] == "mean length 10.0 -> 16.0 tokens (x1.60); at most x1.5"
+    assert checks[0]["warning"] == hacking_warnings({"summary": summary}, {"reward_length_corr": 0.2})[0]
+    assert checks[1]["warning"] is None and "distinct-2 0.80 -> 0.70" in checks[1]["detail"]

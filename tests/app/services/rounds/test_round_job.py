@@ -35,7 +35,20 @@ def test_ppo_round_registers_a_new_current_policy_and_makes_next_tasks(db, setti
     result = job.result
     policy = db.get(ModelVersion, result["policy_id"])
     reward = db.get(ModelVersion, result["reward_model_id"])
-    assert policy.is_current and reward.is_current and not db.get(ModelVersion, sft.id).is_current
+    # two PPO steps barely move the policy: it does not beat the current one beyond the win-rate's standard error,
+    # so the new models are registered, not promoted, and the round says why
+    promotion = result["promotion"]
+    assert not promotion["promoted"] and promotion["reasons"], promotion
+    assert not policy.is_current and not reward.is_current and db.get(ModelVersion, sft.id).is_current
+    evaluation = result["evaluation"]
+    assert (promotion["win_rate"], promotion["standard_error"]) == (
+        evaluation["rm_win_rate"],
+        evaluation["rm_win_rate_se"],
+    )
+    # round 1 starts from its reference: its KL from where it started is its KL to the reference
+    rm_report = json.loads((settings.data_dir / "rounds" / str(job.id) / "evaluate-rm.json").read_text())
+    assert evaluation["kl_to_start"] == pytest.approx(rm_report["policy"]["kl_to_ref_k3"], abs=1e-6)
+    assert promotion["kl_to_start"] == evaluation["kl_to_start"]
     assert (policy.stage, policy.parent_id, policy.round_job_id) == ("rlhf", sft.id, job.id)
     assert reward.parent_id == sft.id  # initialised from the SFT model
     assert (settings.data_dir / "rounds" / str(job.id) / "policy" / "config.json").is_file()
@@ -146,7 +159,8 @@ def test_rejection_sampling_round_fine_tunes_the_current_policy_on_the_new_rms_b
     assert result["policy"]["rs/prompts_kept"] == len(best) and result["policy"]["rs/reward_gain"] > 0
     assert -1.0 <= result["policy"]["reward_length_corr"] <= 1.0  # what the report's length warning reads
     policy = db.get(ModelVersion, result["policy_id"])
-    assert policy.is_current and policy.parent_id == sft.id and result["tasks"] == 3
+    assert policy.is_current is result["promotion"]["promoted"]
+    assert policy.parent_id == sft.id and result["tasks"] == 3
     stages = set(db.scalars(select(JobMetric.stage).where(JobMetric.job_id == job.id)))
     assert {"reward", "rs", "sft"} <= stages  # both steps' figures reach the job's plots
 

@@ -4,11 +4,13 @@ the service and in the database."""
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from app.models import Job
 from app.services.jobs import enqueue_job
 from app.services.rounds import RoundError, start_round
+from app.services.rounds.config import MIN_PREFERENCE_PAIRS
 from tests import factories
 from tests.conftest import BACKENDS
 from tests.factories import label_preferences, make_prompts, register_policy
@@ -21,7 +23,7 @@ def test_round_needs_a_current_policy_and_enough_data(db):
     register_policy(db, "/models/sft")
     label_preferences(db, make_prompts(db, train=5, eval=1)["train"], annotator=human)
     db.commit()
-    with pytest.raises(RoundError, match=r"too little data for a round: 5 preference pair\(s\).*at least 16"):
+    with pytest.raises(RoundError, match=r"too little data for a round: 5 preference pair\(s\).*at least 100"):
         start_round(db, config={})
     with pytest.raises(RoundError, match="0 preference pair"):
         start_round(db, config={"source": "ai", "min_pairs": 1})
@@ -66,3 +68,30 @@ def test_a_race_past_the_check_is_refused_by_the_index_with_a_clear_message(db, 
     first.status = "failed"
     db.commit()
     assert start_round(db, config={"min_pairs": 1}).id != first.id
+
+
+def test_the_default_minimum_of_preference_pairs_is_one_named_constant_and_refuses_with_the_count(db):
+    human = factories.make_annotator(db)
+    register_policy(db, "/models/sft")
+    label_preferences(db, make_prompts(db, train=40, eval=1)["train"], annotator=human)
+    db.commit()
+    assert MIN_PREFERENCE_PAIRS == 100  # until the preference suite measures where a round stops learning
+    with pytest.raises(RoundError, match=rf"40 preference pair\(s\).*at least {MIN_PREFERENCE_PAIRS} needed"):
+        start_round(db, config={})
+    assert db.scalar(select(func.count()).select_from(Job)) == 0  # nothing queued
+    assert start_round(db, config={"min_pairs": 40}).status == "queued"  # overridable per round
+
+
+def test_rounds_are_numbered_in_their_own_sequence(db):
+    human = factories.make_annotator(db)
+    register_policy(db, "/models/sft")
+    label_preferences(db, make_prompts(db, train=3, eval=1)["train"], annotator=human)
+    other = enqueue_job(db, kind="generate", config={})  # another kind of job takes a job id, not a round number
+    db.commit()
+    first = start_round(db, config={"min_pairs": 1})
+    first.status = "failed"  # a failed round keeps its number
+    db.commit()
+    second = start_round(db, config={"min_pairs": 1})
+    db.commit()
+    assert (first.round_number, second.round_number) == (1, 2)
+    assert second.id != 2 and other.round_number is None
