@@ -1,7 +1,7 @@
 """round numbers: rounds are numbered 1, 2, 3 ... in their own sequence, not by job id
 
 Revision ID: 0004
-Revises: 0001
+Revises: 0002
 """
 
 from typing import Sequence, Union
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004"
-down_revision: Union[str, None] = "0001"
+down_revision: Union[str, None] = "0002"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
