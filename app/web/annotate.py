@@ -25,6 +25,7 @@ from app.services.annotations import (
     undo_annotation,
 )
 from app.services.assignment import AssignmentError, aware, next_task, skip_task
+from app.services.world_build import pending_work
 from app.settings import Settings
 from app.templating import is_htmx, render
 
@@ -56,10 +57,12 @@ def _workspace(
     db.commit()
     progress = my_progress(db, user_id=user.id)
     recent = list_my_annotations(db, user_id=user.id, limit=RECENT)
+    pending = pending_work(db) if offer is None else None
     db.rollback()
     undo_after = time.time() - settings.undo_minutes * 60
     ctx: dict[str, Any] = {
         "offer": offer,
+        "pending": pending,
         "labels": LABELS,
         "progress": progress,
         "recent": recent,
