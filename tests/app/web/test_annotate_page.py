@@ -223,3 +223,25 @@ def test_assets_come_from_the_cdn_unless_offline(client, db, make_user, login, s
     page = client.get("/annotate").text
     assert "https://unpkg.com/htmx.org@" in page and "https://unpkg.com/sortablejs@" in page
     assert "/static/js/annotate.js" in page and client.get("/static/js/annotate.js").status_code == 200
+    # pinned, integrity-checked, and the vendored copy right behind each CDN copy
+    assert page.count('crossorigin="anonymous"') == 2 and page.count('integrity="sha384-') == 2
+    assert 'data-src="/static/vendor/sortablejs/Sortable.min.js"' in page
+    monkeypatch.setattr(settings, "offline_assets", True)
+    offline = client.get("/annotate").text
+    assert "unpkg.com" not in offline and "asset_fallback.js" not in offline
+    assert '<script src="/static/vendor/htmx/htmx.min.js"></script>' in offline
+
+
+def test_empty_state_says_tasks_are_being_generated_while_a_job_makes_them(client, db, make_user, login):
+    from tests.factories import make_job
+
+    login(make_user())
+    page = client.get("/annotate").text
+    assert 'data-testid="no-task"' in page and "no new tasks are being generated" in page
+    job = make_job(db, kind="world", status="running", progress_done=2.0, progress_total=5.0)
+    page = client.get("/annotate").text
+    assert f"Tasks are being generated: job {job.id}, 40%" in page and 'data-testid="no-task"' not in page
+    assert 'hx-trigger="every 3s"' in page  # asks again until the first task arrives
+    job.status = "succeeded"
+    db.commit()
+    assert 'data-testid="no-task"' in client.get("/annotate").text
