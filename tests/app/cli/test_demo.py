@@ -302,3 +302,32 @@ def _gold_pairs_on_eval_prompts(data: Path, sft_dir: Path, tmp_path: Path, env) 
                 if s_better - s_worse >= 0.1:  # a clear gold preference
                     pairs.append({"prompt": prompt, "chosen": better, "rejected": worse})
     return pairs
+
+
+def test_a_second_start_finds_the_world_built_queues_no_build_and_serves(demo_env, tmp_path):
+    env, port = demo_env["env"], _free_port()
+    started = time.monotonic()
+    with open(tmp_path / "demo.log", "wb") as log:
+        demo = subprocess.Popen(
+            [*CLI, "demo", "--size", "tiny", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        while time.monotonic() - started < 60 and demo.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/login", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        first_page = time.monotonic() - started
+        jobs = json.loads(_run(["jobs", "list", "--json"], env).stdout)
+        assert not [j for j in jobs if j["kind"] == "world"], jobs  # nothing to build: registered in place
+        assert first_page < demo_env["prepare_s"] + 30, (tmp_path / "demo.log").read_text()[-2000:]
+    finally:
+        os.killpg(demo.pid, signal.SIGINT)
+        demo.wait(timeout=60)
+    assert _processes_of(demo_env["data"]) == {}
