@@ -28,7 +28,8 @@ def register(app: typer.Typer) -> None:
 
 
 class StageBars:
-    """One progress bar per stage on a terminal; one line per stage otherwise."""
+    """`--prepare-only`: one progress bar per stage on a terminal; otherwise a plain line at each stage's start and
+    end and every PROGRESS_EVERY_S in between, with its step count."""
 
     def __init__(self) -> None:
         from tqdm import tqdm
@@ -36,20 +37,20 @@ class StageBars:
         self._tqdm = tqdm
         self._bars: dict[str, object] = {}
         self._tty = sys.stderr.isatty()
+        self._last_line_at = float("-inf")
 
     def __call__(self, stage: str, step: int, total: int) -> None:
+        if not self._tty:
+            now = time.monotonic()
+            if stage not in self._bars or step >= total or now - self._last_line_at >= PROGRESS_EVERY_S:
+                self._bars[stage] = None
+                counts = f"step {step}/{total}" if total > 1 else ("done" if step >= total else "running")
+                typer.echo(f"  {stage}: {counts}", err=True)
+                self._last_line_at = now
+            return
         bar = self._bars.get(stage)
         if bar is None:
-            if not self._tty:
-                typer.echo(f"  {stage} ...", err=True)
-            bar = self._tqdm(
-                total=max(total, 1),
-                desc=f"{stage:>10}",
-                unit="step",
-                leave=True,
-                disable=not self._tty,
-                file=sys.stderr,
-            )
+            bar = self._tqdm(total=max(total, 1), desc=f"{stage:>10}", unit="step", leave=True, file=sys.stderr)
             self._bars[stage] = bar
         bar.total = max(total, 1)
         bar.n = min(step, bar.total)
@@ -57,7 +58,8 @@ class StageBars:
 
     def close(self) -> None:
         for bar in self._bars.values():
-            bar.close()
+            if bar is not None:
+                bar.close()
 
 
 def _ensure_user(db, *, username: str, role: str, password: str) -> str | None:
@@ -208,8 +210,13 @@ def _serve_with_worker(*, host: str, port: int, build_job_id: int | None = None)
     typer.echo(f"\n  open http://{host}:{port}/  (Ctrl+C stops web and worker)\n", err=True)
     follower = BuildFollower(build_job_id) if build_job_id is not None else None
 
+    stopping = False
+
     def stop(*_):
-        raise KeyboardInterrupt
+        nonlocal stopping
+        if not stopping:  # a second Ctrl-C must not cut short the wait for web and worker to stop
+            stopping = True
+            raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)  # also when started in the background, where SIGINT comes in ignored
