@@ -247,4 +247,5 @@ def progress_page(request: Request, user: PageUser, db: SessionDep, settings: Se
 def review_page(request: Request, annotation_id: int, user: PageUser, db: SessionDep) -> Response:
     """One past answer, read-only: the prompt, the responses as they were shown, and what was chosen."""
     answer = my_answer(db, user_id=user.id, annotation_id=annotation_id)
+    db.rollback()  # a read: let go of the database before rendering
     return render(request, "annotate_review.html", {"answer": answer})

@@ -7,7 +7,9 @@ generate` and reports the share of answers in the intended format and the gold j
 
 Everything is cached in out_dir: data files are rewritten only when their bytes would change, and a
 stage is rerun only when its inputs (files' sha256, flags, upstream stage) changed since the
-`<stage>.stamp.json` written beside its output, so a second call returns at once.
+`<stage>.stamp.json` written beside its output, so a second call returns at once; `world_is_built`
+says so without running anything. A caller may pass its own `runner` for the stages (the service's
+world-build job runs them as every job runs the trainer).
 
 Layout of out_dir:
     world.json               manifest: size, seed, row counts, sha256 of each data file
@@ -348,9 +350,6 @@ class ModelStage:
     inputs: list[Path]
 
 
-MODEL_STAGES = ("tokenizer", "pretrain", "sft")
-
-
 def model_stages(size: str | WorldSize, out_dir: str | Path, seed: int = 0) -> list[ModelStage]:
     """The tokenizer, pretraining and SFT stages of the world in out_dir, in order."""
     p = _size(size)
@@ -438,12 +437,6 @@ def world_is_built(size: str | WorldSize, out_dir: str | Path, seed: int = 0) ->
     if not _manifest_is_current(_files(out), p, seed):
         return False
     return all(stage_is_current(s.stage, s.args, s.out, s.inputs) for s in model_stages(p, out, seed))
-
-
-def world_paths(out_dir: str | Path) -> tuple[WorldFiles, WorldModels]:
-    """Where the world in out_dir keeps its files and models (whether built or not)."""
-    out = Path(out_dir)
-    return _files(out), WorldModels(tokenizer=out / "tokenizer", pretrained=out / "pretrained", sft=out / "sft")
 
 
 def build_all(
