@@ -24,7 +24,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-# Migrates, builds the embedded world on first start (cached in the data dir), then serves web + worker.
+# Migrates and serves web + worker at once; on the first start the worker builds the embedded world (cached in the
+# data dir), its progress in the terminal and on the admin dashboard.
 run: $(STAMP)
 	RLHF_DATA_DIR=$(DATA_DIR) $(BIN)/rlhf demo --size $(SIZE) --host $(HOST) --port $(PORT)
 

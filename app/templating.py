@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,38 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES_DIR = ROOT / "templates"
 STATIC_DIR = ROOT / "static"
 
-# Front-end files: from the CDN by default, from static/vendor/ (the same npm packages) when offline.
+
+@dataclass(frozen=True)
+class Asset:
+    cdn: str  # pinned to the version in static/vendor
+    vendored: str  # under static/: the same npm package's file, byte for byte
+    integrity: str  # SRI of that file: the browser refuses a CDN copy that differs
+    global_name: str  # what the library defines: asset_fallback.js loads the vendored copy when it is missing
+
+
+# Front-end files: from the CDN by default (integrity-checked, the vendored copy when the CDN cannot be reached),
+# only from static/vendor/ with settings.offline_assets. Refresh: static/vendor/README.md.
 ASSETS = {
-    "htmx": ("https://unpkg.com/htmx.org@2.0.11/dist/htmx.min.js", "vendor/htmx/htmx.min.js"),
-    "sortable": ("https://unpkg.com/sortablejs@1.15.7/Sortable.min.js", "vendor/sortablejs/Sortable.min.js"),
-    "chartjs": ("https://unpkg.com/chart.js@4.6.1/dist/chart.umd.min.js", "vendor/chartjs/chart.umd.min.js"),
+    "htmx": Asset(
+        "https://unpkg.com/htmx.org@2.0.11/dist/htmx.min.js",
+        "vendor/htmx/htmx.min.js",
+        "sha384-2OatzQy1H+Zd/IIrjr1TcuDGqLXeHhbooAyJY1KdQMKnr4LZ22k31GBLdYKHmVjg",
+        "htmx",
+    ),
+    "sortable": Asset(
+        "https://unpkg.com/sortablejs@1.15.7/Sortable.min.js",
+        "vendor/sortablejs/Sortable.min.js",
+        "sha384-DgmC6Xe2bSN2WjTDXzWYbUbxyhNP+NNkGDR/g78pCXV7E7rcVTGxVg0uIVCUUcBc",
+        "Sortable",
+    ),
+    "chartjs": Asset(
+        "https://unpkg.com/chart.js@4.6.1/dist/chart.umd.min.js",
+        "vendor/chartjs/chart.umd.min.js",
+        "sha384-Emf5ZVIUiarAdhkgtqK+5/Z5qIvM6QoVrS+qAVtfyZVuD5lIHrac0me485+Antp0",
+        "Chart",
+    ),
 }
+FALLBACK_SCRIPT = "/static/js/asset_fallback.js"
 
 # html=False: any HTML in a response is shown as text, never run.
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
@@ -32,13 +59,22 @@ def render_markdown(text: str | None) -> Markup:
     return Markup(_markdown.render(text or ""))
 
 
-def asset_url(name: str) -> str:
-    cdn, vendored = ASSETS[name]
-    return f"/static/{vendored}" if get_settings().offline_assets else cdn
+def asset_script(name: str) -> Markup:
+    """The <script> tags of a front-end library: the CDN copy with its integrity hash, then the fallback that loads
+    the vendored copy when the CDN one did not run (both parser-blocking, so the library is there for what follows);
+    only the vendored copy with settings.offline_assets. External files only: no inline script (CSP)."""
+    asset = ASSETS[name]
+    vendored = f"/static/{asset.vendored}"
+    if get_settings().offline_assets:
+        return Markup('<script src="{}"></script>').format(vendored)
+    return Markup(
+        '<script src="{}" integrity="{}" crossorigin="anonymous"></script>\n'
+        '<script src="{}" data-global="{}" data-src="{}"></script>'
+    ).format(asset.cdn, asset.integrity, FALLBACK_SCRIPT, asset.global_name, vendored)
 
 
 templates = Jinja2Blocks(directory=str(TEMPLATES_DIR))
-templates.env.globals["asset_url"] = asset_url
+templates.env.globals["asset_script"] = asset_script
 templates.env.filters["markdown"] = render_markdown
 
 

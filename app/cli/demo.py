@@ -1,9 +1,10 @@
 """`rlhf demo`: the whole loop on the embedded world, from nothing, with no network (what `make run` calls).
 
-Steps (each cached in the data dir, so a second start takes seconds): migrate; build the world's data and train
-its tokenizer, pretrained and SFT models (`python -m trainer ...` in child processes, a progress bar per stage);
-register both models (the SFT one current); import the world's prompts; queue the generation of the first tasks;
-create an admin and a demo annotator; then serve the web app and run a worker until Ctrl+C.
+Steps: migrate; create an admin and a demo annotator; then serve the web app and run a worker until Ctrl+C. The
+world (its data, tokenizer, pretrained and SFT models, then registering both models, importing its prompts and
+queueing the first tasks) is a job of that worker (app.services.world_build), so the pages are up at once and
+show its progress, as the terminal does. Everything is cached in the data dir: when the world is already built a
+start registers it in place (seconds) and queues nothing. `--prepare-only` builds in this process and exits.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import typer
 from app.cli.errors import fail
 
 SIZES = ("tiny", "small")
+PROGRESS_EVERY_S = 5.0  # a progress line at least this often while the world builds
 
 
 def register(app: typer.Typer) -> None:
@@ -26,7 +28,8 @@ def register(app: typer.Typer) -> None:
 
 
 class StageBars:
-    """One progress bar per stage on a terminal; one line per stage otherwise."""
+    """`--prepare-only`: one progress bar per stage on a terminal; otherwise a plain line at each stage's start and
+    end and every PROGRESS_EVERY_S in between, with its step count."""
 
     def __init__(self) -> None:
         from tqdm import tqdm
@@ -34,20 +37,20 @@ class StageBars:
         self._tqdm = tqdm
         self._bars: dict[str, object] = {}
         self._tty = sys.stderr.isatty()
+        self._last_line_at = float("-inf")
 
     def __call__(self, stage: str, step: int, total: int) -> None:
+        if not self._tty:
+            now = time.monotonic()
+            if stage not in self._bars or step >= total or now - self._last_line_at >= PROGRESS_EVERY_S:
+                self._bars[stage] = None
+                counts = f"step {step}/{total}" if total > 1 else ("done" if step >= total else "running")
+                typer.echo(f"  {stage}: {counts}", err=True)
+                self._last_line_at = now
+            return
         bar = self._bars.get(stage)
         if bar is None:
-            if not self._tty:
-                typer.echo(f"  {stage} ...", err=True)
-            bar = self._tqdm(
-                total=max(total, 1),
-                desc=f"{stage:>10}",
-                unit="step",
-                leave=True,
-                disable=not self._tty,
-                file=sys.stderr,
-            )
+            bar = self._tqdm(total=max(total, 1), desc=f"{stage:>10}", unit="step", leave=True, file=sys.stderr)
             self._bars[stage] = bar
         bar.total = max(total, 1)
         bar.n = min(step, bar.total)
@@ -55,7 +58,8 @@ class StageBars:
 
     def close(self) -> None:
         for bar in self._bars.values():
-            bar.close()
+            if bar is not None:
+                bar.close()
 
 
 def _ensure_user(db, *, username: str, role: str, password: str) -> str | None:
@@ -97,21 +101,32 @@ def demo(
     upgrade(settings.sqlalchemy_url)
 
     world_dir = settings.data_dir / "world" / size
-    bars = StageBars()
-    try:
-        from trainer.world.build import WorldBuildError, build_all
-
-        files, models = build_all(size, world_dir, seed=seed, on_progress=bars)
-    except WorldBuildError as exc:
-        fail(f"building the {size} world failed: {exc}")
-    finally:
-        bars.close()
-
     from app.db import session_scope
-    from app.services.demo import prepare_database
+    from trainer.world.build import WorldBuildError, build_all, world_is_built
 
+    build_job_id = None
+    if prepare_only or world_is_built(size, world_dir, seed=seed):
+        bars = StageBars()
+        try:
+            files, models = build_all(size, world_dir, seed=seed, on_progress=bars)
+        except WorldBuildError as exc:
+            fail(f"building the {size} world failed: {exc}")
+        finally:
+            bars.close()
+        from app.services.demo import prepare_database
+
+        with session_scope() as db:
+            summary = prepare_database(db, files=files, models=models, size=size, seed=seed)
+    else:
+        from app.services.world_build import queue_world_build
+
+        with session_scope() as db:
+            build_job_id = queue_world_build(db, size=size, seed=seed, world_dir=world_dir).id
+        summary = [
+            f"the {size} world is built by the worker as job {build_job_id} (data, tokenizer, pretraining, SFT), "
+            "while the pages are up; its progress follows here and on the admin dashboard"
+        ]
     with session_scope() as db:
-        summary = prepare_database(db, files=files, models=models, size=size, seed=seed)
         admin_pw = _ensure_user(
             db,
             username=settings.demo_admin_user,
@@ -130,7 +145,7 @@ def demo(
     _print_credentials(settings, admin_pw, annot_pw)
     if prepare_only:
         return
-    _serve_with_worker(host=host, port=port)
+    _serve_with_worker(host=host, port=port, build_job_id=build_job_id)
 
 
 def _print_credentials(settings, admin_pw: str | None, annot_pw: str | None) -> None:
@@ -148,23 +163,73 @@ def _print_credentials(settings, admin_pw: str | None, annot_pw: str | None) -> 
             )
 
 
-def _serve_with_worker(*, host: str, port: int) -> None:
-    """Web and worker as two child processes; Ctrl+C (or SIGTERM) stops both."""
+class BuildFollower:
+    """Prints the world build's progress: a line when its step changes and every PROGRESS_EVERY_S in between (plain
+    lines, so a log file or a pipe gets them too), then how it ended."""
+
+    def __init__(self, job_id: int) -> None:
+        self.job_id = job_id
+        self.done = False
+        self._last_line_at = float("-inf")
+        self._last_step: str | None = None
+
+    def poll(self) -> None:
+        if self.done:
+            return
+        from app.db import get_read_sessionmaker
+        from app.services.world_build import duration, progress_line, world_build_view
+
+        with get_read_sessionmaker()() as db:
+            view = world_build_view(db, job_id=self.job_id)
+        if view is None:
+            self.done = True
+            return
+        if not view.active:
+            self.done = True
+            if view.status == "succeeded":
+                typer.echo(f"world built in {duration(view.elapsed_s)} (job {view.job_id})", err=True)
+                for line in view.lines:
+                    typer.echo(f"  {line}", err=True)
+            else:
+                typer.echo(f"world build (job {view.job_id}) {view.status}: {view.error or ''}".rstrip(), err=True)
+                typer.echo(f"  its log: rlhf jobs show {view.job_id}", err=True)
+            return
+        step = f"{view.status}:{view.current.name if view.current else ''}"
+        now = time.monotonic()
+        if step != self._last_step or now - self._last_line_at >= PROGRESS_EVERY_S:
+            typer.echo(progress_line(view), err=True)
+            self._last_step, self._last_line_at = step, now
+
+
+def _serve_with_worker(*, host: str, port: int, build_job_id: int | None = None) -> None:
+    """Web and worker as two child processes; Ctrl+C (or SIGTERM) stops both (the worker stops its job's process
+    group, trainer included, and puts the job back in the queue for the next start)."""
     cli = [sys.executable, "-m", "app.cli"]
     worker = subprocess.Popen([*cli, "worker"])
     server = subprocess.Popen([*cli, "serve", "--host", host, "--port", str(port)])
     typer.echo(f"\n  open http://{host}:{port}/  (Ctrl+C stops web and worker)\n", err=True)
+    follower = BuildFollower(build_job_id) if build_job_id is not None else None
+
+    stopping = False
 
     def stop(*_):
-        raise KeyboardInterrupt
+        nonlocal stopping
+        if not stopping:  # a second Ctrl-C must not cut short the wait for web and worker to stop
+            stopping = True
+            raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)  # also when started in the background, where SIGINT comes in ignored
     try:
         while worker.poll() is None and server.poll() is None:
+            if follower is not None:
+                try:
+                    follower.poll()
+                except Exception as exc:  # the database busy for a moment: the next poll says more
+                    typer.echo(f"world build progress unavailable: {exc}", err=True)
             time.sleep(0.5)
     except KeyboardInterrupt:
-        pass
+        typer.echo("stopping web and worker ...", err=True)
     finally:
         for proc in (server, worker):
             if proc.poll() is None:

@@ -219,6 +219,14 @@ class JobContext:
             self._write(session, progress_done=float(done), progress_total=float(total), progress_message=message)
         self._progress_at, self._progress_message = now, message
 
+    def report(self, done: float, total: float, message: str, result: dict[str, Any]) -> None:
+        """Progress and the result so far (e.g. a build's steps), written together; the final result replaces it."""
+        with session_scope() as session:
+            self._write(
+                session, progress_done=float(done), progress_total=float(total), progress_message=message, result=result
+            )
+        self._progress_at, self._progress_message = time.monotonic(), message
+
     def log_metrics(self, stage: str, step: int, values: dict[str, Any]) -> None:
         """One point of each named series (-> job_metrics, for the plots) and the latest values (-> job.metrics)."""
         values = {k: v for k, v in values.items() if k not in ("step", "total_steps")}

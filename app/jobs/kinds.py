@@ -16,6 +16,7 @@ KIND_MODULES: tuple[str, ...] = (
     "app.services.schedule",
     "app.services.generation",
     "app.services.ai_feedback",
+    "app.services.world_build",
 )
 
 EXTRA_MODULES_ENV = "RLHF_JOB_MODULES"

@@ -9,6 +9,7 @@ from app.deps import PageAdmin, SessionDep, verify_csrf
 from app.services.jobs import list_jobs
 from app.services.models_registry import current_model
 from app.services.stats import counts
+from app.services.world_build import duration, world_build_view
 from app.templating import render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
@@ -21,5 +22,8 @@ def dashboard(request: Request, _admin: PageAdmin, db: SessionDep) -> Response:
         "policy": current_model(db, kind="policy"),
         "reward": current_model(db, kind="reward"),
         "jobs": list_jobs(db, limit=8),
+        "build": world_build_view(db),
+        "duration": duration,
     }
-    return render(request, "admin.html", ctx)
+    # htmx polls the world build's region alone while it runs (the region stops polling once it has ended)
+    return render(request, "admin.html", ctx, block="world_build")

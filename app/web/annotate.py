@@ -16,22 +16,22 @@ from starlette.datastructures import FormData
 
 from app.deps import PageUser, SessionDep, SettingsDep, verify_csrf
 from app.models import User
+from app.services.annotation_history import LABELS, my_answer, my_history
 from app.services.annotations import (
     AnnotationConflict,
     AnnotationInvalid,
-    list_my_annotations,
     my_progress,
     submit_annotation,
     undo_annotation,
 )
 from app.services.assignment import AssignmentError, aware, next_task, skip_task
+from app.services.world_build import pending_work
 from app.settings import Settings
 from app.templating import is_htmx, render
 
 # (their write transactions take the SQLite writer gate one by one, as every transaction of the default engine)
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
 
-LABELS = "ABCDEFGH"
 SKIP_REASONS = (
     "I can't judge this topic",
     "The responses are broken or empty",
@@ -55,11 +55,13 @@ def _workspace(
     offer = next_task(db, user=user, lease_minutes=settings.lease_minutes)
     db.commit()
     progress = my_progress(db, user_id=user.id)
-    recent = list_my_annotations(db, user_id=user.id, limit=RECENT)
+    recent = my_history(db, user_id=user.id, limit=RECENT)
+    pending = pending_work(db) if offer is None else None
     db.rollback()
     undo_after = time.time() - settings.undo_minutes * 60
     ctx: dict[str, Any] = {
         "offer": offer,
+        "pending": pending,
         "labels": LABELS,
         "progress": progress,
         "recent": recent,
@@ -221,7 +223,7 @@ def _undo(request: Request, form: FormData, user: User, db, settings: Settings) 
 @router.get("/annotate/progress")
 def progress_page(request: Request, user: PageUser, db: SessionDep, settings: SettingsDep) -> Response:
     progress = my_progress(db, user_id=user.id)
-    recent = list_my_annotations(db, user_id=user.id, limit=50)
+    recent = my_history(db, user_id=user.id, limit=50)
     db.rollback()
     undo_after = time.time() - settings.undo_minutes * 60
     return render(
@@ -239,3 +241,11 @@ def progress_page(request: Request, user: PageUser, db: SessionDep, settings: Se
         },
         block="progress",
     )
+
+
+@router.get("/annotate/history/{annotation_id}")
+def review_page(request: Request, annotation_id: int, user: PageUser, db: SessionDep) -> Response:
+    """One past answer, read-only: the prompt, the responses as they were shown, and what was chosen."""
+    answer = my_answer(db, user_id=user.id, annotation_id=annotation_id)
+    db.rollback()  # a read: let go of the database before rendering
+    return render(request, "annotate_review.html", {"answer": answer})

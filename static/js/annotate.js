@@ -18,6 +18,25 @@
     });
   }
 
+  // A number key on a focused item places it at that rank (1 = best); focus stays on it.
+  function placeItem(li, rank) {
+    var list = li.parentNode;
+    if (rank < 1 || rank > list.children.length) return false;
+    list.removeChild(li);
+    list.insertBefore(li, list.children[rank - 1] || null);
+    syncRanks(list);
+    li.focus();
+    return true;
+  }
+
+  function focusRanking() {
+    var list = document.getElementById("rank-list");
+    if (!list || !list.children.length) return false;
+    var current = list.querySelector("li:focus") || list.children[0];
+    current.focus();
+    return true;
+  }
+
   function moveItem(li, step) {
     var list = li.parentNode;
     if (step < 0 && li.previousElementSibling) list.insertBefore(li, li.previousElementSibling);
@@ -39,6 +58,8 @@
       if (e.key === "ArrowUp" || e.key === "ArrowDown") {
         e.preventDefault();
         moveItem(e.target, e.key === "ArrowUp" ? -1 : 1);
+      } else if (/^[1-8]$/.test(e.key) && !e.altKey && !e.ctrlKey && !e.metaKey) {
+        if (placeItem(e.target, +e.key)) { e.preventDefault(); e.stopPropagation(); }
       }
     });
   }
@@ -48,6 +69,31 @@
     if (!input) return false;
     input.checked = true;
     markPicked();
+    return true;
+  }
+
+  // Good/bad by keyboard: G or N rates the outlined response, and the outline moves to the next one.
+  var cursor = 0;
+  var cursorShown = false;
+  function cards() { return Array.prototype.slice.call(document.querySelectorAll("#annotate-form .response")); }
+  function showCursor() {
+    cards().forEach(function (card, i) { card.classList.toggle("rating-cursor", cursorShown && i === cursor); });
+  }
+  function rate(verdict) {
+    var list = cards();
+    if (!list.length) return false;
+    var input = list[cursor % list.length].querySelector('input[type="radio"][value="' + verdict + '"]');
+    if (!input) return false;
+    input.checked = true;
+    cursor = (cursor + 1) % list.length;
+    cursorShown = true;
+    showCursor();
+    return true;
+  }
+  function strength(key) {
+    var input = document.querySelector('#annotate-form input[name="strength"][data-key="' + key + '"]');
+    if (!input) return false;
+    input.checked = true;
     return true;
   }
 
@@ -71,7 +117,14 @@
     }
   }, true);
 
-  document.addEventListener("change", function (e) { if (e.target.name === "pick") markPicked(); });
+  document.addEventListener("change", function (e) {
+    if (e.target.name === "pick") markPicked();
+    if (/^rating_/.test(e.target.name || "")) {  // a click: the outline follows to the next response
+      var list = cards();
+      var index = list.indexOf(e.target.closest(".response"));
+      if (index >= 0) { cursor = (index + 1) % list.length; showCursor(); }
+    }
+  });
 
   document.addEventListener("keydown", function (e) {
     var f = form();
@@ -93,13 +146,24 @@
     else if ((key === "2" || key === "b") && pick("b")) e.preventDefault();
     else if (key === "t" && pick("t")) e.preventDefault();
     else if (key === "x" && pick("x")) e.preventDefault();
+    else if ((key === "l" || key === "c" || key === "m") && strength(key)) e.preventDefault();
+    else if ((key === "g" || key === "n") && rate(key === "g" ? "good" : "bad")) e.preventDefault();
+    else if (key === "r" && focusRanking()) e.preventDefault();
     else if (key === "s") {
       var skip = document.getElementById("skip-form");
       if (skip) { e.preventDefault(); if (skip.requestSubmit) skip.requestSubmit(); else skip.submit(); }
     }
   });
 
-  function init(root) { started = Date.now(); setupRanking(root); markPicked(); }
+  function init(root) {
+    started = Date.now();
+    setupRanking(root);
+    markPicked();
+    var f = form();
+    cursor = 0;
+    cursorShown = !!f && f.dataset.kind === "rating";  // elsewhere the outline shows once G or N is used
+    showCursor();
+  }
   if (window.htmx) window.htmx.onLoad(init);
   else document.addEventListener("DOMContentLoaded", function () {
     if (window.htmx) window.htmx.onLoad(init); else init(document);

@@ -2,7 +2,7 @@
 
 One launcher for every browser test: `browser` starts chromium from /usr/bin (never `playwright install`, which
 downloads); `server` migrates the test's database with `rlhf db upgrade` and serves it on a free port with the
-vendored front-end assets. Screenshots go to test-artifacts/ (ARTIFACTS).
+vendored front-end assets (`cdn_server`: the CDN ones, as by default). Screenshots go to test-artifacts/ (ARTIFACTS).
 """
 
 from __future__ import annotations
@@ -29,15 +29,13 @@ LAUNCH_ARGS = [
 ]
 
 
-@pytest.fixture
-def server(settings, tmp_path):
-    """The base URL of `rlhf serve` on this test's database (stopped at the end of the test)."""
+def _serve(settings, tmp_path, *, offline_assets: bool):
     env = {
         **os.environ,
         "RLHF_DATA_DIR": str(settings.data_dir),
         "RLHF_DATABASE_URL": settings.sqlalchemy_url,
         "RLHF_SECRET_KEY": "test-secret-key",
-        "RLHF_OFFLINE_ASSETS": "1",
+        "RLHF_OFFLINE_ASSETS": "1" if offline_assets else "0",
     }
     subprocess.run([*rlhf_command(), "db", "upgrade"], env=env, check=True, capture_output=True, timeout=120)
     port = free_port()
@@ -62,6 +60,18 @@ def server(settings, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@pytest.fixture
+def server(settings, tmp_path):
+    """The base URL of `rlhf serve` on this test's database (stopped at the end of the test)."""
+    yield from _serve(settings, tmp_path, offline_assets=True)
+
+
+@pytest.fixture
+def cdn_server(settings, tmp_path):
+    """The same, with the default front-end assets: the CDN copies, the vendored ones as their fallback."""
+    yield from _serve(settings, tmp_path, offline_assets=False)
 
 
 @pytest.fixture

@@ -128,3 +128,56 @@ def test_skip_with_the_s_key(db, make_user, server, browser):
     reason = db.scalars(select(Assignment.skip_reason).where(Assignment.task_id == task_id)).one()
     db.rollback()
     assert reason == "I can't judge this topic"
+
+
+def test_one_key_per_choice_in_every_kind_and_a_past_answer_reviewed(db, make_user, server, browser):
+    make_tasks(
+        db,
+        task_line("pairwise", priority=3, prompt="Pairwise prompt by keys"),
+        task_line("ranking", n=3, priority=2),
+        task_line("rating", n=3, priority=1, prompt="Rating prompt by keys"),
+    )
+    user = make_user()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    _login(page, server, user)
+
+    # pairwise: B better (2), much (M), and A good, B bad (G, N): five keys with Enter
+    page.wait_for_selector("#annotate-form[data-kind=pairwise]")
+    shown = _shown_ids(page)
+    for key in ("2", "m", "g", "n", "Enter"):
+        page.keyboard.press(key)
+    page.wait_for_selector("#annotate-form[data-kind=ranking]")
+    pairwise = _annotations(db)[0]
+    assert (pairwise.chosen_id, pairwise.strength) == (shown[1], 3)
+    assert pairwise.ratings == {str(shown[0]): "good", str(shown[1]): "bad"}
+
+    # ranking: R reaches the list, number keys place the focused item
+    items = page.eval_on_selector_all("#rank-list li", "els => els.map(e => +e.dataset.gid)")
+    for key in ("r", "3", "2"):  # the first item to rank 3, then (still focused) to rank 2
+        page.keyboard.press(key)
+    expected = [items[1], items[0], items[2]]
+    assert page.eval_on_selector_all("#rank-list li", "els => els.map(e => +e.dataset.gid)") == expected
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#annotate-form[data-kind=rating]")
+    assert _annotations(db)[1].ranking == expected
+
+    # rating: G / N rate the outlined response and move on: three keys for three responses
+    ids = _shown_ids(page)
+    assert page.get_attribute(".response:nth-child(1)", "class").count("rating-cursor") == 1
+    for key in ("g", "n", "g", "Enter"):
+        page.keyboard.press(key)
+    page.wait_for_selector("[data-testid=no-task]")
+    assert _annotations(db)[2].ratings == {str(ids[0]): "good", str(ids[1]): "bad", str(ids[2]): "good"}
+
+    # history says what was chosen in the labels shown, with the prompt; a past answer opens read-only
+    history = page.inner_text(".recent")
+    assert "B better (much); A good, B bad" in history and "Pairwise prompt by keys" in history
+    page.click(f"[data-testid=review-{pairwise.id}]")
+    page.wait_for_selector("[data-testid=review]")
+    assert page.inner_text("[data-testid=review-summary]") == "B better (much); A good, B bad"
+    assert "chosen" in page.inner_text("[data-testid=review-response-B]")
+    assert page.locator("[data-testid=review] input, [data-testid=review] textarea").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "annotate-review.png"), full_page=True)
+    assert not errors, errors

@@ -7,7 +7,9 @@ generate` and reports the share of answers in the intended format and the gold j
 
 Everything is cached in out_dir: data files are rewritten only when their bytes would change, and a
 stage is rerun only when its inputs (files' sha256, flags, upstream stage) changed since the
-`<stage>.stamp.json` written beside its output, so a second call returns at once.
+`<stage>.stamp.json` written beside its output, so a second call returns at once; `world_is_built`
+says so without running anything. A caller may pass its own `runner` for the stages (the service's
+world-build job runs them as every job runs the trainer).
 
 Layout of out_dir:
     world.json               manifest: size, seed, row counts, sha256 of each data file
@@ -289,6 +291,23 @@ def _stamp(stage: str, args: list[str], inputs: list[Path]) -> dict:
     return {"stage": stage, "args": args, "inputs": digests, "format_version": FORMAT_VERSION}
 
 
+StageRunner = Callable[..., None]  # (stage, args, out, *, on_progress, threads): runs `python -m trainer STAGE`
+
+
+def _relative_args(args: list[str], out: Path) -> list[str]:
+    return [a.replace(str(out.parent) + os.sep, "") for a in args]
+
+
+def stage_is_current(stage: str, args: list[str], out: Path, inputs: list[Path]) -> bool:
+    """`out` holds the result of this stage with these flags and inputs (so cached_stage would not rerun it)."""
+    stamp_path = _stamp_path(out)
+    if not (out.is_dir() and stamp_path.is_file() and all(p.exists() for p in inputs)):
+        return False
+    if any(p.is_dir() and not _stamp_path(p).is_file() for p in inputs):
+        return False
+    return json.loads(stamp_path.read_text()) == _stamp(stage, _relative_args(args, out), inputs)
+
+
 def cached_stage(
     stage: str,
     args: list[str],
@@ -297,10 +316,11 @@ def cached_stage(
     *,
     on_progress: Progress | None = None,
     threads: int | None = None,
+    runner: StageRunner | None = None,
 ) -> Path:
-    """Run a stage unless `out` already holds the result of the same stage, flags and inputs."""
-    relative_args = [a.replace(str(out.parent) + os.sep, "") for a in args]
-    stamp = _stamp(stage, relative_args, inputs)
+    """Run a stage unless `out` already holds the result of the same stage, flags and inputs. `runner` runs it
+    (default `run_stage`; the service's world-build job passes its own, which runs it the way every job does)."""
+    stamp = _stamp(stage, _relative_args(args, out), inputs)
     stamp_path = _stamp_path(out)
     if out.is_dir() and stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp:
         if on_progress:
@@ -313,11 +333,79 @@ def cached_stage(
         shutil.rmtree(stale, ignore_errors=True)
     if on_progress:
         on_progress(stage, 0, 1)
-    run_stage(stage, args, out, on_progress=on_progress, threads=threads)
+    (runner or run_stage)(stage, args, out, on_progress=on_progress, threads=threads)
     stamp_path.write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n")
     if on_progress:
         on_progress(stage, 1, 1)
     return out
+
+
+@dataclass(frozen=True)
+class ModelStage:
+    """One trainer stage of the world's models: `python -m trainer STAGE ARGS` into `out`, from `inputs`."""
+
+    stage: str
+    args: list[str]
+    out: Path
+    inputs: list[Path]
+
+
+def model_stages(size: str | WorldSize, out_dir: str | Path, seed: int = 0) -> list[ModelStage]:
+    """The tokenizer, pretraining and SFT stages of the world in out_dir, in order."""
+    p = _size(size)
+    out = Path(out_dir)
+    files = _files(out)
+    tok, pre, sft = out / "tokenizer", out / "pretrained", out / "sft"
+    tokenizer_args = ["--input", str(files.pretrain), "--vocab-size", str(p.vocab_size), "--out", str(tok)]
+    pretrain_args = [
+        "--tokenizer",
+        str(tok),
+        "--data",
+        str(files.pretrain),
+        "--out",
+        str(pre),
+        "--n-layer",
+        str(p.n_layer),
+        "--n-head",
+        str(p.n_head),
+        "--n-embd",
+        str(p.n_embd),
+        "--context",
+        str(p.context),
+        "--epochs",
+        str(p.pretrain_epochs),
+        "--batch-size",
+        str(p.pretrain_batch_size),
+        "--lr",
+        str(p.pretrain_lr),
+        "--seed",
+        str(seed),
+        "--device",
+        "cpu",
+    ]
+    sft_args = [
+        "--model",
+        str(pre),
+        "--data",
+        str(files.sft),
+        "--out",
+        str(sft),
+        "--epochs",
+        str(p.sft_epochs),
+        "--batch-size",
+        str(p.sft_batch_size),
+        "--lr",
+        str(p.sft_lr),
+        "--seed",
+        str(seed),
+        "--device",
+        "cpu",
+    ]
+    return [
+        ModelStage("tokenizer", tokenizer_args, tok, [files.pretrain]),
+        ModelStage("pretrain", pretrain_args, pre, [tok, files.pretrain]),
+        ModelStage("sft", sft_args, sft, [pre, files.sft]),
+    ]
 
 
 def prepare_models(
@@ -326,85 +414,29 @@ def prepare_models(
     seed: int = 0,
     on_progress: Progress | None = None,
     threads: int | None = None,
+    runner: StageRunner | None = None,
 ) -> WorldModels:
     """Tokenizer, pretrained model and SFT model of the world in out_dir (built once, then cached).
     Call build_world first (build_all does both)."""
     p = _size(size)
     threads = threads or p.threads
     out = Path(out_dir)
-    files = _files(out)
-    if not _manifest_is_current(files, p, seed):
+    if not _manifest_is_current(_files(out), p, seed):
         raise WorldBuildError(
             f"{out}: no current world data for size {p.name!r} and seed {seed}; run build_world first"
         )
-    tok, pre, sft = out / "tokenizer", out / "pretrained", out / "sft"
-    cached_stage(
-        "tokenizer",
-        ["--input", str(files.pretrain), "--vocab-size", str(p.vocab_size), "--out", str(tok)],
-        tok,
-        [files.pretrain],
-        on_progress=on_progress,
-        threads=threads,
-    )
-    cached_stage(
-        "pretrain",
-        [
-            "--tokenizer",
-            str(tok),
-            "--data",
-            str(files.pretrain),
-            "--out",
-            str(pre),
-            "--n-layer",
-            str(p.n_layer),
-            "--n-head",
-            str(p.n_head),
-            "--n-embd",
-            str(p.n_embd),
-            "--context",
-            str(p.context),
-            "--epochs",
-            str(p.pretrain_epochs),
-            "--batch-size",
-            str(p.pretrain_batch_size),
-            "--lr",
-            str(p.pretrain_lr),
-            "--seed",
-            str(seed),
-            "--device",
-            "cpu",
-        ],
-        pre,
-        [tok, files.pretrain],
-        on_progress=on_progress,
-        threads=threads,
-    )
-    cached_stage(
-        "sft",
-        [
-            "--model",
-            str(pre),
-            "--data",
-            str(files.sft),
-            "--out",
-            str(sft),
-            "--epochs",
-            str(p.sft_epochs),
-            "--batch-size",
-            str(p.sft_batch_size),
-            "--lr",
-            str(p.sft_lr),
-            "--seed",
-            str(seed),
-            "--device",
-            "cpu",
-        ],
-        sft,
-        [pre, files.sft],
-        on_progress=on_progress,
-        threads=threads,
-    )
-    return WorldModels(tokenizer=tok, pretrained=pre, sft=sft)
+    for s in model_stages(p, out, seed):
+        cached_stage(s.stage, s.args, s.out, s.inputs, on_progress=on_progress, threads=threads, runner=runner)
+    return WorldModels(tokenizer=out / "tokenizer", pretrained=out / "pretrained", sft=out / "sft")
+
+
+def world_is_built(size: str | WorldSize, out_dir: str | Path, seed: int = 0) -> bool:
+    """Data and models of this size and seed are all in out_dir: build_all would run nothing."""
+    p = _size(size)
+    out = Path(out_dir)
+    if not _manifest_is_current(_files(out), p, seed):
+        return False
+    return all(stage_is_current(s.stage, s.args, s.out, s.inputs) for s in model_stages(p, out, seed))
 
 
 def build_all(
@@ -413,10 +445,12 @@ def build_all(
     seed: int = 0,
     on_progress: Progress | None = None,
     threads: int | None = None,
+    runner: StageRunner | None = None,
 ) -> tuple[WorldFiles, WorldModels]:
     """Data and models: what `rlhf demo` needs before it registers them."""
     files = build_world(size, out_dir, seed=seed, on_progress=on_progress)
-    return files, prepare_models(size, out_dir, seed=seed, on_progress=on_progress, threads=threads)
+    models = prepare_models(size, out_dir, seed=seed, on_progress=on_progress, threads=threads, runner=runner)
+    return files, models
 
 
 @dataclass(frozen=True)

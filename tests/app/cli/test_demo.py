@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -76,6 +78,85 @@ def demo_env(tmp_path_factory, tiny_world):
         "second_s": time.perf_counter() - again,
         "stderr": prepared.stderr,
     }
+
+
+def _processes_of(data: Path) -> dict[int, str]:
+    """Every live process started for this data dir (they all inherit RLHF_DATA_DIR), pid -> command line."""
+    marker = f"RLHF_DATA_DIR={data}".encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            if " Z " in (entry / "stat").read_text():  # a zombie has exited
+                continue
+            found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+def _demo_env(data: Path) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "RLHF_DATA_DIR": str(data),
+        "RLHF_SECRET_KEY": "k",
+        "RLHF_OFFLINE_ASSETS": "1",
+        "RLHF_DEMO_ADMIN_PASSWORD": "admin-password",
+        "HF_HUB_OFFLINE": "1",
+        "RLHF_WORKER_POLL_S": "0.3",
+    }
+    env.pop("RLHF_DATABASE_URL", None)
+    return env
+
+
+def test_demo_serves_before_the_world_is_built_shows_progress_and_ctrl_c_leaves_no_process(tmp_path):
+    data = tmp_path / "data"
+    port = _free_port()
+    log_path = tmp_path / "demo.log"
+    started = time.monotonic()
+    with open(log_path, "wb") as log:  # not a TTY: progress comes as plain lines
+        demo = subprocess.Popen(
+            [*CLI, "demo", "--size", "tiny", "--port", str(port)],
+            cwd=ROOT,
+            env=_demo_env(data),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group, as a terminal's foreground job: Ctrl-C goes to the group
+        )
+    try:
+        first_page = None
+        while first_page is None and time.monotonic() - started < 180 and demo.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/login", timeout=2).status_code == 200:
+                    first_page = time.monotonic() - started
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert first_page is not None, log_path.read_text()[-3000:]
+        # the world was not built when the first page came: its SFT model (the build's last stage) is not there yet
+        assert not (data / "world" / "tiny" / "sft").exists(), f"first page after {first_page:.1f} s, world built"
+
+        def training() -> bool:  # a progress line with its step count and estimate
+            return re.search(r"world build \(job 1\) \d/5 \w+: step \d+/\d+, about .+ left", log_path.read_text())
+
+        deadline = time.monotonic() + 300
+        while not training() and time.monotonic() < deadline and demo.poll() is None:
+            time.sleep(0.5)
+        assert training(), log_path.read_text()[-3000:]
+        running = _processes_of(data)
+        assert any("-m trainer" in cmd for cmd in running.values()), running
+        os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C in its terminal does
+        demo.wait(timeout=60)
+        deadline = time.monotonic() + 10
+        while _processes_of(data) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _processes_of(data) == {}, (running, log_path.read_text()[-2000:])
+        assert "job 1: queued" in log_path.read_text()  # back in the queue: the next start goes on with it
+    finally:
+        for pid in _processes_of(data):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_demo_prepares_models_prompts_first_tasks_and_accounts(demo_env):
@@ -221,3 +302,32 @@ def _gold_pairs_on_eval_prompts(data: Path, sft_dir: Path, tmp_path: Path, env) 
                 if s_better - s_worse >= 0.1:  # a clear gold preference
                     pairs.append({"prompt": prompt, "chosen": better, "rejected": worse})
     return pairs
+
+
+def test_a_second_start_finds_the_world_built_queues_no_build_and_serves(demo_env, tmp_path):
+    env, port = demo_env["env"], _free_port()
+    started = time.monotonic()
+    with open(tmp_path / "demo.log", "wb") as log:
+        demo = subprocess.Popen(
+            [*CLI, "demo", "--size", "tiny", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        while time.monotonic() - started < 60 and demo.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/login", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        first_page = time.monotonic() - started
+        jobs = json.loads(_run(["jobs", "list", "--json"], env).stdout)
+        assert not [j for j in jobs if j["kind"] == "world"], jobs  # nothing to build: registered in place
+        assert first_page < demo_env["prepare_s"] + 30, (tmp_path / "demo.log").read_text()[-2000:]
+    finally:
+        os.killpg(demo.pid, signal.SIGINT)
+        demo.wait(timeout=60)
+    assert _processes_of(demo_env["data"]) == {}

@@ -223,3 +223,56 @@ def test_assets_come_from_the_cdn_unless_offline(client, db, make_user, login, s
     page = client.get("/annotate").text
     assert "https://unpkg.com/htmx.org@" in page and "https://unpkg.com/sortablejs@" in page
     assert "/static/js/annotate.js" in page and client.get("/static/js/annotate.js").status_code == 200
+    # pinned, integrity-checked, and the vendored copy right behind each CDN copy
+    assert page.count('crossorigin="anonymous"') == 2 and page.count('integrity="sha384-') == 2
+    assert 'data-src="/static/vendor/sortablejs/Sortable.min.js"' in page
+    monkeypatch.setattr(settings, "offline_assets", True)
+    offline = client.get("/annotate").text
+    assert "unpkg.com" not in offline and "asset_fallback.js" not in offline
+    assert '<script src="/static/vendor/htmx/htmx.min.js"></script>' in offline
+
+
+def test_empty_state_says_tasks_are_being_generated_while_a_job_makes_them(client, db, make_user, login):
+    from tests.factories import make_job
+
+    login(make_user())
+    page = client.get("/annotate").text
+    assert 'data-testid="no-task"' in page and "no new tasks are being generated" in page
+    job = make_job(db, kind="world", status="running", progress_done=2.0, progress_total=5.0)
+    page = client.get("/annotate").text
+    assert f"Tasks are being generated: job {job.id}, 40%" in page and 'data-testid="no-task"' not in page
+    assert 'hx-trigger="every 3s"' in page  # asks again until the first task arrives
+    job.status = "succeeded"
+    db.commit()
+    assert 'data-testid="no-task"' in client.get("/annotate").text
+
+
+def test_history_shows_the_labels_and_prompt_and_opens_a_past_answer_read_only(client, db, make_user, login):
+    make_tasks(db, task_line(prompt="A prompt worth remembering"))
+    user = make_user()
+    csrf = login(user)
+    page = client.get("/annotate").text
+    picks = _picks(page)
+    client.post("/annotate/submit", data=_form(page, csrf, pick=picks[1], strength="3"))
+    (annotation_id,) = db.scalars(select(Annotation.id)).all()
+    db.rollback()  # never hold SQLite's writer gate while the app works
+    progress = client.get("/annotate/progress").text
+    assert "B better (much)" in progress and "A prompt worth remembering" in progress
+    assert f'href="/annotate/history/{annotation_id}"' in progress
+    review = client.get(f"/annotate/history/{annotation_id}")
+    assert review.status_code == 200 and "B better (much)" in review.text and "read-only" in review.text
+    assert "<form" not in review.text.split("<main", 1)[1] and "<input" not in review.text.split("<main", 1)[1]
+    client.cookies.clear()
+    login(make_user())
+    assert client.get(f"/annotate/history/{annotation_id}").status_code == 404  # someone else's answer
+
+
+def test_every_choice_has_its_key_shown_on_the_page(client, db, make_user, login):
+    make_tasks(db, task_line("pairwise", priority=2), task_line("ranking", n=3, priority=1))
+    csrf = login(make_user())
+    page = client.get("/annotate").text
+    for key in ("1", "2", "T", "X", "L", "C", "M", "G", "N", "S"):
+        assert f"<kbd>{key}</kbd>" in page or f'<kbd class="js-only">{key}</kbd>' in page, key
+    client.post("/annotate/submit", data=_form(page, csrf, pick="tie"))
+    ranking = client.get("/annotate").text
+    assert 'data-kind="ranking"' in ranking and "<kbd>R</kbd> to reach the list" in ranking

@@ -88,8 +88,10 @@ def test_tiny_world_builds_end_to_end_and_is_cached(tiny_world, tmp_path):
     assert (models.pretrained / "metrics.jsonl").read_text().count("\n") > 5
 
     before = {p: p.stat().st_mtime_ns for p in (models.tokenizer, models.pretrained, models.sft)}
+    assert build.world_is_built("tiny", tiny_world) and not build.world_is_built("tiny", tiny_world, seed=1)
+    assert not build.world_is_built("small", tiny_world)
     started = time.perf_counter()
-    build.build_all("tiny", tiny_world)
+    build.build_all("tiny", tiny_world, runner=lambda *a, **k: pytest.fail("a cached stage ran"))
     assert time.perf_counter() - started < 5
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
