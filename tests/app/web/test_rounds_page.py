@@ -189,6 +189,9 @@ def test_polled_round_block_renders_in_every_stage_state(client, login, make_use
             job.result = {"policy_id": None, "tasks": 0, "reward": {"eval_accuracy": 0.75}}
         if state == "failed":
             job.error = "trainer dpo failed (exit status 2):\nerror: data: no pairs"
+            job.failed_stage, job.error_log = "policy", "logs/dpo.stderr.log"
+            job.error_summary = "the dpo step failed (exit status 2): data: no pairs"
+            job.output_path = str(settings.data_dir / "jobs" / str(job.id))
         db.commit()
         _round_files_up_to(db, settings, job, state)
     login(make_user("admin"))
@@ -204,3 +207,6 @@ def test_polled_round_block_renders_in_every_stage_state(client, login, make_use
     assert ("Evaluation on 2 eval prompts" in block.text) == (state in ("generate", "register", "succeeded", "failed"))
     if state in ("generate", "register", "succeeded"):
         assert "50.0%" in block.text and " hi there" in block.text
+    if state == "failed":  # which stage, the reason in plain words, the stage's log
+        assert "Failed in the policy stage</strong>: the dpo step failed (exit status 2): data: no pairs" in block.text
+        assert f'href="/admin/jobs/{job.id}/log"' in block.text
