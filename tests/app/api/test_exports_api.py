@@ -28,3 +28,12 @@ def test_get_export_digest_row_count_filters_and_cleanup(client, db, api, settin
     assert client.get("/api/v1/exports/trl", params={"since": "soon"}, headers=headers).status_code == 422
     assert client.get("/api/v1/exports/kto", params={"csv": "true"}, headers=headers).status_code == 422
     assert not list((settings.data_dir / "exports").glob("*.jsonl"))  # served, then removed
+
+
+def test_an_empty_export_is_a_404_with_the_reason_not_an_empty_file(client, db, api, settings):
+    build_dataset(db)
+    _admin, headers = api("admin")
+    answer = client.get("/api/v1/exports/sft?source=ai", headers=headers)
+    assert answer.status_code == 404
+    assert "empty sft export: no annotation matches (source=ai)" in answer.json()["detail"]
+    assert list((settings.data_dir / "exports").iterdir()) == []  # nothing half-written is kept
