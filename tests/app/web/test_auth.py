@@ -157,3 +157,17 @@ def test_docs_can_be_disabled(monkeypatch, settings, make_user):
         token = csrf_from(c.get("/login").text)
         c.post("/login", data={"username": admin.username, "password": "password123", "csrf_token": token})
         assert c.get("/docs").status_code == 404
+
+
+def test_docs_offer_bearer_token_authorisation_for_the_api(client, make_user, login):
+    """Swagger UI's "Authorize" needs a security scheme in the schema, and each API operation must name it."""
+    login(make_user("admin"))
+    assert client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["HTTPBearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API token: `rlhf tokens create --username NAME` or the users page.",
+    }
+    for path, method in (("/api/v1/jobs/{job_id}", "get"), ("/api/v1/exports/{fmt}", "get"), ("/api/v1/users", "get")):
+        assert schema["paths"][path][method]["security"] == [{"HTTPBearer": []}], path
