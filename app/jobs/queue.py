@@ -192,6 +192,10 @@ def sweep_stale(session: Session, *, stale_after_s: float, now: datetime | None 
                     "status": "failed",
                     "finished_at": now,
                     "error": f"{lost}; attempt {row.attempts} of {row.max_attempts}, no attempts left",
+                    "error_summary": (
+                        f"its worker was lost (no heartbeat for over {stale_after_s:g} s) "
+                        f"and no attempts are left ({row.attempts} of {row.max_attempts})"
+                    ),
                 },
             )
         else:
