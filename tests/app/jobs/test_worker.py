@@ -282,8 +282,15 @@ def test_worker_refuses_to_start_without_its_job_kinds(settings):
 def test_a_failure_that_would_repeat_fails_at_once_and_says_where_and_why(db, workers, settings):
     bad_input = enqueue(db, "test-trainer-fails", exit=2, marker_dir=str(settings.data_dir / "m"), max_attempts=3)
     killed = enqueue(db, "test-trainer-fails", exit="kill", marker_dir=str(settings.data_dir / "m"), max_attempts=2)
-    proc = workers.start("--max-jobs", "3")
-    assert proc.wait(timeout=120) == 0, workers.output(proc)
+    proc = workers.start()
+    ended = ("failed", "succeeded", "cancelled")
+    wait_for(
+        lambda: job_row(db, bad_input).status in ended and job_row(db, killed).status in ended,
+        timeout=90,
+        interval=0.2,
+        what="both jobs to end",
+        on_timeout=lambda: workers.output(proc),
+    )
 
     job = job_row(db, bad_input)  # exit 2 = bad input or config: no retry
     assert (job.status, job.attempts) == ("failed", 1)
