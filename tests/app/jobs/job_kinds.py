@@ -121,6 +121,10 @@ def fail(ctx: JobContext) -> dict:
 def exit_(ctx: JobContext) -> dict:
     """Dies without a Python exception: the worker records the exit status and the last output lines."""
     print("about to exit hard", file=sys.stderr, flush=True)
+    if "marker_dir" in ctx.config:
+        _mark(ctx, f"start-{ctx.job_id}")
+    if ctx.config.get("code") == "kill":  # as the OOM killer ends a process
+        os.kill(os.getpid(), 9)
     os._exit(int(ctx.config.get("code", 7)))
 
 

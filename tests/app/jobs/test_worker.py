@@ -282,10 +282,11 @@ def test_worker_refuses_to_start_without_its_job_kinds(settings):
 def test_a_failure_that_would_repeat_fails_at_once_and_says_where_and_why(db, workers, settings):
     bad_input = enqueue(db, "test-trainer-fails", exit=2, marker_dir=str(settings.data_dir / "m"), max_attempts=3)
     killed = enqueue(db, "test-trainer-fails", exit="kill", marker_dir=str(settings.data_dir / "m"), max_attempts=2)
+    child_killed = enqueue(db, "test-exit", code="kill", marker_dir=str(settings.data_dir / "m"), max_attempts=2)
     proc = workers.start()
     ended = ("failed", "succeeded", "cancelled")
     wait_for(
-        lambda: job_row(db, bad_input).status in ended and job_row(db, killed).status in ended,
+        lambda: all(job_row(db, j).status in ended for j in (bad_input, killed, child_killed)),
         timeout=90,
         interval=0.2,
         what="both jobs to end",
@@ -306,3 +307,8 @@ def test_a_failure_that_would_repeat_fails_at_once_and_says_where_and_why(db, wo
     assert (job.status, job.attempts) == ("failed", 2)
     assert len(marker_lines(settings.data_dir / "m" / f"start-{killed}")) == 2
     assert job.error_summary == "the fake step failed (killed by SIGKILL)"
+
+    job = job_row(db, child_killed)  # the job's own process killed: the worker gives it another attempt too
+    assert (job.status, job.attempts, job.error_log) == ("failed", 2, "job.log")
+    assert len(marker_lines(settings.data_dir / "m" / f"start-{child_killed}")) == 2
+    assert job.error_summary == "the job process ended: killed by SIGKILL: about to exit hard"
