@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
@@ -102,7 +103,18 @@ def get_page_admin(user: PageUser) -> User:
 PageAdmin = Annotated[User, Depends(get_page_admin)]
 
 
-def get_api_user(request: Request, db: SessionDep) -> User:
+# Declares the API's bearer tokens in the OpenAPI schema, so /docs offers "Authorize"; the check itself is
+# app.annotate.auth's (auto_error=False: its own 401s stand).
+bearer_scheme = HTTPBearer(
+    auto_error=False, description="An API token: `rlhf tokens create --username NAME` or the users page."
+)
+
+
+def get_api_user(
+    request: Request,
+    db: SessionDep,
+    _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)] = None,
+) -> User:
     """The bearer token's user (app.annotate.auth's rule and 401s) as the ORM row the admin routes work with."""
     try:
         user = db.get(User, token_user(request, db).id)

@@ -330,6 +330,9 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     max_attempts: Mapped[int] = mapped_column(default=3)
     error: Mapped[str | None] = mapped_column(Text)  # the last lines of the failure
+    failed_stage: Mapped[str | None] = mapped_column(String(32))  # the step a failed job was in
+    error_summary: Mapped[str | None] = mapped_column(Text)  # the failure's one meaningful line, in plain words
+    error_log: Mapped[str | None] = mapped_column(Text)  # the log that tells more, relative to output_path
     output_path: Mapped[str | None] = mapped_column(Text)
     worker_id: Mapped[str | None] = mapped_column(String(128))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -36,6 +36,8 @@ class SimulationReport:
     rewrites: int = 0
     replays: int = 0
     seconds: float = 0.0
+    requested: int = 0
+    out_of_tasks: bool = False  # some annotator was told "nothing left" before `requested` labels were made
 
     def agreement_with_gold(self) -> float:
         """Share of labels whose first choice beats the runner-up under the gold judge (gold ties left out)."""
@@ -51,7 +53,16 @@ class SimulationReport:
             "rewrites": self.rewrites,
             "seconds": round(self.seconds, 2),
             "labels_per_second": round(self.labels / self.seconds, 2) if self.seconds else None,
+            "requested": self.requested,
+            "out_of_tasks": self.out_of_tasks,
         }
+
+    def shortfall(self) -> str | None:
+        """Why fewer labels were made than asked for, in words; None when all were made."""
+        if self.labels >= self.requested:
+            return None
+        why = "ran out of tasks" if self.out_of_tasks else "stopped (time limit)"
+        return f"{why}: made {self.labels} of the {self.requested} labels asked for"
 
 
 def prompt_as_text(prompt: str | list[dict[str, str]]) -> str:
@@ -143,7 +154,7 @@ def run_simulation(
     people = choice_model.make_annotators(
         annotators, noise=noise, position_bias=position_bias, length_bias=length_bias, seed=seed
     )
-    report = SimulationReport()
+    report = SimulationReport(requested=labels)
     lock = threading.Lock()
     errors: list[BaseException] = []
     started = time.perf_counter()
@@ -161,6 +172,8 @@ def run_simulation(
             while budget_left():
                 response = _check(client.get("/api/v1/tasks/next"), "next task")
                 if response.status_code == 204:
+                    with lock:
+                        report.out_of_tasks = True
                     return
                 task = response.json()
                 prompt = prompt_as_text(task["prompt"])

@@ -44,3 +44,19 @@ def test_dockerfile_installs_cpu_torch_and_the_app():
     text = (ROOT / "Dockerfile").read_text()
     assert "torch==2.13.0" in text and "whl/cpu" in text
     assert "pip install -e ." in text or "pip install ." in text
+
+
+def test_readme_says_where_rlhf_lives_and_how_to_get_the_admin_token():
+    """The two things a new user asked for, and that the command the README gives exists as written."""
+    from typer.testing import CliRunner
+
+    from app.cli import app as cli
+    from app.settings import Settings
+
+    readme = (ROOT / "README.md").read_text()
+    assert "`.venv/bin/rlhf`" in readme
+    command = f".venv/bin/rlhf tokens create --username {Settings().demo_admin_user}"
+    assert f"`{command}`" in readme
+    help_text = CliRunner().invoke(cli, ["tokens", "create", "--help"]).stdout
+    assert "--username" in help_text
+    assert "rlhf = " in (ROOT / "pyproject.toml").read_text()  # the console script README names

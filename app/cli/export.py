@@ -61,7 +61,9 @@ def export(
         pass
     session = get_read_sessionmaker()()
     try:
-        result = write_export(session, fmt=fmt, out=out, filters=filters, include_ties=include_ties, as_csv=as_csv)
+        result = write_export(
+            session, fmt=fmt, out=out, filters=filters, include_ties=include_ties, as_csv=as_csv, refuse_empty=True
+        )
         if card:
             card_path = write_card(session, result=result)
             typer.echo(f"card: {card_path}", err=True)

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import typer
 
@@ -34,7 +35,8 @@ def show(
 ) -> None:
     """Show one job: status, progress, metrics, result, error."""
     with cli_session() as db:
-        data = job_to_dict(get_job(db, job_id=job_id))
+        job = get_job(db, job_id=job_id)
+        data, log_name = job_to_dict(job), job.error_log
     if as_json:
         typer.echo(json.dumps(data))
         return
@@ -54,6 +56,12 @@ def show(
         lines.append(f"metrics    {json.dumps(data['metrics'])}")
     if data["result"]:
         lines.append(f"result     {json.dumps(data['result'])}")
+    if data["failed_stage"]:
+        lines.append(f"failed in  {data['failed_stage']}")
+    if data["error_summary"]:
+        lines.append(f"reason     {data['error_summary']}")
+    if data["log_url"]:
+        lines.append(f"log        {Path(data['output_path']) / log_name}  (web: {data['log_url']})")
     if data["error"]:
         lines.append("error:\n" + data["error"])
     typer.echo("\n".join(lines))

@@ -76,6 +76,9 @@ def wait_and_report(job_id: int, what: str) -> None:
     final = wait_for(job_id)
     if final["status"] != "succeeded":
         typer.echo(f"error: {what} {job_id} {final['status']}: {final['error'] or ''}".rstrip(), err=True)
+        if final.get("error_summary"):  # after the tail, so the last line read is the one that says why
+            where = f" in the {final['failed_stage']} stage" if final.get("failed_stage") else ""
+            typer.echo(f"{what} {job_id} failed{where}: {final['error_summary']}", err=True)
         raise typer.Exit(1)
     typer.echo(json.dumps(final["result"]), err=True)
 

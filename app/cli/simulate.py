@@ -43,6 +43,8 @@ def simulate(
     except httpx.HTTPError as exc:  # connection refused and the like: one line, exit 2
         fail(f"cannot reach {url}: {exc}")
     summary = report.as_dict()
+    if report.shortfall():
+        typer.echo(report.shortfall(), err=True)
     if as_json:
         typer.echo(json.dumps(summary))
         return

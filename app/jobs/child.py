@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 from app.db import session_scope
 from app.jobs import queue
 from app.jobs.context import JobContext, JobLost
+from app.jobs.failures import error_summary
 from app.jobs.kinds import load_kinds
 from app.jobs.registry import JobFailed, get_kind
 from app.models import Job
@@ -22,17 +24,52 @@ from app.settings import get_settings
 
 EXIT_FAILED = 1
 EXIT_LOST = 3
+JOB_LOG = "job.log"  # the child's stdout and stderr, in the job's output dir
 
 
 def job_output_dir(job_id: int):
     return get_settings().data_dir / "jobs" / str(job_id)
 
 
-def _record(
-    job_id: int, worker_id: str, *, status: str, error: str | None = None, result: dict[str, Any] | None = None
-) -> bool:
+def _record(job_id: int, worker_id: str, *, status: str, **outcome: Any) -> bool:
     with session_scope() as session:
-        return queue.finish(session, job_id=job_id, worker_id=worker_id, status=status, error=error, result=result)
+        return queue.finish(session, job_id=job_id, worker_id=worker_id, status=status, **outcome)
+
+
+def _log_name(ctx: JobContext, log: str | None) -> str:
+    """The failure's log relative to the job's output dir; the child's own log (job.log) when none is named."""
+    if log:
+        try:
+            return str(Path(log).resolve().relative_to(ctx.output_dir.resolve()))
+        except ValueError:
+            pass
+    return JOB_LOG
+
+
+def _fail(ctx: JobContext, worker_id: str, exc: JobFailed) -> int:
+    """Record a failure, or give the job back to the queue when another attempt may succeed and one is left."""
+    message = queue.tail_lines(str(exc) or type(exc).__name__)
+    print(f"job failed: {message}", file=sys.stderr)
+    if exc.retry and ctx.attempt < ctx.max_attempts:
+        with session_scope() as session:
+            status = queue.requeue(
+                session,
+                job_id=ctx.job_id,
+                worker_id=worker_id,
+                count_attempt=True,
+                message=f"requeued after attempt {ctx.attempt}: {exc.summary or error_summary(message)}",
+            )
+        return EXIT_FAILED if status else EXIT_LOST
+    recorded = _record(
+        ctx.job_id,
+        worker_id,
+        status="failed",
+        error=message,
+        failed_stage=ctx.stage or exc.stage,
+        error_summary=exc.summary or error_summary(message),
+        error_log=_log_name(ctx, exc.log),
+    )
+    return EXIT_FAILED if recorded else EXIT_LOST
 
 
 def run(job_id: int, worker_id: str) -> int:
@@ -48,6 +85,7 @@ def run(job_id: int, worker_id: str) -> int:
             config=dict(job.config or {}),
             output_dir=job_output_dir(job.id),
             attempt=job.attempts,
+            max_attempts=job.max_attempts,
         )
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -60,13 +98,19 @@ def run(job_id: int, worker_id: str) -> int:
         print(str(exc), file=sys.stderr)
         return EXIT_LOST
     except JobFailed as exc:
-        message = queue.tail_lines(str(exc) or type(exc).__name__)
-        print(f"job failed: {message}", file=sys.stderr)
-        return EXIT_FAILED if _record(job_id, worker_id, status="failed", error=message) else EXIT_LOST
+        return _fail(ctx, worker_id, exc)
     except Exception:
         text = traceback.format_exc()
         print(text, file=sys.stderr)
-        recorded = _record(job_id, worker_id, status="failed", error=queue.tail_lines(text))
+        recorded = _record(
+            job_id,
+            worker_id,
+            status="failed",
+            error=queue.tail_lines(text),
+            failed_stage=ctx.stage,
+            error_summary=error_summary(text),
+            error_log=JOB_LOG,
+        )
         return EXIT_FAILED if recorded else EXIT_LOST
     return 0 if _record(job_id, worker_id, status="succeeded", result=result) else EXIT_LOST
 

@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.db import get_read_sessionmaker, session_scope
+from app.jobs.failures import error_summary, will_repeat
 from app.jobs.processes import describe_exit, spawn_child
 from app.jobs.queue import tail_lines
 from app.jobs.registry import JobFailed
@@ -128,8 +129,9 @@ def run_trainer(
     """Run `python -m trainer *args` (or `module`) and return what it printed on stdout (stripped).
 
     Each new metrics.jsonl line goes to `on_metrics`. A non-zero exit raises JobFailed with the last lines of
-    its stderr. stdout and stderr go to files in `log_dir` (`<stage>.stdout.log`, `<stage>.stderr.log`), never
-    to pipes, so a chatty stage cannot block on a full pipe.
+    its stderr, its meaningful line and its stderr log; retried only when killed by a signal (exit 2, bad input
+    or config, and a crash would repeat). stdout and stderr go to files in `log_dir` (`<stage>.stdout.log`,
+    `<stage>.stderr.log`), never to pipes, so a chatty stage cannot block on a full pipe.
     """
     log_dir = Path(log_dir) if log_dir is not None else Path(out_dir).parent if out_dir is not None else Path.cwd()
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -160,8 +162,16 @@ def run_trainer(
         finally:
             follower.close()
     if proc.returncode != 0:
-        stderr = tail_lines(stderr_path.read_text(errors="replace"))
-        raise JobFailed(f"trainer {stage} failed ({describe_exit(proc.returncode)}):\n{stderr}".rstrip())
+        stderr = stderr_path.read_text(errors="replace")
+        how = describe_exit(proc.returncode)
+        line = error_summary(stderr)
+        raise JobFailed(
+            f"trainer {stage} failed ({how}):\n{tail_lines(stderr)}".rstrip(),
+            stage=stage,
+            summary=f"the {stage} step failed ({how}){': ' + line if line else ''}",
+            log=str(stderr_path),
+            retry=not will_repeat(proc.returncode),
+        )
     return stdout_path.read_text(errors="replace").strip()
 
 
@@ -183,7 +193,15 @@ class JobContext:
     job; when it does not (swept as stale, finished elsewhere), JobLost stops the job."""
 
     def __init__(
-        self, *, job_id: int, worker_id: str, kind: str, config: dict[str, Any], output_dir: Path, attempt: int = 1
+        self,
+        *,
+        job_id: int,
+        worker_id: str,
+        kind: str,
+        config: dict[str, Any],
+        output_dir: Path,
+        attempt: int = 1,
+        max_attempts: int = 1,
     ):
         self.job_id = job_id
         self.worker_id = worker_id
@@ -191,9 +209,11 @@ class JobContext:
         self.config = config
         self.output_dir = output_dir
         self.attempt = attempt
+        self.max_attempts = max_attempts
         self._latest: dict[str, Any] = {}
         self._progress_at = float("-inf")
         self._progress_message: str | None = None
+        self.stage: str | None = None  # the kind's current step, named in its failure (set by kinds with steps)
 
     def session(self) -> AbstractContextManager[Session]:
         """A database session that commits on success (`with ctx.session() as s: ...`)."""

@@ -57,6 +57,9 @@ def claim_next(session: Session, *, worker_id: str, now: datetime | None = None)
             progress_message="",
             metrics={},
             result={},
+            failed_stage=None,
+            error_summary=None,
+            error_log=None,
         )
         .returning(Job.id)
         .execution_options(synchronize_session=False)
@@ -99,11 +102,22 @@ def finish(
     status: str,
     error: str | None = None,
     result: dict[str, Any] | None = None,
+    failed_stage: str | None = None,
+    error_summary: str | None = None,
+    error_log: str | None = None,
     now: datetime | None = None,
 ) -> bool:
-    """running -> succeeded | failed | cancelled, only if this worker still holds the job."""
+    """running -> succeeded | failed | cancelled, only if this worker still holds the job. A failure may say
+    which stage failed, its one meaningful line and its log (a path under the job's output dir)."""
     assert status in ("succeeded", "failed", "cancelled"), status
-    values: dict[str, Any] = {"status": status, "finished_at": now or utcnow(), "error": error}
+    values: dict[str, Any] = {
+        "status": status,
+        "finished_at": now or utcnow(),
+        "error": error,
+        "failed_stage": failed_stage,
+        "error_summary": error_summary,
+        "error_log": error_log,
+    }
     if result is not None:
         values["result"] = result
     return (
@@ -112,7 +126,13 @@ def finish(
 
 
 def requeue(
-    session: Session, *, job_id: int, worker_id: str, count_attempt: bool = False, now: datetime | None = None
+    session: Session,
+    *,
+    job_id: int,
+    worker_id: str,
+    count_attempt: bool = False,
+    message: str = "requeued: its worker stopped",
+    now: datetime | None = None,
 ) -> str | None:
     """Give a job back to the queue (its worker is stopping). The attempt is not counted against the job unless
     `count_attempt`: a worker being shut down says nothing about the job. A job whose cancel was requested
@@ -135,7 +155,7 @@ def requeue(
         worker_id=None,
         attempts=attempts,
         heartbeat_at=None,
-        progress_message="requeued: its worker stopped",
+        progress_message=message,
     ).rowcount:
         return "queued"
     return None
@@ -172,6 +192,10 @@ def sweep_stale(session: Session, *, stale_after_s: float, now: datetime | None 
                     "status": "failed",
                     "finished_at": now,
                     "error": f"{lost}; attempt {row.attempts} of {row.max_attempts}, no attempts left",
+                    "error_summary": (
+                        f"its worker was lost (no heartbeat for over {stale_after_s:g} s) "
+                        f"and no attempts are left ({row.attempts} of {row.max_attempts})"
+                    ),
                 },
             )
         else:

@@ -33,7 +33,23 @@ _HOOKS: list[HookFunction] = []
 
 
 class JobFailed(Exception):
-    """A job failed for a reason worth showing as is (no traceback), e.g. a trainer's last stderr lines."""
+    """A job failed for a reason worth showing as is (no traceback), e.g. a trainer's last stderr lines.
+
+    `stage` names the step that failed, `summary` its one meaningful line, `log` the file that tells more;
+    `retry` says another attempt may succeed (a trainer killed by a signal): the job goes back to the queue
+    while it has attempts left. Without `retry` the failure is final at once: it would repeat."""
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        stage: str | None = None,
+        summary: str | None = None,
+        log: str | None = None,
+        retry: bool = False,
+    ):
+        super().__init__(message)
+        self.stage, self.summary, self.log, self.retry = stage, summary, log, retry
 
 
 class UnknownJobKind(LookupError):

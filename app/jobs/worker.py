@@ -23,7 +23,8 @@ from sqlalchemy.exc import DBAPIError
 
 from app.db import get_read_sessionmaker, session_scope
 from app.jobs import queue
-from app.jobs.child import job_output_dir
+from app.jobs.child import JOB_LOG, job_output_dir
+from app.jobs.failures import error_summary, will_repeat
 from app.jobs.processes import describe_exit, reap_group, spawn_group_leader, terminate_group
 from app.jobs.registry import periodic_hooks
 from app.models import Job
@@ -125,7 +126,7 @@ class Worker:
     def run_job(self, job: Job) -> str:
         out_dir = job_output_dir(job.id)
         out_dir.mkdir(parents=True, exist_ok=True)
-        log_path = out_dir / "job.log"
+        log_path = out_dir / JOB_LOG
         self.log(f"job {job.id} ({job.kind}) attempt {job.attempts}: running")
         with open(log_path, "ab") as log_file:
             log_file.write(f"--- attempt {job.attempts} by worker {self.worker_id}\n".encode())
@@ -222,7 +223,8 @@ class Worker:
 
     def settle(self, job_id: int, returncode: int, log_path) -> str:
         """The child exited by itself. It records success and raised errors; anything else (a crash, an exit
-        without a result, a kill) is recorded here with the last lines of its output."""
+        without a result, a kill) is recorded here with the last lines of its output. A child killed by a signal
+        (the OOM killer) goes back to the queue while attempts remain; an exit with a status would repeat."""
         with session_scope() as session:
             job = session.get(Job, job_id)
             if job is None or job.status != "running" or job.worker_id != self.worker_id:
@@ -236,8 +238,21 @@ class Worker:
                 if returncode == 0
                 else f"the job process ended: {describe_exit(returncode)}"
             )
+            if not will_repeat(returncode) and job.attempts < job.max_attempts:
+                message = f"requeued after attempt {job.attempts}: {reason}"
+                return (
+                    queue.requeue(session, job_id=job_id, worker_id=self.worker_id, count_attempt=True, message=message)
+                    or "lost"
+                )
+            line = error_summary(tail)
             queue.finish(
-                session, job_id=job_id, worker_id=self.worker_id, status="failed", error=f"{reason}\n{tail}".rstrip()
+                session,
+                job_id=job_id,
+                worker_id=self.worker_id,
+                status="failed",
+                error=f"{reason}\n{tail}".rstrip(),
+                error_summary=f"{reason}: {line}" if line else reason,
+                error_log=JOB_LOG,
             )
             return "failed"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
@@ -116,6 +117,24 @@ def eta_seconds(job: Job, *, now: datetime | None = None) -> float | None:
     return elapsed / job.progress_done * remaining
 
 
+def log_url(job: Job) -> str | None:
+    """Where the pages serve a failed job's log (admins only)."""
+    return f"/admin/jobs/{job.id}/log" if job.error_log and job.output_path else None
+
+
+def failure_log_path(session: Session, *, job_id: int) -> Path:
+    """The log a failed job names (the failed stage's stderr, or the job's own log); NotFound when there is none.
+    The name is the worker's, never the client's, and must stay inside the job's output dir."""
+    job = get_job(session, job_id=job_id)
+    if not job.error_log or not job.output_path:
+        raise NotFound(f"job {job_id} names no log")
+    base = Path(job.output_path).resolve()
+    path = (base / job.error_log).resolve()
+    if not path.is_relative_to(base) or not path.is_file():
+        raise NotFound(f"job {job_id}'s log {job.error_log} is not on this machine")
+    return path
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
@@ -138,6 +157,9 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "metrics": job.metrics,
         "result": job.result,
         "error": job.error,
+        "failed_stage": job.failed_stage,
+        "error_summary": job.error_summary,
+        "log_url": log_url(job),
         "attempts": job.attempts,
         "max_attempts": job.max_attempts,
         "cancel_requested": job.cancel_requested,

@@ -1,6 +1,8 @@
 """The model registry: policies and reward models (any local Hugging Face directory), with lineage.
 
-A directory is registered only after it loads: `AutoModelForCausalLM` for a policy,
+A directory is registered only when the head its config.json declares matches its kind (a policy directory is
+not a reward model: loading it as one would only add an untrained score head) and after it loads:
+`AutoModelForCausalLM` for a policy,
 `AutoModelForSequenceClassification` for a reward model, and `AutoTokenizer` for both. The check runs in a
 subprocess (`python -m app.services.models_registry --check DIR KIND`), so the web process never imports torch
 or transformers and a broken model cannot take it down.
@@ -12,6 +14,7 @@ parent (or, without a parent of that kind, to the newest older model of that kin
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -27,6 +30,12 @@ from domain.vocabulary import MODEL_KINDS, REGISTERED_STAGES, one_of
 
 CHECK_TIMEOUT_S = 600
 LOADERS = {"policy": "AutoModelForCausalLM", "reward": "AutoModelForSequenceClassification"}
+# The architecture names (config.json "architectures") of each kind's head.
+HEADS = {
+    "policy": ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration"),
+    "reward": ("ForSequenceClassification",),
+}
+HEAD_WORDS = {"policy": "a language-modelling head", "reward": "a score head (…ForSequenceClassification)"}
 
 
 class ModelError(ServiceError):
@@ -41,6 +50,9 @@ def check_loads(*, path: Path, kind: str, timeout_s: float = CHECK_TIMEOUT_S) ->
         raise ModelError(f"{path}: not a directory")
     if not (path / "config.json").is_file():
         raise ModelError(f"{path}: no config.json (expected a save_pretrained directory)")
+    mismatch = head_mismatch(path, kind)
+    if mismatch:
+        raise ModelError(mismatch)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     try:
         proc = subprocess.run(
@@ -56,6 +68,21 @@ def check_loads(*, path: Path, kind: str, timeout_s: float = CHECK_TIMEOUT_S) ->
         lines = [x for x in (proc.stderr or proc.stdout).strip().splitlines() if x.strip()]
         reason = lines[-1] if lines else f"exit status {proc.returncode}"
         raise ModelError(f"{path} does not load as a {kind} model ({LOADERS[kind]}): {reason}")
+
+
+def head_mismatch(path: Path, kind: str) -> str | None:
+    """Why the architectures config.json declares do not fit `kind`; None when they do or none are declared
+    (the load check then decides)."""
+    try:
+        declared = json.loads((path / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return None  # unreadable: the load check says why
+    if not declared or any(str(a).endswith(HEADS[kind]) for a in declared):
+        return None
+    names = ", ".join(map(str, declared))
+    other = next(k for k in HEADS if k != kind)
+    what = f"a {other} model" if any(str(a).endswith(HEADS[other]) for a in declared) else "not a model of any kind"
+    return f"{path} is {what} ({names}), not a {kind} model: a {kind} model has {HEAD_WORDS[kind]}"
 
 
 def register_model(

@@ -5,16 +5,18 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from app.deps import PageAdmin, SessionDep, verify_csrf
 from app.models import Job
 from app.services.jobs import (
     JobError,
     eta_seconds,
+    failure_log_path,
     get_job,
     job_metrics_page,
     list_jobs,
+    log_url,
     request_cancel,
 )
 from app.templating import is_htmx, render
@@ -40,6 +42,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "active": job.status not in FINISHED_JOB_STATUSES,
         "percent": round(100.0 * job.progress_done / total, 1) if total > 0 else None,
         "eta": format_duration(eta_seconds(job)),
+        "log_url": log_url(job),
     }
 
 
@@ -74,6 +77,12 @@ def jobs_page(
 def job_page(request: Request, job_id: int, admin: PageAdmin, db: SessionDep) -> Response:
     job = get_job(db, job_id=job_id)
     return render(request, "job.html", {"job": job, "view": job_view(job)}, block="live")
+
+
+@router.get("/admin/jobs/{job_id}/log")
+def job_failure_log(job_id: int, admin: PageAdmin, db: SessionDep) -> Response:
+    """The log a failed job names: its failed stage's stderr, or the job's own output."""
+    return FileResponse(failure_log_path(db, job_id=job_id), media_type="text/plain; charset=utf-8")
 
 
 @router.get("/admin/jobs/{job_id}/metrics")

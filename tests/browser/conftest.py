@@ -2,7 +2,8 @@
 
 One launcher for every browser test: `browser` starts chromium from /usr/bin (never `playwright install`, which
 downloads); `server` migrates the test's database with `rlhf db upgrade` and serves it on a free port with the
-vendored front-end assets (`cdn_server`: the CDN ones, as by default). Screenshots go to test-artifacts/ (ARTIFACTS).
+vendored front-end assets (`cdn_server`: the CDN ones, as by default); `worker` runs `rlhf worker` on the same
+database for tests that watch jobs run. Screenshots go to test-artifacts/ (ARTIFACTS).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.factories import free_port, rlhf_command, wait_for
+from tests.factories import ROOT, free_port, rlhf_command, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's chromium
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -29,14 +30,32 @@ LAUNCH_ARGS = [
 ]
 
 
-def _serve(settings, tmp_path, *, offline_assets: bool):
-    env = {
+@pytest.fixture
+def server_env(settings) -> dict[str, str]:
+    """The environment of the test's `rlhf` processes: its data dir and database."""
+    return {
         **os.environ,
         "RLHF_DATA_DIR": str(settings.data_dir),
         "RLHF_DATABASE_URL": settings.sqlalchemy_url,
         "RLHF_SECRET_KEY": "test-secret-key",
-        "RLHF_OFFLINE_ASSETS": "1" if offline_assets else "0",
+        "RLHF_OFFLINE_ASSETS": "1",
+        "PYTHONPATH": str(ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
     }
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def _serve(server_env, tmp_path, *, offline_assets: bool):
+    env = {**server_env, "RLHF_OFFLINE_ASSETS": "1" if offline_assets else "0"}
     subprocess.run([*rlhf_command(), "db", "upgrade"], env=env, check=True, capture_output=True, timeout=120)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -54,24 +73,35 @@ def _serve(settings, tmp_path, *, offline_assets: bool):
         wait_for(up, timeout=60, interval=0.2, what="the server")
         assert proc.poll() is None, (tmp_path / "server.log").read_text()
         yield base
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        _stop(proc)
 
 
 @pytest.fixture
-def server(settings, tmp_path):
+def server(server_env, tmp_path):
     """The base URL of `rlhf serve` on this test's database (stopped at the end of the test)."""
-    yield from _serve(settings, tmp_path, offline_assets=True)
+    yield from _serve(server_env, tmp_path, offline_assets=True)
 
 
 @pytest.fixture
-def cdn_server(settings, tmp_path):
+def cdn_server(server_env, tmp_path):
     """The same, with the default front-end assets: the CDN copies, the vendored ones as their fallback."""
-    yield from _serve(settings, tmp_path, offline_assets=False)
+    yield from _serve(server_env, tmp_path, offline_assets=False)
+
+
+@pytest.fixture
+def worker(server, server_env, tmp_path):
+    """Starts `rlhf worker` on the server's database when called (polling every 0.2 s); stopped at the end."""
+    procs: list[subprocess.Popen] = []
+
+    def start() -> subprocess.Popen:
+        with open(tmp_path / "worker.log", "ab") as log:
+            env = {**server_env, "RLHF_WORKER_POLL_S": "0.2", "RLHF_HEARTBEAT_S": "0.5"}
+            procs.append(subprocess.Popen([*rlhf_command(), "worker"], env=env, stdout=log, stderr=subprocess.STDOUT))
+        return procs[-1]
+
+    yield start
+    for proc in procs:
+        _stop(proc)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from app.services.digests import repr_digest, write_hashed
 from app.services.exports.filters import ExportError, ExportFilters, filters_from_strings
-from app.services.exports.formats import FORMATS, jsonl_line
+from app.services.exports.formats import FORMATS, TRL_FORMATS, jsonl_line
 from app.services.exports.lines import iter_lines
 
 CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -86,8 +86,11 @@ def write_export(
     filters: ExportFilters = ExportFilters(),
     include_ties: bool = False,
     as_csv: bool = False,
+    refuse_empty: bool = False,
 ) -> ExportResult:
-    """Write the export to `out` (via a temporary file, renamed when complete) and `out.sha256`."""
+    """Write the export to `out` (via a temporary file, renamed when complete) and `out.sha256`. With
+    `refuse_empty`, an export without rows raises ExportError (404) saying why and writes nothing: an empty
+    file only fails later, in `datasets`. (A round's snapshot may hold empty files: it passes False.)"""
     if as_csv and fmt != "rich":
         raise ExportError("CSV is offered for the rich format only (the others are JSONL for datasets/TRL)")
     out = Path(out)
@@ -112,11 +115,23 @@ def write_export(
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         result.sha256 = write_hashed(tmp, encoded())
+        if refuse_empty and result.rows == 0:
+            raise ExportError(nothing_to_export(result), status=404)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     sidecar(out).write_text(f"{result.sha256}  {out.name}\n")
     return result
+
+
+def nothing_to_export(result: ExportResult) -> str:
+    """Why an export has no rows, naming the filters that were set."""
+    chosen = {k: v for k, v in result.filters.items() if v not in (None, [], (), "all")}
+    which = ", ".join(f"{k}={v}" for k, v in sorted(chosen.items())) or "no filters"
+    why = f"no annotation matches ({which}) or makes a {result.format} row"
+    if result.format in TRL_FORMATS and not result.include_ties:
+        why += "; ties and both-bad answers are left out unless include_ties is set"
+    return f"empty {result.format} export: {why}. Nothing was written."
 
 
 def export_to_data_dir(
@@ -128,7 +143,9 @@ def export_to_data_dir(
     out = Path(data_dir) / "exports" / f"{uuid.uuid4().hex}-{default_filename(fmt, as_csv)}"
     session = get_read_sessionmaker()()
     try:
-        return write_export(session, fmt=fmt, out=out, filters=filters, include_ties=include_ties, as_csv=as_csv)
+        return write_export(
+            session, fmt=fmt, out=out, filters=filters, include_ties=include_ties, as_csv=as_csv, refuse_empty=True
+        )
     finally:
         session.close()
 

@@ -60,6 +60,7 @@ STAGES = ("snapshot", "reward", "policy", "evaluate", "generate", "register")
 
 
 def _stage_progress(ctx: JobContext, name: str) -> None:
+    ctx.stage = name  # a failure from here on names this stage
     ctx.progress(STAGES.index(name), len(STAGES), name)
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.models import Job, ModelVersion
 from app.services.errors import NotFound
+from app.services.jobs import log_url
 from app.services.rounds.config import ROUND_KIND
 from app.services.rounds.data import read_jsonl
 from app.services.rounds.listing import round_summary
@@ -77,6 +78,7 @@ def round_report(session: Session, data_dir: Path, round_id: int) -> dict[str, A
         "evaluation": _read_json(rdir / "evaluation.json") or {},
         "samples": side_by_side(rdir),
         "result": result,
+        "log_url": log_url(job),
         "models": models,
         "config": json.dumps(job.config, indent=2, sort_keys=True),
     }

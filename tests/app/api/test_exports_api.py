@@ -152,3 +152,12 @@ def test_a_slow_export_reader_does_not_hold_up_annotators(live_server, db, api, 
     )
     # before: the first request of each annotator waited the reader's 3 s out
     assert p99 < max(1.0, 5 * _quantile(alone, 0.99)), (p50, p99)
+
+
+def test_an_empty_export_is_a_404_with_the_reason_not_an_empty_file(client, db, api, settings):
+    build_dataset(db)
+    _admin, headers = api("admin")
+    answer = client.get("/api/v1/exports/sft?source=ai", headers=headers)
+    assert answer.status_code == 404
+    assert "empty sft export: no annotation matches (source=ai)" in answer.json()["detail"]
+    assert list((settings.data_dir / "exports").iterdir()) == []  # nothing half-written is kept

@@ -63,3 +63,44 @@ def test_api_cancel_and_metrics(client, db, api):
     done = make_job(db, status="succeeded")
     response = client.post(f"/api/v1/jobs/{done.id}/cancel", headers=headers)
     assert response.status_code == 409 and "already succeeded" in response.json()["detail"]
+
+
+def test_api_failed_job_says_its_stage_reason_and_log_which_admins_can_read(client, db, api, settings, login):
+    from pathlib import Path
+
+    out = settings.data_dir / "jobs" / "x"
+    (out / "logs").mkdir(parents=True)
+    (out / "logs" / "rs.stderr.log").write_text("Traceback ...\nIndexError: index out of range in self\n")
+    job = make_job(
+        db,
+        status="failed",
+        output_path=str(out),
+        error="trainer rs failed (exit status 1):\nTraceback ...\nIndexError: index out of range in self",
+        failed_stage="policy",
+        error_summary="the rs step failed (exit status 1): index out of range in self (IndexError)",
+        error_log="logs/rs.stderr.log",
+    )
+    _admin, headers = api("admin")
+    body = client.get(f"/api/v1/jobs/{job.id}", headers=headers).json()
+    assert body["failed_stage"] == "policy"
+    assert body["error_summary"].endswith("index out of range in self (IndexError)")
+    assert body["log_url"] == f"/admin/jobs/{job.id}/log"
+    assert body["error"].startswith("trainer rs failed")  # kept as it was
+
+    annotator = api("annotator")[0]
+    login(annotator)
+    assert client.get(body["log_url"]).status_code == 403
+    login(_admin)
+    log = client.get(body["log_url"])
+    assert log.status_code == 200 and "IndexError" in log.text and log.headers["content-type"].startswith("text/plain")
+
+    job.error_log = "../../../secret"  # never outside the job's output dir
+    db.commit()
+    assert client.get(body["log_url"]).status_code == 404
+    assert Path(out).is_dir()
+
+
+def test_api_job_without_a_failure_has_no_failure_fields(client, db, api):
+    _admin, headers = api("admin")
+    body = client.get(f"/api/v1/jobs/{make_job(db).id}", headers=headers).json()
+    assert (body["failed_stage"], body["error_summary"], body["log_url"]) == (None, None, None)

@@ -42,3 +42,15 @@ def test_cli_writes_file_and_sha256_prints_rows_and_refuses_bad_args(settings, d
         res = CliRunner().invoke(cli, ["export", *args, "--out", str(tmp_path / "bad.jsonl")])
         assert res.exit_code == 2 and needle in res.stderr, res.output
     assert not (tmp_path / "bad.jsonl").exists()
+
+
+def test_cli_refuses_an_empty_export_with_the_reason_and_writes_nothing(settings, db, tmp_path):
+    from app.cli import app as cli
+
+    build_dataset(db)
+    out = tmp_path / "out" / "trl.jsonl"
+    res = CliRunner().invoke(cli, ["export", "--format", "trl", "--out", str(out), "--since", "2999-01-01"])
+    assert res.exit_code == 2, res.output
+    assert "empty trl export: no annotation matches (since=2999-01-01T00:00:00+00:00" in res.stderr
+    assert "include_ties" in res.stderr and "Nothing was written" in res.stderr
+    assert list(out.parent.iterdir()) == []

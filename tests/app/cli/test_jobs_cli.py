@@ -81,3 +81,24 @@ def test_every_jobs_command_has_help():
         result = runner.invoke(cli, args)
         assert result.exit_code == 0, (args, result.output)
     assert "--once" in runner.invoke(cli, ["worker", "--help"]).stdout
+
+
+def test_show_a_failed_job_says_its_stage_reason_and_log(db, settings):
+    from tests.factories import make_job
+
+    job = make_job(
+        db,
+        status="failed",
+        output_path=str(settings.data_dir / "jobs" / "9"),
+        error="trainer dpo failed (exit status 2):\nerror: data: no pairs",
+        failed_stage="policy",
+        error_summary="the dpo step failed (exit status 2): data: no pairs",
+        error_log="logs/dpo.stderr.log",
+    )
+    result = runner.invoke(cli, ["jobs", "show", str(job.id)])
+    assert result.exit_code == 0, result.output
+    assert "failed in  policy" in result.stdout
+    assert "reason     the dpo step failed (exit status 2): data: no pairs" in result.stdout
+    assert f"jobs/9/logs/dpo.stderr.log  (web: /admin/jobs/{job.id}/log)" in result.stdout
+    data = json.loads(runner.invoke(cli, ["jobs", "show", str(job.id), "--json"]).stdout)
+    assert data["failed_stage"] == "policy" and data["log_url"] == f"/admin/jobs/{job.id}/log"

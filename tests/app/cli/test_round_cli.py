@@ -41,6 +41,13 @@ def test_wait_reports_how_the_job_ended(db, monkeypatch):
     for job in db.scalars(select(Job)):
         job.status = "cancelled"
     db.commit()
+    ended.update(failed_stage="policy", error_summary="the ppo step failed (killed by SIGKILL)")
+    result = runner.invoke(cli, ["round", "start", "--min-pairs", "3", "--wait"])
+    assert result.output.rstrip().endswith("failed in the policy stage: the ppo step failed (killed by SIGKILL)")
+    db.rollback()
+    for job in db.scalars(select(Job)):
+        job.status = "cancelled"
+    db.commit()
     ended.update(status="succeeded", error=None, result={"policy_id": 9})
     result = runner.invoke(cli, ["round", "start", "--min-pairs", "3", "--wait"])
     assert result.exit_code == 0 and '{"policy_id": 9}' in result.output

@@ -73,6 +73,25 @@ def trainer(ctx: JobContext) -> dict:
     return {"out": stdout}
 
 
+@job_kind("test-trainer-fails")
+def trainer_fails(ctx: JobContext) -> dict:
+    """A step whose fake trainer exits with config["exit"] (2: bad input) or is killed by SIGKILL ("kill")."""
+    _mark(ctx, f"start-{ctx.job_id}")
+    ctx.stage = "train"
+    how = ["--kill"] if ctx.config["exit"] == "kill" else ["--exit", str(ctx.config["exit"])]
+    from app.jobs.context import run_trainer
+
+    out = ctx.output_dir / "stage"
+    run_trainer(
+        ["--out", str(out), "--steps", "3", *how],
+        stage="fake",
+        out_dir=out,
+        module="tests.app.jobs.job_kinds",
+        log_dir=ctx.output_dir / "logs",
+    )
+    return {}
+
+
 @job_kind("test-progress")
 def progress(ctx: JobContext) -> dict:
     steps = int(ctx.config.get("steps", 5))
@@ -102,6 +121,10 @@ def fail(ctx: JobContext) -> dict:
 def exit_(ctx: JobContext) -> dict:
     """Dies without a Python exception: the worker records the exit status and the last output lines."""
     print("about to exit hard", file=sys.stderr, flush=True)
+    if "marker_dir" in ctx.config:
+        _mark(ctx, f"start-{ctx.job_id}")
+    if ctx.config.get("code") == "kill":  # as the OOM killer ends a process
+        os.kill(os.getpid(), 9)
     os._exit(int(ctx.config.get("code", 7)))
 
 
@@ -131,10 +154,18 @@ def fake_trainer(argv: list[str]) -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--sleep", type=float, default=0.0)
     parser.add_argument("--fail", action="store_true")
+    parser.add_argument("--exit", type=int, help="complain like the trainer's user-facing errors and exit so")
+    parser.add_argument("--kill", action="store_true", help="die by SIGKILL, as the OOM killer does")
     parser.add_argument("--pid-file")
     args = parser.parse_args(argv)
     if args.pid_file:
         Path(args.pid_file).write_text(f"{os.getpid()}\n")
+    if args.exit is not None:
+        print("loading the data", file=sys.stderr)
+        print("error: data line 3: prompt is 217 tokens, the model takes at most 128", file=sys.stderr)
+        return args.exit
+    if args.kill:
+        os.kill(os.getpid(), 9)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))

@@ -95,6 +95,7 @@ def test_stale_jobs_requeued_until_attempts_used_up_then_failed(db):
         assert queue.heartbeat(db, job_id=job_id, worker_id=f"w{attempt}") is False
     job = _fresh(db, job_id)
     assert "no heartbeat for over 30 s" in job.error and "attempt 2 of 2" in job.error
+    assert job.error_summary == "its worker was lost (no heartbeat for over 30 s) and no attempts are left (2 of 2)"
     assert job.finished_at is not None
     assert _claim(db, "w9") is None
 

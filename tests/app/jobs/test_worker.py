@@ -277,3 +277,38 @@ def test_worker_refuses_to_start_without_its_job_kinds(settings):
     result = subprocess.run([*rlhf_command(), "worker", "--once"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "cannot load job kinds" in result.stderr and "no_such_kinds_module" in result.stderr
+
+
+def test_a_failure_that_would_repeat_fails_at_once_and_says_where_and_why(db, workers, settings):
+    bad_input = enqueue(db, "test-trainer-fails", exit=2, marker_dir=str(settings.data_dir / "m"), max_attempts=3)
+    killed = enqueue(db, "test-trainer-fails", exit="kill", marker_dir=str(settings.data_dir / "m"), max_attempts=2)
+    child_killed = enqueue(db, "test-exit", code="kill", marker_dir=str(settings.data_dir / "m"), max_attempts=2)
+    proc = workers.start()
+    ended = ("failed", "succeeded", "cancelled")
+    wait_for(
+        lambda: all(job_row(db, j).status in ended for j in (bad_input, killed, child_killed)),
+        timeout=90,
+        interval=0.2,
+        what="both jobs to end",
+        on_timeout=lambda: workers.output(proc),
+    )
+
+    job = job_row(db, bad_input)  # exit 2 = bad input or config: no retry
+    assert (job.status, job.attempts) == ("failed", 1)
+    assert job.failed_stage == "train"
+    assert job.error_summary == (
+        "the fake step failed (exit status 2): data line 3: prompt is 217 tokens, the model takes at most 128"
+    )
+    assert job.error_log == "logs/fake.stderr.log"
+    assert "prompt is 217 tokens" in (Path(job.output_path) / job.error_log).read_text()
+    assert len(marker_lines(settings.data_dir / "m" / f"start-{bad_input}")) == 1
+
+    job = job_row(db, killed)  # killed by a signal (the OOM killer): tried again while attempts remain
+    assert (job.status, job.attempts) == ("failed", 2)
+    assert len(marker_lines(settings.data_dir / "m" / f"start-{killed}")) == 2
+    assert job.error_summary == "the fake step failed (killed by SIGKILL)"
+
+    job = job_row(db, child_killed)  # the job's own process killed: the worker gives it another attempt too
+    assert (job.status, job.attempts, job.error_log) == ("failed", 2, "job.log")
+    assert len(marker_lines(settings.data_dir / "m" / f"start-{child_killed}")) == 2
+    assert job.error_summary == "the job process ended: killed by SIGKILL: about to exit hard"

@@ -43,6 +43,24 @@ def test_check_loads_accepts_the_right_kind_and_refuses_others(tiny_dirs, tmp_pa
         check_loads(path=broken, kind="policy")
 
 
+def test_a_directory_whose_head_does_not_match_the_kind_is_refused(tiny_dirs, settings, db, client, api):
+    with pytest.raises(ModelError, match=r"is a policy model \(GPT2LMHeadModel\), not a reward model: .*score head"):
+        check_loads(path=tiny_dirs["policy"], kind="reward")
+    with pytest.raises(ModelError, match=r"is a reward model \(GPT2ForSequenceClassification\), not a policy model"):
+        check_loads(path=tiny_dirs["reward"], kind="policy")
+
+    from app.cli import app as cli
+
+    args = ["models", "register", "--path", str(tiny_dirs["policy"]), "--name", "x", "--kind", "reward"]
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 2 and "not a reward model" in refused.stderr
+    _admin, headers = api("admin")
+    body = {"path": str(tiny_dirs["policy"]), "name": "x", "kind": "reward"}
+    answer = client.post("/api/v1/models", json=body, headers=headers)
+    assert 400 <= answer.status_code < 500 and "not a reward model" in answer.text
+    assert list_models(db) == []
+
+
 def test_web_process_does_not_import_torch_for_the_registry():
     import subprocess
 

@@ -300,3 +300,17 @@ def test_docs_and_schema_take_an_admin_bearer_token(client, api):
     wrong = client.get("/openapi.json", headers={"Authorization": "Bearer nope"}, follow_redirects=False)
     assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
     assert client.get("/openapi.json", follow_redirects=False).status_code == 303  # no token: the login form
+
+
+def test_docs_offer_bearer_token_authorisation_for_the_api(client, make_user, login):
+    """Swagger UI's "Authorize" needs a security scheme in the schema, and each API operation must name it."""
+    login(make_user("admin"))
+    assert client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["HTTPBearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API token: `rlhf tokens create --username NAME` or the users page.",
+    }
+    for path, method in (("/api/v1/jobs/{job_id}", "get"), ("/api/v1/exports/{fmt}", "get"), ("/api/v1/users", "get")):
+        assert schema["paths"][path][method]["security"] == [{"HTTPBearer": []}], path

@@ -7,10 +7,12 @@ import io
 import json
 import tarfile
 
+import pytest
 from sqlalchemy import select
 
 from app.models import Job, ModelVersion
 from app.services.rounds import RoundConfig
+from app.services.rounds.job import STAGES
 from app.services.snapshots import SnapshotFilters, snapshot_dir, write_snapshot
 from tests.factories import labelled_world
 
@@ -245,3 +247,57 @@ def test_a_held_back_round_says_why_and_offers_promotion_by_hand(client, login, 
     db.rollback()
     section = client.get(f"/admin/rounds/{job_id}").text.split('id="round-promotion"')[1].split("</section>")[0]
     assert "Promoted by hand" in section and "/promote" not in section
+
+
+def _round_files_up_to(db, settings, job, stage: str) -> None:
+    """The files a round has written by the time it is in `stage` (evaluate writes evaluation.json and the
+    samples, as the real job does)."""
+    reached = STAGES.index(stage) if stage in STAGES else len(STAGES)
+    rdir = settings.data_dir / "rounds" / str(job.id)
+    if reached > STAGES.index("snapshot"):
+        write_snapshot(db, out=snapshot_dir(settings.data_dir, job.id), filters=SnapshotFilters(), round_id=job.id)
+    if reached > STAGES.index("evaluate"):
+        summary = {"rm_win_rate": 0.5, "rm_win_rate_se": 0.1, "kl_to_ref": 0.2, "mean_length": 3.0}
+        (rdir / "evaluation.json").write_text(json.dumps({"prompts": 2, "summary": summary, "warnings": []}))
+        (rdir / "report_prompts.jsonl").write_text(json.dumps({"prompt_id": 1, "prompt": "say hi"}) + "\n")
+        (rdir / "samples_before.jsonl").write_text(json.dumps({"prompt_id": 1, "text": " hello"}) + "\n")
+        (rdir / "samples_after.jsonl").write_text(json.dumps({"prompt_id": 1, "text": " hi there"}) + "\n")
+
+
+@pytest.mark.parametrize("state", ["queued", *STAGES, "succeeded", "failed"])
+def test_polled_round_block_renders_in_every_stage_state(client, login, make_user, db, settings, state):
+    """The block htmx polls renders alone (no macro or variable from outside it) from queued to done, and
+    carries the snapshot once there is one; a finished round's block stops polling."""
+    _labelled(db, pairs=3)
+    job = Job(kind="round", status="queued", config={"algo": "dpo"}, result={}, max_attempts=3)
+    db.add(job)
+    db.commit()
+    if state != "queued":
+        job.status, job.attempts = ("running" if state in STAGES else state), 1
+        stage = state if state in STAGES else "register"
+        job.progress_done, job.progress_total, job.progress_message = STAGES.index(stage), len(STAGES), stage
+        if state == "succeeded":
+            job.result = {"policy_id": None, "tasks": 0, "reward": {"eval_accuracy": 0.75}}
+        if state == "failed":
+            job.error = "trainer dpo failed (exit status 2):\nerror: data: no pairs"
+            job.failed_stage, job.error_log = "policy", "logs/dpo.stderr.log"
+            job.error_summary = "the dpo step failed (exit status 2): data: no pairs"
+            job.output_path = str(settings.data_dir / "jobs" / str(job.id))
+        db.commit()
+        _round_files_up_to(db, settings, job, state)
+    login(make_user("admin"))
+
+    block = client.get(f"/admin/rounds/{job.id}", headers={"HX-Request": "true"})
+
+    assert block.status_code == 200, block.text
+    assert block.text.lstrip().startswith('<div id="round-live"') and "<html" not in block.text
+    polls = 'hx-trigger="every 2s"' in block.text.split(">")[0]
+    assert polls == (state not in ("succeeded", "failed"))
+    has_snapshot = state in ("succeeded", "failed") or STAGES.index(state if state in STAGES else "snapshot") > 0
+    assert ("trl.jsonl" in block.text) == has_snapshot
+    assert ("Evaluation on 2 eval prompts" in block.text) == (state in ("generate", "register", "succeeded", "failed"))
+    if state in ("generate", "register", "succeeded"):
+        assert "50.0%" in block.text and " hi there" in block.text
+    if state == "failed":  # which stage, the reason in plain words, the stage's log
+        assert "Failed in the policy stage</strong>: the dpo step failed (exit status 2): data: no pairs" in block.text
+        assert f'href="/admin/jobs/{job.id}/log"' in block.text
