@@ -105,7 +105,7 @@ def request_generation(session: Session, *, request: GenerationRequest, created_
 
 
 def select_prompt_ids(session: Session, *, request: GenerationRequest, limit: int | None = None) -> list[int]:
-    stmt = select(Prompt.id, Prompt.tags).order_by(Prompt.id)
+    stmt = select(Prompt.id, Prompt.tags).where(Prompt.retired_at.is_(None)).order_by(Prompt.id)
     if request.split != "all":
         stmt = stmt.where(Prompt.split == request.split)
     wanted = request.count if limit is None else limit
