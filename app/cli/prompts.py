@@ -33,6 +33,8 @@ def import_(
             for line in exc.lines()[1:]:
                 typer.echo(line, err=True)
             fail(str(exc))
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(
         f"{result.created} prompts created, {result.duplicates} duplicates skipped ({result.lines} lines)", err=True
     )

@@ -12,7 +12,7 @@ def test_post_prompts_json_and_file_all_or_nothing(client, db, api, settings, mo
         json=[{"prompt": "a"}, {"prompt": "a"}, {"messages": [{"role": "user", "content": "b"}]}],
         headers=headers,
     )
-    assert res.status_code == 200 and res.json() == {"lines": 3, "created": 2, "duplicates": 1}
+    assert res.status_code == 200 and res.json() == {"lines": 3, "created": 2, "duplicates": 1, "warnings": []}
     res = client.post("/api/v1/prompts", json={"prompts": [{"prompt": "c"}, {"prompt": ""}]}, headers=headers)
     assert res.status_code == 422 and res.json()["detail"]["errors"] == ["body:2: `prompt` must be a non-empty string"]
     res = client.post("/api/v1/prompts", files={"file": ("p.csv", b"prompt,tags\nd,x\n")}, headers=headers)
