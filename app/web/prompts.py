@@ -96,7 +96,7 @@ def _import(request: Request, db, data: bytes, filename: str) -> Response:
         db.rollback()
         return _page(request, db, status_code=422, error="The file was refused.", errors=exc.lines())
     db.commit()
+    little_room = f"&little_room={len(result.warnings)}" if result.warnings else ""
     return RedirectResponse(
-        f"/admin/prompts?created={result.created}&duplicates={result.duplicates}&little_room={len(result.warnings)}",
-        status_code=303,
+        f"/admin/prompts?created={result.created}&duplicates={result.duplicates}{little_room}", status_code=303
     )
