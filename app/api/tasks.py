@@ -83,6 +83,9 @@ class ImportOut(BaseModel):
 
     created: int
     task_ids: list[int]
+    warnings: list[str] = Field(
+        default_factory=list, description="Tasks longer than the current policy's context: training skips them."
+    )
 
 
 @router.post(
@@ -139,7 +142,9 @@ def _import_items(db, items: Any, max_text_bytes: int) -> JSONResponse:
             {"detail": str(exc), "errors": [{"line": n, "reason": r} for n, r in exc.errors]}, status_code=422
         )
     db.commit()
-    return JSONResponse({"created": len(result.task_ids), "task_ids": result.task_ids}, status_code=201)
+    return JSONResponse(
+        {"created": len(result.task_ids), "task_ids": result.task_ids, "warnings": result.warnings}, status_code=201
+    )
 
 
 @router.get(

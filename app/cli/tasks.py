@@ -36,6 +36,8 @@ def import_(file: Path = typer.Argument(..., help="JSONL: one task a line (see `
             shown = "; ".join(f"{file}:{n}: {reason}" for n, reason in exc.errors[:5])
             more = f" (and {len(exc.errors) - 5} more bad lines)" if len(exc.errors) > 5 else ""
             fail(f"nothing imported: {shown}{more}")
+    for warning in result.warnings:
+        typer.echo(f"warning: {file}: {warning}", err=True)
     typer.echo(
         f"imported {len(result.task_ids)} task(s) from {file} "
         f"({result.prompts_created} new prompt(s)); task ids {result.task_ids[0]}..{result.task_ids[-1]}"
