@@ -83,11 +83,12 @@ class DataPage:
     tags: list[str] = field(default_factory=list)
 
 
-def _walked(column, empty):
-    """A filter column the page walks past rather than looks up: wrapped, no index on it is used. Without this a
-    planner (SQLite, which keeps no statistics) takes a low-selectivity index (split, completed, user) and sorts
-    every matching row to find the newest 50; walking the id index newest first stops after 50 matches."""
-    return func.coalesce(column, empty)
+def _walked(session: Session, column, empty):
+    """A filter column the page walks past rather than looks up. SQLite keeps no statistics, so it takes a
+    low-selectivity index (split, completed, user) and sorts every matching row to find the newest 50: wrapped,
+    no index on the column is used and the walk of the id index stops after 50 matches. PostgreSQL plans from
+    statistics (a wrapped column would hide them): left as it is."""
+    return func.coalesce(column, empty) if session.get_bind().dialect.name == "sqlite" else column
 
 
 def _like(text: str) -> str:
@@ -95,13 +96,16 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _prompt_conditions(f: DataFilters) -> list:
+def _prompt_conditions(session: Session, f: DataFilters) -> list:
     conditions = []
     if f.split:
-        conditions.append(_walked(Prompt.split, "") == f.split)
+        conditions.append(_walked(session, Prompt.split, "") == f.split)
     if f.tag:
-        # tags are a JSON list: its text holds the tag as a JSON string (the same on SQLite and PostgreSQL)
-        conditions.append(cast(Prompt.tags, String).like(_like(json.dumps(f.tag)), escape="\\"))
+        # tags are a JSON list: its text holds the tag as a JSON string (the same on SQLite and PostgreSQL). A
+        # position test, not LIKE: PostgreSQL guesses 0.5% of rows match a LIKE on an expression and then sorts
+        # every match; for "position > 0" it guesses a third, and walks the id index as for the other filters.
+        position = func.instr if session.get_bind().dialect.name == "sqlite" else func.strpos
+        conditions.append(position(cast(Prompt.tags, String), json.dumps(f.tag)) > 0)
     if f.q:
         pattern = _like(f.q)
         conditions.append(
@@ -118,10 +122,10 @@ def _user_id(session: Session, username: str) -> int:
 
 
 def _task_rows(session: Session, f: DataFilters, before: int | None, limit: int) -> list[dict[str, Any]]:
-    stmt = select(Task, Prompt).join(Prompt, Prompt.id == Task.prompt_id).where(*_prompt_conditions(f))
+    stmt = select(Task, Prompt).join(Prompt, Prompt.id == Task.prompt_id).where(*_prompt_conditions(session, f))
     if f.kind:
         stmt = stmt.where(Task.kind == f.kind)
-    completed = _walked(Task.completed, False)
+    completed = _walked(session, Task.completed, False)
     if f.state == "open":
         stmt = stmt.where(completed.is_(False), Task.retired_at.is_(None))
     elif f.state == "completed":
@@ -160,7 +164,7 @@ def _task_rows(session: Session, f: DataFilters, before: int | None, limit: int)
 
 
 def _prompt_rows(session: Session, f: DataFilters, before: int | None, limit: int) -> list[dict[str, Any]]:
-    stmt = select(Prompt).where(*_prompt_conditions(f))
+    stmt = select(Prompt).where(*_prompt_conditions(session, f))
     if f.state == "active":
         stmt = stmt.where(Prompt.retired_at.is_(None))
     elif f.state == "retired":
@@ -201,7 +205,7 @@ def _annotation_rows(session: Session, f: DataFilters, before: int | None, limit
         .join(Prompt, Prompt.id == Task.prompt_id)
         .join(User, User.id == Annotation.user_id)
     )
-    prompt_conditions = _prompt_conditions(DataFilters(split=f.split, tag=f.tag))
+    prompt_conditions = _prompt_conditions(session, DataFilters(split=f.split, tag=f.tag))
     stmt = stmt.where(*prompt_conditions)
     if f.q:
         pattern = _like(f.q)
@@ -216,7 +220,7 @@ def _annotation_rows(session: Session, f: DataFilters, before: int | None, limit
     if f.source:
         stmt = stmt.where(Annotation.source == f.source)
     if f.annotator:
-        stmt = stmt.where(_walked(Annotation.user_id, 0) == _user_id(session, f.annotator))
+        stmt = stmt.where(_walked(session, Annotation.user_id, 0) == _user_id(session, f.annotator))
     if f.state == "live":
         stmt = stmt.where(Annotation.deleted_at.is_(None))
     elif f.state == "deleted":
