@@ -10,9 +10,11 @@ from app.models import Prompt, Task
 from app.services.errors import NotFound
 from app.services.retirement import parse_ids, retire_prompts, retire_tasks
 from app.services.snapshots import _write_prompts
+from tests.conftest import BACKENDS
 from tests.factories import build_dataset, export_lines, make_tasks, task_line
 
 
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_retired_task_is_not_offered_and_leases_end(client, db, api):
     first, second = make_tasks(db, task_line(priority=5), task_line(priority=1))
     _, headers = api()
@@ -27,10 +29,12 @@ def test_retired_task_is_not_offered_and_leases_end(client, db, api):
     assert client.get("/api/v1/tasks/next", headers=headers).status_code == 204
 
 
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_retired_prompt_and_task_leave_exports_and_snapshots(db, tmp_path):
     ds = build_dataset(db)
     before = export_lines(db, "trl", include_ties=True)
     assert any(line["annotation_id"] == ds.a1.id for line in before)
+    db.rollback()  # the export streamed on a server-side cursor (PostgreSQL): a fresh connection for the writes
     result = retire_prompts(db, ids=[ds.p1.id])
     assert result.retired == 1 and result.tasks_retired == 1
     assert db.get(Task, ds.t1.id).retired_at is not None
@@ -41,6 +45,7 @@ def test_retired_prompt_and_task_leave_exports_and_snapshots(db, tmp_path):
     assert all(line["annotation_id"] != ds.a5.id for line in export_lines(db, "rankings"))
     _write_prompts(db, tmp_path / "prompts.jsonl", "train")
     assert f'"prompt_id": {ds.p1.id},' not in (tmp_path / "prompts.jsonl").read_text()
+    db.rollback()
     assert retire_prompts(db, ids=[ds.p1.id]).as_dict() == {"retired": 0, "already": 1, "tasks_retired": 0}
 
 
