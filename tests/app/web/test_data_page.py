@@ -25,6 +25,8 @@ def test_data_page_filters_opens_a_task_and_acts_in_bulk(client, db, make_user, 
     assert "What is 2+2?" not in frag.text
     notes = client.get("/admin/data", params={"resource": "annotations", "annotator": "bob"})
     assert notes.status_code == 200 and "chose #" in notes.text and "alice" not in notes.text
+    prompts = client.get("/admin/data", params={"resource": "prompts", "split": "eval"})
+    assert prompts.status_code == 200 and "Held out?" in prompts.text and "Name a colour." not in prompts.text
     bad = client.get("/admin/data", params={"kind": "essay"})
     assert bad.status_code == 422 and "kind must be one of" in bad.text
 
@@ -55,6 +57,19 @@ def test_data_page_filters_opens_a_task_and_acts_in_bulk(client, db, make_user, 
     )
     assert db.scalar(select(Task.priority).where(Task.id == ds.t3)) == 9
     db.rollback()
+    back = client.post(
+        "/admin/data/bulk",
+        data={
+            "csrf_token": csrf,
+            "resource": "tasks",
+            "action": "requeue",
+            "ids": [ds.t1],
+            "return_to": f"/admin/data/tasks/{ds.t1}",
+        },
+        follow_redirects=False,
+    )
+    assert back.status_code == 303 and back.headers["location"] == f"/admin/data/tasks/{ds.t1}"
+    assert "<dt>State</dt><dd>open</dd>" in client.get(back.headers["location"]).text  # retired, then re-queued
     nothing = client.post("/admin/data/bulk", data={"csrf_token": csrf, "resource": "tasks", "action": "retire"})
     assert nothing.status_code == 422 and "select at least one row" in nothing.text
     forged = client.post("/admin/data/bulk", data={"resource": "tasks", "action": "retire", "ids": [ds.t3]})
