@@ -20,7 +20,7 @@ from app.services.data_manager import (
 from app.services.errors import NotFound
 from app.services.retirement import retire_tasks
 from tests.conftest import BACKENDS
-from tests.factories import build_dataset
+from tests.factories import build_dataset, make_job
 
 
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)
@@ -35,8 +35,11 @@ def test_filters_search_and_detail(db):
     retire_tasks(db, ids=[ds.t4.id])
     assert tasks(state="retired") == [ds.t4.id] and ds.t4.id not in tasks(state="open")
     ds.p1.tags = ["math", "easy"]
+    ds.t2.job_id = make_job(db, kind="round", status="succeeded").id  # the round whose samples made it
     db.flush()
     assert tasks(tag="math") == [ds.t1.id] and tasks(tag="mat") == []
+    assert tasks(round=ds.t2.job_id) == [ds.t2.id]
+    assert [r["id"] for r in browse(db, DataFilters(resource="prompts", round=ds.t2.job_id)).rows] == [ds.p2.id]
     notes = browse(db, DataFilters(resource="annotations", annotator="bob", kind="pairwise")).rows
     assert [r["id"] for r in notes] == [ds.a8.id, ds.a4.id, ds.a2.id] and notes[-1]["answer"].startswith("chose #")
     assert [r["id"] for r in browse(db, DataFilters(resource="annotations", state="deleted")).rows] == [ds.undone.id]
