@@ -141,6 +141,8 @@ class Prompt(Base):
     split: Mapped[str] = mapped_column(String(8), default="train", index=True)  # eval: held out, never a task
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Retired: kept for provenance, never shown, trained on or exported again (its tasks retire with it).
+    retired_at: Mapped[datetime | None]
 
 
 class ModelVersion(Base):
@@ -215,6 +217,7 @@ class Task(Base):
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))  # generation job
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retired_at: Mapped[datetime | None]  # never offered, trained on or exported again; kept for provenance
 
     positions: Mapped[list[TaskPosition]] = relationship(order_by="TaskPosition.position", back_populates="task")
 

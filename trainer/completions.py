@@ -16,6 +16,7 @@ import torch
 
 from domain.sampling import sampling_problem
 from trainer.config import UsageError
+from trainer.context_fit import prompt_limit
 from trainer.masks import pad_sequences
 from trainer.outputs import progress
 from trainer.prompt_data import PromptRecord, read_prompts
@@ -52,8 +53,8 @@ def check_sampling(config: SamplingSettings) -> None:
 
 
 def load_sampler(model_path: str, prompts_path: str, max_new_tokens: int, device: torch.device):
-    """(tokenizer, model in eval mode, prompts) for sampling: the prompts encoded and checked to fit the model's
-    context with --max-new-tokens."""
+    """(tokenizer, model in eval mode, prompts, skipped lines) for sampling: the prompts encoded, those that leave
+    less than --max-new-tokens of the model's context skipped (trainer.context_fit)."""
     tok = load_tokenizer(model_path)
     model = load_causal_lm(model_path, device, train=False, tokenizer=tok)
     context = model_context(model)
@@ -61,7 +62,9 @@ def load_sampler(model_path: str, prompts_path: str, max_new_tokens: int, device
         raise UsageError(
             f"--max-new-tokens {max_new_tokens} leaves no room for a prompt in the model's {context}-token context"
         )
-    return tok, model, read_prompts(tok, prompts_path, max_prompt_tokens=context - max_new_tokens)
+    skipped: list[int] = []
+    prompts = read_prompts(tok, prompts_path, max_prompt_tokens=prompt_limit(context, max_new_tokens), skipped=skipped)
+    return tok, model, prompts, skipped
 
 
 def generate_samples(

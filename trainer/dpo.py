@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from trainer.config import TrainConfig
+from trainer.context_fit import SKIPPED_METRIC, sequence_limit
 from trainer.logprobs import completion_logprobs
 from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
 from trainer.preference_data import collate_groups, load_preferences
@@ -28,6 +29,7 @@ from trainer.runtime import (
     linear_decay,
     load_causal_lm,
     load_tokenizer,
+    model_dir_context,
     resolve_device,
     seed_everything,
     seeded_permutations,
@@ -48,7 +50,9 @@ class DPOConfig(TrainConfig):
         default="exclude",
         metadata={"help": "Tie pairs: exclude, or half = target 0.5.", "choices": ["exclude", "half"]},
     )
-    max_length: int = field(default=1024, metadata={"help": "Longer sequences are dropped."})
+    max_length: int = field(
+        default=1024, metadata={"help": "Longer sequences are dropped; never past the model's context."}
+    )
     micro_batch_size: int = field(default=0, metadata={"help": "Groups per forward; 0 = the whole batch."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clipping."})
     log_every: int = field(default=1, metadata={"help": "Write a metrics line every N steps."})
@@ -69,7 +73,9 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
     device = resolve_device(config.device)
     seed_everything(config.seed)
     tok = load_tokenizer(config.policy)
-    data = load_preferences(config.data, tok, ties=config.ties, max_length=config.max_length)
+    # longer sequences are skipped, never past the policy's context (trainer.context_fit)
+    max_length = sequence_limit(model_dir_context(config.policy), config.max_length)
+    data = load_preferences(config.data, tok, ties=config.ties, max_length=max_length)
     policy = load_causal_lm(config.policy, device, tokenizer=tok)  # eval mode: dropout off
     ref = load_causal_lm(config.ref or config.policy, device, tokenizer=tok).requires_grad_(False)
     for m in (policy, ref):
@@ -137,6 +143,7 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
                     },
                     grad_norm=float(grad_norm),
                     lr=lr,
+                    **{SKIPPED_METRIC: data.skipped_too_long},
                 )
             bar.update(1)
         bar.close()

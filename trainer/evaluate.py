@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from trainer.config import UsageError
+from trainer.context_fit import SKIPPED_METRIC, prompt_limit, sequence_limit
 from trainer.judges import load_judge
 from trainer.logprobs import kl_estimate, response_logprobs
 from trainer.masks import pad_sequences
@@ -31,7 +32,14 @@ from trainer.outputs import atomic_output_file
 from trainer.preference_data import load_preferences
 from trainer.prompt_data import load_prompts
 from trainer.reward_scoring import evaluate_pairs, load_reward_scorer
-from trainer.runtime import autocast, load_causal_lm, load_tokenizer, resolve_device, seed_everything
+from trainer.runtime import (
+    autocast,
+    load_causal_lm,
+    load_tokenizer,
+    model_dir_context,
+    resolve_device,
+    seed_everything,
+)
 from trainer.sampling import derive_seed, make_generator, sample_prompts
 
 
@@ -162,6 +170,20 @@ def describe(s: Samples) -> dict:
 # ----------------------------------------------------------------------------- entry
 
 
+def _prompt_budget(config: EvaluateConfig) -> int:
+    """Prompt tokens that leave --max-new-tokens in every sampled model's context: policy and baseline answer the
+    same prompts, so the win-rate compares like with like."""
+    contexts = [model_dir_context(p) for p in (config.policy, config.baseline) if p]
+    return prompt_limit(min(contexts), config.max_new_tokens)
+
+
+def _fitting_prompts(config: EvaluateConfig, tok, skipped: list[int] | None = None) -> list[tuple[str, list[int]]]:
+    budget = _prompt_budget(config)
+    if budget < 1:
+        raise UsageError(f"--max-new-tokens {config.max_new_tokens} leaves no room for a prompt in the context")
+    return load_prompts(config.prompts, tok, max_prompt_tokens=budget, skipped=skipped)
+
+
 def run_evaluate(config: EvaluateConfig, *, on_metrics=None) -> dict:
     if not (config.reward_model and config.data) and not (config.policy and config.prompts):
         raise UsageError("nothing to evaluate: give --reward-model with --data, and/or --policy with --prompts")
@@ -176,9 +198,13 @@ def run_evaluate(config: EvaluateConfig, *, on_metrics=None) -> dict:
     device = resolve_device(config.device)
     seed_everything(config.seed)
     result: dict = {}
+    skipped = {"pairs": 0, "prompts": 0}  # inputs too long for the models (trainer.context_fit)
     if config.reward_model:
         tok = load_tokenizer(config.reward_model)
-        pairs = load_preferences(config.data, tok, ties="half")
+        pairs = load_preferences(
+            config.data, tok, ties="half", max_length=sequence_limit(model_dir_context(config.reward_model))
+        )
+        skipped["pairs"] = pairs.skipped_too_long
         scorer = load_reward_scorer(config.reward_model, tok, device)
         result["reward_model"] = evaluate_pairs(
             scorer,
@@ -191,7 +217,9 @@ def run_evaluate(config: EvaluateConfig, *, on_metrics=None) -> dict:
     if config.policy:
         judge = load_judge(config.judge, device, config.precision) if config.judge else None
         tok = load_tokenizer(config.policy)
-        prompts = load_prompts(config.prompts, tok)
+        skipped_lines: list[int] = []
+        prompts = _fitting_prompts(config, tok, skipped_lines)
+        skipped["prompts"] = len(skipped_lines)
         policy = load_causal_lm(config.policy, device, tokenizer=tok)
         a = sample_policy(policy, tok, prompts, config, device)
         result["policy"] = describe(a)
@@ -212,12 +240,13 @@ def run_evaluate(config: EvaluateConfig, *, on_metrics=None) -> dict:
         if config.baseline:
             btok = load_tokenizer(config.baseline)
             baseline = load_causal_lm(config.baseline, device, tokenizer=btok)
-            b = sample_policy(baseline, btok, load_prompts(config.prompts, btok), config, device)
+            b = sample_policy(baseline, btok, _fitting_prompts(config, btok), config, device)
             del baseline
             result["baseline"] = describe(b)
             b_scores = judge(b.prompt_texts, b.texts)
             result["baseline"]["judge_mean"] = sum(b_scores) / len(b_scores)
             result["win_rate"] = win_rate(a_scores, b_scores, per_prompt=config.num_samples)
+    result[SKIPPED_METRIC] = skipped
     if config.out:
         with atomic_output_file(config.out) as tmp:
             Path(tmp).write_text(json.dumps(result, indent=2) + "\n")

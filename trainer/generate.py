@@ -3,7 +3,8 @@
 Input JSONL: {"prompt_id", "prompt": str} or {"prompt_id", "messages": [...]} (rendered by the chat
 template with the generation prompt). Output: one line per sample, in input order then sample order:
 {"prompt_id", "sample", "text", "finish_reason": "eos"|"length", "num_tokens", "logprob", "temperature",
- "top_k", "top_p", "max_new_tokens", "seed"}.
+ "top_k", "top_p", "max_new_tokens", "seed"}. A prompt too long for the context with --max-new-tokens is skipped
+(trainer.context_fit): stderr names its line and it has no output line.
 Each sample's seed is derived from (request seed, prompt_id, sample) and drives that sample alone, so the
 same request and seed give the same texts whatever the batch size or the other prompts in the file
 (trainer.completions, which best-of-n samples through as well).
@@ -50,7 +51,8 @@ def run_generate(config: GenerateConfig, *, on_metrics=None) -> Path:
     if Path(config.out).exists():
         raise UsageError(f"{config.out}: output already exists; choose a new --out")
     device = resolve_device(config.device)
-    tok, model, prompts = load_sampler(config.model, config.prompts, config.max_new_tokens, device)
+    # prompts too long for the context are skipped (trainer.context_fit): the output has no line for them
+    tok, model, prompts, _skipped = load_sampler(config.model, config.prompts, config.max_new_tokens, device)
     with torch.inference_mode():
         records = generate_samples(model, tok, prompts, config, device, on_metrics)
     with atomic_output_file(config.out) as tmp:

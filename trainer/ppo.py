@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from trainer.config import TrainConfig, UsageError, config_to_dict
+from trainer.context_fit import SKIPPED_METRIC, prompt_limit
 from trainer.logprobs import kl_estimate, response_logprobs
 from trainer.masks import masked_whiten, pad_sequences, response_mask_after_eos
 from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
@@ -316,7 +317,10 @@ def train_ppo(config: PPOConfig, *, on_metrics: Callable[[dict], None] | None = 
     context = model_context(policy)
     if config.max_new_tokens >= context:
         raise UsageError(f"--max-new-tokens {config.max_new_tokens} leaves no room in the {context}-token context")
-    prompts = load_prompts(config.prompts, tok, max_prompt_tokens=context - config.max_new_tokens)
+    skipped: list[int] = []  # prompts that leave less than --max-new-tokens of the context (trainer.context_fit)
+    prompts = load_prompts(
+        config.prompts, tok, max_prompt_tokens=prompt_limit(context, config.max_new_tokens), skipped=skipped
+    )
     ref = load_causal_lm(config.ref or config.policy, device, tokenizer=tok).requires_grad_(False)
     reward = load_reward_scorer(config.reward_model, tok, device).requires_grad_(False)
     value = RewardScorer(load_reward_model(config.value_model or config.reward_model, tok, device))
@@ -361,6 +365,7 @@ def train_ppo(config: PPOConfig, *, on_metrics: Callable[[dict], None] | None = 
             scheduler.step()
             metrics = rollout_metrics(rollout, config, kl_ctl.value)
             metrics.update(stats, lr=lr, episode=episodes_done(step, steps_per_epoch, len(prompts), config.batch_size))
+            metrics[SKIPPED_METRIC] = len(skipped)
             if config.adaptive_kl:
                 kl_ctl.update(metrics["objective/kl"], len(batch))
             past_metrics.append(log.log(step + 1, total_steps, **metrics))

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from trainer.config import UsageError
+from trainer.context_fit import warn_skipped
 from trainer.data import DataError, read_jsonl
 from trainer.masks import pad_sequences
 
@@ -53,8 +54,9 @@ class PreferenceSet:
     n_lines: int
     max_length: int  # longest sequence kept, in tokens
     skipped_ties: int = 0  # tie pairs left out (ties="exclude")
-    skipped_too_long: int = 0  # groups with a sequence longer than max_length (TRL drops them too)
+    skipped_too_long: int = 0  # groups with a sequence longer than max_length (trainer.context_fit; TRL drops them too)
     skipped_unpaired: int = 0  # kto prompts with only good or only bad labels
+    skipped_lines: list[int] = field(default_factory=list)  # first line of each group skipped as too long
 
     @property
     def n_pairs(self) -> int:
@@ -193,7 +195,8 @@ def _is_chat(value) -> bool:
 
 
 def load_preferences(path: str | Path, tokenizer, *, ties: str = "exclude", max_length: int = 1024) -> PreferenceSet:
-    """Read a preference export; bad lines raise DataError naming file:line.
+    """Read a preference export; bad lines raise DataError naming file:line. Groups with a sequence longer than
+    max_length (give trainer.context_fit.sequence_limit: never more than the model's context) are skipped, counted.
 
     ties: "exclude" drops tie pairs; "half" keeps them with target 0.5 (no margin).
     """
@@ -218,14 +221,16 @@ def load_preferences(path: str | Path, tokenizer, *, ties: str = "exclude", max_
             if group is not None:
                 _keep(result, group)
         result.format = "+".join(sorted(seen))
+    warn_skipped(path, "comparison group(s)", result.skipped_lines, max_length)
     if not result.groups:
         raise DataError(path, lines[-1][0], "no usable comparison in the file (all ties, unpaired or too long)")
     return result
 
 
 def _keep(result: PreferenceSet, group: PreferenceGroup) -> None:
-    if max(len(s) for s in group.sequences) > result.max_length:
+    if max(len(s) for s in group.sequences) > result.max_length:  # the whole group goes: a ranking stays whole
         result.skipped_too_long += 1
+        result.skipped_lines.append(int(group.source.rsplit(":", 1)[1]))
         return
     result.groups.append(group)
 

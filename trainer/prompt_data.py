@@ -1,6 +1,7 @@
 """Reading prompt files: JSONL lines {"prompt_id"?, "prompt": str} or {"prompt_id"?, "messages": [...]}, the chat ones
-rendered by the tokenizer's chat template with the generation prompt, each encoded to token ids and checked to fit
-the model's context with the tokens to be generated. Every problem is a DataError naming the file and line.
+rendered by the tokenizer's chat template with the generation prompt, each encoded to token ids. A prompt that does
+not leave room for the tokens to be generated is skipped and counted (trainer.context_fit: the one rule); every
+other problem is a DataError naming the file and line.
 
 Two readers, one encoding: `read_prompts` for generate and best-of-n (a prompt_id on every line, unique; it names
 the output records and seeds each sample), `load_prompts` for PPO and evaluate (prompt_id optional).
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainer.context_fit import warn_skipped
 from trainer.data import DataError, read_jsonl, require_messages
 
 
@@ -40,20 +42,31 @@ def _prompt_id(obj: dict, path: str | Path, line: int, default: str | None = Non
     return pid
 
 
-def _check_fits(ids: list[int], max_prompt_tokens: int, path: str | Path, line: int) -> None:
+def _fits(ids: list[int], max_prompt_tokens: int, line: int, skipped: list[int]) -> bool:
     if max_prompt_tokens and len(ids) > max_prompt_tokens:
+        skipped.append(line)
+        return False
+    return True
+
+
+def _finish(path: str | Path, kept: list, skipped: list[int], max_prompt_tokens: int) -> None:
+    warn_skipped(path, "prompt(s)", skipped, max_prompt_tokens)
+    if skipped and not kept:
         raise DataError(
             path,
-            line,
-            f"prompt is {len(ids)} tokens; with --max-new-tokens it exceeds the "
-            f"model's context (at most {max_prompt_tokens} prompt tokens)",
+            skipped[0],
+            f"no prompt fits: every prompt leaves less than --max-new-tokens of the model's context "
+            f"(at most {max_prompt_tokens} prompt tokens)",
         )
 
 
-def read_prompts(tok, path: str | Path, *, max_prompt_tokens: int) -> list[PromptRecord]:
-    """Every line as a PromptRecord, in file order; prompt_id required and unique. An empty prompt starts from BOS
-    (GPT-2 style: the document separator)."""
+def read_prompts(
+    tok, path: str | Path, *, max_prompt_tokens: int, skipped: list[int] | None = None
+) -> list[PromptRecord]:
+    """Every line that fits as a PromptRecord, in file order; prompt_id required and unique. An empty prompt starts
+    from BOS (GPT-2 style: the document separator). Lines of prompts too long go into `skipped`."""
     records, seen = [], {}
+    skipped = [] if skipped is None else skipped
     for line, obj in read_jsonl(path):
         pid = _prompt_id(obj, path, line)
         if str(pid) in seen:
@@ -62,22 +75,27 @@ def read_prompts(tok, path: str | Path, *, max_prompt_tokens: int) -> list[Promp
         ids = encode_prompt(tok, obj, path, line) or [
             tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
         ]
-        _check_fits(ids, max_prompt_tokens, path, line)
-        records.append(PromptRecord(line, pid, ids))
+        if _fits(ids, max_prompt_tokens, line, skipped):
+            records.append(PromptRecord(line, pid, ids))
+    _finish(path, records, skipped, max_prompt_tokens)
     return records
 
 
-def load_prompts(path: str | Path, tokenizer, max_prompt_tokens: int = 0) -> list[tuple[str, list[int]]]:
+def load_prompts(
+    path: str | Path, tokenizer, max_prompt_tokens: int = 0, skipped: list[int] | None = None
+) -> list[tuple[str, list[int]]]:
     """[(prompt_id, token ids)]; prompt_id defaults to the line number. An empty prompt, or a file with none, is an
-    error. max_prompt_tokens > 0: longer prompts are an error naming the line (they would not fit the context)."""
+    error. max_prompt_tokens > 0: longer prompts are skipped, their lines put into `skipped`."""
     prompts = []
+    skipped = [] if skipped is None else skipped
     for line, obj in read_jsonl(path):
         pid = _prompt_id(obj, path, line, default=str(line))
         ids = encode_prompt(tokenizer, obj, path, line)
         if not ids:
             raise DataError(path, line, "empty prompt")
-        _check_fits(ids, max_prompt_tokens, path, line)
-        prompts.append((str(pid), ids))
+        if _fits(ids, max_prompt_tokens, line, skipped):
+            prompts.append((str(pid), ids))
+    _finish(path, prompts, skipped, max_prompt_tokens)
     if not prompts:
         raise DataError(path, 1, "no prompts")
     return prompts

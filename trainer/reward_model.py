@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from trainer.config import TrainConfig
+from trainer.context_fit import sequence_limit
 from trainer.distributed import NoOutput, all_reduce_sum, dist_info, end_process_group, micro_chunks, process_device
 from trainer.masks import pad_sequences
 from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
@@ -48,6 +49,7 @@ from trainer.runtime import (
     epoch_batches,
     linear_decay,
     load_tokenizer,
+    model_dir_context,
     resolve_device,
     seed_everything,
     seeded_permutations,
@@ -70,7 +72,9 @@ class RewardConfig(TrainConfig):
         default=0.0,
         metadata={"help": "Reward centering: adds coef * mean((r_better + r_worse)^2) to the loss (0.01 is typical)."},
     )
-    max_length: int = field(default=1024, metadata={"help": "Longer sequences are dropped (as TRL does)."})
+    max_length: int = field(
+        default=1024, metadata={"help": "Longer sequences are dropped (as TRL does); never past the model's context."}
+    )
     micro_batch_size: int = field(
         default=0, metadata={"help": "Groups per forward (gradient accumulation); 0 = the whole batch."}
     )
@@ -129,11 +133,12 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
     device = process_device(resolve_device(config.device), world)
     seed_everything(config.seed)
     tok = load_tokenizer(config.model)
-    train_set = load_preferences(config.data, tok, ties=config.ties, max_length=config.max_length)
+    # longer sequences are skipped, never past the model's context (trainer.context_fit)
+    contexts = [model_dir_context(p) for p in (config.model, config.likelihood_model) if p]
+    max_length = sequence_limit(min(contexts), config.max_length)
+    train_set = load_preferences(config.data, tok, ties=config.ties, max_length=max_length)
     eval_set = (
-        load_preferences(config.eval_data, tok, ties=config.ties, max_length=config.max_length)
-        if config.eval_data
-        else None
+        load_preferences(config.eval_data, tok, ties=config.ties, max_length=max_length) if config.eval_data else None
     )
     model = use_fast_kernels_(
         load_reward_model(config.model, tok, device, new_head_seed=config.seed), device, config.precision

@@ -128,7 +128,20 @@ def load_causal_lm(path: str | Path, device: torch.device | str = "cpu", *, trai
 
 def model_context(model) -> int:
     """The longest sequence the model takes (its position embeddings), 2048 when its config does not say."""
-    cfg = model.config
+    return config_context(model.config)
+
+
+def model_dir_context(path: str | Path) -> int:
+    """model_context of a model directory, read from its config alone (no weights loaded)."""
+    from transformers import AutoConfig
+
+    try:
+        return config_context(AutoConfig.from_pretrained(str(path)))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path}: cannot load model config: {e}") from None
+
+
+def config_context(cfg) -> int:
     for name in ("max_position_embeddings", "n_positions", "n_ctx"):
         value = getattr(cfg, name, None)
         if isinstance(value, int) and value > 0:

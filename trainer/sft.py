@@ -11,13 +11,13 @@ Assistant spans are found by rendering the conversation prefixes, so any prefix-
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from trainer.config import TrainConfig, UsageError
+from trainer.context_fit import SKIPPED_METRIC, sequence_limit, warn_skipped
 from trainer.data import DataError, read_jsonl, require_messages
 from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
 from trainer.runtime import (
@@ -48,7 +48,8 @@ class SftConfig(TrainConfig):
     out: str = field(metadata={"help": "Output model directory (must not exist).", "metavar": "DIR"})
     lr: float = field(default=2e-5, metadata={"help": "Peak learning rate."})
     max_length: int = field(
-        default=0, metadata={"help": "Truncate examples to this many tokens (0 = the model's context length)."}
+        default=0,
+        metadata={"help": "Skip examples longer than this many tokens (0 = the model's context length)."},
     )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay on matrices."})
     warmup_steps: int = field(default=0, metadata={"help": "Linear warmup steps before cosine decay."})
@@ -113,24 +114,23 @@ def encode_record(tok, obj: dict, path: str, line: int) -> tuple[list[int], list
     raise DataError(path, line, 'expected {"prompt", "completion"} or {"messages"}')
 
 
-def load_examples(tok, path: str, max_length: int) -> list[tuple[list[int], list[int]]]:
+def load_examples(
+    tok, path: str, max_length: int, skipped: list[int] | None = None
+) -> list[tuple[list[int], list[int]]]:
+    """The examples that fit max_length; longer ones are skipped, never cut (trainer.context_fit: a cut example
+    would teach stopping mid-answer with no EOS), their lines put into `skipped`."""
     chat_ok = getattr(tok, "chat_template", None) is not None
-    examples, dropped = [], []
+    examples = []
+    skipped = [] if skipped is None else skipped
     for line, obj in read_jsonl(path):
         if not chat_ok and ("messages" in obj or isinstance(obj.get("prompt"), list)):
             raise DataError(path, line, "chat data needs a tokenizer with a chat template")
         ids, labels = encode_record(tok, obj, path, line)
-        ids, labels = ids[:max_length], labels[:max_length]
-        if all(label == IGNORE for label in labels):
-            dropped.append(line)  # prompt alone fills max_length: nothing left to learn
+        if len(ids) > max_length:
+            skipped.append(line)
             continue
         examples.append((ids, labels))
-    if dropped:
-        print(
-            f"warning: {path}: {len(dropped)} example(s) dropped, prompt longer than max_length "
-            f"(lines {', '.join(map(str, dropped[:5]))}{'...' if len(dropped) > 5 else ''})",
-            file=sys.stderr,
-        )
+    warn_skipped(path, "example(s)", skipped, max_length)
     if not examples:
         raise UsageError(f"{path}: no training examples")
     return examples
@@ -156,8 +156,9 @@ def train_sft(config: SftConfig, *, on_metrics=None) -> Path:
     tok = load_tokenizer(config.model)
     seed_everything(config.seed)
     model = load_causal_lm(config.model, device, train=True, tokenizer=tok)
-    max_length = config.max_length or model_context(model)
-    examples = load_examples(tok, config.data, max_length)
+    max_length = sequence_limit(model_context(model), config.max_length)
+    skipped: list[int] = []
+    examples = load_examples(tok, config.data, max_length, skipped)
 
     optimizer = adamw(model, lr=config.lr, weight_decay=config.weight_decay)
     shuffle = torch.Generator().manual_seed(config.seed)
@@ -188,6 +189,7 @@ def train_sft(config: SftConfig, *, on_metrics=None) -> Path:
                     grad_norm=grad_norm,
                     epoch=epoch,
                     completion_tokens=int((batch["labels"] != IGNORE).sum()),
+                    **{SKIPPED_METRIC: len(skipped)},
                 )
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}")

@@ -63,10 +63,13 @@ HELD = prepared(
     "status = 'leased' AND lease_expires_at > :now ORDER BY leased_at LIMIT 1",
     columns={"task_id": Integer(), "permutation": JSON(), "lease_expires_at": _DT},
 )
-TOP_PRIORITY = prepared("SELECT max(priority) FROM tasks WHERE completed = :no")
-NEXT_PRIORITY = prepared("SELECT max(priority) FROM tasks WHERE completed = :no AND priority < :priority")
+# Retired tasks are never offered (a residual filter: few rows are retired, the queue index still leads).
+TOP_PRIORITY = prepared("SELECT max(priority) FROM tasks WHERE completed = :no AND retired_at IS NULL")
+NEXT_PRIORITY = prepared(
+    "SELECT max(priority) FROM tasks WHERE completed = :no AND retired_at IS NULL AND priority < :priority"
+)
 _CANDIDATE_WHERE = (
-    "FROM tasks t WHERE t.completed = :no AND t.priority = :priority AND t.id > :after "
+    "FROM tasks t WHERE t.completed = :no AND t.retired_at IS NULL AND t.priority = :priority AND t.id > :after "
     "AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.task_id = t.id AND a.user_id = :user "
     "AND a.status IN ('done', 'skipped')) "
     "AND t.done_count + (SELECT count(*) FROM assignments l WHERE l.task_id = t.id AND l.status = 'leased' "

@@ -6,10 +6,12 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, Field
 
 from app.deps import ApiAdmin, SessionDep, SettingsDep
 from app.services.prompt_import import PromptImportError, import_prompt_objects, import_prompts
 from app.services.prompts import list_prompts, prompt_display_text
+from app.services.retirement import MAX_IDS, retire_prompts
 
 router = APIRouter(prefix="/api/v1", tags=["prompts"])
 
@@ -80,3 +82,25 @@ def get_prompts(_admin: ApiAdmin, db: SessionDep, limit: int = 50, offset: int =
             for p in listing.prompts
         ],
     }
+
+
+class RetireIn(BaseModel):
+    ids: list[int] = Field(min_length=1, max_length=MAX_IDS, description="Ids to retire (all must exist).")
+
+
+class RetireOut(BaseModel):
+    retired: int = Field(description="Newly retired.")
+    already: int = Field(description="Were retired before.")
+    tasks_retired: int = Field(description="Tasks retired with their prompts.")
+
+
+@router.post(
+    "/prompts/retire",
+    response_model=RetireOut,
+    summary="Retire prompts and their tasks (kept, never shown, trained on or exported again)",
+    responses={404: {"description": "An id does not exist; nothing was retired"}},
+)
+def post_retire_prompts(body: RetireIn, _admin: ApiAdmin, db: SessionDep) -> dict[str, int]:
+    result = retire_prompts(db, ids=sorted(set(body.ids)))
+    db.commit()
+    return result.as_dict()

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from app.annotate.transaction import as_api_user
 from app.annotate.work import next_work, skip_work
 from app.deps import ApiAdmin, SessionDep, SettingsDep
+from app.services.retirement import MAX_IDS, retire_tasks
 from app.services.tasks import TaskImportError, import_task_specs, parse_task_items
 
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {401: {"description": "Missing, unknown or revoked bearer token"}}
@@ -82,6 +83,9 @@ class ImportOut(BaseModel):
 
     created: int
     task_ids: list[int]
+    warnings: list[str] = Field(
+        default_factory=list, description="Tasks longer than the current policy's context: training skips them."
+    )
 
 
 @router.post(
@@ -138,7 +142,9 @@ def _import_items(db, items: Any, max_text_bytes: int) -> JSONResponse:
             {"detail": str(exc), "errors": [{"line": n, "reason": r} for n, r in exc.errors]}, status_code=422
         )
     db.commit()
-    return JSONResponse({"created": len(result.task_ids), "task_ids": result.task_ids}, status_code=201)
+    return JSONResponse(
+        {"created": len(result.task_ids), "task_ids": result.task_ids, "warnings": result.warnings}, status_code=201
+    )
 
 
 @router.get(
@@ -166,3 +172,24 @@ async def next_task_api(request: Request) -> Response:
 )
 async def skip_task_api(request: Request, task_id: int, body: SkipIn) -> Response:
     return await as_api_user(request, skip_work(task_id, body.reason))
+
+
+class RetireIn(BaseModel):
+    ids: list[int] = Field(min_length=1, max_length=MAX_IDS, description="Task ids to retire (all must exist).")
+
+
+class RetireOut(BaseModel):
+    retired: int = Field(description="Newly retired.")
+    already: int = Field(description="Were retired before.")
+
+
+@router.post(
+    "/tasks/retire",
+    response_model=RetireOut,
+    summary="Retire tasks (kept, never offered, trained on or exported again)",
+    responses={404: {"description": "An id does not exist; nothing was retired"}, **AUTH_RESPONSES},
+)
+def post_retire_tasks(body: RetireIn, _admin: ApiAdmin, db: SessionDep) -> dict[str, int]:
+    result = retire_tasks(db, ids=sorted(set(body.ids)))
+    db.commit()
+    return {"retired": result.retired, "already": result.already}

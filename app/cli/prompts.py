@@ -1,4 +1,4 @@
-"""`rlhf prompts import FILE`: JSONL or CSV, all-or-nothing; `rlhf prompts list`."""
+"""`rlhf prompts import FILE`: JSONL or CSV, all-or-nothing; `rlhf prompts list`; `rlhf prompts retire ID...`."""
 
 import json
 from pathlib import Path
@@ -7,9 +7,11 @@ import typer
 from sqlalchemy import func, select
 
 from app.cli.errors import fail
+from app.cli.id_lists import read_ids
 from app.cli.session import cli_session
 from app.models import Prompt
 from app.services.prompt_import import PromptImportError, import_prompts
+from app.services.retirement import retire_prompts
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -31,6 +33,8 @@ def import_(
             for line in exc.lines()[1:]:
                 typer.echo(line, err=True)
             fail(str(exc))
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(
         f"{result.created} prompts created, {result.duplicates} duplicates skipped ({result.lines} lines)", err=True
     )
@@ -47,3 +51,19 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Counts as one JSON
         return
     for split, n in sorted(counts.items()):
         typer.echo(f"{split:<6} {n}")
+
+
+@app.command("retire")
+def retire(
+    ids: list[str] = typer.Argument(None, help="Prompt ids.", show_default=False),
+    file: Path = typer.Option(None, "--file", help="A file of prompt ids (one or more a line)."),
+) -> None:
+    """Retire prompts and their tasks: kept for provenance, never shown, trained on or exported again."""
+    wanted = read_ids(ids or [], file, "prompt")
+    with cli_session() as db:
+        result = retire_prompts(db, ids=wanted)
+    typer.echo(
+        f"{result.retired} prompts retired ({result.already} already were), {result.tasks_retired} tasks with them",
+        err=True,
+    )
+    typer.echo(json.dumps(result.as_dict()))

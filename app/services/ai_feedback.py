@@ -136,6 +136,7 @@ def pending_tasks(session: Session, *, user_id: int, limit: int) -> list[Pending
         .join(Prompt, Prompt.id == Task.prompt_id)
         .where(
             Task.completed.is_(False),
+            Task.retired_at.is_(None),
             Task.kind.in_(("pairwise", "ranking")),
             Prompt.split == "train",
             Task.id.not_in(done),

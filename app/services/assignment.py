@@ -255,8 +255,8 @@ def skip_task(
 
 
 def open_task_filter(user_id: int):
-    """Tasks still open to this annotator (not completed, neither done nor skipped by them)."""
+    """Tasks still open to this annotator (not completed nor retired, neither done nor skipped by them)."""
     mine = exists().where(
         Assignment.task_id == Task.id, Assignment.user_id == user_id, Assignment.status.in_(("done", "skipped"))
     )
-    return and_(Task.completed.is_(False), ~mine)
+    return and_(Task.completed.is_(False), Task.retired_at.is_(None), ~mine)

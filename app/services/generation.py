@@ -113,7 +113,7 @@ def request_generation(session: Session, *, request: GenerationRequest, created_
 
 
 def select_prompt_ids(session: Session, *, request: GenerationRequest, limit: int | None = None) -> list[int]:
-    stmt = select(Prompt.id, Prompt.tags).order_by(Prompt.id)
+    stmt = select(Prompt.id, Prompt.tags).where(Prompt.retired_at.is_(None)).order_by(Prompt.id)
     if request.split != "all":
         stmt = stmt.where(Prompt.split == request.split)
     wanted = request.count if limit is None else limit
@@ -284,8 +284,15 @@ def run_generate(ctx) -> dict[str, Any]:
         counts = store_generations(
             session, samples_path=samples_path, request=request, model_id=request["model_id"], job_id=ctx.job_id
         )
-    ctx.progress(len(prompt_ids), len(prompt_ids), f"{counts['generations']} generations, {counts['tasks']} tasks")
-    return {**counts, "samples_file": str(samples_path)}
+    # prompts with no sample: skipped as too long for the model's context (trainer.context_fit)
+    skipped = len(prompt_ids) - counts["prompts"]
+    ctx.progress(
+        len(prompt_ids),
+        len(prompt_ids),
+        f"{counts['generations']} generations, {counts['tasks']} tasks"
+        + (f", {skipped} prompts skipped as too long for the model" if skipped else ""),
+    )
+    return {**counts, "skipped_too_long": skipped, "samples_file": str(samples_path)}
 
 
 def _counts(session: Session, job_id: int) -> dict[str, int]:

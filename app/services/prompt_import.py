@@ -17,7 +17,7 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from app.models import Prompt, utcnow
 from app.services.errors import ServiceError
+from app.services.prompt_fit import current_policy_context
 from app.services.prompts import PromptError, prompt_hash, validate_messages
 from domain.vocabulary import SPLITS
 
@@ -71,9 +72,15 @@ class PromptImportResult:
     lines: int = 0
     created: int = 0
     duplicates: int = 0  # already stored, or repeated within the file
+    warnings: list[str] = field(default_factory=list)  # "name:line: reason" of prompts that leave little room
 
-    def as_dict(self) -> dict[str, int]:
-        return {"lines": self.lines, "created": self.created, "duplicates": self.duplicates}
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "lines": self.lines,
+            "created": self.created,
+            "duplicates": self.duplicates,
+            "warnings": self.warnings,
+        }
 
 
 def detect_format(filename: str, explicit: str | None = None) -> str:
@@ -191,6 +198,35 @@ def parse_prompts(data: bytes | str, *, name: str, fmt: str) -> list[ParsedPromp
     return parsed
 
 
+def check_fit(session: Session, prompts: list[ParsedPrompt], *, name: str) -> list[str]:
+    """Against the current policy's context (app.services.prompt_fit): a prompt that can never be answered refuses
+    the file naming its line; the warnings name prompts that leave little room (the first MAX_REPORTED)."""
+    fit = current_policy_context(session)
+    if fit is None:
+        return []
+    errors: list[LineError] = []
+    warnings: list[str] = []
+    n_errors = n_warnings = 0
+    for p, n_tokens in zip(prompts, fit.prompt_tokens([(p.text, p.messages) for p in prompts])):
+        verdict = fit.problem(n_tokens)
+        if verdict is None:
+            continue
+        kind, reason = verdict
+        if kind == "refuse":
+            n_errors += 1
+            if len(errors) < MAX_REPORTED:
+                errors.append(LineError(p.line, reason))
+        else:
+            n_warnings += 1
+            if len(warnings) < MAX_REPORTED:
+                warnings.append(f"{name}:{p.line}: {reason}")
+    if errors:
+        raise PromptImportError(name, errors, n_errors)
+    if n_warnings > len(warnings):
+        warnings.append(f"{name}: and {n_warnings - len(warnings)} more prompts that leave little room")
+    return warnings
+
+
 def _chunks(items: list, size: int) -> Iterable[list]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -234,7 +270,10 @@ def import_prompts(
 ) -> PromptImportResult:
     """Parse and store a prompt file: all or nothing (the caller commits)."""
     parsed = parse_prompts(data, name=name, fmt=detect_format(name, fmt))
-    return store_prompts(session, prompts=parsed, source=source)
+    warnings = check_fit(session, parsed, name=name)
+    result = store_prompts(session, prompts=parsed, source=source)
+    result.warnings = warnings
+    return result
 
 
 def import_prompt_objects(session: Session, *, objects: list[Any], source: str = "api") -> PromptImportResult:
@@ -250,4 +289,7 @@ def import_prompt_objects(session: Session, *, objects: list[Any], source: str =
         raise PromptImportError("body", errors[:MAX_REPORTED], len(errors))
     if not parsed:
         raise PromptImportError("body", [LineError(0, "no prompts given")])
-    return store_prompts(session, prompts=parsed, source=source)
+    warnings = check_fit(session, parsed, name="body")
+    result = store_prompts(session, prompts=parsed, source=source)
+    result.warnings = warnings
+    return result

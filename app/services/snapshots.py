@@ -85,7 +85,12 @@ def max_annotation_id(session: Session, filters: SnapshotFilters) -> int | None:
         select(func.max(Annotation.id))
         .join(Task, Task.id == Annotation.task_id)
         .join(Prompt, Prompt.id == Task.prompt_id)
-        .where(Annotation.deleted_at.is_(None), Prompt.split == "train")
+        .where(
+            Annotation.deleted_at.is_(None),
+            Prompt.split == "train",
+            Task.retired_at.is_(None),
+            Prompt.retired_at.is_(None),
+        )
     )
     if filters.source != "all":
         stmt = stmt.where(Annotation.source == filters.source)
@@ -100,7 +105,7 @@ def _write_prompts(session: Session, path: Path, split: str) -> int:
     with open(path, "w", encoding="utf-8") as fh:
         stmt = (
             select(Prompt.id, Prompt.text, Prompt.messages)
-            .where(Prompt.split == split)
+            .where(Prompt.split == split, Prompt.retired_at.is_(None))
             .order_by(Prompt.id)
             .execution_options(yield_per=2000)
         )

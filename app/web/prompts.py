@@ -63,8 +63,13 @@ def prompts_page(
     page: int = 1,
     created: int | None = None,
     duplicates: int | None = None,
+    little_room: int = 0,
 ) -> Response:
-    done = {"created": created, "duplicates": duplicates or 0} if created is not None else None
+    done = (
+        {"created": created, "duplicates": duplicates or 0, "little_room": max(0, little_room)}
+        if created is not None
+        else None
+    )
     return _page(request, db, page=max(1, page), done=done)
 
 
@@ -91,4 +96,7 @@ def _import(request: Request, db, data: bytes, filename: str) -> Response:
         db.rollback()
         return _page(request, db, status_code=422, error="The file was refused.", errors=exc.lines())
     db.commit()
-    return RedirectResponse(f"/admin/prompts?created={result.created}&duplicates={result.duplicates}", status_code=303)
+    little_room = f"&little_room={len(result.warnings)}" if result.warnings else ""
+    return RedirectResponse(
+        f"/admin/prompts?created={result.created}&duplicates={result.duplicates}{little_room}", status_code=303
+    )

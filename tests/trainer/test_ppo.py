@@ -369,8 +369,8 @@ def test_bad_prompts_exit_with_file_and_line(tmp_path, assets):
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": " na"}, {"text": "x"}])
     with pytest.raises(DataError, match=r"bad.jsonl:2:"):
         train_ppo(_cfg(assets, tmp_path / "o", prompts=str(bad)))
-    long = write_jsonl(tmp_path / "long.jsonl", [{"prompt": " na" * 200}])
-    with pytest.raises(DataError, match=r"long.jsonl:1: prompt is"):
+    long = write_jsonl(tmp_path / "long.jsonl", [{"prompt": " na" * 200}])  # too long prompts are skipped: none left
+    with pytest.raises(DataError, match=r"long.jsonl:1: no prompt fits"):
         train_ppo(_cfg(assets, tmp_path / "o", prompts=str(long)))
     assert not (tmp_path / "o").exists()
 

@@ -84,7 +84,7 @@ def next_task_prompts(session: Session, rdir: Path, count: int) -> Path:
     rows = session.execute(
         select(Prompt.id, Prompt.text, Prompt.messages)
         .outerjoin(tasks, tasks.c.prompt_id == Prompt.id)
-        .where(Prompt.split == "train")
+        .where(Prompt.split == "train", Prompt.retired_at.is_(None))
         .order_by(func.coalesce(tasks.c.n, 0), Prompt.id)
         .limit(count)
     ).all()

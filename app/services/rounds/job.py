@@ -38,7 +38,7 @@ from app.models import Job, ModelVersion, Task
 from app.services.generation import store_generations
 from app.services.models_registry import promote, register_model
 from app.services.rounds.config import ROUND_KIND, RoundConfig, parse_round_config
-from app.services.rounds.data import next_task_prompts, split_reward_data
+from app.services.rounds.data import next_task_prompts, read_jsonl, split_reward_data
 from app.services.rounds.evaluate import evaluate_round
 from app.services.rounds.lineage import Lineage, resolve_lineage
 from app.services.rounds.promotion import promotion_verdict
@@ -55,6 +55,7 @@ from app.services.snapshots import (
     write_snapshot,
 )
 from app.settings import get_settings
+from trainer.context_fit import SKIPPED_METRIC as SKIPPED
 
 STAGES = ("snapshot", "reward", "policy", "evaluate", "generate", "register")
 
@@ -138,7 +139,8 @@ def train_policy(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: Lineage
             "seed": cfg.seed,
         }
         lines = run_stage(ctx, stage="sft", trainer_stage="sft", out=out, flags=flags)
-        return {"algo": "rs", **picked, **last_values(lines)}
+        # both steps count skips under the same metric name: keep best-of-n's apart
+        return {"algo": "rs", **picked, **last_values(lines), "rs_skipped_too_long": picked.get(SKIPPED, 0)}
     flags = {
         **cfg.stage_flags("dpo"),
         "policy": start.path,
@@ -149,6 +151,28 @@ def train_policy(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: Lineage
     }
     lines = run_stage(ctx, stage="dpo", trainer_stage="dpo", out=out, flags=flags)
     return {"algo": "dpo", **last_values(lines)}
+
+
+def skipped_too_long(
+    cfg: RoundConfig, reward: dict[str, Any], policy: dict[str, Any], evaluation: dict[str, Any], generated: int
+) -> dict[str, int]:
+    """What each step skipped as too long for the model (trainer.context_fit), for the round report."""
+    ev = (evaluation.get("rm") or {}).get(SKIPPED) or {}
+    counts = {"reward": reward.get(SKIPPED, 0)}
+    if cfg.algo == "rs":
+        counts.update({"best-of-n": policy.get("rs_skipped_too_long", 0), "sft": policy.get(SKIPPED, 0)})
+    else:
+        counts[cfg.algo] = policy.get(SKIPPED, 0)
+    counts.update({"evaluate": ev.get("prompts", 0), "generate": generated})
+    return {stage: int(n or 0) for stage, n in counts.items()}
+
+
+def prompts_not_sampled(prompts: Path, samples: Path | None) -> int:
+    """Prompts of the file with no sample in the output: the ones `trainer generate` skipped as too long."""
+    if samples is None or not samples.is_file():
+        return 0
+    wanted = {str(row["prompt_id"]) for row in read_jsonl(prompts)}
+    return len(wanted - {str(row["prompt_id"]) for row in read_jsonl(samples)})
 
 
 def register_round(
@@ -260,6 +284,7 @@ def run_round(ctx: JobContext) -> dict[str, Any]:
 
     _stage_progress(ctx, "generate")
     samples = None
+    not_sampled = 0
     if cfg.next_tasks.prompts > 0:
         with ctx.session() as session:
             prompts = next_task_prompts(session, rdir, cfg.next_tasks.prompts)
@@ -272,6 +297,7 @@ def run_round(ctx: JobContext) -> dict[str, Any]:
                 out=rdir / "next_samples.jsonl",
                 request=next_task_request(cfg),
             )
+            not_sampled = prompts_not_sampled(prompts, samples)
 
     _stage_progress(ctx, "register")
     registered = register_round(
@@ -300,4 +326,5 @@ def run_round(ctx: JobContext) -> dict[str, Any]:
         "policy": policy_metrics,
         "evaluation": evaluation["summary"],
         "warnings": evaluation.get("warnings", []),
+        SKIPPED: skipped_too_long(cfg, reward_metrics, policy_metrics, evaluation, not_sampled),
     }

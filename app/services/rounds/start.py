@@ -29,7 +29,13 @@ def preference_pairs(session: Session, *, config: RoundConfig) -> int:
         select(Annotation.kind, Annotation.choice, Annotation.chosen_id, Annotation.ranking)
         .join(Task, Task.id == Annotation.task_id)
         .join(Prompt, Prompt.id == Task.prompt_id)
-        .where(Annotation.deleted_at.is_(None), Prompt.split == "train", Annotation.kind.in_(ROUND_TASK_KINDS))
+        .where(
+            Annotation.deleted_at.is_(None),
+            Prompt.split == "train",
+            Annotation.kind.in_(ROUND_TASK_KINDS),
+            Task.retired_at.is_(None),
+            Prompt.retired_at.is_(None),
+        )
     )
     if config.source != "all":
         stmt = stmt.where(Annotation.source == config.source)

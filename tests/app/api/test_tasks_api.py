@@ -26,3 +26,16 @@ def test_api_chat_prompt_is_returned_as_messages(client, db, api):
     make_tasks(db, {"messages": [{"role": "user", "content": "hi"}], "responses": ["a"], "kind": "rating"})
     _, headers = api()
     assert client.get("/api/v1/tasks/next", headers=headers).json()["prompt"] == [{"role": "user", "content": "hi"}]
+
+
+def test_api_retire_tasks_in_bulk_admin_only_all_or_nothing(client, db, api):
+    first, second = make_tasks(db, task_line(), task_line())
+    _, admin = api("admin")
+    _, annotator = api()
+    assert client.post("/api/v1/tasks/retire", json={"ids": [first]}, headers=annotator).status_code == 403
+    missing = client.post("/api/v1/tasks/retire", json={"ids": [first, 424242]}, headers=admin)
+    assert missing.status_code == 404 and "424242" in missing.json()["detail"]
+    assert client.post("/api/v1/tasks/retire", json={"ids": []}, headers=admin).status_code == 422
+    res = client.post("/api/v1/tasks/retire", json={"ids": [first, second, first]}, headers=admin)
+    assert res.status_code == 200 and res.json() == {"retired": 2, "already": 0}
+    assert client.get("/api/v1/tasks/next", headers=annotator).status_code == 204

@@ -61,6 +61,7 @@ def test_generate_job_stores_sampling_parameters_and_makes_tasks_not_for_eval(db
     done = _run_job(db, job.id)
     assert done.status == "succeeded", done.error
     assert done.result["prompts"] == 4 and done.result["generations"] == 16 and done.result["tasks"] == 6
+    assert done.result["skipped_too_long"] == 0
     gens = db.scalars(select(Generation).order_by(Generation.id)).all()
     assert {g.prompt_id for g in gens} == {prompts[0].id, prompts[1].id, prompts[2].id, held.id}
     g = gens[0]

@@ -11,6 +11,7 @@ from app.models import Prompt
 from app.services.prompt_import import PromptImportError, import_prompts
 from app.services.prompts import prompt_hash
 from tests.conftest import BACKENDS
+from tests.factories import jsonl
 
 
 def _count(db) -> int:
@@ -24,7 +25,7 @@ def test_jsonl_text_and_messages_with_tags_split_and_extra_keys(db):
     ]
     result = import_prompts(db, data="\n".join(json.dumps(x) for x in lines) + "\n\n", name="p.jsonl")
     db.commit()
-    assert result.as_dict() == {"lines": 2, "created": 2, "duplicates": 0}
+    assert result.as_dict() == {"lines": 2, "created": 2, "duplicates": 0, "warnings": []}
     rows = db.scalars(select(Prompt).order_by(Prompt.id)).all()
     assert rows[0].text == "Say hi" and rows[0].tags == ["greet"] and rows[0].meta == {"origin": "wiki"}
     assert rows[1].messages[1] == {"role": "user", "content": "Hi?"} and rows[1].split == "eval"
@@ -47,7 +48,7 @@ def test_duplicates_in_file_and_in_database_are_skipped_and_counted(db):
     db.commit()
     result = import_prompts(db, data='{"prompt": "a"}\n{"prompt": "b"}\n{"prompt": "b"}\n', name="two.jsonl")
     db.commit()
-    assert result.as_dict() == {"lines": 3, "created": 1, "duplicates": 2}
+    assert result.as_dict() == {"lines": 3, "created": 1, "duplicates": 2, "warnings": []}
     assert _count(db) == 2
 
 
@@ -121,9 +122,52 @@ def test_cli_import_ok_and_bad_file_exit_2(settings, tmp_path, db):
     good.write_text('{"prompt": "a"}\n{"prompt": "a"}\n')
     out = CliRunner().invoke(cli, ["prompts", "import", str(good)])
     assert out.exit_code == 0, out.output
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"lines": 2, "created": 1, "duplicates": 1}
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+        "lines": 2,
+        "created": 1,
+        "duplicates": 1,
+        "warnings": [],
+    }
     bad = tmp_path / "bad.csv"
     bad.write_text("prompt,split\nx,train\ny,nope\n")
     out = CliRunner().invoke(cli, ["prompts", "import", str(bad)])
     assert out.exit_code == 2 and f"{bad}:3:" in out.stderr
     assert _count(db) == 1
+
+
+def test_import_checks_lengths_against_the_current_policys_context(db, tiny_lm_dir):
+    """The importer once took a 70,000-character prompt that failed every later PPO round: a prompt that takes the
+    whole context is refused naming its line, one that leaves little room is taken with a warning."""
+    from app.services.prompt_fit import RESPONSE_ROOM, current_policy_context
+    from tests.factories import register_policy
+    from trainer.prompt_data import encode_prompt
+    from trainer.runtime import load_tokenizer
+
+    register_policy(db, tiny_lm_dir)  # a 64-token context
+    db.commit()
+    fit = current_policy_context(db)
+    tok = load_tokenizer(tiny_lm_dir)
+    chat = [{"role": "user", "content": "the cat sat on the mat"}]
+    # the importer counts a text prompt as the trainer encodes it, a chat prompt never above it (a lower bound),
+    # without loading transformers in the web process
+    assert fit.context == 64
+    text_tokens, chat_tokens = fit.prompt_tokens([("the big red cat", None), (None, chat)])
+    assert text_tokens == len(encode_prompt(tok, {"prompt": "the big red cat"}, "x", 1))
+    assert 0 < chat_tokens <= len(encode_prompt(tok, {"messages": chat}, "x", 1))
+    words = "the cat sat on the mat and"
+    tight = next(
+        " ".join([words] * n)
+        for n in range(1, 40)
+        if 64 - RESPONSE_ROOM < fit.prompt_tokens([(" ".join([words] * n), None)])[0] < 64
+    )
+    data = jsonl({"prompt": "short"}, {"prompt": tight}, {"prompt": "x" * 70_000})
+    with pytest.raises(PromptImportError) as refused:
+        import_prompts(db, data=data, name="p.jsonl")
+    assert refused.value.lines() == [
+        f"p.jsonl:3: prompt is {fit.prompt_tokens([('x' * 70_000, None)])[0]} tokens; the current policy 'tiny-sft' "
+        "takes at most 64 (prompt and response together): it can never be answered"
+    ]
+    db.rollback()
+    assert _count(db) == 0
+    result = import_prompts(db, data=jsonl({"prompt": "short"}, {"prompt": tight}), name="p.jsonl")
+    assert result.created == 2 and len(result.warnings) == 1 and result.warnings[0].startswith("p.jsonl:2: prompt is")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import func, select
 
@@ -258,3 +260,20 @@ def test_cli_import_success_and_bad_line_exit_2(settings, db, tmp_path):
     assert db.scalar(select(func.count()).select_from(Task)) == 2
     missing = CliRunner().invoke(cli, ["tasks", "import", str(tmp_path / "nope.jsonl")])
     assert missing.exit_code == 2 and "no such file" in missing.output
+
+
+def test_import_checks_lengths_against_the_current_policys_context(db, tiny_lm_dir):
+    """A rejection-sampling round once failed on an imported task with responses longer than the model's context:
+    a prompt that can never fit refuses its line, a task longer than the context is imported with a warning."""
+    from tests.factories import register_policy
+
+    register_policy(db, tiny_lm_dir)  # a 64-token context
+    db.commit()
+    long_response = {"prompt": "what is 2 plus 2?", "responses": ["four " * 80, "4"], "kind": "pairwise"}
+    never = {"prompt": "two " * 200, "responses": ["a", "b"], "kind": "pairwise"}
+    with pytest.raises(TaskImportError) as refused:
+        import_tasks(db, lines=[json.dumps(long_response), json.dumps(never)], max_text_bytes=64 * 1024)
+    assert [n for n, _ in refused.value.errors] == [2] and "can never be answered" in refused.value.errors[0][1]
+    db.rollback()
+    result = import_tasks(db, lines=[json.dumps(long_response)], max_text_bytes=64 * 1024)
+    assert len(result.task_ids) == 1 and result.warnings[0].startswith("line 1: prompt and longest response")

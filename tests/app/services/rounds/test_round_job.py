@@ -179,3 +179,38 @@ def test_rejection_sampling_round_fine_tunes_the_current_policy_on_the_new_rms_b
         parse_round_config({"algo": "rs", "rs": {"judge": "py:x:y"}})
     with pytest.raises(RoundError, match="sft: unknown option"):
         parse_round_config({"algo": "rs", "sft": {"beta": 0.1}})
+
+
+def test_inputs_too_long_for_the_model_are_skipped_and_counted_not_fatal(db, settings, tiny_lm_dir):
+    """A rejection-sampling round once failed with IndexError on an annotated task whose responses were longer
+    than the model's context, and a long prompt failed every later round: now both are skipped and counted."""
+    from tests.factories import annotate_pairwise, make_annotator, make_generation, make_prompt, make_task
+
+    sft, _ = labelled_world(db, tiny_lm_dir, train=12, eval=3)
+    long_prompt = make_prompt(db, "what is 1 plus 1? " * 40)  # far more than the tiny LM's 64-token context
+    short = make_prompt(db, "what is 2 plus 9?")
+    long_task = make_task(db, short, [make_generation(db, short, " 11" * 80), make_generation(db, short, " 3")])
+    annotate_pairwise(db, long_task, make_annotator(db), chosen=long_task.positions[0].generation)
+    db.commit()
+    job = start_round(
+        db,
+        config=tiny_round_config(
+            algo="rs",
+            eval_prompts=3,
+            rs={"num_samples": 2, "max_new_tokens": 16},
+            sft={"epochs": 1, "batch_size": 8},
+            next_tasks={"prompts": 0},
+        ),
+    )
+    db.commit()
+    run_worker_once(settings)
+    db.expire_all()
+    job = db.get(Job, job.id)
+    assert job.status == "succeeded", job.error
+    skipped = job.result["skipped_too_long"]
+    assert skipped["reward"] == 1 and skipped["best-of-n"] == 1, skipped
+    assert set(skipped) == {"reward", "best-of-n", "sft", "evaluate", "generate"}
+    assert long_prompt.id not in {
+        json.loads(x)["prompt_id"]
+        for x in (settings.data_dir / "rounds" / str(job.id) / "best_of_n" / "samples.jsonl").read_text().splitlines()
+    }
