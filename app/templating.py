@@ -24,8 +24,10 @@ ASSETS = {
     "chartjs": ("https://unpkg.com/chart.js@4.6.1/dist/chart.umd.min.js", "vendor/chartjs/chart.umd.min.js"),
 }
 
-# html=False: any HTML in a response is shown as text, never run.
-_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
+# html=False: any HTML in a response is shown as text, never run. No images: a remote image in a prompt (a
+# tracking pixel) would be fetched by every annotator's browser and reveal their addresses; `![alt](url)` shows as
+# a link instead.
+_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table").disable("image")
 
 
 def render_markdown(text: str | None) -> Markup:

@@ -6,9 +6,10 @@ from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.deps import ApiAdmin, SessionDep
+from app.inputs import DbId, Text
 from app.services.generation import GenerationRequest, request_generation
 
 router = APIRouter(prefix="/api/v1", tags=["generation"])
@@ -16,9 +17,10 @@ D = GenerationRequest()
 
 
 class GenerateBody(BaseModel):
-    model_id: int | None = Field(None, description="policy model id; default the current policy")
+    model_config = ConfigDict(extra="forbid")
+    model_id: DbId | None = Field(None, description="policy model id; default the current policy")
     split: str = D.split
-    tag: str | None = None
+    tag: Text | None = None
     count: int = D.count
     num_samples: int = Field(D.num_samples, description="K responses per prompt, 2..8")
     temperature: float = D.temperature

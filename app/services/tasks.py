@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
+from app.inputs import shown_text_problem
 from app.models import Assignment, Generation, Prompt, Task, TaskPosition, utcnow
 from app.services.errors import ServiceError
 from app.services.prompts import PromptError, get_or_create_prompt, prompt_hash, validate_messages
@@ -83,6 +84,9 @@ def parse_task(obj: Any, *, line: int, max_text_bytes: int) -> TaskSpec:
         if not raw_prompt.strip():
             raise ValueError("prompt is empty")
         text = raw_prompt
+        problem = shown_text_problem(text)
+        if problem:
+            raise ValueError(f"prompt {problem}")
         if _too_long(text, max_text_bytes):
             raise ValueError(f"prompt is longer than {max_text_bytes} bytes")
     elif isinstance(raw_prompt, list):
@@ -104,6 +108,9 @@ def parse_task(obj: Any, *, line: int, max_text_bytes: int) -> TaskSpec:
     for i, r in enumerate(responses):
         if not r.strip():
             raise ValueError(f"responses[{i}] is empty")
+        problem = shown_text_problem(r)
+        if problem:
+            raise ValueError(f"responses[{i}] {problem}")
         if _too_long(r, max_text_bytes):
             raise ValueError(f"responses[{i}] is longer than {max_text_bytes} bytes")
 
@@ -166,6 +173,8 @@ def parse_task_lines(lines: Iterable[str | bytes], *, max_text_bytes: int) -> li
                 yield number, json.loads(raw)
             except json.JSONDecodeError as exc:
                 errors.append((number, f"invalid JSON: {exc.msg} at column {exc.colno}"))
+            except ValueError as exc:  # an integer of more than 4300 digits
+                errors.append((number, f"invalid JSON: {exc}"))
 
     return _parse_numbered(decoded(), errors, max_text_bytes=max_text_bytes, empty="no tasks: the input is empty")
 

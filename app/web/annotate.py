@@ -9,12 +9,12 @@ import secrets
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from app.deps import PageUser, SessionDep, SettingsDep, verify_csrf
+from app.deps import USER_PAGES, PageUser, SessionDep, SettingsDep
 from app.models import User
 from app.services.annotations import (
     AnnotationConflict,
@@ -29,7 +29,7 @@ from app.settings import Settings
 from app.templating import is_htmx, render
 
 # (their write transactions take the SQLite writer gate one by one, as every transaction of the default engine)
-router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
+router = APIRouter(include_in_schema=False, dependencies=USER_PAGES)
 
 LABELS = "ABCDEFGH"
 SKIP_REASONS = (

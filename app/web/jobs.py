@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from app.deps import PageAdmin, SessionDep, verify_csrf
+from app.deps import ADMIN_PAGES, PageAdmin, SessionDep
 from app.models import Job
 from app.services.jobs import (
     JobError,
@@ -20,7 +20,7 @@ from app.services.jobs import (
 from app.templating import is_htmx, render
 from domain.vocabulary import FINISHED_JOB_STATUSES, JOB_STATUSES
 
-router = APIRouter(dependencies=[Depends(verify_csrf)], include_in_schema=False)
+router = APIRouter(dependencies=ADMIN_PAGES, include_in_schema=False)
 
 
 def format_duration(seconds: float | None) -> str:

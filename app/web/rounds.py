@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import PageAdmin, SessionDep, SettingsDep, verify_csrf
+from app.deps import ADMIN_PAGES, PageAdmin, SessionDep, SettingsDep
 from app.services.ai_feedback import LabelAIError, start_label_ai
 from app.services.rounds import RoundError
 from app.services.rounds.form import start_round_from_form
@@ -20,7 +20,7 @@ from app.services.schedule import ScheduleError, update_schedule
 from app.services.snapshots import MANIFEST
 from app.templating import render
 
-router = APIRouter(dependencies=[Depends(verify_csrf)], include_in_schema=False)
+router = APIRouter(dependencies=ADMIN_PAGES, include_in_schema=False)
 
 
 def _rounds_page(request: Request, db, *, status_code: int = 200, **extra: Any) -> Response:
