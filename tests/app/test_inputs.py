@@ -56,7 +56,7 @@ def test_a_lone_surrogate_in_a_critique_is_422_and_nothing_is_stored(client, db,
     (task_id,) = make_tasks(db, task_line())
     _, headers = api()
     offer = client.get("/api/v1/tasks/next", headers=headers).json()
-    body = '{"task_id": %d, "choice": "tie", "critique": "bad \\ud800 text"}' % offer["task_id"]
+    body = '{"task_id": ' + str(offer["task_id"]) + ', "choice": "tie", "critique": "bad \\ud800 text"}'
     for url in ("/api/v1/annotations", "/api/v1/annotations?via=route"):
         response = client.post(
             url,

@@ -26,3 +26,12 @@ def test_api_chat_prompt_is_returned_as_messages(client, db, api):
     make_tasks(db, {"messages": [{"role": "user", "content": "hi"}], "responses": ["a"], "kind": "rating"})
     _, headers = api()
     assert client.get("/api/v1/tasks/next", headers=headers).json()["prompt"] == [{"role": "user", "content": "hi"}]
+
+
+def test_skip_without_a_token_is_401_before_its_input_is_validated(client):
+    """Authentication before validation: an anonymous caller gets 401 whatever the body and the path say."""
+    for body in (None, {}, {"reason": ""}, {"bogus": 1}):
+        response = client.post("/api/v1/tasks/1/skip", json=body)
+        assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer", response.text
+    assert client.post("/api/v1/tasks/not-a-number/skip", json={}).status_code == 401
+    assert client.get("/api/v1/annotations?offset=-1").status_code == 401
