@@ -25,14 +25,14 @@ class Never:
 
 
 class Endless:
-    """An ASGI receive for a chunked body that never ends; counts what was read."""
+    """An ASGI receive for a chunked body of 64 MiB (as good as endless here); counts what was read."""
 
-    def __init__(self, chunk: int = 64 * 1024) -> None:
-        self.chunk, self.read = chunk, 0
+    def __init__(self, chunk: int = 64 * 1024, total: int = 64 * 1024 * 1024) -> None:
+        self.chunk, self.total, self.read = chunk, total, 0
 
     async def __call__(self):
         self.read += self.chunk
-        return {"type": "http.request", "body": b"x" * self.chunk, "more_body": True}
+        return {"type": "http.request", "body": b"x" * self.chunk, "more_body": self.read < self.total}
 
 
 def call(app, method: str, path: str, headers: dict[str, str], receive) -> tuple[int, dict[str, str], bytes]:

@@ -38,11 +38,16 @@ def fuzz(operation, mode: GenerationMode, role: str, headers: dict[str, str], co
     def run(case):
         counts["cases"] += 1
         case.headers = {**(case.headers or {}), **headers}
-        response = case.call()
+        where = f"{role} {mode.value} {operation.label}"
+        try:
+            response = case.call()
+        except Exception as exc:  # the test client re-raises what the app let through (a 500)
+            failures.append(f"{where}: {type(exc).__name__}: {exc}".splitlines()[0])
+            return
         try:
             case.validate_response(response, checks=[not_a_server_error])
         except AssertionError as exc:
-            failures.append(f"{role} {mode.value} {operation.label}: {exc}".splitlines()[0] + f" {response.text[:300]}")
+            failures.append(f"{where}: {exc}".splitlines()[0] + f" {response.text[:300]}")
 
     try:
         run()
