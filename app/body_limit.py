@@ -28,7 +28,8 @@ class BodyTooLarge(HTTPException):
     outside the routes (the annotate fast path)."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(413, _too_large(limit))
+        # The rest of the body is never read: the connection cannot carry another request.
+        super().__init__(413, _too_large(limit), headers={"Connection": "close"})
 
 
 class BodySizeLimit:
