@@ -90,6 +90,14 @@ def test_an_oversize_chunked_body_is_413_once_the_limit_is_passed(started_app, s
         assert settings.max_body_bytes < receive.read <= settings.max_body_bytes + receive.chunk
 
 
+@pytest.mark.parametrize("path", ["/api/v1/annotations", "/api/v1/tasks", "/api/v1/prompts"])
+def test_an_anonymous_body_within_the_limit_is_401_unread(started_app, path):
+    """The annotate fast path and the import routes refuse a caller without a token before reading the body."""
+    receive = Never()
+    status, headers, body = call(started_app, "POST", path, {**JSON, "content-length": "1000"}, receive)
+    assert status == 401 and headers["www-authenticate"] == "Bearer" and receive.calls == 0, body
+
+
 def test_upload_routes_take_the_upload_maximum(started_app, settings):
     """A body over the small limit but within the upload maximum reaches the upload route, which refuses the
     anonymous caller before reading it."""
