@@ -18,7 +18,7 @@ DB_INT_MAX = 2**63 - 1
 
 DbId = Annotated[int, Field(ge=1, le=DB_INT_MAX, description="a database id")]
 Offset = Annotated[int, Field(ge=0, le=DB_INT_MAX, description="rows to skip")]
-DbInt = Annotated[int, Field(ge=-DB_INT_MAX - 1, le=DB_INT_MAX)]
+PageNumber = Annotated[int, Field(ge=1, le=DB_INT_MAX // 1000, description="1-based page of a listing")]
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 # NUL, the bidi embeddings and overrides (U+202A-U+202E) and the bidi isolates (U+2066-U+2069).

@@ -17,6 +17,7 @@ from app.annotate.transaction import Work
 from app.inputs import DbId, Text
 from app.services.annotations import (
     MAX_KEY_LENGTH,
+    MAX_TIME_SPENT_MS,
     annotation_json,
     list_my_annotations,
     submit_annotation,
@@ -63,7 +64,7 @@ class AnnotationIn(BaseModel):
     critique: Text | None = Field(None, description="overall critique, optional")
     rewrite: Text | None = Field(None, description="the ideal response (an SFT demonstration), optional")
     flags: list[Literal["unsafe", "broken"]] | None = None
-    time_spent_ms: int | None = Field(None, ge=0)
+    time_spent_ms: int | None = Field(None, ge=0, le=MAX_TIME_SPENT_MS)
 
 
 def next_work(db: Connection, user: TokenUser, settings: Settings) -> Response:

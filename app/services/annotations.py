@@ -44,6 +44,7 @@ CHOICES = ("chosen", "tie", "both_bad")
 RATING_VALUES = ("good", "bad")
 FLAGS = ("unsafe", "broken")
 MAX_KEY_LENGTH = 128
+MAX_TIME_SPENT_MS = 2**31 - 1  # the column is a 32-bit integer on PostgreSQL (24 days)
 
 
 class AnnotationInvalid(ServiceError):
@@ -204,9 +205,11 @@ def submit_annotation(
     if not key or len(key) > MAX_KEY_LENGTH:
         raise AnnotationInvalid(f"an idempotency key of 1..{MAX_KEY_LENGTH} characters is required")
     if time_spent_ms is not None and (
-        isinstance(time_spent_ms, bool) or not isinstance(time_spent_ms, int) or time_spent_ms < 0
+        isinstance(time_spent_ms, bool)
+        or not isinstance(time_spent_ms, int)
+        or not 0 <= time_spent_ms <= MAX_TIME_SPENT_MS
     ):
-        raise AnnotationInvalid("time_spent_ms must be a non-negative integer")
+        raise AnnotationInvalid(f"time_spent_ms must be an integer 0..{MAX_TIME_SPENT_MS}")
     rows = session.execute(
         TASK_RESPONSES_SQLITE if is_sqlite(session) else TASK_RESPONSES_LOCKED, {"task": task_id}
     ).all()

@@ -26,6 +26,7 @@ from app.jobs import JobFailed, job_kind
 from app.models import Generation, ModelVersion, Prompt, Task, TaskPosition, utcnow
 from app.services.errors import ServiceError
 from app.services.jobs import enqueue_job
+from app.services.tasks import PRIORITY_MAX, PRIORITY_MIN
 from domain.sampling import RESPONSES_PER_PROMPT_MAX, RESPONSES_PER_PROMPT_MIN, SEED_LIMIT, sampling_problem
 from domain.vocabulary import SPLIT_FILTERS, TASK_KINDS, one_of
 
@@ -76,6 +77,8 @@ class GenerationRequest:
             raise GenerationError("seed must be a non-negative 64-bit integer")
         if not 1 <= self.overlap <= MAX_OVERLAP:
             raise GenerationError(f"overlap must be 1..{MAX_OVERLAP}")
+        if not PRIORITY_MIN <= self.priority <= PRIORITY_MAX:
+            raise GenerationError(f"priority must be {PRIORITY_MIN}..{PRIORITY_MAX}")
 
 
 def resolve_policy(session: Session, model_id: int | None) -> ModelVersion:

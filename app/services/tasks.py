@@ -24,6 +24,7 @@ from domain.vocabulary import TASK_RESPONSES
 
 LINE_FIELDS = {"prompt", "messages", "responses", "kind", "overlap", "priority", "meta"}
 MAX_OVERLAP = 1000
+PRIORITY_MIN, PRIORITY_MAX = -1_000_000, 1_000_000
 MAX_REPORTED_ERRORS = 50
 
 
@@ -132,7 +133,7 @@ def parse_task(obj: Any, *, line: int, max_text_bytes: int) -> TaskSpec:
         responses=responses,
         kind=kind,
         overlap=_int_field(obj, "overlap", 1, 1, MAX_OVERLAP),
-        priority=_int_field(obj, "priority", 0, -1_000_000, 1_000_000),
+        priority=_int_field(obj, "priority", 0, PRIORITY_MIN, PRIORITY_MAX),
         meta=meta,
     )
 

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from app.deps import USER_PAGES, PageUser, SessionDep, SettingsDep
+from app.inputs import DB_INT_MAX
 from app.models import User
 from app.services.annotations import (
     AnnotationConflict,
@@ -82,10 +83,12 @@ def _done(request: Request, db, user: User, settings: Settings, notice: str) -> 
 
 
 def _int(value: Any) -> int | None:
+    """A form field as an integer a database column can hold, else None."""
     try:
-        return int(value)
+        number = int(value)
     except (TypeError, ValueError):
         return None
+    return number if -DB_INT_MAX - 1 <= number <= DB_INT_MAX else None
 
 
 def feedback_from_form(form: FormData) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.deps import ADMIN_PAGES, PageAdmin, SessionDep
+from app.inputs import DbId, Offset
 from app.models import Job
 from app.services.jobs import (
     JobError,
@@ -71,15 +72,13 @@ def jobs_page(
 
 
 @router.get("/admin/jobs/{job_id}")
-def job_page(request: Request, job_id: int, admin: PageAdmin, db: SessionDep) -> Response:
+def job_page(request: Request, job_id: DbId, admin: PageAdmin, db: SessionDep) -> Response:
     job = get_job(db, job_id=job_id)
     return render(request, "job.html", {"job": job, "view": job_view(job)}, block="live")
 
 
 @router.get("/admin/jobs/{job_id}/metrics")
-def job_metrics_json(
-    job_id: int, admin: PageAdmin, db: SessionDep, after: Annotated[int, Query(ge=0)] = 0
-) -> dict[str, Any]:
+def job_metrics_json(job_id: DbId, admin: PageAdmin, db: SessionDep, after: Offset = 0) -> dict[str, Any]:
     """The plots' data: metric points after id `after`, and whether more are to come."""
     page = job_metrics_page(db, job_id=job_id, after_id=after)
     # "finished" second, as the plots have always read it
@@ -87,7 +86,7 @@ def job_metrics_json(
 
 
 @router.post("/admin/jobs/{job_id}/cancel")
-def cancel_job_form(request: Request, job_id: int, admin: PageAdmin, db: SessionDep) -> Response:
+def cancel_job_form(request: Request, job_id: DbId, admin: PageAdmin, db: SessionDep) -> Response:
     get_job(db, job_id=job_id)
     try:
         request_cancel(db, job_id=job_id)

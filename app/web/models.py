@@ -8,6 +8,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
 from app.deps import ADMIN_PAGES, PageAdmin, SessionDep
+from app.inputs import DbId
 from app.services.models_registry import ModelError, list_models, promote, register_model, rollback
 from app.templating import render
 from app.web.form_actions import AdminForms
@@ -58,7 +59,7 @@ def register(
 
 
 @router.post("/admin/models/{model_id}/promote")
-def promote_model(request: Request, model_id: int, _admin: PageAdmin, db: SessionDep) -> Response:
+def promote_model(request: Request, model_id: DbId, _admin: PageAdmin, db: SessionDep) -> Response:
     return FORMS.act(
         request, db, lambda: promote(db, model_id=model_id), lambda model: FORMS.notice(f"model+{model.id}+is+current")
     )

@@ -7,6 +7,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import ADMIN_PAGES, PageAdmin, SessionDep, SettingsDep
+from app.inputs import PageNumber
 from app.services.prompt_import import PromptImportError, import_prompts
 from app.services.prompts import list_prompts, prompt_display_text
 from app.templating import render
@@ -60,7 +61,7 @@ def prompts_page(
     request: Request,
     _admin: PageAdmin,
     db: SessionDep,
-    page: int = 1,
+    page: PageNumber = 1,
     created: int | None = None,
     duplicates: int | None = None,
 ) -> Response:

@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import ADMIN_PAGES, PageAdmin, SessionDep, SettingsDep
+from app.inputs import DbId
 from app.services.ai_feedback import LabelAIError, start_label_ai
 from app.services.rounds import RoundError
 from app.services.rounds.form import start_round_from_form
@@ -102,18 +103,18 @@ async def label_ai_form(request: Request, admin: PageAdmin, db: SessionDep) -> R
 
 
 @router.get("/admin/rounds/{round_id}")
-def round_page(request: Request, round_id: int, admin: PageAdmin, db: SessionDep, settings: SettingsDep) -> Response:
+def round_page(request: Request, round_id: DbId, admin: PageAdmin, db: SessionDep, settings: SettingsDep) -> Response:
     return render(request, "round.html", round_report(db, settings.data_dir, round_id), block="live")
 
 
 @router.get("/admin/rounds/{round_id}/snapshot.tar.gz")
-def round_snapshot_download(round_id: int, admin: PageAdmin, db: SessionDep, settings: SettingsDep) -> Response:
+def round_snapshot_download(round_id: DbId, admin: PageAdmin, db: SessionDep, settings: SettingsDep) -> Response:
     archive = snapshot_download(db, settings.data_dir, round_id)
     return FileResponse(archive, media_type="application/gzip", filename=f"round-{round_id}-snapshot.tar.gz")
 
 
 @router.get("/admin/rounds/{round_id}/snapshot/{name}")
-def round_snapshot_file(round_id: int, name: str, admin: PageAdmin, db: SessionDep, settings: SettingsDep) -> Response:
+def round_snapshot_file(round_id: DbId, name: str, admin: PageAdmin, db: SessionDep, settings: SettingsDep) -> Response:
     path = snapshot_file(db, settings.data_dir, round_id, name)
     media = "application/json" if name == MANIFEST else "application/x-ndjson"
     return FileResponse(path, media_type=media, filename=name)

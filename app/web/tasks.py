@@ -7,6 +7,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import ADMIN_PAGES, PageAdmin, SessionDep, SettingsDep
+from app.inputs import PageNumber
 from app.services.tasks import TaskImportError, count_tasks, import_tasks, list_tasks
 from app.settings import Settings
 from app.templating import render
@@ -40,7 +41,7 @@ def _page(
 
 @router.get("/admin/tasks")
 def tasks_page(
-    request: Request, _admin: PageAdmin, db: SessionDep, page: int = 1, imported: int | None = None
+    request: Request, _admin: PageAdmin, db: SessionDep, page: PageNumber = 1, imported: int | None = None
 ) -> Response:
     return _page(request, db, page=max(1, page), imported=imported)
 

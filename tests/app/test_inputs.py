@@ -133,3 +133,43 @@ def test_unknown_fields_on_admin_apis_are_422_naming_them(client, api, method, p
     response = client.request(method, path.format(me=admin.id), headers=headers, json=body)
     assert response.status_code == 422, (path, response.text)
     assert f"{unknown}: Extra inputs are not permitted" in response.json()["detail"], response.text
+
+
+@pytest.mark.parametrize(
+    "method,path,body",
+    [
+        ("POST", "/api/v1/annotations?via=route", {"task_id": 1, "choice": "tie", "time_spent_ms": 2**40}),
+        ("POST", "/api/v1/generate", {"priority": 2**70}),
+        ("PUT", "/api/v1/rounds/schedule", {"min_new_annotations": 2**40}),
+        ("PUT", "/api/v1/rounds/schedule", {"every_minutes": 1e300}),
+    ],
+)
+def test_numbers_past_their_columns_are_4xx(client, api, method, path, body):
+    _, headers = api("annotator" if "annotations" in path else "admin")
+    response = client.request(method, path, headers={**headers, "Idempotency-Key": "k"}, json=body)
+    assert response.status_code == 422, response.text
+    assert next(iter(k for k in body if k not in ("task_id", "choice"))) in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("GET", f"/admin/jobs/{HUGE}"),
+        ("POST", f"/admin/jobs/{HUGE}/cancel"),
+        ("GET", f"/admin/rounds/{HUGE}"),
+        ("POST", f"/admin/models/{HUGE}/promote"),
+        ("POST", f"/admin/users/{HUGE}/active"),
+        ("GET", f"/admin/tasks?page={HUGE}"),
+        ("GET", f"/admin/prompts?page={2**62}"),
+    ],
+)
+def test_page_ids_and_page_numbers_beyond_64_bits_are_422(client, make_user, login, method, path):
+    csrf = login(make_user("admin"))
+    response = client.request(method, path, headers={"X-CSRF-Token": csrf}, follow_redirects=False)
+    assert response.status_code == 422, (path, response.status_code, response.text[:300])
+
+
+def test_the_annotate_form_with_a_task_id_beyond_64_bits_is_422(client, make_user, login):
+    csrf = login(make_user("annotator"))
+    response = client.post("/annotate/submit", data={"csrf_token": csrf, "task_id": str(HUGE), "pick": "tie"})
+    assert response.status_code == 422 and "task id" in response.text
