@@ -52,7 +52,11 @@ BrowserSessionDep = Annotated[BrowserSession, Depends(get_browser_session)]
 
 
 async def verify_csrf(request: Request, browser: BrowserSessionDep) -> None:
-    """Every state-changing browser request carries the session's CSRF token (form field or header)."""
+    """Every state-changing browser request carries the session's CSRF token: in the X-CSRF-Token header (htmx
+    sends it from base.html's hx-headers), else in the form, which is parsed only then. Page routers check who is
+    calling before this (ADMIN_PAGES, USER_PAGES): an anonymous or annotator upload to an admin page is refused
+    before its body is read. (FastAPI reads a route's declared Form() fields before any dependency, within the
+    small body limit.)"""
     if request.method not in UNSAFE_METHODS:
         return
     given = request.headers.get(CSRF_HEADER)
