@@ -71,7 +71,7 @@ def make_engine(url: str, *, read_only: bool = False, **kwargs) -> Engine:
 def get_engine() -> Engine:
     settings = get_settings()
     if settings.sqlalchemy_url.startswith("sqlite"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.ensure_data_dir()
     return make_engine(settings.sqlalchemy_url)
 
 

@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
-from app.annotate.auth import token_user
+from app.annotate.auth import bearer_token, token_user
 from app.db import get_sessionmaker
 from app.models import User
 from app.security import CSRF_FIELD, CSRF_HEADER, SESSION_COOKIE, BrowserSession, SessionSigner, csrf_matches
@@ -54,7 +54,11 @@ BrowserSessionDep = Annotated[BrowserSession, Depends(get_browser_session)]
 
 
 async def verify_csrf(request: Request, browser: BrowserSessionDep) -> None:
-    """Every state-changing browser request carries the session's CSRF token (form field or header)."""
+    """Every state-changing browser request carries the session's CSRF token: in the X-CSRF-Token header (htmx
+    sends it from base.html's hx-headers), else in the form, which is parsed only then. Page routers check who is
+    calling before this (ADMIN_PAGES, USER_PAGES): an anonymous or annotator upload to an admin page is refused
+    before its body is read. (FastAPI reads a route's declared Form() fields before any dependency, within the
+    small body limit.)"""
     if request.method not in UNSAFE_METHODS:
         return
     given = request.headers.get(CSRF_HEADER)
@@ -101,6 +105,18 @@ def get_page_admin(user: PageUser) -> User:
 
 
 PageAdmin = Annotated[User, Depends(get_page_admin)]
+
+# A page router's dependencies: who is calling first, so that an anonymous or non-admin request is refused before
+# the CSRF check reads its form (an upload's multipart body is spooled to disk as it is parsed).
+ADMIN_PAGES = [Depends(get_page_admin), Depends(verify_csrf)]
+USER_PAGES = [Depends(get_page_user), Depends(verify_csrf)]
+
+
+async def require_bearer(request: Request) -> None:
+    """Every /api/v1 router's first dependency: a request without a bearer token is refused 401 before its path,
+    query or body is validated (the token itself is checked where the route opens its transaction). Async: no
+    thread hop."""
+    bearer_token(request)
 
 
 # Declares the API's bearer tokens in the OpenAPI schema, so /docs offers "Authorize"; the check itself is

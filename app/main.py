@@ -5,21 +5,25 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from urllib.parse import quote
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from app import api, web
 from app.annotate.middleware import AnnotateFastPath, api_error_response
+from app.body_limit import BodySizeLimit
 from app.db import check_migrated, get_engine
-from app.deps import LoginRequired
+from app.deps import LoginRequired, require_bearer
 from app.security import SessionSigner
+from app.security_headers import SecurityHeaders
 from app.services.errors import ServiceError
 from app.settings import get_settings
 from app.templating import STATIC_DIR, render
 
 API_PREFIX = "/api/v1"
+# The routes that take a file (or a JSON list of its lines): the upload maximum; every other body is small.
+UPLOAD_PATHS = frozenset({"/api/v1/tasks", "/api/v1/prompts", "/admin/tasks/upload", "/admin/prompts/upload"})
 
 
 def _wants_html(request: Request) -> bool:
@@ -80,8 +84,14 @@ def create_app(*, check_database: bool = True) -> FastAPI:
         message = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors)
         return JSONResponse({"detail": message or "invalid request", "errors": errors}, status_code=422)
 
+    # add_middleware wraps what is there: the last one added sees the request first.
     app.add_middleware(AnnotateFastPath)  # the annotate hot loop skips the routing (see app.annotate)
+    app.add_middleware(BodySizeLimit, settings=settings, upload_paths=UPLOAD_PATHS)
+    app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    for router in [*api.ROUTERS, *web.ROUTERS]:
+    for router in api.ROUTERS:
+        # authenticated before anything is validated: an anonymous caller learns nothing from a 422
+        app.include_router(router, dependencies=[Depends(require_bearer)] if router.prefix == API_PREFIX else [])
+    for router in web.ROUTERS:
         app.include_router(router)
     return app

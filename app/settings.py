@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     undo_minutes: float = 5.0
     max_text_bytes: int = 64 * 1024
     max_upload_bytes: int = 50 * 1024 * 1024
+    # Every request body but an upload's (app.body_limit): room for the largest annotation (eight critiques, a
+    # critique and a rewrite at max_text_bytes each, URL-encoded).
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
     # PostgreSQL: annotate transactions one server process runs at once (others wait on the event loop). Measured with
     # bench/annotate_load.py at 32 clients on 2 cores: 4 gave 320/s at p99 150 ms, unbounded (one per thread) 226/s
     # at p99 420 ms: that many threads and backends only fight over the GIL and the cores.
@@ -81,13 +84,18 @@ class Settings(BaseSettings):
             return self.database_url
         return f"sqlite:///{self.data_dir / 'rlhf.sqlite3'}"
 
+    def ensure_data_dir(self) -> Path:
+        """The data dir, created private (0700): it holds the database, the secret key, models and exports."""
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return self.data_dir
+
     def session_secret(self) -> str:
         """The configured key, or one generated once and kept in the data dir (so restarts keep sessions)."""
         if self.secret_key:
             return self.secret_key
         path = self.data_dir / "secret_key"
         if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.ensure_data_dir()
             tmp = path.with_name(f".secret_key.{os.getpid()}.{secrets.token_hex(4)}")
             tmp.write_text(secrets.token_urlsafe(48))
             tmp.chmod(0o600)

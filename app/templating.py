@@ -51,8 +51,10 @@ ASSETS = {
 }
 FALLBACK_SCRIPT = "/static/js/asset_fallback.js"
 
-# html=False: any HTML in a response is shown as text, never run.
-_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
+# html=False: any HTML in a response is shown as text, never run. No images: a remote image in a prompt (a
+# tracking pixel) would be fetched by every annotator's browser and reveal their addresses; `![alt](url)` shows as
+# a link instead.
+_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table").disable("image")
 
 
 def render_markdown(text: str | None) -> Markup:

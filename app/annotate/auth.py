@@ -24,13 +24,18 @@ class TokenUser:
     role: str
 
 
+def bearer_token(request: Request) -> str:
+    """The request's bearer token, else 401 (with the Bearer challenge)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise HTTPException(401, "missing bearer token", headers=CHALLENGE)
+    return token.strip()
+
+
 def token_user(request: Request, db: Db) -> TokenUser:
     """The user of the request's bearer token: an unrevoked token of an active user, else 401 (with the Bearer
     challenge)."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise HTTPException(401, "missing bearer token", headers=CHALLENGE)
-    row = db.execute(TOKEN_USER, {"token_hash": hash_token(token.strip())}).first()
+    row = db.execute(TOKEN_USER, {"token_hash": hash_token(bearer_token(request))}).first()
     if row is None:
         raise HTTPException(401, "unknown or revoked token", headers=CHALLENGE)
     return TokenUser(id=row[0], role=row[1])

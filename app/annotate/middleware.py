@@ -2,7 +2,8 @@
 well-formed `POST /api/v1/annotations`, with the routes' own work (app.annotate.work) in the same transaction
 (app.annotate.transaction). Anything else (another method, a query string, a missing or malformed header, a body
 the model rejects) goes on to the FastAPI routes, which stay the documented (OpenAPI) definition and give the
-error responses: the fast path has no behaviour of its own.
+error responses: the fast path has no behaviour of its own. One refusal it answers itself, as the routes would: a
+submit with no Authorization header at all is 401 before its body is read.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.annotate.auth import CHALLENGE
 from app.annotate.transaction import as_api_user
 from app.annotate.work import IDEMPOTENCY_KEY_MAX, IDEMPOTENCY_KEY_MIN, AnnotationIn, next_work, submit_work
 from app.services.errors import ServiceError
@@ -43,6 +45,11 @@ class AnnotateFastPath:
         await self.app(scope, receive, send)
 
     async def _submit(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not any(name == b"authorization" for name, _ in scope["headers"]):
+            # no token at all: the route's 401 (app.deps.require_bearer), without reading the body
+            refusal = api_error_response(HTTPException(401, "missing bearer token", headers=CHALLENGE))
+            await refusal(scope, receive, send)
+            return
         body = await _read_body(receive)
         if body is None:
             return  # the client went away

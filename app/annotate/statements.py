@@ -136,7 +136,9 @@ SUBMIT_STATE = prepared(
         "lease_expires_at": UTCDateTime(),
     },
 )
-BY_KEY = prepared("SELECT id, request_hash FROM annotations WHERE user_id = :user AND idempotency_key = :key")
+BY_KEY = prepared(
+    "SELECT id, request_hash, task_id, deleted_at FROM annotations WHERE user_id = :user AND idempotency_key = :key"
+)
 MARK_DONE = prepared("UPDATE assignments SET status = 'done', updated_at = :now WHERE id = :id")
 COUNT_DONE = prepared(
     "UPDATE tasks SET done_count = done_count + 1, completed = (done_count + 1 >= overlap) WHERE id = :task"

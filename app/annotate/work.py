@@ -14,8 +14,10 @@ from starlette.responses import JSONResponse, Response
 
 from app.annotate.auth import TokenUser
 from app.annotate.transaction import Work
+from app.inputs import DbId, Text
 from app.services.annotations import (
     MAX_KEY_LENGTH,
+    MAX_TIME_SPENT_MS,
     annotation_json,
     list_my_annotations,
     submit_annotation,
@@ -50,19 +52,19 @@ class AnnotationIn(BaseModel):
         },
     )
 
-    task_id: int
+    task_id: DbId
     choice: Literal["chosen", "tie", "both_bad"] | None = Field(None, description="pairwise only")
-    chosen_id: int | None = Field(None, description="pairwise, with choice=chosen: a response id")
+    chosen_id: DbId | None = Field(None, description="pairwise, with choice=chosen: a response id")
     strength: int | None = Field(None, description="pairwise, with choice=chosen: 1 slightly, 2 clearly, 3 much better")
-    ranking: list[int] | None = Field(None, description="ranking: every response id, best first")
+    ranking: list[DbId] | None = Field(None, description="ranking: every response id, best first")
     ratings: dict[str, Literal["good", "bad"]] | None = Field(
         None, description='{"<response id>": "good"|"bad"}: every response for rating tasks, optional otherwise'
     )
-    critiques: dict[str, str] | None = Field(None, description='{"<response id>": text}, optional')
-    critique: str | None = Field(None, description="overall critique, optional")
-    rewrite: str | None = Field(None, description="the ideal response (an SFT demonstration), optional")
+    critiques: dict[str, Text] | None = Field(None, description='{"<response id>": text}, optional')
+    critique: Text | None = Field(None, description="overall critique, optional")
+    rewrite: Text | None = Field(None, description="the ideal response (an SFT demonstration), optional")
     flags: list[Literal["unsafe", "broken"]] | None = None
-    time_spent_ms: int | None = Field(None, ge=0)
+    time_spent_ms: int | None = Field(None, ge=0, le=MAX_TIME_SPENT_MS)
 
 
 def next_work(db: Connection, user: TokenUser, settings: Settings) -> Response:

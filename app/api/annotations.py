@@ -18,6 +18,7 @@ from app.annotate.work import (
     undo_work,
 )
 from app.api.tasks import AUTH_RESPONSES
+from app.inputs import DbId, Offset
 
 router = APIRouter(prefix="/api/v1", tags=["annotations"])
 
@@ -93,7 +94,7 @@ async def list_annotations_api(
     request: Request,
     mine: bool = True,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> Response:
     if not mine:
         raise HTTPException(
@@ -113,5 +114,5 @@ async def list_annotations_api(
         **AUTH_RESPONSES,
     },
 )
-async def undo_annotation_api(request: Request, annotation_id: int) -> Response:
+async def undo_annotation_api(request: Request, annotation_id: DbId) -> Response:
     return await as_api_user(request, undo_work(annotation_id))

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse
 
 from app.deps import ApiAdmin, ExportQuery, SettingsDep, export_response
+from app.inputs import DbId
 from app.services.exports import FORMATS, export_download
 from domain.vocabulary import SOURCES
 
@@ -20,7 +21,7 @@ router = APIRouter(prefix="/api/v1", tags=["exports"])
 class ApiExportQuery(ExportQuery):
     """The export query with the API's types and descriptions (its OpenAPI parameters)."""
 
-    until_id: int | None = None
+    until_id: DbId | None = None
     source: Annotated[str | None, Query(description=f"{', '.join(SOURCES)} or all")] = None
     annotators: Annotated[
         list[str] | None, Query(alias="annotator", description="username or pseudonymous id; repeatable")

@@ -6,20 +6,22 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.deps import ApiAdmin, SessionDep
+from app.inputs import DbId, Text
 from app.services.models_registry import list_models, model_to_dict, promote, register_model, rollback
 
 router = APIRouter(prefix="/api/v1", tags=["models"])
 
 
 class ModelRegister(BaseModel):
-    path: str
-    name: str = Field(max_length=128)
+    model_config = ConfigDict(extra="forbid")
+    path: Text
+    name: Text = Field(max_length=128)
     kind: str
     stage: str = "pretrained"
-    parent_id: int | None = None
+    parent_id: DbId | None = None
 
 
 @router.get("/models", summary="Registered models")
@@ -38,7 +40,7 @@ def post_model(body: ModelRegister, _admin: ApiAdmin, db: SessionDep) -> dict[st
 
 
 @router.post("/models/{model_id}/promote", summary="Make a model the current one of its kind")
-def post_promote(model_id: int, _admin: ApiAdmin, db: SessionDep) -> dict[str, Any]:
+def post_promote(model_id: DbId, _admin: ApiAdmin, db: SessionDep) -> dict[str, Any]:
     model = promote(db, model_id=model_id)
     db.commit()
     return model_to_dict(model)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from app.deps import ApiAdmin, SessionDep, SettingsDep
+from app.inputs import Offset
 from app.services.prompt_import import PromptImportError, import_prompt_objects, import_prompts
 from app.services.prompts import list_prompts, prompt_display_text
 from app.services.retirement import MAX_IDS, retire_prompts
@@ -24,9 +25,6 @@ def _refusal(exc: PromptImportError) -> HTTPException:
 async def post_prompts(request: Request, _admin: ApiAdmin, db: SessionDep, settings: SettingsDep) -> dict[str, int]:
     """Body: `[{"prompt": ...} | {"messages": [...]}, ...]` or `{"prompts": [...]}` (JSON), or a multipart
     upload `file` (JSONL or CSV, named .jsonl/.csv)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes + 64 * 1024:
-        raise HTTPException(status_code=413, detail=f"the body is over the {settings.max_upload_bytes} byte limit")
     content_type = request.headers.get("content-type", "")
     try:
         if content_type.startswith("multipart/form-data"):
@@ -63,7 +61,7 @@ async def post_prompts(request: Request, _admin: ApiAdmin, db: SessionDep, setti
 
 
 @router.get("/prompts", summary="Prompt counts per split and the latest prompts")
-def get_prompts(_admin: ApiAdmin, db: SessionDep, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+def get_prompts(_admin: ApiAdmin, db: SessionDep, limit: int = 50, offset: Offset = 0) -> dict[str, Any]:
     limit = max(1, min(limit, 500))
     listing = list_prompts(db, limit=limit, offset=offset)
     return {

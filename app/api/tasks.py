@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from app.annotate.transaction import as_api_user
 from app.annotate.work import next_work, skip_work
 from app.deps import ApiAdmin, SessionDep, SettingsDep
+from app.inputs import DbId, Text
 from app.services.retirement import MAX_IDS, retire_tasks
 from app.services.tasks import TaskImportError, import_task_specs, parse_task_items
 
@@ -68,9 +69,11 @@ class NextTaskOut(BaseModel):
 
 
 class SkipIn(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "I can't judge code in this language"}]})
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"reason": "I can't judge code in this language"}]}
+    )
 
-    reason: str = Field(min_length=1, max_length=1000)
+    reason: Text = Field(min_length=1, max_length=1000)
 
 
 class SkipOut(BaseModel):
@@ -120,15 +123,12 @@ class ImportOut(BaseModel):
     },
 )
 async def import_tasks_api(request: Request, _admin: ApiAdmin, db: SessionDep, settings: SettingsDep) -> JSONResponse:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes:
-        raise HTTPException(413, f"the body is over the {settings.max_upload_bytes} byte upload limit")
-    body = await request.body()
+    body = await request.body()  # a body far over the limit was refused before it was read (app.body_limit)
     if len(body) > settings.max_upload_bytes:
         raise HTTPException(413, f"the body is over the {settings.max_upload_bytes} byte upload limit")
     try:
         items = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # not JSON, not UTF-8, or an integer too long to convert (over 4300 digits)
         raise HTTPException(422, f"the body is not JSON: {exc}") from None
     return await run_in_threadpool(_import_items, db, items, settings.max_text_bytes)
 
@@ -170,7 +170,7 @@ async def next_task_api(request: Request) -> Response:
         **AUTH_RESPONSES,
     },
 )
-async def skip_task_api(request: Request, task_id: int, body: SkipIn) -> Response:
+async def skip_task_api(request: Request, task_id: DbId, body: SkipIn) -> Response:
     return await as_api_user(request, skip_work(task_id, body.reason))
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.deps import ApiAdmin, SessionDep
+from app.inputs import DbId, Text
 from app.models import ApiToken, User
 from app.services.users import create_token, create_user, get_user, list_tokens, list_users, revoke_token, update_user
 
@@ -16,18 +17,21 @@ router = APIRouter(prefix="/api/v1", tags=["users"])
 
 
 class UserCreate(BaseModel):
-    username: str = Field(max_length=64)
+    model_config = ConfigDict(extra="forbid")
+    username: Text = Field(max_length=64)
     role: str = "annotator"
-    password: str = Field(min_length=1, max_length=1024)
+    password: Text = Field(min_length=1, max_length=1024)
 
 
 class UserUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     is_active: bool | None = None
-    password: str | None = Field(None, max_length=1024)
+    password: Text | None = Field(None, max_length=1024)
 
 
 class TokenCreate(BaseModel):
-    name: str = Field("", max_length=128)
+    model_config = ConfigDict(extra="forbid")
+    name: Text = Field("", max_length=128)
 
 
 def user_to_dict(user: User) -> dict[str, Any]:
@@ -65,26 +69,26 @@ def post_user(body: UserCreate, _admin: ApiAdmin, db: SessionDep) -> dict[str, A
 
 
 @router.patch("/users/{user_id}", summary="Deactivate/reactivate a user or reset the password")
-def patch_user(user_id: int, body: UserUpdate, admin: ApiAdmin, db: SessionDep) -> dict[str, Any]:
+def patch_user(user_id: DbId, body: UserUpdate, admin: ApiAdmin, db: SessionDep) -> dict[str, Any]:
     user = update_user(db, user_id=user_id, by=admin, is_active=body.is_active, password=body.password)
     db.commit()
     return user_to_dict(user)
 
 
 @router.get("/users/{user_id}/tokens", summary="A user's API tokens (never the secrets)")
-def get_tokens(user_id: int, _admin: ApiAdmin, db: SessionDep) -> list[dict[str, Any]]:
+def get_tokens(user_id: DbId, _admin: ApiAdmin, db: SessionDep) -> list[dict[str, Any]]:
     return [token_to_dict(t) for t in list_tokens(db, user_id=user_id)]
 
 
 @router.post("/users/{user_id}/tokens", status_code=201, summary="Create an API token (shown once)")
-def post_token(user_id: int, body: TokenCreate, _admin: ApiAdmin, db: SessionDep) -> dict[str, Any]:
+def post_token(user_id: DbId, body: TokenCreate, _admin: ApiAdmin, db: SessionDep) -> dict[str, Any]:
     row, token = create_token(db, user=get_user(db, user_id=user_id), name=body.name)
     db.commit()
     return {**token_to_dict(row), "token": token}
 
 
 @router.delete("/users/{user_id}/tokens/{token_id}", summary="Revoke an API token")
-def delete_token(user_id: int, token_id: int, _admin: ApiAdmin, db: SessionDep) -> dict[str, Any]:
+def delete_token(user_id: DbId, token_id: DbId, _admin: ApiAdmin, db: SessionDep) -> dict[str, Any]:
     row = revoke_token(db, token_id=token_id, user_id=user_id)
     db.commit()
     return token_to_dict(row)

@@ -5,6 +5,8 @@ Bad arguments exit 2 with a one-line reason (typer/click usage errors also exit 
 
 from __future__ import annotations
 
+import os
+
 import typer
 from pydantic import ValidationError
 
@@ -42,7 +44,13 @@ app.add_typer(round_cli.app, name="round", help="Start training rounds and set t
 round_cli.register_label_ai(app)
 
 
+# What the service writes (the SQLite file, exports, snapshots, models, logs) is for its own user only; the server
+# processes, the worker and its children inherit the mask.
+PRIVATE_UMASK = 0o077
+
+
 def main() -> None:
+    os.umask(PRIVATE_UMASK)
     try:
         app()
     except ValidationError as exc:

@@ -92,7 +92,7 @@ def demo(
     started = time.perf_counter()
     typer.echo(f"rlhf demo ({size}) in {settings.data_dir}", err=True)
     try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.ensure_data_dir()
         from app.db import check_connection
 
         check_connection(get_engine())

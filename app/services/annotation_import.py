@@ -97,6 +97,8 @@ def _parse_line(fmt: str, line: int, raw: str) -> ParsedLine:
         obj = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise PromptError(f"not valid JSON: {exc.msg} at column {exc.colno}") from None
+    except ValueError as exc:  # an integer of more than 4300 digits
+        raise PromptError(f"not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise PromptError("each line must be a JSON object")
     text, messages = _prompt(obj)

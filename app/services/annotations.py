@@ -25,6 +25,7 @@ from app.annotate.statements import (
     TASK_RESPONSES_LOCKED,
     TASK_RESPONSES_SQLITE,
 )
+from app.inputs import storable_problem
 from app.models import Annotation, Assignment, Task, utcnow
 from app.services.assignment import (
     Annotator,
@@ -43,6 +44,7 @@ CHOICES = ("chosen", "tie", "both_bad")
 RATING_VALUES = ("good", "bad")
 FLAGS = ("unsafe", "broken")
 MAX_KEY_LENGTH = 128
+MAX_TIME_SPENT_MS = 2**31 - 1  # the column is a 32-bit integer on PostgreSQL (24 days)
 
 
 class AnnotationInvalid(ServiceError):
@@ -71,6 +73,9 @@ def _text(value: Any, name: str, max_text_bytes: int) -> str | None:
     if not isinstance(value, str):
         raise AnnotationInvalid(f"{name} must be a string")
     value = value.strip()
+    problem = storable_problem(value)
+    if problem:
+        raise AnnotationInvalid(f"{name} {problem}")
     if len(value.encode("utf-8")) > max_text_bytes:
         raise AnnotationInvalid(f"{name} is longer than {max_text_bytes} bytes")
     return value or None
@@ -161,16 +166,22 @@ def request_hash(task_id: int, feedback: dict[str, Any]) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def _by_key(session: Db, *, user_id: int, key: str):
-    return session.execute(BY_KEY, {"user": user_id, "key": key}).first()
-
-
-def _replay(session: Db, existing, digest: str) -> SubmitResult:
-    annotation_id, stored_hash = existing
-    if stored_hash != digest:
+def _replay(session: Db, *, user_id: int, key: str, task_id: int, digest: str | None) -> SubmitResult:
+    """The answer to a key already used: the stored annotation when the body is the same (`digest`; None when the
+    body was not checked against the task because the key names another task), else 409. Undone: 409 as well,
+    so a replay never answers with a deleted annotation."""
+    annotation_id, stored_hash, stored_task_id, deleted_at = session.execute(
+        BY_KEY, {"user": user_id, "key": key}
+    ).one()
+    if stored_task_id != task_id or stored_hash != digest:
         raise AnnotationConflict(
             "this Idempotency-Key was already used with a different body "
             f"(annotation {annotation_id}); use a fresh key for a new annotation"
+        )
+    if deleted_at is not None:
+        raise AnnotationConflict(
+            f"annotation {annotation_id}, stored under this Idempotency-Key, was undone; "
+            "use a fresh key to annotate the task again"
         )
     return SubmitResult(annotation_id=annotation_id, replayed=True, session=session)
 
@@ -194,24 +205,29 @@ def submit_annotation(
     if not key or len(key) > MAX_KEY_LENGTH:
         raise AnnotationInvalid(f"an idempotency key of 1..{MAX_KEY_LENGTH} characters is required")
     if time_spent_ms is not None and (
-        isinstance(time_spent_ms, bool) or not isinstance(time_spent_ms, int) or time_spent_ms < 0
+        isinstance(time_spent_ms, bool)
+        or not isinstance(time_spent_ms, int)
+        or not 0 <= time_spent_ms <= MAX_TIME_SPENT_MS
     ):
-        raise AnnotationInvalid("time_spent_ms must be a non-negative integer")
+        raise AnnotationInvalid(f"time_spent_ms must be an integer 0..{MAX_TIME_SPENT_MS}")
     rows = session.execute(
         TASK_RESPONSES_SQLITE if is_sqlite(session) else TASK_RESPONSES_LOCKED, {"task": task_id}
     ).all()
     if not rows:
         raise AnnotationConflict(f"task {task_id} does not exist", status=404)
+    state = session.execute(SUBMIT_STATE, {"user": user.id, "key": key, "task": task_id}).one()
+    # The task's kind and responses are checked (and named in errors) only for a task that is this annotator's.
+    if state.assignment_id is None:
+        if state.key_id is not None:
+            return _replay(session, user_id=user.id, key=key, task_id=task_id, digest=None)
+        raise AnnotationConflict(f"task {task_id} is not assigned to you: ask for the next task first")
     task_kind, done_count, overlap = rows[0][:3]
     clean = validate_feedback(
         kind=task_kind, response_ids=[r[3] for r in rows], feedback=feedback, max_text_bytes=max_text_bytes
     )
     digest = request_hash(task_id, clean)
-    state = session.execute(SUBMIT_STATE, {"user": user.id, "key": key, "task": task_id}).one()
     if state.key_id is not None:
-        return _replay(session, (state.key_id, state.key_hash), digest)
-    if state.assignment_id is None:
-        raise AnnotationConflict(f"task {task_id} is not assigned to you: ask for the next task first")
+        return _replay(session, user_id=user.id, key=key, task_id=task_id, digest=digest)
     if state.status == "done":
         raise AnnotationConflict(f"you already annotated task {task_id} (undo it first to change it)")
     if state.status == "skipped":
@@ -244,10 +260,9 @@ def submit_annotation(
         # The same key used at the same moment on another task (the task lock serializes everything else):
         # answer like a replay of whichever came first.
         session.rollback()
-        existing = _by_key(session, user_id=user.id, key=key)
-        if existing is None:
+        if session.execute(BY_KEY, {"user": user.id, "key": key}).first() is None:
             raise AnnotationConflict(f"task {task_id} was annotated by you at the same moment") from None
-        return _replay(session, existing, digest)
+        return _replay(session, user_id=user.id, key=key, task_id=task_id, digest=digest)
     session.execute(MARK_DONE, {"id": state.assignment_id, "now": now})
     session.execute(COUNT_DONE, {"task": task_id})
     return SubmitResult(annotation_id=annotation_id, replayed=False, session=session)

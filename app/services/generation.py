@@ -23,10 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from app.inputs import DbId, Text
 from app.jobs import JobFailed, job_kind
 from app.models import Generation, ModelVersion, Prompt, Task, TaskPosition, utcnow
 from app.services.errors import ServiceError, validation_message
 from app.services.jobs import enqueue_job
+from app.services.tasks import PRIORITY_MAX, PRIORITY_MIN
 from domain.sampling import RESPONSES_PER_PROMPT_MAX, RESPONSES_PER_PROMPT_MIN, SEED_LIMIT, sampling_problem
 from domain.vocabulary import SPLIT_FILTERS, TASK_KINDS, one_of
 
@@ -44,9 +46,9 @@ class GenerationRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model_id: int | None = Field(None, description="policy model id; default the current policy")
+    model_id: DbId | None = Field(None, description="policy model id; default the current policy")
     split: str = "train"
-    tag: str | None = None
+    tag: Text | None = None
     count: int = Field(100, description="how many prompts (the first ones of the split, in id order)")
     num_samples: int = Field(2, description="K responses per prompt, 2..8")
     temperature: float = 1.0
@@ -74,6 +76,8 @@ class GenerationRequest(BaseModel):
             problem = "seed must be a non-negative 64-bit integer"
         if not problem and not 1 <= self.overlap <= MAX_OVERLAP:
             problem = f"overlap must be 1..{MAX_OVERLAP}"
+        if not problem and not PRIORITY_MIN <= self.priority <= PRIORITY_MAX:
+            problem = f"priority must be {PRIORITY_MIN}..{PRIORITY_MAX}"
         if problem:
             raise ValueError(problem)
         return self

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from app.inputs import shown_text_problem
 from app.models import Prompt, utcnow
 from app.services.errors import ServiceError
 from app.services.prompt_fit import current_policy_context
@@ -104,6 +105,8 @@ def _records_jsonl(text: str) -> Iterator[tuple[int, Any]]:
             yield number, json.loads(raw)
         except json.JSONDecodeError as exc:
             yield number, ValueError(f"not valid JSON: {exc.msg} at column {exc.colno}")
+        except ValueError as exc:  # an integer of more than 4300 digits
+            yield number, ValueError(f"not valid JSON: {exc}")
 
 
 def _records_csv(text: str) -> Iterator[tuple[int, Any]]:
@@ -123,14 +126,17 @@ def _records_csv(text: str) -> Iterator[tuple[int, Any]]:
             if key == "messages":
                 try:
                     value = json.loads(value)
-                except json.JSONDecodeError:
+                except ValueError:
                     problem = ValueError("messages cell must be a JSON list of {role, content}")
             elif key == "tags":
-                value = (
-                    json.loads(value)
-                    if value.lstrip().startswith("[")
-                    else [t.strip() for t in value.split(",") if t.strip()]
-                )
+                try:
+                    value = (
+                        json.loads(value)
+                        if value.lstrip().startswith("[")
+                        else [t.strip() for t in value.split(",") if t.strip()]
+                    )
+                except ValueError:
+                    problem = ValueError("tags cell must be a JSON list of strings or comma-separated tags")
             record[key] = value
         yield reader.line_num, problem or record
 
@@ -147,6 +153,9 @@ def _check(line: int, obj: Any) -> ParsedPrompt:
     if has_text:
         if not isinstance(obj["prompt"], str) or not obj["prompt"].strip():
             raise PromptError("`prompt` must be a non-empty string")
+        problem = shown_text_problem(obj["prompt"])
+        if problem:
+            raise PromptError(f"`prompt` {problem}")
         text = obj["prompt"]
     else:
         messages = validate_messages(obj["messages"])

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.inputs import shown_text_problem
 from app.models import Prompt
 from app.services.errors import ServiceError
 
@@ -28,6 +29,9 @@ def validate_messages(messages: Any) -> list[dict[str, str]]:
             raise PromptError(f"messages[{i}] must be an object with string role and content")
         if m["role"] not in ("system", "user", "assistant"):
             raise PromptError(f"messages[{i}].role must be system, user or assistant")
+        problem = shown_text_problem(m["content"])
+        if problem:
+            raise PromptError(f"messages[{i}].content {problem}")
         clean.append({"role": m["role"], "content": m["content"]})
     return clean
 

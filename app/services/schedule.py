@@ -31,6 +31,9 @@ from app.services.rounds import (
 )
 from app.settings import Settings
 
+MAX_NEW_ANNOTATIONS = 2**31 - 1  # a 32-bit column on PostgreSQL
+MAX_EVERY_MINUTES = 10 * 366 * 24 * 60  # ten years: later dates overflow a datetime
+
 
 class ScheduleError(ServiceError):
     """Bad schedule settings; the message is safe to show."""
@@ -57,12 +60,12 @@ def update_schedule(
     """Change the given settings (None = keep). 0 switches a trigger off. Flushes; the caller commits."""
     row = get_schedule(session)
     if min_new_annotations is not None:
-        if min_new_annotations < 0:
-            raise ScheduleError("min_new_annotations must be >= 0 (0 = no annotation trigger)")
+        if not 0 <= min_new_annotations <= MAX_NEW_ANNOTATIONS:
+            raise ScheduleError(f"min_new_annotations must be 0..{MAX_NEW_ANNOTATIONS} (0 = no annotation trigger)")
         row.min_new_annotations = min_new_annotations or None
     if every_minutes is not None:
-        if every_minutes < 0:
-            raise ScheduleError("every_minutes must be >= 0 (0 = no time trigger)")
+        if not 0 <= every_minutes <= MAX_EVERY_MINUTES:  # also refuses NaN
+            raise ScheduleError(f"every_minutes must be 0..{MAX_EVERY_MINUTES} (0 = no time trigger)")
         row.every_minutes = every_minutes or None
     if config is not None:
         try:

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
+from app.inputs import shown_text_problem
 from app.models import Assignment, Generation, Prompt, Task, TaskPosition, utcnow
 from app.services.errors import ServiceError
 from app.services.prompt_fit import current_policy_context
@@ -24,6 +25,7 @@ from domain.vocabulary import TASK_RESPONSES
 
 LINE_FIELDS = {"prompt", "messages", "responses", "kind", "overlap", "priority", "meta"}
 MAX_OVERLAP = 1000
+PRIORITY_MIN, PRIORITY_MAX = -1_000_000, 1_000_000
 MAX_REPORTED_ERRORS = 50
 
 
@@ -109,6 +111,9 @@ def parse_task(obj: Any, *, line: int, max_text_bytes: int) -> TaskSpec:
         if not raw_prompt.strip():
             raise ValueError("prompt is empty")
         text = raw_prompt
+        problem = shown_text_problem(text)
+        if problem:
+            raise ValueError(f"prompt {problem}")
         if _too_long(text, max_text_bytes):
             raise ValueError(f"prompt is longer than {max_text_bytes} bytes")
     elif isinstance(raw_prompt, list):
@@ -130,6 +135,9 @@ def parse_task(obj: Any, *, line: int, max_text_bytes: int) -> TaskSpec:
     for i, r in enumerate(responses):
         if not r.strip():
             raise ValueError(f"responses[{i}] is empty")
+        problem = shown_text_problem(r)
+        if problem:
+            raise ValueError(f"responses[{i}] {problem}")
         if _too_long(r, max_text_bytes):
             raise ValueError(f"responses[{i}] is longer than {max_text_bytes} bytes")
 
@@ -151,7 +159,7 @@ def parse_task(obj: Any, *, line: int, max_text_bytes: int) -> TaskSpec:
         responses=responses,
         kind=kind,
         overlap=_int_field(obj, "overlap", 1, 1, MAX_OVERLAP),
-        priority=_int_field(obj, "priority", 0, -1_000_000, 1_000_000),
+        priority=_int_field(obj, "priority", 0, PRIORITY_MIN, PRIORITY_MAX),
         meta=meta,
     )
 
@@ -192,6 +200,8 @@ def parse_task_lines(lines: Iterable[str | bytes], *, max_text_bytes: int) -> li
                 yield number, json.loads(raw)
             except json.JSONDecodeError as exc:
                 errors.append((number, f"invalid JSON: {exc.msg} at column {exc.colno}"))
+            except ValueError as exc:  # an integer of more than 4300 digits
+                errors.append((number, f"invalid JSON: {exc}"))
 
     return _parse_numbered(decoded(), errors, max_text_bytes=max_text_bytes, empty="no tasks: the input is empty")
 

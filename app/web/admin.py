@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from app.deps import PageAdmin, SessionDep, verify_csrf
+from app.deps import ADMIN_PAGES, PageAdmin, SessionDep
 from app.services.jobs import list_jobs
 from app.services.models_registry import current_model
 from app.services.stats import counts
 from app.services.world_build import duration, world_build_view
 from app.templating import render
 
-router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
+router = APIRouter(include_in_schema=False, dependencies=ADMIN_PAGES)
 
 
 @router.get("/admin")

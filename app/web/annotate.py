@@ -9,12 +9,13 @@ import secrets
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from app.deps import PageUser, SessionDep, SettingsDep, verify_csrf
+from app.deps import USER_PAGES, PageUser, SessionDep, SettingsDep
+from app.inputs import DB_INT_MAX
 from app.models import User
 from app.services.annotation_history import LABELS, my_answer, my_history
 from app.services.annotations import (
@@ -30,7 +31,7 @@ from app.settings import Settings
 from app.templating import is_htmx, render
 
 # (their write transactions take the SQLite writer gate one by one, as every transaction of the default engine)
-router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
+router = APIRouter(include_in_schema=False, dependencies=USER_PAGES)
 
 SKIP_REASONS = (
     "I can't judge this topic",
@@ -84,10 +85,12 @@ def _done(request: Request, db, user: User, settings: Settings, notice: str) -> 
 
 
 def _int(value: Any) -> int | None:
+    """A form field as an integer a database column can hold, else None."""
     try:
-        return int(value)
+        number = int(value)
     except (TypeError, ValueError):
         return None
+    return number if -DB_INT_MAX - 1 <= number <= DB_INT_MAX else None
 
 
 def feedback_from_form(form: FormData) -> dict[str, Any]:

@@ -9,12 +9,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from app.deps import ExportQuery, PageAdmin, SessionDep, SettingsDep, export_response, verify_csrf
+from app.deps import ADMIN_PAGES, ExportQuery, PageAdmin, SessionDep, SettingsDep, export_response
 from app.services.exports import FORMATS, MARGIN_BY_STRENGTH, export_download
 from app.services.users import list_users
 from app.templating import render
 
-router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
+router = APIRouter(include_in_schema=False, dependencies=ADMIN_PAGES)
 
 
 @router.get("/admin/exports")

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import PageAdmin, SessionDep, verify_csrf
+from app.deps import ADMIN_PAGES, PageAdmin, SessionDep
 from app.services.generation import GenerationError, GenerationRequest, parse_generation_request, request_generation
 from app.services.jobs import list_jobs
 from app.services.models_registry import list_models
 from app.templating import render
 
-router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
+router = APIRouter(include_in_schema=False, dependencies=ADMIN_PAGES)
 
 
 def _page(request: Request, db, *, values: dict, error: str | None = None, status_code: int = 200) -> Response:

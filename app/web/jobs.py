@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
-from app.deps import PageAdmin, SessionDep, verify_csrf
+from app.deps import ADMIN_PAGES, PageAdmin, SessionDep
+from app.inputs import DbId, Offset
 from app.models import Job
 from app.services.jobs import (
     JobError,
@@ -22,7 +23,7 @@ from app.services.jobs import (
 from app.templating import is_htmx, render
 from domain.vocabulary import FINISHED_JOB_STATUSES, JOB_STATUSES
 
-router = APIRouter(dependencies=[Depends(verify_csrf)], include_in_schema=False)
+router = APIRouter(dependencies=ADMIN_PAGES, include_in_schema=False)
 
 
 def format_duration(seconds: float | None) -> str:
@@ -74,21 +75,19 @@ def jobs_page(
 
 
 @router.get("/admin/jobs/{job_id}")
-def job_page(request: Request, job_id: int, admin: PageAdmin, db: SessionDep) -> Response:
+def job_page(request: Request, job_id: DbId, admin: PageAdmin, db: SessionDep) -> Response:
     job = get_job(db, job_id=job_id)
     return render(request, "job.html", {"job": job, "view": job_view(job)}, block="live")
 
 
 @router.get("/admin/jobs/{job_id}/log")
-def job_failure_log(job_id: int, admin: PageAdmin, db: SessionDep) -> Response:
+def job_failure_log(job_id: DbId, admin: PageAdmin, db: SessionDep) -> Response:
     """The log a failed job names: its failed stage's stderr, or the job's own output."""
     return FileResponse(failure_log_path(db, job_id=job_id), media_type="text/plain; charset=utf-8")
 
 
 @router.get("/admin/jobs/{job_id}/metrics")
-def job_metrics_json(
-    job_id: int, admin: PageAdmin, db: SessionDep, after: Annotated[int, Query(ge=0)] = 0
-) -> dict[str, Any]:
+def job_metrics_json(job_id: DbId, admin: PageAdmin, db: SessionDep, after: Offset = 0) -> dict[str, Any]:
     """The plots' data: metric points after id `after`, and whether more are to come."""
     page = job_metrics_page(db, job_id=job_id, after_id=after)
     # "finished" second, as the plots have always read it
@@ -96,7 +95,7 @@ def job_metrics_json(
 
 
 @router.post("/admin/jobs/{job_id}/cancel")
-def cancel_job_form(request: Request, job_id: int, admin: PageAdmin, db: SessionDep) -> Response:
+def cancel_job_form(request: Request, job_id: DbId, admin: PageAdmin, db: SessionDep) -> Response:
     get_job(db, job_id=job_id)
     try:
         request_cancel(db, job_id=job_id)

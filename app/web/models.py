@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
-from app.deps import PageAdmin, SessionDep, verify_csrf
+from app.deps import ADMIN_PAGES, PageAdmin, SessionDep
+from app.inputs import DbId
 from app.services.models_registry import ModelError, list_models, promote, register_model, rollback
 from app.templating import render
 from app.web.form_actions import AdminForms
 
-router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
+router = APIRouter(include_in_schema=False, dependencies=ADMIN_PAGES)
 
 
 def _page(
@@ -58,7 +59,7 @@ def register(
 
 
 @router.post("/admin/models/{model_id}/promote")
-def promote_model(request: Request, model_id: int, _admin: PageAdmin, db: SessionDep) -> Response:
+def promote_model(request: Request, model_id: DbId, _admin: PageAdmin, db: SessionDep) -> Response:
     return FORMS.act(
         request, db, lambda: promote(db, model_id=model_id), lambda model: FORMS.notice(f"model+{model.id}+is+current")
     )

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import PageAdmin, SessionDep, SettingsDep, verify_csrf
+from app.deps import ADMIN_PAGES, PageAdmin, SessionDep, SettingsDep
+from app.inputs import PageNumber
 from app.services.prompt_import import PromptImportError, import_prompts
 from app.services.prompts import list_prompts, prompt_display_text
 from app.templating import render
 
-router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
+router = APIRouter(include_in_schema=False, dependencies=ADMIN_PAGES)
 PAGE_SIZE = 50
 
 
@@ -60,7 +61,7 @@ def prompts_page(
     request: Request,
     _admin: PageAdmin,
     db: SessionDep,
-    page: int = 1,
+    page: PageNumber = 1,
     created: int | None = None,
     duplicates: int | None = None,
     little_room: int = 0,
@@ -76,10 +77,7 @@ def prompts_page(
 @router.post("/admin/prompts/upload")
 async def upload_prompts(request: Request, _admin: PageAdmin, db: SessionDep, settings: SettingsDep) -> Response:
     limit_mib = settings.max_upload_bytes // (1024 * 1024)
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes + 64 * 1024:
-        return _page(request, db, status_code=413, error=f"The upload is over the {limit_mib} MiB limit.")
-    form = await request.form()
+    form = await request.form()  # a body over the upload limit was refused before (app.body_limit)
     upload = form.get("file")
     if upload is None or isinstance(upload, str) or not upload.filename:
         return _page(request, db, status_code=422, error="Choose a .jsonl or .csv file to upload.")

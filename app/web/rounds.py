@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import PageAdmin, SessionDep, SettingsDep, verify_csrf
+from app.deps import ADMIN_PAGES, PageAdmin, SessionDep, SettingsDep
+from app.inputs import DbId
 from app.services.ai_feedback import LabelAIError, start_label_ai
 from app.services.rounds import RoundError
 from app.services.rounds.form import start_round_from_form
@@ -22,7 +23,7 @@ from app.services.snapshots import MANIFEST
 from app.templating import render
 from domain.vocabulary import ROUND_ALGOS
 
-router = APIRouter(dependencies=[Depends(verify_csrf)], include_in_schema=False)
+router = APIRouter(dependencies=ADMIN_PAGES, include_in_schema=False)
 
 
 def _rounds_page(request: Request, db, *, status_code: int = 200, algo: str | None = None, **extra: Any) -> Response:
@@ -101,7 +102,7 @@ async def label_ai_form(request: Request, admin: PageAdmin, db: SessionDep) -> R
 
 
 @router.get("/admin/rounds/{round_id}")
-def round_page(request: Request, round_id: int, admin: PageAdmin, db: SessionDep, settings: SettingsDep) -> Response:
+def round_page(request: Request, round_id: DbId, admin: PageAdmin, db: SessionDep, settings: SettingsDep) -> Response:
     return render(request, "round.html", round_report(db, settings.data_dir, round_id), block="live")
 
 
@@ -114,13 +115,13 @@ def promote_round_form(round_id: int, admin: PageAdmin, db: SessionDep) -> Respo
 
 
 @router.get("/admin/rounds/{round_id}/snapshot.tar.gz")
-def round_snapshot_download(round_id: int, admin: PageAdmin, db: SessionDep, settings: SettingsDep) -> Response:
+def round_snapshot_download(round_id: DbId, admin: PageAdmin, db: SessionDep, settings: SettingsDep) -> Response:
     archive = snapshot_download(db, settings.data_dir, round_id)
     return FileResponse(archive, media_type="application/gzip", filename=f"round-{round_id}-snapshot.tar.gz")
 
 
 @router.get("/admin/rounds/{round_id}/snapshot/{name}")
-def round_snapshot_file(round_id: int, name: str, admin: PageAdmin, db: SessionDep, settings: SettingsDep) -> Response:
+def round_snapshot_file(round_id: DbId, name: str, admin: PageAdmin, db: SessionDep, settings: SettingsDep) -> Response:
     path = snapshot_file(db, settings.data_dir, round_id, name)
     media = "application/json" if name == MANIFEST else "application/x-ndjson"
     return FileResponse(path, media_type=media, filename=name)

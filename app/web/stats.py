@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from app.deps import PageAdmin, verify_csrf
+from app.deps import ADMIN_PAGES, PageAdmin
 from app.services.stats import read_stats
 from app.templating import render
 
-router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
+router = APIRouter(include_in_schema=False, dependencies=ADMIN_PAGES)
 
 
 @router.get("/admin/stats")

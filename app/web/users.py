@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
-from app.deps import PageAdmin, SessionDep, verify_csrf
+from app.deps import ADMIN_PAGES, PageAdmin, SessionDep
+from app.inputs import DbId
 from app.models import ApiToken
 from app.services.stats import annotator_figures
 from app.services.users import (
@@ -24,7 +25,7 @@ from app.services.users import (
 from app.templating import render
 from app.web.form_actions import AdminForms
 
-router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
+router = APIRouter(include_in_schema=False, dependencies=ADMIN_PAGES)
 
 
 def _page(
@@ -78,7 +79,7 @@ def create(
 
 @router.post("/admin/users/{user_id}/active")
 def activate(
-    request: Request, user_id: int, admin: PageAdmin, db: SessionDep, active: Annotated[bool, Form()] = False
+    request: Request, user_id: DbId, admin: PageAdmin, db: SessionDep, active: Annotated[bool, Form()] = False
 ) -> Response:
     notice = "activated" if active else "deactivated"
     return FORMS.act(
@@ -91,7 +92,7 @@ def activate(
 
 @router.post("/admin/users/{user_id}/password")
 def reset_password(
-    request: Request, user_id: int, admin: PageAdmin, db: SessionDep, password: Annotated[str, Form()] = ""
+    request: Request, user_id: DbId, admin: PageAdmin, db: SessionDep, password: Annotated[str, Form()] = ""
 ) -> Response:
     return FORMS.act(
         request,
@@ -103,7 +104,7 @@ def reset_password(
 
 @router.post("/admin/users/{user_id}/tokens")
 def new_token(
-    request: Request, user_id: int, _admin: PageAdmin, db: SessionDep, name: Annotated[str, Form()] = ""
+    request: Request, user_id: DbId, _admin: PageAdmin, db: SessionDep, name: Annotated[str, Form()] = ""
 ) -> Response:
     # The token is shown once, in this response only (never in a URL or a log).
     return FORMS.act(
@@ -120,7 +121,7 @@ def new_token(
 
 
 @router.post("/admin/users/{user_id}/tokens/{token_id}/revoke")
-def revoke(request: Request, user_id: int, token_id: int, _admin: PageAdmin, db: SessionDep) -> Response:
+def revoke(request: Request, user_id: DbId, token_id: DbId, _admin: PageAdmin, db: SessionDep) -> Response:
     return FORMS.act(
         request,
         db,

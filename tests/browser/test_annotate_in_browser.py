@@ -45,6 +45,8 @@ def test_annotate_in_chromium_keyboard_drag_rating_undo(db, make_user, server, b
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("requestfailed", lambda req: errors.append(f"failed {req.url}"))
+    # the Content-Security-Policy refuses nothing the page needs (a refusal is logged to the console)
+    page.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
     _login(page, server, user)
 
     # -- pairwise with the keyboard: "?" help, "2" picks B, Enter submits through htmx (no page load)

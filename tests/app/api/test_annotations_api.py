@@ -108,3 +108,49 @@ def test_32_api_clients_in_threads_hold_overlap_and_lose_nothing(backend, client
     assert sorted(acked) == sorted(i for i, _ in stored) and len(acked) == sum(overlaps)
     for task_id, overlap in zip(task_ids, overlaps):
         assert sum(1 for _, t in stored if t == task_id) == overlap == db.get(Task, task_id).done_count
+
+
+def test_a_submit_for_a_task_not_leased_to_me_is_409_and_names_nothing_of_it(client, db, api):
+    """The assignment is checked before the feedback: a wrong answer for someone else's task says neither its kind
+    nor its response ids."""
+    (task_id,) = make_tasks(db, task_line(kind="ranking", responses=["a", "b", "c"]))
+    _, holder = api()
+    offer = client.get("/api/v1/tasks/next", headers=holder).json()
+    _, other = api()
+    for url in ("/api/v1/annotations", "/api/v1/annotations?via=route"):
+        refused = client.post(
+            url,
+            headers={**other, "Idempotency-Key": uuid.uuid4().hex},
+            json={"task_id": task_id, "choice": "tie"},
+        )
+        assert refused.status_code == 409, refused.text
+        assert refused.json() == {"detail": f"task {task_id} is not assigned to you: ask for the next task first"}
+    assert offer["kind"] == "ranking"
+    assert _count(db) == 0
+
+
+def test_replaying_a_submit_after_its_undo_is_409(client, db, api):
+    make_tasks(db, task_line(overlap=1))
+    _, headers = api()
+    offer = client.get("/api/v1/tasks/next", headers=headers).json()
+    keyed = {**headers, "Idempotency-Key": "once"}
+    body = {"task_id": offer["task_id"], "choice": "tie"}
+    first = client.post("/api/v1/annotations", headers=keyed, json=body)
+    assert first.status_code == 201
+    assert client.delete(f"/api/v1/annotations/{first.json()['annotation_id']}", headers=headers).status_code == 200
+    for url in ("/api/v1/annotations", "/api/v1/annotations?via=route"):
+        replay = client.post(url, headers=keyed, json=body)
+        assert replay.status_code == 409 and "was undone" in replay.json()["detail"], replay.text
+    again = client.post("/api/v1/annotations", headers={**headers, "Idempotency-Key": "fresh"}, json=body)
+    assert again.status_code == 201 and again.json()["annotation_id"] != first.json()["annotation_id"]
+
+
+def test_a_key_used_on_another_task_is_409_without_checking_the_new_task(client, db, api):
+    make_tasks(db, task_line(overlap=1), task_line(kind="rating", responses=["x"], overlap=1))
+    _, headers = api()
+    offer = client.get("/api/v1/tasks/next", headers=headers).json()
+    keyed = {**headers, "Idempotency-Key": "k"}
+    assert client.post("/api/v1/annotations", headers=keyed, json={"task_id": offer["task_id"], "choice": "tie"})
+    other = client.post("/api/v1/annotations", headers=keyed, json={"task_id": offer["task_id"] + 1, "choice": "tie"})
+    assert other.status_code == 409 and "different body" in other.json()["detail"]
+    assert "rating" not in other.json()["detail"]

@@ -39,3 +39,12 @@ def test_api_retire_tasks_in_bulk_admin_only_all_or_nothing(client, db, api):
     res = client.post("/api/v1/tasks/retire", json={"ids": [first, second, first]}, headers=admin)
     assert res.status_code == 200 and res.json() == {"retired": 2, "already": 0}
     assert client.get("/api/v1/tasks/next", headers=annotator).status_code == 204
+
+
+def test_skip_without_a_token_is_401_before_its_input_is_validated(client):
+    """Authentication before validation: an anonymous caller gets 401 whatever the body and the path say."""
+    for body in (None, {}, {"reason": ""}, {"bogus": 1}):
+        response = client.post("/api/v1/tasks/1/skip", json=body)
+        assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer", response.text
+    assert client.post("/api/v1/tasks/not-a-number/skip", json={}).status_code == 401
+    assert client.get("/api/v1/annotations?offset=-1").status_code == 401

@@ -96,3 +96,26 @@ def test_every_cli_command_has_help():
     for command in commands:
         result = runner.invoke(app, [*command, "--help"])
         assert result.exit_code == 0, (command, result.output)
+
+
+def test_the_data_dir_and_what_the_cli_writes_are_private(tmp_path):
+    """A fresh data dir is 0700 and the files written in it (the SQLite database, the secret key) 0600."""
+    data = tmp_path / "data"
+    env = {"RLHF_DATA_DIR": str(data)}
+    assert rlhf("db", "upgrade", env=env).returncode == 0
+    assert rlhf("users", "create", "--username", "a", "--password-stdin", env=env, input="long-password\n")
+    assert (data.stat().st_mode & 0o777) == 0o700
+    written = [p for p in data.rglob("*") if p.is_file()]
+    assert any(p.name == "rlhf.sqlite3" for p in written)
+    assert all((p.stat().st_mode & 0o077) == 0 for p in written), [(p.name, oct(p.stat().st_mode)) for p in written]
+
+
+@pytest.mark.parametrize("char,what", [("\\u0000", "NUL"), ("\\u202e", "bidi override")])
+def test_prompts_import_refuses_nul_and_bidi_overrides_naming_the_line(tmp_path, char, what):
+    env = {"RLHF_DATA_DIR": str(tmp_path)}
+    rlhf("db", "upgrade", env=env)
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "fine"}\n{"prompt": "a' + char + 'b"}\n')
+    result = rlhf("prompts", "import", str(path), env=env)
+    assert result.returncode == 2 and f"{path}:2: `prompt` holds a {what}" in result.stderr, result.stderr
+    assert rlhf("prompts", "list", "--json", env=env).stdout.strip() == "{}"  # nothing stored

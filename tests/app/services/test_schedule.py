@@ -30,7 +30,7 @@ def test_enabling_needs_a_trigger_and_a_valid_config(db):
         update_schedule(db, enabled=True)
     with pytest.raises(ScheduleError, match="round config: algo"):
         update_schedule(db, min_new_annotations=5, config={"algo": "sgd"})
-    with pytest.raises(ScheduleError, match=">= 0"):
+    with pytest.raises(ScheduleError, match=r"every_minutes must be 0\.\."):
         update_schedule(db, every_minutes=-1)
     row = update_schedule(db, min_new_annotations=5, enabled=True, config={"algo": "dpo"})
     assert row.enabled and row.config["algo"] == "dpo"
