@@ -12,7 +12,7 @@ from app.templating import ASSETS
 
 
 def content_security_policy() -> str:
-    cdn = sorted({f"{urlsplit(url).scheme}://{urlsplit(url).netloc}" for url, _vendored in ASSETS.values()})
+    cdn = sorted({f"{urlsplit(a.cdn).scheme}://{urlsplit(a.cdn).netloc}" for a in ASSETS.values()})
     return "; ".join(
         [
             "default-src 'self'",

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from app.deps import ApiAdmin, SessionDep, SettingsDep
-from app.inputs import Offset
+from app.inputs import DbId, Offset
 from app.services.prompt_import import PromptImportError, import_prompt_objects, import_prompts
 from app.services.prompts import list_prompts, prompt_display_text
 from app.services.retirement import MAX_IDS, retire_prompts
@@ -22,7 +22,7 @@ def _refusal(exc: PromptImportError) -> HTTPException:
 
 
 @router.post("/prompts", summary="Import prompts (all or nothing; duplicates skipped and counted)")
-async def post_prompts(request: Request, _admin: ApiAdmin, db: SessionDep, settings: SettingsDep) -> dict[str, int]:
+async def post_prompts(request: Request, _admin: ApiAdmin, db: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     """Body: `[{"prompt": ...} | {"messages": [...]}, ...]` or `{"prompts": [...]}` (JSON), or a multipart
     upload `file` (JSONL or CSV, named .jsonl/.csv)."""
     content_type = request.headers.get("content-type", "")
@@ -83,7 +83,7 @@ def get_prompts(_admin: ApiAdmin, db: SessionDep, limit: int = 50, offset: Offse
 
 
 class RetireIn(BaseModel):
-    ids: list[int] = Field(min_length=1, max_length=MAX_IDS, description="Ids to retire (all must exist).")
+    ids: list[DbId] = Field(min_length=1, max_length=MAX_IDS, description="Ids to retire (all must exist).")
 
 
 class RetireOut(BaseModel):

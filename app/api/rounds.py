@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.deps import ApiAdmin, SessionDep
+from app.inputs import DbId
 from app.services.ai_feedback import LabelAIConfig, start_label_ai
 from app.services.jobs import job_to_dict
 from app.services.rounds import RoundConfig, list_rounds, promote_round, round_to_dict, start_round
@@ -38,7 +39,7 @@ def api_start_round(admin: ApiAdmin, db: SessionDep, config: RoundConfig) -> dic
 
 
 @router.post("/rounds/{round_id}/promote")
-def api_promote_round(round_id: int, admin: ApiAdmin, db: SessionDep) -> dict[str, Any]:
+def api_promote_round(round_id: DbId, admin: ApiAdmin, db: SessionDep) -> dict[str, Any]:
     """Make a round's new policy and reward model current by hand (a round the promotion gate held back). 404 for
     no such round; 409 for a round with no new models (not succeeded)."""
     job = promote_round(db, round_id)

@@ -175,7 +175,7 @@ async def skip_task_api(request: Request, task_id: DbId, body: SkipIn) -> Respon
 
 
 class RetireIn(BaseModel):
-    ids: list[int] = Field(min_length=1, max_length=MAX_IDS, description="Task ids to retire (all must exist).")
+    ids: list[DbId] = Field(min_length=1, max_length=MAX_IDS, description="Task ids to retire (all must exist).")
 
 
 class RetireOut(BaseModel):

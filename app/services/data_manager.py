@@ -19,6 +19,7 @@ from app.models import Annotation, Generation, Prompt, Task, TaskPosition, User
 from app.services.errors import NotFound, ServiceError
 from app.services.prompts import prompt_display_text
 from app.services.retirement import parse_ids, retire_prompts, retire_tasks
+from app.services.tasks import PRIORITY_MAX, PRIORITY_MIN
 from domain.vocabulary import SOURCES, SPLITS, TASK_KINDS
 
 RESOURCES = ("tasks", "prompts", "annotations")
@@ -29,7 +30,6 @@ STATES = {"tasks": TASK_STATES, "prompts": PROMPT_STATES, "annotations": ANNOTAT
 PAGE_SIZE = 50
 ACTIONS = ("retire", "requeue", "priority")
 MAX_SEARCH = 200
-PRIORITY_RANGE = (-1_000_000, 1_000_000)
 
 
 class DataFilterError(ServiceError):
@@ -365,7 +365,7 @@ def set_priority(session: Session, *, ids: list[int], priority: int) -> int:
     """The tasks' priority (higher is offered first). Flushes, never commits."""
     if not ids:
         raise DataFilterError("select at least one task")
-    low, high = PRIORITY_RANGE
+    low, high = PRIORITY_MIN, PRIORITY_MAX
     if not low <= priority <= high:
         raise DataFilterError(f"priority must be between {low} and {high}")
     _existing_tasks(session, ids)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from app.inputs import DB_INT_MAX
 from app.models import Assignment, Prompt, Task, utcnow
 from app.services.errors import NotFound, ServiceError
 
@@ -35,8 +36,8 @@ def parse_ids(values: Iterable[str | int], *, what: str) -> list[int]:
     ids: list[int] = []
     for n, value in enumerate(values, start=1):
         for part in str(value).replace(",", " ").split():
-            if not part.isdigit() or int(part) < 1:
-                raise ServiceError(f"{what} id #{n}: {part!r} is not a positive integer")
+            if not part.isdigit() or not 1 <= int(part) <= DB_INT_MAX:
+                raise ServiceError(f"{what} id #{n}: {part!r} is not a positive integer (at most 2**63-1)")
             ids.append(int(part))
     if not ids:
         raise ServiceError(f"give at least one {what} id")

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from app.deps import USER_PAGES, PageUser, SessionDep, SettingsDep
-from app.inputs import DB_INT_MAX
+from app.inputs import DB_INT_MAX, DbId
 from app.models import User
 from app.services.annotation_history import LABELS, my_answer, my_history
 from app.services.annotations import (
@@ -247,7 +247,7 @@ def progress_page(request: Request, user: PageUser, db: SessionDep, settings: Se
 
 
 @router.get("/annotate/history/{annotation_id}")
-def review_page(request: Request, annotation_id: int, user: PageUser, db: SessionDep) -> Response:
+def review_page(request: Request, annotation_id: DbId, user: PageUser, db: SessionDep) -> Response:
     """One past answer, read-only: the prompt, the responses as they were shown, and what was chosen."""
     answer = my_answer(db, user_id=user.id, annotation_id=annotation_id)
     db.rollback()  # a read: let go of the database before rendering

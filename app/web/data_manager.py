@@ -11,7 +11,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import PageAdmin, SessionDep, verify_csrf
+from app.deps import ADMIN_PAGES, PageAdmin, SessionDep
+from app.inputs import DB_INT_MAX, DbId
 from app.services.data_manager import (
     RESOURCES,
     STATES,
@@ -25,7 +26,7 @@ from app.services.errors import ServiceError
 from app.templating import render
 from domain.vocabulary import SOURCES, SPLITS, TASK_KINDS
 
-router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
+router = APIRouter(include_in_schema=False, dependencies=ADMIN_PAGES)
 
 
 def _filters(
@@ -39,7 +40,7 @@ def _filters(
     round: Annotated[str, Query()] = "",
     q: str = "",
 ) -> DataFilters:
-    round_id = int(round) if round.strip().isdigit() else None
+    round_id = int(round) if round.strip().isdigit() and int(round) <= DB_INT_MAX else None
     if round.strip() and round_id is None:
         raise DataFilterError("round must be a round's id (a number)")
     return DataFilters(
@@ -96,14 +97,14 @@ def data_page(
     _admin: PageAdmin,
     db: SessionDep,
     filters: FiltersDep,
-    before: int | None = None,
+    before: DbId | None = None,
     notice: str = "",
 ) -> Response:
     return _page(request, db, filters, before, notice=notice[:200])
 
 
 @router.get("/admin/data/tasks/{task_id}")
-def task_page(request: Request, task_id: int, _admin: PageAdmin, db: SessionDep) -> Response:
+def task_page(request: Request, task_id: DbId, _admin: PageAdmin, db: SessionDep) -> Response:
     detail = task_detail(db, task_id)
     response = render(request, "admin_data_task.html", {"d": detail})
     db.rollback()

@@ -107,7 +107,7 @@ def round_page(request: Request, round_id: DbId, admin: PageAdmin, db: SessionDe
 
 
 @router.post("/admin/rounds/{round_id}/promote")
-def promote_round_form(round_id: int, admin: PageAdmin, db: SessionDep) -> Response:
+def promote_round_form(round_id: DbId, admin: PageAdmin, db: SessionDep) -> Response:
     """Promotion by hand of a round the gate held back; back to the round's page (Post/Redirect/Get)."""
     promote_round(db, round_id)  # a refusal is app.main's error page with its status
     db.commit()

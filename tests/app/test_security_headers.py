@@ -34,7 +34,7 @@ def test_every_kind_of_response_carries_the_headers(client, api, make_user, logi
 
 def test_scripts_come_from_this_server_and_the_cdn_only(client):
     policy = _directives(client.get("/login").headers["content-security-policy"])
-    cdn = {re.match(r"https://[^/]+", url).group() for url, _ in ASSETS.values()}
+    cdn = {re.match(r"https://[^/]+", asset.cdn).group() for asset in ASSETS.values()}
     assert set(policy["script-src"]) == {"'self'", *cdn}
     assert policy["frame-ancestors"] == ["'none'"] and policy["object-src"] == ["'none'"]
     assert "'unsafe-inline'" not in policy["script-src"] and "'unsafe-eval'" not in policy["script-src"]
