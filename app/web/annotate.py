@@ -17,16 +17,15 @@ from starlette.datastructures import FormData
 from app.deps import USER_PAGES, PageUser, SessionDep, SettingsDep
 from app.inputs import DB_INT_MAX, DbId
 from app.models import User
-from app.services.annotation_history import LABELS, my_answer, my_history
+from app.services.annotation_history import LABELS, my_answer
 from app.services.annotations import (
     AnnotationConflict,
     AnnotationInvalid,
-    my_progress,
     submit_annotation,
     undo_annotation,
 )
-from app.services.assignment import AssignmentError, aware, next_task, skip_task
-from app.services.world_build import pending_work
+from app.services.annotator_workspace import annotator_history, annotator_workspace
+from app.services.assignment import AssignmentError, skip_task
 from app.settings import Settings
 from app.templating import is_htmx, render
 
@@ -40,7 +39,8 @@ SKIP_REASONS = (
     "Needs a language I don't read",
     "Other",
 )
-RECENT = 5
+RECENT = 5  # answers shown beside the task
+HISTORY = 50  # answers on the progress page
 
 
 def _workspace(
@@ -53,22 +53,19 @@ def _workspace(
     notice: str | None = None,
     status_code: int = 200,
 ) -> Response:
-    offer = next_task(db, user=user, lease_minutes=settings.lease_minutes)
-    db.commit()
-    progress = my_progress(db, user_id=user.id)
-    recent = my_history(db, user_id=user.id, limit=RECENT)
-    pending = pending_work(db) if offer is None else None
-    db.rollback()
-    undo_after = time.time() - settings.undo_minutes * 60
+    workspace = annotator_workspace(
+        db, user=user, lease_minutes=settings.lease_minutes, undo_minutes=settings.undo_minutes, recent=RECENT
+    )
+    db.commit()  # the lease
     ctx: dict[str, Any] = {
-        "offer": offer,
-        "pending": pending,
+        "offer": workspace.offer,
+        "pending": workspace.pending,
         "labels": LABELS,
-        "progress": progress,
-        "recent": recent,
+        "progress": workspace.history.progress,
+        "recent": workspace.history.recent,
         "error": error,
         "notice": notice,
-        "undoable": {a.id for a in recent if a.deleted_at is None and aware(a.created_at).timestamp() >= undo_after},
+        "undoable": workspace.history.undoable,
         "idempotency_key": secrets.token_urlsafe(18),
         "rendered_at": int(time.time() * 1000),
         "skip_reasons": SKIP_REASONS,
@@ -225,25 +222,17 @@ def _undo(request: Request, form: FormData, user: User, db, settings: Settings) 
 
 @router.get("/annotate/progress")
 def progress_page(request: Request, user: PageUser, db: SessionDep, settings: SettingsDep) -> Response:
-    progress = my_progress(db, user_id=user.id)
-    recent = my_history(db, user_id=user.id, limit=50)
-    db.rollback()
-    undo_after = time.time() - settings.undo_minutes * 60
-    return render(
-        request,
-        "annotate.html",
-        {
-            "progress_only": True,
-            "progress": progress,
-            "recent": recent,
-            "labels": LABELS,
-            "undoable": {
-                a.id for a in recent if a.deleted_at is None and aware(a.created_at).timestamp() >= undo_after
-            },
-            "undo_minutes": settings.undo_minutes,
-        },
-        block="progress",
-    )
+    history = annotator_history(db, user_id=user.id, undo_minutes=settings.undo_minutes, limit=HISTORY)
+    db.rollback()  # a read: let go of the database before rendering
+    ctx = {
+        "progress_only": True,
+        "progress": history.progress,
+        "recent": history.recent,
+        "labels": LABELS,
+        "undoable": history.undoable,
+        "undo_minutes": settings.undo_minutes,
+    }
+    return render(request, "annotate.html", ctx, block="progress")
 
 
 @router.get("/annotate/history/{annotation_id}")
