@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -76,12 +75,22 @@ def wait_job(api: httpx.Client, job_id: int, what: str, log=print) -> dict:
 
 def sample_policy(model: Path, prompts: Path, out: Path, *, seed: int, samples: int, max_new_tokens: int) -> list:
     """`trainer generate` with the suite's fixed sampling settings: the same for the old and the new policy."""
-    cmd = [sys.executable, "-m", "trainer", "generate", "--model", str(model), "--prompts", str(prompts)]
-    cmd += ["--out", str(out), "--num-samples", str(samples), "--temperature", "0.7"]
-    cmd += ["--max-new-tokens", str(max_new_tokens), "--seed", str(seed)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise CellFailed(f"generate {model}: {proc.stderr.strip()[-500:]}")
+    from trainer.config import UsageError
+    from trainer.generate import GenerateConfig, run_generate
+
+    config = GenerateConfig(
+        model=str(model),
+        prompts=str(prompts),
+        out=str(out),
+        num_samples=samples,
+        temperature=0.7,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+    )
+    try:
+        run_generate(config)
+    except UsageError as exc:
+        raise CellFailed(f"generate {model}: {exc}") from None
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
@@ -169,7 +178,6 @@ def run_cell(
     before, after = feature_mean(rule, old), feature_mean(rule, new)
     ratio = after / before if before else None
     kl = result["evaluation"].get("kl_to_ref")
-    policy_metrics = result.get("policy", {})
     return {
         "rule": rule.name,
         "labels": report.labels,
@@ -193,7 +201,7 @@ def run_cell(
         "samples_measured": len(old),
         "rm_eval_accuracy": result["reward"].get("eval_accuracy"),
         "rm_best_step": result["reward"].get("best_step"),
-        "policy_steps": policy_metrics.get("step") or result.get("sized_flags"),
+        "sized_flags": result.get("sized_flags"),
         "warnings": result.get("warnings", []),
         "data_dir": str(services.data_dir),
         "seconds": round(time.perf_counter() - started, 1),
@@ -202,7 +210,7 @@ def run_cell(
 
 def cell_key(cell: dict[str, Any]) -> str:
     overrides = ",".join(f"{k}={v}" for k, v in sorted(cell["overrides"].items()))
-    return f"{cell['rule']}|{cell['labels_asked']}|{cell['seed']}|{overrides}"
+    return f"{cell['size']}|{cell['rule']}|{cell['labels_asked']}|{cell['seed']}|{overrides}"
 
 
 def load_cells(path: Path) -> dict[str, dict]:
@@ -216,31 +224,35 @@ def results_table(cells: list[dict[str, Any]]) -> str:
         return "–" if v is None else format(v, spec)
 
     lines = [
-        "| rule (feature) | labels | seed | settings | old | new | new / old | KL to SFT | goal |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| world | rule (feature) | labels | seed | settings | old | new | new / old | KL to SFT | goal |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    ordered = sorted(cells, key=lambda c: (json.dumps(c["overrides"]), c["rule"], c["labels_asked"], c["seed"]))
+    ordered = sorted(
+        cells, key=lambda c: (c.get("size", ""), json.dumps(c["overrides"]), c["rule"], c["labels_asked"], c["seed"])
+    )
     for c in ordered:
         settings = ", ".join(f"{k}={v}" for k, v in sorted(c["overrides"].items())) or "defaults"
         met = "met" if c["moved"] and c["kl_ok"] else "NOT met"
         lines.append(
-            f"| {c['rule']} ({c['feature']}) | {c['labels_asked']} | {c['seed']} | {settings} | {fmt(c['old'])} | "
+            f"| {c.get('size', '–')} | {c['rule']} ({c['feature']}) | {c['labels_asked']} | {c['seed']} | {settings} | "
+            f"{fmt(c['old'])} | "
             f"{fmt(c['new'])} | {fmt(c['ratio'])} | {fmt(c['kl_to_sft'])} | {met} |"
         )
     groups: dict[tuple, list[dict]] = {}
     for c in ordered:
-        groups.setdefault((json.dumps(c["overrides"], sort_keys=True), c["rule"], c["labels_asked"]), []).append(c)
+        key = (c.get("size", "–"), json.dumps(c["overrides"], sort_keys=True), c["rule"], c["labels_asked"])
+        groups.setdefault(key, []).append(c)
     lines += [
         "",
         "| rule | labels | settings | seeds run | seeds meeting the goal | goal (>= 4 of 5) |",
         "|---|---|---|---|---|---|",
     ]
-    for (overrides, rule, labels), group in groups.items():
+    for (size, overrides, rule, labels), group in groups.items():
         met = sum(c["moved"] and c["kl_ok"] for c in group)
         missed = len(group) - met
         verdict = "met" if met >= GOAL_SEEDS else "NOT met" if missed > 5 - GOAL_SEEDS else "open"
         settings = ", ".join(f"{k}={v}" for k, v in sorted(json.loads(overrides).items())) or "defaults"
-        lines.append(f"| {rule} | {labels} | {settings} | {len(group)} | {met} | {verdict} |")
+        lines.append(f"| {size} | {rule} | {labels} | {settings} | {len(group)} | {met} | {verdict} |")
     return "\n".join(lines) + "\n"
 
 
@@ -311,7 +323,7 @@ def main() -> int:
         except CellFailed as exc:
             print(f"  FAILED: {exc}", flush=True)
             continue
-        cell["labels_asked"] = labels
+        cell["labels_asked"], cell["size"] = labels, args.size
         cells[cell_key(cell)] = cell
         args.results_file.parent.mkdir(parents=True, exist_ok=True)
         args.results_file.write_text(json.dumps(cells, indent=2))

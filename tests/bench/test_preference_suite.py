@@ -28,6 +28,7 @@ QUICK = {
     "reward.max_epochs": 2,
     "eval_prompts": 4,
     "eval_max_new_tokens": 12,
+    "report_samples": 0,
     "next_tasks.prompts": 0,
 }
 
@@ -63,9 +64,9 @@ def test_a_cell_labels_by_its_rule_runs_a_round_and_measures_old_and_new_policy_
     assert cell["moved"] == (cell["ratio"] <= suite.GOAL_RATIO) and isinstance(cell["kl_to_sft"], float)
 
     # the table: one row per cell and a per-(rule, labels) verdict, written between its markers and rewritten there
-    cell["labels_asked"] = 8
+    cell["labels_asked"], cell["size"] = 8, "tiny"
     table = suite.results_table([cell])
-    assert "| shorter (words per response) | 8 | 3 |" in table and "| shorter | 8 |" in table
+    assert "| tiny | shorter (words per response) | 8 | 3 |" in table and "| tiny | shorter | 8 |" in table
     results = tmp_path / "results.md"
     results.write_text("# Results\n\nbefore\n")
     suite.write_results(table, results)
