@@ -31,7 +31,7 @@ RESERVED_FLAGS = {
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "reward": {},
     "ppo": {"lr": 3e-5},
-    "dpo": {"lr": 5e-5},
+    "dpo": {"lr": 2e-5},
     "rs": {"max_new_tokens": 32},
     "sft": {},
 }

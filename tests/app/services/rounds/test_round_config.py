@@ -33,7 +33,7 @@ EFFECTIVE_STAGE_FLAGS = {
         "keep_checkpoint": False,
     },
     "dpo": {
-        "seed": 0, "device": "auto", "precision": "auto", "epochs": 1, "max_steps": 0, "batch_size": 16, "lr": 5e-05,
+        "seed": 0, "device": "auto", "precision": "auto", "epochs": 1, "max_steps": 0, "batch_size": 16, "lr": 2e-05,
         "ref": "", "beta": 0.1, "ties": "exclude", "max_length": 1024, "micro_batch_size": 0, "max_grad_norm": 1.0,
         "log_every": 1,
     },
@@ -76,7 +76,7 @@ FORM_DEFAULTS = [
     ("ppo.temperature", 0.7, None),
     ("dpo.epochs", 1, None),
     ("dpo.max_steps", 0, None),
-    ("dpo.lr", 5e-05, None),
+    ("dpo.lr", 2e-05, None),
     ("dpo.batch_size", 16, None),
     ("dpo.beta", 0.1, None),
     ("rs.num_samples", 8, None),
@@ -160,7 +160,7 @@ def test_the_form_records_only_what_differs_from_the_defaults():
     form = {
         "algo": "dpo",
         "dpo.beta": "0.2",
-        "dpo.lr": "5e-5",
+        "dpo.lr": "2e-5",
         "ppo.kl_coef": "0.05",
         "seed": "",
         "since": "2024",
