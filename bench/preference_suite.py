@@ -244,8 +244,8 @@ def results_table(cells: list[dict[str, Any]]) -> str:
         groups.setdefault(key, []).append(c)
     lines += [
         "",
-        "| rule | labels | settings | seeds run | seeds meeting the goal | goal (>= 4 of 5) |",
-        "|---|---|---|---|---|---|",
+        "| world | rule | labels | settings | seeds run | seeds meeting the goal | goal (>= 4 of 5 seeds) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for (size, overrides, rule, labels), group in groups.items():
         met = sum(c["moved"] and c["kl_ok"] for c in group)

@@ -67,6 +67,7 @@ def test_a_cell_labels_by_its_rule_runs_a_round_and_measures_old_and_new_policy_
     cell["labels_asked"], cell["size"] = 8, "tiny"
     table = suite.results_table([cell])
     assert "| tiny | shorter (words per response) | 8 | 3 |" in table and "| tiny | shorter | 8 |" in table
+    assert all(line.count("|") in (11, 8) for line in table.splitlines() if line)  # every row fills its header
     results = tmp_path / "results.md"
     results.write_text("# Results\n\nbefore\n")
     suite.write_results(table, results)
