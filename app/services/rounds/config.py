@@ -27,7 +27,7 @@ RESERVED_FLAGS = {
     "sft": {"model", "data", "out", "seed"},
 }
 # The round's defaults where they differ from the trainer's (every other flag: the trainer's default, or the
-# data-sized value of data_sized_flags). Picked on the preference suite's pilot runs (docs/design.md, "Round defaults").
+# data-sized value of data_sized_flags). Why each value: docs/design.md, "Round defaults".
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "reward": {},
     "ppo": {"lr": 3e-5},
@@ -35,7 +35,8 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "rs": {"max_new_tokens": 32},
     "sft": {},
 }
-# The algorithm a round runs unless told: the one that learnt best across bench/preference_suite.py.
+# The algorithm a round runs unless told: meant to be the one that learns best across bench/preference_suite.py
+# (provisional until the suite's small-world cells have run; docs/results.md).
 DEFAULT_ALGO = "rs"
 # Whether the reward model adds the SFT model's likelihood unless told (the round setting reward_likelihood).
 DEFAULT_REWARD_LIKELIHOOD = False
