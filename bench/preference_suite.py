@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from rlhf_efficacy import Services, prepare_world  # noqa: E402  (bench/)
+from rlhf_efficacy import Services, prepare_world, product_default  # noqa: E402  (bench/)
 
 from app.simulation import run_simulation  # noqa: E402
 from trainer.world import SIZES  # noqa: E402
@@ -298,7 +298,12 @@ def main() -> int:
     args = parser.parse_args()
     overrides = parse_overrides(args.overrides)
     for key, value in overrides.items():
-        print(f"OVERRIDE --set {key}={json.dumps(value)} (default: the round's own)", flush=True)
+        path = tuple(key.split("."))
+        try:
+            default = product_default(path)
+        except (KeyError, ValueError):
+            default = "the round's own"
+        print(f"OVERRIDE --set {key}={value} (default {default})", flush=True)
     size = SIZES[args.size]
     cells = load_cells(args.results_file)
     # --write-results alone writes the stored cells' table; anything else runs cells first
