@@ -149,8 +149,11 @@ def run_simulation(
     length_bias: float = 0.0,
     seed: int = 0,
     timeout_s: float = 600.0,
+    scorer: choice_model.Scorer | None = None,
 ) -> SimulationReport:
-    """Annotators label concurrently (one thread each) until `labels` are stored or no task is left for anyone."""
+    """Annotators label concurrently (one thread each) until `labels` are stored or no task is left for anyone.
+    `scorer` (prompt, response) -> utility is what they label by: the gold judge unless given (a hidden rule of
+    trainer.world.rules, say)."""
     people = choice_model.make_annotators(
         annotators, noise=noise, position_bias=position_bias, length_bias=length_bias, seed=seed
     )
@@ -178,7 +181,11 @@ def run_simulation(
                 task = response.json()
                 prompt = prompt_as_text(task["prompt"])
                 lab = choice_model.label(
-                    person, prompt, [r["text"] for r in task["responses"]], key=str(task["task_id"])
+                    person,
+                    prompt,
+                    [r["text"] for r in task["responses"]],
+                    key=str(task["task_id"]),
+                    **({"scorer": scorer} if scorer is not None else {}),
                 )
                 body = annotation_payload(task, lab, rng)
                 with lock:

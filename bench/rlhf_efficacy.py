@@ -7,10 +7,10 @@ Steps: build the world (cached in --world-dir: data, tokenizer, pretrained and S
 `rlhf worker` on a fresh data dir; import the world's prompts, register its SFT model and ask for pairwise tasks
 (`POST /api/v1/generate`), all through the HTTP API. Then per round: simulated annotators (app.simulation,
 Bradley-Terry on the gold judge with label noise) submit --labels labels over HTTP; `POST /api/v1/rounds` starts a
-round (reward model -> rejection sampling, --algo rs by default: the new reward model's best of 8 samples of the
-current policy per train prompt, then SFT on them; or PPO, or DPO -> evaluation against the SFT model on the eval
-prompts under the reward model and the gold judge -> the new policy becomes current -> its samples become the next
-tasks); the worker runs it.
+round with the product's defaults (reward model -> the default algorithm's policy stage -> evaluation against the SFT
+model on the eval prompts under the reward model and the gold judge -> the new policy becomes current -> its samples
+become the next tasks); the worker runs it. Learning flags (--algo, --rm-*, --ppo-*, --rs-*, --dpo-*) are unset by
+default; each one given is printed as "OVERRIDE --x=y (default z)", so every figure without one is what a user gets.
 
 Per round it prints the new policy's gold win-rate against the SFT model on eval prompts (--eval-samples samples of
 each, 4 by default; ties count half; ± its standard error over prompts), KL to the SFT model (summed over a
@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -45,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from reward_correctness import accuracy_on_correctness_pairs, heldout_ceiling, labelled_pairs  # noqa: E402  (bench/)
 
+from app.services.rounds.config import LENGTH_FLAGS, RoundConfig, stage_defaults  # noqa: E402
 from app.simulation import run_simulation  # noqa: E402
 from trainer.world import SIZES, build_all  # noqa: E402
 from trainer.world import annotators as choice_model  # noqa: E402
@@ -53,29 +55,62 @@ from trainer.world.judge import assess as gold_assess  # noqa: E402
 GOLD_PARTS = ("correct", "helpful", "concise", "polite")
 
 
+# The bench's learning flags: (flag's dest, round config path). Left out, each is the product's default; given, it is
+# an override, printed as such. The rest of the round config is how the bench measures (baseline, judge, eval) and
+# how its annotators get tasks (next_tasks), not how the round learns.
+OVERRIDABLE = {
+    "algo": ("algo",),
+    "rm_epochs": ("reward", "epochs"),
+    "rm_lr": ("reward", "lr"),
+    "rm_batch_size": ("reward", "batch_size"),
+    "rm_likelihood": ("reward_likelihood",),
+    "ppo_steps": ("ppo", "max_steps"),
+    "ppo_lr": ("ppo", "lr"),
+    "kl_coef": ("ppo", "kl_coef"),
+    "rs_samples": ("rs", "num_samples"),
+    "rs_lr": ("sft", "lr"),
+    "rs_epochs": ("sft", "epochs"),
+    "dpo_lr": ("dpo", "lr"),
+    "dpo_beta": ("dpo", "beta"),
+    "dpo_epochs": ("dpo", "epochs"),
+}
+
+
+def product_default(path: tuple[str, ...]) -> Any:
+    """What a round runs with when the bench does not say (the round's own defaults; sized ones say so)."""
+    if len(path) == 1:
+        return RoundConfig.model_fields[path[0]].default
+    stage, flag = path
+    if path == ("reward", "epochs"):
+        return "early stopping on the held-out pairs"
+    if flag in LENGTH_FLAGS and stage in ("ppo", "sft", "dpo"):
+        return "sized from the data"
+    return stage_defaults(stage).get(flag)
+
+
+def overrides(args) -> dict:
+    """The round settings the bench's flags change, each printed as OVERRIDE."""
+    config: dict = {}
+    for dest, path in OVERRIDABLE.items():
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        print(f"OVERRIDE --{dest.replace('_', '-')}={value} (default {product_default(path)})", flush=True)
+        node = config
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+        if path == ("reward", "epochs"):  # a fixed epoch count replaces early stopping
+            node["early_stopping_patience"] = 0
+    return config
+
+
 def round_config(args, size) -> dict:
-    """The round each iteration starts: defaults sized for the world's model (about 1M parameters for `small`)."""
+    """The round each iteration starts: the product's defaults, plus the bench's measuring settings and overrides."""
     return {
-        "algo": args.algo,
         "seed": args.seed,
-        "min_pairs": 10,
         "baseline": "sft",
         "gold_judge": "trainer.world.judge:score",
-        "reward": {"epochs": args.rm_epochs, "batch_size": args.rm_batch_size, "lr": args.rm_lr},
-        "reward_likelihood": not args.no_rm_likelihood,
-        "ppo": {
-            "max_steps": args.ppo_steps,
-            "batch_size": 32,
-            "lr": args.ppo_lr,
-            "kl_coef": args.kl_coef,
-            "ppo_epochs": 4,
-            "num_minibatches": 2,
-            "max_new_tokens": size.max_new_tokens,
-            "temperature": 0.7,
-        },
-        "dpo": {"epochs": args.dpo_epochs, "batch_size": 16, "lr": args.dpo_lr, "beta": args.dpo_beta},
-        "rs": {"num_samples": args.rs_samples, "temperature": 0.7, "max_new_tokens": size.max_new_tokens},
-        "sft": {"epochs": args.rs_epochs, "batch_size": 16, "lr": args.rs_lr},
         "eval_prompts": args.eval_prompts,
         "eval_samples": args.eval_samples,
         "eval_max_new_tokens": size.max_new_tokens,
@@ -89,7 +124,19 @@ def round_config(args, size) -> dict:
             "max_new_tokens": size.max_new_tokens,
             "temperature": args.temperature,
         },
+        **overrides(args),
     }
+
+
+def prepare_world(size_name: str, world_dir: Path | None, reuse: bool) -> Path:
+    """The world's data and models in world_dir (default bench/out/world-SIZE), built once and cached there."""
+    world = world_dir or ROOT / "bench" / "out" / f"world-{size_name}"
+    started = time.perf_counter()
+    if not (reuse and (world / "sft" / "config.json").is_file()):
+        print(f"building the {size_name} world in {world} (cached)...", file=sys.stderr, flush=True)
+        build_all(size_name, world)
+    print(f"  world ready in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    return world
 
 
 class Services:
@@ -217,31 +264,28 @@ def main() -> int:
     parser.add_argument("--annotators", type=int, default=5)
     parser.add_argument("--noise", type=float, default=0.1, help="annotators' choice temperature (gold units)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rm-epochs", type=int, default=4)
-    parser.add_argument("--rm-lr", type=float, default=1e-4)
-    parser.add_argument("--rm-batch-size", type=int, default=16)
+    # learning settings: unset = the product's default (a given one is printed as an OVERRIDE)
+    parser.add_argument("--rm-epochs", type=int, help="reward model: fixed epochs instead of early stopping")
+    parser.add_argument("--rm-lr", type=float)
+    parser.add_argument("--rm-batch-size", type=int)
     parser.add_argument(
         "--no-rm-likelihood",
-        action="store_true",
-        help="the reward model without the SFT model's log-likelihood feature (round setting reward_likelihood off)",
+        dest="rm_likelihood",
+        action="store_false",
+        default=None,
+        help="the reward model without the SFT model's log-likelihood feature (round setting reward_likelihood)",
     )
-    parser.add_argument(
-        "--ppo-steps", type=int, default=90, help="PPO steps of 32 episodes (90: about 3 passes over 1,000 prompts)"
-    )
-    parser.add_argument("--ppo-lr", type=float, default=3e-5)
-    parser.add_argument("--kl-coef", type=float, default=0.3)
-    parser.add_argument(
-        "--algo",
-        choices=["ppo", "dpo", "rs"],
-        default="rs",
-        help="how each round tunes the policy (rs: best of --rs-samples under the new RM, then SFT)",
-    )
-    parser.add_argument("--rs-samples", type=int, default=8, help="rs: samples per train prompt (best of N)")
-    parser.add_argument("--rs-lr", type=float, default=2e-5, help="rs: SFT learning rate on the best samples")
-    parser.add_argument("--rs-epochs", type=int, default=2, help="rs: SFT epochs on the best samples")
-    parser.add_argument("--dpo-lr", type=float, default=5e-6)
-    parser.add_argument("--dpo-beta", type=float, default=0.1)
-    parser.add_argument("--dpo-epochs", type=int, default=1)
+    parser.add_argument("--rm-likelihood", dest="rm_likelihood", action="store_true", help="the reward model with it")
+    parser.add_argument("--ppo-steps", type=int, help="PPO steps")
+    parser.add_argument("--ppo-lr", type=float)
+    parser.add_argument("--kl-coef", type=float)
+    parser.add_argument("--algo", choices=["ppo", "dpo", "rs"], help="how each round tunes the policy")
+    parser.add_argument("--rs-samples", type=int, help="rs: samples per train prompt (best of N)")
+    parser.add_argument("--rs-lr", type=float, help="rs: SFT learning rate on the best samples")
+    parser.add_argument("--rs-epochs", type=int, help="rs: SFT epochs on the best samples")
+    parser.add_argument("--dpo-lr", type=float)
+    parser.add_argument("--dpo-beta", type=float)
+    parser.add_argument("--dpo-epochs", type=int)
     parser.add_argument("--eval-prompts", type=int, default=200)
     parser.add_argument(
         "--eval-samples",
@@ -267,12 +311,9 @@ def main() -> int:
     size = SIZES[args.size]
     if args.max_new_tokens:
         size = dataclasses.replace(size, max_new_tokens=args.max_new_tokens)
-    world = args.world_dir or ROOT / "bench" / "out" / f"world-{args.size}"
+    config = round_config(args, size)  # prints the overrides first
     started = time.perf_counter()
-    if not (args.reuse_world and (world / "sft" / "config.json").is_file()):
-        print(f"building the {args.size} world in {world} (cached)...", file=sys.stderr, flush=True)
-        build_all(args.size, world)
-    print(f"  world ready in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    world = prepare_world(args.size, args.world_dir, args.reuse_world)
 
     services = Services(Path(tempfile.mkdtemp(prefix="rlhf-efficacy-")))
     rows = []
@@ -299,7 +340,6 @@ def main() -> int:
         )
         generate.raise_for_status()
         wait_job(api, generate.json()["job_id"], "first tasks")
-        config = round_config(args, size)
         for number in range(1, args.rounds + 1):
             t0 = time.perf_counter()
             report = run_simulation(

@@ -409,11 +409,12 @@ def labelled_world(db, policy_path="/models/sft", *, train: int, eval: int, nois
 
 
 def tiny_round_config(**overrides) -> dict:
-    """A round small enough for a test: a few reward epochs, two PPO steps, few eval prompts."""
+    """A PPO round small enough for a test: a few reward epochs, two PPO steps, few eval prompts."""
     config = {
+        "algo": "ppo",
         "min_pairs": 10,
         "seed": 0,
-        "reward": {"epochs": 3, "batch_size": 8, "lr": 2e-3},
+        "reward": {"epochs": 3, "early_stopping_patience": 0, "batch_size": 8, "lr": 2e-3},
         "ppo": {"max_steps": 2, "batch_size": 8, "lr": 1e-4, "max_new_tokens": 6, "ppo_epochs": 1},
         "dpo": {"epochs": 1, "batch_size": 8, "lr": 1e-4},
         "eval_prompts": 6,

@@ -7,9 +7,9 @@ reference policy and the frozen reward model (trainer.reward_scoring). One step:
                responses end at the first EOS.
   2. score     logprobs of the policy (old) and the reference, values, and the RM score at the last real
                token. Logprobs come from the logits at t-1 divided by the rollout temperature. Responses with
-               no EOS lose `missing_eos_penalty`. With one minibatch per epoch, the policy and value forwards
-               keep their graph: the first update (same parameters, same rows) backpropagates through them
-               instead of running them again.
+               no EOS score below every finished one (penalise_missing_eos). With one minibatch per epoch,
+               the policy and value forwards keep their graph: the first update (same parameters, same rows)
+               backpropagates through them instead of running them again.
   3. reward    per token: -kl_coef * KL(t) (k1 or k3), plus the score at the response's last token.
   4. GAE       γ=1, λ=0.95; advantages whitened over the batch's response tokens.
   5. update    ppo_epochs × shuffled minibatches (× microbatches): clipped ratio loss + vf_coef × clipped value
@@ -90,7 +90,10 @@ class PPOConfig(TrainConfig):
     target_kl: float = field(default=6.0, metadata={"help": "Target KL per sequence for the adaptive controller."})
     kl_horizon: int = field(default=10000, metadata={"help": "Horizon (episodes) of the adaptive controller."})
     missing_eos_penalty: float = field(
-        default=1.0, metadata={"help": "Subtracted from the score of responses with no EOS."}
+        default=1.0,
+        metadata={
+            "help": "A response with no EOS scores this much below the batch's lowest finished response (0 = off)."
+        },
     )
     gamma: float = field(default=1.0, metadata={"help": "GAE discount."})
     lam: float = field(default=0.95, metadata={"help": "GAE λ."})
@@ -164,6 +167,17 @@ class AdaptiveKLController:
     def update(self, current_kl: float, n_steps: int) -> None:
         error = max(-0.2, min(0.2, current_kl / self.target - 1.0))
         self.value *= 1.0 + error * n_steps / self.horizon
+
+
+def penalise_missing_eos(scores: torch.Tensor, finished: torch.Tensor, penalty: float) -> torch.Tensor:
+    """A response cut at --max-new-tokens earns no reward ("N implementation details of RLHF": the score of a
+    response without EOS is replaced by a low constant): its score becomes the lowest score of the batch's finished
+    responses (or its own, if lower) minus `penalty`, so whatever the reward model's scale, no truncated response
+    scores above a finished one. penalty 0 = off. scores, finished [B] -> [B]."""
+    if penalty <= 0 or bool(finished.all()):
+        return scores
+    floor = scores[finished].min() if bool(finished.any()) else scores.min()
+    return torch.where(finished, scores, torch.minimum(scores, floor) - penalty)
 
 
 # ----------------------------------------------------------------------------- model passes
@@ -443,7 +457,7 @@ def make_rollout(
         # [B] at the last real token (the EOS when there is one); prompts are left-padded to P
         scores = reward(ids, mask, prompt_mask.sum(-1)).float()
     finished = out.finished.to(device)
-    scores = scores - cfg.missing_eos_penalty * (~finished).float()
+    scores = penalise_missing_eos(scores, finished, cfg.missing_eos_penalty)
     m = response_mask
     kl = kl_estimate(old_lp, ref_lp, cfg.kl_estimator) * m  # [B, R]
     rewards = -kl_coef * kl

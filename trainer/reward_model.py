@@ -11,6 +11,10 @@ to read out of the backbone (measured: bench/rlhf_efficacy.py, README). The dire
 `likelihood_feature.json` (the LM's path and w): load it with `trainer.reward_scoring.load_reward_scorer`; HF's
 classifier alone gives the head's part of the score only.
 
+Length of training: with held-out pairs (`--eval-data`) the run stops once their loss has not improved for
+`--early-stopping-patience` passes (at most `--max-epochs`) and saves the best pass's weights, so a few hundred labels
+and tens of thousands get the passes each needs; without held-out pairs it runs `--epochs` passes.
+
 Speed: chosen and rejected (all K responses of a ranking) go through one forward; batches are padded to
 their own longest sequence; optional bf16 autocast (`--precision bf16`) with fp32 master weights.
 Distributed: under `torchrun`/`accelerate launch` (WORLD_SIZE > 1) each process takes every world-th group
@@ -93,6 +97,14 @@ class RewardConfig(TrainConfig):
         },
     )
     likelihood_lr: float = field(default=0.1, metadata={"help": "Learning rate of the likelihood feature's weight."})
+    early_stopping_patience: int = field(
+        default=2,
+        metadata={
+            "help": "With --eval-data: stop once the held-out loss has not improved for this many passes and keep the "
+            "best pass's weights (up to --max-epochs passes; --epochs is then unused); 0 = off."
+        },
+    )
+    max_epochs: int = field(default=10, metadata={"help": "Most passes over the data when stopping early."})
 
 
 # ----------------------------------------------------------------------------- centring
@@ -160,7 +172,9 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
     optimizer = torch.optim.AdamW(param_groups)
     groups = train_set.groups
     batches_per_epoch = math.ceil(len(groups) / config.batch_size)
-    total_steps = total_steps_for(epochs=config.epochs, batches_per_epoch=batches_per_epoch, max_steps=config.max_steps)
+    stopper = EarlyStopping(config.early_stopping_patience) if early_stopping(config, eval_set) else None
+    epochs = config.max_epochs if stopper is not None else config.epochs
+    total_steps = total_steps_for(epochs=epochs, batches_per_epoch=batches_per_epoch, max_steps=config.max_steps)
     scheduler = linear_decay(optimizer, total_steps)  # to 0 over the run (TRL's default schedule)
     micro = config.micro_batch_size or config.batch_size
     pad = tok.pad_token_id
@@ -207,7 +221,15 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
             step += 1
             sums = all_reduce_sum(sums + [float(n_scores)], world)
             n_scores = sums.pop()
-            if log is not None and (step % config.log_every == 0 or step == total_steps):
+            held_out: dict[str, float] = {}
+            if stopper is not None and (step % batches_per_epoch == 0 or step == total_steps):
+                # every process scores the whole held-out slice with the same weights, so all of them stop together
+                ev = evaluate_pairs(
+                    own_scorer, eval_set.groups, pad_token_id=pad, device=device, precision=config.precision
+                )
+                stopper.update(ev["loss"], step, own_scorer)
+                held_out = {"eval_loss": ev["loss"], "eval_accuracy": ev["accuracy"]}
+            if log is not None and (step % config.log_every == 0 or step == total_steps or held_out):
                 mean = sums[4] / max(n_scores, 1)
                 weight_metric = {} if likelihood is None else {"likelihood_weight": float(likelihood.weight.detach())}
                 log.log(
@@ -222,13 +244,21 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
                     grad_norm=float(grad_norm),
                     lr=lr,
                     **weight_metric,
+                    **held_out,
                 )
             if bar is not None:
                 bar.update(1)
+            if stopper is not None and stopper.done:
+                break
         if bar is not None:
             bar.close()
 
         final: dict[str, float] = {}
+        if stopper is not None:
+            stopper.restore_best(own_scorer)
+            final.update(best_step=stopper.best_step, stopped_step=step)
+            if likelihood is not None:
+                final["likelihood_weight"] = float(likelihood.weight.detach())
         if config.center_on_chosen and rank == 0:
             offset = mean_preferred_score(
                 own_scorer, groups, pad_token_id=pad, device=device, precision=config.precision
@@ -258,6 +288,40 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
     del scorer  # the DDP wrapper goes before the process group (trainer.distributed.end_process_group)
     end_process_group(world)
     return Path(config.out)
+
+
+def early_stopping(config: RewardConfig, eval_set) -> bool:
+    """Early stopping needs held-out pairs to judge by, and gives way to an explicit --max-steps."""
+    return (
+        config.early_stopping_patience > 0 and eval_set is not None and bool(eval_set.groups) and not config.max_steps
+    )
+
+
+class EarlyStopping:
+    """Keeps the weights of the pass with the lowest held-out loss; done after `patience` passes without a better
+    one (a held-out loss that rises while the training loss falls is the reward model learning its labels' noise)."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.best_loss = math.inf
+        self.best_step = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.since_best = 0
+
+    def update(self, loss: float, step: int, scorer: nn.Module) -> None:
+        if loss < self.best_loss:
+            self.best_loss, self.best_step, self.since_best = loss, step, 0
+            self.best_state = {k: v.detach().clone() for k, v in scorer.state_dict().items() if ".lm." not in k}
+        else:
+            self.since_best += 1
+
+    @property
+    def done(self) -> bool:
+        return self.since_best >= self.patience
+
+    def restore_best(self, scorer: nn.Module) -> None:
+        if self.best_state is not None:
+            scorer.load_state_dict(self.best_state, strict=False)
 
 
 @torch.no_grad()

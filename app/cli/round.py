@@ -85,7 +85,7 @@ def wait_and_report(job_id: int, what: str) -> None:
 
 @app.command("start")
 def start(
-    algo: str | None = typer.Option(None, "--algo", help="ppo (default), dpo or rs (rejection sampling)."),
+    algo: str | None = typer.Option(None, "--algo", help="ppo, dpo or rs (rejection sampling, the default)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of every stage (default 0)."),
     source: str | None = typer.Option(None, "--source", help="Annotations to train on: human, ai or all (default)."),
     since: str | None = typer.Option(None, "--since", help="Only annotations made at or after this ISO time."),

@@ -22,9 +22,10 @@ E2E_BUDGET_S = 180
 LABELS = 24
 WAIT_S = 600  # how long to wait for each part before calling it stuck (the budget is checked separately)
 ROUND_CONFIG = {
+    "algo": "ppo",
     "min_pairs": 10,
     "seed": 0,
-    "reward": {"epochs": 2, "batch_size": 8, "lr": 1e-3},
+    "reward": {"epochs": 2, "early_stopping_patience": 0, "batch_size": 8, "lr": 1e-3},
     "ppo": {"max_steps": 2, "batch_size": 8, "lr": 1e-4, "max_new_tokens": 16, "ppo_epochs": 1},
     "eval_prompts": 8,
     "eval_max_new_tokens": 16,

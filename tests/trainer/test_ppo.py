@@ -19,6 +19,7 @@ from trainer.ppo import (
     PPOConfig,
     compute_gae,
     make_rollout,
+    penalise_missing_eos,
     policy_loss_terms,
     ppo_minibatch_loss,
     ppo_update,
@@ -163,13 +164,23 @@ def test_logprobs_match_the_sampler_at_the_rollout_temperature(assets):
     assert not torch.allclose(lp_t1[real], out.logprobs[real], atol=1e-2)  # the temperature matters
 
 
+def test_a_truncated_response_scores_below_every_finished_one_whatever_the_scale():
+    scores = torch.tensor([5.0, 40.0, -2.0, 100.0])
+    finished = torch.tensor([True, False, True, False])
+    out = penalise_missing_eos(scores, finished, 1.0)
+    assert out[finished].tolist() == [5.0, -2.0]  # finished responses keep their score
+    assert out[~finished].tolist() == [-3.0, -3.0]  # a subtracted constant would have left 39 and 99 on top
+    assert penalise_missing_eos(scores, finished, 0.0).tolist() == scores.tolist()
+    assert penalise_missing_eos(scores, torch.zeros(4, dtype=torch.bool), 1.0).tolist() == [-3.0] * 4
+
+
 def test_rollout_rewards_kl_and_missing_eos_penalty(assets):
     tok, policy, ref, reward, value = _models(assets)
     cfg = _cfg(assets, assets["dir"] / "unused", max_new_tokens=3, missing_eos_penalty=1.0, kl_coef=0.1)
     r = make_rollout(policy, ref, reward, value, tok, _batch(tok), 0, cfg, 0.1, torch.device("cpu"))
     with torch.no_grad():
         raw = reward(r.ids, r.mask)
-    assert torch.allclose(r.scores, raw - (~r.finished).float(), atol=1e-5)
+    assert torch.allclose(r.scores, penalise_missing_eos(raw, r.finished, 1.0), atol=1e-5)
     assert (~r.finished).any()
     # policy == reference at the start: KL is 0 and the only reward is the score at the last token
     assert float(r.kl.abs().max()) < 1e-5
@@ -449,8 +460,7 @@ def test_a_likelihood_feature_reward_model_scores_left_padded_rollouts_as_rows_a
     ids, mask = pad_sequences(rows, pad_token_id=tok.pad_token_id, side="right")
     with torch.no_grad():
         alone = reward(ids, mask, torch.tensor([len(prompt) for _, prompt in batch]))
-    penalty = cfg.missing_eos_penalty * (~r.finished).float()
-    assert torch.allclose(r.scores, alone - penalty, atol=1e-4)
+    assert torch.allclose(r.scores, penalise_missing_eos(alone, r.finished, cfg.missing_eos_penalty), atol=1e-4)
     # and a PPO run against it completes
     out = train_ppo(_cfg(assets, tmp_path / "ppo", reward_model=str(rm), max_steps=2))
     assert all(math.isfinite(x["objective/scores"]) for x in _lines(out) if "objective/scores" in x)

@@ -82,6 +82,30 @@ def test_head_init_and_score_at_last_real_token_under_both_paddings(lm_dir):
     assert abs(float(after_eos) - float(right[1])) > 1e-4
 
 
+def test_early_stopping_keeps_the_pass_with_the_best_held_out_loss(tmp_path, lm_dir, pref_files):
+    """Held-out pairs ordered against the training labels: the held-out loss is lowest before training moves far,
+    so the run stops `patience` passes after its best one, well before the cap, and saves the best pass's weights."""
+    train, held = pref_files
+    flipped = [
+        {"prompt": r["prompt"], "chosen": r["rejected"], "rejected": r["chosen"]}
+        for r in map(json.loads, held.read_text().splitlines())
+    ]
+    against = write_jsonl(tmp_path / "against.jsonl", flipped)
+    out, lines = _train(tmp_path, lm_dir, train, eval_data=str(against), max_epochs=10, early_stopping_patience=2)
+    per_pass = math.ceil(320 / 16)
+    passes = [x for x in lines[:-1] if "eval_loss" in x]
+    assert [x["step"] for x in passes] == [per_pass * (i + 1) for i in range(len(passes))]
+    final = lines[-1]
+    best = min(passes, key=lambda x: x["eval_loss"])
+    assert final["best_step"] == best["step"] and final["stopped_step"] == best["step"] + 2 * per_pass
+    assert final["stopped_step"] < 10 * per_pass  # stopped early: the cap is 10 passes
+    # the saved model is the best pass's: its held-out loss is the one measured then (centring shifts both scores)
+    assert final["eval_loss"] == pytest.approx(best["eval_loss"], rel=1e-4)
+    # with no held-out data the run is --epochs passes long
+    _, plain = _train(tmp_path, lm_dir, train, name="plain", epochs=1, early_stopping_patience=2)
+    assert plain[-1]["step"] == per_pass and "best_step" not in plain[-1]
+
+
 def test_rm_learns_synthetic_preference_and_loads_with_auto_class(tmp_path, lm_dir, pref_files):
     from transformers import AutoModelForSequenceClassification
 
@@ -271,7 +295,7 @@ def test_rm_learns_to_read_its_likelihood_feature_and_every_reader_applies_it(tm
     train = write_jsonl(tmp_path / "train.jsonl", _likelihood_ordered_pairs(lm_feature, lm_tok, 160, seed=1))
     held = write_jsonl(tmp_path / "held.jsonl", _likelihood_ordered_pairs(lm_feature, lm_tok, 60, seed=2))
     # the backbone and head barely move (lr 1e-8): what orders held-out pairs is the feature's weight or nothing
-    common = dict(eval_data=str(held), lr=1e-8, epochs=3, likelihood_lr=0.5)
+    common = dict(eval_data=str(held), lr=1e-8, epochs=3, likelihood_lr=0.5, early_stopping_patience=0)
     _, plain = _train(tmp_path, peaked_lm_dir, train, name="plain", **common)
     out, lines = _train(tmp_path, peaked_lm_dir, train, name="feature", likelihood_model=str(peaked_lm_dir), **common)
     assert plain[-1]["eval_accuracy"] < 0.75, plain[-1]

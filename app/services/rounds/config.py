@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 from datetime import datetime
 from typing import Any, Literal
 
@@ -25,14 +26,65 @@ RESERVED_FLAGS = {
     "rs": {"policy", "judge", "prompts", "out", "seed"},
     "sft": {"model", "data", "out", "seed"},
 }
-# The round's defaults where they differ from the trainer's (every other flag: the trainer's default).
+# The round's defaults where they differ from the trainer's (every other flag: the trainer's default, or the
+# data-sized value of data_sized_flags). Why each value: docs/design.md, "Round defaults".
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "reward": {},
-    "ppo": {},
-    "dpo": {"lr": 5e-6},
+    "ppo": {"lr": 3e-5},
+    "dpo": {"lr": 2e-5},
     "rs": {"max_new_tokens": 32},
-    "sft": {"epochs": 2},
+    "sft": {},
 }
+# The algorithm a round runs unless told: meant to be the one that learns best across bench/preference_suite.py
+# (provisional until the suite's small-world cells have run; docs/results.md).
+DEFAULT_ALGO = "rs"
+# Whether the reward model adds the SFT model's likelihood unless told (the round setting reward_likelihood).
+DEFAULT_REWARD_LIKELIHOOD = False
+# Data-sized lengths (data_sized_flags): every policy stage takes at least MIN_POLICY_STEPS optimizer steps, however
+# few prompts or pairs there are, and PPO goes PPO_PASSES times over the prompts when they are many.
+MIN_POLICY_STEPS = 64
+PPO_PASSES = 2
+MAX_EPOCHS_SIZED = 8  # so a handful of pairs is not repeated hundreds of times
+# Flags that set a stage's length: one given by the user replaces the sized length.
+LENGTH_FLAGS = {"epochs", "max_steps"}
+
+
+@dataclasses.dataclass(frozen=True)
+class SizedFlag:
+    """A stage flag the round sets from the size of its data, and the reason, for the start form and the report."""
+
+    value: Any
+    why: str
+
+
+def data_sized_flags(stage: str, *, prompts: int, pairs: int, batch_size: int) -> dict[str, SizedFlag]:
+    """The length of a policy stage from the round's data: train prompts (PPO's episodes, rejection sampling's SFT
+    examples: one per prompt) and preference pairs (DPO's examples). `batch_size`: the stage's own."""
+    if stage == "ppo":
+        passes = math.ceil(PPO_PASSES * prompts / batch_size)
+        steps = max(MIN_POLICY_STEPS, passes)
+        return {
+            "max_steps": SizedFlag(
+                steps,
+                f"{PPO_PASSES} passes over {prompts} prompts at {batch_size} a step = {passes} steps, "
+                f"at least {MIN_POLICY_STEPS}",
+            )
+        }
+    examples = {"sft": prompts, "dpo": pairs}.get(stage)
+    if examples is None:
+        return {}
+    per_epoch = max(1, math.ceil(examples / batch_size))
+    epochs = min(MAX_EPOCHS_SIZED, max(1 if stage == "dpo" else 2, math.ceil(MIN_POLICY_STEPS / per_epoch)))
+    what = "best samples (one per prompt)" if stage == "sft" else "preference pairs"
+    return {
+        "epochs": SizedFlag(
+            epochs,
+            f"{examples} {what} at {batch_size} a step = {per_epoch} steps a pass; passes for at least "
+            f"{MIN_POLICY_STEPS} steps, at most {MAX_EPOCHS_SIZED}",
+        )
+    }
+
+
 # Each stage's trainer config dataclass, imported when needed (the service runs without torch until a round does).
 STAGE_CONFIG_CLASSES = {
     "reward": ("trainer.reward_model", "RewardConfig"),
@@ -84,7 +136,7 @@ class RoundConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     # Literal over the vocabulary's tuples: subscripting with a tuple gives its members (one declaration).
-    algo: Literal[ROUND_ALGOS] = ROUND_ALGOS[0]
+    algo: Literal[ROUND_ALGOS] = Field(DEFAULT_ALGO, description="How the policy learns from the new reward model.")
     seed: int = Field(0, description="Seed of every stage: the same snapshot and seed give the same round.")
     # data filters
     source: Literal[SOURCE_FILTERS] = Field(SOURCE_FILTERS[0], description="Whose annotations: human, AI or all.")
@@ -104,7 +156,7 @@ class RoundConfig(BaseModel):
         "sft", description="The new reward model starts from the SFT model, or the current reward model."
     )
     reward_likelihood: bool = Field(
-        True,
+        DEFAULT_REWARD_LIKELIHOOD,
         description=(
             "The reward model adds the SFT ancestor's mean response log-likelihood, its weight learned with the head: "
             "what tells a right answer from a wrong one said alike."
@@ -159,9 +211,19 @@ class RoundConfig(BaseModel):
             raise ValueError("gold_judge must look like module:function")
         return value
 
-    def stage_flags(self, stage: str) -> dict[str, Any]:
-        """The flags the round gives this stage's trainer (the trainer's defaults fill in the rest)."""
-        return {**STAGE_DEFAULTS[stage], **getattr(self, stage)}
+    def stage_flags(self, stage: str, *, prompts: int | None = None, pairs: int | None = None) -> dict[str, Any]:
+        """The flags the round gives this stage's trainer (the trainer's defaults fill in the rest); with the data's
+        size, the sized lengths too (sized_flags)."""
+        sized = {} if prompts is None or pairs is None else self.sized_flags(stage, prompts=prompts, pairs=pairs)
+        return {**STAGE_DEFAULTS[stage], **{k: v.value for k, v in sized.items()}, **getattr(self, stage)}
+
+    def sized_flags(self, stage: str, *, prompts: int, pairs: int) -> dict[str, SizedFlag]:
+        """data_sized_flags for this round's stage, unless the round sets the stage's length itself."""
+        given = getattr(self, stage)
+        if LENGTH_FLAGS & set(given):
+            return {}
+        batch_size = given.get("batch_size", stage_defaults(stage).get("batch_size", 16))
+        return data_sized_flags(stage, prompts=prompts, pairs=pairs, batch_size=int(batch_size))
 
 
 def parse_round_config(raw: dict[str, Any] | None) -> RoundConfig:

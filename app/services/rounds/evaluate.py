@@ -19,6 +19,11 @@ from app.services.rounds.trainer_steps import generate_samples, remove_leftovers
 LENGTH_GROWTH_WARN = 1.5  # mean length after / before
 REPETITION_WARN = 0.5  # distinct-2 after below this share of before's
 REWARD_LENGTH_CORR_WARN = 0.7  # correlation of RM score and length among the new samples
+TRUNCATION_WARN = 0.2  # share of the new policy's eval samples cut at the token limit (no EOS)...
+TRUNCATION_GROWTH = 1.5  # ...and this many times the old policy's share
+# Length the labels asked for: the share of labelled pairs (of different lengths) whose preferred response is the
+# longer; from this share up, a policy growing longer follows its labels and is not warned about.
+LABELS_FAVOUR_LONGER = 0.6
 
 
 def evaluate_round(
@@ -91,7 +96,8 @@ def evaluate_round(
             request=sampling,
         )
     report["summary"] = evaluation_summary(report)
-    report["checks"] = hacking_checks(report, policy_metrics)
+    report["labels_longer_share"] = labels_longer_share(rdir / "snapshot" / "trl.jsonl")
+    report["checks"] = hacking_checks(report, policy_metrics, report["labels_longer_share"])
     report["warnings"] = [c["warning"] for c in report["checks"] if not c["passed"]]
     saved.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return report
@@ -114,6 +120,8 @@ def evaluation_summary(report: dict[str, Any]) -> dict[str, Any]:
     out["kl_to_start"] = after.get("kl_to_tuned_from_k3")
     out["mean_length"] = after.get("mean_length")
     out["mean_length_before"] = before.get("mean_length")
+    out["eos_rate"] = after.get("eos_rate")
+    out["eos_rate_before"] = before.get("eos_rate")
     out["distinct_2"] = after.get("distinct_2")
     out["distinct_2_before"] = before.get("distinct_2")
     out["rm_score"] = after.get("judge_mean")
@@ -127,13 +135,42 @@ def evaluation_summary(report: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def hacking_checks(report: dict[str, Any], policy_metrics: dict[str, Any]) -> list[dict[str, Any]]:
+def labels_longer_share(trl: Path) -> float | None:
+    """Share of the round's labelled pairs (the snapshot's trl.jsonl, text prompts) whose preferred response has
+    more words, among the pairs whose two responses differ in length; None when there are none."""
+    longer = differ = 0
+    try:
+        with open(trl, encoding="utf-8") as fh:
+            for line in fh:
+                row = json.loads(line)
+                chosen, rejected = row.get("chosen"), row.get("rejected")
+                if not isinstance(chosen, str) or not isinstance(rejected, str):
+                    continue
+                a, b = len(chosen.split()), len(rejected.split())
+                differ += a != b
+                longer += a > b
+    except FileNotFoundError:
+        return None
+    return longer / differ if differ else None
+
+
+def hacking_checks(
+    report: dict[str, Any], policy_metrics: dict[str, Any], labels_longer: float | None = None
+) -> list[dict[str, Any]]:
     """The reward-hacking checks, each passed or failed with its figures (Gao et al. 2022; Singhal et al. 2023):
-    length growth, repetition, reward that tracks length, the RM and the gold judge disagreeing. A check whose
-    figures the round lacks (no gold judge, no training-sample correlation) is left out. A failed one carries the
-    round's warning text."""
+    length growth, repetition, reward that tracks length, truncation at the token limit, the RM and the gold judge
+    disagreeing. A check whose figures the round lacks (no gold judge, no training-sample correlation) is left out.
+    A failed one carries the round's warning text. `labels_longer` (labels_longer_share): labels that preferred
+    longer responses asked for length, so length then passes."""
     s = report.get("summary") or evaluation_summary(report)
     checks: list[dict[str, Any]] = []
+    length_asked = labels_longer is not None and labels_longer >= LABELS_FAVOUR_LONGER
+    not_asked = (
+        ""
+        if labels_longer is None
+        else f", although the labels preferred the longer response in only {labels_longer:.0%} of pairs"
+    )
+    asked = f"; the labels preferred the longer response in {labels_longer:.0%} of pairs" if length_asked else ""
 
     def check(name: str, passed: bool, detail: str, warning: str) -> None:
         checks.append({"name": name, "passed": passed, "detail": detail, "warning": None if passed else warning})
@@ -142,8 +179,13 @@ def hacking_checks(report: dict[str, Any], policy_metrics: dict[str, Any]) -> li
     if before_len and after_len:
         ratio = after_len / before_len
         figures = f"mean length {before_len:.1f} -> {after_len:.1f} tokens (x{ratio:.2f})"
-        passed = ratio <= LENGTH_GROWTH_WARN
-        check("length growth", passed, f"{figures}; at most x{LENGTH_GROWTH_WARN}", f"length growth: {figures}")
+        passed = ratio <= LENGTH_GROWTH_WARN or length_asked
+        check(
+            "length growth",
+            passed,
+            f"{figures}; at most x{LENGTH_GROWTH_WARN}{asked}",
+            f"length growth: {figures}{not_asked}",
+        )
     before_d2, after_d2 = s.get("distinct_2_before"), s.get("distinct_2")
     if before_d2 and after_d2 is not None:
         figures = f"distinct-2 {before_d2:.2f} -> {after_d2:.2f}"
@@ -153,11 +195,22 @@ def hacking_checks(report: dict[str, Any], policy_metrics: dict[str, Any]) -> li
     if isinstance(corr, (int, float)) and not math.isnan(corr):
         check(
             "reward-length correlation",
-            corr <= REWARD_LENGTH_CORR_WARN,
-            f"{corr:.2f} among the policy's training samples; at most {REWARD_LENGTH_CORR_WARN}",
+            corr <= REWARD_LENGTH_CORR_WARN or length_asked,
+            f"{corr:.2f} among the policy's training samples; at most {REWARD_LENGTH_CORR_WARN}{asked}",
             f"reward-length correlation {corr:.2f} among the policy's training samples (PPO's last batch, or all "
-            "best-of-n samples): "
-            "the reward model may pay for length",
+            "best-of-n samples): the reward model may pay for length" + not_asked,
+        )
+    eos_before, eos_after = s.get("eos_rate_before"), s.get("eos_rate")
+    if eos_before is not None and eos_after is not None:
+        cut_before, cut_after = 1.0 - eos_before, 1.0 - eos_after
+        figures = (
+            f"{cut_after:.0%} of the new policy's samples stop at the token limit without EOS ({cut_before:.0%} before)"
+        )
+        check(
+            "truncation",
+            not (cut_after > TRUNCATION_WARN and cut_after > TRUNCATION_GROWTH * cut_before),
+            f"{figures}; at most {TRUNCATION_WARN:.0%}, or x{TRUNCATION_GROWTH} of before's",
+            f"truncation: {figures}: no label asks for unfinished answers",
         )
     rm_win, gold_win = s.get("rm_win_rate"), s.get("gold_win_rate")
     if rm_win is not None and gold_win is not None:
@@ -170,6 +223,8 @@ def hacking_checks(report: dict[str, Any], policy_metrics: dict[str, Any]) -> li
     return checks
 
 
-def hacking_warnings(report: dict[str, Any], policy_metrics: dict[str, Any]) -> list[str]:
+def hacking_warnings(
+    report: dict[str, Any], policy_metrics: dict[str, Any], labels_longer: float | None = None
+) -> list[str]:
     """The failed reward-hacking checks as the round's warnings ("length growth: ...")."""
-    return [c["warning"] for c in hacking_checks(report, policy_metrics) if not c["passed"]]
+    return [c["warning"] for c in hacking_checks(report, policy_metrics, labels_longer) if not c["passed"]]

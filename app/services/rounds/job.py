@@ -37,7 +37,7 @@ from app.jobs.registry import JobFailed, job_kind
 from app.models import Job, ModelVersion, Task
 from app.services.generation import store_generations
 from app.services.models_registry import promote, register_model
-from app.services.rounds.config import ROUND_KIND, RoundConfig, parse_round_config
+from app.services.rounds.config import ALGO_STAGES, ROUND_KIND, RoundConfig, parse_round_config
 from app.services.rounds.data import next_task_prompts, read_jsonl, split_reward_data
 from app.services.rounds.evaluate import evaluate_round
 from app.services.rounds.lineage import Lineage, resolve_lineage
@@ -103,12 +103,28 @@ def train_reward(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: Lineage
     return {"init_id": init.id, "train_pairs": n_train, "eval_pairs": n_eval, **last_values(lines)}
 
 
-def train_policy(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: Lineage) -> dict[str, Any]:
+def data_size(manifest: dict[str, Any]) -> dict[str, int]:
+    """What the policy stage's length is sized by (config.data_sized_flags): train prompts and preference pairs."""
+    files = manifest["files"]
+    return {"prompts": files["prompts.jsonl"]["rows"], "pairs": files["trl.jsonl"]["rows"]}
+
+
+def sized_policy_flags(cfg: RoundConfig, size: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """The data-sized flags of the round's policy stages with their reasons (the job result, the report)."""
+    return {
+        stage: {name: {"value": f.value, "why": f.why} for name, f in cfg.sized_flags(stage, **size).items()}
+        for stage in ALGO_STAGES[cfg.algo]
+    }
+
+
+def train_policy(
+    ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: Lineage, size: dict[str, int]
+) -> dict[str, Any]:
     out = rdir / "policy"
     start, reference = lineage.start, lineage.reference
     if cfg.algo == "ppo":
         flags = {
-            **cfg.stage_flags("ppo"),
+            **cfg.stage_flags("ppo", **size),
             "policy": start.path,
             "ref": reference.path,
             "reward_model": str(rdir / "reward"),
@@ -123,7 +139,7 @@ def train_policy(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: Lineage
     if cfg.algo == "rs":
         best = rdir / "best_of_n"
         flags = {
-            **cfg.stage_flags("rs"),
+            **cfg.stage_flags("rs", **size),
             "policy": start.path,
             "judge": f"rm:{rdir / 'reward'}",
             "prompts": str(rdir / "snapshot" / "prompts.jsonl"),
@@ -132,7 +148,7 @@ def train_policy(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: Lineage
         }
         picked = last_values(run_stage(ctx, stage="rs", trainer_stage="best-of-n", out=best, flags=flags))
         flags = {
-            **cfg.stage_flags("sft"),
+            **cfg.stage_flags("sft", **size),
             "model": start.path,
             "data": str(best / "best.jsonl"),
             "out": str(out),
@@ -142,7 +158,7 @@ def train_policy(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: Lineage
         # both steps count skips under the same metric name: keep best-of-n's apart
         return {"algo": "rs", **picked, **last_values(lines), "rs_skipped_too_long": picked.get(SKIPPED, 0)}
     flags = {
-        **cfg.stage_flags("dpo"),
+        **cfg.stage_flags("dpo", **size),
         "policy": start.path,
         "ref": reference.path,
         "data": str(rdir / "snapshot" / "trl.jsonl"),
@@ -278,7 +294,8 @@ def run_round(ctx: JobContext) -> dict[str, Any]:
     _stage_progress(ctx, "reward")
     reward_metrics = train_reward(ctx, cfg, rdir, lineage)
     _stage_progress(ctx, "policy")
-    policy_metrics = train_policy(ctx, cfg, rdir, lineage)
+    size = data_size(manifest)
+    policy_metrics = train_policy(ctx, cfg, rdir, lineage, size)
     _stage_progress(ctx, "evaluate")
     evaluation = evaluate_round(ctx, cfg, rdir, lineage, policy_metrics)
 
@@ -319,6 +336,8 @@ def run_round(ctx: JobContext) -> dict[str, Any]:
             "max_annotation_id": manifest["max_annotation_id"],
             "rows": manifest["rows"],
         },
+        "data_size": size,
+        "sized_flags": sized_policy_flags(cfg, size),
         "parent_policy_id": lineage.start.id,
         "reference_id": lineage.reference.id,
         **registered,

@@ -23,7 +23,10 @@ def run_worker_once(settings) -> None:
 def test_ppo_round_registers_a_new_current_policy_and_makes_next_tasks(db, settings, tiny_lm_dir):
     sft, prompts = labelled_world(db, tiny_lm_dir, train=24, eval=6)
     job = start_round(
-        db, config=tiny_round_config(gold_judge="tests.factories:gold_score", report_samples=2, eval_samples=2)
+        db,
+        config=tiny_round_config(
+            gold_judge="tests.factories:gold_score", report_samples=2, eval_samples=2, reward_likelihood=True
+        ),
     )
     db.commit()
 
@@ -66,7 +69,7 @@ def test_ppo_round_registers_a_new_current_policy_and_makes_next_tasks(db, setti
     ppo_config = json.loads((settings.data_dir / "rounds" / str(job.id) / "ppo.config.json").read_text())
     assert ppo_config["ref"] == str(tiny_lm_dir) and ppo_config["policy"] == str(tiny_lm_dir)
     assert ppo_config["reward_model"].endswith("/reward")
-    # by default the reward model adds the SFT ancestor's log-likelihood, its weight learned and saved with it
+    # asked to, the reward model adds the SFT ancestor's log-likelihood, its weight learned and saved with it
     rm_dir = settings.data_dir / "rounds" / str(job.id) / "reward"
     assert json.loads((rm_dir.parent / "reward.config.json").read_text())["likelihood_model"] == str(tiny_lm_dir)
     feature = json.loads((rm_dir / "likelihood_feature.json").read_text())
@@ -74,6 +77,8 @@ def test_ppo_round_registers_a_new_current_policy_and_makes_next_tasks(db, setti
     assert result["reward"]["likelihood_weight"] == pytest.approx(feature["weight"])
     stages = set(db.scalars(select(JobMetric.stage).where(JobMetric.job_id == job.id)))
     assert {"reward", "ppo"} <= stages
+    # the data's size is recorded; the round set PPO's length itself, so nothing was sized
+    assert result["data_size"] == {"prompts": 24, "pairs": 24} and result["sized_flags"] == {"ppo": {}}
 
     evaluation = result["evaluation"]
     assert 0.0 <= evaluation["rm_win_rate"] <= 1.0 and 0.0 <= evaluation["gold_win_rate"] <= 1.0

@@ -1,0 +1,76 @@
+"""The preference suite in small: the tiny world, one hidden rule, a handful of labels, through real `rlhf serve` and
+`rlhf worker` processes (bench/preference_suite.py's own code path). It checks the machinery (labels by the rule, a
+round, both policies sampled alike and measured by the rule's feature); whether rounds learn the rules is the
+suite's to say, on the small world."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.factories import ROOT
+from trainer.world.rules import RULES
+
+sys.path.insert(0, str(ROOT / "bench"))
+import preference_suite as suite  # noqa: E402  (bench/)
+
+pytestmark = pytest.mark.slow
+
+# Only what makes it fast (and the minimum of pairs, which stays overridable); the algorithm is the round's default.
+QUICK = {
+    "min_pairs": 10,
+    "rs.num_samples": 2,
+    "rs.max_new_tokens": 12,
+    "sft.max_steps": 4,
+    "reward.max_epochs": 2,
+    "eval_prompts": 4,
+    "eval_max_new_tokens": 12,
+    "report_samples": 0,
+    "next_tasks.prompts": 0,
+}
+
+
+def test_a_cell_labels_by_its_rule_runs_a_round_and_measures_old_and_new_policy_alike(tiny_world, tmp_path):
+    rule = RULES["shorter"]
+    cell = suite.run_cell(
+        tiny_world,
+        rule,
+        labels=8,
+        seed=3,
+        overrides=QUICK,
+        max_new_tokens=12,
+        eval_prompts=6,
+        eval_samples=2,
+        annotators=2,
+        noise=0.01,
+        train_prompts=8,
+        data_root=tmp_path,
+        log=lambda message: None,
+    )
+    assert cell["labels"] == 8 and cell["algo"] == "rs"
+    assert cell["labels_follow_rule"] >= 0.9  # the annotators labelled by the rule (not the gold judge)
+    data_dir = Path(cell["data_dir"])
+    old = [json.loads(x) for x in (data_dir / "old.jsonl").read_text().splitlines()]
+    new = [json.loads(x) for x in (data_dir / "new.jsonl").read_text().splitlines()]
+    # the same held-out prompts, the same number of samples, each policy measured by the rule's own feature
+    assert [s["prompt_id"] for s in old] == [s["prompt_id"] for s in new] and len(old) == 12
+    assert cell["prompts_measured"] == 6 and all(str(s["prompt_id"]).startswith("eval") for s in old)
+    assert cell["old"] == pytest.approx(sum(rule.feature(s["text"]) for s in old) / 12)
+    assert cell["new"] == pytest.approx(sum(rule.feature(s["text"]) for s in new) / 12)
+    assert cell["ratio"] == pytest.approx(cell["new"] / cell["old"])
+    assert cell["moved"] == (cell["ratio"] <= suite.GOAL_RATIO) and isinstance(cell["kl_to_sft"], float)
+
+    # the table: one row per cell and a per-(rule, labels) verdict, written between its markers and rewritten there
+    cell["labels_asked"], cell["size"] = 8, "tiny"
+    table = suite.results_table([cell])
+    assert "| tiny | shorter (words per response) | 8 | 3 |" in table and "| tiny | shorter | 8 |" in table
+    assert all(line.count("|") in (11, 8) for line in table.splitlines() if line)  # every row fills its header
+    results = tmp_path / "results.md"
+    results.write_text("# Results\n\nbefore\n")
+    suite.write_results(table, results)
+    suite.write_results(table, results)
+    text = results.read_text()
+    assert text.count(suite.RESULTS_START) == 1 and text.startswith("# Results\n\nbefore\n") and table in text
