@@ -625,3 +625,10 @@ def transaction_held(db_url: str) -> bool:
             )
     finally:
         engine.dispose()
+
+
+def wait_in_page(page, expression: str, *, timeout: float = 10.0) -> None:
+    """Waits until a JS expression is truthy in the page. Playwright's wait_for_function evals its predicate inside
+    the page, which the Content-Security-Policy refuses (no 'unsafe-eval'); page.evaluate goes through the devtools
+    protocol, which it does not."""
+    wait_for(lambda: page.evaluate(f"Boolean({expression})"), timeout=timeout, interval=0.1, what=expression)

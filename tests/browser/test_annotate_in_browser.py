@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from app.models import Annotation
 from tests.browser.conftest import ARTIFACTS
-from tests.factories import make_tasks, task_line
+from tests.factories import make_tasks, task_line, wait_in_page
 
 pytestmark = pytest.mark.browser
 
@@ -73,7 +73,7 @@ def test_annotate_in_chromium_keyboard_drag_rating_undo(db, make_user, server, b
     # -- ranking: drag the last item to the top, then move the (new) last one up with the keyboard
     items = page.eval_on_selector_all("#rank-list li", "els => els.map(e => +e.dataset.gid)")
     page.drag_and_drop("#rank-list li:nth-child(3)", "#rank-list li:nth-child(1)")
-    page.wait_for_function(f"document.querySelector('#rank-list li').dataset.gid == {items[2]}")
+    wait_in_page(page, f"document.querySelector('#rank-list li').dataset.gid == {items[2]}")
     after_drag = page.eval_on_selector_all("#rank-list li", "els => els.map(e => +e.dataset.gid)")
     page.focus("#rank-list li:nth-child(3)")
     page.keyboard.press("ArrowUp")

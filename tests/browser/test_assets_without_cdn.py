@@ -19,6 +19,7 @@ from tests.factories import (
     make_task,
     make_tasks,
     task_line,
+    wait_in_page,
 )
 
 pytestmark = pytest.mark.browser
@@ -55,7 +56,7 @@ def test_pages_refresh_drag_and_draw_with_the_cdn_blocked(db, make_user, cdn_ser
 
     # refreshes: the job page's live block polls (htmx) and shows new progress without a reload; draws: its plots
     _login(page, cdn_server, admin, f"/admin/jobs/{job.id}")
-    page.wait_for_function("document.querySelectorAll('#job-plots canvas').length >= 1", timeout=10_000)
+    wait_in_page(page, "document.querySelectorAll('#job-plots canvas').length >= 1", timeout=10)
     assert page.evaluate("Chart.getChart(document.querySelector('#job-plots canvas')).data.datasets[0].data.length")
     page.evaluate("window.__sameDocument = true")
     row = db.get(Job, job.id)
@@ -64,7 +65,7 @@ def test_pages_refresh_drag_and_draw_with_the_cdn_blocked(db, make_user, cdn_ser
     page.wait_for_selector("text=half-way-marker", timeout=10_000)
     assert page.evaluate("window.__sameDocument") is True  # swapped in by htmx, not reloaded
     page.goto(f"{cdn_server}/admin/stats")
-    page.wait_for_function("window.Chart && Chart.getChart('throughput-chart')", timeout=10_000)
+    wait_in_page(page, "window.Chart && Chart.getChart('throughput-chart')", timeout=10)
     assert page.evaluate("typeof htmx") == "object"
 
     # drags: the ranking list, with the vendored SortableJS

@@ -23,7 +23,7 @@ def test_data_page_searches_retires_and_fits(db, make_user, server, browser):
     page.goto(f"{server}/admin/data")
     page.evaluate("window.notReloaded = true")
     page.fill("input[name=q]", "cat")
-    page.wait_for_function("!document.querySelector('#data-results').innerText.includes('dog question')")
+    page.wait_for_selector("#data-results >> text=dog question", state="detached")
     assert page.evaluate("window.notReloaded") is True and "q=cat" in page.url
     page.check(f"input[name=ids][value='{ids[0]}']")
     page.click("button[value=retire]")

@@ -10,6 +10,7 @@ import pytest
 from app.jobs import queue
 from app.models import Job, JobMetric, utcnow
 from app.services.jobs import enqueue_job
+from tests.factories import wait_in_page
 
 pytestmark = pytest.mark.browser
 
@@ -30,7 +31,7 @@ def test_job_page_plots_metrics_and_stops_polling_when_done(db, make_user, serve
     page.fill("input[name=password]", "password123")
     page.click("button[type=submit]")
     page.goto(f"{server}/admin/jobs/{job.id}")
-    page.wait_for_function("document.querySelectorAll('#job-plots canvas').length === 2", timeout=10_000)
+    wait_in_page(page, "document.querySelectorAll('#job-plots canvas').length === 2", timeout=10)
     points = (
         "(label) => Chart.getChart(document.querySelector(`canvas[aria-label='${label}']`))"
         ".data.datasets[0].data.length"
@@ -43,7 +44,7 @@ def test_job_page_plots_metrics_and_stops_polling_when_done(db, make_user, serve
     row.status, row.finished_at, row.result = "succeeded", utcnow(), {"model_version_id": 7}
     db.commit()
     page.wait_for_selector("#job-live[data-status=succeeded]", timeout=10_000)
-    page.wait_for_function(f"({points})('reward · accuracy') === 4", timeout=10_000)
+    wait_in_page(page, f"({points})('reward · accuracy') === 4", timeout=10)
     assert page.get_attribute("#job-live", "hx-trigger") is None  # polling stopped
     assert "model_version_id" in page.inner_text("#job-live")
     requests = []
