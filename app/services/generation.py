@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,10 @@ from sqlalchemy.orm import Session
 
 from app.inputs import DbId, Text
 from app.jobs import JobFailed, job_kind
-from app.models import Generation, ModelVersion, Prompt, Task, TaskPosition, utcnow
+from app.models import Generation, Job, ModelVersion, Prompt, Task, TaskPosition, utcnow
 from app.services.errors import ServiceError, validation_message
-from app.services.jobs import enqueue_job
+from app.services.jobs import enqueue_job, list_jobs
+from app.services.models_registry import list_models
 from app.services.tasks import PRIORITY_MAX, PRIORITY_MIN
 from domain.sampling import RESPONSES_PER_PROMPT_MAX, RESPONSES_PER_PROMPT_MIN, SEED_LIMIT, sampling_problem
 from domain.vocabulary import SPLIT_FILTERS, TASK_KINDS, one_of
@@ -89,6 +91,19 @@ def parse_generation_request(values: Mapping[str, Any]) -> GenerationRequest:
         return GenerationRequest.model_validate(dict(values))
     except ValidationError as exc:
         raise GenerationError(validation_message(exc)) from None
+
+
+@dataclass
+class GenerationChoices:
+    """What the generation form offers: the policies that can generate, and the latest generation jobs."""
+
+    policies: list[ModelVersion]
+    jobs: list[Job]
+
+
+def generation_choices(session: Session, *, latest_jobs: int = 20) -> GenerationChoices:
+    policies = [m for m in list_models(session, kind="policy") if m.stage != "imported"]
+    return GenerationChoices(policies=policies, jobs=list_jobs(session, kind="generate", limit=latest_jobs))
 
 
 def resolve_policy(session: Session, model_id: int | None) -> ModelVersion:

@@ -7,17 +7,20 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import ADMIN_PAGES, PageAdmin, SessionDep
-from app.services.generation import GenerationError, GenerationRequest, parse_generation_request, request_generation
-from app.services.jobs import list_jobs
-from app.services.models_registry import list_models
+from app.services.generation import (
+    GenerationError,
+    GenerationRequest,
+    generation_choices,
+    parse_generation_request,
+    request_generation,
+)
 from app.templating import render
 
 router = APIRouter(include_in_schema=False, dependencies=ADMIN_PAGES)
 
 
 def _page(request: Request, db, *, values: dict, error: str | None = None, status_code: int = 200) -> Response:
-    policies = [m for m in list_models(db, kind="policy") if m.stage != "imported"]
-    ctx = {"values": values, "policies": policies, "jobs": list_jobs(db, kind="generate", limit=20), "error": error}
+    ctx = {**vars(generation_choices(db)), "values": values, "error": error}
     db.rollback()
     return render(request, "admin_generate.html", ctx, status_code=status_code)
 
