@@ -56,16 +56,7 @@ def demo_env(tmp_path_factory, tiny_world):
     data = tmp_path_factory.mktemp("demo-data")
     # The session's tiny world stands in for the demo's first build (the same cached stages `rlhf demo` makes).
     shutil.copytree(tiny_world, data / "world" / "tiny")
-    env = {
-        **os.environ,
-        "RLHF_DATA_DIR": str(data),
-        "RLHF_SECRET_KEY": "k",
-        "RLHF_OFFLINE_ASSETS": "1",
-        "RLHF_DEMO_ADMIN_PASSWORD": "admin-password",
-        "HF_HUB_OFFLINE": "1",
-        "RLHF_WORKER_POLL_S": "0.3",
-    }
-    env.pop("RLHF_DATABASE_URL", None)
+    env = _demo_env(data)
     started = time.perf_counter()
     prepared = _run(["demo", "--size", "tiny", "--prepare-only"], env)
     prepare_s = time.perf_counter() - started
