@@ -108,9 +108,11 @@ def _model_fields(model: BaseModel, names: list[tuple[str, str]], shown: int, pr
     ]
 
 
-def _stage_fields(stage: str) -> list[dict]:
-    """Every flag a round may set for this stage, with the value the round runs it with and the trainer's help."""
+def _stage_fields(stage: str, size: dict[str, int] | None = None) -> list[dict]:
+    """Every flag a round may set for this stage, with the value the round runs it with and the trainer's help;
+    with the data's size, the lengths a round started now would be sized to, and why."""
     defaults = stage_defaults(stage)
+    sized = RoundConfig().sized_flags(stage, **size) if size else {}
     try:
         flags = [(f.name, f.metadata) for f in dataclasses.fields(trainer_config_class(stage))]
     except ModuleNotFoundError:  # a service installed without the trainer: the round's own defaults only
@@ -126,18 +128,21 @@ def _stage_fields(stage: str) -> list[dict]:
             "choices": _choices(None, defaults.get(name), meta.get("choices")),
             "why": meta.get("help", ""),
             "advanced": name not in order,
+            "sized": sized[name].value if name in sized else None,
+            "sized_why": sized[name].why if name in sized else "",
         }
         for name, meta in flags
     ]
 
 
-def form_groups(algo: str) -> list[dict[str, Any]]:
+def form_groups(algo: str, size: dict[str, int] | None = None) -> list[dict[str, Any]]:
     """The start form for one algorithm: groups of settings (round, reward model, the algorithm's stages, next
-    tasks), each field with its default, why it is there, and whether it is folded under "advanced"."""
+    tasks), each field with its default, why it is there, and whether it is folded under "advanced". `size`
+    ({"prompts", "pairs"}: the data a round started now would take): the stage lengths sized from it."""
     round_fields = _model_fields(RoundConfig(), ROUND_FIELDS, ROUND_SHOWN)
     groups = [{"key": "round", "title": "Data, lineage and promotion", "fields": round_fields}]
     for stage in ("reward", *ALGO_STAGES[algo]):
-        groups.append({"key": stage, "title": STAGE_TITLES[stage], "fields": _stage_fields(stage)})
+        groups.append({"key": stage, "title": STAGE_TITLES[stage], "fields": _stage_fields(stage, size)})
     groups.append(
         {
             "key": "next_tasks",
@@ -155,13 +160,15 @@ def form_fields(algo: str | None = None) -> list[dict[str, Any]]:
     return [f for group in form_groups(choose_algo(algo)) for f in group["fields"]]
 
 
-def start_form(algo: str | None = None) -> dict[str, Any]:
-    """What the Rounds page's start form shows: the algorithms, the chosen one, and its settings."""
+def start_form(algo: str | None = None, size: dict[str, int] | None = None) -> dict[str, Any]:
+    """What the Rounds page's start form shows: the algorithms, the chosen one, and its settings (sized from
+    the data when its size is given)."""
     chosen = choose_algo(algo)
     return {
         "algos": [{"name": a, "title": ALGO_TITLES[a], "default": a == RoundConfig().algo} for a in ROUND_ALGOS],
         "algo": chosen,
-        "groups": form_groups(chosen),
+        "groups": form_groups(chosen, size),
+        "size": size,
     }
 
 

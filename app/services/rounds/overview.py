@@ -7,9 +7,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.services.rounds.config import RoundConfig
 from app.services.rounds.form import start_form
 from app.services.rounds.lineage import current_policy
 from app.services.rounds.listing import list_rounds, round_summary
+from app.services.rounds.start import preference_pairs, train_prompts
 from app.services.schedule import get_schedule, schedule_to_dict
 from domain.vocabulary import FINISHED_JOB_STATUSES
 
@@ -17,7 +19,9 @@ from domain.vocabulary import FINISHED_JOB_STATUSES
 def rounds_overview(session: Session, *, algo: str | None = None) -> dict[str, Any]:
     """The page for the start form of `algo` (the default algorithm when None; RoundError for an unknown one).
     Flushes (the schedule row is created on first use); the caller commits."""
-    form = start_form(algo)
+    # the data a round started now would take (its default filters): what the stage lengths are sized from
+    size = {"prompts": train_prompts(session), "pairs": preference_pairs(session, config=RoundConfig())}
+    form = start_form(algo, size)
     jobs = list_rounds(session)
     schedule = get_schedule(session)
     return {

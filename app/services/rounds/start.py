@@ -50,6 +50,12 @@ def preference_pairs(session: Session, *, config: RoundConfig) -> int:
     return pairs
 
 
+def train_prompts(session: Session) -> int:
+    """Train-split prompts a round's snapshot takes (its prompts.jsonl): what PPO and rejection sampling run on."""
+    stmt = select(func.count()).select_from(Prompt).where(Prompt.split == "train", Prompt.retired_at.is_(None))
+    return session.scalar(stmt) or 0
+
+
 def too_little_data(pairs: int, config: RoundConfig) -> str | None:
     if pairs >= config.min_pairs:
         return None

@@ -304,3 +304,14 @@ def test_polled_round_block_renders_in_every_stage_state(client, login, make_use
     if state == "failed":  # which stage, the reason in plain words, the stage's log
         assert "Failed in the policy stage</strong>: the dpo step failed (exit status 2): data: no pairs" in block.text
         assert f'href="/admin/jobs/{job.id}/log"' in block.text
+
+
+def test_the_form_shows_the_stage_lengths_sized_from_the_data_a_round_would_take(client, login, make_user, db):
+    from app.services.rounds.config import MIN_POLICY_STEPS
+
+    _labelled(db, pairs=20)
+    login(make_user("admin"))
+    page = client.get("/admin/rounds?algo=ppo").text
+    assert f"sized from the data now: {MIN_POLICY_STEPS} (2 passes over 20 prompts" in page
+    dpo = client.get("/admin/rounds?algo=dpo").text
+    assert "sized from the data now: 8 (20 preference pairs at 16 a step" in dpo
