@@ -29,10 +29,6 @@ def prompt_limit(context: int, max_new_tokens: int) -> int:
     return max(0, context - max_new_tokens)
 
 
-def prompt_fits(n_tokens: int, context: int, max_new_tokens: int) -> bool:
-    return n_tokens + max_new_tokens <= context
-
-
 def sequence_limit(context: int, max_length: int = 0) -> int:
     """The longest training sequence: --max-length when set and shorter, else the model's context."""
     return min(max_length, context) if max_length > 0 else context

@@ -90,18 +90,12 @@ def first_eos_index(tokens: torch.Tensor, eos_token_id: int) -> torch.Tensor:
 def response_mask_after_eos(tokens: torch.Tensor, eos_token_id: int, pad_token_id: int) -> torch.Tensor:
     """Mask of the real response tokens: everything up to and including the first EOS. [B, T] -> bool [B, T].
 
-    `pad_token_id` is accepted for symmetry with `truncate_after_eos`; a PAD sampled before EOS is a real
-    token (the policy chose it), so it is never used to find the end of a response."""
+    `pad_token_id` is accepted but never used to find the end of a response: a PAD sampled before EOS is a real
+    token (the policy chose it)."""
     del pad_token_id
     T = tokens.shape[-1]
     end = first_eos_index(tokens, eos_token_id)  # [B]
     return torch.arange(T, device=tokens.device).unsqueeze(0) <= end.unsqueeze(1)
-
-
-def truncate_after_eos(tokens: torch.Tensor, eos_token_id: int, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(tokens with PAD after the first EOS, response mask). tokens [B, T] -> ([B, T], bool [B, T])."""
-    mask = response_mask_after_eos(tokens, eos_token_id, pad_token_id)
-    return tokens.masked_fill(~mask, pad_token_id), mask
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:

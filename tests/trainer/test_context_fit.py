@@ -9,7 +9,7 @@ import pytest
 
 from tests.factories import build_tiny_lm, write_jsonl
 from trainer.config import load_config
-from trainer.context_fit import prompt_fits, prompt_limit, sequence_limit
+from trainer.context_fit import prompt_limit, sequence_limit
 
 LONG = " na" * 200  # 200 word tokens: more than the 128-token context
 PAIRS = [
@@ -40,7 +40,7 @@ def _metrics(out) -> list[dict]:
 
 
 def test_the_rule():
-    assert prompt_limit(128, 64) == 64 and prompt_fits(64, 128, 64) and not prompt_fits(65, 128, 64)
+    assert prompt_limit(128, 64) == 64 and prompt_limit(64, 64) == 0
     assert sequence_limit(128, 1024) == 128 and sequence_limit(128, 0) == 128 and sequence_limit(128, 100) == 100
 
 

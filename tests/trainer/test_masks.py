@@ -12,7 +12,6 @@ from trainer.masks import (
     pad_sequences,
     position_ids_from_mask,
     response_mask_after_eos,
-    truncate_after_eos,
 )
 
 
@@ -67,8 +66,6 @@ def test_response_mask_truncates_after_first_eos():
     mask = response_mask_after_eos(tokens, eos, pad)
     assert mask.tolist() == [[True, True, False, False], [True] * 4, [True, False, False, False]]
     assert first_eos_index(tokens, eos).tolist() == [1, 4, 0]
-    cut, _ = truncate_after_eos(tokens, eos, pad)
-    assert cut.tolist() == [[4, 9, 0, 0], [4, 5, 6, 7], [9, 0, 0, 0]]
 
 
 def test_masked_statistics_ignore_masked_entries():
