@@ -1,4 +1,4 @@
-"""End-to-end fixtures: real `rlhf serve` / `rlhf worker` processes on a fresh data dir and SQLite database, stopped
+"""End-to-end fixtures: real `rlhf serve` / `rlhf worker` processes on a fresh data dir and database, stopped
 (and never left behind) at the end of each test. The tiny embedded world comes from tests/conftest.py (once per run)."""
 
 from __future__ import annotations
@@ -102,13 +102,16 @@ class Stack:
 
 
 @pytest.fixture
-def stack(tmp_path) -> Stack:
+def stack(request, tmp_path, backend) -> Stack:
+    """On a fresh SQLite file by default; on a fresh PostgreSQL database (a copy of the migrated template) where a
+    test is parametrized with `backend` (tests.conftest.BACKENDS, indirect)."""
     data = tmp_path / "data"
     data.mkdir()
+    url = request.getfixturevalue("db_url") if backend == "postgres" else f"sqlite:///{data / 'rlhf.sqlite3'}"
     env = {
         **os.environ,
         "RLHF_DATA_DIR": str(data),
-        "RLHF_DATABASE_URL": f"sqlite:///{data / 'rlhf.sqlite3'}",
+        "RLHF_DATABASE_URL": url,
         "RLHF_SECRET_KEY": "e2e-secret",
         "RLHF_OFFLINE_ASSETS": "1",
         "PYTHONPATH": str(ROOT),

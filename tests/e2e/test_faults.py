@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from app.models import Annotation, Job, ModelVersion
 from app.services.users import create_token, create_user
 from tests import factories
+from tests.conftest import BACKENDS
 from tests.factories import label_preferences, make_prompts, register_policy, rlhf_command, tiny_round_config, wait_for
 
 pytestmark = pytest.mark.slow
@@ -106,6 +107,7 @@ def test_round_start_wait_exits_1_when_the_round_fails_and_the_registry_stays(st
     assert refused.returncode == 2 and "too little data for a round" in refused.stderr
 
 
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_kill_9_server_under_load_loses_no_acknowledged_annotation(stack):
     with stack_session(stack) as db:
         for _ in range(120):
