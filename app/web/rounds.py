@@ -20,17 +20,18 @@ from app.services.rounds.promotion import promote_round
 from app.services.rounds.report import round_report, snapshot_download, snapshot_file
 from app.services.schedule import ScheduleError, update_schedule
 from app.services.snapshots import MANIFEST
-from app.templating import render
+from app.templating import is_htmx, render
 from domain.vocabulary import ROUND_ALGOS
 
 router = APIRouter(dependencies=ADMIN_PAGES, include_in_schema=False)
 
 
 def _rounds_page(request: Request, db, *, status_code: int = 200, algo: str | None = None, **extra: Any) -> Response:
-    context = rounds_overview(db, algo=algo)
-    db.commit()  # the schedule row is created on first use
     # htmx asks for one block: the start form of another algorithm (?algo=), or the polled table of rounds
     block = None if status_code != 200 else "round_start" if algo else "round_table"
+    table_poll = block == "round_table" and is_htmx(request)  # every 2 s while a round runs: no form to size
+    context = rounds_overview(db, algo=algo, with_form=not table_poll)
+    db.commit()  # the schedule row is created on first use
     return render(request, "rounds.html", {**context, **extra}, block=block, status_code=status_code)
 
 

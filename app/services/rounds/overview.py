@@ -16,12 +16,15 @@ from app.services.schedule import get_schedule, schedule_to_dict
 from domain.vocabulary import FINISHED_JOB_STATUSES
 
 
-def rounds_overview(session: Session, *, algo: str | None = None) -> dict[str, Any]:
+def rounds_overview(session: Session, *, algo: str | None = None, with_form: bool = True) -> dict[str, Any]:
     """The page for the start form of `algo` (the default algorithm when None; RoundError for an unknown one).
+    `with_form=False`: the rounds table alone (its poll), without counting the data the form is sized from.
     Flushes (the schedule row is created on first use); the caller commits."""
-    # the data a round started now would take (its default filters): what the stage lengths are sized from
-    size = {"prompts": train_prompts(session), "pairs": preference_pairs(session, config=RoundConfig())}
-    form = start_form(algo, size)
+    form = None
+    if with_form:
+        # the data a round started now would take (its default filters): what the stage lengths are sized from
+        size = {"prompts": train_prompts(session), "pairs": preference_pairs(session, config=RoundConfig())}
+        form = start_form(algo, size)
     jobs = list_rounds(session)
     schedule = get_schedule(session)
     return {

@@ -315,3 +315,17 @@ def test_the_form_shows_the_stage_lengths_sized_from_the_data_a_round_would_take
     assert f"sized from the data now: {MIN_POLICY_STEPS} (2 passes over 20 prompts" in page
     dpo = client.get("/admin/rounds?algo=dpo").text
     assert "sized from the data now: 8 (20 preference pairs at 16 a step" in dpo
+
+
+def test_the_rounds_table_poll_does_not_count_the_data_the_form_is_sized_from(
+    client, login, make_user, db, monkeypatch
+):
+    from app.services.rounds import overview
+
+    _labelled(db)
+    login(make_user("admin"))
+    counted: list[int] = []
+    monkeypatch.setattr(overview, "preference_pairs", lambda *a, **k: counted.append(1) or 0)
+    assert client.get("/admin/rounds", headers={"HX-Request": "true"}).status_code == 200  # every 2 s while running
+    assert counted == []
+    assert client.get("/admin/rounds").status_code == 200 and counted == [1]
