@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from rlhf_efficacy import Services, prepare_world, product_default  # noqa: E402  (bench/)
+from rlhf_efficacy import JobDidNotSucceed, Services, prepare_world, product_default, wait_job  # noqa: E402
 
 from app.simulation import run_simulation  # noqa: E402
 from trainer.world import SIZES  # noqa: E402
@@ -56,21 +56,6 @@ RESULTS_END = "<!-- preference-suite:end -->"
 
 class CellFailed(RuntimeError):
     pass
-
-
-def wait_job(api: httpx.Client, job_id: int, what: str, log=print) -> dict:
-    last = ""
-    while True:
-        job = api.get(f"/api/v1/jobs/{job_id}").json()
-        message = job["progress"]["message"]
-        if message != last:
-            log(f"  {what}: {job['status']} {message}")
-            last = message
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            if job["status"] != "succeeded":
-                raise CellFailed(f"{what} {job['status']}: {job['error']}")
-            return job
-        time.sleep(1)
 
 
 def sample_policy(model: Path, prompts: Path, out: Path, *, seed: int, samples: int, max_new_tokens: int) -> list:
@@ -325,7 +310,7 @@ def main() -> int:
                 eval_samples=args.eval_samples,
                 log=lambda m: print(m, file=sys.stderr, flush=True),
             )
-        except CellFailed as exc:
+        except (CellFailed, JobDidNotSucceed) as exc:
             print(f"  FAILED: {exc}", flush=True)
             continue
         cell["labels_asked"], cell["size"] = labels, args.size

@@ -233,19 +233,26 @@ def gold_parts(samples: Path, prompts: Path) -> dict[str, float] | None:
     return {name: sum(getattr(a, name) for a in parts) / len(parts) for name in GOLD_PARTS} if parts else None
 
 
-def wait_job(api: httpx.Client, job_id: int, what: str) -> dict:
+class JobDidNotSucceed(RuntimeError):
+    pass
+
+
+def wait_job(api: httpx.Client, job_id: int, what: str, log=None) -> dict:
+    """Polls a job until it ends, logging each new progress message (stderr by default); JobDidNotSucceed when it
+    fails or is cancelled."""
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     last = ""
     while True:
         job = api.get(f"/api/v1/jobs/{job_id}").json()
         message = job["progress"]["message"]
         if message != last:
-            print(f"  {what}: {job['status']} {message}", file=sys.stderr, flush=True)
+            log(f"  {what}: {job['status']} {message}")
             last = message
         if job["status"] in ("succeeded", "failed", "cancelled"):
             if job["status"] != "succeeded":
-                raise SystemExit(f"{what} {job['status']}: {job['error']}")
+                raise JobDidNotSucceed(f"{what} {job['status']}: {job['error']}")
             return job
-        time.sleep(2)
+        time.sleep(1)
 
 
 def main() -> int:
@@ -459,4 +466,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except JobDidNotSucceed as exc:  # one line, as a refused round ends the run
+        sys.exit(str(exc))
