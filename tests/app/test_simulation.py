@@ -1,0 +1,15 @@
+"""app.simulation against a live server: simulated annotators label over the HTTP API and say when they ran out."""
+
+from __future__ import annotations
+
+from app.simulation import run_simulation
+from tests.factories import make_tasks, task_line
+
+
+def test_annotators_stop_when_no_task_is_left_and_say_how_many_they_made(db, live_server, make_user, make_token):
+    make_tasks(db, *(task_line(prompt=f"question {i}?") for i in range(3)))
+    token = make_token(make_user("admin"))
+    db.commit()
+    report = run_simulation(url=live_server, admin_token=token, annotators=2, labels=10, seed=0, timeout_s=60)
+    assert (report.labels, report.requested, report.out_of_tasks) == (3, 10, True)
+    assert report.shortfall() == "ran out of tasks: made 3 of the 10 labels asked for"
