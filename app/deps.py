@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
-from app.annotate.auth import bearer_token, token_user
+from app.annotate.auth import token_user
 from app.db import get_sessionmaker
 from app.models import User
 from app.security import CSRF_FIELD, CSRF_HEADER, SESSION_COOKIE, BrowserSession, SessionSigner, csrf_matches
@@ -110,13 +110,6 @@ PageAdmin = Annotated[User, Depends(get_page_admin)]
 # the CSRF check reads its form (an upload's multipart body is spooled to disk as it is parsed).
 ADMIN_PAGES = [Depends(get_page_admin), Depends(verify_csrf)]
 USER_PAGES = [Depends(get_page_user), Depends(verify_csrf)]
-
-
-async def require_bearer(request: Request) -> None:
-    """Every /api/v1 router's first dependency: a request without a bearer token is refused 401 before its path,
-    query or body is validated (the token itself is checked where the route opens its transaction). Async: no
-    thread hop."""
-    bearer_token(request)
 
 
 # Declares the API's bearer tokens in the OpenAPI schema, so /docs offers "Authorize"; the check itself is

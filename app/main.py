@@ -5,16 +5,17 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from app import api, web
+from app.annotate.auth import BearerRequired
 from app.annotate.middleware import AnnotateFastPath, api_error_response
 from app.body_limit import BodySizeLimit
 from app.db import check_migrated, get_engine
-from app.deps import LoginRequired, require_bearer
+from app.deps import LoginRequired
 from app.security import SessionSigner
 from app.security_headers import SecurityHeaders
 from app.services.errors import ServiceError
@@ -86,12 +87,10 @@ def create_app(*, check_database: bool = True) -> FastAPI:
 
     # add_middleware wraps what is there: the last one added sees the request first.
     app.add_middleware(AnnotateFastPath)  # the annotate hot loop skips the routing (see app.annotate)
+    app.add_middleware(BearerRequired, prefix=API_PREFIX)  # no token: 401 before any body is read
     app.add_middleware(BodySizeLimit, settings=settings, upload_paths=UPLOAD_PATHS)
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    for router in api.ROUTERS:
-        # authenticated before anything is validated: an anonymous caller learns nothing from a 422
-        app.include_router(router, dependencies=[Depends(require_bearer)] if router.prefix == API_PREFIX else [])
-    for router in web.ROUTERS:
+    for router in [*api.ROUTERS, *web.ROUTERS]:
         app.include_router(router)
     return app
