@@ -1,25 +1,24 @@
 """AnnotateFastPath: the ASGI middleware that answers the two hot requests itself, `GET /api/v1/tasks/next` and a
-well-formed `POST /api/v1/annotations`, with the routes' own work (app.annotate.work) in the same transaction
-(app.annotate.transaction). Anything else (another method, a query string, a missing or malformed header, a body
-the model rejects) goes on to the FastAPI routes, which stay the documented (OpenAPI) definition and give the
-error responses: the fast path has no behaviour of its own. One refusal it answers itself, as the routes would: a
-submit with no Authorization header at all is 401 before its body is read.
-"""
+well-formed `POST /api/v1/annotations` of a declared small size (app.annotate.auth.hot_request), with the routes'
+own work (app.annotate.work) in the same transaction (app.annotate.transaction). Anything else (another method, a
+query string, a missing or malformed header, a large or chunked body, a body the model rejects) goes on to the
+FastAPI routes, which stay the documented (OpenAPI) definition and give the error responses: the fast path has no
+behaviour of its own. A rejected body goes on only once its token is known, so that a stranger's malformed body is
+401, as everywhere else in the API, not 422."""
 
 from __future__ import annotations
 
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.annotate.auth import UNKNOWN_TOKEN, hot_request, known_token, refuse_token, token_in
 from app.annotate.transaction import as_api_user
 from app.annotate.work import IDEMPOTENCY_KEY_MAX, IDEMPOTENCY_KEY_MIN, AnnotationIn, next_work, submit_work
 from app.services.errors import ServiceError
-
-NEXT_PATH = "/api/v1/tasks/next"
-SUBMIT_PATH = "/api/v1/annotations"
 
 
 def api_error_response(exc: HTTPException) -> Response:
@@ -33,22 +32,24 @@ class AnnotateFastPath:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope.get("query_string"):
-            path = scope["path"][len(scope.get("root_path", "")) :] if scope.get("root_path") else scope["path"]
-            if path == NEXT_PATH and scope["method"] == "GET":
-                await self._answer(scope, receive, send, next_work)
-                return
-            if path == SUBMIT_PATH and scope["method"] == "POST":
-                await self._submit(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        hot = hot_request(scope) if scope["type"] == "http" else None
+        if hot == "next":
+            await self._answer(scope, receive, send, next_work)
+        elif hot == "submit":
+            await self._submit(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
     async def _submit(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await _read_body(receive)
         if body is None:
             return  # the client went away
         work = _well_formed_submit(scope, body)
-        if work is None:  # not well-formed: the FastAPI route says why, from the same body
+        if work is None:  # not well-formed: the FastAPI route says why, from the same body, once the token is known
+            token = token_in(dict(scope["headers"]).get(b"authorization", b"").decode("latin-1"))
+            if token is None or not await run_in_threadpool(known_token, token):
+                await refuse_token(scope, receive, send, UNKNOWN_TOKEN)
+                return
             await self.app(scope, _replay(body, receive), send)
             return
         await self._answer(scope, receive, send, work)

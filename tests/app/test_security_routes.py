@@ -124,3 +124,56 @@ def test_an_anonymous_api_body_is_refused_before_it_is_parsed(client):
         response = client.post(path, content=b"{not json", headers={"Content-Type": "application/json"})
         assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer", path
     assert client.post("/api/v1/users", headers={"Authorization": "Basic eA=="}, json={}).status_code == 401
+
+
+def test_a_wrong_token_is_refused_before_the_body_is_parsed(client, api):
+    """A token that is there but unknown or revoked is found out at the edge too: a non-JSON body gets 401, not the
+    422 of a route that parsed it first, on the admin API and on both paths of a submit (the small one the fast
+    path reads, and a large one)."""
+    wrong = {"Authorization": "Bearer not-a-token", "Content-Type": "application/json"}
+    for path in ("/api/v1/users", "/api/v1/annotations", "/api/v1/tasks/1/skip", "/api/v1/rounds"):
+        response = client.post(path, content=b"{not json", headers=wrong)
+        assert response.status_code == 401 and response.json()["detail"] == "unknown or revoked token", path
+    large = b"{not json" + b" " * (100 * 1024)
+    assert client.post("/api/v1/annotations", content=large, headers=wrong).status_code == 401
+    # a known token still reaches the route, which says what is wrong with the body
+    _, headers = api("admin")
+    assert client.post("/api/v1/users", content=b"{not json", headers={**wrong, **headers}).status_code == 422
+
+
+def test_a_wrong_token_upload_is_refused_before_any_of_it_is_read(client):
+    """An upload route takes bodies up to the upload maximum: with a wrong token not one byte of it is received."""
+    import asyncio
+
+    received = []
+
+    async def receive():
+        received.append(1)
+        return {"type": "http.request", "body": b"x", "more_body": True}
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/v1/tasks",
+        "raw_path": b"/api/v1/tasks",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"authorization", b"Bearer not-a-token"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(40 * 1024 * 1024).encode()),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+    }
+    asyncio.run(client.app(scope, receive, send))
+    assert sent[0]["status"] == 401 and received == []

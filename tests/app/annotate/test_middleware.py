@@ -57,10 +57,12 @@ def test_well_formed_next_and_submit_never_reach_the_routes(fast, db, make_token
 
 
 @pytest.mark.parametrize("case", ["no key", "long key", "form body", "unknown field", "not json", "query string"])
-def test_malformed_submits_go_to_the_route_with_their_body(fast, case):
+def test_malformed_submits_go_to_the_route_with_their_body(fast, db, make_token, case):
     client, inner = fast
+    (user,) = make_annotators(db, 1)
     body = json.dumps({"task_id": 1, "choice": "tie"}).encode()
-    headers = {"Authorization": "Bearer x", "Idempotency-Key": "k", "Content-Type": "application/json"}
+    auth = {"Authorization": f"Bearer {make_token(user)}"}
+    headers = {**auth, "Idempotency-Key": "k", "Content-Type": "application/json"}
     path = "/api/v1/annotations"
     if case == "no key":
         del headers["Idempotency-Key"]
@@ -76,6 +78,16 @@ def test_malformed_submits_go_to_the_route_with_their_body(fast, case):
         path += "?x=1"
     assert client.post(path, headers=headers, content=body).status_code == 418
     assert inner.seen == [("POST", "/api/v1/annotations", body)]
+
+
+def test_a_malformed_submit_with_a_wrong_token_is_refused_not_parsed(fast):
+    """The route would validate the body before its dependency checks the token (422 to a stranger): the fast path
+    checks the token first."""
+    client, inner = fast
+    headers = {"Authorization": "Bearer nope", "Idempotency-Key": "k", "Content-Type": "application/json"}
+    response = client.post("/api/v1/annotations", headers=headers, content=b"{task_id")
+    assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+    assert inner.seen == []
 
 
 def test_the_route_and_the_fast_path_answer_alike(client, db, api):
