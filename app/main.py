@@ -19,7 +19,7 @@ from app.deps import LoginRequired
 from app.security import SessionSigner
 from app.security_headers import SecurityHeaders
 from app.services.errors import ServiceError
-from app.settings import get_settings
+from app.settings import get_settings, keep_private
 from app.templating import STATIC_DIR, render
 
 API_PREFIX = "/api/v1"
@@ -57,6 +57,7 @@ async def _service_error(request: Request, exc: ServiceError) -> Response:
 
 def create_app(*, check_database: bool = True) -> FastAPI:
     settings = get_settings()
+    keep_private(settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):

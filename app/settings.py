@@ -85,8 +85,11 @@ class Settings(BaseSettings):
         return f"sqlite:///{self.data_dir / 'rlhf.sqlite3'}"
 
     def ensure_data_dir(self) -> Path:
-        """The data dir, created private (0700): it holds the database, the secret key, models and exports."""
+        """The data dir, private (0700): it holds the database, the secret key, models and exports. One an older
+        version created readable by others is made private too."""
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.data_dir.stat().st_mode & 0o077:
+            self.data_dir.chmod(0o700)
         return self.data_dir
 
     def session_secret(self) -> str:
@@ -106,6 +109,18 @@ class Settings(BaseSettings):
             finally:
                 tmp.unlink()
         return path.read_text().strip()
+
+
+# What the service writes (the SQLite file, exports, snapshots, models, logs) is for its own user only; the server
+# processes, the worker and its children (the trainer) inherit the mask.
+PRIVATE_UMASK = 0o077
+
+
+def keep_private(settings: Settings) -> None:
+    """Files this process and its children write are private, and so is the data dir: for every way the service is
+    started (the `rlhf` CLI, or an ASGI server given `app.main:create_app`)."""
+    os.umask(PRIVATE_UMASK)
+    settings.ensure_data_dir()
 
 
 @lru_cache

@@ -18,7 +18,7 @@ from app.cli import models as models_cli
 from app.cli import prompts as prompts_cli
 from app.cli import round as round_cli
 from app.cli import tasks as tasks_cli
-from app.settings import Settings
+from app.settings import PRIVATE_UMASK, Settings
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -42,11 +42,6 @@ simulate.register(app)
 demo.register(app)
 app.add_typer(round_cli.app, name="round", help="Start training rounds and set their schedule.")
 round_cli.register_label_ai(app)
-
-
-# What the service writes (the SQLite file, exports, snapshots, models, logs) is for its own user only; the server
-# processes, the worker and its children inherit the mask.
-PRIVATE_UMASK = 0o077
 
 
 def main() -> None:

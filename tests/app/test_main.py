@@ -19,3 +19,27 @@ def test_app_refuses_unmigrated_database(tmp_path, monkeypatch):
                 pass
     finally:
         _clear_caches()
+
+
+def test_an_app_started_without_the_cli_keeps_its_data_private(tmp_path, monkeypatch):
+    """`uvicorn --factory app.main:create_app` gets what `rlhf serve` gets: umask 077, and a data dir an older
+    version left readable by others made 0700."""
+    import os
+
+    from app.main import create_app
+    from tests.conftest import _clear_caches
+
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+    monkeypatch.setenv("RLHF_DATA_DIR", str(data))
+    monkeypatch.setenv("RLHF_SECRET_KEY", "k")
+    _clear_caches()
+    before = os.umask(0o022)
+    try:
+        create_app(check_database=False)
+        assert os.umask(0o022) == 0o077
+        assert (data.stat().st_mode & 0o777) == 0o700
+    finally:
+        os.umask(before)
+        _clear_caches()
