@@ -71,7 +71,10 @@ class PlanConfig:
     batch_size: int = field(
         default=8, metadata={"help": "Examples per forward: SFT examples, preference pairs, PPO prompts."}
     )
-    max_length: int = field(default=DEFAULT_SEQUENCE, metadata={"help": "Tokens per sequence (prompt + response)."})
+    max_length: int = field(
+        default=DEFAULT_SEQUENCE,
+        metadata={"help": "Tokens per sequence (prompt + response), at most the model's context."},
+    )
     json: bool = field(default=False, metadata={"help": "Print the plan as one JSON object."})
 
 
@@ -259,6 +262,24 @@ def stage_need(arch: Architecture, stage: str, s: Settings) -> Need:
     raise ValueError(f"unknown stage {stage!r}")
 
 
+def stage_settings(stage: str, flags: dict, *, context: int, gpus: int = 1) -> Settings:
+    """What a stage's own flags (its config's fields, as a round gives them) mean for its memory. Sequences are as
+    long as the stage's --max-length allows, else DEFAULT_SEQUENCE, never past the model's context; a forward takes
+    --micro-batch-size examples when set; best-of-n decodes --batch-size sequences of prompt + --max-new-tokens."""
+    length = int(flags.get("max_length") or 0) or DEFAULT_SEQUENCE
+    if stage in ("ppo", "best-of-n"):
+        length = DEFAULT_SEQUENCE + int(flags.get("max_new_tokens") or 0)
+    return Settings(
+        precision=str(flags.get("precision", "auto")),
+        gradient_checkpointing=bool(flags.get("gradient_checkpointing", False)),
+        lora_r=int(flags.get("lora_r") or 0),
+        batch_size=int(flags.get("micro_batch_size") or 0) or int(flags.get("batch_size") or 8),
+        max_length=min(length, context),
+        gpus=gpus,
+        precompute_ref_logprobs=bool(flags.get("precompute_ref_logprobs", False)),
+    )
+
+
 def fits(need: Need, gpu_memory_gb: float) -> bool:
     return need.total * (1 + HEADROOM_FRACTION) + HEADROOM_GIB * GIB <= gpu_memory_gb * GIB
 
@@ -355,7 +376,7 @@ def run_plan(config: PlanConfig, *, on_metrics=None) -> dict | None:
         gradient_checkpointing=config.gradient_checkpointing,
         lora_r=config.lora_r,
         batch_size=config.batch_size,
-        max_length=config.max_length,
+        max_length=min(config.max_length, arch.context),
         gpus=config.gpus,
     )
     plans, verdict = plan_stages(arch, dict.fromkeys(ROUND_STAGES, base), config.gpu_memory)

@@ -215,6 +215,8 @@ def test_inputs_too_long_for_the_model_are_skipped_and_counted_not_fatal(db, set
     skipped = job.result["skipped_too_long"]
     assert skipped["reward"] == 1 and skipped["best-of-n"] == 1, skipped
     assert set(skipped) == {"reward", "best-of-n", "sft", "evaluate", "generate"}
+    peaks = job.result["peak_memory_mb"]  # each training step's, from its metrics.jsonl
+    assert set(peaks) == {"reward", "best-of-n", "sft"} and all(mb > 0 for mb in peaks.values())
     assert long_prompt.id not in {
         json.loads(x)["prompt_id"]
         for x in (settings.data_dir / "rounds" / str(job.id) / "best_of_n" / "samples.jsonl").read_text().splitlines()
