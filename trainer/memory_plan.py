@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -98,13 +99,20 @@ class Architecture:
 
 
 def architecture_from_dir(path: str | Path) -> Architecture:
-    """Counted exactly: the model is built from its config on the meta device (no weights, no memory)."""
+    """Counted exactly: the model is built from its config on the meta device (no weights, no memory). A peft
+    adapter directory stands for its base model."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
     from transformers.modeling_layers import GradientCheckpointingLayer
 
     from trainer.runtime import config_context
 
+    adapter = Path(path) / "adapter_config.json"
+    if adapter.is_file() and not (Path(path) / "config.json").is_file():
+        try:  # a peft adapter directory: the shape is its base model's
+            path = json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"]
+        except (ValueError, KeyError) as e:
+            raise UsageError(f"{adapter}: no base model named: {e}") from None
     try:
         cfg = AutoConfig.from_pretrained(str(path))
     except (OSError, ValueError) as e:

@@ -140,3 +140,8 @@ def test_plan_command_prints_every_stage_and_refuses_ambiguous_input(lm):
     assert result.exit_code == 2 and "one of --model DIR or --params N" in result.output
     result = run(app, ["plan", "--params", "7000000000", "--gpus", "8", "--gpu-memory", "80", "--json"])
     assert json.loads(result.output)["settings"]["gpus"] == 8
+
+
+def test_an_adapter_directory_is_planned_as_its_base_model(lm, tmp_path):
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(lm), "r": 8}))
+    assert architecture_from_dir(tmp_path) == architecture_from_dir(lm)
