@@ -153,7 +153,8 @@ def architecture_from_dir(path: str | Path) -> Architecture:
 
 def architecture_from_params(n: int) -> Architecture:
     """A GPT-like shape for n parameters: 12·L·d² in the layers with d = 64·L (GPT-2 small's aspect ratio), a 4d MLP,
-    64-wide heads and a 32k vocabulary (its embeddings not counted in n)."""
+    64-wide heads, and a 32k vocabulary for the logits whose embeddings, tied to the LM head, are inside n (so the
+    reward model is n plus its one-output head)."""
     if n <= 0:
         raise UsageError("--params must be a positive parameter count")
     layers = max(1, round((n / (12 * 64**2)) ** (1 / 3)))
@@ -162,7 +163,7 @@ def architecture_from_params(n: int) -> Architecture:
     return Architecture(
         name=f"{n / 1e9:.2f}B-parameter model (assumed shape)",
         params=n,
-        reward_params=n - vocab * hidden + hidden,
+        reward_params=n + hidden,
         layers=layers,
         hidden=hidden,
         intermediate=4 * hidden,
