@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     worker_poll_s: float = 1.0
     cancel_grace_s: float = 3.0  # SIGTERM, then SIGKILL after this, so cancel ends within 5 s
 
+    # training
+    gpu_memory_gb: float | None = Field(
+        None,
+        gt=0,
+        description="Memory of one GPU the worker trains on, in GB: a round whose memory plan (`python -m trainer "
+        "plan`) does not fit refuses to start. Unset: no check (CPU deployments).",
+    )
+
     @field_validator("forwarded_allow_ips")
     @classmethod
     def _addresses(cls, value: str) -> str:

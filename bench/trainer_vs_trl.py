@@ -23,7 +23,8 @@ What makes ours faster (all compute the same numbers; bf16 is a separate, report
        (same parameters, same rows: two forwards per step fewer); entropy
        (a statistic) without autograd; fused AdamW and foreach gradient clipping (one kernel over the ~200
        parameter tensors instead of ~10 ops each); no checkpoint writes inside the timed loop (like TRL's
-       save_strategy="no"); optionally bf16 autocast with fp32 master weights (eager attention under bf16).
+       save_strategy="no"); optionally bf16 (`--precision bf16`: bf16 weights, so bf16 gradients and AdamW
+       state; before the memory switches it was autocast over fp32 weights; eager attention under bf16 on CPU).
   Generation: one prefill computing last-position logits only; identical prompts encoded once; each row's
        random numbers drawn up front from its own generator (inverse-CDF, no per-row work per token);
        finished rows dropped from the batch and cache; for GPT-2, decode steps call the blocks' modules

@@ -534,6 +534,18 @@ def synthetic_pair(rng: random.Random, n_words: int = 8, good_frac: float = 0.8)
     return {"prompt": prompt, "chosen": resp(GOOD, BAD), "rejected": resp(BAD, GOOD)}
 
 
+def run_metrics(out: Path) -> list[dict]:
+    """A stage's metrics.jsonl lines with the peak memory of its final line checked and set apart: it measures the
+    machine (the process's high-water mark), so two runs with the same seed agree on every other number."""
+    from trainer.outputs import PEAK_MEMORY_METRIC
+
+    lines = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1][PEAK_MEMORY_METRIC] > 0
+    for line in lines:
+        line.pop(PEAK_MEMORY_METRIC, None)
+    return lines
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path = Path(path)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))

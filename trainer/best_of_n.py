@@ -9,8 +9,8 @@ Output directory:
   best.jsonl       SFT data, one line per prompt: {"prompt", "completion"} (or {"messages"} ending in the
                    assistant's answer) + prompt_id, sample, reward, reward_mean (of the prompt's N samples)
   samples.jsonl    every sample with its reward (generate's fields + "reward"), to inspect what was rejected
-  metrics.jsonl    rs/* figures, reward_length_corr and skipped_too_long (prompts that leave less than
-                   --max-new-tokens of the context: trainer.context_fit); trainer_config.json
+  metrics.jsonl    rs/* figures, reward_length_corr, skipped_too_long (prompts that leave less than
+                   --max-new-tokens of the context: trainer.context_fit) and memory/peak_mb; trainer_config.json
 Truncated samples (no EOS) never win: an SFT target that stops mid-sentence teaches the policy to do so.
 A prompt none of whose samples finished gives no example.
 """
@@ -29,7 +29,7 @@ from trainer.config import UsageError
 from trainer.context_fit import SKIPPED_METRIC
 from trainer.data import read_jsonl
 from trainer.judges import load_judge
-from trainer.outputs import MetricsLog, atomic_output_dir, save_trainer_config
+from trainer.outputs import MetricsLog, atomic_output_dir, peak_memory, save_trainer_config
 from trainer.runtime import resolve_device
 
 
@@ -160,7 +160,9 @@ def run_best_of_n(config: BestOfNConfig, *, on_metrics=None) -> Path:
                     f"{config.max_new_tokens}: nothing to learn from; raise --max-new-tokens"
                 )
             steps = (len(records) + config.batch_size - 1) // config.batch_size + 1
-            log.log(steps, steps, samples=len(records), **figures, **{SKIPPED_METRIC: len(skipped)})
+            log.log(
+                steps, steps, samples=len(records), **figures, **{SKIPPED_METRIC: len(skipped)}, **peak_memory(device)
+            )
         for name, rows in (("best.jsonl", best_rows), ("samples.jsonl", records)):
             with open(tmp / name, "w", encoding="utf-8") as fh:
                 for row in rows:

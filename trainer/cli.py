@@ -40,11 +40,13 @@ STAGE_MODULES = [
     "trainer.generate",
     "trainer.evaluate",
     "trainer.best_of_n",
+    "trainer.memory_plan",
 ]
 
 app = typer.Typer(
     name="trainer",
-    help="rlhf-studio trainer: tokenizer, pretrain, SFT, reward model, PPO, DPO, generation, evaluation, best-of-n.",
+    help="rlhf-studio trainer: tokenizer, pretrain, SFT, reward model, PPO, DPO, generation, evaluation, best-of-n, "
+    "and the memory plan of a round.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -30,8 +30,18 @@ class TrainConfig:
     precision: str = field(
         default="auto",
         metadata={
-            "help": "auto|fp32|bf16 (auto: bf16 autocast on CUDA that supports it, fp32 on CPU).",
+            "help": "auto|fp32|bf16. fp32: fp32 weights, gradients and AdamW state. bf16: the weights themselves "
+            "in bf16 on any device (half the memory; CPU works, slowly), and so the gradients and the AdamW state, "
+            "which follow their parameter's dtype. auto: bf16 autocast over fp32 weights and fp32 AdamW state on a "
+            "GPU that supports it, fp32 on CPU.",
             "choices": ["auto", "fp32", "bf16"],
+        },
+    )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep one hidden state per layer in the forward and recompute the rest in the backward: "
+            "activation memory drops about tenfold for about a third more compute."
         },
     )
     epochs: int = field(default=1, metadata={"help": "Passes over the training data."})

@@ -4,12 +4,14 @@ loss = -log σ(β [(log π(y_w|x) - log π_ref(y_w|x)) - (log π(y_l|x) - log π
 completion tokens. Reads the same preference exports as the reward stage (trainer.preference_data; `trl`
 is the usual one; a ranking contributes all its pairs, tie pairs kept with --ties half get target 0.5 as
 in conservative DPO; the `margin` column is not used). The reference's logprobs are computed once per
-batch, with no gradient (trainer.logprobs). Both responses of a pair go through one forward, batched as the reward
-model batches them (trainer.preference_data.collate_groups).
+batch, with no gradient (trainer.logprobs), or with --precompute-ref-logprobs once for every pair before training,
+after which the reference is freed (TRL's precompute_ref_log_probs): training then holds one model. Both responses
+of a pair go through one forward, batched as the reward model batches them (trainer.preference_data.collate_groups).
 """
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,11 +22,12 @@ import torch
 from trainer.config import TrainConfig
 from trainer.context_fit import SKIPPED_METRIC, sequence_limit
 from trainer.logprobs import completion_logprobs
-from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
-from trainer.preference_data import collate_groups, load_preferences
+from trainer.outputs import MetricsLog, atomic_output_dir, peak_memory, progress, save_trainer_config
+from trainer.preference_data import PreferenceGroup, collate_groups, load_preferences
 from trainer.preference_loss import bradley_terry_loss
 from trainer.runtime import (
     autocast,
+    checkpoint_activations_,
     epoch_batches,
     linear_decay,
     load_causal_lm,
@@ -35,6 +38,7 @@ from trainer.runtime import (
     seeded_permutations,
     total_steps_for,
     use_fast_kernels_,
+    weight_dtype,
 )
 
 
@@ -56,6 +60,13 @@ class DPOConfig(TrainConfig):
     micro_batch_size: int = field(default=0, metadata={"help": "Groups per forward; 0 = the whole batch."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clipping."})
     log_every: int = field(default=1, metadata={"help": "Write a metrics line every N steps."})
+    precompute_ref_logprobs: bool = field(
+        default=False,
+        metadata={
+            "help": "Score every pair under the reference once before training, then free the reference: training "
+            "holds the policy alone (the same losses within float rounding)."
+        },
+    )
 
 
 def sequence_logps(model, ids: torch.Tensor, mask: torch.Tensor, prompt_lengths: torch.Tensor) -> torch.Tensor:
@@ -69,6 +80,22 @@ def dpo_loss(pi_better, pi_worse, ref_better, ref_worse, beta: float, target=Non
     return bradley_terry_loss(beta * (pi_better - ref_better), beta * (pi_worse - ref_worse), target=target)
 
 
+@torch.no_grad()
+def reference_logps(
+    ref, groups: list[PreferenceGroup], pad_token_id: int, micro: int, device, precision: str
+) -> list[torch.Tensor]:
+    """--precompute-ref-logprobs: the reference's sequence_logps of every group's responses, `micro` groups a
+    forward. -> one [S_g] tensor per group (on the CPU), in the order collate_groups lays out its sequences."""
+    cached: list[torch.Tensor] = []
+    for m in range(0, len(groups), micro):
+        chunk = groups[m : m + micro]
+        b = collate_groups(chunk, pad_token_id)
+        with autocast(device, precision):
+            lp = sequence_logps(ref, b.input_ids.to(device), b.attention_mask.to(device), b.prompt_lengths.to(device))
+        cached.extend(lp.float().cpu().split([len(g.sequences) for g in chunk]))
+    return cached
+
+
 def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = None) -> Path:
     device = resolve_device(config.device)
     seed_everything(config.seed)
@@ -76,16 +103,25 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
     # longer sequences are skipped, never past the policy's context (trainer.context_fit)
     max_length = sequence_limit(model_dir_context(config.policy), config.max_length)
     data = load_preferences(config.data, tok, ties=config.ties, max_length=max_length)
-    policy = load_causal_lm(config.policy, device, tokenizer=tok)  # eval mode: dropout off
-    ref = load_causal_lm(config.ref or config.policy, device, tokenizer=tok).requires_grad_(False)
-    for m in (policy, ref):
-        use_fast_kernels_(m, device, config.precision)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=0.0)
     groups = data.groups
+    micro = config.micro_batch_size or config.batch_size
+    dtype = weight_dtype(config.precision)
+    ref = load_causal_lm(config.ref or config.policy, device, tokenizer=tok, dtype=dtype).requires_grad_(False)
+    use_fast_kernels_(ref, device, config.precision)
+    cached_ref: list[torch.Tensor] | None = None
+    if config.precompute_ref_logprobs:
+        cached_ref = reference_logps(ref, groups, tok.pad_token_id, micro, device, config.precision)
+        ref = None  # freed before the policy, its gradients and AdamW state exist
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    policy = load_causal_lm(config.policy, device, tokenizer=tok, dtype=dtype)  # eval mode: dropout off
+    use_fast_kernels_(policy, device, config.precision)
+    checkpoint_activations_(policy, config.gradient_checkpointing)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=0.0)
     batches_per_epoch = math.ceil(len(groups) / config.batch_size)
     total_steps = total_steps_for(epochs=config.epochs, batches_per_epoch=batches_per_epoch, max_steps=config.max_steps)
     scheduler = linear_decay(optimizer, total_steps)
-    micro = config.micro_batch_size or config.batch_size
 
     with atomic_output_dir(config.out) as tmp:
         log = MetricsLog(tmp / "metrics.jsonl", on_metrics)
@@ -94,14 +130,18 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
         for epoch, index in epoch_batches(
             len(groups), config.batch_size, total_steps, seeded_permutations(len(groups), config.seed)
         ):  # each pass reshuffled
-            batch_groups = [groups[i] for i in index.tolist()]
+            batch_index = index.tolist()
+            batch_groups = [groups[i] for i in batch_index]
             s = dict.fromkeys(("loss", "acc", "decided", "rc", "rr", "lc", "lr_", "n"), 0.0)
             for m in range(0, len(batch_groups), micro):
                 b = collate_groups(batch_groups[m : m + micro], tok.pad_token_id)
                 ids, mask = b.input_ids.to(device), b.attention_mask.to(device)
                 plens = b.prompt_lengths.to(device)
-                with torch.no_grad(), autocast(device, config.precision):
-                    ref_lp = sequence_logps(ref, ids, mask, plens).float()  # once per batch
+                if cached_ref is not None:
+                    ref_lp = torch.cat([cached_ref[i] for i in batch_index[m : m + micro]]).to(device)  # [S]
+                else:
+                    with torch.no_grad(), autocast(device, config.precision):
+                        ref_lp = sequence_logps(ref, ids, mask, plens).float()  # once per batch
                 with autocast(device, config.precision):
                     pi_lp = sequence_logps(policy, ids, mask, plens).float()
                 bi, wi = b.better.to(device), b.worse.to(device)
@@ -144,6 +184,7 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
                     grad_norm=float(grad_norm),
                     lr=lr,
                     **{SKIPPED_METRIC: data.skipped_too_long},
+                    **(peak_memory(device) if step == total_steps else {}),
                 )
             bar.update(1)
         bar.close()

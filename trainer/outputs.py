@@ -1,10 +1,12 @@
-"""Output directories that appear complete or not at all, trainer_config.json, metrics.jsonl, progress bars."""
+"""Output directories that appear complete or not at all, trainer_config.json, metrics.jsonl (and the peak memory
+its final record carries), progress bars."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -13,11 +15,37 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm import tqdm
 
 from trainer.config import UsageError, config_to_dict
 
-__all__ = ["UsageError", "atomic_output_dir", "atomic_output_file", "save_trainer_config", "MetricsLog", "progress"]
+__all__ = [
+    "UsageError",
+    "atomic_output_dir",
+    "atomic_output_file",
+    "save_trainer_config",
+    "MetricsLog",
+    "progress",
+    "PEAK_MEMORY_METRIC",
+    "peak_memory",
+]
+
+# A stage's final metrics record carries its peak memory. It measures the machine, not the run: two runs with the
+# same seed write the same numbers except this one.
+PEAK_MEMORY_METRIC = "memory/peak_mb"
+
+
+def peak_memory(device: torch.device) -> dict[str, float]:
+    """{PEAK_MEMORY_METRIC: MiB}: on CUDA the most memory torch's allocator held at once on the device
+    (max_memory_allocated); on CPU the process's peak resident set size (ru_maxrss, a high-water mark of the whole
+    process: everything it loaded, not only the stage's tensors)."""
+    if device.type == "cuda":
+        mib = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        mib = rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+    return {PEAK_MEMORY_METRIC: round(mib, 1)}
 
 
 def _check_free(out: Path) -> None:

@@ -44,12 +44,13 @@ from trainer.config import TrainConfig, UsageError, config_to_dict
 from trainer.context_fit import SKIPPED_METRIC, prompt_limit
 from trainer.logprobs import kl_estimate, response_logprobs
 from trainer.masks import masked_whiten, pad_sequences, response_mask_after_eos
-from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
+from trainer.outputs import MetricsLog, atomic_output_dir, peak_memory, progress, save_trainer_config
 from trainer.prompt_data import load_prompts
 from trainer.reward_scoring import RewardScorer, load_reward_model, load_reward_scorer
 from trainer.runtime import (
     autocast,
     check_same_tokenizer,
+    checkpoint_activations_,
     linear_decay,
     load_causal_lm,
     load_tokenizer,
@@ -58,6 +59,7 @@ from trainer.runtime import (
     seed_everything,
     total_steps_for,
     use_fast_kernels_,
+    weight_dtype,
 )
 from trainer.sampling import derive_seed, make_generator, sample_prompts
 
@@ -327,7 +329,8 @@ def train_ppo(config: PPOConfig, *, on_metrics: Callable[[dict], None] | None = 
         raise UsageError("--batch-size must be at least --num-minibatches")
     tok = load_tokenizer(config.policy)
     check_same_tokenizer(tok, load_tokenizer(config.reward_model), "--reward-model", against="the policy")
-    policy = load_causal_lm(config.policy, device, tokenizer=tok)  # eval mode: dropout off
+    dtype = weight_dtype(config.precision)
+    policy = load_causal_lm(config.policy, device, tokenizer=tok, dtype=dtype)  # eval mode: dropout off
     context = model_context(policy)
     if config.max_new_tokens >= context:
         raise UsageError(f"--max-new-tokens {config.max_new_tokens} leaves no room in the {context}-token context")
@@ -335,12 +338,15 @@ def train_ppo(config: PPOConfig, *, on_metrics: Callable[[dict], None] | None = 
     prompts = load_prompts(
         config.prompts, tok, max_prompt_tokens=prompt_limit(context, config.max_new_tokens), skipped=skipped
     )
-    ref = load_causal_lm(config.ref or config.policy, device, tokenizer=tok).requires_grad_(False)
-    reward = load_reward_scorer(config.reward_model, tok, device).requires_grad_(False)
-    value = RewardScorer(load_reward_model(config.value_model or config.reward_model, tok, device))
+    ref = load_causal_lm(config.ref or config.policy, device, tokenizer=tok, dtype=dtype).requires_grad_(False)
+    reward = load_reward_scorer(config.reward_model, tok, device, dtype=dtype).requires_grad_(False)
+    value = RewardScorer(load_reward_model(config.value_model or config.reward_model, tok, device, dtype=dtype))
     reward_lm = [reward.likelihood.lm] if reward.likelihood is not None else []
     for m in (policy, ref, reward.model, *reward_lm, value.model):
         use_fast_kernels_(m, device, config.precision)
+    # the two trained models; the rollout samples under no_grad, where layers keep their KV cache
+    for m in (policy, value.model):
+        checkpoint_activations_(m, config.gradient_checkpointing)
     params = [p for p in list(policy.parameters()) + list(value.parameters()) if p.requires_grad]
     # fused: one kernel over all tensors instead of ~10 ops per parameter tensor (≈200 tensors here)
     optimizer = torch.optim.AdamW(
@@ -380,6 +386,8 @@ def train_ppo(config: PPOConfig, *, on_metrics: Callable[[dict], None] | None = 
             metrics = rollout_metrics(rollout, config, kl_ctl.value)
             metrics.update(stats, lr=lr, episode=episodes_done(step, steps_per_epoch, len(prompts), config.batch_size))
             metrics[SKIPPED_METRIC] = len(skipped)
+            if step + 1 == total_steps:
+                metrics.update(peak_memory(device))
             if config.adaptive_kl:
                 kl_ctl.update(metrics["objective/kl"], len(batch))
             past_metrics.append(log.log(step + 1, total_steps, **metrics))

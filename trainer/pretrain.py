@@ -15,10 +15,11 @@ import torch
 from trainer.config import TrainConfig, UsageError
 from trainer.data import read_jsonl, read_text_lines, require_str
 from trainer.gpt import build_gpt2, gpt2_config
-from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
+from trainer.outputs import MetricsLog, atomic_output_dir, peak_memory, progress, save_trainer_config
 from trainer.runtime import (
     adamw,
     autocast,
+    checkpoint_activations_,
     clip_and_step,
     cosine_lr,
     drawn_permutations,
@@ -28,6 +29,7 @@ from trainer.runtime import (
     seed_everything,
     set_lr,
     total_steps_for,
+    weight_dtype,
 )
 
 
@@ -95,8 +97,9 @@ def train_pretrain(config: PretrainConfig, *, on_metrics=None) -> Path:
         raise UsageError(str(e)) from None
 
     seed_everything(config.seed)
-    model = build_gpt2(model_config).to(device)
+    model = build_gpt2(model_config).to(device, weight_dtype(config.precision))
     model.train()
+    checkpoint_activations_(model, config.gradient_checkpointing)
     optimizer = adamw(model, lr=config.lr, weight_decay=config.weight_decay)
     shuffle = torch.Generator().manual_seed(config.seed)
     n = blocks.shape[0]
@@ -112,7 +115,7 @@ def train_pretrain(config: PretrainConfig, *, on_metrics=None) -> Path:
                 lr = cosine_lr(step, total, peak=config.lr, warmup_steps=config.warmup_steps)
                 set_lr(optimizer, lr)
                 with autocast(device, config.precision):
-                    loss = model(input_ids=x, labels=x).loss  # next-token CE; the model shifts labels
+                    loss = model(input_ids=x, labels=x, use_cache=False).loss  # next-token CE; the model shifts labels
                 loss.backward()
                 grad_norm = clip_and_step(optimizer, model, config.grad_clip)
                 step += 1
@@ -125,6 +128,7 @@ def train_pretrain(config: PretrainConfig, *, on_metrics=None) -> Path:
                     grad_norm=grad_norm,
                     epoch=epoch,
                     tokens=tokens_seen,
+                    **(peak_memory(device) if step == total else {}),
                 )
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}")

@@ -37,7 +37,7 @@ from trainer.config import TrainConfig
 from trainer.context_fit import sequence_limit
 from trainer.distributed import NoOutput, all_reduce_sum, dist_info, end_process_group, micro_chunks, process_device
 from trainer.masks import pad_sequences
-from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
+from trainer.outputs import MetricsLog, atomic_output_dir, peak_memory, progress, save_trainer_config
 from trainer.preference_data import PreferenceGroup, collate_groups, load_preferences
 from trainer.reward_scoring import (
     RewardScorer,
@@ -50,6 +50,7 @@ from trainer.reward_scoring import (
 )
 from trainer.runtime import (
     autocast,
+    checkpoint_activations_,
     epoch_batches,
     linear_decay,
     load_tokenizer,
@@ -59,6 +60,7 @@ from trainer.runtime import (
     seeded_permutations,
     total_steps_for,
     use_fast_kernels_,
+    weight_dtype,
 )
 
 
@@ -152,12 +154,14 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
     eval_set = (
         load_preferences(config.eval_data, tok, ties=config.ties, max_length=max_length) if config.eval_data else None
     )
+    dtype = weight_dtype(config.precision)
     model = use_fast_kernels_(
-        load_reward_model(config.model, tok, device, new_head_seed=config.seed), device, config.precision
+        load_reward_model(config.model, tok, device, new_head_seed=config.seed, dtype=dtype), device, config.precision
     )
+    checkpoint_activations_(model, config.gradient_checkpointing)
     likelihood = None
     if config.likelihood_model:
-        likelihood = load_likelihood_feature(config.likelihood_model, tok, device)
+        likelihood = load_likelihood_feature(config.likelihood_model, tok, device, dtype=dtype)
         use_fast_kernels_(likelihood.lm, device, config.precision)
     scorer: nn.Module = RewardScorer(model, likelihood)
     own_scorer = scorer
@@ -276,6 +280,7 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
                 skipped_ties=train_set.skipped_ties,
                 skipped_too_long=train_set.skipped_too_long,
                 skipped_unpaired=train_set.skipped_unpaired,
+                **peak_memory(device),
             )
             log.log(step, total_steps, **final)
             log.close()

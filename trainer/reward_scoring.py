@@ -41,8 +41,16 @@ def head_init_(linear: nn.Linear, generator: torch.Generator | None = None) -> N
             linear.bias.zero_()
 
 
-def load_reward_model(path: str | Path, tokenizer, device: torch.device | str = "cpu", *, new_head_seed: int = 0):
-    """*ForSequenceClassification(num_labels=1) from a causal LM or a reward-model directory.
+def load_reward_model(
+    path: str | Path,
+    tokenizer,
+    device: torch.device | str = "cpu",
+    *,
+    new_head_seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+):
+    """*ForSequenceClassification(num_labels=1) from a causal LM or a reward-model directory, in `dtype` (fp32
+    unless --precision bf16: trainer.runtime.weight_dtype).
 
     From a causal LM the backbone weights are reused and the head is freshly initialised (seeded)."""
     import transformers
@@ -59,7 +67,7 @@ def load_reward_model(path: str | Path, tokenizer, device: torch.device | str = 
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # "score.weight newly initialised" is expected here
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(str(p), num_labels=1, dtype=torch.float32)
+        model = AutoModelForSequenceClassification.from_pretrained(str(p), num_labels=1, dtype=dtype)
     except (OSError, ValueError) as e:
         raise UsageError(f"{p}: cannot load as a sequence classifier: {e}") from None
     finally:
@@ -96,11 +104,13 @@ class LikelihoodFeature(nn.Module):
         return self.weight * self.mean_logprob(input_ids, attention_mask, prompt_lengths)  # [B]
 
 
-def load_likelihood_feature(model_path: str | Path, tokenizer, device, weight: float = 0.0) -> LikelihoodFeature:
+def load_likelihood_feature(
+    model_path: str | Path, tokenizer, device, weight: float = 0.0, *, dtype: torch.dtype = torch.float32
+) -> LikelihoodFeature:
     check_same_tokenizer(
         tokenizer, load_tokenizer(model_path), f"likelihood model {model_path}", against="the reward model"
     )
-    lm = load_causal_lm(model_path, device, tokenizer=tokenizer)  # eval mode: dropout off
+    lm = load_causal_lm(model_path, device, tokenizer=tokenizer, dtype=dtype)  # eval mode: dropout off
     return LikelihoodFeature(lm, str(Path(model_path).resolve()), weight).to(device)
 
 
@@ -119,9 +129,11 @@ def save_likelihood_feature(directory: Path, feature: LikelihoodFeature) -> None
     )
 
 
-def load_reward_scorer(path: str | Path, tokenizer, device: torch.device | str = "cpu") -> RewardScorer:
+def load_reward_scorer(
+    path: str | Path, tokenizer, device: torch.device | str = "cpu", *, dtype: torch.dtype = torch.float32
+) -> RewardScorer:
     """A trained reward model as it scores: the classifier, plus its likelihood feature when it has one."""
-    model = load_reward_model(path, tokenizer, device)
+    model = load_reward_model(path, tokenizer, device, dtype=dtype)
     spec_file = Path(path) / LIKELIHOOD_FILE
     if not spec_file.is_file():
         return RewardScorer(model)
@@ -132,7 +144,7 @@ def load_reward_scorer(path: str | Path, tokenizer, device: torch.device | str =
         raise UsageError(f"{spec_file}: not a likelihood feature file: {e}") from None
     if not Path(model_path).is_dir():
         raise UsageError(f"{spec_file}: its likelihood model {model_path} is missing")
-    return RewardScorer(model, load_likelihood_feature(model_path, tokenizer, device, weight))
+    return RewardScorer(model, load_likelihood_feature(model_path, tokenizer, device, weight, dtype=dtype))
 
 
 class RewardScorer(nn.Module):

@@ -44,6 +44,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def weight_dtype(precision: str) -> torch.dtype:
+    """The dtype the weights are loaded in: bf16 keeps them in bf16 (not only autocast), otherwise fp32."""
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
 def uses_bf16(device: torch.device, precision: str) -> bool:
     if precision == "bf16":
         return True
@@ -53,7 +58,8 @@ def uses_bf16(device: torch.device, precision: str) -> bool:
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast when asked (or auto on a bf16-capable GPU); weights and optimizer stay fp32."""
+    """bf16 autocast when asked (or auto on a bf16-capable GPU). Under auto the weights and optimizer stay fp32;
+    under bf16 they are bf16 already (weight_dtype) and autocast keeps the few fp32 tensors (a new head) in step."""
     if uses_bf16(device, precision):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -98,8 +104,16 @@ def check_same_tokenizer(tok, other, what: str, *, against: str) -> None:
         raise UsageError(f"{what} uses a different tokenizer than {against} (token ids would not match; trl#1979)")
 
 
-def load_causal_lm(path: str | Path, device: torch.device | str = "cpu", *, train: bool = False, tokenizer=None):
-    """AutoModelForCausalLM in fp32 on `device`, in train() or eval() mode.
+def load_causal_lm(
+    path: str | Path,
+    device: torch.device | str = "cpu",
+    *,
+    train: bool = False,
+    tokenizer=None,
+    dtype: torch.dtype = torch.float32,
+):
+    """AutoModelForCausalLM in `dtype` (fp32 unless --precision bf16: weight_dtype) on `device`, in train() or
+    eval() mode.
 
     With `tokenizer`, embeddings are resized if the tokenizer has more tokens (an added PAD) and the
     model's pad/eos ids are set from it.
@@ -108,7 +122,7 @@ def load_causal_lm(path: str | Path, device: torch.device | str = "cpu", *, trai
 
     p = _check_dir(path, "model")
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(p), dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(str(p), dtype=dtype)
     except (OSError, ValueError) as e:
         raise UsageError(f"{p}: cannot load causal LM: {e}") from None
     if getattr(model, "loss_type", "") is None:
@@ -161,6 +175,27 @@ def use_fast_kernels_(model: torch.nn.Module, device: torch.device, precision: s
             model.set_attn_implementation("eager")
         except (ValueError, ImportError):
             pass  # the architecture has no eager path: keep its default
+    return model
+
+
+def checkpoint_activations_(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
+    """--gradient-checkpointing: each decoder layer keeps only its input in the forward and is run again in the
+    backward (transformers' activation checkpointing, non-reentrant), so activations cost one hidden state per
+    layer instead of a dozen. transformers checkpoints only layers in training mode with gradients on; the stages
+    keep their models in eval mode (dropout off), so the layers alone are flagged as training here (their dropout
+    submodules stay off). Under no_grad (sampling with the KV cache, reference and reward passes) layers run as
+    they are, cache included."""
+    if not enabled:
+        return model
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise UsageError(f"--gradient-checkpointing: {type(model).__name__} does not support it")
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable({"use_reentrant": False})
+    for module in model.modules():
+        if isinstance(module, GradientCheckpointingLayer):
+            module.training = True  # the layer itself only: not its dropout children
     return model
 
 

@@ -19,10 +19,11 @@ import torch
 from trainer.config import TrainConfig, UsageError
 from trainer.context_fit import SKIPPED_METRIC, sequence_limit, warn_skipped
 from trainer.data import DataError, read_jsonl, require_messages
-from trainer.outputs import MetricsLog, atomic_output_dir, progress, save_trainer_config
+from trainer.outputs import MetricsLog, atomic_output_dir, peak_memory, progress, save_trainer_config
 from trainer.runtime import (
     adamw,
     autocast,
+    checkpoint_activations_,
     clip_and_step,
     cosine_lr,
     drawn_permutations,
@@ -34,6 +35,7 @@ from trainer.runtime import (
     seed_everything,
     set_lr,
     total_steps_for,
+    weight_dtype,
 )
 
 IGNORE = -100  # label value ignored by the loss (prompt, chat scaffolding, padding)
@@ -155,7 +157,8 @@ def train_sft(config: SftConfig, *, on_metrics=None) -> Path:
     device = resolve_device(config.device)
     tok = load_tokenizer(config.model)
     seed_everything(config.seed)
-    model = load_causal_lm(config.model, device, train=True, tokenizer=tok)
+    model = load_causal_lm(config.model, device, train=True, tokenizer=tok, dtype=weight_dtype(config.precision))
+    checkpoint_activations_(model, config.gradient_checkpointing)
     max_length = sequence_limit(model_context(model), config.max_length)
     skipped: list[int] = []
     examples = load_examples(tok, config.data, max_length, skipped)
@@ -177,7 +180,7 @@ def train_sft(config: SftConfig, *, on_metrics=None) -> Path:
                 set_lr(optimizer, lr)
                 with autocast(device, config.precision):
                     # mean cross-entropy over the batch's completion tokens (labels != IGNORE)
-                    loss = model(**batch).loss
+                    loss = model(**batch, use_cache=False).loss
                 loss.backward()
                 grad_norm = clip_and_step(optimizer, model, config.grad_clip)
                 step += 1
@@ -190,6 +193,7 @@ def train_sft(config: SftConfig, *, on_metrics=None) -> Path:
                     epoch=epoch,
                     completion_tokens=int((batch["labels"] != IGNORE).sum()),
                     **{SKIPPED_METRIC: len(skipped)},
+                    **(peak_memory(device) if step == total else {}),
                 )
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}")

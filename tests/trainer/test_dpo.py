@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from tests.factories import build_tiny_lm, synthetic_pair, write_jsonl
+from tests.factories import build_tiny_lm, run_metrics, synthetic_pair, write_jsonl
 from trainer.config import load_config
 from trainer.dpo import DPOConfig, dpo_loss, sequence_logps, train_dpo
 from trainer.masks import pad_sequences
@@ -32,7 +32,7 @@ def _run(tmp_path, assets, name, **kw):
         },
     )
     out = train_dpo(cfg)
-    return out, [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return out, run_metrics(out)
 
 
 def test_max_steps_replaces_epochs(tmp_path, assets):
@@ -81,3 +81,15 @@ def test_dpo_same_seed_and_microbatch_invariance(tmp_path, assets):
     for x, y in zip(a, c):
         assert math.isclose(x["loss"], y["loss"], rel_tol=1e-4)
         assert math.isclose(x["grad_norm"], y["grad_norm"], rel_tol=1e-3)
+
+
+def test_precomputed_reference_logprobs_give_the_same_losses(tmp_path, assets):
+    # the reference scored once up front (then freed) or batch by batch: the same curve within float rounding
+    _, live = _run(tmp_path, assets, "live", max_steps=4, micro_batch_size=8)
+    _, cached = _run(tmp_path, assets, "cached", max_steps=4, micro_batch_size=8, precompute_ref_logprobs=True)
+    for x, y in zip(live, cached, strict=True):
+        assert math.isclose(x["loss"], y["loss"], rel_tol=1e-5, abs_tol=1e-6), (x, y)
+        assert math.isclose(x["rewards/margins"], y["rewards/margins"], rel_tol=1e-4, abs_tol=1e-6)
+    _, checkpointed = _run(tmp_path, assets, "gc", max_steps=4, micro_batch_size=8, gradient_checkpointing=True)
+    for x, y in zip(live, checkpointed, strict=True):
+        assert math.isclose(x["loss"], y["loss"], rel_tol=1e-4), (x, y)

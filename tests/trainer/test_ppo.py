@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from tests.factories import NEUTRAL, build_tiny_lm, synthetic_pair, write_jsonl
+from tests.factories import NEUTRAL, build_tiny_lm, run_metrics, synthetic_pair, write_jsonl
 from trainer.config import load_config
 from trainer.logprobs import response_logprobs
 from trainer.masks import pad_sequences
@@ -127,7 +127,7 @@ def _batch(tok, n=8):
 
 
 def _lines(out):
-    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return run_metrics(out)
 
 
 def test_max_steps_replaces_epochs(tmp_path, assets):
@@ -464,3 +464,17 @@ def test_a_likelihood_feature_reward_model_scores_left_padded_rollouts_as_rows_a
     # and a PPO run against it completes
     out = train_ppo(_cfg(assets, tmp_path / "ppo", reward_model=str(rm), max_steps=2))
     assert all(math.isfinite(x["objective/scores"]) for x in _lines(out) if "objective/scores" in x)
+
+
+def test_gradient_checkpointing_keeps_the_numbers_and_bf16_weights_train(tmp_path, assets):
+    # two trained models checkpointed, the sampler's KV cache untouched (it runs under no_grad): the same run
+    plain = _lines(train_ppo(_cfg(assets, tmp_path / "plain", max_steps=2)))
+    checkpointed = _lines(train_ppo(_cfg(assets, tmp_path / "gc", max_steps=2, gradient_checkpointing=True)))
+    for x, y in zip(plain, checkpointed, strict=True):
+        assert x["gen_len"] == y["gen_len"]
+        for key in ("objective/scores", "loss/policy_avg", "loss/value_avg", "objective/kl"):
+            assert math.isclose(x[key], y[key], rel_tol=1e-3, abs_tol=1e-5), (key, x[key], y[key])
+    # --precision bf16: all four models in bf16 weights, the numbers finite, the policy saved in bf16
+    out = train_ppo(_cfg(assets, tmp_path / "bf16", max_steps=2, precision="bf16"))
+    assert all(math.isfinite(line["loss/policy_avg"]) and math.isfinite(line["objective/kl"]) for line in _lines(out))
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"

@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tests.factories import run_metrics
 from trainer.data import DataError
 from trainer.pretrain import PretrainConfig, train_pretrain
 
@@ -70,8 +71,8 @@ def test_same_config_and_seed_give_identical_metrics(tmp_path, tiny_tokenizer_di
     a = train_pretrain(small_config(tiny_tokenizer_dir, [tiny_corpus_file], tmp_path / "a"))
     b = train_pretrain(small_config(tiny_tokenizer_dir, [tiny_corpus_file], tmp_path / "b"))
     c = train_pretrain(small_config(tiny_tokenizer_dir, [tiny_corpus_file], tmp_path / "c", seed=4))
-    assert (a / "metrics.jsonl").read_bytes() == (b / "metrics.jsonl").read_bytes()
-    assert (a / "metrics.jsonl").read_bytes() != (c / "metrics.jsonl").read_bytes()
+    assert run_metrics(a) == run_metrics(b)
+    assert run_metrics(a) != run_metrics(c)
 
 
 def test_jsonl_text_data_and_bad_line(tmp_path, tiny_tokenizer_dir):

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from tests.factories import GOOD, NEUTRAL, build_tiny_lm, synthetic_pair, write_jsonl
+from tests.factories import GOOD, NEUTRAL, build_tiny_lm, run_metrics, synthetic_pair, write_jsonl
 from trainer.config import load_config
 from trainer.masks import pad_sequences
 from trainer.reward_model import RewardConfig, train_reward
@@ -37,8 +37,7 @@ def _train(tmp_path, lm_dir, data, name="rm", **kw):
         overrides={"model": str(lm_dir), "data": str(data), "out": str(tmp_path / name), "device": "cpu", **kw},
     )
     out = train_reward(cfg)
-    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    return out, lines
+    return out, run_metrics(out)
 
 
 def test_identical_responses_count_half_in_held_out_accuracy(tmp_path, lm_dir):
@@ -337,3 +336,15 @@ def test_a_reward_model_whose_likelihood_model_is_gone_is_refused(tmp_path, lm_d
     shutil.rmtree(lm_copy)
     with pytest.raises(UsageError, match="likelihood model .* is missing"):
         load_reward_scorer(out, load_tokenizer(out))
+
+
+def test_gradient_checkpointing_and_bf16_weights(tmp_path, lm_dir, pref_files):
+    train, _ = pref_files
+    kw = dict(max_steps=2, center_on_chosen=False)
+    _, plain = _train(tmp_path, lm_dir, train, "plain", **kw)
+    _, checkpointed = _train(tmp_path, lm_dir, train, "gc", gradient_checkpointing=True, **kw)
+    for x, y in zip(plain, checkpointed, strict=True):
+        assert math.isclose(x.get("loss", 0.0), y.get("loss", 0.0), rel_tol=1e-4), (x, y)
+    out, bf16 = _train(tmp_path, lm_dir, train, "bf16", precision="bf16", **kw)
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    assert math.isclose(bf16[0]["loss"], plain[0]["loss"], rel_tol=0.05)

@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tests.factories import run_metrics
 from trainer.data import DataError
 from trainer.sft import IGNORE, SftConfig, collate, encode_messages, encode_prompt_completion, train_sft
 
@@ -98,8 +99,8 @@ def test_sft_trains_on_completions_reproducibly(tmp_path, tiny_lm_dir):
     data = write_sft_data(tmp_path / "sft.jsonl")
     a = train_sft(sft_config(tiny_lm_dir, data, tmp_path / "a"))
     b = train_sft(sft_config(tiny_lm_dir, data, tmp_path / "b"))
-    assert (a / "metrics.jsonl").read_bytes() == (b / "metrics.jsonl").read_bytes()
-    metrics = [json.loads(x) for x in (a / "metrics.jsonl").read_text().splitlines()]
+    metrics = run_metrics(a)
+    assert metrics == run_metrics(b)
     assert len(metrics) == 18 and metrics[-1]["step"] == metrics[-1]["total_steps"] == 18
     assert sum(m["loss"] for m in metrics[-3:]) / 3 < sum(m["loss"] for m in metrics[:3]) / 3 - 0.5
     assert json.loads((a / "trainer_config.json").read_text())["stage"] == "sft"
@@ -140,3 +141,16 @@ def test_bad_line_names_file_and_line(tmp_path, tiny_lm_dir, line, message):
         train_sft(sft_config(tiny_lm_dir, data, tmp_path / "out"))
     assert str(err.value).startswith(f"{data}:2:") and message in str(err.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_memory_switches_train_the_same_model(tmp_path, tiny_lm_dir):
+    # --gradient-checkpointing recomputes the same function: the same losses; --precision bf16 keeps bf16 weights
+    data = write_sft_data(tmp_path / "sft.jsonl")
+    a = run_metrics(train_sft(sft_config(tiny_lm_dir, data, tmp_path / "a", epochs=1)))
+    cfg = sft_config(tiny_lm_dir, data, tmp_path / "gc", epochs=1, gradient_checkpointing=True)
+    gc = run_metrics(train_sft(cfg))
+    for x, y in zip(a, gc, strict=True):
+        assert x["loss"] == pytest.approx(y["loss"], rel=1e-4)
+    bf16 = train_sft(sft_config(tiny_lm_dir, data, tmp_path / "bf16", epochs=1, precision="bf16"))
+    assert json.loads((bf16 / "config.json").read_text())["dtype"] == "bfloat16"
+    assert run_metrics(bf16)[0]["loss"] == pytest.approx(a[0]["loss"], rel=0.05)

@@ -56,6 +56,7 @@ from app.services.snapshots import (
 )
 from app.settings import get_settings
 from trainer.context_fit import SKIPPED_METRIC as SKIPPED
+from trainer.outputs import PEAK_MEMORY_METRIC as PEAK_MEMORY
 
 STAGES = ("snapshot", "reward", "policy", "evaluate", "generate", "register")
 
@@ -156,7 +157,13 @@ def train_policy(
         }
         lines = run_stage(ctx, stage="sft", trainer_stage="sft", out=out, flags=flags)
         # both steps count skips under the same metric name: keep best-of-n's apart
-        return {"algo": "rs", **picked, **last_values(lines), "rs_skipped_too_long": picked.get(SKIPPED, 0)}
+        return {
+            "algo": "rs",
+            **picked,
+            **last_values(lines),
+            "rs_skipped_too_long": picked.get(SKIPPED, 0),
+            "rs_peak_memory_mb": picked.get(PEAK_MEMORY),
+        }
     flags = {
         **cfg.stage_flags("dpo", **size),
         "policy": start.path,
@@ -181,6 +188,16 @@ def skipped_too_long(
         counts[cfg.algo] = policy.get(SKIPPED, 0)
     counts.update({"evaluate": ev.get("prompts", 0), "generate": generated})
     return {stage: int(n or 0) for stage, n in counts.items()}
+
+
+def peak_memory(cfg: RoundConfig, reward: dict[str, Any], policy: dict[str, Any]) -> dict[str, float]:
+    """Each training step's peak memory in MiB (trainer.outputs.peak_memory), for the round report."""
+    peaks = {"reward": reward.get(PEAK_MEMORY)}
+    if cfg.algo == "rs":
+        peaks.update({"best-of-n": policy.get("rs_peak_memory_mb"), "sft": policy.get(PEAK_MEMORY)})
+    else:
+        peaks[cfg.algo] = policy.get(PEAK_MEMORY)
+    return {stage: mb for stage, mb in peaks.items() if mb is not None}
 
 
 def prompts_not_sampled(prompts: Path, samples: Path | None) -> int:
@@ -346,4 +363,5 @@ def run_round(ctx: JobContext) -> dict[str, Any]:
         "evaluation": evaluation["summary"],
         "warnings": evaluation.get("warnings", []),
         SKIPPED: skipped_too_long(cfg, reward_metrics, policy_metrics, evaluation, not_sampled),
+        "peak_memory_mb": peak_memory(cfg, reward_metrics, policy_metrics),
     }

@@ -1,5 +1,6 @@
-"""Starting a round: the checks that can be made at once (config, a current policy, enough data, none active),
-then the `round` job. The database refuses a second active round whatever the caller checked."""
+"""Starting a round: the checks that can be made at once (config, a current policy, its memory plan when the GPU's
+size is declared, enough data, none active), then the `round` job. The database refuses a second active round
+whatever the caller checked."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from app.models import Annotation, Job, Prompt, Task
 from app.services.jobs import enqueue_job
 from app.services.rounds.config import ROUND_KIND, RoundConfig, RoundError, as_round_config
 from app.services.rounds.lineage import current_policy
+from app.services.rounds.memory_fit import memory_misfit
 from app.services.snapshots import snapshot_dir
 from app.settings import get_settings
 from domain.vocabulary import FINISHED_JOB_STATUSES, JOB_STATUSES, ROUND_TASK_KINDS
@@ -79,8 +81,14 @@ def start_round(session: Session, *, config: dict[str, Any] | RoundConfig, creat
     """Enqueue a round after checking what can be checked now: config, a current policy, enough data, none active.
     Flushes; the caller commits. The database refuses a second active round whatever the caller checked."""
     cfg = as_round_config(config)
-    if current_policy(session) is None:
+    policy = current_policy(session)
+    if policy is None:
         raise RoundError("no current policy: register one first (rlhf models register ... --kind policy --stage sft)")
+    gpu_memory_gb = get_settings().gpu_memory_gb
+    if gpu_memory_gb is not None:
+        message = memory_misfit(cfg, policy.path, gpu_memory_gb)
+        if message:
+            raise RoundError(message)
     if cfg.snapshot_from is None:
         message = too_little_data(preference_pairs(session, config=cfg), cfg)
         if message:

@@ -13,7 +13,7 @@ from app.jobs.worker import Worker
 from app.models import Job, JobMetric, ModelVersion, Task
 from app.services.rounds import RoundError, parse_round_config, start_round
 from app.services.snapshots import read_manifest, snapshot_dir, verify_snapshot
-from tests.factories import labelled_world, tiny_round_config
+from tests.factories import labelled_world, run_metrics, tiny_round_config
 
 
 def run_worker_once(settings) -> None:
@@ -125,8 +125,7 @@ def test_rerun_on_the_same_snapshot_and_seed_gives_the_same_metrics_and_dpo_roun
     assert not (one / "reward" / "likelihood_feature.json").exists()
     assert (one / "snapshot" / "manifest.json").read_bytes() == (two / "snapshot" / "manifest.json").read_bytes()
     for stage in ("reward", "policy"):
-        lines_one = (one / stage / "metrics.jsonl").read_text().splitlines()
-        lines_two = (two / stage / "metrics.jsonl").read_text().splitlines()
+        lines_one, lines_two = run_metrics(one / stage), run_metrics(two / stage)  # peak memory set apart
         assert lines_one == lines_two and lines_one
     # the same policy and reward model: every figure that does not depend on the baseline is the same
     # (the baseline is the current policy, which the first round changed)
@@ -178,8 +177,10 @@ def test_rejection_sampling_round_fine_tunes_the_current_policy_on_the_new_rms_b
     db.expire_all()
     assert db.get(Job, again.id).status == "succeeded", db.get(Job, again.id).error
     other = settings.data_dir / "rounds" / str(again.id)
-    for name in ("best_of_n/samples.jsonl", "best_of_n/best.jsonl", "best_of_n/metrics.jsonl", "policy/metrics.jsonl"):
+    for name in ("best_of_n/samples.jsonl", "best_of_n/best.jsonl"):
         assert (rdir / name).read_bytes() == (other / name).read_bytes(), name
+    for name in ("best_of_n", "policy"):
+        assert run_metrics(rdir / name) == run_metrics(other / name), name  # peak memory set apart
     with pytest.raises(RoundError, match="rs: judge"):
         parse_round_config({"algo": "rs", "rs": {"judge": "py:x:y"}})
     with pytest.raises(RoundError, match="sft: unknown option"):
@@ -215,6 +216,8 @@ def test_inputs_too_long_for_the_model_are_skipped_and_counted_not_fatal(db, set
     skipped = job.result["skipped_too_long"]
     assert skipped["reward"] == 1 and skipped["best-of-n"] == 1, skipped
     assert set(skipped) == {"reward", "best-of-n", "sft", "evaluate", "generate"}
+    peaks = job.result["peak_memory_mb"]  # each training step's, from its metrics.jsonl
+    assert set(peaks) == {"reward", "best-of-n", "sft"} and all(mb > 0 for mb in peaks.values())
     assert long_prompt.id not in {
         json.loads(x)["prompt_id"]
         for x in (settings.data_dir / "rounds" / str(job.id) / "best_of_n" / "samples.jsonl").read_text().splitlines()

@@ -95,3 +95,24 @@ def test_rounds_are_numbered_in_their_own_sequence(db):
     db.commit()
     assert (first.round_number, second.round_number) == (1, 2)
     assert second.id != 2 and other.round_number is None
+
+
+def test_a_round_whose_memory_plan_does_not_fit_the_declared_gpu_refuses_before_any_training(db, settings, tmp_path):
+    from transformers import GPT2Config
+
+    # a 1.3B-parameter GPT-2 (its config is all the plan reads): PPO in fp32 holds four of it, far past 16 GB
+    GPT2Config(n_layer=24, n_embd=2048, n_head=16, n_positions=1024).save_pretrained(tmp_path / "big")
+    register_policy(db, tmp_path / "big")
+    label_preferences(db, make_prompts(db, train=5, eval=1)["train"], annotator=factories.make_annotator(db))
+    db.commit()
+    config = {"algo": "ppo", "min_pairs": 5}
+    assert start_round(db, config=config).status == "queued"  # no GPU memory declared: no check (CPU)
+    db.rollback()
+
+    settings.gpu_memory_gb = 16
+    with pytest.raises(RoundError, match=r"does not fit on one GPU of 16 GB: reward needs .*ppo needs [\d.]+ GiB") as e:
+        start_round(db, config=config)
+    assert "fits with --lora-r 16" in str(e.value) and e.value.status < 500
+    assert db.scalar(select(func.count()).select_from(Job)) == 0
+    settings.gpu_memory_gb = 640  # an (imaginary) GPU it fits on
+    assert start_round(db, config=config).status == "queued"
