@@ -66,7 +66,19 @@ STAGE_TITLES = {
     "rs": "Rejection sampling: best of N",
     "sft": "Rejection sampling: SFT on the best",
 }
-NEXT_TASK_FIELDS = ["prompts", "k", "kind", "overlap", "temperature", "top_k", "top_p", "max_new_tokens"]
+NEXT_TASK_FIELDS = [
+    "prompts",
+    "k",
+    "kind",
+    "select",
+    "oversample",
+    "random_share",
+    "overlap",
+    "temperature",
+    "top_k",
+    "top_p",
+    "max_new_tokens",
+]
 NEXT_TASKS_SHOWN = 3
 # Read as text, never as JSON ("2024-01-01" stays a string).
 TEXT_FIELDS = ("since", "gold_judge")
