@@ -175,6 +175,11 @@ class RoundConfig(BaseModel):
             "what tells a right answer from a wrong one said alike."
         ),
     )
+    use_rewrites: bool = Field(
+        True,
+        description="A rewrite is a preference: the rewrite over the response it rewrote and every response rated "
+        "bad. The reward model and DPO train on those pairs too (counted apart in the report).",
+    )
     policy_init: Literal["current", "sft"] = Field("current", description="The policy the round tunes.")
     reference: Literal["sft", "current"] = Field("sft", description="The policy the KL penalty keeps it close to.")
     # trainer flags per stage (on top of STAGE_DEFAULTS)

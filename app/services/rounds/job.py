@@ -39,7 +39,13 @@ from app.models import Job, ModelVersion, Task
 from app.services.generation import DISAGREEMENT_MODELS, store_generations
 from app.services.models_registry import list_models, promote, register_model
 from app.services.rounds.config import ALGO_STAGES, ROUND_KIND, RoundConfig, parse_round_config
-from app.services.rounds.data import next_task_prompts, read_jsonl, split_reward_data
+from app.services.rounds.data import (
+    dpo_pairs_file,
+    next_task_prompts,
+    read_jsonl,
+    rewrite_pairs,
+    split_reward_data,
+)
 from app.services.rounds.evaluate import evaluate_round
 from app.services.rounds.lineage import Lineage, resolve_lineage
 from app.services.rounds.promotion import promotion_verdict
@@ -87,7 +93,9 @@ def make_snapshot(ctx: JobContext, cfg: RoundConfig, rdir: Path) -> dict[str, An
 
 
 def train_reward(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: Lineage) -> dict[str, Any]:
-    train, held, n_train, n_eval = split_reward_data(rdir / "snapshot", rdir, cfg.rm_eval_fraction)
+    train, held, n_train, n_eval = split_reward_data(
+        rdir / "snapshot", rdir, cfg.rm_eval_fraction, use_rewrites=cfg.use_rewrites
+    )
     init = lineage.reward_init
     flags = {
         **cfg.stage_flags("reward"),
@@ -162,7 +170,7 @@ def train_policy(
         **cfg.stage_flags("dpo", **size),
         "policy": start.path,
         "ref": reference.path,
-        "data": str(rdir / "snapshot" / "trl.jsonl"),
+        "data": str(dpo_pairs_file(rdir, use_rewrites=cfg.use_rewrites)),
         "out": str(out),
         "seed": cfg.seed,
     }
@@ -375,5 +383,7 @@ def run_round(ctx: JobContext) -> dict[str, Any]:
         "evaluation": evaluation["summary"],
         "warnings": evaluation.get("warnings", []),
         "next_tasks_selection": selection,
+        # the rewrites' pairs, apart from the choices and rankings (the snapshot's trl.jsonl)
+        "rewrites": {"pairs": rewrite_pairs(rdir / "snapshot"), "used": cfg.use_rewrites},
         SKIPPED: skipped_too_long(cfg, reward_metrics, policy_metrics, evaluation, not_sampled),
     }
