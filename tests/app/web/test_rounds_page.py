@@ -140,6 +140,8 @@ def test_round_report_shows_snapshot_evaluation_warnings_and_samples(client, log
         "evaluation": {"rm_win_rate": 0.75, "gold_win_rate": 0.625, "kl_to_ref": 1.5},
         "warnings": ["length growth: mean length 4.0 -> 9.0 tokens (x2.25)"],
         "skipped_too_long": {"reward": 1, "ppo": 2, "evaluate": 0, "generate": 0},
+        "rewrites": {"pairs": 4, "used": True},
+        "next_tasks_selection": {"select": "uncertainty", "asked": "disagreement", "note": "only one reward model"},
     }
     db.commit()
     rdir = settings.data_dir / "rounds" / str(job.id)
@@ -179,6 +181,9 @@ def test_round_report_shows_snapshot_evaluation_warnings_and_samples(client, log
         "what is 2 plus 2?",
         "Skipped as too long for the model",
         "reward 1 · ppo 2 · evaluate 0 · generate 0",
+        "4 pairs, counted apart from the choices and rankings · used by the reward model and DPO",
+        "selected by uncertainty",
+        "only one reward model",
         " five",
         " four",
         "trl.jsonl",
