@@ -218,6 +218,10 @@ class Task(Base):
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))  # generation job
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     retired_at: Mapped[datetime | None]  # never offered, trained on or exported again; kept for provenance
+    # How a generation picked this task out of its candidates (domain SELECTIONS; none for imported tasks) and the
+    # group's informativeness under that criterion (trainer.active_selection; none when no reward model scored it).
+    selection: Mapped[str | None] = mapped_column(String(16))
+    selection_score: Mapped[float | None] = mapped_column(Float)
 
     positions: Mapped[list[TaskPosition]] = relationship(order_by="TaskPosition.position", back_populates="task")
 

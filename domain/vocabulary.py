@@ -11,6 +11,12 @@ TASK_RESPONSES = {"pairwise": (2, 2), "ranking": (2, 8), "rating": (1, 8)}
 # A round's next tasks compare responses: rating tasks are made by hand or by import only.
 ROUND_TASK_KINDS = ("pairwise", "ranking")
 ASSIGNMENT_STATUSES = ("leased", "done", "skipped")
+# How a generation request picks what people label out of more candidates than it shows: at random, by the current
+# reward model's uncertainty (Bradley-Terry probability nearest 0.5), or by disagreement between reward models.
+SELECTIONS = ("random", "uncertainty", "disagreement")
+# Where a preference pair comes from: an annotator's choice or ranking, or a rewrite (the rewrite over the response
+# it rewrote and over every response rated bad).
+PAIR_SOURCES = ("choice", "ranking", "rewrite")
 
 # Who labelled: people, or a judge model (RLAIF). Filters add "all".
 SOURCES = ("human", "ai")

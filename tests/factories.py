@@ -339,9 +339,10 @@ def build_dataset(db) -> SimpleNamespace:
 
 def export_lines(db, fmt, **kw):
     include_ties = kw.pop("include_ties", False)
+    rewrites = kw.pop("rewrites", "include")
     return [
         line
-        for batch in iter_export(db, fmt=fmt, filters=ExportFilters(**kw), include_ties=include_ties)
+        for batch in iter_export(db, fmt=fmt, filters=ExportFilters(**kw), include_ties=include_ties, rewrites=rewrites)
         for line in batch
     ]
 

@@ -30,6 +30,18 @@ def generate(
     task_kind: str = typer.Option(D.task_kind, "--task-kind", help="pairwise (K/2 pairs), ranking or rating."),
     overlap: int = typer.Option(D.overlap, "--overlap", help="Distinct annotators per task."),
     priority: int = typer.Option(D.priority, "--priority", help="Job and task priority."),
+    select: str = typer.Option(
+        D.select,
+        "--select",
+        help="random | uncertainty (the current reward model's P(a beats b) nearest 0.5) | disagreement "
+        "(between the latest reward models).",
+    ),
+    oversample: int = typer.Option(
+        D.oversample, "--oversample", help="Selection: candidates sampled per prompt and response shown."
+    ),
+    random_share: float = typer.Option(
+        D.random_share, "--random-share", help="Selection: share of prompts drawn at random (unbiased data)."
+    ),
 ) -> None:
     """Generate K responses per prompt with a policy and turn them into tasks (a `generate` job)."""
     values = dict(
@@ -46,6 +58,9 @@ def generate(
         task_kind=task_kind,
         overlap=overlap,
         priority=priority,
+        select=select,
+        oversample=oversample,
+        random_share=random_share,
     )
     with cli_session() as db:
         job = request_generation(db, request=parse_generation_request(values))

@@ -10,6 +10,13 @@ Which prompts: those of the split (and tag, if given), in id order, the first `c
 generations (to evaluate policies) but never become tasks. Tasks: `ranking` one task with the K responses,
 `rating` one task with the K responses (each labelled good/bad), `pairwise` K/2 tasks of disjoint pairs in sample
 order (so K must be even).
+
+Active selection (`select`: uncertainty or disagreement; random is the default): the job asks the trainer for
+`oversample` times more prompts and candidates than it shows, scored by the current reward model (uncertainty) or
+by the latest reward models (disagreement: the current one and the ones before it, at least two); the trainer keeps
+the `count` most informative prompts and, within each, the most informative pairs or rankings, with a
+`random_share` of the prompts drawn at random (unbiased data for evaluation). Each task stores its choice and score
+(`selection`, `selection_score`), and the `rich` export carries them.
 """
 
 from __future__ import annotations
@@ -32,10 +39,17 @@ from app.services.jobs import enqueue_job, list_jobs
 from app.services.models_registry import list_models
 from app.services.tasks import PRIORITY_MAX, PRIORITY_MIN
 from domain.sampling import RESPONSES_PER_PROMPT_MAX, RESPONSES_PER_PROMPT_MIN, SEED_LIMIT, sampling_problem
-from domain.vocabulary import SPLIT_FILTERS, TASK_KINDS, one_of
+from domain.vocabulary import SELECTIONS, SPLIT_FILTERS, TASK_KINDS, one_of
 
 MAX_PROMPTS = 100_000
 MAX_OVERLAP = 1000
+# Selection: candidates (prompts, and responses per prompt) sampled per one shown, and the share of random tasks
+# kept so the labels still hold an unbiased sample for evaluation.
+DEFAULT_OVERSAMPLE = 4
+MAX_OVERSAMPLE = 8
+DEFAULT_RANDOM_SHARE = 0.2
+# Disagreement compares the current reward model with the ones before it: this many at most.
+DISAGREEMENT_MODELS = 3
 
 
 class GenerationError(ServiceError):
@@ -61,6 +75,16 @@ class GenerationRequest(BaseModel):
     task_kind: str = "pairwise"
     overlap: int = 1
     priority: int = 0
+    select: str = Field(
+        "random",
+        description="random | uncertainty (the current reward model's P(a beats b) nearest 0.5) | disagreement "
+        "(between the latest reward models)",
+    )
+    oversample: int = Field(
+        DEFAULT_OVERSAMPLE,
+        description=f"selection: candidates sampled per prompt and response shown, 1..{MAX_OVERSAMPLE}",
+    )
+    random_share: float = Field(DEFAULT_RANDOM_SHARE, description="selection: share of prompts drawn at random, 0..1")
 
     @model_validator(mode="after")
     def _check(self) -> GenerationRequest:
@@ -80,6 +104,13 @@ class GenerationRequest(BaseModel):
             problem = f"overlap must be 1..{MAX_OVERLAP}"
         if not problem and not PRIORITY_MIN <= self.priority <= PRIORITY_MAX:
             problem = f"priority must be {PRIORITY_MIN}..{PRIORITY_MAX}"
+        problem = problem or one_of("select", self.select, SELECTIONS)
+        if not problem and not 1 <= self.oversample <= MAX_OVERSAMPLE:
+            problem = f"oversample must be 1..{MAX_OVERSAMPLE}"
+        if not problem and not 0 <= self.random_share <= 1:
+            problem = "random share must be in [0, 1]"
+        if not problem and self.select != "random" and self.split != "train":
+            problem = "select picks what people label: only train-split prompts become tasks (split train)"
         if problem:
             raise ValueError(problem)
         return self
@@ -122,12 +153,35 @@ def resolve_policy(session: Session, model_id: int | None) -> ModelVersion:
     return model
 
 
+def selection_reward_models(session: Session, select: str) -> list[ModelVersion]:
+    """The reward models that score candidates: the current one for uncertainty; for disagreement the current one
+    and the latest before it (rounds register one each), DISAGREEMENT_MODELS at most. Refused when there are too
+    few: a selection that cannot be made is never silently random."""
+    if select == "random":
+        return []
+    models = [m for m in list_models(session, kind="reward") if m.stage != "imported"]
+    current = [m for m in models if m.is_current]
+    if not current:
+        raise GenerationError(f"select {select} scores candidates with the current reward model: there is none yet")
+    if select == "uncertainty":
+        return current
+    others = sorted((m for m in models if not m.is_current), key=lambda m: m.id, reverse=True)
+    chosen = (current + others)[:DISAGREEMENT_MODELS]
+    if len(chosen) < 2:
+        raise GenerationError(
+            f"select disagreement compares reward models: {len(chosen)} registered, at least 2 needed "
+            "(use uncertainty, or run another round)"
+        )
+    return chosen
+
+
 def request_generation(session: Session, *, request: GenerationRequest, created_by_id: int | None = None):
     """Enqueue a `generate` job for a (checked) request (flushes; the caller commits). Returns the Job."""
     model = resolve_policy(session, request.model_id)
+    reward_models = selection_reward_models(session, request.select)
     if not select_prompt_ids(session, request=request, limit=1):
         raise GenerationError("no prompts match (split/tag): import prompts first")
-    config = {**request.model_dump(), "model_id": model.id}
+    config = {**request.model_dump(), "model_id": model.id, "reward_model_ids": [m.id for m in reward_models]}
     return enqueue_job(session, kind="generate", config=config, created_by_id=created_by_id, priority=request.priority)
 
 
@@ -135,7 +189,9 @@ def select_prompt_ids(session: Session, *, request: GenerationRequest, limit: in
     stmt = select(Prompt.id, Prompt.tags).where(Prompt.retired_at.is_(None)).order_by(Prompt.id)
     if request.split != "all":
         stmt = stmt.where(Prompt.split == request.split)
-    wanted = request.count if limit is None else limit
+    # selecting: a pool of `oversample` times the prompts, of which the trainer keeps `count`
+    pool = request.count * (request.oversample if request.select != "random" else 1)
+    wanted = pool if limit is None else limit
     ids: list[int] = []
     for batch in session.execute(stmt.execution_options(yield_per=5000)).partitions():
         for prompt_id, tags in batch:
@@ -158,7 +214,9 @@ def write_prompt_file(session: Session, *, prompt_ids: list[int], path: Path) ->
                 fh.write(json.dumps(line, ensure_ascii=False) + "\n")
 
 
-def trainer_args(*, model_path: str, prompts: Path, out: Path, request: dict[str, Any]) -> list[str]:
+def trainer_args(
+    *, model_path: str, prompts: Path, out: Path, request: dict[str, Any], reward_models: list[str] = ()
+) -> list[str]:
     return [
         "generate",
         "--model",
@@ -179,13 +237,44 @@ def trainer_args(*, model_path: str, prompts: Path, out: Path, request: dict[str
         str(request["max_new_tokens"]),
         "--seed",
         str(request["seed"]),
+        *selection_args(request, reward_models),
     ]
 
 
-def _task_groups(kind: str, generation_ids: list[int]) -> list[list[int]]:
+def selection_args(request: dict[str, Any], reward_models: list[str]) -> list[str]:
+    """`trainer generate`'s selection flags: none for a random request (the first samples, as ever)."""
+    select = request.get("select", "random")
+    if select == "random":
+        return []
+    return [
+        "--select",
+        select,
+        "--reward-model",
+        *reward_models,
+        "--oversample",
+        str(request["oversample"]),
+        "--group-size",
+        "2" if request["task_kind"] == "pairwise" else "0",
+        "--keep-prompts",
+        str(request["count"]),
+        "--random-share",
+        str(request["random_share"]),
+    ]
+
+
+def _task_groups(kind: str, records: list[dict], generation_ids: list[int]) -> list[tuple[list[int], dict]]:
+    """(generation ids, the group's first record) per task: the trainer's `group` when it selected, else pairs in
+    sample order (pairwise) or all K together."""
+    if records and "group" in records[0]:
+        groups: dict[int, list[int]] = {}
+        firsts: dict[int, dict] = {}
+        for rec, gen_id in zip(records, generation_ids):
+            groups.setdefault(rec["group"], []).append(gen_id)
+            firsts.setdefault(rec["group"], rec)
+        return [(groups[g], firsts[g]) for g in sorted(groups)]
     if kind == "pairwise":
-        return [generation_ids[i : i + 2] for i in range(0, len(generation_ids) - 1, 2)]
-    return [generation_ids]
+        return [(generation_ids[i : i + 2], records[i]) for i in range(0, len(generation_ids) - 1, 2)]
+    return [(generation_ids, records[0])]
 
 
 def store_generations(
@@ -199,6 +288,8 @@ def store_generations(
             by_prompt.setdefault(int(rec["prompt_id"]), []).append(rec)
     splits = {}
     ids = sorted(by_prompt)
+    for prompt_id in ids:  # sample order, or the trainer's group order when it selected
+        by_prompt[prompt_id].sort(key=lambda r: (r.get("group", 0), 0 if "group" in r else r["sample"]))
     for start in range(0, len(ids), 2000):
         splits.update(
             session.execute(select(Prompt.id, Prompt.split).where(Prompt.id.in_(ids[start : start + 2000]))).all()
@@ -222,7 +313,7 @@ def store_generations(
             "created_at": now,
         }
         for prompt_id in ids
-        for rec in sorted(by_prompt[prompt_id], key=lambda r: r["sample"])
+        for rec in by_prompt[prompt_id]
     ]
     new_ids: list[int] = []
     for start in range(0, len(rows), 1000):
@@ -230,14 +321,17 @@ def store_generations(
             insert(Generation).returning(Generation.id, sort_by_parameter_order=True), rows[start : start + 1000]
         ).all()
     # Tasks (and their positions) in bulk too: a request may cover 100k prompts.
-    groups: list[tuple[int, list[int]]] = []
+    groups: list[tuple[int, list[int], dict]] = []
     position = 0
     for prompt_id in ids:
         gen_ids = new_ids[position : position + len(by_prompt[prompt_id])]
         position += len(gen_ids)
         if splits.get(prompt_id) != "train":
             continue  # held out: evaluated, never annotated for training
-        groups += [(prompt_id, group) for group in _task_groups(request["task_kind"], gen_ids)]
+        groups += [
+            (prompt_id, group, first)
+            for group, first in _task_groups(request["task_kind"], by_prompt[prompt_id], gen_ids)
+        ]
     meta = {"request_seed": request["seed"], "generation_job": job_id}
     for start in range(0, len(groups), 1000):
         chunk = groups[start : start + 1000]
@@ -254,15 +348,17 @@ def store_generations(
                     "meta": meta,
                     "job_id": job_id,
                     "created_at": now,
+                    "selection": first.get("selection", "random"),
+                    "selection_score": first.get("selection_score"),
                 }
-                for prompt_id, _ in chunk
+                for prompt_id, _, first in chunk
             ],
         ).all()
         session.execute(
             insert(TaskPosition),
             [
                 {"task_id": task_id, "position": i, "generation_id": g}
-                for task_id, (_, group) in zip(task_ids, chunk)
+                for task_id, (_, group, _) in zip(task_ids, chunk)
                 for i, g in enumerate(group)
             ],
         )
@@ -284,6 +380,12 @@ def run_generate(ctx) -> dict[str, Any]:
         if model is None:
             raise JobFailed(f"policy model {request['model_id']} no longer exists")
         model_path = model.path
+        reward_paths = []
+        for reward_id in request.get("reward_model_ids") or []:
+            reward = session.get(ModelVersion, reward_id)
+            if reward is None:
+                raise JobFailed(f"reward model {reward_id} no longer exists")
+            reward_paths.append(reward.path)
         prompt_ids = select_prompt_ids(
             session,
             request=parse_generation_request({k: v for k, v in request.items() if k in GenerationRequest.model_fields}),
@@ -297,14 +399,19 @@ def run_generate(ctx) -> dict[str, Any]:
     samples_path.unlink(missing_ok=True)
     ctx.progress(0, len(prompt_ids), f"generating {request['num_samples']} responses for {len(prompt_ids)} prompts")
     ctx.run_trainer(
-        trainer_args(model_path=model_path, prompts=prompts_path, out=samples_path, request=request), stage="generate"
+        trainer_args(
+            model_path=model_path, prompts=prompts_path, out=samples_path, request=request, reward_models=reward_paths
+        ),
+        stage="generate",
     )
     with ctx.session() as session:
         counts = store_generations(
             session, samples_path=samples_path, request=request, model_id=request["model_id"], job_id=ctx.job_id
         )
-    # prompts with no sample: skipped as too long for the model's context (trainer.context_fit)
-    skipped = len(prompt_ids) - counts["prompts"]
+    # prompts with no sample: skipped as too long for the model's context (trainer.context_fit); a selection keeps
+    # `count` of its pool of candidate prompts, so only a shortfall below `count` can be counted as skipped
+    kept_at_most = request["count"] if request.get("select", "random") != "random" else len(prompt_ids)
+    skipped = max(0, min(kept_at_most, len(prompt_ids)) - counts["prompts"])
     ctx.progress(
         len(prompt_ids),
         len(prompt_ids),

@@ -4,7 +4,10 @@ It holds what the round trains and evaluates on, frozen at one annotation id, so
 (`python -m trainer ...` over these files) or by the service (`snapshot_from`) with the same result:
 
     trl.jsonl, rankings.jsonl, kto.jsonl, sft.jsonl   exports (app.services.exports) of train-split prompts by
-                                                      the round's filters, up to `max_annotation_id`
+                                                      the round's filters, up to `max_annotation_id`; trl.jsonl
+                                                      holds the choices and rankings only
+    rewrites.jsonl                                    the rewrites' pairs, in trl's format, apart: a round uses
+                                                      them when it says so (use_rewrites) and counts them apart
     prompts.jsonl                                     train-split prompts {"prompt_id", "prompt" | "messages"}
                                                       (PPO rollouts)
     eval_prompts.jsonl                                eval-split prompts, used only to evaluate
@@ -36,6 +39,7 @@ from app.services.errors import ServiceError
 from app.services.exports import ExportFilters, write_export
 
 EXPORT_FORMATS = ("trl", "rankings", "kto", "sft")
+REWRITES_FILE = "rewrites.jsonl"
 MANIFEST = "manifest.json"
 PROMPT_FILES = {"prompts.jsonl": "train", "eval_prompts.jsonl": "eval"}
 
@@ -138,10 +142,16 @@ def write_snapshot(session: Session, *, out: Path, filters: SnapshotFilters, rou
         files: dict[str, dict[str, Any]] = {}
         annotations: dict[str, int] = {}
         for fmt in EXPORT_FORMATS:
-            result = write_export(session, fmt=fmt, out=tmp / f"{fmt}.jsonl", filters=export_filters)
+            result = write_export(
+                session, fmt=fmt, out=tmp / f"{fmt}.jsonl", filters=export_filters, rewrites="exclude"
+            )
             (tmp / f"{fmt}.jsonl.sha256").unlink(missing_ok=True)  # the manifest is the one record of hashes
             files[f"{fmt}.jsonl"] = {"rows": result.rows, "sha256": result.sha256}
             annotations[fmt] = result.annotations
+        result = write_export(session, fmt="trl", out=tmp / REWRITES_FILE, filters=export_filters, rewrites="only")
+        (tmp / f"{REWRITES_FILE}.sha256").unlink(missing_ok=True)
+        files[REWRITES_FILE] = {"rows": result.rows, "sha256": result.sha256}
+        annotations["rewrites"] = result.annotations
         for name, split in PROMPT_FILES.items():
             rows = _write_prompts(session, tmp / name, split)
             files[name] = {"rows": rows, "sha256": file_sha256(tmp / name)}

@@ -15,12 +15,13 @@ from app.services.generation import (
     request_generation,
 )
 from app.templating import render
+from domain.vocabulary import SELECTIONS
 
 router = APIRouter(include_in_schema=False, dependencies=ADMIN_PAGES)
 
 
 def _page(request: Request, db, *, values: dict, error: str | None = None, status_code: int = 200) -> Response:
-    ctx = {**vars(generation_choices(db)), "values": values, "error": error}
+    ctx = {**vars(generation_choices(db)), "values": values, "error": error, "selections": SELECTIONS}
     db.rollback()
     return render(request, "admin_generate.html", ctx, status_code=status_code)
 

@@ -105,3 +105,78 @@ def test_bad_prompt_line_names_file_and_line(tmp_path, tiny_lm_dir, row, message
         generate(tiny_lm_dir, prompts, tmp_path / "out.jsonl")
     assert str(err.value).startswith(f"{prompts}:2:") and message in str(err.value)
     assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_rm_dir(tmp_path_factory, tiny_lm_dir):
+    """A reward model with a seeded random head on the tiny LM: untrained, but it scores texts differently."""
+    from trainer.reward_scoring import load_reward_model
+    from trainer.runtime import load_tokenizer
+
+    out = tmp_path_factory.mktemp("rm") / "rm"
+    tok = load_tokenizer(tiny_lm_dir)
+    load_reward_model(tiny_lm_dir, tok, new_head_seed=1).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_uncertainty_keeps_the_pairs_whose_bradley_terry_probability_is_nearest_half(
+    tmp_path, tiny_lm_dir, tiny_rm_dir
+):
+    import torch
+
+    from trainer.judges import load_judge
+
+    prompts = write_prompts(tmp_path / "p.jsonl", PROMPTS[:3])
+    kw = dict(num_samples=2, max_new_tokens=8, temperature=1.2)
+    # the same seeds give the same candidates: the unselected run with 4x the samples is the candidate pool
+    pool = generate(tiny_lm_dir, prompts, tmp_path / "pool.jsonl", **{**kw, "num_samples": 8})
+    rows = generate(
+        tiny_lm_dir,
+        prompts,
+        tmp_path / "sel.jsonl",
+        **kw,
+        select="uncertainty",
+        reward_model=[str(tiny_rm_dir)],
+        oversample=4,
+        group_size=2,
+        keep_prompts=2,
+    )
+    judge = load_judge(f"rm:{tiny_rm_dir}", "cpu", "fp32")
+    assert len({r["prompt_id"] for r in rows}) == 2 and len(rows) == 4
+    distance = {}  # |p - 0.5| of each prompt's best pair of distinct texts, from the pool
+    for pid in {r["prompt_id"] for r in pool}:
+        cands = [r for r in pool if r["prompt_id"] == pid]
+        prompt_text = next(p.get("prompt") for p in PROMPTS if p["prompt_id"] == pid)
+        if prompt_text is None:
+            continue  # chat prompt: checked by the counts above
+        r = judge([prompt_text] * len(cands), [c["text"] for c in cands])
+        d = {
+            (a["sample"], b["sample"]): abs(torch.sigmoid(torch.tensor(r[i] - r[j])).item() - 0.5)
+            for i, a in enumerate(cands)
+            for j, b in enumerate(cands)
+            if i < j and a["text"] != b["text"]
+        }
+        distance[pid] = min(d.values())
+        kept = [x for x in rows if x["prompt_id"] == pid]
+        if kept:
+            pair = tuple(sorted(x["sample"] for x in kept))
+            assert d[pair] == pytest.approx(distance[pid], abs=1e-5)
+            assert all(x["selection"] == "uncertainty" and x["group"] == 0 for x in kept)
+            assert kept[0]["selection_score"] == pytest.approx(1 - 2 * distance[pid], abs=1e-4)
+            assert [x["text"] for x in kept] == [c["text"] for c in cands if c["sample"] in pair]
+
+
+def test_disagreement_needs_two_reward_models(tmp_path, tiny_lm_dir, tiny_rm_dir):
+    from trainer.config import UsageError
+
+    prompts = write_prompts(tmp_path / "p.jsonl", PROMPTS[:1])
+    with pytest.raises(UsageError, match="disagreement needs at least 2 --reward-model, got 1"):
+        generate(
+            tiny_lm_dir,
+            prompts,
+            tmp_path / "o.jsonl",
+            num_samples=2,
+            select="disagreement",
+            reward_model=[str(tiny_rm_dir)],
+        )

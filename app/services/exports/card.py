@@ -56,7 +56,9 @@ ds = {LOADING[result.format].format(name=result.path.name, kind=kind)}
 - annotators: {len(users)} (pseudonymous ids in the `rich` export)
 - by source: {json.dumps(result.sources, sort_keys=True)}
 - ties and both-bad included: {"yes (`tie` column)" if result.include_ties else "no"}
-- margin from strength: 1 slightly -> 1/3, 2 clearly -> 2/3, 3 much -> 1.0; ranking pairs and ties 0.0
+- margin from strength: 1 slightly -> 1/3, 2 clearly -> 2/3, 3 much -> 1.0; ranking pairs, rewrite pairs and ties 0.0
+- rewrites are preferences in the trl formats: the rewrite over the response it rewrote and over every response rated
+  bad (`rich` lists each annotation's pairs with their source: choice, ranking or rewrite)
 
 ## Filters
 {filters}

@@ -11,6 +11,9 @@
 Where the pairs come from (`trl`): a pairwise choice gives (chosen, the other response); a ranking of K gives
 all K(K-1)/2 pairs, best-first order (InstructGPT). Ties and both-bad are left out unless `include_ties`, which
 adds a bool `tie` on every line; a tie line lists the two responses in generation-id order. Margins: margins.py.
+A rewrite is a preference too (`rewrite_pairs`): the rewrite over the response it rewrote and over every response
+rated bad, margin 0, after the annotation's other pairs (`rewrites`: include, the default; exclude; or only those).
+`rich` lists every pair an annotation gives with its source (`preference_pairs`: choice, ranking or rewrite).
 """
 
 from __future__ import annotations
@@ -24,10 +27,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.services.exports.margins import margin_for, own_margin
-from app.services.exports.query import PAIRWISE, RANKING, decode_json
+from app.services.exports.query import PAIRWISE, RANKING, RATING, decode_json
 
 FORMATS = ("trl", "trl-conversational", "kto", "rankings", "sft", "rich")
 TRL_FORMATS = ("trl", "trl-conversational")
+REWRITE_OPTIONS = ("include", "exclude", "only")
+# A rewrite's pairs claim no strength: the rewrite may be a small edit of the response it rewrote.
+REWRITE_MARGIN = 0.0
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode
 _encode_str = json.encoder.encode_basestring  # what _encode writes for a str (ensure_ascii=False)
@@ -80,10 +86,33 @@ def trl_line(
     return line
 
 
+def rewritten_ids(row) -> list[int]:
+    """The responses a rewrite is preferred over: the one it rewrote (the chosen one, the ranking's first, both of
+    a tie or both-bad, a rating task's only response) and every response rated bad; generation-id order."""
+    if not row["rewrite"]:
+        return []
+    shown = list(row["positions"] or [])
+    worse = {int(g) for g, label in (row["ratings"] or {}).items() if label == "bad"}
+    if row["kind"] == PAIRWISE and row["choice"] == "chosen" and row["chosen_id"] is not None:
+        worse.add(row["chosen_id"])
+    elif row["kind"] == PAIRWISE and row["choice"] in ("tie", "both_bad"):
+        worse.update(shown)
+    elif row["kind"] == RANKING and row["ranking"]:
+        worse.add(row["ranking"][0])
+    elif row["kind"] == RATING and len(shown) == 1:
+        worse.update(shown)
+    return sorted(worse)
+
+
 def _pairs(row, include_ties: bool) -> Iterator[tuple[int, int, float, bool]]:
-    """(better id, worse id, margin, tie) of a tie or a ranking, in a fixed order (choices are `DirectPairs`)."""
+    """(better id, worse id, margin, tie) of a choice, a tie or a ranking, in a fixed order (most choices come by
+    `DirectPairs`; one with a rewrite comes here)."""
     if row["kind"] == PAIRWISE:
         shown = list(row["positions"] or [])
+        if row["choice"] == "chosen" and row["chosen_id"] is not None:
+            for other in shown:
+                if other != row["chosen_id"]:
+                    yield row["chosen_id"], other, margin_for(row["strength"], row["meta"]), False
         if row["choice"] in ("tie", "both_bad") and include_ties and len(shown) == 2:
             a, b = sorted(shown)
             yield a, b, 0.0, True
@@ -94,19 +123,17 @@ def _pairs(row, include_ties: bool) -> Iterator[tuple[int, int, float, bool]]:
                 yield ranking[i], ranking[j], 0.0, False
 
 
-def trl_lines(row, texts, *, conversational: bool, include_ties: bool) -> Iterator[dict[str, Any]]:
+def trl_lines(
+    row, texts, *, conversational: bool, include_ties: bool, rewrites: str = "include"
+) -> Iterator[dict[str, Any]]:
     text, messages = row["prompt_text"], row["prompt_messages"]
     prompt = prompt_messages(text, messages) if conversational else prompt_string(text, messages)
-    for better, worse, margin, tie in _pairs(row, include_ties):
+    pairs = [] if rewrites == "only" else [(texts[b], texts[w], m, t) for b, w, m, t in _pairs(row, include_ties)]
+    if rewrites != "exclude":
+        pairs += [(row["rewrite"], texts[w], REWRITE_MARGIN, False) for w in rewritten_ids(row)]
+    for better, worse, margin, tie in pairs:
         yield trl_line(
-            prompt,
-            texts[better],
-            texts[worse],
-            margin,
-            row["id"],
-            tie,
-            conversational=conversational,
-            include_ties=include_ties,
+            prompt, better, worse, margin, row["id"], tie, conversational=conversational, include_ties=include_ties
         )
 
 
@@ -119,11 +146,17 @@ class DirectPairs:
         self.kind, self.choice, self.chosen_id = i("kind"), i("choice"), i("chosen_id")
         self.id, self.text, self.messages, self.meta = i("id"), i("prompt_text"), i("prompt_messages"), i("meta")
         self.strength, self.chosen, self.rejected = i("strength"), i("chosen_text"), i("rejected_text")
-        self.user, self.source = i("user_id"), i("source")
+        self.user, self.source, self.rewrite = i("user_id"), i("source"), i("rewrite")
         self.conversational, self.include_ties = conversational, include_ties
 
     def matches(self, r) -> bool:
-        return r[self.kind] == PAIRWISE and r[self.choice] == "chosen" and r[self.chosen_id] is not None
+        # a choice with a rewrite has more pairs than this one: it goes the general way (trl_lines)
+        return (
+            r[self.kind] == PAIRWISE
+            and r[self.choice] == "chosen"
+            and r[self.chosen_id] is not None
+            and not r[self.rewrite]
+        )
 
     def line(self, r) -> dict[str, Any] | None:
         if r[self.rejected] is None:
@@ -213,6 +246,12 @@ def rich_line(row, info) -> dict[str, Any]:
     messages = row["prompt_messages"]
     # A margin where the annotation makes a pair: a choice, or an imported line that brought its own.
     has_margin = row["choice"] == "chosen" or own_margin(row["meta"]) is not None
+    pairs = [
+        {"chosen_generation_id": b, "rejected_generation_id": w, "source": "ranking" if r else "choice"}
+        for b, w, _, tie in _pairs(row, include_ties=False)
+        if not tie
+        for r in [row["kind"] == RANKING]
+    ] + [{"chosen_generation_id": None, "rejected_generation_id": w, "source": "rewrite"} for w in rewritten_ids(row)]
     return {
         "annotation_id": row["id"],
         "task_id": row["task_id"],
@@ -238,6 +277,10 @@ def rich_line(row, info) -> dict[str, Any]:
         "flags": [str(f) for f in (row["flags"] or [])],
         "positions": list(row["positions"] or []),
         "time_spent_ms": row["time_spent_ms"],
+        "selection": row["selection"],
+        "selection_score": row["selection_score"],
+        # the pairs this annotation gives in `trl`; a rewrite's chosen response is the rewrite (no generation id)
+        "preference_pairs": pairs,
         "responses": [_response(info[g]) for g in sorted(row["positions"] or []) if g in info],
         "created_at": _iso(row["created_at"]),
     }

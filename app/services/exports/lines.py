@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from app.services.exports.filters import ExportError, ExportFilters
 from app.services.exports.formats import (
     FORMATS,
+    REWRITE_OPTIONS,
     TRL_FORMATS,
     DirectPairs,
     kto_lines,
@@ -48,22 +49,35 @@ def iter_export(
     filters: ExportFilters = ExportFilters(),
     include_ties: bool = False,
     stats: ExportResult | None = None,
+    rewrites: str = "include",
 ) -> Iterator[list[dict[str, Any]]]:
-    """Batches of export lines (dicts) in the export's order. Updates `stats` (counts, annotators) if given."""
-    return iter_lines(session, fmt=fmt, filters=filters, include_ties=include_ties, stats=stats, encoded=False)
+    """Batches of export lines (dicts) in the export's order. Updates `stats` (counts, annotators) if given.
+    `rewrites` (trl formats): include a rewrite's pairs, exclude them, or give only them."""
+    return iter_lines(
+        session, fmt=fmt, filters=filters, include_ties=include_ties, stats=stats, encoded=False, rewrites=rewrites
+    )
 
 
 def iter_lines(
-    session: Session, *, fmt: str, filters: ExportFilters, include_ties: bool, stats: ExportResult | None, encoded: bool
+    session: Session,
+    *,
+    fmt: str,
+    filters: ExportFilters,
+    include_ties: bool,
+    stats: ExportResult | None,
+    encoded: bool,
+    rewrites: str = "include",
 ) -> Iterator[list[Any]]:
     """`iter_export`; with `encoded`, the `trl` hot path gives each line as its JSONL text (`jsonl_line`)."""
     check_format(fmt)
+    if rewrites not in REWRITE_OPTIONS:
+        raise ExportError(f"rewrites must be one of {', '.join(REWRITE_OPTIONS)}, not {rewrites!r}")
     passing = passing_tasks(session, filters)
     rich = fmt == "rich"
     # A Core result on the session's connection (no ORM row processing); a server-side cursor on PostgreSQL.
     connection = session.connection()
     result = connection.execution_options(stream_results=True, yield_per=BATCH).execute(
-        annotation_query(session, fmt, filters)
+        annotation_query(session, fmt, filters, rewrites=rewrites)
     )
     names = tuple(result.keys())
     json_names = tuple(n for n in names if n in JSON)
@@ -96,7 +110,9 @@ def iter_lines(
                     direct_rows.append(r)
                 continue
             if trl:
-                lines.extend(trl_lines(r, texts, conversational=conversational, include_ties=include_ties))
+                lines.extend(
+                    trl_lines(r, texts, conversational=conversational, include_ties=include_ties, rewrites=rewrites)
+                )
             elif fmt == "kto":
                 lines.extend(kto_lines(r, texts))
             elif fmt == "rankings":

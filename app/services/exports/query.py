@@ -36,6 +36,8 @@ PLAIN = {
     "critique": Annotation.critique,
     "rewrite": Annotation.rewrite,
     "time_spent_ms": Annotation.time_spent_ms,
+    "selection": Task.selection,
+    "selection_score": Task.selection_score,
     "created_at": Annotation.created_at,
     "user_id": Annotation.user_id,
     "annotator": User.public_id,
@@ -69,6 +71,8 @@ _NEEDS = {
         "ranking",
         "meta",
         "prompt_messages",
+        "rewrite",
+        "ratings",
     ),
     "kto": ("id", "task_id", "kind", "source", "user_id", "prompt_text", "ratings", "prompt_messages"),
     "rankings": ("id", "task_id", "kind", "source", "user_id", "prompt_text", "ranking", "prompt_messages"),
@@ -114,7 +118,7 @@ def _join_pair_texts(stmt):
     )
 
 
-def annotation_query(session: Session, fmt: str, filters: ExportFilters):
+def annotation_query(session: Session, fmt: str, filters: ExportFilters, *, rewrites: str = "include"):
     stmt = (
         select(*_columns(fmt))
         .join(Task, Task.id == Annotation.task_id)
@@ -126,7 +130,12 @@ def annotation_query(session: Session, fmt: str, filters: ExportFilters):
     if fmt in ("trl", "trl-conversational"):
         stmt = _join_pair_texts(stmt)
     kinds = KINDS_FOR[fmt]
-    if kinds is not None:
+    if kinds is not None and fmt in ("trl", "trl-conversational") and rewrites == "only":
+        stmt = stmt.where(Annotation.rewrite.is_not(None))
+    elif kinds is not None and fmt in ("trl", "trl-conversational") and rewrites == "include":
+        # a rewrite makes pairs whatever the task's kind (a rating's rewrite beats its bad responses)
+        stmt = stmt.where(Annotation.kind.in_(kinds) | Annotation.rewrite.is_not(None))
+    elif kinds is not None:
         stmt = stmt.where(Annotation.kind.in_(kinds))
     if filters.since is not None:
         stmt = stmt.where(Annotation.created_at >= filters.since)

@@ -87,6 +87,7 @@ def write_export(
     include_ties: bool = False,
     as_csv: bool = False,
     refuse_empty: bool = False,
+    rewrites: str = "include",
 ) -> ExportResult:
     """Write the export to `out` (via a temporary file, renamed when complete) and `out.sha256`. With
     `refuse_empty`, an export without rows raises ExportError (404) saying why and writes nothing: an empty
@@ -105,7 +106,15 @@ def write_export(
         include_ties=include_ties,
         csv=as_csv,
     )
-    batches = iter_lines(session, fmt=fmt, filters=filters, include_ties=include_ties, stats=result, encoded=not as_csv)
+    batches = iter_lines(
+        session,
+        fmt=fmt,
+        filters=filters,
+        include_ties=include_ties,
+        stats=result,
+        encoded=not as_csv,
+        rewrites=rewrites,
+    )
 
     def encoded() -> Iterator[bytes]:
         for chunk, n in _csv_chunks(batches) if as_csv else _jsonl_chunks(batches):

@@ -13,8 +13,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from app.services.errors import ServiceError
+from app.services.generation import DEFAULT_OVERSAMPLE, DEFAULT_RANDOM_SHARE, MAX_OVERSAMPLE
 from domain.sampling import RESPONSES_PER_PROMPT_MAX, RESPONSES_PER_PROMPT_MIN, TEMPERATURE_MIN, TOP_K_MIN, TOP_P_MAX
-from domain.vocabulary import ROUND_ALGOS, ROUND_TASK_KINDS, SOURCE_FILTERS
+from domain.vocabulary import ROUND_ALGOS, ROUND_TASK_KINDS, SELECTIONS, SOURCE_FILTERS
 
 ROUND_KIND = "round"
 
@@ -123,6 +124,18 @@ class NextTasks(BaseModel):
     top_k: int = Field(0, ge=TOP_K_MIN, description="Top-k sampling (0 = off).")
     top_p: float = Field(1.0, gt=0.0, le=TOP_P_MAX, description="Top-p sampling (1 = off).")
     max_new_tokens: int = Field(32, ge=1, description="Longest response, in tokens.")
+    select: Literal[SELECTIONS] = Field(
+        SELECTIONS[0],
+        description="Which prompts and pairs people see: random, uncertainty (the new reward model's P(a beats b) "
+        "nearest 0.5) or disagreement (between the new and the latest reward models; uncertainty, said so, when "
+        "there is only one).",
+    )
+    oversample: int = Field(
+        DEFAULT_OVERSAMPLE, ge=1, le=MAX_OVERSAMPLE, description="Selection: candidates sampled per one shown."
+    )
+    random_share: float = Field(
+        DEFAULT_RANDOM_SHARE, ge=0.0, le=1.0, description="Selection: share of prompts drawn at random (unbiased)."
+    )
 
     @model_validator(mode="after")
     def _pairs_need_even_k(self) -> NextTasks:
@@ -161,6 +174,11 @@ class RoundConfig(BaseModel):
             "The reward model adds the SFT ancestor's mean response log-likelihood, its weight learned with the head: "
             "what tells a right answer from a wrong one said alike."
         ),
+    )
+    use_rewrites: bool = Field(
+        True,
+        description="A rewrite is a preference: the rewrite over the response it rewrote and every response rated "
+        "bad. The reward model and DPO train on those pairs too (counted apart in the report).",
     )
     policy_init: Literal["current", "sft"] = Field("current", description="The policy the round tunes.")
     reference: Literal["sft", "current"] = Field("sft", description="The policy the KL penalty keeps it close to.")

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import Prompt, Task
+from app.services.snapshots import REWRITES_FILE
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -31,17 +32,23 @@ def _pair_count(row: dict[str, Any]) -> int:
     return len(row["completions"]) * (len(row["completions"]) - 1) // 2 if "completions" in row else 1
 
 
-def split_reward_data(snapshot: Path, out_dir: Path, fraction: float) -> tuple[Path, Path | None, int, int]:
+def split_reward_data(
+    snapshot: Path, out_dir: Path, fraction: float, *, use_rewrites: bool = False
+) -> tuple[Path, Path | None, int, int]:
     """The snapshot's preferences -> reward_train.jsonl + reward_eval.jsonl (held out by annotation id), counted
     in pairs. Rankings come whole from rankings.jsonl (the trainer encodes a ranking's K responses once and
     trains on its K(K-1)/2 pairs together: InstructGPT's remedy for the overfitting of ranking pairs shuffled
-    apart); trl.jsonl adds the pairwise choices, skipping the ranking pairs it also holds."""
+    apart); trl.jsonl adds the pairwise choices, skipping the ranking pairs it also holds; with `use_rewrites`,
+    rewrites.jsonl adds the rewrites' pairs (a ranking's rewrite pair included: rankings.jsonl does not hold it)."""
     rankings, trl = snapshot / "rankings.jsonl", snapshot / "trl.jsonl"
+    sources = [(rankings, "rankings"), (trl, "trl")] + (
+        [(snapshot / REWRITES_FILE, "rewrites")] if use_rewrites else []
+    )
     train, held = out_dir / "reward_train.jsonl", out_dir / "reward_eval.jsonl"
     n_train = n_eval = 0
     ranked: set[int] = set()
     with open(train, "w", encoding="utf-8") as ft, open(held, "w", encoding="utf-8") as fe:
-        for path, is_rankings in ((rankings, True), (trl, False)):
+        for path, kind in sources:
             if not path.is_file():
                 continue
             with open(path, encoding="utf-8") as src:
@@ -49,9 +56,9 @@ def split_reward_data(snapshot: Path, out_dir: Path, fraction: float) -> tuple[P
                     if not line.strip():
                         continue
                     row = json.loads(line)
-                    if is_rankings:
+                    if kind == "rankings":
                         ranked.add(row["annotation_id"])
-                    elif row["annotation_id"] in ranked:
+                    elif kind == "trl" and row["annotation_id"] in ranked:
                         continue
                     if _held_out(row["annotation_id"], fraction):
                         fe.write(line)
@@ -65,6 +72,22 @@ def split_reward_data(snapshot: Path, out_dir: Path, fraction: float) -> tuple[P
         held.unlink()
         return train, None, n_train + n_eval, 0
     return train, held, n_train, n_eval
+
+
+def rewrite_pairs(snapshot: Path) -> int:
+    """The rewrites' pairs in the snapshot (none in a snapshot made before they were kept apart)."""
+    path = snapshot / REWRITES_FILE
+    return len(read_jsonl(path)) if path.is_file() else 0
+
+
+def dpo_pairs_file(rdir: Path, *, use_rewrites: bool) -> Path:
+    """DPO's pairs: the snapshot's trl.jsonl, and with `use_rewrites` the rewrites' pairs after them."""
+    snapshot = rdir / "snapshot"
+    if not use_rewrites or rewrite_pairs(snapshot) == 0:
+        return snapshot / "trl.jsonl"
+    out = rdir / "dpo_pairs.jsonl"
+    out.write_bytes((snapshot / "trl.jsonl").read_bytes() + (snapshot / REWRITES_FILE).read_bytes())
+    return out
 
 
 def eval_prompts_file(rdir: Path, count: int) -> Path:

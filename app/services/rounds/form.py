@@ -44,6 +44,7 @@ ROUND_FIELDS = [
     ("reference", "Reference (KL)"),
     ("reward_init", "Reward model starts from"),
     ("reward_likelihood", "Reward adds the SFT model's log-likelihood"),
+    ("use_rewrites", "Rewrites as preferences"),
     ("eval_prompts", "Eval prompts"),
     ("eval_samples", "Samples per eval prompt"),
     ("kl_floor", "KL floor (changed almost nothing below it)"),
@@ -66,7 +67,19 @@ STAGE_TITLES = {
     "rs": "Rejection sampling: best of N",
     "sft": "Rejection sampling: SFT on the best",
 }
-NEXT_TASK_FIELDS = ["prompts", "k", "kind", "overlap", "temperature", "top_k", "top_p", "max_new_tokens"]
+NEXT_TASK_FIELDS = [
+    "prompts",
+    "k",
+    "kind",
+    "select",
+    "oversample",
+    "random_share",
+    "overlap",
+    "temperature",
+    "top_k",
+    "top_p",
+    "max_new_tokens",
+]
 NEXT_TASKS_SHOWN = 3
 # Read as text, never as JSON ("2024-01-01" stays a string).
 TEXT_FIELDS = ("since", "gold_judge")

@@ -12,7 +12,8 @@ One round, each training step a `python -m trainer STAGE --config <file>` child 
                (`trainer best-of-n`), then SFT of the current policy on them (Llama 2's rejection-sampling rounds)
     evaluate   new policy against the current one on eval-split prompts: win-rate under the new RM (and a gold
                judge when configured), KL to the reference, mean length, distinct-n -> reward-hacking warnings
-    generate   samples of the new policy on train prompts, for the next tasks
+    generate   samples of the new policy on train prompts, for the next tasks (with next_tasks.select, the most
+               informative of more candidates, scored by the new reward model, and the latest ones for disagreement)
     register   ONE transaction, only while this worker still holds the job: the reward model and the policy
                become registry rows, and current only when the policy passes the promotion gate (it beats the
                current one under the new RM beyond its standard error, no reward-hacking check fails); the next
@@ -35,10 +36,16 @@ from sqlalchemy import func, select, update
 from app.jobs.context import JobContext, JobLost
 from app.jobs.registry import JobFailed, job_kind
 from app.models import Job, ModelVersion, Task
-from app.services.generation import store_generations
-from app.services.models_registry import promote, register_model
+from app.services.generation import DISAGREEMENT_MODELS, store_generations
+from app.services.models_registry import list_models, promote, register_model
 from app.services.rounds.config import ALGO_STAGES, ROUND_KIND, RoundConfig, parse_round_config
-from app.services.rounds.data import next_task_prompts, read_jsonl, split_reward_data
+from app.services.rounds.data import (
+    dpo_pairs_file,
+    next_task_prompts,
+    read_jsonl,
+    rewrite_pairs,
+    split_reward_data,
+)
 from app.services.rounds.evaluate import evaluate_round
 from app.services.rounds.lineage import Lineage, resolve_lineage
 from app.services.rounds.promotion import promotion_verdict
@@ -87,7 +94,9 @@ def make_snapshot(ctx: JobContext, cfg: RoundConfig, rdir: Path) -> dict[str, An
 
 
 def train_reward(ctx: JobContext, cfg: RoundConfig, rdir: Path, lineage: Lineage) -> dict[str, Any]:
-    train, held, n_train, n_eval = split_reward_data(rdir / "snapshot", rdir, cfg.rm_eval_fraction)
+    train, held, n_train, n_eval = split_reward_data(
+        rdir / "snapshot", rdir, cfg.rm_eval_fraction, use_rewrites=cfg.use_rewrites
+    )
     init = lineage.reward_init
     flags = {
         **cfg.stage_flags("reward"),
@@ -168,7 +177,7 @@ def train_policy(
         **cfg.stage_flags("dpo", **size),
         "policy": start.path,
         "ref": reference.path,
-        "data": str(rdir / "snapshot" / "trl.jsonl"),
+        "data": str(dpo_pairs_file(rdir, use_rewrites=cfg.use_rewrites)),
         "out": str(out),
         "seed": cfg.seed,
     }
@@ -274,10 +283,32 @@ def register_round(
         return {"policy_id": policy.id, "reward_model_id": reward.id, "tasks": tasks, "promotion": verdict}
 
 
-def next_task_request(cfg: RoundConfig) -> dict[str, Any]:
+def next_task_selection(session, cfg: RoundConfig, rdir: Path) -> tuple[str, list[str], str]:
+    """(the selection the next tasks use, the reward models that score them, a note when it differs from the one
+    asked): uncertainty under the round's new reward model; disagreement between it and the latest registered
+    ones, which falls back to uncertainty while the new one is the only one."""
+    select = cfg.next_tasks.select
+    if select == "random":
+        return "random", [], ""
+    new = [str(rdir / "reward")]
+    if select == "uncertainty":
+        return "uncertainty", new, ""
+    models = [m for m in list_models(session, kind="reward") if m.stage != "imported"]
+    models.sort(key=lambda m: (not m.is_current, -m.id))  # the current one, then the newest
+    earlier = [m.path for m in models[: DISAGREEMENT_MODELS - 1]]
+    if not earlier:
+        return "uncertainty", new, "disagreement needs two reward models and this round's is the first: uncertainty"
+    return "disagreement", new + earlier, ""
+
+
+def next_task_request(cfg: RoundConfig, select: str = "random") -> dict[str, Any]:
     """The next tasks as a generation request (app.services.generation's fields)."""
     nt = cfg.next_tasks
     return {
+        "count": nt.prompts,
+        "select": select,
+        "oversample": nt.oversample,
+        "random_share": nt.random_share,
         "num_samples": nt.k,
         "temperature": nt.temperature,
         "top_k": nt.top_k,
@@ -319,9 +350,13 @@ def run_round(ctx: JobContext) -> dict[str, Any]:
     _stage_progress(ctx, "generate")
     samples = None
     not_sampled = 0
+    selection = {"select": "random", "asked": cfg.next_tasks.select, "note": ""}
     if cfg.next_tasks.prompts > 0:
         with ctx.session() as session:
-            prompts = next_task_prompts(session, rdir, cfg.next_tasks.prompts)
+            select, reward_models, note = next_task_selection(session, cfg, rdir)
+            pool = cfg.next_tasks.prompts * (cfg.next_tasks.oversample if select != "random" else 1)
+            prompts = next_task_prompts(session, rdir, pool)
+        selection.update(select=select, note=note)
         if prompts.stat().st_size > 0:
             samples = generate_samples(
                 ctx,
@@ -329,9 +364,11 @@ def run_round(ctx: JobContext) -> dict[str, Any]:
                 model=str(rdir / "policy"),
                 prompts=prompts,
                 out=rdir / "next_samples.jsonl",
-                request=next_task_request(cfg),
+                request=next_task_request(cfg, select),
+                reward_models=reward_models,
             )
-            not_sampled = prompts_not_sampled(prompts, samples)
+            # a selection keeps `prompts` of its pool: the rest were left out on purpose, not skipped
+            not_sampled = prompts_not_sampled(prompts, samples) if select == "random" else 0
 
     _stage_progress(ctx, "register")
     registered = register_round(
@@ -362,6 +399,9 @@ def run_round(ctx: JobContext) -> dict[str, Any]:
         "policy": policy_metrics,
         "evaluation": evaluation["summary"],
         "warnings": evaluation.get("warnings", []),
+        "next_tasks_selection": selection,
+        # the rewrites' pairs, apart from the choices and rankings (the snapshot's trl.jsonl)
+        "rewrites": {"pairs": rewrite_pairs(rdir / "snapshot"), "used": cfg.use_rewrites},
         SKIPPED: skipped_too_long(cfg, reward_metrics, policy_metrics, evaluation, not_sampled),
         "peak_memory_mb": peak_memory(cfg, reward_metrics, policy_metrics),
     }

@@ -61,11 +61,19 @@ def run_stage(
 
 
 def generate_samples(
-    ctx: JobContext, *, stage: str, model: str, prompts: Path, out: Path, request: dict[str, Any]
+    ctx: JobContext,
+    *,
+    stage: str,
+    model: str,
+    prompts: Path,
+    out: Path,
+    request: dict[str, Any],
+    reward_models: list[str] = (),
 ) -> Path:
     """`trainer generate` into `out`, unless an earlier attempt wrote it."""
     if out.is_file():
         return out
     remove_leftovers(out.parent, out.name)
-    ctx.run_trainer(trainer_args(model_path=model, prompts=prompts, out=out, request=request), stage=stage)
+    args = trainer_args(model_path=model, prompts=prompts, out=out, request=request, reward_models=list(reward_models))
+    ctx.run_trainer(args, stage=stage)
     return out

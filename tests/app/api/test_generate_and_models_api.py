@@ -53,3 +53,24 @@ def test_registering_a_model_holds_no_transaction_during_the_load_check(client, 
     assert held_during_check == [False]
     missing = client.post("/api/v1/models", json={**body, "parent_id": parent.id + 100}, headers=headers)
     assert missing.status_code == 404 and "parent" in missing.json()["detail"]
+
+
+def test_generate_api_takes_a_selection_and_refuses_one_it_cannot_make(client, db, api):
+    _, headers = api("admin")
+    make_model(db, "base", is_current=True)
+    db.add(Prompt(text="hi", content_hash="h1", tags=[], split="train", meta={}))
+    db.commit()
+    body = {"select": "uncertainty", "oversample": 3, "random_share": 0.25}
+    res = client.post("/api/v1/generate", json=body, headers=headers)
+    assert res.status_code == 422 and "there is none yet" in res.json()["detail"]
+    reward = make_model(db, "rm-1", kind="reward", stage="rlhf", is_current=True)
+    db.commit()
+    res = client.post("/api/v1/generate", json=body, headers=headers)
+    assert res.status_code == 202, res.text
+    config = res.json()["config"]
+    assert (config["select"], config["oversample"], config["random_share"]) == ("uncertainty", 3, 0.25)
+    assert config["reward_model_ids"] == [reward.id]
+    res = client.post("/api/v1/generate", json={"select": "disagreement"}, headers=headers)
+    assert res.status_code == 422 and "1 registered, at least 2 needed" in res.json()["detail"]
+    assert client.post("/api/v1/generate", json={"select": "greedy"}, headers=headers).status_code == 422
+    assert client.get("/api/v1/generate/defaults", headers=headers).json()["random_share"] == 0.2

@@ -30,7 +30,7 @@ def test_cli_writes_file_and_sha256_prints_rows_and_refuses_bad_args(settings, d
     )
     assert res.exit_code == 0, res.output
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
-    assert "rows: 8" in res.stderr and f"sha256: {digest}" in res.stderr
+    assert "rows: 9" in res.stderr  # 6 pairs, 2 ties, 1 rewrite pair and f"sha256: {digest}" in res.stderr
     assert (out.parent / "trl.jsonl.sha256").read_text() == f"{digest}  trl.jsonl\n"
     assert (out.parent / "README.md").exists()
     for args, needle in (

@@ -195,3 +195,68 @@ def test_storing_a_large_request_is_bulk(db, tmp_path):
     task = db.scalar(select(Task).order_by(Task.id).limit(1))
     texts = [db.get(Generation, p.generation_id).text for p in task.positions]
     assert len(texts) == 2 and texts[0].endswith("-0") and texts[1].endswith("-1")
+
+
+@pytest.fixture(scope="module")
+def tiny_reward(tmp_path_factory, tiny_policy):
+    root = tmp_path_factory.mktemp("gen-rm")
+    return build_arithmetic_model(root, tiny_policy, kind="reward", name="reward")
+
+
+def test_selection_picks_from_more_candidates_and_stores_the_choice_and_score(db, tiny_policy, tiny_reward):
+    """The real job and trainer: 4 candidate prompts x 4 candidates, 2 prompts kept (one drawn at random), and
+    the choice and score reach the task and the `rich` export."""
+    from app.services.exports import iter_export
+
+    _setup(db, tiny_policy)
+    register_model(db, path=tiny_reward, name="rm", kind="reward", stage="rlhf", check=False)
+    db.commit()
+    req = GenerationRequest(
+        count=2, num_samples=2, max_new_tokens=6, temperature=1.5, select="uncertainty", oversample=2, random_share=0.5
+    )
+    job = request_generation(db, request=req)
+    db.commit()
+    done = _run_job(db, job.id)
+    assert done.status == "succeeded", done.error
+    assert done.result["tasks"] == 2 and done.result["generations"] == 4 and done.result["skipped_too_long"] == 0
+    tasks = db.scalars(select(Task).order_by(Task.id)).all()
+    assert sorted(t.selection for t in tasks) == ["random", "uncertainty"]  # the random share: 50% of 2
+    assert all(0.0 <= t.selection_score <= 1.0 for t in tasks)
+    picked = next(t for t in tasks if t.selection == "uncertainty")
+    seeds = [db.get(Generation, p.generation_id).seed for p in picked.positions]
+    assert len(set(seeds)) == 2  # two of the prompt's four candidates, each with its own seed
+    from tests.factories import annotate_pairwise, make_annotator
+
+    annotate_pairwise(db, picked, make_annotator(db), chosen=picked.positions[0].generation)
+    db.commit()
+    (line,) = [x for batch in iter_export(db, fmt="rich") for x in batch]
+    assert (line["selection"], line["selection_score"]) == ("uncertainty", picked.selection_score)
+
+
+def test_selection_flags_reach_the_trainer_and_the_cli(settings, db, tiny_policy):
+    from app.cli import app as cli
+    from app.services.generation import trainer_args
+
+    _setup(db, tiny_policy)
+    with pytest.raises(GenerationError, match="only train-split prompts"):
+        parse_generation_request({"select": "uncertainty", "split": "eval"})
+    rm = make_model(db, "rm", kind="reward", stage="rlhf", path="/models/rm", is_current=True)
+    db.commit()
+    out = CliRunner().invoke(
+        cli, ["generate", "--count", "3", "--select", "uncertainty", "--oversample", "3", "--random-share", "0.1"]
+    )
+    assert out.exit_code == 0, out.output
+    config = json.loads(out.stdout.strip().splitlines()[-1])["config"]
+    assert (config["select"], config["oversample"], config["random_share"]) == ("uncertainty", 3, 0.1)
+    assert config["reward_model_ids"] == [rm.id]
+    args = trainer_args(model_path="/p", prompts="in", out="out", request=config, reward_models=["/models/rm"])
+    flags = " ".join(args[args.index("--select") :])
+    assert flags == (
+        "--select uncertainty --reward-model /models/rm --oversample 3 --group-size 2 --keep-prompts 3 "
+        "--random-share 0.1"
+    )
+    assert "--select" not in trainer_args(
+        model_path="/p", prompts="in", out="out", request=GenerationRequest().model_dump()
+    )
+    bad = CliRunner().invoke(cli, ["generate", "--select", "disagreement"])
+    assert bad.exit_code == 2 and "at least 2 needed" in bad.stderr

@@ -43,7 +43,7 @@ def test_snapshot_files_match_manifest_and_hold_train_data_only(db, tmp_path):
     label_preferences(db, prompts["train"][4:], annotator=ai, source="ai")
     label_preferences(db, prompts["eval"], annotator=human)  # eval prompts never reach training files
     task, gens = factories.pairwise_task(db, texts=("a", "b", "c"))
-    ranking = factories.annotate_ranking(db, task, human, ranking=list(gens))
+    ranking = factories.annotate_ranking(db, task, human, ranking=list(gens), rewrite="a b c")
     db.commit()
 
     out = tmp_path / "snap"
@@ -57,6 +57,7 @@ def test_snapshot_files_match_manifest_and_hold_train_data_only(db, tmp_path):
             "rankings.jsonl",
             "kto.jsonl",
             "sft.jsonl",
+            "rewrites.jsonl",
             "prompts.jsonl",
             "eval_prompts.jsonl",
         ]
@@ -76,6 +77,11 @@ def test_snapshot_files_match_manifest_and_hold_train_data_only(db, tmp_path):
     assert manifest["rows"]["prompts.jsonl"] == 6 + 1  # the ranking task's prompt is a train prompt too
     assert {r["prompt"] for r in _rows(out / "eval_prompts.jsonl")} == eval_texts
     assert _rows(out / "rankings.jsonl")[0]["completions"] == ["a", "b", "c"]
+    # the rewrite's pair is kept apart from the choices and rankings: a round uses it when it says so
+    assert [(r["chosen"], r["rejected"], r["annotation_id"]) for r in _rows(out / "rewrites.jsonl")] == [
+        ("a b c", "a", ranking.id)
+    ]
+    assert manifest["annotations"]["rewrites"] == 1
 
 
 def test_snapshot_is_bounded_by_its_annotation_id_and_refuses_an_existing_dir(db, tmp_path):

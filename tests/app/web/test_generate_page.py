@@ -42,3 +42,21 @@ def test_generate_form_enqueues_a_job_or_shows_the_reason(client, db, make_user,
     res = client.post("/admin/generate", data={"csrf_token": csrf, "count": "many"})
     assert res.status_code == 422 and "must be a number" in res.text
     assert db.scalar(select(func.count()).select_from(Job)) == 1
+
+
+def test_generate_form_takes_a_selection(client, db, make_user, login):
+    make_model(db, "base", is_current=True)
+    db.add(Prompt(text="hi", content_hash="h1", tags=[], split="train", meta={}))
+    db.commit()
+    csrf = login(make_user("admin"))
+    page = client.get("/admin/generate").text
+    assert "<option selected>random</option>" in page and 'name="random_share"' in page
+    form = {"csrf_token": csrf, "select": "uncertainty", "oversample": "2", "random_share": "0.5"}
+    res = client.post("/admin/generate", data=form)
+    assert res.status_code == 422 and "current reward model: there is none yet" in res.text
+    make_model(db, "rm", kind="reward", stage="rlhf", is_current=True)
+    db.commit()
+    res = client.post("/admin/generate", data=form, follow_redirects=False)
+    assert res.status_code == 303
+    job = db.scalar(select(Job))
+    assert (job.config["select"], job.config["oversample"], job.config["random_share"]) == ("uncertainty", 2, 0.5)

@@ -141,6 +141,8 @@ def test_round_report_shows_snapshot_evaluation_warnings_and_samples(client, log
         "warnings": ["length growth: mean length 4.0 -> 9.0 tokens (x2.25)"],
         "skipped_too_long": {"reward": 1, "ppo": 2, "evaluate": 0, "generate": 0},
         "peak_memory_mb": {"reward": 812.4, "ppo": 1530.0},
+        "rewrites": {"pairs": 4, "used": True},
+        "next_tasks_selection": {"select": "uncertainty", "asked": "disagreement", "note": "only one reward model"},
     }
     db.commit()
     rdir = settings.data_dir / "rounds" / str(job.id)
@@ -182,6 +184,9 @@ def test_round_report_shows_snapshot_evaluation_warnings_and_samples(client, log
         "reward 1 · ppo 2 · evaluate 0 · generate 0",
         "Peak memory:",
         "reward 812 MiB · ppo 1530 MiB",
+        "4 pairs, counted apart from the choices and rankings · used by the reward model and DPO",
+        "selected by uncertainty",
+        "only one reward model",
         " five",
         " four",
         "trl.jsonl",

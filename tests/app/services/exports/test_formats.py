@@ -7,7 +7,15 @@ import pytest
 
 from app.services.exports import FORMATS, write_export
 from tests.conftest import BACKENDS
-from tests.factories import T0, build_dataset
+from tests.factories import (
+    T0,
+    annotate_pairwise,
+    annotate_ranking,
+    build_dataset,
+    make_annotator,
+    make_model,
+    pairwise_task,
+)
 from tests.factories import export_lines as rows
 
 
@@ -20,6 +28,14 @@ def test_trl_pairs_from_choices_and_rankings_with_margins(db):
         {"prompt": "Count to three.", "chosen": "1 2 3", "rejected": "one", "margin": 0.0, "annotation_id": d.a5.id},
         {"prompt": "Count to three.", "chosen": "1 2 3", "rejected": "1 2", "margin": 0.0, "annotation_id": d.a5.id},
         {"prompt": "Count to three.", "chosen": "one", "rejected": "1 2", "margin": 0.0, "annotation_id": d.a5.id},
+        # a rating's rewrite beats the response rated bad
+        {
+            "prompt": "Greet me.",
+            "chosen": "Hello, nice to meet you!",
+            "rejected": "=cmd|' /C calc'!A0",
+            "margin": 0.0,
+            "annotation_id": d.a6.id,
+        },
         {
             "prompt": "system: Be short.\n\nuser: Sky?",
             "chosen": "Blue.",
@@ -29,6 +45,54 @@ def test_trl_pairs_from_choices_and_rankings_with_margins(db):
         },
         {"prompt": "Held out?", "chosen": "no", "rejected": "yes", "margin": 0.0, "annotation_id": d.a8.id},
     ]
+
+
+def test_a_rewrite_is_preferred_over_what_it_rewrote_and_every_response_rated_bad(db):
+    model = make_model(db, "policy-v1")
+    user = make_annotator(db, "carol")
+    task, (good, bad) = pairwise_task(db, prompt_text="Say hi.", texts=("hi", "go away"), model=model)
+    choice = annotate_pairwise(db, task, user, chosen=good, strength=3, rewrite="Hi there!")
+    task2, (a, b) = pairwise_task(db, prompt_text="Say bye.", texts=("no", "what"), model=model)
+    both_bad = annotate_pairwise(db, task2, user, chosen=None, choice="both_bad", rewrite="Goodbye!")
+    task3, ranked = pairwise_task(db, prompt_text="Count.", texts=("1 2", "1", "x"), model=model)
+    ranking = annotate_ranking(db, task3, user, ranking=ranked, rewrite="1 2 3")
+    db.commit()
+    pairs = [(x["annotation_id"], x["chosen"], x["rejected"], x["margin"]) for x in rows(db, "trl")]
+    assert pairs == [
+        (choice.id, "hi", "go away", 1.0),  # the choice itself, then the rewrite over the response it rewrote
+        (choice.id, "Hi there!", "hi", 0.0),
+        (both_bad.id, "Goodbye!", "no", 0.0),  # both rated bad: the rewrite beats both
+        (both_bad.id, "Goodbye!", "what", 0.0),
+        (ranking.id, "1 2", "1", 0.0),
+        (ranking.id, "1 2", "x", 0.0),
+        (ranking.id, "1", "x", 0.0),
+        (ranking.id, "1 2 3", "1 2", 0.0),  # over the ranking's first
+    ]
+    assert [(x["annotation_id"], x["rejected"]) for x in rows(db, "trl", rewrites="only")] == [
+        (choice.id, "hi"),
+        (both_bad.id, "no"),
+        (both_bad.id, "what"),
+        (ranking.id, "1 2"),
+    ]
+    assert [x["chosen"] for x in rows(db, "trl", rewrites="exclude")] == ["hi", "1 2", "1 2", "1"]
+    rich = {x["annotation_id"]: x["preference_pairs"] for x in rows(db, "rich")}
+    assert rich[choice.id] == [
+        {"chosen_generation_id": good.id, "rejected_generation_id": bad.id, "source": "choice"},
+        {"chosen_generation_id": None, "rejected_generation_id": good.id, "source": "rewrite"},
+    ]
+    assert [p["source"] for p in rich[ranking.id]] == ["ranking", "ranking", "ranking", "rewrite"]
+    assert [p["rejected_generation_id"] for p in rich[both_bad.id]] == [a.id, b.id]
+
+
+def test_rich_carries_how_the_task_was_selected(db):
+    d = build_dataset(db)
+    d.t1.selection, d.t1.selection_score = "uncertainty", 0.93
+    d.t3.selection = "random"
+    db.commit()
+    by_task = {x["task_id"]: (x["selection"], x["selection_score"]) for x in rows(db, "rich")}
+    assert by_task[d.t1.id] == ("uncertainty", 0.93)
+    assert by_task[d.t3.id] == ("random", None)
+    assert by_task[d.t4.id] == (None, None)  # made by hand: no selection
 
 
 def test_include_ties_adds_bool_tie_on_every_line(db):
@@ -48,7 +112,7 @@ def test_conversational_kto_rankings_sft(db):
     conv = rows(db, "trl-conversational")
     assert conv[0]["prompt"] == [{"role": "user", "content": "What is 2+2?"}]
     assert conv[0]["chosen"] == [{"role": "assistant", "content": "4"}]
-    assert conv[5]["prompt"] == [{"role": "system", "content": "Be short."}, {"role": "user", "content": "Sky?"}]
+    assert conv[6]["prompt"] == [{"role": "system", "content": "Be short."}, {"role": "user", "content": "Sky?"}]
     assert rows(db, "kto") == [
         {"prompt": "Greet me.", "completion": "Hello!", "label": True, "annotation_id": d.a6.id},
         {"prompt": "Greet me.", "completion": "=cmd|' /C calc'!A0", "label": False, "annotation_id": d.a6.id},
@@ -186,7 +250,7 @@ def test_trl_kto_preparation_accepts_kto(db, tmp_path, tiny_tokenizer):
     assert kto[0]["KL_completion_ids"] == kto[1]["completion_ids"]
 
 
-@pytest.mark.parametrize("fmt,pairs", [("trl", 7), ("trl-conversational", 7), ("rankings", 3), ("kto", 1)])
+@pytest.mark.parametrize("fmt,pairs", [("trl", 8), ("trl-conversational", 8), ("rankings", 3), ("kto", 1)])
 def test_our_trainer_reads_every_preference_export(db, tmp_path, tiny_tokenizer, fmt, pairs):
     """The reward stage (`python -m trainer reward`) reads the exports as they are written."""
     from trainer.preference_data import load_preferences

@@ -106,15 +106,15 @@ def _golden_dataset(db) -> None:
 
 # sha256 of every export of `_golden_dataset`: the bytes may only change on purpose.
 GOLDEN = {
-    ("trl", False, False): "7a455f9a66bc2ca412535ee2f055b5cee56da997208b5925d271fc89df447c8e",
-    ("trl", True, False): "fa63474cb3623f5f2a1e542a539b3187191ab1fab227d90eb28da1f4890ea42d",
-    ("trl-conversational", False, False): "3e605783bb4c0cb51563a7bfbb1f133c706f9ccbc66783295895eee1e1d400f6",
-    ("trl-conversational", True, False): "33f426f3e4a8a64a956cdfa448db0ce811f4e4c4e29146cb033d0983fc7d656a",
+    ("trl", False, False): "649a7b9183dc7b14952dfd9f204b27c7d7845788adc1c16cb9fb744b76afb0e6",
+    ("trl", True, False): "b68671f89994a6ba56f394b38fd2e0fbe2a04f3e26119037bc457c4285457018",
+    ("trl-conversational", False, False): "c0aad0dcf0a1627678a0903fd3dd009019c4e230539f8078cbc69f789e08691c",
+    ("trl-conversational", True, False): "24835561b9a6104b8e0630d34467315f7b918415090b3dbea7866c87556af4bd",
     ("kto", False, False): "5cff58495303f6df0843c8deb83bb3fb43a7cf2f59a6a131feaa88af74abf1b9",
     ("rankings", False, False): "b9ba3ad3df442632d8f14df7e88c4a19504422a0ac6cc3c003081b27238ac6e8",
     ("sft", False, False): "3223a4f11e881a91c58186ef471641660ad6c5a251e0c660625282fd52c5eb39",
-    ("rich", False, False): "84d81c9f088a4677562154a02069593c6f7e39fb86573d0289901b52ed2ea284",
-    ("rich", False, True): "b2f5cacfc3ffa8233d219ac80e6c799c6804d36a661909c0e05715add2d4b3ef",
+    ("rich", False, False): "7d9ec82238078a92b76ae2e4afb6cc91f5daaffdb6f1318c8896002e73e58544",
+    ("rich", False, True): "086faf2445547251594180ece3be9c829cc71107f0b7874a6219dde156c585f0",
 }
 
 
@@ -135,14 +135,14 @@ def test_filtered_exports_give_the_pinned_bytes(db, tmp_path):
         for fmt in FORMATS
     ]
     card = write_card(db, result=write_export(db, fmt="trl", out=tmp_path / "card" / "trl.jsonl", filters=filters))
-    assert hashlib.sha256(card.read_bytes()).hexdigest()[:16] == "74d04c8630401515"
+    assert hashlib.sha256(card.read_bytes()).hexdigest()[:16] == "85c053ef0940a1fe"
     assert digests == [
-        "6a094a557bce45fd",
-        "5b623d2e46660dd4",
+        "88b31d2eae125046",
+        "f241740d8e27e31d",
         "5cff58495303f6df",
         "b9ba3ad3df442632",
         "3223a4f11e881a91",
-        "fc32586f18c34557",
+        "ec1145c5a164e160",
     ]
 
 

@@ -156,3 +156,31 @@ def test_the_form_records_only_what_differs_from_the_defaults():
     }
     with pytest.raises(RoundError, match="advanced settings: a JSON object"):
         config_from_form({"extra": "[1]"})
+
+
+def test_next_tasks_selection_uses_the_new_reward_model_and_says_when_it_falls_back(db, tmp_path):
+    from app.services.rounds.job import next_task_request, next_task_selection
+    from tests.factories import make_model
+
+    def selection(select):
+        return next_task_selection(db, RoundConfig(next_tasks={"select": select}), tmp_path)
+
+    assert selection("random") == ("random", [], "")
+    assert selection("uncertainty") == ("uncertainty", [str(tmp_path / "reward")], "")
+    used, models, note = selection("disagreement")  # this round's reward model is the first
+    assert (used, models) == ("uncertainty", [str(tmp_path / "reward")]) and "needs two reward models" in note
+    make_model(db, "rm-old", kind="reward", stage="rlhf", path="/rm/old")
+    make_model(db, "rm-current", kind="reward", stage="rlhf", path="/rm/current", is_current=True)
+    make_model(db, "rm-newer", kind="reward", stage="rlhf", path="/rm/newer")
+    db.flush()
+    assert selection("disagreement") == ("disagreement", [str(tmp_path / "reward"), "/rm/current", "/rm/newer"], "")
+    request = next_task_request(RoundConfig(next_tasks={"select": "uncertainty", "prompts": 5}), "uncertainty")
+    assert (request["select"], request["count"], request["oversample"], request["random_share"]) == (
+        "uncertainty",
+        5,
+        4,
+        0.2,
+    )
+    with pytest.raises(RoundError, match="next_tasks.select"):
+        parse_round_config({"next_tasks": {"select": "loudest"}})
+    assert RoundConfig().use_rewrites is True and RoundConfig().next_tasks.select == "random"

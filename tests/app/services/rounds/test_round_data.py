@@ -42,3 +42,33 @@ def test_reward_data_keeps_rankings_whole_and_adds_pairwise_choices(tmp_path):
     }
     assert sorted(ids) == [1, 2, 3, 4] and set(ids.values()) == {"train", "eval"}
     assert n_train + n_eval == 8
+
+
+def test_rewrite_pairs_train_the_reward_model_and_dpo_only_when_the_round_says_so(tmp_path):
+    from app.services.rounds.data import dpo_pairs_file, rewrite_pairs
+
+    snap = tmp_path / "snapshot"
+    snap.mkdir()
+    rankings = [{"prompt": "q1", "completions": ["a", "b"], "annotation_id": 1}]
+    trl = [
+        {"prompt": "q1", "chosen": "a", "rejected": "b", "margin": 0.0, "annotation_id": 1},
+        {"prompt": "q2", "chosen": "a", "rejected": "b", "margin": 1.0, "annotation_id": 2},
+    ]
+    # the ranking's rewrite: its pair must reach the reward model although rankings.jsonl holds the ranking
+    rewrites = [
+        {"prompt": "q1", "chosen": "ideal", "rejected": "a", "margin": 0.0, "annotation_id": 1},
+        {"prompt": "q2", "chosen": "best", "rejected": "a", "margin": 0.0, "annotation_id": 2},
+    ]
+    for name, rows in (("rankings.jsonl", rankings), ("trl.jsonl", trl), ("rewrites.jsonl", rewrites)):
+        (snap / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    train, _, n_train, _ = split_reward_data(snap, tmp_path, 0.0)
+    assert n_train == 2 and "ideal" not in train.read_text()
+    train, _, n_train, _ = split_reward_data(snap, tmp_path, 0.0, use_rewrites=True)
+    chosen = [json.loads(line).get("chosen") for line in train.read_text().splitlines()]
+    assert n_train == 4 and chosen == [None, "a", "ideal", "best"]
+
+    assert rewrite_pairs(snap) == 2
+    assert dpo_pairs_file(tmp_path, use_rewrites=False) == snap / "trl.jsonl"
+    both = dpo_pairs_file(tmp_path, use_rewrites=True)
+    assert [json.loads(line)["chosen"] for line in both.read_text().splitlines()] == ["a", "a", "ideal", "best"]
