@@ -12,6 +12,10 @@ TASK_RESPONSES = {"pairwise": (2, 2), "ranking": (2, 8), "rating": (1, 8)}
 ROUND_TASK_KINDS = ("pairwise", "ranking")
 ASSIGNMENT_STATUSES = ("leased", "done", "skipped")
 
+# An annotator's qualification (the gold tasks marked for qualification): passed or failed at the threshold, or
+# allowed by an admin without passing.
+QUALIFICATION_STATUSES = ("passed", "failed", "allowed")
+
 # Who labelled: people, or a judge model (RLAIF). Filters add "all".
 SOURCES = ("human", "ai")
 SOURCE_FILTERS = ("all", *SOURCES)

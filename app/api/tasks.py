@@ -35,6 +35,16 @@ TASK_EXAMPLE = [
         "kind": "ranking",
         "overlap": 1,
     },
+    {
+        "prompt": "What is 7 * 8?",
+        "responses": ["56", "54"],
+        "kind": "pairwise",
+        "gold": {
+            "answer": {"choice": "chosen", "chosen": 0},
+            "explanation": "7 * 8 is 56.",
+            "qualification": False,
+        },
+    },
 ]
 
 
@@ -97,7 +107,11 @@ class ImportOut(BaseModel):
     response_model=ImportOut,
     summary="Import tasks (admins)",
     description="The same objects as the JSONL lines of `rlhf tasks import`, as one JSON list. All or nothing: "
-    "any bad item -> 422 listing item numbers (1-based, as `line`) and reasons; nothing stored.",
+    "any bad item -> 422 listing item numbers (1-based, as `line`) and reasons; nothing stored. An item with "
+    "`gold` is a gold task with its known answer, in response indices (0-based, the order of `responses`): "
+    '`{"answer": {"choice": "chosen", "chosen": 0}}` (or `"tie"`, `"both_bad"`), `{"answer": {"ranking": [2, 0, '
+    '1]}}`, `{"answer": {"ratings": ["good", "bad"]}}`, with an optional `explanation` and `qualification: true` '
+    "for the qualification set.",
     responses={
         422: {
             "description": "Bad items; nothing stored",

@@ -221,7 +221,7 @@ def submit_annotation(
         if state.key_id is not None:
             return _replay(session, user_id=user.id, key=key, task_id=task_id, digest=None)
         raise AnnotationConflict(f"task {task_id} is not assigned to you: ask for the next task first")
-    task_kind, done_count, overlap = rows[0][:3]
+    task_kind, done_count, overlap, _, gold = rows[0]
     clean = validate_feedback(
         kind=task_kind, response_ids=[r[3] for r in rows], feedback=feedback, max_text_bytes=max_text_bytes
     )
@@ -232,11 +232,12 @@ def submit_annotation(
         raise AnnotationConflict(f"you already annotated task {task_id} (undo it first to change it)")
     if state.status == "skipped":
         raise AnnotationConflict(f"you skipped task {task_id}")
-    # A late submit (lease expired) is still welcome if a slot is free; never beyond the overlap.
+    # A late submit (lease expired) is still welcome if a slot is free; never beyond the overlap. A gold task has
+    # no slots (each annotator may do it): answered as any task with a free slot, so nothing tells it apart.
     taken = done_count
-    if aware(state.lease_expires_at) <= now:
+    if aware(state.lease_expires_at) <= now and not gold:
         taken += leased_count(session, task_id=task_id, now=now, exclude_user_id=user.id)
-    if taken >= overlap:
+    if taken >= overlap and not gold:
         raise AnnotationConflict(
             f"your lease on task {task_id} expired and the task has meanwhile been completed "
             "by other annotators; your annotation was not stored"
