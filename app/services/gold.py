@@ -171,7 +171,12 @@ def parse_gold_field(raw: Any, *, kind: str, responses: int) -> GoldSpec:
         normalized = normalize_answer(kind, list(range(responses)), by_id)
         explanation = clean_explanation(raw.get("explanation"))
     except GoldInvalid as exc:
-        message = str(exc).replace("response id", "response index").replace("chosen_id", "chosen")
+        message = (
+            str(exc)
+            .replace("response id", "response index")
+            .replace("the task's responses", "the response indices")
+            .replace("chosen_id", "chosen")
+        )
         raise ValueError(f"gold: {message}") from None
     return GoldSpec(answer=normalized, explanation=explanation, qualification=qualification)
 
@@ -287,7 +292,8 @@ def wilson_interval(correct: int, count: int, z: float = Z95) -> tuple[float, fl
     denominator = 1 + z * z / count
     centre = (p + z * z / (2 * count)) / denominator
     half = z * math.sqrt(p * (1 - p) / count + z * z / (4 * count * count)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # Exact ends where the share is 0 or 1 (rounding would leave 1e-17 off).
+    return (0.0 if correct == 0 else max(0.0, centre - half)), (1.0 if correct == count else min(1.0, centre + half))
 
 
 @dataclass(frozen=True)
