@@ -166,8 +166,23 @@ def _import_items(db, items: Any, max_text_bytes: int) -> JSONResponse:
     response_model=NextTaskOut,
     summary="The next task for this annotator",
     description="Returns the task you already hold a lease on, otherwise leases the next one (highest priority, "
-    "then oldest) for the lease time. 204 when nothing is left for you.",
-    responses={204: {"description": "Nothing left for this annotator"}, **AUTH_RESPONSES},
+    "then oldest) for the lease time. 204 when nothing is left for you. Where qualification is required, your "
+    "first tasks are the qualification set; 403 once you failed it (`GET /api/v1/qualification` shows why).",
+    responses={
+        204: {"description": "Nothing left for this annotator"},
+        403: {
+            "description": "You failed the qualification set: no tasks until an admin resets or allows you",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "detail": "You did not pass the qualification set: 2 of 5 right (40%), 80% needed. You get "
+                        "no tasks until an admin resets your qualification (to try again) or allows you."
+                    }
+                }
+            },
+        },
+        **AUTH_RESPONSES,
+    },
 )
 async def next_task_api(request: Request) -> Response:
     return await as_api_user(request, next_work, core=True)

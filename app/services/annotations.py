@@ -36,6 +36,7 @@ from app.services.assignment import (
     leased_count,
     lock_task,
     lock_user,
+    open_gold_filter,
     open_task_filter,
 )
 from app.services.errors import Conflict, ServiceError
@@ -323,7 +324,8 @@ class Progress:
 
 
 def my_progress(session: Session, *, user_id: int, now: datetime | None = None) -> Progress:
-    """Annotations today (UTC) and in total (undone ones excluded), and tasks still open to this annotator."""
+    """Annotations today (UTC) and in total (undone ones excluded), and tasks still open to this annotator (regular
+    ones, plus the gold tasks that may still be mixed in while regular ones remain)."""
     now = now or utcnow()
     day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     mine = (Annotation.user_id == user_id, Annotation.source == "human", Annotation.deleted_at.is_(None))
@@ -331,6 +333,10 @@ def my_progress(session: Session, *, user_id: int, now: datetime | None = None) 
         select(func.count(Annotation.id), func.count(Annotation.id).filter(Annotation.created_at >= day)).where(*mine)
     ).one()
     remaining = session.scalar(select(func.count(Task.id)).where(open_task_filter(user_id))) or 0
+    if remaining:
+        # Gold tasks still to come count too, so "remaining" drops by one after a gold task as after any other
+        # (and reads 0 when the regular queue is empty: gold alone never keeps an annotator busy).
+        remaining += session.scalar(select(func.count(Task.id)).where(open_gold_filter(user_id))) or 0
     return Progress(today=today, total=total, remaining=remaining)
 
 

@@ -34,7 +34,7 @@ from app.annotate.statements import (
     TOP_PRIORITY,
     UPSERT_LEASE,
 )
-from app.models import Assignment, Task, utcnow
+from app.models import Assignment, GoldAnswer, Task, utcnow
 from app.services.errors import Conflict
 from app.services.gold import QualificationFailed, failed_message, grade_qualification
 
@@ -321,7 +321,16 @@ def skip_task(
 def open_task_filter(user_id: int):
     """Tasks still open to this annotator in the regular queue (not completed, retired nor gold, neither done nor
     skipped by them)."""
-    mine = exists().where(
+    return and_(Task.completed.is_(False), Task.gold.is_(False), Task.retired_at.is_(None), ~_finished(user_id))
+
+
+def open_gold_filter(user_id: int):
+    """Gold tasks that may still be mixed into this annotator's queue (not retired, neither done nor skipped)."""
+    mixed = exists().where(GoldAnswer.task_id == Task.id, GoldAnswer.qualification.is_(False))
+    return and_(Task.gold.is_(True), Task.retired_at.is_(None), mixed, ~_finished(user_id))
+
+
+def _finished(user_id: int):
+    return exists().where(
         Assignment.task_id == Task.id, Assignment.user_id == user_id, Assignment.status.in_(("done", "skipped"))
     )
-    return and_(Task.completed.is_(False), Task.retired_at.is_(None), Task.gold.is_(False), ~mine)

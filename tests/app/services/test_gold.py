@@ -197,6 +197,20 @@ def test_gold_comes_at_the_rate_once_per_annotator_never_from_the_regular_queue(
     assert db.get(Task, min(gold_ids)).overlap == 1
 
 
+def test_remaining_drops_by_one_after_a_gold_task_as_after_any_other(db):
+    from app.services.annotations import my_progress
+
+    make_tasks(db, gold_line(), gold_line(), task_line(overlap=2), task_line(overlap=2))
+    (user,) = make_annotators(db, 1)
+    counts = [my_progress(db, user_id=user.id).remaining]
+    for rate in (1.0, 0.0, 1.0, 0.0):
+        offer = _next(db, user, gold_rate=rate)
+        counts.append(my_progress(db, user_id=user.id).remaining)  # holding it
+        _answer(db, user, offer, right=True)
+        counts.append(my_progress(db, user_id=user.id).remaining)
+    assert counts == [4, 4, 3, 3, 2, 2, 1, 1, 0]
+
+
 def test_a_late_submit_on_a_gold_task_is_accepted_like_a_free_slot(db):
     from datetime import timedelta
 
