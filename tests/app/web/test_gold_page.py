@@ -111,6 +111,10 @@ def test_stats_page_shows_gold_accuracy_with_its_interval(client, db, make_user,
     key = re.search(r'name="idempotency_key" value="([^"]*)"', page).group(1)
     form = {"csrf_token": csrf, "task_id": task_id, "idempotency_key": key, "pick": str(right), "strength": "1"}
     assert client.post("/annotate/submit", data=form, follow_redirects=False).status_code == 303
+    progress = client.get("/annotate/progress").text
+    annotation_id = re.search(r'href="/annotate/history/(\d+)"', progress).group(1)
+    for page in (progress, client.get(f"/annotate/history/{annotation_id}").text):
+        assert "gold" not in page.lower()  # the annotator's own history: their answer, nothing of the task's kind
     login(make_user("admin"))
     stats = client.get("/admin/stats").text
     row = re.search(rf'data-testid="gold-{annotator.username}">(.*?)</tr>', stats, re.S).group(1)
