@@ -351,6 +351,7 @@ class TaskRow:
     skipped: int
     completed: bool
     created_at: datetime
+    gold: bool = False
 
 
 def count_tasks(session: Session) -> dict[str, int]:
@@ -392,6 +393,7 @@ def list_tasks(session: Session, *, limit: int = 50, offset: int = 0, now: datet
             skipped,
             Task.completed,
             Task.created_at,
+            Task.gold,
         )
         .join(Prompt, Prompt.id == Task.prompt_id)
         .order_by(Task.id.desc())
@@ -413,6 +415,7 @@ def list_tasks(session: Session, *, limit: int = 50, offset: int = 0, now: datet
                 skipped=r[8],
                 completed=bool(r[9]),
                 created_at=r[10],
+                gold=bool(r[11]),
             )
         )
     return out

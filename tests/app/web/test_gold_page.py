@@ -69,6 +69,7 @@ def test_admin_marks_a_task_gold_and_manages_qualification(client, db, make_user
     assert gold.answer == {"choice": "chosen", "chosen_id": ids[1]} and gold.qualification
     assert gold.explanation == SECRET
     db.rollback()
+    assert re.search(rf"<td>{task_id}</td><td>pairwise <a [^>]*>gold</a>", client.get("/admin/tasks").text)
     page = client.get("/admin/gold").text
     assert f'data-testid="gold-{task_id}"' in page and SECRET in page and annotator_name in page
     allowed = client.post(f"/admin/gold/qualification/{annotator_id}/allow", data={"csrf_token": csrf})
