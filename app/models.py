@@ -29,6 +29,7 @@ from domain.vocabulary import (
     JOB_STATUSES,
     MODEL_KINDS,
     MODEL_STAGES,
+    QUALIFICATION_STATUSES,
     ROLES,
     SOURCES,
     SPLITS,
@@ -222,6 +223,9 @@ class Task(Base):
     # group's informativeness under that criterion (trainer.active_selection; none when no reward model scored it).
     selection: Mapped[str | None] = mapped_column(String(16))
     selection_score: Mapped[float | None] = mapped_column(Float)
+    # A task with a known answer (its gold_answers row): offered only at the gold rate or for qualification, never
+    # by the regular queue; its annotations measure the annotator and are never preference data.
+    gold: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
     positions: Mapped[list[TaskPosition]] = relationship(order_by="TaskPosition.position", back_populates="task")
 
@@ -238,6 +242,36 @@ class TaskPosition(Base):
 
     task: Mapped[Task] = relationship(back_populates="positions")
     generation: Mapped[Generation] = relationship()
+
+
+class GoldAnswer(Base):
+    """A gold task's known answer, in generation ids: {"choice", "chosen_id"} (pairwise), {"ranking"} (best
+    first) or {"ratings": {"<generation id>": "good"|"bad"}}. Kept apart from tasks so nothing that shows a task
+    can read it."""
+
+    __tablename__ = "gold_answers"
+
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True)
+    answer: Mapped[dict[str, Any]] = mapped_column()
+    explanation: Mapped[str | None] = mapped_column(Text)  # shown to the annotator after the qualification set
+    qualification: Mapped[bool] = mapped_column(Boolean, default=False)  # in the qualification set, not mixed in
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class QualificationResult(Base):
+    """An annotator's graded qualification set (or an admin's leave to annotate without it). No row: not yet
+    finished. An admin's reset deletes the row."""
+
+    __tablename__ = "qualification_results"
+    __table_args__ = (CheckConstraint(_in("status", QUALIFICATION_STATUSES), name="status"),)
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    correct: Mapped[int] = mapped_column(default=0)
+    total: Mapped[int] = mapped_column(default=0)
+    threshold: Mapped[float] = mapped_column(Float)
+    decided_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))  # an admin's allow
 
 
 class Assignment(Base):

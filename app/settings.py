@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     # bench/annotate_load.py at 32 clients on 2 cores: 4 gave 320/s at p99 150 ms, unbounded (one per thread) 226/s
     # at p99 420 ms: that many threads and backends only fight over the GIL and the cores.
     pg_annotate_concurrency: int = Field(4, ge=1)
+    # Gold tasks and qualification (app.services.gold): the share of new leases that are a gold task the annotator
+    # has not seen, and whether annotators must pass the qualification set (at the threshold) before real tasks.
+    gold_rate: float = Field(0.1, ge=0.0, le=1.0)
+    qualification_required: bool = False
+    qualification_threshold: float = Field(0.8, ge=0.0, le=1.0)
 
     # pages
     offline_assets: bool = False  # serve htmx & co from static/vendor instead of the CDN
@@ -85,6 +90,11 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @property
+    def qualification_bar(self) -> float | None:
+        """The share of the qualification set an annotator must get right, or None when none is required."""
+        return self.qualification_threshold if self.qualification_required else None
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -18,6 +18,10 @@ SELECTIONS = ("random", "uncertainty", "disagreement")
 # it rewrote and over every response rated bad).
 PAIR_SOURCES = ("choice", "ranking", "rewrite")
 
+# An annotator's qualification (the gold tasks marked for qualification): passed or failed at the threshold, or
+# allowed by an admin without passing.
+QUALIFICATION_STATUSES = ("passed", "failed", "allowed")
+
 # Who labelled: people, or a judge model (RLAIF). Filters add "all".
 SOURCES = ("human", "ai")
 SOURCE_FILTERS = ("all", *SOURCES)

@@ -252,6 +252,14 @@ def task_line(
     }
 
 
+def gold_line(kind: str = "pairwise", *, answer: dict | None = None, qualification: bool = False, **extra) -> dict:
+    """A task line with a known answer (response indices): by default the first response is the right one."""
+    default = {"pairwise": {"choice": "chosen", "chosen": 0}, "ranking": {"ranking": [0, 1, 2]}}
+    answer = answer or default.get(kind) or {"ratings": ["good", "bad"]}
+    gold = {"answer": answer, "qualification": qualification, "explanation": extra.pop("explanation", None)}
+    return task_line(kind, gold=gold, **extra)
+
+
 def make_tasks(db, *lines: dict) -> list[int]:
     """Import these task lines (committed); returns their task ids in order."""
     result = import_task_specs(db, specs=parse_task_items(list(lines), max_text_bytes=64 * 1024))

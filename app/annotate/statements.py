@@ -22,6 +22,7 @@ CANDIDATE_BATCH = 16
 
 _DT = UTCDateTime()
 _NO = bindparam("no", value=False, type_=Boolean())
+_YES = bindparam("yes", value=True, type_=Boolean())
 
 
 def prepared(
@@ -39,6 +40,8 @@ def prepared(
     binds += [bindparam(n, type_=JSON(none_as_null=True)) for n in json_in]
     if "no" in named:
         binds.append(_NO)
+    if "yes" in named:
+        binds.append(_YES)
     stmt = stmt.bindparams(*binds)
     return stmt.columns(*(column(n, t) for n, t in columns.items())) if columns else stmt
 
@@ -63,13 +66,16 @@ HELD = prepared(
     "status = 'leased' AND lease_expires_at > :now ORDER BY leased_at LIMIT 1",
     columns={"task_id": Integer(), "permutation": JSON(), "lease_expires_at": _DT},
 )
-# Retired tasks are never offered (a residual filter: few rows are retired, the queue index still leads).
-TOP_PRIORITY = prepared("SELECT max(priority) FROM tasks WHERE completed = :no AND retired_at IS NULL")
+# Retired and gold tasks are never offered by the regular queue (residual filters: few rows are retired or gold,
+# the queue index still leads).
+TOP_PRIORITY = prepared("SELECT max(priority) FROM tasks WHERE completed = :no AND retired_at IS NULL AND gold = :no")
 NEXT_PRIORITY = prepared(
-    "SELECT max(priority) FROM tasks WHERE completed = :no AND retired_at IS NULL AND priority < :priority"
+    "SELECT max(priority) FROM tasks WHERE completed = :no AND retired_at IS NULL AND gold = :no "
+    "AND priority < :priority"
 )
 _CANDIDATE_WHERE = (
-    "FROM tasks t WHERE t.completed = :no AND t.retired_at IS NULL AND t.priority = :priority AND t.id > :after "
+    "FROM tasks t WHERE t.completed = :no AND t.retired_at IS NULL AND t.gold = :no AND t.priority = :priority "
+    "AND t.id > :after "
     "AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.task_id = t.id AND a.user_id = :user "
     "AND a.status IN ('done', 'skipped')) "
     "AND t.done_count + (SELECT count(*) FROM assignments l WHERE l.task_id = t.id AND l.status = 'leased' "
@@ -84,6 +90,15 @@ SLOT_CHECK = prepared(
     "AND l.status = 'leased' AND l.lease_expires_at > :now AND l.user_id <> :user), (SELECT a.status FROM "
     "assignments a WHERE a.task_id = t.id AND a.user_id = :user) FROM tasks t WHERE t.id = :task"
 )
+# Gold tasks (app.services.gold): one the annotator has neither done nor skipped, of the qualification set
+# (:qualification true) or of those mixed into the queue at the gold rate. No slot limit: every annotator may do each.
+GOLD_CANDIDATE = prepared(
+    "SELECT t.id FROM gold_answers g JOIN tasks t ON t.id = g.task_id WHERE g.qualification = :qualification "
+    "AND t.gold = :yes AND t.retired_at IS NULL AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.task_id = t.id "
+    "AND a.user_id = :user AND a.status IN ('done', 'skipped')) ORDER BY t.id LIMIT 1",
+    columns={"id": Integer()},
+).bindparams(bindparam("qualification", type_=Boolean()))
+QUALIFICATION_STATUS = prepared("SELECT status FROM qualification_results WHERE user_id = :user")
 TASK_SLOTS = "SELECT done_count, overlap, completed FROM tasks WHERE id = :task"
 TASK_SLOTS_SQLITE = prepared(TASK_SLOTS)  # the IMMEDIATE transaction already excludes other writers
 TASK_SLOTS_LOCKED = prepared(TASK_SLOTS + " FOR UPDATE")
@@ -113,7 +128,7 @@ UPSERT_LEASE = prepared(
 # The task and its response ids; on PostgreSQL the task row is locked by this very statement (its done_count is
 # read from the locked, latest row version), so everything after it in a submit is serialized per task.
 _TASK_RESPONSES = (
-    "SELECT t.kind, t.done_count, t.overlap, tp.generation_id FROM tasks t "
+    "SELECT t.kind, t.done_count, t.overlap, tp.generation_id, t.gold FROM tasks t "
     "JOIN task_positions tp ON tp.task_id = t.id WHERE t.id = :task ORDER BY tp.position"
 )
 TASK_RESPONSES_SQLITE = prepared(_TASK_RESPONSES)

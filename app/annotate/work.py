@@ -69,7 +69,13 @@ class AnnotationIn(BaseModel):
 
 def next_work(db: Connection, user: TokenUser, settings: Settings) -> Response:
     """`GET /api/v1/tasks/next`: the held or newly leased task, or 204 when nothing is left."""
-    offer = next_task(db, user=user, lease_minutes=settings.lease_minutes)
+    offer = next_task(
+        db,
+        user=user,
+        lease_minutes=settings.lease_minutes,
+        gold_rate=settings.gold_rate,
+        qualification_threshold=settings.qualification_bar,
+    )
     db.commit()
     if offer is None:
         return Response(status_code=204)

@@ -2,11 +2,12 @@
 `Authorization: Bearer <token>`. Routes parse, call one service function, and serialise; a ServiceError becomes
 its status with `{"detail": message}` (app.main)."""
 
-from app.api import annotations, exports, generate, health, jobs, models, prompts, rounds, stats, tasks, users
+from app.api import annotations, exports, generate, gold, health, jobs, models, prompts, rounds, stats, tasks, users
 
 ROUTERS = [
     health.router,
     tasks.router,
+    gold.router,
     annotations.router,
     jobs.router,
     prompts.router,

@@ -35,6 +35,16 @@ TASK_EXAMPLE = [
         "kind": "ranking",
         "overlap": 1,
     },
+    {
+        "prompt": "What is 7 * 8?",
+        "responses": ["56", "54"],
+        "kind": "pairwise",
+        "gold": {
+            "answer": {"choice": "chosen", "chosen": 0},
+            "explanation": "7 * 8 is 56.",
+            "qualification": False,
+        },
+    },
 ]
 
 
@@ -97,7 +107,11 @@ class ImportOut(BaseModel):
     response_model=ImportOut,
     summary="Import tasks (admins)",
     description="The same objects as the JSONL lines of `rlhf tasks import`, as one JSON list. All or nothing: "
-    "any bad item -> 422 listing item numbers (1-based, as `line`) and reasons; nothing stored.",
+    "any bad item -> 422 listing item numbers (1-based, as `line`) and reasons; nothing stored. An item with "
+    "`gold` is a gold task with its known answer, in response indices (0-based, the order of `responses`): "
+    '`{"answer": {"choice": "chosen", "chosen": 0}}` (or `"tie"`, `"both_bad"`), `{"answer": {"ranking": [2, 0, '
+    '1]}}`, `{"answer": {"ratings": ["good", "bad"]}}`, with an optional `explanation` and `qualification: true` '
+    "for the qualification set.",
     responses={
         422: {
             "description": "Bad items; nothing stored",
@@ -152,8 +166,23 @@ def _import_items(db, items: Any, max_text_bytes: int) -> JSONResponse:
     response_model=NextTaskOut,
     summary="The next task for this annotator",
     description="Returns the task you already hold a lease on, otherwise leases the next one (highest priority, "
-    "then oldest) for the lease time. 204 when nothing is left for you.",
-    responses={204: {"description": "Nothing left for this annotator"}, **AUTH_RESPONSES},
+    "then oldest) for the lease time. 204 when nothing is left for you. Where qualification is required, your "
+    "first tasks are the qualification set; 403 once you failed it (`GET /api/v1/qualification` shows why).",
+    responses={
+        204: {"description": "Nothing left for this annotator"},
+        403: {
+            "description": "You failed the qualification set: no tasks until an admin resets or allows you",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "detail": "You did not pass the qualification set: 2 of 5 right (40%), 80% needed. You get "
+                        "no tasks until an admin resets your qualification (to try again) or allows you."
+                    }
+                }
+            },
+        },
+        **AUTH_RESPONSES,
+    },
 )
 async def next_task_api(request: Request) -> Response:
     return await as_api_user(request, next_work, core=True)

@@ -137,6 +137,7 @@ def pending_tasks(session: Session, *, user_id: int, limit: int) -> list[Pending
         .where(
             Task.completed.is_(False),
             Task.retired_at.is_(None),
+            Task.gold.is_(False),  # gold tasks grade people; an AI label there is never used
             Task.kind.in_(("pairwise", "ranking")),
             Prompt.split == "train",
             Task.id.not_in(done),

@@ -36,6 +36,7 @@ from app.services.assignment import (
     leased_count,
     lock_task,
     lock_user,
+    open_gold_filter,
     open_task_filter,
 )
 from app.services.errors import Conflict, ServiceError
@@ -221,7 +222,7 @@ def submit_annotation(
         if state.key_id is not None:
             return _replay(session, user_id=user.id, key=key, task_id=task_id, digest=None)
         raise AnnotationConflict(f"task {task_id} is not assigned to you: ask for the next task first")
-    task_kind, done_count, overlap = rows[0][:3]
+    task_kind, done_count, overlap, _, gold = rows[0]
     clean = validate_feedback(
         kind=task_kind, response_ids=[r[3] for r in rows], feedback=feedback, max_text_bytes=max_text_bytes
     )
@@ -232,11 +233,12 @@ def submit_annotation(
         raise AnnotationConflict(f"you already annotated task {task_id} (undo it first to change it)")
     if state.status == "skipped":
         raise AnnotationConflict(f"you skipped task {task_id}")
-    # A late submit (lease expired) is still welcome if a slot is free; never beyond the overlap.
+    # A late submit (lease expired) is still welcome if a slot is free; never beyond the overlap. A gold task has
+    # no slots (each annotator may do it): answered as any task with a free slot, so nothing tells it apart.
     taken = done_count
-    if aware(state.lease_expires_at) <= now:
+    if aware(state.lease_expires_at) <= now and not gold:
         taken += leased_count(session, task_id=task_id, now=now, exclude_user_id=user.id)
-    if taken >= overlap:
+    if taken >= overlap and not gold:
         raise AnnotationConflict(
             f"your lease on task {task_id} expired and the task has meanwhile been completed "
             "by other annotators; your annotation was not stored"
@@ -322,7 +324,8 @@ class Progress:
 
 
 def my_progress(session: Session, *, user_id: int, now: datetime | None = None) -> Progress:
-    """Annotations today (UTC) and in total (undone ones excluded), and tasks still open to this annotator."""
+    """Annotations today (UTC) and in total (undone ones excluded), and tasks still open to this annotator (regular
+    ones, plus the gold tasks that may still be mixed in while regular ones remain)."""
     now = now or utcnow()
     day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     mine = (Annotation.user_id == user_id, Annotation.source == "human", Annotation.deleted_at.is_(None))
@@ -330,6 +333,10 @@ def my_progress(session: Session, *, user_id: int, now: datetime | None = None) 
         select(func.count(Annotation.id), func.count(Annotation.id).filter(Annotation.created_at >= day)).where(*mine)
     ).one()
     remaining = session.scalar(select(func.count(Task.id)).where(open_task_filter(user_id))) or 0
+    if remaining:
+        # Gold tasks still to come count too, so "remaining" drops by one after a gold task as after any other
+        # (and reads 0 when the regular queue is empty: gold alone never keeps an annotator busy).
+        remaining += session.scalar(select(func.count(Task.id)).where(open_gold_filter(user_id))) or 0
     return Progress(today=today, total=total, remaining=remaining)
 
 

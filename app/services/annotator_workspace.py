@@ -12,6 +12,7 @@ from app.models import User
 from app.services.annotation_history import HistoryEntry, my_history
 from app.services.annotations import Progress, my_progress
 from app.services.assignment import Offer, aware, next_task
+from app.services.gold import QualificationFailed, QualificationReport, qualification_report
 from app.services.world_build import PendingWork, pending_work
 
 
@@ -27,6 +28,8 @@ class Workspace:
     offer: Offer | None
     pending: PendingWork | None  # what is still making tasks, when no task is left (else None)
     history: AnnotatorHistory
+    refused: str | None = None  # why no task is given (a failed qualification), else None
+    qualification: QualificationReport | None = None  # when qualification is required of this annotator
 
 
 def annotator_history(session: Session, *, user_id: int, undo_minutes: float, limit: int) -> AnnotatorHistory:
@@ -37,12 +40,35 @@ def annotator_history(session: Session, *, user_id: int, undo_minutes: float, li
 
 
 def annotator_workspace(
-    session: Session, *, user: User, lease_minutes: float, undo_minutes: float, recent: int
+    session: Session,
+    *,
+    user: User,
+    lease_minutes: float,
+    undo_minutes: float,
+    recent: int,
+    gold_rate: float = 0.0,
+    qualification_threshold: float | None = None,
 ) -> Workspace:
     """Leases the next task (a reload keeps the same one), then reads the rest. The caller commits."""
-    offer = next_task(session, user=user, lease_minutes=lease_minutes)
+    refused = None
+    try:
+        offer = next_task(
+            session,
+            user=user,
+            lease_minutes=lease_minutes,
+            gold_rate=gold_rate,
+            qualification_threshold=qualification_threshold,
+        )
+    except QualificationFailed as exc:
+        session.rollback()  # the grade itself was committed before the refusal
+        offer, refused = None, str(exc)
+    qualifies = qualification_threshold is not None and user.role == "annotator"
     return Workspace(
         offer=offer,
-        pending=pending_work(session) if offer is None else None,
+        pending=pending_work(session) if offer is None and refused is None else None,
         history=annotator_history(session, user_id=user.id, undo_minutes=undo_minutes, limit=recent),
+        refused=refused,
+        qualification=(
+            qualification_report(session, user_id=user.id, threshold=qualification_threshold) if qualifies else None
+        ),
     )

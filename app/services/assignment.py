@@ -20,22 +20,26 @@ from sqlalchemy.orm import Session
 from app.annotate.statements import (
     CANDIDATE_LOCKED,
     CANDIDATES,
+    GOLD_CANDIDATE,
     HELD,
     LEASED_BY_OTHERS,
     LOCK_USER,
     LOCK_USER_LEASE_ASYNC,
     NEXT_PRIORITY,
     OFFER,
+    QUALIFICATION_STATUS,
     SLOT_CHECK,
     TASK_SLOTS_LOCKED,
     TASK_SLOTS_SQLITE,
     TOP_PRIORITY,
     UPSERT_LEASE,
 )
-from app.models import Assignment, Task, utcnow
+from app.models import Assignment, GoldAnswer, Task, utcnow
 from app.services.errors import Conflict
+from app.services.gold import QualificationFailed, failed_message, grade_qualification
 
-_shuffle = random.SystemRandom().shuffle
+_random = random.SystemRandom()
+_shuffle = _random.shuffle
 
 
 # The prepared-SQL services (next_task, submit_annotation) run on an ORM Session (pages, CLI, tests) or on a Core
@@ -44,9 +48,10 @@ Db = Session | Connection
 
 
 class Annotator(Protocol):
-    """Who asks: a User row, or the API's lean token user; the services only need the id."""
+    """Who asks: a User row, or the API's lean token user; the services only need the id and the role."""
 
     id: int
+    role: str
 
 
 class AssignmentError(Conflict):
@@ -202,16 +207,71 @@ def _lease_by_waiting(session: Db, *, user_id: int, now: datetime, expires: date
     return None
 
 
-def next_task(session: Db, *, user: Annotator, lease_minutes: float, now: datetime | None = None) -> Offer | None:
+def _gold_offer(session: Db, *, user_id: int, qualification: bool, now: datetime, expires: datetime) -> Offer | None:
+    """Lease a gold task this annotator has not done (app.services.gold), or None. Gold tasks have no slot limit,
+    so nothing but the annotator's own lock is needed."""
+    task_id = session.execute(GOLD_CANDIDATE, {"qualification": qualification, "user": user_id}).scalar()
+    if task_id is None:
+        return None
+    return _lease_checked(session, task_id=task_id, user_id=user_id, now=now, expires=expires)
+
+
+def _qualifying(session: Db, *, user: Annotator, threshold: float | None) -> str | None:
+    """The annotator's qualification status when they must qualify ("none": not yet graded), else None.
+    A failed annotator is refused (QualificationFailed, 403)."""
+    if threshold is None or getattr(user, "role", "annotator") != "annotator":
+        return None
+    status = session.execute(QUALIFICATION_STATUS, {"user": user.id}).scalar()
+    if status == "failed":
+        raise QualificationFailed(failed_message(session, user_id=user.id))
+    return "none" if status is None else None
+
+
+def _before_regular(
+    session: Db, *, user: Annotator, qualifying: bool, gold_drawn: bool, threshold: float | None, now, expires
+) -> Offer | None:
+    """What comes before the regular queue: the qualification set for one not yet graded (graded when it is
+    done: failing ends the request with 403, the grade kept), then a gold task when the draw says so."""
+    if qualifying:
+        offer = _gold_offer(session, user_id=user.id, qualification=True, now=now, expires=expires)
+        if offer is not None:
+            return offer
+        if grade_qualification(session, user_id=user.id, threshold=threshold, now=now) == "failed":
+            message = failed_message(session, user_id=user.id)
+            session.commit()  # the grade is kept; the refusal below rolls back nothing
+            raise QualificationFailed(message)
+    if gold_drawn:
+        return _gold_offer(session, user_id=user.id, qualification=False, now=now, expires=expires)
+    return None
+
+
+def next_task(
+    session: Db,
+    *,
+    user: Annotator,
+    lease_minutes: float,
+    gold_rate: float = 0.0,
+    qualification_threshold: float | None = None,
+    now: datetime | None = None,
+) -> Offer | None:
     """The annotator's current task (a reload never takes a second one), else the next fair one, leased.
-    None when nothing is left for them. The caller commits."""
+    None when nothing is left for them. The caller commits.
+
+    With `qualification_threshold` (qualification required), an annotator first works the qualification set and
+    is refused (QualificationFailed) once they failed it. A new lease is a gold task they have not seen with
+    probability `gold_rate` (one random draw; no query unless it says gold)."""
     now = now or utcnow()
     expires = now + timedelta(minutes=lease_minutes)
+    gold_drawn = gold_rate > 0 and _random.random() < gold_rate
+    extra = {"user": user, "gold_drawn": gold_drawn, "threshold": qualification_threshold}
     if is_sqlite(session):
+        extra["qualifying"] = _qualifying(session, user=user, threshold=qualification_threshold) == "none"
         # This IMMEDIATE transaction excludes every other writer: the first candidate is free for sure.
         held = current_lease(session, user_id=user.id, now=now)
         if held is not None:
             return load_offer(session, lease=held)
+        if (offer := _before_regular(session, now=now, expires=expires, **extra)) is not None:
+            return offer
         for priority in _priorities(session):
             ids = _candidate_ids(session, user_id=user.id, priority=priority, after_id=0, now=now)
             if ids:
@@ -219,9 +279,13 @@ def next_task(session: Db, *, user: Annotator, lease_minutes: float, now: dateti
         return None
     for lease in (_lease_by_locking, _lease_by_waiting):
         session.execute(LOCK_USER_LEASE_ASYNC, {"user": user.id})
-        held = current_lease(session, user_id=user.id, now=now)  # read after the lock: sees the latest lease
+        # Read after the lock: the latest lease and grade (two requests never grade at once).
+        extra["qualifying"] = _qualifying(session, user=user, threshold=qualification_threshold) == "none"
+        held = current_lease(session, user_id=user.id, now=now)
         if held is not None:
             return load_offer(session, lease=held)
+        if (offer := _before_regular(session, now=now, expires=expires, **extra)) is not None:
+            return offer
         offer = lease(session, user_id=user.id, now=now, expires=expires)
         if offer is not None:
             return offer
@@ -255,8 +319,18 @@ def skip_task(
 
 
 def open_task_filter(user_id: int):
-    """Tasks still open to this annotator (not completed nor retired, neither done nor skipped by them)."""
-    mine = exists().where(
+    """Tasks still open to this annotator in the regular queue (not completed, retired nor gold, neither done nor
+    skipped by them)."""
+    return and_(Task.completed.is_(False), Task.gold.is_(False), Task.retired_at.is_(None), ~_finished(user_id))
+
+
+def open_gold_filter(user_id: int):
+    """Gold tasks that may still be mixed into this annotator's queue (not retired, neither done nor skipped)."""
+    mixed = exists().where(GoldAnswer.task_id == Task.id, GoldAnswer.qualification.is_(False))
+    return and_(Task.gold.is_(True), Task.retired_at.is_(None), mixed, ~_finished(user_id))
+
+
+def _finished(user_id: int):
+    return exists().where(
         Assignment.task_id == Task.id, Assignment.user_id == user_id, Assignment.status.in_(("done", "skipped"))
     )
-    return and_(Task.completed.is_(False), Task.retired_at.is_(None), ~mine)

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.jobs.registry import periodic_hook
-from app.models import Annotation, RoundSchedule, utcnow
+from app.models import Annotation, RoundSchedule, Task, utcnow
 from app.services.errors import ServiceError
 from app.services.rounds import (
     RoundConfig,
@@ -89,10 +89,12 @@ def _max_human_annotation_id(session: Session) -> int:
 
 
 def new_human_annotations(session: Session, row: RoundSchedule) -> int:
+    # Gold tasks' annotations are no preference data: they never make a round due.
+    gold = select(Task.id).where(Task.gold.is_(True))
     stmt = (
         select(func.count())
         .select_from(Annotation)
-        .where(Annotation.source == "human", Annotation.deleted_at.is_(None))
+        .where(Annotation.source == "human", Annotation.deleted_at.is_(None), Annotation.task_id.not_in(gold))
     )
     if row.last_annotation_id is not None:
         stmt = stmt.where(Annotation.id > row.last_annotation_id)

@@ -94,6 +94,7 @@ def max_annotation_id(session: Session, filters: SnapshotFilters) -> int | None:
             Prompt.split == "train",
             Task.retired_at.is_(None),
             Prompt.retired_at.is_(None),
+            Task.gold.is_(False),
         )
     )
     if filters.source != "all":

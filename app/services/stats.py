@@ -1,4 +1,5 @@
-"""Figures for the stats page and `GET /api/v1/stats`: counts, throughput, agreement, biases, disagreements.
+"""Figures for the stats page and `GET /api/v1/stats`: counts, throughput, agreement, biases, disagreements, and
+each annotator's gold accuracy with its Wilson 95% interval (app.services.gold).
 
 Agreement and the per-task score are defined in agreement.py. Biases are per annotator over pairwise choices of
 one response: position bias = share choosing the response shown on the left (first); length bias = share
@@ -21,6 +22,7 @@ from app.db import get_read_sessionmaker
 from app.models import Annotation, Generation, Job, Prompt, Task, User
 from app.services.agreement import krippendorff_alpha, task_agreement
 from app.services.errors import ServiceError
+from app.services.gold import gold_accuracy_by_username
 from domain.vocabulary import SOURCE_FILTERS, one_of
 
 BATCH = 2000
@@ -71,8 +73,15 @@ def throughput(session: Session, *, days: int = 30, now: datetime | None = None)
 
 
 def _overlapped_annotations(session: Session, source: str) -> Iterator[list]:
-    """Annotations of tasks with at least two of them, grouped by task (one list per task)."""
-    multi = _live(select(Annotation.task_id), source).group_by(Annotation.task_id).having(func.count() >= 2)
+    """Annotations of tasks with at least two of them, grouped by task (one list per task). Gold tasks are left
+    out: their annotations measure annotators against the answer, they are not preferences to agree on."""
+    multi = (
+        _live(select(Annotation.task_id), source)
+        .join(Task, Task.id == Annotation.task_id)
+        .where(Task.gold.is_(False))
+        .group_by(Annotation.task_id)
+        .having(func.count() >= 2)
+    )
     # The pairwise label (agreement.py: lower / higher / tie / both_bad) is computed by the database; only rankings
     # and ratings come back as JSON text, decoded in _value.
     left, right = Annotation.positions[0].as_integer(), Annotation.positions[1].as_integer()
@@ -248,6 +257,8 @@ def all_stats(session: Session, *, source: str = "all", days: int = 30) -> dict[
         "agreement": agreement(session, source=source),
         "annotators": figures,
         "rates": overall_rates(figures),
+        # Gold tasks are answered by people only: with source "ai" there is nothing to show.
+        "gold_accuracy": gold_accuracy_by_username(session) if source != "ai" else {},
     }
 
 

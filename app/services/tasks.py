@@ -1,8 +1,9 @@
 """Tasks: import "bring your own generations" lines (all-or-nothing), create tasks from generations, list them.
 
 A line: {"prompt": str | [{"role", "content"}, ...], "responses": [str, ...], "kind": "pairwise"|"ranking"|"rating",
-"overlap": int, "priority": int, "meta": {...}} (`messages` is accepted for a chat prompt). Responses become
-Generation rows with no model version and source "imported"; the prompt is shared by content hash.
+"overlap": int, "priority": int, "meta": {...}, "gold": {...}} (`messages` is accepted for a chat prompt).
+Responses become Generation rows with no model version and source "imported"; the prompt is shared by content hash.
+`gold` makes it a gold task with its known answer, in response indices (app.services.gold.parse_gold_field).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
 from app.inputs import shown_text_problem
-from app.models import Assignment, Generation, Prompt, Task, TaskPosition, utcnow
+from app.models import Assignment, Generation, GoldAnswer, Prompt, Task, TaskPosition, utcnow
 from app.services.errors import ServiceError
+from app.services.gold import GoldSpec, answer_in_ids, parse_gold_field
 from app.services.prompt_fit import current_policy_context
 from app.services.prompts import PromptError, get_or_create_prompt, prompt_hash, validate_messages
 from domain.vocabulary import TASK_RESPONSES
 
-LINE_FIELDS = {"prompt", "messages", "responses", "kind", "overlap", "priority", "meta"}
+LINE_FIELDS = {"prompt", "messages", "responses", "kind", "overlap", "priority", "meta", "gold"}
 MAX_OVERLAP = 1000
 PRIORITY_MIN, PRIORITY_MAX = -1_000_000, 1_000_000
 MAX_REPORTED_ERRORS = 50
@@ -49,6 +51,7 @@ class TaskSpec:
     overlap: int = 1
     priority: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    gold: GoldSpec | None = None
 
 
 @dataclass
@@ -152,6 +155,7 @@ def parse_task(obj: Any, *, line: int, max_text_bytes: int) -> TaskSpec:
     meta = obj.get("meta", {})
     if not isinstance(meta, dict):
         raise ValueError("meta must be a JSON object")
+    gold = None if obj.get("gold") is None else parse_gold_field(obj["gold"], kind=kind, responses=len(responses))
     return TaskSpec(
         line=line,
         text=text,
@@ -161,6 +165,7 @@ def parse_task(obj: Any, *, line: int, max_text_bytes: int) -> TaskSpec:
         overlap=_int_field(obj, "overlap", 1, 1, MAX_OVERLAP),
         priority=_int_field(obj, "priority", 0, PRIORITY_MIN, PRIORITY_MAX),
         meta=meta,
+        gold=gold,
     )
 
 
@@ -297,20 +302,31 @@ def import_task_specs(session: Session, *, specs: list[TaskSpec]) -> ImportResul
                 "meta": spec.meta,
                 "done_count": 0,
                 "completed": False,
+                "gold": spec.gold is not None,
                 "created_at": now,
             }
             for spec, pid in zip(specs, prompt_ids)
         ],
     )
-    positions, cursor = [], 0
+    positions, golds, cursor = [], [], 0
     for spec, task_id in zip(specs, task_ids):
-        positions += [
-            {"task_id": task_id, "position": i, "generation_id": gen_ids[cursor + i]}
-            for i in range(len(spec.responses))
-        ]
+        ids = gen_ids[cursor : cursor + len(spec.responses)]
+        positions += [{"task_id": task_id, "position": i, "generation_id": g} for i, g in enumerate(ids)]
+        if spec.gold is not None:
+            golds.append(
+                {
+                    "task_id": task_id,
+                    "answer": answer_in_ids(spec.gold.answer, ids),
+                    "explanation": spec.gold.explanation,
+                    "qualification": spec.gold.qualification,
+                    "created_at": now,
+                }
+            )
         cursor += len(spec.responses)
     for start in range(0, len(positions), 1000):
         session.execute(insert(TaskPosition), positions[start : start + 1000])
+    for start in range(0, len(golds), 1000):
+        session.execute(insert(GoldAnswer), golds[start : start + 1000])
     if session.get_bind().dialect.name == "postgresql":
         # Fresh statistics at once: planned on "empty" tables, the queue query scanned and sorted every open
         # task (measured 12 ms instead of 0.05 ms at 5000 tasks) until autovacuum got round to it.
@@ -335,6 +351,7 @@ class TaskRow:
     skipped: int
     completed: bool
     created_at: datetime
+    gold: bool = False
 
 
 def count_tasks(session: Session) -> dict[str, int]:
@@ -376,6 +393,7 @@ def list_tasks(session: Session, *, limit: int = 50, offset: int = 0, now: datet
             skipped,
             Task.completed,
             Task.created_at,
+            Task.gold,
         )
         .join(Prompt, Prompt.id == Task.prompt_id)
         .order_by(Task.id.desc())
@@ -397,6 +415,7 @@ def list_tasks(session: Session, *, limit: int = 50, offset: int = 0, now: datet
                 skipped=r[8],
                 completed=bool(r[9]),
                 created_at=r[10],
+                gold=bool(r[11]),
             )
         )
     return out

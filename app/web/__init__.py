@@ -10,6 +10,7 @@ from app.web import (
     docs,
     exports,
     generate,
+    gold,
     home,
     jobs,
     models,
@@ -35,5 +36,6 @@ ROUTERS = [
     generate.router,
     exports.router,
     stats.router,
+    gold.router,
     users.router,
 ]

@@ -26,6 +26,7 @@ from app.services.annotations import (
 )
 from app.services.annotator_workspace import annotator_history, annotator_workspace
 from app.services.assignment import AssignmentError, skip_task
+from app.services.gold import qualification_report
 from app.settings import Settings
 from app.templating import is_htmx, render
 
@@ -54,7 +55,13 @@ def _workspace(
     status_code: int = 200,
 ) -> Response:
     workspace = annotator_workspace(
-        db, user=user, lease_minutes=settings.lease_minutes, undo_minutes=settings.undo_minutes, recent=RECENT
+        db,
+        user=user,
+        lease_minutes=settings.lease_minutes,
+        undo_minutes=settings.undo_minutes,
+        recent=RECENT,
+        gold_rate=settings.gold_rate,
+        qualification_threshold=settings.qualification_bar,
     )
     db.commit()  # the lease
     ctx: dict[str, Any] = {
@@ -70,6 +77,8 @@ def _workspace(
         "rendered_at": int(time.time() * 1000),
         "skip_reasons": SKIP_REASONS,
         "undo_minutes": settings.undo_minutes,
+        "refused": workspace.refused,
+        "qualification": workspace.qualification,
     }
     return render(request, "annotate.html", ctx, block="workspace", status_code=status_code)
 
@@ -233,6 +242,14 @@ def progress_page(request: Request, user: PageUser, db: SessionDep, settings: Se
         "undo_minutes": settings.undo_minutes,
     }
     return render(request, "annotate.html", ctx, block="progress")
+
+
+@router.get("/annotate/qualification")
+def qualification_page(request: Request, user: PageUser, db: SessionDep, settings: SettingsDep) -> Response:
+    """The annotator's qualification result and, once the set is graded, each task's right answer and explanation."""
+    report = qualification_report(db, user_id=user.id, threshold=settings.qualification_bar)
+    db.rollback()  # a read: let go of the database before rendering
+    return render(request, "annotate_qualification.html", {"report": report, "labels": LABELS})
 
 
 @router.get("/annotate/history/{annotation_id}")

@@ -24,7 +24,7 @@ PUBLIC = {
 }
 # Admin-only by path: every page under /admin, the docs, and the admin APIs (exports included).
 ADMIN_PATH = re.compile(
-    r"^/(admin(/|$)|docs|openapi\.json|api/v1/(users|prompts|exports|stats|generate|models|jobs|rounds)(/|$))"
+    r"^/(admin(/|$)|docs|openapi\.json|api/v1/(users|prompts|exports|stats|generate|models|jobs|rounds|gold)(/|$))"
 )
 SAMPLE = {
     "job_id": "1",
@@ -78,6 +78,9 @@ def test_the_walk_covers_my_admin_routes():
         ("POST", "/api/v1/users/{user_id}/tokens"),
         ("POST", "/api/v1/generate"),
         ("POST", "/admin/users/{user_id}/password"),
+        ("PUT", "/api/v1/gold/{task_id}"),
+        ("POST", "/api/v1/gold/qualification/{user_id}/reset"),
+        ("POST", "/admin/gold/qualification/{user_id}/allow"),
     ]:
         assert needed in admin, needed
     assert len(routes) > len(admin) > 30

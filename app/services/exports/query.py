@@ -124,8 +124,14 @@ def annotation_query(session: Session, fmt: str, filters: ExportFilters, *, rewr
         .join(Task, Task.id == Annotation.task_id)
         .join(Prompt, Prompt.id == Task.prompt_id)
         .join(User, User.id == Annotation.user_id)
-        # retired prompts and tasks are never exported for training again
-        .where(Annotation.deleted_at.is_(None), Task.retired_at.is_(None), Prompt.retired_at.is_(None))
+        # retired prompts and tasks are never exported for training again; gold tasks' annotations are never
+        # preference data (they grade the annotator)
+        .where(
+            Annotation.deleted_at.is_(None),
+            Task.retired_at.is_(None),
+            Prompt.retired_at.is_(None),
+            Task.gold.is_(False),
+        )
     )
     if fmt in ("trl", "trl-conversational"):
         stmt = _join_pair_texts(stmt)
