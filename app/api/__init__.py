@@ -2,12 +2,26 @@
 `Authorization: Bearer <token>`. Routes parse, call one service function, and serialise; a ServiceError becomes
 its status with `{"detail": message}` (app.main)."""
 
-from app.api import annotations, exports, generate, health, jobs, models, prompts, rounds, stats, tasks, users
+from app.api import (
+    annotations,
+    exports,
+    generate,
+    guidelines,
+    health,
+    jobs,
+    models,
+    prompts,
+    rounds,
+    stats,
+    tasks,
+    users,
+)
 
 ROUTERS = [
     health.router,
     tasks.router,
     annotations.router,
+    guidelines.router,
     jobs.router,
     prompts.router,
     exports.router,

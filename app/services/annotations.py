@@ -55,6 +55,11 @@ class AnnotationConflict(Conflict):
     """Refused because of state (HTTP 409, or 404 for `status=404`): nothing is stored."""
 
 
+class LeaseLost(AnnotationConflict):
+    """The task takes no label from this annotator any more: their lease expired and other annotators filled it,
+    or it was retired (HTTP 409). Nothing is stored; the page keeps the text for them to copy."""
+
+
 @dataclass
 class SubmitResult:
     annotation_id: int
@@ -195,11 +200,14 @@ def submit_annotation(
     idempotency_key: str,
     max_text_bytes: int,
     time_spent_ms: int | None = None,
+    guideline_version_id: int | None = None,
     now: datetime | None = None,
 ) -> SubmitResult:
     """Store one human annotation for a task assigned to this annotator, or replay the first one stored under
-    this key. Raises AnnotationInvalid (422) or AnnotationConflict (409/404); nothing stored then. The caller
-    commits. A handful of indexed statements (this is the hot path)."""
+    this key. Raises AnnotationInvalid (422) or AnnotationConflict (409/404; LeaseLost when the task no longer takes
+    the label); nothing stored then. The caller commits. A handful of indexed statements (this is the hot path).
+    `guideline_version_id`: the guidelines the annotator was shown; recorded when it is a version of the task's
+    batch or of the project, else the version in force is."""
     now = now or utcnow()
     key = (idempotency_key or "").strip()
     if not key or len(key) > MAX_KEY_LENGTH:
@@ -221,7 +229,7 @@ def submit_annotation(
         if state.key_id is not None:
             return _replay(session, user_id=user.id, key=key, task_id=task_id, digest=None)
         raise AnnotationConflict(f"task {task_id} is not assigned to you: ask for the next task first")
-    task_kind, done_count, overlap = rows[0][:3]
+    task_kind, done_count, overlap, _, retired_at, batch = rows[0]
     clean = validate_feedback(
         kind=task_kind, response_ids=[r[3] for r in rows], feedback=feedback, max_text_bytes=max_text_bytes
     )
@@ -232,13 +240,19 @@ def submit_annotation(
         raise AnnotationConflict(f"you already annotated task {task_id} (undo it first to change it)")
     if state.status == "skipped":
         raise AnnotationConflict(f"you skipped task {task_id}")
+    if retired_at is not None:
+        raise LeaseLost(
+            f"task {task_id} was retired while you worked on it: it needs no more labels; "
+            "your annotation was not stored"
+        )
     # A late submit (lease expired) is still welcome if a slot is free; never beyond the overlap.
     taken = done_count
     if aware(state.lease_expires_at) <= now:
         taken += leased_count(session, task_id=task_id, now=now, exclude_user_id=user.id)
     if taken >= overlap:
-        raise AnnotationConflict(
-            f"your lease on task {task_id} expired and the task has meanwhile been completed "
+        meanwhile = "completed" if done_count >= overlap else "taken"
+        raise LeaseLost(
+            f"your lease on task {task_id} expired and the task has meanwhile been {meanwhile} "
             "by other annotators; your annotation was not stored"
         )
     values = {
@@ -252,6 +266,8 @@ def submit_annotation(
         "request_hash": digest,
         "meta": {},
         "created_at": now,
+        "guideline": guideline_version_id,
+        "batch": batch,
         **clean,
     }
     try:
@@ -349,6 +365,7 @@ def annotation_json(a: Annotation) -> dict[str, Any]:
         "flags": a.flags,
         "positions": a.positions,
         "time_spent_ms": a.time_spent_ms,
+        "guideline_version_id": a.guideline_version_id,
         "created_at": aware(a.created_at).isoformat(),
         "deleted_at": aware(a.deleted_at).isoformat() if a.deleted_at else None,
     }
@@ -358,6 +375,7 @@ __all__ = [
     "AnnotationConflict",
     "AnnotationInvalid",
     "AssignmentError",
+    "LeaseLost",
     "SubmitResult",
     "submit_annotation",
     "undo_annotation",

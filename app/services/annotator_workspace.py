@@ -1,5 +1,6 @@
 """What the annotate page shows an annotator, gathered in one call: the task leased to them (or, when none is left,
-the job still making tasks), their progress, and their recent answers with those they may still undo."""
+the job still making tasks) with the guidelines in force for it, their progress, and their recent answers with
+those they may still undo."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from app.models import User
 from app.services.annotation_history import HistoryEntry, my_history
 from app.services.annotations import Progress, my_progress
 from app.services.assignment import Offer, aware, next_task
+from app.services.guidelines import ShownGuidelines, show_to_annotator
 from app.services.world_build import PendingWork, pending_work
 
 
@@ -27,6 +29,7 @@ class Workspace:
     offer: Offer | None
     pending: PendingWork | None  # what is still making tasks, when no task is left (else None)
     history: AnnotatorHistory
+    guidelines: ShownGuidelines | None  # for the offered task, when there are any
 
 
 def annotator_history(session: Session, *, user_id: int, undo_minutes: float, limit: int) -> AnnotatorHistory:
@@ -39,10 +42,14 @@ def annotator_history(session: Session, *, user_id: int, undo_minutes: float, li
 def annotator_workspace(
     session: Session, *, user: User, lease_minutes: float, undo_minutes: float, recent: int
 ) -> Workspace:
-    """Leases the next task (a reload keeps the same one), then reads the rest. The caller commits."""
+    """Leases the next task (a reload keeps the same one), then reads the rest; records that the task's guidelines
+    were shown. The caller commits."""
     offer = next_task(session, user=user, lease_minutes=lease_minutes)
     return Workspace(
         offer=offer,
         pending=pending_work(session) if offer is None else None,
         history=annotator_history(session, user_id=user.id, undo_minutes=undo_minutes, limit=recent),
+        guidelines=show_to_annotator(session, user_id=user.id, version_id=offer.guideline_version_id)
+        if offer is not None
+        else None,
     )

@@ -21,6 +21,8 @@ EXPECTED_TABLES = {
     "job_metrics",
     "login_failures",
     "round_schedules",
+    "guideline_versions",
+    "guideline_reads",
 }
 
 

@@ -74,13 +74,15 @@ def test_no_js_submit_redirects_303_and_next_task_follows(client, db, make_user,
         data=_form(page, csrf, pick=pick, strength="3", critique="fine", flag="unsafe"),
         follow_redirects=False,
     )
-    assert response.status_code == 303 and response.headers["location"] == "/annotate"
+    # back to /annotate, naming the task that is done with, so the page's script drops its draft
+    assert response.status_code == 303 and response.headers["location"] == f"/annotate?done={first}"
     annotation = db.scalars(select(Annotation)).one()
     assert (annotation.choice, annotation.chosen_id, annotation.strength) == ("chosen", int(pick), 3)
     assert annotation.flags == ["unsafe"] and annotation.critique == "fine" and annotation.time_spent_ms is not None
     db.rollback()
-    page = client.get("/annotate").text
+    page = client.get(response.headers["location"]).text
     assert _field(page, "task_id") == str(second)
+    assert re.search(rf'data-finished-draft="rlhf-draft:\w+:{first}"', page)
     assert 'data-testid="progress-today">1<' in page and 'data-testid="progress-remaining">1<' in page
 
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from app.models import GuidelineVersion
 from app.services.digests import repr_digest
 from app.services.exports import (
     FORMATS,
@@ -85,7 +86,7 @@ def test_written_file_is_exactly_the_json_of_the_lines(db, tmp_path, fmt, includ
 
 def _golden_dataset(db) -> None:
     """build_dataset with fixed pseudonymous ids, plus lines that take the slow paths: odd characters, an imported
-    margin, a tie that brought its own margin."""
+    margin, a tie that brought its own margin; one annotation made under a guideline version."""
     d = build_dataset(db)
     for n, user in enumerate((d.alice, d.bob, d.judge)):
         user.public_id = f"pub{n:029d}"
@@ -96,7 +97,13 @@ def _golden_dataset(db) -> None:
     annotate_pairwise(
         db, make_task(db, prompt, odd), d.alice, chosen=odd[1], strength=1, meta={"margin": 0.125}, created_at=at
     )
-    annotate_pairwise(db, make_task(db, prompt, list(reversed(odd))), d.bob, chosen=odd[0], strength=2, created_at=at)
+    made_under = annotate_pairwise(
+        db, make_task(db, prompt, list(reversed(odd))), d.bob, chosen=odd[0], strength=2, created_at=at
+    )
+    guidelines = GuidelineVersion(job_id=None, version=1, body="Prefer the correct answer.", created_at=at)
+    db.add(guidelines)
+    db.flush()
+    made_under.guideline_version_id = guidelines.id
     tie = annotate_pairwise(
         db, make_task(db, prompt, odd), d.judge, chosen=None, choice="tie", source="ai", created_at=at
     )
@@ -113,8 +120,8 @@ GOLDEN = {
     ("kto", False, False): "5cff58495303f6df0843c8deb83bb3fb43a7cf2f59a6a131feaa88af74abf1b9",
     ("rankings", False, False): "b9ba3ad3df442632d8f14df7e88c4a19504422a0ac6cc3c003081b27238ac6e8",
     ("sft", False, False): "3223a4f11e881a91c58186ef471641660ad6c5a251e0c660625282fd52c5eb39",
-    ("rich", False, False): "84d81c9f088a4677562154a02069593c6f7e39fb86573d0289901b52ed2ea284",
-    ("rich", False, True): "b2f5cacfc3ffa8233d219ac80e6c799c6804d36a661909c0e05715add2d4b3ef",
+    ("rich", False, False): "907bb777e8ddf5f550ecb1a5886e82cf602456d6aa6b5421c636479c13fee3af",
+    ("rich", False, True): "a91a22075baf3634730b5348f31f7150cd4574f452547a19c89f125f52bec740",
 }
 
 
@@ -142,7 +149,7 @@ def test_filtered_exports_give_the_pinned_bytes(db, tmp_path):
         "5cff58495303f6df",
         "b9ba3ad3df442632",
         "3223a4f11e881a91",
-        "fc32586f18c34557",
+        "88992b8700156a1c",
     ]
 
 
