@@ -58,7 +58,9 @@ def test_renew_extends_my_lease_and_says_why_when_it_cannot(client, db, api):
     assert renewed.status_code == 200 and renewed.json()["task_id"] == first
     assert renewed.json()["lease_expires_at"] >= offered["lease_expires_at"]
     assert client.post(f"/api/v1/tasks/{second}/renew", headers=headers).status_code == 404  # not leased to me
-    client.post("/api/v1/annotations", headers={**headers, "Idempotency-Key": "k"}, json={"task_id": first, "choice": "tie"})
+    client.post(
+        "/api/v1/annotations", headers={**headers, "Idempotency-Key": "k"}, json={"task_id": first, "choice": "tie"}
+    )
     done = client.post(f"/api/v1/tasks/{first}/renew", headers=headers)
     assert done.status_code == 409 and "already annotated" in done.json()["detail"]
     assert client.post(f"/api/v1/tasks/{first}/renew").status_code == 401

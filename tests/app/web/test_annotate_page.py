@@ -280,7 +280,9 @@ def test_every_choice_has_its_key_shown_on_the_page(client, db, make_user, login
     assert 'data-kind="ranking"' in ranking and "<kbd>R</kbd> to reach the list" in ranking
 
 
-def test_guidelines_unfold_on_first_visit_and_when_they_change_and_the_submit_records_them(client, db, make_user, login):
+def test_guidelines_unfold_on_first_visit_and_when_they_change_and_the_submit_records_them(
+    client, db, make_user, login
+):
     from app.services.guidelines import save_guidelines
 
     make_tasks(db, task_line(), task_line())
@@ -314,7 +316,11 @@ def test_a_refused_submit_keeps_the_text_in_the_task_or_to_copy(client, db, make
     csrf = login(make_user())
     page = client.get("/annotate").text
     gid = _picks(page)[0]
-    texts = {"critique": "A long overall critique.", "rewrite": "The ideal answer,\nin two lines.", f"critique_{gid}": "Too vague."}
+    texts = {
+        "critique": "A long overall critique.",
+        "rewrite": "The ideal answer,\nin two lines.",
+        f"critique_{gid}": "Too vague.",
+    }
     # Invalid (no choice): the same task again, with the text in its own boxes.
     invalid = client.post("/annotate/submit", data=_form(page, csrf, **texts))
     assert invalid.status_code == 422 and _field(invalid.text, "task_id") == str(taken)
@@ -328,7 +334,9 @@ def test_a_refused_submit_keeps_the_text_in_the_task_or_to_copy(client, db, make
     lost = client.post("/annotate/submit", data=_form(page, csrf, pick="tie", **texts))
     assert lost.status_code == 409 and "taken by other annotators; your annotation was not stored" in lost.text
     assert 'data-testid="kept-text"' in lost.text and f"Your text for task {taken} was not stored" in lost.text
-    assert re.search(r'<textarea readonly[^>]*data-testid="kept-rewrite">The ideal answer,\nin two lines.</textarea>', lost.text)
+    assert re.search(
+        r'<textarea readonly[^>]*data-testid="kept-rewrite">The ideal answer,\nin two lines.</textarea>', lost.text
+    )
     assert _field(lost.text, "task_id") != str(taken)  # the next task, with empty boxes
     assert db.scalar(select(func.count()).select_from(Annotation)) == 0
 
@@ -354,4 +362,7 @@ def test_the_page_renews_its_lease_and_hears_when_the_task_is_lost(client, db, m
     db.commit()
     lost = client.post("/annotate/renew", data={"task_id": str(task_id)}, headers=htmx)
     assert lost.status_code == 409 and 'data-lost="1"' in lost.text and "Copy your text" in lost.text
-    assert client.post("/annotate/renew", data={"task_id": str(task_id)}, headers={"HX-Request": "true"}).status_code == 403
+    assert (
+        client.post("/annotate/renew", data={"task_id": str(task_id)}, headers={"HX-Request": "true"}).status_code
+        == 403
+    )

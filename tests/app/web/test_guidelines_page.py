@@ -15,7 +15,9 @@ def test_admin_saves_versions_for_the_project_and_a_batch_and_reads_old_ones(cli
     page = client.get("/admin/guidelines")
     assert page.status_code == 200 and "none yet" in page.text and f'<option value="{job.id}"' in page.text
     saved = client.post(
-        "/admin/guidelines", data={"csrf_token": csrf, "job_id": "", "body": "# Rules\r\n\r\nBe **fair**."}, follow_redirects=False
+        "/admin/guidelines",
+        data={"csrf_token": csrf, "job_id": "", "body": "# Rules\r\n\r\nBe **fair**."},
+        follow_redirects=False,
     )
     assert saved.status_code == 303 and saved.headers["location"] == "/admin/guidelines?saved=1"
     page = client.get(saved.headers["location"]).text
@@ -27,7 +29,9 @@ def test_admin_saves_versions_for_the_project_and_a_batch_and_reads_old_ones(cli
     batch_page = client.get(f"/admin/guidelines?job_id={job.id}").text
     assert "tasks show the project" in batch_page and "Be fair and brief." in batch_page
     saved = client.post(
-        "/admin/guidelines", data={"csrf_token": csrf, "job_id": str(job.id), "body": "Units only."}, follow_redirects=False
+        "/admin/guidelines",
+        data={"csrf_token": csrf, "job_id": str(job.id), "body": "Units only."},
+        follow_redirects=False,
     )
     assert saved.headers["location"] == f"/admin/guidelines?job_id={job.id}&saved=1"
     old = list_versions(db)[1]
