@@ -190,11 +190,12 @@ def show_to_annotator(session: Session, *, user_id: int, version_id: int | None)
         return None
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     added = session.execute(
-        insert(GuidelineRead)
+        insert(GuidelineRead.__table__)
         .values(user_id=user_id, guideline_version_id=version_id, read_at=utcnow())
         .on_conflict_do_nothing()
-    )
-    return ShownGuidelines(guidelines, opened=added.rowcount == 1)
+        .returning(GuidelineRead.__table__.c.user_id)  # a row only when it was added (rowcount varies by driver)
+    ).first()
+    return ShownGuidelines(guidelines, opened=added is not None)
 
 
 def guideline_batches(session: Session, *, limit: int = BATCHES_LISTED) -> list[Batch]:

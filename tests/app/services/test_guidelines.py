@@ -73,7 +73,8 @@ def test_a_batch_s_own_guidelines_replace_the_project_s_until_emptied(db):
     assert page.current.body == "" and page.project == project and [v.version for v in page.versions] == [2, 1]
 
 
-def test_the_annotate_page_opens_each_version_once_per_annotator(db):
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_the_annotate_page_opens_each_version_once_per_annotator(backend, db):
     alice, bob = make_annotators(db, 2)
     v1 = _save(db, "Rules.").guidelines
     assert show_to_annotator(db, user_id=alice.id, version_id=v1.id).opened
