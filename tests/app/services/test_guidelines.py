@@ -126,3 +126,45 @@ def test_each_annotation_records_the_version_shown_else_the_one_in_force(backend
     for user in (bob, carol, alice):
         offer, annotation = annotate(user, None)
     assert offer.task_id == plain and annotation.guideline_version_id == project_v1.id
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_two_admins_saving_at_once_on_postgresql_one_is_told_to_reload(backend, db):
+    """Both read version 1 as the next; the unique index stops the second, which is told to reload (on SQLite the
+    writer gate serializes the two saves: the second simply becomes version 2)."""
+    import threading
+
+    from sqlalchemy import text
+
+    from app.db import get_sessionmaker
+    from app.services.errors import Conflict
+    from tests.factories import wait_for
+
+    save_guidelines(db, body="First admin's rules.", job_id=None, author_id=None)  # flushed, not committed
+    outcome: list[object] = []
+    other = get_sessionmaker()()
+
+    def second_admin():
+        try:
+            outcome.append(save_guidelines(other, body="Second admin's rules.", job_id=None, author_id=None))
+        except Conflict as exc:
+            outcome.append(exc)
+        finally:
+            other.rollback()
+            other.close()
+
+    thread = threading.Thread(target=second_admin)
+    thread.start()
+
+    def second_is_waiting() -> bool:
+        db.execute(text("SELECT pg_stat_clear_snapshot()"))  # the view is a snapshot per transaction otherwise
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return db.execute(text(waiting)).scalar_one() > 0
+
+    wait_for(second_is_waiting, timeout=10, what="the second save to wait for the first one's row")
+    db.commit()
+    thread.join(10)
+    assert isinstance(outcome[0], Conflict) and "reload" in str(outcome[0]) and outcome[0].status == 409
+    assert [v.body for v in list_versions(db)] == ["First admin's rules."]
