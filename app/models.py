@@ -337,6 +337,52 @@ class Annotation(Base):
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict)  # e.g. AI judge name and its raw scores
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     deleted_at: Mapped[datetime | None]  # undo: kept, excluded from exports and counts
+    # The guidelines shown while it was made (None: none were written yet, or an AI label or an import).
+    guideline_version_id: Mapped[int | None] = mapped_column(ForeignKey("guideline_versions.id"))
+
+
+class GuidelineVersion(Base):
+    """One saved version of the annotation guidelines (markdown): the project's (job_id None) or one task batch's
+    (job_id: the generation job or round that made the batch's tasks). Every save adds a row; none is changed."""
+
+    __tablename__ = "guideline_versions"
+    __table_args__ = (
+        # version counts 1, 2, 3 ... within its scope (NULL job_ids never collide in a plain unique constraint).
+        Index(
+            "uq_guideline_versions_project_version",
+            "version",
+            unique=True,
+            sqlite_where=text("job_id IS NULL"),
+            postgresql_where=text("job_id IS NULL"),
+        ),
+        Index(
+            "uq_guideline_versions_batch_version",
+            "job_id",
+            "version",
+            unique=True,
+            sqlite_where=text("job_id IS NOT NULL"),
+            postgresql_where=text("job_id IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))  # the batch; None: the whole project
+    version: Mapped[int] = mapped_column()
+    body: Mapped[str] = mapped_column(Text)  # markdown; empty: none (a batch then falls back to the project's)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class GuidelineRead(Base):
+    """An annotator has been shown this guideline version opened: the annotate page opens it only once per version."""
+
+    __tablename__ = "guideline_reads"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    guideline_version_id: Mapped[int] = mapped_column(
+        ForeignKey("guideline_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    read_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Job(Base):

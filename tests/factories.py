@@ -267,6 +267,16 @@ def make_tasks(db, *lines: dict) -> list[int]:
     return result.task_ids
 
 
+def make_batch(db, *lines: dict, kind: str = "generate") -> tuple[Job, list[int]]:
+    """A task batch: a job of `kind` and these task lines as its tasks (committed); (the job, its task ids)."""
+    job = make_job(db, kind=kind)
+    task_ids = make_tasks(db, *lines)
+    for task_id in task_ids:
+        db.get(Task, task_id).job_id = job.id
+    db.commit()
+    return job, task_ids
+
+
 def jsonl(*lines: dict) -> str:
     return "".join(json.dumps(line) + "\n" for line in lines)
 

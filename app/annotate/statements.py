@@ -106,12 +106,34 @@ LEASED_BY_OTHERS = prepared(
     "SELECT count(*) FROM assignments WHERE task_id = :task AND status = 'leased' AND "
     "lease_expires_at > :now AND user_id <> :user"
 )
-# The task as shown: its responses in canonical order, each row also carrying the kind and the prompt.
+
+
+def guidelines_in_force(job: str) -> str:
+    """SQL: the id of the guideline version in force for the tasks of batch `job` (an SQL expression for the job id;
+    NULL for tasks of no batch): the batch's latest version unless it is empty, else the project's latest, else NULL.
+    Versions are few: each subquery reads a handful of rows."""
+    return (
+        f"COALESCE((SELECT gv.id FROM guideline_versions gv WHERE gv.job_id = {job} AND gv.body <> '' AND "
+        f"gv.version = (SELECT max(gm.version) FROM guideline_versions gm WHERE gm.job_id = {job})), "
+        "(SELECT max(gp.id) FROM guideline_versions gp WHERE gp.job_id IS NULL))"
+    )
+
+
+# The task as shown: its responses in canonical order, each row also carrying the kind, the prompt and the guideline
+# version in force (a subquery on the bound task id, not on the row: SQLite evaluates it once).
 OFFER = prepared(
-    "SELECT g.id, g.text, t.kind, p.text AS prompt_text, p.messages FROM task_positions tp "
-    "JOIN generations g ON g.id = tp.generation_id JOIN tasks t ON t.id = tp.task_id "
+    "SELECT g.id, g.text, t.kind, p.text AS prompt_text, p.messages, "
+    f"{guidelines_in_force('(SELECT tj.job_id FROM tasks tj WHERE tj.id = :task)')} AS guideline_version_id "
+    "FROM task_positions tp JOIN generations g ON g.id = tp.generation_id JOIN tasks t ON t.id = tp.task_id "
     "JOIN prompts p ON p.id = t.prompt_id WHERE tp.task_id = :task ORDER BY tp.position",
-    columns={"id": Integer(), "text": Text(), "kind": String(), "prompt_text": Text(), "messages": JSON()},
+    columns={
+        "id": Integer(),
+        "text": Text(),
+        "kind": String(),
+        "prompt_text": Text(),
+        "messages": JSON(),
+        "guideline_version_id": Integer(),
+    },
 )
 # One statement for "lease it": a new row with a fresh shuffle, or this annotator's expired lease renewed with the
 # order they saw before (RETURNING gives whichever permutation the row now has).
@@ -128,7 +150,7 @@ UPSERT_LEASE = prepared(
 # The task and its response ids; on PostgreSQL the task row is locked by this very statement (its done_count is
 # read from the locked, latest row version), so everything after it in a submit is serialized per task.
 _TASK_RESPONSES = (
-    "SELECT t.kind, t.done_count, t.overlap, tp.generation_id, t.gold FROM tasks t "
+    "SELECT t.kind, t.done_count, t.overlap, tp.generation_id, t.gold, t.retired_at, t.job_id FROM tasks t "
     "JOIN task_positions tp ON tp.task_id = t.id WHERE t.id = :task ORDER BY tp.position"
 )
 TASK_RESPONSES_SQLITE = prepared(_TASK_RESPONSES)
@@ -179,9 +201,15 @@ ANNOTATION_FIELDS = (
     "meta",
     "created_at",
 )
+# The guideline version: the one the annotator says they were shown (`:guideline`, when it is a version of this
+# task's batch or of the project), else the one in force now; computed inside the INSERT, no round trip of its own.
+_GUIDELINE_SHOWN = (
+    "(SELECT gc.id FROM guideline_versions gc WHERE gc.id = :guideline AND (gc.job_id IS NULL OR gc.job_id = :batch))"
+)
 INSERT_ANNOTATION = prepared(
-    f"INSERT INTO annotations ({', '.join(ANNOTATION_FIELDS)}) VALUES "
-    f"({', '.join(':' + f for f in ANNOTATION_FIELDS)}) RETURNING id",
+    f"INSERT INTO annotations ({', '.join(ANNOTATION_FIELDS)}, guideline_version_id) VALUES "
+    f"({', '.join(':' + f for f in ANNOTATION_FIELDS)}, "
+    f"COALESCE({_GUIDELINE_SHOWN}, {guidelines_in_force(':batch')})) RETURNING id",
     dates=("created_at",),
     json_in=("ranking", "ratings", "critiques", "flags", "positions", "meta"),
 )

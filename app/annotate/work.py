@@ -23,7 +23,7 @@ from app.services.annotations import (
     submit_annotation,
     undo_annotation,
 )
-from app.services.assignment import aware, next_task, skip_task
+from app.services.assignment import aware, next_task, renew_lease, skip_task
 from app.settings import Settings
 
 IDEMPOTENCY_KEY_MIN, IDEMPOTENCY_KEY_MAX = 1, MAX_KEY_LENGTH
@@ -46,7 +46,12 @@ class AnnotationIn(BaseModel):
                     "time_spent_ms": 5400,
                 },
                 {"task_id": 13, "ranking": [44, 42, 43], "rewrite": "The ideal answer...", "time_spent_ms": 12000},
-                {"task_id": 14, "ratings": {"50": "good", "51": "bad"}, "critiques": {"51": "Wrong unit."}},
+                {
+                    "task_id": 14,
+                    "ratings": {"50": "good", "51": "bad"},
+                    "critiques": {"51": "Wrong unit."},
+                    "guideline_version_id": 3,
+                },
                 {"task_id": 15, "choice": "both_bad", "flags": ["unsafe"]},
             ]
         },
@@ -65,6 +70,11 @@ class AnnotationIn(BaseModel):
     rewrite: Text | None = Field(None, description="the ideal response (an SFT demonstration), optional")
     flags: list[Literal["unsafe", "broken"]] | None = None
     time_spent_ms: int | None = Field(None, ge=0, le=MAX_TIME_SPENT_MS)
+    guideline_version_id: DbId | None = Field(
+        None,
+        description="the guideline version you were shown (`guideline_version_id` of the next task), optional: "
+        "recorded when it is one of the task's batch or of the project, else the version in force is",
+    )
 
 
 def next_work(db: Connection, user: TokenUser, settings: Settings) -> Response:
@@ -86,6 +96,7 @@ def next_work(db: Connection, user: TokenUser, settings: Settings) -> Response:
             "prompt": offer.prompt,
             "responses": [{"id": g, "text": t} for g, t in offer.responses],
             "lease_expires_at": offer.lease_expires_at.isoformat(),
+            "guideline_version_id": offer.guideline_version_id,
         }
     )
 
@@ -102,6 +113,7 @@ def submit_work(body: AnnotationIn, idempotency_key: str) -> Work:
             idempotency_key=idempotency_key,
             time_spent_ms=body.time_spent_ms,
             max_text_bytes=settings.max_text_bytes,
+            guideline_version_id=body.guideline_version_id,
         )
         db.commit()
         return JSONResponse({"annotation_id": result.annotation_id}, status_code=200 if result.replayed else 201)
@@ -116,6 +128,17 @@ def skip_work(task_id: int, reason: str) -> Work:
         skip_task(db, user=user, task_id=task_id, reason=reason)
         db.commit()
         return JSONResponse({"task_id": task_id, "status": "skipped"})
+
+    return work
+
+
+def renew_work(task_id: int) -> Work:
+    """`POST /api/v1/tasks/{task_id}/renew`: the lease runs for the lease time from now."""
+
+    def work(db: Session, user: TokenUser, settings: Settings) -> Response:
+        lease = renew_lease(db, user=user, task_id=task_id, lease_minutes=settings.lease_minutes)
+        db.commit()
+        return JSONResponse({"task_id": task_id, "lease_expires_at": lease.lease_expires_at.isoformat()})
 
     return work
 

@@ -2,13 +2,28 @@
 `Authorization: Bearer <token>`. Routes parse, call one service function, and serialise; a ServiceError becomes
 its status with `{"detail": message}` (app.main)."""
 
-from app.api import annotations, exports, generate, gold, health, jobs, models, prompts, rounds, stats, tasks, users
+from app.api import (
+    annotations,
+    exports,
+    generate,
+    gold,
+    guidelines,
+    health,
+    jobs,
+    models,
+    prompts,
+    rounds,
+    stats,
+    tasks,
+    users,
+)
 
 ROUTERS = [
     health.router,
     tasks.router,
     gold.router,
     annotations.router,
+    guidelines.router,
     jobs.router,
     prompts.router,
     exports.router,

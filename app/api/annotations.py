@@ -36,14 +36,16 @@ class AnnotationCreated(BaseModel):
     summary="Submit an annotation",
     description="Idempotent by the `Idempotency-Key` header (unique per annotator): a replay with the same body "
     "returns the first result with 200 and stores nothing; the same key with a different body is 409. "
-    "The task must be assigned to you (`GET /api/v1/tasks/next`). 409 also when your lease expired and the task "
-    "was completed by others meanwhile.",
+    "The task must be assigned to you (`GET /api/v1/tasks/next`). A submit after your lease expired is still "
+    "stored when the task still needs a label; 409 with a message when others filled it meanwhile or it was "
+    "retired (keep your text: nothing was stored). Records the guideline version you were shown "
+    "(`guideline_version_id`), else the one in force.",
     responses={
         200: {
             "description": "Replay: the annotation stored under this key",
             "content": {"application/json": {"example": {"annotation_id": 77}}},
         },
-        409: {"description": "Key reused with another body, task not yours, or filled up"},
+        409: {"description": "Key reused with another body, task not yours, filled up by others or retired"},
         422: {"description": "The feedback does not fit the task; nothing stored"},
         **AUTH_RESPONSES,
     },
@@ -74,6 +76,7 @@ LIST_EXAMPLE = [
         "flags": None,
         "positions": [31, 30],
         "time_spent_ms": 5400,
+        "guideline_version_id": 3,
         "created_at": "2026-01-01T12:00:00+00:00",
         "deleted_at": None,
     }

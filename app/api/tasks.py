@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from app.annotate.transaction import as_api_user
-from app.annotate.work import next_work, skip_work
+from app.annotate.work import next_work, renew_work, skip_work
 from app.deps import ApiAdmin, SessionDep, SettingsDep
 from app.inputs import DbId, Text
 from app.services.retirement import MAX_IDS, retire_tasks
@@ -66,6 +66,7 @@ class NextTaskOut(BaseModel):
                         {"id": 30, "text": "It makes training faster."},
                     ],
                     "lease_expires_at": "2026-01-01T12:10:00+00:00",
+                    "guideline_version_id": 3,
                 }
             ]
         }
@@ -75,7 +76,11 @@ class NextTaskOut(BaseModel):
     kind: str = Field(description="pairwise, ranking or rating")
     prompt: str | list[dict[str, str]] = Field(description="A string, or chat messages [{role, content}]")
     responses: list[ResponseOut] = Field(description="In this annotator's (shuffled, recorded) order")
-    lease_expires_at: str
+    lease_expires_at: str = Field(description="Renew it while you work: `POST /api/v1/tasks/{task_id}/renew`")
+    guideline_version_id: int | None = Field(
+        description="The guidelines in force for this task (`GET /api/v1/guidelines/versions/{id}`); null: none. "
+        "Send it back with the annotation."
+    )
 
 
 class SkipIn(BaseModel):
@@ -201,6 +206,32 @@ async def next_task_api(request: Request) -> Response:
 )
 async def skip_task_api(request: Request, task_id: DbId, body: SkipIn) -> Response:
     return await as_api_user(request, skip_work(task_id, body.reason))
+
+
+class RenewOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"task_id": 12, "lease_expires_at": "2026-01-01T12:20:00+00:00"}]}
+    )
+
+    task_id: int
+    lease_expires_at: str
+
+
+@router.post(
+    "/tasks/{task_id}/renew",
+    response_model=RenewOut,
+    summary="Renew your lease on a task (while you work on it)",
+    description="The lease runs for the lease time from now. A lease that already expired is taken again when the "
+    "task still has a free slot. A submit after the lease expired is still stored when the task still needs a "
+    "label; renewing keeps the slot yours meanwhile.",
+    responses={
+        404: {"description": "Not assigned to you"},
+        409: {"description": "Already annotated or skipped, retired, or its slots were taken by others"},
+        **AUTH_RESPONSES,
+    },
+)
+async def renew_task_api(request: Request, task_id: DbId) -> Response:
+    return await as_api_user(request, renew_work(task_id))
 
 
 class RetireIn(BaseModel):

@@ -56,6 +56,11 @@ class AnnotationConflict(Conflict):
     """Refused because of state (HTTP 409, or 404 for `status=404`): nothing is stored."""
 
 
+class LeaseLost(AnnotationConflict):
+    """The task takes no label from this annotator any more: their lease expired and other annotators filled it,
+    or it was retired (HTTP 409). Nothing is stored; the page keeps the text for them to copy."""
+
+
 @dataclass
 class SubmitResult:
     annotation_id: int
@@ -196,11 +201,14 @@ def submit_annotation(
     idempotency_key: str,
     max_text_bytes: int,
     time_spent_ms: int | None = None,
+    guideline_version_id: int | None = None,
     now: datetime | None = None,
 ) -> SubmitResult:
     """Store one human annotation for a task assigned to this annotator, or replay the first one stored under
-    this key. Raises AnnotationInvalid (422) or AnnotationConflict (409/404); nothing stored then. The caller
-    commits. A handful of indexed statements (this is the hot path)."""
+    this key. Raises AnnotationInvalid (422) or AnnotationConflict (409/404; LeaseLost when the task no longer takes
+    the label); nothing stored then. The caller commits. A handful of indexed statements (this is the hot path).
+    `guideline_version_id`: the guidelines the annotator was shown; recorded when it is a version of the task's
+    batch or of the project, else the version in force is."""
     now = now or utcnow()
     key = (idempotency_key or "").strip()
     if not key or len(key) > MAX_KEY_LENGTH:
@@ -222,7 +230,7 @@ def submit_annotation(
         if state.key_id is not None:
             return _replay(session, user_id=user.id, key=key, task_id=task_id, digest=None)
         raise AnnotationConflict(f"task {task_id} is not assigned to you: ask for the next task first")
-    task_kind, done_count, overlap, _, gold = rows[0]
+    task_kind, done_count, overlap, _, gold, retired_at, batch = rows[0]
     clean = validate_feedback(
         kind=task_kind, response_ids=[r[3] for r in rows], feedback=feedback, max_text_bytes=max_text_bytes
     )
@@ -233,14 +241,20 @@ def submit_annotation(
         raise AnnotationConflict(f"you already annotated task {task_id} (undo it first to change it)")
     if state.status == "skipped":
         raise AnnotationConflict(f"you skipped task {task_id}")
+    if retired_at is not None:
+        raise LeaseLost(
+            f"task {task_id} was retired while you worked on it: it needs no more labels; "
+            "your annotation was not stored"
+        )
     # A late submit (lease expired) is still welcome if a slot is free; never beyond the overlap. A gold task has
     # no slots (each annotator may do it): answered as any task with a free slot, so nothing tells it apart.
     taken = done_count
     if aware(state.lease_expires_at) <= now and not gold:
         taken += leased_count(session, task_id=task_id, now=now, exclude_user_id=user.id)
     if taken >= overlap and not gold:
-        raise AnnotationConflict(
-            f"your lease on task {task_id} expired and the task has meanwhile been completed "
+        meanwhile = "completed" if done_count >= overlap else "taken"
+        raise LeaseLost(
+            f"your lease on task {task_id} expired and the task has meanwhile been {meanwhile} "
             "by other annotators; your annotation was not stored"
         )
     values = {
@@ -254,6 +268,8 @@ def submit_annotation(
         "request_hash": digest,
         "meta": {},
         "created_at": now,
+        "guideline": guideline_version_id,
+        "batch": batch,
         **clean,
     }
     try:
@@ -356,6 +372,7 @@ def annotation_json(a: Annotation) -> dict[str, Any]:
         "flags": a.flags,
         "positions": a.positions,
         "time_spent_ms": a.time_spent_ms,
+        "guideline_version_id": a.guideline_version_id,
         "created_at": aware(a.created_at).isoformat(),
         "deleted_at": aware(a.deleted_at).isoformat() if a.deleted_at else None,
     }
@@ -365,6 +382,7 @@ __all__ = [
     "AnnotationConflict",
     "AnnotationInvalid",
     "AssignmentError",
+    "LeaseLost",
     "SubmitResult",
     "submit_annotation",
     "undo_annotation",

@@ -1,5 +1,6 @@
 """What the annotate page shows an annotator, gathered in one call: the task leased to them (or, when none is left,
-the job still making tasks), their progress, and their recent answers with those they may still undo."""
+the job still making tasks) with the guidelines in force for it, their progress, and their recent answers with
+those they may still undo."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from app.services.annotation_history import HistoryEntry, my_history
 from app.services.annotations import Progress, my_progress
 from app.services.assignment import Offer, aware, next_task
 from app.services.gold import QualificationFailed, QualificationReport, qualification_report
+from app.services.guidelines import ShownGuidelines, show_to_annotator
 from app.services.world_build import PendingWork, pending_work
 
 
@@ -28,6 +30,7 @@ class Workspace:
     offer: Offer | None
     pending: PendingWork | None  # what is still making tasks, when no task is left (else None)
     history: AnnotatorHistory
+    guidelines: ShownGuidelines | None  # for the offered task, when there are any
     refused: str | None = None  # why no task is given (a failed qualification), else None
     qualification: QualificationReport | None = None  # when qualification is required of this annotator
 
@@ -49,7 +52,8 @@ def annotator_workspace(
     gold_rate: float = 0.0,
     qualification_threshold: float | None = None,
 ) -> Workspace:
-    """Leases the next task (a reload keeps the same one), then reads the rest. The caller commits."""
+    """Leases the next task (a reload keeps the same one), then reads the rest; records that the task's guidelines
+    were shown. The caller commits."""
     refused = None
     try:
         offer = next_task(
@@ -71,4 +75,7 @@ def annotator_workspace(
         qualification=(
             qualification_report(session, user_id=user.id, threshold=qualification_threshold) if qualifies else None
         ),
+        guidelines=show_to_annotator(session, user_id=user.id, version_id=offer.guideline_version_id)
+        if offer is not None
+        else None,
     )

@@ -68,6 +68,7 @@ class Offer:
     prompt_messages: list[dict[str, str]] | None
     responses: list[tuple[int, str]]
     lease_expires_at: datetime
+    guideline_version_id: int | None = None  # the guidelines in force for the task (app.services.guidelines)
 
     @property
     def prompt(self) -> Any:
@@ -131,6 +132,7 @@ def _offer(task_id: int, rows, permutation: list[int], expires: datetime) -> Off
         prompt_messages=rows[0][4],
         responses=[(g, texts[g]) for g in permutation],
         lease_expires_at=aware(expires),
+        guideline_version_id=rows[0][5],
     )
 
 
@@ -316,6 +318,37 @@ def skip_task(
         assignment.lease_expires_at = now
         session.flush()
     return assignment
+
+
+def renew_lease(
+    session: Session, *, user: Annotator, task_id: int, lease_minutes: float, now: datetime | None = None
+) -> Lease:
+    """Extend the annotator's lease on a task while they work on it (the annotate page calls this on activity).
+    A lease that already expired is taken again when the task still has a slot for them. Refusals say why, so the
+    page can tell the annotator to copy their text: AssignmentError 404 (not theirs) or 409. The caller commits."""
+    now = now or utcnow()
+    lock_user(session, user.id)
+    assignment = session.scalars(
+        select(Assignment).where(Assignment.task_id == task_id, Assignment.user_id == user.id)
+    ).first()
+    if assignment is None:
+        raise AssignmentError(f"task {task_id} is not assigned to you: ask for the next task first", status=404)
+    if assignment.status != "leased":
+        raise AssignmentError(f"you already {'annotated' if assignment.status == 'done' else 'skipped'} task {task_id}")
+    task = lock_task(session, task_id)
+    assert task is not None  # an assignment's task is never deleted while it exists (cascade)
+    if task.retired_at is not None:
+        raise AssignmentError(f"task {task_id} was retired: it needs no more labels")
+    if aware(assignment.lease_expires_at) <= now and (
+        task.completed
+        or task.done_count + leased_count(session, task_id=task_id, now=now, exclude_user_id=user.id) >= task.overlap
+    ):
+        raise AssignmentError(
+            f"your lease on task {task_id} expired and other annotators have taken its remaining slots"
+        )
+    assignment.lease_expires_at = now + timedelta(minutes=lease_minutes)
+    session.flush()
+    return Lease(task_id, list(assignment.permutation), aware(assignment.lease_expires_at))
 
 
 def open_task_filter(user_id: int):

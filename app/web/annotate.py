@@ -1,6 +1,9 @@
-"""The annotator's pages: one task at a time, submit / skip / undo, progress.
+"""The annotator's pages: one task at a time with its guidelines, submit / skip / undo, progress, and the lease
+renewal the page's script sends while the annotator works.
 
-Each POST works as a plain form (303 back to /annotate) and with htmx (the #workspace block is swapped in).
+Each POST works as a plain form (303 back to /annotate) and with htmx (the #workspace block is swapped in). A submit
+that is refused keeps the annotator's text: in the task's own text boxes when it is still theirs, else in a box to
+copy it from.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from app.services.annotations import (
     undo_annotation,
 )
 from app.services.annotator_workspace import annotator_history, annotator_workspace
-from app.services.assignment import AssignmentError, skip_task
+from app.services.assignment import AssignmentError, renew_lease, skip_task
 from app.services.gold import qualification_report
 from app.settings import Settings
 from app.templating import is_htmx, render
@@ -53,6 +56,9 @@ def _workspace(
     error: str | None = None,
     notice: str | None = None,
     status_code: int = 200,
+    kept: dict[str, str] | None = None,
+    kept_task: int | None = None,
+    finished_task: int | None = None,
 ) -> Response:
     workspace = annotator_workspace(
         db,
@@ -63,9 +69,14 @@ def _workspace(
         gold_rate=settings.gold_rate,
         qualification_threshold=settings.qualification_bar,
     )
-    db.commit()  # the lease
+    db.commit()  # the lease, and the guidelines shown
     ctx: dict[str, Any] = {
         "offer": workspace.offer,
+        "guidelines": workspace.guidelines,
+        "lease_ms": int(settings.lease_minutes * 60_000),
+        "kept": kept or {},
+        "kept_task": kept_task,
+        "finished_task": finished_task,
         "pending": workspace.pending,
         "labels": LABELS,
         "progress": workspace.history.progress,
@@ -83,11 +94,14 @@ def _workspace(
     return render(request, "annotate.html", ctx, block="workspace", status_code=status_code)
 
 
-def _done(request: Request, db, user: User, settings: Settings, notice: str) -> Response:
-    """After a successful POST: htmx gets the next task in place; a plain form is redirected (no resubmit)."""
+def _done(
+    request: Request, db, user: User, settings: Settings, notice: str, finished_task: int | None = None
+) -> Response:
+    """After a successful POST: htmx gets the next task in place; a plain form is redirected (no resubmit).
+    `finished_task`: a task that is done with (saved or skipped), so the page's script drops its draft."""
     if is_htmx(request):
-        return _workspace(request, db, user, settings, notice=notice)
-    return RedirectResponse("/annotate", status_code=303)
+        return _workspace(request, db, user, settings, notice=notice, finished_task=finished_task)
+    return RedirectResponse(f"/annotate?done={finished_task}" if finished_task else "/annotate", status_code=303)
 
 
 def _int(value: Any) -> int | None:
@@ -142,6 +156,17 @@ def feedback_from_form(form: FormData) -> dict[str, Any]:
     return feedback
 
 
+def texts_from_form(form: FormData) -> dict[str, str]:
+    """The free text the annotator typed (critiques and the rewrite), by field name: what a refused submit keeps."""
+    return {
+        name: value
+        for name, value in form.multi_items()
+        if isinstance(value, str)
+        and value.strip()
+        and (name in ("critique", "rewrite") or (name.startswith("critique_") and name[9:].isdigit()))
+    }
+
+
 def _time_spent(form: FormData) -> int | None:
     """The page's own measure (JS), else the time since the server rendered the form."""
     spent = _int(form.get("time_spent_ms"))
@@ -151,8 +176,10 @@ def _time_spent(form: FormData) -> int | None:
 
 
 @router.get("/annotate")
-def annotate_page(request: Request, user: PageUser, db: SessionDep, settings: SettingsDep) -> Response:
-    return _workspace(request, db, user, settings)
+def annotate_page(
+    request: Request, user: PageUser, db: SessionDep, settings: SettingsDep, done: DbId | None = None
+) -> Response:
+    return _workspace(request, db, user, settings, finished_task=done)
 
 
 @router.post("/annotate/submit")
@@ -174,13 +201,24 @@ def _submit(request: Request, form: FormData, user: User, db, settings: Settings
             idempotency_key=str(form.get("idempotency_key") or ""),
             time_spent_ms=_time_spent(form),
             max_text_bytes=settings.max_text_bytes,
+            guideline_version_id=_int(form.get("guideline_version_id")),
         )
     except (AnnotationInvalid, AnnotationConflict) as exc:
         db.rollback()
         status = 422 if isinstance(exc, AnnotationInvalid) else exc.status
-        return _workspace(request, db, user, settings, error=str(exc), status_code=status)
+        return _workspace(
+            request,
+            db,
+            user,
+            settings,
+            error=str(exc),
+            status_code=status,
+            kept=texts_from_form(form),
+            kept_task=task_id,
+        )
     db.commit()
-    return _done(request, db, user, settings, notice="Saved." if not result.replayed else "Already saved.")
+    notice = "Saved." if not result.replayed else "Already saved."
+    return _done(request, db, user, settings, notice=notice, finished_task=task_id)
 
 
 @router.post("/annotate/skip")
@@ -202,7 +240,38 @@ def _skip(request: Request, form: FormData, user: User, db, settings: Settings) 
         db.rollback()
         return _workspace(request, db, user, settings, error=str(exc), status_code=exc.status)
     db.commit()
-    return _done(request, db, user, settings, notice="Skipped.")
+    return _done(request, db, user, settings, notice="Skipped.", finished_task=task_id)
+
+
+@router.post("/annotate/renew")
+async def renew(request: Request, user: PageUser, db: SessionDep, settings: SettingsDep) -> Response:
+    """The page's script renews the lease while the annotator works (the page counterpart of
+    `POST /api/v1/tasks/{id}/renew`): htmx-style requests get the lease line, refused or not; a plain form goes
+    back to /annotate."""
+    return await run_in_threadpool(_renew, request, await request.form(), user, db, settings)
+
+
+def _renew(request: Request, form: FormData, user: User, db, settings: Settings) -> Response:
+    task_id = _int(form.get("task_id"))
+    problem, status, lease = None, 200, None
+    try:
+        if task_id is None:
+            raise AssignmentError("the form has no task id: reload the page", status=422)
+        lease = renew_lease(db, user=user, task_id=task_id, lease_minutes=settings.lease_minutes)
+        db.commit()
+    except AssignmentError as exc:
+        db.rollback()
+        problem, status = str(exc), exc.status
+    if not is_htmx(request):
+        return RedirectResponse("/annotate", status_code=303)
+    ctx = {
+        "task_id": task_id,
+        "expires_at": lease.lease_expires_at if lease else None,
+        "lease_ms": int(settings.lease_minutes * 60_000),
+        "problem": problem,
+        "renewed": lease is not None,
+    }
+    return render(request, "annotate_lease.html", ctx, status_code=status)
 
 
 @router.post("/annotate/undo")

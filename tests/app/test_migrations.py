@@ -23,6 +23,8 @@ EXPECTED_TABLES = {
     "round_schedules",
     "gold_answers",
     "qualification_results",
+    "guideline_versions",
+    "guideline_reads",
 }
 
 

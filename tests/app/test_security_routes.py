@@ -26,6 +26,8 @@ PUBLIC = {
 ADMIN_PATH = re.compile(
     r"^/(admin(/|$)|docs|openapi\.json|api/v1/(users|prompts|exports|stats|generate|models|jobs|rounds|gold)(/|$))"
 )
+# Admin-only routes on paths annotators may read (GET /api/v1/guidelines is theirs too; writing it is not).
+ADMIN_METHODS = {("PUT", "/api/v1/guidelines")}
 SAMPLE = {
     "job_id": "1",
     "user_id": "1",
@@ -36,6 +38,7 @@ SAMPLE = {
     "round_id": "1",
     "prompt_id": "1",
     "annotation_id": "1",
+    "version_id": "1",
 }
 
 
@@ -66,9 +69,13 @@ def _call(client, method: str, path: str, headers: dict | None = None):
     return client.request(method, concrete(path), headers=headers or {}, follow_redirects=False)
 
 
+def admin_only(method: str, path: str) -> bool:
+    return bool(ADMIN_PATH.match(path)) or (method, path) in ADMIN_METHODS
+
+
 def test_the_walk_covers_my_admin_routes():
     routes = all_routes()
-    admin = [r for r in routes if ADMIN_PATH.match(r[1])]
+    admin = [r for r in routes if admin_only(*r)]
     for needed in [
         ("GET", "/admin"),
         ("POST", "/admin/prompts/upload"),
@@ -81,6 +88,10 @@ def test_the_walk_covers_my_admin_routes():
         ("PUT", "/api/v1/gold/{task_id}"),
         ("POST", "/api/v1/gold/qualification/{user_id}/reset"),
         ("POST", "/admin/gold/qualification/{user_id}/allow"),
+        ("GET", "/admin/guidelines"),
+        ("POST", "/admin/guidelines"),
+        ("GET", "/admin/guidelines/versions/{version_id}"),
+        ("PUT", "/api/v1/guidelines"),
     ]:
         assert needed in admin, needed
     assert len(routes) > len(admin) > 30
@@ -104,7 +115,7 @@ def test_annotator_is_refused_on_every_admin_route_by_page_and_by_api(client, ma
     csrf = login(annotator)
     leaks = []
     for method, path in all_routes():
-        if not ADMIN_PATH.match(path):
+        if not admin_only(method, path):
             continue
         # As the logged-in browser (with a valid CSRF token, so only the role can refuse) and with a bearer token.
         for headers in ({"X-CSRF-Token": csrf}, {"Authorization": f"Bearer {token}", "X-CSRF-Token": csrf}):

@@ -281,6 +281,10 @@ def rich_line(row, info) -> dict[str, Any]:
         "selection_score": row["selection_score"],
         # the pairs this annotation gives in `trl`; a rewrite's chosen response is the rewrite (no generation id)
         "preference_pairs": pairs,
+        # the guidelines shown while it was made: their version id (GET /api/v1/guidelines/versions/{id}) and
+        # number within their scope; null when there were none (or an AI label, an import)
+        "guideline_version_id": row["guideline_version_id"],
+        "guideline_version": row["guideline_version"],
         "responses": [_response(info[g]) for g in sorted(row["positions"] or []) if g in info],
         "created_at": _iso(row["created_at"]),
     }

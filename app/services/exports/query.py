@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Text, cast, select
 from sqlalchemy.orm import Session, aliased
 
-from app.models import Annotation, Generation, ModelVersion, Prompt, Task, TaskPosition, User
+from app.models import Annotation, Generation, GuidelineVersion, ModelVersion, Prompt, Task, TaskPosition, User
 from app.services.exports.filters import ExportFilters
 from domain.vocabulary import TASK_KINDS
 
@@ -44,6 +44,8 @@ PLAIN = {
     "prompt_id": Prompt.id,
     "prompt_text": Prompt.text,
     "split": Prompt.split,
+    "guideline_version_id": Annotation.guideline_version_id,
+    "guideline_version": GuidelineVersion.version,  # `rich` only: joined there
 }
 JSON = {
     "positions": Annotation.positions,
@@ -135,6 +137,8 @@ def annotation_query(session: Session, fmt: str, filters: ExportFilters, *, rewr
     )
     if fmt in ("trl", "trl-conversational"):
         stmt = _join_pair_texts(stmt)
+    if fmt == "rich":
+        stmt = stmt.outerjoin(GuidelineVersion, GuidelineVersion.id == Annotation.guideline_version_id)
     kinds = KINDS_FOR[fmt]
     if kinds is not None and fmt in ("trl", "trl-conversational") and rewrites == "only":
         stmt = stmt.where(Annotation.rewrite.is_not(None))

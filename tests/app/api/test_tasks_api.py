@@ -48,3 +48,19 @@ def test_skip_without_a_token_is_401_before_its_input_is_validated(client):
         assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer", response.text
     assert client.post("/api/v1/tasks/not-a-number/skip", json={}).status_code == 401
     assert client.get("/api/v1/annotations?offset=-1").status_code == 401
+
+
+def test_renew_extends_my_lease_and_says_why_when_it_cannot(client, db, api):
+    first, second = make_tasks(db, task_line(priority=1), task_line())
+    _, headers = api()
+    offered = client.get("/api/v1/tasks/next", headers=headers).json()
+    renewed = client.post(f"/api/v1/tasks/{first}/renew", headers=headers)
+    assert renewed.status_code == 200 and renewed.json()["task_id"] == first
+    assert renewed.json()["lease_expires_at"] >= offered["lease_expires_at"]
+    assert client.post(f"/api/v1/tasks/{second}/renew", headers=headers).status_code == 404  # not leased to me
+    client.post(
+        "/api/v1/annotations", headers={**headers, "Idempotency-Key": "k"}, json={"task_id": first, "choice": "tie"}
+    )
+    done = client.post(f"/api/v1/tasks/{first}/renew", headers=headers)
+    assert done.status_code == 409 and "already annotated" in done.json()["detail"]
+    assert client.post(f"/api/v1/tasks/{first}/renew").status_code == 401

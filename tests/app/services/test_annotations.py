@@ -175,6 +175,29 @@ def test_late_submit_refused_when_task_filled_meanwhile_accepted_when_slot_free(
     assert _submit(db, late, free, {"choice": "tie"}, now=even_later).annotation.id
 
 
+def test_a_late_submit_is_refused_with_lease_lost_when_others_hold_the_slot_or_the_task_was_retired(db):
+    from app.services.annotations import LeaseLost
+    from app.services.retirement import retire_tasks
+
+    held, retired = make_tasks(db, task_line(overlap=1, priority=1), task_line(overlap=2))
+    slow, fast = make_annotators(db, 2)
+    assert _offer(db, slow).task_id == held
+    later = utcnow() + timedelta(minutes=11)
+    assert _offer(db, fast, now=later).task_id == held  # fast leased it, has not annotated it yet
+    with pytest.raises(LeaseLost, match="expired and the task has meanwhile been taken by other annotators") as lost:
+        _submit(db, slow, held, {"choice": "tie", "critique": "long text"}, now=later)
+    assert lost.value.status == 409
+    db.rollback()
+    _submit(db, fast, held, {"choice": "tie"}, now=later)
+    assert _offer(db, slow, now=later).task_id == retired
+    retire_tasks(db, ids=[retired])
+    db.commit()
+    with pytest.raises(LeaseLost, match="was retired while you worked on it"):
+        _submit(db, slow, retired, {"choice": "tie"})
+    db.rollback()
+    assert _count(db, Annotation, Annotation.task_id == retired) == 0
+
+
 def test_undo_soft_deletes_decrements_and_offers_the_task_again(db):
     (task_id,) = make_tasks(db, task_line(overlap=1))
     user, other = make_annotators(db, 2)

@@ -226,3 +226,45 @@ def test_expired_lease_taken_again_keeps_the_order_seen_before(backend, db):
     assert again.task_id == task_id and again.responses == first.responses
     assert again.lease_expires_at > first.lease_expires_at
     assert db.scalar(select(func.count()).select_from(Assignment)) == 1
+
+
+def test_renew_extends_a_live_lease_and_takes_an_expired_one_again_while_a_slot_is_free(db):
+    from app.services.assignment import renew_lease
+    from app.services.retirement import retire_tasks
+
+    open_task, contested, retired = make_tasks(
+        db, task_line(overlap=1, priority=3), task_line(overlap=1, priority=2), task_line(priority=1)
+    )
+    slow, fast = make_annotators(db, 2)
+    offer = _next(db, slow)
+    later = utcnow() + timedelta(minutes=8)
+    lease = renew_lease(db, user=slow, task_id=open_task, lease_minutes=10, now=later)
+    assert lease.lease_expires_at == later + timedelta(minutes=10) > offer.lease_expires_at
+    assert lease.permutation == [g for g, _ in offer.responses]
+    # Expired, and the task still has a free slot: renewing takes it again.
+    much_later = later + timedelta(minutes=30)
+    assert renew_lease(db, user=slow, task_id=open_task, lease_minutes=10, now=much_later).task_id == open_task
+    db.commit()
+    _annotate(db, slow, _next(db, slow, now=much_later))
+    with pytest.raises(AssignmentError, match="already annotated") as refused:
+        renew_lease(db, user=slow, task_id=open_task, lease_minutes=10)
+    assert refused.value.status == 409
+    db.rollback()
+    # Expired, and another annotator took the only slot meanwhile: refused, saying why.
+    assert _next(db, slow).task_id == contested
+    expired = utcnow() + timedelta(minutes=11)
+    assert _next(db, fast, now=expired).task_id == contested
+    with pytest.raises(AssignmentError, match="other annotators have taken its remaining slots"):
+        renew_lease(db, user=slow, task_id=contested, lease_minutes=10, now=expired)
+    db.rollback()
+    with pytest.raises(AssignmentError, match="not assigned to you") as refused:
+        renew_lease(db, user=slow, task_id=retired, lease_minutes=10)
+    assert refused.value.status == 404
+    db.rollback()
+    skip_task(db, user=fast, task_id=contested, reason="unclear")
+    db.commit()
+    assert _next(db, fast).task_id == retired
+    retire_tasks(db, ids=[retired])
+    db.commit()
+    with pytest.raises(AssignmentError, match="was retired"):
+        renew_lease(db, user=fast, task_id=retired, lease_minutes=10)

@@ -74,13 +74,15 @@ def test_no_js_submit_redirects_303_and_next_task_follows(client, db, make_user,
         data=_form(page, csrf, pick=pick, strength="3", critique="fine", flag="unsafe"),
         follow_redirects=False,
     )
-    assert response.status_code == 303 and response.headers["location"] == "/annotate"
+    # back to /annotate, naming the task that is done with, so the page's script drops its draft
+    assert response.status_code == 303 and response.headers["location"] == f"/annotate?done={first}"
     annotation = db.scalars(select(Annotation)).one()
     assert (annotation.choice, annotation.chosen_id, annotation.strength) == ("chosen", int(pick), 3)
     assert annotation.flags == ["unsafe"] and annotation.critique == "fine" and annotation.time_spent_ms is not None
     db.rollback()
-    page = client.get("/annotate").text
+    page = client.get(response.headers["location"]).text
     assert _field(page, "task_id") == str(second)
+    assert re.search(rf'data-finished-draft="rlhf-draft:\w+:{first}"', page)
     assert 'data-testid="progress-today">1<' in page and 'data-testid="progress-remaining">1<' in page
 
 
@@ -276,3 +278,91 @@ def test_every_choice_has_its_key_shown_on_the_page(client, db, make_user, login
     client.post("/annotate/submit", data=_form(page, csrf, pick="tie"))
     ranking = client.get("/annotate").text
     assert 'data-kind="ranking"' in ranking and "<kbd>R</kbd> to reach the list" in ranking
+
+
+def test_guidelines_unfold_on_first_visit_and_when_they_change_and_the_submit_records_them(
+    client, db, make_user, login
+):
+    from app.services.guidelines import save_guidelines
+
+    make_tasks(db, task_line(), task_line())
+    v1 = save_guidelines(db, body="Prefer **correct** answers.", job_id=None, author_id=None).guidelines
+    db.commit()
+    csrf = login(make_user())
+    page = client.get("/annotate").text
+    disclosure = re.search(r'<details class="card guidelines"[^>]*>', page).group(0)
+    assert " open" in disclosure and "<strong>correct</strong>" in page and "updated" not in page
+    assert _field(page, "guideline_version_id") == str(v1.id)
+    again = client.get("/annotate").text  # seen once: folded from now on
+    assert " open" not in re.search(r'<details class="card guidelines"[^>]*>', again).group(0)
+    v2 = save_guidelines(db, body="Prefer correct, then short answers.", job_id=None, author_id=None).guidelines
+    db.commit()
+    changed = client.get("/annotate").text
+    assert " open" in re.search(r'<details class="card guidelines"[^>]*>', changed).group(0)
+    assert "updated" in changed and "then short answers" in changed
+    # The form was rendered under version 1 (before the change): the annotation says so.
+    client.post("/annotate/submit", data=_form(page, csrf, pick="tie", guideline_version_id=str(v1.id)))
+    assert db.scalars(select(Annotation.guideline_version_id)).one() == v1.id != v2.id
+    db.rollback()
+
+
+def test_a_refused_submit_keeps_the_text_in_the_task_or_to_copy(client, db, make_user, login):
+    from datetime import timedelta
+
+    from app.models import utcnow
+    from app.services.assignment import next_task
+
+    taken, _ = make_tasks(db, task_line(priority=1), task_line())
+    csrf = login(make_user())
+    page = client.get("/annotate").text
+    gid = _picks(page)[0]
+    texts = {
+        "critique": "A long overall critique.",
+        "rewrite": "The ideal answer,\nin two lines.",
+        f"critique_{gid}": "Too vague.",
+    }
+    # Invalid (no choice): the same task again, with the text in its own boxes.
+    invalid = client.post("/annotate/submit", data=_form(page, csrf, **texts))
+    assert invalid.status_code == 422 and _field(invalid.text, "task_id") == str(taken)
+    assert '<textarea name="critique" rows="2">A long overall critique.</textarea>' in invalid.text
+    assert "The ideal answer,\nin two lines.</textarea>" in invalid.text and "Too vague.</textarea>" in invalid.text
+    # The lease expired and another annotator took the only slot: a clear message, the text kept to copy.
+    db.execute(Assignment.__table__.update().values(lease_expires_at=utcnow() - timedelta(minutes=1)))
+    db.commit()
+    assert next_task(db, user=make_user(), lease_minutes=10).task_id == taken
+    db.commit()
+    lost = client.post("/annotate/submit", data=_form(page, csrf, pick="tie", **texts))
+    assert lost.status_code == 409 and "taken by other annotators; your annotation was not stored" in lost.text
+    assert 'data-testid="kept-text"' in lost.text and f"Your text for task {taken} was not stored" in lost.text
+    assert re.search(
+        r'<textarea readonly[^>]*data-testid="kept-rewrite">The ideal answer,\nin two lines.</textarea>', lost.text
+    )
+    assert _field(lost.text, "task_id") != str(taken)  # the next task, with empty boxes
+    assert db.scalar(select(func.count()).select_from(Annotation)) == 0
+
+
+def test_the_page_renews_its_lease_and_hears_when_the_task_is_lost(client, db, make_user, login):
+    from datetime import timedelta
+
+    from app.models import utcnow
+    from app.services.assignment import next_task
+
+    (task_id,) = make_tasks(db, task_line())
+    csrf = login(make_user())
+    client.get("/annotate")
+    htmx = {"HX-Request": "true", "X-CSRF-Token": csrf}
+    renewed = client.post("/annotate/renew", data={"task_id": str(task_id)}, headers=htmx)
+    assert renewed.status_code == 200 and "(renewed)" in renewed.text and 'id="lease"' in renewed.text
+    assert "<html" not in renewed.text
+    plain = client.post("/annotate/renew", data={"task_id": str(task_id), "csrf_token": csrf}, follow_redirects=False)
+    assert plain.status_code == 303 and plain.headers["location"] == "/annotate"
+    db.execute(Assignment.__table__.update().values(lease_expires_at=utcnow() - timedelta(minutes=1)))
+    db.commit()
+    next_task(db, user=make_user(), lease_minutes=10)
+    db.commit()
+    lost = client.post("/annotate/renew", data={"task_id": str(task_id)}, headers=htmx)
+    assert lost.status_code == 409 and 'data-lost="1"' in lost.text and "Copy your text" in lost.text
+    assert (
+        client.post("/annotate/renew", data={"task_id": str(task_id)}, headers={"HX-Request": "true"}).status_code
+        == 403
+    )

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from app.models import GuidelineVersion
 from app.services.digests import repr_digest
 from app.services.exports import (
     FORMATS,
@@ -85,7 +86,7 @@ def test_written_file_is_exactly_the_json_of_the_lines(db, tmp_path, fmt, includ
 
 def _golden_dataset(db) -> None:
     """build_dataset with fixed pseudonymous ids, plus lines that take the slow paths: odd characters, an imported
-    margin, a tie that brought its own margin."""
+    margin, a tie that brought its own margin; one annotation made under a guideline version."""
     d = build_dataset(db)
     for n, user in enumerate((d.alice, d.bob, d.judge)):
         user.public_id = f"pub{n:029d}"
@@ -96,7 +97,13 @@ def _golden_dataset(db) -> None:
     annotate_pairwise(
         db, make_task(db, prompt, odd), d.alice, chosen=odd[1], strength=1, meta={"margin": 0.125}, created_at=at
     )
-    annotate_pairwise(db, make_task(db, prompt, list(reversed(odd))), d.bob, chosen=odd[0], strength=2, created_at=at)
+    made_under = annotate_pairwise(
+        db, make_task(db, prompt, list(reversed(odd))), d.bob, chosen=odd[0], strength=2, created_at=at
+    )
+    guidelines = GuidelineVersion(job_id=None, version=1, body="Prefer the correct answer.", created_at=at)
+    db.add(guidelines)
+    db.flush()
+    made_under.guideline_version_id = guidelines.id
     tie = annotate_pairwise(
         db, make_task(db, prompt, odd), d.judge, chosen=None, choice="tie", source="ai", created_at=at
     )
@@ -115,6 +122,8 @@ GOLDEN = {
     ("sft", False, False): "3223a4f11e881a91c58186ef471641660ad6c5a251e0c660625282fd52c5eb39",
     ("rich", False, False): "7d9ec82238078a92b76ae2e4afb6cc91f5daaffdb6f1318c8896002e73e58544",
     ("rich", False, True): "086faf2445547251594180ece3be9c829cc71107f0b7874a6219dde156c585f0",
+    ("rich", False, False): "907bb777e8ddf5f550ecb1a5886e82cf602456d6aa6b5421c636479c13fee3af",
+    ("rich", False, True): "a91a22075baf3634730b5348f31f7150cd4574f452547a19c89f125f52bec740",
 }
 
 
@@ -143,6 +152,7 @@ def test_filtered_exports_give_the_pinned_bytes(db, tmp_path):
         "b9ba3ad3df442632",
         "3223a4f11e881a91",
         "ec1145c5a164e160",
+        "88992b8700156a1c",
     ]
 
 
