@@ -5,7 +5,7 @@ whatever the size."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
@@ -15,6 +15,7 @@ from app.services.exports.formats import (
     FORMATS,
     TRL_FORMATS,
     DirectPairs,
+    jsonl_line,
     kto_lines,
     rankings_lines,
     rich_line,
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from app.services.exports.writer import ExportResult
 
 BATCH = 2000
+# Formats whose lines are preference data: with annotator weights asked for, each line carries its `weight`.
+WEIGHTED_FORMATS = ("trl", "trl-conversational", "rankings", "kto", "rich")
 
 
 def check_format(fmt: str) -> None:
@@ -48,16 +51,30 @@ def iter_export(
     filters: ExportFilters = ExportFilters(),
     include_ties: bool = False,
     stats: ExportResult | None = None,
+    weight_of: Callable[[int], float] | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
-    """Batches of export lines (dicts) in the export's order. Updates `stats` (counts, annotators) if given."""
-    return iter_lines(session, fmt=fmt, filters=filters, include_ties=include_ties, stats=stats, encoded=False)
+    """Batches of export lines (dicts) in the export's order. Updates `stats` (counts, annotators) if given.
+    `weight_of` (annotator's user id -> weight) adds a `weight` key to each line of the preference formats
+    (WEIGHTED_FORMATS); without it the formats are unchanged."""
+    return iter_lines(
+        session, fmt=fmt, filters=filters, include_ties=include_ties, stats=stats, encoded=False, weight_of=weight_of
+    )
 
 
 def iter_lines(
-    session: Session, *, fmt: str, filters: ExportFilters, include_ties: bool, stats: ExportResult | None, encoded: bool
+    session: Session,
+    *,
+    fmt: str,
+    filters: ExportFilters,
+    include_ties: bool,
+    stats: ExportResult | None,
+    encoded: bool,
+    weight_of: Callable[[int], float] | None = None,
 ) -> Iterator[list[Any]]:
     """`iter_export`; with `encoded`, the `trl` hot path gives each line as its JSONL text (`jsonl_line`)."""
     check_format(fmt)
+    if fmt not in WEIGHTED_FORMATS:
+        weight_of = None
     passing = passing_tasks(session, filters)
     rich = fmt == "rich"
     # A Core result on the session's connection (no ORM row processing); a server-side cursor on PostgreSQL.
@@ -90,7 +107,13 @@ def iter_lines(
         for r in batch:
             before = len(lines)
             if not isinstance(r, dict):
-                line = direct.encoded_line(r) if encoded else direct.line(r)
+                if weight_of is None:
+                    line = direct.encoded_line(r) if encoded else direct.line(r)
+                else:  # the weighted line is built as a dict: the fast text has no slot for it
+                    line = direct.line(r)
+                    if line is not None:
+                        line["weight"] = round(weight_of(r[direct.user]), 6)
+                        line = jsonl_line(line) if encoded else line
                 if line is not None:
                     lines.append(line)
                     direct_rows.append(r)
@@ -105,6 +128,10 @@ def iter_lines(
                 lines.extend(sft_lines(r, texts))
             else:
                 lines.append(rich_line(r, info))
+            if weight_of is not None and len(lines) > before:
+                weight = round(weight_of(r["user_id"]), 6)
+                for line in lines[before:]:
+                    line["weight"] = weight
             if stats is not None and len(lines) > before:
                 stats.annotations += 1
                 stats.annotators.add(r["user_id"])

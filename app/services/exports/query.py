@@ -120,8 +120,13 @@ def annotation_query(session: Session, fmt: str, filters: ExportFilters):
         .join(Task, Task.id == Annotation.task_id)
         .join(Prompt, Prompt.id == Task.prompt_id)
         .join(User, User.id == Annotation.user_id)
-        # retired prompts and tasks are never exported for training again
-        .where(Annotation.deleted_at.is_(None), Task.retired_at.is_(None), Prompt.retired_at.is_(None))
+        # retired prompts and tasks are never exported for training again, nor the labels of an excluded annotator
+        .where(
+            Annotation.deleted_at.is_(None),
+            Task.retired_at.is_(None),
+            Prompt.retired_at.is_(None),
+            User.labels_excluded.is_(False),
+        )
     )
     if fmt in ("trl", "trl-conversational"):
         stmt = _join_pair_texts(stmt)

@@ -8,7 +8,7 @@ import io
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,10 +87,12 @@ def write_export(
     include_ties: bool = False,
     as_csv: bool = False,
     refuse_empty: bool = False,
+    weight_of: Callable[[int], float] | None = None,
 ) -> ExportResult:
     """Write the export to `out` (via a temporary file, renamed when complete) and `out.sha256`. With
     `refuse_empty`, an export without rows raises ExportError (404) saying why and writes nothing: an empty
-    file only fails later, in `datasets`. (A round's snapshot may hold empty files: it passes False.)"""
+    file only fails later, in `datasets`. (A round's snapshot may hold empty files: it passes False.) `weight_of`:
+    lines.iter_export."""
     if as_csv and fmt != "rich":
         raise ExportError("CSV is offered for the rich format only (the others are JSONL for datasets/TRL)")
     out = Path(out)
@@ -105,7 +107,15 @@ def write_export(
         include_ties=include_ties,
         csv=as_csv,
     )
-    batches = iter_lines(session, fmt=fmt, filters=filters, include_ties=include_ties, stats=result, encoded=not as_csv)
+    batches = iter_lines(
+        session,
+        fmt=fmt,
+        filters=filters,
+        include_ties=include_ties,
+        stats=result,
+        encoded=not as_csv,
+        weight_of=weight_of,
+    )
 
     def encoded() -> Iterator[bytes]:
         for chunk, n in _csv_chunks(batches) if as_csv else _jsonl_chunks(batches):

@@ -44,6 +44,7 @@ from app.services.rounds.lineage import Lineage, resolve_lineage
 from app.services.rounds.promotion import promotion_verdict
 from app.services.rounds.start import too_little_data
 from app.services.rounds.trainer_steps import generate_samples, last_values, remove_leftovers, run_stage
+from app.services.annotator_weights import WeightingError
 from app.services.snapshots import (
     SnapshotError,
     SnapshotFilters,
@@ -76,12 +77,17 @@ def make_snapshot(ctx: JobContext, cfg: RoundConfig, rdir: Path) -> dict[str, An
     try:
         if cfg.snapshot_from is not None:
             return copy_snapshot(snapshot_dir(get_settings().data_dir, cfg.snapshot_from), out)
-        filters = SnapshotFilters(source=cfg.source, since=cfg.since, min_agreement=cfg.min_agreement)
+        filters = SnapshotFilters(
+            source=cfg.source,
+            since=cfg.since,
+            min_agreement=cfg.min_agreement,
+            annotator_weighting=cfg.annotator_weighting,
+        )
         from app.db import get_read_sessionmaker
 
         with get_read_sessionmaker()() as session:  # one read transaction: a consistent view on SQLite
             return write_snapshot(session, out=out, filters=filters, round_id=ctx.job_id)
-    except SnapshotError as exc:
+    except (SnapshotError, WeightingError) as exc:
         raise JobFailed(str(exc)) from None
 
 
@@ -336,6 +342,8 @@ def run_round(ctx: JobContext) -> dict[str, Any]:
             "max_annotation_id": manifest["max_annotation_id"],
             "rows": manifest["rows"],
         },
+        # by pseudonymous id; absent when every pair counted alike (annotator_weighting none)
+        "annotator_weights": manifest.get("annotator_weights"),
         "data_size": size,
         "sized_flags": sized_policy_flags(cfg, size),
         "parent_policy_id": lineage.start.id,

@@ -95,3 +95,24 @@ def test_rounds_are_numbered_in_their_own_sequence(db):
     db.commit()
     assert (first.round_number, second.round_number) == (1, 2)
     assert second.id != 2 and other.round_number is None
+
+
+def test_gold_weighting_without_gold_answers_is_refused_409_and_excluded_labels_do_not_count(db):
+    from app.services.annotator_weights import WeightingError
+    from app.services.users import update_user
+
+    human, admin = factories.make_annotator(db), factories.make_annotator(db, role="admin")
+    register_policy(db, "/models/sft")
+    label_preferences(db, make_prompts(db, train=5, eval=1)["train"], annotator=human)
+    db.commit()
+    with pytest.raises(WeightingError, match="no gold tasks answered") as refused:
+        start_round(db, config={"min_pairs": 5, "annotator_weighting": "gold"})
+    assert refused.value.status == 409
+    with pytest.raises(RoundError, match="annotator_weighting"):
+        start_round(db, config={"min_pairs": 5, "annotator_weighting": "majority"})
+    update_user(db, user_id=human.id, by=admin, labels_excluded=True)
+    with pytest.raises(RoundError, match=r"0 preference pair"):
+        start_round(db, config={"min_pairs": 5, "annotator_weighting": "dawid_skene"})
+    update_user(db, user_id=human.id, by=admin, labels_excluded=False)
+    job = start_round(db, config={"min_pairs": 5, "annotator_weighting": "dawid_skene"})
+    assert job.config["annotator_weighting"] == "dawid_skene"
