@@ -35,6 +35,7 @@ from sqlalchemy import func, select, update
 from app.jobs.context import JobContext, JobLost
 from app.jobs.registry import JobFailed, job_kind
 from app.models import Job, ModelVersion, Task
+from app.services.annotator_weights import WeightingError
 from app.services.generation import store_generations
 from app.services.models_registry import promote, register_model
 from app.services.rounds.config import ALGO_STAGES, ROUND_KIND, RoundConfig, parse_round_config
@@ -44,7 +45,6 @@ from app.services.rounds.lineage import Lineage, resolve_lineage
 from app.services.rounds.promotion import promotion_verdict
 from app.services.rounds.start import too_little_data
 from app.services.rounds.trainer_steps import generate_samples, last_values, remove_leftovers, run_stage
-from app.services.annotator_weights import WeightingError
 from app.services.snapshots import (
     SnapshotError,
     SnapshotFilters,
