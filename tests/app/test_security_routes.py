@@ -78,6 +78,9 @@ def test_the_walk_covers_my_admin_routes():
         ("POST", "/api/v1/users/{user_id}/tokens"),
         ("POST", "/api/v1/generate"),
         ("POST", "/admin/users/{user_id}/password"),
+        ("POST", "/admin/users/{user_id}/labels"),
+        ("GET", "/api/v1/users/signals"),
+        ("PATCH", "/api/v1/users/{user_id}"),
     ]:
         assert needed in admin, needed
     assert len(routes) > len(admin) > 30
