@@ -1,5 +1,6 @@
 """Names the whole product agrees on: roles, task kinds, sources, splits, job states, model kinds and stages,
-round algorithms, annotator weightings. Tuples keep the order shown to users (the first is the default where one is needed)."""
+round algorithms, annotator weightings. Tuples keep the order shown to users (the first is the default where one is
+needed)."""
 
 from __future__ import annotations
 
