@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.models import Annotation, Job, Prompt, Task, User
-from app.services.annotator_weights import check_weighting
+from app.services.annotator_weights import WeightingError, check_weighting
 from app.services.jobs import enqueue_job
 from app.services.rounds.config import ROUND_KIND, RoundConfig, RoundError, as_round_config
 from app.services.rounds.lineage import current_policy
@@ -83,7 +83,10 @@ def start_round(session: Session, *, config: dict[str, Any] | RoundConfig, creat
     Flushes; the caller commits. The database refuses a second active round whatever the caller checked."""
     cfg = as_round_config(config)
     if cfg.snapshot_from is None:
-        check_weighting(session, cfg.annotator_weighting)  # gold with no gold answers: 409 now, not in the worker
+        try:  # gold with no gold answers: refused now (409), not in the worker
+            check_weighting(session, cfg.annotator_weighting)
+        except WeightingError as exc:
+            raise RoundError(str(exc), status=exc.status) from None
     if current_policy(session) is None:
         raise RoundError("no current policy: register one first (rlhf models register ... --kind policy --stage sft)")
     if cfg.snapshot_from is None:

@@ -98,14 +98,13 @@ def test_rounds_are_numbered_in_their_own_sequence(db):
 
 
 def test_gold_weighting_without_gold_answers_is_refused_409_and_excluded_labels_do_not_count(db):
-    from app.services.annotator_weights import WeightingError
     from app.services.users import update_user
 
     human, admin = factories.make_annotator(db), factories.make_annotator(db, role="admin")
     register_policy(db, "/models/sft")
     label_preferences(db, make_prompts(db, train=5, eval=1)["train"], annotator=human)
     db.commit()
-    with pytest.raises(WeightingError, match="no gold tasks answered") as refused:
+    with pytest.raises(RoundError, match="no gold tasks answered") as refused:
         start_round(db, config={"min_pairs": 5, "annotator_weighting": "gold"})
     assert refused.value.status == 409
     with pytest.raises(RoundError, match="annotator_weighting"):
