@@ -10,6 +10,7 @@ from app.services.annotator_weights import WeightingError, annotator_weights, pr
 from app.services.snapshots import SnapshotFilters, write_snapshot
 from app.services.users import update_user
 from tests import factories
+from tests.conftest import BACKENDS
 from tests.factories import annotate_pairwise, make_generation, make_prompt, make_task
 
 
@@ -53,6 +54,7 @@ def test_gold_weights_come_from_gold_accuracy_and_refuse_without_it(db):
         annotator_weights(db, "vote")
 
 
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_the_snapshot_carries_weights_and_leaves_excluded_annotators_out(db, tmp_path):
     careful, sloppy = overlapped_labels(db, tasks=30, careless=1)
     admin = factories.make_annotator(db, role="admin")
@@ -67,11 +69,13 @@ def test_the_snapshot_carries_weights_and_leaves_excluded_annotators_out(db, tmp
     plain = write_snapshot(db, out=tmp_path / "plain", filters=SnapshotFilters(), round_id=2)
     assert "annotator_weights" not in plain
     assert all("weight" not in json.loads(x) for x in (tmp_path / "plain" / "trl.jsonl").read_text().splitlines())
+    db.rollback()  # the exports' streaming connection options last as long as their transaction
     update_user(db, user_id=sloppy[0].id, by=admin, labels_excluded=True)
     db.commit()
     assert all(j.annotator != sloppy[0].id for j in preference_judgements(db))
     excluded = write_snapshot(db, out=tmp_path / "excluded", filters=SnapshotFilters(), round_id=3)
     assert excluded["rows"]["trl.jsonl"] == plain["rows"]["trl.jsonl"] - _count(db, sloppy[0].id)
+    db.rollback()
     update_user(db, user_id=sloppy[0].id, by=admin, labels_excluded=False)
     db.commit()
     back = write_snapshot(db, out=tmp_path / "back", filters=SnapshotFilters(), round_id=4)
