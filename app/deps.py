@@ -171,6 +171,7 @@ class ExportQuery:
     min_agreement: str | None = None
     include_ties: bool = False
     as_csv: Annotated[bool, Query(alias="csv")] = False
+    annotator_weighting: str | None = None
 
 
 def export_response(download: ExportDownload) -> FileResponse:

@@ -95,6 +95,9 @@ class User(Base):
     # In every session cookie; bumped on logout, password change and deactivation: a cookie with an older one is
     # refused, so those end every session of the user.
     session_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # Set by an admin (a careless annotator, say): rounds and exports leave this user's labels out. Reversible:
+    # the annotations stay, and clearing the flag brings them back.
+    labels_excluded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user")

@@ -49,6 +49,15 @@ class Settings(BaseSettings):
     qualification_required: bool = False
     qualification_threshold: float = Field(0.8, ge=0.0, le=1.0)
 
+    # careless-annotator flags on the users page (app/services/annotator_signals.py): an annotator with at least
+    # flag_min_labels labels is flagged for each signal past its threshold
+    flag_min_labels: int = Field(20, ge=1)
+    flag_min_alpha: float = Field(0.2, description="Agreement with the rest (Krippendorff's alpha) below this.")
+    flag_min_time_ratio: float = Field(0.25, ge=0, description="Median time per task below this x everyone's median.")
+    flag_max_bias: float = Field(0.35, ge=0, le=0.5, description="Position or length bias further than this from 0.5.")
+    flag_max_straight_lining: float = Field(0.9, ge=0, le=1, description="The same answer pattern this often or more.")
+    flag_min_gold_accuracy: float = Field(0.7, ge=0, le=1, description="Accuracy on gold tasks below this.")
+
     # pages
     offline_assets: bool = False  # serve htmx & co from static/vendor instead of the CDN
     docs_enabled: bool = True  # OpenAPI docs at /docs, admins only

@@ -1,8 +1,9 @@
 """Simulated annotators driving a running server through its public HTTP API only (`rlhf simulate`).
 
 The choice model is trainer.world.annotators (Bradley-Terry / Plackett-Luce on the gold judge's score with
-per-annotator noise, position bias and length bias); this module only speaks HTTP: it creates the annotators and
-their tokens through the admin API, then asks for tasks and submits labels as a person would.
+per-annotator noise, position bias and length bias; some annotators careless or adversarial); this module only
+speaks HTTP: it creates the annotators and their tokens through the admin API, then asks for tasks and submits
+labels as a person would.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class SimulationReport:
     by_kind: Counter = field(default_factory=Counter)
     by_annotator: Counter = field(default_factory=Counter)
     pairwise_labels: list[choice_model.Label] = field(default_factory=list)
+    behaviours: dict[str, str] = field(default_factory=dict)  # annotator name -> honest | careless | adversarial
+    labels_by_behaviour: dict[str, list[choice_model.Label]] = field(default_factory=dict)
     critiques: int = 0
     rewrites: int = 0
     replays: int = 0
@@ -49,6 +52,11 @@ class SimulationReport:
             "by_kind": dict(self.by_kind),
             "by_annotator": dict(self.by_annotator),
             "agreement_with_gold": round(self.agreement_with_gold(), 4),
+            "agreement_with_gold_by_behaviour": {
+                b: round(choice_model.pair_agreement(labels), 4)
+                for b, labels in sorted(self.labels_by_behaviour.items())
+            },
+            "behaviours": dict(sorted(self.behaviours.items())),
             "critiques": self.critiques,
             "rewrites": self.rewrites,
             "seconds": round(self.seconds, 2),
@@ -150,14 +158,30 @@ def run_simulation(
     seed: int = 0,
     timeout_s: float = 600.0,
     scorer: choice_model.Scorer | None = None,
+    careless: int = 0,
+    careless_rate: float = 1.0,
+    adversarial: int = 0,
+    adversarial_rate: float = 1.0,
 ) -> SimulationReport:
     """Annotators label concurrently (one thread each) until `labels` are stored or no task is left for anyone.
     `scorer` (prompt, response) -> utility is what they label by: the gold judge unless given (a hidden rule of
-    trainer.world.rules, say)."""
-    people = choice_model.make_annotators(
-        annotators, noise=noise, position_bias=position_bias, length_bias=length_bias, seed=seed
-    )
-    report = SimulationReport(requested=labels)
+    trainer.world.rules, say). `careless` of them label at random on `careless_rate` of their tasks, `adversarial`
+    invert their labels on `adversarial_rate` (trainer.world.annotators)."""
+    try:
+        people = choice_model.make_annotators(
+            annotators,
+            noise=noise,
+            position_bias=position_bias,
+            length_bias=length_bias,
+            seed=seed,
+            careless=careless,
+            careless_rate=careless_rate,
+            adversarial=adversarial,
+            adversarial_rate=adversarial_rate,
+        )
+    except ValueError as exc:
+        raise SimulationError(str(exc)) from None
+    report = SimulationReport(requested=labels, behaviours={p.name: p.behaviour for p in people})
     lock = threading.Lock()
     errors: list[BaseException] = []
     started = time.perf_counter()
@@ -208,6 +232,7 @@ def run_simulation(
                     report.rewrites += "rewrite" in body
                     if task["kind"] in ("pairwise", "ranking"):
                         report.pairwise_labels.append(lab)
+                        report.labels_by_behaviour.setdefault(person.behaviour, []).append(lab)
 
     def guarded(person):
         try:

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/rlhf_efficacy.py                        # small world, 3 rounds of 300 labels
     .venv/bin/python bench/rlhf_efficacy.py --size tiny --labels 60 --rounds 2     # a quick look
+    .venv/bin/python bench/rlhf_efficacy.py --reliability-arms     # 6 annotators: all honest, 2 careless, 2 weighted
 
 Steps: build the world (cached in --world-dir: data, tokenizer, pretrained and SFT models); start `rlhf serve` and
 `rlhf worker` on a fresh data dir; import the world's prompts, register its SFT model and ask for pairwise tasks
@@ -22,6 +23,14 @@ changed: the mean of each part of the gold score (correct, helpful, concise, pol
 model's samples on the eval prompts, and how often the reward model orders the held-out pairs whose responses differ
 in correctness as the gold judge does (with the labels' own accuracy on them). Results also go to
 bench/out/rlhf_efficacy.json.
+
+Unreliable annotators: --careless N (--careless-rate) and --adversarial N turn N of the simulated annotators careless
+(random choices) or adversarial (inverted), --overlap gives each task that many annotators, --annotator-weighting
+sets the rounds' `annotator_weighting`. --reliability-arms runs three arms on the same seeds, 6 annotators and
+overlap 3: all honest; 2 careless, unweighted; 2 careless, weighted by Dawid-Skene (dawid_skene). It reports each
+arm's last-round gold win-rate and RM / ceiling (the ceiling is over each arm's own held-out labels, careless ones
+included) and the issue's goal: the weighted arm within 1 point of the honest one, and at least 3 points above the
+unweighted one, on both. Results go to bench/out/rlhf_efficacy_reliability.json.
 """
 
 from __future__ import annotations
@@ -73,6 +82,7 @@ OVERRIDABLE = {
     "dpo_lr": ("dpo", "lr"),
     "dpo_beta": ("dpo", "beta"),
     "dpo_epochs": ("dpo", "epochs"),
+    "annotator_weighting": ("annotator_weighting",),
 }
 
 
@@ -123,6 +133,7 @@ def round_config(args, size) -> dict:
             "kind": args.task_kind,
             "max_new_tokens": size.max_new_tokens,
             "temperature": args.temperature,
+            "overlap": args.overlap,
         },
         **overrides(args),
     }
@@ -255,7 +266,7 @@ def wait_job(api: httpx.Client, job_id: int, what: str, log=None) -> dict:
         time.sleep(1)
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument(
@@ -314,16 +325,30 @@ def main() -> int:
         help="sampling temperature of the responses people label (first tasks and each round's)",
     )
     parser.add_argument("--max-new-tokens", type=int, help="response length limit (default: the world size's)")
-    args = parser.parse_args()
-    size = SIZES[args.size]
-    if args.max_new_tokens:
-        size = dataclasses.replace(size, max_new_tokens=args.max_new_tokens)
-    config = round_config(args, size)  # prints the overrides first
-    started = time.perf_counter()
-    world = prepare_world(args.size, args.world_dir, args.reuse_world)
+    parser.add_argument("--careless", type=int, default=0, help="annotators who choose at random")
+    parser.add_argument(
+        "--careless-rate", type=float, default=1.0, help="share of a careless annotator's tasks labelled at random"
+    )
+    parser.add_argument("--adversarial", type=int, default=0, help="annotators who invert their choices")
+    parser.add_argument("--overlap", type=int, default=1, help="distinct annotators each task needs")
+    parser.add_argument(
+        "--annotator-weighting",
+        choices=["none", "gold", "dawid_skene"],
+        help="the rounds' annotator_weighting (default: the product's, none)",
+    )
+    parser.add_argument(
+        "--reliability-arms",
+        action="store_true",
+        help="run all honest / 2 of 6 careless / 2 of 6 careless weighted by dawid_skene and compare (module doc)",
+    )
+    return parser.parse_args(argv)
 
+
+def run_arm(args: argparse.Namespace, world: Path, size) -> list[dict]:
+    """One run of the bench: a fresh server and worker, the first tasks, then --rounds rounds; its rows per round."""
+    config = round_config(args, size)  # prints the overrides first
     services = Services(Path(tempfile.mkdtemp(prefix="rlhf-efficacy-")))
-    rows = []
+    rows: list[dict] = []
     labels_so_far: list[choice_model.Label] = []
     try:
         token = services.start()
@@ -343,6 +368,7 @@ def main() -> int:
                 "seed": args.seed,
                 "temperature": args.temperature,
                 "task_kind": args.task_kind,
+                "overlap": args.overlap,
             },
         )
         generate.raise_for_status()
@@ -356,6 +382,9 @@ def main() -> int:
                 labels=args.labels,
                 noise=args.noise,
                 seed=args.seed + number,
+                careless=args.careless,
+                careless_rate=args.careless_rate,
+                adversarial=args.adversarial,
             )
             labels_so_far += report.pairwise_labels
             print(f"round {number}: {report.labels} labels in {report.seconds:.0f} s", file=sys.stderr, flush=True)
@@ -388,6 +417,8 @@ def main() -> int:
                     "rm_accuracy": accuracy,
                     "label_ceiling": ceiling,
                     "labels_top2_gold_agreement": choice_model.pair_agreement(labels_so_far),
+                    "labels_gold_agreement_by_behaviour": report.as_dict()["agreement_with_gold_by_behaviour"],
+                    "annotator_weights": result.get("annotator_weights"),
                     "rm_vs_ceiling": accuracy / ceiling if accuracy is not None and ceiling else None,
                     "gold_parts": parts_after,
                     "gold_parts_sft": parts_sft,
@@ -401,17 +432,26 @@ def main() -> int:
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     finally:
         services.stop()
+    print(
+        f"data dir (kept): {services.data_dir}; round N's reward model is rounds/<its job id>/reward "
+        f"(job ids {', '.join(str(r['job_id']) for r in rows)})"
+    )
+    return rows
 
-    def pct(v):
-        return "–" if v is None else f"{100 * v:.1f}%"
 
-    def num(v):
-        return "–" if v is None else f"{v:.2f}"
+def pct(v):
+    return "–" if v is None else f"{100 * v:.1f}%"
 
+
+def num(v):
+    return "–" if v is None else f"{v:.2f}"
+
+
+def print_rounds(args: argparse.Namespace, rows: list[dict]) -> None:
     print(
         f"\nRLHF efficacy, {args.size} world, {args.labels} simulated labels per round "
-        f"({args.annotators} annotators, noise {args.noise}), eval prompts {args.eval_prompts} "
-        f"x {args.eval_samples} samples"
+        f"({args.annotators} annotators, {args.careless} careless, {args.adversarial} adversarial, noise {args.noise}, "
+        f"overlap {args.overlap}), eval prompts {args.eval_prompts} x {args.eval_samples} samples"
     )
     print(
         "| round | labels | gold win-rate vs SFT | KL to SFT | mean length (SFT) | RM held-out acc | "
@@ -440,6 +480,68 @@ def main() -> int:
             + f" | {pct(r['rm_accuracy_correctness_pairs'])} | {pct(r['labels_accuracy_correctness_pairs'])} "
             f"(n {r['correctness_pairs'] or 0}) |"
         )
+
+
+# The reliability arms: (name, changes to the bench's arguments). Same seeds, 6 annotators, overlap 3 in each.
+RELIABILITY_ARMS = (
+    ("all honest", {"careless": 0, "annotator_weighting": None}),
+    ("2 careless, unweighted", {"careless": 2, "annotator_weighting": None}),
+    ("2 careless, dawid_skene", {"careless": 2, "annotator_weighting": "dawid_skene"}),
+)
+
+
+def reliability_goal(arms: dict[str, dict]) -> dict[str, bool]:
+    """The issue's goal on the last round: weighted within 1 point of honest and >= 3 points above unweighted, on
+    the gold win-rate and on RM / ceiling."""
+    honest, unweighted, weighted = (arms[name] for name, _ in RELIABILITY_ARMS)
+    out = {}
+    for key in ("gold_win_rate_vs_sft", "rm_vs_ceiling"):
+        h, u, w = honest.get(key), unweighted.get(key), weighted.get(key)
+        out[key] = None not in (h, u, w) and abs(w - h) <= 0.01 and w - u >= 0.03
+    return out
+
+
+def run_reliability_arms(args: argparse.Namespace, world: Path, size) -> int:
+    finals: dict[str, dict] = {}
+    every: dict[str, list[dict]] = {}
+    for name, changes in RELIABILITY_ARMS:
+        arm = argparse.Namespace(**{**vars(args), "annotators": 6, "overlap": max(args.overlap, 3), **changes})
+        print(f"\n=== arm: {name} ===", file=sys.stderr, flush=True)
+        rows = run_arm(arm, world, size)
+        print_rounds(arm, rows)
+        every[name] = rows
+        finals[name] = rows[-1] if rows else {}
+    print(f"\nReliability arms, {args.size} world, round {args.rounds}, 6 annotators, overlap {max(args.overlap, 3)}")
+    print("| arm | gold win-rate vs SFT | RM held-out acc | label ceiling | RM / ceiling |")
+    print("|---|---|---|---|---|")
+    for name, final in finals.items():
+        print(
+            f"| {name} | {pct(final.get('gold_win_rate_vs_sft'))} | {pct(final.get('rm_accuracy'))} | "
+            f"{pct(final.get('label_ceiling'))} | {pct(final.get('rm_vs_ceiling'))} |"
+        )
+    goal = reliability_goal(finals)
+    print(
+        "\ngoal (weighted within 1 point of all honest, >= 3 points above unweighted): "
+        + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in goal.items())
+    )
+    out = ROOT / "bench" / "out" / "rlhf_efficacy_reliability.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    args_json = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    out.write_text(json.dumps({"args": args_json, "arms": every, "goal": goal}, indent=2))
+    return 0
+
+
+def main() -> int:
+    args = parse_args()
+    size = SIZES[args.size]
+    if args.max_new_tokens:
+        size = dataclasses.replace(size, max_new_tokens=args.max_new_tokens)
+    started = time.perf_counter()
+    world = prepare_world(args.size, args.world_dir, args.reuse_world)
+    if args.reliability_arms:
+        return run_reliability_arms(args, world, size)
+    rows = run_arm(args, world, size)
+    print_rounds(args, rows)
     out = ROOT / "bench" / "out" / "rlhf_efficacy.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
@@ -457,10 +559,6 @@ def main() -> int:
     print(
         f"\ngoal (gold win-rate >= 70%, RM >= 90% of the ceiling) after round {final.get('round')}: "
         f"{'met' if goal else 'NOT met'}; total {time.perf_counter() - started:.0f} s"
-    )
-    print(
-        f"data dir (kept): {services.data_dir}; round N's reward model is rounds/<its job id>/reward "
-        f"(job ids {', '.join(str(r['job_id']) for r in rows)})"
     )
     return 0
 

@@ -1,5 +1,6 @@
 """Names the whole product agrees on: roles, task kinds, sources, splits, job states, model kinds and stages,
-round algorithms. Tuples keep the order shown to users (the first is the default where one is needed)."""
+round algorithms, annotator weightings. Tuples keep the order shown to users (the first is the default where one is
+needed)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,9 @@ REGISTERED_STAGES = ("pretrained", "sft", "rlhf")
 # How a round tunes the policy: PPO against the reward model, DPO on the pairs, or rejection sampling (best-of-n
 # under the reward model, then SFT on the picks).
 ROUND_ALGOS = ("ppo", "dpo", "rs")
+# How much each annotator's pairs count in the reward model's loss: all alike, by gold accuracy, or by an accuracy
+# estimated without gold from overlapped tasks (Dawid-Skene). app/services/annotator_reliability.py.
+ANNOTATOR_WEIGHTINGS = ("none", "gold", "dawid_skene")
 
 
 def one_of(name: str, value: object, allowed: tuple[str, ...]) -> str | None:

@@ -260,6 +260,32 @@ def gold_line(kind: str = "pairwise", *, answer: dict | None = None, qualificati
     return task_line(kind, gold=gold, **extra)
 
 
+def answer_offer(db, user, offer, *, right: bool):
+    """Answer the offered task, right or wrong against its gold answer (for regular tasks: a tie)."""
+    from app.models import GoldAnswer
+    from app.services.annotations import submit_annotation
+
+    gold = db.get(GoldAnswer, offer.task_id)
+    ids = [g for g, _ in offer.responses]
+    if offer.kind == "pairwise":
+        if gold is None:
+            feedback = {"choice": "tie"}
+        else:
+            wanted = gold.answer["chosen_id"]
+            feedback = {"choice": "chosen", "chosen_id": wanted if right else next(g for g in ids if g != wanted)}
+            feedback["strength"] = 2
+    elif offer.kind == "ranking":
+        ranking = gold.answer["ranking"] if gold else ids
+        feedback = {"ranking": ranking if right else list(reversed(ranking))}
+    else:
+        feedback = {"ratings": {str(g): "good" for g in ids}}
+    result = submit_annotation(
+        db, user=user, task_id=offer.task_id, feedback=feedback, idempotency_key=uuid.uuid4().hex, max_text_bytes=65536
+    )
+    db.commit()
+    return result
+
+
 def make_tasks(db, *lines: dict) -> list[int]:
     """Import these task lines (committed); returns their task ids in order."""
     result = import_task_specs(db, specs=parse_task_items(list(lines), max_text_bytes=64 * 1024))

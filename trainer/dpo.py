@@ -23,7 +23,7 @@ from trainer.config import TrainConfig
 from trainer.context_fit import SKIPPED_METRIC, sequence_limit
 from trainer.logprobs import completion_logprobs
 from trainer.outputs import MetricsLog, atomic_output_dir, peak_memory, progress, save_trainer_config
-from trainer.preference_data import PreferenceGroup, collate_groups, load_preferences
+from trainer.preference_data import PreferenceGroup, collate_groups, load_preferences, total_weight
 from trainer.preference_loss import bradley_terry_loss
 from trainer.runtime import (
     autocast,
@@ -132,6 +132,7 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
         ):  # each pass reshuffled
             batch_index = index.tolist()
             batch_groups = [groups[i] for i in batch_index]
+            batch_weight = max(total_weight(batch_groups), 1e-12)  # the weighted mean over groups (line `weight`)
             s = dict.fromkeys(("loss", "acc", "decided", "rc", "rr", "lc", "lr_", "n"), 0.0)
             for m in range(0, len(batch_groups), micro):
                 b = collate_groups(batch_groups[m : m + micro], tok.pad_token_id)
@@ -147,7 +148,7 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
                 bi, wi = b.better.to(device), b.worse.to(device)
                 losses = dpo_loss(pi_lp[bi], pi_lp[wi], ref_lp[bi], ref_lp[wi], config.beta, b.target.to(device))
                 w = b.pair_weight.to(device)
-                ((losses * w).sum() / len(batch_groups)).backward()  # mean over the batch's groups
+                ((losses * w).sum() / batch_weight).backward()  # weighted mean over the batch's groups
                 with torch.no_grad():
                     rc = config.beta * (pi_lp[bi] - ref_lp[bi])
                     rr = config.beta * (pi_lp[wi] - ref_lp[wi])
@@ -172,7 +173,7 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
                     step,
                     total_steps,
                     epoch=epoch,
-                    loss=s["loss"] / len(batch_groups),
+                    loss=s["loss"] / batch_weight,
                     **{
                         "rewards/chosen": s["rc"] / n,
                         "rewards/rejected": s["rr"] / n,

@@ -3,10 +3,15 @@
 The format is detected from the keys of each line (`trl` and `rankings` lines may share a file, so pairwise
 choices and rankings train together with each ranking kept whole; `kto` and `trl-conversational` files hold one
 format):
-    trl                 {"prompt"?, "chosen": str, "rejected": str, "margin"?: number|null, "tie"?: bool}
+    trl                 {"prompt"?, "chosen": str, "rejected": str, "margin"?: number|null, "tie"?: bool,
+                         "weight"?: number}
     trl-conversational  the same with messages lists ({"role", "content"})
-    rankings            {"prompt", "completions": [best, ..., worst]}
-    kto                 {"prompt", "completion", "label": bool}
+    rankings            {"prompt", "completions": [best, ..., worst], "weight"?: number}
+    kto                 {"prompt", "completion", "label": bool, "weight"?: number}
+
+`weight` (default 1.0, at least 0) is how much a line counts in the loss: a weighted mean over comparison groups
+(the service writes the annotator's reliability there, app/services/annotator_reliability.py). A kto group, made of
+several lines, takes the mean of their weights.
 
 Every format becomes `PreferenceGroup`s: the responses of one prompt, each tokenized once, and the
 comparisons between them. A ranking of K responses is one group with all K(K-1)/2 pairs (InstructGPT
@@ -45,6 +50,7 @@ class PreferenceGroup:
     sequences: list[list[int]]  # prompt + response + EOS token ids, one per response
     prompt_lengths: list[int]  # tokens of each sequence that belong to the prompt
     pairs: list[Pair] = field(default_factory=list)
+    weight: float = 1.0  # the group's share of the loss, relative to the others (the line's `weight`)
 
 
 @dataclass
@@ -72,7 +78,7 @@ class GroupBatch:
     worse: torch.Tensor  # [N]
     margin: torch.Tensor  # [N]
     target: torch.Tensor  # [N]
-    pair_weight: torch.Tensor  # [N] 1 / (pairs in its group): each group counts once, as in InstructGPT
+    pair_weight: torch.Tensor  # [N] group weight / (pairs in its group): each group counts once, as in InstructGPT
     n_groups: int
     identical: torch.Tensor  # [N] bool: the pair's two responses are the same tokens
 
@@ -90,7 +96,7 @@ def collate_groups(groups: list[PreferenceGroup], pad_token_id: int) -> GroupBat
             worse.append(base + p.worse)
             margin.append(p.margin)
             target.append(p.target)
-            weight.append(1.0 / len(g.pairs))
+            weight.append(g.weight / len(g.pairs))
             identical.append(g.sequences[p.better] == g.sequences[p.worse])
     ids, mask = pad_sequences(seqs, pad_token_id=pad_token_id, side="right")
     t = lambda v, dt=torch.float32: torch.tensor(v, dtype=dt)  # noqa: E731
@@ -106,6 +112,12 @@ def collate_groups(groups: list[PreferenceGroup], pad_token_id: int) -> GroupBat
         len(groups),
         t(identical, torch.bool),
     )
+
+
+def total_weight(groups: list[PreferenceGroup]) -> float:
+    """The sum of the groups' weights: what a batch's loss is divided by, so it is the weighted mean over groups
+    (with every weight 1.0, the plain mean over groups)."""
+    return sum(g.weight for g in groups)
 
 
 MIXABLE = {"trl", "rankings"}  # formats whose lines may share one file
@@ -190,6 +202,15 @@ def _response(value, key: str, chat: bool, path, line):
     return value
 
 
+def _weight(obj: dict, path, line) -> float:
+    weight = obj.get("weight")
+    if weight is None:
+        return 1.0
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < float("inf"):
+        raise DataError(path, line, f'"weight" must be a finite number >= 0, got {weight!r}')
+    return float(weight)
+
+
 def _is_chat(value) -> bool:
     return isinstance(value, list)
 
@@ -265,7 +286,7 @@ def _read_ranked(fmt, obj, enc: _Encoder, result, path, line, ties) -> Preferenc
             return None
         encoded = [enc.encode(prompt, chosen, chat, path, line), enc.encode(prompt, rejected, chat, path, line)]
         pairs = [Pair(0, 1, 0.0, 0.5) if tie else Pair(0, 1, float(margin or 0.0), 1.0)]
-    return PreferenceGroup(src, [e[0] for e in encoded], [e[1] for e in encoded], pairs)
+    return PreferenceGroup(src, [e[0] for e in encoded], [e[1] for e in encoded], pairs, _weight(obj, path, line))
 
 
 def _read_kto(lines, enc: _Encoder, result: PreferenceSet, path) -> None:
@@ -280,7 +301,8 @@ def _read_kto(lines, enc: _Encoder, result: PreferenceSet, path) -> None:
         if not isinstance(label, bool):
             raise DataError(path, line, f'"label" must be true or false, got {label!r}')
         key = json.dumps(prompt, sort_keys=True)
-        entry = by_prompt.setdefault(key, {"line": line, "seqs": [], "plens": [], "good": [], "bad": []})
+        entry = by_prompt.setdefault(key, {"line": line, "seqs": [], "plens": [], "good": [], "bad": [], "w": []})
+        entry["w"].append(_weight(obj, path, line))
         ids, n_prompt = enc.encode(prompt, completion, chat, path, line)
         entry["seqs"].append(ids)
         entry["plens"].append(n_prompt)
@@ -290,4 +312,5 @@ def _read_kto(lines, enc: _Encoder, result: PreferenceSet, path) -> None:
             result.skipped_unpaired += 1
             continue
         pairs = [Pair(g, b) for g in entry["good"] for b in entry["bad"]]
-        _keep(result, PreferenceGroup(f"{path}:{entry['line']}", entry["seqs"], entry["plens"], pairs))
+        weight = sum(entry["w"]) / len(entry["w"])
+        _keep(result, PreferenceGroup(f"{path}:{entry['line']}", entry["seqs"], entry["plens"], pairs, weight))

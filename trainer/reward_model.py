@@ -38,7 +38,7 @@ from trainer.context_fit import sequence_limit
 from trainer.distributed import NoOutput, all_reduce_sum, dist_info, end_process_group, micro_chunks, process_device
 from trainer.masks import pad_sequences
 from trainer.outputs import MetricsLog, atomic_output_dir, peak_memory, progress, save_trainer_config
-from trainer.preference_data import PreferenceGroup, collate_groups, load_preferences
+from trainer.preference_data import PreferenceGroup, collate_groups, load_preferences, total_weight
 from trainer.reward_scoring import (
     RewardScorer,
     batch_losses,
@@ -192,6 +192,8 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
             len(groups), config.batch_size, total_steps, seeded_permutations(len(groups), config.seed)
         ):  # each pass reshuffled
             global_batch = [groups[i] for i in index.tolist()]
+            # the weighted mean over groups (line `weight`, default 1.0: the plain mean); all-zero weights learn nothing
+            batch_weight = max(total_weight(global_batch), 1e-12)
             sums = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]  # loss·w, correct, decided, margin, score, score²
             n_scores = 0
             chunks = micro_chunks(global_batch, rank=rank, world=world, micro=micro)
@@ -202,8 +204,8 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
                 with sync:
                     losses, scores = batch_losses(scorer, batch, device, config.precision, config.center_coef)
                     w = batch.pair_weight.to(device) * real
-                    # normalised by the GLOBAL group count: the sum over microbatches and processes is the mean
-                    loss = (losses * w).sum() / len(global_batch) * world  # DDP averages over processes
+                    # normalised by the GLOBAL group weight: the sum over microbatches and processes is the mean
+                    loss = (losses * w).sum() / batch_weight * world  # DDP averages over processes
                     loss.backward()
                 if not real:
                     continue
@@ -240,7 +242,7 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
                     step,
                     total_steps,
                     epoch=epoch,
-                    loss=sums[0] / len(global_batch),
+                    loss=sums[0] / batch_weight,
                     accuracy=sums[1] / max(sums[2], 1),
                     margin=sums[3] / max(sums[2], 1),
                     reward_mean=mean,

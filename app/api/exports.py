@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse
 from app.deps import ApiAdmin, ExportQuery, SettingsDep, export_response
 from app.inputs import DbId
 from app.services.exports import FORMATS, export_download
-from domain.vocabulary import SOURCES
+from domain.vocabulary import ANNOTATOR_WEIGHTINGS, SOURCES
 
 router = APIRouter(prefix="/api/v1", tags=["exports"])
 
@@ -28,6 +28,14 @@ class ApiExportQuery(ExportQuery):
     ] = None
     min_agreement: float | None = None
     as_csv: Annotated[bool, Query(alias="csv", description="rich only: CSV with formula injection neutralised")] = False
+    annotator_weighting: Annotated[
+        str | None,
+        Query(
+            description=f"{' | '.join(ANNOTATOR_WEIGHTINGS)}: other than none, each preference line gets its "
+            "annotator's `weight` (as a round's snapshot)",
+            examples=["dawid_skene"],
+        ),
+    ] = None
 
 
 @router.get("/exports/{fmt}", summary=f"Export annotations ({', '.join(FORMATS)})")

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.deps import ApiAdmin, SessionDep
 from app.inputs import DbId, Text
 from app.models import ApiToken, User
+from app.services.annotator_signals import current_signals
 from app.services.users import create_token, create_user, get_user, list_tokens, list_users, revoke_token, update_user
 
 router = APIRouter(prefix="/api/v1", tags=["users"])
@@ -24,9 +25,13 @@ class UserCreate(BaseModel):
 
 
 class UserUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"labels_excluded": True}]})
     is_active: bool | None = None
     password: Text | None = Field(None, max_length=1024)
+    labels_excluded: bool | None = Field(
+        None,
+        description="True: rounds and exports leave this user's labels out (nothing is deleted); false: back in.",
+    )
 
 
 class TokenCreate(BaseModel):
@@ -42,6 +47,7 @@ def user_to_dict(user: User) -> dict[str, Any]:
         "is_active": user.is_active,
         "is_ai": user.is_ai,
         "public_id": user.public_id,
+        "labels_excluded": user.labels_excluded,
         "created_at": user.created_at.isoformat(),
     }
 
@@ -68,9 +74,43 @@ def post_user(body: UserCreate, _admin: ApiAdmin, db: SessionDep) -> dict[str, A
     return user_to_dict(user)
 
 
-@router.patch("/users/{user_id}", summary="Deactivate/reactivate a user or reset the password")
+SIGNALS_EXAMPLE = {
+    "7": {
+        "labels": 120,
+        "alpha": 0.04,
+        "median_time_ms": 900.0,
+        "time_ratio": 0.08,
+        "position_bias": 0.97,
+        "length_bias": 0.51,
+        "straight_lining": 0.97,
+        "straight_pattern": "first shown",
+        "gold_accuracy": None,
+        "flags": ["agreement with the rest α 0.04 < 0.20", "0.08x the median time per task"],
+    }
+}
+
+
+@router.get(
+    "/users/signals",
+    summary="Careless-annotator signals and flags, by user id",
+    responses={200: {"content": {"application/json": {"example": SIGNALS_EXAMPLE}}}},
+)
+def get_signals(_admin: ApiAdmin, db: SessionDep) -> dict[str, Any]:
+    return {str(user_id): s.as_dict() for user_id, s in current_signals(db).items()}
+
+
+@router.patch(
+    "/users/{user_id}", summary="Deactivate/reactivate a user, reset the password, or exclude/include their labels"
+)
 def patch_user(user_id: DbId, body: UserUpdate, admin: ApiAdmin, db: SessionDep) -> dict[str, Any]:
-    user = update_user(db, user_id=user_id, by=admin, is_active=body.is_active, password=body.password)
+    user = update_user(
+        db,
+        user_id=user_id,
+        by=admin,
+        is_active=body.is_active,
+        password=body.password,
+        labels_excluded=body.labels_excluded,
+    )
     db.commit()
     return user_to_dict(user)
 

@@ -7,6 +7,7 @@ import typer
 from app.cli.errors import fail
 from app.cli.session import cli_session
 from app.db import get_read_sessionmaker
+from app.services.annotator_weights import WeightingError, annotator_weights
 from app.services.exports import (
     FORMATS,
     ExportError,
@@ -16,7 +17,7 @@ from app.services.exports import (
     write_card,
     write_export,
 )
-from domain.vocabulary import SOURCES, SPLITS
+from domain.vocabulary import ANNOTATOR_WEIGHTINGS, SOURCES, SPLITS
 
 
 def register(app: typer.Typer) -> None:
@@ -40,6 +41,11 @@ def export(
     ),
     as_csv: bool = typer.Option(False, "--csv", help="rich format as CSV (formula injection neutralised)."),
     card: bool = typer.Option(False, "--card", help="Also write a dataset card README.md beside the file."),
+    annotator_weighting: str = typer.Option(
+        "none",
+        "--annotator-weighting",
+        help=f"{' | '.join(ANNOTATOR_WEIGHTINGS)}: other than none, each preference line gets its annotator's weight.",
+    ),
 ) -> None:
     """Export annotations in a format TRL and `datasets` load unchanged (deterministic, streamed)."""
     if fmt not in FORMATS:
@@ -61,13 +67,23 @@ def export(
         pass
     session = get_read_sessionmaker()()
     try:
+        weights = annotator_weights(
+            session, annotator_weighting, source=filters.source, since=filters.since, until_id=filters.until_id
+        )
         result = write_export(
-            session, fmt=fmt, out=out, filters=filters, include_ties=include_ties, as_csv=as_csv, refuse_empty=True
+            session,
+            fmt=fmt,
+            out=out,
+            filters=filters,
+            include_ties=include_ties,
+            as_csv=as_csv,
+            refuse_empty=True,
+            weight_of=weights.of if weights is not None else None,
         )
         if card:
             card_path = write_card(session, result=result)
             typer.echo(f"card: {card_path}", err=True)
-    except ExportError as exc:
+    except (ExportError, WeightingError) as exc:
         fail(str(exc))
     finally:
         session.close()

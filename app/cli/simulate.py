@@ -20,6 +20,14 @@ def simulate(
     position_bias: float = typer.Option(0.0, "--position-bias", help="Extra utility of the first response shown."),
     length_bias: float = typer.Option(0.0, "--length-bias", help="Extra utility per doubling of the word count."),
     seed: int = typer.Option(0, "--seed", help="Seeds the annotators' names and draws."),
+    careless: int = typer.Option(0, "--careless", min=0, help="How many of the annotators choose at random."),
+    careless_rate: float = typer.Option(
+        1.0, "--careless-rate", min=0.0, max=1.0, help="Share of a careless annotator's tasks labelled at random."
+    ),
+    adversarial: int = typer.Option(0, "--adversarial", min=0, help="How many of the annotators invert choices."),
+    adversarial_rate: float = typer.Option(
+        1.0, "--adversarial-rate", min=0.0, max=1.0, help="Share of an adversarial annotator's tasks inverted."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Label through the public HTTP API as simulated annotators (Bradley-Terry on the embedded world's gold judge)."""
@@ -37,6 +45,10 @@ def simulate(
             position_bias=position_bias,
             length_bias=length_bias,
             seed=seed,
+            careless=careless,
+            careless_rate=careless_rate,
+            adversarial=adversarial,
+            adversarial_rate=adversarial_rate,
         )
     except SimulationError as exc:
         fail(str(exc))
@@ -56,3 +68,8 @@ def simulate(
         f"agreement with the gold judge: {summary['agreement_with_gold']:.1%} "
         f"(critiques {summary['critiques']}, rewrites {summary['rewrites']})"
     )
+    if len(summary["agreement_with_gold_by_behaviour"]) > 1:
+        typer.echo(
+            "by annotator behaviour: "
+            + ", ".join(f"{b} {a:.1%}" for b, a in summary["agreement_with_gold_by_behaviour"].items())
+        )

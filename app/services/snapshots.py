@@ -33,13 +33,15 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.models import Annotation, Prompt, Task
+from app.models import Annotation, Prompt, Task, User
+from app.services.annotator_weights import annotator_weights
 from app.services.digests import file_sha256
 from app.services.errors import ServiceError
 from app.services.exports import ExportFilters, write_export
 
 EXPORT_FORMATS = ("trl", "rankings", "kto", "sft")
 REWRITES_FILE = "rewrites.jsonl"
+WEIGHTED = ("trl", "rankings", "kto")  # the preference files: each line carries its annotator's weight when asked
 MANIFEST = "manifest.json"
 PROMPT_FILES = {"prompts.jsonl": "train", "eval_prompts.jsonl": "eval"}
 
@@ -50,11 +52,13 @@ class SnapshotError(ServiceError):
 
 @dataclass(frozen=True)
 class SnapshotFilters:
-    """The round's data filters: whose annotations (human, ai, all), since when, minimum task agreement."""
+    """The round's data filters: whose annotations (human, ai, all), since when, minimum task agreement; and how
+    the preference lines are weighted by their annotator (`annotator_weighting`, none: no weight written)."""
 
     source: str = "all"
     since: datetime | None = None
     min_agreement: float | None = None
+    annotator_weighting: str = "none"
 
     def export_filters(self, *, until_id: int | None) -> ExportFilters:
         # until_id None: nothing matched yet; -1 keeps the exports empty instead of unbounded.
@@ -72,6 +76,7 @@ class SnapshotFilters:
             "since": self.since.isoformat() if self.since else None,
             "min_agreement": self.min_agreement,
             "split": "train",
+            "annotator_weighting": self.annotator_weighting,
         }
 
 
@@ -95,6 +100,7 @@ def max_annotation_id(session: Session, filters: SnapshotFilters) -> int | None:
             Task.retired_at.is_(None),
             Prompt.retired_at.is_(None),
             Task.gold.is_(False),
+            Annotation.user_id.not_in(select(User.id).where(User.labels_excluded.is_(True))),
         )
     )
     if filters.source != "all":
@@ -140,16 +146,36 @@ def write_snapshot(session: Session, *, out: Path, filters: SnapshotFilters, rou
     try:
         until_id = max_annotation_id(session, filters)
         export_filters = filters.export_filters(until_id=until_id)
+        weights = annotator_weights(
+            session,
+            filters.annotator_weighting,
+            source=filters.source,
+            since=filters.since,
+            until_id=until_id if until_id is not None else -1,
+        )
         files: dict[str, dict[str, Any]] = {}
         annotations: dict[str, int] = {}
         for fmt in EXPORT_FORMATS:
+            weight_of = weights.of if weights is not None and fmt in WEIGHTED else None
             result = write_export(
-                session, fmt=fmt, out=tmp / f"{fmt}.jsonl", filters=export_filters, rewrites="exclude"
+                session,
+                fmt=fmt,
+                out=tmp / f"{fmt}.jsonl",
+                filters=export_filters,
+                rewrites="exclude",
+                weight_of=weight_of,
             )
             (tmp / f"{fmt}.jsonl.sha256").unlink(missing_ok=True)  # the manifest is the one record of hashes
             files[f"{fmt}.jsonl"] = {"rows": result.rows, "sha256": result.sha256}
             annotations[fmt] = result.annotations
-        result = write_export(session, fmt="trl", out=tmp / REWRITES_FILE, filters=export_filters, rewrites="only")
+        result = write_export(
+            session,
+            fmt="trl",
+            out=tmp / REWRITES_FILE,
+            filters=export_filters,
+            rewrites="only",
+            weight_of=weights.of if weights is not None else None,
+        )
         (tmp / f"{REWRITES_FILE}.sha256").unlink(missing_ok=True)
         files[REWRITES_FILE] = {"rows": result.rows, "sha256": result.sha256}
         annotations["rewrites"] = result.annotations
@@ -165,6 +191,9 @@ def write_snapshot(session: Session, *, out: Path, filters: SnapshotFilters, rou
             "annotations": annotations,
             "files": files,
         }
+        if weights is not None:
+            public_ids = dict(session.execute(select(User.id, User.public_id)).all())
+            manifest["annotator_weights"] = weights.describe(public_ids)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         os.replace(tmp, out)
     except BaseException:

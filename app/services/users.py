@@ -71,9 +71,16 @@ def get_user(session: Session, *, user_id: int) -> User:
 
 
 def update_user(
-    session: Session, *, user_id: int, by: User, is_active: bool | None = None, password: str | None = None
+    session: Session,
+    *,
+    user_id: int,
+    by: User,
+    is_active: bool | None = None,
+    password: str | None = None,
+    labels_excluded: bool | None = None,
 ) -> User:
-    """Reset the password and/or (de)activate; an admin cannot deactivate themself (they would be locked out)."""
+    """Reset the password, (de)activate and/or exclude the user's labels from rounds and exports (or bring them
+    back); an admin cannot deactivate themself (they would be locked out)."""
     user = get_user(session, user_id=user_id)
     if is_active is False and user.id == by.id:
         raise UserError("you cannot deactivate yourself")
@@ -81,6 +88,9 @@ def update_user(
         set_password(session, user=user, password=password)
     if is_active is not None:
         set_active(session, user=user, active=is_active)
+    if labels_excluded is not None:
+        user.labels_excluded = labels_excluded  # nothing is deleted: clearing the flag brings every label back
+        session.flush()
     return user
 
 

@@ -13,6 +13,7 @@ from app.deps import ADMIN_PAGES, ExportQuery, PageAdmin, SessionDep, SettingsDe
 from app.services.exports import FORMATS, MARGIN_BY_STRENGTH, export_download
 from app.services.users import list_users
 from app.templating import render
+from domain.vocabulary import ANNOTATOR_WEIGHTINGS
 
 router = APIRouter(include_in_schema=False, dependencies=ADMIN_PAGES)
 
@@ -21,7 +22,14 @@ router = APIRouter(include_in_schema=False, dependencies=ADMIN_PAGES)
 def exports_page(request: Request, _admin: PageAdmin, db: SessionDep) -> Response:
     annotators = [u for u in list_users(db) if u.role == "annotator"]
     return render(
-        request, "admin_exports.html", {"formats": FORMATS, "annotators": annotators, "margins": MARGIN_BY_STRENGTH}
+        request,
+        "admin_exports.html",
+        {
+            "formats": FORMATS,
+            "annotators": annotators,
+            "margins": MARGIN_BY_STRENGTH,
+            "weightings": ANNOTATOR_WEIGHTINGS,
+        },
     )
 
 

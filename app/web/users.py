@@ -1,5 +1,5 @@
-"""/admin/users: create and deactivate annotators, reset passwords, create and revoke API tokens, and see each
-annotator's figures."""
+"""/admin/users: create and deactivate annotators, reset passwords, create and revoke API tokens, see each
+annotator's figures and careless-annotator flags, and exclude a flagged annotator's labels (or include them again)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from app.deps import ADMIN_PAGES, PageAdmin, SessionDep
 from app.inputs import DbId
 from app.models import ApiToken
+from app.services.annotator_signals import current_signals
 from app.services.stats import annotator_figures
 from app.services.users import (
     UserError,
@@ -44,6 +45,7 @@ def _page(
         "users": list_users(db),
         "tokens": tokens,
         "figures": annotator_figures(db),
+        "signals": current_signals(db),
         "error": error,
         "notice": notice,
         "new_token": new_token,
@@ -86,6 +88,20 @@ def activate(
         request,
         db,
         lambda: update_user(db, user_id=user_id, by=admin, is_active=active),
+        lambda user: FORMS.notice(f"{notice}+{user.username}"),
+    )
+
+
+@router.post("/admin/users/{user_id}/labels")
+def exclude_labels(
+    request: Request, user_id: DbId, admin: PageAdmin, db: SessionDep, excluded: Annotated[bool, Form()] = False
+) -> Response:
+    """One action, reversible: the user's labels leave (or come back to) every round and export; none is deleted."""
+    notice = "labels+excluded+for" if excluded else "labels+included+again+for"
+    return FORMS.act(
+        request,
+        db,
+        lambda: update_user(db, user_id=user_id, by=admin, labels_excluded=excluded),
         lambda user: FORMS.notice(f"{notice}+{user.username}"),
     )
 

@@ -92,6 +92,9 @@ def test_the_walk_covers_my_admin_routes():
         ("POST", "/admin/guidelines"),
         ("GET", "/admin/guidelines/versions/{version_id}"),
         ("PUT", "/api/v1/guidelines"),
+        ("POST", "/admin/users/{user_id}/labels"),
+        ("GET", "/api/v1/users/signals"),
+        ("PATCH", "/api/v1/users/{user_id}"),
     ]:
         assert needed in admin, needed
     assert len(routes) > len(admin) > 30

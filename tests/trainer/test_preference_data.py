@@ -105,3 +105,32 @@ def test_trl_and_rankings_lines_share_a_file(tmp_path, tok):
     ]
     with pytest.raises(DataError, match=r"bad-mix2.jsonl:2: line is not in the trl-conversational format"):
         load_preferences(write_jsonl(tmp_path / "bad-mix2.jsonl", conv_then_rank), tok)
+
+
+def test_a_line_weight_reaches_its_group_and_the_pair_weights(tmp_path, tok):
+    from trainer.preference_data import collate_groups, total_weight
+
+    rows = [
+        {"prompt": "q", "chosen": " a", "rejected": " b", "weight": 0.25},
+        {"prompt": "q", "completions": [" a", " b", " c"], "weight": 2},
+        {"prompt": "q", "chosen": " c", "rejected": " a"},
+    ]
+    s = load_preferences(write_jsonl(tmp_path / "w.jsonl", rows), tok)
+    assert [g.weight for g in s.groups] == [0.25, 2.0, 1.0]  # absent: 1.0
+    assert total_weight(s.groups) == 3.25
+    batch = collate_groups(s.groups, tok.pad_token_id)
+    # each group's weight spread over its pairs, so a ranking counts as one group however many pairs it has
+    assert batch.pair_weight.tolist() == pytest.approx([0.25, 2 / 3, 2 / 3, 2 / 3, 1.0])
+    kto = [
+        {"prompt": "q", "completion": " a", "label": True, "weight": 1.0},
+        {"prompt": "q", "completion": " b", "label": False, "weight": 0.0},
+    ]
+    assert load_preferences(write_jsonl(tmp_path / "k.jsonl", kto), tok).groups[0].weight == 0.5
+    for bad in (-1, "1", True, None):
+        row = {"prompt": "q", "chosen": " a", "rejected": " b", "weight": bad}
+        path = write_jsonl(tmp_path / "bad-w.jsonl", [{"prompt": "q", "chosen": " a", "rejected": " b"}, row])
+        if bad is None:  # null is "no weight", as for margin
+            assert load_preferences(path, tok).groups[1].weight == 1.0
+            continue
+        with pytest.raises(DataError, match=r"bad-w.jsonl:2: \"weight\" must be a finite number >= 0"):
+            load_preferences(path, tok)

@@ -348,3 +348,28 @@ def test_gradient_checkpointing_and_bf16_weights(tmp_path, lm_dir, pref_files):
     out, bf16 = _train(tmp_path, lm_dir, train, "bf16", precision="bf16", **kw)
     assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
     assert math.isclose(bf16[0]["loss"], plain[0]["loss"], rel_tol=0.05)
+def test_the_loss_is_the_weighted_mean_over_groups(tmp_path, lm_dir, pref_files):
+    """Weight 0 takes a line out of the loss (its gradient too), and scaling every weight changes nothing: the
+    batch's loss is sum(w * loss) / sum(w). One batch holds every line, so the shuffle cannot tell the runs apart."""
+    train, _ = pref_files
+    rows = [json.loads(x) for x in train.read_text().splitlines()][:48]
+    flipped = [{**r, "chosen": r["rejected"], "rejected": r["chosen"], "weight": 0.0} for r in rows[:16]]
+    plain = write_jsonl(tmp_path / "plain.jsonl", rows)
+    doubled = write_jsonl(tmp_path / "doubled.jsonl", [{**r, "weight": 2.0} for r in rows])
+    with_zero = write_jsonl(tmp_path / "zero.jsonl", rows + flipped)
+    kw = dict(max_steps=3, center_on_chosen=False, batch_size=64)
+    _, a = _train(tmp_path, lm_dir, plain, "plain", **kw)
+    _, b = _train(tmp_path, lm_dir, doubled, "doubled", **kw)
+    _, c = _train(tmp_path, lm_dir, with_zero, "zero", **kw)
+    for x, y, z in zip(a[:-1], b[:-1], c[:-1]):
+        assert math.isclose(x["loss"], y["loss"], rel_tol=1e-5), (x, y)
+        assert math.isclose(x["loss"], z["loss"], rel_tol=1e-4), (x, z)
+        assert math.isclose(x["grad_norm"], z["grad_norm"], rel_tol=1e-3), (x, z)
+    _, d = _train(
+        tmp_path,
+        lm_dir,
+        write_jsonl(tmp_path / "all.jsonl", rows + [dict(r, weight=1.0) for r in flipped]),
+        "all",
+        **kw,
+    )
+    assert not math.isclose(a[0]["loss"], d[0]["loss"], rel_tol=1e-3)  # the same lines at weight 1 do count

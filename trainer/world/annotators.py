@@ -13,6 +13,12 @@ gold (ties: the earlier position first) and ignores the biases. Good/bad: good w
 σ((gold − threshold) / τ). Now and then the annotator writes a critique of the worst response (the
 judge's critique) or a rewrite (the judge's ideal answer).
 
+Careless and adversarial annotators (`rlhf simulate --careless N --adversarial N`): on a share of their tasks
+(`careless_rate`, `adversarial_rate`, both 1.0 by default: every task) a careless annotator ranks in a uniformly
+random order and says good or bad by a coin, and an adversarial one inverts what they would honestly have said
+(the ranking reversed, good and bad swapped). Which tasks is drawn from its own stream, so an honest annotator's
+labels do not change when others in the team turn careless.
+
 Every label is a pure function of (annotator, key, prompt, responses): the same seed gives the same
 labels.
 """
@@ -39,6 +45,12 @@ class Annotator:
     critique_rate: float = 0.1
     rewrite_rate: float = 0.05
     seed: int = 0
+    careless_rate: float = 0.0  # share of tasks labelled at random
+    adversarial_rate: float = 0.0  # share of tasks labelled inverted
+
+    @property
+    def behaviour(self) -> str:
+        return "careless" if self.careless_rate else "adversarial" if self.adversarial_rate else "honest"
 
 
 @dataclass(frozen=True)
@@ -64,10 +76,26 @@ def make_annotators(
     spread: float = 0.5,
     critique_rate: float = 0.1,
     rewrite_rate: float = 0.05,
+    careless: int = 0,
+    careless_rate: float = 1.0,
+    adversarial: int = 0,
+    adversarial_rate: float = 1.0,
 ) -> list[Annotator]:
     """`count` annotators whose noise is spread evenly over τ·[1 − spread, 1 + spread] (mean τ), so
-    some are more careful than others, as people are."""
+    some are more careful than others, as people are. Of them, `careless` label at random on `careless_rate` of
+    their tasks and `adversarial` invert theirs on `adversarial_rate` (the module docstring); they are taken
+    from the middle of the noise spread outwards, so the honest rest keeps a mean noise near τ."""
+    if careless < 0 or adversarial < 0 or careless + adversarial > count:
+        raise ValueError(f"careless ({careless}) and adversarial ({adversarial}) annotators must fit in {count}")
+    for name, rate in (("careless rate", careless_rate), ("adversarial rate", adversarial_rate)):
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"{name} must be between 0 and 1, got {rate}")
     factors = [1.0] if count == 1 else [1 - spread + 2 * spread * i / (count - 1) for i in range(count)]
+    middle_out = sorted(range(count), key=lambda i: (abs(i - (count - 1) / 2), i))
+    turned = middle_out[: careless + adversarial]
+    rates = {i: (careless_rate, 0.0) for i in turned[:careless]} | {
+        i: (0.0, adversarial_rate) for i in turned[careless:]
+    }
     return [
         Annotator(
             name=f"sim-{seed}-{i + 1}",
@@ -77,6 +105,8 @@ def make_annotators(
             critique_rate=critique_rate,
             rewrite_rate=rewrite_rate,
             seed=seed,
+            careless_rate=rates.get(i, (0.0, 0.0))[0],
+            adversarial_rate=rates.get(i, (0.0, 0.0))[1],
         )
         for i, f in enumerate(factors)
     ]
@@ -137,6 +167,8 @@ def label(
     rng = _rng(annotator, key)
     ranking = rank(annotator, responses, gold, rng)
     good = tuple(is_good(annotator, g, rng) for g in gold)
+    if annotator.careless_rate or annotator.adversarial_rate:
+        ranking, good = _misbehave(annotator, key, ranking, good)
     critique = None
     if rng.random() < annotator.critique_rate:
         worst = ranking[-1]
@@ -145,6 +177,21 @@ def label(
     if rng.random() < annotator.rewrite_rate:
         rewrite = judge.ideal_response(prompt)
     return Label(ranking=ranking, good=good, gold=gold, critique=critique, rewrite=rewrite)
+
+
+def _misbehave(
+    annotator: Annotator, key: str, ranking: tuple[int, ...], good: tuple[bool, ...]
+) -> tuple[tuple[int, ...], tuple[bool, ...]]:
+    """A careless annotator's random label, or an adversarial one's inverted label, on their share of tasks;
+    drawn from a stream of its own so the honest draws stay as they were."""
+    rng = random.Random(f"{annotator.seed}|{annotator.name}|{key}|misbehave")
+    if rng.random() < annotator.careless_rate:
+        shuffled = list(ranking)
+        rng.shuffle(shuffled)
+        return tuple(shuffled), tuple(rng.random() < 0.5 for _ in good)
+    if annotator.adversarial_rate and rng.random() < annotator.adversarial_rate:
+        return tuple(reversed(ranking)), tuple(not g for g in good)
+    return ranking, good
 
 
 def agrees_with_gold(lab: Label) -> bool | None:

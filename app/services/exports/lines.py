@@ -5,7 +5,7 @@ whatever the size."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
@@ -16,6 +16,7 @@ from app.services.exports.formats import (
     REWRITE_OPTIONS,
     TRL_FORMATS,
     DirectPairs,
+    jsonl_line,
     kto_lines,
     rankings_lines,
     rich_line,
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from app.services.exports.writer import ExportResult
 
 BATCH = 2000
+# Formats whose lines are preference data: with annotator weights asked for, each line carries its `weight`.
+WEIGHTED_FORMATS = ("trl", "trl-conversational", "rankings", "kto", "rich")
 
 
 def check_format(fmt: str) -> None:
@@ -50,11 +53,21 @@ def iter_export(
     include_ties: bool = False,
     stats: ExportResult | None = None,
     rewrites: str = "include",
+    weight_of: Callable[[int], float] | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Batches of export lines (dicts) in the export's order. Updates `stats` (counts, annotators) if given.
-    `rewrites` (trl formats): include a rewrite's pairs, exclude them, or give only them."""
+    `rewrites` (trl formats): include a rewrite's pairs, exclude them, or give only them. `weight_of` (annotator's
+    user id -> weight) adds a `weight` key to each line of the preference formats (WEIGHTED_FORMATS); without it
+    the formats are unchanged."""
     return iter_lines(
-        session, fmt=fmt, filters=filters, include_ties=include_ties, stats=stats, encoded=False, rewrites=rewrites
+        session,
+        fmt=fmt,
+        filters=filters,
+        include_ties=include_ties,
+        stats=stats,
+        encoded=False,
+        rewrites=rewrites,
+        weight_of=weight_of,
     )
 
 
@@ -67,11 +80,14 @@ def iter_lines(
     stats: ExportResult | None,
     encoded: bool,
     rewrites: str = "include",
+    weight_of: Callable[[int], float] | None = None,
 ) -> Iterator[list[Any]]:
     """`iter_export`; with `encoded`, the `trl` hot path gives each line as its JSONL text (`jsonl_line`)."""
     check_format(fmt)
     if rewrites not in REWRITE_OPTIONS:
         raise ExportError(f"rewrites must be one of {', '.join(REWRITE_OPTIONS)}, not {rewrites!r}")
+    if fmt not in WEIGHTED_FORMATS:
+        weight_of = None
     passing = passing_tasks(session, filters)
     rich = fmt == "rich"
     # A Core result on the session's connection (no ORM row processing); a server-side cursor on PostgreSQL.
@@ -104,7 +120,13 @@ def iter_lines(
         for r in batch:
             before = len(lines)
             if not isinstance(r, dict):
-                line = direct.encoded_line(r) if encoded else direct.line(r)
+                if weight_of is None:
+                    line = direct.encoded_line(r) if encoded else direct.line(r)
+                else:  # the weighted line is built as a dict: the fast text has no slot for it
+                    line = direct.line(r)
+                    if line is not None:
+                        line["weight"] = round(weight_of(r[direct.user]), 6)
+                        line = jsonl_line(line) if encoded else line
                 if line is not None:
                     lines.append(line)
                     direct_rows.append(r)
@@ -121,6 +143,10 @@ def iter_lines(
                 lines.extend(sft_lines(r, texts))
             else:
                 lines.append(rich_line(r, info))
+            if weight_of is not None and len(lines) > before:
+                weight = round(weight_of(r["user_id"]), 6)
+                for line in lines[before:]:
+                    line["weight"] = weight
             if stats is not None and len(lines) > before:
                 stats.annotations += 1
                 stats.annotators.add(r["user_id"])

@@ -126,13 +126,14 @@ def annotation_query(session: Session, fmt: str, filters: ExportFilters, *, rewr
         .join(Task, Task.id == Annotation.task_id)
         .join(Prompt, Prompt.id == Task.prompt_id)
         .join(User, User.id == Annotation.user_id)
-        # retired prompts and tasks are never exported for training again; gold tasks' annotations are never
-        # preference data (they grade the annotator)
+        # retired prompts and tasks are never exported for training again, nor the labels of an excluded
+        # annotator; gold tasks' annotations are never preference data (they grade the annotator)
         .where(
             Annotation.deleted_at.is_(None),
             Task.retired_at.is_(None),
             Prompt.retired_at.is_(None),
             Task.gold.is_(False),
+            User.labels_excluded.is_(False),
         )
     )
     if fmt in ("trl", "trl-conversational"):

@@ -8,13 +8,14 @@ import io
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.services.annotator_weights import annotator_weights
 from app.services.digests import repr_digest, write_hashed
 from app.services.exports.filters import ExportError, ExportFilters, filters_from_strings
 from app.services.exports.formats import FORMATS, TRL_FORMATS, jsonl_line
@@ -88,10 +89,12 @@ def write_export(
     as_csv: bool = False,
     refuse_empty: bool = False,
     rewrites: str = "include",
+    weight_of: Callable[[int], float] | None = None,
 ) -> ExportResult:
     """Write the export to `out` (via a temporary file, renamed when complete) and `out.sha256`. With
     `refuse_empty`, an export without rows raises ExportError (404) saying why and writes nothing: an empty
-    file only fails later, in `datasets`. (A round's snapshot may hold empty files: it passes False.)"""
+    file only fails later, in `datasets`. (A round's snapshot may hold empty files: it passes False.) `weight_of`:
+    lines.iter_export."""
     if as_csv and fmt != "rich":
         raise ExportError("CSV is offered for the rich format only (the others are JSONL for datasets/TRL)")
     out = Path(out)
@@ -114,6 +117,7 @@ def write_export(
         stats=result,
         encoded=not as_csv,
         rewrites=rewrites,
+        weight_of=weight_of,
     )
 
     def encoded() -> Iterator[bytes]:
@@ -144,16 +148,33 @@ def nothing_to_export(result: ExportResult) -> str:
 
 
 def export_to_data_dir(
-    *, data_dir: Path, fmt: str, filters: ExportFilters, include_ties: bool = False, as_csv: bool = False
+    *,
+    data_dir: Path,
+    fmt: str,
+    filters: ExportFilters,
+    include_ties: bool = False,
+    as_csv: bool = False,
+    annotator_weighting: str = "none",
 ) -> ExportResult:
-    """For HTTP: the export is written to a file under data_dir/exports first (a read-only session), then served."""
+    """For HTTP: the export is written to a file under data_dir/exports first (a read-only session), then served.
+    `annotator_weighting` other than none adds each line's annotator weight (`weight`), as a round's snapshot does."""
     from app.db import get_read_sessionmaker
 
     out = Path(data_dir) / "exports" / f"{uuid.uuid4().hex}-{default_filename(fmt, as_csv)}"
     session = get_read_sessionmaker()()
     try:
+        weights = annotator_weights(
+            session, annotator_weighting, source=filters.source, since=filters.since, until_id=filters.until_id
+        )
         return write_export(
-            session, fmt=fmt, out=out, filters=filters, include_ties=include_ties, as_csv=as_csv, refuse_empty=True
+            session,
+            fmt=fmt,
+            out=out,
+            filters=filters,
+            include_ties=include_ties,
+            as_csv=as_csv,
+            refuse_empty=True,
+            weight_of=weights.of if weights is not None else None,
         )
     finally:
         session.close()
@@ -186,6 +207,7 @@ def export_download(
     min_agreement: float | str | None = None,
     include_ties: bool = False,
     as_csv: bool = False,
+    annotator_weighting: str | None = None,
 ) -> ExportDownload:
     """The export the API and the admin page serve: written under data_dir/exports, with its sha256
     (`Repr-Digest`) and row count (`X-Row-Count`). An unknown format is a 404 (it is the resource asked for)."""
@@ -200,7 +222,14 @@ def export_download(
         split=split,
         min_agreement=min_agreement,
     )
-    result = export_to_data_dir(data_dir=data_dir, fmt=fmt, filters=filters, include_ties=include_ties, as_csv=as_csv)
+    result = export_to_data_dir(
+        data_dir=data_dir,
+        fmt=fmt,
+        filters=filters,
+        include_ties=include_ties,
+        as_csv=as_csv,
+        annotator_weighting=annotator_weighting or "none",
+    )
     return ExportDownload(
         path=result.path,
         filename=default_filename(fmt, as_csv),

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from app.services.errors import ServiceError
 from app.services.generation import DEFAULT_OVERSAMPLE, DEFAULT_RANDOM_SHARE, MAX_OVERSAMPLE
 from domain.sampling import RESPONSES_PER_PROMPT_MAX, RESPONSES_PER_PROMPT_MIN, TEMPERATURE_MIN, TOP_K_MIN, TOP_P_MAX
-from domain.vocabulary import ROUND_ALGOS, ROUND_TASK_KINDS, SELECTIONS, SOURCE_FILTERS
+from domain.vocabulary import ANNOTATOR_WEIGHTINGS, ROUND_ALGOS, ROUND_TASK_KINDS, SELECTIONS, SOURCE_FILTERS
 
 ROUND_KIND = "round"
 
@@ -161,6 +161,13 @@ class RoundConfig(BaseModel):
         MIN_PREFERENCE_PAIRS,
         ge=1,
         description="Refuse the round with fewer preference pairs than this: too few to learn from.",
+    )
+    annotator_weighting: Literal[ANNOTATOR_WEIGHTINGS] = Field(
+        ANNOTATOR_WEIGHTINGS[0],
+        description=(
+            "How much each annotator's pairs count in the reward model's loss: all alike (none), by accuracy on gold "
+            "tasks (gold), or by an accuracy estimated from overlapped tasks (dawid_skene; needs task overlap >= 2)."
+        ),
     )
     rm_eval_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of annotations held out from the RM.")
     snapshot_from: int | None = Field(None, description="Rerun on this round's snapshot instead of a new one.")

@@ -39,6 +39,7 @@ ROUND_FIELDS = [
     ("seed", "Seed"),
     ("since", "Since (ISO time)"),
     ("min_agreement", "Minimum agreement"),
+    ("annotator_weighting", "Annotator weighting"),
     ("rm_eval_fraction", "Held out from the reward model"),
     ("policy_init", "Policy starts from"),
     ("reference", "Reference (KL)"),

@@ -36,6 +36,7 @@ from sqlalchemy import func, select, update
 from app.jobs.context import JobContext, JobLost
 from app.jobs.registry import JobFailed, job_kind
 from app.models import Job, ModelVersion, Task
+from app.services.annotator_weights import WeightingError
 from app.services.generation import DISAGREEMENT_MODELS, store_generations
 from app.services.models_registry import list_models, promote, register_model
 from app.services.rounds.config import ALGO_STAGES, ROUND_KIND, RoundConfig, parse_round_config
@@ -84,12 +85,17 @@ def make_snapshot(ctx: JobContext, cfg: RoundConfig, rdir: Path) -> dict[str, An
     try:
         if cfg.snapshot_from is not None:
             return copy_snapshot(snapshot_dir(get_settings().data_dir, cfg.snapshot_from), out)
-        filters = SnapshotFilters(source=cfg.source, since=cfg.since, min_agreement=cfg.min_agreement)
+        filters = SnapshotFilters(
+            source=cfg.source,
+            since=cfg.since,
+            min_agreement=cfg.min_agreement,
+            annotator_weighting=cfg.annotator_weighting,
+        )
         from app.db import get_read_sessionmaker
 
         with get_read_sessionmaker()() as session:  # one read transaction: a consistent view on SQLite
             return write_snapshot(session, out=out, filters=filters, round_id=ctx.job_id)
-    except SnapshotError as exc:
+    except (SnapshotError, WeightingError) as exc:
         raise JobFailed(str(exc)) from None
 
 
@@ -390,6 +396,8 @@ def run_round(ctx: JobContext) -> dict[str, Any]:
             "max_annotation_id": manifest["max_annotation_id"],
             "rows": manifest["rows"],
         },
+        # by pseudonymous id; absent when every pair counted alike (annotator_weighting none)
+        "annotator_weights": manifest.get("annotator_weights"),
         "data_size": size,
         "sized_flags": sized_policy_flags(cfg, size),
         "parent_policy_id": lineage.start.id,

@@ -10,7 +10,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import Annotation, Job, Prompt, Task
+from app.models import Annotation, Job, Prompt, Task, User
+from app.services.annotator_weights import WeightingError, check_weighting
 from app.services.jobs import enqueue_job
 from app.services.rounds.config import ROUND_KIND, RoundConfig, RoundError, as_round_config
 from app.services.rounds.lineage import current_policy
@@ -31,8 +32,10 @@ def preference_pairs(session: Session, *, config: RoundConfig) -> int:
         select(Annotation.kind, Annotation.choice, Annotation.chosen_id, Annotation.ranking)
         .join(Task, Task.id == Annotation.task_id)
         .join(Prompt, Prompt.id == Task.prompt_id)
+        .join(User, User.id == Annotation.user_id)
         .where(
             Annotation.deleted_at.is_(None),
+            User.labels_excluded.is_(False),
             Prompt.split == "train",
             Annotation.kind.in_(ROUND_TASK_KINDS),
             Task.retired_at.is_(None),
@@ -81,6 +84,11 @@ def start_round(session: Session, *, config: dict[str, Any] | RoundConfig, creat
     """Enqueue a round after checking what can be checked now: config, a current policy, enough data, none active.
     Flushes; the caller commits. The database refuses a second active round whatever the caller checked."""
     cfg = as_round_config(config)
+    if cfg.snapshot_from is None:
+        try:  # gold with no gold answers: refused now (409), not in the worker
+            check_weighting(session, cfg.annotator_weighting)
+        except WeightingError as exc:
+            raise RoundError(str(exc), status=exc.status) from None
     policy = current_policy(session)
     if policy is None:
         raise RoundError("no current policy: register one first (rlhf models register ... --kind policy --stage sft)")

@@ -161,3 +161,19 @@ def test_an_empty_export_is_a_404_with_the_reason_not_an_empty_file(client, db, 
     assert answer.status_code == 404
     assert "empty sft export: no annotation matches (source=ai)" in answer.json()["detail"]
     assert list((settings.data_dir / "exports").iterdir()) == []  # nothing half-written is kept
+
+
+def test_an_export_carries_annotator_weights_only_when_asked_and_gold_is_refused_409(client, db, api):
+    build_dataset(db)
+    _, headers = api("admin")
+    plain = [json.loads(x) for x in client.get("/api/v1/exports/trl", headers=headers).text.splitlines()]
+    res = client.get("/api/v1/exports/trl", params={"annotator_weighting": "dawid_skene"}, headers=headers)
+    assert res.status_code == 200
+    weighted = [json.loads(x) for x in res.text.splitlines()]
+    assert all("weight" not in line for line in plain)
+    assert [{k: v for k, v in line.items() if k != "weight"} for line in weighted] == plain
+    assert all(0.0 <= line["weight"] <= 1.0 for line in weighted)
+    res = client.get("/api/v1/exports/trl", params={"annotator_weighting": "gold"}, headers=headers)
+    assert res.status_code == 409 and "no gold tasks answered" in res.json()["detail"]
+    res = client.get("/api/v1/exports/trl", params={"annotator_weighting": "loud"}, headers=headers)
+    assert res.status_code == 422 and "annotator_weighting must be one of" in res.json()["detail"]

@@ -26,6 +26,9 @@ def test_api_start_round_is_admin_only_and_refuses_clearly(client, api, db):
     response = client.post("/api/v1/rounds", json={"algo": "ppo", "ppo": {"kl_coef": "much"}}, headers=admin)
     assert response.status_code == 422 and "kl-coef" in response.json()["detail"]
 
+    response = client.post("/api/v1/rounds", json={"min_pairs": 4, "annotator_weighting": "gold"}, headers=admin)
+    assert response.status_code == 409 and "no gold tasks answered" in response.json()["detail"]
+
     response = client.post("/api/v1/rounds", json={"min_pairs": 4, "ppo": {"kl_coef": 0.1}}, headers=admin)
     assert response.status_code == 201, response.text
     job = response.json()

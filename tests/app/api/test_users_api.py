@@ -33,3 +33,16 @@ def test_users_and_tokens_api(client, db, api):
     assert client.patch("/api/v1/users/9999", json={"is_active": False}, headers=headers).status_code == 404
     assert client.delete(f"/api/v1/users/{uid}/tokens/9999", headers=headers).status_code == 404
     assert [u["username"] for u in client.get("/api/v1/users", headers=headers).json()] == [admin.username, "ann1"]
+
+
+def test_labels_excluded_is_set_and_cleared_through_patch_and_signals_are_listed(client, db, api):
+    _admin, headers = api("admin")
+    uid = client.post("/api/v1/users", json={"username": "ann9", "password": "long-password"}, headers=headers)
+    uid = uid.json()["id"]
+    res = client.patch(f"/api/v1/users/{uid}", json={"labels_excluded": True}, headers=headers)
+    assert res.status_code == 200 and res.json()["labels_excluded"] is True and res.json()["is_active"] is True
+    res = client.patch(f"/api/v1/users/{uid}", json={"labels_excluded": False}, headers=headers)
+    assert res.json()["labels_excluded"] is False
+    assert client.get("/api/v1/users/signals", headers=headers).json() == {}  # nobody has labelled yet
+    _ann, ann_headers = api("annotator")
+    assert client.get("/api/v1/users/signals", headers=ann_headers).status_code == 403

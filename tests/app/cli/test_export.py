@@ -54,3 +54,18 @@ def test_cli_refuses_an_empty_export_with_the_reason_and_writes_nothing(settings
     assert "empty trl export: no annotation matches (since=2999-01-01T00:00:00+00:00" in res.stderr
     assert "include_ties" in res.stderr and "Nothing was written" in res.stderr
     assert list(out.parent.iterdir()) == []
+
+
+def test_cli_annotator_weighting_adds_weights_and_refuses_gold_without_gold_answers(settings, db, tmp_path):
+    import json
+
+    from app.cli import app as cli
+
+    build_dataset(db)
+    out = tmp_path / "rankings.jsonl"
+    args = ["export", "--format", "rankings", "--out", str(out), "--annotator-weighting"]
+    res = CliRunner().invoke(cli, [*args, "dawid_skene"])
+    assert res.exit_code == 0, res.output
+    assert all("weight" in json.loads(line) for line in out.read_text().splitlines())
+    res = CliRunner().invoke(cli, [*args, "gold"])
+    assert res.exit_code == 2 and "no gold tasks answered" in res.stderr

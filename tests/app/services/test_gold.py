@@ -30,7 +30,7 @@ from app.services.snapshots import SnapshotFilters, max_annotation_id
 from app.services.stats import agreement
 from app.services.tasks import TaskImportError
 from tests.conftest import BACKENDS
-from tests.factories import export_lines, gold_line, make_annotators, make_tasks, task_line
+from tests.factories import answer_offer, export_lines, gold_line, make_annotators, make_tasks, task_line
 
 
 def _ids(db, task_id):
@@ -46,28 +46,6 @@ def _next(db, user, **kw):
     db.commit()
     return offer
 
-
-def _answer(db, user, offer, *, right: bool):
-    """Answer the offered task, right or wrong against its gold answer (for regular tasks: a tie)."""
-    gold = db.get(GoldAnswer, offer.task_id)
-    ids = [g for g, _ in offer.responses]
-    if offer.kind == "pairwise":
-        if gold is None:
-            feedback = {"choice": "tie"}
-        else:
-            wanted = gold.answer["chosen_id"]
-            feedback = {"choice": "chosen", "chosen_id": wanted if right else next(g for g in ids if g != wanted)}
-            feedback["strength"] = 2
-    elif offer.kind == "ranking":
-        ranking = gold.answer["ranking"] if gold else ids
-        feedback = {"ranking": ranking if right else list(reversed(ranking))}
-    else:
-        feedback = {"ratings": {str(g): "good" for g in ids}}
-    result = submit_annotation(
-        db, user=user, task_id=offer.task_id, feedback=feedback, idempotency_key=uuid.uuid4().hex, max_text_bytes=65536
-    )
-    db.commit()
-    return result
 
 
 # ---- answers, grading, interval -------------------------------------------------------------------------------
@@ -184,13 +162,13 @@ def test_gold_comes_at_the_rate_once_per_annotator_never_from_the_regular_queue(
     seen = []
     while (offer := _next(db, alice, gold_rate=0.0)) is not None:
         seen.append(offer.task_id)
-        _answer(db, alice, offer, right=True)
+        answer_offer(db, alice, offer, right=True)
     assert set(seen) == regular_ids
     # Rate 1: every new lease is a gold task not seen yet, then the regular queue once gold runs out.
     seen = []
     while (offer := _next(db, bob, gold_rate=1.0)) is not None:
         seen.append(offer.task_id)
-        _answer(db, bob, offer, right=True)
+        answer_offer(db, bob, offer, right=True)
     assert set(seen[:2]) == gold_ids and set(seen[2:]) == regular_ids and len(seen) == 5
     # Gold has no slot limit: both may do each; and a gold task alone never keeps an annotator busy.
     assert _next(db, alice, gold_rate=1.0).task_id in gold_ids
@@ -206,7 +184,7 @@ def test_remaining_drops_by_one_after_a_gold_task_as_after_any_other(db):
     for rate in (1.0, 0.0, 1.0, 0.0):
         offer = _next(db, user, gold_rate=rate)
         counts.append(my_progress(db, user_id=user.id).remaining)  # holding it
-        _answer(db, user, offer, right=True)
+        answer_offer(db, user, offer, right=True)
         counts.append(my_progress(db, user_id=user.id).remaining)
     assert counts == [4, 4, 3, 3, 2, 2, 1, 1, 0]
 
@@ -219,12 +197,12 @@ def test_a_late_submit_on_a_gold_task_is_accepted_like_a_free_slot(db):
     (gold_id,) = make_tasks(db, gold_line())
     alice, bob = make_annotators(db, 2)
     first = _next(db, alice, gold_rate=1.0)
-    _answer(db, alice, first, right=True)
+    answer_offer(db, alice, first, right=True)
     past = utcnow() - timedelta(minutes=30)
     offer = next_task(db, user=bob, lease_minutes=10, gold_rate=1.0, now=past)
     db.commit()
     assert offer.task_id == gold_id
-    assert _answer(db, bob, offer, right=False).replayed is False  # lease long expired, overlap 1 already taken
+    assert answer_offer(db, bob, offer, right=False).replayed is False  # lease long expired, overlap 1 already taken
 
 
 def test_gold_accuracy_counts_mixed_in_gold_only(db):
@@ -232,7 +210,7 @@ def test_gold_accuracy_counts_mixed_in_gold_only(db):
     alice, bob, carol = make_annotators(db, 3)
     for user, rights in ((alice, [True, True, False]), (bob, [False, False, False])):
         for right in rights:
-            _answer(db, user, _next(db, user, gold_rate=1.0), right=right)
+            answer_offer(db, user, _next(db, user, gold_rate=1.0), right=right)
     accuracy = gold_accuracy_by_annotator(db)
     assert set(accuracy) == {alice.id, bob.id}
     assert (accuracy[alice.id].count, accuracy[alice.id].correct) == (3, 2)
@@ -251,7 +229,7 @@ def test_gold_annotations_leave_exports_snapshots_agreement_and_the_schedule(db)
     users = make_annotators(db, 2)
     for user in users:
         while (offer := _next(db, user, gold_rate=1.0)) is not None:
-            _answer(db, user, offer, right=user is users[0])
+            answer_offer(db, user, offer, right=user is users[0])
     annotations = list(db.scalars(select(Annotation)))
     assert len(annotations) == 6
     for fmt in ("trl", "trl-conversational", "rankings", "kto", "sft", "rich"):
@@ -284,7 +262,7 @@ def _qualify(db, user, rights: list[bool], threshold=0.6):
     for right in rights:
         offer = _next(db, user, qualification_threshold=threshold)
         assert db.get(GoldAnswer, offer.task_id).qualification
-        _answer(db, user, offer, right=right)
+        answer_offer(db, user, offer, right=right)
 
 
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)
@@ -349,6 +327,6 @@ def test_list_gold_counts_right_answers(db):
     for user, right in zip(users, (True, False)):
         offer = _next(db, user, gold_rate=1.0)
         assert offer.task_id == gold_id
-        _answer(db, user, offer, right=right)
+        answer_offer(db, user, offer, right=right)
     rows = {row.task_id: row for row in list_gold(db)}
     assert (rows[gold_id].annotations, rows[gold_id].correct, rows[gold_id].qualification) == (2, 1, False)

@@ -30,6 +30,10 @@ def test_rounds_page_shows_defaults_and_starts_a_round_from_the_form(client, log
 
     refused = client.post("/admin/rounds", data={"csrf_token": csrf, "algo": "ppo", "min_pairs": "500"})
     assert refused.status_code == 422 and "too little data" in refused.text
+    assert 'name="annotator_weighting"' in page.text and ">dawid_skene<" in page.text
+    gold = {"csrf_token": csrf, "algo": "ppo", "min_pairs": "20", "annotator_weighting": "gold"}
+    refused = client.post("/admin/rounds", data=gold)
+    assert refused.status_code == 409 and "no gold tasks answered" in refused.text  # on the page, not an error page
     response = client.post(
         "/admin/rounds",
         data={

@@ -52,3 +52,38 @@ def test_users_page_create_deactivate_reset_tokens(client, db, make_user, login)
     assert (
         client.post("/admin/users", data={"username": "x", "password": "long-password"}).status_code == 403
     )  # no CSRF
+
+
+def test_a_flagged_annotator_is_shown_and_their_labels_excluded_and_included_with_one_action(
+    client, db, make_user, login, monkeypatch
+):
+    from tests.factories import annotate_pairwise, pairwise_task
+
+    monkeypatch.setenv("RLHF_FLAG_MIN_LABELS", "3")
+    from app.settings import get_settings
+
+    get_settings.cache_clear()
+    admin = make_user("admin")
+    liner = make_user("annotator")
+    for i in range(4):
+        task, gens = pairwise_task(db, prompt_text=f"q{i}")
+        annotate_pairwise(db, task, liner, chosen=gens[0], shown=gens)
+    db.commit()
+    liner_id = liner.id
+    csrf = login(admin)
+    page = client.get("/admin/users").text
+    flags = page.split(f'data-testid="flags-{liner_id}">')[1].split("</td>")[0]
+    assert "straight-lining: first shown 100% of the time" in flags and "Exclude labels" in flags
+    res = client.post(
+        f"/admin/users/{liner_id}/labels", data={"csrf_token": csrf, "excluded": "true"}, follow_redirects=False
+    )
+    assert res.status_code == 303 and "labels+excluded" in res.headers["location"]
+    db.expire_all()
+    assert db.get(User, liner_id).labels_excluded is True
+    db.rollback()
+    page = client.get("/admin/users").text
+    assert "labels excluded" in page and "Include labels again" in page
+    client.post(f"/admin/users/{liner_id}/labels", data={"csrf_token": csrf, "excluded": "false"})
+    db.expire_all()
+    assert db.get(User, liner_id).labels_excluded is False  # reversible
+    get_settings.cache_clear()

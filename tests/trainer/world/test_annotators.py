@@ -130,3 +130,36 @@ def test_make_annotators_spreads_noise_around_the_mean():
     assert sum(a.noise for a in team) / 5 == pytest.approx(0.2)
     assert min(a.noise for a in team) < 0.2 < max(a.noise for a in team)
     assert all(a.position_bias == 0.05 for a in team)
+
+
+def test_careless_and_adversarial_annotators_choose_at_random_or_inverted_at_their_rate():
+    team = annotators.make_annotators(6, noise=0.0, seed=3, careless=2, adversarial=1, adversarial_rate=0.5)
+    assert [a.behaviour for a in team].count("careless") == 2
+    assert [a.behaviour for a in team].count("adversarial") == 1
+    honest = [a for a in team if a.behaviour == "honest"]
+    # the honest rest keeps the team's mean noise (the turned ones come from the middle of the spread)
+    assert sum(a.noise for a in honest) / len(honest) == pytest.approx(0.0)
+    pairs = PAIRS[:1500]
+
+    def agreement(annotator):
+        return annotators.pair_agreement(
+            [annotators.label(annotator, q, r, key=str(i), gold=g) for i, (q, r, g) in enumerate(pairs)]
+        )
+
+    careless = next(a for a in team if a.behaviour == "careless")
+    adversarial = next(a for a in team if a.behaviour == "adversarial")
+    # 1500 draws: standard error <= 0.013
+    assert agreement(honest[0]) == 1.0  # noise 0: always by gold
+    assert agreement(careless) == pytest.approx(0.5, abs=0.05)  # rate 1.0: a coin on every task
+    assert agreement(adversarial) == pytest.approx(0.5, abs=0.05)  # inverted on half of the tasks
+    always_wrong = Annotator(name="x", noise=0.0, seed=3, adversarial_rate=1.0)
+    assert agreement(always_wrong) == 0.0
+    sometimes = Annotator(name="y", noise=0.0, seed=3, careless_rate=0.4)
+    assert agreement(sometimes) == pytest.approx(1 - 0.4 / 2, abs=0.05)  # random on 40%: half of those wrong
+    # an honest annotator's labels do not depend on who else is careless
+    alone = annotators.make_annotators(6, noise=0.1, seed=3)
+    turned = annotators.make_annotators(6, noise=0.1, seed=3, careless=2)
+    q, r, g = pairs[0]
+    assert annotators.label(alone[0], q, r, key="k", gold=g) == annotators.label(turned[0], q, r, key="k", gold=g)
+    with pytest.raises(ValueError, match="must fit in 3"):
+        annotators.make_annotators(3, careless=2, adversarial=2)

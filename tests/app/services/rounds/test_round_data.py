@@ -72,3 +72,12 @@ def test_rewrite_pairs_train_the_reward_model_and_dpo_only_when_the_round_says_s
     assert dpo_pairs_file(tmp_path, use_rewrites=False) == snap / "trl.jsonl"
     both = dpo_pairs_file(tmp_path, use_rewrites=True)
     assert [json.loads(line)["chosen"] for line in both.read_text().splitlines()] == ["a", "a", "ideal", "best"]
+def test_reward_data_keeps_each_lines_weight(tmp_path):
+    """A weighted snapshot's `weight` reaches the reward model's files as written (the trainer reads it)."""
+    snap = tmp_path / "snapshot"
+    snap.mkdir()
+    trl = [{"prompt": f"p{i}", "chosen": "a", "rejected": "b", "annotation_id": i, "weight": i / 10} for i in range(8)]
+    (snap / "trl.jsonl").write_text("".join(json.dumps(r) + "\n" for r in trl))
+    train, held, _, _ = split_reward_data(snap, tmp_path, 0.3)
+    written = [json.loads(line) for path in (train, held) if path for line in path.read_text().splitlines()]
+    assert sorted((r["annotation_id"], r["weight"]) for r in written) == [(i, i / 10) for i in range(8)]

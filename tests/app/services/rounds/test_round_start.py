@@ -116,3 +116,21 @@ def test_a_round_whose_memory_plan_does_not_fit_the_declared_gpu_refuses_before_
     assert db.scalar(select(func.count()).select_from(Job)) == 0
     settings.gpu_memory_gb = 640  # an (imaginary) GPU it fits on
     assert start_round(db, config=config).status == "queued"
+def test_gold_weighting_without_gold_answers_is_refused_409_and_excluded_labels_do_not_count(db):
+    from app.services.users import update_user
+
+    human, admin = factories.make_annotator(db), factories.make_annotator(db, role="admin")
+    register_policy(db, "/models/sft")
+    label_preferences(db, make_prompts(db, train=5, eval=1)["train"], annotator=human)
+    db.commit()
+    with pytest.raises(RoundError, match="no gold tasks answered") as refused:
+        start_round(db, config={"min_pairs": 5, "annotator_weighting": "gold"})
+    assert refused.value.status == 409
+    with pytest.raises(RoundError, match="annotator_weighting"):
+        start_round(db, config={"min_pairs": 5, "annotator_weighting": "majority"})
+    update_user(db, user_id=human.id, by=admin, labels_excluded=True)
+    with pytest.raises(RoundError, match=r"0 preference pair"):
+        start_round(db, config={"min_pairs": 5, "annotator_weighting": "dawid_skene"})
+    update_user(db, user_id=human.id, by=admin, labels_excluded=False)
+    job = start_round(db, config={"min_pairs": 5, "annotator_weighting": "dawid_skene"})
+    assert job.config["annotator_weighting"] == "dawid_skene"
