@@ -120,10 +120,8 @@ GOLDEN = {
     ("kto", False, False): "5cff58495303f6df0843c8deb83bb3fb43a7cf2f59a6a131feaa88af74abf1b9",
     ("rankings", False, False): "b9ba3ad3df442632d8f14df7e88c4a19504422a0ac6cc3c003081b27238ac6e8",
     ("sft", False, False): "3223a4f11e881a91c58186ef471641660ad6c5a251e0c660625282fd52c5eb39",
-    ("rich", False, False): "7d9ec82238078a92b76ae2e4afb6cc91f5daaffdb6f1318c8896002e73e58544",
-    ("rich", False, True): "086faf2445547251594180ece3be9c829cc71107f0b7874a6219dde156c585f0",
-    ("rich", False, False): "907bb777e8ddf5f550ecb1a5886e82cf602456d6aa6b5421c636479c13fee3af",
-    ("rich", False, True): "a91a22075baf3634730b5348f31f7150cd4574f452547a19c89f125f52bec740",
+    ("rich", False, False): "4a8da3cd1667c2394b4769de0d1fd143bd2c03f7bf3b9fe89b4780530e1fba3e",
+    ("rich", False, True): "3d9392f72d889d5b1adc1ee7c57b3a65825061e19685c767b48a15cb95158bd7",
 }
 
 
@@ -151,8 +149,7 @@ def test_filtered_exports_give_the_pinned_bytes(db, tmp_path):
         "5cff58495303f6df",
         "b9ba3ad3df442632",
         "3223a4f11e881a91",
-        "ec1145c5a164e160",
-        "88992b8700156a1c",
+        "64dc401f82cc183c",
     ]
 
 
