@@ -31,8 +31,6 @@ def quiet_when_not_a_terminal() -> None:
 
 quiet_when_not_a_terminal()
 
-PAD_TOKEN = "<|pad|>"
-
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -73,10 +71,11 @@ def _check_dir(path: str | Path, what: str) -> Path:
 
 
 def load_tokenizer(path: str | Path):
-    """AutoTokenizer from a local directory, with a dedicated PAD token that is not EOS.
+    """AutoTokenizer from a local directory; one without a PAD token pads with its EOS.
 
-    Tokenizers without one (GPT-2 and many others reuse EOS as PAD) get `<|pad|>` added; the model must
-    then be loaded with `load_causal_lm(..., tokenizer=tok)` so its embeddings grow to match.
+    The vocabulary never grows (no added PAD, no resized embeddings: a model keeps its shapes, and its outputs load
+    where it came from). Padding is safe with PAD == EOS because every mask here comes from the attention mask and
+    every response end from the first EOS, never from PAD ids (trainer.masks).
     """
     from transformers import AutoTokenizer
 
@@ -85,10 +84,10 @@ def load_tokenizer(path: str | Path):
         tok = AutoTokenizer.from_pretrained(str(p))
     except (OSError, ValueError) as e:
         raise UsageError(f"{p}: cannot load tokenizer: {e}") from None
-    if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
-        tok.add_special_tokens({"pad_token": PAD_TOKEN})
     if tok.eos_token is None:
         raise UsageError(f"{p}: tokenizer has no EOS token")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
     return tok
 
 
@@ -101,8 +100,9 @@ def check_same_tokenizer(tok, other, what: str, *, against: str) -> None:
 def load_causal_lm(path: str | Path, device: torch.device | str = "cpu", *, train: bool = False, tokenizer=None):
     """AutoModelForCausalLM in fp32 on `device`, in train() or eval() mode.
 
-    With `tokenizer`, embeddings are resized if the tokenizer has more tokens (an added PAD) and the
-    model's pad/eos ids are set from it.
+    With `tokenizer`, the model's pad/eos ids are set from it (a generation config that already stops at several
+    ids, Llama 3's end of text and end of turn, keeps them), and embeddings are resized only if the tokenizer has
+    more tokens than the model (a tokenizer given tokens its model never had; load_tokenizer adds none).
     """
     from transformers import AutoModelForCausalLM
 
@@ -118,9 +118,12 @@ def load_causal_lm(path: str | Path, device: torch.device | str = "cpu", *, trai
             model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         model.config.pad_token_id = tokenizer.pad_token_id
         model.config.eos_token_id = tokenizer.eos_token_id
-        if getattr(model, "generation_config", None) is not None:
-            model.generation_config.pad_token_id = tokenizer.pad_token_id
-            model.generation_config.eos_token_id = tokenizer.eos_token_id
+        generation = getattr(model, "generation_config", None)
+        if generation is not None:
+            generation.pad_token_id = tokenizer.pad_token_id
+            stops = generation.eos_token_id
+            if not (isinstance(stops, list) and tokenizer.eos_token_id in stops):
+                generation.eos_token_id = tokenizer.eos_token_id
     model.to(device)
     model.train(train)
     return model
