@@ -73,7 +73,7 @@ def test_ppo_round_registers_a_new_current_policy_and_makes_next_tasks(db, setti
     rm_dir = settings.data_dir / "rounds" / str(job.id) / "reward"
     assert json.loads((rm_dir.parent / "reward.config.json").read_text())["likelihood_model"] == str(tiny_lm_dir)
     feature = json.loads((rm_dir / "likelihood_feature.json").read_text())
-    assert feature["model"] == str(Path(tiny_lm_dir).resolve())
+    assert (rm_dir / feature["model"]).resolve() == Path(tiny_lm_dir).resolve()
     assert result["reward"]["likelihood_weight"] == pytest.approx(feature["weight"])
     stages = set(db.scalars(select(JobMetric.stage).where(JobMetric.job_id == job.id)))
     assert {"reward", "ppo"} <= stages
