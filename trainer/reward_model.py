@@ -286,7 +286,7 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
             tok.save_pretrained(tmp)
             if likelihood is not None:
                 save_likelihood_feature(tmp, likelihood, final_dir=config.out)
-            write_model_card(tmp, type(model).__name__)
+            write_model_card(tmp, type(model).__name__, centred=bool(final.get("reward_offset")))
             save_trainer_config(tmp, "reward", config)
     del scorer  # the DDP wrapper goes before the process group (trainer.distributed.end_process_group)
     end_process_group(world)

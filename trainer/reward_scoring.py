@@ -312,21 +312,21 @@ def score(prompt, response):
 '''
 
 
-def model_card(architecture: str, *, likelihood: dict | None) -> str:
+def model_card(architecture: str, *, likelihood: dict | None, centred: bool) -> str:
     """README.md of a reward model directory: what its score is and how to compute it with transformers alone."""
     lines = [
         "# Reward model",
         "",
         f"A `{architecture}` with one output, trained with `python -m trainer reward` on preference labels "
         "(Bradley–Terry; settings in `trainer_config.json`). It gives one number for a prompt and a response: higher "
-        "is preferred. Only differences between scores of the same prompt carry meaning; the training data's "
-        "preferred responses average about 0.",
+        "is preferred. Only differences between scores of the same prompt carry meaning"
+        + ("; the training data's preferred responses average about 0." if centred else "."),
         "",
         "The score is read at the EOS token that ends `prompt + response + EOS`, the text rendered as in training: a "
         "chat prompt through the tokenizer's own chat template (with BOS once, the template's or the tokenizer's), a "
-        "text prompt as `prompt + response`. Score one sequence at a time, or right-pad a batch and read each row "
-        "at its last real token (`config.pad_token_id` is unset when the tokenizer pads with its EOS, so "
-        "transformers refuses padded batches rather than read the wrong token).",
+        "text prompt as `prompt + response`. Score one sequence at a time, as the code below does: transformers then "
+        "reads the score at the last token. (When the tokenizer pads with its EOS, `config.pad_token_id` is unset, "
+        "so transformers refuses a padded batch rather than read the token before the EOS.)",
         "",
     ]
     if likelihood is None:
@@ -341,6 +341,7 @@ def model_card(architecture: str, *, likelihood: dict | None) -> str:
             "`likelihood_feature.json` records. The head-only score (`head_score` below) is what the backbone and "
             "head learned beyond that likelihood: it ranks responses as the labels did only together with the "
             "likelihood term, so never compare a head-only score with a full one, nor use it as the reward.",
+            "",
             "Keep the language model beside this directory (the path is relative, so moving the whole data "
             "directory keeps the pair working).",
         ]
@@ -358,7 +359,8 @@ def model_card(architecture: str, *, likelihood: dict | None) -> str:
     return "\n".join(lines)
 
 
-def write_model_card(directory: Path, architecture: str) -> None:
+def write_model_card(directory: Path, architecture: str, *, centred: bool) -> None:
     spec_file = directory / LIKELIHOOD_FILE
     likelihood = json.loads(spec_file.read_text(encoding="utf-8")) if spec_file.is_file() else None
-    (directory / "README.md").write_text(model_card(architecture, likelihood=likelihood), encoding="utf-8")
+    card = model_card(architecture, likelihood=likelihood, centred=centred)
+    (directory / "README.md").write_text(card, encoding="utf-8")
