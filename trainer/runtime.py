@@ -4,6 +4,7 @@ optimizer and learning-rate schedules the stages share."""
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import random
@@ -86,9 +87,40 @@ def load_tokenizer(path: str | Path):
         raise UsageError(f"{p}: cannot load tokenizer: {e}") from None
     if tok.eos_token is None:
         raise UsageError(f"{p}: tokenizer has no EOS token")
+    turn_end = chat_turn_end(tok)
+    if turn_end and turn_end != tok.eos_token and tok.convert_tokens_to_ids(turn_end) in generation_stop_ids(p):
+        # The chat template ends an answer with a token the model's own generation config stops at, but the tokenizer
+        # names another EOS (Llama 3 Instruct as first published: EOS <|end_of_text|>, turns end in <|eot_id|>).
+        # The end of a turn is what a chat model says when it is done: EOS it is, as its later tokenizers have it.
+        tok.eos_token = turn_end
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def chat_turn_end(tok) -> str | None:
+    """The special token the chat template writes right after an assistant's answer; None without a template."""
+    if getattr(tok, "chat_template", None) is None:
+        return None
+    answer = "rlhf-answer-7f3"
+    try:
+        text = tok.apply_chat_template(
+            [{"role": "user", "content": "q"}, {"role": "assistant", "content": answer}], tokenize=False
+        )
+    except Exception:  # a template may refuse any conversation (jinja2 errors, raise_exception): no turn end
+        return None
+    rest = text[text.rfind(answer) + len(answer) :] if answer in text else ""
+    specials = sorted({a.content for a in tok.added_tokens_decoder.values() if a.special}, key=len, reverse=True)
+    return next((t for t in specials if rest.startswith(t)), None)
+
+
+def generation_stop_ids(path: Path) -> list[int]:
+    """The ids the directory's generation_config.json stops at (eos_token_id: one id or a list); [] without one."""
+    try:
+        stops = json.loads((path / "generation_config.json").read_text(encoding="utf-8")).get("eos_token_id")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [stops] if isinstance(stops, int) else [s for s in stops or [] if isinstance(s, int)]
 
 
 def check_same_tokenizer(tok, other, what: str, *, against: str) -> None:

@@ -15,7 +15,7 @@ Sizes: hidden 16, 2 layers, 2 heads, a vocabulary of ~300 to 340: each forward c
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 WORDS = "the cat sat on a mat dog ran to park sun is hot cold blue red sky sea big small tree bird sings"
@@ -202,6 +202,19 @@ def build_model(arch: Architecture, out: Path, *, seed: int = 0) -> Path:
     model = AutoModelForCausalLM.from_config(model_config(arch, tok))
     model.save_pretrained(out)
     tok.save_pretrained(out)
+    return Path(out)
+
+
+def build_llama3_first_release(out: Path) -> Path:
+    """Llama 3 Instruct as first published: the tokenizer's EOS is <|end_of_text|> while chat turns end in <|eot_id|>,
+    and only generation_config.json says that <|eot_id|> stops generation too."""
+    from transformers import GenerationConfig
+
+    arch = replace(ARCHITECTURES["llama"], eos="<|end_of_text|>")
+    build_model(arch, out)
+    tok = build_tokenizer(arch)
+    stops = [tok.convert_tokens_to_ids("<|end_of_text|>"), tok.convert_tokens_to_ids("<|eot_id|>")]
+    GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=stops).save_pretrained(out)
     return Path(out)
 
 

@@ -8,13 +8,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    GenerationConfig,
+)
 
 from tests.trainer.architectures import (
     ARCHITECTURES,
     GOOD,
     QUESTIONS,
     assistant,
+    build_llama3_first_release,
     build_model,
     user,
     write_conversations,
@@ -33,18 +40,28 @@ from trainer.sft import IGNORE, SftConfig, encode_record, train_sft
 CPU = dict(device="cpu", seed=0)
 
 
+def _chat_tuned(base: Path, data: dict[str, Path], out: Path) -> Path:
+    """SFT long enough, at a high rate, that the tiny model's answers end in its EOS."""
+    return train_sft(
+        SftConfig(model=str(base), data=str(data["sft"]), out=str(out), max_steps=40, batch_size=6, lr=1e-2, **CPU)
+    )
+
+
+def _generated(model: Path, data: dict[str, Path], out: Path) -> Path:
+    config = GenerateConfig(
+        model=str(model), prompts=str(data["prompts"]), out=str(out), num_samples=2, max_new_tokens=12, **CPU
+    )
+    return run_generate(config)
+
+
 @pytest.fixture(scope="module", params=list(ARCHITECTURES))
 def trained(request, tmp_path_factory):
-    """One architecture through sft (long enough, at a high rate, that its answers end in EOS) and reward."""
+    """One architecture through sft and reward."""
     arch = ARCHITECTURES[request.param]
     root = tmp_path_factory.mktemp(arch.name)
     base = build_model(arch, root / "base")
     data = write_conversations(root / "data")
-    sft = train_sft(
-        SftConfig(
-            model=str(base), data=str(data["sft"]), out=str(root / "sft"), max_steps=40, batch_size=6, lr=1e-2, **CPU
-        )
-    )
+    sft = _chat_tuned(base, data, root / "sft")
     reward = train_reward(
         RewardConfig(
             model=str(sft), data=str(data["prefs"]), out=str(root / "rm"), max_steps=2, batch_size=4, lr=1e-3, **CPU
@@ -139,16 +156,7 @@ def test_ppo_dpo_generate_and_best_of_n(trained, tmp_path):
     assert _architectures(ppo) == _architectures(dpo) == [arch.causal_lm]
     assert _vocabulary(ppo) == _vocabulary(dpo) == _vocabulary(base)
 
-    out = run_generate(
-        GenerateConfig(
-            model=str(sft),
-            prompts=str(data["prompts"]),
-            out=str(tmp_path / "g.jsonl"),
-            num_samples=2,
-            max_new_tokens=12,
-            **CPU,
-        )
-    )
+    out = _generated(sft, data, tmp_path / "g.jsonl")
     rows = [obj for _, obj in read_jsonl(out)]
     special = AutoTokenizer.from_pretrained(sft).all_special_tokens
     assert len(rows) == 8 and any(r["finish_reason"] == "eos" for r in rows)  # stops at the model's own EOS
@@ -173,3 +181,20 @@ def test_ppo_dpo_generate_and_best_of_n(trained, tmp_path):
         SftConfig(model=str(sft), data=str(bon / "best.jsonl"), out=str(tmp_path / "rs"), max_steps=1, **CPU)
     )
     assert _architectures(again) == [arch.causal_lm]
+
+
+def test_a_chat_model_whose_tokenizer_names_another_eos_stops_at_the_end_of_its_turn(tmp_path):
+    """Llama 3 Instruct as first published names <|end_of_text|> as EOS, but its answers end in <|eot_id|>, which its
+    generation config stops at: that is the EOS every stage uses (learned, scored, stopped at), the vocabulary kept."""
+    base = build_llama3_first_release(tmp_path / "base")
+    raw = AutoTokenizer.from_pretrained(base)
+    assert raw.eos_token == "<|end_of_text|>"
+    tok = load_tokenizer(base)
+    assert tok.eos_token == "<|eot_id|>" and len(tok) == len(raw)
+    data = write_conversations(tmp_path / "data")
+    sft = _chat_tuned(base, data, tmp_path / "sft")
+    assert AutoTokenizer.from_pretrained(sft).eos_token == "<|eot_id|>"
+    stops = GenerationConfig.from_pretrained(sft).eos_token_id  # both stop ids saved, as the model came
+    assert sorted(stops) == sorted([raw.convert_tokens_to_ids("<|end_of_text|>"), tok.eos_token_id])
+    out = _generated(sft, data, tmp_path / "g.jsonl")
+    assert any(obj["finish_reason"] == "eos" for _, obj in read_jsonl(out))
