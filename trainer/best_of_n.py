@@ -150,7 +150,12 @@ def run_best_of_n(config: BestOfNConfig, *, on_metrics=None) -> Path:
             del model
             # the judge sees the prompt as the policy saw it (chat template applied), as `evaluate` does
             texts = {p.line: tok.decode(p.ids, skip_special_tokens=False) for p in prompts}
-            rewards = judge([texts[prompts[i // N].line] for i in range(len(records))], [r["text"] for r in records])
+            lines = [prompts[i // N].line for i in range(len(records))]
+            rewards = judge(
+                [texts[line] for line in lines],
+                [r["text"] for r in records],
+                [objects[line].get("messages") for line in lines],  # a reward model renders a chat with its template
+            )
             for rec, reward in zip(records, rewards):
                 rec["reward"] = reward
             best_rows, figures = select_best(prompts, objects, records, N)

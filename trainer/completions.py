@@ -93,10 +93,11 @@ def generate_samples(
             for row, (pi, k, seed) in enumerate(chunk):
                 n, finished = int(lengths[row]), bool(out.finished[row])
                 text_ids = tokens[row, : n - 1 if finished else n].tolist()  # the EOS is not part of the text
+                # annotators read it: no special token (a chat template's turn markers, BOS) ever shows
                 results[(pi, k)] = {
                     "prompt_id": prompts[pi].prompt_id,
                     "sample": k,
-                    "text": tok.decode(text_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False),
+                    "text": tok.decode(text_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False),
                     "finish_reason": "eos" if finished else "length",
                     "num_tokens": n,
                     "logprob": float(logprob[row]),

@@ -30,7 +30,7 @@ from trainer.logprobs import kl_estimate, response_logprobs
 from trainer.masks import pad_sequences
 from trainer.outputs import atomic_output_file
 from trainer.preference_data import load_preferences
-from trainer.prompt_data import load_prompts
+from trainer.prompt_data import load_prompts, prompt_conversations
 from trainer.reward_scoring import evaluate_pairs, load_reward_scorer
 from trainer.runtime import (
     autocast,
@@ -108,6 +108,7 @@ def win_rate(a: list[float], b: list[float], tol: float = 1e-9, *, per_prompt: i
 
 @dataclass
 class Samples:
+    prompt_ids_of: list[str]  # the prompt_id of each sample
     prompt_texts: list[str]
     texts: list[str]
     prompt_ids: list[list[int]]
@@ -118,20 +119,21 @@ class Samples:
 @torch.no_grad()
 def sample_policy(model, tok, prompts: list[tuple[str, list[int]]], cfg: EvaluateConfig, device) -> Samples:
     work = [(pid, ids, k) for pid, ids in prompts for k in range(cfg.num_samples)]
-    s = Samples([], [], [], [], [])
+    s = Samples([], [], [], [], [], [])
     for i in range(0, len(work), cfg.batch_size):
         chunk = work[i : i + cfg.batch_size]
         ids, mask = pad_sequences([w[1] for w in chunk], pad_token_id=tok.pad_token_id, side="left")
         gens = [make_generator(derive_seed(cfg.seed, pid, k)) for pid, _, k in chunk]
         out = sample_prompts(model, tok, ids.to(device), mask.to(device), cfg, gens)
-        for row, (_, p_ids, _) in enumerate(chunk):
+        for row, (pid, p_ids, _) in enumerate(chunk):
             n, fin = int(out.lengths[row]), bool(out.finished[row])
             resp = out.tokens[row, :n].tolist()
+            s.prompt_ids_of.append(pid)
             s.prompt_ids.append(p_ids)
             s.response_ids.append(resp)
             s.finished.append(fin)
             s.prompt_texts.append(tok.decode(p_ids, skip_special_tokens=False))
-            s.texts.append(tok.decode(resp[:-1] if fin else resp, skip_special_tokens=False))
+            s.texts.append(tok.decode(resp[:-1] if fin else resp, skip_special_tokens=True))  # as generate writes it
     return s
 
 
@@ -216,6 +218,7 @@ def run_evaluate(config: EvaluateConfig, *, on_metrics=None) -> dict:
         )
     if config.policy:
         judge = load_judge(config.judge, device, config.precision) if config.judge else None
+        chats = prompt_conversations(config.prompts)  # a reward-model judge renders a chat with its own template
         tok = load_tokenizer(config.policy)
         skipped_lines: list[int] = []
         prompts = _fitting_prompts(config, tok, skipped_lines)
@@ -235,7 +238,7 @@ def run_evaluate(config: EvaluateConfig, *, on_metrics=None) -> dict:
             del start
         del policy
         if judge is not None:
-            a_scores = judge(a.prompt_texts, a.texts)
+            a_scores = judge(a.prompt_texts, a.texts, [chats.get(pid) for pid in a.prompt_ids_of])
             result["policy"]["judge_mean"] = sum(a_scores) / len(a_scores)
         if config.baseline:
             btok = load_tokenizer(config.baseline)
@@ -243,7 +246,7 @@ def run_evaluate(config: EvaluateConfig, *, on_metrics=None) -> dict:
             b = sample_policy(baseline, btok, _fitting_prompts(config, btok), config, device)
             del baseline
             result["baseline"] = describe(b)
-            b_scores = judge(b.prompt_texts, b.texts)
+            b_scores = judge(b.prompt_texts, b.texts, [chats.get(pid) for pid in b.prompt_ids_of])
             result["baseline"]["judge_mean"] = sum(b_scores) / len(b_scores)
             result["win_rate"] = win_rate(a_scores, b_scores, per_prompt=config.num_samples)
     result[SKIPPED_METRIC] = skipped

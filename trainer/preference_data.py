@@ -34,6 +34,7 @@ from trainer.config import UsageError
 from trainer.context_fit import warn_skipped
 from trainer.data import DataError, read_jsonl
 from trainer.masks import pad_sequences
+from trainer.prompt_data import chat_text, encode_text
 
 
 @dataclass
@@ -146,31 +147,40 @@ class _Encoder:
         self.max_length = max_length
         self.eos = tokenizer.eos_token_id
 
-    def _ids(self, text: str, chat: bool) -> list[int]:
-        # A chat template writes its own special tokens; plain text gets the tokenizer's usual ones (BOS, if any).
-        return self.tok(text, add_special_tokens=not chat)["input_ids"]
+    def _ids(self, text: str) -> list[int]:
+        # BOS exactly once, whether the chat template wrote it or the tokenizer adds it (prompt_data.encode_text)
+        return encode_text(self.tok, text)["input_ids"]
 
     def prompt_text(self, prompt, chat: bool) -> str:
         if not chat:
             return prompt
         if not prompt:
             return ""
-        return self.tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        return chat_text(self.tok, prompt, add_generation_prompt=True)
 
     def encode(self, prompt, completion, chat: bool, path, line) -> tuple[list[int], int]:
         """(ids of prompt + completion + EOS, number of prompt tokens)."""
         p_text = self.prompt_text(prompt, chat)
         if chat:
-            full = self.tok.apply_chat_template(list(prompt or []) + list(completion), tokenize=False)
+            full = chat_text(self.tok, list(prompt or []) + list(completion), add_generation_prompt=False)
             if not full.startswith(p_text):
                 raise DataError(path, line, "chat template output does not start with the rendered prompt")
         else:
             full = prompt + completion
-        ids = self._ids(full, chat)
+        ids = self._ids(full)
         if not ids or ids[-1] != self.eos:
             ids = ids + [self.eos]
-        n_prompt = len(self._ids(p_text, chat)) if p_text else 0
+        n_prompt = len(self._ids(p_text)) if p_text else 0
         return ids, min(n_prompt, len(ids) - 1)
+
+
+def encode_response(tok, prompt: str | list[dict], response: str) -> tuple[list[int], int]:
+    """(ids of prompt + response + EOS, prompt tokens) as reward training encodes them: a chat prompt (messages) with
+    the response as the assistant's turn through the tokenizer's own template (which may write a space or trim, as
+    Mistral's and Llama 3's do), a text prompt as prompt + response, BOS once either way."""
+    chat = isinstance(prompt, list)
+    completion = [{"role": "assistant", "content": response}] if chat else response
+    return _Encoder(tok, 0).encode(prompt, completion, chat, "<scored>", 0)
 
 
 def _check_messages(value, key: str, path, line) -> list[dict]:

@@ -23,13 +23,34 @@ class PromptRecord:
     ids: list[int]
 
 
+def encode_text(tok, text: str, **kwargs):
+    """`tok(text)` with the tokenizer's BOS exactly once: added as the tokenizer adds it to any text, unless the text
+    already starts with it (a chat template that writes its own BOS, as Llama 3's and Mistral's do, would otherwise
+    get a second one). kwargs go to the tokenizer (return_offsets_mapping...)."""
+    wrote_bos = bool(tok.bos_token) and text.startswith(tok.bos_token)
+    return tok(text, add_special_tokens=not wrote_bos, **kwargs)
+
+
+def chat_text(tok, messages: list[dict], *, add_generation_prompt: bool) -> str:
+    """The conversation rendered by the tokenizer's own chat template. A conversation that ends in an answer ends at
+    the EOS that closes it: ChatML writes a newline after <|im_end|>, but the policy stops at <|im_end|>, so a
+    sequence scored or learned from ends where a sampled one does."""
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    eos = tok.eos_token
+    if not add_generation_prompt and eos and eos in text:
+        end = text.rindex(eos) + len(eos)
+        if not text[end:].strip():
+            text = text[:end]
+    return text
+
+
 def encode_prompt(tok, obj: dict, path: str | Path, line: int) -> list[int]:
     """The token ids of one prompt line (empty for an empty prompt string)."""
     if "messages" in obj:
         if getattr(tok, "chat_template", None) is None:
             raise DataError(path, line, "chat prompt needs a tokenizer with a chat template")
-        text = tok.apply_chat_template(require_messages(obj, path, line), tokenize=False, add_generation_prompt=True)
-        return list(tok(text, add_special_tokens=False)["input_ids"])
+        text = chat_text(tok, require_messages(obj, path, line), add_generation_prompt=True)
+        return list(encode_text(tok, text)["input_ids"])
     if isinstance(obj.get("prompt"), str):
         return list(tok(obj["prompt"])["input_ids"])
     raise DataError(path, line, 'expected "prompt" (string) or "messages"')
@@ -99,3 +120,13 @@ def load_prompts(
     if not prompts:
         raise DataError(path, 1, "no prompts")
     return prompts
+
+
+def prompt_conversations(path: str | Path) -> dict[str, list[dict]]:
+    """{prompt_id: messages} of the chat lines of a prompt file, keyed as load_prompts keys them (prompt_id, else the
+    line number): what a reward-model judge renders with its own template."""
+    return {
+        str(_prompt_id(obj, path, line, default=str(line))): obj["messages"]
+        for line, obj in read_jsonl(path)
+        if isinstance(obj.get("messages"), list)
+    }

@@ -1,15 +1,16 @@
 """`python -m trainer reward`: a scalar head on a causal LM's backbone, trained with the Bradley–Terry loss.
 
 The output is a `save_pretrained` directory of the architecture's *ForSequenceClassification (num_labels=1,
-pad_token_id set), so `AutoModelForSequenceClassification` loads it as it is; scores are read as
+pad_token_id set unless PAD is EOS), so `AutoModelForSequenceClassification` loads it as it is; scores are read as
 trainer.reward_scoring reads them (at the last real token, positions counted over real tokens).
 
 Likelihood feature (`--likelihood-model DIR`, the SFT model): the score adds w · (mean log-probability of the
 response's tokens under that frozen causal LM), w learned with the head. The model's own belief in an answer is what
 tells a right answer from a wrong one in the same style, which a head trained on a few hundred labels does not learn
 to read out of the backbone (measured: bench/rlhf_efficacy.py, README). The directory then also holds
-`likelihood_feature.json` (the LM's path and w): load it with `trainer.reward_scoring.load_reward_scorer`; HF's
-classifier alone gives the head's part of the score only.
+`likelihood_feature.json` (the LM's path, relative to this directory, and w): load it with
+`trainer.reward_scoring.load_reward_scorer`; HF's classifier alone gives the head's part of the score only. The
+directory's `README.md` (a model card) says what the score is and how to compute all of it with transformers alone.
 
 Length of training: with held-out pairs (`--eval-data`) the run stops once their loss has not improved for
 `--early-stopping-patience` passes (at most `--max-epochs`) and saves the best pass's weights, so a few hundred labels
@@ -47,6 +48,7 @@ from trainer.reward_scoring import (
     load_reward_model,
     ordered_right,
     save_likelihood_feature,
+    write_model_card,
 )
 from trainer.runtime import (
     autocast,
@@ -290,7 +292,8 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
             model.save_pretrained(tmp)
             tok.save_pretrained(tmp)
             if likelihood is not None:
-                save_likelihood_feature(tmp, likelihood)
+                save_likelihood_feature(tmp, likelihood, final_dir=config.out)
+            write_model_card(tmp, type(model).__name__, centred=bool(final.get("reward_offset")))
             save_trainer_config(tmp, "reward", config)
     del scorer  # the DDP wrapper goes before the process group (trainer.distributed.end_process_group)
     end_process_group(world)

@@ -1,14 +1,15 @@
 """Scoring with a reward model: loading one as it scores, and judging its scores on preference pairs.
 
-A reward model is a `save_pretrained` *ForSequenceClassification (num_labels=1, pad_token_id set), so
-`AutoModelForSequenceClassification` loads it as it is. Its score is read at the last real token (the EOS) with
+A reward model is a `save_pretrained` *ForSequenceClassification (num_labels=1; pad_token_id set unless PAD is EOS),
+so `AutoModelForSequenceClassification` loads it as it is. Its score is read at the last real token (the EOS) with
 positions counted over real tokens, so left and right padding give the same score (HF's pooling finds the last
 non-PAD token, but GPT-2 gives a left-padded row shifted positions unless position_ids are passed).
 
 Likelihood feature: a reward model trained with `--likelihood-model DIR` adds w · (mean log-probability of the
 response's tokens under that frozen causal LM) to the head's score; its directory then also holds
-`likelihood_feature.json` (the LM's path and w). `load_reward_scorer` applies it, and so does everything here that
-scores with a reward model (PPO, evaluate, the `rm:` judge); HF's classifier alone gives the head's part only.
+`likelihood_feature.json` (the LM's path, relative to the reward model's directory, and w). `load_reward_scorer`
+applies it, and so does everything here that scores with a reward model (PPO, evaluate, the `rm:` judge); HF's
+classifier alone gives the head's part only. The model card (`README.md`, `model_card`) says both in code.
 
 Used by the reward, PPO and evaluate stages, the `rm:` judge, and PPO's value model (the head at every position).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -76,7 +78,12 @@ def load_reward_model(
         head_init_(model.score, torch.Generator().manual_seed(new_head_seed))
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    model.config.pad_token_id = tokenizer.pad_token_id
+    # HF's classifier pools at the last token that is not PAD. With PAD == EOS (a tokenizer without a PAD of its own)
+    # that is the token before the EOS, where this model never scores: then no PAD id is saved, so transformers alone
+    # scores an unpadded sequence at its last token and refuses a padded batch rather than misread it. RewardScorer
+    # reads the attention mask and needs neither.
+    pad_is_eos = tokenizer.pad_token_id == tokenizer.eos_token_id
+    model.config.pad_token_id = None if pad_is_eos else tokenizer.pad_token_id
     model.config.eos_token_id = tokenizer.eos_token_id
     model.to(device)
     model.eval()  # dropout off: eval mode for training too (gradients still flow)
@@ -114,11 +121,14 @@ def load_likelihood_feature(
     return LikelihoodFeature(lm, str(Path(model_path).resolve()), weight).to(device)
 
 
-def save_likelihood_feature(directory: Path, feature: LikelihoodFeature) -> None:
+def save_likelihood_feature(directory: Path, feature: LikelihoodFeature, *, final_dir: str | Path) -> None:
+    """likelihood_feature.json in `directory` (the output being written, renamed to `final_dir` when whole). The
+    language model is named by its path relative to `final_dir`: a round's reward model and its SFT model both live
+    in the data dir, so moving or copying the data dir keeps the pair together."""
     (directory / LIKELIHOOD_FILE).write_text(
         json.dumps(
             {
-                "model": feature.model_path,
+                "model": os.path.relpath(feature.model_path, Path(final_dir).resolve()),
                 "weight": float(feature.weight.detach()),
                 "feature": "mean log-probability of the response tokens (EOS included) under model, temperature 1",
             },
@@ -139,10 +149,10 @@ def load_reward_scorer(
         return RewardScorer(model)
     try:
         spec = json.loads(spec_file.read_text(encoding="utf-8"))
-        model_path, weight = spec["model"], float(spec["weight"])
+        model_path, weight = Path(path) / spec["model"], float(spec["weight"])  # relative to the reward model's dir
     except (ValueError, KeyError, TypeError) as e:
         raise UsageError(f"{spec_file}: not a likelihood feature file: {e}") from None
-    if not Path(model_path).is_dir():
+    if not model_path.is_dir():
         raise UsageError(f"{spec_file}: its likelihood model {model_path} is missing")
     return RewardScorer(model, load_likelihood_feature(model_path, tokenizer, device, weight, dtype=dtype))
 
@@ -256,3 +266,113 @@ def expected_calibration_error(p_better: torch.Tensor, bins: int = 10) -> float:
         if sel.any():
             ece += float(sel.float().mean()) * abs(float(p[sel].mean()) - float(y[sel].mean()))
     return ece
+
+
+# ----------------------------------------------------------------------------- the model card
+
+CARD_CODE = '''import json, os
+
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+REWARD_DIR = "."  # this directory
+tok = AutoTokenizer.from_pretrained(REWARD_DIR)
+rm = AutoModelForSequenceClassification.from_pretrained(REWARD_DIR).eval()
+
+
+def ids_of(text):
+    # BOS once: the one the chat template wrote, else the one the tokenizer adds
+    wrote_bos = bool(tok.bos_token) and text.startswith(tok.bos_token)
+    return tok(text, add_special_tokens=not wrote_bos)["input_ids"]
+
+
+def encode(prompt, response):
+    """prompt + response + EOS as in training -> (token ids, prompt tokens). A chat prompt is a list of messages."""
+    if isinstance(prompt, list):
+        prompt_text = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        text = tok.apply_chat_template(prompt + [{"role": "assistant", "content": response}], tokenize=False)
+        if tok.eos_token in text:  # the sequence ends at the EOS that closes the answer (ChatML adds a newline)
+            end = text.rindex(tok.eos_token) + len(tok.eos_token)
+            text = text[:end] if not text[end:].strip() else text
+    else:
+        prompt_text, text = prompt, prompt + response
+    ids = ids_of(text)
+    if ids[-1] != tok.eos_token_id:
+        ids.append(tok.eos_token_id)
+    return ids, min(len(ids_of(prompt_text)), len(ids) - 1)
+
+
+@torch.no_grad()
+def head_score(prompt, response):
+    ids, _ = encode(prompt, response)
+    return rm(torch.tensor([ids])).logits[0, 0].item()  # one unpadded sequence: read at its last token, the EOS
+'''
+
+CARD_LIKELIHOOD_CODE = '''
+
+spec = json.load(open(os.path.join(REWARD_DIR, "likelihood_feature.json")))
+lm = AutoModelForCausalLM.from_pretrained(os.path.join(REWARD_DIR, spec["model"])).eval()
+
+
+@torch.no_grad()
+def score(prompt, response):
+    """The reward: the head's score + w * the language model's mean log-probability of the response (EOS included)."""
+    ids, n_prompt = encode(prompt, response)
+    x = torch.tensor([ids])
+    logp = lm(x).logits[0, :-1].float().log_softmax(-1).gather(-1, x[0, 1:, None])[:, 0]  # token t given t-1
+    return head_score(prompt, response) + spec["weight"] * logp[max(n_prompt, 1) - 1 :].mean().item()
+'''
+
+
+def model_card(architecture: str, *, likelihood: dict | None, centred: bool) -> str:
+    """README.md of a reward model directory: what its score is and how to compute it with transformers alone."""
+    lines = [
+        "# Reward model",
+        "",
+        f"A `{architecture}` with one output, trained with `python -m trainer reward` on preference labels "
+        "(Bradley–Terry; settings in `trainer_config.json`). It gives one number for a prompt and a response: higher "
+        "is preferred. Only differences between scores of the same prompt carry meaning"
+        + ("; the training data's preferred responses average about 0." if centred else "."),
+        "",
+        "The score is read at the EOS token that ends `prompt + response + EOS`, the text rendered as in training: a "
+        "chat prompt through the tokenizer's own chat template (with BOS once, the template's or the tokenizer's), a "
+        "text prompt as `prompt + response`. Score one sequence at a time, as the code below does: transformers then "
+        "reads the score at the last token. (When the tokenizer pads with its EOS, `config.pad_token_id` is unset, "
+        "so transformers refuses a padded batch rather than read the token before the EOS.)",
+        "",
+    ]
+    if likelihood is None:
+        lines += [
+            "The classifier's output is the whole score: `AutoModelForSequenceClassification` alone gives the reward.",
+        ]
+    else:
+        lines += [
+            "**The classifier alone gives only part of the reward.** The reward is the head's score plus "
+            f"w · (mean log-probability of the response's tokens, EOS included, under the language model at "
+            f"`{likelihood['model']}`, relative to this directory), w = {likelihood['weight']:.6g}, as "
+            "`likelihood_feature.json` records. The head-only score (`head_score` below) is what the backbone and "
+            "head learned beyond that likelihood: it ranks responses as the labels did only together with the "
+            "likelihood term, so never compare a head-only score with a full one, nor use it as the reward.",
+            "",
+            "Keep the language model beside this directory (the path is relative, so moving the whole data "
+            "directory keeps the pair working).",
+        ]
+    lines += [
+        "",
+        "## Scoring with transformers alone",
+        "",
+        "```python",
+        CARD_CODE.rstrip() + (CARD_LIKELIHOOD_CODE.rstrip() if likelihood is not None else "\n\n\nscore = head_score"),
+        "```",
+        "",
+        "In this project: `trainer.reward_scoring.load_reward_scorer(DIR, tokenizer)`, or the judge `rm:DIR`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_model_card(directory: Path, architecture: str, *, centred: bool) -> None:
+    spec_file = directory / LIKELIHOOD_FILE
+    likelihood = json.loads(spec_file.read_text(encoding="utf-8")) if spec_file.is_file() else None
+    card = model_card(architecture, likelihood=likelihood, centred=centred)
+    (directory / "README.md").write_text(card, encoding="utf-8")

@@ -4,6 +4,7 @@ optimizer and learning-rate schedules the stages share."""
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import random
@@ -30,8 +31,6 @@ def quiet_when_not_a_terminal() -> None:
 
 
 quiet_when_not_a_terminal()
-
-PAD_TOKEN = "<|pad|>"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -79,10 +78,11 @@ def _check_dir(path: str | Path, what: str) -> Path:
 
 
 def load_tokenizer(path: str | Path):
-    """AutoTokenizer from a local directory, with a dedicated PAD token that is not EOS.
+    """AutoTokenizer from a local directory; one without a PAD token pads with its EOS.
 
-    Tokenizers without one (GPT-2 and many others reuse EOS as PAD) get `<|pad|>` added; the model must
-    then be loaded with `load_causal_lm(..., tokenizer=tok)` so its embeddings grow to match.
+    The vocabulary never grows (no added PAD, no resized embeddings: a model keeps its shapes, and its outputs load
+    where it came from). Padding is safe with PAD == EOS because every mask here comes from the attention mask and
+    every response end from the first EOS, never from PAD ids (trainer.masks).
     """
     from transformers import AutoTokenizer
 
@@ -91,11 +91,42 @@ def load_tokenizer(path: str | Path):
         tok = AutoTokenizer.from_pretrained(str(p))
     except (OSError, ValueError) as e:
         raise UsageError(f"{p}: cannot load tokenizer: {e}") from None
-    if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
-        tok.add_special_tokens({"pad_token": PAD_TOKEN})
     if tok.eos_token is None:
         raise UsageError(f"{p}: tokenizer has no EOS token")
+    turn_end = chat_turn_end(tok)
+    if turn_end and turn_end != tok.eos_token and tok.convert_tokens_to_ids(turn_end) in generation_stop_ids(p):
+        # The chat template ends an answer with a token the model's own generation config stops at, but the tokenizer
+        # names another EOS (Llama 3 Instruct as first published: EOS <|end_of_text|>, turns end in <|eot_id|>).
+        # The end of a turn is what a chat model says when it is done: EOS it is, as its later tokenizers have it.
+        tok.eos_token = turn_end
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
     return tok
+
+
+def chat_turn_end(tok) -> str | None:
+    """The special token the chat template writes right after an assistant's answer; None without a template."""
+    if getattr(tok, "chat_template", None) is None:
+        return None
+    answer = "rlhf-answer-7f3"
+    try:
+        text = tok.apply_chat_template(
+            [{"role": "user", "content": "q"}, {"role": "assistant", "content": answer}], tokenize=False
+        )
+    except Exception:  # a template may refuse any conversation (jinja2 errors, raise_exception): no turn end
+        return None
+    rest = text[text.rfind(answer) + len(answer) :] if answer in text else ""
+    specials = sorted({a.content for a in tok.added_tokens_decoder.values() if a.special}, key=len, reverse=True)
+    return next((t for t in specials if rest.startswith(t)), None)
+
+
+def generation_stop_ids(path: Path) -> list[int]:
+    """The ids the directory's generation_config.json stops at (eos_token_id: one id or a list); [] without one."""
+    try:
+        stops = json.loads((path / "generation_config.json").read_text(encoding="utf-8")).get("eos_token_id")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [stops] if isinstance(stops, int) else [s for s in stops or [] if isinstance(s, int)]
 
 
 def check_same_tokenizer(tok, other, what: str, *, against: str) -> None:
@@ -115,8 +146,9 @@ def load_causal_lm(
     """AutoModelForCausalLM in `dtype` (fp32 unless --precision bf16: weight_dtype) on `device`, in train() or
     eval() mode.
 
-    With `tokenizer`, embeddings are resized if the tokenizer has more tokens (an added PAD) and the
-    model's pad/eos ids are set from it.
+    With `tokenizer`, the model's pad/eos ids are set from it (a generation config that already stops at several
+    ids, Llama 3's end of text and end of turn, keeps them), and embeddings are resized only if the tokenizer has
+    more tokens than the model (a tokenizer given tokens its model never had; load_tokenizer adds none).
     """
     from transformers import AutoModelForCausalLM
 
@@ -132,9 +164,12 @@ def load_causal_lm(
             model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         model.config.pad_token_id = tokenizer.pad_token_id
         model.config.eos_token_id = tokenizer.eos_token_id
-        if getattr(model, "generation_config", None) is not None:
-            model.generation_config.pad_token_id = tokenizer.pad_token_id
-            model.generation_config.eos_token_id = tokenizer.eos_token_id
+        generation = getattr(model, "generation_config", None)
+        if generation is not None:
+            generation.pad_token_id = tokenizer.pad_token_id
+            stops = generation.eos_token_id
+            if not (isinstance(stops, list) and tokenizer.eos_token_id in stops):
+                generation.eos_token_id = tokenizer.eos_token_id
     model.to(device)
     model.train(train)
     return model

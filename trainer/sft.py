@@ -20,6 +20,7 @@ from trainer.config import TrainConfig, UsageError
 from trainer.context_fit import SKIPPED_METRIC, sequence_limit, warn_skipped
 from trainer.data import DataError, read_jsonl, require_messages
 from trainer.outputs import MetricsLog, atomic_output_dir, peak_memory, progress, save_trainer_config
+from trainer.prompt_data import encode_text
 from trainer.runtime import (
     adamw,
     autocast,
@@ -60,7 +61,7 @@ class SftConfig(TrainConfig):
 
 def encode_prompt_completion(tok, prompt: str, completion: str) -> tuple[list[int], list[int]]:
     """(input_ids, labels) of `prompt + completion + EOS`; labels are IGNORE on every prompt-only token."""
-    enc = tok(prompt + completion, return_offsets_mapping=True)  # BOS etc. as the tokenizer adds them
+    enc = encode_text(tok, prompt + completion, return_offsets_mapping=True)  # BOS etc. as the tokenizer adds them
     ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
     if ids and ids[-1] == tok.eos_token_id and tuple(offsets[-1]) == (0, 0):
         ids, offsets = ids[:-1], offsets[:-1]  # tokenizer appends EOS itself: keep exactly one, learned
@@ -89,7 +90,7 @@ def encode_messages(tok, messages: list[dict], learn_from: int = 0) -> tuple[lis
         spans.append((start, len(upto)))
     if not spans:
         raise ValueError("no assistant turn to learn from")
-    enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
+    enc = encode_text(tok, full, return_offsets_mapping=True)  # BOS once: the template's, or the tokenizer's
     ids = list(enc["input_ids"])
     labels = [
         t if any(s < e_span and e > s_span for s_span, e_span in spans) else IGNORE

@@ -126,6 +126,7 @@ class PendingTask:
     prompt: str
     generation_ids: list[int]
     texts: list[str]
+    messages: list[dict] | None = None  # a chat prompt's messages: a reward model renders them with its own template
 
 
 def pending_tasks(session: Session, *, user_id: int, limit: int) -> list[PendingTask]:
@@ -157,6 +158,7 @@ def pending_tasks(session: Session, *, user_id: int, limit: int) -> list[Pending
                 prompt_display_text(prompt),
                 [p.generation_id for p in positions],
                 [p.generation.text for p in positions],
+                prompt.messages,
             )
         )
     return out
@@ -175,7 +177,11 @@ def reward_model_scorer(path: str) -> Scorer:
     judge = load_judge(f"rm:{path}", resolve_device("auto"), "auto")
 
     def score(tasks: list[PendingTask]) -> list[list[float]]:
-        flat = judge([t.prompt for t in tasks for _ in t.texts], [r for t in tasks for r in t.texts])
+        flat = judge(
+            [t.prompt for t in tasks for _ in t.texts],
+            [r for t in tasks for r in t.texts],
+            [t.messages for t in tasks for _ in t.texts],
+        )
         out, i = [], 0
         for t in tasks:
             out.append(flat[i : i + len(t.texts)])

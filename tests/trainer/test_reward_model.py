@@ -300,7 +300,7 @@ def test_rm_learns_to_read_its_likelihood_feature_and_every_reader_applies_it(tm
     assert plain[-1]["eval_accuracy"] < 0.75, plain[-1]
     assert lines[-1]["eval_accuracy"] >= 0.9, lines[-1]
     spec = json.loads((out / LIKELIHOOD_FILE).read_text())
-    assert spec["model"] == str(peaked_lm_dir.resolve()) and spec["weight"] > 1.0
+    assert (out / spec["model"]).resolve() == peaked_lm_dir.resolve() and spec["weight"] > 1.0
     assert lines[-2]["likelihood_weight"] == pytest.approx(spec["weight"])
     # reloaded, it scores held-out pairs as it did at the end of training
     tok = load_tokenizer(out)

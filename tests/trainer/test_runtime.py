@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2LMHeadModel, P
 from tests.factories import tiny_gpt2_config
 from trainer.config import UsageError
 from trainer.generate import GenerateConfig, run_generate
-from trainer.runtime import PAD_TOKEN, autocast, load_causal_lm, load_tokenizer, resolve_device
+from trainer.runtime import autocast, load_causal_lm, load_tokenizer, resolve_device
 from trainer.sft import SftConfig, train_sft
 
 
@@ -37,12 +37,13 @@ def foreign_lm_dir(tmp_path_factory, tiny_corpus_file):
     return out
 
 
-def test_tokenizer_without_pad_gets_a_dedicated_pad_and_model_grows(foreign_lm_dir):
+def test_tokenizer_without_pad_pads_with_eos_and_nothing_grows(foreign_lm_dir):
+    size = len(AutoTokenizer.from_pretrained(foreign_lm_dir))
     assert AutoTokenizer.from_pretrained(foreign_lm_dir).pad_token is None
     tok = load_tokenizer(foreign_lm_dir)
-    assert tok.pad_token == PAD_TOKEN and tok.pad_token_id != tok.eos_token_id
+    assert tok.pad_token_id == tok.eos_token_id and len(tok) == size
     model = load_causal_lm(foreign_lm_dir, "cpu", tokenizer=tok)
-    assert model.get_input_embeddings().weight.shape[0] == len(tok)
+    assert model.get_input_embeddings().weight.shape[0] == size
     assert model.config.pad_token_id == tok.pad_token_id and not model.training
     assert load_causal_lm(foreign_lm_dir, "cpu", train=True).training
 
@@ -61,7 +62,8 @@ def test_sft_and_generate_work_on_a_users_own_model(tmp_path, foreign_lm_dir):
         )
     )
     tok, model = AutoTokenizer.from_pretrained(out), AutoModelForCausalLM.from_pretrained(out)
-    assert tok.pad_token == PAD_TOKEN and model.get_input_embeddings().weight.shape[0] == len(tok)
+    size = len(AutoTokenizer.from_pretrained(foreign_lm_dir))
+    assert tok.pad_token == tok.eos_token and model.get_input_embeddings().weight.shape[0] == len(tok) == size
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"prompt_id": "a", "prompt": "the cat"}\n')
     run_generate(
@@ -75,7 +77,7 @@ def test_sft_and_generate_work_on_a_users_own_model(tmp_path, foreign_lm_dir):
         )
     )
     rows = [json.loads(x) for x in (tmp_path / "g.jsonl").read_text().splitlines()]
-    assert [r["sample"] for r in rows] == [0, 1] and all(PAD_TOKEN not in r["text"] for r in rows)
+    assert [r["sample"] for r in rows] == [0, 1] and all(tok.eos_token not in r["text"] for r in rows)
 
 
 def test_devices_and_precision():

@@ -13,7 +13,18 @@ from app.jobs.worker import Worker
 from app.models import Job, JobMetric, ModelVersion, Task
 from app.services.rounds import RoundError, parse_round_config, start_round
 from app.services.snapshots import read_manifest, snapshot_dir, verify_snapshot
-from tests.factories import labelled_world, run_metrics, tiny_round_config
+from tests.factories import (
+    annotate_pairwise,
+    labelled_world,
+    make_annotator,
+    make_generation,
+    make_prompt,
+    make_task,
+    register_policy,
+    run_metrics,
+    tiny_round_config,
+)
+from tests.trainer.architectures import ARCHITECTURES, build_model
 
 
 def run_worker_once(settings) -> None:
@@ -73,7 +84,7 @@ def test_ppo_round_registers_a_new_current_policy_and_makes_next_tasks(db, setti
     rm_dir = settings.data_dir / "rounds" / str(job.id) / "reward"
     assert json.loads((rm_dir.parent / "reward.config.json").read_text())["likelihood_model"] == str(tiny_lm_dir)
     feature = json.loads((rm_dir / "likelihood_feature.json").read_text())
-    assert feature["model"] == str(Path(tiny_lm_dir).resolve())
+    assert (rm_dir / feature["model"]).resolve() == Path(tiny_lm_dir).resolve()
     assert result["reward"]["likelihood_weight"] == pytest.approx(feature["weight"])
     stages = set(db.scalars(select(JobMetric.stage).where(JobMetric.job_id == job.id)))
     assert {"reward", "ppo"} <= stages
@@ -222,3 +233,39 @@ def test_inputs_too_long_for_the_model_are_skipped_and_counted_not_fatal(db, set
         json.loads(x)["prompt_id"]
         for x in (settings.data_dir / "rounds" / str(job.id) / "best_of_n" / "samples.jsonl").read_text().splitlines()
     }
+
+
+def test_a_round_on_a_llama_chat_model_keeps_its_architecture_and_shows_no_special_tokens(db, settings, tmp_path):
+    """A non-GPT-2 model (tiny Llama 3: BOS from tokenizer and template, EOS <|eot_id|>, no PAD) and chat prompts
+    through a whole round: its models keep the architecture and the vocabulary, and the next tasks' texts hold no
+    special token."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    llama = build_model(ARCHITECTURES["llama"], tmp_path / "llama")
+    sft = register_policy(db, llama)
+    human = make_annotator(db)
+    for i in range(12):
+        a, b = i % 5, i // 5 + 1
+        prompt = make_prompt(db, messages=[{"role": "user", "content": f"what is {a} plus {b}?"}])
+        right = make_generation(db, prompt, f"it is {a + b}.", seed=2 * i)
+        wrong = make_generation(db, prompt, f"it is {a + b + 2}.", seed=2 * i + 1)
+        task = make_task(db, prompt, [right, wrong] if i % 2 else [wrong, right], kind="pairwise")
+        annotate_pairwise(db, task, human, chosen=right)
+    for i in range(3):
+        make_prompt(db, messages=[{"role": "user", "content": f"what is {i} times {i}?"}], split="eval")
+    db.commit()
+    job = start_round(db, config=tiny_round_config(eval_prompts=3))
+    db.commit()
+    run_worker_once(settings)
+    db.expire_all()
+    job = db.get(Job, job.id)
+    assert job.status == "succeeded", job.error
+    policy, reward = (db.get(ModelVersion, job.result[key]) for key in ("policy_id", "reward_model_id"))
+    assert policy.parent_id == reward.parent_id == sft.id
+    assert AutoConfig.from_pretrained(policy.path).architectures == ["LlamaForCausalLM"]
+    assert AutoConfig.from_pretrained(reward.path).architectures == ["LlamaForSequenceClassification"]
+    tok = AutoTokenizer.from_pretrained(llama)
+    assert len(AutoTokenizer.from_pretrained(policy.path)) == len(tok)
+    tasks = db.scalars(select(Task).where(Task.id > task.id)).all()
+    texts = [p.generation.text for t in tasks for p in t.positions]
+    assert texts and not [x for x in texts if any(s in x for s in tok.all_special_tokens)]
