@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from trainer.adapters import LoraFields, reference_model, save_model, trainable_model, trainable_parameters
 from trainer.config import TrainConfig
 from trainer.context_fit import SKIPPED_METRIC, sequence_limit
 from trainer.logprobs import completion_logprobs
@@ -39,7 +40,7 @@ from trainer.runtime import (
 
 
 @dataclass(kw_only=True)
-class DPOConfig(TrainConfig):
+class DPOConfig(LoraFields, TrainConfig):
     policy: str = field(metadata={"help": "Causal LM to tune (usually the SFT model)."})
     data: str = field(metadata={"help": "Preference JSONL (trl / trl-conversational; rankings and kto work too)."})
     out: str = field(metadata={"help": "Output directory for the tuned policy."})
@@ -76,11 +77,14 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
     # longer sequences are skipped, never past the policy's context (trainer.context_fit)
     max_length = sequence_limit(model_dir_context(config.policy), config.max_length)
     data = load_preferences(config.data, tok, ties=config.ties, max_length=max_length)
-    policy = load_causal_lm(config.policy, device, tokenizer=tok)  # eval mode: dropout off
-    ref = load_causal_lm(config.ref or config.policy, device, tokenizer=tok).requires_grad_(False)
+    load = lambda p: load_causal_lm(p, device, tokenizer=tok)  # noqa: E731  eval mode: dropout off
+    policy, peft_model = trainable_model(config.policy, config, load, task="CAUSAL_LM")
+    # under LoRA the reference is the policy's own weights with the adapter switched off: no second copy
+    ref = reference_model(config, config.policy, peft_model, load)
     for m in (policy, ref):
         use_fast_kernels_(m, device, config.precision)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=0.0)
+    params = trainable_parameters(policy)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     groups = data.groups
     batches_per_epoch = math.ceil(len(groups) / config.batch_size)
     total_steps = total_steps_for(epochs=config.epochs, batches_per_epoch=batches_per_epoch, max_steps=config.max_steps)
@@ -120,7 +124,7 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
                     s["lc"] += float(pi_lp[bi].sum())
                     s["lr_"] += float(pi_lp[wi].sum())
                     s["n"] += len(bi)
-            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             lr = scheduler.get_last_lr()[0]
@@ -148,7 +152,7 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
             bar.update(1)
         bar.close()
         log.close()
-        policy.save_pretrained(tmp)
+        save_model(policy, peft_model, tmp)
         tok.save_pretrained(tmp)
         save_trainer_config(tmp, "dpo", config)
     return Path(config.out)

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from trainer.adapters import is_adapter_dir, load_merged
 from trainer.config import UsageError
 from trainer.logprobs import completion_logprobs
 from trainer.masks import gather_at, last_token_index, masked_mean, position_ids_from_mask
@@ -42,7 +43,8 @@ def head_init_(linear: nn.Linear, generator: torch.Generator | None = None) -> N
 
 
 def load_reward_model(path: str | Path, tokenizer, device: torch.device | str = "cpu", *, new_head_seed: int = 0):
-    """*ForSequenceClassification(num_labels=1) from a causal LM or a reward-model directory.
+    """*ForSequenceClassification(num_labels=1) from a causal LM or a reward-model directory, either of them whole or
+    a peft adapter directory.
 
     From a causal LM the backbone weights are reused and the head is freshly initialised (seeded)."""
     import transformers
@@ -51,6 +53,9 @@ def load_reward_model(path: str | Path, tokenizer, device: torch.device | str = 
     p = Path(path)
     if not p.is_dir():
         raise UsageError(f"{p}: not a model directory")
+    if is_adapter_dir(p):  # its base (a causal LM or a reward model) with the adapter (and its head) merged in
+        model = load_merged(p, lambda base: load_reward_model(base, tokenizer, "cpu", new_head_seed=new_head_seed))
+        return model.to(device).eval()
     try:
         cfg = AutoConfig.from_pretrained(str(p))
     except (OSError, ValueError) as e:

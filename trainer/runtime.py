@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trainer.adapters import is_adapter_dir, load_merged, model_config_dir
 from trainer.config import UsageError
 
 # Models are loaded from local directories only; nothing is downloaded.
@@ -102,11 +103,17 @@ def load_causal_lm(path: str | Path, device: torch.device | str = "cpu", *, trai
     """AutoModelForCausalLM in fp32 on `device`, in train() or eval() mode.
 
     With `tokenizer`, embeddings are resized if the tokenizer has more tokens (an added PAD) and the
-    model's pad/eos ids are set from it.
+    model's pad/eos ids are set from it. A peft adapter directory (adapter_config.json) loads as its base with the
+    adapter merged in, so every stage takes adapter and whole models alike (trainer.adapters).
     """
     from transformers import AutoModelForCausalLM
 
     p = _check_dir(path, "model")
+    if is_adapter_dir(p):
+        model = load_merged(p, lambda base: load_causal_lm(base, "cpu", tokenizer=tokenizer))
+        model.to(device)
+        model.train(train)
+        return model
     try:
         model = AutoModelForCausalLM.from_pretrained(str(p), dtype=torch.float32)
     except (OSError, ValueError) as e:
@@ -136,7 +143,7 @@ def model_dir_context(path: str | Path) -> int:
     from transformers import AutoConfig
 
     try:
-        return config_context(AutoConfig.from_pretrained(str(path)))
+        return config_context(AutoConfig.from_pretrained(str(model_config_dir(path))))
     except (OSError, ValueError) as e:
         raise UsageError(f"{path}: cannot load model config: {e}") from None
 
