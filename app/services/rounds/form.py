@@ -44,6 +44,7 @@ ROUND_FIELDS = [
     ("reference", "Reference (KL)"),
     ("reward_init", "Reward model starts from"),
     ("reward_likelihood", "Reward adds the SFT model's log-likelihood"),
+    ("lora_r", "LoRA rank (0 = train every weight)"),
     ("eval_prompts", "Eval prompts"),
     ("eval_samples", "Samples per eval prompt"),
     ("kl_floor", "KL floor (changed almost nothing below it)"),
