@@ -230,3 +230,27 @@ def test_bad_lora_flags_are_usage_errors(world, tmp_path):
     with pytest.raises(UsageError, match="no module named q_proj"):
         train_sft(cfg)
     assert not (tmp_path / "o").exists()
+
+
+def test_generation_from_an_adapter_is_generation_from_the_merged_model(world, sft_adapter, tmp_path):
+    from trainer.context_fit import PromptCounter
+    from trainer.generate import GenerateConfig, run_generate
+
+    merged = tmp_path / "merged"
+    load_causal_lm(sft_adapter).save_pretrained(merged)
+    load_tokenizer(sft_adapter).save_pretrained(merged)
+    texts = []
+    for name, model in (("a", sft_adapter), ("m", merged)):
+        cfg = GenerateConfig(
+            model=str(model),
+            prompts=str(world["prompts"]),
+            out=str(tmp_path / f"{name}.jsonl"),
+            num_samples=2,
+            max_new_tokens=6,
+            device="cpu",
+            seed=3,
+        )
+        texts.append([json.loads(x)["text"] for x in run_generate(cfg).read_text().splitlines()])
+    assert texts[0] == texts[1] and len(texts[0]) == 16
+    # the web process counts prompt tokens from the files alone: an adapter's context is its base's
+    assert PromptCounter.from_model_dir(sft_adapter).context == PromptCounter.from_model_dir(world["lm"]).context
