@@ -219,11 +219,14 @@ def main() -> None:
     report: dict[str, dict] = {"device": args.device, "lora_r": args.lora_r}
     for stage, modes in results.items():
         med = {mode: {k: statistics.median(run[k] for run in runs) for k in runs[0]} for mode, runs in modes.items()}
-        ratio = {k: med["lora"][k] / med["full"][k] for k in ("steps_per_s", "steps_per_cpu_s", "state_mb", "peak_mb") if med["full"][k]}
+        keys = ("steps_per_s", "steps_per_cpu_s", "state_mb", "peak_mb")
+        ratio = {k: med["lora"][k] / med["full"][k] for k in keys if med["full"][k]}
         report[stage] = {**med, "lora/full": ratio}
-        print(f"{stage:>6}: " + "  ".join(f"{m}: {v['steps_per_s']:.2f} steps/s ({v['steps_per_cpu_s']:.2f}/CPU-s), state {v['state_mb']:.2f} MB, "
-                                          f"peak {v['peak_mb']:.1f} MB, {v['trained_params']:.0f} trained"
-                                          for m, v in med.items()))  # fmt: skip
+        for mode, v in med.items():
+            print(
+                f"{stage:>6} {mode:>4}: {v['steps_per_s']:.2f} steps/s ({v['steps_per_cpu_s']:.2f} per CPU-s), "
+                f"state {v['state_mb']:.2f} MB, peak {v['peak_mb']:.1f} MB, {v['trained_params']:.0f} trained"
+            )
         print(f"{'':>6}  LoRA/full: " + ", ".join(f"{k} {v:.2f}" for k, v in ratio.items()))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
