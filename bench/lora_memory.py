@@ -86,8 +86,8 @@ def worker(spec: dict) -> dict:
     cuda = spec["device"] == "cuda"
     from peft import LoraConfig, get_peft_model
 
-    # peft imports most of its modules lazily, on first use: use it (wrap, save) once before the baseline, in both modes, so the
-    # measured rise is the stage's tensors and not Python modules
+    # peft imports most of its modules lazily, on first use: wrap and save once before the baseline, in both modes,
+    # so the measured rise is the stage's tensors and not Python modules
     warm = get_peft_model(torch.nn.Sequential(torch.nn.Linear(4, 4)), LoraConfig(r=1, target_modules=["0"]))
     warm.save_pretrained(str(Path(spec["tmp"]) / f"warm-{os.getpid()}"))  # saving imports the model-card code
 
