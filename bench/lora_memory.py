@@ -147,7 +147,7 @@ def worker(spec: dict) -> dict:
 # ----------------------------------------------------------------------------- assets
 
 
-def build_assets(root: Path, model_dir: str | None, seed: int = 0) -> dict:
+def build_assets(root: Path, model_dir: str | None, shape: dict, seed: int = 0) -> dict:
     from trainer.gpt import build_gpt2, gpt2_config
     from trainer.reward_model import RewardConfig, train_reward
     from trainer.tokenizer import TokenizerConfig, train_tokenizer
@@ -174,8 +174,9 @@ def build_assets(root: Path, model_dir: str | None, seed: int = 0) -> dict:
         tok = AutoTokenizer.from_pretrained(str(tok_dir))
         torch.manual_seed(seed)
         cfg = gpt2_config(
-            vocab_size=len(tok), n_layer=size.n_layer, n_head=size.n_head, n_embd=size.n_embd, context=size.context,
-            dropout=0.0, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+            vocab_size=len(tok), n_layer=shape["n_layer"] or size.n_layer, n_head=size.n_head,
+            n_embd=shape["n_embd"] or size.n_embd, context=size.context, dropout=0.0, eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
         )  # fmt: skip
         model_dir = str(root / "model")
         build_gpt2(cfg).save_pretrained(model_dir)
@@ -206,6 +207,8 @@ def main() -> None:
     ap.add_argument("--ppo-steps", type=int, default=6)
     ap.add_argument("--rounds", type=int, default=2, help="Interleaved repetitions; the median is reported.")
     ap.add_argument("--model", default=None, help="A built small-world model directory (default: random weights).")
+    ap.add_argument("--n-layer", type=int, default=0, help="Layers instead of the small world's 4 (random weights).")
+    ap.add_argument("--n-embd", type=int, default=0, help="Width instead of the small world's 96 (random weights).")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--out", default=None, help="Write the figures as JSON here too.")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -214,14 +217,19 @@ def main() -> None:
         print(json.dumps(worker(json.loads(args.worker))))
         return
     with tempfile.TemporaryDirectory(prefix="lora-bench-") as tmp:
-        assets = build_assets(Path(tmp), args.model)
+        assets = build_assets(Path(tmp), args.model, {"n_layer": args.n_layer, "n_embd": args.n_embd})
         results: dict[str, dict[str, list[dict]]] = {}
         for _ in range(args.rounds):
             for stage, steps in (("reward", args.reward_steps), ("ppo", args.ppo_steps)):
                 for r in (0, args.lora_r):
                     spec = {**assets, "stage": stage, "steps": steps, "lora_r": r, "device": args.device, "tmp": tmp}
                     results.setdefault(stage, {}).setdefault("lora" if r else "full", []).append(run_worker(spec))
-    report: dict[str, dict] = {"device": args.device, "lora_r": args.lora_r}
+    report: dict[str, dict] = {
+        "device": args.device,
+        "lora_r": args.lora_r,
+        "n_layer": args.n_layer,
+        "n_embd": args.n_embd,
+    }
     for stage, modes in results.items():
         med = {mode: {k: statistics.median(run[k] for run in runs) for k in runs[0]} for mode, runs in modes.items()}
         keys = ("steps_per_s", "steps_per_cpu_s", "state_mb", "peak_mb")
