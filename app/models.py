@@ -171,6 +171,9 @@ class ModelVersion(Base):
     stage: Mapped[str] = mapped_column(String(16))
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     path: Mapped[str] = mapped_column(Text)
+    # a LoRA adapter directory: the registered model its adapter_config.json names as base (None: a whole model,
+    # or a base that is not registered; the adapter directory names it either way)
+    base_model_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))  # the run that made it
     round_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)

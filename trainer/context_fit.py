@@ -51,6 +51,18 @@ def warn_skipped(path: str | Path, what: str, lines: list[int], limit: int) -> N
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx")  # as trainer.runtime.model_context reads them
 
 
+def config_json_dir(directory: Path) -> Path:
+    """Where a model directory's config.json is: its own, or for a peft adapter directory its base's (followed by
+    reading JSON only, as trainer.adapters.model_config_dir does with the trainer loaded)."""
+    for _ in range(8):  # an adapter of an adapter at most a few levels deep
+        adapter = directory / "adapter_config.json"
+        if not adapter.is_file():
+            return directory
+        base = Path(json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"])
+        directory = base if base.is_absolute() else directory / base
+    return directory
+
+
 @dataclass(frozen=True)
 class PromptCounter:
     """A model directory's context and its prompts' token counts, from the directory's `config.json` and
@@ -67,7 +79,7 @@ class PromptCounter:
 
         directory = Path(path)
         try:
-            config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+            config = json.loads((config_json_dir(directory) / "config.json").read_text(encoding="utf-8"))
             tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
         except Exception:  # any unreadable file (the tokenizers library raises plain Exception): no counter
             return None

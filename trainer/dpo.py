@@ -19,6 +19,14 @@ from pathlib import Path
 
 import torch
 
+from trainer.adapters import (
+    LoraFields,
+    lora_enabled,
+    reference_model,
+    save_model,
+    trainable_model,
+    trainable_parameters,
+)
 from trainer.config import TrainConfig
 from trainer.context_fit import SKIPPED_METRIC, sequence_limit
 from trainer.logprobs import completion_logprobs
@@ -43,7 +51,7 @@ from trainer.runtime import (
 
 
 @dataclass(kw_only=True)
-class DPOConfig(TrainConfig):
+class DPOConfig(LoraFields, TrainConfig):
     policy: str = field(metadata={"help": "Causal LM to tune (usually the SFT model)."})
     data: str = field(metadata={"help": "Preference JSONL (trl / trl-conversational; rankings and kto work too)."})
     out: str = field(metadata={"help": "Output directory for the tuned policy."})
@@ -96,6 +104,17 @@ def reference_logps(
     return cached
 
 
+def _precomputed(ref, groups, tok, micro: int, device: torch.device, config: DPOConfig) -> list[torch.Tensor]:
+    """--precompute-ref-logprobs: the reference's log-probs of every group's sequences, computed once; the caller
+    drops its reference afterwards."""
+    use_fast_kernels_(ref, device, config.precision)
+    cached = reference_logps(ref, groups, tok.pad_token_id, micro, device, config.precision)
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return cached
+
+
 def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = None) -> Path:
     device = resolve_device(config.device)
     seed_everything(config.seed)
@@ -106,19 +125,24 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
     groups = data.groups
     micro = config.micro_batch_size or config.batch_size
     dtype = weight_dtype(config.precision)
-    ref = load_causal_lm(config.ref or config.policy, device, tokenizer=tok, dtype=dtype).requires_grad_(False)
-    use_fast_kernels_(ref, device, config.precision)
+    load = lambda p: load_causal_lm(p, device, tokenizer=tok, dtype=dtype)  # noqa: E731  eval mode: dropout off
     cached_ref: list[torch.Tensor] | None = None
-    if config.precompute_ref_logprobs:
-        cached_ref = reference_logps(ref, groups, tok.pad_token_id, micro, device, config.precision)
-        ref = None  # freed before the policy, its gradients and AdamW state exist
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    policy = load_causal_lm(config.policy, device, tokenizer=tok, dtype=dtype)  # eval mode: dropout off
-    use_fast_kernels_(policy, device, config.precision)
+    if config.precompute_ref_logprobs and not lora_enabled(config):
+        # a separate reference scores every pair once and is freed before the policy, its gradients and AdamW exist
+        cached_ref = _precomputed(
+            load(Path(config.ref or config.policy)).requires_grad_(False), groups, tok, micro, device, config
+        )
+    policy, peft_model = trainable_model(config.policy, config, load, task="CAUSAL_LM")
+    # under LoRA the reference is the policy's own weights with the adapter switched off: no second copy
+    ref = reference_model(config, config.policy, peft_model, load) if cached_ref is None else None
+    if config.precompute_ref_logprobs and cached_ref is None:  # under LoRA: once, from the adapter-off policy
+        cached_ref, ref = _precomputed(ref, groups, tok, micro, device, config), None
+    for m in (policy, ref):
+        if m is not None:
+            use_fast_kernels_(m, device, config.precision)
     checkpoint_activations_(policy, config.gradient_checkpointing)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=0.0)
+    params = trainable_parameters(policy)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     batches_per_epoch = math.ceil(len(groups) / config.batch_size)
     total_steps = total_steps_for(epochs=config.epochs, batches_per_epoch=batches_per_epoch, max_steps=config.max_steps)
     scheduler = linear_decay(optimizer, total_steps)
@@ -161,7 +185,7 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
                     s["lc"] += float(pi_lp[bi].sum())
                     s["lr_"] += float(pi_lp[wi].sum())
                     s["n"] += len(bi)
-            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             lr = scheduler.get_last_lr()[0]
@@ -190,7 +214,7 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
             bar.update(1)
         bar.close()
         log.close()
-        policy.save_pretrained(tmp)
+        save_model(policy, peft_model, tmp)
         tok.save_pretrained(tmp)
         save_trainer_config(tmp, "dpo", config)
     return Path(config.out)

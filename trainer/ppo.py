@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trainer.adapters import LoraFields, add_lora, lora_enabled, reference_model, save_model, trainable_model
 from trainer.config import TrainConfig, UsageError, config_to_dict
 from trainer.context_fit import SKIPPED_METRIC, prompt_limit
 from trainer.logprobs import kl_estimate, response_logprobs
@@ -65,7 +66,7 @@ from trainer.sampling import derive_seed, make_generator, sample_prompts
 
 
 @dataclass(kw_only=True)
-class PPOConfig(TrainConfig):
+class PPOConfig(LoraFields, TrainConfig):
     policy: str = field(metadata={"help": "Causal LM to tune (usually the SFT model)."})
     reward_model: str = field(metadata={"help": "Reward model directory (from `trainer reward`)."})
     prompts: str = field(metadata={"help": 'Prompts JSONL: {"prompt_id"?, "prompt" | "messages"}.'})
@@ -330,7 +331,8 @@ def train_ppo(config: PPOConfig, *, on_metrics: Callable[[dict], None] | None = 
     tok = load_tokenizer(config.policy)
     check_same_tokenizer(tok, load_tokenizer(config.reward_model), "--reward-model", against="the policy")
     dtype = weight_dtype(config.precision)
-    policy = load_causal_lm(config.policy, device, tokenizer=tok, dtype=dtype)  # eval mode: dropout off
+    load = lambda p: load_causal_lm(p, device, tokenizer=tok, dtype=dtype)  # noqa: E731  eval mode: dropout off
+    policy, peft_model = trainable_model(config.policy, config, load, task="CAUSAL_LM")
     context = model_context(policy)
     if config.max_new_tokens >= context:
         raise UsageError(f"--max-new-tokens {config.max_new_tokens} leaves no room in the {context}-token context")
@@ -338,9 +340,13 @@ def train_ppo(config: PPOConfig, *, on_metrics: Callable[[dict], None] | None = 
     prompts = load_prompts(
         config.prompts, tok, max_prompt_tokens=prompt_limit(context, config.max_new_tokens), skipped=skipped
     )
-    ref = load_causal_lm(config.ref or config.policy, device, tokenizer=tok, dtype=dtype).requires_grad_(False)
+    # under LoRA the reference is the policy's own weights with the adapter switched off: no second copy
+    ref = reference_model(config, config.policy, peft_model, load)
     reward = load_reward_scorer(config.reward_model, tok, device, dtype=dtype).requires_grad_(False)
-    value = RewardScorer(load_reward_model(config.value_model or config.reward_model, tok, device, dtype=dtype))
+    value_init = load_reward_model(config.value_model or config.reward_model, tok, device, dtype=dtype)
+    if lora_enabled(config):  # the value model too: a frozen backbone under an adapter, its head trained in full
+        value_init = add_lora(value_init, config, task="SEQ_CLS", modules_to_save=["score"]).get_base_model()
+    value = RewardScorer(value_init)
     reward_lm = [reward.likelihood.lm] if reward.likelihood is not None else []
     for m in (policy, ref, reward.model, *reward_lm, value.model):
         use_fast_kernels_(m, device, config.precision)
@@ -409,7 +415,7 @@ def train_ppo(config: PPOConfig, *, on_metrics: Callable[[dict], None] | None = 
             bar.update(1)
         bar.close()
         log.close()
-        policy.save_pretrained(tmp)
+        save_model(policy, peft_model, tmp)
         tok.save_pretrained(tmp)
         save_trainer_config(tmp, "ppo", config)
     if not config.keep_checkpoint and ckpt.is_dir():

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from trainer.adapters import LoraFields, save_model, trainable_model, trainable_parameters, trained_copy
 from trainer.config import TrainConfig
 from trainer.context_fit import sequence_limit
 from trainer.distributed import NoOutput, all_reduce_sum, dist_info, end_process_group, micro_chunks, process_device
@@ -67,7 +68,7 @@ from trainer.runtime import (
 
 
 @dataclass(kw_only=True)
-class RewardConfig(TrainConfig):
+class RewardConfig(LoraFields, TrainConfig):
     model: str = field(metadata={"help": "Causal LM (or reward model) directory to start from."})
     data: str = field(metadata={"help": "Preference JSONL: trl, trl-conversational, rankings or kto format."})
     out: str = field(metadata={"help": "Output directory (the reward model)."})
@@ -119,18 +120,29 @@ def shift_scores_(model: nn.Module, offset: float) -> str:
 
     GPT-2-style heads have no bias, so the shift goes into the bias of the final norm: adding
     delta = -offset * w / |w|^2 to every hidden state changes w·h by exactly -offset."""
-    head = model.score
+    head = trained_copy(model.score)  # under LoRA: the adapter's own copy of the head, which is saved
     if getattr(head, "bias", None) is not None:
         with torch.no_grad():
             head.bias -= offset
         return "score.bias"
     norm = _final_norm(model)
+    norm = trained_copy(norm) if norm is not None else None
     if norm is not None and getattr(norm, "bias", None) is not None:
         with torch.no_grad():
             w = head.weight[0]
             norm.bias += -offset * w / w.dot(w)
         return "final_norm.bias"
     return ""
+
+
+def head_modules(model: nn.Module) -> list[str]:
+    """What trains in full beside a LoRA adapter: the score head, and the final norm when it has a bias (where
+    shift_scores_ centres the scores on a head without one). Full module paths: peft matches by suffix."""
+    names = ["score"]
+    norm = _final_norm(model)
+    if norm is not None and getattr(norm, "bias", None) is not None:
+        names += [name for name, module in model.named_modules() if module is norm]
+    return names
 
 
 def _final_norm(model: nn.Module) -> nn.Module | None:
@@ -157,9 +169,15 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
         load_preferences(config.eval_data, tok, ties=config.ties, max_length=max_length) if config.eval_data else None
     )
     dtype = weight_dtype(config.precision)
-    model = use_fast_kernels_(
-        load_reward_model(config.model, tok, device, new_head_seed=config.seed, dtype=dtype), device, config.precision
+    # with --lora-r: the backbone frozen under a trained adapter, the head (and final norm) trained in full
+    model, peft_model = trainable_model(
+        config.model,
+        config,
+        lambda p: load_reward_model(p, tok, device, new_head_seed=config.seed, dtype=dtype),
+        task="SEQ_CLS",
+        modules_to_save=head_modules,
     )
+    model = use_fast_kernels_(model, device, config.precision)
     checkpoint_activations_(model, config.gradient_checkpointing)
     likelihood = None
     if config.likelihood_model:
@@ -171,7 +189,7 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
         from torch.nn.parallel import DistributedDataParallel
 
         scorer = DistributedDataParallel(scorer, device_ids=[device.index] if device.type == "cuda" else None)
-    param_groups = [{"params": list(model.parameters()), "lr": config.lr, "weight_decay": config.weight_decay}]
+    param_groups = [{"params": trainable_parameters(model), "lr": config.lr, "weight_decay": config.weight_decay}]
     if likelihood is not None:  # one scalar: its own, larger step (at the backbone's lr it would barely move)
         param_groups.append({"params": [likelihood.weight], "lr": config.likelihood_lr, "weight_decay": 0.0})
     trained = [p for g in param_groups for p in g["params"]]
@@ -289,7 +307,7 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
             log.log(step, total_steps, **final)
             log.close()
         if rank == 0:
-            model.save_pretrained(tmp)
+            save_model(model, peft_model, tmp)
             tok.save_pretrained(tmp)
             if likelihood is not None:
                 save_likelihood_feature(tmp, likelihood, final_dir=config.out)

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from trainer.adapters import is_adapter_dir, load_merged
 from trainer.config import UsageError
 from trainer.logprobs import completion_logprobs
 from trainer.masks import gather_at, last_token_index, masked_mean, position_ids_from_mask
@@ -51,8 +52,8 @@ def load_reward_model(
     new_head_seed: int = 0,
     dtype: torch.dtype = torch.float32,
 ):
-    """*ForSequenceClassification(num_labels=1) from a causal LM or a reward-model directory, in `dtype` (fp32
-    unless --precision bf16: trainer.runtime.weight_dtype).
+    """*ForSequenceClassification(num_labels=1) from a causal LM or a reward-model directory, either of them whole or
+    a peft adapter directory, in `dtype` (fp32 unless --precision bf16: trainer.runtime.weight_dtype).
 
     From a causal LM the backbone weights are reused and the head is freshly initialised (seeded)."""
     import transformers
@@ -61,6 +62,11 @@ def load_reward_model(
     p = Path(path)
     if not p.is_dir():
         raise UsageError(f"{p}: not a model directory")
+    if is_adapter_dir(p):  # its base (a causal LM or a reward model) with the adapter (and its head) merged in
+        model = load_merged(
+            p, lambda base: load_reward_model(base, tokenizer, "cpu", new_head_seed=new_head_seed, dtype=dtype)
+        )
+        return model.to(device).eval()
     try:
         cfg = AutoConfig.from_pretrained(str(p))
     except (OSError, ValueError) as e:

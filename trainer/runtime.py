@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trainer.adapters import is_adapter_dir, load_merged, model_config_dir
 from trainer.config import UsageError
 
 # Models are loaded from local directories only; nothing is downloaded.
@@ -148,11 +149,18 @@ def load_causal_lm(
 
     With `tokenizer`, the model's pad/eos ids are set from it (a generation config that already stops at several
     ids, Llama 3's end of text and end of turn, keeps them), and embeddings are resized only if the tokenizer has
-    more tokens than the model (a tokenizer given tokens its model never had; load_tokenizer adds none).
+    more tokens than the model (a tokenizer given tokens its model never had; load_tokenizer adds none). A peft
+    adapter directory (adapter_config.json) loads as its base with the adapter merged in, so every stage takes
+    adapter and whole models alike (trainer.adapters).
     """
     from transformers import AutoModelForCausalLM
 
     p = _check_dir(path, "model")
+    if is_adapter_dir(p):
+        model = load_merged(p, lambda base: load_causal_lm(base, "cpu", tokenizer=tokenizer, dtype=dtype))
+        model.to(device)
+        model.train(train)
+        return model
     try:
         model = AutoModelForCausalLM.from_pretrained(str(p), dtype=dtype)
     except (OSError, ValueError) as e:
@@ -185,7 +193,7 @@ def model_dir_context(path: str | Path) -> int:
     from transformers import AutoConfig
 
     try:
-        return config_context(AutoConfig.from_pretrained(str(path)))
+        return config_context(AutoConfig.from_pretrained(str(model_config_dir(path))))
     except (OSError, ValueError) as e:
         raise UsageError(f"{path}: cannot load model config: {e}") from None
 

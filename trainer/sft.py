@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from trainer.adapters import LoraFields, save_model, trainable_model
 from trainer.config import TrainConfig, UsageError
 from trainer.context_fit import SKIPPED_METRIC, sequence_limit, warn_skipped
 from trainer.data import DataError, read_jsonl, require_messages
@@ -43,7 +44,7 @@ IGNORE = -100  # label value ignored by the loss (prompt, chat scaffolding, padd
 
 
 @dataclass(kw_only=True)
-class SftConfig(TrainConfig):
+class SftConfig(LoraFields, TrainConfig):
     model: str = field(
         metadata={"help": "Any Hugging Face causal LM directory (with its tokenizer).", "metavar": "DIR"}
     )
@@ -158,7 +159,14 @@ def train_sft(config: SftConfig, *, on_metrics=None) -> Path:
     device = resolve_device(config.device)
     tok = load_tokenizer(config.model)
     seed_everything(config.seed)
-    model = load_causal_lm(config.model, device, train=True, tokenizer=tok, dtype=weight_dtype(config.precision))
+    # with --lora-r: the base frozen, an adapter trained (peft_model saves it); else every weight
+    dtype = weight_dtype(config.precision)
+    model, peft_model = trainable_model(
+        config.model,
+        config,
+        lambda p: load_causal_lm(p, device, train=True, tokenizer=tok, dtype=dtype),
+        task="CAUSAL_LM",
+    )
     checkpoint_activations_(model, config.gradient_checkpointing)
     max_length = sequence_limit(model_context(model), config.max_length)
     skipped: list[int] = []
@@ -199,7 +207,7 @@ def train_sft(config: SftConfig, *, on_metrics=None) -> Path:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}")
         model.eval()
-        model.save_pretrained(str(tmp))
+        save_model(model, peft_model, tmp)
         tok.save_pretrained(str(tmp))
     return Path(config.out)
 

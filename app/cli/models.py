@@ -1,4 +1,4 @@
-"""`rlhf models register|list|promote|rollback`: bring your own Hugging Face model directory."""
+"""`rlhf models register|list|promote|rollback|merge`: bring your own Hugging Face model directory."""
 
 import json
 from pathlib import Path
@@ -7,7 +7,14 @@ import typer
 
 from app.cli.errors import fail
 from app.cli.session import cli_session
-from app.services.models_registry import list_models, model_to_dict, promote, register_model, rollback
+from app.services.models_registry import (
+    list_models,
+    merge_adapter,
+    model_to_dict,
+    promote,
+    register_model,
+    rollback,
+)
 from domain.vocabulary import MODEL_KINDS, REGISTERED_STAGES, one_of
 
 app = typer.Typer(no_args_is_help=True)
@@ -65,3 +72,17 @@ def rollback_(kind: str = typer.Option("policy", "--kind", help="policy or rewar
     with cli_session() as db:
         model = rollback(db, kind=kind)
         typer.echo(f"{model.kind} model {model.id} {model.name} is current", err=True)
+
+
+@app.command("merge")
+def merge(
+    model_id: int = typer.Argument(..., help="A registered LoRA adapter model."),
+    out: Path = typer.Option(None, "--out", help="Where to write the merged model (default: beside it, DIR-merged)."),
+    name: str = typer.Option(None, "--name", help="The merged model's name (default: NAME-merged)."),
+) -> None:
+    """Merge an adapter model into its base (peft merge_and_unload), save_pretrained it whole, register it."""
+    with cli_session() as db:
+        model = merge_adapter(db, model_id=model_id, out=out, name=name)
+        line = model_to_dict(model)
+    typer.echo(f"merged model {model_id} into {line['path']}: registered {line['kind']} model {line['id']}", err=True)
+    typer.echo(json.dumps(line))

@@ -7,6 +7,12 @@ not a reward model: loading it as one would only add an untrained score head) an
 subprocess (`python -m app.services.models_registry --check DIR KIND`), so the web process never imports torch
 or transformers and a broken model cannot take it down.
 
+A LoRA adapter directory (what `peft` saves: `adapter_config.json`, the trainer's output under `--lora-r`) registers
+like a whole model: its task type stands for the head (CAUSAL_LM a policy, SEQ_CLS a reward model), it is checked
+with peft's `AutoPeftModelFor...`, and the registered model its config names as base is recorded (`base_model_id`).
+Everything that reads a model directory (the trainer's stages, generation) takes either. `merge_adapter` writes the
+base with the adapter merged in as a plain `save_pretrained` directory and registers it.
+
 One model per kind is current (a partial unique index holds that in the database). The first model registered
 of a kind becomes current; `promote` makes another one current; `rollback` goes back to the current one's
 parent (or, without a parent of that kind, to the newest older model of that kind).
@@ -30,6 +36,10 @@ from domain.vocabulary import MODEL_KINDS, REGISTERED_STAGES, one_of
 
 CHECK_TIMEOUT_S = 600
 LOADERS = {"policy": "AutoModelForCausalLM", "reward": "AutoModelForSequenceClassification"}
+ADAPTER_LOADERS = {"policy": "AutoPeftModelForCausalLM", "reward": "AutoPeftModelForSequenceClassification"}
+ADAPTER_CONFIG = "adapter_config.json"  # as trainer.adapters names it (the service does not import the trainer)
+# peft's task type of each kind's adapter
+ADAPTER_TASKS = {"policy": ("CAUSAL_LM",), "reward": ("SEQ_CLS",)}
 # The architecture names (config.json "architectures") of each kind's head.
 HEADS = {
     "policy": ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration"),
@@ -48,9 +58,12 @@ def check_loads(*, path: Path, kind: str, timeout_s: float = CHECK_TIMEOUT_S) ->
         raise ModelError(f"kind must be policy or reward, not {kind!r}")
     if not path.is_dir():
         raise ModelError(f"{path}: not a directory")
-    if not (path / "config.json").is_file():
+    adapter = is_adapter(path)
+    if adapter:
+        adapter_base_path(path)  # its base must be there
+    elif not (path / "config.json").is_file():
         raise ModelError(f"{path}: no config.json (expected a save_pretrained directory)")
-    mismatch = head_mismatch(path, kind)
+    mismatch = adapter_mismatch(path, kind) if adapter else head_mismatch(path, kind)
     if mismatch:
         raise ModelError(mismatch)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -67,7 +80,41 @@ def check_loads(*, path: Path, kind: str, timeout_s: float = CHECK_TIMEOUT_S) ->
     if proc.returncode != 0:
         lines = [x for x in (proc.stderr or proc.stdout).strip().splitlines() if x.strip()]
         reason = lines[-1] if lines else f"exit status {proc.returncode}"
-        raise ModelError(f"{path} does not load as a {kind} model ({LOADERS[kind]}): {reason}")
+        loader = (ADAPTER_LOADERS if adapter else LOADERS)[kind]
+        raise ModelError(f"{path} does not load as a {kind} model ({loader}): {reason}")
+
+
+def is_adapter(path: Path) -> bool:
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def _adapter_config(path: Path) -> dict[str, Any]:
+    try:
+        spec = json.loads((Path(path) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise ModelError(f"{path}: {ADAPTER_CONFIG} is not readable JSON") from None
+    if not isinstance(spec, dict) or not spec.get("base_model_name_or_path"):
+        raise ModelError(f"{path}: {ADAPTER_CONFIG} names no base model (base_model_name_or_path)")
+    return spec
+
+
+def adapter_base_path(path: Path) -> Path:
+    """The base directory an adapter names (a relative path read against the adapter's own directory)."""
+    base = Path(_adapter_config(path)["base_model_name_or_path"]).expanduser()
+    base = (base if base.is_absolute() else Path(path) / base).resolve()
+    if not base.is_dir():
+        raise ModelError(f"{path}: its base model {base} is missing")
+    return base
+
+
+def adapter_mismatch(path: Path, kind: str) -> str | None:
+    """Why an adapter's task type does not fit `kind`; None when it does or declares none."""
+    task = _adapter_config(path).get("task_type")
+    if not task or task in ADAPTER_TASKS[kind]:
+        return None
+    other = next(k for k in ADAPTER_TASKS if k != kind)
+    what = f"a {other} adapter" if task in ADAPTER_TASKS[other] else f"an adapter for {task}"
+    return f"{path} is {what}, not a {kind} model: a {kind} adapter has task type {ADAPTER_TASKS[kind][0]}"
 
 
 def head_mismatch(path: Path, kind: str) -> str | None:
@@ -109,6 +156,12 @@ def register_model(
         check_loads(path=path, kind=kind)
     if parent_id is not None and session.get(ModelVersion, parent_id) is None:
         raise ModelError(f"no model {parent_id} (parent)", status=404)
+    base_model_id = None
+    if is_adapter(path):
+        base = str(adapter_base_path(path))
+        base_model_id = session.scalar(
+            select(ModelVersion.id).where(ModelVersion.path == base).order_by(ModelVersion.id.desc()).limit(1)
+        )
     has_current = session.scalar(
         select(ModelVersion.id).where(ModelVersion.kind == kind, ModelVersion.is_current.is_(True))
     )
@@ -118,6 +171,7 @@ def register_model(
         stage=stage,
         path=str(path),
         parent_id=parent_id,
+        base_model_id=base_model_id,
         job_id=job_id,
         metrics=metrics or {},
         is_current=has_current is None,
@@ -193,6 +247,40 @@ def imported_model(session: Session) -> ModelVersion:
     return model
 
 
+def merge_adapter(
+    session: Session, *, model_id: int, out: str | Path | None = None, name: str | None = None
+) -> ModelVersion:
+    """Write adapter model `model_id` merged into its base (peft merge_and_unload) as a plain save_pretrained
+    directory (default: beside the adapter, `DIR-merged`), and register it: same kind and stage, the adapter as
+    parent. Runs in a subprocess, as the load check does (the service never imports torch)."""
+    model = get_model(session, model_id=model_id)
+    source = Path(model.path)
+    if not is_adapter(source):
+        raise ModelError(f"model {model_id} is a whole model, not a LoRA adapter: nothing to merge")
+    target = Path(out).expanduser().resolve() if out else source.with_name(f"{source.name}-merged")
+    if target.exists():
+        raise ModelError(f"{target} already exists; choose another output directory", status=409)
+    name = name or f"{model.name}-merged"[:128]
+    kind, stage, parent_id = model.kind, model.stage, model.id
+    session.rollback()  # no transaction held across the subprocess (see register_model)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "app.services.models_registry", "--merge", str(source), str(target), kind],
+            capture_output=True,
+            text=True,
+            timeout=CHECK_TIMEOUT_S,
+            env=env,
+        )
+    except subprocess.TimeoutExpired:
+        raise ModelError(f"{source}: merging took more than {CHECK_TIMEOUT_S}s") from None
+    if proc.returncode != 0:
+        lines = [x for x in (proc.stderr or proc.stdout).strip().splitlines() if x.strip()]
+        raise ModelError(f"{source}: cannot merge: {lines[-1] if lines else proc.returncode}")
+    # the merge subprocess loaded it and saved it with save_pretrained: no second load check
+    return register_model(session, path=target, name=name, kind=kind, stage=stage, parent_id=parent_id, check=False)
+
+
 def model_to_dict(model: ModelVersion) -> dict[str, Any]:
     return {
         "id": model.id,
@@ -201,6 +289,7 @@ def model_to_dict(model: ModelVersion) -> dict[str, Any]:
         "stage": model.stage,
         "path": model.path,
         "parent_id": model.parent_id,
+        "base_model_id": model.base_model_id,
         "job_id": model.job_id,
         "current": model.is_current,
         "metrics": model.metrics,
@@ -208,13 +297,24 @@ def model_to_dict(model: ModelVersion) -> dict[str, Any]:
     }
 
 
+def _load(path: str, kind: str):
+    import transformers
+
+    if is_adapter(Path(path)):
+        import peft
+
+        transformers.logging.set_verbosity_error()  # a reward adapter's base has no head yet: the adapter brings it
+        extra = {"num_labels": 1} if kind == "reward" else {}
+        return getattr(peft, ADAPTER_LOADERS[kind]).from_pretrained(path, local_files_only=True, **extra)
+    return getattr(transformers, LOADERS[kind]).from_pretrained(path, local_files_only=True)
+
+
 def _check_main(path: str, kind: str) -> int:
     """The subprocess side of check_loads: load the model and its tokenizer, print a line, exit 0."""
     import transformers
 
-    loader = getattr(transformers, LOADERS[kind])
     try:
-        model = loader.from_pretrained(path, local_files_only=True)
+        model = _load(path, kind)
         transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
     except Exception as exc:  # any loading failure is the reason shown to the user
         print(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}", file=sys.stderr)
@@ -224,8 +324,40 @@ def _check_main(path: str, kind: str) -> int:
     return 0
 
 
+def _merge_main(source: str, target: str, kind: str) -> int:
+    """The subprocess side of merge_adapter: base + adapter merged, saved whole with the tokenizer beside it."""
+    import shutil
+    import tempfile
+
+    import transformers
+
+    try:
+        merged = _load(source, kind).merge_and_unload()
+        tok = transformers.AutoTokenizer.from_pretrained(source, local_files_only=True)
+        if merged.config.pad_token_id is None:
+            merged.config.pad_token_id = tok.pad_token_id  # a reward model pools at the last non-PAD token
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{Path(target).name}.tmp-", dir=Path(target).parent))
+        merged.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+        for extra in ("likelihood_feature.json",):  # a reward model's likelihood feature travels with it
+            if (Path(source) / extra).is_file():
+                shutil.copy(Path(source) / extra, tmp / extra)
+        os.rename(tmp, target)
+    except Exception as exc:  # any failure is the reason shown to the user
+        print(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}", file=sys.stderr)
+        return 1
+    print(f"ok merged {type(merged).__name__} into {target}")
+    return 0
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--check":
         sys.exit(_check_main(sys.argv[2], sys.argv[3]))
-    print("usage: python -m app.services.models_registry --check DIR policy|reward", file=sys.stderr)
+    if len(sys.argv) == 5 and sys.argv[1] == "--merge":
+        sys.exit(_merge_main(sys.argv[2], sys.argv[3], sys.argv[4]))
+    print(
+        "usage: python -m app.services.models_registry --check DIR policy|reward | --merge DIR OUT policy|reward",
+        file=sys.stderr,
+    )
     sys.exit(2)

@@ -66,8 +66,10 @@ def current_policy_context(session: Session) -> PolicyContext | None:
     if model is None:
         return None
     try:
-        mtime = (Path(model.path) / "config.json").stat().st_mtime
-    except OSError:
+        # a LoRA adapter directory has adapter_config.json where a whole model has config.json
+        configs = [Path(model.path) / name for name in ("config.json", "adapter_config.json")]
+        mtime = next(c for c in configs if c.is_file()).stat().st_mtime
+    except (StopIteration, OSError):
         return None
     counter = _counter(model.path, mtime)
     return PolicyContext(model.name, counter) if counter is not None else None

@@ -348,6 +348,8 @@ def test_gradient_checkpointing_and_bf16_weights(tmp_path, lm_dir, pref_files):
     out, bf16 = _train(tmp_path, lm_dir, train, "bf16", precision="bf16", **kw)
     assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
     assert math.isclose(bf16[0]["loss"], plain[0]["loss"], rel_tol=0.05)
+
+
 def test_the_loss_is_the_weighted_mean_over_groups(tmp_path, lm_dir, pref_files):
     """Weight 0 takes a line out of the loss (its gradient too), and scaling every weight changes nothing: the
     batch's loss is sum(w * loss) / sum(w). One batch holds every line, so the shuffle cannot tell the runs apart."""

@@ -86,6 +86,11 @@ def data_sized_flags(stage: str, *, prompts: int, pairs: int, batch_size: int) -
     }
 
 
+# The stages that train a model and so take the LoRA flags (trainer.adapters.LoraFields): the round setting lora_r
+# gives them all its rank (best-of-n only samples; its SFT step is the "sft" stage).
+LORA_STAGES = ("reward", "ppo", "dpo", "sft")
+LORA_RANK_MAX = 1024
+
 # Each stage's trainer config dataclass, imported when needed (the service runs without torch until a round does).
 STAGE_CONFIG_CLASSES = {
     "reward": ("trainer.reward_model", "RewardConfig"),
@@ -187,6 +192,14 @@ class RoundConfig(BaseModel):
         description="A rewrite is a preference: the rewrite over the response it rewrote and every response rated "
         "bad. The reward model and DPO train on those pairs too (counted apart in the report).",
     )
+    lora_r: int = Field(
+        0,
+        ge=0,
+        le=LORA_RANK_MAX,
+        description="LoRA rank of every trained model (reward, PPO/DPO policy, rejection sampling's SFT): each trains "
+        "a peft adapter on its frozen base, and the PPO/DPO reference is the base with the adapter off. 0 = train "
+        "every weight. A stage's own lora_r wins.",
+    )
     policy_init: Literal["current", "sft"] = Field("current", description="The policy the round tunes.")
     reference: Literal["sft", "current"] = Field("sft", description="The policy the KL penalty keeps it close to.")
     # trainer flags per stage (on top of STAGE_DEFAULTS)
@@ -240,7 +253,8 @@ class RoundConfig(BaseModel):
         """The flags the round gives this stage's trainer (the trainer's defaults fill in the rest); with the data's
         size, the sized lengths too (sized_flags)."""
         sized = {} if prompts is None or pairs is None else self.sized_flags(stage, prompts=prompts, pairs=pairs)
-        return {**STAGE_DEFAULTS[stage], **{k: v.value for k, v in sized.items()}, **getattr(self, stage)}
+        lora = {"lora_r": self.lora_r} if self.lora_r and stage in LORA_STAGES else {}
+        return {**STAGE_DEFAULTS[stage], **{k: v.value for k, v in sized.items()}, **lora, **getattr(self, stage)}
 
     def sized_flags(self, stage: str, *, prompts: int, pairs: int) -> dict[str, SizedFlag]:
         """data_sized_flags for this round's stage, unless the round sets the stage's length itself."""
@@ -296,7 +310,11 @@ def stage_defaults(stage: str) -> dict[str, Any]:
         cls = trainer_config_class(stage)
     except ModuleNotFoundError:
         return dict(STAGE_DEFAULTS[stage])
-    defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    defaults = {
+        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        for f in dataclasses.fields(cls)
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    }
     return {**defaults, **STAGE_DEFAULTS[stage]}
 
 

@@ -3,13 +3,10 @@ the qualification set before real tasks, and gold annotations kept out of every 
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from sqlalchemy import select
 
 from app.models import Annotation, GoldAnswer, QualificationResult, RoundSchedule, Task, TaskPosition
-from app.services.annotations import submit_annotation
 from app.services.assignment import next_task, skip_task
 from app.services.gold import (
     GoldInvalid,
@@ -45,7 +42,6 @@ def _next(db, user, **kw):
     offer = next_task(db, user=user, lease_minutes=10, **kw)
     db.commit()
     return offer
-
 
 
 # ---- answers, grading, interval -------------------------------------------------------------------------------

@@ -134,3 +134,66 @@ def test_cli_register_list_promote_rollback(settings, db, tiny_dirs):
     listed = json.loads(runner.invoke(cli, ["models", "list", "--json"]).stdout)
     assert [(m["name"], m["current"]) for m in listed] == [("mine", True), ("second", False)]
     assert runner.invoke(cli, ["models", "promote", "77"]).exit_code == 2
+
+
+def _save_adapter(tiny_dirs, out, kind: str):
+    """A LoRA adapter on the tiny model of `kind`, its B matrices random so that it changes the outputs."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    from trainer.adapters import add_lora
+    from trainer.config import load_config
+    from trainer.sft import SftConfig
+
+    torch.manual_seed(0)
+    cfg = load_config(SftConfig, overrides={"model": "m", "data": "d", "out": "o", "lora_r": 2})
+    if kind == "policy":
+        model = add_lora(AutoModelForCausalLM.from_pretrained(tiny_dirs["policy"]), cfg, task="CAUSAL_LM")
+    else:
+        base = AutoModelForSequenceClassification.from_pretrained(tiny_dirs["policy"], num_labels=1)
+        model = add_lora(base, cfg, task="SEQ_CLS", modules_to_save=["score"])
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".lora_B." in name:
+                p.normal_()
+    model.save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(tiny_dirs["tokenizer"]).save_pretrained(str(out))
+    return out
+
+
+def test_adapters_register_with_their_base_and_merge_into_a_whole_model(settings, db, tiny_dirs, tmp_path):
+    import torch
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoModelForCausalLM
+
+    from app.cli import app as cli
+
+    policy_adapter = _save_adapter(tiny_dirs, tmp_path / "sft-lora", "policy")
+    reward_adapter = _save_adapter(tiny_dirs, tmp_path / "rm-lora", "reward")
+    base = register_model(db, path=tiny_dirs["policy"], name="base", kind="policy", check=False)
+    # the load check (a subprocess with peft) for the reward adapter; the policy adapter loads in the merge below
+    adapter = register_model(
+        db, path=policy_adapter, name="sft-lora", kind="policy", stage="sft", parent_id=base.id, check=False
+    )
+    rm = register_model(db, path=reward_adapter, name="rm-lora", kind="reward")
+    assert adapter.base_model_id == base.id and rm.base_model_id == base.id
+    with pytest.raises(ModelError, match="is a reward adapter, not a policy model"):
+        check_loads(path=reward_adapter, kind="policy")
+    db.commit()
+
+    runner = CliRunner()
+    merged_out = tmp_path / "merged"
+    result = runner.invoke(cli, ["models", "merge", str(adapter.id), "--out", str(merged_out)])
+    assert result.exit_code == 0, result.output
+    line = json.loads(result.stdout)
+    assert line["parent_id"] == adapter.id and line["kind"] == "policy" and line["base_model_id"] is None
+    assert (merged_out / "config.json").is_file() and not (merged_out / "adapter_config.json").exists()
+    ids = torch.tensor([[3, 4, 5, 6]])
+    with torch.no_grad():
+        want = AutoPeftModelForCausalLM.from_pretrained(str(policy_adapter)).eval()(input_ids=ids).logits
+        got = AutoModelForCausalLM.from_pretrained(str(merged_out)).eval()(input_ids=ids).logits
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    again = runner.invoke(cli, ["models", "merge", str(adapter.id), "--out", str(merged_out)])
+    assert again.exit_code == 2 and "already exists" in again.stderr
+    whole = runner.invoke(cli, ["models", "merge", str(base.id)])
+    assert whole.exit_code == 2 and "not a LoRA adapter" in whole.stderr

@@ -27,3 +27,13 @@ def test_models_page_promote_and_refuse_bad_directory(client, db, make_user, log
     assert res.status_code == 303
     db.expire_all()
     assert db.get(ModelVersion, a.id).is_current
+
+
+def test_an_adapter_model_shows_its_base(client, db, make_user, login):
+    base = make_model(db, "base")
+    adapter = make_model(db, "sft-lora")
+    adapter.base_model_id = base.id
+    db.commit()
+    login(make_user("admin"))
+    page = client.get("/admin/models").text
+    assert f"LoRA adapter on #{base.id}" in page and page.count("LoRA adapter on") == 1

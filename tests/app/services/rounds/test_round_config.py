@@ -27,12 +27,14 @@ from domain.vocabulary import ROUND_ALGOS, ROUND_TASK_KINDS, SOURCE_FILTERS
 EFFECTIVE_STAGE_FLAGS = {
     "reward": {
         "seed": 0, "device": "auto", "precision": "auto", "epochs": 1, "max_steps": 0, "batch_size": 16, "lr": 0.0001,
+        "lora_r": 0, "lora_alpha": 16.0, "lora_dropout": 0.0, "lora_target_modules": [],
         "eval_data": "", "ties": "exclude", "center_coef": 0.0, "max_length": 1024, "micro_batch_size": 0,
         "max_grad_norm": 1.0, "weight_decay": 0.0, "center_on_chosen": True, "log_every": 1, "likelihood_model": "",
         "likelihood_lr": 0.1, "early_stopping_patience": 2, "max_epochs": 10,
     },
     "ppo": {
         "seed": 0, "device": "auto", "precision": "auto", "epochs": 1, "max_steps": 0, "batch_size": 16, "lr": 3e-05,
+        "lora_r": 0, "lora_alpha": 16.0, "lora_dropout": 0.0, "lora_target_modules": [],
         "ref": "", "value_model": "", "resume": "", "num_minibatches": 1, "micro_batch_size": 0, "ppo_epochs": 4,
         "max_new_tokens": 32, "temperature": 0.7, "top_k": 0, "top_p": 1.0, "kl_coef": 0.05, "kl_estimator": "k1",
         "adaptive_kl": False, "target_kl": 6.0, "kl_horizon": 10000, "missing_eos_penalty": 1.0, "gamma": 1.0,
@@ -42,6 +44,7 @@ EFFECTIVE_STAGE_FLAGS = {
     },
     "dpo": {
         "seed": 0, "device": "auto", "precision": "auto", "epochs": 1, "max_steps": 0, "batch_size": 16, "lr": 2e-05,
+        "lora_r": 0, "lora_alpha": 16.0, "lora_dropout": 0.0, "lora_target_modules": [],
         "ref": "", "beta": 0.1, "ties": "exclude", "max_length": 1024, "micro_batch_size": 0, "max_grad_norm": 1.0,
         "log_every": 1,
     },
@@ -51,6 +54,7 @@ EFFECTIVE_STAGE_FLAGS = {
     },
     "sft": {
         "seed": 0, "device": "auto", "precision": "auto", "epochs": 1, "max_steps": 0, "batch_size": 16, "lr": 2e-05,
+        "lora_r": 0, "lora_alpha": 16.0, "lora_dropout": 0.0, "lora_target_modules": [],
         "max_length": 0, "weight_decay": 0.0, "warmup_steps": 0, "grad_clip": 1.0,
     },
 }  # fmt: skip
@@ -78,7 +82,11 @@ def test_the_config_takes_its_choices_from_the_domain_vocabulary():
 def _trainer_defaults(stage: str) -> dict:
     module, name = STAGE_CONFIG_CLASSES[stage]
     cls = getattr(importlib.import_module(module), name)
-    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    return {
+        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        for f in dataclasses.fields(cls)
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    }
 
 
 def test_policy_stage_lengths_follow_the_number_of_prompts_and_pairs():
@@ -184,3 +192,19 @@ def test_next_tasks_selection_uses_the_new_reward_model_and_says_when_it_falls_b
     with pytest.raises(RoundError, match="next_tasks.select"):
         parse_round_config({"next_tasks": {"select": "loudest"}})
     assert RoundConfig().use_rewrites is True and RoundConfig().next_tasks.select == "random"
+
+
+def test_the_lora_round_setting_gives_every_training_stage_its_rank():
+    cfg = parse_round_config({"algo": "rs", "lora_r": 8, "ppo": {"lora_r": 2}})
+    for stage in ("reward", "dpo", "sft"):
+        assert cfg.stage_flags(stage)["lora_r"] == 8, stage
+    assert cfg.stage_flags("ppo")["lora_r"] == 2  # a stage's own flag wins
+    assert "lora_r" not in cfg.stage_flags("rs")  # best-of-n samples; its SFT step trains
+    assert "lora_r" not in RoundConfig().stage_flags("reward")  # off: the trainer's default (0)
+    fields = {f["name"]: f for f in form_fields("rs")}
+    assert fields["lora_r"]["default"] == 0 and "peft adapter" in fields["lora_r"]["why"]
+    assert config_from_form({"algo": "rs", "lora_r": "16"}) == {"algo": "rs", "lora_r": 16}
+    with pytest.raises(RoundError, match="lora_r"):
+        parse_round_config({"lora_r": -1})
+    with pytest.raises(RoundError, match="--lora-alpha"):
+        parse_round_config({"reward": {"lora_alpha": "x"}})

@@ -72,6 +72,8 @@ def test_rewrite_pairs_train_the_reward_model_and_dpo_only_when_the_round_says_s
     assert dpo_pairs_file(tmp_path, use_rewrites=False) == snap / "trl.jsonl"
     both = dpo_pairs_file(tmp_path, use_rewrites=True)
     assert [json.loads(line)["chosen"] for line in both.read_text().splitlines()] == ["a", "a", "ideal", "best"]
+
+
 def test_reward_data_keeps_each_lines_weight(tmp_path):
     """A weighted snapshot's `weight` reaches the reward model's files as written (the trainer reads it)."""
     snap = tmp_path / "snapshot"

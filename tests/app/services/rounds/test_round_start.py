@@ -116,6 +116,8 @@ def test_a_round_whose_memory_plan_does_not_fit_the_declared_gpu_refuses_before_
     assert db.scalar(select(func.count()).select_from(Job)) == 0
     settings.gpu_memory_gb = 640  # an (imaginary) GPU it fits on
     assert start_round(db, config=config).status == "queued"
+
+
 def test_gold_weighting_without_gold_answers_is_refused_409_and_excluded_labels_do_not_count(db):
     from app.services.users import update_user
 
