@@ -80,14 +80,18 @@ def test_an_oversize_declared_body_is_413_before_it_is_read(started_app, path):
     assert headers["connection"] == "close"
 
 
-def test_an_oversize_chunked_body_is_413_once_the_limit_is_passed(started_app, settings):
+def test_an_oversize_chunked_body_is_413_once_the_limit_is_passed(started_app, settings, api):
+    _, auth = api("admin")
     for path in ("/api/v1/annotations", "/api/v1/users"):  # the annotate fast path and a route
         receive = Endless()
-        status, _headers, body = call(
-            started_app, "POST", path, {**JSON, "authorization": "Bearer whatever", "idempotency-key": "k"}, receive
-        )
+        headers = {**JSON, "authorization": auth["Authorization"], "idempotency-key": "k"}
+        status, _headers, body = call(started_app, "POST", path, headers, receive)
         assert status == 413 and b"byte limit" in body, (path, body)
         assert settings.max_body_bytes < receive.read <= settings.max_body_bytes + receive.chunk
+        # with a token that is no one's, not one chunk is read
+        receive = Endless()
+        status, _headers, body = call(started_app, "POST", path, {**headers, "authorization": "Bearer x"}, receive)
+        assert status == 401 and receive.read == 0, (path, body)
 
 
 @pytest.mark.parametrize("path", ["/api/v1/annotations", "/api/v1/tasks", "/api/v1/prompts"])
@@ -208,10 +212,12 @@ def test_a_live_server_answers_413_to_a_200_mb_body_it_never_receives(live_serve
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
 
 
-def test_a_live_server_answers_413_to_an_endless_chunked_body(live_server, settings):
+def test_a_live_server_answers_413_to_an_endless_chunked_body(live_server, settings, api):
+    _, auth = api("admin")
     head = (
-        b"POST /api/v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer x\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n"
+        b"POST /api/v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: {auth['Authorization']}\r\n".encode()
+        + b"Transfer-Encoding: chunked\r\n\r\n"
     )
     chunk = b"[" * 65536
     chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(settings.max_body_bytes // len(chunk) + 2))
