@@ -254,3 +254,49 @@ def test_generation_from_an_adapter_is_generation_from_the_merged_model(world, s
     assert texts[0] == texts[1] and len(texts[0]) == 16
     # the web process counts prompt tokens from the files alone: an adapter's context is its base's
     assert PromptCounter.from_model_dir(sft_adapter).context == PromptCounter.from_model_dir(world["lm"]).context
+
+
+def test_gradient_checkpointing_under_lora_gives_the_same_losses(world, tmp_path):
+    """Checkpointing recomputes the frozen base's layers in the backward; only the adapter has gradients, and the
+    numbers stay those of a run without it."""
+
+    def run(name: str, checkpointing: bool) -> list[float]:
+        cfg = load_config(
+            SftConfig,
+            overrides={
+                "model": str(world["lm"]),
+                "data": str(world["sft"]),
+                "out": str(tmp_path / name),
+                "lr": 1e-2,
+                "batch_size": 8,
+                "max_steps": 3,
+                "gradient_checkpointing": checkpointing,
+                **LORA,
+            },
+        )
+        out = train_sft(cfg)
+        return [r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+
+    plain, checkpointed = run("plain", False), run("checkpointed", True)
+    assert len(plain) == 3 and checkpointed == pytest.approx(plain, rel=1e-4)
+    # and it is on: the forward of the adapted model keeps less for the backward
+    from trainer.adapters import trainable_model
+    from trainer.runtime import checkpoint_activations_, load_causal_lm, load_tokenizer
+
+    tok = load_tokenizer(world["lm"])
+    ids = torch.randint(0, len(tok), (4, 48))
+    saved = {}
+    for on in (False, True):
+        cfg = load_config(SftConfig, overrides={"model": "m", "data": "d", "out": "o", **LORA})
+        model, _ = trainable_model(world["lm"], cfg, lambda p: load_causal_lm(p, tokenizer=tok), task="CAUSAL_LM")
+        checkpoint_activations_(model, on)
+        sizes: dict[int, int] = {}
+
+        def pack(t, sizes=sizes):
+            sizes[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(input_ids=ids, use_cache=False).logits.sum()
+        saved[on] = sum(sizes.values())
+    assert saved[True] < 0.7 * saved[False], saved
