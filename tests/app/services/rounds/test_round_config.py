@@ -27,14 +27,16 @@ from domain.vocabulary import ROUND_ALGOS, ROUND_TASK_KINDS, SOURCE_FILTERS
 EFFECTIVE_STAGE_FLAGS = {
     "reward": {
         "seed": 0, "device": "auto", "precision": "auto", "epochs": 1, "max_steps": 0, "batch_size": 16, "lr": 0.0001,
-        "gradient_checkpointing": False, "lora_r": 0, "lora_alpha": 16.0, "lora_dropout": 0.0, "lora_target_modules": [],
+        "gradient_checkpointing": False,
+        "lora_r": 0, "lora_alpha": 16.0, "lora_dropout": 0.0, "lora_target_modules": [],
         "eval_data": "", "ties": "exclude", "center_coef": 0.0, "max_length": 1024, "micro_batch_size": 0,
         "max_grad_norm": 1.0, "weight_decay": 0.0, "center_on_chosen": True, "log_every": 1, "likelihood_model": "",
         "likelihood_lr": 0.1, "early_stopping_patience": 2, "max_epochs": 10,
     },
     "ppo": {
         "seed": 0, "device": "auto", "precision": "auto", "epochs": 1, "max_steps": 0, "batch_size": 16, "lr": 3e-05,
-        "gradient_checkpointing": False, "lora_r": 0, "lora_alpha": 16.0, "lora_dropout": 0.0, "lora_target_modules": [],
+        "gradient_checkpointing": False,
+        "lora_r": 0, "lora_alpha": 16.0, "lora_dropout": 0.0, "lora_target_modules": [],
         "ref": "", "value_model": "", "resume": "", "num_minibatches": 1, "micro_batch_size": 0, "ppo_epochs": 4,
         "max_new_tokens": 32, "temperature": 0.7, "top_k": 0, "top_p": 1.0, "kl_coef": 0.05, "kl_estimator": "k1",
         "adaptive_kl": False, "target_kl": 6.0, "kl_horizon": 10000, "missing_eos_penalty": 1.0, "gamma": 1.0,
@@ -44,7 +46,8 @@ EFFECTIVE_STAGE_FLAGS = {
     },
     "dpo": {
         "seed": 0, "device": "auto", "precision": "auto", "epochs": 1, "max_steps": 0, "batch_size": 16, "lr": 2e-05,
-        "gradient_checkpointing": False, "lora_r": 0, "lora_alpha": 16.0, "lora_dropout": 0.0, "lora_target_modules": [],
+        "gradient_checkpointing": False,
+        "lora_r": 0, "lora_alpha": 16.0, "lora_dropout": 0.0, "lora_target_modules": [],
         "ref": "", "beta": 0.1, "ties": "exclude", "max_length": 1024, "micro_batch_size": 0, "max_grad_norm": 1.0,
         "log_every": 1, "precompute_ref_logprobs": False,
     },
@@ -54,7 +57,8 @@ EFFECTIVE_STAGE_FLAGS = {
     },
     "sft": {
         "seed": 0, "device": "auto", "precision": "auto", "epochs": 1, "max_steps": 0, "batch_size": 16, "lr": 2e-05,
-        "gradient_checkpointing": False, "lora_r": 0, "lora_alpha": 16.0, "lora_dropout": 0.0, "lora_target_modules": [],
+        "gradient_checkpointing": False,
+        "lora_r": 0, "lora_alpha": 16.0, "lora_dropout": 0.0, "lora_target_modules": [],
         "max_length": 0, "weight_decay": 0.0, "warmup_steps": 0, "grad_clip": 1.0,
     },
 }  # fmt: skip
