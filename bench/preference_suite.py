@@ -83,6 +83,17 @@ def feature_mean(rule: HiddenRule, samples: list[dict]) -> float:
     return statistics.fmean(rule.feature(s["text"]) for s in samples)
 
 
+def varying_share(rule: HiddenRule, samples: list[dict]) -> float:
+    """Share of prompts whose samples differ in the rule's feature. Annotators can only express the rule where a
+    prompt's responses differ in it, and a policy can only move towards the responses it samples: a feature that
+    a prompt's samples all share (decided by the prompt, not by the answer) gives neither labels nor room to learn.
+    Measured on the SFT model's samples, before any round."""
+    by_prompt: dict[Any, set[float]] = {}
+    for s in samples:
+        by_prompt.setdefault(s["prompt_id"], set()).add(rule.feature(s["text"]))
+    return statistics.fmean(len(v) > 1 for v in by_prompt.values())
+
+
 def run_cell(
     world: Path,
     rule: HiddenRule,
@@ -176,6 +187,7 @@ def run_cell(
         "kl_to_sft": kl,
         "moved": ratio is not None and ratio <= GOAL_RATIO,
         "kl_ok": kl is not None and kl <= KL_BOUND,
+        "old_prompts_varying": varying_share(rule, old),
         "truncated_old": statistics.fmean(s["finish_reason"] != "eos" for s in old),
         "truncated_new": statistics.fmean(s["finish_reason"] != "eos" for s in new),
         "length_old": statistics.fmean(s["num_tokens"] for s in old),
