@@ -1,5 +1,6 @@
 """Anonymous oversize bodies against a live `rlhf serve`: the server's resident memory (peak, VmHWM) and what it
-answers when a client without a token sends 200 MiB, declared (Content-Length) or chunked.
+answers when a client without a token, or with a token that is no one's, sends 200 MiB, declared (Content-Length)
+or chunked.
 
     .venv/bin/python bench/anonymous_body.py [--root CHECKOUT] [--mib 200]
 
@@ -20,7 +21,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PROBES = [("/api/v1/annotations", False), ("/api/v1/users", False), ("/api/v1/users", True)]
+# (path, chunked, token): None sends no Authorization header, a string sends it as a bearer token
+PROBES = [
+    ("/api/v1/annotations", False, None),
+    ("/api/v1/users", False, None),
+    ("/api/v1/users", True, None),
+    ("/api/v1/annotations", True, "not-a-token"),
+    ("/api/v1/tasks", True, "not-a-token"),  # an import route: the upload maximum, not the small limit
+]
 
 
 def memory_mib(pid: int) -> dict[str, int]:
@@ -32,10 +40,12 @@ def memory_mib(pid: int) -> dict[str, int]:
     return fields
 
 
-def send(port: int, path: str, size: int, chunked: bool) -> dict:
+def send(port: int, path: str, size: int, chunked: bool, token: str | None = None) -> dict:
     """Send up to `size` bytes of body (as fast as the server takes them) and read the status line."""
     conn = socket.create_connection(("127.0.0.1", port), timeout=120)
     head = f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+    if token is not None:
+        head += f"Authorization: Bearer {token}\r\n"
     head += "Transfer-Encoding: chunked\r\n\r\n" if chunked else f"Content-Length: {size}\r\n\r\n"
     conn.sendall(head.encode())
     piece, sent, started = b"[" * (1 << 20), 0, time.perf_counter()
@@ -77,10 +87,11 @@ def main() -> None:
                 time.sleep(0.1)
         time.sleep(0.5)
         print(json.dumps({"code": str(args.root), "at rest": memory_mib(server.pid)}))
-        for path, chunked in PROBES:
-            result = send(port, path, args.mib << 20, chunked)
+        for path, chunked, token in PROBES:
+            result = send(port, path, args.mib << 20, chunked, token)
             time.sleep(0.3)
-            print(json.dumps({"path": path, "chunked": chunked, **result, **memory_mib(server.pid)}))
+            who = "anonymous" if token is None else "wrong token"
+            print(json.dumps({"path": path, "chunked": chunked, "caller": who, **result, **memory_mib(server.pid)}))
     finally:
         server.terminate()
         server.wait()
