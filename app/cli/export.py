@@ -7,7 +7,7 @@ import typer
 from app.cli.errors import fail
 from app.cli.session import cli_session
 from app.db import get_read_sessionmaker
-from app.services.annotator_weights import WeightingError, annotator_weights
+from app.services.annotator_weights import WeightingError
 from app.services.exports import (
     FORMATS,
     ExportError,
@@ -15,7 +15,7 @@ from app.services.exports import (
     default_filename,
     parse_time,
     write_card,
-    write_export,
+    write_weighted_export,
 )
 from domain.vocabulary import ANNOTATOR_WEIGHTINGS, SOURCES, SPLITS
 
@@ -67,18 +67,14 @@ def export(
         pass
     session = get_read_sessionmaker()()
     try:
-        weights = annotator_weights(
-            session, annotator_weighting, source=filters.source, since=filters.since, until_id=filters.until_id
-        )
-        result = write_export(
+        result = write_weighted_export(
             session,
             fmt=fmt,
             out=out,
             filters=filters,
             include_ties=include_ties,
             as_csv=as_csv,
-            refuse_empty=True,
-            weight_of=weights.of if weights is not None else None,
+            annotator_weighting=annotator_weighting,
         )
         if card:
             card_path = write_card(session, result=result)

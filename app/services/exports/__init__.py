@@ -23,6 +23,7 @@ from app.services.exports.writer import (
     export_download,
     export_to_data_dir,
     write_export,
+    write_weighted_export,
 )
 
 __all__ = [
@@ -43,4 +44,5 @@ __all__ = [
     "parse_time",
     "write_card",
     "write_export",
+    "write_weighted_export",
 ]

@@ -147,6 +147,33 @@ def nothing_to_export(result: ExportResult) -> str:
     return f"empty {result.format} export: {why}. Nothing was written."
 
 
+def write_weighted_export(
+    session: Session,
+    *,
+    fmt: str,
+    out: Path,
+    filters: ExportFilters,
+    include_ties: bool = False,
+    as_csv: bool = False,
+    annotator_weighting: str = "none",
+) -> ExportResult:
+    """An export as a person asks for it (the CLI, the API): refused when empty, and with `annotator_weighting`
+    other than none each line carries its annotator's weight (`weight`), as a round's snapshot does."""
+    weights = annotator_weights(
+        session, annotator_weighting, source=filters.source, since=filters.since, until_id=filters.until_id
+    )
+    return write_export(
+        session,
+        fmt=fmt,
+        out=out,
+        filters=filters,
+        include_ties=include_ties,
+        as_csv=as_csv,
+        refuse_empty=True,
+        weight_of=weights.of if weights is not None else None,
+    )
+
+
 def export_to_data_dir(
     *,
     data_dir: Path,
@@ -163,18 +190,14 @@ def export_to_data_dir(
     out = Path(data_dir) / "exports" / f"{uuid.uuid4().hex}-{default_filename(fmt, as_csv)}"
     session = get_read_sessionmaker()()
     try:
-        weights = annotator_weights(
-            session, annotator_weighting, source=filters.source, since=filters.since, until_id=filters.until_id
-        )
-        return write_export(
+        return write_weighted_export(
             session,
             fmt=fmt,
             out=out,
             filters=filters,
             include_ties=include_ties,
             as_csv=as_csv,
-            refuse_empty=True,
-            weight_of=weights.of if weights is not None else None,
+            annotator_weighting=annotator_weighting,
         )
     finally:
         session.close()
