@@ -9,10 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import Annotation, Prompt, Task, User
+from app.models import Annotation
 from app.services.annotator_reliability import (
     Judgement,
     choice_judgements,
@@ -24,6 +23,7 @@ from app.services.annotator_reliability import (
 )
 from app.services.errors import ServiceError
 from app.services.gold import gold_accuracy_by_annotator
+from app.services.training_labels import training_labels
 from domain.vocabulary import ANNOTATOR_WEIGHTINGS, ROUND_TASK_KINDS, one_of
 
 NO_GOLD = (
@@ -68,29 +68,12 @@ def gold_accuracies(session: Session) -> dict[int, float]:
 def preference_judgements(
     session: Session, *, source: str = "all", since: datetime | None = None, until_id: int | None = None
 ) -> list[Judgement]:
-    """The binary judgements of the preference labels a round would train on: train split, live, not retired,
-    not excluded, by the round's filters."""
-    stmt = (
-        select(Annotation.user_id, Annotation.task_id, Annotation.kind, Annotation.positions)
-        .add_columns(Annotation.chosen_id, Annotation.choice, Annotation.ranking)
-        .join(Task, Task.id == Annotation.task_id)
-        .join(Prompt, Prompt.id == Task.prompt_id)
-        .join(User, User.id == Annotation.user_id)
-        .where(
-            Annotation.deleted_at.is_(None),
-            Annotation.kind.in_(ROUND_TASK_KINDS),
-            Prompt.split == "train",
-            Task.retired_at.is_(None),
-            Prompt.retired_at.is_(None),
-            User.labels_excluded.is_(False),
-        )
-    )
-    if source != "all":
-        stmt = stmt.where(Annotation.source == source)
-    if since is not None:
-        stmt = stmt.where(Annotation.created_at >= since)
-    if until_id is not None:
-        stmt = stmt.where(Annotation.id <= until_id)
+    """The binary judgements of the preference labels a round would train on (app.services.training_labels), by
+    the round's filters."""
+    columns = (Annotation.user_id, Annotation.task_id, Annotation.kind, Annotation.positions)
+    columns += (Annotation.chosen_id, Annotation.choice, Annotation.ranking)
+    stmt = training_labels(*columns, source=source, since=since, until_id=until_id)
+    stmt = stmt.where(Annotation.kind.in_(ROUND_TASK_KINDS))
     out: list[Judgement] = []
     for user_id, task_id, kind, positions, chosen_id, choice, ranking in session.execute(
         stmt.execution_options(yield_per=5000)

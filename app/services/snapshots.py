@@ -33,11 +33,12 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.models import Annotation, Prompt, Task, User
+from app.models import Annotation, Prompt, User
 from app.services.annotator_weights import annotator_weights
 from app.services.digests import file_sha256
 from app.services.errors import ServiceError
 from app.services.exports import ExportFilters, write_export
+from app.services.training_labels import training_labels
 
 EXPORT_FORMATS = ("trl", "rankings", "kto", "sft")
 REWRITES_FILE = "rewrites.jsonl"
@@ -90,23 +91,7 @@ def snapshot_dir(data_dir: Path, round_id: int) -> Path:
 
 def max_annotation_id(session: Session, filters: SnapshotFilters) -> int | None:
     """The newest live annotation the filters admit (train-split prompts): the snapshot's upper bound."""
-    stmt = (
-        select(func.max(Annotation.id))
-        .join(Task, Task.id == Annotation.task_id)
-        .join(Prompt, Prompt.id == Task.prompt_id)
-        .where(
-            Annotation.deleted_at.is_(None),
-            Prompt.split == "train",
-            Task.retired_at.is_(None),
-            Prompt.retired_at.is_(None),
-            Task.gold.is_(False),
-            Annotation.user_id.not_in(select(User.id).where(User.labels_excluded.is_(True))),
-        )
-    )
-    if filters.source != "all":
-        stmt = stmt.where(Annotation.source == filters.source)
-    if filters.since is not None:
-        stmt = stmt.where(Annotation.created_at >= filters.since)
+    stmt = training_labels(func.max(Annotation.id), source=filters.source, since=filters.since)
     return session.scalar(stmt)
 
 

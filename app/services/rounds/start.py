@@ -10,13 +10,14 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import Annotation, Job, Prompt, Task, User
+from app.models import Annotation, Job, Prompt
 from app.services.annotator_weights import WeightingError, check_weighting
 from app.services.jobs import enqueue_job
 from app.services.rounds.config import ROUND_KIND, RoundConfig, RoundError, as_round_config
 from app.services.rounds.lineage import current_policy
 from app.services.rounds.memory_fit import memory_misfit
 from app.services.snapshots import snapshot_dir
+from app.services.training_labels import training_labels
 from app.settings import get_settings
 from domain.vocabulary import FINISHED_JOB_STATUSES, JOB_STATUSES, ROUND_TASK_KINDS
 
@@ -28,24 +29,14 @@ _ACTIVE_STATUSES = tuple(s for s in JOB_STATUSES if s not in FINISHED_JOB_STATUS
 def preference_pairs(session: Session, *, config: RoundConfig) -> int:
     """Preference pairs the round's filters admit now (pairwise choices + all pairs of each ranking), train split.
     The same rows the snapshot's trl export will hold."""
-    stmt = (
-        select(Annotation.kind, Annotation.choice, Annotation.chosen_id, Annotation.ranking)
-        .join(Task, Task.id == Annotation.task_id)
-        .join(Prompt, Prompt.id == Task.prompt_id)
-        .join(User, User.id == Annotation.user_id)
-        .where(
-            Annotation.deleted_at.is_(None),
-            User.labels_excluded.is_(False),
-            Prompt.split == "train",
-            Annotation.kind.in_(ROUND_TASK_KINDS),
-            Task.retired_at.is_(None),
-            Prompt.retired_at.is_(None),
-        )
-    )
-    if config.source != "all":
-        stmt = stmt.where(Annotation.source == config.source)
-    if config.since is not None:
-        stmt = stmt.where(Annotation.created_at >= config.since)
+    stmt = training_labels(
+        Annotation.kind,
+        Annotation.choice,
+        Annotation.chosen_id,
+        Annotation.ranking,
+        source=config.source,
+        since=config.since,
+    ).where(Annotation.kind.in_(ROUND_TASK_KINDS))
     pairs = 0
     for kind, choice, chosen_id, ranking in session.execute(stmt.execution_options(yield_per=5000)):
         if kind == "pairwise":

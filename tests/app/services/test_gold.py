@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import select
 
 from app.models import Annotation, GoldAnswer, QualificationResult, RoundSchedule, Task, TaskPosition
+from app.services.annotator_weights import preference_judgements
 from app.services.assignment import next_task, skip_task
 from app.services.gold import (
     GoldInvalid,
@@ -22,6 +23,7 @@ from app.services.gold import (
     unmark_gold,
     wilson_interval,
 )
+from app.services.rounds import RoundConfig, preference_pairs
 from app.services.schedule import new_human_annotations
 from app.services.snapshots import SnapshotFilters, max_annotation_id
 from app.services.stats import agreement
@@ -239,6 +241,9 @@ def test_gold_annotations_leave_exports_snapshots_agreement_and_the_schedule(db)
     assert contested["pairwise"]["units"] == 1 and contested["ranking"]["units"] == 0
     assert {d["task_id"] for d in contested["disagreements"]} <= {regular}
     assert new_human_annotations(db, RoundSchedule(enabled=True)) == 2
+    # the regular task was answered "tie": a round would find no pair to learn from and no judgement to weigh
+    assert preference_pairs(db, config=RoundConfig()) == 0
+    assert preference_judgements(db) == []
 
 
 def test_skipping_a_gold_task_is_like_any_skip(db):

@@ -1,0 +1,38 @@
+"""The annotations a round may train on, declared once: the snapshot's upper bound, the round's count of preference
+pairs and the annotator weights all read the same rows the snapshot's exports hold."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Select, select
+
+from app.models import Annotation, Prompt, Task, User
+
+
+def training_labels(
+    *columns, source: str = "all", since: datetime | None = None, until_id: int | None = None
+) -> Select:
+    """SELECT `columns` over live annotations of train-split prompts, neither task nor prompt retired, no gold task
+    (gold grades the annotator, it is never preference data), no annotator whose labels are excluded; by source,
+    since and up to until_id."""
+    stmt = (
+        select(*columns)
+        .join(Task, Task.id == Annotation.task_id)
+        .join(Prompt, Prompt.id == Task.prompt_id)
+        .where(
+            Annotation.deleted_at.is_(None),
+            Prompt.split == "train",
+            Task.retired_at.is_(None),
+            Prompt.retired_at.is_(None),
+            Task.gold.is_(False),
+            Annotation.user_id.not_in(select(User.id).where(User.labels_excluded.is_(True))),
+        )
+    )
+    if source != "all":
+        stmt = stmt.where(Annotation.source == source)
+    if since is not None:
+        stmt = stmt.where(Annotation.created_at >= since)
+    if until_id is not None:
+        stmt = stmt.where(Annotation.id <= until_id)
+    return stmt
