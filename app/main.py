@@ -16,6 +16,7 @@ from app.annotate.middleware import AnnotateFastPath, api_error_response
 from app.body_limit import BodySizeLimit
 from app.db import check_migrated, get_engine
 from app.deps import LoginRequired
+from app.oidc import FlowCookie, OidcClient
 from app.security import SessionSigner
 from app.security_headers import SecurityHeaders
 from app.services.errors import ServiceError
@@ -76,6 +77,9 @@ def create_app(*, check_database: bool = True) -> FastAPI:
         openapi_url=None,
     )
     app.state.session_signer = SessionSigner(settings.session_secret(), settings.session_max_age_s)
+    # single sign-on beside passwords when an issuer is configured (nothing is fetched from it until a sign-in)
+    app.state.oidc = OidcClient(settings) if settings.oidc_enabled else None
+    app.state.oidc_flow_cookie = FlowCookie(settings.session_secret())
     app.add_exception_handler(LoginRequired, _login_required)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(ServiceError, _service_error)

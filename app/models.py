@@ -82,12 +82,20 @@ class Base(DeclarativeBase):
 
 class User(Base):
     __tablename__ = "users"
-    __table_args__ = (CheckConstraint(_in("role", ROLES), name="role"),)
+    __table_args__ = (
+        CheckConstraint(_in("role", ROLES), name="role"),
+        # A single sign-on account is the provider's (issuer) subject: one user each, whatever its name is there.
+        UniqueConstraint("oidc_issuer", "oidc_subject"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     role: Mapped[str] = mapped_column(String(16), default="annotator")
-    password_hash: Mapped[str | None] = mapped_column(String(255))  # None: cannot log in (AI annotators)
+    # None: cannot log in with a password (AI annotators, single sign-on users)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    # Set for a user made by single sign-on (app.oidc): the OpenID Connect issuer and its `sub` for the person.
+    oidc_issuer: Mapped[str | None] = mapped_column(String(255))
+    oidc_subject: Mapped[str | None] = mapped_column(String(255))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     is_ai: Mapped[bool] = mapped_column(Boolean, default=False)  # an AI judge's own annotator identity
     # Pseudonymous id for exports: stable, and says nothing about the username.

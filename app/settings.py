@@ -8,7 +8,7 @@ import secrets
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,6 +29,20 @@ class Settings(BaseSettings):
         description="Comma-separated addresses or networks (or *) of reverse proxies whose X-Forwarded-For and "
         "X-Forwarded-Proto are believed; empty: none, the client address is the connection's (so a forged header "
         "cannot dodge the per-address login throttle).",
+    )
+
+    # single sign-on (OpenID Connect, app.oidc): on when oidc_issuer is set; passwords keep working beside it
+    oidc_issuer: str = Field(
+        "", description="The provider's issuer URL (its /.well-known/openid-configuration is read); empty: no SSO."
+    )
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+    oidc_scopes: str = Field("openid profile email", description="Space-separated; must include openid.")
+    oidc_role_claim: str = Field(
+        "",
+        description="The ID-token claim that holds a user's role (a role name, or a list holding one): set, the "
+        "role follows it at every sign-in (admin if it names admin, else annotator); empty: a user made by "
+        "sign-in is an annotator.",
     )
 
     # annotation
@@ -94,6 +108,27 @@ class Settings(BaseSettings):
                 except ValueError:
                     raise ValueError(f"{entry!r} is not an IP address, a network or *") from None
         return ",".join(entries)
+
+    @field_validator("oidc_issuer")
+    @classmethod
+    def _issuer(cls, value: str) -> str:
+        # kept as written, trailing slash included: the ID token's iss must equal it exactly (OpenID Connect)
+        value = value.strip()
+        if value and not value.startswith(("https://", "http://")):
+            raise ValueError(f"oidc_issuer must be an http(s) URL, not {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> Settings:
+        if self.oidc_issuer and not self.oidc_client_id:
+            raise ValueError("oidc_issuer is set but oidc_client_id is not")
+        if self.oidc_issuer and "openid" not in self.oidc_scopes.split():
+            raise ValueError("oidc_scopes must include openid")
+        return self
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_issuer)
 
     @field_validator("data_dir")
     @classmethod

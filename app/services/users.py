@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -26,7 +28,16 @@ class LoginThrottled(Exception):
     pass
 
 
-def create_user(session: Session, *, username: str, role: str, password: str | None, is_ai: bool = False) -> User:
+def create_user(
+    session: Session,
+    *,
+    username: str,
+    role: str,
+    password: str | None,
+    is_ai: bool = False,
+    oidc_account: tuple[str, str] | None = None,
+) -> User:
+    """A new user; `oidc_account` (issuer, subject) links one made by single sign-on to the provider's account."""
     if not USERNAME_RE.match(username):
         raise UserError("username must be 1-64 letters, digits or _ . @ -")
     if role not in ROLES:
@@ -39,6 +50,8 @@ def create_user(session: Session, *, username: str, role: str, password: str | N
         is_ai=is_ai,
         public_id=new_public_id(),
         password_hash=hash_password(password) if password is not None else None,
+        oidc_issuer=oidc_account[0] if oidc_account else None,
+        oidc_subject=oidc_account[1] if oidc_account else None,
     )
     try:
         with session.begin_nested():  # a savepoint: a duplicate leaves the caller's transaction usable
@@ -166,6 +179,53 @@ def authenticate(
     session.delete(attempt)
     session.commit()
     return user
+
+
+def sign_in_with_oidc(session: Session, *, issuer: str, claims: Mapping[str, Any], role_claim: str = "") -> User:
+    """The user a verified ID token (app.oidc) signs in: the one linked to its issuer and subject, else a new one.
+
+    A new user's name is the token's preferred_username, else its email (the first that is a valid username). A
+    name an existing user already has is refused (409), whoever that is: sign-in never takes over an account, a
+    password one least of all. With `role_claim` set the role follows that claim at every sign-in (admin when it
+    names admin, annotator otherwise), so a change at the provider counts at the next sign-in; without it a new
+    user is an annotator and stays what it is. A deactivated user is refused (403). Flushes, never commits."""
+    subject = claims["sub"]
+    role = _role_from_claim(claims.get(role_claim)) if role_claim else None
+    user = session.scalar(select(User).where(User.oidc_issuer == issuer, User.oidc_subject == subject))
+    if user is None:
+        username = _oidc_username(claims)
+        if get_user_by_name(session, username=username) is not None:
+            raise UserError(
+                f"An account named {username!r} already exists and is not linked to this sign-in, so it is not "
+                "signed in: ask an admin.",
+                status=409,
+            )
+        return create_user(
+            session, username=username, role=role or "annotator", password=None, oidc_account=(issuer, subject)
+        )
+    if not user.is_active:
+        raise UserError(f"The account {user.username!r} is deactivated.", status=403)
+    if role is not None and user.role != role:
+        user.role = role
+        session.flush()
+    return user
+
+
+def _role_from_claim(value: Any) -> str:
+    # A role name, or a list of them (a groups claim): admin only when it names admin; anything else, absent or
+    # unknown included, is the least privilege.
+    names = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    return "admin" if "admin" in names else "annotator"
+
+
+def _oidc_username(claims: Mapping[str, Any]) -> str:
+    for key in ("preferred_username", "email"):
+        value = claims.get(key)
+        if isinstance(value, str) and USERNAME_RE.match(value):
+            return value
+    raise UserError(
+        "The sign-in provider gave no usable name (preferred_username or email, 1-64 letters, digits or _ . @ -)."
+    )
 
 
 def create_token(session: Session, *, user: User, name: str = "") -> tuple[ApiToken, str]:
