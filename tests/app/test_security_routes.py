@@ -11,11 +11,13 @@ from app import api, web
 
 ROUTERS = [*api.ROUTERS, *web.ROUTERS]
 
-# Routes anyone may call (login form, health checks).
+# Routes anyone may call (login form, single sign-on, health checks).
 PUBLIC = {
     ("GET", "/login"),
     ("POST", "/login"),
     ("POST", "/logout"),
+    ("GET", "/auth/oidc/login"),
+    ("GET", "/auth/oidc/callback"),
     ("GET", "/health"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),

@@ -14,3 +14,27 @@ def test_settings_defaults_and_generated_secret(tmp_path, monkeypatch):
     assert Settings().session_secret() == key  # kept across restarts
     monkeypatch.setenv("RLHF_SECRET_KEY", "given")
     assert Settings().session_secret() == "given"
+
+
+def test_single_sign_on_settings_are_checked_together(tmp_path, monkeypatch):
+    import pytest
+    from pydantic import ValidationError
+
+    from app.settings import Settings
+
+    monkeypatch.setenv("RLHF_DATA_DIR", str(tmp_path / "d"))
+    assert not Settings().oidc_enabled
+    monkeypatch.setenv("RLHF_OIDC_ISSUER", " https://id.example.org/ ")
+    with pytest.raises(ValidationError, match="oidc_client_id is not"):
+        Settings()
+    monkeypatch.setenv("RLHF_OIDC_CLIENT_ID", "rlhf")
+    settings = Settings()
+    # kept as written (but for spaces): the ID token's iss must equal it exactly
+    assert settings.oidc_enabled and settings.oidc_issuer == "https://id.example.org/"
+    monkeypatch.setenv("RLHF_OIDC_SCOPES", "profile email")
+    with pytest.raises(ValidationError, match="must include openid"):
+        Settings()
+    monkeypatch.setenv("RLHF_OIDC_SCOPES", "openid")
+    monkeypatch.setenv("RLHF_OIDC_ISSUER", "id.example.org")
+    with pytest.raises(ValidationError, match="http"):
+        Settings()
