@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.models import Annotation, Job, Prompt
+from app.services.ai_calibration import ai_label_trust, untrusted_message
 from app.services.annotator_weights import WeightingError, check_weighting
 from app.services.jobs import enqueue_job
 from app.services.rounds.config import ROUND_KIND, RoundConfig, RoundError, as_round_config
@@ -92,6 +93,12 @@ def start_round(session: Session, *, config: dict[str, Any] | RoundConfig, creat
         message = too_little_data(preference_pairs(session, config=cfg), cfg)
         if message:
             raise RoundError(message)
+        if not cfg.allow_untrusted_ai_labels:
+            threshold = get_settings().ai_min_agreement
+            trust = ai_label_trust(session, source=cfg.source, since=cfg.since, threshold=threshold)
+            message = untrusted_message(trust, threshold)
+            if message:
+                raise RoundError(message, status=409)
     else:
         source = session.get(Job, cfg.snapshot_from)
         if source is None or source.kind != ROUND_KIND:
