@@ -15,6 +15,7 @@ from app.services.ai_feedback import LabelAIConfig, start_label_ai
 from app.services.jobs import job_to_dict
 from app.services.rounds import RoundConfig, list_rounds, promote_round, round_to_dict, start_round
 from app.services.schedule import get_schedule, schedule_to_dict, update_schedule
+from app.services.users import USERNAME_RE
 
 router = APIRouter(prefix="/api/v1", tags=["rounds"])
 
@@ -120,7 +121,7 @@ def api_label_ai_calibration(
     db: SessionDep,
     settings: SettingsDep,
     annotator: Annotated[
-        str | None, Query(max_length=64, description="One AI judge, by its annotator's username.")
+        str | None, Query(pattern=USERNAME_RE.pattern, description="One AI judge, by its annotator's username.")
     ] = None,
 ) -> list[dict[str, Any]]:
     """The latest calibration of each AI judge (newest first): its agreement with human labels per task kind, from

@@ -332,36 +332,27 @@ def annotation_for(
 
 
 def calibrate(
-    session: Session, score: Callable[[], Scorer], *, cfg: LabelAIConfig, judge: JudgeModel, user_id: int, job_id
+    ctx: JobContext, score: Callable[[], Scorer], *, cfg: LabelAIConfig, judge: JudgeModel, user_id: int
 ) -> dict[str, Any]:
     """Score a seeded sample of human-labelled tasks (no label stored) and record the judge's agreement per kind.
-    `score` loads the judge only when there is something to score."""
-    labels = human_labelled_sample(session, size=cfg.calibration, seed=cfg.seed)
-    sample = tasks_by_id(session, sorted(labels))
+    `score` loads the judge only when there is something to score; no transaction is held while it scores."""
+    with ctx.session() as session:
+        labels = human_labelled_sample(session, size=cfg.calibration, seed=cfg.seed)
+        sample = tasks_by_id(session, sorted(labels))
     orders: dict[int, list[int]] = {}
     for start in range(0, len(sample), 256):
         chunk = sample[start : start + 256]
         for task, scores in zip(chunk, score()(chunk)):
             orders[task.task_id] = [task.generation_ids[i] for i in judge_order(scores)]
     agreements = agreement_by_kind(labels, orders)
-    store_calibration(
-        session, annotator_id=user_id, judge=f"{judge.judge} {judge.name}", agreements=agreements, job_id=job_id
-    )
-    return {
-        "tasks": len(sample),
-        "seed": cfg.seed,
-        "kinds": [
-            {
-                "kind": a.kind,
-                "n": a.n,
-                "agreed": a.agreed,
-                "rate": a.rate,
-                "low": (a.interval or (None, None))[0],
-                "high": (a.interval or (None, None))[1],
-            }
-            for a in agreements
-        ],
-    }
+    with ctx.session() as session:
+        name = f"{judge.judge} {judge.name}"
+        store_calibration(session, annotator_id=user_id, judge=name, agreements=agreements, job_id=ctx.job_id)
+    kinds = []
+    for a in agreements:
+        low, high = a.interval or (None, None)
+        kinds.append({"kind": a.kind, "n": a.n, "agreed": a.agreed, "rate": a.rate, "low": low, "high": high})
+    return {"tasks": len(sample), "seed": cfg.seed, "kinds": kinds}
 
 
 @job_kind(LABEL_AI_KIND)
@@ -384,8 +375,7 @@ def run_label_ai(ctx: JobContext) -> dict[str, Any]:
     out: dict[str, Any] = {"labelled": 0, "annotator": username, "judge": judge.judge, "model": judge.name}
     if cfg.calibration:
         ctx.progress(0, 1, f"calibrating {judge.name} on up to {cfg.calibration} human-labelled tasks")
-        with ctx.session() as session:
-            out["calibration"] = calibrate(session, score, cfg=cfg, judge=judge, user_id=user_id, job_id=ctx.job_id)
+        out["calibration"] = calibrate(ctx, score, cfg=cfg, judge=judge, user_id=user_id)
     with ctx.session() as session:
         tasks = pending_tasks(session, user_id=user_id, limit=cfg.limit)
     if not tasks:

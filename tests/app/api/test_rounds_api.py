@@ -152,6 +152,9 @@ def test_the_latest_calibration_by_api_and_a_round_refused_with_its_figure(clien
     assert ranking["rate"] is None and "agreement unknown" in ranking["text"]
     by_name = client.get("/api/v1/label-ai/calibration?annotator=nobody", headers=admin)
     assert by_name.status_code == 200 and by_name.json() == []
+    assert client.get("/api/v1/label-ai/calibration?annotator=ai-judge", headers=admin).json() == [latest]
+    nul = client.get("/api/v1/label-ai/calibration?annotator=a%00b", headers=admin)
+    assert nul.status_code == 422 and "annotator" in nul.text  # never a username: refused before any query
 
     refused = client.post("/api/v1/rounds", json={"min_pairs": 4}, headers=admin)
     assert refused.status_code == 409
