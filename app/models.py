@@ -471,3 +471,27 @@ class RoundSchedule(Base):
     last_fired_at: Mapped[datetime | None]
     last_annotation_id: Mapped[int | None] = mapped_column(BigInteger)  # highest id seen at the last round
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AICalibration(Base):
+    """An AI judge's agreement with people on one task kind, from one calibration (`label-ai` scores a seeded sample
+    of human-labelled tasks without storing those labels). The rows of one calibration share created_at. n 0: no
+    human labels of that kind to compare, so rate, low and high are unknown (NULL)."""
+
+    __tablename__ = "ai_calibrations"
+    __table_args__ = (
+        CheckConstraint(_in("kind", TASK_KINDS), name="kind"),
+        Index(None, "annotator_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))  # the judge's identity
+    judge: Mapped[str] = mapped_column(String(200))  # the judge and its model, e.g. "reward_model rm#3"
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(String(16))
+    n: Mapped[int] = mapped_column()  # comparisons: pairwise tasks, or pairs within rankings
+    agreed: Mapped[int] = mapped_column()
+    rate: Mapped[float | None] = mapped_column(Float)
+    low: Mapped[float | None] = mapped_column(Float)  # the Wilson 95% interval
+    high: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     flag_max_straight_lining: float = Field(0.9, ge=0, le=1, description="The same answer pattern this often or more.")
     flag_min_gold_accuracy: float = Field(0.7, ge=0, le=1, description="Accuracy on gold tasks below this.")
 
+    # AI feedback (app/services/ai_calibration.py): a round refuses AI labels whose judge agreed with people less
+    # than this on its latest calibration (or was never calibrated), unless the round allows untrusted AI labels.
+    ai_min_agreement: float = Field(
+        0.7, ge=0, le=1, description="Least agreement with human labels, per task kind, for a round to use AI labels."
+    )
+
     # pages
     offline_assets: bool = False  # serve htmx & co from static/vendor instead of the CDN
     docs_enabled: bool = True  # OpenAPI docs at /docs, admins only

@@ -1,19 +1,21 @@
 """The rounds API: `POST /api/v1/rounds`, `GET /api/v1/rounds`, `POST /api/v1/rounds/{id}/promote`,
-`GET|PUT /api/v1/rounds/schedule`, and `POST /api/v1/label-ai`."""
+`GET|PUT /api/v1/rounds/schedule`, `POST /api/v1/label-ai` and `GET /api/v1/label-ai/calibration`."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.deps import ApiAdmin, SessionDep
+from app.deps import ApiAdmin, SessionDep, SettingsDep
 from app.inputs import DbId
+from app.services.ai_calibration import latest_calibrations
 from app.services.ai_feedback import LabelAIConfig, start_label_ai
 from app.services.jobs import job_to_dict
 from app.services.rounds import RoundConfig, list_rounds, promote_round, round_to_dict, start_round
 from app.services.schedule import get_schedule, schedule_to_dict, update_schedule
+from app.services.users import USERNAME_RE
 
 router = APIRouter(prefix="/api/v1", tags=["rounds"])
 
@@ -54,6 +56,77 @@ def api_label_ai(admin: ApiAdmin, db: SessionDep, config: LabelAIConfig) -> dict
     job = start_label_ai(db, config=config, created_by_id=admin.id)
     db.commit()
     return job_to_dict(job)
+
+
+class KindCalibration(BaseModel):
+    kind: str
+    n: int = Field(description="Comparisons: pairwise tasks, or pairs within rankings; 0: nothing to compare.")
+    agreed: int
+    rate: float | None = Field(description="agreed / n; null: unknown (no human labels of this kind to compare).")
+    low: float | None = Field(description="Wilson 95% interval, low end.")
+    high: float | None
+    trusted: bool = Field(description="rate at or above the trusted minimum (RLHF_AI_MIN_AGREEMENT).")
+    text: str = Field(description="The figure in words.")
+
+
+class JudgeCalibration(BaseModel):
+    annotator_id: int
+    annotator: str = Field(description="The AI judge's annotator identity (its labels' user).")
+    judge: str = Field(description="The judge and its model.")
+    job_id: int | None = Field(description="The label-ai job that calibrated it.")
+    created_at: str
+    threshold: float = Field(description="The trusted minimum agreement a round asks of AI labels.")
+    kinds: list[KindCalibration]
+
+
+CALIBRATION_EXAMPLE = {
+    "annotator_id": 7,
+    "annotator": "ai-rm-rm-round-3-12",
+    "judge": "reward_model rm-round-3#12",
+    "job_id": 41,
+    "created_at": "2026-12-08T00:40:12+00:00",
+    "threshold": 0.7,
+    "kinds": [
+        {
+            "kind": "pairwise",
+            "n": 50,
+            "agreed": 41,
+            "rate": 0.82,
+            "low": 0.69,
+            "high": 0.9,
+            "trusted": True,
+            "text": "82% [69%, 90%] (41/50)",
+        },
+        {
+            "kind": "ranking",
+            "n": 0,
+            "agreed": 0,
+            "rate": None,
+            "low": None,
+            "high": None,
+            "trusted": False,
+            "text": "agreement unknown: no human-labelled ranking tasks to compare",
+        },
+    ],
+}
+
+
+@router.get(
+    "/label-ai/calibration",
+    response_model=list[JudgeCalibration],
+    responses={200: {"content": {"application/json": {"examples": {"one judge": {"value": [CALIBRATION_EXAMPLE]}}}}}},
+)
+def api_label_ai_calibration(
+    admin: ApiAdmin,
+    db: SessionDep,
+    settings: SettingsDep,
+    annotator: Annotated[
+        str | None, Query(pattern=USERNAME_RE.pattern, description="One AI judge, by its annotator's username.")
+    ] = None,
+) -> list[dict[str, Any]]:
+    """The latest calibration of each AI judge (newest first): its agreement with human labels per task kind, from
+    `label-ai`'s sample of human-labelled tasks. `[]`: no judge calibrated yet, so agreement unknown."""
+    return latest_calibrations(db, threshold=settings.ai_min_agreement, annotator=annotator)
 
 
 @router.get("/rounds")

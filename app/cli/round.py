@@ -13,6 +13,7 @@ import typer
 
 from app.cli.errors import fail
 from app.cli.session import cli_session
+from app.services.ai_calibration import DEFAULT_CALIBRATION_TASKS
 from app.services.rounds.config import MIN_PREFERENCE_PAIRS
 from domain.vocabulary import FINISHED_JOB_STATUSES
 
@@ -71,7 +72,7 @@ def wait_for(job_id: int, *, poll_s: float = 1.0) -> dict[str, Any]:
         time.sleep(poll_s)
 
 
-def wait_and_report(job_id: int, what: str) -> None:
+def wait_and_report(job_id: int, what: str) -> dict[str, Any]:
     """`--wait`: block until the job ends; its result on stderr, or its error and exit 1 unless it succeeded."""
     final = wait_for(job_id)
     if final["status"] != "succeeded":
@@ -81,6 +82,7 @@ def wait_and_report(job_id: int, what: str) -> None:
             typer.echo(f"{what} {job_id} failed{where}: {final['error_summary']}", err=True)
         raise typer.Exit(1)
     typer.echo(json.dumps(final["result"]), err=True)
+    return final["result"]
 
 
 @app.command("start")
@@ -101,12 +103,19 @@ def start(
     sets: list[str] = typer.Option(
         [], "--set", help="KEY=VALUE, repeatable: ppo.kl_coef=0.1, reward.epochs=2, next_tasks.k=4, eval_prompts=32 ..."
     ),
+    allow_untrusted_ai: bool = typer.Option(
+        False,
+        "--allow-untrusted-ai",
+        help="Train on AI labels whose judge agreed with people less than RLHF_AI_MIN_AGREEMENT (or was never "
+        "calibrated); kept in the round config.",
+    ),
     wait: bool = typer.Option(False, "--wait", help="Block until the round ends; exit 1 if it failed."),
     as_json: bool = typer.Option(False, "--json", help="Print the job as JSON instead of its id."),
 ) -> None:
     """Start a training round now: snapshot -> reward model -> PPO/DPO/RS -> evaluate -> register -> next tasks.
 
-    Prints the job id. Refuses (exit 2) with too little data, no current policy, or a round already active."""
+    Prints the job id. Refuses (exit 2) with too little data, no current policy, a round already active, or AI
+    labels whose judge is not trusted (`rlhf label-ai` calibrates it)."""
     from app.services.jobs import job_to_dict
     from app.services.rounds import start_round
     from app.services.rounds.config import merge_config
@@ -121,6 +130,7 @@ def start(
         "min_pairs": min_pairs,
         "snapshot_from": snapshot_from,
         "gold_judge": gold_judge,
+        "allow_untrusted_ai_labels": allow_untrusted_ai or None,
     }
     raw = merge_config(raw, {k: v for k, v in options.items() if v is not None})
     raw = merge_config(raw, parse_set(sets))
@@ -238,17 +248,54 @@ def label_ai(
     path: str | None = typer.Option(None, "--path", help="Or any local model directory."),
     limit: int = typer.Option(1000, "--limit", min=1, help="At most this many pending tasks."),
     annotator: str | None = typer.Option(None, "--annotator", help="The AI annotator's username."),
-    wait: bool = typer.Option(False, "--wait", help="Block until the job ends; exit 1 if it failed."),
+    calibration: int = typer.Option(
+        DEFAULT_CALIBRATION_TASKS,
+        "--calibration",
+        min=0,
+        help="First score this many tasks people have labelled (not stored) and record the judge's agreement with "
+        "them per kind; 0 = none. Rounds refuse AI labels of an uncalibrated or untrusted judge.",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the calibration's sample."),
+    wait: bool = typer.Option(
+        False, "--wait", help="Block until the job ends and print the calibration; exit 1 if it failed."
+    ),
 ) -> None:
-    """Label pending tasks with an AI judge (source `ai`, its own annotator identity; never counts toward overlap).
-    Prints the job id."""
+    """Calibrate an AI judge on human-labelled tasks, then label pending tasks with it (source `ai`, its own
+    annotator identity; never counts toward overlap). Prints the job id; with --wait, the judge's agreement."""
     from app.services.ai_feedback import start_label_ai
 
-    config = {"judge": judge, "model_id": model_id, "path": path or "", "limit": limit, "annotator": annotator or ""}
+    config = {
+        "judge": judge,
+        "model_id": model_id,
+        "path": path or "",
+        "limit": limit,
+        "annotator": annotator or "",
+        "calibration": calibration,
+        "seed": seed,
+    }
     with cli_session() as db:
         job = start_label_ai(db, config=config)  # a refusal (LabelAIError) is cli_session's one-line exit 2
         db.commit()
         job_id = job.id
     typer.echo(str(job_id))
     if wait:
-        wait_and_report(job_id, "label-ai job")
+        result = wait_and_report(job_id, "label-ai job")
+        for line in calibration_lines(result):
+            typer.echo(line)
+
+
+def calibration_lines(result: dict[str, Any]) -> list[str]:
+    """The label-ai job's calibration in words: one line per task kind, with its interval or why it is unknown."""
+    from app.services.ai_calibration import KindAgreement, format_rate
+
+    calibration = result.get("calibration")
+    if calibration is None:
+        return ["calibration: none (--calibration 0)"]
+    lines = [
+        f"calibration of {result['annotator']} on {calibration['tasks']} human-labelled task(s), "
+        f"seed {calibration['seed']}:"
+    ]
+    for kind in calibration["kinds"]:
+        agreement = KindAgreement(kind["kind"], kind["n"], kind["agreed"])
+        lines.append(f"  {kind['kind']:<9} {format_rate(agreement)}")
+    return lines

@@ -13,6 +13,10 @@ Labels are annotations with source `ai`, under the judge's own annotator identit
 one per task and judge, idempotent (a retried job skips what it labelled). They never count toward a task's
 overlap (only human annotations do), and exports and rounds include or exclude them with their source filter.
 
+Before labelling, the job calibrates the judge: it scores a seeded sample of tasks people have labelled, stores
+none of those labels, and records its agreement with them per task kind (app/services/ai_calibration.py), which a
+round checks before it trains on AI labels.
+
 Scoring runs in the worker's child process (the job's process), never in the web process.
 """
 
@@ -32,6 +36,12 @@ from sqlalchemy.orm import Session
 from app.jobs.context import JobContext
 from app.jobs.registry import JobFailed, job_kind
 from app.models import Annotation, Job, ModelVersion, Prompt, Task, TaskPosition, User
+from app.services.ai_calibration import (
+    DEFAULT_CALIBRATION_TASKS,
+    agreement_by_kind,
+    human_labelled_sample,
+    store_calibration,
+)
 from app.services.errors import ServiceError
 from app.services.jobs import enqueue_job
 from app.services.prompts import prompt_display_text
@@ -56,6 +66,14 @@ class LabelAIConfig(BaseModel):
     path: str = Field("", description="Or any local model directory (a causal LM for the lm judge).")
     limit: int = Field(1000, ge=1, le=1_000_000, description="At most this many pending tasks.")
     annotator: str = Field("", max_length=64, description="The AI annotator's username (default from the judge).")
+    calibration: int = Field(
+        DEFAULT_CALIBRATION_TASKS,
+        ge=0,
+        le=100_000,
+        description="First score this many tasks people have labelled (not stored as labels) and record the judge's "
+        "agreement with them per task kind; 0 = no calibration.",
+    )
+    seed: int = Field(0, description="Seed of the calibration's sample of human-labelled tasks.")
 
 
 @dataclass
@@ -146,6 +164,21 @@ def pending_tasks(session: Session, *, user_id: int, limit: int) -> list[Pending
         .order_by(Task.priority.desc(), Task.id)
         .limit(limit)
     ).all()
+    return _as_pending(session, rows)
+
+
+def tasks_by_id(session: Session, task_ids: list[int]) -> list[PendingTask]:
+    """These tasks as the judge sees them, in id order (the calibration's sample)."""
+    rows = session.execute(
+        select(Task.id, Task.kind, Prompt)
+        .join(Prompt, Prompt.id == Task.prompt_id)
+        .where(Task.id.in_(task_ids))
+        .order_by(Task.id)
+    ).all()
+    return _as_pending(session, rows)
+
+
+def _as_pending(session: Session, rows) -> list[PendingTask]:
     out = []
     for task_id, kind, prompt in rows:
         positions = session.scalars(
@@ -258,11 +291,15 @@ def strength_for(judge: str, best: float, second: float) -> int:
     return 1 + sum(share > p for p in LM_PROB_STRENGTH)
 
 
+def judge_order(scores: list[float]) -> list[int]:
+    """Response indices, best first: by score, then canonical position (no randomness in what the judge says)."""
+    return sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+
+
 def annotation_for(
     task: PendingTask, scores: list[float], *, user_id: int, judge: JudgeModel, job_id: int
 ) -> Annotation:
-    # a stable order: score, then canonical position (no randomness in what the judge says)
-    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    order = judge_order(scores)
     fields: dict[str, Any]
     if task.kind == "pairwise":
         best, second = order[0], order[1]
@@ -294,6 +331,30 @@ def annotation_for(
     )
 
 
+def calibrate(
+    ctx: JobContext, score: Callable[[], Scorer], *, cfg: LabelAIConfig, judge: JudgeModel, user_id: int
+) -> dict[str, Any]:
+    """Score a seeded sample of human-labelled tasks (no label stored) and record the judge's agreement per kind.
+    `score` loads the judge only when there is something to score; no transaction is held while it scores."""
+    with ctx.session() as session:
+        labels = human_labelled_sample(session, size=cfg.calibration, seed=cfg.seed)
+        sample = tasks_by_id(session, sorted(labels))
+    orders: dict[int, list[int]] = {}
+    for start in range(0, len(sample), 256):
+        chunk = sample[start : start + 256]
+        for task, scores in zip(chunk, score()(chunk)):
+            orders[task.task_id] = [task.generation_ids[i] for i in judge_order(scores)]
+    agreements = agreement_by_kind(labels, orders)
+    with ctx.session() as session:
+        name = f"{judge.judge} {judge.name}"
+        store_calibration(session, annotator_id=user_id, judge=name, agreements=agreements, job_id=ctx.job_id)
+    kinds = []
+    for a in agreements:
+        low, high = a.interval or (None, None)
+        kinds.append({"kind": a.kind, "n": a.n, "agreed": a.agreed, "rate": a.rate, "low": low, "high": high})
+    return {"tasks": len(sample), "seed": cfg.seed, "kinds": kinds}
+
+
 @job_kind(LABEL_AI_KIND)
 def run_label_ai(ctx: JobContext) -> dict[str, Any]:
     try:
@@ -304,19 +365,28 @@ def run_label_ai(ctx: JobContext) -> dict[str, Any]:
             user_id, username = user.id, user.username
     except LabelAIError as exc:
         raise JobFailed(str(exc)) from None
+    loaded: list[Scorer] = []
+
+    def score() -> Scorer:  # the judge's model is loaded once, and only when there is something to score
+        if not loaded:
+            loaded.append((reward_model_scorer if judge.judge == "reward_model" else lm_choice_scorer)(judge.path))
+        return loaded[0]
+
+    out: dict[str, Any] = {"labelled": 0, "annotator": username, "judge": judge.judge, "model": judge.name}
+    if cfg.calibration:
+        ctx.progress(0, 1, f"calibrating {judge.name} on up to {cfg.calibration} human-labelled tasks")
+        out["calibration"] = calibrate(ctx, score, cfg=cfg, judge=judge, user_id=user_id)
     with ctx.session() as session:
         tasks = pending_tasks(session, user_id=user_id, limit=cfg.limit)
     if not tasks:
-        return {"labelled": 0, "annotator": username, "judge": judge.judge, "model": judge.name}
+        return out
     ctx.progress(0, len(tasks), f"scoring {len(tasks)} tasks with {judge.name}")
-    score = (reward_model_scorer if judge.judge == "reward_model" else lm_choice_scorer)(judge.path)
-    labelled = 0
     for start in range(0, len(tasks), 256):  # stored chunk by chunk: a long run shows progress and keeps its work
         chunk = tasks[start : start + 256]
-        all_scores = score(chunk)
+        all_scores = score()(chunk)
         with ctx.session() as session:
             for task, scores in zip(chunk, all_scores):
                 session.add(annotation_for(task, scores, user_id=user_id, judge=judge, job_id=ctx.job_id))
-                labelled += 1
-        ctx.progress(start + len(chunk), len(tasks), f"{labelled} tasks labelled")
-    return {"labelled": labelled, "annotator": username, "judge": judge.judge, "model": judge.name}
+                out["labelled"] += 1
+        ctx.progress(start + len(chunk), len(tasks), f"{out['labelled']} tasks labelled")
+    return out

@@ -28,6 +28,7 @@ from app.services.rounds import (
     preference_pairs,
     start_round,
     too_little_data,
+    untrusted_ai_labels,
 )
 from app.settings import Settings
 
@@ -141,7 +142,11 @@ def check_round_schedule(session: Session, settings: Settings) -> int | None:
         return None
     baseline = _max_human_annotation_id(session)
     config = parse_round_config(row.config)
-    if current_policy(session) is None or too_little_data(preference_pairs(session, config=config), config):
+    if (
+        current_policy(session) is None
+        or too_little_data(preference_pairs(session, config=config), config)
+        or untrusted_ai_labels(session, config)
+    ):
         row.last_fired_at, row.last_annotation_id = now, baseline  # wait for the next trigger
         return None
     try:

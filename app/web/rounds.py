@@ -86,6 +86,8 @@ async def label_ai_form(request: Request, admin: PageAdmin, db: SessionDep) -> R
     config: dict[str, Any] = {
         "judge": str(form.get("judge") or "reward_model"),
         "limit": str(form.get("limit") or "1000"),
+        "calibration": str(form.get("calibration") or "0"),
+        "seed": str(form.get("seed") or "0"),
     }
     if form.get("model_id"):
         config["model_id"] = str(form.get("model_id"))

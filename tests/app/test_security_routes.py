@@ -26,7 +26,7 @@ PUBLIC = {
 }
 # Admin-only by path: every page under /admin, the docs, and the admin APIs (exports included).
 ADMIN_PATH = re.compile(
-    r"^/(admin(/|$)|docs|openapi\.json|api/v1/(users|prompts|exports|stats|generate|models|jobs|rounds|gold)(/|$))"
+    r"^/(admin(/|$)|docs|openapi\.json|api/v1/(users|prompts|exports|stats|generate|models|jobs|rounds|gold|label-ai)(/|$))"
 )
 # Admin-only routes on paths annotators may read (GET /api/v1/guidelines is theirs too; writing it is not).
 ADMIN_METHODS = {("PUT", "/api/v1/guidelines")}
@@ -97,6 +97,8 @@ def test_the_walk_covers_my_admin_routes():
         ("POST", "/admin/users/{user_id}/labels"),
         ("GET", "/api/v1/users/signals"),
         ("PATCH", "/api/v1/users/{user_id}"),
+        ("POST", "/api/v1/label-ai"),
+        ("GET", "/api/v1/label-ai/calibration"),
     ]:
         assert needed in admin, needed
     assert len(routes) > len(admin) > 30

@@ -19,7 +19,13 @@ from app.services.rounds.evaluate import hacking_warnings
 from app.services.rounds.lineage import Lineage, current_policy, resolve_lineage
 from app.services.rounds.listing import list_rounds, round_to_dict
 from app.services.rounds.promotion import promote_round, promotion_verdict
-from app.services.rounds.start import active_round, preference_pairs, start_round, too_little_data
+from app.services.rounds.start import (
+    active_round,
+    preference_pairs,
+    start_round,
+    too_little_data,
+    untrusted_ai_labels,
+)
 
 __all__ = [
     "ROUND_KIND",
@@ -42,4 +48,5 @@ __all__ = [
     "split_reward_data",
     "start_round",
     "too_little_data",
+    "untrusted_ai_labels",
 ]

@@ -162,6 +162,11 @@ class RoundConfig(BaseModel):
     min_agreement: float | None = Field(
         None, ge=0.0, le=1.0, description="Only tasks whose annotators agreed at least this much."
     )
+    allow_untrusted_ai_labels: bool = Field(
+        False,
+        description="Train on AI labels even when their judge's latest calibration agreed with human labels less "
+        "than the trusted minimum (RLHF_AI_MIN_AGREEMENT), or is absent: recorded here so the report says so.",
+    )
     min_pairs: int = Field(
         MIN_PREFERENCE_PAIRS,
         ge=1,

@@ -46,6 +46,7 @@ ROUND_FIELDS = [
     ("reward_init", "Reward model starts from"),
     ("reward_likelihood", "Reward adds the SFT model's log-likelihood"),
     ("use_rewrites", "Rewrites as preferences"),
+    ("allow_untrusted_ai_labels", "Use AI labels below the trusted agreement"),
     ("lora_r", "LoRA rank (0 = train every weight)"),
     ("eval_prompts", "Eval prompts"),
     ("eval_samples", "Samples per eval prompt"),

@@ -1,4 +1,5 @@
-"""The Rounds page's data: the rounds, the start form's settings, the schedule, the current policy."""
+"""The Rounds page's data: the rounds, the start form's settings, the schedule, the current policy, and each AI
+judge's latest calibration."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.services.ai_calibration import DEFAULT_CALIBRATION_TASKS, latest_calibrations
 from app.services.rounds.config import RoundConfig
 from app.services.rounds.form import start_form
 from app.services.rounds.lineage import current_policy
 from app.services.rounds.listing import list_rounds, round_summary
 from app.services.rounds.start import preference_pairs, train_prompts
 from app.services.schedule import get_schedule, schedule_to_dict
+from app.settings import get_settings
 from domain.vocabulary import FINISHED_JOB_STATUSES
 
 
@@ -27,7 +30,11 @@ def rounds_overview(session: Session, *, algo: str | None = None, with_form: boo
         form = start_form(algo, size)
     jobs = list_rounds(session)
     schedule = get_schedule(session)
+    threshold = get_settings().ai_min_agreement
     return {
+        "ai_calibrations": latest_calibrations(session, threshold=threshold) if with_form else [],
+        "ai_min_agreement": threshold,
+        "default_calibration": DEFAULT_CALIBRATION_TASKS,
         "rounds": [round_summary(j) for j in jobs],
         "start_form": form,
         "any_active": any(j.status not in FINISHED_JOB_STATUSES for j in jobs),

@@ -12,12 +12,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import Job, ModelVersion
+from app.services.ai_calibration import ai_label_trust
 from app.services.errors import NotFound
 from app.services.jobs import log_url
-from app.services.rounds.config import ROUND_KIND
+from app.services.rounds.config import ROUND_KIND, RoundConfig
 from app.services.rounds.data import read_jsonl
 from app.services.rounds.listing import round_summary
 from app.services.snapshots import MANIFEST, SnapshotError, read_manifest, round_dir, snapshot_archive, snapshot_dir
+from app.settings import get_settings
 from domain.vocabulary import FINISHED_JOB_STATUSES
 
 # The models a round's result names, each shown on its page.
@@ -70,11 +72,13 @@ def round_report(session: Session, data_dir: Path, round_id: int) -> dict[str, A
     result = job.result or {}
     model_ids = [i for i in (result.get(key) for key in RESULT_MODEL_KEYS) if i is not None]
     models = {m.id: m for m in session.scalars(select(ModelVersion).where(ModelVersion.id.in_(model_ids)))}
+    manifest = _manifest_or_none(snapshot_dir(data_dir, job.id))
     return {
         "job": job,
         "summary": round_summary(job),
         "active": job.status not in FINISHED_JOB_STATUSES,
-        "manifest": _manifest_or_none(snapshot_dir(data_dir, job.id)),
+        "manifest": manifest,
+        "ai_trust": round_ai_trust(session, job, manifest),
         "evaluation": _read_json(rdir / "evaluation.json") or {},
         "samples": side_by_side(rdir),
         "result": result,
@@ -82,6 +86,26 @@ def round_report(session: Session, data_dir: Path, round_id: int) -> dict[str, A
         "models": models,
         "config": json.dumps(job.config, indent=2, sort_keys=True),
     }
+
+
+def round_ai_trust(session: Session, job: Job, manifest: dict[str, Any] | None) -> dict[str, Any]:
+    """The AI judges whose labels the round takes (up to its snapshot's last annotation once there is one) and each
+    one's latest calibration when the round was started, against today's trusted minimum."""
+    try:
+        config = RoundConfig.model_validate(job.config or {})
+    except ValueError:  # a config stored by an older version: no figure rather than no page
+        return {"judges": [], "allowed": False, "threshold": get_settings().ai_min_agreement}
+    threshold = get_settings().ai_min_agreement
+    until_id = manifest.get("max_annotation_id") if manifest else None
+    trust = ai_label_trust(
+        session,
+        source=config.source,
+        since=config.since,
+        threshold=threshold,
+        until_id=until_id,
+        as_of=job.created_at,
+    )
+    return {"judges": trust, "allowed": config.allow_untrusted_ai_labels, "threshold": threshold}
 
 
 def snapshot_download(session: Session, data_dir: Path, round_id: int) -> Path:

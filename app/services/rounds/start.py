@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.models import Annotation, Job, Prompt
+from app.services.ai_calibration import ai_label_trust, untrusted_message
 from app.services.annotator_weights import WeightingError, check_weighting
 from app.services.jobs import enqueue_job
 from app.services.rounds.config import ROUND_KIND, RoundConfig, RoundError, as_round_config
@@ -62,6 +63,16 @@ def too_little_data(pairs: int, config: RoundConfig) -> str | None:
     )
 
 
+def untrusted_ai_labels(session: Session, config: RoundConfig) -> str | None:
+    """Why the round may not train on its AI labels (a judge uncalibrated or below RLHF_AI_MIN_AGREEMENT, with the
+    figures), or None: no AI labels, all trusted, or the round allows untrusted ones."""
+    if config.allow_untrusted_ai_labels:
+        return None
+    threshold = get_settings().ai_min_agreement
+    trust = ai_label_trust(session, source=config.source, since=config.since, threshold=threshold)
+    return untrusted_message(trust, threshold)
+
+
 def active_round(session: Session) -> Job | None:
     return session.scalar(select(Job).where(Job.kind == ROUND_KIND, Job.status.in_(_ACTIVE_STATUSES)))
 
@@ -92,6 +103,9 @@ def start_round(session: Session, *, config: dict[str, Any] | RoundConfig, creat
         message = too_little_data(preference_pairs(session, config=cfg), cfg)
         if message:
             raise RoundError(message)
+        message = untrusted_ai_labels(session, cfg)
+        if message:
+            raise RoundError(message, status=409)
     else:
         source = session.get(Job, cfg.snapshot_from)
         if source is None or source.kind != ROUND_KIND:

@@ -111,3 +111,58 @@ def test_the_bodies_are_typed_models_shown_in_the_openapi_schema(client, api):
     assert bad.status_code == 422 and "judge" in bad.json()["detail"]
     missing = client.post("/api/v1/label-ai", json={"model_id": 999999}, headers=admin)
     assert missing.status_code == 404 and "no model 999999" in missing.json()["detail"]
+
+
+def _ai_judge(db, *, pairs: int = 6):
+    """Human preferences and a current policy, plus `pairs` AI preferences by the judge `ai-judge`. Commits."""
+    from tests import factories
+
+    labelled_world(db, train=pairs, eval=1)
+    judge = factories.make_annotator(db, "ai-judge", is_ai=True)
+    prompts = [factories.make_prompt(db, f"question: what is {a} plus 40? answer:") for a in range(pairs)]
+    factories.label_preferences(db, prompts, annotator=judge, source="ai")
+    db.commit()
+    return judge
+
+
+def _calibrate(db, judge, agreed: int, n: int) -> None:
+    from app.services.ai_calibration import KindAgreement, store_calibration
+
+    agreements = [KindAgreement("pairwise", n, agreed), KindAgreement("ranking", 0, 0)]
+    store_calibration(db, annotator_id=judge.id, judge="reward_model rm#1", agreements=agreements)
+    db.commit()
+
+
+def test_the_latest_calibration_by_api_and_a_round_refused_with_its_figure(client, api, db):
+    _, annotator = api("annotator")
+    _, admin = api("admin")
+    assert client.get("/api/v1/label-ai/calibration", headers=annotator).status_code == 403
+    assert client.get("/api/v1/label-ai/calibration", headers=admin).json() == []  # no judge calibrated: unknown
+
+    judge = _ai_judge(db)
+    refused = client.post("/api/v1/rounds", json={"min_pairs": 4}, headers=admin)
+    assert refused.status_code == 409 and "ai-judge: never calibrated" in refused.json()["detail"]
+    _calibrate(db, judge, 5, 10)
+    _calibrate(db, judge, 13, 20)  # the latest counts
+    [latest] = client.get("/api/v1/label-ai/calibration", headers=admin).json()
+    assert latest["annotator"] == "ai-judge" and latest["threshold"] == 0.7
+    pairwise, ranking = latest["kinds"]
+    assert (pairwise["n"], pairwise["agreed"], pairwise["rate"], pairwise["trusted"]) == (20, 13, 0.65, False)
+    assert pairwise["low"] < 0.65 < pairwise["high"] and pairwise["text"] == "65% [43%, 82%] (13/20)"
+    assert ranking["rate"] is None and "agreement unknown" in ranking["text"]
+    by_name = client.get("/api/v1/label-ai/calibration?annotator=nobody", headers=admin)
+    assert by_name.status_code == 200 and by_name.json() == []
+    assert client.get("/api/v1/label-ai/calibration?annotator=ai-judge", headers=admin).json() == [latest]
+    nul = client.get("/api/v1/label-ai/calibration?annotator=a%00b", headers=admin)
+    assert nul.status_code == 422 and "annotator" in nul.text  # never a username: refused before any query
+
+    refused = client.post("/api/v1/rounds", json={"min_pairs": 4}, headers=admin)
+    assert refused.status_code == 409
+    assert "agreement 65% [43%, 82%] (13/20) below 70%" in refused.json()["detail"]
+    started = client.post("/api/v1/rounds", json={"min_pairs": 4, "allow_untrusted_ai_labels": True}, headers=admin)
+    assert started.status_code == 201 and started.json()["config"]["allow_untrusted_ai_labels"] is True
+
+    op = client.app.openapi()["paths"]["/api/v1/label-ai/calibration"]["get"]
+    example = op["responses"]["200"]["content"]["application/json"]["examples"]["one judge"]["value"]
+    assert example[0]["kinds"][0]["kind"] == "pairwise"
+    assert op["responses"]["200"]["content"]["application/json"]["schema"]["items"]["$ref"].endswith("JudgeCalibration")

@@ -77,3 +77,47 @@ def test_round_start_refuses_too_little_data_with_the_count_and_list_shows_the_n
     assert listed.exit_code == 0 and listed.stdout.startswith(f"round 1\tjob {job_id}\tqueued\tppo")
     refused = runner.invoke(cli, ["round", "promote", str(job_id)])
     assert refused.exit_code == 2 and "round 1 is queued: it has no new models to promote" in refused.output
+
+
+def test_label_ai_wait_prints_the_calibration_per_kind(db, monkeypatch):
+    from app.models import ModelVersion
+
+    db.add(ModelVersion(name="rm", kind="reward", stage="rlhf", path="/models/rm", is_current=True, metrics={}))
+    db.commit()
+    kinds = [
+        {"kind": "pairwise", "n": 8, "agreed": 6, "rate": 0.75, "low": 0.41, "high": 0.93},
+        {"kind": "ranking", "n": 0, "agreed": 0, "rate": None, "low": None, "high": None},
+    ]
+    result = {"labelled": 4, "annotator": "ai-rm-rm-1", "calibration": {"tasks": 8, "seed": 3, "kinds": kinds}}
+    monkeypatch.setattr(
+        "app.cli.round.wait_for", lambda job_id: {"id": job_id, "status": "succeeded", "error": None, "result": result}
+    )
+    out = runner.invoke(cli, ["label-ai", "--calibration", "8", "--seed", "3", "--wait"])
+    assert out.exit_code == 0, out.output
+    lines = out.stdout.splitlines()
+    assert lines[1] == "calibration of ai-rm-rm-1 on 8 human-labelled task(s), seed 3:"
+    assert lines[2].split() == ["pairwise", "75%", "[41%,", "93%]", "(6/8)"]
+    assert "ranking" in lines[3] and "agreement unknown: no human-labelled ranking tasks to compare" in lines[3]
+    job = db.get(Job, int(lines[0]))
+    assert (job.config["calibration"], job.config["seed"]) == (8, 3)
+    refused = runner.invoke(cli, ["label-ai", "--calibration", "-1"])
+    assert refused.exit_code == 2
+
+
+def test_round_start_refuses_untrusted_ai_labels_with_exit_2_unless_allowed(db):
+    from app.services.ai_calibration import KindAgreement, store_calibration
+    from tests import factories
+
+    labelled_world(db, train=3, eval=1)
+    judge = factories.make_annotator(db, "ai-judge", is_ai=True)
+    prompts = [factories.make_prompt(db, f"question: what is {a} plus 50? answer:") for a in range(3)]
+    factories.label_preferences(db, prompts, annotator=judge, source="ai")
+    store_calibration(db, annotator_id=judge.id, judge="lm tiny#1", agreements=[KindAgreement("pairwise", 10, 5)])
+    db.commit()
+    refused = runner.invoke(cli, ["round", "start", "--min-pairs", "3"])
+    assert refused.exit_code == 2
+    assert "ai-judge pairwise: agreement 50% [24%, 76%] (5/10) below 70%" in refused.output
+    assert "--allow-untrusted-ai" in refused.output
+    started = runner.invoke(cli, ["round", "start", "--min-pairs", "3", "--allow-untrusted-ai", "--json"])
+    assert started.exit_code == 0, started.output
+    assert json.loads(started.stdout)["config"]["allow_untrusted_ai_labels"] is True

@@ -159,6 +159,8 @@ def test_lm_judge_is_position_debiased_and_needs_a_model(db, settings, tiny_lm_d
     job = start_label_ai(db, config={"judge": "lm", "limit": 2, "annotator": "ai-tiny"})
     db.commit()
     result = run_in_process(db, job)
+    calibration = result.pop("calibration")  # the one human-labelled task, scored first and not stored
+    assert calibration["tasks"] == 1 and [k["n"] for k in calibration["kinds"]] == [1, 0]
     assert result == {"labelled": 2, "annotator": "ai-tiny", "judge": "lm", "model": f"{policy.name}#{policy.id}"}
     labels = db.scalars(select(Annotation).where(Annotation.source == "ai")).all()
     assert [a.task_id for a in labels] == [t.id for t in tasks[:2]]  # oldest first, up to the limit

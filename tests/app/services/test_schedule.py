@@ -43,7 +43,8 @@ def test_annotation_trigger_counts_human_annotations_since_enabling(db, settings
     register_policy(db, "/models/sft")
     prompts = make_prompts(db, train=30, eval=1)["train"]
     label_preferences(db, prompts[:10], annotator=human)  # before enabling: not counted
-    update_schedule(db, min_new_annotations=8, enabled=True, config={"min_pairs": 4})
+    # human labels only: the uncalibrated AI judge's labels would hold the round back (test_due_with_untrusted_...)
+    update_schedule(db, min_new_annotations=8, enabled=True, config={"min_pairs": 4, "source": "human"})
     db.commit()
     label_preferences(db, prompts[10:17], annotator=human)
     label_preferences(db, prompts[17:27], annotator=ai, source="ai")  # AI labels never fire the schedule
@@ -95,6 +96,32 @@ def test_due_with_too_little_data_waits_for_the_next_trigger(db, settings):
     label_preferences(db, prompts[3:6], annotator=human)
     db.commit()
     assert check_round_schedule(db, settings) is not None  # 6 pairs now
+
+
+def test_due_with_untrusted_ai_labels_waits_for_the_next_trigger(db, settings):
+    from app.services.ai_calibration import KindAgreement, store_calibration
+
+    human = factories.make_annotator(db)
+    judge = factories.make_annotator(db, "ai-judge", is_ai=True)
+    register_policy(db, "/models/sft")
+    prompts = make_prompts(db, train=8, eval=1)["train"]
+    label_preferences(db, prompts[:4], annotator=judge, source="ai")
+    store_calibration(db, annotator_id=judge.id, judge="lm tiny#1", agreements=[KindAgreement("pairwise", 10, 5)])
+    update_schedule(db, min_new_annotations=3, enabled=True, config={"min_pairs": 5})
+    db.commit()
+    label_preferences(db, prompts[4:8], annotator=human)
+    db.commit()
+    assert check_round_schedule(db, settings) is None  # the judge agreed 50% < 70%: no round, the count restarts
+    assert due_reason(db, get_schedule(db)) is None and _rounds(db) == 0
+    update_schedule(db, config={"min_pairs": 5, "source": "human"})
+    db.commit()
+    get_schedule(db).last_annotation_id = 0  # due again
+    db.commit()
+    assert check_round_schedule(db, settings) is None  # 4 human pairs < 5
+    get_schedule(db).last_annotation_id = 0
+    update_schedule(db, config={"min_pairs": 5, "allow_untrusted_ai_labels": True})
+    db.commit()
+    assert check_round_schedule(db, settings) is not None  # allowed by the schedule's round config
 
 
 def test_disabled_schedule_never_fires(db, settings):

@@ -341,3 +341,49 @@ def test_the_rounds_table_poll_does_not_count_the_data_the_form_is_sized_from(
     assert client.get("/admin/rounds", headers={"HX-Request": "true"}).status_code == 200  # every 2 s while running
     assert counted == []
     assert client.get("/admin/rounds").status_code == 200 and counted == [1]
+
+
+def test_the_ai_feedback_card_shows_each_judges_latest_calibration(client, login, make_user, db):
+    from app.services.ai_calibration import KindAgreement, store_calibration
+    from tests import factories
+
+    csrf = login(make_user("admin"))
+    page = client.get("/admin/rounds")
+    assert "No AI judge calibrated yet: agreement unknown." in page.text and "70%" in page.text
+    assert 'name="calibration"' in page.text and 'name="allow_untrusted_ai_labels"' in page.text
+    judge = factories.make_annotator(db, "ai-judge", is_ai=True)
+    agreements = [KindAgreement("pairwise", 20, 13), KindAgreement("ranking", 0, 0)]
+    store_calibration(db, annotator_id=judge.id, judge="reward_model rm#1", agreements=agreements)
+    db.commit()
+    page = client.get("/admin/rounds")
+    assert "65% [43%, 82%] (13/20) · <strong>below the trusted minimum</strong>" in page.text
+    assert "agreement unknown: no human-labelled ranking tasks to compare" in page.text
+
+    db.add(ModelVersion(name="rm", kind="reward", stage="rlhf", path="/models/rm", is_current=True, metrics={}))
+    db.commit()
+    form = {"csrf_token": csrf, "judge": "reward_model", "limit": "3", "calibration": "20", "seed": "4"}
+    started = client.post("/admin/rounds/label-ai", data=form, follow_redirects=False)
+    assert started.status_code == 303
+    job = db.scalars(select(Job).where(Job.kind == "label-ai")).one()
+    assert (job.config["calibration"], job.config["seed"]) == (20, 4)
+
+
+def test_a_round_on_ai_labels_shows_the_judges_calibration_and_the_override(client, login, make_user, db):
+    from app.services.ai_calibration import KindAgreement, store_calibration
+    from tests import factories
+
+    _labelled(db, pairs=4)
+    judge = factories.make_annotator(db, "ai-judge", is_ai=True)
+    prompts = [factories.make_prompt(db, f"question: what is {a} plus 60? answer:") for a in range(4)]
+    factories.label_preferences(db, prompts, annotator=judge, source="ai")
+    store_calibration(db, annotator_id=judge.id, judge="lm tiny#1", agreements=[KindAgreement("pairwise", 10, 5)])
+    db.commit()
+    csrf = login(make_user("admin"))
+    form = {"csrf_token": csrf, "algo": "dpo", "min_pairs": "4"}
+    refused = client.post("/admin/rounds", data=form)
+    assert refused.status_code == 409 and "ai-judge pairwise: agreement 50% [24%, 76%] (5/10) below 70%" in refused.text
+    started = client.post("/admin/rounds", data={**form, "allow_untrusted_ai_labels": "true"}, follow_redirects=False)
+    assert started.status_code == 303, started.text
+    report = client.get(started.headers["location"])
+    assert 'id="ai-labels"' in report.text and "Started with allow_untrusted_ai_labels" in report.text
+    assert "50% [24%, 76%] · <strong>below the trusted minimum</strong>" in report.text and "5/10" in report.text
