@@ -23,11 +23,9 @@ def _foreign_keys_off(dbapi_connection, _record) -> None:
     dbapi_connection.execute("PRAGMA foreign_keys=OFF")
 
 
-def _check_foreign_keys(connection) -> None:
-    """With enforcement off during the migration, the references are checked once it has run."""
-    broken = connection.execute(text("PRAGMA foreign_key_check")).all()
-    if broken:
-        raise RuntimeError(f"the migration left broken references (table, rowid, parent, fk): {broken[:10]}")
+def _broken_references(connection) -> set[tuple]:
+    """(table, rowid, referenced table) of each row whose reference points nowhere."""
+    return {tuple(row[:3]) for row in connection.execute(text("PRAGMA foreign_key_check"))}
 
 
 def run_migrations_offline() -> None:
@@ -43,11 +41,19 @@ def run_migrations_online() -> None:
         event.listen(engine, "connect", _foreign_keys_off)
     with engine.connect() as connection:
         # render_as_batch: SQLite can only ALTER tables by copying them; batch mode does that for later revisions.
-        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+        # transactional_ddl: SQLite's DDL is transactional (app.db issues BEGIN itself), so an upgrade is all or
+        # nothing there too, and a failed reference check below rolls it back.
+        context.configure(
+            connection=connection, target_metadata=target_metadata, render_as_batch=True, transactional_ddl=True
+        )
         with context.begin_transaction():
+            # With enforcement off, the references are checked once the migrations ran: any they broke fails them
+            # (rolled back). Ones the database had before (written with foreign keys off) are not theirs.
+            before = _broken_references(connection) if sqlite else set()
             context.run_migrations()
-            if sqlite:
-                _check_foreign_keys(connection)
+            broken = _broken_references(connection) - before if sqlite else set()
+            if broken:
+                raise RuntimeError(f"the migration broke references (table, rowid, referenced): {sorted(broken)[:10]}")
     engine.dispose()
 
 

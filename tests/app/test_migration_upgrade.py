@@ -681,3 +681,22 @@ def test_the_filler_refuses_a_table_or_a_column_it_leaves_empty(tmp_path):
                 fill(conn, filled_rows(tmp_path))
             conn.rollback()
     engine.dispose()
+
+
+def test_sqlite_references_broken_before_the_upgrade_do_not_stop_it(tmp_path):
+    """Migrations run with SQLite's foreign keys off and fail on a reference they broke; one the database already
+    had broken (written with foreign keys off, as the sqlite3 shell does) is not theirs: it stays, the upgrade runs."""
+    import sqlite3
+    from contextlib import closing
+
+    path = tmp_path / "dangling.sqlite3"
+    upgrade(f"sqlite:///{path}", INITIAL)
+    with closing(sqlite3.connect(path)) as conn:  # foreign keys off: sqlite3's default
+        conn.execute(
+            "INSERT INTO api_tokens (id, user_id, token_hash, name, created_at) VALUES (1, 77, 'h', '', '2026-11-20')"
+        )
+        conn.commit()
+    upgrade(f"sqlite:///{path}", "head")
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == (head_revision(),)
+        assert conn.execute("SELECT id, user_id FROM api_tokens").fetchall() == [(1, 77)]
