@@ -645,6 +645,8 @@ def test_an_upgrade_keeps_every_row_and_the_app_works_on_it(settings, backend, r
             ):
                 assert response.status_code == 200, (fmt, response.text)
                 assert [json.loads(x) for x in response.text.splitlines()] == lines, fmt
+        as_csv = client.get("/admin/exports/download", params={"format": "rich", "csv": "true"}, headers=admin)
+        assert as_csv.status_code == 200 and as_csv.headers["x-row-count"] == str(len(service["rich"]))
     with TestClient(create_app()) as client:  # bearer tokens only: every API list
         api = [p for p in gets if p.startswith("/api/")]
         assert _walk(client, api, {"Authorization": f"Bearer {ADMIN_TOKEN}"}, columns) == []
