@@ -54,8 +54,9 @@ def all_routes() -> list[tuple[str, str]]:
     return sorted(seen, key=lambda mp: (mp[1], mp[0]))
 
 
-def concrete(path: str) -> str:
-    return re.sub(r"\{(\w+)(:[^}]*)?\}", lambda m: SAMPLE.get(m.group(1), "1"), path)
+def concrete(path: str, sample: dict[str, str] = SAMPLE) -> str:
+    """The path with each parameter filled in from `sample` ("1" for a name it lacks)."""
+    return re.sub(r"\{(\w+)(:[^}]*)?\}", lambda m: sample.get(m.group(1), "1"), path)
 
 
 def refused(response) -> bool:
