@@ -25,6 +25,7 @@ EXPECTED_TABLES = {
     "qualification_results",
     "guideline_versions",
     "guideline_reads",
+    "adjudications",
 }
 
 
