@@ -194,6 +194,7 @@ class ExportQuery:
     include_ties: bool = False
     as_csv: Annotated[bool, Query(alias="csv")] = False
     annotator_weighting: str | None = None
+    labels: str | None = None
 
 
 def export_response(download: ExportDownload) -> FileResponse:

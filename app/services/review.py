@@ -25,6 +25,7 @@ from app.models import Adjudication, Annotation, Task, TaskPosition, User
 from app.services.data_manager import TaskDetail, task_detail
 from app.services.errors import Conflict, NotFound, ServiceError
 from app.services.stats import task_agreements
+from app.services.training_labels import current_adjudications
 
 CHOICES = ("chosen", "tie", "both_bad")
 STRENGTHS = (1, 2, 3)
@@ -35,11 +36,6 @@ MAX_REWRITE_CHARS = 20000
 
 class ReviewError(ServiceError):
     """A final label or note that does not fit the task; the message is safe to show."""
-
-
-def current_adjudications():
-    """SELECT the id of each task's current (newest) adjudication: the one statement of "current"."""
-    return select(func.max(Adjudication.id)).group_by(Adjudication.task_id)
 
 
 @dataclass

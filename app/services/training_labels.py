@@ -5,9 +5,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 
-from app.models import Annotation, Prompt, Task, User
+from app.models import Adjudication, Annotation, Prompt, Task, User
+
+
+def current_adjudications() -> Select:
+    """SELECT the id of each task's current final label (app.services.review): its newest adjudication."""
+    return select(func.max(Adjudication.id)).group_by(Adjudication.task_id)
 
 
 def training_labels(

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.conftest import BACKENDS
@@ -44,6 +46,15 @@ def test_a_reviewer_adjudicates_over_the_api(client, db, make_user, api, backend
     assert client.get("/api/v1/review/queue", params={"state": "done"}, headers=headers).status_code == 422
     _, annotator = api("annotator")
     assert client.get("/api/v1/review/queue", headers=annotator).status_code == 403
+    # the HTTP export takes the final label (the tie) in place of alice's and bob's choices
+    _, admin = api("admin")
+    rich = client.get("/api/v1/exports/rich", params={"labels": "adjudicated"}, headers=admin)
+    assert rich.status_code == 200, rich.text
+    lines = [json.loads(x) for x in rich.text.splitlines()]
+    assert [(x["adjudicated"], x["choice"], x["review_note"]) for x in lines] == [(True, "tie", "on reflection")]
+    assert len(client.get("/api/v1/exports/rich", headers=admin).text.splitlines()) == 2
+    bad = client.get("/api/v1/exports/rich", params={"labels": "final"}, headers=admin)
+    assert bad.status_code == 422 and "labels must be one of" in bad.json()["detail"]
 
 
 def test_the_review_api_is_in_the_schema_with_examples(client, api):
