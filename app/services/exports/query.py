@@ -23,7 +23,7 @@ from app.models import (
     User,
 )
 from app.services.exports.filters import ExportFilters
-from app.services.training_labels import current_adjudications
+from app.services.training_labels import adjudicated_tasks, current_adjudications
 from domain.vocabulary import TASK_KINDS
 
 PAIRWISE, RANKING, RATING = TASK_KINDS
@@ -175,11 +175,6 @@ def _of_kinds(stmt, fmt: str, rewrites: str, kind, rewrite):
     if kinds is not None:
         return stmt.where(kind.in_(kinds))
     return stmt
-
-
-def adjudicated_tasks():
-    """SELECT the tasks with a final label: with labels=adjudicated their human annotations give way to it."""
-    return select(Adjudication.task_id)
 
 
 def annotation_query(session: Session, fmt: str, filters: ExportFilters, *, rewrites: str = "include"):
