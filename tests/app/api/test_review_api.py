@@ -57,8 +57,16 @@ def test_a_reviewer_adjudicates_over_the_api(client, db, make_user, api, backend
     assert bad.status_code == 422 and "labels must be one of" in bad.json()["detail"]
 
 
-def test_the_review_api_is_in_the_schema_with_examples(client, api):
+def test_the_review_api_is_in_the_schema_with_examples_and_an_admin_makes_reviewers(client, api):
     _, headers = api("admin")
+    made = client.post(
+        "/api/v1/users", json={"username": "rev1", "role": "reviewer", "password": "password123"}, headers=headers
+    )
+    assert made.status_code == 201 and made.json()["role"] == "reviewer", made.text
+    odd = client.post(
+        "/api/v1/users", json={"username": "x", "role": "judge", "password": "password123"}, headers=headers
+    )
+    assert odd.status_code == 422 and "annotator, reviewer, admin" in odd.json()["detail"]
     schema = client.get("/openapi.json", headers=headers).json()
     paths = schema["paths"]
     assert {"get"} <= set(paths["/api/v1/review/queue"]) and {"get", "post"} <= set(paths["/api/v1/review/{task_id}"])
