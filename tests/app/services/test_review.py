@@ -7,6 +7,7 @@ import pytest
 
 from app.services.errors import ServiceError
 from app.services.review import adjudicate, form_label, review_queue, review_task
+from app.services.stats import task_agreements
 from tests.conftest import BACKENDS
 from tests.factories import (
     annotate_pairwise,
@@ -64,8 +65,14 @@ def test_a_final_label_must_fit_the_task(db):
     annotate_ranking(db, ranking, b, ranking=gens[::-1])
     rating = make_task(db, prompt, gens[:2], kind="rating", overlap=2)
     annotate_rating(db, rating, a, ratings={gens[0]: "good", gens[1]: "bad"})
+    annotate_rating(db, rating, b, ratings={gens[0]: "good", gens[1]: "good"})
     empty, _ = pairwise_task(db)
     ids = [g.id for g in gens]
+    db.flush()
+    # a task's page scores its agreement alone, as the scan over every task does
+    everyone = task_agreements(db, source="human")
+    assert [review_task(db, t.id).agreement for t in (ranking, rating)] == [everyone[ranking.id], everyone[rating.id]]
+    assert everyone[ranking.id] == 0.0 and everyone[rating.id] == 0.5
     for task, label, note, message in [
         (ranking, {"ranking": ids[:2]}, "n", "must list all 3"),
         (ranking, {"ranking": [ids[0], ids[0], ids[1]]}, "n", "each response once"),
