@@ -19,6 +19,7 @@ from app.models import User
 from app.security import CSRF_FIELD, CSRF_HEADER, SESSION_COOKIE, BrowserSession, SessionSigner, csrf_matches
 from app.services.exports import ExportDownload
 from app.settings import Settings, get_settings
+from domain.vocabulary import REVIEW_ROLES
 
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -106,10 +107,24 @@ def get_page_admin(user: PageUser) -> User:
 
 PageAdmin = Annotated[User, Depends(get_page_admin)]
 
+
+def _reviewers_only(user: User) -> User:
+    if user.role not in REVIEW_ROLES:
+        raise HTTPException(status_code=403, detail="reviewers and admins only")
+    return user
+
+
+def get_page_reviewer(user: PageUser) -> User:
+    return _reviewers_only(user)
+
+
+PageReviewer = Annotated[User, Depends(get_page_reviewer)]
+
 # A page router's dependencies: who is calling first, so that an anonymous or non-admin request is refused before
 # the CSRF check reads its form (an upload's multipart body is spooled to disk as it is parsed).
 ADMIN_PAGES = [Depends(get_page_admin), Depends(verify_csrf)]
 USER_PAGES = [Depends(get_page_user), Depends(verify_csrf)]
+REVIEW_PAGES = [Depends(get_page_reviewer), Depends(verify_csrf)]
 
 
 # Declares the API's bearer tokens in the OpenAPI schema, so /docs offers "Authorize"; the check itself is
@@ -145,6 +160,13 @@ def get_api_admin(user: ApiUser) -> User:
 ApiAdmin = Annotated[User, Depends(get_api_admin)]
 
 
+def get_api_reviewer(user: ApiUser) -> User:
+    return _reviewers_only(user)
+
+
+ApiReviewer = Annotated[User, Depends(get_api_reviewer)]
+
+
 def get_token_or_page_admin(request: Request, db: SessionDep, browser: BrowserSessionDep) -> User:
     """An admin by bearer token when the request carries one (a script fetching the OpenAPI schema), else by
     browser session (Swagger UI): the API's 401/403, or the pages' redirect to the login form."""
@@ -172,6 +194,7 @@ class ExportQuery:
     include_ties: bool = False
     as_csv: Annotated[bool, Query(alias="csv")] = False
     annotator_weighting: str | None = None
+    labels: str | None = None
 
 
 def export_response(download: ExportDownload) -> FileResponse:

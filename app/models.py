@@ -355,6 +355,30 @@ class Annotation(Base):
     guideline_version_id: Mapped[int | None] = mapped_column(ForeignKey("guideline_versions.id"))
 
 
+class Adjudication(Base):
+    """A reviewer's final label for a task (app.services.review), in the task kind's shape and generation ids, with
+    the reviewer's note. The newest row of a task is its current label: a new one supersedes, the older stay as
+    its history."""
+
+    __tablename__ = "adjudications"
+    __table_args__ = (CheckConstraint(_in("kind", TASK_KINDS), name="kind"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    # as in Annotation: pairwise choice (chosen | tie | both_bad), chosen_id and strength; ranking; ratings
+    choice: Mapped[str | None] = mapped_column(String(16))
+    chosen_id: Mapped[int | None] = mapped_column(ForeignKey("generations.id"))
+    strength: Mapped[int | None]
+    ranking: Mapped[list[Any] | None]
+    ratings: Mapped[dict[str, Any] | None]
+    rewrite: Mapped[str | None] = mapped_column(Text)
+    positions: Mapped[list[Any]] = mapped_column()  # the task's generation ids in canonical order (as shown)
+    note: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class GuidelineVersion(Base):
     """One saved version of the annotation guidelines (markdown): the project's (job_id None) or one task batch's
     (job_id: the generation job or round that made the batch's tasks). Every save adds a row; none is changed."""

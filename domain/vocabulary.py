@@ -4,7 +4,9 @@ needed)."""
 
 from __future__ import annotations
 
-ROLES = ("annotator", "admin")
+# A reviewer works the disagreement queue (app.services.review); an admin may review too.
+ROLES = ("annotator", "reviewer", "admin")
+REVIEW_ROLES = ("reviewer", "admin")
 
 TASK_KINDS = ("pairwise", "ranking", "rating")
 # How many responses a task of each kind shows (fewest, most): a pair, a ranking of up to 8, ratings of 1 to 8.
@@ -44,6 +46,9 @@ ROUND_ALGOS = ("ppo", "dpo", "rs")
 # How much each annotator's pairs count in the reward model's loss: all alike, by gold accuracy, or by an accuracy
 # estimated without gold from overlapped tasks (Dawid-Skene). app/services/annotator_reliability.py.
 ANNOTATOR_WEIGHTINGS = ("none", "gold", "dawid_skene")
+# Which labels an export or a round takes: the annotators' own (raw), or a task's reviewer's final label in place of
+# its human annotations where the task has one (adjudicated). app/services/review.py.
+LABEL_SETS = ("raw", "adjudicated")
 
 
 def one_of(name: str, value: object, allowed: tuple[str, ...]) -> str | None:

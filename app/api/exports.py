@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse
 from app.deps import ApiAdmin, ExportQuery, SettingsDep, export_response
 from app.inputs import DbId
 from app.services.exports import FORMATS, export_download
-from domain.vocabulary import ANNOTATOR_WEIGHTINGS, SOURCES
+from domain.vocabulary import ANNOTATOR_WEIGHTINGS, LABEL_SETS, SOURCES
 
 router = APIRouter(prefix="/api/v1", tags=["exports"])
 
@@ -34,6 +34,14 @@ class ApiExportQuery(ExportQuery):
             description=f"{' | '.join(ANNOTATOR_WEIGHTINGS)}: other than none, each preference line gets its "
             "annotator's `weight` (as a round's snapshot)",
             examples=["dawid_skene"],
+        ),
+    ] = None
+    labels: Annotated[
+        str | None,
+        Query(
+            description=f"{' | '.join(LABEL_SETS)}: adjudicated gives a task's reviewer's final label in place of its "
+            "human annotations (`rich` marks it: adjudicated, reviewer, review_note)",
+            examples=["adjudicated"],
         ),
     ] = None
 

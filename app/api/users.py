@@ -13,6 +13,7 @@ from app.inputs import DbId, Text
 from app.models import ApiToken, User
 from app.services.annotator_signals import current_signals
 from app.services.users import create_token, create_user, get_user, list_tokens, list_users, revoke_token, update_user
+from domain.vocabulary import ROLES
 
 router = APIRouter(prefix="/api/v1", tags=["users"])
 
@@ -20,7 +21,7 @@ router = APIRouter(prefix="/api/v1", tags=["users"])
 class UserCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     username: Text = Field(max_length=64)
-    role: str = "annotator"
+    role: str = Field("annotator", description=f"{', '.join(ROLES)}")
     password: Text = Field(min_length=1, max_length=1024)
 
 

@@ -17,7 +17,7 @@ from app.services.exports import (
     write_card,
     write_weighted_export,
 )
-from domain.vocabulary import ANNOTATOR_WEIGHTINGS, SOURCES, SPLITS
+from domain.vocabulary import ANNOTATOR_WEIGHTINGS, LABEL_SETS, SOURCES, SPLITS
 
 
 def register(app: typer.Typer) -> None:
@@ -46,6 +46,12 @@ def export(
         "--annotator-weighting",
         help=f"{' | '.join(ANNOTATOR_WEIGHTINGS)}: other than none, each preference line gets its annotator's weight.",
     ),
+    labels: str = typer.Option(
+        "raw",
+        "--labels",
+        help=f"{' | '.join(LABEL_SETS)}: adjudicated gives a task's reviewer's final label in place of its human "
+        "annotations (rich marks it).",
+    ),
 ) -> None:
     """Export annotations in a format TRL and `datasets` load unchanged (deterministic, streamed)."""
     if fmt not in FORMATS:
@@ -59,6 +65,7 @@ def export(
             annotators=tuple(annotators or ()),
             split=split,
             min_agreement=min_agreement,
+            labels=labels,
         )
     except ExportError as exc:
         fail(str(exc))

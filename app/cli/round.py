@@ -92,6 +92,9 @@ def start(
     source: str | None = typer.Option(None, "--source", help="Annotations to train on: human, ai or all (default)."),
     since: str | None = typer.Option(None, "--since", help="Only annotations made at or after this ISO time."),
     min_agreement: float | None = typer.Option(None, "--min-agreement", help="Only tasks agreed at least this much."),
+    labels: str | None = typer.Option(
+        None, "--labels", help="raw (default) or adjudicated: reviewers' final labels in place of the raw ones."
+    ),
     min_pairs: int | None = typer.Option(
         None, "--min-pairs", help=f"Refuse with fewer preference pairs (default {MIN_PREFERENCE_PAIRS})."
     ),
@@ -128,6 +131,7 @@ def start(
         "since": since,
         "min_agreement": min_agreement,
         "min_pairs": min_pairs,
+        "labels": labels,
         "snapshot_from": snapshot_from,
         "gold_judge": gold_judge,
         "allow_untrusted_ai_labels": allow_untrusted_ai or None,

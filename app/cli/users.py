@@ -14,7 +14,7 @@ app = typer.Typer(no_args_is_help=True)
 @app.command("create")
 def create(
     username: str = typer.Option(..., "--username", help="Login name."),
-    role: str = typer.Option("annotator", "--role", help="admin or annotator."),
+    role: str = typer.Option("annotator", "--role", help=f"{', '.join(ROLES)} (a reviewer works the review queue)."),
     password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from standard input."),
 ) -> None:
     """Create a user. The password is read from stdin (never from an argument, so it stays out of shell history)."""

@@ -54,12 +54,14 @@ class SnapshotError(ServiceError):
 @dataclass(frozen=True)
 class SnapshotFilters:
     """The round's data filters: whose annotations (human, ai, all), since when, minimum task agreement; and how
-    the preference lines are weighted by their annotator (`annotator_weighting`, none: no weight written)."""
+    the preference lines are weighted by their annotator (`annotator_weighting`, none: no weight written); raw or
+    adjudicated `labels` (app.services.training_labels)."""
 
     source: str = "all"
     since: datetime | None = None
     min_agreement: float | None = None
     annotator_weighting: str = "none"
+    labels: str = "raw"
 
     def export_filters(self, *, until_id: int | None) -> ExportFilters:
         # until_id None: nothing matched yet; -1 keeps the exports empty instead of unbounded.
@@ -69,6 +71,7 @@ class SnapshotFilters:
             source=self.source,
             split="train",
             min_agreement=self.min_agreement,
+            labels=self.labels,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -78,6 +81,7 @@ class SnapshotFilters:
             "min_agreement": self.min_agreement,
             "split": "train",
             "annotator_weighting": self.annotator_weighting,
+            "labels": self.labels,
         }
 
 

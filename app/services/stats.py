@@ -106,7 +106,9 @@ def _overlapped_annotations(session: Session, source: str) -> Iterator[list]:
     )
     stmt = stmt.where(Annotation.task_id.in_(multi)).order_by(Annotation.task_id, Annotation.id)
     group: list = []
-    result = session.connection().execution_options(stream_results=True, yield_per=BATCH).execute(stmt)
+    # streaming as the statement's option: set on the connection it would stay, and on PostgreSQL a later INSERT
+    # in the same session would be declared as a server-side cursor (a syntax error)
+    result = session.connection().execute(stmt.execution_options(stream_results=True, yield_per=BATCH))
     for batch in result.partitions():
         for row in batch:
             if group and group[0].task_id != row.task_id:

@@ -13,7 +13,7 @@ from app.deps import ADMIN_PAGES, ExportQuery, PageAdmin, SessionDep, SettingsDe
 from app.services.exports import FORMATS, MARGIN_BY_STRENGTH, export_download
 from app.services.users import list_users
 from app.templating import render
-from domain.vocabulary import ANNOTATOR_WEIGHTINGS
+from domain.vocabulary import ANNOTATOR_WEIGHTINGS, LABEL_SETS
 
 router = APIRouter(include_in_schema=False, dependencies=ADMIN_PAGES)
 
@@ -29,6 +29,7 @@ def exports_page(request: Request, _admin: PageAdmin, db: SessionDep) -> Respons
             "annotators": annotators,
             "margins": MARGIN_BY_STRENGTH,
             "weightings": ANNOTATOR_WEIGHTINGS,
+            "label_sets": LABEL_SETS,
         },
     )
 

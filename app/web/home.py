@@ -8,4 +8,5 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/")
 def home(user: PageUser) -> RedirectResponse:
-    return RedirectResponse("/admin" if user.role == "admin" else "/annotate", status_code=303)
+    start = {"admin": "/admin", "reviewer": "/review"}.get(user.role, "/annotate")
+    return RedirectResponse(start, status_code=303)

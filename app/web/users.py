@@ -25,6 +25,7 @@ from app.services.users import (
 )
 from app.templating import render
 from app.web.form_actions import AdminForms
+from domain.vocabulary import ROLES
 
 router = APIRouter(include_in_schema=False, dependencies=ADMIN_PAGES)
 
@@ -49,6 +50,7 @@ def _page(
         "error": error,
         "notice": notice,
         "new_token": new_token,
+        "roles": ROLES,
     }
     db.rollback()
     return render(request, "admin_users.html", ctx, block="users", status_code=status_code)

@@ -26,6 +26,7 @@ EXPECTED_TABLES = {
     "guideline_versions",
     "guideline_reads",
     "ai_calibrations",
+    "adjudications",
 }
 
 
@@ -112,3 +113,28 @@ def test_round_numbers_are_given_to_the_rounds_already_run_in_their_order(settin
         rows = conn.execute(text("SELECT kind, round_number FROM jobs ORDER BY id")).all()
     engine.dispose()
     assert [tuple(r) for r in rows] == [("generate", None), ("round", 1), ("label-ai", None), ("round", 2)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_the_reviewer_role_is_allowed_at_head_and_goes_back_to_annotator_on_downgrade(settings, backend):
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    url = settings.sqlalchemy_url
+    engine = create_engine(url)
+    insert = text(
+        "INSERT INTO users (username, role, is_active, is_ai, public_id, session_version, labels_excluded, "
+        "created_at) VALUES (:name, :role, true, false, :name, 0, false, CURRENT_TIMESTAMP)"
+    )
+    with engine.begin() as conn:
+        conn.execute(insert, {"name": "rev", "role": "reviewer"})
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(insert, {"name": "odd", "role": "judge"})
+    engine.dispose()
+    downgrade(url, "0010")
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT role FROM users WHERE username = 'rev'")).scalar() == "annotator"
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(insert, {"name": "rev2", "role": "reviewer"})
+    engine.dispose()

@@ -1,5 +1,6 @@
-"""Point 9: walk EVERY route of the app as anonymous and as an annotator. Admin pages, admin APIs and exports
-refuse both; every other route refuses anonymous callers unless it is on the short public list."""
+"""Point 9: walk EVERY route of the app as anonymous, as an annotator and as a reviewer. Admin pages, admin APIs
+and exports refuse all three; review pages and the review API refuse annotators (reviewers and admins only); every
+other route refuses anonymous callers unless it is on the short public list."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ PUBLIC = {
 ADMIN_PATH = re.compile(
     r"^/(admin(/|$)|docs|openapi\.json|api/v1/(users|prompts|exports|stats|generate|models|jobs|rounds|gold|label-ai)(/|$))"
 )
+# Reviewers' (and admins') routes: the review pages and the review API.
+REVIEW_PATH = re.compile(r"^/(review|api/v1/review)(/|$)")
 # Admin-only routes on paths annotators may read (GET /api/v1/guidelines is theirs too; writing it is not).
 ADMIN_METHODS = {("PUT", "/api/v1/guidelines")}
 SAMPLE = {
@@ -74,6 +77,24 @@ def _call(client, method: str, path: str, headers: dict | None = None):
 
 def admin_only(method: str, path: str) -> bool:
     return bool(ADMIN_PATH.match(path)) or (method, path) in ADMIN_METHODS
+
+
+def review_only(method: str, path: str) -> bool:
+    return bool(REVIEW_PATH.match(path))
+
+
+def test_the_walk_covers_the_review_routes():
+    review = [r for r in all_routes() if review_only(*r)]
+    for needed in [
+        ("GET", "/review"),
+        ("GET", "/review/tasks/{task_id}"),
+        ("POST", "/review/tasks/{task_id}"),
+        ("GET", "/api/v1/review/queue"),
+        ("GET", "/api/v1/review/{task_id}"),
+        ("POST", "/api/v1/review/{task_id}"),
+    ]:
+        assert needed in review, needed
+    assert not any(admin_only(*r) for r in review)
 
 
 def test_the_walk_covers_my_admin_routes():
@@ -123,7 +144,7 @@ def test_annotator_is_refused_on_every_admin_route_by_page_and_by_api(client, ma
     csrf = login(annotator)
     leaks = []
     for method, path in all_routes():
-        if not admin_only(method, path):
+        if not (admin_only(method, path) or review_only(method, path)):
             continue
         # As the logged-in browser (with a valid CSRF token, so only the role can refuse) and with a bearer token.
         for headers in ({"X-CSRF-Token": csrf}, {"Authorization": f"Bearer {token}", "X-CSRF-Token": csrf}):
@@ -131,6 +152,32 @@ def test_annotator_is_refused_on_every_admin_route_by_page_and_by_api(client, ma
             if response.status_code != 403 and not refused(response):
                 leaks.append((method, path, response.status_code))
     assert not leaks, leaks
+
+
+def test_reviewer_is_refused_on_every_admin_route_and_reaches_every_review_route(client, make_user, make_token, login):
+    reviewer = make_user("reviewer")
+    token = make_token(reviewer)
+    csrf = login(reviewer)
+    leaks, shut = [], []
+    for method, path in all_routes():
+        for headers in ({"X-CSRF-Token": csrf}, {"Authorization": f"Bearer {token}", "X-CSRF-Token": csrf}):
+            if admin_only(method, path):
+                response = _call(client, method, path, headers)
+                if not refused(response):
+                    leaks.append((method, path, response.status_code))
+            elif review_only(method, path) and path.startswith("/api/") == ("Authorization" in headers):
+                # past the role check (the API by token, pages by cookie): the sample task does not exist or the
+                # body is missing (404, 422), never refused
+                response = _call(client, method, path, headers)
+                if refused(response):
+                    shut.append((method, path, response.status_code))
+    assert not leaks, leaks
+    assert not shut, shut
+
+
+def test_review_routes_open_to_an_admin(client, api):
+    _, headers = api("admin")
+    assert client.get("/api/v1/review/queue", headers=headers).status_code == 200
 
 
 def test_admin_routes_open_to_an_admin(client, make_user, api):

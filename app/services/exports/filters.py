@@ -2,7 +2,9 @@
 
 since (created_at >= since), until (created_at < until), until_id (annotation id <= until_id), source
 human|ai|all, annotators (usernames or pseudonymous ids), split (the prompt's), min_agreement (only tasks with
-at least two annotations whose agreement, see agreement.py, is >= the value).
+at least two annotations whose agreement, see agreement.py, is >= the value), labels raw|adjudicated (adjudicated:
+a task with a reviewer's final label gives that label in place of its human annotations the other filters admit,
+app.services.review; the agreement filter does not apply to it: the reviewer settled the task).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from app.services.errors import ServiceError, validation_message
-from domain.vocabulary import SOURCE_FILTERS, SOURCES, SPLITS
+from domain.vocabulary import LABEL_SETS, SOURCE_FILTERS, SOURCES, SPLITS, one_of
 
 
 class ExportError(ServiceError):
@@ -32,6 +34,7 @@ class ExportFilters(BaseModel):
     annotators: tuple[str, ...] = ()
     split: str | None = None
     min_agreement: float | None = None
+    labels: str = "raw"
 
     @field_validator("source")
     @classmethod
@@ -54,6 +57,14 @@ class ExportFilters(BaseModel):
         if value is not None and not 0 <= value <= 1:
             raise ValueError("min agreement must be between 0 and 1")
         return value
+
+    @field_validator("labels")
+    @classmethod
+    def _known_labels(cls, labels: str) -> str:
+        problem = one_of("labels", labels, LABEL_SETS)
+        if problem:
+            raise ValueError(problem)
+        return labels
 
     @classmethod
     def checked(cls, **values: Any) -> ExportFilters:
@@ -90,6 +101,7 @@ def filters_from_strings(
     annotators: list[str] | None = None,
     split: str | None = None,
     min_agreement: float | str | None = None,
+    labels: str | None = None,
 ) -> ExportFilters:
     """Filters as the CLI, the API and the admin page take them (empty strings mean no filter; the page's form
     sends its numbers as text)."""
@@ -107,4 +119,5 @@ def filters_from_strings(
         annotators=names,
         split=split or None,
         min_agreement=min_agreement,
+        labels=labels or "raw",
     )

@@ -6,7 +6,7 @@
     kto                 prompt, completion, label (bool: good is true), annotation_id
     rankings            prompt, completions (best first), annotation_id
     sft                 prompt, completion, source ("rewrite" | "good"), annotation_id
-    rich                one line per annotation with everything (see `rich_line`); also CSV
+    rich                one line per annotation (or final label: `adjudicated`) with everything (`rich_line`); CSV too
 
 Where the pairs come from (`trl`): a pairwise choice gives (chosen, the other response); a ranking of K gives
 all K(K-1)/2 pairs, best-first order (InstructGPT). Ties and both-bad are left out unless `include_ties`, which
@@ -285,6 +285,12 @@ def rich_line(row, info) -> dict[str, Any]:
         # number within their scope; null when there were none (or an AI label, an import)
         "guideline_version_id": row["guideline_version_id"],
         "guideline_version": row["guideline_version"],
+        # labels=adjudicated: a reviewer's final label in place of the task's human annotations (annotation_id is
+        # then the newest of those); the reviewer is the line's annotator
+        "adjudicated": row.get("adjudication_id") is not None,
+        "adjudication_id": row.get("adjudication_id"),
+        "reviewer": row["annotator"] if row.get("adjudication_id") is not None else None,
+        "review_note": row.get("review_note"),
         "responses": [_response(info[g]) for g in sorted(row["positions"] or []) if g in info],
         "created_at": _iso(row["created_at"]),
     }

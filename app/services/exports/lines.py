@@ -25,6 +25,7 @@ from app.services.exports.formats import (
 )
 from app.services.exports.query import (
     JSON,
+    adjudication_query,
     annotation_query,
     decode,
     generation_info,
@@ -90,17 +91,55 @@ def iter_lines(
         weight_of = None
     passing = passing_tasks(session, filters)
     rich = fmt == "rich"
+    trl = fmt in TRL_FORMATS
+    conversational = fmt == "trl-conversational"
+    # The annotations; with labels=adjudicated then the final labels that stand in for the human annotations left
+    # out (not held to the agreement filter: the reviewer settled the task). A final label goes the general way.
+    queries = [(annotation_query(session, fmt, filters, rewrites=rewrites), passing, trl)]
+    if filters.labels == "adjudicated":
+        queries.append((adjudication_query(session, fmt, filters, rewrites=rewrites), None, False))
     # A Core result on the session's connection (no ORM row processing); a server-side cursor on PostgreSQL.
     connection = session.connection()
-    result = connection.execution_options(stream_results=True, yield_per=BATCH).execute(
-        annotation_query(session, fmt, filters, rewrites=rewrites)
-    )
+    for query, admitted_tasks, fast in queries:
+        result = connection.execute(query.execution_options(stream_results=True, yield_per=BATCH))
+        yield from _batches(
+            session,
+            result,
+            fmt=fmt,
+            rich=rich,
+            trl=trl,
+            conversational=conversational,
+            fast=fast,
+            passing=admitted_tasks,
+            include_ties=include_ties,
+            stats=stats,
+            encoded=encoded,
+            rewrites=rewrites,
+            weight_of=weight_of,
+        )
+
+
+def _batches(
+    session: Session,
+    result,
+    *,
+    fmt: str,
+    rich: bool,
+    trl: bool,
+    conversational: bool,
+    fast: bool,
+    passing: set[int] | None,
+    include_ties: bool,
+    stats: ExportResult | None,
+    encoded: bool,
+    rewrites: str,
+    weight_of: Callable[[int], float] | None,
+) -> Iterator[list[Any]]:
+    """One query's rows as batches of lines; `fast`: a trl pairwise choice with its texts joined takes DirectPairs."""
     names = tuple(result.keys())
     json_names = tuple(n for n in names if n in JSON)
     task_col = names.index("task_id")
-    trl = fmt in TRL_FORMATS
-    conversational = fmt == "trl-conversational"
-    direct = DirectPairs(names, conversational=conversational, include_ties=include_ties) if trl else None
+    direct = DirectPairs(names, conversational=conversational, include_ties=include_ties) if fast else None
     for raw_batch in result.partitions():
         if passing is not None:
             raw_batch = [r for r in raw_batch if r[task_col] in passing]
@@ -151,7 +190,7 @@ def iter_lines(
                 stats.annotations += 1
                 stats.annotators.add(r["user_id"])
                 stats.sources[r["source"]] = stats.sources.get(r["source"], 0) + 1
-                stats.max_annotation_id = r["id"]
+                stats.max_annotation_id = max(r["id"], stats.max_annotation_id or 0)
         if stats is not None and direct_rows:
             direct.count(direct_rows, stats)
         if lines:

@@ -1,16 +1,29 @@
 """The annotations an export reads: one query per format (only the columns and kinds it needs, in id order), the
-generation texts a batch refers to, and the tasks that pass an agreement filter."""
+generation texts a batch refers to, and the tasks that pass an agreement filter. With labels=adjudicated, a second
+query per format gives the tasks' final labels (app.services.review) in the same columns, in place of their human
+annotations, which the first query then leaves out."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from sqlalchemy import Text, cast, select
+from sqlalchemy import BigInteger, Integer, String, Text, cast, func, literal, null, select
 from sqlalchemy.orm import Session, aliased
 
-from app.models import Annotation, Generation, GuidelineVersion, ModelVersion, Prompt, Task, TaskPosition, User
+from app.models import (
+    Adjudication,
+    Annotation,
+    Generation,
+    GuidelineVersion,
+    ModelVersion,
+    Prompt,
+    Task,
+    TaskPosition,
+    User,
+)
 from app.services.exports.filters import ExportFilters
+from app.services.training_labels import adjudicated_tasks, current_adjudications
 from domain.vocabulary import TASK_KINDS
 
 PAIRWISE, RANKING, RATING = TASK_KINDS
@@ -120,34 +133,17 @@ def _join_pair_texts(stmt):
     )
 
 
-def annotation_query(session: Session, fmt: str, filters: ExportFilters, *, rewrites: str = "include"):
-    stmt = (
-        select(*_columns(fmt))
-        .join(Task, Task.id == Annotation.task_id)
-        .join(Prompt, Prompt.id == Task.prompt_id)
-        .join(User, User.id == Annotation.user_id)
-        # retired prompts and tasks are never exported for training again, nor the labels of an excluded
-        # annotator; gold tasks' annotations are never preference data (they grade the annotator)
-        .where(
-            Annotation.deleted_at.is_(None),
-            Task.retired_at.is_(None),
-            Prompt.retired_at.is_(None),
-            Task.gold.is_(False),
-            User.labels_excluded.is_(False),
-        )
+def _admitted(stmt, session: Session, filters: ExportFilters):
+    """`stmt` (over annotations joined to their task, prompt and annotator) limited to the annotations the filters
+    admit: retired prompts and tasks are never exported for training again, nor the labels of an excluded
+    annotator; gold tasks' annotations are never preference data (they grade the annotator)."""
+    stmt = stmt.where(
+        Annotation.deleted_at.is_(None),
+        Task.retired_at.is_(None),
+        Prompt.retired_at.is_(None),
+        Task.gold.is_(False),
+        User.labels_excluded.is_(False),
     )
-    if fmt in ("trl", "trl-conversational"):
-        stmt = _join_pair_texts(stmt)
-    if fmt == "rich":
-        stmt = stmt.outerjoin(GuidelineVersion, GuidelineVersion.id == Annotation.guideline_version_id)
-    kinds = KINDS_FOR[fmt]
-    if kinds is not None and fmt in ("trl", "trl-conversational") and rewrites == "only":
-        stmt = stmt.where(Annotation.rewrite.is_not(None))
-    elif kinds is not None and fmt in ("trl", "trl-conversational") and rewrites == "include":
-        # a rewrite makes pairs whatever the task's kind (a rating's rewrite beats its bad responses)
-        stmt = stmt.where(Annotation.kind.in_(kinds) | Annotation.rewrite.is_not(None))
-    elif kinds is not None:
-        stmt = stmt.where(Annotation.kind.in_(kinds))
     if filters.since is not None:
         stmt = stmt.where(Annotation.created_at >= filters.since)
     if filters.until is not None:
@@ -165,7 +161,102 @@ def annotation_query(session: Session, fmt: str, filters: ExportFilters, *, rewr
             )
         )
         stmt = stmt.where(Annotation.user_id.in_(ids or [-1]))
+    return stmt
+
+
+def _of_kinds(stmt, fmt: str, rewrites: str, kind, rewrite):
+    """Only the labels (annotations or final labels: their `kind` and `rewrite` columns) that give `fmt` lines."""
+    kinds = KINDS_FOR[fmt]
+    if kinds is not None and fmt in ("trl", "trl-conversational") and rewrites == "only":
+        return stmt.where(rewrite.is_not(None))
+    if kinds is not None and fmt in ("trl", "trl-conversational") and rewrites == "include":
+        # a rewrite makes pairs whatever the task's kind (a rating's rewrite beats its bad responses)
+        return stmt.where(kind.in_(kinds) | rewrite.is_not(None))
+    if kinds is not None:
+        return stmt.where(kind.in_(kinds))
+    return stmt
+
+
+def annotation_query(session: Session, fmt: str, filters: ExportFilters, *, rewrites: str = "include"):
+    stmt = (
+        select(*_columns(fmt))
+        .join(Task, Task.id == Annotation.task_id)
+        .join(Prompt, Prompt.id == Task.prompt_id)
+        .join(User, User.id == Annotation.user_id)
+    )
+    if fmt in ("trl", "trl-conversational"):
+        stmt = _join_pair_texts(stmt)
+    if fmt == "rich":
+        stmt = stmt.outerjoin(GuidelineVersion, GuidelineVersion.id == Annotation.guideline_version_id)
+    stmt = _of_kinds(stmt, fmt, rewrites, Annotation.kind, Annotation.rewrite)
+    stmt = _admitted(stmt, session, filters)
+    if filters.labels == "adjudicated":
+        stmt = stmt.where((Annotation.source != "human") | Annotation.task_id.not_in(adjudicated_tasks()))
     return stmt.order_by(Annotation.id)
+
+
+def adjudication_query(session: Session, fmt: str, filters: ExportFilters, *, rewrites: str = "include"):
+    """The final labels (each task's current adjudication) of the tasks with a human annotation the filters admit,
+    in the format's columns (as `annotation_query` names them). A line's `annotation_id` is the newest of the
+    annotations it stands in for: unique, within `until_id`, and the same for a ranking's rankings and trl lines;
+    they come in that id's order. The `annotator` of a final label is its reviewer's pseudonymous id."""
+    admitted = (
+        _admitted(
+            select(Annotation.task_id, func.max(Annotation.id).label("last_id"))
+            .join(Task, Task.id == Annotation.task_id)
+            .join(Prompt, Prompt.id == Task.prompt_id)
+            .join(User, User.id == Annotation.user_id),
+            session,
+            filters,
+        )
+        .where(Annotation.source == "human")
+        .group_by(Annotation.task_id)
+        .subquery()
+    )
+    final = {
+        "id": admitted.c.last_id,
+        "task_id": Adjudication.task_id,
+        "kind": Adjudication.kind,
+        "source": literal("human", String),
+        "choice": Adjudication.choice,
+        "chosen_id": Adjudication.chosen_id,
+        "strength": Adjudication.strength,
+        "critique": null(),
+        "rewrite": Adjudication.rewrite,
+        "time_spent_ms": cast(null(), Integer),
+        "selection": Task.selection,
+        "selection_score": Task.selection_score,
+        "created_at": Adjudication.created_at,
+        "user_id": Adjudication.reviewer_id,
+        "annotator": User.public_id,
+        "prompt_id": Prompt.id,
+        "prompt_text": Prompt.text,
+        "split": Prompt.split,
+        "guideline_version_id": cast(null(), BigInteger),
+        "guideline_version": cast(null(), Integer),
+    }
+    final_json = {"positions": Adjudication.positions, "ranking": Adjudication.ranking, "ratings": Adjudication.ratings}
+    final_json.update(prompt_messages=Prompt.messages)
+    columns = [
+        final[name].label(name)
+        if name in final
+        else cast(final_json[name], Text).label(name)
+        if name in final_json
+        else null().label(name)
+        for name in _NEEDS[fmt]
+    ]
+    if fmt == "rich":
+        columns += [Adjudication.id.label("adjudication_id"), Adjudication.note.label("review_note")]
+    stmt = (
+        select(*columns)
+        .select_from(Adjudication)
+        .join(admitted, admitted.c.task_id == Adjudication.task_id)
+        .join(Task, Task.id == Adjudication.task_id)
+        .join(Prompt, Prompt.id == Task.prompt_id)
+        .join(User, User.id == Adjudication.reviewer_id)
+        .where(Adjudication.id.in_(current_adjudications()))
+    )
+    return _of_kinds(stmt, fmt, rewrites, Adjudication.kind, Adjudication.rewrite).order_by(admitted.c.last_id)
 
 
 def generation_info(session: Session, ids: set[int], *, rich: bool) -> dict[int, Any]:

@@ -139,7 +139,8 @@ def write_export(
 
 def nothing_to_export(result: ExportResult) -> str:
     """Why an export has no rows, naming the filters that were set."""
-    chosen = {k: v for k, v in result.filters.items() if v not in (None, [], (), "all")}
+    # the defaults ("all" sources, "raw" labels) are no filter
+    chosen = {k: v for k, v in result.filters.items() if v not in (None, [], (), "all") and (k, v) != ("labels", "raw")}
     which = ", ".join(f"{k}={v}" for k, v in sorted(chosen.items())) or "no filters"
     why = f"no annotation matches ({which}) or makes a {result.format} row"
     if result.format in TRL_FORMATS and not result.include_ties:
@@ -231,6 +232,7 @@ def export_download(
     include_ties: bool = False,
     as_csv: bool = False,
     annotator_weighting: str | None = None,
+    labels: str | None = None,
 ) -> ExportDownload:
     """The export the API and the admin page serve: written under data_dir/exports, with its sha256
     (`Repr-Digest`) and row count (`X-Row-Count`). An unknown format is a 404 (it is the resource asked for)."""
@@ -244,6 +246,7 @@ def export_download(
         annotators=annotators,
         split=split,
         min_agreement=min_agreement,
+        labels=labels,
     )
     result = export_to_data_dir(
         data_dir=data_dir,

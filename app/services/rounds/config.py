@@ -15,7 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from app.services.errors import ServiceError
 from app.services.generation import DEFAULT_OVERSAMPLE, DEFAULT_RANDOM_SHARE, MAX_OVERSAMPLE
 from domain.sampling import RESPONSES_PER_PROMPT_MAX, RESPONSES_PER_PROMPT_MIN, TEMPERATURE_MIN, TOP_K_MIN, TOP_P_MAX
-from domain.vocabulary import ANNOTATOR_WEIGHTINGS, ROUND_ALGOS, ROUND_TASK_KINDS, SELECTIONS, SOURCE_FILTERS
+from domain.vocabulary import (
+    ANNOTATOR_WEIGHTINGS,
+    LABEL_SETS,
+    ROUND_ALGOS,
+    ROUND_TASK_KINDS,
+    SELECTIONS,
+    SOURCE_FILTERS,
+)
 
 ROUND_KIND = "round"
 
@@ -177,6 +184,13 @@ class RoundConfig(BaseModel):
         description=(
             "How much each annotator's pairs count in the reward model's loss: all alike (none), by accuracy on gold "
             "tasks (gold), or by an accuracy estimated from overlapped tasks (dawid_skene; needs task overlap >= 2)."
+        ),
+    )
+    labels: Literal[LABEL_SETS] = Field(
+        LABEL_SETS[0],
+        description=(
+            "Which labels it trains on: the annotators' own (raw), or a task's reviewer's final label in place of its "
+            "human annotations where the task has one (adjudicated)."
         ),
     )
     rm_eval_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of annotations held out from the RM.")

@@ -40,6 +40,7 @@ ROUND_FIELDS = [
     ("since", "Since (ISO time)"),
     ("min_agreement", "Minimum agreement"),
     ("annotator_weighting", "Annotator weighting"),
+    ("labels", "Labels (raw, or reviewers' final labels)"),
     ("rm_eval_fraction", "Held out from the reward model"),
     ("policy_init", "Policy starts from"),
     ("reference", "Reference (KL)"),

@@ -90,6 +90,7 @@ def make_snapshot(ctx: JobContext, cfg: RoundConfig, rdir: Path) -> dict[str, An
             since=cfg.since,
             min_agreement=cfg.min_agreement,
             annotator_weighting=cfg.annotator_weighting,
+            labels=cfg.labels,
         )
         from app.db import get_read_sessionmaker
 

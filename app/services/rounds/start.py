@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import Annotation, Job, Prompt
+from app.models import Adjudication, Annotation, Job, Prompt
 from app.services.ai_calibration import ai_label_trust, untrusted_message
 from app.services.annotator_weights import WeightingError, check_weighting
 from app.services.jobs import enqueue_job
@@ -18,7 +18,7 @@ from app.services.rounds.config import ROUND_KIND, RoundConfig, RoundError, as_r
 from app.services.rounds.lineage import current_policy
 from app.services.rounds.memory_fit import memory_misfit
 from app.services.snapshots import snapshot_dir
-from app.services.training_labels import training_labels
+from app.services.training_labels import final_labels, training_labels
 from app.settings import get_settings
 from domain.vocabulary import FINISHED_JOB_STATUSES, JOB_STATUSES, ROUND_TASK_KINDS
 
@@ -28,22 +28,30 @@ _ACTIVE_STATUSES = tuple(s for s in JOB_STATUSES if s not in FINISHED_JOB_STATUS
 
 
 def preference_pairs(session: Session, *, config: RoundConfig) -> int:
-    """Preference pairs the round's filters admit now (pairwise choices + all pairs of each ranking), train split.
-    The same rows the snapshot's trl export will hold."""
-    stmt = training_labels(
-        Annotation.kind,
-        Annotation.choice,
-        Annotation.chosen_id,
-        Annotation.ranking,
-        source=config.source,
-        since=config.since,
-    ).where(Annotation.kind.in_(ROUND_TASK_KINDS))
+    """Preference pairs the round's filters admit now (pairwise choices + all pairs of each ranking), train split;
+    with labels=adjudicated, a task's final label in place of its human annotations. The same rows the snapshot's
+    trl export will hold."""
+    filters = {"source": config.source, "since": config.since}
+    statements = [
+        training_labels(
+            Annotation.kind,
+            Annotation.choice,
+            Annotation.chosen_id,
+            Annotation.ranking,
+            labels=config.labels,
+            **filters,
+        ).where(Annotation.kind.in_(ROUND_TASK_KINDS))
+    ]
+    if config.labels == "adjudicated":
+        final = (Adjudication.kind, Adjudication.choice, Adjudication.chosen_id, Adjudication.ranking)
+        statements.append(final_labels(*final, **filters).where(Adjudication.kind.in_(ROUND_TASK_KINDS)))
     pairs = 0
-    for kind, choice, chosen_id, ranking in session.execute(stmt.execution_options(yield_per=5000)):
-        if kind == "pairwise":
-            pairs += choice == "chosen" and chosen_id is not None
-        elif ranking:
-            pairs += len(ranking) * (len(ranking) - 1) // 2
+    for stmt in statements:
+        for kind, choice, chosen_id, ranking in session.execute(stmt.execution_options(yield_per=5000)):
+            if kind == "pairwise":
+                pairs += choice == "chosen" and chosen_id is not None
+            elif ranking:
+                pairs += len(ranking) * (len(ranking) - 1) // 2
     return pairs
 
 

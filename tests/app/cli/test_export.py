@@ -69,3 +69,25 @@ def test_cli_annotator_weighting_adds_weights_and_refuses_gold_without_gold_answ
     assert all("weight" in json.loads(line) for line in out.read_text().splitlines())
     res = CliRunner().invoke(cli, [*args, "gold"])
     assert res.exit_code == 2 and "no gold tasks answered" in res.stderr
+
+
+def test_cli_labels_adjudicated_takes_the_final_labels_and_refuses_an_unknown_set(settings, db, tmp_path):
+    import json
+
+    from app.cli import app as cli
+    from app.services.review import adjudicate
+    from tests.factories import annotate_pairwise, make_annotator, pairwise_task
+
+    alice, bob, rev = make_annotator(db), make_annotator(db), make_annotator(db, role="reviewer")
+    task, gens = pairwise_task(db, overlap=2)
+    annotate_pairwise(db, task, alice, chosen=gens[0])
+    annotate_pairwise(db, task, bob, chosen=gens[1])
+    adjudicate(db, task_id=task.id, reviewer=rev, label={"choice": "chosen", "chosen_id": gens[1].id}, note="B")
+    db.commit()
+    out = tmp_path / "rich.jsonl"
+    res = CliRunner().invoke(cli, ["export", "--format", "rich", "--out", str(out), "--labels", "adjudicated"])
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [(x["adjudicated"], x["chosen_generation_id"], x["review_note"]) for x in lines] == [(True, gens[1].id, "B")]
+    res = CliRunner().invoke(cli, ["export", "--format", "rich", "--out", str(out), "--labels", "final"])
+    assert res.exit_code == 2 and "labels must be one of raw, adjudicated" in res.output

@@ -129,3 +129,21 @@ def test_archive_holds_every_file_and_is_deterministic(snapshot_dir):
     assert names == sorted(f"snapshot/{p.name}" for p in out.iterdir())
     archive.unlink()
     assert snapshot_archive(out).read_bytes() == first
+
+
+def test_an_adjudicated_snapshot_trains_on_the_final_labels(db, tmp_path):
+    from app.services.review import adjudicate
+
+    alice, bob, rev = factories.make_annotator(db), factories.make_annotator(db), factories.make_annotator(db)
+    task, gens = factories.pairwise_task(db, texts=("right", "wrong"), overlap=2)
+    factories.annotate_pairwise(db, task, alice, chosen=gens[0])
+    last = factories.annotate_pairwise(db, task, bob, chosen=gens[1])
+    adjudicate(db, task_id=task.id, reviewer=rev, label={"choice": "chosen", "chosen_id": gens[0].id}, note="A")
+    db.commit()
+    raw = write_snapshot(db, out=tmp_path / "raw", filters=SnapshotFilters(), round_id=1)
+    final = write_snapshot(db, out=tmp_path / "final", filters=SnapshotFilters(labels="adjudicated"), round_id=2)
+    assert raw["rows"]["trl.jsonl"] == 2 and final["filters"]["labels"] == "adjudicated"
+    assert [(r["chosen"], r["rejected"], r["annotation_id"]) for r in _rows(tmp_path / "final" / "trl.jsonl")] == [
+        ("right", "wrong", last.id)
+    ]
+    assert final["max_annotation_id"] == last.id and verify_snapshot(tmp_path / "final") == []

@@ -120,8 +120,8 @@ GOLDEN = {
     ("kto", False, False): "5cff58495303f6df0843c8deb83bb3fb43a7cf2f59a6a131feaa88af74abf1b9",
     ("rankings", False, False): "b9ba3ad3df442632d8f14df7e88c4a19504422a0ac6cc3c003081b27238ac6e8",
     ("sft", False, False): "3223a4f11e881a91c58186ef471641660ad6c5a251e0c660625282fd52c5eb39",
-    ("rich", False, False): "4a8da3cd1667c2394b4769de0d1fd143bd2c03f7bf3b9fe89b4780530e1fba3e",
-    ("rich", False, True): "3d9392f72d889d5b1adc1ee7c57b3a65825061e19685c767b48a15cb95158bd7",
+    ("rich", False, False): "aac43096d985eef961d922718ec93debd41e0168927eafa588eccacc7a18d798",
+    ("rich", False, True): "d765248a436a057227cff8ae0941a1a58723a5c212dc9521a0066a01677323e5",
 }
 
 
@@ -142,14 +142,14 @@ def test_filtered_exports_give_the_pinned_bytes(db, tmp_path):
         for fmt in FORMATS
     ]
     card = write_card(db, result=write_export(db, fmt="trl", out=tmp_path / "card" / "trl.jsonl", filters=filters))
-    assert hashlib.sha256(card.read_bytes()).hexdigest()[:16] == "85c053ef0940a1fe"
+    assert hashlib.sha256(card.read_bytes()).hexdigest()[:16] == "93662e18c3fa8e9e"
     assert digests == [
         "88b31d2eae125046",
         "f241740d8e27e31d",
         "5cff58495303f6df",
         "b9ba3ad3df442632",
         "3223a4f11e881a91",
-        "64dc401f82cc183c",
+        "22f5d9b5158f938d",
     ]
 
 
