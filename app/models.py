@@ -232,6 +232,9 @@ class Task(Base):
     # A task with a known answer (its gold_answers row): offered only at the gold rate or for qualification, never
     # by the regular queue; its annotations measure the annotator and are never preference data.
     gold: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # A round's human verdict (app.services.verdict): an eval prompt answered by the round's new policy and by the
+    # policy it was evaluated against, blind. Eval-split prompts, so never training data.
+    verdict_round_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
 
     positions: Mapped[list[TaskPosition]] = relationship(order_by="TaskPosition.position", back_populates="task")
 

@@ -10,6 +10,7 @@ from app.api import (
     guidelines,
     health,
     jobs,
+    leaderboard,
     models,
     prompts,
     rounds,
@@ -32,4 +33,5 @@ ROUTERS = [
     generate.router,
     models.router,
     rounds.router,
+    leaderboard.router,
 ]

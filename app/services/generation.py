@@ -372,6 +372,10 @@ def store_generations(
 def run_generate(ctx) -> dict[str, Any]:
     """The `generate` job: prompts -> `python -m trainer generate` -> generations and tasks (one transaction)."""
     request = ctx.config
+    if request.get("verdict"):  # a round's human verdict: two policies on the same eval prompts
+        from app.services.verdict import run_verdict  # it builds on this module
+
+        return run_verdict(ctx)
     with ctx.session() as session:
         if session.scalar(select(Generation.id).where(Generation.job_id == ctx.job_id).limit(1)) is not None:
             # An earlier attempt stored everything before it was lost: do not store twice.
