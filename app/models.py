@@ -142,7 +142,7 @@ class Prompt(Base):
     content_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the canonical content
     source: Mapped[str] = mapped_column(String(64), default="import")
     tags: Mapped[list[Any]] = mapped_column(default=list)
-    split: Mapped[str] = mapped_column(String(8), default="train", index=True)  # eval: held out, never a task
+    split: Mapped[str] = mapped_column(String(8), default="train", index=True)  # eval: held out (verdicts only)
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Retired: kept for provenance, never shown, trained on or exported again (its tasks retire with it).

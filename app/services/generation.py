@@ -7,9 +7,10 @@ the trainer from the request seed, the prompt id and the sample index, so the sa
 texts), and creates the tasks in the same transaction: when the job succeeds, the tasks exist.
 
 Which prompts: those of the split (and tag, if given), in id order, the first `count`. Eval-split prompts get
-generations (to evaluate policies) but never become tasks. Tasks: `ranking` one task with the K responses,
-`rating` one task with the K responses (each labelled good/bad), `pairwise` K/2 tasks of disjoint pairs in sample
-order (so K must be even).
+generations (to evaluate policies) but never become tasks, a round's blind verdict aside (a generate job with a
+`verdict` section: app.services.verdict). Tasks: `ranking` one task with the K responses, `rating` one task with
+the K responses (each labelled good/bad), `pairwise` K/2 tasks of disjoint pairs in sample order (so K must be
+even).
 
 Active selection (`select`: uncertainty or disagreement; random is the default): the job asks the trainer for
 `oversample` times more prompts and candidates than it shows, scored by the current reward model (uncertainty) or

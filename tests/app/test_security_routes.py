@@ -22,9 +22,10 @@ PUBLIC = {
     ("GET", "/health/ready"),
     ("GET", "/health/live"),
 }
-# Admin-only by path: every page under /admin, the docs, and the admin APIs (exports included).
+# Admin-only by path: every page under /admin, the leaderboard, the docs, and the admin APIs (exports included).
 ADMIN_PATH = re.compile(
-    r"^/(admin(/|$)|docs|openapi\.json|api/v1/(users|prompts|exports|stats|generate|models|jobs|rounds|gold)(/|$))"
+    r"^/(admin(/|$)|leaderboard$|docs|openapi\.json|"
+    r"api/v1/(users|prompts|exports|stats|generate|models|jobs|rounds|gold|leaderboard)(/|$))"
 )
 # Admin-only routes on paths annotators may read (GET /api/v1/guidelines is theirs too; writing it is not).
 ADMIN_METHODS = {("PUT", "/api/v1/guidelines")}
@@ -95,6 +96,11 @@ def test_the_walk_covers_my_admin_routes():
         ("POST", "/admin/users/{user_id}/labels"),
         ("GET", "/api/v1/users/signals"),
         ("PATCH", "/api/v1/users/{user_id}"),
+        ("GET", "/api/v1/rounds/{round_id}"),
+        ("POST", "/api/v1/rounds/{round_id}/verdict"),
+        ("POST", "/admin/rounds/{round_id}/verdict"),
+        ("GET", "/api/v1/leaderboard"),
+        ("GET", "/leaderboard"),
     ]:
         assert needed in admin, needed
     assert len(routes) > len(admin) > 30
