@@ -77,3 +77,22 @@ def test_round_start_refuses_too_little_data_with_the_count_and_list_shows_the_n
     assert listed.exit_code == 0 and listed.stdout.startswith(f"round 1\tjob {job_id}\tqueued\tppo")
     refused = runner.invoke(cli, ["round", "promote", str(job_id)])
     assert refused.exit_code == 2 and "round 1 is queued: it has no new models to promote" in refused.output
+
+
+def test_round_verdict_queues_the_blind_pairs_or_says_why_not(db):
+    from tests.factories import make_job, make_model, make_prompt
+
+    old, new = make_model(db, "sft"), make_model(db, "policy-r1", stage="rlhf")
+    round_job = make_job(db, kind="round", status="succeeded")
+    round_job.config = {}
+    round_job.result = {"policy_id": new.id, "baseline_policy_id": old.id}
+    db.commit()
+    refused = runner.invoke(cli, ["round", "verdict", str(round_job.id)])
+    assert refused.exit_code == 2 and "no eval-split prompts" in refused.output
+    make_prompt(db, split="eval")
+    db.commit()
+    queued = runner.invoke(cli, ["round", "verdict", str(round_job.id), "--count", "4"])
+    assert queued.exit_code == 0, queued.output
+    job = db.get(Job, int(queued.stdout))
+    assert job.kind == "generate" and job.config["count"] == 4 and job.config["verdict"]["baseline_id"] == old.id
+    assert runner.invoke(cli, ["round", "verdict", "999999"]).exit_code == 2
