@@ -61,3 +61,7 @@ def test_the_same_data_and_seed_give_the_same_table_and_the_anchor_sets_the_zero
     assert from_2[2] == 0.0
     # moving the anchor shifts every strength alike (up to the prior's small pull)
     assert from_1[3] - from_1[1] == pytest.approx(from_2[3] - from_2[1], abs=0.05)
+
+
+def test_no_comparisons_leave_everyone_at_the_anchor():
+    assert [(s.theta, s.low, s.high) for s in fit_strengths([1, 2], [], anchor=1)] == [(0.0, 0.0, 0.0)] * 2
