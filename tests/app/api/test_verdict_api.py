@@ -79,3 +79,19 @@ def test_post_verdict_queues_the_generate_job_and_refuses_a_second(client, api, 
     assert client.post("/api/v1/rounds/999999/verdict", headers=admin).status_code == 404
     assert client.post(f"/api/v1/rounds/{round_job.id}/verdict", json={"count": 0}, headers=admin).status_code == 422
     assert db.get(Job, job["id"]).status == "queued"
+
+
+def test_an_annotator_gets_a_verdict_task_blind(client, api, db):
+    _, annotator = api("annotator")
+    old, new = make_model(db, "sft-secret"), make_model(db, "policy-r1-secret", stage="rlhf")
+    round_job = _round(db, new, old)
+    prompt = make_prompt(db, split="eval")
+    task = make_task(
+        db, prompt, [make_generation(db, prompt, "one", model=new), make_generation(db, prompt, "two", model=old)]
+    )
+    task.verdict_round_id = round_job.id
+    db.commit()
+    offer = client.get("/api/v1/tasks/next", headers=annotator)
+    assert offer.status_code == 200 and offer.json()["task_id"] == task.id
+    assert all(set(r) == {"id", "text"} for r in offer.json()["responses"])
+    assert "secret" not in offer.text and "verdict" not in offer.text  # no model name, no sign it is a verdict
