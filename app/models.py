@@ -150,7 +150,7 @@ class Prompt(Base):
     content_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the canonical content
     source: Mapped[str] = mapped_column(String(64), default="import")
     tags: Mapped[list[Any]] = mapped_column(default=list)
-    split: Mapped[str] = mapped_column(String(8), default="train", index=True)  # eval: held out, never a task
+    split: Mapped[str] = mapped_column(String(8), default="train", index=True)  # eval: held out (verdicts only)
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Retired: kept for provenance, never shown, trained on or exported again (its tasks retire with it).
@@ -240,6 +240,9 @@ class Task(Base):
     # A task with a known answer (its gold_answers row): offered only at the gold rate or for qualification, never
     # by the regular queue; its annotations measure the annotator and are never preference data.
     gold: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # A round's human verdict (app.services.verdict): an eval prompt answered by the round's new policy and by the
+    # policy it was evaluated against, blind. Eval-split prompts, so never training data.
+    verdict_round_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
 
     positions: Mapped[list[TaskPosition]] = relationship(order_by="TaskPosition.position", back_populates="task")
 

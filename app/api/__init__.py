@@ -10,6 +10,7 @@ from app.api import (
     guidelines,
     health,
     jobs,
+    leaderboard,
     models,
     prompts,
     review,
@@ -34,4 +35,5 @@ ROUTERS = [
     generate.router,
     models.router,
     rounds.router,
+    leaderboard.router,
 ]

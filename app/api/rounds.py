@@ -1,5 +1,6 @@
-"""The rounds API: `POST /api/v1/rounds`, `GET /api/v1/rounds`, `POST /api/v1/rounds/{id}/promote`,
-`GET|PUT /api/v1/rounds/schedule`, `POST /api/v1/label-ai` and `GET /api/v1/label-ai/calibration`."""
+"""The rounds API: `POST /api/v1/rounds`, `GET /api/v1/rounds`, `GET /api/v1/rounds/{id}`,
+`POST /api/v1/rounds/{id}/promote`, `POST /api/v1/rounds/{id}/verdict`, `GET|PUT /api/v1/rounds/schedule`,
+`POST /api/v1/label-ai` and `GET /api/v1/label-ai/calibration`."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from app.services.ai_calibration import latest_calibrations
 from app.services.ai_feedback import LabelAIConfig, start_label_ai
 from app.services.jobs import job_to_dict
 from app.services.rounds import RoundConfig, list_rounds, promote_round, round_to_dict, start_round
+from app.services.rounds.report import round_detail
 from app.services.schedule import get_schedule, schedule_to_dict, update_schedule
 from app.services.users import USERNAME_RE
+from app.services.verdict import VERDICT_MAX_TASKS, request_verdict
 
 router = APIRouter(prefix="/api/v1", tags=["rounds"])
 
@@ -47,6 +50,32 @@ def api_promote_round(round_id: DbId, admin: ApiAdmin, db: SessionDep) -> dict[s
     job = promote_round(db, round_id)
     db.commit()
     return round_to_dict(job)
+
+
+class VerdictRequest(BaseModel):
+    """How many eval prompts to put the new and the previous policy's responses on, side by side."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"count": 32}, {}]})
+    count: int | None = Field(
+        None,
+        ge=1,
+        le=VERDICT_MAX_TASKS,
+        description="Eval prompts (one blind pairwise task each); default the round's verdict_tasks (or 32).",
+    )
+
+
+@router.post("/rounds/{round_id}/verdict", status_code=201)
+def api_request_verdict(
+    round_id: DbId, admin: ApiAdmin, db: SessionDep, body: VerdictRequest | None = None
+) -> dict[str, Any]:
+    """Queue a round's human verdict: a `generate` job samples one response per eval prompt from the round's new
+    policy and from the one it was evaluated against (same settings and seed) and makes blind pairwise tasks of
+    them (poll `GET /api/v1/jobs/{id}`, then `GET /api/v1/rounds/{id}`'s `human_verdict`). 404 for no such round;
+    409 for a round that has not succeeded, or whose verdict is already queued or made; 422 with no previous
+    policy or no eval prompts."""
+    job = request_verdict(db, round_id, count=body.count if body else None, created_by_id=admin.id)
+    db.commit()
+    return job_to_dict(job)
 
 
 @router.post("/label-ai", status_code=201)
@@ -154,3 +183,45 @@ def api_put_schedule(admin: ApiAdmin, db: SessionDep, body: ScheduleUpdate) -> d
     )
     db.commit()
     return schedule_to_dict(row, db)
+
+
+# After /rounds/schedule, so that path is never read as a round id.
+@router.get(
+    "/rounds/{round_id}",
+    responses={
+        200: {
+            "content": {
+                "application/json": {
+                    "example": {
+                        "id": 12,
+                        "number": 3,
+                        "status": "succeeded",
+                        "policy_id": 7,
+                        "baseline_policy_id": 5,
+                        "evaluation": {"rm_win_rate": 0.64, "rm_win_rate_se": 0.04, "gold_win_rate": 0.58},
+                        "human_verdict": {
+                            "policy_id": 7,
+                            "baseline_id": 5,
+                            "tasks": 32,
+                            "comparisons": 30,
+                            "wins": 17,
+                            "ties": 2,
+                            "losses": 11,
+                            "win_rate": 0.6,
+                            "low": 0.42,
+                            "high": 0.75,
+                            "job_id": 13,
+                            "job_status": "succeeded",
+                        },
+                    }
+                }
+            }
+        }
+    },
+)
+def api_get_round(round_id: DbId, admin: ApiAdmin, db: SessionDep) -> dict[str, Any]:
+    """One round: its figures as in the list, the policy it was compared with (`baseline_policy_id`), and the human
+    verdict (`human_verdict`: people's win-rate of the new policy over that one on blind eval-prompt pairs, ties
+    counting half, with its Wilson 95% interval `low`..`high`) beside the reward model's and the gold judge's
+    win-rates (`evaluation.rm_win_rate`, `evaluation.gold_win_rate`). 404 for no such round."""
+    return round_detail(db, round_id)

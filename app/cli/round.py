@@ -1,5 +1,5 @@
-"""`rlhf round start|list|promote|schedule`: start a training round (a `round` job for the worker), list the
-rounds, promote a round the promotion gate held back, set the round schedule."""
+"""`rlhf round start|list|promote|verdict|schedule`: start a training round (a `round` job for the worker), list
+the rounds, promote a round the promotion gate held back, queue a round's human verdict, set the round schedule."""
 
 from __future__ import annotations
 
@@ -183,6 +183,25 @@ def promote(round_id: int = typer.Argument(..., help="The round's job id (as `rl
         db.commit()
         number, policy_id = job.round_number, job.result["policy_id"]
     typer.echo(f"round {number}: policy {policy_id} is current")
+
+
+@app.command("verdict")
+def verdict(
+    round_id: int = typer.Argument(..., help="The round's job id (as `rlhf round list` shows it)."),
+    count: int | None = typer.Option(
+        None, "--count", min=1, help="Eval prompts to judge (default: the round's verdict_tasks, or 32)."
+    ),
+) -> None:
+    """Queue a round's human verdict: blind pairwise tasks of its new policy and the one it was evaluated against,
+    on the same eval prompts (a `generate` job for the worker). Prints the job id."""
+    from app.services.verdict import request_verdict
+
+    with cli_session() as db:
+        job = request_verdict(db, round_id, count=count)  # a refusal is cli_session's one-line exit 2
+        db.commit()
+        job_id, prompts = job.id, job.config["count"]
+    typer.echo(job_id)
+    typer.echo(f"verdict of round job {round_id}: {prompts} eval prompts queued as job {job_id}", err=True)
 
 
 @app.command("schedule")

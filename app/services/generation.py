@@ -7,9 +7,10 @@ the trainer from the request seed, the prompt id and the sample index, so the sa
 texts), and creates the tasks in the same transaction: when the job succeeds, the tasks exist.
 
 Which prompts: those of the split (and tag, if given), in id order, the first `count`. Eval-split prompts get
-generations (to evaluate policies) but never become tasks. Tasks: `ranking` one task with the K responses,
-`rating` one task with the K responses (each labelled good/bad), `pairwise` K/2 tasks of disjoint pairs in sample
-order (so K must be even).
+generations (to evaluate policies) but never become tasks, a round's blind verdict aside (a generate job with a
+`verdict` section: app.services.verdict). Tasks: `ranking` one task with the K responses, `rating` one task with
+the K responses (each labelled good/bad), `pairwise` K/2 tasks of disjoint pairs in sample order (so K must be
+even).
 
 Active selection (`select`: uncertainty or disagreement; random is the default): the job asks the trainer for
 `oversample` times more prompts and candidates than it shows, scored by the current reward model (uncertainty) or
@@ -372,6 +373,10 @@ def store_generations(
 def run_generate(ctx) -> dict[str, Any]:
     """The `generate` job: prompts -> `python -m trainer generate` -> generations and tasks (one transaction)."""
     request = ctx.config
+    if request.get("verdict"):  # a round's human verdict: two policies on the same eval prompts
+        from app.services.verdict import run_verdict  # it builds on this module
+
+        return run_verdict(ctx)
     with ctx.session() as session:
         if session.scalar(select(Generation.id).where(Generation.job_id == ctx.job_id).limit(1)) is not None:
             # An earlier attempt stored everything before it was lost: do not store twice.

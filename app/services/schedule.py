@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from app.jobs.registry import periodic_hook
@@ -90,8 +90,8 @@ def _max_human_annotation_id(session: Session) -> int:
 
 
 def new_human_annotations(session: Session, row: RoundSchedule) -> int:
-    # Gold tasks' annotations are no preference data: they never make a round due.
-    gold = select(Task.id).where(Task.gold.is_(True))
+    # Gold tasks' and rounds' verdict tasks' annotations are no preference data: they never make a round due.
+    gold = select(Task.id).where(or_(Task.gold.is_(True), Task.verdict_round_id.is_not(None)))
     stmt = (
         select(func.count())
         .select_from(Annotation)

@@ -1,5 +1,6 @@
 """Rounds pages: the admin page (start a round with its settings, the schedule, the list of rounds), a round's
-report (snapshot and its download, samples before/after, win-rates, KL, length, reward-hacking warnings)."""
+report (snapshot and its download, samples before/after, win-rates, KL, length, reward-hacking warnings, the human
+verdict and the button that queues it)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from app.services.rounds.promotion import promote_round
 from app.services.rounds.report import round_report, snapshot_download, snapshot_file
 from app.services.schedule import ScheduleError, update_schedule
 from app.services.snapshots import MANIFEST
+from app.services.verdict import request_verdict
 from app.templating import is_htmx, render
 from domain.vocabulary import ROUND_ALGOS
 
@@ -113,6 +115,15 @@ def round_page(request: Request, round_id: DbId, admin: PageAdmin, db: SessionDe
 def promote_round_form(round_id: DbId, admin: PageAdmin, db: SessionDep) -> Response:
     """Promotion by hand of a round the gate held back; back to the round's page (Post/Redirect/Get)."""
     promote_round(db, round_id)  # a refusal is app.main's error page with its status
+    db.commit()
+    return RedirectResponse(f"/admin/rounds/{round_id}", status_code=303)
+
+
+@router.post("/admin/rounds/{round_id}/verdict")
+def verdict_form(round_id: DbId, admin: PageAdmin, db: SessionDep) -> Response:
+    """Queue the round's human verdict (blind pairs of its new and previous policy); back to the round's page
+    (Post/Redirect/Get). A refusal is app.main's error page with its status."""
+    request_verdict(db, round_id, created_by_id=admin.id)
     db.commit()
     return RedirectResponse(f"/admin/rounds/{round_id}", status_code=303)
 

@@ -25,9 +25,10 @@ PUBLIC = {
     ("GET", "/health/ready"),
     ("GET", "/health/live"),
 }
-# Admin-only by path: every page under /admin, the docs, and the admin APIs (exports included).
+# Admin-only by path: every page under /admin, the leaderboard, the docs, and the admin APIs (exports included).
 ADMIN_PATH = re.compile(
-    r"^/(admin(/|$)|docs|openapi\.json|api/v1/(users|prompts|exports|stats|generate|models|jobs|rounds|gold|label-ai)(/|$))"
+    r"^/(admin(/|$)|leaderboard$|docs|openapi\.json|"
+    r"api/v1/(users|prompts|exports|stats|generate|models|jobs|rounds|gold|label-ai|leaderboard)(/|$))"
 )
 # Reviewers' (and admins') routes: the review pages and the review API.
 REVIEW_PATH = re.compile(r"^/(review|api/v1/review)(/|$)")
@@ -121,6 +122,11 @@ def test_the_walk_covers_my_admin_routes():
         ("PATCH", "/api/v1/users/{user_id}"),
         ("POST", "/api/v1/label-ai"),
         ("GET", "/api/v1/label-ai/calibration"),
+        ("GET", "/api/v1/rounds/{round_id}"),
+        ("POST", "/api/v1/rounds/{round_id}/verdict"),
+        ("POST", "/admin/rounds/{round_id}/verdict"),
+        ("GET", "/api/v1/leaderboard"),
+        ("GET", "/leaderboard"),
     ]:
         assert needed in admin, needed
     assert len(routes) > len(admin) > 30

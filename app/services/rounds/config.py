@@ -249,6 +249,14 @@ class RoundConfig(BaseModel):
         ge=0.0,
         description="Below this KL (per response) from the policy the round started from, it changed almost nothing.",
     )
+    verdict_tasks: int = Field(
+        32,
+        ge=0,
+        le=10_000,
+        description="After the round, eval prompts answered by the new policy and by the one it was evaluated against, "
+        "queued as blind pairwise tasks: the human win-rate beside the reward model's. 0 = none (the round page "
+        "can still queue them).",
+    )
     report_samples: int = Field(8, ge=0, le=200, description="Eval prompts shown before/after on the report.")
     gold_judge: str = Field(
         "",

@@ -53,6 +53,7 @@ ROUND_FIELDS = [
     ("eval_samples", "Samples per eval prompt"),
     ("kl_floor", "KL floor (changed almost nothing below it)"),
     ("gold_judge", "Gold judge (module:function)"),
+    ("verdict_tasks", "Human verdict tasks (blind, new vs previous)"),
 ]
 ROUND_SHOWN = 3
 # Per trainer stage: the flags shown unfolded; every other flag of the stage (but those the round sets itself) is

@@ -38,6 +38,7 @@ from app.jobs.registry import JobFailed, job_kind
 from app.models import Job, ModelVersion, Task
 from app.services.annotator_weights import WeightingError
 from app.services.generation import DISAGREEMENT_MODELS, store_generations
+from app.services.jobs import list_jobs
 from app.services.models_registry import list_models, promote, register_model
 from app.services.rounds.config import ALGO_STAGES, ROUND_KIND, RoundConfig, parse_round_config
 from app.services.rounds.data import (
@@ -62,6 +63,7 @@ from app.services.snapshots import (
     verify_snapshot,
     write_snapshot,
 )
+from app.services.verdict import VerdictError, queue_verdict
 from app.settings import get_settings
 from trainer.context_fit import SKIPPED_METRIC as SKIPPED
 from trainer.outputs import PEAK_MEMORY_METRIC as PEAK_MEMORY
@@ -256,7 +258,13 @@ def register_round(
                 select(ModelVersion.id).where(ModelVersion.round_job_id == ctx.job_id, ModelVersion.kind == "reward")
             )
             tasks = session.scalar(select(func.count()).select_from(Task).where(Task.job_id == ctx.job_id)) or 0
-            return {"policy_id": existing.id, "reward_model_id": reward_id, "tasks": tasks, "promotion": verdict}
+            return {
+                "policy_id": existing.id,
+                "reward_model_id": reward_id,
+                "tasks": tasks,
+                "promotion": verdict,
+                "verdict_job_id": queued_verdict_job(session, ctx.job_id),
+            }
         # each model lives in the round's directory of its kind's name
         reward, policy = (
             register_model(
@@ -287,7 +295,43 @@ def register_round(
             tasks = store_generations(
                 session, samples_path=samples, request=next_task_request(cfg), model_id=policy.id, job_id=ctx.job_id
             )["tasks"]
-        return {"policy_id": policy.id, "reward_model_id": reward.id, "tasks": tasks, "promotion": verdict}
+        human = queue_round_verdict(session, ctx.job_id, cfg, policy.id, evaluation.get("policy_id_before"))
+        return {
+            "policy_id": policy.id,
+            "reward_model_id": reward.id,
+            "tasks": tasks,
+            "promotion": verdict,
+            **human,
+        }
+
+
+def queue_round_verdict(
+    session, round_id: int, cfg: RoundConfig, policy_id: int, baseline_id: int | None
+) -> dict[str, Any]:
+    """The round's human verdict (`verdict_tasks` blind pairs of the new and the previous policy), queued in the
+    register transaction: {"verdict_job_id"}, or with a note why none was (nothing to compare never fails a round)."""
+    if cfg.verdict_tasks == 0:
+        return {"verdict_job_id": None}
+    try:
+        job = queue_verdict(
+            session,
+            round_id=round_id,
+            cfg=cfg,
+            policy_id=policy_id,
+            baseline_id=baseline_id,
+            count=cfg.verdict_tasks,
+        )
+    except VerdictError as exc:
+        return {"verdict_job_id": None, "verdict_note": str(exc)}
+    return {"verdict_job_id": job.id}
+
+
+def queued_verdict_job(session, round_id: int) -> int | None:
+    """The verdict job an earlier attempt of this round queued with its registration (the latest generate jobs)."""
+    for job in list_jobs(session, kind="generate"):
+        if (job.config or {}).get("verdict", {}).get("round_id") == round_id:
+            return job.id
+    return None
 
 
 def next_task_selection(session, cfg: RoundConfig, rdir: Path) -> tuple[str, list[str], str]:
@@ -402,6 +446,8 @@ def run_round(ctx: JobContext) -> dict[str, Any]:
         "data_size": size,
         "sized_flags": sized_policy_flags(cfg, size),
         "parent_policy_id": lineage.start.id,
+        # the policy the evaluation (and the human verdict) compared the new one with
+        "baseline_policy_id": evaluation.get("policy_id_before"),
         "reference_id": lineage.reference.id,
         **registered,
         "reward": reward_metrics,

@@ -8,7 +8,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import Job
+from app.services.errors import NotFound
 from app.services.rounds.config import ROUND_KIND
+
+
+def get_round(session: Session, round_id: int) -> Job:
+    job = session.get(Job, round_id)
+    if job is None or job.kind != ROUND_KIND:
+        raise NotFound(f"no round {round_id}")
+    return job
 
 
 def round_summary(job: Job) -> dict[str, Any]:

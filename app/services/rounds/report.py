@@ -15,22 +15,16 @@ from app.models import Job, ModelVersion
 from app.services.ai_calibration import ai_label_trust
 from app.services.errors import NotFound
 from app.services.jobs import log_url
-from app.services.rounds.config import ROUND_KIND, RoundConfig
+from app.services.rounds.config import RoundConfig
 from app.services.rounds.data import read_jsonl
-from app.services.rounds.listing import round_summary
+from app.services.rounds.listing import get_round, round_summary, round_to_dict
 from app.services.snapshots import MANIFEST, SnapshotError, read_manifest, round_dir, snapshot_archive, snapshot_dir
+from app.services.verdict import human_verdict
 from app.settings import get_settings
 from domain.vocabulary import FINISHED_JOB_STATUSES
 
 # The models a round's result names, each shown on its page.
 RESULT_MODEL_KEYS = ("policy_id", "reward_model_id", "parent_policy_id", "reference_id")
-
-
-def get_round(session: Session, round_id: int) -> Job:
-    job = session.get(Job, round_id)
-    if job is None or job.kind != ROUND_KIND:
-        raise NotFound(f"no round {round_id}")
-    return job
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -85,6 +79,18 @@ def round_report(session: Session, data_dir: Path, round_id: int) -> dict[str, A
         "log_url": log_url(job),
         "models": models,
         "config": json.dumps(job.config, indent=2, sort_keys=True),
+        "human_verdict": human_verdict(session, job),
+    }
+
+
+def round_detail(session: Session, round_id: int) -> dict[str, Any]:
+    """One round for the API: its row of the list, the policy it was compared with, and the human verdict beside
+    the reward model's and the gold judge's win-rates (NotFound for no such round)."""
+    job = get_round(session, round_id)
+    return {
+        **round_to_dict(job),
+        "baseline_policy_id": (job.result or {}).get("baseline_policy_id"),
+        "human_verdict": human_verdict(session, job),
     }
 
 

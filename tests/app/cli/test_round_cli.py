@@ -121,3 +121,22 @@ def test_round_start_refuses_untrusted_ai_labels_with_exit_2_unless_allowed(db):
     started = runner.invoke(cli, ["round", "start", "--min-pairs", "3", "--allow-untrusted-ai", "--json"])
     assert started.exit_code == 0, started.output
     assert json.loads(started.stdout)["config"]["allow_untrusted_ai_labels"] is True
+
+
+def test_round_verdict_queues_the_blind_pairs_or_says_why_not(db):
+    from tests.factories import make_job, make_model, make_prompt
+
+    old, new = make_model(db, "sft"), make_model(db, "policy-r1", stage="rlhf")
+    round_job = make_job(db, kind="round", status="succeeded")
+    round_job.config = {}
+    round_job.result = {"policy_id": new.id, "baseline_policy_id": old.id}
+    db.commit()
+    refused = runner.invoke(cli, ["round", "verdict", str(round_job.id)])
+    assert refused.exit_code == 2 and "no eval-split prompts" in refused.output
+    make_prompt(db, split="eval")
+    db.commit()
+    queued = runner.invoke(cli, ["round", "verdict", str(round_job.id), "--count", "4"])
+    assert queued.exit_code == 0, queued.output
+    job = db.get(Job, int(queued.stdout))
+    assert job.kind == "generate" and job.config["count"] == 4 and job.config["verdict"]["baseline_id"] == old.id
+    assert runner.invoke(cli, ["round", "verdict", "999999"]).exit_code == 2

@@ -68,6 +68,20 @@ def test_annotation_trigger_counts_human_annotations_since_enabling(db, settings
     assert _rounds(db) == 1
 
 
+def test_a_rounds_verdict_judgements_never_fire_the_schedule(db, settings):
+    """They judge policies on eval prompts: no preference data, so no reason for a round."""
+    update_schedule(db, min_new_annotations=1, enabled=True)
+    db.commit()
+    old, new = factories.make_model(db, "sft"), factories.make_model(db, "policy-r1", stage="rlhf")
+    round_job = factories.make_job(db, kind="round", status="succeeded")
+    task, gens = factories.pairwise_task(db, split="eval")
+    task.verdict_round_id = round_job.id
+    gens[0].model_version_id, gens[1].model_version_id = old.id, new.id
+    factories.annotate_pairwise(db, task, factories.make_annotator(db), chosen=gens[1])
+    db.commit()
+    assert due_reason(db, get_schedule(db)) is None
+
+
 def test_time_trigger_fires_after_t_minutes(db, settings):
     human = factories.make_annotator(db)
     register_policy(db, "/models/sft")

@@ -111,6 +111,12 @@ def test_ppo_round_registers_a_new_current_policy_and_makes_next_tasks(db, setti
         assert len(task.positions) == 2
         assert {p.generation.model_version_id for p in task.positions} == {policy.id}
         assert task.prompt_id in {p.id for p in prompts["train"]}
+    # the human verdict is queued with the registration: the new policy beside the one it was evaluated against
+    assert result["baseline_policy_id"] == sft.id
+    verdict = db.get(Job, result["verdict_job_id"])
+    assert (verdict.kind, verdict.status, verdict.config["split"]) == ("generate", "queued", "eval")
+    assert verdict.config["verdict"] == {"round_id": job.id, "baseline_id": sft.id}
+    assert verdict.config["model_id"] == policy.id and verdict.config["count"] == 32
 
 
 def test_rerun_on_the_same_snapshot_and_seed_gives_the_same_metrics_and_dpo_rounds_work(db, settings, tiny_lm_dir):
