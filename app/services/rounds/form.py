@@ -51,6 +51,7 @@ ROUND_FIELDS = [
     ("eval_samples", "Samples per eval prompt"),
     ("kl_floor", "KL floor (changed almost nothing below it)"),
     ("gold_judge", "Gold judge (module:function)"),
+    ("flagged_tasks", "Flagged samples to people first (0 = none)"),
 ]
 ROUND_SHOWN = 3
 # Per trainer stage: the flags shown unfolded; every other flag of the stage (but those the round sets itself) is
