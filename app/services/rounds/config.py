@@ -243,8 +243,9 @@ class RoundConfig(BaseModel):
         DEFAULT_FLAGGED_TASKS,
         ge=0,
         le=1000,
-        description="The eval samples a failed reward-hacking check points at become pairwise tasks (new answer "
-        "against the old one) offered before every other task, at most this many a round; 0 = none.",
+        description="When a reward-hacking check fails, the new policy's answers to train prompts that it points "
+        "at become pairwise tasks (new answer against the old one) offered before every other task, at most this "
+        "many a round; 0 = none.",
     )
     next_tasks: NextTasks = Field(default_factory=NextTasks)
     note: str = Field("", max_length=500, description="Why the round was started (e.g. the schedule's trigger).")

@@ -12,7 +12,7 @@ from typing import Any
 from app.jobs.context import JobContext
 from app.services.rounds.config import RoundConfig
 from app.services.rounds.data import eval_prompts_file
-from app.services.rounds.flagged import flagged_from_files
+from app.services.rounds.flagged import flag_train_samples
 from app.services.rounds.lineage import Lineage
 from app.services.rounds.trainer_steps import generate_samples, remove_leftovers
 
@@ -70,14 +70,10 @@ def evaluate_round(
         judges["gold"] = (f"py:{cfg.gold_judge}", [])
     for name, (judge, extra) in judges.items():
         out = rdir / f"evaluate-{name}.json"
-        paired = rdir / f"eval-samples-{name}.jsonl"  # each answer of both policies, scored: for flag_samples
         if not out.is_file():
             remove_leftovers(rdir, out.name)
-            remove_leftovers(rdir, paired.name)
-            paired.unlink(missing_ok=True)  # a killed attempt's, written before its --out
             ctx.run_trainer(
-                ["evaluate", *common, "--judge", judge, *extra, "--out", str(out), "--samples-out", str(paired)],
-                stage=f"evaluate-{name}",
+                ["evaluate", *common, "--judge", judge, *extra, "--out", str(out)], stage=f"evaluate-{name}"
             )
         report[name] = json.loads(out.read_text(encoding="utf-8"))
     if cfg.report_samples > 0:
@@ -112,9 +108,9 @@ def evaluate_round(
     report["labels_longer_share"] = labels_longer_share(rdir / "snapshot" / "trl.jsonl")
     report["checks"] = hacking_checks(report, policy_metrics, report["labels_longer_share"])
     report["warnings"] = [c["warning"] for c in report["checks"] if not c["passed"]]
-    # the samples the failed checks point at, for people first (app.services.rounds.flagged)
+    # the train-prompt samples the failed checks point at, for people first (app.services.rounds.flagged)
     failed = {c["flag"] for c in report["checks"] if not c["passed"]}
-    report["flagged"] = flagged_from_files(rdir, failed, prompts)
+    report["flagged"] = flag_train_samples(ctx, cfg, rdir, before.path, failed)
     saved.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return report
 

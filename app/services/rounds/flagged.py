@@ -1,28 +1,33 @@
-"""Suspicious outputs go to people first: the samples of the new policy that a round's failed reward-hacking checks
-point at (app.services.rounds.evaluate.hacking_checks), named one by one, and made into pairwise tasks (the new
-policy's answer against the old policy's answer to the same eval prompt, same seed) that the queue offers before
+"""Suspicious outputs go to people first: when a round's reward-hacking checks fail
+(app.services.rounds.evaluate.hacking_checks, read on the eval prompts), the new policy and the policy it was
+compared with answer a sample of train prompts with the same seeds; the answers the failed checks point at are
+named one by one and made into pairwise tasks (the new answer against the old one) that the queue offers before
 every ordinary task. The reason is stored on the task (tasks.flag_reason) for admins; annotators never see it.
 
-Per sample, with A the new policy and B the one it is compared with (the evaluation's baseline):
+Per answer, with A the new policy's and B the old one's:
     rm_vs_judge     the reward model scores A above B, the gold judge scores B above A
     length_growth   A at least FLAG_LENGTH_GROWTH times B's tokens, and FLAG_MIN_GROWTH tokens longer
     reward_length   length_growth, and the reward model scores A above B: the reward paid for the length
     repetition      at least FLAG_REPEATED_SHARE of A's word trigrams repeat an earlier one, more than in B
     truncation      A stops at the token limit, B ended with EOS
-A sample is flagged only for the reasons whose check failed: a healthy round queues nothing.
+An answer is flagged only for the reasons whose check failed: a healthy round looks at nothing and queues nothing.
 """
 
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from app.jobs.context import JobContext
 from app.models import Generation, Prompt, Task, TaskPosition, utcnow
+from app.services.rounds.config import RoundConfig
 from app.services.rounds.data import read_jsonl
+from app.services.rounds.trainer_steps import remove_leftovers
 from domain.vocabulary import FLAG_REASONS
 
 # Above every ordinary task (generation requests and rounds make theirs at 0): the assignment query walks
@@ -30,10 +35,13 @@ from domain.vocabulary import FLAG_REASONS
 FLAGGED_TASK_PRIORITY = 100
 # One answer varies more than the mean the round's check reads (x1.5): twice the old answer's tokens.
 FLAG_LENGTH_GROWTH = 2.0
-FLAG_MIN_GROWTH = 4  # tokens: 2 -> 3 tokens is x1.5 but says nothing
+FLAG_MIN_GROWTH = 4  # tokens: 2 -> 4 tokens is x2 but says nothing
 FLAG_NGRAM = 3
 FLAG_REPEATED_SHARE = 0.3
 FLAG_MIN_WORDS = 8  # fewer words have too few trigrams to judge repetition by
+# Train prompts both policies answer for the per-sample checks, per flagged task a round may make: most answers
+# are fine even in a hacked round, so more are looked at than become tasks.
+FLAG_PROBE_OVERSAMPLE = 4
 
 
 def repeated_ngram_share(text: str, n: int = FLAG_NGRAM) -> float:
@@ -113,12 +121,59 @@ def flag_samples(
     return [f for f in flagged if not (f["prompt_id"] in seen or seen.add(f["prompt_id"]))]
 
 
-def flagged_from_files(rdir: Path, failed: set[str], prompts_file: Path) -> list[dict[str, Any]]:
-    """flag_samples over the evaluation's paired-sample files (eval-samples-rm/-gold.jsonl) in the round's dir."""
-    prompts = {str(p["prompt_id"]): p.get("prompt") or json.dumps(p.get("messages")) for p in read_jsonl(prompts_file)}
-    rm_rows = read_jsonl(rdir / "eval-samples-rm.jsonl")
-    gold_rows = read_jsonl(rdir / "eval-samples-gold.jsonl")
-    return flag_samples(rm_rows, gold_rows, failed, prompts)
+def probe_prompts(rdir: Path, count: int, seed: int) -> Path:
+    """`count` of the snapshot's train prompts, drawn with the round's seed (the same on a retry)."""
+    out = rdir / "flag_prompts.jsonl"
+    lines = (rdir / "snapshot" / "prompts.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    picked = sorted(random.Random(seed).sample(range(len(lines)), min(count, len(lines))))
+    out.write_text("".join(lines[i] for i in picked), encoding="utf-8")
+    return out
+
+
+def flag_train_samples(
+    ctx: JobContext, cfg: RoundConfig, rdir: Path, before: str, failed: set[str]
+) -> list[dict[str, Any]]:
+    """When a check failed and the round makes flagged tasks: the new policy (rdir/policy) and the one it was
+    compared with (`before`) answer FLAG_PROBE_OVERSAMPLE x flagged_tasks train prompts with `trainer evaluate
+    --samples-out`, scored by the new reward model and the gold judge when set; flag_samples names the suspicious
+    answers. Train prompts, not the eval prompts the checks read: eval prompts never become tasks (held out), and a
+    label on a train prompt is what teaches the next reward model not to pay for the hack. None otherwise."""
+    if not failed or cfg.flagged_tasks <= 0:
+        return []
+    prompts = probe_prompts(rdir, cfg.flagged_tasks * FLAG_PROBE_OVERSAMPLE, cfg.seed)
+    if prompts.stat().st_size == 0:
+        return []
+    common = [
+        "--policy",
+        str(rdir / "policy"),
+        "--baseline",
+        before,
+        "--prompts",
+        str(prompts),
+        "--max-new-tokens",
+        str(cfg.eval_max_new_tokens),
+        "--temperature",
+        str(cfg.eval_temperature),
+        "--seed",
+        str(cfg.seed),
+    ]
+    judges = {"rm": f"rm:{rdir / 'reward'}"}
+    if cfg.gold_judge:
+        judges["gold"] = f"py:{cfg.gold_judge}"
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for name, judge in judges.items():
+        out, paired = rdir / f"flag-probe-{name}.json", rdir / f"flag-samples-{name}.jsonl"
+        if not out.is_file():  # --samples-out is written before --out: a killed attempt's is not reused
+            for path in (out, paired):
+                remove_leftovers(rdir, path.name)
+            paired.unlink(missing_ok=True)
+            ctx.run_trainer(
+                ["evaluate", *common, "--judge", judge, "--out", str(out), "--samples-out", str(paired)],
+                stage=f"flag-probe-{name}",
+            )
+        rows[name] = read_jsonl(paired)
+    shown = {str(p["prompt_id"]): p.get("prompt") or json.dumps(p.get("messages")) for p in read_jsonl(prompts)}
+    return flag_samples(rows["rm"], rows.get("gold", []), failed, shown)
 
 
 def store_flagged_tasks(
@@ -133,13 +188,17 @@ def store_flagged_tasks(
     job_id: int | None,
 ) -> int:
     """Pairwise tasks at FLAGGED_TASK_PRIORITY, the first `limit` of `flagged`: the new answer and the old one as
-    generation rows of their policies. A prompt that already has an open flagged task, or is retired or gone, is
-    passed over. Flushes; the caller commits. `sampling`: temperature, top_k, top_p, max_new_tokens of the
-    evaluation."""
+    generation rows of their policies. A prompt that already has an open flagged task, is retired, gone or held out
+    (eval split) is passed over. Flushes; the caller commits. `sampling`: temperature, top_k, top_p,
+    max_new_tokens of the answers."""
     if limit <= 0 or not flagged:
         return 0
     ids = {int(f["prompt_id"]) for f in flagged if str(f["prompt_id"]).isdigit()}
-    live = set(session.scalars(select(Prompt.id).where(Prompt.id.in_(ids), Prompt.retired_at.is_(None))))
+    live = set(
+        session.scalars(
+            select(Prompt.id).where(Prompt.id.in_(ids), Prompt.retired_at.is_(None), Prompt.split == "train")
+        )
+    )
     open_flagged = set(
         session.scalars(
             select(Task.prompt_id).where(

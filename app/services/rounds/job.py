@@ -12,13 +12,13 @@ One round, each training step a `python -m trainer STAGE --config <file>` child 
                (`trainer best-of-n`), then SFT of the current policy on them (Llama 2's rejection-sampling rounds)
     evaluate   new policy against the current one on eval-split prompts: win-rate under the new RM (and a gold
                judge when configured), KL to the reference, mean length, distinct-n -> reward-hacking warnings
-               and the eval samples the failed checks point at (app.services.rounds.flagged)
+               and, when a check fails, the answers to train prompts it points at (app.services.rounds.flagged)
     generate   samples of the new policy on train prompts, for the next tasks (with next_tasks.select, the most
                informative of more candidates, scored by the new reward model, and the latest ones for disagreement)
     register   ONE transaction, only while this worker still holds the job: the reward model and the policy
                become registry rows, and current only when the policy passes the promotion gate (it beats the
                current one under the new RM beyond its standard error, no reward-hacking check fails); the next
-               tasks are created from the samples, and the flagged eval samples become tasks offered first
+               tasks are created from the samples, and the flagged answers become tasks offered first
 
 Every stage writes into rounds/<id>/ and is skipped on a retry when its output is complete (trainer outputs
 appear only when whole), and a killed PPO run continues from its checkpoint (`--resume policy.ckpt`). So a

@@ -4,6 +4,7 @@ one, become pairwise tasks the queue offers first, their reason kept from annota
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -11,11 +12,13 @@ from sqlalchemy import select
 from app.models import Generation, Task, TaskPosition
 from app.services.assignment import next_task
 from app.services.data_manager import DataFilters, browse, task_detail
+from app.services.rounds.config import parse_round_config
 from app.services.rounds.evaluate import hacking_checks
 from app.services.rounds.flagged import (
+    FLAG_PROBE_OVERSAMPLE,
     FLAGGED_TASK_PRIORITY,
     flag_samples,
-    flagged_from_files,
+    flag_train_samples,
     repeated_ngram_share,
     sample_reasons,
     store_flagged_tasks,
@@ -98,20 +101,49 @@ def test_gold_scores_join_only_the_same_answers():
     assert flag_samples(rm, resampled, {"rm_vs_judge"}, {}) == []
 
 
-def test_every_check_names_its_flag_and_the_files_of_the_evaluation_are_read(tmp_path):
+class TrainerRuns:
+    """A job context whose trainer writes the given paired samples for each judge, and records each run."""
+
+    def __init__(self, rows: dict[str, list[dict]]):
+        self.rows, self.runs = rows, []
+
+    def run_trainer(self, args: list[str], *, stage: str) -> None:
+        self.runs.append((stage, args))
+        flag = {a: args[i + 1] for i, a in enumerate(args[:-1]) if a.startswith("--")}
+        first = json.loads(Path(flag["--prompts"]).read_text().splitlines()[0])["prompt_id"]
+        rows = [{**r, "prompt_id": str(first)} for r in self.rows[stage[-2:]]]  # answers to the first prompt given
+        Path(flag["--samples-out"]).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        Path(flag["--out"]).write_text("{}")
+
+
+def test_a_failed_check_has_both_policies_answer_train_prompts_and_flags_what_it_points_at(tmp_path):
     summary = {"mean_length_before": 10.0, "mean_length": 30.0, "eos_rate_before": 1.0, "eos_rate": 0.5}
     checks = hacking_checks({"summary": summary}, {})
     failed = {c["flag"] for c in checks if not c["passed"]}
     assert failed == {"length_growth", "truncation"} and failed <= set(FLAG_REASONS)
-    rows = [paired("5", answer(tokens=40), answer(tokens=10))]
-    (tmp_path / "eval-samples-rm.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    prompts = tmp_path / "eval_prompts.jsonl"
-    prompts.write_text(json.dumps({"prompt_id": 5, "prompt": "Why?"}) + "\n")
-    (flagged,) = flagged_from_files(tmp_path, failed, prompts)
-    assert flagged["prompt"] == "Why?" and flagged["reasons"] == ["length_growth"]
+    (tmp_path / "snapshot").mkdir()
+    (tmp_path / "snapshot" / "prompts.jsonl").write_text(
+        "".join(json.dumps({"prompt_id": i, "prompt": f"train {i}"}) + "\n" for i in range(20))
+    )
+    rm = [paired("5", answer(tokens=40, score=1.0), answer(tokens=10))]
+    gold = [paired("5", answer(tokens=40, score=0.0), answer(tokens=10, score=1.0))]
+    ctx = TrainerRuns({"rm": rm, "ld": gold})
+    cfg = parse_round_config({"flagged_tasks": 2, "gold_judge": "tests.factories:gold_score", "seed": 3})
+    assert flag_train_samples(ctx, cfg, tmp_path, "/models/old", set()) == [] and ctx.runs == []  # healthy
+    assert flag_train_samples(ctx, parse_round_config({"flagged_tasks": 0}), tmp_path, "/m", failed) == []
+    (flagged,) = flag_train_samples(ctx, cfg, tmp_path, "/models/old", failed)
+    probe = [json.loads(line) for line in (tmp_path / "flag_prompts.jsonl").read_text().splitlines()]
+    assert len(probe) == 2 * FLAG_PROBE_OVERSAMPLE and all(p["prompt"].startswith("train") for p in probe)
+    assert flagged["prompt"] == probe[0]["prompt"] and flagged["reasons"] == ["length_growth"]
+    assert flagged["before"]["gold"] == 1.0  # the gold judge's scores joined, though its check passed here
+    assert [stage for stage, _ in ctx.runs] == ["flag-probe-rm", "flag-probe-gold"]
+    args = ctx.runs[0][1]
+    assert args[args.index("--baseline") + 1] == "/models/old" and "rm:" in args[args.index("--judge") + 1]
+    flag_train_samples(ctx, cfg, tmp_path, "/models/old", failed)
+    assert len(ctx.runs) == 2  # a retry reads the complete outputs again
 
 
-def _flagged_on(db, split="eval"):
+def _flagged_on(db, split="train"):
     prompts = [make_prompt(db, split=split) for _ in range(3)]
     rows = [
         paired(str(p.id), answer(f"new {i} " * 6, tokens=30, score=2.0 - i), answer(f"old {i}", tokens=8))
@@ -146,6 +178,8 @@ def test_flagged_samples_become_capped_deduplicated_high_priority_pairwise_tasks
     # again (the next round flags the same prompts): the open ones are not doubled, the third one is made
     assert store_flagged_tasks(db, flagged, limit=5, **kw) == 1
     assert db.scalars(select(Task.prompt_id).order_by(Task.id)).all()[-1] == prompts[2].id
+    _, held_out = _flagged_on(db, split="eval")
+    assert store_flagged_tasks(db, held_out, limit=5, **kw) == 0  # eval prompts never become tasks
     detail = task_detail(db, task.id)
     assert detail.task.flag_reason == "length_growth"
 
@@ -182,4 +216,4 @@ def test_admins_see_the_reason_on_the_tasks_pages_and_in_the_rich_export(db, cli
     assert "length_growth" in client.get("/admin/data?resource=tasks").text
     assert "Flagged by the round" in client.get(f"/admin/data/tasks/{task.id}").text
     (line,) = export_lines(db, "rich")
-    assert line["flag_reason"] == "length_growth" and line["split"] == "eval"
+    assert line["flag_reason"] == "length_growth" and line["split"] == "train"
