@@ -120,8 +120,8 @@ GOLDEN = {
     ("kto", False, False): "5cff58495303f6df0843c8deb83bb3fb43a7cf2f59a6a131feaa88af74abf1b9",
     ("rankings", False, False): "b9ba3ad3df442632d8f14df7e88c4a19504422a0ac6cc3c003081b27238ac6e8",
     ("sft", False, False): "3223a4f11e881a91c58186ef471641660ad6c5a251e0c660625282fd52c5eb39",
-    ("rich", False, False): "4a8da3cd1667c2394b4769de0d1fd143bd2c03f7bf3b9fe89b4780530e1fba3e",
-    ("rich", False, True): "3d9392f72d889d5b1adc1ee7c57b3a65825061e19685c767b48a15cb95158bd7",
+    ("rich", False, False): "0d0db324095ae7c1d61a195a32e8edf624769e96c5a464acbc5292176ca3b3e5",
+    ("rich", False, True): "7ef672cd31518de6ce7058bd454caacc8194a3e60584bb5cc30776a9f78fddb9",
 }
 
 
@@ -149,7 +149,7 @@ def test_filtered_exports_give_the_pinned_bytes(db, tmp_path):
         "5cff58495303f6df",
         "b9ba3ad3df442632",
         "3223a4f11e881a91",
-        "64dc401f82cc183c",
+        "3c4a46321fd250fc",
     ]
 
 
