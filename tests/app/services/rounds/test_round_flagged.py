@@ -184,7 +184,7 @@ def test_flagged_samples_become_capped_deduplicated_high_priority_pairwise_tasks
     assert detail.task.flag_reason == "length_growth"
 
 
-def test_annotators_get_flagged_tasks_first_and_never_see_why(db, make_user, client, api):
+def test_annotators_get_flagged_tasks_first_and_never_see_why(db, make_user, client, api, login):
     make_tasks(db, task_line(priority=0), task_line(priority=5))
     new, old = make_model(db, "policy-r2"), make_model(db, "policy-r1")
     prompts, flagged = _flagged_on(db)
@@ -200,6 +200,9 @@ def test_annotators_get_flagged_tasks_first_and_never_see_why(db, make_user, cli
     response = client.get("/api/v1/tasks/next", headers=headers)
     assert response.status_code == 200 and response.json()["task_id"] == flagged_id
     assert "flag" not in response.text and "length_growth" not in response.text
+    login(make_user())
+    page = client.get("/annotate")
+    assert page.status_code == 200 and f'value="{flagged_id}"' in page.text and "length_growth" not in page.text
 
 
 def test_admins_see_the_reason_on_the_tasks_pages_and_in_the_rich_export(db, client, make_user, login):
@@ -214,6 +217,7 @@ def test_admins_see_the_reason_on_the_tasks_pages_and_in_the_rich_export(db, cli
     assert [r["flag_reason"] for r in browse(db, DataFilters(resource="tasks")).rows] == ["length_growth"]
     login(make_user("admin"))
     assert "length_growth" in client.get("/admin/data?resource=tasks").text
+    assert "length_growth" in client.get("/admin/tasks").text
     assert "Flagged by the round" in client.get(f"/admin/data/tasks/{task.id}").text
     (line,) = export_lines(db, "rich")
     assert line["flag_reason"] == "length_growth" and line["split"] == "train"
