@@ -221,3 +221,51 @@ def test_admins_see_the_reason_on_the_tasks_pages_and_in_the_rich_export(db, cli
     assert "Flagged by the round" in client.get(f"/admin/data/tasks/{task.id}").text
     (line,) = export_lines(db, "rich")
     assert line["flag_reason"] == "length_growth" and line["split"] == "train"
+
+
+def test_a_round_registers_its_flagged_answers_as_tasks_once_and_counts_them_apart(db, settings, tmp_path):
+    from app.jobs.context import JobContext
+    from app.models import Job
+    from app.services.rounds.job import register_round
+    from app.services.rounds.lineage import Lineage
+
+    sft = make_model(db, "tiny-sft")
+    prompts, flagged = _flagged_on(db)
+    job = Job(kind="round", status="running", worker_id="w1", config={})
+    db.add(job)
+    db.flush()
+    prompt_ids, job_id = [p.id for p in prompts], job.id
+    db.expunge(sft)  # the round reads it without holding this session's transaction (SQLite's one writer)
+    db.commit()
+    ctx = JobContext(job_id=job_id, worker_id="w1", kind="round", config={}, output_dir=tmp_path)
+    lineage = Lineage(current=sft, sft=sft, previous_reward=None, start=sft, reference=sft)
+    evaluation = {"summary": {}, "checks": [], "flagged": flagged, "policy_id_before": sft.id}
+    cfg = parse_round_config({"flagged_tasks": 2, "eval_temperature": 0.5})
+    kw = {"reward_metrics": {}, "policy_metrics": {}, "evaluation": evaluation, "samples": None}
+    result = register_round(ctx, cfg, tmp_path, lineage, **kw)
+    assert (result["tasks"], result["flagged_tasks"]) == (0, 2)
+    tasks = db.scalars(select(Task).where(Task.job_id == job_id).order_by(Task.id)).all()
+    assert [(t.prompt_id, t.priority, t.flag_reason) for t in tasks] == [
+        (prompt_ids[0], FLAGGED_TASK_PRIORITY, "length_growth"),
+        (prompt_ids[1], FLAGGED_TASK_PRIORITY, "length_growth"),
+    ]
+    models = [p.generation.model_version_id for p in tasks[0].positions]
+    assert models == [result["policy_id"], sft.id] and tasks[0].positions[0].generation.temperature == 0.5
+    db.rollback()
+    # a worker that died after registering: the retry makes nothing twice and counts what was made
+    again = register_round(ctx, cfg, tmp_path, lineage, **kw)
+    assert (again["tasks"], again["flagged_tasks"]) == (0, 2)
+    off = parse_round_config({"flagged_tasks": 0})
+    assert (
+        store_flagged_tasks(
+            db,
+            flagged,
+            limit=off.flagged_tasks,
+            overlap=1,
+            sampling=SAMPLING,
+            policy_id=sft.id,
+            before_id=sft.id,
+            job_id=None,
+        )
+        == 0
+    )
