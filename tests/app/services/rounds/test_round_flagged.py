@@ -269,3 +269,16 @@ def test_a_round_registers_its_flagged_answers_as_tasks_once_and_counts_them_apa
         )
         == 0
     )
+
+
+def test_flagged_tasks_are_left_to_people_by_the_ai_labeller(db):
+    from app.services.ai_feedback import pending_tasks
+
+    new, old = make_model(db, "policy-r2"), make_model(db, "policy-r1")
+    make_tasks(db, task_line(priority=0))
+    _, flagged = _flagged_on(db)
+    store_flagged_tasks(
+        db, flagged, limit=1, overlap=1, sampling=SAMPLING, policy_id=new.id, before_id=old.id, job_id=None
+    )
+    ordinary = db.scalar(select(Task.id).where(Task.flag_reason.is_(None)))
+    assert [t.task_id for t in pending_tasks(db, user_id=make_annotator(db, is_ai=True).id, limit=10)] == [ordinary]
