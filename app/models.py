@@ -237,6 +237,9 @@ class Task(Base):
     # group's informativeness under that criterion (trainer.active_selection; none when no reward model scored it).
     selection: Mapped[str | None] = mapped_column(String(16))
     selection_score: Mapped[float | None] = mapped_column(Float)
+    # Why a round's reward-hacking checks flagged the new policy's answer (domain FLAG_REASONS, comma-joined; none
+    # for every other task): shown to admins, never to annotators (app.services.rounds.flagged).
+    flag_reason: Mapped[str | None] = mapped_column(String(64))
     # A task with a known answer (its gold_answers row): offered only at the gold rate or for qualification, never
     # by the regular queue; its annotations measure the annotator and are never preference data.
     gold: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))

@@ -17,6 +17,10 @@ ASSIGNMENT_STATUSES = ("leased", "done", "skipped")
 # How a generation request picks what people label out of more candidates than it shows: at random, by the current
 # reward model's uncertainty (Bradley-Terry probability nearest 0.5), or by disagreement between reward models.
 SELECTIONS = ("random", "uncertainty", "disagreement")
+# Why a round's evaluation flagged a sample of the new policy as possible reward hacking (and made it a task people
+# see first): the reward model prefers it but the gold judge prefers the old answer, it grew much longer, it grew
+# longer and the reward model paid for it, it repeats itself, it stops at the token limit where the old one ended.
+FLAG_REASONS = ("rm_vs_judge", "length_growth", "reward_length", "repetition", "truncation")
 # Where a preference pair comes from: an annotator's choice or ranking, or a rewrite (the rewrite over the response
 # it rewrote and over every response rated bad).
 PAIR_SOURCES = ("choice", "ranking", "rewrite")

@@ -7,6 +7,8 @@ Parts run according to the flags given:
      + --baseline DIR                    the same for policy B, and A's win-rate against B under the judge
                                          (ties count half; with its standard error over prompts);
                                          both policies answer with the same per-sample seeds
+       + --samples-out FILE              each prompt's answers of A and B side by side, with their judge scores
+                                         (JSONL), for the checks that name the suspicious samples
      + --ref DIR                         KL(policy || ref) per response (k1 mean, and k3), at the sampling temperature
      + --tuned-from DIR                  the same KL to the policy this one was tuned from: how far the tuning moved it
 Judges are trainer.judges': a `py:` judge is any importable callable `(prompt: str, response: str) -> float`; chat
@@ -65,6 +67,10 @@ class EvaluateConfig:
     precision: str = field(default="auto", metadata={"help": "auto|fp32|bf16.", "choices": ["auto", "fp32", "bf16"]})
     batch_size: int = field(default=32, metadata={"help": "Sequences per forward."})
     out: str = field(default="", metadata={"help": "Also write the JSON to this file."})
+    samples_out: str = field(
+        default="",
+        metadata={"help": "With --baseline: write A's and B's answer to each prompt and sample, scored, as JSONL."},
+    )
 
 
 # ----------------------------------------------------------------------------- text statistics
@@ -169,6 +175,41 @@ def describe(s: Samples) -> dict:
     }
 
 
+def paired_samples(a: Samples, a_scores: list[float], b: Samples, b_scores: list[float], cfg: EvaluateConfig):
+    """A's and B's answer to the same prompt and sample index (the same seed), with their judge scores. A prompt
+    only one policy could answer (too long for the other's context) is left out."""
+
+    def rows(s: Samples, scores: list[float]) -> dict[tuple[str, int], dict]:
+        out, seen = {}, {}
+        for i, pid in enumerate(s.prompt_ids_of):
+            k = seen[pid] = seen.get(pid, -1) + 1
+            out[(pid, k)] = {
+                "text": s.texts[i],
+                "tokens": len(s.response_ids[i]),
+                "finished": s.finished[i],
+                "score": scores[i],
+            }
+        return out
+
+    after, before = rows(a, a_scores), rows(b, b_scores)
+    for (pid, k), answer in after.items():
+        if (pid, k) in before:
+            yield {
+                "prompt_id": pid,
+                "sample": k,
+                "seed": derive_seed(cfg.seed, pid, k),
+                "policy": answer,
+                "baseline": before[(pid, k)],
+            }
+
+
+def write_paired_samples(path: str, a: Samples, a_scores, b: Samples, b_scores, cfg: EvaluateConfig) -> None:
+    with atomic_output_file(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for row in paired_samples(a, a_scores, b, b_scores, cfg):
+                fh.write(json.dumps(row) + "\n")
+
+
 # ----------------------------------------------------------------------------- entry
 
 
@@ -195,6 +236,8 @@ def run_evaluate(config: EvaluateConfig, *, on_metrics=None) -> dict:
         raise UsageError("--baseline, --judge, --ref and --tuned-from need --policy and --prompts")
     if config.baseline and not config.judge:
         raise UsageError("--baseline needs a --judge (rm:DIR or py:module:function) to compare with")
+    if config.samples_out and not config.baseline:
+        raise UsageError("--samples-out needs --baseline: it pairs the two policies' answers")
     if config.num_samples < 1:
         raise UsageError("--num-samples must be at least 1")
     device = resolve_device(config.device)
@@ -249,6 +292,8 @@ def run_evaluate(config: EvaluateConfig, *, on_metrics=None) -> dict:
             b_scores = judge(b.prompt_texts, b.texts, [chats.get(pid) for pid in b.prompt_ids_of])
             result["baseline"]["judge_mean"] = sum(b_scores) / len(b_scores)
             result["win_rate"] = win_rate(a_scores, b_scores, per_prompt=config.num_samples)
+            if config.samples_out:
+                write_paired_samples(config.samples_out, a, a_scores, b, b_scores, config)
     result[SKIPPED_METRIC] = skipped
     if config.out:
         with atomic_output_file(config.out) as tmp:

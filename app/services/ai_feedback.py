@@ -157,6 +157,9 @@ def pending_tasks(session: Session, *, user_id: int, limit: int) -> list[Pending
             Task.completed.is_(False),
             Task.retired_at.is_(None),
             Task.gold.is_(False),  # gold tasks grade people; an AI label there is never used
+            # flagged as possible reward hacking: for people (app.services.rounds.flagged), not a model that may
+            # share the reward model's blind spot
+            Task.flag_reason.is_(None),
             Task.kind.in_(("pairwise", "ranking")),
             Prompt.split == "train",
             Task.id.not_in(done),

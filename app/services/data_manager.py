@@ -155,6 +155,7 @@ def _task_rows(session: Session, f: DataFilters, before: int | None, limit: int)
             "done": task.done_count,
             "overlap": task.overlap,
             "priority": task.priority,
+            "flag_reason": task.flag_reason,
             "state": "retired" if task.retired_at else "completed" if task.completed else "open",
             "round": task.job_id,
             "created_at": task.created_at,

@@ -352,6 +352,7 @@ class TaskRow:
     completed: bool
     created_at: datetime
     gold: bool = False
+    flag_reason: str | None = None  # a round's reward-hacking flag (app.services.rounds.flagged): admins only
 
 
 def count_tasks(session: Session) -> dict[str, int]:
@@ -394,6 +395,7 @@ def list_tasks(session: Session, *, limit: int = 50, offset: int = 0, now: datet
             Task.completed,
             Task.created_at,
             Task.gold,
+            Task.flag_reason,
         )
         .join(Prompt, Prompt.id == Task.prompt_id)
         .order_by(Task.id.desc())
@@ -416,6 +418,7 @@ def list_tasks(session: Session, *, limit: int = 50, offset: int = 0, now: datet
                 completed=bool(r[9]),
                 created_at=r[10],
                 gold=bool(r[11]),
+                flag_reason=r[12],
             )
         )
     return out

@@ -74,7 +74,8 @@ def test_same_policy_ties_and_has_zero_kl(assets):
         assert k in res["policy"] and k in res["baseline"]
 
 
-def test_win_rate_against_another_policy_under_an_rm_judge(assets):
+def test_win_rate_against_another_policy_under_an_rm_judge(assets, tmp_path):
+    paired = tmp_path / "paired.jsonl"
     res = _eval(
         policy=str(assets["lm"]),
         baseline=str(assets["other"]),
@@ -82,10 +83,19 @@ def test_win_rate_against_another_policy_under_an_rm_judge(assets):
         judge=f"rm:{assets['rm']}",
         ref=str(assets["other"]),
         num_samples=2,
+        samples_out=str(paired),
     )
     w = res["win_rate"]
     assert w["n"] == 12 and w["wins"] + w["losses"] > 0
     assert res["policy"]["kl_to_ref"] > 0.01  # two different random models
+    # --samples-out: each prompt's and sample's answers side by side, the win-rate's outcomes read from their scores
+    rows = [json.loads(line) for line in paired.read_text().splitlines()]
+    assert [(r["prompt_id"], r["sample"]) for r in rows] == [(f"q{i}", k) for i in range(6) for k in range(2)]
+    wins = sum(r["policy"]["score"] > r["baseline"]["score"] + 1e-9 for r in rows)
+    assert wins == w["wins"] and len({r["seed"] for r in rows}) == 12
+    for r in rows:
+        for side in ("policy", "baseline"):
+            assert set(r[side]) == {"text", "tokens", "finished", "score"} and r[side]["tokens"] >= 1
 
 
 def test_kl_to_the_policy_it_was_tuned_from(assets):
@@ -106,6 +116,8 @@ def test_bad_flags_are_usage_errors(assets):
         _eval()
     with pytest.raises(UsageError, match="needs a --judge"):
         _eval(policy=str(assets["lm"]), prompts=str(assets["prompts"]), baseline=str(assets["lm"]))
+    with pytest.raises(UsageError, match="--samples-out needs --baseline"):
+        _eval(policy=str(assets["lm"]), prompts=str(assets["prompts"]), samples_out="x.jsonl")
     with pytest.raises(UsageError, match="py:module:function"):
         _eval(policy=str(assets["lm"]), prompts=str(assets["prompts"]), judge="py:nomodule")
 

@@ -279,6 +279,8 @@ def rich_line(row, info) -> dict[str, Any]:
         "time_spent_ms": row["time_spent_ms"],
         "selection": row["selection"],
         "selection_score": row["selection_score"],
+        # why a round's reward-hacking checks flagged the task (comma-joined FLAG_REASONS); null for the others
+        "flag_reason": row["flag_reason"],
         # the pairs this annotation gives in `trl`; a rewrite's chosen response is the rewrite (no generation id)
         "preference_pairs": pairs,
         # the guidelines shown while it was made: their version id (GET /api/v1/guidelines/versions/{id}) and

@@ -51,6 +51,7 @@ PLAIN = {
     "time_spent_ms": Annotation.time_spent_ms,
     "selection": Task.selection,
     "selection_score": Task.selection_score,
+    "flag_reason": Task.flag_reason,  # `rich` only
     "created_at": Annotation.created_at,
     "user_id": Annotation.user_id,
     "annotator": User.public_id,

@@ -118,6 +118,9 @@ PROMOTE_MARGIN_SE = 2.0
 # A round whose new policy is closer than this to the policy it started from (KL per response, nats) changed
 # almost nothing, and says so.
 KL_FLOOR = 0.02
+# How many of the samples its failed reward-hacking checks flag a round makes into tasks people see first
+# (app.services.rounds.flagged), unless told: enough to tell hacking from chance, few enough to be done first.
+DEFAULT_FLAGGED_TASKS = 16
 
 
 class RoundError(ServiceError):
@@ -262,6 +265,14 @@ class RoundConfig(BaseModel):
         "",
         description="module:function (prompt, response) -> float, e.g. "
         "trainer.world.judge:score on the embedded world.",
+    )
+    flagged_tasks: int = Field(
+        DEFAULT_FLAGGED_TASKS,
+        ge=0,
+        le=1000,
+        description="When a reward-hacking check fails, the new policy's answers to train prompts that it points "
+        "at become pairwise tasks (new answer against the old one) offered before every other task, at most this "
+        "many a round; 0 = none.",
     )
     next_tasks: NextTasks = Field(default_factory=NextTasks)
     note: str = Field("", max_length=500, description="Why the round was started (e.g. the schedule's trigger).")

@@ -12,6 +12,7 @@ from typing import Any
 from app.jobs.context import JobContext
 from app.services.rounds.config import RoundConfig
 from app.services.rounds.data import eval_prompts_file
+from app.services.rounds.flagged import flag_train_samples
 from app.services.rounds.lineage import Lineage
 from app.services.rounds.trainer_steps import generate_samples, remove_leftovers
 
@@ -24,6 +25,14 @@ TRUNCATION_GROWTH = 1.5  # ...and this many times the old policy's share
 # Length the labels asked for: the share of labelled pairs (of different lengths) whose preferred response is the
 # longer; from this share up, a policy growing longer follows its labels and is not warned about.
 LABELS_FAVOUR_LONGER = 0.6
+# Each check's per-sample flag (domain FLAG_REASONS): a failed check turns the samples it points at into tasks.
+CHECK_FLAGS = {
+    "length growth": "length_growth",
+    "repetition": "repetition",
+    "reward-length correlation": "reward_length",
+    "truncation": "truncation",
+    "reward model vs gold judge": "rm_vs_judge",
+}
 
 
 def evaluate_round(
@@ -99,6 +108,9 @@ def evaluate_round(
     report["labels_longer_share"] = labels_longer_share(rdir / "snapshot" / "trl.jsonl")
     report["checks"] = hacking_checks(report, policy_metrics, report["labels_longer_share"])
     report["warnings"] = [c["warning"] for c in report["checks"] if not c["passed"]]
+    # the train-prompt samples the failed checks point at, for people first (app.services.rounds.flagged)
+    failed = {c["flag"] for c in report["checks"] if not c["passed"]}
+    report["flagged"] = flag_train_samples(ctx, cfg, rdir, before.path, failed)
     saved.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return report
 
@@ -173,7 +185,15 @@ def hacking_checks(
     asked = f"; the labels preferred the longer response in {labels_longer:.0%} of pairs" if length_asked else ""
 
     def check(name: str, passed: bool, detail: str, warning: str) -> None:
-        checks.append({"name": name, "passed": passed, "detail": detail, "warning": None if passed else warning})
+        checks.append(
+            {
+                "name": name,
+                "passed": passed,
+                "detail": detail,
+                "warning": None if passed else warning,
+                "flag": CHECK_FLAGS[name],  # the samples it points at (app.services.rounds.flagged)
+            }
+        )
 
     before_len, after_len = s.get("mean_length_before"), s.get("mean_length")
     if before_len and after_len:

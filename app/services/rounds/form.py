@@ -54,6 +54,7 @@ ROUND_FIELDS = [
     ("kl_floor", "KL floor (changed almost nothing below it)"),
     ("gold_judge", "Gold judge (module:function)"),
     ("verdict_tasks", "Human verdict tasks (blind, new vs previous)"),
+    ("flagged_tasks", "Flagged samples to people first (0 = none)"),
 ]
 ROUND_SHOWN = 3
 # Per trainer stage: the flags shown unfolded; every other flag of the stage (but those the round sets itself) is

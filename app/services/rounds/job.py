@@ -12,12 +12,13 @@ One round, each training step a `python -m trainer STAGE --config <file>` child 
                (`trainer best-of-n`), then SFT of the current policy on them (Llama 2's rejection-sampling rounds)
     evaluate   new policy against the current one on eval-split prompts: win-rate under the new RM (and a gold
                judge when configured), KL to the reference, mean length, distinct-n -> reward-hacking warnings
+               and, when a check fails, the answers to train prompts it points at (app.services.rounds.flagged)
     generate   samples of the new policy on train prompts, for the next tasks (with next_tasks.select, the most
                informative of more candidates, scored by the new reward model, and the latest ones for disagreement)
     register   ONE transaction, only while this worker still holds the job: the reward model and the policy
                become registry rows, and current only when the policy passes the promotion gate (it beats the
                current one under the new RM beyond its standard error, no reward-hacking check fails); the next
-               tasks are created from the samples
+               tasks are created from the samples, and the flagged answers become tasks offered first
 
 Every stage writes into rounds/<id>/ and is skipped on a retry when its output is complete (trainer outputs
 appear only when whole), and a killed PPO run continues from its checkpoint (`--resume policy.ckpt`). So a
@@ -49,6 +50,7 @@ from app.services.rounds.data import (
     split_reward_data,
 )
 from app.services.rounds.evaluate import evaluate_round
+from app.services.rounds.flagged import store_flagged_tasks
 from app.services.rounds.lineage import Lineage, resolve_lineage
 from app.services.rounds.promotion import promotion_verdict
 from app.services.rounds.start import too_little_data
@@ -257,11 +259,15 @@ def register_round(
             reward_id = session.scalar(
                 select(ModelVersion.id).where(ModelVersion.round_job_id == ctx.job_id, ModelVersion.kind == "reward")
             )
-            tasks = session.scalar(select(func.count()).select_from(Task).where(Task.job_id == ctx.job_id)) or 0
+            flag = Task.flag_reason.is_not(None)
+            counts = dict(
+                session.execute(select(flag, func.count()).where(Task.job_id == ctx.job_id).group_by(flag)).all()
+            )
             return {
                 "policy_id": existing.id,
                 "reward_model_id": reward_id,
-                "tasks": tasks,
+                "tasks": counts.get(False, 0),
+                "flagged_tasks": counts.get(True, 0),
                 "promotion": verdict,
                 "verdict_job_id": queued_verdict_job(session, ctx.job_id),
             }
@@ -296,10 +302,26 @@ def register_round(
                 session, samples_path=samples, request=next_task_request(cfg), model_id=policy.id, job_id=ctx.job_id
             )["tasks"]
         human = queue_round_verdict(session, ctx.job_id, cfg, policy.id, evaluation.get("policy_id_before"))
+        flagged = store_flagged_tasks(
+            session,
+            evaluation.get("flagged", []),
+            limit=cfg.flagged_tasks,
+            overlap=cfg.next_tasks.overlap,
+            sampling={
+                "temperature": cfg.eval_temperature,
+                "top_k": 0,
+                "top_p": 1.0,
+                "max_new_tokens": cfg.eval_max_new_tokens,
+            },
+            policy_id=policy.id,
+            before_id=evaluation["policy_id_before"],
+            job_id=ctx.job_id,
+        )
         return {
             "policy_id": policy.id,
             "reward_model_id": reward.id,
             "tasks": tasks,
+            "flagged_tasks": flagged,
             "promotion": verdict,
             **human,
         }

@@ -140,6 +140,7 @@ def test_round_report_shows_snapshot_evaluation_warnings_and_samples(client, log
         "parent_policy_id": policy.id,
         "reference_id": policy.id,
         "tasks": 3,
+        "flagged_tasks": 1,
         "reward": {"eval_accuracy": 0.875},
         "evaluation": {"rm_win_rate": 0.75, "gold_win_rate": 0.625, "kl_to_ref": 1.5},
         "warnings": ["length growth: mean length 4.0 -> 9.0 tokens (x2.25)"],
@@ -164,6 +165,19 @@ def test_round_report_shows_snapshot_evaluation_warnings_and_samples(client, log
                     "mean_length_before": 4.0,
                 },
                 "warnings": ["length growth: mean length 4.0 -> 9.0 tokens (x2.25)"],
+                "flagged": [
+                    {
+                        "prompt_id": "12",
+                        "sample": 0,
+                        "seed": 3,
+                        "prompt": "what is 3 plus 3?",
+                        "reasons": ["length_growth", "reward_length"],
+                        "rm_margin": 1.25,
+                        "repeated_share": 0.0,
+                        "after": {"text": " six six six", "tokens": 9, "finished": True, "score": 2.0, "gold": None},
+                        "before": {"text": " six", "tokens": 2, "finished": True, "score": 0.75, "gold": None},
+                    }
+                ],
             }
         )
     )
@@ -184,6 +198,12 @@ def test_round_report_shows_snapshot_evaluation_warnings_and_samples(client, log
         "Possible reward hacking",
         "length growth",
         "what is 2 plus 2?",
+        "1 flagged</strong>, offered first",
+        "Flagged samples: possible reward hacking",
+        "length_growth, reward_length",
+        "reward-model margin 1.250 · 2 → 9 tokens",
+        "what is 3 plus 3?",
+        " six six six",
         "Skipped as too long for the model",
         "reward 1 · ppo 2 · evaluate 0 · generate 0",
         "Peak memory:",

@@ -105,7 +105,7 @@ def test_ppo_round_registers_a_new_current_policy_and_makes_next_tasks(db, setti
         assert evaluation[f"{judge}_win_rate_se"] == report["win_rate"]["standard_error"] >= 0.0
     assert len((rdir / "samples_after.jsonl").read_text().splitlines()) == 2
 
-    tasks = list(db.scalars(select(Task).where(Task.job_id == job.id)))
+    tasks = list(db.scalars(select(Task).where(Task.job_id == job.id, Task.flag_reason.is_(None))))
     assert result["tasks"] == len(tasks) == 3
     for task in tasks:
         assert len(task.positions) == 2
@@ -117,6 +117,17 @@ def test_ppo_round_registers_a_new_current_policy_and_makes_next_tasks(db, setti
     assert (verdict.kind, verdict.status, verdict.config["split"]) == ("generate", "queued", "eval")
     assert verdict.config["verdict"] == {"round_id": job.id, "baseline_id": sft.id}
     assert verdict.config["model_id"] == policy.id and verdict.config["count"] == 32
+    # a failed check has both policies answer train prompts (none when every check passed); the answers it points
+    # at became tasks, the new answer against the old
+    saved = json.loads((rdir / "evaluation.json").read_text())
+    failed = {c["flag"] for c in saved["checks"] if not c["passed"]}
+    assert all(set(f["reasons"]) <= failed for f in saved["flagged"])
+    assert (rdir / "flag-samples-gold.jsonl").is_file() == bool(failed)
+    flagged = list(db.scalars(select(Task).where(Task.job_id == job.id, Task.flag_reason.is_not(None))))
+    assert result["flagged_tasks"] == len(flagged) == min(len(saved["flagged"]), 16)
+    for task in flagged:
+        assert [p.generation.model_version_id for p in task.positions] == [policy.id, sft.id]
+        assert task.prompt_id in {p.id for p in prompts["train"]}
 
 
 def test_rerun_on_the_same_snapshot_and_seed_gives_the_same_metrics_and_dpo_rounds_work(db, settings, tiny_lm_dir):
