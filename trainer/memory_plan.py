@@ -32,6 +32,7 @@ import copy
 import itertools
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -51,9 +52,13 @@ class PlanConfig:
     model: str = field(
         default="", metadata={"help": "A Hugging Face model directory (its config.json is enough).", "metavar": "DIR"}
     )
-    params: int = field(
-        default=0,
-        metadata={"help": "Or a parameter count (a GPT-like shape with d = 64 × layers is assumed).", "metavar": "N"},
+    params: str = field(
+        default="",
+        metadata={
+            "help": "Or a parameter count: 1500000000, 1_500_000_000, 1.5B, 8b, 500M (a GPT-like shape with "
+            "d = 64 × layers is assumed).",
+            "metavar": "N",
+        },
     )
     gpus: int = field(default=1, metadata={"help": "GPUs (data-parallel processes), each with --gpu-memory."})
     gpu_memory: float = field(
@@ -80,6 +85,29 @@ class PlanConfig:
 
 
 # ----------------------------------------------------------------------------- the model's shape
+
+COUNT_SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
+# digits (underscores between them, as Python writes 1_500_000_000), an optional fraction, an optional K/M/B/T
+_COUNT = re.compile(r"(\d+(?:_\d+)*)(?:\.(\d+))?([kmbt]?)")
+
+
+def parse_param_count(text: str | int) -> int:
+    """A parameter count as people write it: 1500000000, 1_500_000_000, 1.5B, 8b, 500M, 70k. Exact (no float
+    rounding: 1.1B is 1_100_000_000); a count that is not a whole number of parameters is refused."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    refused = UsageError(
+        f"--params expects a parameter count such as 1500000000, 1_500_000_000, 1.5B or 500M, got {text!r}"
+    )
+    m = _COUNT.fullmatch(str(text).strip().lower())
+    if m is None:
+        raise refused
+    whole, fraction, suffix = m.group(1).replace("_", ""), m.group(2) or "", m.group(3)
+    scale = COUNT_SUFFIXES[suffix]
+    digits = int(whole + fraction) * scale
+    if digits % 10 ** len(fraction):
+        raise refused  # 1.5 parameters, 1.0000000005B
+    return digits // 10 ** len(fraction)
 
 
 @dataclass(frozen=True)
@@ -379,7 +407,10 @@ def run_plan(config: PlanConfig, *, on_metrics=None) -> dict | None:
         raise UsageError("--gpus, --batch-size and --max-length must be at least 1, --lora-r at least 0")
     if config.gpu_memory < 0:
         raise UsageError("--gpu-memory must be 0 (no fit judged) or a size in GB")
-    arch = architecture_from_dir(config.model) if config.model else architecture_from_params(config.params)
+    if config.model:
+        arch = architecture_from_dir(config.model)
+    else:
+        arch = architecture_from_params(parse_param_count(config.params))
     base = Settings(
         precision=config.precision,
         gradient_checkpointing=config.gradient_checkpointing,
