@@ -81,6 +81,14 @@ class PlanConfig:
         default=DEFAULT_SEQUENCE,
         metadata={"help": "Tokens per sequence (prompt + response), at most the model's context."},
     )
+    stages: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "The stages to plan (empty = all: sft reward ppo dpo best-of-n). A round trains reward and "
+            "then ppo, or dpo, or best-of-n and sft (rejection sampling).",
+            "metavar": "STAGE...",
+        },
+    )
     json: bool = field(default=False, metadata={"help": "Print the plan as one JSON object."})
 
 
@@ -407,6 +415,10 @@ def run_plan(config: PlanConfig, *, on_metrics=None) -> dict | None:
         raise UsageError("--gpus, --batch-size and --max-length must be at least 1, --lora-r at least 0")
     if config.gpu_memory < 0:
         raise UsageError("--gpu-memory must be 0 (no fit judged) or a size in GB")
+    unknown = [s for s in config.stages if s not in ROUND_STAGES]
+    if unknown:
+        raise UsageError(f"--stages takes {' '.join(ROUND_STAGES)}, got {' '.join(unknown)}")
+    stages = [s for s in ROUND_STAGES if s in config.stages] if config.stages else list(ROUND_STAGES)
     if config.model:
         arch = architecture_from_dir(config.model)
     else:
@@ -419,13 +431,13 @@ def run_plan(config: PlanConfig, *, on_metrics=None) -> dict | None:
         max_length=min(config.max_length, arch.context),
         gpus=config.gpus,
     )
-    plans, verdict = plan_stages(arch, dict.fromkeys(ROUND_STAGES, base), config.gpu_memory)
+    plans, verdict = plan_stages(arch, dict.fromkeys(stages, base), config.gpu_memory)
     round_with = None
     if verdict is False:
         round_with = next(
             (
                 flags_of(s, base)
-                for s in candidates(base, "sft")
+                for s in candidates(base, "dpo" if "dpo" in stages else "sft")  # dpo: one more lever
                 if all(fits(stage_need(arch, p.stage, s), config.gpu_memory) for p in plans)
             ),
             None,

@@ -6,6 +6,7 @@ the model's config); activations within 25% of the bytes autograd saves in the f
 d, I, V and the batch, not a trace)."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -190,3 +191,19 @@ def test_plan_command_takes_a_written_count_and_exits_2_on_a_bad_one():
         result.output
     )
     assert run(app, ["plan", "--params", "0"]).exit_code == 2  # a count, but no model
+
+
+def test_stages_plans_only_the_steps_of_one_kind_of_round():
+    every = run_plan(PlanConfig(params="3B", gpu_memory=24, json=True))
+    assert every["fits"] is False and every["round_fits_with"] is None  # PPO fits with nothing tried
+    rs = run_plan(PlanConfig(params="3B", gpu_memory=24, stages=["sft", "reward", "best-of-n"], json=True))
+    assert list(rs["stages"]) == ["sft", "reward", "best-of-n"]
+    assert rs["stages"]["reward"] == every["stages"]["reward"]
+    flags = rs["round_fits_with"].split()
+    s = Settings(lora_r=16 if "--lora-r" in flags else 0, gradient_checkpointing="--gradient-checkpointing" in flags)
+    s = replace(s, precision="bf16" if "bf16" in flags else "auto")
+    arch = architecture_from_params(3_000_000_000)
+    assert all(fits(stage_need(arch, stage, s), 24) for stage in rs["stages"])
+    assert not fits(stage_need(arch, "ppo", s), 24)
+    with pytest.raises(UsageError, match="--stages takes sft reward ppo dpo best-of-n, got rs"):
+        run_plan(PlanConfig(params="3B", stages=["rs"]))
