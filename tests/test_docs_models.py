@@ -159,6 +159,8 @@ class Shell:
 def test_every_command_of_the_page_runs_on_a_tiny_model(page, tmp_path, monkeypatch):
     for key in ("RLHF_DATA_DIR", "RLHF_DATABASE_URL", "RLHF_GPU_MEMORY_GB"):
         monkeypatch.delenv(key, raising=False)
+    # the registry's load check and merge run in child processes: from this directory they import this checkout
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     monkeypatch.chdir(tmp_path)
     build_my_model(tmp_path)
     shell = Shell(tmp_path, monkeypatch)
@@ -193,9 +195,10 @@ def test_every_command_of_the_page_runs_on_a_tiny_model(page, tmp_path, monkeypa
         assert adapter_config["base_model_name_or_path"] == str(tmp_path / "my-model")
         saved = json.loads((tmp_path / out_dir / "trainer_config.json").read_text())
         assert saved["lora_r"] == 16 and saved["max_steps"] == 2 and saved.items() >= flags.items()
-    assert "every stage fits on 24 GB" in output_of("python -m trainer plan --model ./my-model")
+    assert "every stage fits on 24 GB" in output_of("python -m trainer plan --model ./my-model --gpu-memory 24")
     seven = output_of("python -m trainer plan --params 7B")
     assert "7000.0M parameters" in seven and "\nreward " in seven and "\nppo " not in seven
+    assert "batch 8 × 256 tokens on 2 GPU(s)" in output_of("python -m trainer plan --model ./my-model --gpus 2")
 
 
 def _rlhf_json(shell: Shell, line: str) -> str:
