@@ -215,6 +215,12 @@ def save_model(model: nn.Module, peft_model: Any, out: Path) -> None:
     if peft_model is None:
         model.save_pretrained(str(out))
         return
+    spec = peft_model.peft_config[TRAINED_ADAPTER]
+    base = spec.base_model_name_or_path
+    if base and not Path(base).is_absolute():
+        # peft records the path the base was loaded from as given: a relative --model (./my-model) would be read
+        # against the adapter directory later, where there is no such base
+        spec.base_model_name_or_path = str(Path(base).resolve())
     peft_model.save_pretrained(str(out), selected_adapters=[TRAINED_ADAPTER])
 
 

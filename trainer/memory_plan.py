@@ -32,6 +32,7 @@ import copy
 import itertools
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -51,9 +52,13 @@ class PlanConfig:
     model: str = field(
         default="", metadata={"help": "A Hugging Face model directory (its config.json is enough).", "metavar": "DIR"}
     )
-    params: int = field(
-        default=0,
-        metadata={"help": "Or a parameter count (a GPT-like shape with d = 64 × layers is assumed).", "metavar": "N"},
+    params: str = field(
+        default="",
+        metadata={
+            "help": "Or a parameter count: 1500000000, 1_500_000_000, 1.5B, 8b, 500M (a GPT-like shape with "
+            "d = 64 × layers is assumed).",
+            "metavar": "N",
+        },
     )
     gpus: int = field(default=1, metadata={"help": "GPUs (data-parallel processes), each with --gpu-memory."})
     gpu_memory: float = field(
@@ -76,10 +81,41 @@ class PlanConfig:
         default=DEFAULT_SEQUENCE,
         metadata={"help": "Tokens per sequence (prompt + response), at most the model's context."},
     )
+    stages: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "The stages to plan (empty = all: sft reward ppo dpo best-of-n). A round trains reward and "
+            "then ppo, or dpo, or best-of-n and sft (rejection sampling).",
+            "metavar": "STAGE...",
+        },
+    )
     json: bool = field(default=False, metadata={"help": "Print the plan as one JSON object."})
 
 
 # ----------------------------------------------------------------------------- the model's shape
+
+COUNT_SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
+# digits (underscores between them, as Python writes 1_500_000_000), an optional fraction, an optional K/M/B/T
+_COUNT = re.compile(r"(\d+(?:_\d+)*)(?:\.(\d+))?([kmbt]?)")
+
+
+def parse_param_count(text: str | int) -> int:
+    """A parameter count as people write it: 1500000000, 1_500_000_000, 1.5B, 8b, 500M, 70k. Exact (no float
+    rounding: 1.1B is 1_100_000_000); a count that is not a whole number of parameters is refused."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    refused = UsageError(
+        f"--params expects a parameter count such as 1500000000, 1_500_000_000, 1.5B or 500M, got {text!r}"
+    )
+    m = _COUNT.fullmatch(str(text).strip().lower())
+    if m is None:
+        raise refused
+    whole, fraction, suffix = m.group(1).replace("_", ""), m.group(2) or "", m.group(3)
+    scale = COUNT_SUFFIXES[suffix]
+    digits = int(whole + fraction) * scale
+    if digits % 10 ** len(fraction):
+        raise refused  # 1.5 parameters, 1.0000000005B
+    return digits // 10 ** len(fraction)
 
 
 @dataclass(frozen=True)
@@ -379,7 +415,14 @@ def run_plan(config: PlanConfig, *, on_metrics=None) -> dict | None:
         raise UsageError("--gpus, --batch-size and --max-length must be at least 1, --lora-r at least 0")
     if config.gpu_memory < 0:
         raise UsageError("--gpu-memory must be 0 (no fit judged) or a size in GB")
-    arch = architecture_from_dir(config.model) if config.model else architecture_from_params(config.params)
+    unknown = [s for s in config.stages if s not in ROUND_STAGES]
+    if unknown:
+        raise UsageError(f"--stages takes {' '.join(ROUND_STAGES)}, got {' '.join(unknown)}")
+    stages = [s for s in ROUND_STAGES if s in config.stages] if config.stages else list(ROUND_STAGES)
+    if config.model:
+        arch = architecture_from_dir(config.model)
+    else:
+        arch = architecture_from_params(parse_param_count(config.params))
     base = Settings(
         precision=config.precision,
         gradient_checkpointing=config.gradient_checkpointing,
@@ -388,13 +431,13 @@ def run_plan(config: PlanConfig, *, on_metrics=None) -> dict | None:
         max_length=min(config.max_length, arch.context),
         gpus=config.gpus,
     )
-    plans, verdict = plan_stages(arch, dict.fromkeys(ROUND_STAGES, base), config.gpu_memory)
+    plans, verdict = plan_stages(arch, dict.fromkeys(stages, base), config.gpu_memory)
     round_with = None
     if verdict is False:
         round_with = next(
             (
                 flags_of(s, base)
-                for s in candidates(base, "sft")
+                for s in candidates(base, "dpo" if "dpo" in stages else "sft")  # dpo: one more lever
                 if all(fits(stage_need(arch, p.stage, s), config.gpu_memory) for p in plans)
             ),
             None,

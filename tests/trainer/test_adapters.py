@@ -300,3 +300,13 @@ def test_gradient_checkpointing_under_lora_gives_the_same_losses(world, tmp_path
             model(input_ids=ids, use_cache=False).logits.sum()
         saved[on] = sum(sizes.values())
     assert saved[True] < 0.7 * saved[False], saved
+
+
+def test_an_adapter_of_a_base_given_by_a_relative_path_names_it_absolutely(world, tmp_path, monkeypatch):
+    monkeypatch.chdir(world["lm"].parent)
+    cfg = {"model": f"./{world['lm'].name}", "data": str(world["sft"]), "out": str(tmp_path / "a"), "max_steps": 1}
+    out = train_sft(load_config(SftConfig, overrides={**cfg, **LORA}))
+    monkeypatch.chdir(tmp_path)  # read from elsewhere: the base is still found
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(world["lm"])
+    assert adapter_base(out) == world["lm"]
+    assert load_causal_lm(out) is not None

@@ -6,11 +6,13 @@ the model's config); activations within 25% of the bytes autograd saves in the f
 d, I, V and the batch, not a trace)."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
 from tests.factories import build_tiny_lm
+from trainer.config import UsageError
 from trainer.memory_plan import (
     GIB,
     PlanConfig,
@@ -19,6 +21,7 @@ from trainer.memory_plan import (
     architecture_from_dir,
     architecture_from_params,
     fits,
+    parse_param_count,
     run_plan,
     stage_need,
 )
@@ -103,7 +106,7 @@ def test_lora_counts_the_projections_of_the_decoder_layers(lm):
 
 
 def test_plan_names_the_settings_that_make_a_too_large_model_fit():
-    report = run_plan(PlanConfig(params=1_500_000_000, gpu_memory=24, json=True))
+    report = run_plan(PlanConfig(params="1.5B", gpu_memory=24, json=True))
     ppo = report["stages"]["ppo"]
     # fp32 AdamW: 16 bytes a parameter, about 24 GB for a 1.5B policy before activations (issue #34)
     sft = report["stages"]["sft"]
@@ -119,7 +122,7 @@ def test_plan_names_the_settings_that_make_a_too_large_model_fit():
         precision="bf16" if "bf16" in flags else "auto",
     )
     assert all(fits(stage_need(arch, stage, s), 24) for stage in report["stages"])
-    small = run_plan(PlanConfig(params=100_000_000, gpu_memory=80, json=True))
+    small = run_plan(PlanConfig(params="100M", gpu_memory=80, json=True))
     assert small["fits"] is True and small["round_fits_with"] is None
 
 
@@ -145,3 +148,62 @@ def test_plan_command_prints_every_stage_and_refuses_ambiguous_input(lm):
 def test_an_adapter_directory_is_planned_as_its_base_model(lm, tmp_path):
     (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(lm), "r": 8}))
     assert architecture_from_dir(tmp_path) == architecture_from_dir(lm)
+
+
+@pytest.mark.parametrize(
+    ("text", "count"),
+    [
+        ("1500000000", 1_500_000_000),
+        ("1_500_000_000", 1_500_000_000),
+        ("1.5B", 1_500_000_000),
+        ("8b", 8_000_000_000),
+        ("500M", 500_000_000),
+        ("1.1B", 1_100_000_000),  # exact: no float rounding
+        ("0.5b", 500_000_000),
+        ("70k", 70_000),
+        (" 7B ", 7_000_000_000),
+        (125_000_000, 125_000_000),  # a Python caller's int
+    ],
+)
+def test_params_takes_the_counts_people_write(text, count):
+    assert parse_param_count(text) == count
+
+
+@pytest.mark.parametrize("text", ["1.5", "1.5 B", "1.5GB", "B", "1e9", "1__000", "_1000", "1,000", "-5", "seven", ""])
+def test_params_refuses_anything_else(text):
+    with pytest.raises(UsageError, match="--params expects a parameter count such as"):
+        parse_param_count(text)
+
+
+def test_plan_command_takes_a_written_count_and_exits_2_on_a_bad_one():
+    from typer.testing import CliRunner
+
+    from trainer.cli import app, load_stages
+
+    load_stages()
+    run = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"}).invoke
+    result = run(app, ["plan", "--params", "1.5B", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["architecture"]["params"] == 1_500_000_000
+    result = run(app, ["plan", "--params", "1.5GB"])
+    assert result.exit_code == 2
+    assert "error: --params expects a parameter count such as 1500000000, 1_500_000_000, 1.5B or 500M, got '1.5GB'" in (
+        result.output
+    )
+    assert run(app, ["plan", "--params", "0"]).exit_code == 2  # a count, but no model
+
+
+def test_stages_plans_only_the_steps_of_one_kind_of_round():
+    every = run_plan(PlanConfig(params="3B", gpu_memory=24, json=True))
+    assert every["fits"] is False and every["round_fits_with"] is None  # PPO fits with nothing tried
+    rs = run_plan(PlanConfig(params="3B", gpu_memory=24, stages=["sft", "reward", "best-of-n"], json=True))
+    assert list(rs["stages"]) == ["sft", "reward", "best-of-n"]
+    assert rs["stages"]["reward"] == every["stages"]["reward"]
+    flags = rs["round_fits_with"].split()
+    s = Settings(lora_r=16 if "--lora-r" in flags else 0, gradient_checkpointing="--gradient-checkpointing" in flags)
+    s = replace(s, precision="bf16" if "bf16" in flags else "auto")
+    arch = architecture_from_params(3_000_000_000)
+    assert all(fits(stage_need(arch, stage, s), 24) for stage in rs["stages"])
+    assert not fits(stage_need(arch, "ppo", s), 24)
+    with pytest.raises(UsageError, match="--stages takes sft reward ppo dpo best-of-n, got rs"):
+        run_plan(PlanConfig(params="3B", stages=["rs"]))
