@@ -120,8 +120,8 @@ GOLDEN = {
     ("kto", False, False): "5cff58495303f6df0843c8deb83bb3fb43a7cf2f59a6a131feaa88af74abf1b9",
     ("rankings", False, False): "b9ba3ad3df442632d8f14df7e88c4a19504422a0ac6cc3c003081b27238ac6e8",
     ("sft", False, False): "3223a4f11e881a91c58186ef471641660ad6c5a251e0c660625282fd52c5eb39",
-    ("rich", False, False): "aac43096d985eef961d922718ec93debd41e0168927eafa588eccacc7a18d798",
-    ("rich", False, True): "d765248a436a057227cff8ae0941a1a58723a5c212dc9521a0066a01677323e5",
+    ("rich", False, False): "a84e70018297af01c22fe89a0d3f63ecc951cf7ab1a991f971aecaac563d947a",
+    ("rich", False, True): "4b143d794b0f813f8ce6454d042fd3070b4c37f519bb8681629c99ee1be33627",
 }
 
 
@@ -149,7 +149,7 @@ def test_filtered_exports_give_the_pinned_bytes(db, tmp_path):
         "5cff58495303f6df",
         "b9ba3ad3df442632",
         "3223a4f11e881a91",
-        "22f5d9b5158f938d",
+        "99aaa331a1e8f5db",
     ]
 
 
