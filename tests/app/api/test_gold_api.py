@@ -38,7 +38,9 @@ def test_gold_is_mixed_in_as_an_ordinary_task_and_its_answer_never_reaches_the_a
     user, headers = api()
     gold = client.get("/api/v1/tasks/next", headers=headers)
     assert gold.json()["task_id"] == gold_id
-    _submit(client, headers, gold.json(), pick=1)
+    # the shown order is shuffled per annotator: pick the wrong answer (the line's second response) by its text
+    wrong = next(i for i, r in enumerate(gold.json()["responses"]) if r["text"].startswith("response 1 "))
+    _submit(client, headers, gold.json(), pick=wrong)
     regular = client.get("/api/v1/tasks/next", headers=headers)
     assert regular.json()["task_id"] == regular_id  # gold used up: the regular queue
     assert _shape(gold.json()) == _shape(regular.json())

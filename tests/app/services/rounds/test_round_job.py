@@ -132,7 +132,9 @@ def test_ppo_round_registers_a_new_current_policy_and_makes_next_tasks(db, setti
 
 def test_rerun_on_the_same_snapshot_and_seed_gives_the_same_metrics_and_dpo_rounds_work(db, settings, tiny_lm_dir):
     labelled_world(db, tiny_lm_dir, train=16, eval=4)
-    config = tiny_round_config(algo="dpo", eval_prompts=3, next_tasks={"prompts": 0}, reward_likelihood=False)
+    config = tiny_round_config(
+        algo="dpo", eval_prompts=3, next_tasks={"prompts": 0}, verdict_tasks=0, reward_likelihood=False
+    )
     first = start_round(db, config=config)
     db.commit()
     run_worker_once(settings)
@@ -142,6 +144,7 @@ def test_rerun_on_the_same_snapshot_and_seed_gives_the_same_metrics_and_dpo_roun
     assert first.result["algo"] == "dpo" and first.result["tasks"] == 0
 
     # the rerun starts from the first round's snapshot; policy_init=sft so both rounds start from the same model
+    # (verdict_tasks=0: no verdict job queued before it)
     second = start_round(db, config={**config, "snapshot_from": first.id, "policy_init": "sft"})
     db.commit()
     run_worker_once(settings)
@@ -170,6 +173,7 @@ def test_rejection_sampling_round_fine_tunes_the_current_policy_on_the_new_rms_b
             eval_prompts=3,
             rs={"num_samples": 4, "max_new_tokens": 16},
             sft={"epochs": 1, "batch_size": 8, "lr": 1e-3},
+            verdict_tasks=0,  # the rerun below is the next job the worker runs
         ),
     )
     db.commit()
