@@ -14,7 +14,7 @@ from app.services.rounds.config import RoundConfig
 from app.services.rounds.data import eval_prompts_file
 from app.services.rounds.flagged import flag_train_samples
 from app.services.rounds.lineage import Lineage
-from app.services.rounds.trainer_steps import generate_samples, remove_leftovers
+from app.services.rounds.trainer_steps import comparison_args, generate_samples, remove_leftovers
 
 # Reward-hacking warnings: thresholds on the evaluation's figures.
 LENGTH_GROWTH_WARN = 1.5  # mean length after / before
@@ -47,20 +47,9 @@ def evaluate_round(
     prompts = eval_prompts_file(rdir, cfg.eval_prompts)
     before = lineage.current if cfg.baseline == "current" else lineage.sft
     common = [
-        "--policy",
-        str(rdir / "policy"),
-        "--baseline",
-        before.path,
-        "--prompts",
-        str(prompts),
-        "--max-new-tokens",
-        str(cfg.eval_max_new_tokens),
-        "--temperature",
-        str(cfg.eval_temperature),
+        *comparison_args(cfg, rdir, baseline=before.path, prompts=prompts),
         "--num-samples",
         str(cfg.eval_samples),
-        "--seed",
-        str(cfg.seed),
     ]
     report: dict[str, Any] = {"prompts": _count_jsonl(prompts), "policy_id_before": before.id}
     # KL to the policy the round started from too: how much the round changed it (the KL floor)

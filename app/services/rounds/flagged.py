@@ -27,7 +27,7 @@ from app.jobs.context import JobContext
 from app.models import Generation, Prompt, Task, TaskPosition, utcnow
 from app.services.rounds.config import RoundConfig
 from app.services.rounds.data import read_jsonl
-from app.services.rounds.trainer_steps import remove_leftovers
+from app.services.rounds.trainer_steps import comparison_args, remove_leftovers
 from domain.vocabulary import FLAG_REASONS
 
 # Above every ordinary task (generation requests and rounds make theirs at 0): the assignment query walks
@@ -143,20 +143,7 @@ def flag_train_samples(
     prompts = probe_prompts(rdir, cfg.flagged_tasks * FLAG_PROBE_OVERSAMPLE, cfg.seed)
     if prompts.stat().st_size == 0:
         return []
-    common = [
-        "--policy",
-        str(rdir / "policy"),
-        "--baseline",
-        before,
-        "--prompts",
-        str(prompts),
-        "--max-new-tokens",
-        str(cfg.eval_max_new_tokens),
-        "--temperature",
-        str(cfg.eval_temperature),
-        "--seed",
-        str(cfg.seed),
-    ]
+    common = comparison_args(cfg, rdir, baseline=before, prompts=prompts)
     judges = {"rm": f"rm:{rdir / 'reward'}"}
     if cfg.gold_judge:
         judges["gold"] = f"py:{cfg.gold_judge}"

@@ -11,6 +11,7 @@ from typing import Any
 
 from app.jobs.context import JobContext
 from app.services.generation import trainer_args
+from app.services.rounds.config import RoundConfig
 from app.services.rounds.data import read_jsonl
 
 
@@ -77,3 +78,22 @@ def generate_samples(
     args = trainer_args(model_path=model, prompts=prompts, out=out, request=request, reward_models=list(reward_models))
     ctx.run_trainer(args, stage=stage)
     return out
+
+
+def comparison_args(cfg: RoundConfig, rdir: Path, *, baseline: str, prompts: Path) -> list[str]:
+    """`trainer evaluate`'s flags for the round's new policy (rdir/policy) against `baseline` on `prompts`, sampled
+    as the round's evaluation samples (its length, temperature and seed): the eval report and the flag probe."""
+    return [
+        "--policy",
+        str(rdir / "policy"),
+        "--baseline",
+        baseline,
+        "--prompts",
+        str(prompts),
+        "--max-new-tokens",
+        str(cfg.eval_max_new_tokens),
+        "--temperature",
+        str(cfg.eval_temperature),
+        "--seed",
+        str(cfg.seed),
+    ]
