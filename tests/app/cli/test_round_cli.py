@@ -130,13 +130,17 @@ def test_round_verdict_queues_the_blind_pairs_or_says_why_not(db):
     round_job = make_job(db, kind="round", status="succeeded")
     round_job.config = {}
     round_job.result = {"policy_id": new.id, "baseline_policy_id": old.id}
+    # ids read before the commit: reading one after it would begin a transaction that holds SQLite's write gate
+    # while the CLI runs (each call would wait out the gate's timeout)
+    round_id, old_id = str(round_job.id), old.id
     db.commit()
-    refused = runner.invoke(cli, ["round", "verdict", str(round_job.id)])
+    refused = runner.invoke(cli, ["round", "verdict", round_id])
     assert refused.exit_code == 2 and "no eval-split prompts" in refused.output
     make_prompt(db, split="eval")
     db.commit()
-    queued = runner.invoke(cli, ["round", "verdict", str(round_job.id), "--count", "4"])
+    queued = runner.invoke(cli, ["round", "verdict", round_id, "--count", "4"])
     assert queued.exit_code == 0, queued.output
     job = db.get(Job, int(queued.stdout))
-    assert job.kind == "generate" and job.config["count"] == 4 and job.config["verdict"]["baseline_id"] == old.id
+    assert job.kind == "generate" and job.config["count"] == 4 and job.config["verdict"]["baseline_id"] == old_id
+    db.commit()
     assert runner.invoke(cli, ["round", "verdict", "999999"]).exit_code == 2
