@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import math
 import os
+from contextlib import nullcontext
 
 import torch
 
@@ -76,3 +77,40 @@ class NoOutput:
 
     def __exit__(self, *exc):
         return False
+
+
+def ddp(module: torch.nn.Module, device: torch.device, world: int) -> torch.nn.Module:
+    """`module` under DistributedDataParallel when several processes train (gradients all-reduced on the last
+    backward of a step); the module itself on one process."""
+    if world <= 1:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def sync_on_last(model: torch.nn.Module, i: int, n: int, world: int):
+    """The context of microbatch i of n: DDP all-reduces on the last backward only, the others accumulate locally."""
+    return nullcontext() if world <= 1 or i == n - 1 else model.no_sync()
+
+
+def gather_rows(tensors: dict[str, torch.Tensor], world: int) -> dict[str, torch.Tensor]:
+    """The global batch of per-row tensors whose rows are shared out as global_batch[rank::world].
+
+    Each tensor is [b_rank, ...]; a second dimension that differs between processes (a response width) is padded
+    with zeros to the widest. -> the same keys, [B, ...] in global row order, on each tensor's device."""
+    if world <= 1:
+        return tensors
+    import torch.distributed as dist
+
+    shares: list = [None] * world
+    dist.all_gather_object(shares, {k: v.detach().cpu() for k, v in tensors.items()})
+    out = {}
+    for key, local in tensors.items():
+        parts = [share[key] for share in shares]
+        if local.dim() >= 2:
+            width = max(p.shape[1] for p in parts)
+            parts = [torch.nn.functional.pad(p, (0, 0) * (p.dim() - 2) + (0, width - p.shape[1])) for p in parts]
+        rows = [parts[i % world][i // world] for i in range(sum(len(p) for p in parts))]
+        out[key] = (torch.stack(rows) if rows else torch.cat(parts)).to(local.device)
+    return out
