@@ -5,6 +5,7 @@ single-process case, so a stage runs the same code on one process or many.
 
 from __future__ import annotations
 
+import atexit
 import gc
 import math
 import os
@@ -22,6 +23,9 @@ def dist_info() -> tuple[int, int]:
 
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() and os.environ.get("LOCAL_RANK") else "gloo")
+        # one process group for the life of the process: stages run one after another in one process share it
+        # (gloo cannot set up a second default group in a process once the first is destroyed)
+        atexit.register(_destroy_process_group)
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -55,18 +59,25 @@ def process_device(device: torch.device, world: int) -> torch.device:
 
 
 def end_process_group(world: int) -> None:
-    """Wait for every process (rank 0 has renamed its output into place), then leave the process group.
+    """The end of a stage: wait for every process (rank 0 has renamed its output into place).
 
     The caller drops its DDP wrapper first, while every rank is still here: left to the caller's frame teardown,
-    after destroy_process_group, the wrapper's destructor (its reducer holds the process group) could wait forever
-    (seen in CI: one rank stuck on returning from the training function)."""
+    after the process group is destroyed (at exit), the wrapper's destructor (its reducer holds the process group)
+    could wait forever (seen in CI: one rank stuck on returning from the training function)."""
     if world <= 1:
         return
     import torch.distributed as dist
 
     gc.collect()
     dist.barrier()
-    dist.destroy_process_group()
+
+
+def _destroy_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        gc.collect()
+        dist.destroy_process_group()
 
 
 class NoOutput:

@@ -29,6 +29,16 @@ from trainer.adapters import (
 )
 from trainer.config import TrainConfig
 from trainer.context_fit import SKIPPED_METRIC, sequence_limit
+from trainer.distributed import (
+    NoOutput,
+    all_reduce_sum,
+    ddp,
+    dist_info,
+    end_process_group,
+    micro_chunks,
+    process_device,
+    sync_on_last,
+)
 from trainer.logprobs import completion_logprobs
 from trainer.outputs import MetricsLog, atomic_output_dir, peak_memory, progress, save_trainer_config
 from trainer.preference_data import PreferenceGroup, collate_groups, load_preferences, total_weight
@@ -116,7 +126,8 @@ def _precomputed(ref, groups, tok, micro: int, device: torch.device, config: DPO
 
 
 def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = None) -> Path:
-    device = resolve_device(config.device)
+    rank, world = dist_info()
+    device = process_device(resolve_device(config.device), world)
     seed_everything(config.seed)
     tok = load_tokenizer(config.policy)
     # longer sequences are skipped, never past the policy's context (trainer.context_fit)
@@ -142,14 +153,15 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
             use_fast_kernels_(m, device, config.precision)
     checkpoint_activations_(policy, config.gradient_checkpointing)
     params = trainable_parameters(policy)
+    trained = ddp(policy, device, world)  # one process: the policy itself
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     batches_per_epoch = math.ceil(len(groups) / config.batch_size)
     total_steps = total_steps_for(epochs=config.epochs, batches_per_epoch=batches_per_epoch, max_steps=config.max_steps)
     scheduler = linear_decay(optimizer, total_steps)
 
-    with atomic_output_dir(config.out) as tmp:
-        log = MetricsLog(tmp / "metrics.jsonl", on_metrics)
-        bar = progress(total=total_steps, desc="dpo")
+    with atomic_output_dir(config.out) if rank == 0 else NoOutput() as tmp:
+        log = MetricsLog(tmp / "metrics.jsonl", on_metrics) if rank == 0 else None
+        bar = progress(total=total_steps, desc="dpo") if rank == 0 else None
         step = 0
         for epoch, index in epoch_batches(
             len(groups), config.batch_size, total_steps, seeded_permutations(len(groups), config.seed)
@@ -158,21 +170,27 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
             batch_groups = [groups[i] for i in batch_index]
             batch_weight = max(total_weight(batch_groups), 1e-12)  # the weighted mean over groups (line `weight`)
             s = dict.fromkeys(("loss", "acc", "decided", "rc", "rr", "lc", "lr_", "n"), 0.0)
-            for m in range(0, len(batch_groups), micro):
-                b = collate_groups(batch_groups[m : m + micro], tok.pad_token_id)
+            # this process's share of the batch (group indices), in microbatches; as many as every other process runs
+            chunks = micro_chunks(batch_index, rank=rank, world=world, micro=micro)
+            for i, (chunk, real) in enumerate(chunks):
+                b = collate_groups([groups[j] for j in chunk], tok.pad_token_id)
                 ids, mask = b.input_ids.to(device), b.attention_mask.to(device)
                 plens = b.prompt_lengths.to(device)
                 if cached_ref is not None:
-                    ref_lp = torch.cat([cached_ref[i] for i in batch_index[m : m + micro]]).to(device)  # [S]
+                    ref_lp = torch.cat([cached_ref[j] for j in chunk]).to(device)  # [S]
                 else:
                     with torch.no_grad(), autocast(device, config.precision):
                         ref_lp = sequence_logps(ref, ids, mask, plens).float()  # once per batch
-                with autocast(device, config.precision):
-                    pi_lp = sequence_logps(policy, ids, mask, plens).float()
-                bi, wi = b.better.to(device), b.worse.to(device)
-                losses = dpo_loss(pi_lp[bi], pi_lp[wi], ref_lp[bi], ref_lp[wi], config.beta, b.target.to(device))
-                w = b.pair_weight.to(device)
-                ((losses * w).sum() / batch_weight).backward()  # weighted mean over the batch's groups
+                with sync_on_last(trained, i, len(chunks), world):
+                    with autocast(device, config.precision):
+                        pi_lp = sequence_logps(trained, ids, mask, plens).float()
+                    bi, wi = b.better.to(device), b.worse.to(device)
+                    losses = dpo_loss(pi_lp[bi], pi_lp[wi], ref_lp[bi], ref_lp[wi], config.beta, b.target.to(device))
+                    w = b.pair_weight.to(device) * real  # a filler (an empty share) weighs nothing
+                    # the weighted mean over the GLOBAL batch's groups; DDP averages over processes, hence × world
+                    ((losses * w).sum() / batch_weight * world).backward()
+                if not real:
+                    continue
                 with torch.no_grad():
                     rc = config.beta * (pi_lp[bi] - ref_lp[bi])
                     rr = config.beta * (pi_lp[wi] - ref_lp[wi])
@@ -191,7 +209,8 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
             lr = scheduler.get_last_lr()[0]
             scheduler.step()
             step += 1
-            if step % config.log_every == 0 or step == total_steps:
+            s = dict(zip(s, all_reduce_sum(list(s.values()), world)))
+            if log is not None and (step % config.log_every == 0 or step == total_steps):
                 n = max(s["n"], 1)
                 log.log(
                     step,
@@ -211,12 +230,16 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
                     **{SKIPPED_METRIC: data.skipped_too_long},
                     **(peak_memory(device) if step == total_steps else {}),
                 )
-            bar.update(1)
-        bar.close()
-        log.close()
-        save_model(policy, peft_model, tmp)
-        tok.save_pretrained(tmp)
-        save_trainer_config(tmp, "dpo", config)
+            if bar is not None:
+                bar.update(1)
+        if log is not None:
+            bar.close()
+            log.close()
+            save_model(policy, peft_model, tmp)
+            tok.save_pretrained(tmp)
+            save_trainer_config(tmp, "dpo", config)
+    del trained  # the DDP wrapper goes before the process group (trainer.distributed.end_process_group)
+    end_process_group(world)
     return Path(config.out)
 
 

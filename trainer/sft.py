@@ -164,7 +164,7 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_token_id: int) -> d
 
 
 def completion_token_count(examples: list[tuple[list[int], list[int]]]) -> int:
-    """Tokens the loss is taken over: labels != IGNORE after the one-token shift (the first token is never predicted)."""
+    """Tokens the loss is taken over: labels != IGNORE after the one-token shift (the first is never predicted)."""
     return sum(sum(t != IGNORE for t in labels[1:]) for _, labels in examples)
 
 
