@@ -200,6 +200,13 @@ class RoundConfig(BaseModel):
         "a peft adapter on its frozen base, and the PPO/DPO reference is the base with the adapter off. 0 = train "
         "every weight. A stage's own lora_r wins.",
     )
+    train_processes: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Processes each training stage runs on (torchrun; the global batch stays the same). Unset: the "
+        "deployment's RLHF_TRAIN_PROCESSES.",
+    )
     policy_init: Literal["current", "sft"] = Field("current", description="The policy the round tunes.")
     reference: Literal["sft", "current"] = Field("sft", description="The policy the KL penalty keeps it close to.")
     # trainer flags per stage (on top of STAGE_DEFAULTS)
