@@ -125,3 +125,16 @@ def gather_rows(tensors: dict[str, torch.Tensor], world: int) -> dict[str, torch
         rows = [parts[i % world][i // world] for i in range(sum(len(p) for p in parts))]
         out[key] = (torch.stack(rows) if rows else torch.cat(parts)).to(local.device)
     return out
+
+
+def gather_groups(items: list, world: int, group: int = 1) -> list:
+    """The global list of items whose groups of `group` consecutive items (a prompt's samples) are shared out as
+    groups[rank::world], from every process's share, in global order (every process gets it)."""
+    if world <= 1:
+        return items
+    import torch.distributed as dist
+
+    shares: list = [None] * world
+    dist.all_gather_object(shares, items)
+    n_groups = sum(len(share) for share in shares) // group
+    return [x for i in range(n_groups) for x in shares[i % world][(i // world) * group : (i // world + 1) * group]]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tests.factories import build_tiny_lm, synthetic_pair, write_jsonl
 from tests.trainer.torchrun import finish_or_dump_stacks, launch
+from trainer.best_of_n import BestOfNConfig, run_best_of_n
 from trainer.config import load_config
 from trainer.dpo import DPOConfig, train_dpo
 from trainer.ppo import PPOConfig, train_ppo
@@ -34,7 +35,11 @@ TOLERANCES = {
 
 
 def _lines(out: Path) -> list[dict]:
-    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return _rows(out / "metrics.jsonl")
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
 
 
 def _close(x: float, y: float, tol: float) -> bool:
@@ -51,12 +56,26 @@ def _configs(tmp_path: Path, lm: str, reward_model: str, pairs: str, rng: random
     # rows, so some minibatch holds no row of one process
     prompts = [{"prompt_id": f"p{i}", "prompt": synthetic_pair(rng)["prompt"]} for i in range(9)]
     ppo_prompts = str(write_jsonl(tmp_path / "prompts.jsonl", prompts))
+    best_of_n_prompts = str(write_jsonl(tmp_path / "best_of_n_prompts.jsonl", prompts[:5]))
     return {
         "sft": (SftConfig, train_sft, {"model": lm, "data": sft_data, "batch_size": 8, "lr": 0.003, "epochs": 1}),
         "dpo": (
             DPOConfig,
             train_dpo,
             {"policy": lm, "data": pairs, "batch_size": 16, "micro_batch_size": 4, "lr": 0.003, "max_steps": 6},
+        ),
+        # 5 prompts: shares of 3 and 2; the judge pays for brevity (tests.trainer.test_best_of_n)
+        "best-of-n": (
+            BestOfNConfig,
+            run_best_of_n,
+            {
+                "policy": lm,
+                "judge": "py:tests.trainer.test_best_of_n:fewer_words",
+                "prompts": best_of_n_prompts,
+                "num_samples": 4,
+                "max_new_tokens": 16,
+                "batch_size": 3,
+            },
         ),
         "ppo": (
             PPOConfig,
@@ -108,6 +127,19 @@ def test_every_stage_on_two_processes_matches_one_process(tmp_path):
     for name, (config_cls, train, flags) in stages.items():  # the one-process references meanwhile
         train(load_config(config_cls, overrides={**flags, **COMMON, "out": str(tmp_path / "one" / name)}))
     finish_or_dump_stacks(two, timeout=300)
+    # best-of-n: the same samples (each one's seed is its own), the same picks, the same figures
+    one, two = tmp_path / "one" / "best-of-n", tmp_path / "two" / "best-of-n"
+    for name in ("samples.jsonl", "best.jsonl"):
+        a, b = _rows(one / name), _rows(two / name)
+        assert [r["text"] if "text" in r else r["completion"] for r in a] == [
+            r["text"] if "text" in r else r["completion"] for r in b
+        ]
+        assert all(_close(x["reward"], y["reward"], 1e-6) for x, y in zip(a, b))
+    assert len(_rows(one / "samples.jsonl")) == 20 and _rows(one / "best.jsonl")
+    final_one, final_two = _lines(one)[-1], _lines(two)[-1]
+    assert final_one.keys() == final_two.keys()
+    for key in [k for k in final_one if k.startswith("rs/")]:
+        assert _close(final_one[key], final_two[key], 1e-6), key
     for name, tolerances in TOLERANCES.items():
         a, b = _lines(tmp_path / "one" / name), _lines(tmp_path / "two" / name)
         assert len(a) == len(b), name
