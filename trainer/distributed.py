@@ -138,3 +138,40 @@ def gather_groups(items: list, world: int, group: int = 1) -> list:
     dist.all_gather_object(shares, items)
     n_groups = sum(len(share) for share in shares) // group
     return [x for i in range(n_groups) for x in shares[i % world][(i // world) * group : (i // world + 1) * group]]
+
+
+def fsdp_requested(flag: bool) -> bool:
+    """Sharding asked for: the stage's --fsdp, or `accelerate launch` with an FSDP config (which sets
+    ACCELERATE_USE_FSDP for the processes it starts)."""
+    return flag or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
+
+
+def shard(module: torch.nn.Module) -> torch.nn.Module:
+    """FSDP2 (`fully_shard`): each process holds 1/world of every parameter, gradient and optimizer state. Each
+    transformer block is its own unit (its parameters gathered for its forward and backward only, then freed), the
+    rest the root's. The block class: the accelerate config's FSDP_TRANSFORMER_CLS_TO_WRAP, else the model's
+    `_no_split_modules` (GPT2Block, LlamaDecoderLayer, ...). In place: make the optimizer afterwards."""
+    from torch.distributed.fsdp import fully_shard
+
+    names = os.environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP", "")
+    blocks = {n.strip() for n in names.split(",") if n.strip()} or set(getattr(module, "_no_split_modules", None) or [])
+    for sub in list(module.modules()):
+        if sub is not module and type(sub).__name__ in blocks:
+            fully_shard(sub)
+    fully_shard(module)
+    return module
+
+
+def full_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A sharded module's whole state dict, on the CPU of rank 0 (empty elsewhere); every process must call it.
+    A parameter shared under two names (tied embeddings) is kept under its first, as save_pretrained keeps it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    seen: set[int] = set()
+    again = set()
+    for name, p in module.named_parameters(remove_duplicate=False):
+        if id(p) in seen:
+            again.add(name)
+        seen.add(id(p))
+    return {k: v for k, v in state.items() if k not in again}

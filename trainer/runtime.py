@@ -314,4 +314,5 @@ def clip_and_step(optimizer: torch.optim.Optimizer, model: torch.nn.Module, grad
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip) if grad_clip > 0 else torch.tensor(0.0)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return grad_norm.item()
+    # sharded (FSDP) parameters give a DTensor norm, every process's the whole one
+    return (grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm).item()

@@ -27,8 +27,11 @@ from trainer.distributed import (
     ddp,
     dist_info,
     end_process_group,
+    fsdp_requested,
+    full_state_dict,
     micro_chunks,
     process_device,
+    shard,
 )
 from trainer.outputs import MetricsLog, atomic_output_dir, peak_memory, progress, save_trainer_config
 from trainer.prompt_data import encode_text
@@ -68,6 +71,14 @@ class SftConfig(LoraFields, TrainConfig):
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay on matrices."})
     warmup_steps: int = field(default=0, metadata={"help": "Linear warmup steps before cosine decay."})
     grad_clip: float = field(default=1.0, metadata={"help": "Clip the global gradient norm (0 = off)."})
+    fsdp: bool = field(
+        default=False,
+        metadata={
+            "help": "Under torchrun / accelerate launch: shard the parameters, gradients and optimizer state across "
+            "the processes (FSDP2, one unit a transformer block) instead of a whole copy on each (DDP), for a model "
+            "larger than one device. On by itself under `accelerate launch` with an FSDP config."
+        },
+    )
 
 
 def encode_prompt_completion(tok, prompt: str, completion: str) -> tuple[list[int], list[int]]:
@@ -196,7 +207,11 @@ def train_sft(config: SftConfig, *, on_metrics=None) -> Path:
     max_length = sequence_limit(model_context(model), config.max_length)
     skipped: list[int] = []
     examples = load_examples(tok, config.data, max_length, skipped)
-    trained = ddp(model, device, world)  # one process: the model itself
+    sharded = world > 1 and fsdp_requested(config.fsdp)
+    if sharded and peft_model is not None:
+        raise UsageError("--fsdp shards a model trained in full; a LoRA adapter is small enough to copy (drop one)")
+    # one process: the model itself; sharded, the model is its own wrapper (FSDP2 works in place)
+    trained = shard(model) if sharded else ddp(model, device, world)
 
     optimizer = adamw(model, lr=config.lr, weight_decay=config.weight_decay)
     shuffle = torch.Generator().manual_seed(config.seed)
@@ -238,12 +253,16 @@ def train_sft(config: SftConfig, *, on_metrics=None) -> Path:
                 )
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_total / tokens:.3f}")
+        whole = full_state_dict(model) if sharded else None  # every process takes part in gathering it
         if log is not None:
             bar.close()
             log.close()
             save_trainer_config(tmp, "sft", config)
             model.eval()
-            save_model(model, peft_model, tmp)
+            if whole is not None:
+                model.save_pretrained(str(tmp), state_dict=whole)
+            else:
+                save_model(model, peft_model, tmp)
             tok.save_pretrained(str(tmp))
     del trained  # the DDP wrapper goes before the process group (trainer.distributed.end_process_group)
     end_process_group(world)

@@ -2,13 +2,16 @@
 them (tests.trainer.stage_sequence) while the one-process references run here.
 
 Each stage's data leaves a last batch that gives one process an empty share (its zero-weight filler must not hang
-the all-reduce). Tolerances per logged step, relative to max(1, |value|) (TOLERANCES): the two runs differ only in
+the all-reduce). Tolerances per logged step, relative to max(1, |value|) (TOLERANCES): the runs differ only in
 the order of float sums (two half-batches summed by the all-reduce, not one batch; rollouts padded to their own
-share's longest prompt), which Adam's steps carry on from step to step."""
+share's longest prompt), which Adam's steps carry on from step to step. SFT runs twice on two processes: under
+DDP and sharded (FSDP2, --fsdp); both save one process's weights."""
 
 import json
 import random
 from pathlib import Path
+
+from safetensors.torch import load_file
 
 from tests.factories import build_tiny_lm, synthetic_pair, write_jsonl
 from tests.trainer.torchrun import finish_or_dump_stacks, launch
@@ -19,6 +22,7 @@ from trainer.ppo import PPOConfig, train_ppo
 from trainer.reward_model import RewardConfig, train_reward
 from trainer.sft import SftConfig, train_sft
 
+WEIGHT_TOL = 1e-5  # SFT's saved weights after 3 steps, absolute (measured: below 1e-6)
 # stage -> {metric: tolerance}; measured on a 2-core CPU: every difference below 1e-6
 TOLERANCES = {
     "reward": {"loss": 1e-5, "grad_norm": 1e-4, "accuracy": 0.0},
@@ -123,6 +127,12 @@ def test_every_stage_on_two_processes_matches_one_process(tmp_path):
         config = tmp_path / f"{name}.json"
         config.write_text(json.dumps({**flags, **COMMON, "out": str(tmp_path / "two" / name)}))
         argv += [name, str(config)]
+    # SFT once more, sharded (FSDP2) instead of replicated: the same numbers, and the whole model saved
+    config = tmp_path / "sft-fsdp.json"
+    config.write_text(
+        json.dumps({**stages["sft"][2], **COMMON, "fsdp": True, "out": str(tmp_path / "two" / "sft-fsdp")})
+    )
+    argv += ["sft", str(config)]
     two = launch(["tests.trainer.stage_sequence", *argv])
     for name, (config_cls, train, flags) in stages.items():  # the one-process references meanwhile
         train(load_config(config_cls, overrides={**flags, **COMMON, "out": str(tmp_path / "one" / name)}))
@@ -140,8 +150,8 @@ def test_every_stage_on_two_processes_matches_one_process(tmp_path):
     assert final_one.keys() == final_two.keys()
     for key in [k for k in final_one if k.startswith("rs/")]:
         assert _close(final_one[key], final_two[key], 1e-6), key
-    for name, tolerances in TOLERANCES.items():
-        a, b = _lines(tmp_path / "one" / name), _lines(tmp_path / "two" / name)
+    for name, tolerances in [*TOLERANCES.items(), ("sft-fsdp", TOLERANCES["sft"])]:
+        a, b = _lines(tmp_path / "one" / name.removesuffix("-fsdp")), _lines(tmp_path / "two" / name)
         assert len(a) == len(b), name
         steps = [(x, y) for x, y in zip(a, b) if "grad_norm" in x]
         assert len(steps) >= 3, name
@@ -151,3 +161,9 @@ def test_every_stage_on_two_processes_matches_one_process(tmp_path):
         first = next(iter(tolerances))
         assert steps[0][0][first] != steps[-1][0][first], name  # it trained
         assert not list((tmp_path / "two").glob(f"{name}.tmp-*")), name  # only rank 0 wrote, renamed into place
+    # the saved weights: DDP's (rank 0's copy) and FSDP's (gathered from the shards) are one process's
+    w1 = load_file(tmp_path / "one" / "sft" / "model.safetensors")
+    for other in ("sft", "sft-fsdp"):
+        w2 = load_file(tmp_path / "two" / other / "model.safetensors")
+        assert w1.keys() == w2.keys(), other  # tied embeddings saved once, as save_pretrained saves them
+        assert max(float((w1[k] - w2[k]).abs().max()) for k in w1) <= WEIGHT_TOL, other
