@@ -1,4 +1,8 @@
-from trainer.distributed import micro_chunks
+from pathlib import Path
+
+import yaml
+
+from trainer.distributed import fsdp_requested, micro_chunks
 
 
 def test_microbatches_give_every_process_the_same_number_of_backward_passes():
@@ -10,3 +14,18 @@ def test_microbatches_give_every_process_the_same_number_of_backward_passes():
         assert real == batch  # every group once, fillers weigh nothing
     # a last batch smaller than the world: the empty share runs one zero-weight filler
     assert micro_chunks([7], rank=1, world=2, micro=4) == [([7], 0.0)]
+
+
+def test_sharding_is_asked_for_by_the_flag_or_by_accelerate_launch_with_an_fsdp_config(monkeypatch):
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    assert not fsdp_requested(False) and fsdp_requested(True)
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch` sets from docs/accelerate_fsdp.yaml
+    assert fsdp_requested(False)
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "false")
+    assert not fsdp_requested(False)
+
+
+def test_the_documented_fsdp_config_is_an_fsdp2_config_that_wraps_transformer_blocks():
+    config = yaml.safe_load((Path(__file__).parents[2] / "docs" / "accelerate_fsdp.yaml").read_text())
+    assert config["distributed_type"] == "FSDP" and config["fsdp_config"]["fsdp_version"] == 2
+    assert config["fsdp_config"]["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"

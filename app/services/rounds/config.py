@@ -256,6 +256,10 @@ class RoundConfig(BaseModel):
             raise ValueError("gold_judge must look like module:function")
         return value
 
+    def processes(self, deployment: int) -> int:
+        """Processes each training stage runs on: the round's own count, else the deployment's setting."""
+        return self.train_processes or deployment
+
     def stage_flags(self, stage: str, *, prompts: int | None = None, pairs: int | None = None) -> dict[str, Any]:
         """The flags the round gives this stage's trainer (the trainer's defaults fill in the rest); with the data's
         size, the sized lengths too (sized_flags)."""

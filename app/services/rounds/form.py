@@ -47,6 +47,7 @@ ROUND_FIELDS = [
     ("reward_likelihood", "Reward adds the SFT model's log-likelihood"),
     ("use_rewrites", "Rewrites as preferences"),
     ("lora_r", "LoRA rank (0 = train every weight)"),
+    ("train_processes", "Training processes per stage (empty: the deployment's)"),
     ("eval_prompts", "Eval prompts"),
     ("eval_samples", "Samples per eval prompt"),
     ("kl_floor", "KL floor (changed almost nothing below it)"),
