@@ -9,6 +9,8 @@ import atexit
 import gc
 import math
 import os
+import signal
+import sys
 from contextlib import nullcontext
 
 import torch
@@ -22,11 +24,22 @@ def dist_info() -> tuple[int, int]:
     import torch.distributed as dist
 
     if not dist.is_initialized():
+        die_with_launcher()
         dist.init_process_group("nccl" if torch.cuda.is_available() and os.environ.get("LOCAL_RANK") else "gloo")
         # one process group for the life of the process: stages run one after another in one process share it
         # (gloo cannot set up a second default group in a process once the first is destroyed)
         atexit.register(_destroy_process_group)
     return dist.get_rank(), dist.get_world_size()
+
+
+def die_with_launcher() -> None:
+    """torchrun starts each rank in a session of its own, out of reach of a kill aimed at the launcher's process
+    group (how the worker stops a job): on Linux a rank is killed when its launcher dies instead, so a killed
+    worker, job or launcher leaves no rank training on (holding a GPU). Elsewhere a no-op."""
+    if sys.platform.startswith("linux") and os.environ.get("TORCHELASTIC_RUN_ID"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
 
 
 def micro_chunks(global_batch: list, *, rank: int, world: int, micro: int) -> list[tuple[list, float]]:
