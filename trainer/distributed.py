@@ -114,8 +114,14 @@ def ddp(module: torch.nn.Module, device: torch.device, world: int) -> torch.nn.M
 
 
 def sync_on_last(model: torch.nn.Module, i: int, n: int, world: int):
-    """The context of microbatch i of n: DDP all-reduces on the last backward only, the others accumulate locally."""
-    return nullcontext() if world <= 1 or i == n - 1 else model.no_sync()
+    """The context of microbatch i of n: DDP all-reduces on the last backward only, the others accumulate locally.
+    A sharded (FSDP) model reduce-scatters after every backward (it holds no whole gradient to accumulate into)."""
+    return nullcontext() if world <= 1 or i == n - 1 or not hasattr(model, "no_sync") else model.no_sync()
+
+
+def whole_value(t: torch.Tensor) -> float:
+    """A scalar's value; of a sharded (DTensor) one, e.g. the gradient norm of FSDP parameters, the whole of it."""
+    return float(t.full_tensor() if hasattr(t, "full_tensor") else t)
 
 
 def gather_rows(tensors: dict[str, torch.Tensor], world: int) -> dict[str, torch.Tensor]:

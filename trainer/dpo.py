@@ -27,7 +27,7 @@ from trainer.adapters import (
     trainable_model,
     trainable_parameters,
 )
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, UsageError
 from trainer.context_fit import SKIPPED_METRIC, sequence_limit
 from trainer.distributed import (
     NoOutput,
@@ -35,9 +35,13 @@ from trainer.distributed import (
     ddp,
     dist_info,
     end_process_group,
+    fsdp_requested,
+    full_state_dict,
     micro_chunks,
     process_device,
+    shard,
     sync_on_last,
+    whole_value,
 )
 from trainer.logprobs import completion_logprobs
 from trainer.outputs import MetricsLog, atomic_output_dir, peak_memory, progress, save_trainer_config
@@ -78,6 +82,14 @@ class DPOConfig(LoraFields, TrainConfig):
     micro_batch_size: int = field(default=0, metadata={"help": "Groups per forward; 0 = the whole batch."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clipping."})
     log_every: int = field(default=1, metadata={"help": "Write a metrics line every N steps."})
+    fsdp: bool = field(
+        default=False,
+        metadata={
+            "help": "Under torchrun / accelerate launch: shard the policy (parameters, gradients, AdamW state) and the "
+            "reference across the processes (FSDP2) instead of a whole copy on each, for a model larger than one "
+            "device. On by itself under `accelerate launch` with an FSDP config."
+        },
+    )
     precompute_ref_logprobs: bool = field(
         default=False,
         metadata={
@@ -137,11 +149,15 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
     micro = config.micro_batch_size or config.batch_size
     dtype = weight_dtype(config.precision)
     load = lambda p: load_causal_lm(p, device, tokenizer=tok, dtype=dtype)  # noqa: E731  eval mode: dropout off
+    sharded = world > 1 and fsdp_requested(config.fsdp)
+    if sharded and lora_enabled(config):
+        raise UsageError("--fsdp shards a model trained in full; a LoRA adapter is small enough to copy (drop one)")
+    keep = shard if sharded else (lambda m: m)  # sharded, each process holds 1/world of every model
     cached_ref: list[torch.Tensor] | None = None
     if config.precompute_ref_logprobs and not lora_enabled(config):
         # a separate reference scores every pair once and is freed before the policy, its gradients and AdamW exist
         cached_ref = _precomputed(
-            load(Path(config.ref or config.policy)).requires_grad_(False), groups, tok, micro, device, config
+            keep(load(Path(config.ref or config.policy)).requires_grad_(False)), groups, tok, micro, device, config
         )
     policy, peft_model = trainable_model(config.policy, config, load, task="CAUSAL_LM")
     # under LoRA the reference is the policy's own weights with the adapter switched off: no second copy
@@ -152,8 +168,11 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
         if m is not None:
             use_fast_kernels_(m, device, config.precision)
     checkpoint_activations_(policy, config.gradient_checkpointing)
-    params = trainable_parameters(policy)
-    trained = ddp(policy, device, world)  # one process: the policy itself
+    if sharded and ref is not None:
+        keep(ref)
+    # one process: the policy itself; sharded, the policy is its own wrapper (FSDP2 works in place)
+    trained = keep(policy) if sharded else ddp(policy, device, world)
+    params = trainable_parameters(policy)  # after sharding: FSDP2 replaces them by their shards
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     batches_per_epoch = math.ceil(len(groups) / config.batch_size)
     total_steps = total_steps_for(epochs=config.epochs, batches_per_epoch=batches_per_epoch, max_steps=config.max_steps)
@@ -225,17 +244,21 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
                         "logps/chosen": s["lc"] / n,
                         "logps/rejected": s["lr_"] / n,
                     },
-                    grad_norm=float(grad_norm),
+                    grad_norm=whole_value(grad_norm),
                     lr=lr,
                     **{SKIPPED_METRIC: data.skipped_too_long},
                     **(peak_memory(device) if step == total_steps else {}),
                 )
             if bar is not None:
                 bar.update(1)
+        whole = full_state_dict(policy) if sharded else None  # every process takes part in gathering it
         if log is not None:
             bar.close()
             log.close()
-            save_model(policy, peft_model, tmp)
+            if whole is not None:
+                policy.save_pretrained(str(tmp), state_dict=whole)
+            else:
+                save_model(policy, peft_model, tmp)
             tok.save_pretrained(tmp)
             save_trainer_config(tmp, "dpo", config)
     del trained  # the DDP wrapper goes before the process group (trainer.distributed.end_process_group)

@@ -4,8 +4,8 @@ them (tests.trainer.stage_sequence) while the one-process references run here.
 Each stage's data leaves a last batch that gives one process an empty share (its zero-weight filler must not hang
 the all-reduce). Tolerances per logged step, relative to max(1, |value|) (TOLERANCES): the runs differ only in
 the order of float sums (two half-batches summed by the all-reduce, not one batch; rollouts padded to their own
-share's longest prompt), which Adam's steps carry on from step to step. SFT runs twice on two processes: under
-DDP and sharded (FSDP2, --fsdp); both save one process's weights."""
+share's longest prompt), which Adam's steps carry on from step to step. SFT and DPO run twice on two processes: under
+DDP and sharded (FSDP2, --fsdp); SFT's saved weights are one process's in both."""
 
 import json
 import random
@@ -127,12 +127,12 @@ def test_every_stage_on_two_processes_matches_one_process(tmp_path):
         config = tmp_path / f"{name}.json"
         config.write_text(json.dumps({**flags, **COMMON, "out": str(tmp_path / "two" / name)}))
         argv += [name, str(config)]
-    # SFT once more, sharded (FSDP2) instead of replicated: the same numbers, and the whole model saved
-    config = tmp_path / "sft-fsdp.json"
-    config.write_text(
-        json.dumps({**stages["sft"][2], **COMMON, "fsdp": True, "out": str(tmp_path / "two" / "sft-fsdp")})
-    )
-    argv += ["sft", str(config)]
+    # SFT and DPO once more, sharded (FSDP2) instead of replicated: the same numbers, and the whole model saved
+    for name in ("sft", "dpo"):
+        config = tmp_path / f"{name}-fsdp.json"
+        flags = {**stages[name][2], **COMMON, "fsdp": True, "out": str(tmp_path / "two" / f"{name}-fsdp")}
+        config.write_text(json.dumps(flags))
+        argv += [name, str(config)]
     two = launch(["tests.trainer.stage_sequence", *argv])
     for name, (config_cls, train, flags) in stages.items():  # the one-process references meanwhile
         train(load_config(config_cls, overrides={**flags, **COMMON, "out": str(tmp_path / "one" / name)}))
@@ -150,7 +150,8 @@ def test_every_stage_on_two_processes_matches_one_process(tmp_path):
     assert final_one.keys() == final_two.keys()
     for key in [k for k in final_one if k.startswith("rs/")]:
         assert _close(final_one[key], final_two[key], 1e-6), key
-    for name, tolerances in [*TOLERANCES.items(), ("sft-fsdp", TOLERANCES["sft"])]:
+    sharded = [("sft-fsdp", TOLERANCES["sft"]), ("dpo-fsdp", TOLERANCES["dpo"])]
+    for name, tolerances in [*TOLERANCES.items(), *sharded]:
         a, b = _lines(tmp_path / "one" / name.removesuffix("-fsdp")), _lines(tmp_path / "two" / name)
         assert len(a) == len(b), name
         steps = [(x, y) for x, y in zip(a, b) if "grad_norm" in x]

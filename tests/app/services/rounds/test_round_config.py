@@ -49,7 +49,7 @@ EFFECTIVE_STAGE_FLAGS = {
         "gradient_checkpointing": False,
         "lora_r": 0, "lora_alpha": 16.0, "lora_dropout": 0.0, "lora_target_modules": [],
         "ref": "", "beta": 0.1, "ties": "exclude", "max_length": 1024, "micro_batch_size": 0, "max_grad_norm": 1.0,
-        "log_every": 1, "precompute_ref_logprobs": False,
+        "log_every": 1, "fsdp": False, "precompute_ref_logprobs": False,
     },
     "rs": {
         "num_samples": 8, "temperature": 0.7, "top_k": 0, "top_p": 1.0, "max_new_tokens": 32, "seed": 0,
