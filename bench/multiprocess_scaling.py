@@ -2,13 +2,18 @@
 step the gradient all-reduce takes.
 
     .venv/bin/python bench/multiprocess_scaling.py [--steps 12] [--n-layer 4] [--n-embd 128] [--threads 1]
+        [--ppo-batch 16] [--stages reward,ppo]
 
 Same global batch on 1 and 2 processes (2 processes each take half of it), so the ideal is 2× on 2 free cores.
 Each run is `torchrun --nproc-per-node P` on this file (the 1-process run too, so both pay the same launch); the
 timed window runs from the first step's metrics line to the last one (loading, the first step and saving excluded).
+PPO's step is also split into the rollout (sampling and scoring) and the update (its share of each in the window).
 The all-reduce share: DDP's gradient buckets are all-reduced synchronously in a timing communication hook, and
 their time inside the window over the window; it includes waiting for the slower process (load imbalance, a
-loaded machine), which is what a step loses to it. One thread a process (`--threads`), so that 2 processes use
+loaded machine), which is what a step loses to it. Rank 0's CPU share: the CPU time it got over the window's wall
+time (below 100%: the machine's other work took the rest); the speed-up per own CPU second compares steps per
+CPU-second of rank 0 (what 2 processes would give on 2 free cores, their all-reduce waits included as far as they
+spent CPU in them), the figure to trust on a shared machine. One thread a process (`--threads`), so that 2 processes use
 the 2 cores that 1 process with 2 threads would.
 """
 
@@ -67,19 +72,47 @@ def run_worker(stage: str, config_path: str, result_path: str) -> None:
         return wrapped
 
     reward_model.ddp = ppo.ddp = timed_ddp
+    phases: dict[str, list[tuple[float, float]]] = {"rollout": [], "update": []}
+
+    def timed(fn, name):
+        def run(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                phases[name].append((started, time.perf_counter()))
+
+        return run
+
+    ppo.make_rollout, ppo.ppo_update = timed(ppo.make_rollout, "rollout"), timed(ppo.ppo_update, "update")
     stamps: list[float] = []
     entry = {"reward": (reward_model.RewardConfig, reward_model.train_reward), "ppo": (ppo.PPOConfig, ppo.train_ppo)}
     config_cls, train = entry[stage]
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    train(load_config(config_cls, config_path), on_metrics=lambda line: stamps.append(time.perf_counter()))
+    cpu: list[float] = []  # this process's CPU time at each metrics line: how much of a core it got
+
+    def stamp(line: dict) -> None:
+        stamps.append(time.perf_counter())
+        cpu.append(time.process_time())
+
+    train(load_config(config_cls, config_path), on_metrics=stamp)
     if int(os.environ.get("RANK", "0")) == 0:
-        stamps = stamps[:-1] if stage == "reward" else stamps  # the reward stage's last line is its summary
+        if stage == "reward":  # the reward stage's last line is its summary
+            stamps, cpu = stamps[:-1], cpu[:-1]
         start, end = stamps[0], stamps[-1]
-        comm = sum(min(b, end) - max(a, start) for a, b in intervals if b > start and a < end)
+
+        def inside(spans):
+            return sum(min(b, end) - max(a, start) for a, b in spans if b > start and a < end)
+
         steps = len(stamps) - 1
-        Path(result_path).write_text(
-            json.dumps({"steps": steps, "seconds": end - start, "steps_per_s": steps / (end - start), "comm_s": comm})
-        )
+        result = {
+            "steps": steps,
+            "seconds": end - start,
+            "steps_per_s": steps / (end - start),
+            "comm_s": inside(intervals),
+        }
+        result.update({f"{name}_s": inside(spans) for name, spans in phases.items()}, cpu_s=cpu[-1] - cpu[0])
+        Path(result_path).write_text(json.dumps(result))
 
 
 # ----------------------------------------------------------------------------- the driver
@@ -100,7 +133,7 @@ def build_assets(d: Path, n_layer: int, n_embd: int) -> dict[str, str]:
     return {"lm": str(lm), "pairs": str(pairs), "prompts": str(prompts), "rm": str(rm)}
 
 
-def stage_config(stage: str, assets: dict[str, str], out: Path, steps: int) -> dict:
+def stage_config(stage: str, assets: dict[str, str], out: Path, steps: int, ppo_batch: int) -> dict:
     common = {"device": "cpu", "seed": 0, "max_steps": steps, "out": str(out)}
     if stage == "reward":
         return {**common, "model": assets["lm"], "data": assets["pairs"], "batch_size": 32}
@@ -109,7 +142,7 @@ def stage_config(stage: str, assets: dict[str, str], out: Path, steps: int) -> d
         "policy": assets["lm"],
         "reward_model": assets["rm"],
         "prompts": assets["prompts"],
-        "batch_size": 16,
+        "batch_size": ppo_batch,
         "max_new_tokens": 16,
         "ppo_epochs": 2,
         "num_minibatches": 2,
@@ -117,17 +150,17 @@ def stage_config(stage: str, assets: dict[str, str], out: Path, steps: int) -> d
     }
 
 
-def run(stage: str, processes: int, assets: dict[str, str], d: Path, steps: int, threads: int) -> dict:
+def run(stage: str, processes: int, assets: dict[str, str], d: Path, args: argparse.Namespace) -> dict:
     out = d / f"{stage}-{processes}"
     config = d / f"{stage}-{processes}.json"
-    config.write_text(json.dumps(stage_config(stage, assets, out, steps)))
+    config.write_text(json.dumps(stage_config(stage, assets, out, args.steps, args.ppo_batch)))
     result = d / f"{stage}-{processes}.result.json"
     torchrun = Path(sys.executable).with_name("torchrun")
     subprocess.run(
         [str(torchrun), "--standalone", "--nproc-per-node", str(processes), __file__]
         + ["--worker", stage, str(config), str(result)],
         check=True,
-        env={**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO)},
+        env={**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(REPO)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -143,20 +176,37 @@ def main() -> None:
     parser.add_argument("--n-layer", type=int, default=4)
     parser.add_argument("--n-embd", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1, help="threads per process")
+    parser.add_argument("--ppo-batch", type=int, default=16, help="PPO prompts a step")
+    parser.add_argument("--stages", default=",".join(STAGES))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         assets = build_assets(d, args.n_layer, args.n_embd)
-        print(f"GPT-2 {args.n_layer} layers, d={args.n_embd}; {args.steps} steps; {args.threads} thread(s) a process")
-        print("| stage | processes | steps/s | speed-up | all-reduce share |")
-        print("|---|---|---|---|---|")
-        for stage in STAGES:
-            one = None
+        print(
+            f"GPT-2 {args.n_layer} layers, d={args.n_embd}; {args.steps} steps; {args.threads} thread(s) a process; "
+            f"PPO {args.ppo_batch} prompts a step"
+        )
+        print(
+            "| stage | processes | steps/s | speed-up | all-reduce share | PPO: rollout share | PPO: update share "
+            "| rank 0's CPU share | speed-up per own CPU second |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
+        for stage in args.stages.split(","):
+            one = one_cpu = None
             for processes in (1, 2):
-                r = run(stage, processes, assets, d, args.steps, args.threads)
+                r = run(stage, processes, assets, d, args)
                 one = one or r["steps_per_s"]
+                per_cpu = r["steps"] / r["cpu_s"]  # steps per second of the CPU this process got
+                one_cpu = one_cpu or per_cpu
                 speed, share = r["steps_per_s"], r["comm_s"] / r["seconds"]
-                print(f"| {stage} | {processes} | {speed:.2f} | {speed / one:.2f}× | {share:.0%} |")
+                parts = " | ".join(
+                    f"{r[f'{p}_s'] / r['seconds']:.0%}" if stage == "ppo" else "" for p in ("rollout", "update")
+                )
+                got = r["cpu_s"] / r["seconds"]
+                print(
+                    f"| {stage} | {processes} | {speed:.2f} | {speed / one:.2f}× | {share:.0%} | {parts} | {got:.0%} "
+                    f"| {per_cpu / one_cpu:.2f}× |"
+                )
 
 
 if __name__ == "__main__":
