@@ -464,6 +464,7 @@ class Job(Base):
     failed_stage: Mapped[str | None] = mapped_column(String(32))  # the step a failed job was in
     error_summary: Mapped[str | None] = mapped_column(Text)  # the failure's one meaningful line, in plain words
     error_log: Mapped[str | None] = mapped_column(Text)  # the log that tells more, relative to output_path
+    train_processes: Mapped[int | None] = mapped_column()  # processes each training stage runs on; None: trains none
     output_path: Mapped[str | None] = mapped_column(Text)
     worker_id: Mapped[str | None] = mapped_column(String(128))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)

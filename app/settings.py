@@ -102,6 +102,13 @@ class Settings(BaseSettings):
         description="Memory of one GPU the worker trains on, in GB: a round whose memory plan (`python -m trainer "
         "plan`) does not fit refuses to start. Unset: no check (CPU deployments).",
     )
+    train_processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Processes each training stage of a round runs on (torchrun --nproc-per-node, one per GPU, or "
+        "CPU processes sharing the cores); a round's train_processes overrides it.",
+    )
 
     @field_validator("forwarded_allow_ips")
     @classmethod

@@ -13,6 +13,10 @@ Output directory:
                    --max-new-tokens of the context: trainer.context_fit) and memory/peak_mb; trainer_config.json
 Truncated samples (no EOS) never win: an SFT target that stops mid-sentence teaches the policy to do so.
 A prompt none of whose samples finished gives no example.
+
+Under torchrun (WORLD_SIZE > 1) each process samples and judges its share of the prompts (prompts[rank::world]);
+rank 0 gathers the samples in prompt order and writes. Per-sample seeds derive from (seed, prompt_id, sample), so
+the samples are one process's whatever the share.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from trainer.completions import check_sampling, generate_samples, load_sampler
 from trainer.config import UsageError
 from trainer.context_fit import SKIPPED_METRIC
 from trainer.data import read_jsonl
+from trainer.distributed import NoOutput, dist_info, end_process_group, gather_groups, process_device
 from trainer.judges import load_judge
 from trainer.outputs import MetricsLog, atomic_output_dir, peak_memory, save_trainer_config
 from trainer.runtime import resolve_device
@@ -133,45 +138,53 @@ def select_best(prompts: list, objects: dict[int, dict], records: list[dict], n:
 
 def run_best_of_n(config: BestOfNConfig, *, on_metrics=None) -> Path:
     _check_config(config)
-    device = resolve_device(config.device)
+    rank, world = dist_info()
+    device = process_device(resolve_device(config.device), world)
     tok, model, prompts, skipped = load_sampler(config.policy, config.prompts, config.max_new_tokens, device)
     objects = {line: obj for line, obj in read_jsonl(config.prompts)}
     judge = load_judge(config.judge, device, config.precision)
     N = config.num_samples
-    with atomic_output_dir(config.out) as tmp:
-        save_trainer_config(tmp, "best-of-n", config)
-        with MetricsLog(tmp / "metrics.jsonl", on_metrics) as log:
-            # one progress line per decoded batch (the worker's progress bar), one more once all are scored
-            def batch_done(m: dict) -> None:
+    mine = prompts[rank::world]  # this process's share
+    with atomic_output_dir(config.out) if rank == 0 else NoOutput() as tmp:
+        log = MetricsLog(tmp / "metrics.jsonl", on_metrics) if rank == 0 else None
+
+        # one progress line per decoded batch of rank 0 (the worker's progress bar), one more once all are scored
+        def batch_done(m: dict) -> None:
+            if log is not None:
                 log.log(m["step"], m["total_steps"] + 1, samples=m["samples"])
 
-            with torch.inference_mode():
-                records = generate_samples(model, tok, prompts, config, device, batch_done)  # prompt by prompt
-            del model
-            # the judge sees the prompt as the policy saw it (chat template applied), as `evaluate` does
-            texts = {p.line: tok.decode(p.ids, skip_special_tokens=False) for p in prompts}
-            lines = [prompts[i // N].line for i in range(len(records))]
-            rewards = judge(
-                [texts[line] for line in lines],
-                [r["text"] for r in records],
-                [objects[line].get("messages") for line in lines],  # a reward model renders a chat with its template
+        with torch.inference_mode():
+            records = generate_samples(model, tok, mine, config, device, batch_done)  # prompt by prompt
+        del model
+        # the judge sees the prompt as the policy saw it (chat template applied), as `evaluate` does
+        texts = {p.line: tok.decode(p.ids, skip_special_tokens=False) for p in mine}
+        lines = [mine[i // N].line for i in range(len(records))]
+        rewards = judge(
+            [texts[line] for line in lines],
+            [r["text"] for r in records],
+            [objects[line].get("messages") for line in lines],  # a reward model renders a chat with its template
+        ) if records else []  # fmt: skip
+        for rec, reward in zip(records, rewards):
+            rec["reward"] = reward
+        records = gather_groups(records, world, N)  # every process: all prompts' samples, prompt by prompt
+        best_rows, figures = select_best(prompts, objects, records, N)
+        if not best_rows:  # on every process, so that none waits for the others at the end
+            raise UsageError(
+                f"no sample of any prompt ended with EOS within --max-new-tokens "
+                f"{config.max_new_tokens}: nothing to learn from; raise --max-new-tokens"
             )
-            for rec, reward in zip(records, rewards):
-                rec["reward"] = reward
-            best_rows, figures = select_best(prompts, objects, records, N)
-            if not best_rows:
-                raise UsageError(
-                    f"no sample of any prompt ended with EOS within --max-new-tokens "
-                    f"{config.max_new_tokens}: nothing to learn from; raise --max-new-tokens"
-                )
+        if log is not None:
+            save_trainer_config(tmp, "best-of-n", config)
             steps = (len(records) + config.batch_size - 1) // config.batch_size + 1
             log.log(
                 steps, steps, samples=len(records), **figures, **{SKIPPED_METRIC: len(skipped)}, **peak_memory(device)
             )
-        for name, rows in (("best.jsonl", best_rows), ("samples.jsonl", records)):
-            with open(tmp / name, "w", encoding="utf-8") as fh:
-                for row in rows:
-                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            log.close()
+            for name, rows in (("best.jsonl", best_rows), ("samples.jsonl", records)):
+                with open(tmp / name, "w", encoding="utf-8") as fh:
+                    for row in rows:
+                        fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    end_process_group(world)
     return Path(config.out)
 
 

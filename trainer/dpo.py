@@ -27,8 +27,22 @@ from trainer.adapters import (
     trainable_model,
     trainable_parameters,
 )
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, UsageError
 from trainer.context_fit import SKIPPED_METRIC, sequence_limit
+from trainer.distributed import (
+    NoOutput,
+    all_reduce_sum,
+    ddp,
+    dist_info,
+    end_process_group,
+    fsdp_requested,
+    full_state_dict,
+    micro_chunks,
+    process_device,
+    shard,
+    sync_on_last,
+    whole_value,
+)
 from trainer.logprobs import completion_logprobs
 from trainer.outputs import MetricsLog, atomic_output_dir, peak_memory, progress, save_trainer_config
 from trainer.preference_data import PreferenceGroup, collate_groups, load_preferences, total_weight
@@ -68,6 +82,14 @@ class DPOConfig(LoraFields, TrainConfig):
     micro_batch_size: int = field(default=0, metadata={"help": "Groups per forward; 0 = the whole batch."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clipping."})
     log_every: int = field(default=1, metadata={"help": "Write a metrics line every N steps."})
+    fsdp: bool = field(
+        default=False,
+        metadata={
+            "help": "Under torchrun / accelerate launch: shard the policy (parameters, gradients, AdamW state) and the "
+            "reference across the processes (FSDP2) instead of a whole copy on each, for a model larger than one "
+            "device. On by itself under `accelerate launch` with an FSDP config."
+        },
+    )
     precompute_ref_logprobs: bool = field(
         default=False,
         metadata={
@@ -116,7 +138,8 @@ def _precomputed(ref, groups, tok, micro: int, device: torch.device, config: DPO
 
 
 def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = None) -> Path:
-    device = resolve_device(config.device)
+    rank, world = dist_info()
+    device = process_device(resolve_device(config.device), world)
     seed_everything(config.seed)
     tok = load_tokenizer(config.policy)
     # longer sequences are skipped, never past the policy's context (trainer.context_fit)
@@ -126,11 +149,15 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
     micro = config.micro_batch_size or config.batch_size
     dtype = weight_dtype(config.precision)
     load = lambda p: load_causal_lm(p, device, tokenizer=tok, dtype=dtype)  # noqa: E731  eval mode: dropout off
+    sharded = world > 1 and fsdp_requested(config.fsdp)
+    if sharded and lora_enabled(config):
+        raise UsageError("--fsdp shards a model trained in full; a LoRA adapter is small enough to copy (drop one)")
+    keep = shard if sharded else (lambda m: m)  # sharded, each process holds 1/world of every model
     cached_ref: list[torch.Tensor] | None = None
     if config.precompute_ref_logprobs and not lora_enabled(config):
         # a separate reference scores every pair once and is freed before the policy, its gradients and AdamW exist
         cached_ref = _precomputed(
-            load(Path(config.ref or config.policy)).requires_grad_(False), groups, tok, micro, device, config
+            keep(load(Path(config.ref or config.policy)).requires_grad_(False)), groups, tok, micro, device, config
         )
     policy, peft_model = trainable_model(config.policy, config, load, task="CAUSAL_LM")
     # under LoRA the reference is the policy's own weights with the adapter switched off: no second copy
@@ -141,15 +168,19 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
         if m is not None:
             use_fast_kernels_(m, device, config.precision)
     checkpoint_activations_(policy, config.gradient_checkpointing)
-    params = trainable_parameters(policy)
+    if sharded and ref is not None:
+        keep(ref)
+    # one process: the policy itself; sharded, the policy is its own wrapper (FSDP2 works in place)
+    trained = keep(policy) if sharded else ddp(policy, device, world)
+    params = trainable_parameters(policy)  # after sharding: FSDP2 replaces them by their shards
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     batches_per_epoch = math.ceil(len(groups) / config.batch_size)
     total_steps = total_steps_for(epochs=config.epochs, batches_per_epoch=batches_per_epoch, max_steps=config.max_steps)
     scheduler = linear_decay(optimizer, total_steps)
 
-    with atomic_output_dir(config.out) as tmp:
-        log = MetricsLog(tmp / "metrics.jsonl", on_metrics)
-        bar = progress(total=total_steps, desc="dpo")
+    with atomic_output_dir(config.out) if rank == 0 else NoOutput() as tmp:
+        log = MetricsLog(tmp / "metrics.jsonl", on_metrics) if rank == 0 else None
+        bar = progress(total=total_steps, desc="dpo") if rank == 0 else None
         step = 0
         for epoch, index in epoch_batches(
             len(groups), config.batch_size, total_steps, seeded_permutations(len(groups), config.seed)
@@ -158,21 +189,27 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
             batch_groups = [groups[i] for i in batch_index]
             batch_weight = max(total_weight(batch_groups), 1e-12)  # the weighted mean over groups (line `weight`)
             s = dict.fromkeys(("loss", "acc", "decided", "rc", "rr", "lc", "lr_", "n"), 0.0)
-            for m in range(0, len(batch_groups), micro):
-                b = collate_groups(batch_groups[m : m + micro], tok.pad_token_id)
+            # this process's share of the batch (group indices), in microbatches; as many as every other process runs
+            chunks = micro_chunks(batch_index, rank=rank, world=world, micro=micro)
+            for i, (chunk, real) in enumerate(chunks):
+                b = collate_groups([groups[j] for j in chunk], tok.pad_token_id)
                 ids, mask = b.input_ids.to(device), b.attention_mask.to(device)
                 plens = b.prompt_lengths.to(device)
                 if cached_ref is not None:
-                    ref_lp = torch.cat([cached_ref[i] for i in batch_index[m : m + micro]]).to(device)  # [S]
+                    ref_lp = torch.cat([cached_ref[j] for j in chunk]).to(device)  # [S]
                 else:
                     with torch.no_grad(), autocast(device, config.precision):
                         ref_lp = sequence_logps(ref, ids, mask, plens).float()  # once per batch
-                with autocast(device, config.precision):
-                    pi_lp = sequence_logps(policy, ids, mask, plens).float()
-                bi, wi = b.better.to(device), b.worse.to(device)
-                losses = dpo_loss(pi_lp[bi], pi_lp[wi], ref_lp[bi], ref_lp[wi], config.beta, b.target.to(device))
-                w = b.pair_weight.to(device)
-                ((losses * w).sum() / batch_weight).backward()  # weighted mean over the batch's groups
+                with sync_on_last(trained, i, len(chunks), world):
+                    with autocast(device, config.precision):
+                        pi_lp = sequence_logps(trained, ids, mask, plens).float()
+                    bi, wi = b.better.to(device), b.worse.to(device)
+                    losses = dpo_loss(pi_lp[bi], pi_lp[wi], ref_lp[bi], ref_lp[wi], config.beta, b.target.to(device))
+                    w = b.pair_weight.to(device) * real  # a filler (an empty share) weighs nothing
+                    # the weighted mean over the GLOBAL batch's groups; DDP averages over processes, hence × world
+                    ((losses * w).sum() / batch_weight * world).backward()
+                if not real:
+                    continue
                 with torch.no_grad():
                     rc = config.beta * (pi_lp[bi] - ref_lp[bi])
                     rr = config.beta * (pi_lp[wi] - ref_lp[wi])
@@ -191,7 +228,8 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
             lr = scheduler.get_last_lr()[0]
             scheduler.step()
             step += 1
-            if step % config.log_every == 0 or step == total_steps:
+            s = dict(zip(s, all_reduce_sum(list(s.values()), world)))
+            if log is not None and (step % config.log_every == 0 or step == total_steps):
                 n = max(s["n"], 1)
                 log.log(
                     step,
@@ -206,17 +244,25 @@ def train_dpo(config: DPOConfig, *, on_metrics: Callable[[dict], None] | None = 
                         "logps/chosen": s["lc"] / n,
                         "logps/rejected": s["lr_"] / n,
                     },
-                    grad_norm=float(grad_norm),
+                    grad_norm=whole_value(grad_norm),
                     lr=lr,
                     **{SKIPPED_METRIC: data.skipped_too_long},
                     **(peak_memory(device) if step == total_steps else {}),
                 )
-            bar.update(1)
-        bar.close()
-        log.close()
-        save_model(policy, peft_model, tmp)
-        tok.save_pretrained(tmp)
-        save_trainer_config(tmp, "dpo", config)
+            if bar is not None:
+                bar.update(1)
+        whole = full_state_dict(policy) if sharded else None  # every process takes part in gathering it
+        if log is not None:
+            bar.close()
+            log.close()
+            if whole is not None:
+                policy.save_pretrained(str(tmp), state_dict=whole)
+            else:
+                save_model(policy, peft_model, tmp)
+            tok.save_pretrained(tmp)
+            save_trainer_config(tmp, "dpo", config)
+    del trained  # the DDP wrapper goes before the process group (trainer.distributed.end_process_group)
+    end_process_group(world)
     return Path(config.out)
 
 

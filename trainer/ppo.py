@@ -24,10 +24,18 @@ replace). `--resume OUT.ckpt` continues a killed run; rollout seeds and minibatc
 removed when the run completes (unless --keep-checkpoint).
 
 Dropout is off in all four models (they stay in eval mode; gradients still flow).
+
+Distributed (torchrun / accelerate launch, WORLD_SIZE > 1): each process samples and scores the rollouts of its
+share of a step's prompts (prompts[rank::world]); the missing-EOS floor and the whitening of advantages (and of
+rewards) are taken over the global batch (the processes all-gather the per-row numbers), and every minibatch is the
+same global rows as on one process, each process running its own rows of it under one DDP wrapper of policy and
+value (a zero-weight filler row where it holds none, so that every process meets each all-reduce). Losses are
+normalised by the minibatch's global token count, so the update equals one process's; rank 0 writes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -43,6 +51,16 @@ import torch
 from trainer.adapters import LoraFields, add_lora, lora_enabled, reference_model, save_model, trainable_model
 from trainer.config import TrainConfig, UsageError, config_to_dict
 from trainer.context_fit import SKIPPED_METRIC, prompt_limit
+from trainer.distributed import (
+    NoOutput,
+    all_reduce_sum,
+    ddp,
+    dist_info,
+    end_process_group,
+    gather_rows,
+    process_device,
+    sync_on_last,
+)
 from trainer.logprobs import kl_estimate, response_logprobs
 from trainer.masks import masked_whiten, pad_sequences, response_mask_after_eos
 from trainer.outputs import MetricsLog, atomic_output_dir, peak_memory, progress, save_trainer_config
@@ -251,6 +269,19 @@ def policy_value_forward(
     return new_lp, entropy, response_values(value_scorer, ids, mask, prompt_width)
 
 
+class PolicyValue(torch.nn.Module):
+    """The two trained models as one module whose forward is policy_value_forward: what DistributedDataParallel
+    wraps (it syncs the gradients of the parameters a forward through it used; the value head's token_values is
+    no forward of its own)."""
+
+    def __init__(self, policy, value_scorer: RewardScorer):
+        super().__init__()
+        self.policy, self.value = policy, value_scorer
+
+    def forward(self, ids, mask, prompt_width: int, temperature: float, banned_token: int | None):
+        return policy_value_forward(self.policy, self.value, ids, mask, prompt_width, temperature, banned_token)
+
+
 def ppo_minibatch_loss(
     policy, value_scorer: RewardScorer, rb: Rollout, cfg: PPOConfig, n_tokens: float, forward: tuple | None = None
 ):
@@ -324,7 +355,8 @@ def load_checkpoint(ckpt: str | Path, config: PPOConfig) -> dict:
 
 
 def train_ppo(config: PPOConfig, *, on_metrics: Callable[[dict], None] | None = None) -> Path:
-    device = resolve_device(config.device)
+    rank, world = dist_info()
+    device = process_device(resolve_device(config.device), world)
     seed_everything(config.seed)
     if config.batch_size < config.num_minibatches:
         raise UsageError("--batch-size must be at least --num-minibatches")
@@ -354,6 +386,7 @@ def train_ppo(config: PPOConfig, *, on_metrics: Callable[[dict], None] | None = 
     for m in (policy, value.model):
         checkpoint_activations_(m, config.gradient_checkpointing)
     params = [p for p in list(policy.parameters()) + list(value.parameters()) if p.requires_grad]
+    trained = ddp(PolicyValue(policy, value), device, world) if world > 1 else None
     # fused: one kernel over all tensors instead of ~10 ops per parameter tensor (≈200 tensors here)
     optimizer = torch.optim.AdamW(
         params, lr=config.lr, eps=config.adam_eps, weight_decay=0.0, fused=device.type in ("cpu", "cuda")
@@ -377,25 +410,37 @@ def train_ppo(config: PPOConfig, *, on_metrics: Callable[[dict], None] | None = 
         start_step, past_metrics = state["step"], state["metrics"]
         ckpt = Path(config.resume)
 
-    with atomic_output_dir(config.out) as tmp:
-        # a resumed run starts its file with the checkpoint's lines: it ends equal to the uninterrupted run's
-        (tmp / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in past_metrics))
-        log = MetricsLog(tmp / "metrics.jsonl", on_metrics)
-        bar = progress(total=total_steps, desc="ppo")
-        bar.update(start_step)
+    with atomic_output_dir(config.out) if rank == 0 else NoOutput() as tmp:
+        log = bar = None
+        if rank == 0:
+            # a resumed run starts its file with the checkpoint's lines: it ends equal to the uninterrupted run's
+            (tmp / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in past_metrics))
+            log = MetricsLog(tmp / "metrics.jsonl", on_metrics)
+            bar = progress(total=total_steps, desc="ppo")
+            bar.update(start_step)
         for step in range(start_step, total_steps):
             batch = prompt_batch(prompts, step, steps_per_epoch, config)
-            rollout = make_rollout(policy, ref, reward, value, tok, batch, step, config, kl_ctl.value, device)
-            stats = ppo_update(policy, value, optimizer, params, rollout, step, config, device)
+            # this process's prompts; a share left empty by a short last batch samples batch[0] as a filler
+            share = batch[rank::world]
+            rollout = make_rollout(
+                policy, ref, reward, value, tok, share or batch[:1], step, config, kl_ctl.value, device,
+                rank=rank, world=world, real=len(share),
+            )  # fmt: skip
+            stats = ppo_update(
+                policy, value, optimizer, params, rollout, step, config, device,
+                trained=trained, rank=rank, world=world, real=len(share),
+            )  # fmt: skip
             lr = scheduler.get_last_lr()[0]
             scheduler.step()
-            metrics = rollout_metrics(rollout, config, kl_ctl.value)
+            metrics = rollout_metrics(global_rollout(rollout, len(share), world), config, kl_ctl.value)
             metrics.update(stats, lr=lr, episode=episodes_done(step, steps_per_epoch, len(prompts), config.batch_size))
             metrics[SKIPPED_METRIC] = len(skipped)
             if step + 1 == total_steps:
                 metrics.update(peak_memory(device))
             if config.adaptive_kl:
                 kl_ctl.update(metrics["objective/kl"], len(batch))
+            if log is None:
+                continue
             past_metrics.append(log.log(step + 1, total_steps, **metrics))
             if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < total_steps:
                 save_checkpoint(
@@ -413,12 +458,15 @@ def train_ppo(config: PPOConfig, *, on_metrics: Callable[[dict], None] | None = 
                     },
                 )
             bar.update(1)
-        bar.close()
-        log.close()
-        save_model(policy, peft_model, tmp)
-        tok.save_pretrained(tmp)
-        save_trainer_config(tmp, "ppo", config)
-    if not config.keep_checkpoint and ckpt.is_dir():
+        if log is not None:
+            bar.close()
+            log.close()
+            save_model(policy, peft_model, tmp)
+            tok.save_pretrained(tmp)
+            save_trainer_config(tmp, "ppo", config)
+    del trained  # the DDP wrapper goes before the process group (trainer.distributed.end_process_group)
+    end_process_group(world)
+    if rank == 0 and not config.keep_checkpoint and ckpt.is_dir():
         shutil.rmtree(ckpt, ignore_errors=True)
     return Path(config.out)
 
@@ -448,7 +496,14 @@ def make_rollout(
     cfg: PPOConfig,
     kl_coef: float,
     device,
+    *,
+    rank: int = 0,
+    world: int = 1,
+    real: int | None = None,
 ) -> Rollout:
+    """The rollout of `batch`: this process's share of the step's prompts, the first `real` of them real (the rest
+    a filler, when the share is empty); batch-wide figures over the global batch (trainer.distributed.gather_rows)."""
+    real = len(batch) if real is None else real
     prompt_ids, prompt_mask = pad_sequences([ids for _, ids in batch], pad_token_id=tok.pad_token_id, side="left")
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)  # [B, P]
     P = prompt_ids.shape[1]
@@ -462,7 +517,10 @@ def make_rollout(
     mask = torch.cat([prompt_mask, response_mask.long()], dim=1)
     banned = tok.pad_token_id if tok.pad_token_id != tok.eos_token_id else None
     # the update's first minibatch is this whole batch at these parameters: keep the graph for it
-    keep_graph = cfg.ppo_epochs > 0 and cfg.num_minibatches == 1 and cfg.micro_batch_size in (0, len(batch))
+    # (not under DDP: the update's forwards must go through the wrapper, whose backward all-reduces)
+    keep_graph = (
+        world == 1 and cfg.ppo_epochs > 0 and cfg.num_minibatches == 1 and cfg.micro_batch_size in (0, len(batch))
+    )
     with autocast(device, cfg.precision), torch.set_grad_enabled(keep_graph):
         first_forward = policy_value_forward(policy, value, ids, mask, P, cfg.temperature, banned)
     old_lp, values = first_forward[0].detach(), first_forward[2].detach().float()
@@ -471,17 +529,27 @@ def make_rollout(
         # [B] at the last real token (the EOS when there is one); prompts are left-padded to P
         scores = reward(ids, mask, prompt_mask.sum(-1)).float()
     finished = out.finished.to(device)
-    scores = penalise_missing_eos(scores, finished, cfg.missing_eos_penalty)
+    scores = across_batch(
+        lambda g: penalise_missing_eos(g["scores"], g["finished"], cfg.missing_eos_penalty),
+        {"scores": scores, "finished": finished},
+        rank=rank,
+        world=world,
+        real=real,
+    )
     m = response_mask
     kl = kl_estimate(old_lp, ref_lp, cfg.kl_estimator) * m  # [B, R]
     rewards = -kl_coef * kl
     last = out.lengths.to(device) - 1  # [B] index of the final response token
     rewards[torch.arange(len(batch), device=device), last] += scores
+    spread = dict(rank=rank, world=world, real=real)
     if cfg.whiten_rewards:
-        rewards = masked_whiten(rewards, m, shift_mean=False) * m
+        rewards = across_batch(
+            lambda g: masked_whiten(g["x"], g["m"], shift_mean=False), {"x": rewards, "m": m}, **spread
+        )
+        rewards = rewards * m
     values = values * m
     advantages, returns = compute_gae(rewards, values, m, cfg.gamma, cfg.lam)
-    advantages = masked_whiten(advantages, m) * m
+    advantages = across_batch(lambda g: masked_whiten(g["x"], g["m"]), {"x": advantages, "m": m}, **spread) * m
     return Rollout(
         ids,
         mask,
@@ -501,9 +569,51 @@ def make_rollout(
     )
 
 
-def ppo_update(policy, value, optimizer, params, rollout: Rollout, step: int, cfg: PPOConfig, device) -> dict:
-    """ppo_epochs × minibatches × microbatches; returns TRL-named averages over the updates that ran."""
-    B = rollout.ids.shape[0]
+def across_batch(fn, tensors: dict[str, torch.Tensor], *, rank: int, world: int, real: int) -> torch.Tensor:
+    """fn over the GLOBAL batch's rows of `tensors` (this process holds rows rank, rank + world, ...; its first
+    `real` rows are real), as one process computes it over the whole batch; -> this process's rows of the result
+    (a filler's rows: fn's result unchanged on one process, the input's first tensor under several)."""
+    if world <= 1:
+        return fn(tensors)
+    first = next(iter(tensors.values()))
+    whole = fn(gather_rows({k: v[:real] for k, v in tensors.items()}, world))
+    if real == 0:
+        return first
+    mine = whole[rank::world]
+    return mine[:, : first.shape[1]] if first.dim() >= 2 else mine
+
+
+def global_rollout(r: Rollout, real: int, world: int) -> Rollout:
+    """The figures rollout_metrics reads, of the global batch (all processes' real rows, in batch order)."""
+    if world <= 1:
+        return r
+    fields = ("response_mask", "old_logprobs", "values", "scores", "lengths", "finished", "returns", "kl")
+    rows = gather_rows({f: getattr(r, f)[:real] for f in fields}, world)
+    return dataclasses.replace(r, first_forward=None, **rows)
+
+
+def ppo_update(
+    policy,
+    value,
+    optimizer,
+    params,
+    rollout: Rollout,
+    step: int,
+    cfg: PPOConfig,
+    device,
+    *,
+    trained=None,
+    rank: int = 0,
+    world: int = 1,
+    real: int | None = None,
+) -> dict:
+    """ppo_epochs × minibatches × microbatches; returns TRL-named averages over the updates that ran.
+
+    Under DDP (`trained`, the PolicyValue wrapper): minibatches are drawn over the global batch; this process
+    runs its own rows of each (the first `real` rows of its rollout are global rows rank, rank + world, ...)."""
+    real = rollout.ids.shape[0] if real is None else real
+    row_tokens = gather_rows({"t": rollout.response_mask[:real].sum(1).cpu()}, world)["t"]  # [B] global
+    B = len(row_tokens)
     g = torch.Generator().manual_seed(cfg.seed * 7919 + step)
     mb_size = math.ceil(B / cfg.num_minibatches)
     sums = dict.fromkeys(
@@ -524,23 +634,33 @@ def ppo_update(policy, value, optimizer, params, rollout: Rollout, step: int, cf
     )
     early_stop = 0.0
     for _epoch in range(cfg.ppo_epochs):
-        perm = torch.randperm(B, generator=g).to(device)
+        perm = torch.randperm(B, generator=g)
         for start in range(0, B, mb_size):
-            mb_idx = perm[start : start + mb_size]
-            n_tokens = float(rollout.response_mask[mb_idx].sum().clamp(min=1))
-            micro = cfg.micro_batch_size or len(mb_idx)
+            mb_idx = perm[start : start + mb_size].tolist()
+            n_tokens = float(row_tokens[mb_idx].sum().clamp(min=1))
+            # this process's rows of the minibatch; every process runs as many microbatches as the busiest one
+            counts = [sum(i % world == r for i in mb_idx) for r in range(world)]
+            mine = [i // world for i in mb_idx if i % world == rank]
+            micro = cfg.micro_batch_size or max(counts)
+            n_micro = max(math.ceil(c / micro) for c in counts)
             mb_stats = dict.fromkeys(
                 ("pg_loss", "vf_loss", "pg_clipped", "vf_clipped", "approxkl", "entropy", "ratio", "ratio_sq"), 0.0
             )
-            for ms in range(0, len(mb_idx), micro):
+            for k in range(n_micro):
+                rows = mine[k * micro : (k + 1) * micro]
                 forward, rollout.first_forward = rollout.first_forward, None  # only the first update may use it
                 # its rows are in batch order, not the minibatch's shuffled order: the same sums
-                rb = rollout if forward is not None else rollout.rows(mb_idx[ms : ms + micro])
-                with autocast(device, cfg.precision):
+                rb = rollout if forward is not None else rollout.rows(torch.tensor(rows or [0], device=device))
+                with sync_on_last(trained, k, n_micro, world), autocast(device, cfg.precision):
+                    if trained is not None:
+                        forward = trained(rb.ids, rb.mask, rb.prompt_width, cfg.temperature, rb.banned_token)
                     loss, st = ppo_minibatch_loss(policy, value, rb, cfg, n_tokens, forward)
-                loss.backward()
-                for k, v in st.items():
-                    mb_stats[k] += v
+                    # a filler (no rows of this minibatch here) weighs nothing; DDP averages over processes: × world
+                    (loss * (world if rows else 0.0)).backward()
+                if rows:
+                    for key, v in st.items():
+                        mb_stats[key] += v
+            mb_stats = dict(zip(mb_stats, all_reduce_sum(list(mb_stats.values()), world)))
             approxkl = mb_stats["approxkl"] / n_tokens
             if cfg.approxkl_stop and approxkl > cfg.approxkl_stop:
                 # the policy moved too far from the rollout policy: drop this step's gradient and stop

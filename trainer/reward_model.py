@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +36,16 @@ from torch import nn
 from trainer.adapters import LoraFields, save_model, trainable_model, trainable_parameters, trained_copy
 from trainer.config import TrainConfig
 from trainer.context_fit import sequence_limit
-from trainer.distributed import NoOutput, all_reduce_sum, dist_info, end_process_group, micro_chunks, process_device
+from trainer.distributed import (
+    NoOutput,
+    all_reduce_sum,
+    ddp,
+    dist_info,
+    end_process_group,
+    micro_chunks,
+    process_device,
+    sync_on_last,
+)
 from trainer.masks import pad_sequences
 from trainer.outputs import MetricsLog, atomic_output_dir, peak_memory, progress, save_trainer_config
 from trainer.preference_data import PreferenceGroup, collate_groups, load_preferences, total_weight
@@ -185,10 +193,7 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
         use_fast_kernels_(likelihood.lm, device, config.precision)
     scorer: nn.Module = RewardScorer(model, likelihood)
     own_scorer = scorer
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        scorer = DistributedDataParallel(scorer, device_ids=[device.index] if device.type == "cuda" else None)
+    scorer = ddp(scorer, device, world)  # one process: the scorer itself
     param_groups = [{"params": trainable_parameters(model), "lr": config.lr, "weight_decay": config.weight_decay}]
     if likelihood is not None:  # one scalar: its own, larger step (at the backbone's lr it would barely move)
         param_groups.append({"params": [likelihood.weight], "lr": config.likelihood_lr, "weight_decay": 0.0})
@@ -219,9 +224,7 @@ def train_reward(config: RewardConfig, *, on_metrics: Callable[[dict], None] | N
             chunks = micro_chunks(global_batch, rank=rank, world=world, micro=micro)
             for i, (chunk, real) in enumerate(chunks):
                 batch = collate_groups(chunk, pad)
-                # DDP all-reduces on the last backward only; the others accumulate locally
-                sync = nullcontext() if world == 1 or i == len(chunks) - 1 else scorer.no_sync()
-                with sync:
+                with sync_on_last(scorer, i, len(chunks), world):
                     losses, scores = batch_losses(scorer, batch, device, config.precision, config.center_coef)
                     w = batch.pair_weight.to(device) * real
                     # normalised by the GLOBAL group weight: the sum over microbatches and processes is the mean

@@ -16,6 +16,7 @@ import torch
 
 from trainer.adapters import is_adapter_dir, load_merged, model_config_dir
 from trainer.config import UsageError
+from trainer.distributed import whole_value
 
 # Models are loaded from local directories only; nothing is downloaded.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -314,4 +315,4 @@ def clip_and_step(optimizer: torch.optim.Optimizer, model: torch.nn.Module, grad
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip) if grad_clip > 0 else torch.tensor(0.0)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return grad_norm.item()
+    return whole_value(grad_norm)  # of sharded (FSDP) parameters: a DTensor

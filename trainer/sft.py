@@ -11,6 +11,7 @@ Assistant spans are found by rendering the conversation prefixes, so any prefix-
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,18 @@ from trainer.adapters import LoraFields, save_model, trainable_model
 from trainer.config import TrainConfig, UsageError
 from trainer.context_fit import SKIPPED_METRIC, sequence_limit, warn_skipped
 from trainer.data import DataError, read_jsonl, require_messages
+from trainer.distributed import (
+    NoOutput,
+    all_reduce_sum,
+    ddp,
+    dist_info,
+    end_process_group,
+    fsdp_requested,
+    full_state_dict,
+    micro_chunks,
+    process_device,
+    shard,
+)
 from trainer.outputs import MetricsLog, atomic_output_dir, peak_memory, progress, save_trainer_config
 from trainer.prompt_data import encode_text
 from trainer.runtime import (
@@ -58,6 +71,14 @@ class SftConfig(LoraFields, TrainConfig):
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay on matrices."})
     warmup_steps: int = field(default=0, metadata={"help": "Linear warmup steps before cosine decay."})
     grad_clip: float = field(default=1.0, metadata={"help": "Clip the global gradient norm (0 = off)."})
+    fsdp: bool = field(
+        default=False,
+        metadata={
+            "help": "Under torchrun / accelerate launch: shard the parameters, gradients and optimizer state across "
+            "the processes (FSDP2, one unit a transformer block) instead of a whole copy on each (DDP), for a model "
+            "larger than one device. On by itself under `accelerate launch` with an FSDP config."
+        },
+    )
 
 
 def encode_prompt_completion(tok, prompt: str, completion: str) -> tuple[list[int], list[int]]:
@@ -153,10 +174,25 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_token_id: int) -> d
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
+def completion_token_count(examples: list[tuple[list[int], list[int]]]) -> int:
+    """Tokens the loss is taken over: labels != IGNORE after the one-token shift (the first is never predicted)."""
+    return sum(sum(t != IGNORE for t in labels[1:]) for _, labels in examples)
+
+
+def summed_token_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Cross-entropy summed over the batch's completion tokens (the caller divides by the global token count, so
+    the loss does not depend on how a global batch is shared among processes)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(), ignore_index=IGNORE, reduction="sum"
+    )
+
+
 def train_sft(config: SftConfig, *, on_metrics=None) -> Path:
     if not Path(config.data).is_file():
         raise UsageError(f"{config.data}: no such file")
-    device = resolve_device(config.device)
+    rank, world = dist_info()
+    device = process_device(resolve_device(config.device), world)
     tok = load_tokenizer(config.model)
     seed_everything(config.seed)
     # with --lora-r: the base frozen, an adapter trained (peft_model saves it); else every weight
@@ -171,6 +207,11 @@ def train_sft(config: SftConfig, *, on_metrics=None) -> Path:
     max_length = sequence_limit(model_context(model), config.max_length)
     skipped: list[int] = []
     examples = load_examples(tok, config.data, max_length, skipped)
+    sharded = world > 1 and fsdp_requested(config.fsdp)
+    if sharded and peft_model is not None:
+        raise UsageError("--fsdp shards a model trained in full; a LoRA adapter is small enough to copy (drop one)")
+    # one process: the model itself; sharded, the model is its own wrapper (FSDP2 works in place)
+    trained = shard(model) if sharded else ddp(model, device, world)
 
     optimizer = adamw(model, lr=config.lr, weight_decay=config.weight_decay)
     shuffle = torch.Generator().manual_seed(config.seed)
@@ -178,37 +219,53 @@ def train_sft(config: SftConfig, *, on_metrics=None) -> Path:
     batches_per_epoch = (n + config.batch_size - 1) // config.batch_size
     total = total_steps_for(epochs=config.epochs, batches_per_epoch=batches_per_epoch, max_steps=config.max_steps)
 
-    with atomic_output_dir(config.out) as tmp:
-        save_trainer_config(tmp, "sft", config)
-        with MetricsLog(tmp / "metrics.jsonl", on_metrics) as log, progress(total=total, desc="sft") as bar:
-            step = 0
-            for epoch, index in epoch_batches(n, config.batch_size, total, drawn_permutations(n, shuffle)):
-                examples_batch = [examples[j] for j in index.tolist()]
-                batch = {k: v.to(device) for k, v in collate(examples_batch, tok.pad_token_id).items()}
-                lr = cosine_lr(step, total, peak=config.lr, warmup_steps=config.warmup_steps)
-                set_lr(optimizer, lr)
-                with autocast(device, config.precision):
-                    # mean cross-entropy over the batch's completion tokens (labels != IGNORE)
-                    loss = model(**batch, use_cache=False).loss
-                loss.backward()
-                grad_norm = clip_and_step(optimizer, model, config.grad_clip)
-                step += 1
+    with atomic_output_dir(config.out) if rank == 0 else NoOutput() as tmp:
+        log = MetricsLog(tmp / "metrics.jsonl", on_metrics) if rank == 0 else None
+        bar = progress(total=total, desc="sft") if rank == 0 else None
+        step = 0
+        for epoch, index in epoch_batches(n, config.batch_size, total, drawn_permutations(n, shuffle)):
+            global_batch = [examples[j] for j in index.tolist()]
+            tokens = max(completion_token_count(global_batch), 1)
+            lr = cosine_lr(step, total, peak=config.lr, warmup_steps=config.warmup_steps)
+            set_lr(optimizer, lr)
+            # each process its share of the batch in one forward; a share left empty by a short last batch runs a
+            # zero-weight filler so that every process meets the gradient all-reduce
+            [(share, real)] = micro_chunks(global_batch, rank=rank, world=world, micro=math.ceil(len(index) / world))
+            batch = {k: v.to(device) for k, v in collate(share, tok.pad_token_id).items()}
+            with autocast(device, config.precision):
+                loss_sum = summed_token_loss(trained, batch) * real
+            # the mean over the GLOBAL batch's completion tokens; DDP averages over processes, hence × world
+            (loss_sum / tokens * world).backward()
+            grad_norm = clip_and_step(optimizer, model, config.grad_clip)
+            [loss_total] = all_reduce_sum([float(loss_sum.detach())], world)
+            step += 1
+            if log is not None:
                 log.log(
                     step,
                     total,
-                    loss=loss.item(),
+                    loss=loss_total / tokens,
                     lr=lr,
                     grad_norm=grad_norm,
                     epoch=epoch,
-                    completion_tokens=int((batch["labels"] != IGNORE).sum()),
+                    completion_tokens=sum(sum(t != IGNORE for t in lab) for _, lab in global_batch),
                     **{SKIPPED_METRIC: len(skipped)},
                     **(peak_memory(device) if step == total else {}),
                 )
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-        model.eval()
-        save_model(model, peft_model, tmp)
-        tok.save_pretrained(str(tmp))
+                bar.set_postfix(loss=f"{loss_total / tokens:.3f}")
+        whole = full_state_dict(model) if sharded else None  # every process takes part in gathering it
+        if log is not None:
+            bar.close()
+            log.close()
+            save_trainer_config(tmp, "sft", config)
+            model.eval()
+            if whole is not None:
+                model.save_pretrained(str(tmp), state_dict=whole)
+            else:
+                save_model(model, peft_model, tmp)
+            tok.save_pretrained(str(tmp))
+    del trained  # the DDP wrapper goes before the process group (trainer.distributed.end_process_group)
+    end_process_group(world)
     return Path(config.out)
 
 

@@ -114,10 +114,20 @@ def trainer_env() -> dict[str, str]:
     }
 
 
+def trainer_command(module: str, args: list[str], processes: int = 1) -> list[str]:
+    """`python -m MODULE *args`; with several processes the same under torchrun on this machine (a standalone
+    rendezvous; each process its share of every batch, trainer.distributed)."""
+    if processes <= 1:
+        return [sys.executable, "-m", module, *args]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)]
+    return [*torchrun, "-m", module, *args]
+
+
 def run_trainer(
     args: list[str],
     *,
     stage: str,
+    processes: int = 1,
     out_dir: Path | None = None,
     metrics_path: Path | None = None,
     on_metrics: MetricsCallback | None = None,
@@ -126,7 +136,8 @@ def run_trainer(
     module: str = "trainer",
     grace_s: float = 3.0,
 ) -> str:
-    """Run `python -m trainer *args` (or `module`) and return what it printed on stdout (stripped).
+    """Run `python -m trainer *args` (or `module`), under torchrun when `processes` > 1, and return what it printed
+    on stdout (stripped).
 
     Each new metrics.jsonl line goes to `on_metrics`. A non-zero exit raises JobFailed with the last lines of
     its stderr, its meaningful line and its stderr log; retried only when killed by a signal (exit 2, bad input
@@ -145,7 +156,11 @@ def run_trainer(
 
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         proc = spawn_child(
-            [sys.executable, "-m", module, *args], stdout=out, stderr=err, env=trainer_env(), stdin=subprocess.DEVNULL
+            trainer_command(module, args, processes),
+            stdout=out,
+            stderr=err,
+            env=trainer_env(),
+            stdin=subprocess.DEVNULL,
         )
         try:
             while proc.poll() is None:
@@ -214,6 +229,7 @@ class JobContext:
         self._progress_at = float("-inf")
         self._progress_message: str | None = None
         self.stage: str | None = None  # the kind's current step, named in its failure (set by kinds with steps)
+        self.train_processes = 1  # processes each training stage runs on (set_train_processes)
 
     def session(self) -> AbstractContextManager[Session]:
         """A database session that commits on success (`with ctx.session() as s: ...`)."""
@@ -255,6 +271,12 @@ class JobContext:
             self._write(session, metrics={**self._latest, "stage": stage, "step": int(step)})
             session.add(JobMetric(job_id=self.job_id, stage=stage, step=int(step), values=values))
 
+    def set_train_processes(self, processes: int) -> None:
+        """How many processes this job's training stages run on (torchrun), recorded on the job for its page."""
+        with session_scope() as session:
+            self._write(session, train_processes=processes)
+        self.train_processes = processes
+
     def cancelled(self) -> bool:
         with get_read_sessionmaker()() as session:
             row = session.execute(
@@ -263,7 +285,13 @@ class JobContext:
         return row is None or bool(row.cancel_requested) or row.status != "running" or row.worker_id != self.worker_id
 
     def run_trainer(
-        self, args: list[str], *, stage: str, out_dir: Path | None = None, metrics_path: Path | None = None
+        self,
+        args: list[str],
+        *,
+        stage: str,
+        out_dir: Path | None = None,
+        metrics_path: Path | None = None,
+        processes: int = 1,
     ) -> str:
         """Run a trainer stage; its metrics.jsonl lines become job_metrics rows and the job's progress.
         Cancel needs nothing here: the worker stops the whole process group, the trainer included."""
@@ -277,6 +305,7 @@ class JobContext:
         return run_trainer(
             args,
             stage=stage,
+            processes=processes,
             out_dir=out_dir,
             metrics_path=metrics_path,
             on_metrics=on_metrics,

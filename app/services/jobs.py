@@ -162,6 +162,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "log_url": log_url(job),
         "attempts": job.attempts,
         "max_attempts": job.max_attempts,
+        "train_processes": job.train_processes,
         "cancel_requested": job.cancel_requested,
         "worker_id": job.worker_id,
         "output_path": job.output_path,

@@ -222,6 +222,13 @@ class RoundConfig(BaseModel):
         "a peft adapter on its frozen base, and the PPO/DPO reference is the base with the adapter off. 0 = train "
         "every weight. A stage's own lora_r wins.",
     )
+    train_processes: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Processes each training stage runs on (torchrun; the global batch stays the same). Unset: the "
+        "deployment's RLHF_TRAIN_PROCESSES.",
+    )
     policy_init: Literal["current", "sft"] = Field("current", description="The policy the round tunes.")
     reference: Literal["sft", "current"] = Field("sft", description="The policy the KL penalty keeps it close to.")
     # trainer flags per stage (on top of STAGE_DEFAULTS)
@@ -286,6 +293,10 @@ class RoundConfig(BaseModel):
         if value and (value.count(":") != 1 or not all(value.split(":"))):
             raise ValueError("gold_judge must look like module:function")
         return value
+
+    def processes(self, deployment: int) -> int:
+        """Processes each training stage runs on: the round's own count, else the deployment's setting."""
+        return self.train_processes or deployment
 
     def stage_flags(self, stage: str, *, prompts: int | None = None, pairs: int | None = None) -> dict[str, Any]:
         """The flags the round gives this stage's trainer (the trainer's defaults fill in the rest); with the data's

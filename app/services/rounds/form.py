@@ -49,6 +49,7 @@ ROUND_FIELDS = [
     ("use_rewrites", "Rewrites as preferences"),
     ("allow_untrusted_ai_labels", "Use AI labels below the trusted agreement"),
     ("lora_r", "LoRA rank (0 = train every weight)"),
+    ("train_processes", "Training processes per stage (empty: the deployment's)"),
     ("eval_prompts", "Eval prompts"),
     ("eval_samples", "Samples per eval prompt"),
     ("kl_floor", "KL floor (changed almost nothing below it)"),

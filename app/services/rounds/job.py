@@ -397,6 +397,8 @@ def next_task_request(cfg: RoundConfig, select: str = "random") -> dict[str, Any
 @job_kind(ROUND_KIND)
 def run_round(ctx: JobContext) -> dict[str, Any]:
     cfg = parse_round_config(ctx.config)
+    # the round's own count, or this deployment's (the worker's settings: the machine it trains on)
+    ctx.set_train_processes(cfg.processes(get_settings().train_processes))
     rdir = round_dir(get_settings().data_dir, ctx.job_id)
     rdir.mkdir(parents=True, exist_ok=True)
     with ctx.session() as session:

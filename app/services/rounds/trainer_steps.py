@@ -54,7 +54,12 @@ def run_stage(
         return replay_metrics(ctx, stage, out)
     remove_leftovers(out.parent, out.name)
     config = write_stage_config(out.parent / f"{stage}.config.json", flags)
-    ctx.run_trainer([trainer_stage, "--config", str(config), *(extra or [])], stage=stage, out_dir=out)
+    ctx.run_trainer(
+        [trainer_stage, "--config", str(config), *(extra or [])],
+        stage=stage,
+        out_dir=out,
+        processes=ctx.train_processes,
+    )
     return read_metrics(out)
 
 

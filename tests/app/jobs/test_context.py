@@ -12,7 +12,8 @@ from app.jobs import queue
 from app.jobs.context import JobContext, MetricsFollower, run_trainer
 from app.jobs.registry import JobFailed
 from app.models import Job, JobMetric
-from app.services.jobs import enqueue_job
+from app.services.jobs import enqueue_job, job_to_dict
+from app.services.rounds.trainer_steps import run_stage
 
 FAKE = "tests.app.jobs.job_kinds"
 
@@ -143,3 +144,31 @@ def test_progress_calls_are_throttled_but_the_last_one_is_kept(db, tmp_path):
     assert stored() == (3, 100, "scoring")
     ctx.progress(100, 100, "scoring")  # so is the end
     assert stored() == (100, 100, "scoring")
+
+
+def test_a_stage_on_several_processes_runs_under_torchrun(tmp_path):
+    out = tmp_path / "ranks"
+    run_trainer(["--out", str(out)], stage="reward", processes=2, module="tests.app.jobs.rank_probe", log_dir=tmp_path)
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.jsonl", "rank-0-of-2", "rank-1-of-2"]
+    run_trainer(["--out", str(tmp_path / "one")], stage="reward", module="tests.app.jobs.rank_probe", log_dir=tmp_path)
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["metrics.jsonl", "rank---of--"]  # no torchrun
+
+
+def test_the_number_of_training_processes_is_recorded_on_the_job_and_used(db, monkeypatch, tmp_path):
+    job = enqueue_job(db, kind="round", config={})
+    db.commit()
+    queue.claim_next(db, worker_id="w1")
+    db.commit()
+    ctx = JobContext(job_id=job.id, worker_id="w1", kind="round", config={}, output_dir=tmp_path)
+    assert ctx.train_processes == 1
+    ctx.set_train_processes(2)
+    assert ctx.train_processes == 2
+    db.expire_all()
+    assert job_to_dict(db.get(Job, job.id))["train_processes"] == 2
+    db.commit()
+
+    # a round's trainer step runs on them
+    monkeypatch.setattr(job_context, "run_trainer", functools.partial(run_trainer, module="tests.app.jobs.rank_probe"))
+    out = tmp_path / "reward"
+    run_stage(ctx, stage="reward", trainer_stage="reward", out=out, flags={"out": str(out)})
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.jsonl", "rank-0-of-2", "rank-1-of-2"]

@@ -88,3 +88,10 @@ def test_jobs_list_page(client, db, make_user, login):
     assert f'href="/admin/jobs/{done.id}"' in html and f'href="/admin/jobs/{running.id}"' not in html
     assert "hx-trigger" not in html
     assert client.get("/admin/jobs", params={"status": "bogus"}).status_code == 422
+
+
+def test_the_job_page_shows_how_many_processes_each_training_stage_runs_on(client, db, make_user, login):
+    login(make_user("admin"))
+    assert "Training processes" not in client.get(f"/admin/jobs/{make_job(db).id}").text  # trains nothing yet
+    html = client.get(f"/admin/jobs/{make_job(db, status='running', train_processes=2).id}").text
+    assert "<dt>Training processes</dt><dd>2 per stage</dd>" in html

@@ -49,7 +49,7 @@ EFFECTIVE_STAGE_FLAGS = {
         "gradient_checkpointing": False,
         "lora_r": 0, "lora_alpha": 16.0, "lora_dropout": 0.0, "lora_target_modules": [],
         "ref": "", "beta": 0.1, "ties": "exclude", "max_length": 1024, "micro_batch_size": 0, "max_grad_norm": 1.0,
-        "log_every": 1, "precompute_ref_logprobs": False,
+        "log_every": 1, "fsdp": False, "precompute_ref_logprobs": False,
     },
     "rs": {
         "num_samples": 8, "temperature": 0.7, "top_k": 0, "top_p": 1.0, "max_new_tokens": 32, "seed": 0,
@@ -59,7 +59,7 @@ EFFECTIVE_STAGE_FLAGS = {
         "seed": 0, "device": "auto", "precision": "auto", "epochs": 1, "max_steps": 0, "batch_size": 16, "lr": 2e-05,
         "gradient_checkpointing": False,
         "lora_r": 0, "lora_alpha": 16.0, "lora_dropout": 0.0, "lora_target_modules": [],
-        "max_length": 0, "weight_decay": 0.0, "warmup_steps": 0, "grad_clip": 1.0,
+        "max_length": 0, "weight_decay": 0.0, "warmup_steps": 0, "grad_clip": 1.0, "fsdp": False,
     },
 }  # fmt: skip
 
@@ -212,3 +212,12 @@ def test_the_lora_round_setting_gives_every_training_stage_its_rank():
         parse_round_config({"lora_r": -1})
     with pytest.raises(RoundError, match="--lora-alpha"):
         parse_round_config({"reward": {"lora_alpha": "x"}})
+
+
+def test_a_round_may_set_its_training_processes_over_the_deployments():
+    assert RoundConfig().processes(3) == 3  # unset: RLHF_TRAIN_PROCESSES
+    assert parse_round_config({"train_processes": 2}).processes(1) == 2
+    assert config_from_form({"algo": "dpo", "train_processes": "2"}) == {"algo": "dpo", "train_processes": 2}
+    assert config_from_form({"algo": "dpo", "train_processes": ""}) == {"algo": "dpo"}
+    with pytest.raises(RoundError, match="train_processes"):
+        parse_round_config({"train_processes": 0})
