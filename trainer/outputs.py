@@ -13,12 +13,14 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from tqdm import tqdm
 
 from trainer.config import UsageError, config_to_dict
+
+if TYPE_CHECKING:  # the job processes read these names without loading torch (about 2 s a process)
+    import torch
 
 __all__ = [
     "UsageError",
@@ -41,6 +43,8 @@ def peak_memory(device: torch.device) -> dict[str, float]:
     (max_memory_allocated); on CPU the process's peak resident set size (ru_maxrss, a high-water mark of the whole
     process: everything it loaded, not only the stage's tensors)."""
     if device.type == "cuda":
+        import torch
+
         mib = torch.cuda.max_memory_allocated(device) / 2**20
     else:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
