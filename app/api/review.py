@@ -10,7 +10,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.tasks import AUTH_RESPONSES
+from app.api.tasks import AUTH_RESPONSES, ResponseOut
 from app.deps import ApiReviewer, SessionDep
 from app.inputs import DbId, Text
 from app.services.review import MAX_NOTE_CHARS, adjudicate, adjudication_view, review_queue, review_task
@@ -106,11 +106,6 @@ class AnnotationOut(BaseModel):
     shown: list[int] = Field(description="Response ids in the order this annotator saw them")
     created_at: datetime
     deleted_at: datetime | None
-
-
-class ResponseOut(BaseModel):
-    id: int
-    text: str
 
 
 class ReviewTaskOut(BaseModel):
