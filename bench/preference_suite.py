@@ -50,6 +50,13 @@ from trainer.world.rules import RULES, HiddenRule  # noqa: E402
 GOAL_RATIO = 0.8
 KL_BOUND = 5.0
 GOAL_SEEDS = 4  # of 5
+# The screen, before any round: a rule runs in the suite only if its feature differs among a prompt's SCREEN_SAMPLES
+# SFT samples (a ranking's k) for at least SCREEN_SHARE of SCREEN_PROMPTS train prompts; of a kind's candidates the
+# one that differs most runs. It looks at the SFT model's samples alone, never at what a round learns.
+SCREEN_SHARE = 0.5
+SCREEN_SAMPLES = 4
+SCREEN_PROMPTS = 200
+SCREEN_SEED = 7
 RESULTS_START = "<!-- preference-suite:start -->"
 RESULTS_END = "<!-- preference-suite:end -->"
 
@@ -92,6 +99,57 @@ def varying_share(rule: HiddenRule, samples: list[dict]) -> float:
     for s in samples:
         by_prompt.setdefault(s["prompt_id"], set()).add(rule.feature(s["text"]))
     return statistics.fmean(len(v) > 1 for v in by_prompt.values())
+
+
+def screen_rules(world: Path, out_dir: Path, *, max_new_tokens: int, prompts: int = SCREEN_PROMPTS) -> dict[str, Any]:
+    """Sample the world's SFT model SCREEN_SAMPLES times on its first `prompts` train prompts and choose, for each
+    kind of rule, the candidate whose feature varies within the most prompts (at least SCREEN_SHARE of them)."""
+    lines = (world / "prompts.jsonl").read_text().splitlines()
+    train = [line for line in lines if json.loads(line)["split"] == "train"][:prompts]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prompts_file = out_dir / "screen_prompts.jsonl"
+    prompts_file.write_text("".join(f"{line}\n" for line in train))
+    samples = sample_policy(
+        world / "sft",
+        prompts_file,
+        out_dir / "screen_samples.jsonl",
+        seed=SCREEN_SEED,
+        samples=SCREEN_SAMPLES,
+        max_new_tokens=max_new_tokens,
+    )
+    return {"prompts": len(train), "samples": SCREEN_SAMPLES, "seed": SCREEN_SEED, **choose_rules(samples)}
+
+
+def choose_rules(samples: list[dict]) -> dict[str, Any]:
+    """For each kind, the candidate rule whose feature differs within the most prompts' samples, if that share is at
+    least SCREEN_SHARE (None: no candidate of the kind can be learnt from these samples)."""
+    shares = {name: varying_share(rule, samples) for name, rule in RULES.items()}
+    chosen: dict[str, str | None] = {}
+    for kind in dict.fromkeys(rule.kind for rule in RULES.values()):
+        best = max((r.name for r in RULES.values() if r.kind == kind), key=shares.__getitem__)  # first on a tie
+        chosen[kind] = best if shares[best] >= SCREEN_SHARE else None
+    means = {name: feature_mean(rule, samples) for name, rule in RULES.items()}
+    return {"shares": shares, "means": means, "chosen": chosen}
+
+
+def screen_table(screen: dict[str, Any], size: str) -> str:
+    """Markdown: every candidate rule, its feature's mean and varying share on the SFT samples, and the choice."""
+    lines = [
+        f"Screen ({size} world, before any round): {screen['prompts']} train prompts x {screen['samples']} SFT "
+        "samples, "
+        f"seed {screen['seed']}; a rule runs if its feature differs within at least {SCREEN_SHARE:.0%} of the prompts, "
+        "the one that differs most of its kind.",
+        "",
+        "| kind | rule | feature | mean over the SFT samples | prompts whose samples differ | runs in the suite |",
+        "|---|---|---|---|---|---|",
+    ]
+    for rule in sorted(RULES.values(), key=lambda r: (r.kind, r.name)):
+        runs = "yes" if screen["chosen"].get(rule.kind) == rule.name else "no"
+        lines.append(
+            f"| {rule.kind} | {rule.name} | {rule.feature_name} | {screen['means'][rule.name]:.2f} | "
+            f"{screen['shares'][rule.name]:.2f} | {runs} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def run_cell(
@@ -284,7 +342,8 @@ def main() -> int:
         "--world-dir", type=Path, help="where the world is built and cached (default bench/out/world-SIZE)"
     )
     parser.add_argument("--reuse-world", action="store_true", help="use --world-dir as it is, without checking it")
-    parser.add_argument("--rules", nargs="+", choices=sorted(RULES), help="default: all")
+    parser.add_argument("--rules", nargs="+", choices=sorted(RULES), help="default: the screen's choice")
+    parser.add_argument("--screen", action="store_true", help="run the screen again (it runs once per world size)")
     parser.add_argument("--labels", nargs="+", type=int, help="default: 150 600")
     parser.add_argument("--seeds", nargs="+", type=int, help="default: 0 1 2 3 4")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -303,11 +362,24 @@ def main() -> int:
         print(f"OVERRIDE --set {key}={value} (default {default})", flush=True)
     size = SIZES[args.size]
     cells = load_cells(args.results_file)
+    screen_file = args.results_file.with_name(f"{args.results_file.stem}_screen.json")
+    screens = load_cells(screen_file)
     # --write-results alone writes the stored cells' table; anything else runs cells first
     run = not args.write_results or any(x is not None for x in (args.rules, args.labels, args.seeds))
-    rules, sizes, seeds = args.rules or sorted(RULES), args.labels or [150, 600], args.seeds or [0, 1, 2, 3, 4]
+    world = None
+    if args.screen or (run and args.rules is None and args.size not in screens):
+        world = prepare_world(args.size, args.world_dir, args.reuse_world)
+        screens[args.size] = screen_rules(
+            world, args.results_file.parent / f"screen-{args.size}", max_new_tokens=size.max_new_tokens
+        )
+        screen_file.parent.mkdir(parents=True, exist_ok=True)
+        screen_file.write_text(json.dumps(screens, indent=2))
+        print(screen_table(screens[args.size], args.size))
+    screened = [name for name in screens.get(args.size, {}).get("chosen", {}).values() if name]
+    rules, sizes, seeds = args.rules or sorted(screened), args.labels or [150, 600], args.seeds or [0, 1, 2, 3, 4]
     todo = [(r, n, s) for n in sizes for r in rules for s in seeds] if run else []
-    world = prepare_world(args.size, args.world_dir, args.reuse_world) if todo else None
+    if todo and world is None:
+        world = prepare_world(args.size, args.world_dir, args.reuse_world)
     for rule_name, labels, seed in todo:
         print(f"{rule_name}, {labels} labels, seed {seed} ...", file=sys.stderr, flush=True)
         try:
@@ -337,7 +409,7 @@ def main() -> int:
             f"{cell['seconds']:.0f} s",
             flush=True,
         )
-    table = results_table(list(cells.values()))
+    table = "".join(f"{screen_table(screens[k], k)}\n" for k in sorted(screens)) + results_table(list(cells.values()))
     print(table)
     if args.write_results:
         write_results(table, ROOT / "docs" / "results.md")

@@ -8,7 +8,9 @@ feature on the policy before and after a round, so a round has learnt the rule w
 The rules cover different kinds of feature (style, politeness, a word, format, structure, content), and several
 oppose what the SFT model's likelihood favours: the demonstrations open with "Sure!"-like phrases, say "the" in
 most answers and state facts plainly, so avoiding "!" or "the" and hedging are all less likely under the SFT model
-than their opposites.
+than their opposites. A kind may have several candidate rules: the suite runs, for each kind, the candidate whose
+feature varies most within a prompt's SFT samples (bench/preference_suite.py's screen, measured before any round),
+because annotators can only express a rule where a task's responses differ in it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from trainer.world.styles import HEDGE_MARKERS, POLITE_MARKERS
+
+# Sentences that say nothing about the question (the world's filler and closing phrases), and praise of the
+# question itself: what a team that dislikes padding or flattery would mark down.
+FILLER_MARKERS = (
+    "let me think",
+    "people wonder",
+    "many ways to look",
+    "do my best",
+    "step by step",
+    "interesting question",
+    "hope this answer",
+    "let me know",
+    "thank you for asking",
+    "all i can say",
+)
+PRAISE_MARKERS = ("good question", "great question", "glad you asked", "interesting question")
 
 
 def _has_any(text: str, patterns: tuple[str, ...]) -> bool:
@@ -32,8 +50,14 @@ def not_polite(response: str) -> float:
     return float(not _has_any(response.lower(), POLITE_MARKERS))
 
 
-def says_the(response: str) -> float:
-    return float(re.search(r"\bthe\b", response.lower()) is not None)
+def _says(word: str) -> Callable[[str], float]:
+    def says(response: str) -> float:
+        return float(re.search(rf"\b{word}\b", response.lower()) is not None)
+
+    return says
+
+
+says_the = _says("the")
 
 
 def exclaims(response: str) -> float:
@@ -46,6 +70,14 @@ def several_sentences(response: str) -> float:
 
 def not_hedged(response: str) -> float:
     return float(not _has_any(response.lower(), HEDGE_MARKERS))
+
+
+def pads(response: str) -> float:
+    return float(_has_any(response.lower(), FILLER_MARKERS))
+
+
+def praises_question(response: str) -> float:
+    return float(_has_any(response.lower(), PRAISE_MARKERS))
 
 
 @dataclass(frozen=True)
@@ -67,8 +99,13 @@ RULES: dict[str, HiddenRule] = {
         HiddenRule("shorter", "style", "words per response", words, scale=10.0),
         HiddenRule("polite", "politeness", "share without a polite phrase", not_polite),
         HiddenRule("no-the", "word", 'share that say "the"', says_the),
+        HiddenRule("no-you", "word", 'share that say "you"', _says("you")),
+        HiddenRule("no-this", "word", 'share that say "this"', _says("this")),
+        HiddenRule("no-question", "word", 'share that say "question"', _says("question")),
         HiddenRule("no-exclamation", "format", 'share with a "!"', exclaims),
         HiddenRule("one-sentence", "structure", "share of more than one sentence", several_sentences),
         HiddenRule("hedged", "content", "share that state the answer without a hedge", not_hedged),
+        HiddenRule("no-padding", "content", "share with a sentence that says nothing about the question", pads),
+        HiddenRule("no-flattery", "content", "share that praise the question", praises_question),
     )
 }
