@@ -51,8 +51,8 @@ GOAL_RATIO = 0.8
 KL_BOUND = 5.0
 GOAL_SEEDS = 4  # of 5
 # The screen, before any round: a rule runs in the suite only if its feature differs among a prompt's SCREEN_SAMPLES
-# SFT samples (a ranking's k) for at least SCREEN_SHARE of SCREEN_PROMPTS train prompts; of a kind's candidates the
-# one that differs most runs. It looks at the SFT model's samples alone, never at what a round learns.
+# SFT samples (a ranking's k) for at least SCREEN_SHARE of SCREEN_PROMPTS train prompts. It looks at the SFT model's
+# samples alone, never at what a round learns.
 SCREEN_SHARE = 0.5
 SCREEN_SAMPLES = 4
 SCREEN_PROMPTS = 200
@@ -102,8 +102,8 @@ def varying_share(rule: HiddenRule, samples: list[dict]) -> float:
 
 
 def screen_rules(world: Path, out_dir: Path, *, max_new_tokens: int, prompts: int = SCREEN_PROMPTS) -> dict[str, Any]:
-    """Sample the world's SFT model SCREEN_SAMPLES times on its first `prompts` train prompts and choose, for each
-    kind of rule, the candidate whose feature varies within the most prompts (at least SCREEN_SHARE of them)."""
+    """Sample the world's SFT model SCREEN_SAMPLES times on its first `prompts` train prompts and choose the rules
+    whose feature varies within at least SCREEN_SHARE of them."""
     lines = (world / "prompts.jsonl").read_text().splitlines()
     train = [line for line in lines if json.loads(line)["split"] == "train"][:prompts]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -121,14 +121,11 @@ def screen_rules(world: Path, out_dir: Path, *, max_new_tokens: int, prompts: in
 
 
 def choose_rules(samples: list[dict]) -> dict[str, Any]:
-    """For each kind, the candidate rule whose feature differs within the most prompts' samples, if that share is at
-    least SCREEN_SHARE (None: no candidate of the kind can be learnt from these samples)."""
+    """The candidate rules whose feature differs within at least SCREEN_SHARE of the prompts' samples: the others
+    cannot be expressed by annotators nor learnt from these samples."""
     shares = {name: varying_share(rule, samples) for name, rule in RULES.items()}
-    chosen: dict[str, str | None] = {}
-    for kind in dict.fromkeys(rule.kind for rule in RULES.values()):
-        best = max((r.name for r in RULES.values() if r.kind == kind), key=shares.__getitem__)  # first on a tie
-        chosen[kind] = best if shares[best] >= SCREEN_SHARE else None
     means = {name: feature_mean(rule, samples) for name, rule in RULES.items()}
+    chosen = [name for name in RULES if shares[name] >= SCREEN_SHARE]
     return {"shares": shares, "means": means, "chosen": chosen}
 
 
@@ -136,15 +133,14 @@ def screen_table(screen: dict[str, Any], size: str) -> str:
     """Markdown: every candidate rule, its feature's mean and varying share on the SFT samples, and the choice."""
     lines = [
         f"Screen ({size} world, before any round): {screen['prompts']} train prompts x {screen['samples']} SFT "
-        "samples, "
-        f"seed {screen['seed']}; a rule runs if its feature differs within at least {SCREEN_SHARE:.0%} of the prompts, "
-        "the one that differs most of its kind.",
+        f"samples, seed {screen['seed']}; a rule runs if its feature differs within at least {SCREEN_SHARE:.0%} of "
+        "the prompts.",
         "",
         "| kind | rule | feature | mean over the SFT samples | prompts whose samples differ | runs in the suite |",
         "|---|---|---|---|---|---|",
     ]
     for rule in sorted(RULES.values(), key=lambda r: (r.kind, r.name)):
-        runs = "yes" if screen["chosen"].get(rule.kind) == rule.name else "no"
+        runs = "yes" if rule.name in screen["chosen"] else "no"
         lines.append(
             f"| {rule.kind} | {rule.name} | {rule.feature_name} | {screen['means'][rule.name]:.2f} | "
             f"{screen['shares'][rule.name]:.2f} | {runs} |"
@@ -365,7 +361,9 @@ def main() -> int:
     screen_file = args.results_file.with_name(f"{args.results_file.stem}_screen.json")
     screens = load_cells(screen_file)
     # --write-results alone writes the stored cells' table; anything else runs cells first
-    run = not args.write_results or any(x is not None for x in (args.rules, args.labels, args.seeds))
+    # (--screen alone screens only)
+    asked = any(x is not None for x in (args.rules, args.labels, args.seeds))
+    run = asked or not (args.write_results or args.screen)
     world = None
     if args.screen or (run and args.rules is None and args.size not in screens):
         world = prepare_world(args.size, args.world_dir, args.reuse_world)
@@ -375,7 +373,7 @@ def main() -> int:
         screen_file.parent.mkdir(parents=True, exist_ok=True)
         screen_file.write_text(json.dumps(screens, indent=2))
         print(screen_table(screens[args.size], args.size))
-    screened = [name for name in screens.get(args.size, {}).get("chosen", {}).values() if name]
+    screened = screens.get(args.size, {}).get("chosen", [])
     rules, sizes, seeds = args.rules or sorted(screened), args.labels or [150, 600], args.seeds or [0, 1, 2, 3, 4]
     todo = [(r, n, s) for n in sizes for r in rules for s in seeds] if run else []
     if todo and world is None:

@@ -76,7 +76,7 @@ def test_a_cell_labels_by_its_rule_runs_a_round_and_measures_old_and_new_policy_
     assert text.count(suite.RESULTS_START) == 1 and text.startswith("# Results\n\nbefore\n") and table in text
 
 
-def test_the_screen_runs_the_candidate_of_each_kind_that_varies_most_within_prompts():
+def test_the_screen_runs_the_rules_whose_feature_varies_within_half_the_prompts():
     def sample(prompt_id, text):
         return {"prompt_id": prompt_id, "text": text}
 
@@ -90,8 +90,8 @@ def test_the_screen_runs_the_candidate_of_each_kind_that_varies_most_within_prom
     samples = [sample(p, t) for p, pair in texts.items() for t in pair]
     screen = suite.choose_rules(samples)
     assert screen["shares"]["no-you"] == 0.75 and screen["shares"]["no-the"] == 0.25
-    assert screen["chosen"]["word"] == "no-you"
-    assert screen["shares"]["hedged"] == 0.25 and screen["chosen"]["content"] is None
+    assert "no-you" in screen["chosen"] and "no-the" not in screen["chosen"]
+    assert screen["shares"]["hedged"] == 0.25 and "hedged" not in screen["chosen"]
     assert screen["means"]["no-the"] == 1 / 8
     table = suite.screen_table({"prompts": 4, "samples": 2, "seed": 7, **screen}, "tiny")
-    assert "| word | no-you | share that say \"you\" | 0.38 | 0.75 | yes |" in table
+    assert '| word | no-you | share that say "you" | 0.38 | 0.75 | yes |' in table

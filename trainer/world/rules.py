@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from trainer.world.styles import HEDGE_MARKERS, POLITE_MARKERS
+from trainer.world.styles import FILLERS, HEDGE_MARKERS, HEDGES, POLITE_MARKERS, POLITE_OPENERS, RUDE_OPENERS
 
 # Sentences that say nothing about the question (the world's filler and closing phrases), and praise of the
 # question itself: what a team that dislikes padding or flattery would mark down.
@@ -36,6 +36,8 @@ FILLER_MARKERS = (
     "all i can say",
 )
 PRAISE_MARKERS = ("good question", "great question", "glad you asked", "interesting question")
+# What an answer may open with before it answers: a greeting, a filler, a hedge, a jibe.
+PREAMBLES = tuple(p.lower() for p in POLITE_OPENERS + FILLERS + HEDGES + RUDE_OPENERS)
 
 
 def _has_any(text: str, patterns: tuple[str, ...]) -> bool:
@@ -72,6 +74,10 @@ def not_hedged(response: str) -> float:
     return float(not _has_any(response.lower(), HEDGE_MARKERS))
 
 
+def preamble(response: str) -> float:
+    return float(response.strip().lower().startswith(PREAMBLES))
+
+
 def pads(response: str) -> float:
     return float(_has_any(response.lower(), FILLER_MARKERS))
 
@@ -104,6 +110,7 @@ RULES: dict[str, HiddenRule] = {
         HiddenRule("no-question", "word", 'share that say "question"', _says("question")),
         HiddenRule("no-exclamation", "format", 'share with a "!"', exclaims),
         HiddenRule("one-sentence", "structure", "share of more than one sentence", several_sentences),
+        HiddenRule("answer-first", "structure", "share that open with something other than the answer", preamble),
         HiddenRule("hedged", "content", "share that state the answer without a hedge", not_hedged),
         HiddenRule("no-padding", "content", "share with a sentence that says nothing about the question", pads),
         HiddenRule("no-flattery", "content", "share that praise the question", praises_question),

@@ -14,6 +14,7 @@ CASES = {
     "no-question": ("Paris.", "Good question! Paris."),
     "no-exclamation": ("Of course. Paris.", "Sure! Paris."),
     "one-sentence": ("Paris is the capital of France.", "Happy to help. Paris is the capital of France."),
+    "answer-first": ("Paris is the capital. Happy to help.", "Happy to help. Paris is the capital."),
     "hedged": ("I think it is Paris.", "It is Paris."),
     "no-padding": ("Of course. Paris.", "Paris. I hope this answer is useful to you in some way."),
     "no-flattery": ("Of course. Paris.", "Glad you asked. Paris."),
