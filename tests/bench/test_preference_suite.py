@@ -95,3 +95,12 @@ def test_the_screen_runs_the_rules_whose_feature_varies_within_half_the_prompts(
     assert screen["means"]["no-the"] == 1 / 8
     table = suite.screen_table({"prompts": 4, "samples": 2, "seed": 7, **screen}, "tiny")
     assert '| word | no-you | share that say "you" | 0.38 | 0.75 | yes |' in table
+
+
+def test_the_screen_samples_the_sft_model_on_train_prompts_only(tiny_world, tmp_path):
+    screen = suite.screen_rules(tiny_world, tmp_path, max_new_tokens=12, prompts=3)
+    samples = [json.loads(x) for x in (tmp_path / "screen_samples.jsonl").read_text().splitlines()]
+    assert screen["prompts"] == 3 and len(samples) == 3 * suite.SCREEN_SAMPLES
+    assert all(s["prompt_id"].startswith("train") for s in samples)  # never the eval prompts the cells measure on
+    assert set(screen["shares"]) == set(RULES) and all(0 <= v <= 1 for v in screen["shares"].values())
+    assert screen["chosen"] == [n for n in RULES if screen["shares"][n] >= suite.SCREEN_SHARE]
