@@ -238,7 +238,8 @@ def run_cell(
         "old": before,
         "new": after,
         "ratio": ratio,
-        "kl_to_sft": kl,
+        "kl_to_sft": kl,  # k1 over the round's eval samples: unbiased, and slightly negative at times
+        "kl_to_sft_k3": result["evaluation"].get("kl_to_start"),  # k3 (never negative); the round starts at SFT
         "moved": ratio is not None and ratio <= GOAL_RATIO,
         "kl_ok": kl is not None and kl <= KL_BOUND,
         "old_prompts_varying": varying_share(rule, old),
