@@ -50,6 +50,7 @@ from trainer.world.rules import RULES, HiddenRule  # noqa: E402
 GOAL_RATIO = 0.8
 KL_BOUND = 5.0
 GOAL_SEEDS = 4  # of 5
+JUDGING_SEEDS = (0, 1, 2, 3, 4)  # pilot cells (seeds 100 and up) pick values and never count towards the goal
 # The screen, before any round: a rule runs in the suite only if its feature differs among a prompt's SCREEN_SAMPLES
 # SFT samples (a ranking's k) for at least SCREEN_SHARE of SCREEN_PROMPTS train prompts. It looks at the SFT model's
 # samples alone, never at what a round learns.
@@ -270,7 +271,7 @@ def load_cells(path: Path) -> dict[str, dict]:
 
 
 def results_table(cells: list[dict[str, Any]]) -> str:
-    """Markdown: one row per cell, then one per (overrides, rule, labels) with how many seeds met the goal."""
+    """Markdown: one row per cell, then one per (overrides, rule, labels) with how many judging seeds met the goal."""
 
     def fmt(v, spec=".2f"):
         return "–" if v is None else format(v, spec)
@@ -291,12 +292,12 @@ def results_table(cells: list[dict[str, Any]]) -> str:
             f"{fmt(c['new'])} | {fmt(c['ratio'])} | {fmt(c['kl_to_sft'])} | {met} |"
         )
     groups: dict[tuple, list[dict]] = {}
-    for c in ordered:
+    for c in (c for c in ordered if c["seed"] in JUDGING_SEEDS):
         key = (c.get("size", "–"), json.dumps(c["overrides"], sort_keys=True), c["rule"], c["labels_asked"])
         groups.setdefault(key, []).append(c)
     lines += [
         "",
-        "| world | rule | labels | settings | seeds run | seeds meeting the goal | goal (>= 4 of 5 seeds) |",
+        "| world | rule | labels | settings | judging seeds run | seeds meeting the goal | goal (>= 4 of 5 seeds) |",
         "|---|---|---|---|---|---|---|",
     ]
     for (size, overrides, rule, labels), group in groups.items():
@@ -375,7 +376,7 @@ def main() -> int:
         screen_file.write_text(json.dumps(screens, indent=2))
         print(screen_table(screens[args.size], args.size))
     screened = screens.get(args.size, {}).get("chosen", [])
-    rules, sizes, seeds = args.rules or sorted(screened), args.labels or [150, 600], args.seeds or [0, 1, 2, 3, 4]
+    rules, sizes, seeds = args.rules or sorted(screened), args.labels or [150, 600], args.seeds or list(JUDGING_SEEDS)
     todo = [(r, n, s) for n in sizes for r in rules for s in seeds] if run else []
     if todo and world is None:
         world = prepare_world(args.size, args.world_dir, args.reuse_world)

@@ -104,3 +104,14 @@ def test_the_screen_samples_the_sft_model_on_train_prompts_only(tiny_world, tmp_
     assert all(s["prompt_id"].startswith("train") for s in samples)  # never the eval prompts the cells measure on
     assert set(screen["shares"]) == set(RULES) and all(0 <= v <= 1 for v in screen["shares"].values())
     assert screen["chosen"] == [n for n in RULES if screen["shares"][n] >= suite.SCREEN_SHARE]
+
+
+def test_pilot_cells_are_listed_but_never_count_towards_the_goal():
+    def cell(seed, ratio):
+        return {"size": "small", "rule": "polite", "feature": "f", "labels_asked": 150, "seed": seed, "overrides": {},
+                "old": 0.5, "new": 0.5 * ratio, "ratio": ratio, "kl_to_sft": 1.0, "moved": ratio <= 0.8,
+                "kl_ok": True}  # fmt: skip
+
+    table = suite.results_table([cell(0, 0.5), cell(1, 0.5), cell(2, 0.5), cell(3, 0.9), cell(100, 0.5)])
+    assert "| small | polite (f) | 150 | 100 | defaults |" in table
+    assert "| small | polite | 150 | defaults | 4 | 3 | open |" in table  # seeds 0-3 only: 3 met, one missed
