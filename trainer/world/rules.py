@@ -8,9 +8,9 @@ feature on the policy before and after a round, so a round has learnt the rule w
 The rules cover different kinds of feature (style, politeness, a word, format, structure, content), and several
 oppose what the SFT model's likelihood favours: the demonstrations open with "Sure!"-like phrases, say "the" in
 most answers and state facts plainly, so avoiding "!" or "the" and hedging are all less likely under the SFT model
-than their opposites. A kind may have several candidate rules: the suite runs, for each kind, the candidate whose
-feature varies most within a prompt's SFT samples (bench/preference_suite.py's screen, measured before any round),
-because annotators can only express a rule where a task's responses differ in it.
+than their opposites. A kind may have several candidate rules: the suite runs those whose feature varies within
+most prompts' SFT samples (bench/preference_suite.py's screen, measured before any round), because annotators can
+only express a rule where a task's responses differ in it.
 """
 
 from __future__ import annotations
@@ -59,9 +59,6 @@ def _says(word: str) -> Callable[[str], float]:
     return says
 
 
-says_the = _says("the")
-
-
 def exclaims(response: str) -> float:
     return float("!" in response)
 
@@ -104,7 +101,7 @@ RULES: dict[str, HiddenRule] = {
     for r in (
         HiddenRule("shorter", "style", "words per response", words, scale=10.0),
         HiddenRule("polite", "politeness", "share without a polite phrase", not_polite),
-        HiddenRule("no-the", "word", 'share that say "the"', says_the),
+        HiddenRule("no-the", "word", 'share that say "the"', _says("the")),
         HiddenRule("no-you", "word", 'share that say "you"', _says("you")),
         HiddenRule("no-this", "word", 'share that say "this"', _says("this")),
         HiddenRule("no-question", "word", 'share that say "question"', _says("question")),
