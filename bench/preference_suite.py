@@ -266,7 +266,7 @@ def cell_key(cell: dict[str, Any]) -> str:
     return f"{cell['size']}|{cell['rule']}|{cell['labels_asked']}|{cell['seed']}|{overrides}"
 
 
-def load_cells(path: Path) -> dict[str, dict]:
+def load_json(path: Path) -> dict[str, dict]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
@@ -343,7 +343,7 @@ def main() -> int:
     parser.add_argument("--rules", nargs="+", choices=sorted(RULES), help="default: the screen's choice")
     parser.add_argument("--screen", action="store_true", help="run the screen again (it runs once per world size)")
     parser.add_argument("--labels", nargs="+", type=int, help="default: 150 600")
-    parser.add_argument("--seeds", nargs="+", type=int, help="default: 0 1 2 3 4")
+    parser.add_argument("--seeds", nargs="+", type=int, help=f"default: {' '.join(map(str, JUDGING_SEEDS))}")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--eval-prompts", type=int, default=200)
     parser.add_argument("--eval-samples", type=int, default=2)
@@ -359,9 +359,9 @@ def main() -> int:
             default = "the round's own"
         print(f"OVERRIDE --set {key}={value} (default {default})", flush=True)
     size = SIZES[args.size]
-    cells = load_cells(args.results_file)
+    cells = load_json(args.results_file)
     screen_file = args.results_file.with_name(f"{args.results_file.stem}_screen.json")
-    screens = load_cells(screen_file)
+    screens = load_json(screen_file)
     # --write-results alone writes the stored cells' table; anything else runs cells first
     # (--screen alone screens only)
     asked = any(x is not None for x in (args.rules, args.labels, args.seeds))
